@@ -1,0 +1,24 @@
+// Byte strings that are not secret (ciphertext, public keys, ids), and helpers to show them.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cw {
+
+using Bytes = std::vector<uint8_t>;
+using ByteView = std::span<const uint8_t>;
+
+inline ByteView AsBytes(std::string_view s) {
+  return ByteView(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+}
+inline Bytes ToBytes(std::string_view s) { return Bytes(s.begin(), s.end()); }
+
+std::string ToHex(ByteView bytes);
+// Empty result and false on odd length or a non-hex digit.
+bool FromHex(std::string_view hex, Bytes* out);
+
+}  // namespace cw

@@ -1,0 +1,241 @@
+#include "core/crypto/crypto.h"
+
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <sodium.h>
+
+#include <climits>
+#include <new>
+#include <utility>
+
+namespace cw::crypto {
+namespace {
+
+template <auto Free>
+struct Deleter {
+  template <typename T>
+  void operator()(T* p) const {
+    Free(p);
+  }
+};
+using CipherCtxPtr = std::unique_ptr<EVP_CIPHER_CTX, Deleter<EVP_CIPHER_CTX_free>>;
+using MacCtxPtr = std::unique_ptr<EVP_MAC_CTX, Deleter<EVP_MAC_CTX_free>>;
+using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX_free>>;
+
+constexpr size_t kAesBlockSize = 16;
+// EVP lengths are ints; leave room for the padding block.
+constexpr size_t kMaxAesInput = INT_MAX - 2 * kAesBlockSize;
+
+// Fetched once: an implicit fetch (EVP_sha512(), a name in EVP_MAC_init's params) takes a lock and a
+// method-store lookup on every init, and these run on every message. Never freed, so a thread still
+// hashing while the process exits cannot touch a freed algorithm.
+struct Algorithms {
+  EVP_MAC* hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  EVP_MD* sha512 = EVP_MD_fetch(nullptr, "SHA512", nullptr);
+  EVP_CIPHER* cbc[3] = {EVP_CIPHER_fetch(nullptr, "AES-128-CBC", nullptr),
+                        EVP_CIPHER_fetch(nullptr, "AES-192-CBC", nullptr),
+                        EVP_CIPHER_fetch(nullptr, "AES-256-CBC", nullptr)};
+  EVP_CIPHER* ctr[3] = {EVP_CIPHER_fetch(nullptr, "AES-128-CTR", nullptr),
+                        EVP_CIPHER_fetch(nullptr, "AES-192-CTR", nullptr),
+                        EVP_CIPHER_fetch(nullptr, "AES-256-CTR", nullptr)};
+};
+
+const Algorithms& Algs() {
+  static const Algorithms* const algs = new Algorithms;
+  return *algs;
+}
+
+// OpenSSL queues errors per thread; drop them so they neither pile up nor surface in a later, unrelated
+// failure. The message is fixed text: nothing of the caller's bytes reaches it.
+Status OpenSslFailure(StatusCode code, std::string message) {
+  ERR_clear_error();
+  return Status(code, std::move(message));
+}
+
+// Every argument check, before any buffer is sized from the input.
+Result<const EVP_CIPHER*> CheckedCipher(AesMode mode, bool encrypt, std::span<const uint8_t> key,
+                                        std::span<const uint8_t> iv, std::span<const uint8_t> in) {
+  if (key.size() != 16 && key.size() != 24 && key.size() != 32) {
+    return Error(StatusCode::kInvalidArgument, "AES key must be 16, 24 or 32 bytes");
+  }
+  if (iv.size() != kAesBlockSize) return Error(StatusCode::kInvalidArgument, "AES IV must be 16 bytes");
+  if (in.size() > kMaxAesInput) return Error(StatusCode::kInvalidArgument, "AES input too long");
+  // Caught here rather than by EVP so that a cut ciphertext is kTampered, never kInternal. Even an empty
+  // plaintext encrypts to one padding block, so an empty ciphertext is cut too.
+  if (!encrypt && mode == AesMode::kCbcPkcs7 && (in.empty() || in.size() % kAesBlockSize != 0)) {
+    return Error(StatusCode::kTampered, "AES-CBC ciphertext is not a whole number of blocks");
+  }
+  const size_t index = key.size() / 8 - 2;  // 16, 24, 32 bytes: 0, 1, 2
+  const EVP_CIPHER* cipher = mode == AesMode::kCbcPkcs7 ? Algs().cbc[index] : Algs().ctr[index];
+  if (cipher == nullptr) return Error(OpenSslFailure(StatusCode::kInternal, "AES cipher unavailable"));
+  return cipher;
+}
+
+// One whole AES operation. `out` must hold in.size() + one block (EVP's worst case with padding on);
+// returns how many bytes were written.
+Result<size_t> AesRun(const EVP_CIPHER* cipher, AesMode mode, bool encrypt, std::span<const uint8_t> key,
+                      std::span<const uint8_t> iv, std::span<const uint8_t> in, std::span<uint8_t> out) {
+  CipherCtxPtr ctx(EVP_CIPHER_CTX_new());
+  if (!ctx || EVP_CipherInit_ex2(ctx.get(), cipher, key.data(), iv.data(), encrypt ? 1 : 0, nullptr) != 1 ||
+      EVP_CIPHER_CTX_set_padding(ctx.get(), mode == AesMode::kCbcPkcs7 ? 1 : 0) != 1) {
+    return Error(OpenSslFailure(StatusCode::kInternal, "AES init failed"));
+  }
+  int written = 0;
+  if (!in.empty() &&
+      EVP_CipherUpdate(ctx.get(), out.data(), &written, in.data(), static_cast<int>(in.size())) != 1) {
+    return Error(OpenSslFailure(StatusCode::kInternal, "AES update failed"));
+  }
+  int final_written = 0;
+  if (EVP_CipherFinal_ex(ctx.get(), out.data() + written, &final_written) != 1) {
+    // Lengths were checked first, so on decrypt the one way to fail is bad padding.
+    return Error(encrypt ? OpenSslFailure(StatusCode::kInternal, "AES final failed")
+                         : OpenSslFailure(StatusCode::kTampered, "AES-CBC padding check failed"));
+  }
+  return static_cast<size_t>(written) + static_cast<size_t>(final_written);
+}
+
+}  // namespace
+
+Status Init() {
+  // sodium_init is idempotent and thread-safe; the static keeps later calls to one load.
+  static const int result = sodium_init();
+  if (result < 0) return Status(StatusCode::kInternal, "libsodium failed to initialise");
+  return Status::Ok();
+}
+
+Result<Bytes> AesEncrypt(AesMode mode, std::span<const uint8_t> key, std::span<const uint8_t> iv,
+                         std::span<const uint8_t> plaintext) {
+  CW_ASSIGN_OR_RETURN(const EVP_CIPHER* cipher, CheckedCipher(mode, /*encrypt=*/true, key, iv, plaintext));
+  Bytes ciphertext;
+  // Sized by the caller's input, which may be up to 2 GiB: running out of memory is an error, not a throw.
+  try {
+    ciphertext.resize(plaintext.size() + kAesBlockSize);
+  } catch (const std::bad_alloc&) {
+    return Error(StatusCode::kResourceExhausted, "no memory for AES output");
+  }
+  CW_ASSIGN_OR_RETURN(size_t size, AesRun(cipher, mode, /*encrypt=*/true, key, iv, plaintext, ciphertext));
+  ciphertext.resize(size);
+  return ciphertext;
+}
+
+Result<SecretBytes> AesDecrypt(AesMode mode, std::span<const uint8_t> key, std::span<const uint8_t> iv,
+                               std::span<const uint8_t> ciphertext) {
+  CW_ASSIGN_OR_RETURN(const EVP_CIPHER* cipher, CheckedCipher(mode, /*encrypt=*/false, key, iv, ciphertext));
+  // SecretBytes wipes on every return path, so neither a failed decrypt's partial plaintext nor the
+  // padding trimmed off below outlives this object.
+  SecretBytes plaintext;
+  try {
+    plaintext.Resize(ciphertext.size() + kAesBlockSize);
+  } catch (const std::bad_alloc&) {
+    return Error(StatusCode::kResourceExhausted, "no memory for AES output");
+  }
+  CW_ASSIGN_OR_RETURN(
+      size_t size, AesRun(cipher, mode, /*encrypt=*/false, key, iv, ciphertext, plaintext.reveal_mutable()));
+  plaintext.Resize(size);
+  return plaintext;
+}
+
+struct HmacSha256::Impl {
+  MacCtxPtr ctx;
+  bool finished = false;
+};
+
+HmacSha256::HmacSha256(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HmacSha256::~HmacSha256() = default;
+
+Result<std::unique_ptr<HmacSha256>> HmacSha256::New(std::span<const uint8_t> key) {
+  // HMAC zero-pads the key to the block size, so one zero byte is the same key as none, and EVP_MAC_init
+  // refuses a zero-length key.
+  static constexpr uint8_t kZeroByte = 0;
+  if (key.empty()) key = std::span<const uint8_t>(&kZeroByte, 1);
+  // EVP_MAC_init looks the digest up by name each time it is given one: about a quarter of the cost of a
+  // 256-byte HMAC. Copying a context that already holds SHA-256 skips that. The template is keyed with the
+  // zero byte, so it holds nothing secret, and it is per thread, so no OpenSSL context is shared.
+  thread_local const MacCtxPtr sha256_template = []() -> MacCtxPtr {
+    if (Algs().hmac == nullptr) return nullptr;
+    MacCtxPtr ctx(EVP_MAC_CTX_new(Algs().hmac));
+    char digest[] = "SHA256";
+    const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                                 OSSL_PARAM_construct_end()};
+    if (!ctx || EVP_MAC_init(ctx.get(), &kZeroByte, 1, params) != 1) return nullptr;
+    return ctx;
+  }();
+  if (!sha256_template) return Error(OpenSslFailure(StatusCode::kInternal, "HMAC-SHA256 unavailable"));
+  auto impl = std::make_unique<Impl>();
+  impl->ctx.reset(EVP_MAC_CTX_dup(sha256_template.get()));
+  if (!impl->ctx || EVP_MAC_init(impl->ctx.get(), key.data(), key.size(), nullptr) != 1) {
+    return Error(OpenSslFailure(StatusCode::kInternal, "HMAC init failed"));
+  }
+  return std::unique_ptr<HmacSha256>(new HmacSha256(std::move(impl)));
+}
+
+Status HmacSha256::Update(std::span<const uint8_t> data) {
+  if (impl_->finished) return Status(StatusCode::kInvalidArgument, "HMAC already finished");
+  if (EVP_MAC_update(impl_->ctx.get(), data.data(), data.size()) != 1) {
+    return OpenSslFailure(StatusCode::kInternal, "HMAC update failed");
+  }
+  return Status::Ok();
+}
+
+Result<std::array<uint8_t, kHmacSha256Size>> HmacSha256::Final() {
+  if (impl_->finished) return Error(StatusCode::kInvalidArgument, "HMAC already finished");
+  impl_->finished = true;
+  std::array<uint8_t, kHmacSha256Size> mac;
+  size_t written = 0;
+  if (EVP_MAC_final(impl_->ctx.get(), mac.data(), &written, mac.size()) != 1 || written != mac.size()) {
+    return Error(OpenSslFailure(StatusCode::kInternal, "HMAC final failed"));
+  }
+  return mac;
+}
+
+Result<std::array<uint8_t, kHmacSha256Size>> HmacSha256Digest(std::span<const uint8_t> key,
+                                                              std::span<const uint8_t> data) {
+  CW_ASSIGN_OR_RETURN(auto hmac, HmacSha256::New(key));
+  CW_RETURN_IF_ERROR(hmac->Update(data));
+  return hmac->Final();
+}
+
+struct Sha512::Impl {
+  MdCtxPtr ctx;
+};
+
+Sha512::Sha512(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Sha512::~Sha512() = default;
+
+Result<std::unique_ptr<Sha512>> Sha512::New() {
+  if (Algs().sha512 == nullptr) return Error(OpenSslFailure(StatusCode::kInternal, "SHA-512 unavailable"));
+  auto impl = std::make_unique<Impl>();
+  impl->ctx.reset(EVP_MD_CTX_new());
+  if (!impl->ctx || EVP_DigestInit_ex2(impl->ctx.get(), Algs().sha512, nullptr) != 1) {
+    return Error(OpenSslFailure(StatusCode::kInternal, "SHA-512 init failed"));
+  }
+  return std::unique_ptr<Sha512>(new Sha512(std::move(impl)));
+}
+
+Status Sha512::Update(std::span<const uint8_t> data) {
+  if (EVP_DigestUpdate(impl_->ctx.get(), data.data(), data.size()) != 1) {
+    return OpenSslFailure(StatusCode::kInternal, "SHA-512 update failed");
+  }
+  return Status::Ok();
+}
+
+Result<std::array<uint8_t, kSha512Size>> Sha512::Final() {
+  std::array<uint8_t, kSha512Size> digest;
+  unsigned int written = 0;
+  // Re-initialised straight away because libsignal's fingerprint code hashes again with the same context.
+  if (EVP_DigestFinal_ex(impl_->ctx.get(), digest.data(), &written) != 1 || written != digest.size() ||
+      EVP_DigestInit_ex2(impl_->ctx.get(), Algs().sha512, nullptr) != 1) {
+    return Error(OpenSslFailure(StatusCode::kInternal, "SHA-512 final failed"));
+  }
+  return digest;
+}
+
+Result<std::array<uint8_t, kSha512Size>> Sha512Digest(std::span<const uint8_t> data) {
+  CW_ASSIGN_OR_RETURN(auto sha, Sha512::New());
+  CW_RETURN_IF_ERROR(sha->Update(data));
+  return sha->Final();
+}
+
+}  // namespace cw::crypto

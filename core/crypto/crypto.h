@@ -1,0 +1,82 @@
+// The crypto primitives Cipherward uses directly or hands to libsignal-protocol-c through its provider:
+// AES (CBC with PKCS#7 padding, CTR) and HMAC-SHA256 on OpenSSL EVP, SHA-512 on OpenSSL EVP with a context
+// that is reusable after Final(), and libsodium initialisation.
+//
+// Thread rules: free functions are safe from any thread; an HmacSha256 or Sha512 object belongs to one
+// thread at a time. Keys and plaintext arrive as spans and are never copied into long-lived memory; outputs
+// that are plaintext come back as SecretBytes.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "core/base/bytes.h"
+#include "core/base/secret.h"
+#include "core/base/status.h"
+
+namespace cw::crypto {
+
+// Initialises libsodium once per process. Safe to call repeatedly and from several threads.
+// Every entry point of the engine calls it; callers need not.
+Status Init();
+
+enum class AesMode {
+  kCbcPkcs7,  // AES-CBC with PKCS#7 padding (what Signal v3 uses with a 256-bit key)
+  kCtr,       // AES-CTR, no padding; the IV is the initial 128-bit big-endian counter block
+};
+
+// REQUIRES: key is 16, 24 or 32 bytes; iv is 16 bytes. Otherwise kInvalidArgument.
+Result<Bytes> AesEncrypt(AesMode mode, std::span<const uint8_t> key, std::span<const uint8_t> iv,
+                         std::span<const uint8_t> plaintext);
+// Bad PKCS#7 padding or a CBC ciphertext that is not a whole number of blocks: kTampered.
+Result<SecretBytes> AesDecrypt(AesMode mode, std::span<const uint8_t> key, std::span<const uint8_t> iv,
+                               std::span<const uint8_t> ciphertext);
+
+inline constexpr size_t kHmacSha256Size = 32;
+inline constexpr size_t kSha512Size = 64;
+
+// Incremental HMAC-SHA256. An empty key is allowed (HMAC zero-pads keys; OpenSSL's EVP_MAC rejects a
+// zero-length key, so it is passed as one zero byte, which is the same HMAC key).
+class HmacSha256 {
+ public:
+  static Result<std::unique_ptr<HmacSha256>> New(std::span<const uint8_t> key);
+  ~HmacSha256();
+  HmacSha256(const HmacSha256&) = delete;
+  HmacSha256& operator=(const HmacSha256&) = delete;
+
+  Status Update(std::span<const uint8_t> data);
+  // Single use: after Final() the object may only be destroyed.
+  Result<std::array<uint8_t, kHmacSha256Size>> Final();
+
+ private:
+  struct Impl;
+  explicit HmacSha256(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+Result<std::array<uint8_t, kHmacSha256Size>> HmacSha256Digest(std::span<const uint8_t> key,
+                                                              std::span<const uint8_t> data);
+
+// Incremental SHA-512. Final() returns the digest and resets the object, so it can hash the next input
+// (libsignal's fingerprint code reuses one context 5200 times per safety number).
+class Sha512 {
+ public:
+  static Result<std::unique_ptr<Sha512>> New();
+  ~Sha512();
+  Sha512(const Sha512&) = delete;
+  Sha512& operator=(const Sha512&) = delete;
+
+  Status Update(std::span<const uint8_t> data);
+  Result<std::array<uint8_t, kSha512Size>> Final();
+
+ private:
+  struct Impl;
+  explicit Sha512(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+Result<std::array<uint8_t, kSha512Size>> Sha512Digest(std::span<const uint8_t> data);
+
+}  // namespace cw::crypto

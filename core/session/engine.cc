@@ -1,0 +1,1325 @@
+#include "core/session/engine.h"
+
+#include <signal/curve.h>
+#include <signal/fingerprint.h>
+#include <signal/group_cipher.h>
+#include <signal/group_session_builder.h>
+#include <signal/key_helper.h>
+#include <signal/protocol.h>
+#include <signal/ratchet.h>
+#include <signal/session_builder.h>
+#include <signal/session_cipher.h>
+#include <signal/session_pre_key.h>
+#include <signal/signal_protocol.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "core/crypto/crypto.h"
+#include "core/session/records.h"
+#include "core/session/signal_util.h"
+#include "core/wire/content.h"
+#include "core/wire/padding.h"
+
+namespace cw::session {
+
+using internal::Buffer;
+using internal::FromSignal;
+using internal::SignalRef;
+
+namespace {
+
+constexpr uint32_t kMaxPreKeyId = 0xFFFFFF;  // pre-key ids are 24-bit in the Signal protocol
+constexpr int kFingerprintIterations = 5200;
+constexpr int kScannableVersion = 1;
+
+constexpr std::string_view kMetaIdentity = "identity_key_pair";
+constexpr std::string_view kMetaRegistrationId = "registration_id";
+constexpr std::string_view kMetaNextPreKeyId = "next_pre_key_id";
+constexpr std::string_view kMetaHandedOutPreKeyId = "handed_out_pre_key_id";
+constexpr std::string_view kMetaCurrentSignedPreKey = "signed_pre_key_current";
+constexpr std::string_view kMetaNextSignedPreKeyId = "next_signed_pre_key_id";
+
+using SessionBuilderPtr =
+    std::unique_ptr<session_builder, internal::FreeWith<session_builder, session_builder_free>>;
+using SessionCipherPtr = std::unique_ptr<session_cipher, internal::FreeWith<session_cipher, session_cipher_free>>;
+using GroupBuilderPtr = std::unique_ptr<group_session_builder,
+                                        internal::FreeWith<group_session_builder, group_session_builder_free>>;
+using GroupCipherPtr = std::unique_ptr<group_cipher, internal::FreeWith<group_cipher, group_cipher_free>>;
+using FingerprintGeneratorPtr = std::unique_ptr<fingerprint_generator,
+                                                internal::FreeWith<fingerprint_generator, fingerprint_generator_free>>;
+using StoreContextPtr =
+    std::unique_ptr<signal_protocol_store_context,
+                    internal::FreeWith<signal_protocol_store_context, signal_protocol_store_context_destroy>>;
+
+// An address libsignal can point at for as long as the cipher that holds it lives: the name is owned here.
+struct OwnedAddress {
+  explicit OwnedAddress(const Address& a) : name(a.name) {
+    address.name = name.c_str();
+    address.name_len = name.size();
+    address.device_id = static_cast<int32_t>(a.device_id);
+  }
+  OwnedAddress(const OwnedAddress&) = delete;
+  OwnedAddress& operator=(const OwnedAddress&) = delete;
+  std::string name;
+  signal_protocol_address address{};
+};
+
+struct OwnedSenderKeyName {
+  OwnedSenderKeyName(std::string_view group, const Address& sender) : group_id(group), name(sender.name) {
+    skn.group_id = group_id.c_str();
+    skn.group_id_len = group_id.size();
+    skn.sender.name = name.c_str();
+    skn.sender.name_len = name.size();
+    skn.sender.device_id = static_cast<int32_t>(sender.device_id);
+  }
+  OwnedSenderKeyName(const OwnedSenderKeyName&) = delete;
+  OwnedSenderKeyName& operator=(const OwnedSenderKeyName&) = delete;
+  std::string group_id;
+  std::string name;
+  signal_protocol_sender_key_name skn{};
+};
+
+Address FromSignalAddress(const signal_protocol_address* a) {
+  return Address{std::string(a->name, a->name_len), static_cast<uint32_t>(a->device_id)};
+}
+
+Result<wire::PublicKey> SerializePublic(const ec_public_key* key) {
+  signal_buffer* raw = nullptr;
+  if (ec_public_key_serialize(&raw, key) != 0) return Error(StatusCode::kInternal, "public key serialize failed");
+  Buffer b(raw);
+  wire::PublicKey out{};
+  if (signal_buffer_len(b.get()) != out.size()) return Error(StatusCode::kInternal, "unexpected public key size");
+  std::memcpy(out.data(), signal_buffer_data(b.get()), out.size());
+  return out;
+}
+
+Result<SignalRef<ec_public_key>> DecodePublic(std::span<const uint8_t> bytes, signal_context* ctx) {
+  ec_public_key* key = nullptr;
+  int rc = curve_decode_point(&key, bytes.data(), bytes.size(), ctx);
+  if (rc != 0) return Error(FromSignal(rc, "public key"));
+  return SignalRef<ec_public_key>(key);
+}
+
+SecretBytes ToSecret(signal_buffer* b) { return SecretBytes(signal_buffer_data(b), signal_buffer_len(b)); }
+
+bool Contains(const std::vector<std::string>& v, std::string_view s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+}  // namespace
+
+class Engine::Impl {
+ public:
+  Impl(ProtocolStore* store, std::string local_name, EngineOptions options)
+      : store_(store),
+        local_name_(std::move(local_name)),
+        options_(std::move(options)),
+        clock_(options_.clock ? options_.clock : &SystemClock::Default()),
+        random_(options_.random ? options_.random : &SystemRandom::Default()),
+        owner_(std::this_thread::get_id()),
+        signal_(random_) {}
+
+  Status Init();
+
+  // --- Staged writes: every operation commits once, or not at all. ---
+  template <typename F>
+  auto Transact(F&& body) -> decltype(body()) {
+    if (std::this_thread::get_id() != owner_) {
+      return Error(StatusCode::kPermissionDenied, "engine called from a thread other than its owner");
+    }
+    staged_.clear();
+    callback_error_ = Status::Ok();
+    signal_.ClearTooFarAhead();
+    auto result = body();
+    if (!result) {
+      staged_.clear();
+      return result;
+    }
+    Status flushed = Flush();
+    if (!flushed.ok()) return Error(std::move(flushed));
+    return result;
+  }
+
+  Result<std::optional<SecretBytes>> Read(Table table, std::string_view key) {
+    auto it = staged_.find(StagedKey(table, key));
+    if (it != staged_.end()) {
+      if (!it->second) return std::optional<SecretBytes>();
+      return std::optional<SecretBytes>(it->second->Clone());
+    }
+    return store_->Get(table, key);
+  }
+
+  void Stage(Table table, std::string key, std::optional<SecretBytes> value) {
+    staged_.insert_or_assign(std::make_pair(table, std::move(key)), std::move(value));
+  }
+
+  Result<std::vector<std::string>> List(Table table, std::string_view prefix) {
+    CW_ASSIGN_OR_RETURN(std::vector<std::string> keys, store_->ListKeys(table, prefix));
+    std::set<std::string> merged(keys.begin(), keys.end());
+    for (const auto& [k, v] : staged_) {
+      if (k.first != table || !k.second.starts_with(prefix)) continue;
+      if (v) {
+        merged.insert(k.second);
+      } else {
+        merged.erase(k.second);
+      }
+    }
+    return std::vector<std::string>(merged.begin(), merged.end());
+  }
+
+  Status Flush() {
+    if (staged_.empty()) return Status::Ok();
+    WriteBatch batch;
+    batch.writes.reserve(staged_.size());
+    for (auto& [k, v] : staged_) batch.writes.push_back(Write{k.first, k.second, std::move(v)});
+    staged_.clear();
+    return store_->Commit(std::move(batch));
+  }
+
+  // Turns a libsignal result into a Status, preferring the store error a callback recorded.
+  Status Check(int rc, const char* what) {
+    if (rc >= 0) return Status::Ok();
+    if (!callback_error_.ok()) return callback_error_;
+    if (rc == SG_ERR_INVALID_MESSAGE && signal_.too_far_ahead()) {
+      return Status(StatusCode::kTooFarAhead, std::string(what) + ": more than 2000 skipped messages");
+    }
+    return FromSignal(rc, what);
+  }
+
+  int StoreFailed(Status s) {
+    callback_error_ = std::move(s);
+    return internal::kStoreError;
+  }
+
+  Status CheckPeer(const Address& a) const {
+    if (!wire::IsValidName(a.name) || a.device_id == 0 || a.device_id > INT32_MAX) {
+      return Status(StatusCode::kInvalidArgument, "invalid address");
+    }
+    return Status::Ok();
+  }
+
+  // --- Meta helpers ---
+  Result<std::optional<uint32_t>> ReadU32(std::string_view key) {
+    CW_ASSIGN_OR_RETURN(auto v, Read(Table::kMeta, key));
+    if (!v) return std::optional<uint32_t>();
+    if (v->size() != 4) return Error(StatusCode::kMalformed, "meta counter is malformed");
+    return std::optional<uint32_t>(internal::ReadBigEndian32(v->reveal()));
+  }
+  void StageU32(std::string_view key, uint32_t v) {
+    std::string b = internal::BigEndian32(v);
+    Stage(Table::kMeta, std::string(key), SecretBytes(reinterpret_cast<const uint8_t*>(b.data()), 4));
+  }
+
+  // --- Contacts and identity policy ---
+  Result<std::optional<internal::ContactRecord>> ReadContact(std::string_view name) {
+    CW_ASSIGN_OR_RETURN(auto v, Read(Table::kContact, name));
+    if (!v) return std::optional<internal::ContactRecord>();
+    CW_ASSIGN_OR_RETURN(auto c, internal::DecodeContact(v->reveal()));
+    return std::optional<internal::ContactRecord>(std::move(c));
+  }
+  void StageContact(std::string_view name, const internal::ContactRecord& c) {
+    Stage(Table::kContact, std::string(name), internal::EncodeContact(c));
+  }
+
+  // Persists a detected identity change on its own, outside the failed operation that found it, and tells
+  // the caller. The failed operation itself still writes nothing.
+  Status RecordIdentityChange() {
+    if (!pending_change_) return Status::Ok();
+    IdentityChange change = *pending_change_;
+    pending_change_.reset();
+    staged_.clear();
+    auto contact = ReadContact(change.contact.name);
+    if (!contact) return contact.error();
+    if (!*contact) return Status::Ok();
+    internal::ContactRecord c = **contact;
+    c.state = TrustState::kChanged;
+    c.pending_identity_key = change.new_key;
+    StageContact(change.contact.name, c);
+    CW_RETURN_IF_ERROR(Flush());
+    if (options_.on_identity_change) options_.on_identity_change(change);
+    return Status::Ok();
+  }
+
+  // --- Pre-keys ---
+  Status GenerateSignedPreKey();
+  Result<std::vector<wire::OneTimePreKeyPublic>> GenerateOneTimePreKeysLocked();
+  Result<wire::SignedPreKeyPublic> CurrentSignedPreKeyLocked();
+
+  // --- Messages ---
+  Result<Ciphertext> EncryptContent(const Address& peer, const wire::Content& content);
+  Result<Received> DecryptPairwise(const Address& sender, const Ciphertext& message);
+  Result<Received> DecryptGroup(const Address& sender, const Ciphertext& message);
+  Result<Received> HandleContent(const Address& sender, wire::Content content);
+  Status ProcessSenderKey(const Address& sender, const std::string& group_id, const SecretBytes& skdm);
+  Result<std::vector<std::string>> ReadGroup(std::string_view group_id, bool must_exist);
+  Result<SecretBytes> OwnSenderKeyDistribution(const std::string& group_id, bool rotate);
+  // Sends `content` to each member but us; members without a session go to `missing` (or fail when null).
+  Status FanOut(const std::vector<std::string>& members, const wire::Content& content, std::vector<Outgoing>* out,
+                std::vector<Address>* missing);
+  Result<bool> HasSessionLocked(const Address& peer);
+
+  // --- libsignal store callbacks ---
+  static int LoadSession(signal_buffer** record, signal_buffer** user_record, const signal_protocol_address* address,
+                         void* user_data);
+  static int GetSubDeviceSessions(signal_int_list** sessions, const char* name, size_t name_len, void* user_data);
+  static int StoreSession(const signal_protocol_address* address, uint8_t* record, size_t record_len, uint8_t*,
+                          size_t, void* user_data);
+  static int ContainsSession(const signal_protocol_address* address, void* user_data);
+  static int DeleteSession(const signal_protocol_address* address, void* user_data);
+  static int DeleteAllSessions(const char* name, size_t name_len, void* user_data);
+  static int LoadPreKey(signal_buffer** record, uint32_t id, void* user_data);
+  static int StorePreKey(uint32_t id, uint8_t* record, size_t record_len, void* user_data);
+  static int ContainsPreKey(uint32_t id, void* user_data);
+  static int RemovePreKey(uint32_t id, void* user_data);
+  static int LoadSignedPreKey(signal_buffer** record, uint32_t id, void* user_data);
+  static int StoreSignedPreKey(uint32_t id, uint8_t* record, size_t record_len, void* user_data);
+  static int ContainsSignedPreKey(uint32_t id, void* user_data);
+  static int RemoveSignedPreKey(uint32_t id, void* user_data);
+  static int GetIdentityKeyPair(signal_buffer** public_data, signal_buffer** private_data, void* user_data);
+  static int GetLocalRegistrationId(void* user_data, uint32_t* registration_id);
+  static int SaveIdentity(const signal_protocol_address* address, uint8_t* key_data, size_t key_len,
+                          void* user_data);
+  static int IsTrustedIdentity(const signal_protocol_address* address, uint8_t* key_data, size_t key_len,
+                               void* user_data);
+  static int StoreSenderKey(const signal_protocol_sender_key_name* name, uint8_t* record, size_t record_len,
+                            uint8_t*, size_t, void* user_data);
+  static int LoadSenderKey(signal_buffer** record, signal_buffer** user_record,
+                           const signal_protocol_sender_key_name* name, void* user_data);
+
+  int LoadInto(Table table, const std::string& key, signal_buffer** record, int found, int missing) {
+    auto v = Read(table, key);
+    if (!v) return StoreFailed(v.error());
+    if (!*v) return missing;
+    *record = signal_buffer_create((*v)->reveal().data(), (*v)->size());
+    return *record ? found : SG_ERR_NOMEM;
+  }
+  int StoreFrom(Table table, std::string key, const uint8_t* record, size_t len) {
+    Stage(table, std::move(key), SecretBytes(record, len));
+    return 0;
+  }
+
+  using StagedMapKey = std::pair<Table, std::string>;
+  static StagedMapKey StagedKey(Table t, std::string_view k) { return {t, std::string(k)}; }
+
+  ProtocolStore* store_;
+  std::string local_name_;
+  EngineOptions options_;
+  Clock* clock_;
+  Random* random_;
+  std::thread::id owner_;
+  internal::SignalContext signal_;
+  StoreContextPtr store_ctx_;
+  SignalRef<ratchet_identity_key_pair> identity_;
+  wire::PublicKey identity_public_{};
+  uint32_t registration_id_ = 0;
+
+  std::map<StagedMapKey, std::optional<SecretBytes>> staged_;
+  Status callback_error_;
+  std::optional<IdentityChange> pending_change_;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Store callbacks. libsignal calls these under its lock, on the owner thread, during one of our operations;
+// every write lands in the staged batch. They catch everything: no exception may unwind through C.
+
+#define CW_CALLBACK_BEGIN try {
+#define CW_CALLBACK_END \
+  }                     \
+  catch (...) {         \
+    return SG_ERR_NOMEM; \
+  }
+
+int Engine::Impl::LoadSession(signal_buffer** record, signal_buffer** user_record,
+                              const signal_protocol_address* address, void* user_data) {
+  CW_CALLBACK_BEGIN
+  auto* self = static_cast<Impl*>(user_data);
+  if (user_record) *user_record = nullptr;
+  return self->LoadInto(Table::kSession, internal::SessionKey({address->name, address->name_len},
+                                                              static_cast<uint32_t>(address->device_id)),
+                        record, 1, 0);
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::GetSubDeviceSessions(signal_int_list** sessions, const char* name, size_t name_len,
+                                       void* user_data) {
+  CW_CALLBACK_BEGIN
+  auto* self = static_cast<Impl*>(user_data);
+  std::string prefix(name, name_len);
+  prefix.push_back('\0');
+  auto keys = self->List(Table::kSession, prefix);
+  if (!keys) return self->StoreFailed(keys.error());
+  signal_int_list* list = signal_int_list_alloc();
+  if (!list) return SG_ERR_NOMEM;
+  int count = 0;
+  for (const auto& k : *keys) {
+    if (k.size() != prefix.size() + 4) continue;
+    uint32_t device = internal::ReadBigEndian32(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(k.data()) + prefix.size(), 4));
+    if (device == 1) continue;  // "sub-devices" are the others, as in the Java reference
+    signal_int_list_push_back(list, static_cast<int>(device));
+    ++count;
+  }
+  *sessions = list;
+  return count;
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::StoreSession(const signal_protocol_address* address, uint8_t* record, size_t record_len, uint8_t*,
+                               size_t, void* user_data) {
+  CW_CALLBACK_BEGIN
+  return static_cast<Impl*>(user_data)->StoreFrom(
+      Table::kSession, internal::SessionKey({address->name, address->name_len}, address->device_id), record,
+      record_len);
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::ContainsSession(const signal_protocol_address* address, void* user_data) {
+  CW_CALLBACK_BEGIN
+  auto* self = static_cast<Impl*>(user_data);
+  auto v = self->Read(Table::kSession, internal::SessionKey({address->name, address->name_len}, address->device_id));
+  if (!v) return self->StoreFailed(v.error());
+  return v->has_value() ? 1 : 0;
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::DeleteSession(const signal_protocol_address* address, void* user_data) {
+  CW_CALLBACK_BEGIN
+  static_cast<Impl*>(user_data)->Stage(
+      Table::kSession, internal::SessionKey({address->name, address->name_len}, address->device_id), std::nullopt);
+  return 0;
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::DeleteAllSessions(const char* name, size_t name_len, void* user_data) {
+  CW_CALLBACK_BEGIN
+  auto* self = static_cast<Impl*>(user_data);
+  std::string prefix(name, name_len);
+  prefix.push_back('\0');
+  auto keys = self->List(Table::kSession, prefix);
+  if (!keys) return self->StoreFailed(keys.error());
+  for (auto& k : *keys) self->Stage(Table::kSession, std::move(k), std::nullopt);
+  return static_cast<int>(keys->size());
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::LoadPreKey(signal_buffer** record, uint32_t id, void* user_data) {
+  CW_CALLBACK_BEGIN
+  return static_cast<Impl*>(user_data)->LoadInto(Table::kPreKey, internal::BigEndian32(id), record, SG_SUCCESS,
+                                                 SG_ERR_INVALID_KEY_ID);
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::StorePreKey(uint32_t id, uint8_t* record, size_t record_len, void* user_data) {
+  CW_CALLBACK_BEGIN
+  return static_cast<Impl*>(user_data)->StoreFrom(Table::kPreKey, internal::BigEndian32(id), record, record_len);
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::ContainsPreKey(uint32_t id, void* user_data) {
+  CW_CALLBACK_BEGIN
+  auto* self = static_cast<Impl*>(user_data);
+  auto v = self->Read(Table::kPreKey, internal::BigEndian32(id));
+  if (!v) return self->StoreFailed(v.error());
+  return v->has_value() ? 1 : 0;
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::RemovePreKey(uint32_t id, void* user_data) {
+  CW_CALLBACK_BEGIN
+  static_cast<Impl*>(user_data)->Stage(Table::kPreKey, internal::BigEndian32(id), std::nullopt);
+  return 0;
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::LoadSignedPreKey(signal_buffer** record, uint32_t id, void* user_data) {
+  CW_CALLBACK_BEGIN
+  return static_cast<Impl*>(user_data)->LoadInto(Table::kSignedPreKey, internal::BigEndian32(id), record,
+                                                 SG_SUCCESS, SG_ERR_INVALID_KEY_ID);
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::StoreSignedPreKey(uint32_t id, uint8_t* record, size_t record_len, void* user_data) {
+  CW_CALLBACK_BEGIN
+  return static_cast<Impl*>(user_data)->StoreFrom(Table::kSignedPreKey, internal::BigEndian32(id), record,
+                                                  record_len);
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::ContainsSignedPreKey(uint32_t id, void* user_data) {
+  CW_CALLBACK_BEGIN
+  auto* self = static_cast<Impl*>(user_data);
+  auto v = self->Read(Table::kSignedPreKey, internal::BigEndian32(id));
+  if (!v) return self->StoreFailed(v.error());
+  return v->has_value() ? 1 : 0;
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::RemoveSignedPreKey(uint32_t id, void* user_data) {
+  CW_CALLBACK_BEGIN
+  static_cast<Impl*>(user_data)->Stage(Table::kSignedPreKey, internal::BigEndian32(id), std::nullopt);
+  return 0;
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::GetIdentityKeyPair(signal_buffer** public_data, signal_buffer** private_data, void* user_data) {
+  CW_CALLBACK_BEGIN
+  auto* self = static_cast<Impl*>(user_data);
+  int rc = ec_public_key_serialize(public_data, ratchet_identity_key_pair_get_public(self->identity_.get()));
+  if (rc != 0) return rc;
+  rc = ec_private_key_serialize(private_data, ratchet_identity_key_pair_get_private(self->identity_.get()));
+  if (rc != 0) {
+    signal_buffer_free(*public_data);
+    *public_data = nullptr;
+  }
+  return rc;
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::GetLocalRegistrationId(void* user_data, uint32_t* registration_id) {
+  *registration_id = static_cast<Impl*>(user_data)->registration_id_;
+  return 0;
+}
+
+int Engine::Impl::SaveIdentity(const signal_protocol_address* address, uint8_t* key_data, size_t key_len,
+                               void* user_data) {
+  CW_CALLBACK_BEGIN
+  auto* self = static_cast<Impl*>(user_data);
+  std::string name(address->name, address->name_len);
+  if (!key_data) {
+    self->Stage(Table::kContact, name, std::nullopt);
+    return 0;
+  }
+  if (key_len != wire::kPublicKeySize) return SG_ERR_INVALID_KEY;
+  auto existing = self->ReadContact(name);
+  if (!existing) return self->StoreFailed(existing.error());
+  internal::ContactRecord c;
+  if (*existing) c = **existing;
+  wire::PublicKey key{};
+  std::memcpy(key.data(), key_data, key.size());
+  if (*existing && c.identity_key == key) return 0;
+  // Only reached for a key is_trusted_identity accepted: the first one (trust on first use) or one the user
+  // accepted, which AcceptIdentityChange already recorded.
+  c.state = TrustState::kTrusted;
+  c.identity_key = key;
+  c.pending_identity_key.reset();
+  self->StageContact(name, c);
+  return 0;
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::IsTrustedIdentity(const signal_protocol_address* address, uint8_t* key_data, size_t key_len,
+                                    void* user_data) {
+  CW_CALLBACK_BEGIN
+  auto* self = static_cast<Impl*>(user_data);
+  if (key_len != wire::kPublicKeySize) return 0;
+  std::string name(address->name, address->name_len);
+  auto existing = self->ReadContact(name);
+  if (!existing) return self->StoreFailed(existing.error());
+  if (!*existing) return 1;  // trust on first use
+  wire::PublicKey key{};
+  std::memcpy(key.data(), key_data, key.size());
+  const internal::ContactRecord& c = **existing;
+  if (c.identity_key == key) return c.state == TrustState::kChanged ? 0 : 1;
+  if (c.pending_identity_key && *c.pending_identity_key == key) return 0;  // known, still awaiting the user
+  self->pending_change_ = IdentityChange{FromSignalAddress(address), c.identity_key, key};
+  return 0;
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::StoreSenderKey(const signal_protocol_sender_key_name* name, uint8_t* record, size_t record_len,
+                                 uint8_t*, size_t, void* user_data) {
+  CW_CALLBACK_BEGIN
+  return static_cast<Impl*>(user_data)->StoreFrom(
+      Table::kSenderKey,
+      internal::SenderKeyKey({name->group_id, name->group_id_len}, {name->sender.name, name->sender.name_len},
+                             name->sender.device_id),
+      record, record_len);
+  CW_CALLBACK_END
+}
+
+int Engine::Impl::LoadSenderKey(signal_buffer** record, signal_buffer** user_record,
+                                const signal_protocol_sender_key_name* name, void* user_data) {
+  CW_CALLBACK_BEGIN
+  if (user_record) *user_record = nullptr;
+  return static_cast<Impl*>(user_data)->LoadInto(
+      Table::kSenderKey,
+      internal::SenderKeyKey({name->group_id, name->group_id_len}, {name->sender.name, name->sender.name_len},
+                             name->sender.device_id),
+      record, 1, 0);
+  CW_CALLBACK_END
+}
+
+#undef CW_CALLBACK_BEGIN
+#undef CW_CALLBACK_END
+
+// ---------------------------------------------------------------------------------------------------------
+
+Status Engine::Impl::Init() {
+  if (!wire::IsValidName(local_name_)) return Status(StatusCode::kInvalidArgument, "invalid local name");
+  if (options_.device_id == 0 || options_.device_id > INT32_MAX) {
+    return Status(StatusCode::kInvalidArgument, "invalid device id");
+  }
+  CW_RETURN_IF_ERROR(signal_.Init());
+  signal_protocol_store_context* sc = nullptr;
+  if (signal_protocol_store_context_create(&sc, signal_.ctx()) != 0) {
+    return Status(StatusCode::kInternal, "store context create failed");
+  }
+  store_ctx_.reset(sc);
+
+  signal_protocol_session_store sessions = {LoadSession, GetSubDeviceSessions, StoreSession, ContainsSession,
+                                            DeleteSession, DeleteAllSessions, nullptr, this};
+  signal_protocol_pre_key_store pre_keys = {LoadPreKey, StorePreKey, ContainsPreKey, RemovePreKey, nullptr, this};
+  signal_protocol_signed_pre_key_store signed_pre_keys = {LoadSignedPreKey, StoreSignedPreKey, ContainsSignedPreKey,
+                                                          RemoveSignedPreKey, nullptr, this};
+  signal_protocol_identity_key_store identities = {GetIdentityKeyPair, GetLocalRegistrationId, SaveIdentity,
+                                                   IsTrustedIdentity, nullptr, this};
+  signal_protocol_sender_key_store sender_keys = {StoreSenderKey, LoadSenderKey, nullptr, this};
+  if (signal_protocol_store_context_set_session_store(sc, &sessions) != 0 ||
+      signal_protocol_store_context_set_pre_key_store(sc, &pre_keys) != 0 ||
+      signal_protocol_store_context_set_signed_pre_key_store(sc, &signed_pre_keys) != 0 ||
+      signal_protocol_store_context_set_identity_key_store(sc, &identities) != 0 ||
+      signal_protocol_store_context_set_sender_key_store(sc, &sender_keys) != 0) {
+    return Status(StatusCode::kInternal, "store context setup failed");
+  }
+
+  auto opened = Transact([&]() -> Result<bool> {
+    CW_ASSIGN_OR_RETURN(auto stored, Read(Table::kMeta, kMetaIdentity));
+    if (stored) {
+      ratchet_identity_key_pair* pair = nullptr;
+      int rc = ratchet_identity_key_pair_deserialize(&pair, stored->reveal().data(), stored->size(), signal_.ctx());
+      if (rc != 0) return Error(StatusCode::kMalformed, "stored identity key pair is malformed");
+      identity_.reset(pair);
+      CW_ASSIGN_OR_RETURN(auto reg, ReadU32(kMetaRegistrationId));
+      if (!reg) return Error(StatusCode::kMalformed, "stored registration id is missing");
+      registration_id_ = *reg;
+    } else {
+      ratchet_identity_key_pair* pair = nullptr;
+      CW_RETURN_IF_ERROR(
+          Check(signal_protocol_key_helper_generate_identity_key_pair(&pair, signal_.ctx()), "identity key"));
+      identity_.reset(pair);
+      signal_buffer* raw = nullptr;
+      CW_RETURN_IF_ERROR(Check(ratchet_identity_key_pair_serialize(&raw, pair), "identity key"));
+      Buffer serialized(raw);
+      Stage(Table::kMeta, std::string(kMetaIdentity), ToSecret(serialized.get()));
+      CW_RETURN_IF_ERROR(Check(
+          signal_protocol_key_helper_generate_registration_id(&registration_id_, 0, signal_.ctx()), "registration"));
+      StageU32(kMetaRegistrationId, registration_id_);
+      CW_RETURN_IF_ERROR(GenerateSignedPreKey());
+      CW_ASSIGN_OR_RETURN(auto batch, GenerateOneTimePreKeysLocked());
+      (void)batch;
+    }
+    CW_ASSIGN_OR_RETURN(identity_public_, SerializePublic(ratchet_identity_key_pair_get_public(identity_.get())));
+    return true;
+  });
+  if (!opened) return opened.error();
+  return Status::Ok();
+}
+
+Status Engine::Impl::GenerateSignedPreKey() {
+  CW_ASSIGN_OR_RETURN(auto next, ReadU32(kMetaNextSignedPreKeyId));
+  uint32_t id = next.value_or(1);
+  session_signed_pre_key* raw = nullptr;
+  CW_RETURN_IF_ERROR(Check(signal_protocol_key_helper_generate_signed_pre_key(
+                               &raw, identity_.get(), id, static_cast<uint64_t>(clock_->NowMillis()), signal_.ctx()),
+                           "signed pre-key"));
+  SignalRef<session_signed_pre_key> spk(raw);
+  CW_RETURN_IF_ERROR(Check(signal_protocol_signed_pre_key_store_key(store_ctx_.get(), spk.get()), "signed pre-key"));
+  StageU32(kMetaCurrentSignedPreKey, id);
+  StageU32(kMetaNextSignedPreKeyId, id % kMaxPreKeyId + 1);
+  return Status::Ok();
+}
+
+Result<std::vector<wire::OneTimePreKeyPublic>> Engine::Impl::GenerateOneTimePreKeysLocked() {
+  CW_ASSIGN_OR_RETURN(auto next, ReadU32(kMetaNextPreKeyId));
+  uint32_t start = next.value_or(1);
+  signal_protocol_key_helper_pre_key_list_node* head = nullptr;
+  CW_RETURN_IF_ERROR(Check(signal_protocol_key_helper_generate_pre_keys(&head, start - 1,
+                                                                        options_.one_time_pre_key_batch, signal_.ctx()),
+                           "one-time pre-keys"));
+  std::unique_ptr<signal_protocol_key_helper_pre_key_list_node,
+                  internal::FreeWith<signal_protocol_key_helper_pre_key_list_node,
+                                     signal_protocol_key_helper_key_list_free>>
+      list(head);
+  std::vector<wire::OneTimePreKeyPublic> out;
+  uint32_t last = start;
+  for (auto* node = head; node; node = signal_protocol_key_helper_key_list_next(node)) {
+    session_pre_key* pk = signal_protocol_key_helper_key_list_element(node);
+    CW_RETURN_IF_ERROR(Check(signal_protocol_pre_key_store_key(store_ctx_.get(), pk), "one-time pre-key"));
+    wire::OneTimePreKeyPublic pub;
+    pub.id = session_pre_key_get_id(pk);
+    CW_ASSIGN_OR_RETURN(pub.public_key, SerializePublic(ec_key_pair_get_public(session_pre_key_get_key_pair(pk))));
+    last = pub.id;
+    out.push_back(pub);
+  }
+  StageU32(kMetaNextPreKeyId, last % kMaxPreKeyId + 1);
+  return out;
+}
+
+Result<wire::SignedPreKeyPublic> Engine::Impl::CurrentSignedPreKeyLocked() {
+  CW_ASSIGN_OR_RETURN(auto current, ReadU32(kMetaCurrentSignedPreKey));
+  if (!current) return Error(StatusCode::kNotFound, "no signed pre-key");
+  session_signed_pre_key* raw = nullptr;
+  CW_RETURN_IF_ERROR(
+      Check(signal_protocol_signed_pre_key_load_key(store_ctx_.get(), &raw, *current), "signed pre-key"));
+  SignalRef<session_signed_pre_key> spk(raw);
+  wire::SignedPreKeyPublic out;
+  out.id = *current;
+  CW_ASSIGN_OR_RETURN(out.public_key, SerializePublic(ec_key_pair_get_public(session_signed_pre_key_get_key_pair(raw))));
+  if (session_signed_pre_key_get_signature_len(raw) != wire::kSignatureSize) {
+    return Error(StatusCode::kInternal, "unexpected signature size");
+  }
+  std::memcpy(out.signature.data(), session_signed_pre_key_get_signature(raw), wire::kSignatureSize);
+  return out;
+}
+
+Result<bool> Engine::Impl::HasSessionLocked(const Address& peer) {
+  OwnedAddress addr(peer);
+  int rc = signal_protocol_session_contains_session(store_ctx_.get(), &addr.address);
+  CW_RETURN_IF_ERROR(Check(rc, "session lookup"));
+  if (rc == 0) return false;
+  // A record can exist with no usable state (after identity deletion); ask the cipher what it has.
+  session_record* record = nullptr;
+  CW_RETURN_IF_ERROR(Check(signal_protocol_session_load_session(store_ctx_.get(), &record, &addr.address), "session"));
+  SignalRef<session_record> owned(record);
+  return !session_record_is_fresh(record);
+}
+
+Result<Ciphertext> Engine::Impl::EncryptContent(const Address& peer, const wire::Content& content) {
+  CW_RETURN_IF_ERROR(CheckPeer(peer));
+  CW_ASSIGN_OR_RETURN(auto contact, ReadContact(peer.name));
+  if (contact && contact->state == TrustState::kChanged) {
+    return Error(StatusCode::kUntrustedIdentity, "contact's identity key changed; accept it before sending");
+  }
+  CW_ASSIGN_OR_RETURN(bool has, HasSessionLocked(peer));
+  if (!has) return Error(StatusCode::kNoSession, "encrypt: no session");
+  CW_ASSIGN_OR_RETURN(SecretBytes encoded, wire::EncodeContent(content));
+  CW_ASSIGN_OR_RETURN(SecretBytes padded, wire::Pad(encoded.reveal()));
+  OwnedAddress addr(peer);
+  session_cipher* raw = nullptr;
+  CW_RETURN_IF_ERROR(Check(session_cipher_create(&raw, store_ctx_.get(), &addr.address, signal_.ctx()), "encrypt"));
+  SessionCipherPtr cipher(raw);
+  ciphertext_message* msg = nullptr;
+  CW_RETURN_IF_ERROR(
+      Check(session_cipher_encrypt(cipher.get(), padded.reveal().data(), padded.size(), &msg), "encrypt"));
+  SignalRef<ciphertext_message> owned(msg);
+  signal_buffer* serialized = ciphertext_message_get_serialized(msg);
+  Ciphertext out;
+  out.type = ciphertext_message_get_type(msg) == CIPHERTEXT_PREKEY_TYPE ? MessageType::kPreKey : MessageType::kSignal;
+  out.body.assign(signal_buffer_data(serialized), signal_buffer_data(serialized) + signal_buffer_len(serialized));
+  return out;
+}
+
+Result<Received> Engine::Impl::DecryptPairwise(const Address& sender, const Ciphertext& message) {
+  OwnedAddress addr(sender);
+  session_cipher* raw = nullptr;
+  CW_RETURN_IF_ERROR(Check(session_cipher_create(&raw, store_ctx_.get(), &addr.address, signal_.ctx()), "decrypt"));
+  SessionCipherPtr cipher(raw);
+  signal_buffer* plain_raw = nullptr;
+  if (message.type == MessageType::kPreKey) {
+    pre_key_signal_message* msg = nullptr;
+    CW_RETURN_IF_ERROR(Check(
+        pre_key_signal_message_deserialize(&msg, message.body.data(), message.body.size(), signal_.ctx()), "decrypt"));
+    SignalRef<pre_key_signal_message> owned(msg);
+    int rc = session_cipher_decrypt_pre_key_signal_message(cipher.get(), msg, nullptr, &plain_raw);
+    if (rc == SG_ERR_UNTRUSTED_IDENTITY) {
+      // Make sure the change is known even when the key was new to us only through this message.
+      if (!pending_change_) {
+        auto contact = ReadContact(sender.name);
+        auto key = SerializePublic(pre_key_signal_message_get_identity_key(msg));
+        if (contact && *contact && key && (*contact)->identity_key != *key &&
+            (*contact)->pending_identity_key != *key) {
+          pending_change_ = IdentityChange{sender, (*contact)->identity_key, *key};
+        }
+      }
+    }
+    CW_RETURN_IF_ERROR(Check(rc, "decrypt"));
+  } else {
+    signal_message* msg = nullptr;
+    CW_RETURN_IF_ERROR(
+        Check(signal_message_deserialize(&msg, message.body.data(), message.body.size(), signal_.ctx()), "decrypt"));
+    SignalRef<signal_message> owned(msg);
+    CW_RETURN_IF_ERROR(Check(session_cipher_decrypt_signal_message(cipher.get(), msg, nullptr, &plain_raw), "decrypt"));
+  }
+  Buffer plain(plain_raw);
+  CW_ASSIGN_OR_RETURN(SecretBytes unpadded,
+                      wire::Unpad({signal_buffer_data(plain.get()), signal_buffer_len(plain.get())}));
+  CW_ASSIGN_OR_RETURN(wire::Content content, wire::DecodeContent(unpadded.reveal()));
+  return HandleContent(sender, std::move(content));
+}
+
+Result<std::vector<std::string>> Engine::Impl::ReadGroup(std::string_view group_id, bool must_exist) {
+  CW_ASSIGN_OR_RETURN(auto v, Read(Table::kGroup, group_id));
+  if (!v) {
+    if (must_exist) return Error(StatusCode::kNotFound, "unknown group");
+    return std::vector<std::string>();
+  }
+  return internal::DecodeGroup(v->reveal());
+}
+
+Result<SecretBytes> Engine::Impl::OwnSenderKeyDistribution(const std::string& group_id, bool rotate) {
+  OwnedSenderKeyName name(group_id, Address{local_name_, options_.device_id});
+  if (rotate) {
+    // A fresh sender key: the old chain (and every key derivable from it) is never used again, so a removed
+    // member's copy of it opens nothing new.
+    Stage(Table::kSenderKey, internal::SenderKeyKey(group_id, local_name_, options_.device_id), std::nullopt);
+  }
+  group_session_builder* raw = nullptr;
+  CW_RETURN_IF_ERROR(Check(group_session_builder_create(&raw, store_ctx_.get(), signal_.ctx()), "sender key"));
+  GroupBuilderPtr builder(raw);
+  sender_key_distribution_message* skdm = nullptr;
+  CW_RETURN_IF_ERROR(Check(group_session_builder_create_session(builder.get(), &skdm, &name.skn), "sender key"));
+  SignalRef<sender_key_distribution_message> owned(skdm);
+  signal_buffer* serialized = ciphertext_message_get_serialized(reinterpret_cast<ciphertext_message*>(skdm));
+  return ToSecret(serialized);
+}
+
+Status Engine::Impl::FanOut(const std::vector<std::string>& members, const wire::Content& content,
+                            std::vector<Outgoing>* out, std::vector<Address>* missing) {
+  for (const auto& m : members) {
+    if (m == local_name_) continue;
+    Address to{m, 1};
+    CW_ASSIGN_OR_RETURN(bool has, HasSessionLocked(to));
+    if (!has) {
+      if (!missing) return Status(StatusCode::kNoSession, "group: no session with a member");
+      if (std::find(missing->begin(), missing->end(), to) == missing->end()) missing->push_back(to);
+      continue;
+    }
+    CW_ASSIGN_OR_RETURN(Ciphertext c, EncryptContent(to, content));
+    out->push_back(Outgoing{std::move(to), std::move(c)});
+  }
+  return Status::Ok();
+}
+
+Status Engine::Impl::ProcessSenderKey(const Address& sender, const std::string& group_id, const SecretBytes& skdm) {
+  sender_key_distribution_message* raw = nullptr;
+  CW_RETURN_IF_ERROR(Check(
+      sender_key_distribution_message_deserialize(&raw, skdm.reveal().data(), skdm.size(), signal_.ctx()), "sender key"));
+  SignalRef<sender_key_distribution_message> msg(raw);
+  group_session_builder* b = nullptr;
+  CW_RETURN_IF_ERROR(Check(group_session_builder_create(&b, store_ctx_.get(), signal_.ctx()), "sender key"));
+  GroupBuilderPtr builder(b);
+  OwnedSenderKeyName name(group_id, sender);
+  return Check(group_session_builder_process_session(builder.get(), &name.skn, msg.get()), "sender key");
+}
+
+Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Content content) {
+  Received r;
+  r.sender = sender;
+  r.group_id = content.group_id;
+  switch (content.kind) {
+    case wire::ContentKind::kMessage:
+      if (!content.group_id.empty()) return Error(StatusCode::kMalformed, "message content with a group id");
+      r.kind = Received::Kind::kMessage;
+      r.body = std::move(content.body);
+      return r;
+
+    case wire::ContentKind::kSenderKey: {
+      // Accepted only inside an authenticated 1:1 session (we are here) from a current member of the group.
+      if (!internal::IsValidGroupId(content.group_id)) return Error(StatusCode::kMalformed, "invalid group id");
+      CW_ASSIGN_OR_RETURN(auto members, ReadGroup(content.group_id, false));
+      if (!Contains(members, sender.name)) {
+        return Error(StatusCode::kPermissionDenied, "sender key from someone who is not a group member");
+      }
+      CW_RETURN_IF_ERROR(ProcessSenderKey(sender, content.group_id, content.body));
+      r.kind = Received::Kind::kSenderKey;
+      return r;
+    }
+
+    case wire::ContentKind::kGroupMembers: {
+      if (!internal::IsValidGroupId(content.group_id)) return Error(StatusCode::kMalformed, "invalid group id");
+      std::vector<std::string> updated = content.members;
+      std::sort(updated.begin(), updated.end());
+      if (std::adjacent_find(updated.begin(), updated.end()) != updated.end()) {
+        return Error(StatusCode::kMalformed, "group member list has duplicates");
+      }
+      CW_ASSIGN_OR_RETURN(auto current, ReadGroup(content.group_id, false));
+      const bool known = !current.empty();
+      // Care teams are flat: any current member may change the membership. A group we do not know yet is
+      // joined only when its sender lists both itself and us.
+      if (known ? !Contains(current, sender.name) : !(Contains(updated, sender.name) && Contains(updated, local_name_))) {
+        return Error(StatusCode::kPermissionDenied, "group update from someone who is not a member");
+      }
+      r.kind = Received::Kind::kGroupMembers;
+      r.members = updated;
+      if (!Contains(updated, local_name_)) {
+        // We were removed: forget the group and every sender key we held for it.
+        Stage(Table::kGroup, content.group_id, std::nullopt);
+        std::string prefix = content.group_id + std::string(1, '\0');
+        CW_ASSIGN_OR_RETURN(auto keys, List(Table::kSenderKey, prefix));
+        for (auto& k : keys) Stage(Table::kSenderKey, std::move(k), std::nullopt);
+        return r;
+      }
+      std::vector<std::string> removed, added;
+      for (const auto& m : current) {
+        if (!Contains(updated, m)) removed.push_back(m);
+      }
+      for (const auto& m : updated) {
+        if (!Contains(current, m) && m != local_name_) added.push_back(m);
+      }
+      for (const auto& m : removed) {
+        std::string prefix = internal::SenderKeyKey(content.group_id, m, 0);
+        prefix.resize(prefix.size() - 4);  // every device of m
+        CW_ASSIGN_OR_RETURN(auto keys, List(Table::kSenderKey, prefix));
+        for (auto& k : keys) Stage(Table::kSenderKey, std::move(k), std::nullopt);
+      }
+      Stage(Table::kGroup, content.group_id, internal::EncodeGroup(updated));
+      // The sender's own sender key rides along with the membership, so the two cannot arrive out of order.
+      if (!content.body.empty()) CW_RETURN_IF_ERROR(ProcessSenderKey(sender, content.group_id, content.body));
+      const bool rotate = !removed.empty();
+      if (!known || rotate || !added.empty()) {
+        CW_ASSIGN_OR_RETURN(SecretBytes skdm, OwnSenderKeyDistribution(content.group_id, rotate));
+        wire::Content share{wire::ContentKind::kSenderKey, content.group_id, std::move(skdm), {}};
+        // A new or rotated key goes to everyone; otherwise only the newcomers need ours.
+        const std::vector<std::string>& to = (!known || rotate) ? updated : added;
+        CW_RETURN_IF_ERROR(FanOut(to, share, &r.replies, &r.missing_sessions));
+      }
+      return r;
+    }
+  }
+  return Error(StatusCode::kMalformed, "unknown content kind");
+}
+
+Result<Received> Engine::Impl::DecryptGroup(const Address& sender, const Ciphertext& message) {
+  if (!internal::IsValidGroupId(message.group_id)) return Error(StatusCode::kMalformed, "invalid group id");
+  CW_ASSIGN_OR_RETURN(auto members, ReadGroup(message.group_id, false));
+  if (!Contains(members, sender.name) || sender.name == local_name_) {
+    return Error(StatusCode::kPermissionDenied, "group message from someone who is not a group member");
+  }
+  sender_key_message* raw = nullptr;
+  CW_RETURN_IF_ERROR(Check(
+      sender_key_message_deserialize(&raw, message.body.data(), message.body.size(), signal_.ctx()), "group decrypt"));
+  SignalRef<sender_key_message> msg(raw);
+  OwnedSenderKeyName name(message.group_id, sender);
+  group_cipher* c = nullptr;
+  CW_RETURN_IF_ERROR(Check(group_cipher_create(&c, store_ctx_.get(), &name.skn, signal_.ctx()), "group decrypt"));
+  GroupCipherPtr cipher(c);
+  signal_buffer* plain_raw = nullptr;
+  CW_RETURN_IF_ERROR(Check(group_cipher_decrypt(cipher.get(), msg.get(), nullptr, &plain_raw), "group decrypt"));
+  Buffer plain(plain_raw);
+  CW_ASSIGN_OR_RETURN(SecretBytes body, wire::Unpad({signal_buffer_data(plain.get()), signal_buffer_len(plain.get())}));
+  Received r;
+  r.kind = Received::Kind::kGroupMessage;
+  r.sender = sender;
+  r.group_id = message.group_id;
+  r.body = std::move(body);
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+
+Result<std::unique_ptr<Engine>> Engine::Open(ProtocolStore* store, std::string local_name, EngineOptions options) {
+  if (!store) return Error(StatusCode::kInvalidArgument, "no store");
+  auto impl = std::make_unique<Impl>(store, std::move(local_name), std::move(options));
+  CW_RETURN_IF_ERROR(impl->Init());
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+const std::string& Engine::local_name() const { return impl_->local_name_; }
+uint32_t Engine::registration_id() const { return impl_->registration_id_; }
+uint32_t Engine::device_id() const { return impl_->options_.device_id; }
+const wire::PublicKey& Engine::identity_key() const { return impl_->identity_public_; }
+
+Result<wire::PreKeyBundle> Engine::MakeBundle(bool with_one_time_pre_key) {
+  return impl_->Transact([&]() -> Result<wire::PreKeyBundle> {
+    wire::PreKeyBundle b;
+    b.registration_id = impl_->registration_id_;
+    b.device_id = impl_->options_.device_id;
+    b.identity_key = impl_->identity_public_;
+    CW_ASSIGN_OR_RETURN(b.signed_pre_key, impl_->CurrentSignedPreKeyLocked());
+    if (!with_one_time_pre_key) return b;
+    CW_ASSIGN_OR_RETURN(auto handed, impl_->ReadU32(kMetaHandedOutPreKeyId));
+    CW_ASSIGN_OR_RETURN(auto keys, impl_->List(Table::kPreKey, ""));
+    for (const auto& k : keys) {
+      uint32_t id = internal::ReadBigEndian32(std::span(reinterpret_cast<const uint8_t*>(k.data()), 4));
+      if (handed && id <= *handed) continue;
+      session_pre_key* raw = nullptr;
+      CW_RETURN_IF_ERROR(impl_->Check(signal_protocol_pre_key_load_key(impl_->store_ctx_.get(), &raw, id), "pre-key"));
+      SignalRef<session_pre_key> pk(raw);
+      wire::OneTimePreKeyPublic otpk;
+      otpk.id = id;
+      CW_ASSIGN_OR_RETURN(otpk.public_key, SerializePublic(ec_key_pair_get_public(session_pre_key_get_key_pair(raw))));
+      b.one_time_pre_key = otpk;
+      impl_->StageU32(kMetaHandedOutPreKeyId, id);
+      break;
+    }
+    return b;
+  });
+}
+
+Result<wire::SignedPreKeyPublic> Engine::CurrentSignedPreKey() {
+  return impl_->Transact([&] { return impl_->CurrentSignedPreKeyLocked(); });
+}
+
+Result<std::vector<wire::OneTimePreKeyPublic>> Engine::GenerateOneTimePreKeys() {
+  return impl_->Transact([&] { return impl_->GenerateOneTimePreKeysLocked(); });
+}
+
+Result<size_t> Engine::OneTimePreKeyCount() {
+  return impl_->Transact([&]() -> Result<size_t> {
+    CW_ASSIGN_OR_RETURN(auto keys, impl_->List(Table::kPreKey, ""));
+    return keys.size();
+  });
+}
+
+Result<bool> Engine::NeedsOneTimePreKeyRefill() {
+  CW_ASSIGN_OR_RETURN(size_t n, OneTimePreKeyCount());
+  return n < impl_->options_.one_time_pre_key_refill_below;
+}
+
+Result<bool> Engine::RotateSignedPreKeyIfDue() {
+  return impl_->Transact([&]() -> Result<bool> {
+    const int64_t now = impl_->clock_->NowMillis();
+    CW_ASSIGN_OR_RETURN(auto current, impl_->ReadU32(kMetaCurrentSignedPreKey));
+    // Creation times of every stored signed pre-key, oldest first.
+    CW_ASSIGN_OR_RETURN(auto keys, impl_->List(Table::kSignedPreKey, ""));
+    std::vector<std::pair<int64_t, uint32_t>> created;
+    for (const auto& k : keys) {
+      uint32_t id = internal::ReadBigEndian32(std::span(reinterpret_cast<const uint8_t*>(k.data()), 4));
+      session_signed_pre_key* raw = nullptr;
+      CW_RETURN_IF_ERROR(
+          impl_->Check(signal_protocol_signed_pre_key_load_key(impl_->store_ctx_.get(), &raw, id), "signed pre-key"));
+      SignalRef<session_signed_pre_key> spk(raw);
+      created.emplace_back(static_cast<int64_t>(session_signed_pre_key_get_timestamp(raw)), id);
+    }
+    std::sort(created.begin(), created.end());
+    int64_t current_created = 0;
+    for (const auto& [ts, id] : created) {
+      if (current && id == *current) current_created = ts;
+    }
+    bool rotated = false;
+    if (!current || now - current_created >= impl_->options_.signed_pre_key_rotation_ms) {
+      CW_RETURN_IF_ERROR(impl_->GenerateSignedPreKey());
+      created.emplace_back(now, 0);  // stands for the new key when judging its predecessor's retention
+      rotated = true;
+    }
+    // A replaced key is kept until `retention` has passed since its successor took over.
+    for (size_t i = 0; i + 1 < created.size(); ++i) {
+      if (created[i].second == 0) continue;
+      if (now - created[i + 1].first > impl_->options_.signed_pre_key_retention_ms) {
+        impl_->Stage(Table::kSignedPreKey, internal::BigEndian32(created[i].second), std::nullopt);
+      }
+    }
+    return rotated;
+  });
+}
+
+Status Engine::ProcessBundle(const Address& peer, const wire::PreKeyBundle& bundle) {
+  auto r = impl_->Transact([&]() -> Result<bool> {
+    CW_RETURN_IF_ERROR(impl_->CheckPeer(peer));
+    signal_context* ctx = impl_->signal_.ctx();
+    CW_ASSIGN_OR_RETURN(auto identity, DecodePublic(bundle.identity_key, ctx));
+    CW_ASSIGN_OR_RETURN(auto spk, DecodePublic(bundle.signed_pre_key.public_key, ctx));
+    // Verify the signature ourselves first, so a forged bundle gets its own error rather than "invalid key".
+    int verified = curve_verify_signature(identity.get(), bundle.signed_pre_key.public_key.data(),
+                                          bundle.signed_pre_key.public_key.size(),
+                                          bundle.signed_pre_key.signature.data(), bundle.signed_pre_key.signature.size());
+    if (verified != 1) return Error(StatusCode::kBadSignature, "pre-key bundle signature does not verify");
+    SignalRef<ec_public_key> otpk;
+    uint32_t otpk_id = 0;
+    if (bundle.one_time_pre_key) {
+      CW_ASSIGN_OR_RETURN(otpk, DecodePublic(bundle.one_time_pre_key->public_key, ctx));
+      otpk_id = bundle.one_time_pre_key->id;
+    }
+    session_pre_key_bundle* raw = nullptr;
+    CW_RETURN_IF_ERROR(impl_->Check(
+        session_pre_key_bundle_create(&raw, bundle.registration_id, static_cast<int>(bundle.device_id), otpk_id,
+                                      otpk.get(), bundle.signed_pre_key.id, spk.get(),
+                                      bundle.signed_pre_key.signature.data(), bundle.signed_pre_key.signature.size(),
+                                      identity.get()),
+        "pre-key bundle"));
+    SignalRef<session_pre_key_bundle> owned(raw);
+    OwnedAddress addr(peer);
+    session_builder* b = nullptr;
+    CW_RETURN_IF_ERROR(
+        impl_->Check(session_builder_create(&b, impl_->store_ctx_.get(), &addr.address, ctx), "pre-key bundle"));
+    SessionBuilderPtr builder(b);
+    CW_RETURN_IF_ERROR(impl_->Check(session_builder_process_pre_key_bundle(builder.get(), raw), "pre-key bundle"));
+    return true;
+  });
+  if (!r) {
+    if (r.error().code() == StatusCode::kUntrustedIdentity) CW_RETURN_IF_ERROR(impl_->RecordIdentityChange());
+    return r.error();
+  }
+  return Status::Ok();
+}
+
+bool Engine::HasSession(const Address& peer) {
+  auto r = impl_->Transact([&] { return impl_->HasSessionLocked(peer); });
+  return r && *r;
+}
+
+Result<Ciphertext> Engine::Encrypt(const Address& peer, std::span<const uint8_t> plaintext) {
+  return impl_->Transact([&]() -> Result<Ciphertext> {
+    wire::Content content;
+    content.kind = wire::ContentKind::kMessage;
+    content.body = SecretBytes(plaintext);
+    return impl_->EncryptContent(peer, content);
+  });
+}
+
+Result<Received> Engine::Decrypt(const Address& sender, const Ciphertext& message) {
+  auto r = impl_->Transact([&]() -> Result<Received> {
+    CW_RETURN_IF_ERROR(impl_->CheckPeer(sender));
+    switch (message.type) {
+      case MessageType::kPreKey:
+      case MessageType::kSignal:
+        return impl_->DecryptPairwise(sender, message);
+      case MessageType::kSenderKey:
+        return impl_->DecryptGroup(sender, message);
+      case MessageType::kSenderKeyDistribution:
+        return Error(StatusCode::kPermissionDenied, "sender keys are accepted only inside a 1:1 session");
+    }
+    return Error(StatusCode::kMalformed, "unknown message type");
+  });
+  if (!r && r.error().code() == StatusCode::kUntrustedIdentity) {
+    CW_RETURN_IF_ERROR(impl_->RecordIdentityChange());
+  }
+  return r;
+}
+
+Result<Contact> Engine::GetContact(const std::string& name) {
+  return impl_->Transact([&]() -> Result<Contact> {
+    CW_ASSIGN_OR_RETURN(auto c, impl_->ReadContact(name));
+    Contact out;
+    if (!c) return out;
+    out.state = c->state;
+    out.identity_key = c->identity_key;
+    out.pending_identity_key = c->pending_identity_key;
+    return out;
+  });
+}
+
+Status Engine::AcceptIdentityChange(const std::string& name) {
+  auto r = impl_->Transact([&]() -> Result<bool> {
+    CW_ASSIGN_OR_RETURN(auto c, impl_->ReadContact(name));
+    if (!c || c->state != TrustState::kChanged) return Error(StatusCode::kNotFound, "no identity change to accept");
+    c->identity_key = *c->pending_identity_key;
+    c->pending_identity_key.reset();
+    c->state = TrustState::kTrusted;  // verification was of the old key
+    impl_->StageContact(name, *c);
+    return true;
+  });
+  return r ? Status::Ok() : r.error();
+}
+
+Status Engine::SetVerified(const std::string& name, bool verified) {
+  auto r = impl_->Transact([&]() -> Result<bool> {
+    CW_ASSIGN_OR_RETURN(auto c, impl_->ReadContact(name));
+    if (!c) return Error(StatusCode::kNotFound, "unknown contact");
+    if (c->state == TrustState::kChanged) {
+      return Error(StatusCode::kUntrustedIdentity, "accept the changed identity key before verifying");
+    }
+    c->state = verified ? TrustState::kVerified : TrustState::kTrusted;
+    impl_->StageContact(name, *c);
+    return true;
+  });
+  return r ? Status::Ok() : r.error();
+}
+
+Result<SafetyNumber> Engine::GetSafetyNumber(const std::string& name) {
+  return impl_->Transact([&]() -> Result<SafetyNumber> {
+    CW_ASSIGN_OR_RETURN(auto c, impl_->ReadContact(name));
+    if (!c) return Error(StatusCode::kNotFound, "unknown contact");
+    signal_context* ctx = impl_->signal_.ctx();
+    CW_ASSIGN_OR_RETURN(auto remote, DecodePublic(c->identity_key, ctx));
+    fingerprint_generator* g = nullptr;
+    CW_RETURN_IF_ERROR(
+        impl_->Check(fingerprint_generator_create(&g, kFingerprintIterations, kScannableVersion, ctx), "safety number"));
+    FingerprintGeneratorPtr generator(g);
+    fingerprint* fp = nullptr;
+    CW_RETURN_IF_ERROR(impl_->Check(
+        fingerprint_generator_create_for(g, impl_->local_name_.c_str(),
+                                         ratchet_identity_key_pair_get_public(impl_->identity_.get()), name.c_str(),
+                                         remote.get(), &fp),
+        "safety number"));
+    SignalRef<fingerprint> owned(fp);
+    SafetyNumber out;
+    out.digits = displayable_fingerprint_text(fingerprint_get_displayable(fp));
+    signal_buffer* raw = nullptr;
+    CW_RETURN_IF_ERROR(
+        impl_->Check(scannable_fingerprint_serialize(&raw, fingerprint_get_scannable(fp)), "safety number"));
+    Buffer scannable(raw);
+    out.scannable.assign(signal_buffer_data(raw), signal_buffer_data(raw) + signal_buffer_len(raw));
+    return out;
+  });
+}
+
+Result<bool> Engine::CompareScannedSafetyNumber(const std::string& name, ByteView scanned) {
+  CW_ASSIGN_OR_RETURN(SafetyNumber ours, GetSafetyNumber(name));
+  return impl_->Transact([&]() -> Result<bool> {
+    signal_context* ctx = impl_->signal_.ctx();
+    scannable_fingerprint* theirs = nullptr;
+    int rc = scannable_fingerprint_deserialize(&theirs, scanned.data(), scanned.size(), ctx);
+    if (rc != 0) return Error(StatusCode::kMalformed, "scanned safety number is malformed");
+    SignalRef<scannable_fingerprint> owned_theirs(theirs);
+    scannable_fingerprint* mine = nullptr;
+    rc = scannable_fingerprint_deserialize(&mine, ours.scannable.data(), ours.scannable.size(), ctx);
+    if (rc != 0) return Error(StatusCode::kInternal, "own safety number did not parse");
+    SignalRef<scannable_fingerprint> owned_mine(mine);
+    rc = scannable_fingerprint_compare(mine, theirs);
+    if (rc == 1) return true;
+    if (rc == SG_ERR_FP_VERSION_MISMATCH) return Error(StatusCode::kUnsupportedVersion, "safety number version");
+    return false;
+  });
+}
+
+Result<std::vector<Outgoing>> Engine::CreateGroup(const std::string& group_id, const std::vector<std::string>& members) {
+  return impl_->Transact([&]() -> Result<std::vector<Outgoing>> {
+    if (!internal::IsValidGroupId(group_id)) return Error(StatusCode::kInvalidArgument, "invalid group id");
+    CW_ASSIGN_OR_RETURN(auto existing, impl_->ReadGroup(group_id, false));
+    if (!existing.empty()) return Error(StatusCode::kAlreadyExists, "group exists");
+    std::vector<std::string> all = members;
+    all.push_back(impl_->local_name_);
+    std::sort(all.begin(), all.end());
+    all.erase(std::unique(all.begin(), all.end()), all.end());
+    if (all.size() > wire::kMaxGroupMembers) return Error(StatusCode::kInvalidArgument, "too many members");
+    for (const auto& m : all) {
+      if (!wire::IsValidName(m)) return Error(StatusCode::kInvalidArgument, "invalid member name");
+    }
+    impl_->Stage(Table::kGroup, group_id, internal::EncodeGroup(all));
+    CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(group_id, false));
+    std::vector<Outgoing> out;
+    CW_RETURN_IF_ERROR(impl_->FanOut(
+        all, wire::Content{wire::ContentKind::kGroupMembers, group_id, std::move(skdm), all}, &out, nullptr));
+    return out;
+  });
+}
+
+Result<std::vector<Outgoing>> Engine::AddGroupMember(const std::string& group_id, const std::string& member) {
+  return impl_->Transact([&]() -> Result<std::vector<Outgoing>> {
+    if (!wire::IsValidName(member)) return Error(StatusCode::kInvalidArgument, "invalid member name");
+    CW_ASSIGN_OR_RETURN(auto members, impl_->ReadGroup(group_id, true));
+    if (Contains(members, member)) return Error(StatusCode::kAlreadyExists, "already a member");
+    if (members.size() >= wire::kMaxGroupMembers) return Error(StatusCode::kResourceExhausted, "group is full");
+    members.push_back(member);
+    std::sort(members.begin(), members.end());
+    impl_->Stage(Table::kGroup, group_id, internal::EncodeGroup(members));
+    std::vector<Outgoing> out;
+    CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(group_id, false));
+    CW_RETURN_IF_ERROR(impl_->FanOut(
+        members, wire::Content{wire::ContentKind::kGroupMembers, group_id, std::move(skdm), members}, &out, nullptr));
+    return out;
+  });
+}
+
+Result<std::vector<Outgoing>> Engine::RemoveGroupMember(const std::string& group_id, const std::string& member) {
+  return impl_->Transact([&]() -> Result<std::vector<Outgoing>> {
+    CW_ASSIGN_OR_RETURN(auto members, impl_->ReadGroup(group_id, true));
+    if (!Contains(members, member)) return Error(StatusCode::kNotFound, "not a member");
+    if (member == impl_->local_name_) return Error(StatusCode::kInvalidArgument, "cannot remove yourself this way");
+    std::vector<std::string> remaining;
+    for (const auto& m : members) {
+      if (m != member) remaining.push_back(m);
+    }
+    impl_->Stage(Table::kGroup, group_id, internal::EncodeGroup(remaining));
+    std::string prefix = internal::SenderKeyKey(group_id, member, 0);
+    prefix.resize(prefix.size() - 4);
+    CW_ASSIGN_OR_RETURN(auto keys, impl_->List(Table::kSenderKey, prefix));
+    for (auto& k : keys) impl_->Stage(Table::kSenderKey, std::move(k), std::nullopt);
+    std::vector<Outgoing> out;
+    CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(group_id, /*rotate=*/true));
+    CW_RETURN_IF_ERROR(impl_->FanOut(
+        remaining, wire::Content{wire::ContentKind::kGroupMembers, group_id, std::move(skdm), remaining}, &out, nullptr));
+    // The removed member hears of its removal too (without the new key), so its client stops showing the
+    // group as live.
+    CW_RETURN_IF_ERROR(
+        impl_->FanOut({member}, wire::Content{wire::ContentKind::kGroupMembers, group_id, {}, remaining}, &out, nullptr));
+    return out;
+  });
+}
+
+Result<std::vector<std::string>> Engine::GroupMembers(const std::string& group_id) {
+  return impl_->Transact([&] { return impl_->ReadGroup(group_id, true); });
+}
+
+Result<Outgoing> Engine::ShareSenderKey(const std::string& group_id, const std::string& member) {
+  return impl_->Transact([&]() -> Result<Outgoing> {
+    CW_ASSIGN_OR_RETURN(auto members, impl_->ReadGroup(group_id, true));
+    if (!Contains(members, member)) return Error(StatusCode::kNotFound, "not a member");
+    CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(group_id, false));
+    Address to{member, 1};
+    CW_ASSIGN_OR_RETURN(Ciphertext c, impl_->EncryptContent(
+                                          to, wire::Content{wire::ContentKind::kSenderKey, group_id, std::move(skdm), {}}));
+    return Outgoing{to, std::move(c)};
+  });
+}
+
+Result<Ciphertext> Engine::GroupEncrypt(const std::string& group_id, std::span<const uint8_t> plaintext) {
+  return impl_->Transact([&]() -> Result<Ciphertext> {
+    CW_ASSIGN_OR_RETURN(auto members, impl_->ReadGroup(group_id, true));
+    CW_ASSIGN_OR_RETURN(SecretBytes padded, wire::Pad(plaintext));
+    OwnedSenderKeyName name(group_id, Address{impl_->local_name_, impl_->options_.device_id});
+    group_cipher* c = nullptr;
+    CW_RETURN_IF_ERROR(impl_->Check(
+        group_cipher_create(&c, impl_->store_ctx_.get(), &name.skn, impl_->signal_.ctx()), "group encrypt"));
+    GroupCipherPtr cipher(c);
+    ciphertext_message* msg = nullptr;
+    CW_RETURN_IF_ERROR(impl_->Check(group_cipher_encrypt(cipher.get(), padded.reveal().data(), padded.size(), &msg),
+                                    "group encrypt"));
+    SignalRef<ciphertext_message> owned(msg);
+    signal_buffer* serialized = ciphertext_message_get_serialized(msg);
+    Ciphertext out;
+    out.type = MessageType::kSenderKey;
+    out.group_id = group_id;
+    out.body.assign(signal_buffer_data(serialized), signal_buffer_data(serialized) + signal_buffer_len(serialized));
+    return out;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+namespace {
+// One context for ParseSignalMessage: parsing needs a context only for key decoding, and keeps no state.
+struct ParseContext {
+  ParseContext() : random(), signal(&random) { ok = signal.Init().ok(); }
+  SystemRandom random;
+  internal::SignalContext signal;
+  bool ok = false;
+};
+}  // namespace
+
+Status ParseSignalMessage(MessageType type, ByteView bytes) {
+  thread_local ParseContext parse;  // libsignal objects are never shared across threads
+  if (!parse.ok) return Status(StatusCode::kInternal, "parse context unavailable");
+  signal_context* ctx = parse.signal.ctx();
+  int rc = SG_ERR_INVALID_MESSAGE;
+  switch (type) {
+    case MessageType::kSignal: {
+      signal_message* m = nullptr;
+      rc = signal_message_deserialize(&m, bytes.data(), bytes.size(), ctx);
+      SignalRef<signal_message> owned(m);
+      break;
+    }
+    case MessageType::kPreKey: {
+      pre_key_signal_message* m = nullptr;
+      rc = pre_key_signal_message_deserialize(&m, bytes.data(), bytes.size(), ctx);
+      SignalRef<pre_key_signal_message> owned(m);
+      break;
+    }
+    case MessageType::kSenderKey: {
+      sender_key_message* m = nullptr;
+      rc = sender_key_message_deserialize(&m, bytes.data(), bytes.size(), ctx);
+      SignalRef<sender_key_message> owned(m);
+      break;
+    }
+    case MessageType::kSenderKeyDistribution: {
+      sender_key_distribution_message* m = nullptr;
+      rc = sender_key_distribution_message_deserialize(&m, bytes.data(), bytes.size(), ctx);
+      SignalRef<sender_key_distribution_message> owned(m);
+      break;
+    }
+    default:
+      return Status(StatusCode::kMalformed, "unknown Signal message type");
+  }
+  if (rc < 0) return FromSignal(rc, "parse");
+  return Status::Ok();
+}
+
+}  // namespace cw::session

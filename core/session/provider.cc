@@ -1,0 +1,170 @@
+// The crypto provider libsignal-protocol-c calls for every primitive except Curve25519, which it carries
+// itself. Each callback returns 0 or a negative SG_ERR_* code, allocates outputs with signal_buffer_create,
+// and never lets an exception escape into C.
+#include <cstring>
+#include <string_view>
+
+#include "core/crypto/crypto.h"
+#include "core/session/signal_util.h"
+
+namespace cw::session::internal {
+
+namespace {
+
+int RandomBytes(uint8_t* data, size_t len, void* user_data) {
+  static_cast<SignalContext*>(user_data)->random()->Fill(data, len);
+  return 0;
+}
+
+int HmacInit(void** hmac_context, const uint8_t* key, size_t key_len, void*) {
+  try {
+    auto h = crypto::HmacSha256::New({key, key_len});
+    if (!h) return SG_ERR_UNKNOWN;
+    *hmac_context = h->release();
+    return 0;
+  } catch (...) {
+    return SG_ERR_NOMEM;
+  }
+}
+
+int HmacUpdate(void* hmac_context, const uint8_t* data, size_t data_len, void*) {
+  return static_cast<crypto::HmacSha256*>(hmac_context)->Update({data, data_len}).ok() ? 0 : SG_ERR_UNKNOWN;
+}
+
+int HmacFinal(void* hmac_context, signal_buffer** output, void*) {
+  auto mac = static_cast<crypto::HmacSha256*>(hmac_context)->Final();
+  if (!mac) return SG_ERR_UNKNOWN;
+  *output = signal_buffer_create(mac->data(), mac->size());
+  sodium_memzero(mac->data(), mac->size());
+  return *output ? 0 : SG_ERR_NOMEM;
+}
+
+void HmacCleanup(void* hmac_context, void*) { delete static_cast<crypto::HmacSha256*>(hmac_context); }
+
+int Sha512Init(void** digest_context, void*) {
+  try {
+    auto h = crypto::Sha512::New();
+    if (!h) return SG_ERR_UNKNOWN;
+    *digest_context = h->release();
+    return 0;
+  } catch (...) {
+    return SG_ERR_NOMEM;
+  }
+}
+
+int Sha512Update(void* digest_context, const uint8_t* data, size_t data_len, void*) {
+  return static_cast<crypto::Sha512*>(digest_context)->Update({data, data_len}).ok() ? 0 : SG_ERR_UNKNOWN;
+}
+
+int Sha512Final(void* digest_context, signal_buffer** output, void*) {
+  auto digest = static_cast<crypto::Sha512*>(digest_context)->Final();
+  if (!digest) return SG_ERR_UNKNOWN;
+  *output = signal_buffer_create(digest->data(), digest->size());
+  sodium_memzero(digest->data(), digest->size());
+  return *output ? 0 : SG_ERR_NOMEM;
+}
+
+void Sha512Cleanup(void* digest_context, void*) { delete static_cast<crypto::Sha512*>(digest_context); }
+
+Result<crypto::AesMode> ModeOf(int cipher) {
+  if (cipher == SG_CIPHER_AES_CBC_PKCS5) return crypto::AesMode::kCbcPkcs7;
+  if (cipher == SG_CIPHER_AES_CTR_NOPADDING) return crypto::AesMode::kCtr;
+  return Error(StatusCode::kInvalidArgument, "unknown cipher");
+}
+
+int Encrypt(signal_buffer** output, int cipher, const uint8_t* key, size_t key_len, const uint8_t* iv,
+            size_t iv_len, const uint8_t* plaintext, size_t plaintext_len, void*) {
+  try {
+    auto mode = ModeOf(cipher);
+    if (!mode) return SG_ERR_INVAL;
+    auto out = crypto::AesEncrypt(*mode, {key, key_len}, {iv, iv_len}, {plaintext, plaintext_len});
+    if (!out) return SG_ERR_UNKNOWN;
+    *output = signal_buffer_create(out->data(), out->size());
+    return *output ? 0 : SG_ERR_NOMEM;
+  } catch (...) {
+    return SG_ERR_NOMEM;
+  }
+}
+
+int Decrypt(signal_buffer** output, int cipher, const uint8_t* key, size_t key_len, const uint8_t* iv,
+            size_t iv_len, const uint8_t* ciphertext, size_t ciphertext_len, void*) {
+  try {
+    auto mode = ModeOf(cipher);
+    if (!mode) return SG_ERR_INVAL;
+    auto out = crypto::AesDecrypt(*mode, {key, key_len}, {iv, iv_len}, {ciphertext, ciphertext_len});
+    if (!out) return SG_ERR_UNKNOWN;
+    *output = signal_buffer_create(out->reveal().data(), out->size());
+    return *output ? 0 : SG_ERR_NOMEM;
+  } catch (...) {
+    return SG_ERR_NOMEM;
+  }
+}
+
+}  // namespace
+
+SignalContext::SignalContext(Random* random) : random_(random) {}
+
+SignalContext::~SignalContext() {
+  if (ctx_) signal_context_destroy(ctx_);
+}
+
+Status SignalContext::Init() {
+  CW_RETURN_IF_ERROR(crypto::Init());
+  if (signal_context_create(&ctx_, this) != 0) return Status(StatusCode::kInternal, "signal_context_create failed");
+  signal_crypto_provider provider = {};
+  provider.random_func = RandomBytes;
+  provider.hmac_sha256_init_func = HmacInit;
+  provider.hmac_sha256_update_func = HmacUpdate;
+  provider.hmac_sha256_final_func = HmacFinal;
+  provider.hmac_sha256_cleanup_func = HmacCleanup;
+  provider.sha512_digest_init_func = Sha512Init;
+  provider.sha512_digest_update_func = Sha512Update;
+  provider.sha512_digest_final_func = Sha512Final;
+  provider.sha512_digest_cleanup_func = Sha512Cleanup;
+  provider.encrypt_func = Encrypt;
+  provider.decrypt_func = Decrypt;
+  provider.user_data = this;
+  if (signal_context_set_crypto_provider(ctx_, &provider) != 0 ||
+      signal_context_set_locking_functions(ctx_, Lock, Unlock) != 0 ||
+      signal_context_set_log_function(ctx_, Log) != 0) {
+    return Status(StatusCode::kInternal, "signal context setup failed");
+  }
+  return Status::Ok();
+}
+
+void SignalContext::Lock(void* user_data) { static_cast<SignalContext*>(user_data)->mutex_.lock(); }
+void SignalContext::Unlock(void* user_data) { static_cast<SignalContext*>(user_data)->mutex_.unlock(); }
+
+void SignalContext::Log(int, const char* message, size_t len, void* user_data) {
+  // Only looked at, never printed: libsignal's log lines are not ours to vouch for.
+  if (std::string_view(message, len).find("into the future") != std::string_view::npos) {
+    static_cast<SignalContext*>(user_data)->too_far_ahead_ = true;
+  }
+}
+
+Status FromSignal(int code, const char* what) {
+  std::string prefix(what);
+  switch (code) {
+    case SG_ERR_DUPLICATE_MESSAGE: return Status(StatusCode::kDuplicate, prefix + ": message already received");
+    case SG_ERR_INVALID_MAC: return Status(StatusCode::kTampered, prefix + ": message authentication failed");
+    case SG_ERR_INVALID_KEY: return Status(StatusCode::kMalformed, prefix + ": invalid key");
+    case SG_ERR_INVALID_KEY_ID: return Status(StatusCode::kNotFound, prefix + ": unknown pre-key id");
+    case SG_ERR_INVALID_MESSAGE: return Status(StatusCode::kMalformed, prefix + ": invalid message");
+    case SG_ERR_INVALID_VERSION:
+    case SG_ERR_LEGACY_MESSAGE:
+    case SG_ERR_FP_VERSION_MISMATCH:
+      return Status(StatusCode::kUnsupportedVersion, prefix + ": unsupported version");
+    case SG_ERR_INVALID_PROTO_BUF: return Status(StatusCode::kMalformed, prefix + ": malformed message");
+    case SG_ERR_NO_SESSION: return Status(StatusCode::kNoSession, prefix + ": no session");
+    case SG_ERR_UNTRUSTED_IDENTITY:
+      return Status(StatusCode::kUntrustedIdentity, prefix + ": identity key changed and is not accepted");
+    case SG_ERR_VRF_SIG_VERIF_FAILED: return Status(StatusCode::kBadSignature, prefix + ": bad signature");
+    case SG_ERR_STALE_KEY_EXCHANGE: return Status(StatusCode::kDuplicate, prefix + ": stale key exchange");
+    case SG_ERR_FP_IDENT_MISMATCH: return Status(StatusCode::kInvalidArgument, prefix + ": identity mismatch");
+    case SG_ERR_NOMEM: return Status(StatusCode::kResourceExhausted, prefix + ": out of memory");
+    case SG_ERR_INVAL: return Status(StatusCode::kInvalidArgument, prefix + ": invalid argument");
+    default: return Status(StatusCode::kInternal, prefix + ": libsignal error " + std::to_string(code));
+  }
+}
+
+}  // namespace cw::session::internal

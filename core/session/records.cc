@@ -1,0 +1,139 @@
+#include "core/session/records.h"
+
+#include <cstring>
+
+#include "core/wire/content.h"
+#include "core/wire/msgpack_util.h"
+
+namespace cw::session::internal {
+
+std::string BigEndian32(uint32_t v) {
+  std::string s(4, '\0');
+  s[0] = static_cast<char>(v >> 24);
+  s[1] = static_cast<char>(v >> 16);
+  s[2] = static_cast<char>(v >> 8);
+  s[3] = static_cast<char>(v);
+  return s;
+}
+
+uint32_t ReadBigEndian32(std::span<const uint8_t> b) {
+  return uint32_t{b[0]} << 24 | uint32_t{b[1]} << 16 | uint32_t{b[2]} << 8 | uint32_t{b[3]};
+}
+
+// NUL separates the parts: names and group ids never contain one (IsValidName, IsValidGroupId).
+std::string SessionKey(std::string_view name, uint32_t device_id) {
+  std::string k(name);
+  k.push_back('\0');
+  k += BigEndian32(device_id);
+  return k;
+}
+
+std::string SenderKeyKey(std::string_view group_id, std::string_view name, uint32_t device_id) {
+  std::string k(group_id);
+  k.push_back('\0');
+  k += SessionKey(name, device_id);
+  return k;
+}
+
+bool IsValidGroupId(std::string_view group_id) {
+  return !group_id.empty() && group_id.size() <= wire::kMaxGroupIdSize &&
+         group_id.find('\0') == std::string_view::npos;
+}
+
+namespace {
+constexpr uint8_t kRecordVersion = 1;
+
+void PackBin(msgpack::packer<wire::internal::SecretSink>& pk, std::span<const uint8_t> v) {
+  pk.pack_bin(static_cast<uint32_t>(v.size()));
+  pk.pack_bin_body(reinterpret_cast<const char*>(v.data()), static_cast<uint32_t>(v.size()));
+}
+
+bool ReadKey(const msgpack::object& o, wire::PublicKey* out) {
+  if (o.type != msgpack::type::BIN || o.via.bin.size != out->size()) return false;
+  std::memcpy(out->data(), o.via.bin.ptr, out->size());
+  return true;
+}
+}  // namespace
+
+SecretBytes EncodeContact(const ContactRecord& c) {
+  wire::internal::SecretSink sink;
+  msgpack::packer<wire::internal::SecretSink> pk(sink);
+  pk.pack_array(4);
+  pk.pack(kRecordVersion);
+  pk.pack(static_cast<uint8_t>(c.state));
+  PackBin(pk, c.identity_key);
+  if (c.pending_identity_key) {
+    PackBin(pk, *c.pending_identity_key);
+  } else {
+    pk.pack_nil();
+  }
+  return sink.Take();
+}
+
+Result<ContactRecord> DecodeContact(std::span<const uint8_t> bytes) {
+  wire::internal::Limits limits;
+  limits.array = 4;
+  limits.bin = wire::kPublicKeySize;
+  limits.depth = 1;
+  auto h = wire::internal::UnpackOne(bytes, limits);
+  if (!h) return Error(StatusCode::kMalformed, "contact record is not valid msgpack");
+  const msgpack::object& root = h->get();
+  if (root.type != msgpack::type::ARRAY || root.via.array.size != 4) {
+    return Error(StatusCode::kMalformed, "contact record has wrong shape");
+  }
+  const msgpack::object* f = root.via.array.ptr;
+  if (f[0].type != msgpack::type::POSITIVE_INTEGER || f[0].via.u64 != kRecordVersion) {
+    return Error(StatusCode::kUnsupportedVersion, "contact record version");
+  }
+  ContactRecord c;
+  if (f[1].type != msgpack::type::POSITIVE_INTEGER || f[1].via.u64 > static_cast<uint64_t>(TrustState::kChanged) ||
+      !ReadKey(f[2], &c.identity_key)) {
+    return Error(StatusCode::kMalformed, "contact record field is malformed");
+  }
+  c.state = static_cast<TrustState>(f[1].via.u64);
+  if (f[3].type != msgpack::type::NIL) {
+    wire::PublicKey pending;
+    if (!ReadKey(f[3], &pending)) return Error(StatusCode::kMalformed, "contact record pending key is malformed");
+    c.pending_identity_key = pending;
+  }
+  if ((c.state == TrustState::kChanged) != c.pending_identity_key.has_value()) {
+    return Error(StatusCode::kMalformed, "contact record state is inconsistent");
+  }
+  return c;
+}
+
+SecretBytes EncodeGroup(const std::vector<std::string>& members) {
+  wire::internal::SecretSink sink;
+  msgpack::packer<wire::internal::SecretSink> pk(sink);
+  pk.pack_array(2);
+  pk.pack(kRecordVersion);
+  pk.pack_array(static_cast<uint32_t>(members.size()));
+  for (const auto& m : members) pk.pack(m);
+  return sink.Take();
+}
+
+Result<std::vector<std::string>> DecodeGroup(std::span<const uint8_t> bytes) {
+  wire::internal::Limits limits;
+  limits.array = wire::kMaxGroupMembers;
+  limits.str = wire::kMaxNameSize;
+  limits.bin = 0;
+  limits.depth = 2;
+  auto h = wire::internal::UnpackOne(bytes, limits);
+  if (!h) return Error(StatusCode::kMalformed, "group record is not valid msgpack");
+  const msgpack::object& root = h->get();
+  if (root.type != msgpack::type::ARRAY || root.via.array.size != 2 ||
+      root.via.array.ptr[0].type != msgpack::type::POSITIVE_INTEGER ||
+      root.via.array.ptr[0].via.u64 != kRecordVersion || root.via.array.ptr[1].type != msgpack::type::ARRAY) {
+    return Error(StatusCode::kMalformed, "group record has wrong shape");
+  }
+  std::vector<std::string> members;
+  const auto& arr = root.via.array.ptr[1].via.array;
+  for (uint32_t i = 0; i < arr.size; ++i) {
+    if (arr.ptr[i].type != msgpack::type::STR) return Error(StatusCode::kMalformed, "group member is not a string");
+    members.emplace_back(arr.ptr[i].via.str.ptr, arr.ptr[i].via.str.size);
+    if (!wire::IsValidName(members.back())) return Error(StatusCode::kMalformed, "group member name is invalid");
+  }
+  return members;
+}
+
+}  // namespace cw::session::internal

@@ -1,0 +1,36 @@
+// Internal to cw_session: the engine's own stored records (contacts, groups) and store-key layouts.
+// Stored records come back from sealed storage, but are still parsed with tight limits: a store the
+// attacker could write to must not crash the engine.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/base/secret.h"
+#include "core/base/status.h"
+#include "core/session/engine.h"
+
+namespace cw::session::internal {
+
+std::string BigEndian32(uint32_t v);
+uint32_t ReadBigEndian32(std::span<const uint8_t> b);  // REQUIRES: b.size() == 4
+
+std::string SessionKey(std::string_view name, uint32_t device_id);
+std::string SenderKeyKey(std::string_view group_id, std::string_view name, uint32_t device_id);
+
+struct ContactRecord {
+  TrustState state = TrustState::kTrusted;
+  wire::PublicKey identity_key{};
+  std::optional<wire::PublicKey> pending_identity_key;
+};
+
+SecretBytes EncodeContact(const ContactRecord& c);
+Result<ContactRecord> DecodeContact(std::span<const uint8_t> bytes);
+
+SecretBytes EncodeGroup(const std::vector<std::string>& members);
+Result<std::vector<std::string>> DecodeGroup(std::span<const uint8_t> bytes);
+
+bool IsValidGroupId(std::string_view group_id);
+
+}  // namespace cw::session::internal

@@ -1,0 +1,72 @@
+#include "core/wire/content.h"
+
+#include "core/wire/msgpack_util.h"
+#include "core/wire/padding.h"
+
+namespace cw::wire {
+
+bool IsValidName(std::string_view name) {
+  return !name.empty() && name.size() <= kMaxNameSize && name.find('\0') == std::string_view::npos;
+}
+
+Result<SecretBytes> EncodeContent(const Content& c) {
+  if (c.group_id.size() > kMaxGroupIdSize || c.members.size() > kMaxGroupMembers) {
+    return Error(StatusCode::kInvalidArgument, "group id or member list too large");
+  }
+  internal::SecretSink sink;
+  msgpack::packer<internal::SecretSink> pk(sink);
+  pk.pack_array(5);
+  pk.pack(kContentVersion);
+  pk.pack(static_cast<uint8_t>(c.kind));
+  pk.pack(c.group_id);
+  auto body = c.body.reveal();
+  pk.pack_bin(static_cast<uint32_t>(body.size()));
+  pk.pack_bin_body(reinterpret_cast<const char*>(body.data()), static_cast<uint32_t>(body.size()));
+  pk.pack_array(static_cast<uint32_t>(c.members.size()));
+  for (const auto& m : c.members) pk.pack(m);
+  return sink.Take();
+}
+
+Result<Content> DecodeContent(std::span<const uint8_t> bytes) {
+  internal::Limits limits;
+  limits.array = kMaxGroupMembers;
+  limits.str = kMaxNameSize;
+  limits.bin = kMaxPlaintextSize;
+  limits.depth = 2;
+  auto handle = internal::UnpackOne(bytes, limits);
+  if (!handle) return Error(StatusCode::kMalformed, "content is not valid msgpack");
+  const msgpack::object& root = handle->get();
+  if (root.type != msgpack::type::ARRAY || root.via.array.size < 1) {
+    return Error(StatusCode::kMalformed, "content is not an array");
+  }
+  const msgpack::object* f = root.via.array.ptr;
+  if (f[0].type != msgpack::type::POSITIVE_INTEGER) return Error(StatusCode::kMalformed, "content version missing");
+  if (f[0].via.u64 != kContentVersion) return Error(StatusCode::kUnsupportedVersion, "unknown content version");
+  if (root.via.array.size != 5) return Error(StatusCode::kMalformed, "content has wrong field count");
+  if (f[1].type != msgpack::type::POSITIVE_INTEGER || f[1].via.u64 < 1 || f[1].via.u64 > 3) {
+    return Error(StatusCode::kMalformed, "unknown content kind");
+  }
+  if (f[2].type != msgpack::type::STR || f[2].via.str.size > kMaxGroupIdSize || f[3].type != msgpack::type::BIN ||
+      f[4].type != msgpack::type::ARRAY) {
+    return Error(StatusCode::kMalformed, "content field has wrong type or size");
+  }
+  Content c;
+  c.kind = static_cast<ContentKind>(f[1].via.u64);
+  c.group_id.assign(f[2].via.str.ptr, f[2].via.str.size);
+  c.body = SecretBytes(reinterpret_cast<const uint8_t*>(f[3].via.bin.ptr), f[3].via.bin.size);
+  const msgpack::object_array& members = f[4].via.array;
+  c.members.reserve(members.size);
+  for (uint32_t i = 0; i < members.size; ++i) {
+    const msgpack::object& m = members.ptr[i];
+    if (m.type != msgpack::type::STR) return Error(StatusCode::kMalformed, "group member is not a string");
+    std::string name(m.via.str.ptr, m.via.str.size);
+    if (!IsValidName(name)) return Error(StatusCode::kMalformed, "group member name is invalid");
+    c.members.push_back(std::move(name));
+  }
+  if (c.kind != ContentKind::kMessage && c.group_id.empty()) {
+    return Error(StatusCode::kMalformed, "group content without a group id");
+  }
+  return c;
+}
+
+}  // namespace cw::wire

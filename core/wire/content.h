@@ -1,0 +1,42 @@
+// Content: what travels inside a 1:1 Signal session, once decrypted and unpadded. A peer who holds a valid
+// session can still send hostile bytes here, so this is a parser of untrusted input with tight limits.
+//
+// Encoding (msgpack array, version 1): [1, kind, group_id (str, "" for none), body (bin), members ([str])].
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/base/bytes.h"
+#include "core/base/secret.h"
+#include "core/base/status.h"
+
+namespace cw::wire {
+
+inline constexpr uint8_t kContentVersion = 1;
+inline constexpr size_t kMaxGroupIdSize = 64;
+inline constexpr size_t kMaxGroupMembers = 256;
+inline constexpr size_t kMaxNameSize = 256;
+
+enum class ContentKind : uint8_t {
+  kMessage = 1,          // an application message: body is the user's plaintext
+  kSenderKey = 2,        // body is a SenderKeyDistributionMessage for group_id
+  kGroupMembers = 3,     // members is the new member list of group_id
+};
+
+struct Content {
+  ContentKind kind = ContentKind::kMessage;
+  std::string group_id;
+  SecretBytes body;
+  std::vector<std::string> members;
+};
+
+Result<SecretBytes> EncodeContent(const Content& content);
+Result<Content> DecodeContent(std::span<const uint8_t> bytes);
+
+// Names (addresses of contacts) are non-empty UTF-8-agnostic byte strings of at most kMaxNameSize bytes with
+// no NUL byte; the stores use NUL as a separator.
+bool IsValidName(std::string_view name);
+
+}  // namespace cw::wire

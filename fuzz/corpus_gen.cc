@@ -1,0 +1,255 @@
+// cw_fuzz_corpus_gen: writes the fuzz targets' seed corpora.
+//
+//   cw_fuzz_corpus_gen FUZZ_DIR      (normally: build/rel/fuzz/cw_fuzz_corpus_gen fuzz)
+//
+// For each target it replaces the files named gen-* in FUZZ_DIR/<target>/corpus/ with freshly generated
+// ones, named gen-<first 8 bytes of BLAKE2b of the content, hex>; any other file there (inputs kept from
+// fuzzing runs) is left alone. Everything comes from fixed seeds (SessionFixture, SeededRandom), so two
+// runs write identical files; a difference means something in the engine draws randomness or time around
+// the seams.
+//
+// The session_decrypt seeds are real messages from alice to bob that decrypt against exactly the state
+// SessionFixture::Build() gives, which is what the fuzz target attacks.
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <signal/curve.h>
+#include <signal/protocol.h>
+#include <signal/signal_protocol.h>
+#include <sodium.h>
+
+#include "core/base/bytes.h"
+#include "core/base/random.h"
+#include "core/base/secret.h"
+#include "core/session/engine.h"
+#include "core/wire/bundle.h"
+#include "core/wire/content.h"
+#include "core/wire/padding.h"
+#include "fuzz/session_fixture.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using cw::Bytes;
+using cw::session::MessageType;
+
+[[noreturn]] void Die(const std::string& what) {
+  std::fprintf(stderr, "cw_fuzz_corpus_gen: %s\n", what.c_str());
+  std::exit(1);
+}
+
+template <typename T>
+T Take(const char* step, cw::Result<T> result) {
+  if (!result) Die(std::string(step) + ": " + result.error().ToString());
+  return std::move(*result);
+}
+
+void Check(const char* step, const cw::Status& status) {
+  if (!status.ok()) Die(std::string(step) + ": " + status.ToString());
+}
+
+Bytes FromSpan(std::span<const uint8_t> s) { return Bytes(s.begin(), s.end()); }
+
+Bytes Typed(MessageType type, const Bytes& body) {
+  Bytes out(body.size() + 1);
+  out[0] = static_cast<uint8_t>(type);
+  std::copy(body.begin(), body.end(), out.begin() + 1);
+  return out;
+}
+
+// Inputs per target, written at the end.
+std::map<std::string, std::vector<Bytes>> g_corpus;
+
+void Add(const std::string& target, Bytes input) { g_corpus[target].push_back(std::move(input)); }
+
+// A SenderKeyDistributionMessage built through libsignal itself: the engine only ever sends one inside an
+// encrypted 1:1 content, so there is no other way to get its plain serialization.
+Bytes MakeSenderKeyDistributionMessage(cw::Random& random) {
+  signal_context* context = nullptr;
+  if (signal_context_create(&context, nullptr) != 0) Die("signal_context_create");
+  uint8_t public_key[33];
+  public_key[0] = 0x05;  // DJB_TYPE
+  random.Fill(public_key + 1, 32);
+  uint8_t chain_key[32];
+  random.Fill(chain_key, sizeof chain_key);
+  ec_public_key* signature_key = nullptr;
+  if (curve_decode_point(&signature_key, public_key, sizeof public_key, context) != 0) Die("curve_decode_point");
+  sender_key_distribution_message* message = nullptr;
+  if (sender_key_distribution_message_create(&message, /*id=*/random.Uniform(1u << 31), /*iteration=*/3,
+                                             chain_key, sizeof chain_key, signature_key, context) != 0) {
+    Die("sender_key_distribution_message_create");
+  }
+  signal_buffer* serialized = ciphertext_message_get_serialized(reinterpret_cast<ciphertext_message*>(message));
+  Bytes out(signal_buffer_data(serialized), signal_buffer_data(serialized) + signal_buffer_len(serialized));
+  SIGNAL_UNREF(message);
+  SIGNAL_UNREF(signature_key);
+  signal_context_destroy(context);
+  return out;
+}
+
+void Generate() {
+  auto f = cw::fuzz::SessionFixture::Build();
+  cw::SeededRandom random(cw::fuzz::kFixtureSeed ^ 0xc0ffee);
+  const auto alice = f->alice_address();
+  const auto bob = f->bob_address();
+
+  // --- session_decrypt and signal_message_parse: real messages from alice to bob's fixture state ---
+  // The message that began the session (a duplicate for bob now).
+  Add("session_decrypt", Typed(MessageType::kPreKey, f->first_message.body));
+  Add("signal_message_parse", Typed(MessageType::kPreKey, f->first_message.body));
+
+  // New SignalMessages: the next one, and one after a skipped one.
+  for (int i = 0; i < 3; ++i) {
+    std::string text = "message " + std::to_string(i);
+    auto m = Take("alice encrypts", f->alice->Encrypt(bob, cw::AsBytes(text)));
+    if (m.type != MessageType::kSignal) Die("expected a SignalMessage");
+    if (i == 1) continue;  // skipped: message 2 exercises bob's skipped-key path
+    Add("session_decrypt", Typed(MessageType::kSignal, m.body));
+    if (i == 0) Add("signal_message_parse", Typed(MessageType::kSignal, m.body));
+  }
+  // A long message, so the fuzzer starts with more than one AES block.
+  {
+    std::vector<uint8_t> text(700);
+    random.Fill(text.data(), text.size());
+    auto m = Take("alice encrypts", f->alice->Encrypt(bob, text));
+    Add("session_decrypt", Typed(MessageType::kSignal, m.body));
+  }
+
+  // Group messages: the next one, and one after a skipped one.
+  for (int i = 0; i < 3; ++i) {
+    std::string text = "group message " + std::to_string(i);
+    auto m = Take("alice group-encrypts", f->alice->GroupEncrypt(cw::fuzz::kFixtureGroupId, cw::AsBytes(text)));
+    if (m.type != MessageType::kSenderKey) Die("expected a SenderKeyMessage");
+    if (i == 1) continue;
+    Add("session_decrypt", Typed(MessageType::kSenderKey, m.body));
+    if (i == 0) Add("signal_message_parse", Typed(MessageType::kSenderKey, m.body));
+  }
+
+  const Bytes skdm = MakeSenderKeyDistributionMessage(random);
+  Add("signal_message_parse", Typed(MessageType::kSenderKeyDistribution, skdm));
+
+  // Bundles from bob (with and without a one-time pre-key). Handing them out changes only which one-time
+  // pre-keys bob has marked as given, not the keys themselves, so messages built from them still decrypt
+  // against the fixture state.
+  const cw::wire::PreKeyBundle bundle = Take("bob bundle", f->bob->MakeBundle(true));
+  const cw::wire::PreKeyBundle bundle_no_otpk = Take("bob bundle", f->bob->MakeBundle(false));
+  Add("bundle_decode", cw::wire::EncodeBundle(bundle));
+  Add("bundle_decode", cw::wire::EncodeBundle(bundle_no_otpk));
+
+  // An impostor claiming to be alice with another identity key: bob must refuse (untrusted identity).
+  {
+    cw::session::InMemoryStore store;
+    cw::SeededRandom impostor_random(cw::fuzz::kFixtureSeed ^ 0xbad);
+    cw::session::EngineOptions options;
+    options.clock = &f->clock;
+    options.random = &impostor_random;
+    options.one_time_pre_key_batch = 2;
+    options.one_time_pre_key_refill_below = 1;
+    auto impostor = Take("open impostor", cw::session::Engine::Open(&store, "alice", options));
+    const cw::wire::PreKeyBundle b = Take("bob bundle", f->bob->MakeBundle(true));
+    Check("impostor processes bundle", impostor->ProcessBundle(bob, b));
+    auto m = Take("impostor encrypts", impostor->Encrypt(bob, cw::AsBytes("it is me, alice")));
+    Add("session_decrypt", Typed(MessageType::kPreKey, m.body));
+  }
+
+  // Alice starts over from a fresh bundle (as after reinstalling with the same identity): a new
+  // PreKeySignalMessage that bob accepts.
+  {
+    const cw::wire::PreKeyBundle b = Take("bob bundle", f->bob->MakeBundle(true));
+    Check("alice processes a new bundle", f->alice->ProcessBundle(bob, b));
+    auto m = Take("alice encrypts", f->alice->Encrypt(bob, cw::AsBytes("new session")));
+    if (m.type != MessageType::kPreKey) Die("expected a PreKeySignalMessage");
+    Add("session_decrypt", Typed(MessageType::kPreKey, m.body));
+    Add("signal_message_parse", Typed(MessageType::kPreKey, m.body));
+  }
+
+  // A synthetic bundle with extreme field values.
+  {
+    cw::wire::PreKeyBundle b;
+    b.registration_id = 0xffffffff;
+    b.device_id = 0;
+    b.identity_key[0] = 0x05;
+    random.Fill(b.identity_key.data() + 1, 32);
+    b.signed_pre_key.id = 0x7fffffff;
+    b.signed_pre_key.public_key[0] = 0x05;
+    random.Fill(b.signed_pre_key.public_key.data() + 1, 32);
+    random.Fill(b.signed_pre_key.signature.data(), b.signed_pre_key.signature.size());
+    b.one_time_pre_key = cw::wire::OneTimePreKeyPublic{1u << 24, {}};
+    b.one_time_pre_key->public_key[0] = 0x05;
+    Add("bundle_decode", cw::wire::EncodeBundle(b));
+  }
+
+  // --- content_decode: one content of each kind ---
+  {
+    cw::wire::Content c;
+    c.kind = cw::wire::ContentKind::kMessage;
+    c.body = cw::SecretBytes(cw::AsBytes("Blood pressure 120/80 at 09:00."));
+    Add("content_decode", FromSpan(Take("encode content", cw::wire::EncodeContent(c)).reveal()));
+  }
+  {
+    cw::wire::Content c;
+    c.kind = cw::wire::ContentKind::kSenderKey;
+    c.group_id = cw::fuzz::kFixtureGroupId;
+    c.body = cw::SecretBytes(skdm);
+    Add("content_decode", FromSpan(Take("encode content", cw::wire::EncodeContent(c)).reveal()));
+  }
+  {
+    cw::wire::Content c;
+    c.kind = cw::wire::ContentKind::kGroupMembers;
+    c.group_id = cw::fuzz::kFixtureGroupId;
+    c.members = {"alice", "bob", "dr.carol@ward-7", "nurse\xc3\xa9"};
+    Add("content_decode", FromSpan(Take("encode content", cw::wire::EncodeContent(c)).reveal()));
+  }
+  {
+    cw::wire::Content c;  // a group message body that is empty
+    c.kind = cw::wire::ContentKind::kMessage;
+    c.group_id = "g";
+    Add("content_decode", FromSpan(Take("encode content", cw::wire::EncodeContent(c)).reveal()));
+  }
+
+  // --- padding: padded plaintexts around the bucket edges, and one unpadded input ---
+  for (size_t n : {0, 1, 200, 255, 256, 300, 1000, 2900}) {
+    std::vector<uint8_t> text(n);
+    random.Fill(text.data(), text.size());
+    Add("padding", FromSpan(Take("pad", cw::wire::Pad(text)).reveal()));
+  }
+  Add("padding", cw::ToBytes("not padded at all"));
+}
+
+std::string Name(const Bytes& content) {
+  uint8_t hash[8];
+  crypto_generichash(hash, sizeof hash, content.data(), content.size(), nullptr, 0);
+  return "gen-" + cw::ToHex(cw::ByteView(hash, sizeof hash));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s FUZZ_DIR\n", argv[0]);
+    return 2;
+  }
+  const fs::path root(argv[1]);
+  Generate();
+  for (const auto& [target, inputs] : g_corpus) {
+    const fs::path dir = root / target / "corpus";
+    fs::create_directories(dir);
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      if (entry.is_regular_file() && entry.path().filename().string().starts_with("gen-")) fs::remove(entry.path());
+    }
+    for (const auto& input : inputs) {
+      std::ofstream out(dir / Name(input), std::ios::binary | std::ios::trunc);
+      out.write(reinterpret_cast<const char*>(input.data()), static_cast<std::streamsize>(input.size()));
+      if (!out) Die("cannot write into " + dir.string());
+    }
+    std::printf("%-22s %zu files\n", target.c_str(), inputs.size());
+  }
+  return 0;
+}
