@@ -133,6 +133,7 @@ class Engine::Impl {
     }
     staged_.clear();
     callback_error_ = Status::Ok();
+    pending_change_.reset();
     signal_.ClearTooFarAhead();
     auto result = body();
     if (!result) {
@@ -677,15 +678,12 @@ Result<wire::SignedPreKeyPublic> Engine::Impl::CurrentSignedPreKeyLocked() {
 }
 
 Result<bool> Engine::Impl::HasSessionLocked(const Address& peer) {
+  // Records are stored only by a completed X3DH or a successful decrypt, so existence means a usable session;
+  // no need to parse the record here (this runs before every encrypt).
   OwnedAddress addr(peer);
   int rc = signal_protocol_session_contains_session(store_ctx_.get(), &addr.address);
   CW_RETURN_IF_ERROR(Check(rc, "session lookup"));
-  if (rc == 0) return false;
-  // A record can exist with no usable state (after identity deletion); ask the cipher what it has.
-  session_record* record = nullptr;
-  CW_RETURN_IF_ERROR(Check(signal_protocol_session_load_session(store_ctx_.get(), &record, &addr.address), "session"));
-  SignalRef<session_record> owned(record);
-  return !session_record_is_fresh(record);
+  return rc == 1;
 }
 
 Result<Ciphertext> Engine::Impl::EncryptContent(const Address& peer, const wire::Content& content) {
@@ -1104,6 +1102,11 @@ Status Engine::AcceptIdentityChange(const std::string& name) {
     c->pending_identity_key.reset();
     c->state = TrustState::kTrusted;  // verification was of the old key
     impl_->StageContact(name, *c);
+    // Sessions with the old key are over: the next message comes from (or goes to) a new X3DH.
+    std::string prefix = name;
+    prefix.push_back('\0');
+    CW_ASSIGN_OR_RETURN(auto sessions, impl_->List(Table::kSession, prefix));
+    for (auto& k : sessions) impl_->Stage(Table::kSession, std::move(k), std::nullopt);
     return true;
   });
   return r ? Status::Ok() : r.error();
