@@ -104,6 +104,16 @@ Result<SignalRef<ec_public_key>> DecodePublic(std::span<const uint8_t> bytes, si
   return SignalRef<ec_public_key>(key);
 }
 
+// Every Signal message we speak starts with a version byte whose high nibble is 3 (CIPHERTEXT_CURRENT_VERSION).
+// libsignal itself accepts 2 for some types and calls 4+ merely "invalid"; we give both their own error.
+Status CheckVersionByte(ByteView body) {
+  if (body.empty()) return Status(StatusCode::kMalformed, "empty message");
+  if ((body[0] >> 4) != CIPHERTEXT_CURRENT_VERSION) {
+    return Status(StatusCode::kUnsupportedVersion, "unsupported message version");
+  }
+  return Status::Ok();
+}
+
 SecretBytes ToSecret(signal_buffer* b) { return SecretBytes(signal_buffer_data(b), signal_buffer_len(b)); }
 
 bool Contains(const std::vector<std::string>& v, std::string_view s) {
@@ -134,7 +144,7 @@ class Engine::Impl {
     staged_.clear();
     callback_error_ = Status::Ok();
     pending_change_.reset();
-    signal_.ClearTooFarAhead();
+    signal_.ClearProblem();
     auto result = body();
     if (!result) {
       staged_.clear();
@@ -185,8 +195,18 @@ class Engine::Impl {
   Status Check(int rc, const char* what) {
     if (rc >= 0) return Status::Ok();
     if (!callback_error_.ok()) return callback_error_;
-    if (rc == SG_ERR_INVALID_MESSAGE && signal_.too_far_ahead()) {
-      return Status(StatusCode::kTooFarAhead, std::string(what) + ": more than 2000 skipped messages");
+    if (rc == SG_ERR_INVALID_MESSAGE) {
+      // libsignal gives one code for every kind of invalid message; its log says which one it was.
+      switch (signal_.last_problem()) {
+        case internal::SignalContext::Problem::kTooFarAhead:
+          return Status(StatusCode::kTooFarAhead, std::string(what) + ": more than 2000 skipped messages");
+        case internal::SignalContext::Problem::kUnknownVersion:
+          return Status(StatusCode::kUnsupportedVersion, std::string(what) + ": unsupported message version");
+        case internal::SignalContext::Problem::kBadMac:
+          return Status(StatusCode::kTampered, std::string(what) + ": message authentication failed");
+        case internal::SignalContext::Problem::kNone:
+          break;
+      }
     }
     return FromSignal(rc, what);
   }
@@ -638,7 +658,7 @@ Result<std::vector<wire::OneTimePreKeyPublic>> Engine::Impl::GenerateOneTimePreK
   CW_ASSIGN_OR_RETURN(auto next, ReadU32(kMetaNextPreKeyId));
   uint32_t start = next.value_or(1);
   signal_protocol_key_helper_pre_key_list_node* head = nullptr;
-  CW_RETURN_IF_ERROR(Check(signal_protocol_key_helper_generate_pre_keys(&head, start - 1,
+  CW_RETURN_IF_ERROR(Check(signal_protocol_key_helper_generate_pre_keys(&head, start,
                                                                         options_.one_time_pre_key_batch, signal_.ctx()),
                            "one-time pre-keys"));
   std::unique_ptr<signal_protocol_key_helper_pre_key_list_node,
@@ -1065,6 +1085,7 @@ Result<Ciphertext> Engine::Encrypt(const Address& peer, std::span<const uint8_t>
 Result<Received> Engine::Decrypt(const Address& sender, const Ciphertext& message) {
   auto r = impl_->Transact([&]() -> Result<Received> {
     CW_RETURN_IF_ERROR(impl_->CheckPeer(sender));
+    CW_RETURN_IF_ERROR(CheckVersionByte(message.body));
     switch (message.type) {
       case MessageType::kPreKey:
       case MessageType::kSignal:
@@ -1292,6 +1313,7 @@ Status ParseSignalMessage(MessageType type, ByteView bytes) {
   thread_local ParseContext parse;  // libsignal objects are never shared across threads
   if (!parse.ok) return Status(StatusCode::kInternal, "parse context unavailable");
   signal_context* ctx = parse.signal.ctx();
+  CW_RETURN_IF_ERROR(CheckVersionByte(bytes));
   int rc = SG_ERR_INVALID_MESSAGE;
   switch (type) {
     case MessageType::kSignal: {

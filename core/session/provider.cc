@@ -136,10 +136,21 @@ void SignalContext::Lock(void* user_data) { static_cast<SignalContext*>(user_dat
 void SignalContext::Unlock(void* user_data) { static_cast<SignalContext*>(user_data)->mutex_.unlock(); }
 
 void SignalContext::Log(int, const char* message, size_t len, void* user_data) {
-  // Only looked at, never printed: libsignal's log lines are not ours to vouch for.
-  if (std::string_view(message, len).find("into the future") != std::string_view::npos) {
-    static_cast<SignalContext*>(user_data)->too_far_ahead_ = true;
+  // Only looked at, never printed: some lines name the peer, and logs must not identify patients.
+  auto* self = static_cast<SignalContext*>(user_data);
+  std::string_view line(message, len);
+  Problem seen = Problem::kNone;
+  if (line.find("into the future") != std::string_view::npos) {
+    seen = Problem::kTooFarAhead;
+  } else if (line.find("Unknown version") != std::string_view::npos ||
+             line.find("egacy") != std::string_view::npos ||
+             line.find("version mismatch") != std::string_view::npos) {
+    seen = Problem::kUnknownVersion;
+  } else if (line.find("Bad MAC") != std::string_view::npos || line.find("mac not verified") != std::string_view::npos ||
+             line.find("Invalid signature") != std::string_view::npos) {
+    seen = Problem::kBadMac;
   }
+  if (seen > self->problem_) self->problem_ = seen;
 }
 
 Status FromSignal(int code, const char* what) {
@@ -162,7 +173,9 @@ Status FromSignal(int code, const char* what) {
     case SG_ERR_STALE_KEY_EXCHANGE: return Status(StatusCode::kDuplicate, prefix + ": stale key exchange");
     case SG_ERR_FP_IDENT_MISMATCH: return Status(StatusCode::kInvalidArgument, prefix + ": identity mismatch");
     case SG_ERR_NOMEM: return Status(StatusCode::kResourceExhausted, prefix + ": out of memory");
-    case SG_ERR_INVAL: return Status(StatusCode::kInvalidArgument, prefix + ": invalid argument");
+    // Our own arguments are checked before libsignal sees them; what it still finds invalid is the bytes
+    // from outside (a body too short to hold its fields, for one).
+    case SG_ERR_INVAL: return Status(StatusCode::kMalformed, prefix + ": malformed input");
     default: return Status(StatusCode::kInternal, prefix + ": libsignal error " + std::to_string(code));
   }
 }

@@ -49,10 +49,11 @@ class SignalContext {
   signal_context* ctx() const { return ctx_; }
   Random* random() const { return random_; }
 
-  // libsignal reports "more than 2000 skipped message keys" only through its log, with the same error code
-  // as any other invalid message; we watch for it to give that case its own error.
-  void ClearTooFarAhead() { too_far_ahead_ = false; }
-  bool too_far_ahead() const { return too_far_ahead_; }
+  // libsignal reports a bad MAC, an unknown version and "more than 2000 skipped message keys" with the same
+  // error code (SG_ERR_INVALID_MESSAGE) and says which in its log; we watch the log to tell them apart.
+  enum class Problem { kNone, kBadMac, kUnknownVersion, kTooFarAhead };  // in rising precedence
+  void ClearProblem() { problem_ = Problem::kNone; }
+  Problem last_problem() const { return problem_; }
 
  private:
   static void Lock(void* user_data);
@@ -62,7 +63,7 @@ class SignalContext {
   Random* random_;
   signal_context* ctx_ = nullptr;
   std::recursive_mutex mutex_;
-  bool too_far_ahead_ = false;
+  Problem problem_ = Problem::kNone;
 };
 
 // Converts a libsignal error code into a Status. `what` names the operation, never data.

@@ -55,7 +55,7 @@ Bytes EncodeBundle(const PreKeyBundle& b) {
 Result<PreKeyBundle> DecodeBundle(ByteView bytes) {
   if (bytes.size() > kMaxBundleSize) return Error(StatusCode::kMalformed, "pre-key bundle too large");
   internal::Limits limits;
-  limits.array = kFields;
+  limits.array = 32;  // room for a later version's extra fields, so it reads as "unsupported", not "malformed"
   limits.str = 0;
   limits.bin = kSignatureSize;
   limits.depth = 1;

@@ -1,0 +1,266 @@
+// The identity policy (trust on first use; a changed key blocks encryption until accepted) and safety numbers.
+#include <gtest/gtest.h>
+
+#include "tests/session/session_fixture.h"
+
+namespace cw::session {
+namespace {
+
+using testing::CodeOf;
+using testing::DecryptText;
+using testing::MustEncrypt;
+using testing::Party;
+using testing::SameState;
+using testing::World;
+
+class EngineIdentityTest : public ::testing::Test {
+ protected:
+  World world;
+  Party& clinician = world.Add("clinician");
+  Party& patient = world.Add("patient");
+};
+
+TEST_F(EngineIdentityTest, FirstContactIsTrustedOnFirstUse) {
+  auto unknown = clinician->GetContact("patient");
+  CW_ASSERT_OK(unknown);
+  EXPECT_EQ(unknown->state, TrustState::kUnknown);
+  ASSERT_NO_FATAL_FAILURE(world.Establish(clinician, patient));
+  auto c = clinician->GetContact("patient");
+  CW_ASSERT_OK(c);
+  EXPECT_EQ(c->state, TrustState::kTrusted);
+  EXPECT_EQ(c->identity_key, patient->identity_key());
+  EXPECT_FALSE(c->pending_identity_key.has_value());
+  auto p = patient->GetContact("clinician");
+  CW_ASSERT_OK(p);
+  EXPECT_EQ(p->state, TrustState::kTrusted) << "the receiver of a first message trusts on first use too";
+  EXPECT_EQ(p->identity_key, clinician->identity_key());
+  EXPECT_TRUE(clinician.identity_changes.empty());
+  EXPECT_TRUE(patient.identity_changes.empty());
+}
+
+TEST_F(EngineIdentityTest, BundleWithBadSignatureIsRejected) {
+  auto good = World::FetchBundle(patient);
+  CW_ASSERT_OK(good);
+  std::vector<wire::PreKeyBundle> bad;
+  for (size_t i : {size_t{0}, size_t{31}, size_t{63}}) {
+    wire::PreKeyBundle b = *good;
+    b.signed_pre_key.signature[i] ^= 0x01;
+    bad.push_back(b);
+  }
+  {
+    wire::PreKeyBundle b = *good;  // a different signed pre-key under the old signature
+    b.signed_pre_key.public_key[5] ^= 0x01;
+    bad.push_back(b);
+  }
+  {
+    wire::PreKeyBundle b = *good;  // someone else's identity key claiming the signed pre-key
+    b.identity_key = clinician->identity_key();
+    bad.push_back(b);
+  }
+  const auto before = clinician.snapshot();
+  for (size_t i = 0; i < bad.size(); ++i) {
+    EXPECT_EQ(CodeOf(clinician->ProcessBundle(patient.address(), bad[i])), StatusCode::kBadSignature) << i;
+  }
+  EXPECT_FALSE(clinician->HasSession(patient.address()));
+  EXPECT_TRUE(SameState(before, clinician.snapshot()));
+  EXPECT_EQ(clinician->GetContact("patient")->state, TrustState::kUnknown);
+  CW_ASSERT_OK(clinician->ProcessBundle(patient.address(), *good));
+  EXPECT_EQ(DecryptText(patient, clinician, MustEncrypt(clinician, patient, "ok")), "ok");
+}
+
+TEST_F(EngineIdentityTest, ChangedIdentityInBundleBlocksUntilAccepted) {
+  ASSERT_NO_FATAL_FAILURE(world.Establish(clinician, patient));
+  const wire::PublicKey old_key = patient->identity_key();
+  auto old_number = clinician->GetSafetyNumber("patient");
+  CW_ASSERT_OK(old_number);
+
+  patient.Recreate(world.NextSeed());  // reinstalled: a new identity under the same name
+  ASSERT_NE(patient->identity_key(), old_key);
+  auto bundle = World::FetchBundle(patient);
+  CW_ASSERT_OK(bundle);
+  EXPECT_EQ(CodeOf(clinician->ProcessBundle(patient.address(), *bundle)), StatusCode::kUntrustedIdentity);
+
+  ASSERT_EQ(clinician.identity_changes.size(), 1u);
+  EXPECT_EQ(clinician.identity_changes[0].contact.name, "patient");
+  EXPECT_EQ(clinician.identity_changes[0].previous_key, old_key);
+  EXPECT_EQ(clinician.identity_changes[0].new_key, patient->identity_key());
+  auto c = clinician->GetContact("patient");
+  CW_ASSERT_OK(c);
+  EXPECT_EQ(c->state, TrustState::kChanged);
+  EXPECT_EQ(c->identity_key, old_key);
+  ASSERT_TRUE(c->pending_identity_key.has_value());
+  EXPECT_EQ(*c->pending_identity_key, patient->identity_key());
+
+  // Blocked: nothing goes to the contact, not even over the old session.
+  EXPECT_EQ(CodeOf(clinician->Encrypt(patient.address(), AsBytes("blocked"))), StatusCode::kUntrustedIdentity);
+  EXPECT_EQ(CodeOf(clinician->Encrypt(patient.address(), AsBytes("still blocked"))),
+            StatusCode::kUntrustedIdentity);
+  // Seeing the same new key again does not unblock it, nor report a second change.
+  EXPECT_EQ(CodeOf(clinician->ProcessBundle(patient.address(), *World::FetchBundle(patient))),
+            StatusCode::kUntrustedIdentity);
+  EXPECT_EQ(CodeOf(clinician->Encrypt(patient.address(), AsBytes("blocked"))), StatusCode::kUntrustedIdentity);
+
+  CW_ASSERT_OK(clinician->AcceptIdentityChange("patient"));
+  auto accepted = clinician->GetContact("patient");
+  CW_ASSERT_OK(accepted);
+  EXPECT_EQ(accepted->state, TrustState::kTrusted);
+  EXPECT_EQ(accepted->identity_key, patient->identity_key());
+  EXPECT_FALSE(accepted->pending_identity_key.has_value());
+
+  CW_ASSERT_OK(clinician->ProcessBundle(patient.address(), *World::FetchBundle(patient)));
+  EXPECT_EQ(DecryptText(patient, clinician, MustEncrypt(clinician, patient, "welcome back")), "welcome back");
+  EXPECT_EQ(DecryptText(clinician, patient, MustEncrypt(patient, clinician, "thanks")), "thanks");
+
+  auto new_number = clinician->GetSafetyNumber("patient");
+  CW_ASSERT_OK(new_number);
+  EXPECT_NE(new_number->digits, old_number->digits);
+  EXPECT_EQ(new_number->digits, patient->GetSafetyNumber("clinician")->digits);
+}
+
+TEST_F(EngineIdentityTest, AcceptWithoutPendingChangeFails) {
+  ASSERT_NO_FATAL_FAILURE(world.Establish(clinician, patient));
+  EXPECT_NE(CodeOf(clinician->AcceptIdentityChange("patient")), StatusCode::kOk);
+  EXPECT_NE(CodeOf(clinician->AcceptIdentityChange("stranger")), StatusCode::kOk);
+  EXPECT_EQ(clinician->GetContact("patient")->state, TrustState::kTrusted);
+}
+
+TEST_F(EngineIdentityTest, FirstMessageFromChangedIdentityIsHeldUntilAccepted) {
+  ASSERT_NO_FATAL_FAILURE(world.Establish(clinician, patient));
+  const wire::PublicKey old_key = patient->identity_key();
+  patient.Recreate(world.NextSeed());
+  CW_ASSERT_OK(patient->ProcessBundle(clinician.address(), *World::FetchBundle(clinician)));
+  EXPECT_EQ(patient->GetContact("clinician")->state, TrustState::kTrusted) << "the new install trusts on first use";
+  Ciphertext first = MustEncrypt(patient, clinician, "it's me, new phone");
+  ASSERT_EQ(first.type, MessageType::kPreKey);
+
+  const size_t otpk_before = *clinician->OneTimePreKeyCount();
+  auto r = clinician->Decrypt(patient.address(), first);
+  EXPECT_EQ(CodeOf(r), StatusCode::kUntrustedIdentity) << testing::Describe(r);
+  auto c = clinician->GetContact("patient");
+  CW_ASSERT_OK(c);
+  EXPECT_EQ(c->state, TrustState::kChanged);
+  EXPECT_EQ(c->identity_key, old_key);
+  ASSERT_TRUE(c->pending_identity_key.has_value());
+  EXPECT_EQ(*c->pending_identity_key, patient->identity_key());
+  ASSERT_EQ(clinician.identity_changes.size(), 1u);
+  EXPECT_EQ(clinician.identity_changes[0].new_key, patient->identity_key());
+  EXPECT_EQ(*clinician->OneTimePreKeyCount(), otpk_before) << "a refused first message consumes no pre-key";
+  EXPECT_EQ(CodeOf(clinician->Encrypt(patient.address(), AsBytes("blocked"))), StatusCode::kUntrustedIdentity);
+  // Retrying before acceptance changes nothing.
+  const auto held = clinician.snapshot();
+  EXPECT_EQ(CodeOf(clinician->Decrypt(patient.address(), first)), StatusCode::kUntrustedIdentity);
+  EXPECT_TRUE(SameState(held, clinician.snapshot()));
+
+  CW_ASSERT_OK(clinician->AcceptIdentityChange("patient"));
+  EXPECT_EQ(DecryptText(clinician, patient, first), "it's me, new phone");
+  EXPECT_EQ(*clinician->OneTimePreKeyCount(), otpk_before - 1);
+  EXPECT_EQ(DecryptText(patient, clinician, MustEncrypt(clinician, patient, "confirmed")), "confirmed");
+  EXPECT_EQ(DecryptText(clinician, patient, MustEncrypt(patient, clinician, "great")), "great");
+}
+
+class SafetyNumberTest : public EngineIdentityTest {};
+
+TEST_F(SafetyNumberTest, SixtyDigitsEqualOnBothSides) {
+  ASSERT_NO_FATAL_FAILURE(world.Establish(clinician, patient));
+  auto mine = clinician->GetSafetyNumber("patient");
+  auto theirs = patient->GetSafetyNumber("clinician");
+  CW_ASSERT_OK(mine);
+  CW_ASSERT_OK(theirs);
+  ASSERT_EQ(mine->digits.size(), 60u);
+  for (char ch : mine->digits) EXPECT_TRUE(ch >= '0' && ch <= '9') << mine->digits;
+  EXPECT_EQ(mine->digits, theirs->digits);
+  EXPECT_FALSE(mine->scannable.empty());
+  EXPECT_NE(mine->scannable, theirs->scannable) << "each side's QR code names itself first";
+  // Deterministic: asking again gives the same number.
+  EXPECT_EQ(clinician->GetSafetyNumber("patient")->digits, mine->digits);
+}
+
+TEST_F(SafetyNumberTest, ScanningThePeersCodeMatches) {
+  ASSERT_NO_FATAL_FAILURE(world.Establish(clinician, patient));
+  auto mine = clinician->GetSafetyNumber("patient");
+  auto theirs = patient->GetSafetyNumber("clinician");
+  CW_ASSERT_OK(mine);
+  CW_ASSERT_OK(theirs);
+  auto match = clinician->CompareScannedSafetyNumber("patient", theirs->scannable);
+  CW_ASSERT_OK(match);
+  EXPECT_TRUE(*match);
+  auto match2 = patient->CompareScannedSafetyNumber("clinician", mine->scannable);
+  CW_ASSERT_OK(match2);
+  EXPECT_TRUE(*match2);
+}
+
+TEST_F(SafetyNumberTest, ScanningTheWrongCodeDoesNotMatch) {
+  ASSERT_NO_FATAL_FAILURE(world.Establish(clinician, patient));
+  Party& impostor = world.Add("impostor");
+  ASSERT_NO_FATAL_FAILURE(world.Establish(impostor, clinician));
+  auto theirs = patient->GetSafetyNumber("clinician");
+  CW_ASSERT_OK(theirs);
+  // My own code shown back to me.
+  auto own = clinician->GetSafetyNumber("patient");
+  auto r1 = clinician->CompareScannedSafetyNumber("patient", own->scannable);
+  EXPECT_FALSE(r1.has_value() && *r1) << "own code must not match";
+  // Someone else's code for me.
+  auto other = impostor->GetSafetyNumber("clinician");
+  CW_ASSERT_OK(other);
+  auto r2 = clinician->CompareScannedSafetyNumber("patient", other->scannable);
+  CW_ASSERT_OK(r2);
+  EXPECT_FALSE(*r2);
+  // One flipped byte in the key part of a genuine code.
+  Bytes flipped = theirs->scannable;
+  flipped[flipped.size() - 3] ^= 0x01;
+  auto r3 = clinician->CompareScannedSafetyNumber("patient", flipped);
+  EXPECT_FALSE(r3.has_value() && *r3);
+  // Garbage.
+  for (const Bytes& garbage : {Bytes{}, Bytes{0x01, 0x02, 0x03}, Bytes(64, 0xff)}) {
+    auto r = clinician->CompareScannedSafetyNumber("patient", garbage);
+    EXPECT_EQ(CodeOf(r), StatusCode::kMalformed) << garbage.size();
+  }
+}
+
+TEST_F(SafetyNumberTest, ChangesWithIdentityAndVerificationIsCleared) {
+  ASSERT_NO_FATAL_FAILURE(world.Establish(clinician, patient));
+  auto before = clinician->GetSafetyNumber("patient");
+  CW_ASSERT_OK(before);
+  auto old_peer_code = patient->GetSafetyNumber("clinician");
+  CW_ASSERT_OK(old_peer_code);
+  CW_ASSERT_OK(clinician->SetVerified("patient", true));
+  EXPECT_EQ(clinician->GetContact("patient")->state, TrustState::kVerified);
+  CW_ASSERT_OK(clinician->SetVerified("patient", false));
+  EXPECT_EQ(clinician->GetContact("patient")->state, TrustState::kTrusted);
+  CW_ASSERT_OK(clinician->SetVerified("patient", true));
+  clinician.Reopen();
+  EXPECT_EQ(clinician->GetContact("patient")->state, TrustState::kVerified) << "verification is stored";
+  // Verified contacts still talk normally.
+  EXPECT_EQ(DecryptText(patient, clinician, MustEncrypt(clinician, patient, "v")), "v");
+
+  patient.Recreate(world.NextSeed());
+  EXPECT_EQ(CodeOf(clinician->ProcessBundle(patient.address(), *World::FetchBundle(patient))),
+            StatusCode::kUntrustedIdentity);
+  EXPECT_EQ(clinician->GetContact("patient")->state, TrustState::kChanged);
+  EXPECT_EQ(CodeOf(clinician->Encrypt(patient.address(), AsBytes("x"))), StatusCode::kUntrustedIdentity);
+  CW_ASSERT_OK(clinician->AcceptIdentityChange("patient"));
+  EXPECT_EQ(clinician->GetContact("patient")->state, TrustState::kTrusted) << "accepting a change clears verified";
+
+  CW_ASSERT_OK(clinician->ProcessBundle(patient.address(), *World::FetchBundle(patient)));
+  EXPECT_EQ(DecryptText(patient, clinician, MustEncrypt(clinician, patient, "again")), "again");
+  auto after = clinician->GetSafetyNumber("patient");
+  CW_ASSERT_OK(after);
+  EXPECT_NE(after->digits, before->digits);
+  EXPECT_EQ(after->digits, patient->GetSafetyNumber("clinician")->digits);
+  // The code the old install showed no longer matches.
+  auto old_match = clinician->CompareScannedSafetyNumber("patient", old_peer_code->scannable);
+  EXPECT_FALSE(old_match.has_value() && *old_match);
+  auto stale = clinician->CompareScannedSafetyNumber("patient", patient->GetSafetyNumber("clinician")->scannable);
+  CW_ASSERT_OK(stale);
+  EXPECT_TRUE(*stale) << "the new install's code matches";
+  stale = clinician->CompareScannedSafetyNumber("patient", old_peer_code->scannable);
+  EXPECT_FALSE(stale.has_value() && *stale);
+}
+
+TEST_F(SafetyNumberTest, UnknownContactHasNoSafetyNumber) {
+  EXPECT_NE(CodeOf(clinician->GetSafetyNumber("nobody")), StatusCode::kOk);
+  EXPECT_NE(CodeOf(clinician->SetVerified("nobody", true)), StatusCode::kOk);
+}
+
+}  // namespace
+}  // namespace cw::session
