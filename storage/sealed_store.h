@@ -1,0 +1,92 @@
+// SealedStore: the session engine's ProtocolStore on RocksDB, every record sealed under the master key.
+//
+// Layout: one column family per session::Table ("identity", "contacts", "pre_keys", "signed_pre_keys",
+// "sessions", "sender_keys", "groups") and "metadata" for the store's own records (schema version, a key
+// check). Commit is one rocksdb::WriteBatch, written with sync=true unless the options say otherwise;
+// RocksDB groups concurrent synced writers into one fsync (group commit).
+//
+// Sealing: each value is XChaCha20-Poly1305 under a subkey of the master key, with a random nonce and
+// associated data = schema version || column family name || stored key. A value moved or copied to another
+// key or table, swapped with another, sealed under another master key, or truncated fails to open with
+// kTampered; the other records are unaffected. A deleted record reads as absent (nothing can tell a deleted
+// record from one never written), and a record rolled back to an older value of the same key still opens:
+// neither is detected yet.
+//
+// Keys: in the tables whose keys name people or groups (contacts, sessions, sender keys, groups) the stored
+// key is a keyed hash (BLAKE2b under another subkey), not the name. To keep ListKeys(table, prefix) working
+// the key is hashed part by part at the engine's NUL separators: a session key name '\0' device becomes
+// H(name) || H(device), a sender key group '\0' name '\0' device becomes H(group) || H(name) || H(device),
+// each part's hash domain-separated by table and position, so the session of "alice" cannot be linked to
+// her contact record or group entries by equal hashes. A listing hashes the whole parts of the prefix, scans
+// that range, and opens each record to recover the plain key, which is sealed inside the value and checked
+// against the prefix. The ids and fixed names of the other tables (pre-key ids, "registration_id") say
+// nothing about anyone and are stored plain, so their listings read no values. See sealed_store.cc.
+//
+// Lock: every call derives its subkeys from the Keystore and wipes them before returning, so after
+// Keystore::Lock() every Get, ListKeys and Commit fails with kPermissionDenied "keystore is locked".
+//
+// Thread rules: Get, ListKeys and Commit are safe from any thread (RocksDB does the locking; the session
+// engine calls from its owner thread). Ownership: the Keystore and Random are not owned and must outlive
+// the store.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/base/random.h"
+#include "core/base/secret.h"
+#include "core/base/status.h"
+#include "core/session/store.h"
+#include "storage/keystore.h"
+
+namespace cw::storage {
+
+// The layout this code writes. Opening a store with a newer version is kUnsupportedVersion.
+inline constexpr uint32_t kSchemaVersion = 1;
+
+struct SealedStoreOptions {
+  // Sync the write-ahead log on every Commit. Off only where losing the last commits on power loss is
+  // acceptable (tests, benchmarks of the unsynced path).
+  bool sync = true;
+  bool create_if_missing = true;
+  // Nonces; SystemRandom when null. Must be safe from every thread that calls the store.
+  Random* random = nullptr;
+};
+
+class SealedStore final : public session::ProtocolStore {
+ public:
+  // Opens (or creates) the RocksDB database in directory `path`.
+  // REQUIRES: `keystore` is unlocked (kPermissionDenied otherwise).
+  // Errors: kTampered when the store was sealed under another master key; kUnsupportedVersion for a
+  // newer schema; kNotFound when absent and !create_if_missing; kUnavailable for I/O and lock failures
+  // (another process holds the database).
+  static Result<std::unique_ptr<SealedStore>> Open(const std::string& path, const Keystore* keystore,
+                                                   SealedStoreOptions options = {});
+  ~SealedStore() override;
+  SealedStore(const SealedStore&) = delete;
+  SealedStore& operator=(const SealedStore&) = delete;
+
+  // session::ProtocolStore. Errors: kPermissionDenied (locked), kTampered (a record failed to open),
+  // kInvalidArgument (a key of a hashed table without its NUL-separated parts), kUnavailable (I/O).
+  Result<std::optional<SecretBytes>> Get(session::Table table, std::string_view key) override;
+  Result<std::vector<std::string>> ListKeys(session::Table table, std::string_view prefix) override;
+  Status Commit(session::WriteBatch batch) override;
+
+  // The column family name of a table, as stored and as bound into every sealed record.
+  static std::string_view ColumnFamilyName(session::Table table);
+  // The stored RocksDB key for `key` in `table` (a keyed hash in hashed tables), for tests and tools that
+  // look at the raw database. kPermissionDenied when locked.
+  Result<std::string> StoredKeyForTesting(session::Table table, std::string_view key);
+
+  class Impl;
+
+ private:
+  explicit SealedStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cw::storage

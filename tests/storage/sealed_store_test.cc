@@ -1,0 +1,303 @@
+#include "storage/sealed_store.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/base/bytes.h"
+#include "core/base/random.h"
+#include "core/session/records.h"
+#include "core/session/store.h"
+#include "storage/keystore.h"
+#include "tests/storage/sealed_store_fixture.h"
+
+namespace cw::storage {
+namespace {
+
+using session::Table;
+using session::internal::BigEndian32;
+using session::internal::SenderKeyKey;
+using session::internal::SessionKey;
+using testing::Delete;
+using testing::kPassphrase;
+using testing::Put;
+using testing::RawDb;
+
+class SealedStoreTest : public testing::SealedStoreFixture {};
+
+std::string WithNul(std::string_view s) {
+  std::string out(s);
+  out.push_back('\0');
+  return out;
+}
+
+TEST_F(SealedStoreTest, RoundTripInEveryTableAndAcrossReopen) {
+  const std::vector<std::pair<Table, std::string>> keys = {
+      {Table::kMeta, "registration_id"},
+      {Table::kContact, "dr.alice@clinic"},
+      {Table::kPreKey, BigEndian32(1)},
+      {Table::kSignedPreKey, BigEndian32(0x01000000)},
+      {Table::kSession, SessionKey("bob", 1)},
+      {Table::kSenderKey, SenderKeyKey("ward-7", "bob", 2)},
+      {Table::kGroup, "ward-7"},
+  };
+  session::WriteBatch batch;
+  for (const auto& [t, k] : keys) batch.writes.push_back(Put(t, k, "value of " + k));
+  CW_ST_ASSERT_OK(store_->Commit(std::move(batch)));
+  for (const auto& [t, k] : keys) EXPECT_EQ(Value(t, k), "value of " + k);
+  EXPECT_EQ(Value(Table::kContact, "nobody"), "<absent>");
+  EXPECT_EQ(Value(Table::kSession, SessionKey("bob", 2)), "<absent>");
+
+  // Empty values and overwrite.
+  CW_ST_ASSERT_OK(Commit(Put(Table::kContact, "dr.alice@clinic", "")));
+  EXPECT_EQ(Value(Table::kContact, "dr.alice@clinic"), "");
+  CW_ST_ASSERT_OK(Commit(Put(Table::kContact, "dr.alice@clinic", "second")));
+
+  Reopen();
+  for (const auto& [t, k] : keys) {
+    if (t != Table::kContact) {
+      EXPECT_EQ(Value(t, k), "value of " + k);
+    }
+  }
+  EXPECT_EQ(Value(Table::kContact, "dr.alice@clinic"), "second");
+  CW_ST_ASSERT_OK(Commit(Delete(Table::kSession, SessionKey("bob", 1))));
+  EXPECT_EQ(Value(Table::kSession, SessionKey("bob", 1)), "<absent>");
+  Reopen();
+  EXPECT_EQ(Value(Table::kSession, SessionKey("bob", 1)), "<absent>");
+  EXPECT_EQ(Value(Table::kGroup, "ward-7"), "value of ward-7");
+}
+
+TEST_F(SealedStoreTest, ListKeysByTheEnginesPrefixes) {
+  session::WriteBatch batch;
+  for (uint32_t d : {1u, 2u, 256u, 0x01000000u})
+    batch.writes.push_back(Put(Table::kSession, SessionKey("alice", d), "s"));
+  batch.writes.push_back(Put(Table::kSession, SessionKey("alicia", 1), "s"));
+  batch.writes.push_back(Put(Table::kSession, SessionKey("bob", 1), "s"));
+  batch.writes.push_back(Put(Table::kSenderKey, SenderKeyKey("g1", "alice", 1), "k"));
+  batch.writes.push_back(Put(Table::kSenderKey, SenderKeyKey("g1", "alice", 2), "k"));
+  batch.writes.push_back(Put(Table::kSenderKey, SenderKeyKey("g1", "bob", 1), "k"));
+  batch.writes.push_back(Put(Table::kSenderKey, SenderKeyKey("g2", "alice", 1), "k"));
+  for (uint32_t id : {300u, 2u, 70000u}) batch.writes.push_back(Put(Table::kPreKey, BigEndian32(id), "p"));
+  CW_ST_ASSERT_OK(store_->Commit(std::move(batch)));
+
+  using V = std::vector<std::string>;
+  EXPECT_EQ(List(Table::kSession, WithNul("alice")),
+            (V{SessionKey("alice", 1), SessionKey("alice", 2), SessionKey("alice", 256),
+               SessionKey("alice", 0x01000000)}));
+  EXPECT_EQ(List(Table::kSession, "ali"),
+            (V{SessionKey("alice", 1), SessionKey("alice", 2), SessionKey("alice", 256),
+               SessionKey("alice", 0x01000000), SessionKey("alicia", 1)}));
+  EXPECT_EQ(List(Table::kSession, SessionKey("alice", 2)), (V{SessionKey("alice", 2)}));
+  EXPECT_EQ(List(Table::kSession, WithNul("carol")), V{});
+  EXPECT_EQ(List(Table::kSession, "").size(), 6u);
+  EXPECT_EQ(
+      List(Table::kSenderKey, WithNul("g1")),
+      (V{SenderKeyKey("g1", "alice", 1), SenderKeyKey("g1", "alice", 2), SenderKeyKey("g1", "bob", 1)}));
+  std::string g1_alice = SenderKeyKey("g1", "alice", 0);
+  g1_alice.resize(g1_alice.size() - 4);  // how the engine lists every device of a member
+  EXPECT_EQ(List(Table::kSenderKey, g1_alice),
+            (V{SenderKeyKey("g1", "alice", 1), SenderKeyKey("g1", "alice", 2)}));
+  EXPECT_EQ(List(Table::kPreKey, ""), (V{BigEndian32(2), BigEndian32(300), BigEndian32(70000)}));
+  EXPECT_EQ(List(Table::kPreKey, std::string(3, '\0')), (V{BigEndian32(2)}));
+}
+
+// The same random operations on a SealedStore and an InMemoryStore give the same answers.
+TEST_F(SealedStoreTest, BehavesLikeTheInMemoryStore) {
+  session::InMemoryStore reference;
+  SeededRandom rnd(42);
+  const std::vector<std::string> names = {"a", "ab", "abc", "b", "dr.x", std::string("\xff\x01", 2)};
+  const std::vector<std::string> groups = {"g", "g2", "team"};
+  auto random_key = [&](Table t) -> std::string {
+    const std::string& n = names[rnd.Uniform(names.size())];
+    const uint32_t device = rnd.Uniform(3) == 0 ? 0x00000100u * rnd.Uniform(3) : rnd.Uniform(4);
+    switch (t) {
+      case Table::kSession:
+        return SessionKey(n, device);
+      case Table::kSenderKey:
+        return SenderKeyKey(groups[rnd.Uniform(groups.size())], n, device);
+      case Table::kPreKey:
+        return BigEndian32(rnd.Uniform(1000));
+      case Table::kGroup:
+        return groups[rnd.Uniform(groups.size())];
+      default:
+        return n;
+    }
+  };
+  const Table tables[] = {Table::kContact, Table::kPreKey, Table::kSession, Table::kSenderKey, Table::kGroup};
+  for (int round = 0; round < 40; ++round) {
+    session::WriteBatch a, b;
+    const int writes = 1 + static_cast<int>(rnd.Uniform(8));
+    for (int i = 0; i < writes; ++i) {
+      const Table t = tables[rnd.Uniform(5)];
+      const std::string k = random_key(t);
+      if (rnd.Uniform(4) == 0) {
+        a.writes.push_back(Delete(t, k));
+        b.writes.push_back(Delete(t, k));
+      } else {
+        std::string v = std::to_string(round * 100 + i);
+        v.insert(v.begin(), 'v');
+        a.writes.push_back(Put(t, k, v));
+        b.writes.push_back(Put(t, k, v));
+      }
+    }
+    CW_ST_ASSERT_OK(store_->Commit(std::move(a)));
+    CW_ST_ASSERT_OK(reference.Commit(std::move(b)));
+    if (round == 20) Reopen();
+  }
+  for (Table t : tables) {
+    std::vector<std::string> prefixes = {""};
+    for (const auto& n : names) {
+      prefixes.push_back(n);
+      prefixes.push_back(WithNul(n));
+    }
+    for (const auto& g : groups) {
+      prefixes.push_back(WithNul(g));
+      for (const auto& n : names) prefixes.push_back(WithNul(g) + WithNul(n));
+    }
+    for (const auto& p : prefixes) {
+      auto expected = reference.ListKeys(t, p);
+      ASSERT_TRUE(expected.has_value());
+      EXPECT_EQ(List(t, p), *expected) << "table " << static_cast<int>(t) << " prefix " << ToHex(AsBytes(p));
+      for (const auto& k : *expected) {
+        auto want = reference.Get(t, k);
+        ASSERT_TRUE(want.has_value() && want->has_value());
+        EXPECT_EQ(Value(t, k), std::string((*want)->reveal().begin(), (*want)->reveal().end()));
+      }
+    }
+  }
+}
+
+TEST_F(SealedStoreTest, NamesAppearNowhereOnDisk) {
+  session::WriteBatch batch;
+  batch.writes.push_back(Put(Table::kContact, "patient-jane-doe", "identity key"));
+  batch.writes.push_back(Put(Table::kSession, SessionKey("patient-jane-doe", 1), "session record"));
+  batch.writes.push_back(Put(Table::kSenderKey, SenderKeyKey("oncology-team", "patient-jane-doe", 1), "sk"));
+  batch.writes.push_back(Put(Table::kGroup, "oncology-team", "members"));
+  CW_ST_ASSERT_OK(store_->Commit(std::move(batch)));
+  CloseStore();
+  {
+    // Flushed to SST files as well as the log.
+    RawDb raw(db_path());
+    ASSERT_TRUE(raw.ok());
+    for (const char* cf : {"contacts", "sessions", "sender_keys", "groups"}) {
+      ASSERT_TRUE(raw.db()->Flush(rocksdb::FlushOptions(), raw.cf(cf)).ok());
+    }
+    auto keys = raw.Keys("sessions");
+    ASSERT_EQ(keys.size(), 1u);
+    EXPECT_EQ(keys[0].size(), 32u);  // H(name) || H(device)
+    EXPECT_EQ(raw.Keys("sender_keys")[0].size(), 48u);
+    EXPECT_EQ(raw.Keys("contacts")[0].size(), 16u);
+  }
+  EXPECT_FALSE(testing::AnyFileContains(db_path(), "patient-jane-doe"));
+  EXPECT_FALSE(testing::AnyFileContains(db_path(), "oncology-team"));
+  EXPECT_FALSE(testing::AnyFileContains(db_path(), "session record"));
+  EXPECT_FALSE(testing::AnyFileContains(db_path(), "identity key"));
+  OpenStore();
+  EXPECT_EQ(Value(Table::kSession, SessionKey("patient-jane-doe", 1)), "session record");
+}
+
+TEST_F(SealedStoreTest, EqualNamesInDifferentTablesHashDifferently) {
+  auto contact = store_->StoredKeyForTesting(Table::kContact, "alice");
+  auto group = store_->StoredKeyForTesting(Table::kGroup, "alice");
+  auto session = store_->StoredKeyForTesting(Table::kSession, SessionKey("alice", 1));
+  CW_ST_ASSERT_OK(contact);
+  CW_ST_ASSERT_OK(group);
+  CW_ST_ASSERT_OK(session);
+  EXPECT_NE(*contact, *group);
+  EXPECT_NE(*contact, session->substr(0, 16));
+}
+
+TEST_F(SealedStoreTest, AfterLockEveryCallFailsClearly) {
+  CW_ST_ASSERT_OK(Commit(Put(Table::kContact, "bob", "x")));
+  keystore_->Lock();
+  auto got = store_->Get(Table::kContact, "bob");
+  ASSERT_FALSE(got.has_value());
+  EXPECT_EQ(got.error().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(got.error().message(), "keystore is locked");
+  CW_ST_EXPECT_CODE(store_->Get(Table::kPreKey, BigEndian32(1)), StatusCode::kPermissionDenied);
+  CW_ST_EXPECT_CODE(store_->ListKeys(Table::kPreKey, ""), StatusCode::kPermissionDenied);
+  CW_ST_EXPECT_CODE(store_->ListKeys(Table::kSession, ""), StatusCode::kPermissionDenied);
+  CW_ST_EXPECT_CODE(Commit(Put(Table::kContact, "carol", "y")), StatusCode::kPermissionDenied);
+  CloseStore();
+  CW_ST_EXPECT_CODE(SealedStore::Open(db_path(), keystore_.get(), Options()), StatusCode::kPermissionDenied);
+  CW_ST_ASSERT_OK(keystore_->Unlock(AsBytes(kPassphrase)));
+  OpenStore();
+  EXPECT_EQ(Value(Table::kContact, "bob"), "x");
+  EXPECT_EQ(Value(Table::kContact, "carol"), "<absent>");
+}
+
+TEST_F(SealedStoreTest, ABatchWithABadWriteWritesNothing) {
+  session::WriteBatch batch;
+  batch.writes.push_back(Put(Table::kContact, "bob", "x"));
+  batch.writes.push_back(Put(Table::kSession, "no separator", "y"));
+  CW_ST_EXPECT_CODE(store_->Commit(std::move(batch)), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Value(Table::kContact, "bob"), "<absent>");
+  CW_ST_EXPECT_CODE(store_->Get(static_cast<Table>(9), "x"), StatusCode::kInvalidArgument);
+  CW_ST_ASSERT_OK(store_->Commit(session::WriteBatch{}));
+}
+
+TEST_F(SealedStoreTest, UnsyncedOptionStillPersistsAcrossCleanClose) {
+  SealedStoreOptions o = Options();
+  o.sync = false;
+  CloseStore();
+  auto s = SealedStore::Open(db_path(), keystore_.get(), o);
+  CW_ST_ASSERT_OK(s);
+  session::WriteBatch batch;
+  batch.writes.push_back(Put(Table::kContact, "bob", "x"));
+  CW_ST_ASSERT_OK((*s)->Commit(std::move(batch)));
+  s->reset();
+  OpenStore();
+  EXPECT_EQ(Value(Table::kContact, "bob"), "x");
+}
+
+TEST_F(SealedStoreTest, MissingStoreWithoutCreateIsNotFound) {
+  SealedStoreOptions o = Options();
+  o.create_if_missing = false;
+  CW_ST_EXPECT_CODE(SealedStore::Open(dir_.Sub("nothing-here"), keystore_.get(), o), StatusCode::kNotFound);
+}
+
+TEST_F(SealedStoreTest, ANewerSchemaIsRefusedAndLeftAlone) {
+  CloseStore();
+  {
+    RawDb raw(db_path());
+    ASSERT_TRUE(raw.ok());
+    raw.Put("metadata", "schema_version", std::string("\0\0\0\2", 4));
+    ASSERT_TRUE(raw.CreateCf("transcripts").ok());
+  }
+  auto s = SealedStore::Open(db_path(), keystore_.get(), Options());
+  ASSERT_FALSE(s.has_value());
+  EXPECT_EQ(s.error().code(), StatusCode::kUnsupportedVersion) << s.error().ToString();
+  {
+    RawDb raw(db_path());
+    EXPECT_TRUE(raw.HasCf("transcripts"));
+    raw.Put("metadata", "schema_version", std::string("\0\0\0\0", 4));
+  }
+  CW_ST_EXPECT_CODE(SealedStore::Open(db_path(), keystore_.get(), Options()), StatusCode::kMalformed);
+  {
+    RawDb raw(db_path());
+    raw.Put("metadata", "schema_version", std::string("\0\0\0\1", 4));
+  }
+  OpenStore();  // the current version opens, with the unknown column family left in place
+}
+
+TEST_F(SealedStoreTest, AStoreSealedUnderAnotherMasterKeyIsTampered) {
+  CW_ST_ASSERT_OK(Commit(Put(Table::kContact, "bob", "x")));
+  CloseStore();
+  auto other = Keystore::Create(dir_.Sub("other-keystore"), AsBytes(kPassphrase),
+                                KeystoreOptions::MinimumCostForTesting());
+  CW_ST_ASSERT_OK(other);
+  auto s = SealedStore::Open(db_path(), other->get(), Options());
+  ASSERT_FALSE(s.has_value());
+  EXPECT_EQ(s.error().code(), StatusCode::kTampered) << s.error().ToString();
+  OpenStore();
+  EXPECT_EQ(Value(Table::kContact, "bob"), "x");
+}
+
+TEST_F(SealedStoreTest, TheDatabaseIsLockedAgainstASecondOpen) {
+  CW_ST_EXPECT_CODE(SealedStore::Open(db_path(), keystore_.get(), Options()), StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace cw::storage
