@@ -35,6 +35,10 @@ constexpr TableSpec kTables[kTableCount] = {
     {"sessions", true, 1},          // kSession: name '\0' device
     {"sender_keys", true, 2},       // kSenderKey: group '\0' name '\0' device
     {"groups", true, 0},            // kGroup: group id
+    {"transcript", true, 0},        // kTranscript: laid out by the transcript layer
+    {"outbox", true, 0},            // kOutbox
+    {"inbound_dedup", true, 0},     // kInboundDedup: relay message ids
+    {"conversations", true, 0},     // kConversation: per-conversation keys
 };
 constexpr std::string_view kMetadataCf = "metadata";
 constexpr std::string_view kSchemaVersionKey = "schema_version";

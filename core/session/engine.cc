@@ -182,6 +182,16 @@ class Engine::Impl {
     return std::vector<std::string>(merged.begin(), merged.end());
   }
 
+  // Folds a hook's writes into the staged batch.
+  template <typename Hook, typename Value>
+  Status RunHook(const Hook& hook, const Value& value) {
+    if (!hook) return Status::Ok();
+    WriteBatch extra;
+    CW_RETURN_IF_ERROR(hook(value, &extra));
+    for (auto& w : extra.writes) Stage(w.table, std::move(w.key), std::move(w.value));
+    return Status::Ok();
+  }
+
   Status Flush() {
     if (staged_.empty()) return Status::Ok();
     WriteBatch batch;
@@ -1073,29 +1083,36 @@ bool Engine::HasSession(const Address& peer) {
   return r && *r;
 }
 
-Result<Ciphertext> Engine::Encrypt(const Address& peer, std::span<const uint8_t> plaintext) {
+Result<Ciphertext> Engine::Encrypt(const Address& peer, std::span<const uint8_t> plaintext,
+                                  const EncryptHook& also_write) {
   return impl_->Transact([&]() -> Result<Ciphertext> {
     wire::Content content;
     content.kind = wire::ContentKind::kMessage;
     content.body = SecretBytes(plaintext);
-    return impl_->EncryptContent(peer, content);
+    CW_ASSIGN_OR_RETURN(Ciphertext c, impl_->EncryptContent(peer, content));
+    CW_RETURN_IF_ERROR(impl_->RunHook(also_write, c));
+    return c;
   });
 }
 
-Result<Received> Engine::Decrypt(const Address& sender, const Ciphertext& message) {
+Result<Received> Engine::Decrypt(const Address& sender, const Ciphertext& message, const DecryptHook& also_write) {
   auto r = impl_->Transact([&]() -> Result<Received> {
     CW_RETURN_IF_ERROR(impl_->CheckPeer(sender));
     CW_RETURN_IF_ERROR(CheckVersionByte(message.body));
+    Result<Received> received = Error(StatusCode::kMalformed, "unknown message type");
     switch (message.type) {
       case MessageType::kPreKey:
       case MessageType::kSignal:
-        return impl_->DecryptPairwise(sender, message);
+        received = impl_->DecryptPairwise(sender, message);
+        break;
       case MessageType::kSenderKey:
-        return impl_->DecryptGroup(sender, message);
+        received = impl_->DecryptGroup(sender, message);
+        break;
       case MessageType::kSenderKeyDistribution:
         return Error(StatusCode::kPermissionDenied, "sender keys are accepted only inside a 1:1 session");
     }
-    return Error(StatusCode::kMalformed, "unknown message type");
+    if (received) CW_RETURN_IF_ERROR(impl_->RunHook(also_write, *received));
+    return received;
   });
   if (!r && r.error().code() == StatusCode::kUntrustedIdentity) {
     CW_RETURN_IF_ERROR(impl_->RecordIdentityChange());
@@ -1275,7 +1292,8 @@ Result<Outgoing> Engine::ShareSenderKey(const std::string& group_id, const std::
   });
 }
 
-Result<Ciphertext> Engine::GroupEncrypt(const std::string& group_id, std::span<const uint8_t> plaintext) {
+Result<Ciphertext> Engine::GroupEncrypt(const std::string& group_id, std::span<const uint8_t> plaintext,
+                                       const EncryptHook& also_write) {
   return impl_->Transact([&]() -> Result<Ciphertext> {
     CW_ASSIGN_OR_RETURN(auto members, impl_->ReadGroup(group_id, true));
     CW_ASSIGN_OR_RETURN(SecretBytes padded, wire::Pad(plaintext));
@@ -1293,6 +1311,7 @@ Result<Ciphertext> Engine::GroupEncrypt(const std::string& group_id, std::span<c
     out.type = MessageType::kSenderKey;
     out.group_id = group_id;
     out.body.assign(signal_buffer_data(serialized), signal_buffer_data(serialized) + signal_buffer_len(serialized));
+    CW_RETURN_IF_ERROR(impl_->RunHook(also_write, out));
     return out;
   });
 }

@@ -148,14 +148,22 @@ class Engine {
   // policy (kUntrustedIdentity when the peer's identity key changed and was not accepted).
   Status ProcessBundle(const Address& peer, const wire::PreKeyBundle& bundle);
   bool HasSession(const Address& peer);
+  // Called after a successful encrypt or decrypt, before anything is committed: the writes it adds to the
+  // batch commit atomically with the new session state (a transcript row, an outbox entry, a dedup key). An
+  // error from it fails the whole operation and nothing is written.
+  using EncryptHook = std::function<Status(const Ciphertext&, WriteBatch*)>;
+  using DecryptHook = std::function<Status(const Received&, WriteBatch*)>;
+
   // Pads and encrypts. kNoSession without a session; kUntrustedIdentity while the contact's key change
   // awaits acceptance.
-  Result<Ciphertext> Encrypt(const Address& peer, std::span<const uint8_t> plaintext);
+  Result<Ciphertext> Encrypt(const Address& peer, std::span<const uint8_t> plaintext,
+                             const EncryptHook& also_write = nullptr);
   // Decrypts a 1:1 message (kPreKey or kSignal) or a group message (kSenderKey). Errors: kDuplicate,
   // kTampered (MAC), kMalformed, kUnsupportedVersion, kTooFarAhead (more than 2000 skipped keys),
   // kNoSession, kNotFound (unknown pre-key), kUntrustedIdentity, kPermissionDenied (group content from a
   // non-member). Nothing is stored unless it succeeds.
-  Result<Received> Decrypt(const Address& sender, const Ciphertext& message);
+  Result<Received> Decrypt(const Address& sender, const Ciphertext& message,
+                           const DecryptHook& also_write = nullptr);
 
   // --- Identity policy and verification ---
   Result<Contact> GetContact(const std::string& name);
@@ -180,7 +188,8 @@ class Engine {
   // Sends this device's current sender key for the group to one member (after a missing session appeared).
   Result<Outgoing> ShareSenderKey(const std::string& group_id, const std::string& member);
   // Encrypts once for the whole group; the same Ciphertext goes to every member.
-  Result<Ciphertext> GroupEncrypt(const std::string& group_id, std::span<const uint8_t> plaintext);
+  Result<Ciphertext> GroupEncrypt(const std::string& group_id, std::span<const uint8_t> plaintext,
+                                  const EncryptHook& also_write = nullptr);
 
   class Impl;
 

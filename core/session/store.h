@@ -30,8 +30,14 @@ enum class Table : uint8_t {
   kSession,        // session records by (name, device)
   kSenderKey,      // sender-key records by (group, name, device)
   kGroup,          // group membership by group id
+  // Tables of the layers above the engine, here so that their rows commit in the same batch as the
+  // protocol state they go with (a received message's transcript row and dedup key with its session).
+  kTranscript,     // messages per conversation, ordered by sequence
+  kOutbox,         // messages written but not yet acknowledged by the relay
+  kInboundDedup,   // relay message ids already received
+  kConversation,   // per-conversation keys (deleting one crypto-shreds that conversation)
 };
-inline constexpr int kTableCount = 7;
+inline constexpr int kTableCount = 11;
 
 struct Write {
   Table table;
