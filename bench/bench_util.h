@@ -41,10 +41,12 @@ inline Bytes MakePlaintext(int64_t size) {
   return plaintext;
 }
 
-// One item is one message (or one session set-up); bytes count plaintext.
-inline void SetRates(benchmark::State& state, size_t plaintext_size) {
+// One item is one message (or one session set-up); bytes count plaintext. `wire_size`, when known, is the
+// size of the last message on the wire, to compare each system's overhead.
+inline void SetRates(benchmark::State& state, size_t plaintext_size, size_t wire_size = 0) {
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(plaintext_size));
+  if (wire_size > 0) state.counters["wire_bytes"] = static_cast<double>(wire_size);
 }
 
 }  // namespace cw::bench

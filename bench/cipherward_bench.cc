@@ -34,8 +34,9 @@ void CipherwardOneWay(benchmark::State& state) {
   const Bytes plaintext = MakePlaintext(state.range(0));
   CwPair pair(kFewPreKeys);
   pair.Establish();
-  for (auto _ : state) pair.Send(Direction::kAliceToBob, plaintext);
-  SetRates(state, plaintext.size());
+  size_t wire_size = 0;
+  for (auto _ : state) wire_size = pair.Send(Direction::kAliceToBob, plaintext);
+  SetRates(state, plaintext.size(), wire_size);
 }
 
 void CipherwardAlternating(benchmark::State& state) {
@@ -56,8 +57,9 @@ void CipherwardGroup(benchmark::State& state) {
   CwPair pair(kFewPreKeys);
   pair.Establish();
   pair.CreateGroup(group);
-  for (auto _ : state) pair.GroupSend(group, plaintext);
-  SetRates(state, plaintext.size());
+  size_t wire_size = 0;
+  for (auto _ : state) wire_size = pair.GroupSend(group, plaintext);
+  SetRates(state, plaintext.size(), wire_size);
 }
 
 }  // namespace cw::bench

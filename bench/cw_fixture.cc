@@ -71,7 +71,8 @@ void CwPair::SetUpSession(const session::Address& bob_as_seen_by_alice,
                           ByteView plaintext) {
   Must(alice_->ProcessBundle(bob_as_seen_by_alice, bundle), "ProcessBundle");
   const session::Ciphertext first = Must(alice_->Encrypt(bob_as_seen_by_alice, plaintext), "Encrypt");
-  if (first.type != MessageType::kPreKey) Fail("Encrypt", "a first message that is not a PreKeySignalMessage");
+  if (first.type != MessageType::kPreKey)
+    Fail("Encrypt", "a first message that is not a PreKeySignalMessage");
   const Received received = Must(bob_->Decrypt(alice_as_seen_by_bob, first), "Decrypt");
   CheckMessage(received, plaintext, Received::Kind::kMessage);
 }
@@ -93,7 +94,9 @@ void CwPair::DeliverAll(std::vector<session::Outgoing> first, const session::Add
   while (!queue.empty()) {
     auto [sender, out] = std::move(queue.front());
     queue.pop_front();
-    Engine* receiver = out.to == bob_address_ ? bob_.get() : out.to == alice_address_ ? alice_.get() : nullptr;
+    Engine* receiver = out.to == bob_address_     ? bob_.get()
+                       : out.to == alice_address_ ? alice_.get()
+                                                  : nullptr;
     if (receiver == nullptr) Fail("DeliverAll", "a message for an unknown address");
     Received received = Must(receiver->Decrypt(sender, out.message), "Decrypt (delivery)");
     if (!received.missing_sessions.empty()) Fail("DeliverAll", "a group member without a 1:1 session");

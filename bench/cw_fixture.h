@@ -42,8 +42,9 @@ class CwPair {
   // A whole first contact: Alice processes `bundle` as `bob_as_seen_by_alice` and encrypts `plaintext`;
   // Bob creates the inbound session and decrypts it from `alice_as_seen_by_bob`. Pass names not used
   // before, so no session record collects archived states from earlier iterations.
-  void SetUpSession(const session::Address& bob_as_seen_by_alice, const session::Address& alice_as_seen_by_bob,
-                    const wire::PreKeyBundle& bundle, ByteView plaintext);
+  void SetUpSession(const session::Address& bob_as_seen_by_alice,
+                    const session::Address& alice_as_seen_by_bob, const wire::PreKeyBundle& bundle,
+                    ByteView plaintext);
 
   // Creates `group_id` with Alice and Bob and delivers every resulting message (membership, sender keys,
   // and whatever the receivers send back) until none is left.

@@ -30,8 +30,8 @@ int main(int argc, char** argv) {
   }
   uint8_t major = 0, minor = 0, patch = 0;
   olm_get_library_version(&major, &minor, &patch);
-  benchmark::AddCustomContext("libolm", std::to_string(major) + "." + std::to_string(minor) + "." +
-                                            std::to_string(patch));
+  benchmark::AddCustomContext(
+      "libolm", std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch));
   benchmark::AddCustomContext("libsodium", sodium_version_string());
 
   using namespace cw::bench;

@@ -28,8 +28,9 @@ void OlmOneWay(benchmark::State& state) {
   const Bytes plaintext = MakePlaintext(state.range(0));
   OlmPair pair;
   pair.Establish();
-  for (auto _ : state) pair.Send(Direction::kAliceToBob, plaintext);
-  SetRates(state, plaintext.size());
+  size_t wire_size = 0;
+  for (auto _ : state) wire_size = pair.Send(Direction::kAliceToBob, plaintext);
+  SetRates(state, plaintext.size(), wire_size);
 }
 
 void OlmAlternating(benchmark::State& state) {
@@ -47,8 +48,9 @@ void OlmAlternating(benchmark::State& state) {
 void OlmGroup(benchmark::State& state) {
   const Bytes plaintext = MakePlaintext(state.range(0));
   MegolmGroup group;
-  for (auto _ : state) group.Send(plaintext);
-  SetRates(state, plaintext.size());
+  size_t wire_size = 0;
+  for (auto _ : state) wire_size = group.Send(plaintext);
+  SetRates(state, plaintext.size(), wire_size);
 }
 
 }  // namespace cw::bench

@@ -42,7 +42,8 @@ std::vector<std::string> QuotedStrings(std::string_view json) {
 // {"curve25519":"<key>","ed25519":"<key>"} -> the Curve25519 key.
 std::string CurveIdentityKey(OlmAccount* account) {
   std::string json(olm_account_identity_keys_length(account), '\0');
-  json.resize(CheckAccount(olm_account_identity_keys(account, json.data(), json.size()), "identity keys", account));
+  json.resize(
+      CheckAccount(olm_account_identity_keys(account, json.data(), json.size()), "identity keys", account));
   const std::vector<std::string> tokens = QuotedStrings(json);
   const auto it = std::find(tokens.begin(), tokens.end(), "curve25519");
   if (it == tokens.end() || it + 1 == tokens.end()) Fail("identity keys", "no curve25519 key");
@@ -53,9 +54,10 @@ Bytes Encrypt(OlmSession* session, ByteView plaintext, size_t* type) {
   SecretBytes random = RandomBytes(olm_encrypt_random_length(session));
   *type = olm_encrypt_message_type(session);
   Bytes message(olm_encrypt_message_length(session, plaintext.size()));
-  message.resize(CheckSession(olm_encrypt(session, plaintext.data(), plaintext.size(), random.reveal_mutable().data(),
-                                          random.size(), message.data(), message.size()),
-                              "olm_encrypt", session));
+  message.resize(
+      CheckSession(olm_encrypt(session, plaintext.data(), plaintext.size(), random.reveal_mutable().data(),
+                               random.size(), message.data(), message.size()),
+                   "olm_encrypt", session));
   return message;
 }
 
@@ -73,8 +75,8 @@ void DecryptAndCheck(OlmSession* session, size_t type, Bytes& message, ByteView 
 
 void CreateAccount(OlmAccount* account) {
   SecretBytes random = RandomBytes(olm_create_account_random_length(account));
-  CheckAccount(olm_create_account(account, random.reveal_mutable().data(), random.size()), "olm_create_account",
-               account);
+  CheckAccount(olm_create_account(account, random.reveal_mutable().data(), random.size()),
+               "olm_create_account", account);
 }
 
 }  // namespace
@@ -93,8 +95,9 @@ std::string OlmPair::TakeBobOneTimeKey() {
   if (bob_one_time_keys_.empty()) {
     const size_t count = olm_account_max_number_of_one_time_keys(bob);
     SecretBytes random = RandomBytes(olm_account_generate_one_time_keys_random_length(bob, count));
-    CheckAccount(olm_account_generate_one_time_keys(bob, count, random.reveal_mutable().data(), random.size()),
-                 "generate one-time keys", bob);
+    CheckAccount(
+        olm_account_generate_one_time_keys(bob, count, random.reveal_mutable().data(), random.size()),
+        "generate one-time keys", bob);
     std::string json(olm_account_one_time_keys_length(bob), '\0');
     json.resize(CheckAccount(olm_account_one_time_keys(bob, json.data(), json.size()), "one-time keys", bob));
     CheckAccount(olm_account_mark_keys_as_published(bob), "mark published", bob);
@@ -143,7 +146,8 @@ void OlmPair::Establish() {
   CheckSession(olm_create_inbound_session_from(bob_session_->get(), bob_.get(), alice_identity_key_.data(),
                                                alice_identity_key_.size(), consumed.data(), consumed.size()),
                "olm_create_inbound_session_from", bob_session_->get());
-  CheckAccount(olm_remove_one_time_keys(bob_.get(), bob_session_->get()), "olm_remove_one_time_keys", bob_.get());
+  CheckAccount(olm_remove_one_time_keys(bob_.get(), bob_session_->get()), "olm_remove_one_time_keys",
+               bob_.get());
   DecryptAndCheck(bob_session_->get(), type, message, hello);
   Send(Direction::kBobToAlice, hello);
   Send(Direction::kAliceToBob, hello);
@@ -163,14 +167,17 @@ size_t OlmPair::Send(Direction direction, ByteView plaintext) {
 MegolmGroup::MegolmGroup() {
   OlmOutboundGroupSession* outbound = outbound_.get();
   SecretBytes random = RandomBytes(olm_init_outbound_group_session_random_length(outbound));
-  if (olm_init_outbound_group_session(outbound, random.reveal_mutable().data(), random.size()) == olm_error()) {
+  if (olm_init_outbound_group_session(outbound, random.reveal_mutable().data(), random.size()) ==
+      olm_error()) {
     Fail("olm_init_outbound_group_session", olm_outbound_group_session_last_error(outbound));
   }
   SecretBytes session_key(olm_outbound_group_session_key_length(outbound));
   const size_t key_length =
       olm_outbound_group_session_key(outbound, session_key.reveal_mutable().data(), session_key.size());
-  if (key_length == olm_error()) Fail("olm_outbound_group_session_key", olm_outbound_group_session_last_error(outbound));
-  if (olm_init_inbound_group_session(inbound_.get(), session_key.reveal().data(), key_length) == olm_error()) {
+  if (key_length == olm_error())
+    Fail("olm_outbound_group_session_key", olm_outbound_group_session_last_error(outbound));
+  if (olm_init_inbound_group_session(inbound_.get(), session_key.reveal().data(), key_length) ==
+      olm_error()) {
     Fail("olm_init_inbound_group_session", olm_inbound_group_session_last_error(inbound_.get()));
   }
 }
@@ -178,14 +185,15 @@ MegolmGroup::MegolmGroup() {
 size_t MegolmGroup::Send(ByteView plaintext) {
   OlmOutboundGroupSession* outbound = outbound_.get();
   Bytes message(olm_group_encrypt_message_length(outbound, plaintext.size()));
-  const size_t size = olm_group_encrypt(outbound, plaintext.data(), plaintext.size(), message.data(), message.size());
+  const size_t size =
+      olm_group_encrypt(outbound, plaintext.data(), plaintext.size(), message.data(), message.size());
   if (size == olm_error()) Fail("olm_group_encrypt", olm_outbound_group_session_last_error(outbound));
 
   // olm_group_decrypt decodes `message` in place; a plaintext is never longer than its message.
   SecretBytes decrypted(size);
   uint32_t index = 0;
-  const size_t length = olm_group_decrypt(inbound_.get(), message.data(), size, decrypted.reveal_mutable().data(),
-                                          decrypted.size(), &index);
+  const size_t length = olm_group_decrypt(inbound_.get(), message.data(), size,
+                                          decrypted.reveal_mutable().data(), decrypted.size(), &index);
   if (length == olm_error()) Fail("olm_group_decrypt", olm_inbound_group_session_last_error(inbound_.get()));
   const auto got = decrypted.reveal().first(length);
   if (!std::equal(got.begin(), got.end(), plaintext.begin(), plaintext.end())) {

@@ -10,6 +10,11 @@
 //
 // The session_decrypt seeds are real messages from alice to bob that decrypt against exactly the state
 // SessionFixture::Build() gives, which is what the fuzz target attacks.
+#include <signal/curve.h>
+#include <signal/protocol.h>
+#include <signal/signal_protocol.h>
+#include <sodium.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -19,11 +24,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <signal/curve.h>
-#include <signal/protocol.h>
-#include <signal/signal_protocol.h>
-#include <sodium.h>
 
 #include "core/base/bytes.h"
 #include "core/base/random.h"
@@ -80,13 +80,15 @@ Bytes MakeSenderKeyDistributionMessage(cw::Random& random) {
   uint8_t chain_key[32];
   random.Fill(chain_key, sizeof chain_key);
   ec_public_key* signature_key = nullptr;
-  if (curve_decode_point(&signature_key, public_key, sizeof public_key, context) != 0) Die("curve_decode_point");
+  if (curve_decode_point(&signature_key, public_key, sizeof public_key, context) != 0)
+    Die("curve_decode_point");
   sender_key_distribution_message* message = nullptr;
   if (sender_key_distribution_message_create(&message, /*id=*/random.Uniform(1u << 31), /*iteration=*/3,
                                              chain_key, sizeof chain_key, signature_key, context) != 0) {
     Die("sender_key_distribution_message_create");
   }
-  signal_buffer* serialized = ciphertext_message_get_serialized(reinterpret_cast<ciphertext_message*>(message));
+  signal_buffer* serialized =
+      ciphertext_message_get_serialized(reinterpret_cast<ciphertext_message*>(message));
   Bytes out(signal_buffer_data(serialized), signal_buffer_data(serialized) + signal_buffer_len(serialized));
   SIGNAL_UNREF(message);
   SIGNAL_UNREF(signature_key);
@@ -125,7 +127,8 @@ void Generate() {
   // Group messages: the next one, and one after a skipped one.
   for (int i = 0; i < 3; ++i) {
     std::string text = "group message " + std::to_string(i);
-    auto m = Take("alice group-encrypts", f->alice->GroupEncrypt(cw::fuzz::kFixtureGroupId, cw::AsBytes(text)));
+    auto m =
+        Take("alice group-encrypts", f->alice->GroupEncrypt(cw::fuzz::kFixtureGroupId, cw::AsBytes(text)));
     if (m.type != MessageType::kSenderKey) Die("expected a SenderKeyMessage");
     if (i == 1) continue;
     Add("session_decrypt", Typed(MessageType::kSenderKey, m.body));
@@ -217,7 +220,7 @@ void Generate() {
   // --- padding: padded plaintexts around the bucket edges, and one unpadded input ---
   for (size_t n : {0, 1, 200, 255, 256, 300, 1000, 2900}) {
     std::vector<uint8_t> text(n);
-    random.Fill(text.data(), text.size());
+    if (n > 0) random.Fill(text.data(), text.size());  // data() may be null when empty
     Add("padding", FromSpan(Take("pad", cw::wire::Pad(text)).reveal()));
   }
   Add("padding", cw::ToBytes("not padded at all"));
@@ -242,7 +245,8 @@ int main(int argc, char** argv) {
     const fs::path dir = root / target / "corpus";
     fs::create_directories(dir);
     for (const auto& entry : fs::directory_iterator(dir)) {
-      if (entry.is_regular_file() && entry.path().filename().string().starts_with("gen-")) fs::remove(entry.path());
+      if (entry.is_regular_file() && entry.path().filename().string().starts_with("gen-"))
+        fs::remove(entry.path());
     }
     for (const auto& input : inputs) {
       std::ofstream out(dir / Name(input), std::ios::binary | std::ios::trunc);

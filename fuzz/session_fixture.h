@@ -36,6 +36,13 @@ class SessionFixture {
   SessionFixture(const SessionFixture&) = delete;
   SessionFixture& operator=(const SessionFixture&) = delete;
 
+  // Puts bob back into the state Build() left him in: rewrites his store to the snapshot taken then and
+  // reopens his engine on it (no key generation, so far cheaper than Build()). Bob's random stream is not
+  // rewound; nothing on a failing decrypt path draws from it.
+  void RestoreBob();
+  // Bob's store as Build() left it.
+  const std::map<std::string, SecretBytes>& bob_snapshot() const { return bob_snapshot_; }
+
   session::Address alice_address() const { return {"alice", 1}; }
   session::Address bob_address() const { return {"bob", 1}; }
 
@@ -52,9 +59,16 @@ class SessionFixture {
 
  private:
   SessionFixture() = default;
+
+  session::EngineOptions bob_options_;
+  std::map<std::string, SecretBytes> bob_snapshot_;
 };
 
 // Equal key sets and byte-equal values (SecretBytes::Equals).
 bool SameSnapshot(const std::map<std::string, SecretBytes>& a, const std::map<std::string, SecretBytes>& b);
+// Prints to stderr the keys added, removed or changed from `before` to `after` (keys only: values are
+// secret). Keys are "<table number>:<key>" with NUL separators shown as '|'.
+void PrintSnapshotDifference(const std::map<std::string, SecretBytes>& before,
+                             const std::map<std::string, SecretBytes>& after);
 
 }  // namespace cw::fuzz

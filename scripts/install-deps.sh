@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config git
-  clang libclang-rt-14-dev clang-format
+  clang libclang-rt-14-dev clang-format dpkg-dev
   libsignal-protocol-c-dev libsodium-dev libssl-dev libuv1-dev
   libmsgpack-cxx-dev librocksdb-dev libexpected-dev
   libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev

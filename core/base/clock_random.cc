@@ -39,6 +39,7 @@ SystemRandom& SystemRandom::Default() {
 SeededRandom::SeededRandom(uint64_t seed) { std::memcpy(seed_.data(), &seed, sizeof seed); }
 
 void SeededRandom::Fill(uint8_t* out, size_t len) {
+  if (len == 0) return;  // libsodium declares the buffer non-null
   // Each call derives a fresh block from (seed, counter) so the stream does not depend on call sizes
   // more than it must, and never repeats.
   std::array<uint8_t, 32> call_seed = seed_;

@@ -29,6 +29,7 @@ enum class StatusCode {
   kResourceExhausted,
   kUnavailable,
   kInternal,
+  kAborted,            // an operation stopped on purpose before it committed anything
 };
 
 std::string_view StatusCodeName(StatusCode code);

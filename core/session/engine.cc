@@ -351,6 +351,7 @@ class Engine::Impl {
   std::map<StagedMapKey, std::optional<SecretBytes>> staged_;
   Status callback_error_;
   std::optional<IdentityChange> pending_change_;
+  std::optional<wire::PublicKey> probe_trusted_key_;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -555,6 +556,7 @@ int Engine::Impl::IsTrustedIdentity(const signal_protocol_address* address, uint
   std::memcpy(key.data(), key_data, key.size());
   const internal::ContactRecord& c = **existing;
   if (c.identity_key == key) return c.state == TrustState::kChanged ? 0 : 1;
+  if (self->probe_trusted_key_ && *self->probe_trusted_key_ == key) return 1;  // see Engine::Decrypt
   if (c.pending_identity_key && *c.pending_identity_key == key) return 0;  // known, still awaiting the user
   self->pending_change_ = IdentityChange{FromSignalAddress(address), c.identity_key, key};
   return 0;
@@ -1114,7 +1116,20 @@ Result<Received> Engine::Decrypt(const Address& sender, const Ciphertext& messag
     if (received) CW_RETURN_IF_ERROR(impl_->RunHook(also_write, *received));
     return received;
   });
-  if (!r && r.error().code() == StatusCode::kUntrustedIdentity) {
+  if (!r && r.error().code() == StatusCode::kUntrustedIdentity && impl_->pending_change_) {
+    // libsignal asks about trust before it checks the MAC, so this message may be forged. Decrypt it once
+    // more with the new key trusted, keep nothing, and record the change only if it is authentic: only
+    // the holder of the new identity key can produce a message whose MAC verifies (X3DH mixes DH(IK_A, SPK_B)).
+    IdentityChange change = *impl_->pending_change_;
+    auto probe = impl_->Transact([&]() -> Result<bool> {
+      impl_->probe_trusted_key_ = change.new_key;
+      auto probed = impl_->DecryptPairwise(sender, message);
+      impl_->probe_trusted_key_.reset();
+      if (!probed) return Error(probed.error());
+      return Error(StatusCode::kAborted, "probe only");  // never commit what the probe staged
+    });
+    if (probe.error().code() != StatusCode::kAborted) return Error(probe.error());
+    impl_->pending_change_ = change;
     CW_RETURN_IF_ERROR(impl_->RecordIdentityChange());
   }
   return r;

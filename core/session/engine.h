@@ -6,7 +6,9 @@
 // contact until the user accepts it again.
 //
 // Every operation reads the store, stages its writes, and commits them in one batch only when it succeeds:
-// a failed decrypt (tampered, replayed, malformed, untrusted) changes no stored state.
+// a failed decrypt (tampered, replayed, malformed, untrusted) changes no session state. The one record a
+// failure may write is a contact's pending identity key, and only when a first message under a changed
+// identity key is authentic (its MAC verifies with the new key): a forged one records nothing.
 //
 // Thread rules: an Engine belongs to the thread that opened it (its owner). Every call must come from that
 // thread; a call from another thread fails with kPermissionDenied and touches nothing. libsignal's objects

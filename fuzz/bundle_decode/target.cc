@@ -11,7 +11,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto decoded = cw::wire::DecodeBundle(cw::ByteView(data, size));
   if (!decoded) {
     const auto code = decoded.error().code();
-    CW_FUZZ_CHECK(code == cw::StatusCode::kMalformed || code == cw::StatusCode::kUnsupportedVersion);
+    CW_FUZZ_CONTRACT_CHECK(code == cw::StatusCode::kMalformed || code == cw::StatusCode::kUnsupportedVersion,
+                           decoded.error());
     return 0;
   }
   const cw::Bytes encoded = cw::wire::EncodeBundle(*decoded);

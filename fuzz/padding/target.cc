@@ -21,7 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     CW_FUZZ_CHECK(repadded.has_value());
     CW_FUZZ_CHECK(std::ranges::equal(repadded->reveal(), input));
   } else {
-    CW_FUZZ_CHECK(unpadded.error().code() == cw::StatusCode::kMalformed);
+    CW_FUZZ_CONTRACT_CHECK(unpadded.error().code() == cw::StatusCode::kMalformed, unpadded.error());
   }
 
   auto padded = cw::wire::Pad(input);

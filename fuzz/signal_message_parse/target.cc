@@ -12,11 +12,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   uint8_t type = data[0];
   if (type < 2 || type > 5) type = static_cast<uint8_t>(2 + type % 4);
-  const cw::Status status =
-      cw::session::ParseSignalMessage(static_cast<cw::session::MessageType>(type), cw::ByteView(data + 1, size - 1));
+  const cw::Status status = cw::session::ParseSignalMessage(static_cast<cw::session::MessageType>(type),
+                                                            cw::ByteView(data + 1, size - 1));
   if (!status.ok()) {
-    CW_FUZZ_CHECK(status.code() == cw::StatusCode::kMalformed ||
-                  status.code() == cw::StatusCode::kUnsupportedVersion);
+    CW_FUZZ_CONTRACT_CHECK(
+        status.code() == cw::StatusCode::kMalformed || status.code() == cw::StatusCode::kUnsupportedVersion,
+        status);
   }
   return 0;
 }
