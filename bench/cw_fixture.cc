@@ -78,7 +78,7 @@ void CwPair::SetUpSession(const session::Address& bob_as_seen_by_alice,
 }
 
 void CwPair::CreateGroup(const std::string& group_id) {
-  DeliverAll(Must(alice_->CreateGroup(group_id, {bob_address_.name}), "CreateGroup"), alice_address_);
+  DeliverAll(Must(alice_->CreateGroup(group_id, {bob_address_.name}), "CreateGroup").messages, alice_address_);
 }
 
 size_t CwPair::GroupSend(const std::string& group_id, ByteView plaintext) {

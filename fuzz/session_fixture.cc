@@ -81,7 +81,7 @@ std::unique_ptr<SessionFixture> SessionFixture::Build() {
   Take("alice decrypts", f->alice->Decrypt(f->bob_address(), reply));
 
   std::deque<std::pair<session::Address, session::Outgoing>> queue;
-  for (auto& out : Take("create group", f->alice->CreateGroup(kFixtureGroupId, {"bob"}))) {
+  for (auto& out : Take("create group", f->alice->CreateGroup(kFixtureGroupId, {"bob"})).messages) {
     queue.emplace_back(f->alice_address(), std::move(out));
   }
   Deliver(*f, std::move(queue));

@@ -121,9 +121,10 @@ int main() {
     Send(*a, *b, "Hi, setting up our care-team chat.");
   }
   std::vector<Party*> team = {&clinician, &nurse, &patient};
+  const std::string group = clinician.engine->NewGroupId();
   Deliver(team, clinician.name,
-          Must(clinician.engine->CreateGroup("care-team-asthma", {nurse.name, patient.name}), "create group"));
-  auto g = Must(clinician.engine->GroupEncrypt("care-team-asthma", cw::AsBytes("Team: inhaler review booked for 4 weeks.")),
+          Must(clinician.engine->CreateGroup(group, {nurse.name, patient.name}), "create group").messages);
+  auto g = Must(clinician.engine->GroupEncrypt(group, cw::AsBytes("Team: inhaler review booked for 4 weeks.")),
                 "group encrypt");
   std::printf("  %-10s -> group      %-20s %s\n", clinician.name.c_str(), TypeName(g.type), Preview(g.body).c_str());
   for (Party* p : {&nurse, &patient}) {

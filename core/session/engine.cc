@@ -141,17 +141,27 @@ class Engine::Impl {
     if (std::this_thread::get_id() != owner_) {
       return Error(StatusCode::kPermissionDenied, "engine called from a thread other than its owner");
     }
+    // A hook or callback that calls back into the engine would discard the outer operation's staged
+    // ratchet step, and the next encrypt would reuse its message key.
+    if (in_transaction_) return Error(StatusCode::kPermissionDenied, "engine called re-entrantly");
+    in_transaction_ = true;
     staged_.clear();
     callback_error_ = Status::Ok();
     pending_change_.reset();
     signal_.ClearProblem();
-    auto result = body();
-    if (!result) {
-      staged_.clear();
-      return result;
+    decltype(body()) result = Error(StatusCode::kInternal, "operation did not complete");
+    try {
+      result = body();
+      if (result) {
+        Status flushed = Flush();
+        if (!flushed.ok()) result = Error(std::move(flushed));
+      }
+    } catch (...) {
+      // Only a caller's hook or store can throw (our code returns errors); nothing staged is kept.
+      result = Error(StatusCode::kInternal, "operation failed with an exception");
     }
-    Status flushed = Flush();
-    if (!flushed.ok()) return Error(std::move(flushed));
+    staged_.clear();
+    in_transaction_ = false;
     return result;
   }
 
@@ -271,7 +281,13 @@ class Engine::Impl {
     c.pending_identity_key = change.new_key;
     StageContact(change.contact.name, c);
     CW_RETURN_IF_ERROR(Flush());
-    if (options_.on_identity_change) options_.on_identity_change(change);
+    if (options_.on_identity_change) {
+      try {
+        options_.on_identity_change(change);
+      } catch (...) {
+        // The change is recorded; a throwing listener must not unwind through the engine.
+      }
+    }
     return Status::Ok();
   }
 
@@ -286,11 +302,13 @@ class Engine::Impl {
   Result<Received> DecryptGroup(const Address& sender, const Ciphertext& message);
   Result<Received> HandleContent(const Address& sender, wire::Content content);
   Status ProcessSenderKey(const Address& sender, const std::string& group_id, const SecretBytes& skdm);
-  Result<std::vector<std::string>> ReadGroup(std::string_view group_id, bool must_exist);
+  Result<std::optional<internal::GroupRecord>> ReadGroup(std::string_view group_id);
+  Result<internal::GroupRecord> ReadKnownGroup(std::string_view group_id);
   Result<SecretBytes> OwnSenderKeyDistribution(const std::string& group_id, bool rotate);
-  // Sends `content` to each member but us; members without a session go to `missing` (or fail when null).
-  Status FanOut(const std::vector<std::string>& members, const wire::Content& content, std::vector<Outgoing>* out,
-                std::vector<Address>* missing);
+  Status ForgetSenderKeys(const std::string& group_id, const std::string& member);
+  // Sends `content` over the 1:1 session of each member but us; members without a session or with an
+  // identity change awaiting acceptance are listed in `out` instead.
+  Status FanOut(const std::vector<std::string>& members, const wire::Content& content, GroupDelivery* out);
   Result<bool> HasSessionLocked(const Address& peer);
 
   // --- libsignal store callbacks ---
@@ -352,6 +370,7 @@ class Engine::Impl {
   Status callback_error_;
   std::optional<IdentityChange> pending_change_;
   std::optional<wire::PublicKey> probe_trusted_key_;
+  bool in_transaction_ = false;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -557,7 +576,9 @@ int Engine::Impl::IsTrustedIdentity(const signal_protocol_address* address, uint
   const internal::ContactRecord& c = **existing;
   if (c.identity_key == key) return c.state == TrustState::kChanged ? 0 : 1;
   if (self->probe_trusted_key_ && *self->probe_trusted_key_ == key) return 1;  // see Engine::Decrypt
-  if (c.pending_identity_key && *c.pending_identity_key == key) return 0;  // known, still awaiting the user
+  // While one change awaits the user, another key never replaces it: whoever can claim the contact's name
+  // could otherwise swap the key the user is about to compare and accept.
+  if (c.pending_identity_key) return 0;
   self->pending_change_ = IdentityChange{FromSignalAddress(address), c.identity_key, key};
   return 0;
   CW_CALLBACK_END
@@ -720,6 +741,7 @@ Result<bool> Engine::Impl::HasSessionLocked(const Address& peer) {
 
 Result<Ciphertext> Engine::Impl::EncryptContent(const Address& peer, const wire::Content& content) {
   CW_RETURN_IF_ERROR(CheckPeer(peer));
+  if (peer.name == local_name_) return Error(StatusCode::kInvalidArgument, "a session with oneself");
   CW_ASSIGN_OR_RETURN(auto contact, ReadContact(peer.name));
   if (contact && contact->state == TrustState::kChanged) {
     return Error(StatusCode::kUntrustedIdentity, "contact's identity key changed; accept it before sending");
@@ -755,17 +777,6 @@ Result<Received> Engine::Impl::DecryptPairwise(const Address& sender, const Ciph
         pre_key_signal_message_deserialize(&msg, message.body.data(), message.body.size(), signal_.ctx()), "decrypt"));
     SignalRef<pre_key_signal_message> owned(msg);
     int rc = session_cipher_decrypt_pre_key_signal_message(cipher.get(), msg, nullptr, &plain_raw);
-    if (rc == SG_ERR_UNTRUSTED_IDENTITY) {
-      // Make sure the change is known even when the key was new to us only through this message.
-      if (!pending_change_) {
-        auto contact = ReadContact(sender.name);
-        auto key = SerializePublic(pre_key_signal_message_get_identity_key(msg));
-        if (contact && *contact && key && (*contact)->identity_key != *key &&
-            (*contact)->pending_identity_key != *key) {
-          pending_change_ = IdentityChange{sender, (*contact)->identity_key, *key};
-        }
-      }
-    }
     CW_RETURN_IF_ERROR(Check(rc, "decrypt"));
   } else {
     signal_message* msg = nullptr;
@@ -781,13 +792,17 @@ Result<Received> Engine::Impl::DecryptPairwise(const Address& sender, const Ciph
   return HandleContent(sender, std::move(content));
 }
 
-Result<std::vector<std::string>> Engine::Impl::ReadGroup(std::string_view group_id, bool must_exist) {
+Result<std::optional<internal::GroupRecord>> Engine::Impl::ReadGroup(std::string_view group_id) {
   CW_ASSIGN_OR_RETURN(auto v, Read(Table::kGroup, group_id));
-  if (!v) {
-    if (must_exist) return Error(StatusCode::kNotFound, "unknown group");
-    return std::vector<std::string>();
-  }
-  return internal::DecodeGroup(v->reveal());
+  if (!v) return std::optional<internal::GroupRecord>();
+  CW_ASSIGN_OR_RETURN(auto g, internal::DecodeGroup(v->reveal()));
+  return std::optional<internal::GroupRecord>(std::move(g));
+}
+
+Result<internal::GroupRecord> Engine::Impl::ReadKnownGroup(std::string_view group_id) {
+  CW_ASSIGN_OR_RETURN(auto g, ReadGroup(group_id));
+  if (!g) return Error(StatusCode::kNotFound, "unknown group");
+  return std::move(*g);
 }
 
 Result<SecretBytes> Engine::Impl::OwnSenderKeyDistribution(const std::string& group_id, bool rotate) {
@@ -807,19 +822,29 @@ Result<SecretBytes> Engine::Impl::OwnSenderKeyDistribution(const std::string& gr
   return ToSecret(serialized);
 }
 
-Status Engine::Impl::FanOut(const std::vector<std::string>& members, const wire::Content& content,
-                            std::vector<Outgoing>* out, std::vector<Address>* missing) {
+Status Engine::Impl::FanOut(const std::vector<std::string>& members, const wire::Content& content, GroupDelivery* out) {
   for (const auto& m : members) {
     if (m == local_name_) continue;
     Address to{m, 1};
     CW_ASSIGN_OR_RETURN(bool has, HasSessionLocked(to));
     if (!has) {
-      if (!missing) return Status(StatusCode::kNoSession, "group: no session with a member");
-      if (std::find(missing->begin(), missing->end(), to) == missing->end()) missing->push_back(to);
+      if (std::find(out->missing_sessions.begin(), out->missing_sessions.end(), to) == out->missing_sessions.end()) {
+        out->missing_sessions.push_back(to);
+      }
+      continue;
+    }
+    // A member whose identity change awaits the user is skipped, not allowed to block the update for
+    // everyone else (a removal must always take effect). ShareSenderKey catches them up after acceptance.
+    CW_ASSIGN_OR_RETURN(auto contact, ReadContact(m));
+    if (contact && contact->state == TrustState::kChanged) {
+      if (std::find(out->untrusted_members.begin(), out->untrusted_members.end(), to) ==
+          out->untrusted_members.end()) {
+        out->untrusted_members.push_back(to);
+      }
       continue;
     }
     CW_ASSIGN_OR_RETURN(Ciphertext c, EncryptContent(to, content));
-    out->push_back(Outgoing{std::move(to), std::move(c)});
+    out->messages.push_back(Outgoing{std::move(to), std::move(c)});
   }
   return Status::Ok();
 }
@@ -836,6 +861,14 @@ Status Engine::Impl::ProcessSenderKey(const Address& sender, const std::string& 
   return Check(group_session_builder_process_session(builder.get(), &name.skn, msg.get()), "sender key");
 }
 
+Status Engine::Impl::ForgetSenderKeys(const std::string& group_id, const std::string& member) {
+  std::string prefix = internal::SenderKeyKey(group_id, member, 0);
+  prefix.resize(prefix.size() - 4);  // every device of the member
+  CW_ASSIGN_OR_RETURN(auto keys, List(Table::kSenderKey, prefix));
+  for (auto& k : keys) Stage(Table::kSenderKey, std::move(k), std::nullopt);
+  return Status::Ok();
+}
+
 Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Content content) {
   Received r;
   r.sender = sender;
@@ -850,8 +883,8 @@ Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Conten
     case wire::ContentKind::kSenderKey: {
       // Accepted only inside an authenticated 1:1 session (we are here) from a current member of the group.
       if (!internal::IsValidGroupId(content.group_id)) return Error(StatusCode::kMalformed, "invalid group id");
-      CW_ASSIGN_OR_RETURN(auto members, ReadGroup(content.group_id, false));
-      if (!Contains(members, sender.name)) {
+      CW_ASSIGN_OR_RETURN(auto group, ReadGroup(content.group_id));
+      if (!group || !Contains(group->members, sender.name)) {
         return Error(StatusCode::kPermissionDenied, "sender key from someone who is not a group member");
       }
       CW_RETURN_IF_ERROR(ProcessSenderKey(sender, content.group_id, content.body));
@@ -866,15 +899,23 @@ Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Conten
       if (std::adjacent_find(updated.begin(), updated.end()) != updated.end()) {
         return Error(StatusCode::kMalformed, "group member list has duplicates");
       }
-      CW_ASSIGN_OR_RETURN(auto current, ReadGroup(content.group_id, false));
-      const bool known = !current.empty();
-      // Care teams are flat: any current member may change the membership. A group we do not know yet is
-      // joined only when its sender lists both itself and us.
-      if (known ? !Contains(current, sender.name) : !(Contains(updated, sender.name) && Contains(updated, local_name_))) {
-        return Error(StatusCode::kPermissionDenied, "group update from someone who is not a member");
-      }
+      CW_ASSIGN_OR_RETURN(auto known, ReadGroup(content.group_id));
       r.kind = Received::Kind::kGroupMembers;
+      // Only the group's admin (its creator) changes membership, and each change carries a higher epoch, so
+      // a member cannot rewrite the group and a relay cannot replay or reorder changes.
+      if (known) {
+        if (sender.name != known->admin) {
+          return Error(StatusCode::kPermissionDenied, "group update from someone who is not the group's admin");
+        }
+        if (content.epoch <= known->epoch) {
+          r.members = known->members;  // stale: the ratchet advances, the group does not change
+          return r;
+        }
+      } else if (!Contains(updated, sender.name) || !Contains(updated, local_name_) || content.epoch == 0) {
+        return Error(StatusCode::kPermissionDenied, "group invitation that does not list its sender and us");
+      }
       r.members = updated;
+      const std::vector<std::string> current = known ? known->members : std::vector<std::string>();
       if (!Contains(updated, local_name_)) {
         // We were removed: forget the group and every sender key we held for it.
         Stage(Table::kGroup, content.group_id, std::nullopt);
@@ -883,6 +924,7 @@ Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Conten
         for (auto& k : keys) Stage(Table::kSenderKey, std::move(k), std::nullopt);
         return r;
       }
+      if (!Contains(updated, sender.name)) return Error(StatusCode::kMalformed, "admin left out of its own group");
       std::vector<std::string> removed, added;
       for (const auto& m : current) {
         if (!Contains(updated, m)) removed.push_back(m);
@@ -890,22 +932,22 @@ Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Conten
       for (const auto& m : updated) {
         if (!Contains(current, m) && m != local_name_) added.push_back(m);
       }
-      for (const auto& m : removed) {
-        std::string prefix = internal::SenderKeyKey(content.group_id, m, 0);
-        prefix.resize(prefix.size() - 4);  // every device of m
-        CW_ASSIGN_OR_RETURN(auto keys, List(Table::kSenderKey, prefix));
-        for (auto& k : keys) Stage(Table::kSenderKey, std::move(k), std::nullopt);
-      }
-      Stage(Table::kGroup, content.group_id, internal::EncodeGroup(updated));
-      // The sender's own sender key rides along with the membership, so the two cannot arrive out of order.
+      for (const auto& m : removed) CW_RETURN_IF_ERROR(ForgetSenderKeys(content.group_id, m));
+      Stage(Table::kGroup, content.group_id,
+            internal::EncodeGroup(internal::GroupRecord{known ? known->admin : sender.name, content.epoch, updated}));
+      // The admin's own sender key rides along with the membership, so the two cannot arrive out of order.
       if (!content.body.empty()) CW_RETURN_IF_ERROR(ProcessSenderKey(sender, content.group_id, content.body));
       const bool rotate = !removed.empty();
       if (!known || rotate || !added.empty()) {
         CW_ASSIGN_OR_RETURN(SecretBytes skdm, OwnSenderKeyDistribution(content.group_id, rotate));
-        wire::Content share{wire::ContentKind::kSenderKey, content.group_id, std::move(skdm), {}};
+        wire::Content share{wire::ContentKind::kSenderKey, content.group_id, std::move(skdm), {}, 0};
         // A new or rotated key goes to everyone; otherwise only the newcomers need ours.
         const std::vector<std::string>& to = (!known || rotate) ? updated : added;
-        CW_RETURN_IF_ERROR(FanOut(to, share, &r.replies, &r.missing_sessions));
+        GroupDelivery delivery;
+        CW_RETURN_IF_ERROR(FanOut(to, share, &delivery));
+        r.replies = std::move(delivery.messages);
+        r.missing_sessions = std::move(delivery.missing_sessions);
+        r.untrusted_members = std::move(delivery.untrusted_members);
       }
       return r;
     }
@@ -915,8 +957,8 @@ Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Conten
 
 Result<Received> Engine::Impl::DecryptGroup(const Address& sender, const Ciphertext& message) {
   if (!internal::IsValidGroupId(message.group_id)) return Error(StatusCode::kMalformed, "invalid group id");
-  CW_ASSIGN_OR_RETURN(auto members, ReadGroup(message.group_id, false));
-  if (!Contains(members, sender.name) || sender.name == local_name_) {
+  CW_ASSIGN_OR_RETURN(auto group, ReadGroup(message.group_id));
+  if (!group || !Contains(group->members, sender.name)) {
     return Error(StatusCode::kPermissionDenied, "group message from someone who is not a group member");
   }
   sender_key_message* raw = nullptr;
@@ -1043,6 +1085,7 @@ Result<bool> Engine::RotateSignedPreKeyIfDue() {
 Status Engine::ProcessBundle(const Address& peer, const wire::PreKeyBundle& bundle) {
   auto r = impl_->Transact([&]() -> Result<bool> {
     CW_RETURN_IF_ERROR(impl_->CheckPeer(peer));
+    if (peer.name == impl_->local_name_) return Error(StatusCode::kInvalidArgument, "a session with oneself");
     signal_context* ctx = impl_->signal_.ctx();
     CW_ASSIGN_OR_RETURN(auto identity, DecodePublic(bundle.identity_key, ctx));
     CW_ASSIGN_OR_RETURN(auto spk, DecodePublic(bundle.signed_pre_key.public_key, ctx));
@@ -1100,6 +1143,11 @@ Result<Ciphertext> Engine::Encrypt(const Address& peer, std::span<const uint8_t>
 Result<Received> Engine::Decrypt(const Address& sender, const Ciphertext& message, const DecryptHook& also_write) {
   auto r = impl_->Transact([&]() -> Result<Received> {
     CW_RETURN_IF_ERROR(impl_->CheckPeer(sender));
+    // The relay says who sent a message. Our own name would pass every membership check and is never
+    // pinned to an identity key, so nothing may arrive under it.
+    if (sender.name == impl_->local_name_) {
+      return Error(StatusCode::kPermissionDenied, "message claims to come from this identity");
+    }
     CW_RETURN_IF_ERROR(CheckVersionByte(message.body));
     Result<Received> received = Error(StatusCode::kMalformed, "unknown message type");
     switch (message.type) {
@@ -1147,10 +1195,13 @@ Result<Contact> Engine::GetContact(const std::string& name) {
   });
 }
 
-Status Engine::AcceptIdentityChange(const std::string& name) {
+Status Engine::AcceptIdentityChange(const std::string& name, const std::optional<wire::PublicKey>& expected_key) {
   auto r = impl_->Transact([&]() -> Result<bool> {
     CW_ASSIGN_OR_RETURN(auto c, impl_->ReadContact(name));
     if (!c || c->state != TrustState::kChanged) return Error(StatusCode::kNotFound, "no identity change to accept");
+    if (expected_key && !ConstantTimeEquals(*expected_key, *c->pending_identity_key)) {
+      return Error(StatusCode::kInvalidArgument, "the pending identity key is not the one the user compared");
+    }
     c->identity_key = *c->pending_identity_key;
     c->pending_identity_key.reset();
     c->state = TrustState::kTrusted;  // verification was of the old key
@@ -1184,7 +1235,8 @@ Result<SafetyNumber> Engine::GetSafetyNumber(const std::string& name) {
     CW_ASSIGN_OR_RETURN(auto c, impl_->ReadContact(name));
     if (!c) return Error(StatusCode::kNotFound, "unknown contact");
     signal_context* ctx = impl_->signal_.ctx();
-    CW_ASSIGN_OR_RETURN(auto remote, DecodePublic(c->identity_key, ctx));
+    // While a change awaits the user, the number to compare is the one for the key they are asked to accept.
+    CW_ASSIGN_OR_RETURN(auto remote, DecodePublic(c->pending_identity_key.value_or(c->identity_key), ctx));
     fingerprint_generator* g = nullptr;
     CW_RETURN_IF_ERROR(
         impl_->Check(fingerprint_generator_create(&g, kFingerprintIterations, kScannableVersion, ctx), "safety number"));
@@ -1226,11 +1278,17 @@ Result<bool> Engine::CompareScannedSafetyNumber(const std::string& name, ByteVie
   });
 }
 
-Result<std::vector<Outgoing>> Engine::CreateGroup(const std::string& group_id, const std::vector<std::string>& members) {
-  return impl_->Transact([&]() -> Result<std::vector<Outgoing>> {
+std::string Engine::NewGroupId() {
+  std::array<uint8_t, 16> id{};
+  impl_->random_->Fill(id.data(), id.size());
+  return ToHex(id);
+}
+
+Result<GroupDelivery> Engine::CreateGroup(const std::string& group_id, const std::vector<std::string>& members) {
+  return impl_->Transact([&]() -> Result<GroupDelivery> {
     if (!internal::IsValidGroupId(group_id)) return Error(StatusCode::kInvalidArgument, "invalid group id");
-    CW_ASSIGN_OR_RETURN(auto existing, impl_->ReadGroup(group_id, false));
-    if (!existing.empty()) return Error(StatusCode::kAlreadyExists, "group exists");
+    CW_ASSIGN_OR_RETURN(auto existing, impl_->ReadGroup(group_id));
+    if (existing) return Error(StatusCode::kAlreadyExists, "group exists");
     std::vector<std::string> all = members;
     all.push_back(impl_->local_name_);
     std::sort(all.begin(), all.end());
@@ -1239,70 +1297,74 @@ Result<std::vector<Outgoing>> Engine::CreateGroup(const std::string& group_id, c
     for (const auto& m : all) {
       if (!wire::IsValidName(m)) return Error(StatusCode::kInvalidArgument, "invalid member name");
     }
-    impl_->Stage(Table::kGroup, group_id, internal::EncodeGroup(all));
+    internal::GroupRecord group{impl_->local_name_, 1, all};
+    impl_->Stage(Table::kGroup, group_id, internal::EncodeGroup(group));
     CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(group_id, false));
-    std::vector<Outgoing> out;
+    GroupDelivery out;
     CW_RETURN_IF_ERROR(impl_->FanOut(
-        all, wire::Content{wire::ContentKind::kGroupMembers, group_id, std::move(skdm), all}, &out, nullptr));
+        all, wire::Content{wire::ContentKind::kGroupMembers, group_id, std::move(skdm), all, group.epoch}, &out));
     return out;
   });
 }
 
-Result<std::vector<Outgoing>> Engine::AddGroupMember(const std::string& group_id, const std::string& member) {
-  return impl_->Transact([&]() -> Result<std::vector<Outgoing>> {
+Result<GroupDelivery> Engine::AddGroupMember(const std::string& group_id, const std::string& member) {
+  return impl_->Transact([&]() -> Result<GroupDelivery> {
     if (!wire::IsValidName(member)) return Error(StatusCode::kInvalidArgument, "invalid member name");
-    CW_ASSIGN_OR_RETURN(auto members, impl_->ReadGroup(group_id, true));
-    if (Contains(members, member)) return Error(StatusCode::kAlreadyExists, "already a member");
-    if (members.size() >= wire::kMaxGroupMembers) return Error(StatusCode::kResourceExhausted, "group is full");
-    members.push_back(member);
-    std::sort(members.begin(), members.end());
-    impl_->Stage(Table::kGroup, group_id, internal::EncodeGroup(members));
-    std::vector<Outgoing> out;
+    CW_ASSIGN_OR_RETURN(auto group, impl_->ReadKnownGroup(group_id));
+    if (group.admin != impl_->local_name_) return Error(StatusCode::kPermissionDenied, "only the admin adds members");
+    if (Contains(group.members, member)) return Error(StatusCode::kAlreadyExists, "already a member");
+    if (group.members.size() >= wire::kMaxGroupMembers) return Error(StatusCode::kResourceExhausted, "group is full");
+    group.members.push_back(member);
+    std::sort(group.members.begin(), group.members.end());
+    ++group.epoch;
+    impl_->Stage(Table::kGroup, group_id, internal::EncodeGroup(group));
+    GroupDelivery out;
     CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(group_id, false));
     CW_RETURN_IF_ERROR(impl_->FanOut(
-        members, wire::Content{wire::ContentKind::kGroupMembers, group_id, std::move(skdm), members}, &out, nullptr));
+        group.members,
+        wire::Content{wire::ContentKind::kGroupMembers, group_id, std::move(skdm), group.members, group.epoch}, &out));
     return out;
   });
 }
 
-Result<std::vector<Outgoing>> Engine::RemoveGroupMember(const std::string& group_id, const std::string& member) {
-  return impl_->Transact([&]() -> Result<std::vector<Outgoing>> {
-    CW_ASSIGN_OR_RETURN(auto members, impl_->ReadGroup(group_id, true));
-    if (!Contains(members, member)) return Error(StatusCode::kNotFound, "not a member");
-    if (member == impl_->local_name_) return Error(StatusCode::kInvalidArgument, "cannot remove yourself this way");
-    std::vector<std::string> remaining;
-    for (const auto& m : members) {
-      if (m != member) remaining.push_back(m);
-    }
-    impl_->Stage(Table::kGroup, group_id, internal::EncodeGroup(remaining));
-    std::string prefix = internal::SenderKeyKey(group_id, member, 0);
-    prefix.resize(prefix.size() - 4);
-    CW_ASSIGN_OR_RETURN(auto keys, impl_->List(Table::kSenderKey, prefix));
-    for (auto& k : keys) impl_->Stage(Table::kSenderKey, std::move(k), std::nullopt);
-    std::vector<Outgoing> out;
+Result<GroupDelivery> Engine::RemoveGroupMember(const std::string& group_id, const std::string& member) {
+  return impl_->Transact([&]() -> Result<GroupDelivery> {
+    CW_ASSIGN_OR_RETURN(auto group, impl_->ReadKnownGroup(group_id));
+    if (group.admin != impl_->local_name_) return Error(StatusCode::kPermissionDenied, "only the admin removes members");
+    if (!Contains(group.members, member)) return Error(StatusCode::kNotFound, "not a member");
+    if (member == impl_->local_name_) return Error(StatusCode::kInvalidArgument, "the admin cannot remove itself");
+    std::erase(group.members, member);
+    ++group.epoch;
+    impl_->Stage(Table::kGroup, group_id, internal::EncodeGroup(group));
+    CW_RETURN_IF_ERROR(impl_->ForgetSenderKeys(group_id, member));
+    GroupDelivery out;
     CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(group_id, /*rotate=*/true));
     CW_RETURN_IF_ERROR(impl_->FanOut(
-        remaining, wire::Content{wire::ContentKind::kGroupMembers, group_id, std::move(skdm), remaining}, &out, nullptr));
+        group.members,
+        wire::Content{wire::ContentKind::kGroupMembers, group_id, std::move(skdm), group.members, group.epoch}, &out));
     // The removed member hears of its removal too (without the new key), so its client stops showing the
     // group as live.
-    CW_RETURN_IF_ERROR(
-        impl_->FanOut({member}, wire::Content{wire::ContentKind::kGroupMembers, group_id, {}, remaining}, &out, nullptr));
+    CW_RETURN_IF_ERROR(impl_->FanOut(
+        {member}, wire::Content{wire::ContentKind::kGroupMembers, group_id, {}, group.members, group.epoch}, &out));
     return out;
   });
 }
 
 Result<std::vector<std::string>> Engine::GroupMembers(const std::string& group_id) {
-  return impl_->Transact([&] { return impl_->ReadGroup(group_id, true); });
+  return impl_->Transact([&]() -> Result<std::vector<std::string>> {
+    CW_ASSIGN_OR_RETURN(auto group, impl_->ReadKnownGroup(group_id));
+    return group.members;
+  });
 }
 
 Result<Outgoing> Engine::ShareSenderKey(const std::string& group_id, const std::string& member) {
   return impl_->Transact([&]() -> Result<Outgoing> {
-    CW_ASSIGN_OR_RETURN(auto members, impl_->ReadGroup(group_id, true));
-    if (!Contains(members, member)) return Error(StatusCode::kNotFound, "not a member");
+    CW_ASSIGN_OR_RETURN(auto group, impl_->ReadKnownGroup(group_id));
+    if (!Contains(group.members, member)) return Error(StatusCode::kNotFound, "not a member");
     CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(group_id, false));
     Address to{member, 1};
     CW_ASSIGN_OR_RETURN(Ciphertext c, impl_->EncryptContent(
-                                          to, wire::Content{wire::ContentKind::kSenderKey, group_id, std::move(skdm), {}}));
+                                          to, wire::Content{wire::ContentKind::kSenderKey, group_id, std::move(skdm), {}, 0}));
     return Outgoing{to, std::move(c)};
   });
 }
@@ -1310,7 +1372,7 @@ Result<Outgoing> Engine::ShareSenderKey(const std::string& group_id, const std::
 Result<Ciphertext> Engine::GroupEncrypt(const std::string& group_id, std::span<const uint8_t> plaintext,
                                        const EncryptHook& also_write) {
   return impl_->Transact([&]() -> Result<Ciphertext> {
-    CW_ASSIGN_OR_RETURN(auto members, impl_->ReadGroup(group_id, true));
+    CW_ASSIGN_OR_RETURN(auto group, impl_->ReadKnownGroup(group_id));
     CW_ASSIGN_OR_RETURN(SecretBytes padded, wire::Pad(plaintext));
     OwnedSenderKeyName name(group_id, Address{impl_->local_name_, impl_->options_.device_id});
     group_cipher* c = nullptr;

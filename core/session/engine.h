@@ -7,8 +7,10 @@
 //
 // Every operation reads the store, stages its writes, and commits them in one batch only when it succeeds:
 // a failed decrypt (tampered, replayed, malformed, untrusted) changes no session state. The one record a
-// failure may write is a contact's pending identity key, and only when a first message under a changed
-// identity key is authentic (its MAC verifies with the new key): a forged one records nothing.
+// failure may write is a contact's pending identity key: from a bundle signed by the new key, or from a first
+// message whose MAC verifies under it (a bit-flipped or truncated one records nothing). Neither proves who
+// holds the new key, since the relay names the sender: that is what comparing safety numbers is for. While
+// a change is pending, no other key replaces it.
 //
 // Thread rules: an Engine belongs to the thread that opened it (its owner). Every call must come from that
 // thread; a call from another thread fails with kPermissionDenied and touches nothing. libsignal's objects
@@ -73,6 +75,15 @@ struct Received {
   // Group members with whom no 1:1 session exists yet, so no sender key could go to them: fetch their
   // bundles, ProcessBundle, then ShareSenderKey.
   std::vector<Address> missing_sessions;
+  // Group members skipped because their identity change awaits acceptance: ShareSenderKey after accepting.
+  std::vector<Address> untrusted_members;
+};
+
+// What a membership change sends, and to whom it could not yet be sent (see Received).
+struct GroupDelivery {
+  std::vector<Outgoing> messages;
+  std::vector<Address> missing_sessions;
+  std::vector<Address> untrusted_members;
 };
 
 enum class TrustState {
@@ -169,9 +180,11 @@ class Engine {
 
   // --- Identity policy and verification ---
   Result<Contact> GetContact(const std::string& name);
-  // Accepts the pending identity key of a contact: encryption resumes, safety numbers change, and the
-  // verified flag is cleared.
-  Status AcceptIdentityChange(const std::string& name);
+  // Accepts the pending identity key of a contact: encryption resumes, sessions with the old key end, and
+  // the verified flag is cleared. Pass the key the user compared (GetSafetyNumber shows the pending key's
+  // number while a change awaits) so that a different key is never accepted by mistake.
+  Status AcceptIdentityChange(const std::string& name,
+                              const std::optional<wire::PublicKey>& expected_key = std::nullopt);
   Result<SafetyNumber> GetSafetyNumber(const std::string& name);
   // True when `scanned` (the peer's scannable safety number) matches ours. kTampered... never: a mismatch
   // is false; malformed bytes are kMalformed.
@@ -179,13 +192,19 @@ class Engine {
   Status SetVerified(const std::string& name, bool verified);
 
   // --- Care-team groups ---
-  // Creates a group with this identity and `members`, and returns the membership and this device's sender
-  // key for each member, over their 1:1 sessions.
-  Result<std::vector<Outgoing>> CreateGroup(const std::string& group_id, const std::vector<std::string>& members);
-  Result<std::vector<Outgoing>> AddGroupMember(const std::string& group_id, const std::string& member);
+  // A group is administered by its creator (the care-team lead): only the admin adds and removes members,
+  // and each change carries a higher epoch, so neither a member nor the relay can rewrite, replay or
+  // reorder membership. Group ids should be unguessable (NewGroupId) so nobody can claim one first.
+  //
+  // Creates a group with this identity as admin and `members`, and returns the membership and this
+  // device's sender key for each member, over their 1:1 sessions.
+  Result<GroupDelivery> CreateGroup(const std::string& group_id, const std::vector<std::string>& members);
+  Result<GroupDelivery> AddGroupMember(const std::string& group_id, const std::string& member);
   // Removes a member; this device's sender key is rotated and the new one goes to everyone remaining, and
   // each remaining member rotates theirs when the membership update reaches them.
-  Result<std::vector<Outgoing>> RemoveGroupMember(const std::string& group_id, const std::string& member);
+  Result<GroupDelivery> RemoveGroupMember(const std::string& group_id, const std::string& member);
+  // 128 random bits, hex: a group id nobody can guess or claim before the group exists.
+  std::string NewGroupId();
   Result<std::vector<std::string>> GroupMembers(const std::string& group_id);
   // Sends this device's current sender key for the group to one member (after a missing session appeared).
   Result<Outgoing> ShareSenderKey(const std::string& group_id, const std::string& member);

@@ -1,6 +1,7 @@
 // The crypto provider libsignal-protocol-c calls for every primitive except Curve25519, which it carries
 // itself. Each callback returns 0 or a negative SG_ERR_* code, allocates outputs with signal_buffer_create,
 // and never lets an exception escape into C.
+#include <cstdlib>
 #include <cstring>
 #include <string_view>
 
@@ -12,8 +13,12 @@ namespace cw::session::internal {
 namespace {
 
 int RandomBytes(uint8_t* data, size_t len, void* user_data) {
-  static_cast<SignalContext*>(user_data)->random()->Fill(data, len);
-  return 0;
+  try {
+    static_cast<SignalContext*>(user_data)->random()->Fill(data, len);
+    return 0;
+  } catch (...) {
+    return SG_ERR_UNKNOWN;  // a caller-supplied Random threw
+  }
 }
 
 int HmacInit(void** hmac_context, const uint8_t* key, size_t key_len, void*) {
@@ -28,15 +33,23 @@ int HmacInit(void** hmac_context, const uint8_t* key, size_t key_len, void*) {
 }
 
 int HmacUpdate(void* hmac_context, const uint8_t* data, size_t data_len, void*) {
-  return static_cast<crypto::HmacSha256*>(hmac_context)->Update({data, data_len}).ok() ? 0 : SG_ERR_UNKNOWN;
+  try {
+    return static_cast<crypto::HmacSha256*>(hmac_context)->Update({data, data_len}).ok() ? 0 : SG_ERR_UNKNOWN;
+  } catch (...) {
+    return SG_ERR_NOMEM;
+  }
 }
 
 int HmacFinal(void* hmac_context, signal_buffer** output, void*) {
-  auto mac = static_cast<crypto::HmacSha256*>(hmac_context)->Final();
-  if (!mac) return SG_ERR_UNKNOWN;
-  *output = signal_buffer_create(mac->data(), mac->size());
-  sodium_memzero(mac->data(), mac->size());
-  return *output ? 0 : SG_ERR_NOMEM;
+  try {
+    auto mac = static_cast<crypto::HmacSha256*>(hmac_context)->Final();
+    if (!mac) return SG_ERR_UNKNOWN;
+    *output = signal_buffer_create(mac->data(), mac->size());
+    sodium_memzero(mac->data(), mac->size());
+    return *output ? 0 : SG_ERR_NOMEM;
+  } catch (...) {
+    return SG_ERR_NOMEM;
+  }
 }
 
 void HmacCleanup(void* hmac_context, void*) { delete static_cast<crypto::HmacSha256*>(hmac_context); }
@@ -53,15 +66,23 @@ int Sha512Init(void** digest_context, void*) {
 }
 
 int Sha512Update(void* digest_context, const uint8_t* data, size_t data_len, void*) {
-  return static_cast<crypto::Sha512*>(digest_context)->Update({data, data_len}).ok() ? 0 : SG_ERR_UNKNOWN;
+  try {
+    return static_cast<crypto::Sha512*>(digest_context)->Update({data, data_len}).ok() ? 0 : SG_ERR_UNKNOWN;
+  } catch (...) {
+    return SG_ERR_NOMEM;
+  }
 }
 
 int Sha512Final(void* digest_context, signal_buffer** output, void*) {
-  auto digest = static_cast<crypto::Sha512*>(digest_context)->Final();
-  if (!digest) return SG_ERR_UNKNOWN;
-  *output = signal_buffer_create(digest->data(), digest->size());
-  sodium_memzero(digest->data(), digest->size());
-  return *output ? 0 : SG_ERR_NOMEM;
+  try {
+    auto digest = static_cast<crypto::Sha512*>(digest_context)->Final();
+    if (!digest) return SG_ERR_UNKNOWN;
+    *output = signal_buffer_create(digest->data(), digest->size());
+    sodium_memzero(digest->data(), digest->size());
+    return *output ? 0 : SG_ERR_NOMEM;
+  } catch (...) {
+    return SG_ERR_NOMEM;
+  }
 }
 
 void Sha512Cleanup(void* digest_context, void*) { delete static_cast<crypto::Sha512*>(digest_context); }
@@ -132,10 +153,11 @@ Status SignalContext::Init() {
   return Status::Ok();
 }
 
-void SignalContext::Lock(void* user_data) { static_cast<SignalContext*>(user_data)->mutex_.lock(); }
-void SignalContext::Unlock(void* user_data) { static_cast<SignalContext*>(user_data)->mutex_.unlock(); }
+// noexcept: an exception must not unwind through libsignal's C frames; a failing lock ends the process.
+void SignalContext::Lock(void* user_data) noexcept { static_cast<SignalContext*>(user_data)->mutex_.lock(); }
+void SignalContext::Unlock(void* user_data) noexcept { static_cast<SignalContext*>(user_data)->mutex_.unlock(); }
 
-void SignalContext::Log(int, const char* message, size_t len, void* user_data) {
+void SignalContext::Log(int, const char* message, size_t len, void* user_data) noexcept {
   // Only looked at, never printed: some lines name the peer, and logs must not identify patients.
   auto* self = static_cast<SignalContext*>(user_data);
   std::string_view line(message, len);
@@ -181,3 +203,14 @@ Status FromSignal(int code, const char* what) {
 }
 
 }  // namespace cw::session::internal
+
+// libsignal-protocol-c frees every buffer with signal_buffer_free, which does not wipe: session records
+// (root and chain keys), serialized private keys, sender-key chain keys and plaintext would stay in freed
+// heap. Its own calls go through the PLT (159 call sites in Debian's build, none direct), so defining the
+// function here, exported from every binary that links the engine, makes all of them wipe first. Same
+// layout and allocator as the library's: a length followed by the bytes, from malloc.
+extern "C" __attribute__((visibility("default"))) void signal_buffer_free(signal_buffer* buffer) {
+  if (!buffer) return;
+  sodium_memzero(signal_buffer_data(buffer), signal_buffer_len(buffer));
+  free(buffer);
+}

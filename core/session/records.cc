@@ -102,17 +102,19 @@ Result<ContactRecord> DecodeContact(std::span<const uint8_t> bytes) {
   return c;
 }
 
-SecretBytes EncodeGroup(const std::vector<std::string>& members) {
+SecretBytes EncodeGroup(const GroupRecord& g) {
   wire::internal::SecretSink sink;
   msgpack::packer<wire::internal::SecretSink> pk(sink);
-  pk.pack_array(2);
+  pk.pack_array(4);
   pk.pack(kRecordVersion);
-  pk.pack_array(static_cast<uint32_t>(members.size()));
-  for (const auto& m : members) pk.pack(m);
+  pk.pack(g.admin);
+  pk.pack(g.epoch);
+  pk.pack_array(static_cast<uint32_t>(g.members.size()));
+  for (const auto& m : g.members) pk.pack(m);
   return sink.Take();
 }
 
-Result<std::vector<std::string>> DecodeGroup(std::span<const uint8_t> bytes) {
+Result<GroupRecord> DecodeGroup(std::span<const uint8_t> bytes) {
   wire::internal::Limits limits;
   limits.array = wire::kMaxGroupMembers;
   limits.str = wire::kMaxNameSize;
@@ -121,19 +123,26 @@ Result<std::vector<std::string>> DecodeGroup(std::span<const uint8_t> bytes) {
   auto h = wire::internal::UnpackOne(bytes, limits);
   if (!h) return Error(StatusCode::kMalformed, "group record is not valid msgpack");
   const msgpack::object& root = h->get();
-  if (root.type != msgpack::type::ARRAY || root.via.array.size != 2 ||
-      root.via.array.ptr[0].type != msgpack::type::POSITIVE_INTEGER ||
-      root.via.array.ptr[0].via.u64 != kRecordVersion || root.via.array.ptr[1].type != msgpack::type::ARRAY) {
+  if (root.type != msgpack::type::ARRAY || root.via.array.size != 4) {
     return Error(StatusCode::kMalformed, "group record has wrong shape");
   }
-  std::vector<std::string> members;
-  const auto& arr = root.via.array.ptr[1].via.array;
+  const msgpack::object* f = root.via.array.ptr;
+  if (f[0].type != msgpack::type::POSITIVE_INTEGER || f[0].via.u64 != kRecordVersion ||
+      f[1].type != msgpack::type::STR || f[2].type != msgpack::type::POSITIVE_INTEGER ||
+      f[3].type != msgpack::type::ARRAY) {
+    return Error(StatusCode::kMalformed, "group record has wrong shape");
+  }
+  GroupRecord g;
+  g.admin.assign(f[1].via.str.ptr, f[1].via.str.size);
+  g.epoch = f[2].via.u64;
+  const auto& arr = f[3].via.array;
   for (uint32_t i = 0; i < arr.size; ++i) {
     if (arr.ptr[i].type != msgpack::type::STR) return Error(StatusCode::kMalformed, "group member is not a string");
-    members.emplace_back(arr.ptr[i].via.str.ptr, arr.ptr[i].via.str.size);
-    if (!wire::IsValidName(members.back())) return Error(StatusCode::kMalformed, "group member name is invalid");
+    g.members.emplace_back(arr.ptr[i].via.str.ptr, arr.ptr[i].via.str.size);
+    if (!wire::IsValidName(g.members.back())) return Error(StatusCode::kMalformed, "group member name is invalid");
   }
-  return members;
+  if (!wire::IsValidName(g.admin)) return Error(StatusCode::kMalformed, "group admin name is invalid");
+  return g;
 }
 
 }  // namespace cw::session::internal

@@ -28,8 +28,16 @@ struct ContactRecord {
 SecretBytes EncodeContact(const ContactRecord& c);
 Result<ContactRecord> DecodeContact(std::span<const uint8_t> bytes);
 
-SecretBytes EncodeGroup(const std::vector<std::string>& members);
-Result<std::vector<std::string>> DecodeGroup(std::span<const uint8_t> bytes);
+// A care-team group as this device knows it. The admin (its creator) is the only member whose membership
+// changes are accepted, each with a higher epoch than the last.
+struct GroupRecord {
+  std::string admin;
+  uint64_t epoch = 0;
+  std::vector<std::string> members;
+};
+
+SecretBytes EncodeGroup(const GroupRecord& group);
+Result<GroupRecord> DecodeGroup(std::span<const uint8_t> bytes);
 
 bool IsValidGroupId(std::string_view group_id);
 

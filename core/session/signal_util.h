@@ -56,9 +56,9 @@ class SignalContext {
   Problem last_problem() const { return problem_; }
 
  private:
-  static void Lock(void* user_data);
-  static void Unlock(void* user_data);
-  static void Log(int level, const char* message, size_t len, void* user_data);
+  static void Lock(void* user_data) noexcept;
+  static void Unlock(void* user_data) noexcept;
+  static void Log(int level, const char* message, size_t len, void* user_data) noexcept;
 
   Random* random_;
   signal_context* ctx_ = nullptr;

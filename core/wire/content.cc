@@ -5,6 +5,10 @@
 
 namespace cw::wire {
 
+namespace {
+constexpr uint8_t kContentFields = 6;
+}  // namespace
+
 bool IsValidName(std::string_view name) {
   return !name.empty() && name.size() <= kMaxNameSize && name.find('\0') == std::string_view::npos;
 }
@@ -15,7 +19,7 @@ Result<SecretBytes> EncodeContent(const Content& c) {
   }
   internal::SecretSink sink;
   msgpack::packer<internal::SecretSink> pk(sink);
-  pk.pack_array(5);
+  pk.pack_array(kContentFields);
   pk.pack(kContentVersion);
   pk.pack(static_cast<uint8_t>(c.kind));
   pk.pack(c.group_id);
@@ -24,10 +28,19 @@ Result<SecretBytes> EncodeContent(const Content& c) {
   pk.pack_bin_body(reinterpret_cast<const char*>(body.data()), static_cast<uint32_t>(body.size()));
   pk.pack_array(static_cast<uint32_t>(c.members.size()));
   for (const auto& m : c.members) pk.pack(m);
+  pk.pack(c.epoch);
   return sink.Take();
 }
 
 Result<Content> DecodeContent(std::span<const uint8_t> bytes) {
+  // The root must be a fixarray of exactly kContentFields before msgpack allocates anything: the member
+  // list needs an array limit of 256, which the root must not get.
+  if (bytes.empty() || bytes[0] != (0x90 | kContentFields)) {
+    if (!bytes.empty() && (bytes[0] & 0xf0) == 0x90 && bytes.size() > 2 && bytes[1] != kContentVersion) {
+      return Error(StatusCode::kUnsupportedVersion, "unknown content version");
+    }
+    return Error(StatusCode::kMalformed, "content is not a 6-element array");
+  }
   internal::Limits limits;
   limits.array = kMaxGroupMembers;
   limits.str = kMaxNameSize;
@@ -42,18 +55,19 @@ Result<Content> DecodeContent(std::span<const uint8_t> bytes) {
   const msgpack::object* f = root.via.array.ptr;
   if (f[0].type != msgpack::type::POSITIVE_INTEGER) return Error(StatusCode::kMalformed, "content version missing");
   if (f[0].via.u64 != kContentVersion) return Error(StatusCode::kUnsupportedVersion, "unknown content version");
-  if (root.via.array.size != 5) return Error(StatusCode::kMalformed, "content has wrong field count");
+  if (root.via.array.size != kContentFields) return Error(StatusCode::kMalformed, "content has wrong field count");
   if (f[1].type != msgpack::type::POSITIVE_INTEGER || f[1].via.u64 < 1 || f[1].via.u64 > 3) {
     return Error(StatusCode::kMalformed, "unknown content kind");
   }
   if (f[2].type != msgpack::type::STR || f[2].via.str.size > kMaxGroupIdSize || f[3].type != msgpack::type::BIN ||
-      f[4].type != msgpack::type::ARRAY) {
+      f[4].type != msgpack::type::ARRAY || f[5].type != msgpack::type::POSITIVE_INTEGER) {
     return Error(StatusCode::kMalformed, "content field has wrong type or size");
   }
   Content c;
   c.kind = static_cast<ContentKind>(f[1].via.u64);
   c.group_id.assign(f[2].via.str.ptr, f[2].via.str.size);
   c.body = SecretBytes(reinterpret_cast<const uint8_t*>(f[3].via.bin.ptr), f[3].via.bin.size);
+  c.epoch = f[5].via.u64;
   const msgpack::object_array& members = f[4].via.array;
   c.members.reserve(members.size);
   for (uint32_t i = 0; i < members.size; ++i) {

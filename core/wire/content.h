@@ -1,7 +1,10 @@
 // Content: what travels inside a 1:1 Signal session, once decrypted and unpadded. A peer who holds a valid
 // session can still send hostile bytes here, so this is a parser of untrusted input with tight limits.
 //
-// Encoding (msgpack array, version 1): [1, kind, group_id (str, "" for none), body (bin), members ([str])].
+// Encoding (msgpack array, version 1):
+//   [1, kind, group_id (str, "" for none), body (bin), members ([str]), epoch (uint, 0 for none)].
+// A group's membership changes carry a strictly increasing epoch, so a relay that replays or reorders
+// them cannot bring back a removed member.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +33,7 @@ struct Content {
   std::string group_id;
   SecretBytes body;
   std::vector<std::string> members;
+  uint64_t epoch = 0;  // for kGroupMembers
 };
 
 Result<SecretBytes> EncodeContent(const Content& content);

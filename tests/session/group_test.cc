@@ -204,9 +204,9 @@ TEST_F(GroupTest, SenderKeyFromANonMemberIsPermissionDenied) {
   // nurse: neither may touch the nurse's group.
   auto outs = visitor->CreateGroup(kGroup, {"nurse"});
   CW_ASSERT_OK(outs);
-  ASSERT_FALSE(outs->empty());
+  ASSERT_FALSE(outs->messages.empty());
   auto before = nurse.snapshot();
-  for (const Outgoing& o : *outs) {
+  for (const Outgoing& o : outs->messages) {
     ASSERT_EQ(o.to.name, "nurse");
     auto r = world.Deliver("visitor", o);
     EXPECT_EQ(CodeOf(r), StatusCode::kPermissionDenied) << testing::Describe(r);

@@ -194,6 +194,9 @@ class World {
   // Delivers every message in FIFO order, then the replies each delivery produced, until none are left.
   // For a member reported in missing_sessions, the receiver fetches that member's bundle and shares its
   // sender key, as a client would. Returns every delivery made.
+  std::vector<Delivery> Pump(const std::string& from, const GroupDelivery& delivery) {
+    return Pump(from, delivery.messages);
+  }
   std::vector<Delivery> Pump(const std::string& from, const std::vector<Outgoing>& outs) {
     std::deque<std::pair<std::string, Outgoing>> queue;
     for (const auto& o : outs) queue.emplace_back(from, o);

@@ -282,7 +282,7 @@ TEST_F(StorageEngineTest, ACareTeamGroupSurvivesRestarts) {
 
   auto created = alice->CreateGroup("ward-7", {bob.name(), carol.name()});
   ASSERT_TRUE(created.has_value()) << created.error().ToString();
-  ASSERT_EQ(Pump(alice.name(), *created), 0);
+  ASSERT_EQ(Pump(alice.name(), created->messages), 0);
 
   auto g1 = alice->GroupEncrypt("ward-7", AsBytes("rounds at 9"));
   ASSERT_TRUE(g1.has_value()) << g1.error().ToString();
@@ -306,7 +306,7 @@ TEST_F(StorageEngineTest, ACareTeamGroupSurvivesRestarts) {
   // Removing a member deletes its sender keys by prefix and rotates alice's.
   auto removed = alice->RemoveGroupMember("ward-7", carol.name());
   ASSERT_TRUE(removed.has_value()) << removed.error().ToString();
-  ASSERT_EQ(Pump(alice.name(), *removed), 0);
+  ASSERT_EQ(Pump(alice.name(), removed->messages), 0);
   alice.Restart();
   bob.Restart();
   auto g3 = alice->GroupEncrypt("ward-7", AsBytes("carol discharged"));

@@ -33,12 +33,13 @@ void ExpectRoundTrip(const Content& c) {
   EXPECT_EQ(decoded->members, c.members);
 }
 
-// [version, kind, group_id, body, members] written by hand.
+// [version, kind, group_id, body, members, epoch] written by hand.
 Bytes HandWritten(uint64_t version, uint64_t kind, std::string_view group_id, const std::vector<std::string>& members,
                   size_t body_size = 3) {
   MsgpackWriter w;
-  w.Array(5).Uint(version).Uint(kind).Str(group_id).Bin(body_size, 'b').Array(static_cast<uint32_t>(members.size()));
+  w.Array(6).Uint(version).Uint(kind).Str(group_id).Bin(body_size, 'b').Array(static_cast<uint32_t>(members.size()));
   for (const auto& m : members) w.Str(m);
+  w.Uint(1);
   return w.bytes();
 }
 
@@ -143,19 +144,19 @@ TEST(ContentTest, WrongShapeIsMalformed) {
   ExpectRejected(MsgpackWriter().Array(0).bytes(), StatusCode::kMalformed, "empty array");
   ExpectRejected(MsgpackWriter().Array(4).Uint(1).Uint(1).Str("").Bin(1, 0).bytes(), StatusCode::kMalformed,
                  "4 fields");
-  ExpectRejected(MsgpackWriter().Array(6).Uint(1).Uint(1).Str("").Bin(1, 0).Array(0).Nil().bytes(),
+  ExpectRejected(MsgpackWriter().Array(7).Uint(1).Uint(1).Str("").Bin(1, 0).Array(0).Uint(1).Nil().bytes(),
                  StatusCode::kMalformed, "6 fields");
   // Body as a string, group id as bin, members not an array, a member not a string.
-  ExpectRejected(MsgpackWriter().Array(5).Uint(1).Uint(1).Str("").Str("body").Array(0).bytes(),
+  ExpectRejected(MsgpackWriter().Array(6).Uint(1).Uint(1).Str("").Str("body").Array(0).Uint(1).bytes(),
                  StatusCode::kMalformed, "str body");
-  ExpectRejected(MsgpackWriter().Array(5).Uint(1).Uint(1).Bin(1, 'g').Bin(1, 0).Array(0).bytes(),
+  ExpectRejected(MsgpackWriter().Array(6).Uint(1).Uint(1).Bin(1, 'g').Bin(1, 0).Array(0).Uint(1).bytes(),
                  StatusCode::kMalformed, "bin group id");
-  ExpectRejected(MsgpackWriter().Array(5).Uint(1).Uint(1).Str("").Bin(1, 0).Nil().bytes(), StatusCode::kMalformed,
+  ExpectRejected(MsgpackWriter().Array(6).Uint(1).Uint(1).Str("").Bin(1, 0).Nil().Uint(1).bytes(), StatusCode::kMalformed,
                  "nil members");
-  ExpectRejected(MsgpackWriter().Array(5).Uint(1).Uint(3).Str("g").Bin(1, 0).Array(1).Uint(7).bytes(),
+  ExpectRejected(MsgpackWriter().Array(6).Uint(1).Uint(3).Str("g").Bin(1, 0).Array(1).Uint(7).Uint(1).bytes(),
                  StatusCode::kMalformed, "int member");
   // Nested deeper than the format allows.
-  ExpectRejected(MsgpackWriter().Array(5).Uint(1).Uint(3).Str("g").Bin(1, 0).Array(1).Array(0).bytes(),
+  ExpectRejected(MsgpackWriter().Array(6).Uint(1).Uint(3).Str("g").Bin(1, 0).Array(1).Array(0).Uint(1).bytes(),
                  StatusCode::kMalformed, "nested member");
 }
 

@@ -1,0 +1,154 @@
+// MailboxStore: everything the relay keeps, behind an interface a distributed engine can implement later.
+//
+// What is stored, and nothing else: mailboxes (id, the link key that owns it, the next sequence number);
+// deposit tokens as keyed hashes; messages as (mailbox id, sequence, message id, expiry, opaque envelope);
+// one pre-key set per mailbox (public keys only); attachments as (id, uploader's link key, declared size,
+// expiry, opaque chunks). No sender, no timestamps besides expiry, no plaintext.
+//
+// Contract every implementation keeps:
+// - A mutating call returns only once its change is durable (for RocksDB: in a synced write). Writes from
+//   many threads may share one sync (group commit).
+// - Insert is idempotent by (mailbox, message id): a repeated id is stored once and reported kDuplicate;
+//   it returns only once the original is durable too.
+// - Quota: an insert that would take a mailbox past its message count or byte quota fails with
+//   kResourceExhausted and stores nothing. Nothing is ever dropped to make room.
+// - Sequence numbers within a mailbox rise strictly and are never reused, even after acks and restarts.
+// - TakeBundle hands out each one-time pre-key at most once, even under concurrent calls and across
+//   restarts (the removal is durable before the bundle is returned).
+// - Watchers of a mailbox hear of every newly inserted message after it is durable, on the inserting
+//   thread, outside the store's locks. Duplicates are not announced.
+// - After a failed sync the store refuses every further change with kUnavailable (its in-memory view may
+//   be ahead of disk); reopen it.
+//
+// Thread rules: every method is safe from any thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "core/base/bytes.h"
+#include "core/base/status.h"
+#include "core/wire/bundle.h"
+#include "relay/types.h"
+
+namespace cw::relay {
+
+struct MessageQuota {
+  uint32_t max_messages = 1000;         // kept under the ratchet's 2000 skipped-message-key limit
+  uint64_t max_bytes = 64ull << 20;     // 64 MiB of envelopes
+};
+
+struct StoredMessage {
+  uint64_t seq = 0;
+  MessageId id{};
+  int64_t expires_at_millis = 0;
+  Bytes envelope;
+};
+
+enum class InsertOutcome { kInserted, kDuplicate };
+
+// The pre-key material of one mailbox's device.
+struct PreKeySet {
+  uint32_t registration_id = 0;
+  uint32_t device_id = 1;
+  wire::PublicKey identity_key{};
+  wire::SignedPreKeyPublic signed_pre_key;
+  std::vector<wire::OneTimePreKeyPublic> one_time_pre_keys;
+};
+
+struct TakenBundle {
+  wire::PreKeyBundle bundle;         // one_time_pre_key empty when none was left
+  uint32_t one_time_remaining = 0;   // after this take
+};
+
+struct AttachmentChunkRead {
+  uint64_t total_size = 0;
+  Bytes data;
+};
+
+struct StoreStats {
+  uint64_t mailboxes = 0;
+  uint64_t messages = 0;
+  uint64_t message_bytes = 0;
+  uint64_t attachments = 0;
+  uint64_t attachment_bytes = 0;
+  uint64_t syncs = 0;  // synced writes so far (0 for a store without syncs)
+};
+
+class MailboxStore {
+ public:
+  virtual ~MailboxStore() = default;
+
+  // ---- Mailboxes ----
+  // kAlreadyExists if the id is taken.
+  virtual Status CreateMailbox(const MailboxId& id, const LinkKey& owner) = 0;
+  // nullopt when there is no such mailbox.
+  virtual Result<std::optional<LinkKey>> MailboxOwner(const MailboxId& id) = 0;
+  virtual Result<std::vector<MailboxId>> MailboxesOwnedBy(const LinkKey& owner) = 0;
+
+  // ---- Deposit tokens (kept as hashes) ----
+  // kNotFound without the mailbox; kResourceExhausted when it already holds `max_tokens`.
+  virtual Status AddDepositToken(const MailboxId& id, const TokenHash& token, size_t max_tokens) = 0;
+  // kNotFound when absent.
+  virtual Status RemoveDepositToken(const MailboxId& id, const TokenHash& token) = 0;
+  // False for an unknown mailbox as for an unknown token: the caller cannot tell them apart, by design.
+  virtual Result<bool> HasDepositToken(const MailboxId& id, const TokenHash& token) = 0;
+
+  // ---- Messages ----
+  // kNotFound without the mailbox; kResourceExhausted over quota. REQUIRES: envelope not empty.
+  virtual Result<InsertOutcome> Insert(const MailboxId& id, const MessageId& message_id, ByteView envelope,
+                                       int64_t expires_at_millis, const MessageQuota& quota) = 0;
+  // Messages with seq > after_seq in sequence order: at most max_count, and stopping before the total
+  // envelope size passes max_bytes (but always at least one when any is waiting). `more` tells whether
+  // further messages remain.
+  virtual Result<std::vector<StoredMessage>> FetchAfter(const MailboxId& id, uint64_t after_seq, size_t max_count,
+                                                        size_t max_bytes, bool* more) = 0;
+  // True when the message was present and is now removed.
+  virtual Result<bool> Ack(const MailboxId& id, const MessageId& message_id) = 0;
+  // Removes messages and attachments whose expiry is at or before now; returns how many things it removed.
+  virtual Result<size_t> PurgeExpired(int64_t now_millis) = 0;
+
+  class Watch {
+   public:
+    virtual ~Watch() = default;  // stops the callbacks (one already running may finish)
+  };
+  using WatchCallback = std::function<void(const MailboxId&, const StoredMessage&)>;
+  // Calls `callback` for every message inserted into `id` from now on until the Watch is destroyed.
+  // The callback must not call back into the store on the same thread (it may block the inserter).
+  virtual std::unique_ptr<Watch> WatchMailbox(const MailboxId& id, WatchCallback callback) = 0;
+
+  // ---- Pre-key directory ----
+  // Replaces the identity key, registration and signed pre-key, and adds the one-time pre-keys (a key id
+  // already present is replaced). kNotFound without the mailbox; kResourceExhausted past `max_one_time`
+  // stored keys. Returns the number of one-time pre-keys now stored.
+  virtual Result<uint32_t> PutPreKeys(const MailboxId& id, const PreKeySet& keys, size_t max_one_time) = 0;
+  // Atomically removes one one-time pre-key (if any) and returns the bundle. nullopt when the mailbox has
+  // no pre-key set (or does not exist).
+  virtual Result<std::optional<TakenBundle>> TakeBundle(const MailboxId& id) = 0;
+  // nullopt when no pre-key set was uploaded.
+  virtual Result<std::optional<uint32_t>> CountOneTimePreKeys(const MailboxId& id) = 0;
+
+  // ---- Attachments ----
+  // kAlreadyExists if the id is taken.
+  virtual Status CreateAttachment(const AttachmentId& id, const LinkKey& uploader, uint64_t total_size,
+                                  int64_t expires_at_millis) = 0;
+  // Appends at `offset`, which must equal the bytes written so far; a chunk lying wholly inside what is
+  // already written is a retransmission and accepted unchanged. kNotFound for an unknown id or another
+  // uploader; kInvalidArgument for a gap, an overlap or a chunk past the declared size. Returns bytes
+  // written so far.
+  virtual Result<uint64_t> AppendAttachment(const AttachmentId& id, const LinkKey& uploader, uint64_t offset,
+                                            ByteView chunk) = 0;
+  // Reads up to max_len bytes at offset from a complete attachment. kNotFound for an unknown or incomplete
+  // one; kInvalidArgument for an offset past the end.
+  virtual Result<AttachmentChunkRead> ReadAttachment(const AttachmentId& id, uint64_t offset, size_t max_len) = 0;
+
+  virtual Result<StoreStats> Stats() = 0;
+};
+
+// A store held in memory: for tests, and for a relay that may lose everything on restart.
+std::unique_ptr<MailboxStore> NewInMemoryMailboxStore();
+
+}  // namespace cw::relay

@@ -1,0 +1,176 @@
+// cipherward-relay: the blind relay binary. Wires TcpTransport, the RocksDB store and RelayService together.
+//
+//   cipherward-relay --data-dir DIR [--listen 127.0.0.1:7400] [--key-file FILE] [--config FILE] ...
+//
+// On first start it draws the relay's static Noise key and keeps it in the key file (mode 0600); every
+// start prints the address clients pin, `cw://<key>@host:port`, on stdout. SIGINT or SIGTERM stops it
+// gracefully: no new connections or commands, every command taken in finishes (its writes synced), the
+// store closes. Logs are logfmt lines on stderr, never holding envelopes, tokens or keys.
+#include <fcntl.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "core/base/random.h"
+#include "core/base/secret.h"
+#include "relay/relay_service.h"
+#include "relay/rocksdb_mailbox_store.h"
+#include "relay/server.h"
+#include "transport/tcp_transport.h"
+
+namespace {
+
+using cw::Result;
+using cw::Status;
+using cw::StatusCode;
+
+// Reads the relay's private key (64 hex digits) or, when the file does not exist, creates it.
+Result<cw::transport::StaticKeyPair> LoadOrCreateKey(const std::string& path, bool* created) {
+  *created = false;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    auto pair = cw::transport::StaticKeyPair::Generate(cw::SystemRandom::Default());
+    std::string hex = cw::ToHex(pair.private_key().reveal());
+    hex.push_back('\n');
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return cw::Error(StatusCode::kUnavailable, "cannot create the key file");
+    const bool ok = ::write(fd, hex.data(), hex.size()) == static_cast<ssize_t>(hex.size()) && ::fsync(fd) == 0;
+    ::close(fd);
+    sodium_memzero(hex.data(), hex.size());
+    if (!ok) return cw::Error(StatusCode::kUnavailable, "cannot write the key file");
+    *created = true;
+    return pair;
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+    return cw::Error(StatusCode::kPermissionDenied, "key file is readable by others; chmod 600 it");
+  }
+  std::ifstream in(path);
+  std::string hex((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!hex.empty() && (hex.back() == '\n' || hex.back() == '\r' || hex.back() == ' ')) hex.pop_back();
+  cw::Bytes raw;
+  const bool parsed = cw::FromHex(hex, &raw);
+  sodium_memzero(hex.data(), hex.size());
+  if (!parsed || raw.size() != cw::transport::kKeySize) {
+    sodium_memzero(raw.data(), raw.size());
+    return cw::Error(StatusCode::kMalformed, "key file does not hold a 32-byte hex key");
+  }
+  cw::SecretBytes secret(raw);
+  sodium_memzero(raw.data(), raw.size());
+  return cw::transport::StaticKeyPair::FromPrivateKey(secret.reveal());
+}
+
+int Fail(cw::relay::LogSink& log, const char* event, const Status& s) {
+  log.Log(cw::relay::LogLevel::kError, event, {{"error", s.ToString()}});
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cipherward-relay: the Cipherward blind relay"};
+  std::string listen = "127.0.0.1:7400";
+  std::string data_dir;
+  std::string key_file;
+  std::string log_level = "info";
+  std::vector<std::string> stats_keys;
+  int64_t ttl_days = 30;
+  uint64_t max_attachment_mib = 100;
+  uint32_t quota_messages = 1000;
+  uint64_t quota_mib = 64;
+  cw::relay::ServerOptions server_options;
+  app.add_option("--listen", listen, "host:port to listen on")->capture_default_str();
+  app.add_option("--data-dir", data_dir, "directory of the relay's RocksDB store")->required();
+  app.add_option("--key-file", key_file, "the relay's static Noise key (created on first start) [DATA_DIR/relay.key]");
+  app.set_config("--config", "", "read options from this TOML/INI file");
+  app.add_option("--log-level", log_level, "debug, info, warn or error")->capture_default_str();
+  app.add_option("--stats-key", stats_keys, "link key (hex) allowed the stats command; repeatable");
+  app.add_option("--message-ttl-days", ttl_days, "days a message waits")->capture_default_str();
+  app.add_option("--max-attachment-mib", max_attachment_mib, "largest attachment")->capture_default_str();
+  app.add_option("--quota-messages", quota_messages, "messages per mailbox")->capture_default_str();
+  app.add_option("--quota-mib", quota_mib, "envelope MiB per mailbox")->capture_default_str();
+  app.add_option("--max-connections", server_options.max_connections)->capture_default_str();
+  app.add_option("--max-connections-per-address", server_options.max_connections_per_address)
+      ->capture_default_str();
+  app.add_option("--frames-per-second", server_options.frames_per_second, "per address")->capture_default_str();
+  app.add_option("--frame-burst", server_options.frame_burst, "per address")->capture_default_str();
+  app.add_option("--workers", server_options.workers)->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  cw::relay::LogLevel level = cw::relay::LogLevel::kInfo;
+  if (log_level == "debug") level = cw::relay::LogLevel::kDebug;
+  if (log_level == "warn") level = cw::relay::LogLevel::kWarn;
+  if (log_level == "error") level = cw::relay::LogLevel::kError;
+  cw::relay::StderrLogSink log(level);
+
+  // SIGINT and SIGTERM are taken by sigwait in this thread only: blocked before any other thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  if (sodium_init() < 0) return Fail(log, "startup_failed", Status(StatusCode::kInternal, "libsodium init"));
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir, ec);
+  if (key_file.empty()) key_file = data_dir + "/relay.key";
+
+  cw::relay::RelayOptions options;
+  options.message_ttl_millis = ttl_days * 24 * 3600 * 1000;
+  options.max_attachment_size = max_attachment_mib << 20;
+  options.quota.max_messages = quota_messages;
+  options.quota.max_bytes = quota_mib << 20;
+  for (const auto& hex : stats_keys) {
+    auto key = cw::transport::ParseKey(hex);
+    if (!key) return Fail(log, "bad_option", key.error());
+    cw::relay::LinkKey k;
+    std::copy(key->begin(), key->end(), k.begin());
+    options.stats_keys.push_back(k);
+  }
+  auto endpoint = cw::transport::Endpoint::Parse(listen);
+  if (!endpoint) return Fail(log, "bad_option", endpoint.error());
+
+  bool created = false;
+  auto key = LoadOrCreateKey(key_file, &created);
+  if (!key) return Fail(log, "key_failed", key.error());
+  if (created) log.Log(cw::relay::LogLevel::kInfo, "key_created", {{"file", key_file}});
+
+  auto store = cw::relay::RocksDbMailboxStore::Open(data_dir + "/store");
+  if (!store) return Fail(log, "store_failed", store.error());
+
+  int rc = 0;
+  {
+    cw::relay::RelayService service(**store, cw::SystemClock::Default(), cw::SystemRandom::Default(), options,
+                                    &log);
+    auto transport = cw::transport::TcpTransport::New(std::move(*key));
+    if (!transport) return Fail(log, "transport_failed", transport.error());
+    auto server = cw::relay::RelayServer::Start(**transport, service, *endpoint, server_options, log,
+                                                cw::SystemClock::Default());
+    if (!server) {
+      rc = Fail(log, "listen_failed", server.error());
+    } else {
+      std::printf("%s\n", (*server)->endpoint().ToString().c_str());
+      std::fflush(stdout);
+      int sig = 0;
+      sigwait(&signals, &sig);
+      log.Log(cw::relay::LogLevel::kInfo, "signal", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+      (*server)->Stop();
+      Status down = (*transport)->Shutdown();
+      if (!down.ok()) log.Log(cw::relay::LogLevel::kWarn, "transport_shutdown", {{"error", down.ToString()}});
+      server->reset();
+    }
+  }
+  store->reset();  // the committer finishes every recorded write before the database closes
+  log.Log(cw::relay::LogLevel::kInfo, "exit", {{"code", std::to_string(rc)}});
+  return rc;
+}

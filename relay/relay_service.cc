@@ -1,0 +1,378 @@
+#include "relay/relay_service.h"
+
+#include <algorithm>
+
+namespace cw::relay {
+
+namespace {
+// Fixed texts. The two refusals a prober could compare are one constant each.
+constexpr const char* kDepositRefusedText = "deposit refused";
+constexpr const char* kNoMailboxText = "no such mailbox";
+
+Bytes Encode(Response r) { return EncodeServerFrame(ServerFrame(std::move(r))); }
+}  // namespace
+
+struct RelayService::Subscriber {
+  LinkKey owner{};
+  std::shared_ptr<PushSink> sink;
+  std::mutex mu;
+  bool closed = false;
+  std::map<MailboxId, std::unique_ptr<MailboxStore::Watch>> watches;
+};
+
+class RelayService::SubscriptionImpl final : public RelayService::Subscription {
+ public:
+  SubscriptionImpl(RelayService* service, std::shared_ptr<Subscriber> sub)
+      : service_(service), sub_(std::move(sub)) {}
+  ~SubscriptionImpl() override {
+    service_->Unsubscribe(sub_.get());
+    std::map<MailboxId, std::unique_ptr<MailboxStore::Watch>> watches;
+    {
+      std::lock_guard<std::mutex> lock(sub_->mu);
+      sub_->closed = true;
+      watches.swap(sub_->watches);
+    }
+    // Watches are destroyed outside the subscriber's lock: destroying one waits for nothing, but a push in
+    // flight on another thread may still hold the sink (it holds its own reference).
+  }
+
+ private:
+  RelayService* service_;
+  std::shared_ptr<Subscriber> sub_;
+};
+
+RelayService::RelayService(MailboxStore& store, const Clock& clock, Random& random, RelayOptions options,
+                           LogSink* log)
+    : store_(store),
+      clock_(clock),
+      random_(random),
+      options_(std::move(options)),
+      log_(log != nullptr ? log : &null_log_),
+      bundle_limiter_(clock, options_.bundle_fetch_limit) {}
+
+RelayService::~RelayService() = default;
+
+template <size_t N>
+std::array<uint8_t, N> RelayService::Draw() {
+  std::array<uint8_t, N> out;
+  std::lock_guard<std::mutex> lock(random_mu_);
+  random_.Fill(out.data(), out.size());
+  return out;
+}
+
+std::vector<Bytes> RelayService::Handle(const LinkKey& client, ByteView command_frame) {
+  commands_.fetch_add(1);
+  try {
+    auto command = DecodeCommand(command_frame);
+    if (!command) {
+      errors_.fetch_add(1);
+      const CommandError& e = command.error();
+      log_->Log(LogLevel::kInfo, "command_refused",
+                {{"client", LogTag(client)}, {"code", std::string(ResponseCodeName(e.code))},
+                 {"command", std::to_string(e.command)}, {"size", std::to_string(command_frame.size())}});
+      return {Encode(ErrorResponse(e.request_id, e.command, e.code, e.message))};
+    }
+    return Dispatch(client, *command);
+  } catch (...) {
+    // Nothing a client sends may take the service down; an allocation failure or a bug answers this one
+    // request with an error and the next request is served as usual.
+    errors_.fetch_add(1);
+    log_->Log(LogLevel::kError, "command_exception", {{"client", LogTag(client)}});
+    return {Encode(ErrorResponse(0, 0, ResponseCode::kUnavailable, "internal error"))};
+  }
+}
+
+std::vector<Bytes> RelayService::Dispatch(const LinkKey& client, const Command& command) {
+  std::vector<Bytes> frames;
+  Response r = Execute(client, command, &frames);
+  r.request_id = command.request_id;
+  r.command = static_cast<uint8_t>(TypeOf(command.body));
+  if (r.code != ResponseCode::kOk) {
+    errors_.fetch_add(1);
+    r.body = NoBody{};
+  }
+  log_->Log(r.code == ResponseCode::kOk ? LogLevel::kDebug : LogLevel::kInfo, "command",
+            {{"client", LogTag(client)}, {"command", std::to_string(r.command)},
+             {"code", std::string(ResponseCodeName(r.code))}});
+  frames.push_back(Encode(std::move(r)));
+  return frames;
+}
+
+bool RelayService::Owns(const LinkKey& client, const MailboxId& mailbox) {
+  auto owner = store_.MailboxOwner(mailbox);
+  return owner && owner->has_value() && **owner == client;
+}
+
+namespace {
+Response Ok(ResponseBody body = NoBody{}) {
+  Response r;
+  r.body = std::move(body);
+  return r;
+}
+Response Fail(ResponseCode code, std::string message) { return ErrorResponse(0, 0, code, std::move(message)); }
+Response StoreFailure(const Status& s) {
+  // The store's message may name internals; the client gets a fixed text.
+  (void)s;
+  return Fail(ResponseCode::kUnavailable, "relay store unavailable; retry later");
+}
+}  // namespace
+
+Response RelayService::Execute(const LinkKey& client, const Command& command, std::vector<Bytes>* deliveries) {
+  const int64_t now = clock_.NowMillis();
+  return std::visit(
+      [&](const auto& c) -> Response {
+        using T = std::decay_t<decltype(c)>;
+        if constexpr (std::is_same_v<T, CreateMailbox>) {
+          auto owned = store_.MailboxesOwnedBy(client);
+          if (!owned) return StoreFailure(owned.error());
+          if (owned->size() >= options_.max_mailboxes_per_key) {
+            return Fail(ResponseCode::kLimitExceeded, "too many mailboxes for this link key");
+          }
+          for (int attempt = 0; attempt < 4; ++attempt) {
+            const MailboxId id = Draw<kMailboxIdSize>();
+            Status s = store_.CreateMailbox(id, client);
+            if (s.code() == StatusCode::kAlreadyExists) continue;
+            if (!s.ok()) return StoreFailure(s);
+            OnMailboxCreated(client, id);
+            log_->Log(LogLevel::kInfo, "mailbox_created", {{"client", LogTag(client)}, {"mailbox", LogTag(id)}});
+            return Ok(MailboxCreated{id});
+          }
+          return Fail(ResponseCode::kUnavailable, "could not draw a free mailbox id");
+        } else if constexpr (std::is_same_v<T, UploadPreKeys>) {
+          if (!Owns(client, c.mailbox)) return Fail(ResponseCode::kNotFound, kNoMailboxText);
+          PreKeySet set;
+          set.registration_id = c.registration_id;
+          set.device_id = c.device_id;
+          set.identity_key = c.identity_key;
+          set.signed_pre_key = c.signed_pre_key;
+          set.one_time_pre_keys = c.one_time_pre_keys;
+          auto count = store_.PutPreKeys(c.mailbox, set, options_.max_one_time_pre_keys);
+          if (!count) {
+            if (count.error().code() == StatusCode::kResourceExhausted) {
+              return Fail(ResponseCode::kLimitExceeded, "too many one-time pre-keys stored");
+            }
+            if (count.error().code() == StatusCode::kNotFound) return Fail(ResponseCode::kNotFound, kNoMailboxText);
+            return StoreFailure(count.error());
+          }
+          return Ok(PreKeysStored{*count});
+        } else if constexpr (std::is_same_v<T, FetchBundle>) {
+          // Every attempt costs a token, found or not, so the limit also bounds probing.
+          if (!bundle_limiter_.TryTake(client)) return Fail(ResponseCode::kRateLimited, "bundle fetch rate limited");
+          auto taken = store_.TakeBundle(c.mailbox);
+          if (!taken) return StoreFailure(taken.error());
+          if (!taken->has_value()) return Fail(ResponseCode::kNotFound, "no bundle for this address");
+          const TakenBundle& t = **taken;
+          if (t.one_time_remaining < options_.pre_key_low_water) {
+            auto owner = store_.MailboxOwner(c.mailbox);
+            if (owner && owner->has_value()) NotifyPreKeysLow(**owner, c.mailbox, t.one_time_remaining);
+          }
+          return Ok(BundleFound{wire::EncodeBundle(t.bundle)});
+        } else if constexpr (std::is_same_v<T, Deposit>) {
+          // Unknown mailbox and wrong token take the same path (one hash, one set lookup) and give the same
+          // answer.
+          auto valid = store_.HasDepositToken(c.mailbox, HashDepositToken(c.mailbox, c.token));
+          if (!valid) return StoreFailure(valid.error());
+          if (!*valid) return Fail(ResponseCode::kDepositRefused, kDepositRefusedText);
+          auto outcome = store_.Insert(c.mailbox, c.message_id, c.envelope, now + options_.message_ttl_millis,
+                                       options_.quota);
+          if (!outcome) {
+            switch (outcome.error().code()) {
+              case StatusCode::kResourceExhausted:
+                return Fail(ResponseCode::kMailboxFull, "mailbox full; retry later");
+              case StatusCode::kNotFound:
+                return Fail(ResponseCode::kDepositRefused, kDepositRefusedText);
+              default:
+                log_->Log(LogLevel::kError, "deposit_store_failure", {{"mailbox", LogTag(c.mailbox)}});
+                return StoreFailure(outcome.error());
+            }
+          }
+          return Ok();
+        } else if constexpr (std::is_same_v<T, FetchMessages>) {
+          if (!Owns(client, c.mailbox)) return Fail(ResponseCode::kNotFound, kNoMailboxText);
+          bool more = false;
+          auto messages = store_.FetchAfter(c.mailbox, c.after_seq, c.max_count, options_.fetch_max_bytes, &more);
+          if (!messages) {
+            if (messages.error().code() == StatusCode::kNotFound) return Fail(ResponseCode::kNotFound, kNoMailboxText);
+            return StoreFailure(messages.error());
+          }
+          FetchDone done;
+          done.last_seq = c.after_seq;
+          done.more = more;
+          for (auto& m : *messages) {
+            Delivery d;
+            d.request_id = command.request_id;
+            d.mailbox = c.mailbox;
+            d.seq = m.seq;
+            d.message_id = m.id;
+            d.envelope = std::move(m.envelope);
+            deliveries->push_back(EncodeServerFrame(ServerFrame(std::move(d))));
+            done.last_seq = m.seq;
+            ++done.delivered;
+          }
+          return Ok(done);
+        } else if constexpr (std::is_same_v<T, Ack>) {
+          if (!Owns(client, c.mailbox)) return Fail(ResponseCode::kNotFound, kNoMailboxText);
+          Acked acked;
+          for (const auto& id : c.message_ids) {
+            auto removed = store_.Ack(c.mailbox, id);
+            if (!removed) return StoreFailure(removed.error());
+            if (*removed) ++acked.removed;
+          }
+          return Ok(acked);
+        } else if constexpr (std::is_same_v<T, IssueDepositToken>) {
+          if (!Owns(client, c.mailbox)) return Fail(ResponseCode::kNotFound, kNoMailboxText);
+          const DepositToken token = Draw<kDepositTokenSize>();
+          Status s = store_.AddDepositToken(c.mailbox, HashDepositToken(c.mailbox, token),
+                                            options_.max_tokens_per_mailbox);
+          if (s.code() == StatusCode::kResourceExhausted) {
+            return Fail(ResponseCode::kLimitExceeded, "too many deposit tokens for this mailbox");
+          }
+          if (!s.ok()) return StoreFailure(s);
+          return Ok(TokenIssued{token});
+        } else if constexpr (std::is_same_v<T, RevokeDepositToken>) {
+          if (!Owns(client, c.mailbox)) return Fail(ResponseCode::kNotFound, kNoMailboxText);
+          Status s = store_.RemoveDepositToken(c.mailbox, HashDepositToken(c.mailbox, c.token));
+          if (s.code() == StatusCode::kNotFound) return Fail(ResponseCode::kNotFound, "no such deposit token");
+          if (!s.ok()) return StoreFailure(s);
+          return Ok();
+        } else if constexpr (std::is_same_v<T, CreateAttachment>) {
+          if (c.total_size > options_.max_attachment_size) {
+            return Fail(ResponseCode::kTooLarge, "attachment larger than the relay accepts");
+          }
+          for (int attempt = 0; attempt < 4; ++attempt) {
+            const AttachmentId id = Draw<kAttachmentIdSize>();
+            Status s = store_.CreateAttachment(id, client, c.total_size, now + options_.attachment_ttl_millis);
+            if (s.code() == StatusCode::kAlreadyExists) continue;
+            if (!s.ok()) return StoreFailure(s);
+            return Ok(AttachmentCreated{id});
+          }
+          return Fail(ResponseCode::kUnavailable, "could not draw a free attachment id");
+        } else if constexpr (std::is_same_v<T, PutAttachmentChunk>) {
+          auto written = store_.AppendAttachment(c.id, client, c.offset, c.chunk);
+          if (!written) {
+            if (written.error().code() == StatusCode::kNotFound) {
+              return Fail(ResponseCode::kNotFound, "no such attachment");
+            }
+            if (written.error().code() == StatusCode::kInvalidArgument) {
+              return Fail(ResponseCode::kInvalidRequest, "chunk does not continue the upload");
+            }
+            return StoreFailure(written.error());
+          }
+          return Ok(ChunkStored{*written});
+        } else if constexpr (std::is_same_v<T, GetAttachmentChunk>) {
+          auto read = store_.ReadAttachment(c.id, c.offset, c.max_len);
+          if (!read) {
+            if (read.error().code() == StatusCode::kNotFound) return Fail(ResponseCode::kNotFound, "no such attachment");
+            if (read.error().code() == StatusCode::kInvalidArgument) {
+              return Fail(ResponseCode::kInvalidRequest, "offset past the end of the attachment");
+            }
+            return StoreFailure(read.error());
+          }
+          return Ok(ChunkData{read->total_size, std::move(read->data)});
+        } else if constexpr (std::is_same_v<T, GetStats>) {
+          if (std::find(options_.stats_keys.begin(), options_.stats_keys.end(), client) ==
+              options_.stats_keys.end()) {
+            return Fail(ResponseCode::kPermissionDenied, "stats need an operator link key");
+          }
+          return Ok(Stats());
+        }
+      },
+      command.body);
+}
+
+void RelayService::WatchFor(const std::shared_ptr<Subscriber>& sub, const MailboxId& mailbox) {
+  std::lock_guard<std::mutex> lock(sub->mu);
+  if (sub->closed || sub->watches.count(mailbox) != 0) return;
+  std::shared_ptr<PushSink> sink = sub->sink;
+  sub->watches[mailbox] = store_.WatchMailbox(mailbox, [sink](const MailboxId& id, const StoredMessage& m) {
+    Delivery d;
+    d.request_id = 0;
+    d.mailbox = id;
+    d.seq = m.seq;
+    d.message_id = m.id;
+    d.envelope = m.envelope;
+    sink->Push(EncodeServerFrame(ServerFrame(std::move(d))));
+  });
+}
+
+std::unique_ptr<RelayService::Subscription> RelayService::Subscribe(const LinkKey& owner,
+                                                                   std::shared_ptr<PushSink> sink) {
+  auto sub = std::make_shared<Subscriber>();
+  sub->owner = owner;
+  sub->sink = std::move(sink);
+  {
+    std::lock_guard<std::mutex> lock(subs_mu_);
+    subs_.emplace(owner, sub);
+  }
+  // Registered before listing, so a mailbox created meanwhile is watched by OnMailboxCreated or here.
+  auto owned = store_.MailboxesOwnedBy(owner);
+  if (owned) {
+    for (const auto& id : *owned) {
+      WatchFor(sub, id);
+      auto count = store_.CountOneTimePreKeys(id);
+      if (count && count->has_value() && **count < options_.pre_key_low_water) {
+        sub->sink->Push(EncodeServerFrame(ServerFrame(PreKeysLow{id, **count})));
+      }
+    }
+  }
+  return std::make_unique<SubscriptionImpl>(this, std::move(sub));
+}
+
+void RelayService::Unsubscribe(const Subscriber* sub) {
+  std::lock_guard<std::mutex> lock(subs_mu_);
+  auto range = subs_.equal_range(sub->owner);
+  for (auto it = range.first; it != range.second; ++it) {
+    if (it->second.get() == sub) {
+      subs_.erase(it);
+      return;
+    }
+  }
+}
+
+void RelayService::OnMailboxCreated(const LinkKey& owner, const MailboxId& mailbox) {
+  std::vector<std::shared_ptr<Subscriber>> subs;
+  {
+    std::lock_guard<std::mutex> lock(subs_mu_);
+    auto range = subs_.equal_range(owner);
+    for (auto it = range.first; it != range.second; ++it) subs.push_back(it->second);
+  }
+  for (const auto& sub : subs) WatchFor(sub, mailbox);
+}
+
+void RelayService::NotifyPreKeysLow(const LinkKey& owner, const MailboxId& mailbox, uint32_t remaining) {
+  std::vector<std::shared_ptr<PushSink>> sinks;
+  {
+    std::lock_guard<std::mutex> lock(subs_mu_);
+    auto range = subs_.equal_range(owner);
+    for (auto it = range.first; it != range.second; ++it) sinks.push_back(it->second->sink);
+  }
+  if (sinks.empty()) return;
+  const Bytes frame = EncodeServerFrame(ServerFrame(PreKeysLow{mailbox, remaining}));
+  for (const auto& s : sinks) s->Push(frame);
+}
+
+RelayStatsView RelayService::Stats() {
+  RelayStatsView v;
+  v.connections = connections_.load();
+  v.commands = commands_.load();
+  v.errors = errors_.load();
+  if (auto s = store_.Stats()) {
+    v.mailboxes = s->mailboxes;
+    v.queued_messages = s->messages;
+    v.queued_bytes = s->message_bytes;
+    v.attachments = s->attachments;
+    v.attachment_bytes = s->attachment_bytes;
+    v.syncs = s->syncs;
+  }
+  return v;
+}
+
+Result<size_t> RelayService::PurgeExpired() {
+  auto removed = store_.PurgeExpired(clock_.NowMillis());
+  if (removed && *removed > 0) {
+    log_->Log(LogLevel::kInfo, "purged_expired", {{"count", std::to_string(*removed)}});
+  }
+  return removed;
+}
+
+}  // namespace cw::relay

@@ -1,0 +1,408 @@
+#include "relay/rocksdb_mailbox_store.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/iterator.h>
+#include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <thread>
+
+#include "relay/store_core.h"
+
+namespace cw::relay {
+namespace {
+
+using internal::AttachmentState;
+using internal::MailboxState;
+using internal::MessageEntry;
+using internal::PreKeyState;
+
+// Key layout: one default column family, one tag byte per record kind. Big-endian numbers keep sequence
+// numbers, pre-key ids and chunk offsets in order.
+//   'B' mailbox                -> owner(32) next_seq(8)
+//   'T' mailbox token_hash     -> ""
+//   'X' mailbox seq            -> message_id(16) expiry(8) size(4)       (the index, loaded at open)
+//   'M' mailbox seq            -> envelope                               (read on fetch only)
+//   'P' mailbox                -> registration(4) device(4) identity(33) spk_id(4) spk(33) signature(64)
+//   'O' mailbox key_id         -> one-time public key(33)
+//   'A' attachment             -> uploader(32) total(8) written(8) expiry(8)
+//   'C' attachment offset      -> chunk
+constexpr char kMailboxTag = 'B';
+constexpr char kTokenTag = 'T';
+constexpr char kIndexTag = 'X';
+constexpr char kEnvelopeTag = 'M';
+constexpr char kPreKeyTag = 'P';
+constexpr char kOneTimeTag = 'O';
+constexpr char kAttachmentTag = 'A';
+constexpr char kChunkTag = 'C';
+
+void PutBe(std::string* s, uint64_t v, int n) {
+  for (int i = n - 1; i >= 0; --i) s->push_back(static_cast<char>(v >> (8 * i)));
+}
+uint64_t GetBe(const char* p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+template <size_t N>
+void Append(std::string* s, const std::array<uint8_t, N>& a) {
+  s->append(reinterpret_cast<const char*>(a.data()), N);
+}
+template <size_t N>
+void Copy(const char* p, std::array<uint8_t, N>* a) {
+  std::memcpy(a->data(), p, N);
+}
+template <size_t N>
+std::string Key(char tag, const std::array<uint8_t, N>& id) {
+  std::string k(1, tag);
+  Append(&k, id);
+  return k;
+}
+std::string SeqKey(char tag, const MailboxId& id, uint64_t seq) {
+  std::string k = Key(tag, id);
+  PutBe(&k, seq, 8);
+  return k;
+}
+rocksdb::Slice ToSlice(ByteView v) { return rocksdb::Slice(reinterpret_cast<const char*>(v.data()), v.size()); }
+
+Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return Status::Ok();
+  return Status(StatusCode::kUnavailable, std::string(what) + ": " + s.ToString());
+}
+
+constexpr size_t kMailboxValue = kLinkKeySize + 8;
+constexpr size_t kIndexValue = kMessageIdSize + 8 + 4;
+constexpr size_t kPreKeyValue = 4 + 4 + wire::kPublicKeySize + 4 + wire::kPublicKeySize + wire::kSignatureSize;
+constexpr size_t kAttachmentValue = kLinkKeySize + 8 + 8 + 8;
+
+class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
+ public:
+  RocksImpl(std::unique_ptr<rocksdb::DB> db, bool sync) : db_(std::move(db)), sync_(sync) {}
+
+  ~RocksImpl() override {
+    {
+      std::lock_guard<std::mutex> lock(cmu_);
+      stop_ = true;
+    }
+    work_cv_.notify_all();
+    if (committer_.joinable()) committer_.join();
+    db_->Close().PermitUncheckedError();
+  }
+
+  Status Load() {
+    CW_RETURN_IF_ERROR(LoadPrefix(kMailboxTag, [&](std::string_view k, std::string_view v) {
+      if (k.size() != 1 + kMailboxIdSize || v.size() != kMailboxValue) return false;
+      MailboxId id;
+      Copy(k.data() + 1, &id);
+      MailboxState& box = mailboxes_for_load()[id];
+      Copy(v.data(), &box.owner);
+      box.next_seq = GetBe(v.data() + kLinkKeySize, 8);
+      return true;
+    }));
+    // The rest hang off a mailbox loaded above; a record for a missing one means the database was altered.
+    auto box_of = [&](std::string_view k) -> MailboxState* {
+      MailboxId id;
+      Copy(k.data() + 1, &id);
+      auto it = mailboxes_for_load().find(id);
+      return it == mailboxes_for_load().end() ? nullptr : &it->second;
+    };
+    CW_RETURN_IF_ERROR(LoadPrefix(kTokenTag, [&](std::string_view k, std::string_view) {
+      if (k.size() != 1 + kMailboxIdSize + kTokenHashSize) return false;
+      MailboxState* box = box_of(k);
+      if (box == nullptr) return false;
+      TokenHash t;
+      Copy(k.data() + 1 + kMailboxIdSize, &t);
+      box->tokens.insert(t);
+      return true;
+    }));
+    CW_RETURN_IF_ERROR(LoadPrefix(kIndexTag, [&](std::string_view k, std::string_view v) {
+      if (k.size() != 1 + kMailboxIdSize + 8 || v.size() != kIndexValue) return false;
+      MailboxState* box = box_of(k);
+      if (box == nullptr) return false;
+      MessageEntry e;
+      e.seq = GetBe(k.data() + 1 + kMailboxIdSize, 8);
+      Copy(v.data(), &e.id);
+      e.expires_at_millis = static_cast<int64_t>(GetBe(v.data() + kMessageIdSize, 8));
+      e.size = static_cast<uint32_t>(GetBe(v.data() + kMessageIdSize + 8, 4));
+      if (e.seq >= box->next_seq) return false;
+      box->by_seq.emplace(e.seq, std::move(e));
+      return true;
+    }));
+    CW_RETURN_IF_ERROR(LoadPrefix(kPreKeyTag, [&](std::string_view k, std::string_view v) {
+      if (k.size() != 1 + kMailboxIdSize || v.size() != kPreKeyValue) return false;
+      MailboxState* box = box_of(k);
+      if (box == nullptr) return false;
+      PreKeyState pk;
+      const char* p = v.data();
+      pk.registration_id = static_cast<uint32_t>(GetBe(p, 4));
+      pk.device_id = static_cast<uint32_t>(GetBe(p + 4, 4));
+      Copy(p + 8, &pk.identity_key);
+      pk.signed_pre_key.id = static_cast<uint32_t>(GetBe(p + 8 + 33, 4));
+      Copy(p + 8 + 33 + 4, &pk.signed_pre_key.public_key);
+      Copy(p + 8 + 33 + 4 + 33, &pk.signed_pre_key.signature);
+      box->pre_keys = std::move(pk);
+      return true;
+    }));
+    CW_RETURN_IF_ERROR(LoadPrefix(kOneTimeTag, [&](std::string_view k, std::string_view v) {
+      if (k.size() != 1 + kMailboxIdSize + 4 || v.size() != wire::kPublicKeySize) return false;
+      MailboxState* box = box_of(k);
+      if (box == nullptr || !box->pre_keys) return false;
+      wire::PublicKey key;
+      Copy(v.data(), &key);
+      box->pre_keys->one_time[static_cast<uint32_t>(GetBe(k.data() + 1 + kMailboxIdSize, 4))] = key;
+      return true;
+    }));
+    CW_RETURN_IF_ERROR(LoadPrefix(kAttachmentTag, [&](std::string_view k, std::string_view v) {
+      if (k.size() != 1 + kAttachmentIdSize || v.size() != kAttachmentValue) return false;
+      AttachmentId id;
+      Copy(k.data() + 1, &id);
+      AttachmentState& a = attachments_for_load()[id];
+      Copy(v.data(), &a.uploader);
+      a.total_size = GetBe(v.data() + kLinkKeySize, 8);
+      a.written = GetBe(v.data() + kLinkKeySize + 8, 8);
+      a.expires_at_millis = static_cast<int64_t>(GetBe(v.data() + kLinkKeySize + 16, 8));
+      return a.written <= a.total_size;
+    }));
+    RebuildDerived();
+    committer_ = std::thread([this] { CommitLoop(); });
+    return Status::Ok();
+  }
+
+  uint64_t SyncCount() const override { return syncs_.load(); }
+
+  void PauseCommitsForTesting(bool paused) override {
+    {
+      std::lock_guard<std::mutex> lock(cmu_);
+      paused_ = paused;
+    }
+    work_cv_.notify_all();
+  }
+  size_t WaitingWritersForTesting() const override {
+    std::lock_guard<std::mutex> lock(cmu_);
+    return waiting_;
+  }
+
+ protected:
+  bool KeepsBodies() const override { return false; }
+
+  Status Health() const override {
+    std::lock_guard<std::mutex> lock(cmu_);
+    return failed_;
+  }
+
+  void RecordMailbox(const MailboxId& id, const MailboxState& box) override {
+    std::string v;
+    Append(&v, box.owner);
+    PutBe(&v, box.next_seq, 8);
+    Put(Key(kMailboxTag, id), v);
+  }
+  void RecordToken(const MailboxId& id, const TokenHash& token, bool present) override {
+    std::string k = Key(kTokenTag, id);
+    Append(&k, token);
+    if (present) {
+      Put(k, "");
+    } else {
+      Delete(k);
+    }
+  }
+  void RecordMessage(const MailboxId& id, const MessageEntry& e, ByteView envelope) override {
+    std::string v;
+    Append(&v, e.id);
+    PutBe(&v, static_cast<uint64_t>(e.expires_at_millis), 8);
+    PutBe(&v, e.size, 4);
+    std::lock_guard<std::mutex> lock(cmu_);
+    pending_.Put(SeqKey(kEnvelopeTag, id, e.seq), ToSlice(envelope)).PermitUncheckedError();
+    pending_.Put(SeqKey(kIndexTag, id, e.seq), v).PermitUncheckedError();
+  }
+  void RecordMessageRemoved(const MailboxId& id, const MessageEntry& e) override {
+    std::lock_guard<std::mutex> lock(cmu_);
+    pending_.Delete(SeqKey(kEnvelopeTag, id, e.seq)).PermitUncheckedError();
+    pending_.Delete(SeqKey(kIndexTag, id, e.seq)).PermitUncheckedError();
+  }
+  void RecordPreKeys(const MailboxId& id, const PreKeyState& pk) override {
+    std::string v;
+    PutBe(&v, pk.registration_id, 4);
+    PutBe(&v, pk.device_id, 4);
+    Append(&v, pk.identity_key);
+    PutBe(&v, pk.signed_pre_key.id, 4);
+    Append(&v, pk.signed_pre_key.public_key);
+    Append(&v, pk.signed_pre_key.signature);
+    Put(Key(kPreKeyTag, id), v);
+    for (const auto& [key_id, key] : pk.one_time) {
+      std::string k = Key(kOneTimeTag, id);
+      PutBe(&k, key_id, 4);
+      Put(k, std::string(reinterpret_cast<const char*>(key.data()), key.size()));
+    }
+  }
+  void RecordOneTimeRemoved(const MailboxId& id, uint32_t key_id) override {
+    std::string k = Key(kOneTimeTag, id);
+    PutBe(&k, key_id, 4);
+    Delete(k);
+  }
+  void RecordAttachment(const AttachmentId& id, const AttachmentState& a) override {
+    std::string v;
+    Append(&v, a.uploader);
+    PutBe(&v, a.total_size, 8);
+    PutBe(&v, a.written, 8);
+    PutBe(&v, static_cast<uint64_t>(a.expires_at_millis), 8);
+    Put(Key(kAttachmentTag, id), v);
+  }
+  void RecordAttachmentChunk(const AttachmentId& id, uint64_t offset, ByteView chunk) override {
+    std::string k = Key(kChunkTag, id);
+    PutBe(&k, offset, 8);
+    std::lock_guard<std::mutex> lock(cmu_);
+    pending_.Put(k, ToSlice(chunk)).PermitUncheckedError();
+  }
+  void RecordAttachmentRemoved(const AttachmentId& id, const AttachmentState&) override {
+    Delete(Key(kAttachmentTag, id));
+    const std::string begin = Key(kChunkTag, id);
+    const std::string end = begin + std::string(9, '\xff');  // past every 8-byte offset
+    std::lock_guard<std::mutex> lock(cmu_);
+    pending_.DeleteRange(begin, end).PermitUncheckedError();
+  }
+
+  uint64_t Ticket() override {
+    std::lock_guard<std::mutex> lock(cmu_);
+    // Nothing new recorded: the caller's changes (if any) are in the batch being written or already synced.
+    return pending_.Count() > 0 ? filling_ : filling_ - 1;
+  }
+
+  Status WaitDurable(uint64_t ticket) override {
+    std::unique_lock<std::mutex> lock(cmu_);
+    if (synced_.load() >= ticket) return Status::Ok();
+    ++waiting_;
+    work_cv_.notify_one();
+    done_cv_.wait(lock, [&] { return synced_.load() >= ticket || !failed_.ok(); });
+    --waiting_;
+    return synced_.load() >= ticket ? Status::Ok() : failed_;
+  }
+
+  bool Durable(uint64_t ticket) const override { return synced_.load() >= ticket; }
+
+  Result<std::vector<Bytes>> ReadEnvelopes(const MailboxId& id, const std::vector<uint64_t>& seqs) override {
+    std::vector<Bytes> out;
+    out.reserve(seqs.size());
+    std::string value;
+    for (uint64_t seq : seqs) {
+      rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), SeqKey(kEnvelopeTag, id, seq), &value);
+      if (s.IsNotFound()) {
+        out.emplace_back();
+        continue;
+      }
+      CW_RETURN_IF_ERROR(FromRocks(s, "read envelope"));
+      out.emplace_back(value.begin(), value.end());
+    }
+    return out;
+  }
+
+  Result<Bytes> ReadChunks(const AttachmentId& id, uint64_t offset, size_t len) override {
+    const std::string prefix = Key(kChunkTag, id);
+    std::string start = prefix;
+    PutBe(&start, offset, 8);
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    it->SeekForPrev(start);
+    if (!it->Valid() || !it->key().starts_with(prefix)) it->Seek(prefix);
+    Bytes out;
+    out.reserve(len);
+    for (; it->Valid() && it->key().starts_with(prefix) && out.size() < len; it->Next()) {
+      if (it->key().size() != prefix.size() + 8) return Error(StatusCode::kTampered, "attachment chunk key");
+      const uint64_t chunk_start = GetBe(it->key().data() + prefix.size(), 8);
+      const rocksdb::Slice data = it->value();
+      const uint64_t pos = offset + out.size();
+      if (chunk_start > pos) break;  // a gap: not (yet) durable
+      if (pos >= chunk_start + data.size()) continue;
+      const size_t skip = static_cast<size_t>(pos - chunk_start);
+      const size_t take = std::min(len - out.size(), data.size() - skip);
+      const auto* p = reinterpret_cast<const uint8_t*>(data.data()) + skip;
+      out.insert(out.end(), p, p + take);
+    }
+    CW_RETURN_IF_ERROR(FromRocks(it->status(), "read attachment"));
+    return out;
+  }
+
+ private:
+  void Put(const std::string& k, const std::string& v) {
+    std::lock_guard<std::mutex> lock(cmu_);
+    pending_.Put(k, v).PermitUncheckedError();
+  }
+  void Delete(const std::string& k) {
+    std::lock_guard<std::mutex> lock(cmu_);
+    pending_.Delete(k).PermitUncheckedError();
+  }
+
+  template <typename F>
+  Status LoadPrefix(char tag, F&& f) {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    const std::string prefix(1, tag);
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      if (!f(std::string_view(it->key().data(), it->key().size()),
+             std::string_view(it->value().data(), it->value().size()))) {
+        return Status(StatusCode::kTampered, std::string("relay store record does not parse (kind ") + tag + ")");
+      }
+    }
+    return FromRocks(it->status(), "load relay store");
+  }
+
+  // The group committer. While one batch is being written and synced, callers keep recording into the
+  // next; when the write returns, the whole next batch goes out in one synced write.
+  void CommitLoop() {
+    std::unique_lock<std::mutex> lock(cmu_);
+    for (;;) {
+      work_cv_.wait(lock, [&] { return stop_ || (pending_.Count() > 0 && !paused_); });
+      if (pending_.Count() == 0) {
+        if (stop_) return;
+        continue;
+      }
+      rocksdb::WriteBatch batch;
+      std::swap(batch, pending_);
+      const uint64_t number = filling_++;
+      lock.unlock();
+      rocksdb::WriteOptions options;
+      options.sync = sync_;
+      const rocksdb::Status s = db_->Write(options, &batch);
+      lock.lock();
+      if (s.ok()) {
+        synced_.store(number);
+        syncs_.fetch_add(1);
+      } else if (failed_.ok()) {
+        failed_ = FromRocks(s, "synced write failed; reopen the store");
+      }
+      done_cv_.notify_all();
+    }
+  }
+
+  std::unique_ptr<rocksdb::DB> db_;
+  const bool sync_;
+
+  mutable std::mutex cmu_;  // after StoreCore's mutex when both are held
+  std::condition_variable work_cv_;
+  std::condition_variable done_cv_;
+  rocksdb::WriteBatch pending_;
+  uint64_t filling_ = 1;  // number of the batch pending_ will become
+  std::atomic<uint64_t> synced_{0};
+  std::atomic<uint64_t> syncs_{0};
+  Status failed_;
+  bool paused_ = false;
+  bool stop_ = false;
+  size_t waiting_ = 0;
+  std::thread committer_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<RocksDbMailboxStore>> RocksDbMailboxStore::Open(const std::string& path,
+                                                                      const RocksDbStoreOptions& options) {
+  rocksdb::Options db_options;
+  db_options.create_if_missing = true;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, path, &raw);
+  if (!s.ok()) return Error(FromRocks(s, "open relay store"));
+  auto impl = std::make_unique<RocksImpl>(std::unique_ptr<rocksdb::DB>(raw), options.sync);
+  CW_RETURN_IF_ERROR(impl->Load());
+  return std::unique_ptr<RocksDbMailboxStore>(std::move(impl));
+}
+
+}  // namespace cw::relay

@@ -1,0 +1,42 @@
+// RocksDbMailboxStore: the relay's embedded default store, durable across restarts.
+//
+// One RocksDB database in `path`. Every change is made durable before the call returns (see MailboxStore),
+// through a group committer: one thread takes everything callers have recorded since its last write and
+// writes it as one WriteBatch with sync=true, so concurrent deposits from many connections share one fsync.
+// Destroying the store lets the committer finish the writes already recorded (a graceful shutdown loses
+// no acknowledged deposit) and closes the database.
+//
+// Thread rules: every method is safe from any thread. rocksdb:: stays out of this header.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "relay/mailbox_store.h"
+
+namespace cw::relay {
+
+struct RocksDbStoreOptions {
+  // false only for benchmarks that measure everything but the fsync; never in a deployed relay.
+  bool sync = true;
+};
+
+class RocksDbMailboxStore : public virtual MailboxStore {
+ public:
+  // Opens or creates the database and loads its index. kUnavailable if RocksDB refuses (a lock held by
+  // another process, an unreadable directory); kTampered for a record that does not parse.
+  static Result<std::unique_ptr<RocksDbMailboxStore>> Open(const std::string& path,
+                                                           const RocksDbStoreOptions& options = {});
+
+  // Synced writes so far: with group commit, fewer than the changes made.
+  virtual uint64_t SyncCount() const = 0;
+
+  // Tests only: while paused the committer writes nothing, so callers pile up in one batch; resuming writes
+  // it. WaitingWritersForTesting counts callers blocked until their change is durable.
+  virtual void PauseCommitsForTesting(bool paused) = 0;
+  virtual size_t WaitingWritersForTesting() const = 0;
+};
+
+}  // namespace cw::relay

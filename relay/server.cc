@@ -1,0 +1,312 @@
+#include "relay/server.h"
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+namespace cw::relay {
+namespace {
+
+using transport::Connection;
+
+// A fixed pool of threads running tasks in submission order. Drain() waits until the queue is empty and
+// no task runs.
+class WorkerPool {
+ public:
+  explicit WorkerPool(size_t n) {
+    for (size_t i = 0; i < std::max<size_t>(n, 1); ++i) threads_.emplace_back([this] { Run(); });
+  }
+  ~WorkerPool() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  void Submit(std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      tasks_.push_back(std::move(fn));
+    }
+    cv_.notify_one();
+  }
+  void Drain() {
+    std::unique_lock<std::mutex> lock(mu_);
+    idle_cv_.wait(lock, [&] { return tasks_.empty() && running_ == 0; });
+  }
+
+ private:
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stop_ || !tasks_.empty(); });
+      if (tasks_.empty()) return;  // stop_ and nothing left
+      auto fn = std::move(tasks_.front());
+      tasks_.pop_front();
+      ++running_;
+      lock.unlock();
+      try {
+        fn();
+      } catch (...) {
+      }
+      lock.lock();
+      --running_;
+      if (tasks_.empty() && running_ == 0) idle_cv_.notify_all();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::condition_variable idle_cv_;
+  std::deque<std::function<void()>> tasks_;
+  size_t running_ = 0;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
+// Frames per address, refilled continuously (milli-token arithmetic, on the injected clock).
+class FrameLimiter {
+ public:
+  FrameLimiter(const Clock& clock, uint32_t burst, uint32_t per_second)
+      : clock_(clock), burst_milli_(uint64_t{burst} * 1000), per_second_(per_second) {}
+  bool Take(const std::string& address) {
+    const int64_t now = clock_.NowMillis();
+    auto [it, inserted] = buckets_.try_emplace(address, Bucket{burst_milli_, now});
+    Bucket& b = it->second;
+    if (now > b.last) {
+      b.milli = std::min<uint64_t>(burst_milli_, b.milli + uint64_t(now - b.last) * per_second_);
+      b.last = now;
+    }
+    if (b.milli < 1000) return false;
+    b.milli -= 1000;
+    return true;
+  }
+  void Forget(const std::string& address) { buckets_.erase(address); }
+
+ private:
+  struct Bucket {
+    uint64_t milli;
+    int64_t last;
+  };
+  const Clock& clock_;
+  const uint64_t burst_milli_;
+  const uint64_t per_second_;
+  std::map<std::string, Bucket> buckets_;
+};
+
+class ServerImpl;
+
+// Everything about one accepted connection. Touched on the loop thread except `in_flight` (atomic).
+struct ConnState {
+  std::shared_ptr<Connection> conn;
+  LinkKey key{};
+  std::string address;
+  std::unique_ptr<RelayService::Subscription> subscription;
+  std::atomic<size_t> in_flight{0};
+};
+
+// Pushes hop to the loop thread; a push that meets a full send queue is dropped (the message stays in the
+// mailbox and is fetched later: a push is a courtesy, never the only copy).
+class ConnectionSink final : public PushSink {
+ public:
+  ConnectionSink(transport::Transport& transport, std::weak_ptr<ConnState> state)
+      : transport_(transport), state_(std::move(state)) {}
+  void Push(Bytes frame) override {
+    std::weak_ptr<ConnState> weak = state_;
+    transport_.Post([weak, frame = std::move(frame)] {
+      if (auto s = weak.lock()) s->conn->Send(frame).ok();
+    }).ok();
+  }
+
+ private:
+  transport::Transport& transport_;
+  std::weak_ptr<ConnState> state_;
+};
+
+class ServerImpl final : public RelayServer {
+ public:
+  ServerImpl(transport::Transport& transport, RelayService& service, ServerOptions options, LogSink& log,
+             const Clock& clock)
+      : transport_(transport),
+        service_(service),
+        options_(options),
+        log_(log),
+        limiter_(clock, options.frame_burst, options.frames_per_second),
+        pool_(options.workers) {}
+
+  ~ServerImpl() override { Stop(); }
+
+  Status Listen(const transport::Endpoint& where) {
+    auto listener = transport::RunSync(transport_, [&]() -> Result<std::shared_ptr<transport::Listener>> {
+      transport::ListenOptions lo;
+      lo.on_rejected = [this](const std::string& address, const Status& why) {
+        log_.Log(LogLevel::kInfo, "handshake_rejected",
+                 {{"peer", address}, {"reason", std::string(StatusCodeName(why.code()))}});
+      };
+      return transport_.Listen(where, [this](std::shared_ptr<Connection> c) { OnAccept(std::move(c)); }, lo);
+    });
+    if (!listener) return listener.error();
+    listener_ = *listener;
+    endpoint_ = listener_->endpoint();
+    transport::RunSync(transport_, [this]() -> Status {
+      ScheduleMaintenance();
+      return Status::Ok();
+    }).ok();
+    log_.Log(LogLevel::kInfo, "listening", {{"address", endpoint_.ToString()}});
+    return Status::Ok();
+  }
+
+  const transport::Endpoint& endpoint() const override { return endpoint_; }
+  size_t connection_count() const override { return connections_count_.load(); }
+
+  void Stop() override {
+    if (stopped_.exchange(true)) return;
+    log_.Log(LogLevel::kInfo, "stopping", {{"connections", std::to_string(connections_count_.load())}});
+    transport::RunSync(transport_, [this]() -> Status {
+      stopping_ = true;
+      if (maintenance_timer_ != 0) transport_.CancelTimer(maintenance_timer_);
+      if (listener_) listener_->Close();
+      auto conns = conns_;
+      for (auto& [c, s] : conns) c->Close(Status(StatusCode::kUnavailable, "relay shutting down"));
+      return Status::Ok();
+    }).ok();
+    // Wait for every on_closed (they touch this object), then for every command already taken in: its
+    // store write is synced before Drain returns.
+    for (int i = 0; i < 500; ++i) {
+      auto open = transport::RunSync(transport_, [this]() -> Result<size_t> { return conns_.size(); });
+      if (!open || *open == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    pool_.Drain();
+    log_.Log(LogLevel::kInfo, "stopped", {});
+  }
+
+ private:
+  // ---- loop thread ----
+  void OnAccept(std::shared_ptr<Connection> c) {
+    const std::string address = c->peer_address();
+    if (stopping_ || conns_.size() >= options_.max_connections ||
+        per_address_[address] >= options_.max_connections_per_address) {
+      log_.Log(LogLevel::kWarn, "connection_refused", {{"peer", address}, {"reason", "connection limit"}});
+      c->SetCallbacks({});
+      c->Close(Status(StatusCode::kResourceExhausted, "connection limit"));
+      return;
+    }
+    auto state = std::make_shared<ConnState>();
+    state->conn = c;
+    state->address = address;
+    std::copy(c->remote_static_key().begin(), c->remote_static_key().end(), state->key.begin());
+    ++per_address_[address];
+    conns_[c.get()] = state;
+    connections_count_.store(conns_.size());
+    service_.SetConnectionCount(conns_.size());
+    std::weak_ptr<ConnState> weak = state;
+    transport::ConnectionCallbacks cb;
+    cb.on_frame = [this, weak](ByteView frame) {
+      if (auto s = weak.lock()) OnFrame(s, frame);
+    };
+    cb.on_closed = [this, weak](Status reason) {
+      if (auto s = weak.lock()) OnClosed(s, reason);
+    };
+    c->SetCallbacks(std::move(cb));
+    state->subscription = service_.Subscribe(state->key, std::make_shared<ConnectionSink>(transport_, weak));
+    log_.Log(LogLevel::kDebug, "connected", {{"peer", address}, {"client", LogTag(state->key)}});
+  }
+
+  void OnFrame(const std::shared_ptr<ConnState>& s, ByteView frame) {
+    if (!limiter_.Take(s->address)) {
+      log_.Log(LogLevel::kWarn, "connection_closed", {{"peer", s->address}, {"reason", "frame rate limit"}});
+      s->conn->Close(Status(StatusCode::kResourceExhausted, "frame rate limit"));
+      return;
+    }
+    if (s->in_flight.fetch_add(1) >= options_.max_in_flight_per_connection) {
+      s->in_flight.fetch_sub(1);
+      log_.Log(LogLevel::kWarn, "connection_closed", {{"peer", s->address}, {"reason", "too many in flight"}});
+      s->conn->Close(Status(StatusCode::kResourceExhausted, "too many commands in flight"));
+      return;
+    }
+    Bytes copy(frame.begin(), frame.end());
+    pool_.Submit([this, s, copy = std::move(copy)] {
+      std::vector<Bytes> out = service_.Handle(s->key, copy);
+      s->in_flight.fetch_sub(1);
+      transport_.Post([s, out = std::move(out), this] {
+        for (const auto& f : out) {
+          Status sent = s->conn->Send(f);
+          if (sent.code() == StatusCode::kResourceExhausted) {
+            // The client does not read what it asked for: a slow or stuck reader is cut off rather than
+            // buffered without end.
+            log_.Log(LogLevel::kWarn, "connection_closed", {{"peer", s->address}, {"reason", "slow reader"}});
+            s->conn->Close(Status(StatusCode::kResourceExhausted, "client not reading"));
+            return;
+          }
+          if (!sent.ok()) return;
+        }
+      }).ok();
+    });
+  }
+
+  void OnClosed(const std::shared_ptr<ConnState>& s, const Status& reason) {
+    s->subscription.reset();
+    conns_.erase(s->conn.get());
+    if (--per_address_[s->address] == 0) {
+      per_address_.erase(s->address);
+      limiter_.Forget(s->address);
+    }
+    connections_count_.store(conns_.size());
+    service_.SetConnectionCount(conns_.size());
+    log_.Log(LogLevel::kDebug, "disconnected",
+             {{"peer", s->address}, {"reason", std::string(StatusCodeName(reason.code()))}});
+  }
+
+  void ScheduleMaintenance() {
+    const int64_t every = std::min(options_.purge_interval_millis, options_.stats_log_interval_millis);
+    maintenance_timer_ = transport_.ScheduleAfter(std::max<int64_t>(every, 1), [this] {
+      if (stopping_) return;
+      // Purging syncs: off the loop thread.
+      pool_.Submit([this] {
+        auto purged = service_.PurgeExpired();
+        if (!purged) log_.Log(LogLevel::kError, "purge_failed", {});
+        const RelayStatsView v = service_.Stats();
+        log_.Log(LogLevel::kInfo, "stats",
+                 {{"connections", std::to_string(v.connections)}, {"mailboxes", std::to_string(v.mailboxes)},
+                  {"queued_messages", std::to_string(v.queued_messages)},
+                  {"queued_bytes", std::to_string(v.queued_bytes)}, {"attachments", std::to_string(v.attachments)},
+                  {"attachment_bytes", std::to_string(v.attachment_bytes)}, {"syncs", std::to_string(v.syncs)},
+                  {"commands", std::to_string(v.commands)}, {"errors", std::to_string(v.errors)}});
+      });
+      ScheduleMaintenance();
+    });
+  }
+
+  transport::Transport& transport_;
+  RelayService& service_;
+  const ServerOptions options_;
+  LogSink& log_;
+  FrameLimiter limiter_;  // loop thread only
+  std::shared_ptr<transport::Listener> listener_;
+  transport::Endpoint endpoint_;
+  std::map<Connection*, std::shared_ptr<ConnState>> conns_;  // loop thread only
+  std::map<std::string, size_t> per_address_;                // loop thread only
+  std::atomic<size_t> connections_count_{0};
+  transport::Transport::TimerId maintenance_timer_ = 0;
+  bool stopping_ = false;  // loop thread only
+  std::atomic<bool> stopped_{false};
+  WorkerPool pool_;  // last: destroyed (joined) first
+};
+
+}  // namespace
+
+Result<std::unique_ptr<RelayServer>> RelayServer::Start(transport::Transport& transport, RelayService& service,
+                                                        const transport::Endpoint& listen, ServerOptions options,
+                                                        LogSink& log, const Clock& clock) {
+  auto server = std::make_unique<ServerImpl>(transport, service, options, log, clock);
+  CW_RETURN_IF_ERROR(server->Listen(listen));
+  return std::unique_ptr<RelayServer>(std::move(server));
+}
+
+}  // namespace cw::relay

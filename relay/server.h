@@ -1,0 +1,52 @@
+// RelayServer: RelayService on a Transport. Wires the pieces together and adds what only a network server
+// needs: a worker pool (deposits block until their group commit is synced; many in flight at once is what
+// lets them share an fsync), per-address limits on connections and frames, pushes to connected owners,
+// periodic purging of expired data and a stats log, and a graceful stop.
+//
+// Threads: the transport's loop thread runs its callbacks; command frames go to the worker pool, whose
+// answers are posted back to the loop thread to be sent. Start and Stop from a thread that is not the
+// transport's loop thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "core/base/clock.h"
+#include "relay/log.h"
+#include "relay/relay_service.h"
+#include "transport/transport.h"
+
+namespace cw::relay {
+
+struct ServerOptions {
+  size_t max_connections = 20000;
+  size_t max_connections_per_address = 256;
+  // Frames per address: a bucket of `frame_burst`, refilled at `frames_per_second`. A connection whose
+  // address runs dry is closed (kResourceExhausted "frame rate limit").
+  uint32_t frame_burst = 2000;
+  uint32_t frames_per_second = 1000;
+  size_t max_in_flight_per_connection = 256;  // commands queued or running; more closes the connection
+  size_t workers = 16;
+  int64_t purge_interval_millis = 60'000;
+  int64_t stats_log_interval_millis = 60'000;
+};
+
+class RelayServer {
+ public:
+  // Listens on `listen` and starts serving. `transport`, `service`, `log` and `clock` must outlive the
+  // server. kUnavailable / kInvalidArgument as Transport::Listen.
+  static Result<std::unique_ptr<RelayServer>> Start(transport::Transport& transport, RelayService& service,
+                                                    const transport::Endpoint& listen, ServerOptions options,
+                                                    LogSink& log, const Clock& clock);
+  virtual ~RelayServer() = default;
+
+  // The bound address with this relay's key: hand `endpoint().ToString()` to clients.
+  virtual const transport::Endpoint& endpoint() const = 0;
+  // Stops accepting, closes every connection, and waits until every command already taken in has finished
+  // (so every deposit that was acknowledged, or is about to be, is synced). Idempotent; the destructor
+  // calls it.
+  virtual void Stop() = 0;
+  virtual size_t connection_count() const = 0;
+};
+
+}  // namespace cw::relay

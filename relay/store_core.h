@@ -1,0 +1,135 @@
+// StoreCore: the part of every MailboxStore that is the same whatever keeps the bytes. Internal to
+// cw_relay; not a public header.
+//
+// It holds an in-memory index of everything except envelopes and attachment chunks (mailboxes, owners,
+// token hashes, message index with sizes and expiries, pre-key sets, attachment metadata) and applies every
+// rule there under one mutex: idempotency, quota, sequence numbers, one-time pre-key hand-out. A subclass
+// makes the changes durable through the Record* hooks, which run under that mutex in the order the changes
+// happen, and WaitDurable, which runs after the mutex is released, so that many callers share one sync.
+//
+// Thread rules: every public method is safe from any thread. Hooks are called with mu_ held.
+#pragma once
+
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <vector>
+
+#include "relay/mailbox_store.h"
+
+namespace cw::relay::internal {
+
+struct MessageEntry {
+  uint64_t seq = 0;
+  MessageId id{};
+  int64_t expires_at_millis = 0;
+  uint32_t size = 0;
+  uint64_t ticket = 0;  // the durability ticket of its insert (a duplicate waits for the same one)
+  Bytes envelope;       // kept only by stores that hold bodies in memory
+};
+
+struct PreKeyState {
+  uint32_t registration_id = 0;
+  uint32_t device_id = 1;
+  wire::PublicKey identity_key{};
+  wire::SignedPreKeyPublic signed_pre_key;
+  std::map<uint32_t, wire::PublicKey> one_time;  // handed out lowest id first
+};
+
+struct MailboxState {
+  LinkKey owner{};
+  uint64_t next_seq = 1;
+  uint64_t bytes = 0;
+  std::map<uint64_t, MessageEntry> by_seq;
+  std::map<MessageId, uint64_t> by_id;
+  std::set<TokenHash> tokens;
+  std::optional<PreKeyState> pre_keys;
+};
+
+struct AttachmentState {
+  LinkKey uploader{};
+  uint64_t total_size = 0;
+  uint64_t written = 0;
+  int64_t expires_at_millis = 0;
+  std::map<uint64_t, Bytes> chunks;  // by offset; kept only by stores that hold bodies in memory
+};
+
+class WatchRegistry;
+
+class StoreCore : public virtual MailboxStore {
+ public:
+  StoreCore();
+  ~StoreCore() override;
+
+  Status CreateMailbox(const MailboxId& id, const LinkKey& owner) override;
+  Result<std::optional<LinkKey>> MailboxOwner(const MailboxId& id) override;
+  Result<std::vector<MailboxId>> MailboxesOwnedBy(const LinkKey& owner) override;
+  Status AddDepositToken(const MailboxId& id, const TokenHash& token, size_t max_tokens) override;
+  Status RemoveDepositToken(const MailboxId& id, const TokenHash& token) override;
+  Result<bool> HasDepositToken(const MailboxId& id, const TokenHash& token) override;
+  Result<InsertOutcome> Insert(const MailboxId& id, const MessageId& message_id, ByteView envelope,
+                               int64_t expires_at_millis, const MessageQuota& quota) override;
+  Result<std::vector<StoredMessage>> FetchAfter(const MailboxId& id, uint64_t after_seq, size_t max_count,
+                                                size_t max_bytes, bool* more) override;
+  Result<bool> Ack(const MailboxId& id, const MessageId& message_id) override;
+  Result<size_t> PurgeExpired(int64_t now_millis) override;
+  std::unique_ptr<Watch> WatchMailbox(const MailboxId& id, WatchCallback callback) override;
+  Result<uint32_t> PutPreKeys(const MailboxId& id, const PreKeySet& keys, size_t max_one_time) override;
+  Result<std::optional<TakenBundle>> TakeBundle(const MailboxId& id) override;
+  Result<std::optional<uint32_t>> CountOneTimePreKeys(const MailboxId& id) override;
+  Status CreateAttachment(const AttachmentId& id, const LinkKey& uploader, uint64_t total_size,
+                          int64_t expires_at_millis) override;
+  Result<uint64_t> AppendAttachment(const AttachmentId& id, const LinkKey& uploader, uint64_t offset,
+                                    ByteView chunk) override;
+  Result<AttachmentChunkRead> ReadAttachment(const AttachmentId& id, uint64_t offset, size_t max_len) override;
+  Result<StoreStats> Stats() override;
+
+ protected:
+  // ---- Durability hooks (called with mu_ held) ----
+  // Whether bodies (envelopes, chunks) stay in the index; a store that keeps them elsewhere says false.
+  virtual bool KeepsBodies() const = 0;
+  // Not ok once a sync has failed: every change is then refused.
+  virtual Status Health() const = 0;
+  virtual void RecordMailbox(const MailboxId& id, const MailboxState& state) = 0;  // owner or next_seq changed
+  virtual void RecordToken(const MailboxId& id, const TokenHash& token, bool present) = 0;
+  virtual void RecordMessage(const MailboxId& id, const MessageEntry& entry, ByteView envelope) = 0;
+  virtual void RecordMessageRemoved(const MailboxId& id, const MessageEntry& entry) = 0;
+  virtual void RecordPreKeys(const MailboxId& id, const PreKeyState& state) = 0;  // whole set rewritten
+  virtual void RecordOneTimeRemoved(const MailboxId& id, uint32_t key_id) = 0;
+  virtual void RecordAttachment(const AttachmentId& id, const AttachmentState& state) = 0;
+  virtual void RecordAttachmentChunk(const AttachmentId& id, uint64_t offset, ByteView chunk) = 0;
+  virtual void RecordAttachmentRemoved(const AttachmentId& id, const AttachmentState& state) = 0;
+  // The ticket that covers every change recorded so far (called with mu_ held, after the Record* calls).
+  virtual uint64_t Ticket() = 0;
+  // Blocks until the changes covered by `ticket` are durable (called without mu_).
+  virtual Status WaitDurable(uint64_t ticket) = 0;
+  virtual uint64_t SyncCount() const = 0;
+
+  // ---- Body reads for stores that do not keep bodies (called without mu_) ----
+  // Envelopes of the given durable messages, in order.
+  virtual Result<std::vector<Bytes>> ReadEnvelopes(const MailboxId& id, const std::vector<uint64_t>& seqs);
+  virtual Result<Bytes> ReadChunks(const AttachmentId& id, uint64_t offset, size_t len);
+  // Whether the message's insert is durable and may be handed out.
+  virtual bool Durable(uint64_t ticket) const { (void)ticket; return true; }
+
+  // For subclasses that load the index from disk at open (before any other call).
+  std::map<MailboxId, MailboxState>& mailboxes_for_load() { return mailboxes_; }
+  std::map<AttachmentId, AttachmentState>& attachments_for_load() { return attachments_; }
+  void RebuildDerived();  // owners_, totals: after loading
+
+ private:
+  MailboxState* Find(const MailboxId& id);
+  void RemoveMessage(const MailboxId& id, MailboxState& box, uint64_t seq);
+
+  mutable std::mutex mu_;
+  std::map<MailboxId, MailboxState> mailboxes_;
+  std::map<LinkKey, std::set<MailboxId>> owners_;
+  std::map<AttachmentId, AttachmentState> attachments_;
+  uint64_t total_messages_ = 0;
+  uint64_t total_bytes_ = 0;
+  uint64_t total_attachment_bytes_ = 0;
+  std::unique_ptr<WatchRegistry> watches_;
+};
+
+}  // namespace cw::relay::internal

@@ -1,0 +1,204 @@
+// RelayServer over real TcpTransport on loopback: Noise links, commands, pushes, per-address limits, stop.
+#include "relay/server.h"
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <deque>
+
+#include "relay/rocksdb_mailbox_store.h"
+#include "tests/relay/relay_test_util.h"
+#include "transport/tcp_transport.h"
+
+namespace cw::relay {
+namespace {
+
+using testing::Mid;
+
+// One client link; frames land in a queue the test waits on (the wait bound is a safety net only).
+class Client {
+ public:
+  Client(uint64_t seed, const transport::Endpoint& relay) {
+    SeededRandom r(seed);
+    auto t = transport::TcpTransport::New(transport::StaticKeyPair::Generate(r));
+    EXPECT_TRUE(t.has_value());
+    transport_ = std::move(*t);
+    key_ = transport_->local_static_key();
+    auto connected = std::make_shared<std::promise<Status>>();
+    auto fut = connected->get_future();
+    transport::RunSync(*transport_, [&]() -> Status {
+      transport::ConnectionCallbacks cb;
+      cb.on_frame = [this](ByteView f) {
+        std::lock_guard<std::mutex> lock(mu_);
+        frames_.emplace_back(f.begin(), f.end());
+        cv_.notify_all();
+      };
+      cb.on_closed = [this](Status s) {
+        std::lock_guard<std::mutex> lock(mu_);
+        closed_ = s.code();
+        is_closed_ = true;
+        cv_.notify_all();
+      };
+      return transport_->Connect(relay, cb, [this, connected](Result<std::shared_ptr<transport::Connection>> c) {
+        if (c) conn_ = *c;
+        connected->set_value(c ? Status::Ok() : c.error());
+      });
+    }).ok();
+    connect_status_ = fut.get();
+  }
+  ~Client() { transport_->Shutdown().ok(); }
+
+  bool connected() const { return connect_status_.ok(); }
+  const transport::PublicKey& key() const { return key_; }
+
+  void Send(CommandBody body) {
+    const Bytes f = EncodeCommand(Command{++rid_, std::move(body)});
+    transport::RunSync(*transport_, [&]() -> Status { return conn_->Send(f); }).ok();
+  }
+  std::optional<ServerFrame> Next() {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_for(lock, std::chrono::seconds(20), [&] { return !frames_.empty() || is_closed_; })) return {};
+    if (frames_.empty()) return {};
+    Bytes f = std::move(frames_.front());
+    frames_.pop_front();
+    auto d = DecodeServerFrame(f);
+    if (!d) return {};
+    return *d;
+  }
+  Response NextResponse() {
+    for (;;) {
+      auto f = Next();
+      if (!f) return ErrorResponse(0, 0, ResponseCode::kUnavailable, "no frame");
+      if (auto* r = std::get_if<Response>(&*f)) return *r;
+      other_.push_back(*f);
+    }
+  }
+  bool WaitClosed() {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(20), [&] { return is_closed_; });
+  }
+  std::vector<ServerFrame> other_;
+
+ private:
+  std::unique_ptr<transport::TcpTransport> transport_;
+  std::shared_ptr<transport::Connection> conn_;
+  transport::PublicKey key_{};
+  Status connect_status_;
+  uint32_t rid_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Bytes> frames_;
+  bool is_closed_ = false;
+  StatusCode closed_ = StatusCode::kOk;
+};
+
+class RelayServerTest : public ::testing::Test {
+ protected:
+  void Start(ServerOptions options = {}) {
+    store_ = RocksDbMailboxStore::Open(dir_.Sub("db")).value();
+    service_ = std::make_unique<RelayService>(*store_, SystemClock::Default(), random_);
+    SeededRandom r(99);
+    transport_ = std::move(transport::TcpTransport::New(transport::StaticKeyPair::Generate(r)).value());
+    server_ = RelayServer::Start(*transport_, *service_, transport::Endpoint::Parse("127.0.0.1:0").value(),
+                                 options, log_, SystemClock::Default())
+                  .value();
+  }
+  void TearDown() override {
+    if (server_) server_->Stop();
+    if (transport_) transport_->Shutdown().ok();
+    server_.reset();
+    transport_.reset();
+    service_.reset();
+    store_.reset();
+  }
+
+  testing::TempDir dir_;
+  SeededRandom random_{5};
+  MemoryLogSink log_;
+  std::unique_ptr<RocksDbMailboxStore> store_;
+  std::unique_ptr<RelayService> service_;
+  std::unique_ptr<transport::TcpTransport> transport_;
+  std::unique_ptr<RelayServer> server_;
+};
+
+TEST_F(RelayServerTest, DepositOverNoiseLinkIsPushedToConnectedOwner) {
+  Start();
+  const transport::Endpoint relay = server_->endpoint();
+  ASSERT_TRUE(relay.static_key.has_value());
+  Client alice(1, relay);
+  ASSERT_TRUE(alice.connected());
+  alice.Send(CreateMailbox{});
+  Response created = alice.NextResponse();
+  ASSERT_EQ(created.code, ResponseCode::kOk) << created.message;
+  const MailboxId box = std::get<MailboxCreated>(created.body).mailbox;
+  alice.Send(IssueDepositToken{box});
+  const DepositToken token = std::get<TokenIssued>(alice.NextResponse().body).token;
+
+  Client bob(2, relay);
+  ASSERT_TRUE(bob.connected());
+  bob.Send(relay::Deposit{box, token, Mid(1), Bytes(512, 0x42)});
+  EXPECT_EQ(bob.NextResponse().code, ResponseCode::kOk);
+  bob.Send(relay::Deposit{box, DepositToken{}, Mid(2), Bytes(512, 0x42)});
+  EXPECT_EQ(bob.NextResponse().code, ResponseCode::kDepositRefused);
+
+  auto pushed = alice.Next();
+  ASSERT_TRUE(pushed.has_value());
+  const auto& d = std::get<Delivery>(*pushed);
+  EXPECT_EQ(d.request_id, 0u);
+  EXPECT_EQ(d.message_id, Mid(1));
+  EXPECT_EQ(d.envelope, Bytes(512, 0x42));
+  // Bob cannot read alice's mailbox even over his own authenticated link.
+  bob.Send(FetchMessages{box, 0, 10});
+  EXPECT_EQ(bob.NextResponse().code, ResponseCode::kNotFound);
+  EXPECT_EQ(server_->connection_count(), 2u);
+}
+
+TEST_F(RelayServerTest, ConnectionsPerAddressAreLimited) {
+  ServerOptions o;
+  o.max_connections_per_address = 1;
+  Start(o);
+  Client first(1, server_->endpoint());
+  ASSERT_TRUE(first.connected());
+  first.Send(CreateMailbox{});
+  ASSERT_EQ(first.NextResponse().code, ResponseCode::kOk);
+  Client second(2, server_->endpoint());
+  // The handshake completes, then the relay closes the link at once.
+  EXPECT_TRUE(second.WaitClosed());
+  first.Send(CreateMailbox{});
+  EXPECT_EQ(first.NextResponse().code, ResponseCode::kOk);  // the first client keeps being served
+}
+
+TEST_F(RelayServerTest, FrameFloodClosesOnlyThatAddress) {
+  ServerOptions o;
+  o.frame_burst = 20;
+  o.frames_per_second = 1;
+  Start(o);
+  Client flooder(1, server_->endpoint());
+  ASSERT_TRUE(flooder.connected());
+  for (int i = 0; i < 100; ++i) flooder.Send(GetStats{});
+  EXPECT_TRUE(flooder.WaitClosed());
+  bool logged = false;
+  for (const auto& l : log_.Lines()) logged |= l.find("frame rate limit") != std::string::npos;
+  EXPECT_TRUE(logged);
+}
+
+TEST_F(RelayServerTest, StopFinishesAcknowledgedDepositsAndTheyAreThereAfterRestart) {
+  Start();
+  MailboxId box;
+  {
+    Client alice(1, server_->endpoint());
+    alice.Send(CreateMailbox{});
+    box = std::get<MailboxCreated>(alice.NextResponse().body).mailbox;
+    alice.Send(IssueDepositToken{box});
+    const DepositToken token = std::get<TokenIssued>(alice.NextResponse().body).token;
+    Client bob(2, server_->endpoint());
+    for (uint32_t i = 1; i <= 20; ++i) bob.Send(relay::Deposit{box, token, Mid(i), Bytes(300, uint8_t(i))});
+    for (int i = 0; i < 20; ++i) ASSERT_EQ(bob.NextResponse().code, ResponseCode::kOk);
+  }
+  TearDown();
+  auto store = RocksDbMailboxStore::Open(dir_.Sub("db")).value();
+  EXPECT_EQ(store->FetchAfter(box, 0, 100, 1 << 20, nullptr)->size(), 20u);
+}
+
+}  // namespace
+}  // namespace cw::relay

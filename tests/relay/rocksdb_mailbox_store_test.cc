@@ -1,0 +1,186 @@
+// What only the RocksDB store has: durability across reopen, group commit, and refusal of a damaged file.
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
+
+#include <thread>
+
+#include "relay/rocksdb_mailbox_store.h"
+#include "tests/relay/relay_test_util.h"
+
+namespace cw::relay {
+namespace {
+
+using testing::Filled;
+using testing::Key;
+using testing::Mid;
+
+constexpr int64_t kFar = 1'000'000'000'000'000;
+
+std::unique_ptr<RocksDbMailboxStore> OpenOrDie(const std::string& path) {
+  auto s = RocksDbMailboxStore::Open(path);
+  EXPECT_TRUE(s.has_value()) << s.error().ToString();
+  return s ? std::move(*s) : nullptr;
+}
+
+TEST(RocksDbMailboxStore, EverythingSurvivesReopen) {
+  testing::TempDir dir;
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  const AttachmentId att = Filled<kAttachmentIdSize>(2);
+  uint64_t last_seq = 0;
+  {
+    auto store = OpenOrDie(dir.Sub("db"));
+    ASSERT_TRUE(store);
+    CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+    CW_RL_ASSERT_OK(store->AddDepositToken(box, Filled<kTokenHashSize>(3), 10));
+    for (uint32_t i = 1; i <= 3; ++i) CW_RL_ASSERT_OK(store->Insert(box, Mid(i), Bytes(50, uint8_t(i)), kFar, {}));
+    ASSERT_TRUE(store->Ack(box, Mid(3)).value());
+    last_seq = store->FetchAfter(box, 0, 10, 1 << 20, nullptr)->back().seq;
+    PreKeySet keys;
+    keys.registration_id = 5;
+    keys.identity_key = Filled<wire::kPublicKeySize>(5);
+    keys.signed_pre_key = {8, Filled<wire::kPublicKeySize>(6), Filled<wire::kSignatureSize>(7)};
+    keys.one_time_pre_keys = {{1, Filled<wire::kPublicKeySize>(1)}, {2, Filled<wire::kPublicKeySize>(2)}};
+    ASSERT_EQ(store->PutPreKeys(box, keys, 100).value(), 2u);
+    auto taken = store->TakeBundle(box);
+    ASSERT_EQ(taken.value()->bundle.one_time_pre_key->id, 1u);
+    CW_RL_ASSERT_OK(store->CreateAttachment(att, Key(1), 6, kFar));
+    CW_RL_ASSERT_OK(store->AppendAttachment(att, Key(1), 0, Bytes{1, 2, 3}));
+    CW_RL_ASSERT_OK(store->AppendAttachment(att, Key(1), 3, Bytes{4, 5, 6}));
+  }
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->MailboxOwner(box).value().value(), Key(1));
+  EXPECT_TRUE(store->HasDepositToken(box, Filled<kTokenHashSize>(3)).value());
+  auto msgs = store->FetchAfter(box, 0, 10, 1 << 20, nullptr);
+  ASSERT_EQ(msgs->size(), 2u);
+  EXPECT_EQ((*msgs)[1].envelope, Bytes(50, 2));
+  EXPECT_EQ(store->Insert(box, Mid(1), Bytes(50, 9), kFar, {}).value(), InsertOutcome::kDuplicate);
+  CW_RL_ASSERT_OK(store->Insert(box, Mid(4), Bytes(50, 4), kFar, {}));
+  EXPECT_GT(store->FetchAfter(box, last_seq, 10, 1 << 20, nullptr)->at(0).seq, last_seq + 1)
+      << "the acked message's sequence number is not reused after a restart";
+  // The one-time pre-key handed out before the restart is not handed out again.
+  auto taken = store->TakeBundle(box);
+  ASSERT_TRUE(taken.value()->bundle.one_time_pre_key.has_value());
+  EXPECT_EQ(taken.value()->bundle.one_time_pre_key->id, 2u);
+  EXPECT_FALSE(store->TakeBundle(box).value()->bundle.one_time_pre_key.has_value());
+  EXPECT_EQ(store->ReadAttachment(att, 0, 10)->data, (Bytes{1, 2, 3, 4, 5, 6}));
+  auto stats = store->Stats().value();
+  EXPECT_EQ(stats.mailboxes, 1u);
+  EXPECT_EQ(stats.messages, 3u);
+  EXPECT_EQ(stats.message_bytes, 150u);
+}
+
+// Group commit, counted rather than timed: with the committer held, N depositors on N threads all record
+// their writes and block; releasing it makes them durable in one synced write.
+TEST(RocksDbMailboxStore, ConcurrentDepositsShareOneSync) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  constexpr int kDepositors = 16;
+  std::vector<MailboxId> boxes;
+  for (int i = 0; i < kDepositors; ++i) {
+    boxes.push_back(Filled<kMailboxIdSize>(uint8_t(i + 1)));
+    CW_RL_ASSERT_OK(store->CreateMailbox(boxes.back(), Key(uint8_t(i))));
+  }
+  const uint64_t before = store->SyncCount();
+  store->PauseCommitsForTesting(true);
+  std::vector<std::thread> threads;
+  std::vector<Result<InsertOutcome>> results(kDepositors, Error(StatusCode::kInternal, "not run"));
+  for (int i = 0; i < kDepositors; ++i) {
+    threads.emplace_back([&, i] { results[i] = store->Insert(boxes[i], Mid(i), Bytes(300, 7), kFar, {}); });
+  }
+  while (store->WaitingWritersForTesting() < kDepositors) std::this_thread::yield();
+  // Nobody was answered before the sync.
+  for (const auto& r : results) EXPECT_FALSE(r.has_value());
+  store->PauseCommitsForTesting(false);
+  for (auto& t : threads) t.join();
+  for (const auto& r : results) EXPECT_EQ(testing::CodeOf(r), StatusCode::kOk) << testing::Describe(r);
+  const uint64_t syncs = store->SyncCount() - before;
+  EXPECT_EQ(syncs, 1u);
+  EXPECT_LT(syncs, static_cast<uint64_t>(kDepositors));
+  EXPECT_EQ(store->Stats()->messages, static_cast<uint64_t>(kDepositors));
+}
+
+// Without the hold, under real concurrency: never more syncs than deposits, and all of them durable.
+TEST(RocksDbMailboxStore, FreeRunningDepositsAreAllDurable) {
+  testing::TempDir dir;
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  constexpr int kThreads = 8;
+  constexpr int kEach = 50;
+  uint64_t syncs = 0;
+  {
+    auto store = OpenOrDie(dir.Sub("db"));
+    ASSERT_TRUE(store);
+    CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+    const uint64_t before = store->SyncCount();
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kEach; ++i) {
+          auto r = store->Insert(box, Mid(uint32_t(t * 1000 + i)), Bytes(64, 1), kFar, {});
+          EXPECT_TRUE(r.has_value());
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    syncs = store->SyncCount() - before;
+  }
+  EXPECT_LE(syncs, static_cast<uint64_t>(kThreads * kEach));
+  auto store = OpenOrDie(dir.Sub("db"));
+  EXPECT_EQ(store->Stats()->messages, static_cast<uint64_t>(kThreads * kEach));
+}
+
+TEST(RocksDbMailboxStore, SecondOpenOfTheSameDirectoryIsUnavailable) {
+  testing::TempDir dir;
+  auto first = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(first);
+  CW_RL_EXPECT_CODE(RocksDbMailboxStore::Open(dir.Sub("db")), StatusCode::kUnavailable);
+}
+
+TEST(RocksDbMailboxStore, DamagedIndexRecordIsTampered) {
+  testing::TempDir dir;
+  {
+    auto store = OpenOrDie(dir.Sub("db"));
+    CW_RL_ASSERT_OK(store->CreateMailbox(Filled<kMailboxIdSize>(1), Key(1)));
+  }
+  {
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir.Sub("db"), &db).ok());
+    std::string key(1, 'B');
+    key.append(16, '\x01');
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), key, "short").ok());
+    delete db;
+  }
+  CW_RL_EXPECT_CODE(RocksDbMailboxStore::Open(dir.Sub("db")), StatusCode::kTampered);
+}
+
+// What the relay keeps on disk for a message: the envelope, mailbox id, message id, expiry and size, and
+// no link key of the depositor (the store never sees one).
+TEST(RocksDbMailboxStore, StoredMessageRecordsHoldOnlyAllowListedFields) {
+  testing::TempDir dir;
+  const MailboxId box = Filled<kMailboxIdSize>(0x31);
+  {
+    auto store = OpenOrDie(dir.Sub("db"));
+    CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(0x41)));
+    CW_RL_ASSERT_OK(store->Insert(box, Mid(7), Bytes(40, 0x99), 12345, {}));
+  }
+  rocksdb::DB* db = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir.Sub("db"), &db).ok());
+  std::unique_ptr<rocksdb::DB> guard(db);
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
+  std::vector<char> tags;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const char tag = it->key()[0];
+    tags.push_back(tag);
+    if (tag == 'X') {
+      EXPECT_EQ(it->value().size(), 16u + 8 + 4);  // message id, expiry, size
+    }
+    if (tag == 'M') {
+      EXPECT_EQ(it->value().ToString(), std::string(40, '\x99'));
+    }
+  }
+  EXPECT_EQ(tags, (std::vector<char>{'B', 'M', 'X'}));
+}
+
+}  // namespace
+}  // namespace cw::relay
