@@ -1,17 +1,18 @@
 #include "storage/sealed_store.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
 #include <rocksdb/iterator.h>
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 #include <sodium.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <array>
 #include <cstring>
 
 #include "core/crypto/crypto.h"
+#include "storage/sealed_store_internal.h"
 
 namespace cw::storage {
 namespace {
@@ -19,13 +20,17 @@ namespace {
 using session::kTableCount;
 using session::Table;
 
-// Where each table goes, and whether its keys are hashed. `parts` counts the NUL separators the engine puts
-// in a key (records.cc: SessionKey = name '\0' device, SenderKeyKey = group '\0' name '\0' device); each
-// part is hashed on its own so that a prefix ending at a separator maps to a prefix of stored keys.
+// Where each table goes, and whether its keys are hashed. `separators` counts the NUL separators the engine
+// puts in a key (records.cc: SessionKey = name '\0' device, SenderKeyKey = group '\0' name '\0' device);
+// each part is hashed on its own so that a prefix ending at a separator maps to a prefix of stored keys.
+// With `plain_tail` the part after the last separator is stored as it is, after the hashes: the transcript's
+// and outbox's big-endian sequence numbers identify nobody, and keeping them plain keeps a conversation's
+// rows in sequence order on disk, so listing a conversation needs no record opened (see ListKeys).
 struct TableSpec {
   std::string_view cf;
   bool hashed;
   int separators;
+  bool plain_tail = false;
 };
 constexpr TableSpec kTables[kTableCount] = {
     {"identity", false, 0},         // kMeta: fixed names ("registration_id", ...)
@@ -35,8 +40,8 @@ constexpr TableSpec kTables[kTableCount] = {
     {"sessions", true, 1},          // kSession: name '\0' device
     {"sender_keys", true, 2},       // kSenderKey: group '\0' name '\0' device
     {"groups", true, 0},            // kGroup: group id
-    {"transcript", true, 0},        // kTranscript: laid out by the transcript layer
-    {"outbox", true, 0},            // kOutbox
+    {"transcript", true, 1, true},  // kTranscript: conversation '\0' BE64(sequence), sequence plain
+    {"outbox", true, 1, true},      // kOutbox: conversation '\0' BE64(sequence), sequence plain
     {"inbound_dedup", true, 0},     // kInboundDedup: relay message ids
     {"conversations", true, 0},     // kConversation: per-conversation keys
 };
@@ -105,8 +110,8 @@ std::string AssociatedData(std::string_view cf, std::string_view stored_key) {
 
 // Sealed record: format (1) || nonce (24) || XChaCha20-Poly1305(length of plain key (4, big-endian) ||
 // plain key || value) with its tag. The plain key rides inside so a hashed table can still be listed.
-std::string Seal(const Subkeys& keys, Random& random, std::string_view cf, std::string_view stored_key,
-                 std::string_view plain_key, std::span<const uint8_t> value) {
+std::string SealWithKey(const uint8_t* seal_key, Random& random, std::string_view cf, std::string_view stored_key,
+                        std::string_view plain_key, std::span<const uint8_t> value) {
   SecretBytes plaintext;
   const std::string len = BigEndian32(static_cast<uint32_t>(plain_key.size()));
   plaintext.Append(AsBytes(len));
@@ -120,17 +125,19 @@ std::string Seal(const Subkeys& keys, Random& random, std::string_view cf, std::
   unsigned long long written = 0;
   crypto_aead_xchacha20poly1305_ietf_encrypt(o + 1 + kNonceSize, &written, plaintext.reveal().data(),
                                              plaintext.size(), reinterpret_cast<const uint8_t*>(ad.data()),
-                                             ad.size(), nullptr, o + 1, keys.seal_key());
+                                             ad.size(), nullptr, o + 1, seal_key);
   return out;
 }
 
-struct Opened {
-  std::string plain_key;
-  SecretBytes value;
-};
+std::string Seal(const Subkeys& keys, Random& random, std::string_view cf, std::string_view stored_key,
+                 std::string_view plain_key, std::span<const uint8_t> value) {
+  return SealWithKey(keys.seal_key(), random, cf, stored_key, plain_key, value);
+}
 
-Result<Opened> Unseal(const Subkeys& keys, std::string_view cf, std::string_view stored_key,
-                      std::string_view sealed) {
+using Opened = internal::OpenedRecord;
+
+Result<Opened> UnsealWithKey(const uint8_t* seal_key, std::string_view cf, std::string_view stored_key,
+                             std::string_view sealed) {
   // Every failure here is "tampered": a record we wrote always opens, so anything else was changed,
   // moved, truncated or sealed under another key. The message names the table only; keys may be names.
   auto tampered = [&] {
@@ -145,7 +152,7 @@ Result<Opened> Unseal(const Subkeys& keys, std::string_view cf, std::string_view
   if (crypto_aead_xchacha20poly1305_ietf_decrypt(plaintext.reveal_mutable().data(), &len, nullptr,
                                                  s + 1 + kNonceSize, sealed.size() - 1 - kNonceSize,
                                                  reinterpret_cast<const uint8_t*>(ad.data()), ad.size(),
-                                                 s + 1, keys.seal_key()) != 0) {
+                                                 s + 1, seal_key) != 0) {
     return tampered();
   }
   auto p = plaintext.reveal();
@@ -155,6 +162,11 @@ Result<Opened> Unseal(const Subkeys& keys, std::string_view cf, std::string_view
   out.plain_key.assign(reinterpret_cast<const char*>(p.data()) + 4, key_len);
   out.value = SecretBytes(p.subspan(4 + key_len));
   return out;
+}
+
+Result<Opened> Unseal(const Subkeys& keys, std::string_view cf, std::string_view stored_key,
+                      std::string_view sealed) {
+  return UnsealWithKey(keys.seal_key(), cf, stored_key, sealed);
 }
 
 // H_k(table || position || part), domain-separated so equal names in different tables or positions give
@@ -184,7 +196,11 @@ Result<std::string> StoredKey(const Subkeys& keys, Table table, std::string_view
     AppendPartHash(keys, table, i, key.substr(start, nul - start), &out);
     start = nul + 1;
   }
-  AppendPartHash(keys, table, spec.separators, key.substr(start), &out);
+  if (spec.plain_tail) {
+    out.append(key.substr(start));
+  } else {
+    AppendPartHash(keys, table, spec.separators, key.substr(start), &out);
+  }
   return out;
 }
 
@@ -197,26 +213,38 @@ std::string StoredPrefix(const Subkeys& keys, Table table, std::string_view pref
   size_t start = 0;
   for (int i = 0; i < spec.separators; ++i) {
     const size_t nul = prefix.find('\0', start);
-    if (nul == std::string_view::npos) break;
+    if (nul == std::string_view::npos) return out;
     AppendPartHash(keys, table, i, prefix.substr(start, nul - start), &out);
     start = nul + 1;
   }
+  // Every hashed part is whole: a plain tail's beginning narrows the range further.
+  if (spec.plain_tail) out.append(prefix.substr(start));
   return out;
 }
 
-bool ValidTable(Table table) { return static_cast<int>(table) < kTableCount; }  // the enum is unsigned
-
-bool Exists(const std::string& path) {
-  struct stat st;
-  return ::stat(path.c_str(), &st) == 0;
+// With a plain tail and a prefix holding every hashed part whole, the hashed parts of each listed key are
+// the prefix's own: the length of that part of the prefix, else npos.
+size_t WholeHashedPrefixLength(const TableSpec& spec, std::string_view prefix) {
+  if (!spec.plain_tail) return std::string_view::npos;
+  size_t start = 0;
+  for (int i = 0; i < spec.separators; ++i) {
+    const size_t nul = prefix.find('\0', start);
+    if (nul == std::string_view::npos) return std::string_view::npos;
+    start = nul + 1;
+  }
+  return start;
 }
+
+bool ValidTable(Table table) { return static_cast<int>(table) < kTableCount; }  // the enum is unsigned
 
 }  // namespace
 
 class SealedStore::Impl {
  public:
-  Impl(const Keystore* keystore, SealedStoreOptions options)
-      : keystore_(keystore), random_(options.random ? options.random : &SystemRandom::Default()) {
+  Impl(const Keystore* keystore, SealedStoreOptions options, rocksdb::Env* env)
+      : keystore_(keystore),
+        random_(options.random ? options.random : &SystemRandom::Default()),
+        env_(env ? env : rocksdb::Env::Default()) {
     write_options_.sync = options.sync;
   }
 
@@ -234,12 +262,13 @@ class SealedStore::Impl {
     CW_RETURN_IF_ERROR(keys.Derive(*keystore_));
 
     rocksdb::DBOptions db_options;
+    db_options.env = env_;
     db_options.keep_log_file_num = 2;
     rocksdb::ColumnFamilyOptions cf_options;
     // Sealed values are random-looking: compression would only spend CPU.
     cf_options.compression = rocksdb::kNoCompression;
 
-    const bool fresh = !Exists(path + "/CURRENT");
+    const bool fresh = !env_->FileExists(path + "/CURRENT").ok();
     std::vector<std::string> names;
     if (fresh) {
       if (!create_if_missing) return Status(StatusCode::kNotFound, "no store at that path");
@@ -337,6 +366,10 @@ class SealedStore::Impl {
     CW_RETURN_IF_ERROR(keys.Derive(*keystore_));
     const TableSpec& spec = kTables[static_cast<int>(table)];
     const std::string stored_prefix = StoredPrefix(keys, table, prefix);
+    // A conversation's transcript keys: its hashes are the prefix's, its plain tails are in the stored keys,
+    // and they come in byte order. Nothing needs opening; a record that was moved here still fails its Get.
+    const size_t hashed_len = WholeHashedPrefixLength(spec, prefix);
+    const size_t stored_hashed_len = static_cast<size_t>(spec.separators) * kKeyHashSize;
     std::vector<std::string> out;
     std::unique_ptr<rocksdb::Iterator> it(
         db_->NewIterator(rocksdb::ReadOptions(), tables_[static_cast<int>(table)]));
@@ -345,13 +378,22 @@ class SealedStore::Impl {
         out.emplace_back(it->key().ToStringView());
         continue;
       }
+      if (hashed_len != std::string_view::npos) {
+        if (it->key().size() < stored_hashed_len) {
+          return Error(StatusCode::kTampered, "key in " + std::string(spec.cf) + " is too short");
+        }
+        std::string plain(prefix.substr(0, hashed_len));
+        plain.append(it->key().ToStringView().substr(stored_hashed_len));
+        out.push_back(std::move(plain));
+        continue;
+      }
       CW_ASSIGN_OR_RETURN(Opened opened,
                           Unseal(keys, spec.cf, it->key().ToStringView(), it->value().ToStringView()));
       if (opened.plain_key.starts_with(prefix)) out.push_back(std::move(opened.plain_key));
     }
     CW_RETURN_IF_ERROR(FromRocks(it->status(), "list"));
     // Hashed keys come back in hash order; the interface promises byte order of the plain keys.
-    if (spec.hashed) std::sort(out.begin(), out.end());
+    if (spec.hashed && hashed_len == std::string_view::npos) std::sort(out.begin(), out.end());
     return out;
   }
 
@@ -380,6 +422,34 @@ class SealedStore::Impl {
     return StoredKey(keys, table, key);
   }
 
+  Result<Opened> OpenRawRecordForTesting(Table table, std::string_view stored_key, std::string_view sealed) {
+    if (!ValidTable(table)) return Error(StatusCode::kInvalidArgument, "unknown table");
+    Subkeys keys;
+    CW_RETURN_IF_ERROR(keys.Derive(*keystore_));
+    return Unseal(keys, kTables[static_cast<int>(table)].cf, stored_key, sealed);
+  }
+
+  Status FlushAll() {
+    rocksdb::FlushOptions fo;
+    fo.wait = true;
+    CW_RETURN_IF_ERROR(FromRocks(db_->Flush(fo, handles_), "flush"));
+    // Flushing every column family retires the write-ahead logs that held their writes; RocksDB deletes
+    // retired logs (WAL_ttl_seconds and WAL_size_limit_MB are 0, recycle_log_file_num is 0).
+    return FromRocks(db_->FlushWAL(/*sync=*/true), "sync log");
+  }
+
+  Status SyncNow() { return FromRocks(db_->FlushWAL(/*sync=*/true), "sync log"); }
+
+  Status PurgeDeleted(Table table) {
+    if (!ValidTable(table)) return Status(StatusCode::kInvalidArgument, "unknown table");
+    CW_RETURN_IF_ERROR(FlushAll());
+    rocksdb::CompactRangeOptions co;
+    // Rewrite even the bottom level: that is where an old value of a long-lived record sits.
+    co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    co.exclusive_manual_compaction = true;
+    return FromRocks(db_->CompactRange(co, tables_[static_cast<int>(table)], nullptr, nullptr), "compact");
+  }
+
  private:
   void ByName(const std::string& name, rocksdb::ColumnFamilyHandle* h) {
     if (name == kMetadataCf) metadata_ = h;
@@ -390,6 +460,7 @@ class SealedStore::Impl {
 
   const Keystore* const keystore_;
   Random* const random_;
+  rocksdb::Env* const env_;
   rocksdb::WriteOptions write_options_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // all of them, destroyed before db_
@@ -402,12 +473,44 @@ SealedStore::~SealedStore() = default;
 
 Result<std::unique_ptr<SealedStore>> SealedStore::Open(const std::string& path, const Keystore* keystore,
                                                        SealedStoreOptions options) {
+  return internal::OpenSealedStoreWithEnv(path, keystore, options, nullptr);
+}
+
+struct internal::SealedStoreAccess {
+  static std::unique_ptr<SealedStore> Make(std::unique_ptr<SealedStore::Impl> impl) {
+    return std::unique_ptr<SealedStore>(new SealedStore(std::move(impl)));
+  }
+};
+
+Result<std::unique_ptr<SealedStore>> internal::OpenSealedStoreWithEnv(const std::string& path,
+                                                                      const Keystore* keystore,
+                                                                      SealedStoreOptions options, rocksdb::Env* env) {
   CW_RETURN_IF_ERROR(crypto::Init());
   if (keystore == nullptr) return Error(StatusCode::kInvalidArgument, "no keystore");
   const bool create = options.create_if_missing;
-  auto impl = std::make_unique<Impl>(keystore, options);
+  auto impl = std::make_unique<SealedStore::Impl>(keystore, options, env);
   CW_RETURN_IF_ERROR(impl->Open(path, create));
-  return std::unique_ptr<SealedStore>(new SealedStore(std::move(impl)));
+  return internal::SealedStoreAccess::Make(std::move(impl));
+}
+
+std::string internal::SealRecordWithKey(std::span<const uint8_t, 32> seal_key, Random& random,
+                                        std::string_view cf, std::string_view stored_key,
+                                        std::string_view plain_key, std::span<const uint8_t> value) {
+  return SealWithKey(seal_key.data(), random, cf, stored_key, plain_key, value);
+}
+
+Result<internal::OpenedRecord> internal::OpenRecordWithKey(std::span<const uint8_t, 32> seal_key,
+                                                           std::string_view cf, std::string_view stored_key,
+                                                           std::string_view sealed) {
+  return UnsealWithKey(seal_key.data(), cf, stored_key, sealed);
+}
+
+Status SealedStore::PurgeDeleted(Table table) { return impl_->PurgeDeleted(table); }
+Status SealedStore::FlushForTesting() { return impl_->FlushAll(); }
+Status SealedStore::SyncNow() { return impl_->SyncNow(); }
+Result<internal::OpenedRecord> SealedStore::OpenRawRecordForTesting(Table table, std::string_view stored_key,
+                                                                    std::string_view sealed) {
+  return impl_->OpenRawRecordForTesting(table, stored_key, sealed);
 }
 
 Result<std::optional<SecretBytes>> SealedStore::Get(Table table, std::string_view key) {

@@ -12,7 +12,8 @@
 // record from one never written), and a record rolled back to an older value of the same key still opens:
 // neither is detected yet.
 //
-// Keys: in the tables whose keys name people or groups (contacts, sessions, sender keys, groups) the stored
+// Keys: in the tables whose keys name people or groups (contacts, sessions, sender keys, groups, and the
+// transcript, outbox, inbound-dedup and conversation tables of the layers above) the stored
 // key is a keyed hash (BLAKE2b under another subkey), not the name. To keep ListKeys(table, prefix) working
 // the key is hashed part by part at the engine's NUL separators: a session key name '\0' device becomes
 // H(name) || H(device), a sender key group '\0' name '\0' device becomes H(group) || H(name) || H(device),
@@ -20,7 +21,13 @@
 // her contact record or group entries by equal hashes. A listing hashes the whole parts of the prefix, scans
 // that range, and opens each record to recover the plain key, which is sealed inside the value and checked
 // against the prefix. The ids and fixed names of the other tables (pre-key ids, "registration_id") say
-// nothing about anyone and are stored plain, so their listings read no values. See sealed_store.cc.
+// nothing about anyone and are stored plain, so their listings read no values. In the transcript and outbox
+// tables (keys conversation '\0' BE64(sequence)) the conversation is hashed and the sequence kept plain after
+// it, so a conversation's rows lie in sequence order and listing them by the prefix conversation '\0' opens
+// no record. See sealed_store.cc.
+//
+// Deleting: a deleted or overwritten value stays in the database's files until compaction rewrites them.
+// PurgeDeleted(table) forces that for one table (the crypto-shredding of a conversation key uses it).
 //
 // Lock: every call derives its subkeys from the Keystore and wipes them before returning, so after
 // Keystore::Lock() every Get, ListKeys and Commit fails with kPermissionDenied "keystore is locked".
@@ -45,12 +52,23 @@
 
 namespace cw::storage {
 
+namespace internal {
+struct SealedStoreAccess;  // sealed_store.cc: builds stores for sealed_store_internal.h
+}
+
 // The layout this code writes. Opening a store with a newer version is kUnsupportedVersion.
 inline constexpr uint32_t kSchemaVersion = 1;
 
+// A sealed record opened: the plain key sealed inside it and its value.
+struct OpenedRecord {
+  std::string plain_key;
+  SecretBytes value;
+};
+
 struct SealedStoreOptions {
   // Sync the write-ahead log on every Commit. Off only where losing the last commits on power loss is
-  // acceptable (tests, benchmarks of the unsynced path).
+  // acceptable, or where the caller syncs with SyncNow() before it relies on them (group commit: the
+  // runtime acknowledges relay messages only after SyncNow() returns).
   bool sync = true;
   bool create_if_missing = true;
   // Nonces; SystemRandom when null. Must be safe from every thread that calls the store.
@@ -82,9 +100,27 @@ class SealedStore final : public session::ProtocolStore {
   // look at the raw database. kPermissionDenied when locked.
   Result<std::string> StoredKeyForTesting(session::Table table, std::string_view key);
 
+  // Makes every commit that has returned so far durable (one fsync of the write-ahead log). With
+  // SealedStoreOptions::sync off this is the group commit: the runtime commits a burst of received messages,
+  // calls SyncNow(), and only then acknowledges them to the relay. kUnavailable on I/O failure.
+  Status SyncNow();
+
+  // Flushes every column family's memtable (retiring the write-ahead logs that held their writes), then
+  // compacts `table` down to the bottom level, so values deleted or overwritten in it are in no live file.
+  // Slow (it rewrites the whole table): for rare deletes that must not linger, such as a conversation key.
+  // Errors: kInvalidArgument (unknown table), kUnavailable (I/O).
+  Status PurgeDeleted(session::Table table);
+  // Flushes every memtable to SST files and retires the logs, so tests can look at the files.
+  Status FlushForTesting();
+  // Opens a raw (stored key, sealed value) pair as read from the files, as someone with the passphrase and a
+  // copy of the files could: kTampered unless it is a record of `table` under this master key.
+  Result<OpenedRecord> OpenRawRecordForTesting(session::Table table, std::string_view stored_key,
+                                               std::string_view sealed);
+
   class Impl;
 
  private:
+  friend struct internal::SealedStoreAccess;
   explicit SealedStore(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

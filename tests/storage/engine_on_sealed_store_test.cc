@@ -15,6 +15,7 @@
 #include "core/wire/bundle.h"
 #include "storage/keystore.h"
 #include "storage/sealed_store.h"
+#include "storage/transcript.h"
 #include "tests/storage/storage_test_util.h"
 
 namespace cw::storage {
@@ -55,6 +56,7 @@ class Device {
   Engine* operator->() { return engine_.get(); }
   Engine& engine() { return *engine_; }
   Keystore& keystore() { return *keystore_; }
+  SealedStore* sealed() { return sealed_.get(); }
   Address address() const { return Address{name_, 1}; }
   const std::string& name() const { return name_; }
   bool ok() const { return engine_ != nullptr; }
@@ -313,6 +315,81 @@ TEST_F(StorageEngineTest, ACareTeamGroupSurvivesRestarts) {
   ASSERT_TRUE(g3.has_value()) << g3.error().ToString();
   EXPECT_EQ(GroupDecrypt(bob, alice, *g3), "carol discharged");
   EXPECT_NE(GroupDecrypt(carol, alice, *g3), "carol discharged");
+}
+
+// Every record of every table, opened: what a failed operation must leave exactly as it was.
+std::map<std::string, std::string> StoreState(SealedStore* store) {
+  std::map<std::string, std::string> out;
+  for (int t = 0; t < session::kTableCount; ++t) {
+    const auto table = static_cast<session::Table>(t);
+    auto keys = store->ListKeys(table, "");
+    if (!keys.has_value()) {
+      ADD_FAILURE() << keys.error().ToString();
+      continue;
+    }
+    for (const auto& k : *keys) {
+      auto v = store->Get(table, k);
+      if (!v.has_value() || !v->has_value()) {
+        ADD_FAILURE() << "listed key does not open";
+        continue;
+      }
+      std::string name(SealedStore::ColumnFamilyName(table));
+      name.push_back('/');
+      name.append(k);
+      out[name] = Text(**v);
+    }
+  }
+  return out;
+}
+
+TEST_F(StorageEngineTest, TamperedReplayedAndUnknownMessagesChangeNothingOnDiskWithTheTranscriptHook) {
+  Device& alice = Add("dr.alice");
+  Device& bob = Add("patient.bob", /*on_disk=*/false);
+  ASSERT_NO_FATAL_FAILURE(Establish(bob, alice));
+  TranscriptOptions to;
+  to.clock = &clock_;
+  auto transcripts = Transcripts::New(alice.sealed(), to);
+  ASSERT_TRUE(transcripts.has_value());
+  int relay = 0;
+  auto receive = [&](const Ciphertext& ct) {
+    std::string relay_id = "relay-";
+    relay_id.append(std::to_string(++relay));
+    return alice->Decrypt(bob.address(), ct, [&](const Received& r, session::WriteBatch* b) {
+      return (*transcripts)->StageIncoming(r, relay_id, b);
+    });
+  };
+
+  const Ciphertext good = Encrypt(bob, alice, "the real message");
+  const auto before = StoreState(alice.sealed());
+  Ciphertext flipped = good;
+  flipped.body[flipped.body.size() - 3] ^= 0x01;  // inside the MAC
+  Ciphertext truncated = good;
+  truncated.body.resize(truncated.body.size() / 2);
+  Ciphertext garbage = good;
+  garbage.body.assign(good.body.size(), 0x5a);
+  for (const Ciphertext* bad : {&flipped, &truncated, &garbage}) {
+    auto r = receive(*bad);
+    EXPECT_FALSE(r.has_value());
+    EXPECT_EQ(StoreState(alice.sealed()), before) << "a failed decrypt wrote something";
+  }
+  auto ok = receive(good);
+  ASSERT_TRUE(ok.has_value()) << ok.error().ToString();
+  EXPECT_EQ(Text(ok->body), "the real message");
+  const auto after_good = StoreState(alice.sealed());
+  EXPECT_NE(after_good, before);
+  // The same ciphertext under a new relay id (a re-encrypted-looking replay): the ratchet refuses it and
+  // the transcript gets no second row.
+  auto replay = receive(good);
+  ASSERT_FALSE(replay.has_value());
+  EXPECT_EQ(replay.error().code(), StatusCode::kDuplicate);
+  EXPECT_EQ(StoreState(alice.sealed()), after_good);
+  auto rows = (*transcripts)->All(Transcripts::DirectConversationId(bob.name()));
+  ASSERT_TRUE(rows.has_value());
+  EXPECT_EQ(rows->size(), 1u);
+  // After a restart from disk the session still decrypts.
+  transcripts->reset();
+  alice.Restart();
+  EXPECT_EQ(Send(bob, alice, "after restart"), "after restart");
 }
 
 }  // namespace
