@@ -1,0 +1,624 @@
+// cipherward: the command-line client. Each command opens the identity in --home with the passphrase, does
+// one thing through core/runtime's Client, and exits; `chat` stays and talks.
+//
+//   cipherward [--home DIR] [--json] [--passphrase-file FILE] [--relay cw://KEY@HOST:PORT] COMMAND ...
+//
+// The passphrase comes from --passphrase-file, else the CW_PASSPHRASE environment variable (for scripts),
+// else the terminal (echo off). Every command prints human text, or one JSON object with --json.
+#include <fcntl.h>
+#include <readline/history.h>
+#include <readline/readline.h>
+#include <sys/select.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/base/random.h"
+#include "core/runtime/client.h"
+#include "core/runtime/relay_stats.h"
+#include "transport/transport.h"
+
+namespace {
+
+using cw::Result;
+using cw::SecretBytes;
+using cw::Status;
+using cw::StatusCode;
+using cw::runtime::Client;
+using json = nlohmann::json;
+
+struct Globals {
+  std::string home;
+  bool json = false;
+  std::string passphrase_file;
+  std::string relay;
+  int64_t timeout_ms = 15'000;
+};
+Globals g;
+
+std::string Text(const SecretBytes& b) { return std::string(b.reveal().begin(), b.reveal().end()); }
+
+std::string TimeOf(int64_t ms) {
+  if (ms <= 0) return "--:--";
+  std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+  return buf;
+}
+
+std::string Hint(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kUntrustedIdentity:
+      return " (the contact's safety number changed: compare it with `verify`, then `verify --accept-change`)";
+    case StatusCode::kUnavailable:
+      return " (is the relay running? queued messages stay in the outbox and go out next time)";
+    case StatusCode::kNotFound:
+      return " (no such identity or contact; `init` creates an identity, `contacts` lists contacts)";
+    default:
+      return "";
+  }
+}
+
+int Fail(const Status& s, const std::string& what) {
+  if (g.json) {
+    std::cout << json{{"ok", false}, {"error", what + ": " + s.message()}, {"code", std::string(cw::StatusCodeName(s.code()))}}
+              << "\n";
+  } else {
+    std::cerr << "cipherward: " << what << ": " << s.message() << Hint(s) << "\n";
+  }
+  return 1;
+}
+
+void Print(const json& j, const std::string& human) {
+  if (g.json) {
+    json out = j;
+    out["ok"] = true;
+    std::cout << out << "\n";
+  } else if (!human.empty()) {
+    std::cout << human;
+    if (human.back() != '\n') std::cout << "\n";
+  }
+  std::cout.flush();
+}
+
+// ----- passphrase
+
+std::string ReadTty(const char* prompt) {
+  int fd = ::open("/dev/tty", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return "";
+  (void)!::write(fd, prompt, std::strlen(prompt));
+  termios old{};
+  const bool tty = ::tcgetattr(fd, &old) == 0;
+  if (tty) {
+    termios quiet = old;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    ::tcsetattr(fd, TCSAFLUSH, &quiet);
+  }
+  std::string line;
+  char c;
+  while (::read(fd, &c, 1) == 1 && c != '\n') line.push_back(c);
+  if (tty) ::tcsetattr(fd, TCSAFLUSH, &old);
+  (void)!::write(fd, "\n", 1);
+  ::close(fd);
+  return line;
+}
+
+Result<SecretBytes> Passphrase(bool confirm) {
+  std::string p;
+  if (!g.passphrase_file.empty()) {
+    std::ifstream in(g.passphrase_file);
+    if (!in) return cw::Error(StatusCode::kNotFound, "cannot read the passphrase file");
+    std::getline(in, p);
+  } else if (const char* env = std::getenv("CW_PASSPHRASE"); env && *env) {
+    p = env;
+  } else {
+    p = ReadTty("Passphrase: ");
+    if (confirm) {
+      std::string again = ReadTty("Passphrase again: ");
+      const bool same = again == p;
+      sodium_memzero(again.data(), again.size());
+      if (!same) {
+        sodium_memzero(p.data(), p.size());
+        return cw::Error(StatusCode::kInvalidArgument, "the passphrases differ");
+      }
+    }
+  }
+  if (!p.empty() && p.back() == '\r') p.pop_back();
+  if (p.empty()) return cw::Error(StatusCode::kInvalidArgument, "empty passphrase (use the terminal, --passphrase-file or CW_PASSPHRASE)");
+  SecretBytes out(cw::AsBytes(p));
+  sodium_memzero(p.data(), p.size());
+  return out;
+}
+
+Result<std::unique_ptr<Client>> OpenClient(cw::runtime::ClientOptions options = {}) {
+  CW_ASSIGN_OR_RETURN(SecretBytes pass, Passphrase(false));
+  auto c = Client::Open(g.home, pass.reveal(), std::move(options));
+  if (!c && c.error().code() == StatusCode::kPermissionDenied) {
+    return cw::Error(StatusCode::kPermissionDenied, "wrong passphrase");
+  }
+  return c;
+}
+
+// Registers with --relay when given and not yet registered.
+Status MaybeRegister(Client& c) {
+  if (g.relay.empty() || c.RelayAddress() == g.relay) return Status::Ok();
+  return c.Register(g.relay, g.timeout_ms);
+}
+
+const char* TrustName(cw::session::TrustState t) {
+  switch (t) {
+    case cw::session::TrustState::kTrusted: return "trusted";
+    case cw::session::TrustState::kVerified: return "verified";
+    case cw::session::TrustState::kChanged: return "CHANGED";
+    default: return "unknown";
+  }
+}
+
+std::string Grouped(const std::string& digits) {
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i && i % 5 == 0) out += (i % 30 == 0) ? "\n    " : " ";
+    out += digits[i];
+  }
+  return out;
+}
+
+json MessageJson(const cw::storage::TranscriptMessage& m) {
+  return json{{"sequence", m.sequence},
+              {"direction", std::string(cw::storage::DirectionName(m.direction))},
+              {"sender", m.sender},
+              {"sent_at_ms", m.sent_at_ms},
+              {"received_at_ms", m.received_at_ms},
+              {"status", std::string(cw::storage::MessageStatusName(m.status))},
+              {"text", Text(m.body)}};
+}
+
+std::string MessageLine(const cw::storage::TranscriptMessage& m) {
+  const bool out = m.direction == cw::storage::Direction::kOutgoing;
+  std::string line = "[" + TimeOf(out ? m.sent_at_ms : m.received_at_ms) + "] " + m.sender + ": " + Text(m.body);
+  if (out) line += "  (" + std::string(cw::storage::MessageStatusName(m.status)) + ")";
+  return line;
+}
+
+// ----- commands
+
+int CmdInit(const std::string& name, const std::string& kdf) {
+  auto pass = Passphrase(true);
+  if (!pass) return Fail(pass.error(), "init");
+  cw::runtime::ClientOptions o;
+  if (kdf == "interactive") {
+    o.keystore.argon2_opslimit = crypto_pwhash_OPSLIMIT_INTERACTIVE;
+    o.keystore.argon2_memlimit = crypto_pwhash_MEMLIMIT_INTERACTIVE;
+  } else if (kdf != "moderate") {
+    return Fail(Status(StatusCode::kInvalidArgument, "--kdf is moderate or interactive"), "init");
+  }
+  auto c = Client::Create(g.home, name, pass->reveal(), std::move(o));
+  if (!c) return Fail(c.error(), "init");
+  if (Status s = MaybeRegister(**c); !s.ok()) return Fail(s, "register with the relay");
+  const std::string relay = (*c)->RelayAddress();
+  Print(json{{"name", name}, {"home", g.home}, {"fingerprint", (*c)->Fingerprint()}, {"relay", relay}},
+        "Created identity '" + name + "' in " + g.home + "\n  identity key " + (*c)->Fingerprint() +
+            (relay.empty() ? "\n  not registered with a relay yet (pass --relay to invite or accept)"
+                           : "\n  registered with " + relay));
+  return 0;
+}
+
+int CmdInvite() {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  if (Status s = MaybeRegister(**c); !s.ok()) return Fail(s, "register with the relay");
+  auto code = (*c)->CreateInvite(g.timeout_ms);
+  if (!code) return Fail(code.error(), "invite");
+  Print(json{{"code", *code}}, g.json ? "" : *code);
+  if (!g.json) std::cerr << "Give this code to one person only (it lets them write to you); they run: cipherward accept <code>\n";
+  return 0;
+}
+
+int CmdAccept(const std::string& code, const std::string& message) {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  if (Status s = MaybeRegister(**c); !s.ok()) return Fail(s, "register with the relay");
+  auto contact = (*c)->AcceptInvite(code, message, g.timeout_ms);
+  if (!contact) return Fail(contact.error(), "accept");
+  auto sn = (*c)->GetSafetyNumber(*contact);
+  auto pending = (*c)->PendingOutboxCount();
+  const std::string digits = sn ? sn->digits : "";
+  Print(json{{"contact", *contact}, {"safety_number", digits}, {"first_message_queued", pending && *pending > 0}},
+        "Added contact '" + *contact + "' and sent: " + message + "\nSafety number (compare with " + *contact +
+            "):\n    " + Grouped(digits));
+  return 0;
+}
+
+int CmdContacts() {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  auto list = (*c)->Contacts();
+  if (!list) return Fail(list.error(), "contacts");
+  json arr = json::array();
+  std::string human;
+  for (const auto& ci : *list) {
+    arr.push_back(json{{"name", ci.name}, {"trust", TrustName(ci.trust)}, {"fingerprint", ci.fingerprint},
+                       {"reachable", ci.reachable}});
+    human += ci.name + "  " + TrustName(ci.trust) + (ci.reachable ? "" : "  (waiting for their first message)") + "\n";
+  }
+  if (list->empty()) human = "No contacts yet: `invite` or `accept <code>`.";
+  Print(json{{"contacts", arr}}, human);
+  return 0;
+}
+
+int CmdVerify(const std::string& contact, bool confirm, bool accept_change) {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  if (accept_change) {
+    if (Status s = (*c)->AcceptIdentityChange(contact); !s.ok()) return Fail(s, "accept the identity change");
+  }
+  auto sn = (*c)->GetSafetyNumber(contact);
+  if (!sn) return Fail(sn.error(), "safety number");
+  if (confirm) {
+    if (Status s = (*c)->SetVerified(contact, true); !s.ok()) return Fail(s, "mark verified");
+  }
+  Print(json{{"contact", contact}, {"safety_number", sn->digits}, {"verified", confirm},
+             {"scannable_hex", cw::ToHex(sn->scannable)}},
+        "Safety number with " + contact + ":\n    " + Grouped(sn->digits) +
+            (confirm ? "\nMarked verified." : "\nIf it matches theirs, run: cipherward verify " + contact + " --confirm"));
+  return 0;
+}
+
+int CmdSend(const std::string& contact, const std::string& text) {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  auto seq = (*c)->SendText(contact, text);
+  if (!seq) return Fail(seq.error(), "send");
+  auto sync = (*c)->Sync(g.timeout_ms);
+  const bool sent = sync && sync->pending == 0;
+  Print(json{{"contact", contact}, {"sequence", *seq}, {"status", sent ? "sent" : "queued"},
+             {"error", sync ? "" : sync.error().message()}},
+        sent ? "Sent to " + contact + "."
+             : "Queued for " + contact + ": the relay is unreachable (" + (sync ? "" : sync.error().message()) +
+                   "); it goes out with the next command that reaches the relay.");
+  return 0;
+}
+
+int CmdReceive() {
+  std::vector<cw::runtime::IncomingMessage> got;
+  std::mutex mu;
+  cw::runtime::ClientOptions o;
+  o.callbacks.on_message = [&](const cw::runtime::IncomingMessage& m) {
+    std::lock_guard<std::mutex> lock(mu);
+    got.push_back(cw::runtime::IncomingMessage{m.contact, m.sequence, m.sent_at_ms, m.received_at_ms, m.text.Clone()});
+  };
+  auto c = OpenClient(std::move(o));
+  if (!c) return Fail(c.error(), "open");
+  auto sync = (*c)->Sync(g.timeout_ms);
+  if (!sync) return Fail(sync.error(), "receive");
+  std::lock_guard<std::mutex> lock(mu);
+  json arr = json::array();
+  std::string human;
+  for (const auto& m : got) {
+    arr.push_back(json{{"contact", m.contact}, {"sequence", m.sequence}, {"sent_at_ms", m.sent_at_ms}, {"text", Text(m.text)}});
+    human += "[" + TimeOf(m.sent_at_ms) + "] " + m.contact + ": " + Text(m.text) + "\n";
+  }
+  if (got.empty()) human = "No new messages.";
+  Print(json{{"messages", arr}, {"sent", sync->sent}, {"pending", sync->pending}}, human);
+  return 0;
+}
+
+int CmdHistory(const std::string& contact, size_t n, bool offline) {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  std::string note;
+  if (!offline) {
+    auto sync = (*c)->Sync(g.timeout_ms);
+    if (!sync) note = "(relay unreachable: showing what is stored on this device)\n";
+  }
+  auto h = (*c)->History(contact, n);
+  if (!h) return Fail(h.error(), "history");
+  json arr = json::array();
+  std::string human = note;
+  for (const auto& m : *h) {
+    arr.push_back(MessageJson(m));
+    human += MessageLine(m) + "\n";
+  }
+  if (h->empty()) human += "No messages with " + contact + ".";
+  Print(json{{"contact", contact}, {"messages", arr}}, human);
+  return 0;
+}
+
+int CmdExport(const std::string& out) {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  auto j = (*c)->ExportJson();
+  if (!j) return Fail(j.error(), "export");
+  if (out.empty() || out == "-") {
+    std::cout.write(reinterpret_cast<const char*>(j->reveal().data()), static_cast<std::streamsize>(j->size()));
+    std::cout << "\n";
+    return 0;
+  }
+  const int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || ::write(fd, j->reveal().data(), j->size()) != static_cast<ssize_t>(j->size())) {
+    if (fd >= 0) ::close(fd);
+    return Fail(Status(StatusCode::kUnavailable, "cannot write " + out), "export");
+  }
+  ::close(fd);
+  Print(json{{"file", out}, {"bytes", j->size()}}, "Exported every conversation to " + out + " (plaintext: keep it safe).");
+  return 0;
+}
+
+int CmdPeek() {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  auto p = (*c)->PeekRelay(g.timeout_ms);
+  if (!p) return Fail(p.error(), "relay-peek");
+  json arr = json::array();
+  std::string human = std::to_string(p->size()) + " envelope(s) wait at the relay for this mailbox:\n";
+  for (const auto& e : *p) {
+    const size_t n = std::min<size_t>(e.envelope.size(), 48);
+    const std::string prefix = cw::ToHex(cw::ByteView(e.envelope.data(), n));
+    arr.push_back(json{{"seq", e.seq}, {"message_id", e.message_id}, {"size", e.envelope.size()}, {"prefix_hex", prefix}});
+    human += "  seq " + std::to_string(e.seq) + "  " + std::to_string(e.envelope.size()) + " bytes  " + prefix + "...\n";
+  }
+  Print(json{{"envelopes", arr}}, human);
+  return 0;
+}
+
+Result<cw::transport::StaticKeyPair> OperatorKey(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    auto pair = cw::transport::StaticKeyPair::Generate(cw::SystemRandom::Default());
+    const std::string hex = cw::ToHex(pair.private_key().reveal()) + "\n";
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return cw::Error(StatusCode::kUnavailable, "cannot create the key file");
+    const bool ok = ::write(fd, hex.data(), hex.size()) == static_cast<ssize_t>(hex.size());
+    ::close(fd);
+    if (!ok) return cw::Error(StatusCode::kUnavailable, "cannot write the key file");
+    return pair;
+  }
+  std::ifstream in(path);
+  std::string hex;
+  std::getline(in, hex);
+  cw::Bytes raw;
+  if (!cw::FromHex(hex, &raw)) return cw::Error(StatusCode::kMalformed, "the key file does not hold a hex key");
+  SecretBytes secret(raw);
+  sodium_memzero(raw.data(), raw.size());
+  return cw::transport::StaticKeyPair::FromPrivateKey(secret.reveal());
+}
+
+int CmdOperatorKey(const std::string& path) {
+  auto k = OperatorKey(path);
+  if (!k) return Fail(k.error(), "operator-key");
+  const std::string pub = cw::transport::KeyToHex(k->public_key());
+  Print(json{{"public_key", pub}}, pub);
+  return 0;
+}
+
+int CmdStats(const std::string& path) {
+  auto k = OperatorKey(path);
+  if (!k) return Fail(k.error(), "operator-key");
+  if (g.relay.empty()) return Fail(Status(StatusCode::kInvalidArgument, "pass --relay"), "relay-stats");
+  auto s = cw::runtime::FetchRelayStats(g.relay, std::move(*k), g.timeout_ms);
+  if (!s) return Fail(s.error(), "relay-stats");
+  Print(json{{"connections", s->connections}, {"mailboxes", s->mailboxes}, {"queued_messages", s->queued_messages},
+             {"queued_bytes", s->queued_bytes}, {"attachments", s->attachments}, {"syncs", s->syncs},
+             {"commands", s->commands}, {"errors", s->errors}},
+        "relay: " + std::to_string(s->mailboxes) + " mailboxes, " + std::to_string(s->queued_messages) +
+            " queued messages (" + std::to_string(s->queued_bytes) + " bytes of sealed envelopes), " +
+            std::to_string(s->connections) + " connections, " + std::to_string(s->commands) + " commands served");
+  return 0;
+}
+
+// ----- chat
+
+struct ChatState {
+  std::mutex mu;
+  std::deque<std::string> lines;  // to print above the prompt
+  int wake[2] = {-1, -1};
+  bool quit = false;
+  Client* client = nullptr;
+  std::string contact;
+};
+ChatState* chat = nullptr;
+
+void Announce(const std::string& line) {
+  {
+    std::lock_guard<std::mutex> lock(chat->mu);
+    chat->lines.push_back(line);
+  }
+  const char b = 1;
+  (void)!::write(chat->wake[1], &b, 1);
+}
+
+// Prints queued lines above the prompt, keeping what the user is typing.
+void FlushAnnouncements() {
+  std::deque<std::string> lines;
+  {
+    std::lock_guard<std::mutex> lock(chat->mu);
+    lines.swap(chat->lines);
+  }
+  if (lines.empty()) return;
+  char* saved = rl_copy_text(0, rl_end);
+  const int point = rl_point;
+  rl_save_prompt();
+  rl_replace_line("", 0);
+  rl_redisplay();
+  for (const auto& l : lines) std::printf("\r%s\n", l.c_str());
+  std::fflush(stdout);
+  rl_restore_prompt();
+  rl_replace_line(saved, 0);
+  rl_point = point;
+  rl_redisplay();
+  std::free(saved);
+}
+
+void OnLine(char* raw) {
+  if (raw == nullptr) {  // EOF
+    chat->quit = true;
+    return;
+  }
+  std::string line(raw);
+  std::free(raw);
+  if (line.empty()) return;
+  add_history(line.c_str());
+  Client& c = *chat->client;
+  if (line == "/quit" || line == "/exit") {
+    chat->quit = true;
+  } else if (line.rfind("/verify", 0) == 0) {
+    const bool confirm = line.find("confirm") != std::string::npos;
+    auto sn = c.GetSafetyNumber(chat->contact);
+    if (!sn) {
+      std::printf("! %s%s\n", sn.error().message().c_str(), Hint(sn.error()).c_str());
+    } else {
+      std::printf("Safety number with %s:\n    %s\n", chat->contact.c_str(), Grouped(sn->digits).c_str());
+      if (confirm && c.SetVerified(chat->contact, true).ok()) std::printf("Marked verified.\n");
+      if (!confirm) std::printf("If it matches theirs: /verify confirm\n");
+    }
+  } else if (line == "/accept") {
+    Status s = c.AcceptIdentityChange(chat->contact);
+    std::printf("%s\n", s.ok() ? "Accepted the new identity key." : ("! " + s.message()).c_str());
+  } else if (line == "/help") {
+    std::printf("/verify  /verify confirm  /accept (a changed identity)  /quit\n");
+  } else if (line[0] == '/') {
+    std::printf("! unknown command; /help\n");
+  } else {
+    auto seq = c.SendText(chat->contact, line);
+    if (!seq) std::printf("! not sent: %s%s\n", seq.error().message().c_str(), Hint(seq.error()).c_str());
+    else if (!c.connected()) std::printf("  (queued: the relay is unreachable; it goes out when it returns)\n");
+  }
+  std::fflush(stdout);
+}
+
+int CmdChat(const std::string& contact) {
+  ChatState state;
+  chat = &state;
+  state.contact = contact;
+  if (::pipe(state.wake) != 0) return Fail(Status(StatusCode::kInternal, "pipe"), "chat");
+  cw::runtime::ClientOptions o;
+  o.callbacks.on_message = [&](const cw::runtime::IncomingMessage& m) {
+    Announce("[" + TimeOf(m.received_at_ms) + "] " + m.contact + ": " + Text(m.text));
+  };
+  o.callbacks.on_identity_change = [](const cw::runtime::IdentityChangeEvent& e) {
+    Announce("!! " + e.contact + "'s identity key CHANGED. Sending is blocked. Compare safety numbers (/verify) "
+             "and type /accept if they match.");
+  };
+  o.callbacks.on_connection = [](bool up) { Announce(up ? "-- connected to the relay" : "-- relay unreachable, retrying"); };
+  auto c = OpenClient(std::move(o));
+  if (!c) return Fail(c.error(), "open");
+  state.client = c->get();
+  auto h = (*c)->History(contact, 10);
+  if (h) {
+    for (const auto& m : *h) std::printf("%s\n", MessageLine(m).c_str());
+  }
+  if (Status s = (*c)->StartBackground(); !s.ok()) return Fail(s, "chat");
+  std::printf("-- chatting with %s; /verify, /quit\n", contact.c_str());
+  const std::string prompt = "> ";
+  rl_callback_handler_install(prompt.c_str(), OnLine);
+  while (!state.quit) {
+    fd_set fds;
+    FD_ZERO(&fds);
+    FD_SET(STDIN_FILENO, &fds);
+    FD_SET(state.wake[0], &fds);
+    if (::select(std::max(STDIN_FILENO, state.wake[0]) + 1, &fds, nullptr, nullptr, nullptr) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (FD_ISSET(state.wake[0], &fds)) {
+      char buf[64];
+      (void)!::read(state.wake[0], buf, sizeof buf);
+      FlushAnnouncements();
+    }
+    if (FD_ISSET(STDIN_FILENO, &fds)) rl_callback_read_char();
+  }
+  rl_callback_handler_remove();
+  std::printf("\n");
+  c->reset();  // stops the loop thread before the pipe closes
+  ::close(state.wake[0]);
+  ::close(state.wake[1]);
+  chat = nullptr;
+  return 0;
+}
+
+std::string DefaultHome() {
+  if (const char* h = std::getenv("CIPHERWARD_HOME"); h && *h) return h;
+  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cipherward";
+  return ".cipherward";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (sodium_init() < 0) return 1;
+  CLI::App app{"cipherward: end-to-end encrypted chat for patients and care teams"};
+  app.require_subcommand(1);
+  g.home = DefaultHome();
+  app.add_option("--home", g.home, "data directory of this identity [$CIPHERWARD_HOME or ~/.cipherward]");
+  app.add_flag("--json", g.json, "print one JSON object");
+  app.add_option("--passphrase-file", g.passphrase_file, "read the passphrase from this file (else CW_PASSPHRASE, else the terminal)");
+  app.add_option("--relay", g.relay, "relay address cw://<key>@host:port (to register)");
+  app.add_option("--timeout-ms", g.timeout_ms, "how long to wait for the relay")->capture_default_str();
+
+  std::string name, kdf = "moderate", code, message = "Hello, I accepted your invitation.", contact, text, out, key_file;
+  size_t n = 50;
+  bool confirm = false, accept_change = false, offline = false;
+
+  auto* init = app.add_subcommand("init", "create a new identity (and register with --relay)");
+  init->add_option("--name", name, "your name as contacts see it")->required();
+  init->add_option("--kdf", kdf, "passphrase hardening: moderate (0.5 s, 256 MiB) or interactive")->capture_default_str();
+  auto* invite = app.add_subcommand("invite", "make an invite code for one person");
+  auto* accept = app.add_subcommand("accept", "accept an invite code: adds the contact and says hello");
+  accept->add_option("code", code)->required();
+  accept->add_option("--message", message, "the first message")->capture_default_str();
+  auto* contacts = app.add_subcommand("contacts", "list contacts and their trust");
+  auto* verify = app.add_subcommand("verify", "show the safety number with a contact");
+  verify->add_option("contact", contact)->required();
+  verify->add_flag("--confirm", confirm, "mark the contact verified (after comparing)");
+  verify->add_flag("--accept-change", accept_change, "accept the contact's changed identity key");
+  auto* send = app.add_subcommand("send", "send a message");
+  send->add_option("contact", contact)->required();
+  send->add_option("text", text)->required();
+  auto* receive = app.add_subcommand("receive", "fetch and print new messages");
+  auto* history = app.add_subcommand("history", "the conversation with a contact (fetches new messages first)");
+  history->add_option("contact", contact)->required();
+  history->add_option("-n", n, "how many messages")->capture_default_str();
+  history->add_flag("--offline", offline, "do not contact the relay");
+  auto* exp = app.add_subcommand("export", "every conversation as JSON (plaintext)");
+  exp->add_option("--out", out, "file to write (mode 0600); stdout when absent");
+  auto* chat_cmd = app.add_subcommand("chat", "talk interactively");
+  chat_cmd->add_option("contact", contact)->required();
+  auto* peek = app.add_subcommand("relay-peek", "show the sealed envelopes waiting at the relay, without reading them");
+  auto* opkey = app.add_subcommand("operator-key", "create or show an operator key for relay stats");
+  opkey->add_option("--key-file", key_file)->required();
+  auto* stats = app.add_subcommand("relay-stats", "ask the relay for its statistics (needs --stats-key on the relay)");
+  stats->add_option("--key-file", key_file)->required();
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (*init) return CmdInit(name, kdf);
+  if (*invite) return CmdInvite();
+  if (*accept) return CmdAccept(code, message);
+  if (*contacts) return CmdContacts();
+  if (*verify) return CmdVerify(contact, confirm, accept_change);
+  if (*send) return CmdSend(contact, text);
+  if (*receive) return CmdReceive();
+  if (*history) return CmdHistory(contact, n, offline);
+  if (*exp) return CmdExport(out);
+  if (*chat_cmd) return CmdChat(contact);
+  if (*peek) return CmdPeek();
+  if (*opkey) return CmdOperatorKey(key_file);
+  if (*stats) return CmdStats(key_file);
+  return 1;
+}

@@ -1,0 +1,1045 @@
+// The client runtime. Everything below Impl's public entry points runs on the transport's loop thread, the
+// engine's owner thread; the entry points post there (RunSync) or start an asynchronous chain there and
+// wait for its completion (Await).
+#include "core/runtime/client.h"
+
+#include <sodium.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/runtime/codec.h"
+#include "core/wire/content.h"
+#include "relay/protocol.h"
+#include "storage/export.h"
+#include "storage/sealed_store.h"
+#include "transport/tcp_transport.h"
+
+namespace cw::runtime {
+
+namespace {
+
+using session::Table;
+using json = nlohmann::json;
+
+// The runtime's records live in the engine's kMeta table under fixed names (stored plain: they name nobody;
+// the values are sealed under the master key like every other record).
+constexpr std::string_view kStateKey = "runtime.state";
+constexpr std::string_view kLinkKeyKey = "runtime.link_key";
+constexpr std::string_view kBoxKeyKey = "runtime.box_key";
+constexpr uint32_t kPreKeyLowWater = 10;  // refill below this many one-time pre-keys at the relay
+constexpr int kMaxRefillRounds = 3;
+
+struct ContactRecord {
+  std::optional<ContactCard> card;   // where to reach them; unknown until their first message
+  std::optional<DepositToken> my_token;  // the token of our mailbox we gave them
+};
+
+struct State {
+  std::string name;
+  std::string relay;
+  std::optional<MailboxId> mailbox;
+  std::map<std::string, ContactRecord> contacts;
+  std::vector<DepositToken> invite_tokens;
+};
+
+template <size_t N>
+bool ArrayFromHex(const std::string& hex, std::array<uint8_t, N>* out) {
+  Bytes b;
+  if (!FromHex(hex, &b) || b.size() != N) return false;
+  std::copy(b.begin(), b.end(), out->begin());
+  return true;
+}
+
+json CardToJson(const ContactCard& c) {
+  return json{{"relay", c.relay}, {"mailbox", ToHex(c.mailbox)}, {"token", ToHex(c.token)}, {"box", ToHex(c.box_key)}};
+}
+
+SecretBytes EncodeState(const State& s) {
+  json j;
+  j["v"] = 1;
+  j["name"] = s.name;
+  j["relay"] = s.relay;
+  j["mailbox"] = s.mailbox ? ToHex(*s.mailbox) : "";
+  json contacts = json::object();
+  for (const auto& [name, c] : s.contacts) {
+    contacts[name] = json{{"card", c.card ? CardToJson(*c.card) : json()},
+                          {"my_token", c.my_token ? ToHex(*c.my_token) : ""}};
+  }
+  j["contacts"] = contacts;
+  json tokens = json::array();
+  for (const auto& t : s.invite_tokens) tokens.push_back(ToHex(t));
+  j["invite_tokens"] = tokens;
+  std::string text = j.dump();
+  SecretBytes out(AsBytes(text));
+  sodium_memzero(text.data(), text.size());
+  return out;
+}
+
+Result<State> DecodeState(const SecretBytes& bytes) {
+  const auto bad = [] { return Error(StatusCode::kMalformed, "runtime state record is malformed"); };
+  json j = json::parse(bytes.reveal().begin(), bytes.reveal().end(), nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || j.value("v", 0) != 1) return bad();
+  try {
+    State s;
+    s.name = j.at("name").get<std::string>();
+    s.relay = j.at("relay").get<std::string>();
+    const std::string mb = j.at("mailbox").get<std::string>();
+    if (!mb.empty()) {
+      MailboxId m;
+      if (!ArrayFromHex(mb, &m)) return bad();
+      s.mailbox = m;
+    }
+    for (const auto& [name, c] : j.at("contacts").items()) {
+      ContactRecord rec;
+      if (!c.at("card").is_null()) {
+        const auto& cj = c.at("card");
+        ContactCard card;
+        card.relay = cj.at("relay").get<std::string>();
+        if (!ArrayFromHex(cj.at("mailbox").get<std::string>(), &card.mailbox) ||
+            !ArrayFromHex(cj.at("token").get<std::string>(), &card.token) ||
+            !ArrayFromHex(cj.at("box").get<std::string>(), &card.box_key)) {
+          return bad();
+        }
+        rec.card = card;
+      }
+      const std::string mt = c.at("my_token").get<std::string>();
+      if (!mt.empty()) {
+        DepositToken t;
+        if (!ArrayFromHex(mt, &t)) return bad();
+        rec.my_token = t;
+      }
+      s.contacts[name] = std::move(rec);
+    }
+    for (const auto& t : j.at("invite_tokens")) {
+      DepositToken tok;
+      if (!ArrayFromHex(t.get<std::string>(), &tok)) return bad();
+      s.invite_tokens.push_back(tok);
+    }
+    return s;
+  } catch (...) {
+    return bad();
+  }
+}
+
+session::Write StateWrite(const State& s) { return session::Write{Table::kMeta, std::string(kStateKey), EncodeState(s)}; }
+
+std::string KeyHex(const wire::PublicKey& k) { return ToHex(k); }
+
+// Codes after which a received message can never be decrypted: it is acknowledged (dropped) at the relay.
+// Anything else (an identity change awaiting acceptance, a storage failure) leaves it there for later.
+bool IsPermanentFailure(StatusCode c) {
+  switch (c) {
+    case StatusCode::kUntrustedIdentity:
+    case StatusCode::kUnavailable:
+    case StatusCode::kInternal:
+    case StatusCode::kResourceExhausted:
+      return false;
+    default:
+      return true;
+  }
+}
+
+Status FromRelay(const relay::Response& r) {
+  using RC = relay::ResponseCode;
+  std::string msg = "relay: " + std::string(relay::ResponseCodeName(r.code));
+  switch (r.code) {
+    case RC::kOk: return Status::Ok();
+    case RC::kDepositRefused: return Status(StatusCode::kPermissionDenied, msg);
+    case RC::kNotFound: return Status(StatusCode::kNotFound, msg);
+    case RC::kMailboxFull:
+    case RC::kRateLimited:
+    case RC::kUnavailable: return Status(StatusCode::kUnavailable, msg);
+    case RC::kPermissionDenied: return Status(StatusCode::kPermissionDenied, msg);
+    case RC::kTooLarge:
+    case RC::kLimitExceeded: return Status(StatusCode::kResourceExhausted, msg);
+    default: return Status(StatusCode::kInternal, msg);
+  }
+}
+
+template <typename T>
+Result<T> BodyAs(const relay::Response& r) {
+  if (const T* b = std::get_if<T>(&r.body)) return *b;
+  return Error(StatusCode::kMalformed, "relay answered with an unexpected body");
+}
+
+relay::MessageId DepositId(const session::Ciphertext& c, const std::string& recipient) {
+  // Deterministic, so a retried deposit carries the same id and the relay stores it once.
+  relay::MessageId id{};
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, nullptr, 0, id.size());
+  crypto_generichash_update(&st, c.body.data(), c.body.size());
+  crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>(recipient.data()), recipient.size());
+  crypto_generichash_final(&st, id.data(), id.size());
+  return id;
+}
+
+}  // namespace
+
+class Client::Impl {
+ public:
+  using ResponseFn = std::function<void(Result<relay::Response>)>;
+  template <typename T>
+  using Done = std::function<void(Result<T>)>;
+
+  Impl(ClientOptions options, std::string home)
+      : options_(std::move(options)),
+        home_(std::move(home)),
+        clock_(options_.clock ? options_.clock : &SystemClock::Default()),
+        random_(options_.random ? options_.random : &SystemRandom::Default()) {}
+
+  ~Impl() { Shutdown(); }
+
+  // ---------------------------------------------------------------- set-up (caller's thread)
+  Status Init(std::span<const uint8_t> passphrase, const std::optional<std::string>& create_name) {
+    std::error_code ec;
+    const std::string ks_path = home_ + "/keystore";
+    storage::KeystoreOptions ks_opts = options_.keystore;
+    ks_opts.clock = clock_;
+    ks_opts.random = random_;
+    if (create_name) {
+      if (!wire::IsValidName(*create_name)) return Status(StatusCode::kInvalidArgument, "invalid name");
+      if (std::filesystem::exists(ks_path, ec)) {
+        return Status(StatusCode::kAlreadyExists, "an identity already exists in this directory");
+      }
+      std::filesystem::create_directories(home_, ec);
+      if (ec) return Status(StatusCode::kUnavailable, "cannot create the data directory");
+      ::chmod(home_.c_str(), 0700);
+      CW_ASSIGN_OR_RETURN(keystore_, storage::Keystore::Create(ks_path, passphrase, ks_opts));
+    } else {
+      CW_ASSIGN_OR_RETURN(keystore_, storage::Keystore::Open(ks_path, ks_opts));
+      CW_RETURN_IF_ERROR(keystore_->Unlock(passphrase));
+    }
+    storage::SealedStoreOptions st_opts;
+    st_opts.create_if_missing = create_name.has_value();
+    CW_ASSIGN_OR_RETURN(store_, storage::SealedStore::Open(home_ + "/store", keystore_.get(), st_opts));
+
+    if (create_name) {
+      auto link = transport::StaticKeyPair::Generate(*random_);
+      SecretBytes box_sk(crypto_box_SECRETKEYBYTES);
+      random_->Fill(box_sk.reveal_mutable().data(), box_sk.size());
+      state_.name = *create_name;
+      session::WriteBatch b;
+      b.writes.push_back({Table::kMeta, std::string(kLinkKeyKey), link.private_key().Clone()});
+      b.writes.push_back({Table::kMeta, std::string(kBoxKeyKey), std::move(box_sk)});
+      b.writes.push_back(StateWrite(state_));
+      CW_RETURN_IF_ERROR(store_->Commit(std::move(b)));
+    }
+    CW_ASSIGN_OR_RETURN(auto state_rec, store_->Get(Table::kMeta, kStateKey));
+    CW_ASSIGN_OR_RETURN(auto link_rec, store_->Get(Table::kMeta, kLinkKeyKey));
+    CW_ASSIGN_OR_RETURN(auto box_rec, store_->Get(Table::kMeta, kBoxKeyKey));
+    if (!state_rec || !link_rec || !box_rec || box_rec->size() != crypto_box_SECRETKEYBYTES) {
+      return Status(StatusCode::kNotFound, "no client identity in this store");
+    }
+    CW_ASSIGN_OR_RETURN(state_, DecodeState(*state_rec));
+    box_sk_ = std::move(*box_rec);
+    crypto_scalarmult_base(box_pk_.data(), box_sk_.reveal().data());
+    CW_ASSIGN_OR_RETURN(auto link, transport::StaticKeyPair::FromPrivateKey(link_rec->reveal()));
+    link_pub_ = link.public_key();
+    name_ = state_.name;
+
+    CW_ASSIGN_OR_RETURN(transport_, transport::TcpTransport::New(std::move(link), {}, *clock_));
+    return transport::RunSync(*transport_, [this]() -> Status {
+      session::EngineOptions eo;
+      eo.clock = clock_;
+      eo.random = random_;
+      eo.on_identity_change = [this](const session::IdentityChange& c) {
+        if (options_.callbacks.on_identity_change) {
+          options_.callbacks.on_identity_change(
+              IdentityChangeEvent{c.contact.name, KeyHex(c.previous_key), KeyHex(c.new_key)});
+        }
+      };
+      CW_ASSIGN_OR_RETURN(engine_, session::Engine::Open(store_.get(), state_.name, std::move(eo)));
+      storage::TranscriptOptions to;
+      to.clock = clock_;
+      to.random = random_;
+      to.local_name = state_.name;
+      to.purge_deleted = [this](Table t) { return store_->PurgeDeleted(t); };
+      CW_ASSIGN_OR_RETURN(transcripts_, storage::Transcripts::New(store_.get(), std::move(to)));
+      fingerprint_ = KeyHex(engine_->identity_key());
+      return Status::Ok();
+    });
+  }
+
+  void Shutdown() {
+    if (!transport_) return;
+    (void)transport::RunSync(*transport_, [this]() -> Status {
+      shutting_down_ = true;
+      background_ = false;
+      if (reconnect_timer_) transport_->CancelTimer(*reconnect_timer_);
+      if (retry_timer_) transport_->CancelTimer(*retry_timer_);
+      if (conn_) conn_->Close(Status(StatusCode::kAborted, "client closing"));
+      FailAll(Status(StatusCode::kAborted, "client closing"));
+      transcripts_.reset();
+      engine_.reset();
+      return Status::Ok();
+    });
+    (void)transport_->Shutdown();
+    transport_.reset();
+    store_.reset();
+    keystore_.reset();
+  }
+
+  // ---------------------------------------------------------------- bridging to the loop thread
+  template <typename Fn>
+  auto Call(Fn fn) -> std::invoke_result_t<Fn> {
+    if (transport_->IsLoopThread()) return fn();
+    return transport::RunSync(*transport_, std::move(fn));
+  }
+
+  template <typename T>
+  Result<T> Await(int64_t timeout_ms, std::function<void(Done<T>)> start) {
+    if (transport_->IsLoopThread()) {
+      return Error(StatusCode::kPermissionDenied, "a blocking client call from a client callback");
+    }
+    auto promise = std::make_shared<std::promise<Result<T>>>();
+    auto fired = std::make_shared<std::atomic<bool>>(false);
+    auto future = promise->get_future();
+    Done<T> done = [promise, fired](Result<T> r) {
+      if (!fired->exchange(true)) promise->set_value(std::move(r));
+    };
+    Status posted = transport_->Post([start = std::move(start), done]() mutable { start(done); });
+    if (!posted.ok()) return Error(posted);
+    if (future.wait_for(std::chrono::milliseconds(timeout_ms)) != std::future_status::ready) {
+      done(Error(StatusCode::kUnavailable, "timed out waiting for the relay"));
+    }
+    return future.get();
+  }
+
+  // ---------------------------------------------------------------- relay link (loop thread)
+  // Sends a command, connecting first when the link is down. With `peek`, the delivery frames answering it
+  // are collected for the response callback (Peek) instead of being processed.
+  void Request(relay::CommandBody body, ResponseFn fn, bool peek = false) {
+    if (link_ == LinkState::kUp && conn_) {
+      SendNow(std::move(body), std::move(fn), peek);
+      return;
+    }
+    queued_.push_back(Queued{std::move(body), std::move(fn), peek});
+    EnsureConnecting();
+  }
+
+  void SendNow(relay::CommandBody body, ResponseFn fn, bool peek = false) {
+    const uint32_t id = next_request_id_++;
+    if (next_request_id_ == 0) next_request_id_ = 1;
+    if (peek) {
+      peeks_[id];
+      fn = [this, id, fn = std::move(fn)](Result<relay::Response> r) {
+        peeked_ = std::move(peeks_[id]);
+        peeks_.erase(id);
+        fn(std::move(r));
+      };
+    }
+    Bytes frame = relay::EncodeCommand(relay::Command{id, std::move(body)});
+    Status s = conn_->Send(frame);
+    if (!s.ok()) {
+      fn(Error(StatusCode::kUnavailable, "relay link: " + s.message()));
+      return;
+    }
+    pending_[id] = std::move(fn);
+  }
+
+  void EnsureConnecting() {
+    if (link_ != LinkState::kDown) return;
+    if (shutting_down_) {
+      FailAll(Status(StatusCode::kAborted, "client closing"));
+      return;
+    }
+    if (state_.relay.empty()) {
+      FailAll(Status(StatusCode::kInvalidArgument, "not registered with a relay"));
+      return;
+    }
+    auto ep = transport::Endpoint::Parse(state_.relay);
+    if (!ep) {
+      FailAll(ep.error());
+      return;
+    }
+    const uint64_t gen = ++generation_;
+    transport::ConnectionCallbacks cbs;
+    cbs.on_frame = [this, gen](ByteView f) {
+      if (gen == generation_) OnFrame(f);
+    };
+    cbs.on_closed = [this, gen](Status why) {
+      if (gen == generation_) OnLinkDown(why);
+    };
+    link_ = LinkState::kConnecting;
+    Status s = transport_->Connect(*ep, std::move(cbs), [this, gen](Result<std::shared_ptr<transport::Connection>> c) {
+      if (gen != generation_) return;
+      if (!c) {
+        OnLinkDown(c.error());
+        return;
+      }
+      conn_ = *c;
+      link_ = LinkState::kUp;
+      backoff_ms_ = 0;
+      auto queued = std::move(queued_);
+      queued_.clear();
+      for (auto& q : queued) SendNow(std::move(q.body), std::move(q.fn), q.peek);
+      if (options_.callbacks.on_connection) options_.callbacks.on_connection(true);
+      if (state_.mailbox) OnRegisteredLinkUp();
+    });
+    if (!s.ok()) {
+      link_ = LinkState::kDown;
+      FailAll(s);
+    }
+  }
+
+  void OnLinkDown(const Status& why) {
+    const bool was_up = link_ == LinkState::kUp;
+    ++generation_;
+    link_ = LinkState::kDown;
+    conn_.reset();
+    fetching_ = false;
+    FailAll(Status(StatusCode::kUnavailable, "relay unreachable: " + why.message()));
+    if (was_up && options_.callbacks.on_connection) options_.callbacks.on_connection(false);
+    ScheduleReconnect();
+  }
+
+  void ScheduleReconnect() {
+    if (!background_ || shutting_down_ || reconnect_timer_) return;
+    backoff_ms_ = backoff_ms_ == 0 ? options_.reconnect_min_ms : std::min(backoff_ms_ * 2, options_.reconnect_max_ms);
+    reconnect_timer_ = transport_->ScheduleAfter(backoff_ms_, [this] {
+      reconnect_timer_.reset();
+      EnsureConnecting();
+    });
+  }
+
+  void FailAll(const Status& s) {
+    auto pending = std::move(pending_);
+    pending_.clear();
+    auto queued = std::move(queued_);
+    queued_.clear();
+    for (auto& [id, fn] : pending) fn(Error(s));
+    for (auto& q : queued) q.fn(Error(s));
+  }
+
+  void OnFrame(ByteView frame) {
+    auto decoded = relay::DecodeServerFrame(frame);
+    if (!decoded) {
+      Report(Status(StatusCode::kMalformed, "relay sent a malformed frame"));
+      return;
+    }
+    if (auto* r = std::get_if<relay::Response>(&*decoded)) {
+      auto it = pending_.find(r->request_id);
+      if (it == pending_.end()) return;
+      ResponseFn fn = std::move(it->second);
+      pending_.erase(it);
+      fn(std::move(*r));
+    } else if (auto* d = std::get_if<relay::Delivery>(&*decoded)) {
+      if (peeks_.count(d->request_id)) {
+        peeks_[d->request_id].push_back(std::move(*d));
+      } else {
+        HandleDelivery(*d);
+      }
+    } else if (std::get_if<relay::PreKeysLow>(&*decoded)) {
+      UploadPreKeys(true, 0, [](Result<uint32_t>) {});
+    }
+  }
+
+  void Report(const Status& s) {
+    if (options_.callbacks.on_error) options_.callbacks.on_error(s);
+  }
+
+  // The link is up and we own a mailbox: rotate the signed pre-key if due, fetch what waits, send the outbox.
+  void OnRegisteredLinkUp() {
+    if (std::exchange(peek_only_, false)) return;
+    auto rotated = engine_->RotateSignedPreKeyIfDue();
+    if (rotated && *rotated) UploadPreKeys(false, 0, [](Result<uint32_t>) {});
+    FetchAll([](Result<size_t>) {});
+    FlushOutbox([](Result<size_t>) {});
+  }
+
+  // ---------------------------------------------------------------- registration and pre-keys
+  void Register(const std::string& relay_addr, Done<bool> done) {
+    if (state_.mailbox) {
+      if (state_.relay == relay_addr) return done(true);
+      return done(Error(StatusCode::kAlreadyExists, "already registered with another relay"));
+    }
+    auto ep = transport::Endpoint::Parse(relay_addr);
+    if (!ep) return done(Error(ep.error()));
+    if (!ep->static_key) return done(Error(StatusCode::kInvalidArgument, "the relay address needs its key (cw://<key>@host:port)"));
+    state_.relay = relay_addr;
+    Request(relay::CreateMailbox{}, [this, done](Result<relay::Response> r) {
+      if (!r) {
+        if (!state_.mailbox) state_.relay.clear();
+        return done(Error(r.error()));
+      }
+      if (Status s = FromRelay(*r); !s.ok()) return done(Error(s));
+      auto created = BodyAs<relay::MailboxCreated>(*r);
+      if (!created) return done(Error(created.error()));
+      State next = state_;
+      next.mailbox = created->mailbox;
+      if (Status s = SaveState(next); !s.ok()) return done(Error(s));
+      UploadPreKeys(true, 0, [this, done](Result<uint32_t> u) {
+        if (!u) return done(Error(u.error()));
+        FetchAll([](Result<size_t>) {});
+        done(true);
+      });
+    });
+  }
+
+  Status SaveState(State next) {
+    session::WriteBatch b;
+    b.writes.push_back(StateWrite(next));
+    CW_RETURN_IF_ERROR(store_->Commit(std::move(b)));
+    state_ = std::move(next);
+    return Status::Ok();
+  }
+
+  // Uploads the current signed pre-key and, when `with_one_time`, a new batch of one-time pre-keys; repeats
+  // (a few rounds at most) while the relay reports fewer than the low-water mark.
+  void UploadPreKeys(bool with_one_time, int round, Done<uint32_t> done) {
+    if (!state_.mailbox) return done(Error(StatusCode::kInvalidArgument, "not registered"));
+    if (with_one_time && round == 0) {
+      if (refilling_) return done(0u);
+      refilling_ = true;
+    }
+    auto spk = engine_->CurrentSignedPreKey();
+    if (!spk) return Finish(with_one_time, done, Error(spk.error()));
+    relay::UploadPreKeys up;
+    up.mailbox = *state_.mailbox;
+    up.registration_id = engine_->registration_id();
+    up.device_id = engine_->device_id();
+    up.identity_key = engine_->identity_key();
+    up.signed_pre_key = *spk;
+    if (with_one_time) {
+      auto otks = engine_->GenerateOneTimePreKeys();
+      if (!otks) return Finish(with_one_time, done, Error(otks.error()));
+      up.one_time_pre_keys = std::move(*otks);
+      if (up.one_time_pre_keys.size() > relay::kMaxOneTimePreKeysPerUpload) {
+        up.one_time_pre_keys.resize(relay::kMaxOneTimePreKeysPerUpload);
+      }
+    }
+    Request(std::move(up), [this, with_one_time, round, done](Result<relay::Response> r) {
+      if (!r) return Finish(with_one_time, done, Error(r.error()));
+      if (Status s = FromRelay(*r); !s.ok()) return Finish(with_one_time, done, Error(s));
+      auto stored = BodyAs<relay::PreKeysStored>(*r);
+      if (!stored) return Finish(with_one_time, done, Error(stored.error()));
+      if (with_one_time && stored->one_time_remaining < kPreKeyLowWater && round + 1 < kMaxRefillRounds) {
+        return UploadPreKeys(true, round + 1, done);
+      }
+      Finish(with_one_time, done, stored->one_time_remaining);
+    });
+  }
+  void Finish(bool with_one_time, const Done<uint32_t>& done, Result<uint32_t> r) {
+    if (with_one_time) refilling_ = false;
+    done(std::move(r));
+  }
+
+  // ---------------------------------------------------------------- receiving
+  void FetchAll(Done<size_t> done) {
+    if (!state_.mailbox) return done(Error(StatusCode::kInvalidArgument, "not registered"));
+    fetch_waiters_.push_back(std::move(done));
+    if (fetching_) return;
+    fetching_ = true;
+    FetchFrom(0, received_total_);
+  }
+
+  void FetchFrom(uint64_t after, size_t start_count) {
+    relay::FetchMessages f;
+    f.mailbox = *state_.mailbox;
+    f.after_seq = after;
+    Request(f, [this, start_count](Result<relay::Response> r) {
+      Result<size_t> outcome = received_total_ - start_count;
+      if (!r) {
+        outcome = Error(r.error());
+      } else if (Status s = FromRelay(*r); !s.ok()) {
+        outcome = Error(s);
+      } else if (auto done = BodyAs<relay::FetchDone>(*r); !done) {
+        outcome = Error(done.error());
+      } else if (done->more) {
+        return FetchFrom(done->last_seq, start_count);
+      }
+      fetching_ = false;
+      auto waiters = std::move(fetch_waiters_);
+      fetch_waiters_.clear();
+      for (auto& w : waiters) w(outcome);
+    });
+  }
+
+  void Ack(const relay::MessageId& id) {
+    if (!state_.mailbox) return;
+    relay::Ack a;
+    a.mailbox = *state_.mailbox;
+    a.message_ids.push_back(id);
+    Request(std::move(a), [](Result<relay::Response>) {});
+  }
+
+  void HandleDelivery(const relay::Delivery& d) {
+    const std::string relay_id = ToHex(d.message_id);
+    auto dup = transcripts_->IsDuplicate(relay_id);
+    if (!dup) return Report(dup.error());  // storage trouble: leave it at the relay
+    if (*dup) return Ack(d.message_id);
+    auto env = OpenEnvelope(d.envelope, box_pk_, box_sk_);
+    if (!env) {
+      Report(Status(env.error().code(), "dropped an envelope that does not open"));
+      return Ack(d.message_id);
+    }
+    const session::Address sender{env->sender, env->sender_device};
+    std::optional<State> next;
+    uint64_t sequence = 0;
+    auto received = engine_->Decrypt(sender, env->message, [&](const session::Received& rec, session::WriteBatch* b) -> Status {
+      storage::IncomingDetails details;
+      details.sent_at_ms = env->sent_at_ms;
+      CW_RETURN_IF_ERROR(transcripts_->StageIncoming(rec, relay_id, b, details, &sequence));
+      // A reply card is believed only from a first (pre-key) message that just decrypted: the session
+      // authenticates whoever holds the contact's identity key.
+      const auto it = state_.contacts.find(sender.name);
+      const bool known = it != state_.contacts.end();
+      if (env->card && env->message.type == session::MessageType::kPreKey &&
+          (!known || !it->second.card || !(*it->second.card == *env->card))) {
+        next = state_;
+        next->contacts[sender.name].card = *env->card;
+      } else if (!known) {
+        next = state_;
+        next->contacts[sender.name];
+      }
+      if (next) b->writes.push_back(StateWrite(*next));
+      return Status::Ok();
+    });
+    if (!received) {
+      const StatusCode c = received.error().code();
+      if (c == StatusCode::kDuplicate) return Ack(d.message_id);
+      Report(Status(c, "a received message could not be decrypted: " + received.error().message()));
+      if (IsPermanentFailure(c)) Ack(d.message_id);
+      return;
+    }
+    // The batch is committed (SealedStore syncs every commit): only now may the relay forget the message.
+    if (next) state_ = std::move(*next);
+    Ack(d.message_id);
+    if (received->kind == session::Received::Kind::kMessage) {
+      ++received_total_;
+      if (options_.callbacks.on_message) {
+        IncomingMessage m;
+        m.contact = sender.name;
+        m.sequence = sequence;
+        m.sent_at_ms = env->sent_at_ms;
+        m.received_at_ms = clock_->NowMillis();
+        m.text = received->body.Clone();
+        options_.callbacks.on_message(m);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- sending
+  Result<uint64_t> SendText(const std::string& contact, const std::string& text) {
+    auto it = state_.contacts.find(contact);
+    if (it == state_.contacts.end()) return Error(StatusCode::kNotFound, "no such contact");
+    if (!it->second.card) return Error(StatusCode::kNoSession, "this contact has not written to us yet");
+    const session::Address to{contact, 1};
+    uint64_t seq = 0;
+    const std::string conv = storage::Transcripts::DirectConversationId(contact);
+    auto c = engine_->Encrypt(to, AsBytes(text), [&](const session::Ciphertext& ct, session::WriteBatch* b) {
+      return transcripts_->StageOutgoing(conv, AsBytes(text), {}, {to}, ct, b, &seq);
+    });
+    if (!c) return Error(c.error());
+    if (link_ == LinkState::kUp) {
+      FlushOutbox([](Result<size_t>) {});
+    } else if (background_) {
+      EnsureConnecting();
+    }
+    return seq;
+  }
+
+  // Deposits every outbox entry, one at a time and in order (the relay's workers could reorder pipelined
+  // deposits), marking each sent when the relay acknowledged it. Done with the number sent.
+  void FlushOutbox(Done<size_t> done) {
+    flush_waiters_.push_back(std::move(done));
+    if (flushing_) {
+      flush_again_ = true;
+      return;
+    }
+    flushing_ = true;
+    flush_again_ = false;
+    auto pending = transcripts_->PendingOutbox();
+    if (!pending) return EndFlush(Error(pending.error()));
+    auto queue = std::make_shared<std::deque<storage::OutboxEntry>>();
+    for (auto& e : *pending) {
+      if (!refused_.count(OutboxKey(e))) queue->push_back(std::move(e));
+    }
+    DepositNext(queue, 0);
+  }
+
+  static std::string OutboxKey(const storage::OutboxEntry& e) {
+    return e.conversation_id + '\0' + std::to_string(e.sequence);
+  }
+
+  void DepositNext(std::shared_ptr<std::deque<storage::OutboxEntry>> queue, size_t sent) {
+    if (queue->empty()) {
+      if (flush_again_) {
+        flushing_ = false;
+        auto waiters = std::move(flush_waiters_);
+        flush_waiters_.clear();
+        FlushOutbox([waiters, sent](Result<size_t> r) {
+          for (auto& w : waiters) w(r ? Result<size_t>(*r + sent) : r);
+        });
+        return;
+      }
+      return EndFlush(sent);
+    }
+    storage::OutboxEntry entry = std::move(queue->front());
+    queue->pop_front();
+    if (entry.recipients.size() != 1) {  // groups are not sent by this runtime yet
+      refused_.insert(OutboxKey(entry));
+      return DepositNext(queue, sent);
+    }
+    const std::string recipient = entry.recipients[0].name;
+    auto it = state_.contacts.find(recipient);
+    if (it == state_.contacts.end() || !it->second.card) {
+      refused_.insert(OutboxKey(entry));
+      Report(Status(StatusCode::kNotFound, "an outbox entry's contact has no mailbox"));
+      return DepositNext(queue, sent);
+    }
+    const ContactCard card = *it->second.card;
+    if (card.relay != state_.relay) {
+      refused_.insert(OutboxKey(entry));
+      Report(Status(StatusCode::kInvalidArgument, "contacts on another relay are not supported yet"));
+      return DepositNext(queue, sent);
+    }
+    EnvelopeContent ec;
+    ec.message = entry.message;
+    ec.sender = state_.name;
+    ec.sender_device = engine_->device_id();
+    if (auto row = transcripts_->GetMessage(entry.conversation_id, entry.sequence)) ec.sent_at_ms = row->sent_at_ms;
+    if (entry.message.type == session::MessageType::kPreKey && state_.mailbox && it->second.my_token) {
+      ec.card = ContactCard{state_.relay, *state_.mailbox, *it->second.my_token, box_pk_};
+    }
+    auto sealed = SealEnvelope(ec, card.box_key);
+    if (!sealed) {
+      refused_.insert(OutboxKey(entry));
+      Report(sealed.error());
+      return DepositNext(queue, sent);
+    }
+    relay::Deposit dep;
+    dep.mailbox = card.mailbox;
+    dep.token = card.token;
+    dep.message_id = DepositId(entry.message, recipient);
+    dep.envelope = std::move(*sealed);
+    Request(std::move(dep), [this, queue, sent, entry = std::move(entry), recipient](Result<relay::Response> r) mutable {
+      if (!r) return EndFlush(Error(r.error()));
+      Status s = FromRelay(*r);
+      if (r->code == relay::ResponseCode::kDepositRefused) {
+        // The contact revoked our token (or the mailbox is gone): retrying cannot help.
+        refused_.insert(OutboxKey(entry));
+        (void)transcripts_->SetStatus(entry.conversation_id, entry.sequence, storage::MessageStatus::kFailed);
+        Report(s);
+        return DepositNext(queue, sent);
+      }
+      if (!s.ok()) {
+        ScheduleRetry();
+        return EndFlush(Error(s));
+      }
+      if (Status m = transcripts_->MarkSent(entry.conversation_id, entry.sequence); !m.ok()) return EndFlush(Error(m));
+      if (options_.callbacks.on_sent) options_.callbacks.on_sent(recipient, entry.sequence);
+      DepositNext(queue, sent + 1);
+    });
+  }
+
+  void EndFlush(Result<size_t> r) {
+    flushing_ = false;
+    auto waiters = std::move(flush_waiters_);
+    flush_waiters_.clear();
+    for (auto& w : waiters) w(r);
+  }
+
+  void ScheduleRetry() {
+    if (!background_ || shutting_down_ || retry_timer_) return;
+    retry_backoff_ms_ =
+        retry_backoff_ms_ == 0 ? options_.reconnect_min_ms : std::min(retry_backoff_ms_ * 2, options_.reconnect_max_ms);
+    retry_timer_ = transport_->ScheduleAfter(retry_backoff_ms_, [this] {
+      retry_timer_.reset();
+      if (link_ == LinkState::kUp) FlushOutbox([this](Result<size_t> r) {
+        if (r) retry_backoff_ms_ = 0;
+      });
+    });
+  }
+
+  // ---------------------------------------------------------------- invitations
+  void CreateInvite(Done<std::string> done) {
+    if (!state_.mailbox) return done(Error(StatusCode::kInvalidArgument, "not registered with a relay"));
+    IssueToken([this, done](Result<DepositToken> t) {
+      if (!t) return done(Error(t.error()));
+      State next = state_;
+      next.invite_tokens.push_back(*t);
+      if (Status s = SaveState(next); !s.ok()) return done(Error(s));
+      Invite inv;
+      inv.card = ContactCard{state_.relay, *state_.mailbox, *t, box_pk_};
+      inv.identity_key = engine_->identity_key();
+      inv.name = state_.name;
+      done(EncodeInvite(inv));
+    });
+  }
+
+  void IssueToken(Done<DepositToken> done) {
+    relay::IssueDepositToken it;
+    it.mailbox = *state_.mailbox;
+    Request(it, [done](Result<relay::Response> r) {
+      if (!r) return done(Error(r.error()));
+      if (Status s = FromRelay(*r); !s.ok()) return done(Error(s));
+      auto tok = BodyAs<relay::TokenIssued>(*r);
+      if (!tok) return done(Error(tok.error()));
+      done(tok->token);
+    });
+  }
+
+  void AcceptInvite(Invite inv, std::string first, Done<std::string> done) {
+    if (inv.name == state_.name) return done(Error(StatusCode::kInvalidArgument, "this is our own invite"));
+    auto existing = state_.contacts.find(inv.name);
+    if (existing != state_.contacts.end() && existing->second.card) {
+      return done(Error(StatusCode::kAlreadyExists, "already a contact"));
+    }
+    auto proceed = [this, inv, first, done](Result<bool> reg) {
+      if (!reg) return done(Error(reg.error()));
+      if (inv.card.relay != state_.relay) {
+        return done(Error(StatusCode::kInvalidArgument, "contacts on another relay are not supported yet"));
+      }
+      relay::FetchBundle fb;
+      fb.mailbox = inv.card.mailbox;
+      Request(fb, [this, inv, first, done](Result<relay::Response> r) {
+        if (!r) return done(Error(r.error()));
+        if (Status s = FromRelay(*r); !s.ok()) return done(Error(s));
+        auto found = BodyAs<relay::BundleFound>(*r);
+        if (!found) return done(Error(found.error()));
+        auto bundle = wire::DecodeBundle(found->bundle);
+        if (!bundle) return done(Error(bundle.error()));
+        if (!ConstantTimeEquals(bundle->identity_key, inv.identity_key)) {
+          return done(Error(StatusCode::kBadSignature, "the relay served keys of another identity than the invite's"));
+        }
+        if (Status s = engine_->ProcessBundle(session::Address{inv.name, bundle->device_id}, *bundle); !s.ok()) {
+          return done(Error(s));
+        }
+        IssueToken([this, inv, first, done](Result<DepositToken> t) {
+          if (!t) return done(Error(t.error()));
+          State next = state_;
+          next.contacts[inv.name] = ContactRecord{inv.card, *t};
+          if (Status s = SaveState(next); !s.ok()) return done(Error(s));
+          auto seq = SendText(inv.name, first);
+          if (!seq) return done(Error(seq.error()));
+          FlushOutbox([done, name = inv.name](Result<size_t>) { done(name); });
+        });
+      });
+    };
+    if (state_.mailbox) return proceed(true);
+    Register(inv.card.relay, proceed);
+  }
+
+  // Fetches without processing or acknowledging: what the relay holds for our mailbox, as it holds it.
+  void Peek(Done<std::vector<relay::Delivery>> done) {
+    if (!state_.mailbox) return done(Error(StatusCode::kInvalidArgument, "not registered"));
+    relay::FetchMessages f;
+    f.mailbox = *state_.mailbox;
+    if (link_ == LinkState::kDown) peek_only_ = true;  // a link made for the peek fetches nothing else
+    Request(f, [this, done](Result<relay::Response> r) {
+      auto got = std::move(peeked_);
+      peeked_.clear();
+      if (!r) return done(Error(r.error()));
+      if (Status s = FromRelay(*r); !s.ok()) return done(Error(s));
+      done(std::move(got));
+    }, /*peek=*/true);
+  }
+
+  // ---------------------------------------------------------------- state
+  ClientOptions options_;
+  const std::string home_;
+  Clock* clock_;
+  Random* random_;
+  std::unique_ptr<storage::Keystore> keystore_;
+  std::unique_ptr<storage::SealedStore> store_;
+  std::unique_ptr<transport::TcpTransport> transport_;
+  transport::PublicKey link_pub_{};
+  BoxPublicKey box_pk_{};
+  SecretBytes box_sk_;
+  std::string name_;
+  std::string fingerprint_;
+
+  // Loop thread only.
+  std::unique_ptr<session::Engine> engine_;
+  std::unique_ptr<storage::Transcripts> transcripts_;
+  State state_;
+  enum class LinkState { kDown, kConnecting, kUp };
+  LinkState link_ = LinkState::kDown;
+  std::shared_ptr<transport::Connection> conn_;
+  uint64_t generation_ = 0;
+  uint32_t next_request_id_ = 1;
+  std::map<uint32_t, ResponseFn> pending_;
+  struct Queued {
+    relay::CommandBody body;
+    ResponseFn fn;
+    bool peek = false;
+  };
+  std::vector<Queued> queued_;
+  std::vector<relay::Delivery> peeked_;
+  std::map<uint32_t, std::vector<relay::Delivery>> peeks_;
+  bool background_ = false;
+  bool shutting_down_ = false;
+  bool refilling_ = false;
+  bool peek_only_ = false;
+  bool fetching_ = false;
+  bool flushing_ = false;
+  bool flush_again_ = false;
+  std::vector<Done<size_t>> fetch_waiters_;
+  std::vector<Done<size_t>> flush_waiters_;
+  std::set<std::string> refused_;
+  size_t received_total_ = 0;
+  size_t received_reported_ = 0;
+  int64_t backoff_ms_ = 0;
+  int64_t retry_backoff_ms_ = 0;
+  std::optional<transport::Transport::TimerId> reconnect_timer_;
+  std::optional<transport::Transport::TimerId> retry_timer_;
+
+  friend class Client;
+};
+
+// ==================================================================== Client
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+Result<std::unique_ptr<Client>> Client::Create(const std::string& home, const std::string& name,
+                                               std::span<const uint8_t> passphrase, ClientOptions options) {
+  if (sodium_init() < 0) return Error(StatusCode::kInternal, "libsodium init failed");
+  auto impl = std::make_unique<Impl>(std::move(options), home);
+  CW_RETURN_IF_ERROR(impl->Init(passphrase, name));
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+Result<std::unique_ptr<Client>> Client::Open(const std::string& home, std::span<const uint8_t> passphrase,
+                                             ClientOptions options) {
+  if (sodium_init() < 0) return Error(StatusCode::kInternal, "libsodium init failed");
+  auto impl = std::make_unique<Impl>(std::move(options), home);
+  CW_RETURN_IF_ERROR(impl->Init(passphrase, std::nullopt));
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+const std::string& Client::name() const { return impl_->name_; }
+std::string Client::Fingerprint() const { return impl_->fingerprint_; }
+std::string Client::LinkKeyHex() const { return transport::KeyToHex(impl_->link_pub_); }
+std::string Client::RelayAddress() {
+  return impl_->Call([this]() -> Result<std::string> { return impl_->state_.relay; }).value_or("");
+}
+
+Status Client::Register(const std::string& relay, int64_t timeout_ms) {
+  auto r = impl_->Await<bool>(timeout_ms, [this, relay](Impl::Done<bool> done) { impl_->Register(relay, done); });
+  return r ? Status::Ok() : r.error();
+}
+
+Status Client::StartBackground() {
+  return impl_->Call([this]() -> Status {
+    if (impl_->state_.relay.empty()) return Status(StatusCode::kInvalidArgument, "not registered with a relay");
+    impl_->background_ = true;
+    impl_->EnsureConnecting();
+    return Status::Ok();
+  });
+}
+
+bool Client::connected() {
+  auto r = impl_->Call([this]() -> Result<bool> { return impl_->link_ == Impl::LinkState::kUp; });
+  return r && *r;
+}
+
+Result<SyncReport> Client::Sync(int64_t timeout_ms) {
+  return impl_->Await<SyncReport>(timeout_ms, [this](Impl::Done<SyncReport> done) {
+    impl_->FetchAll([this, done](Result<size_t> got) {
+      if (!got) return done(Error(got.error()));
+      impl_->FlushOutbox([this, done](Result<size_t> sent) {
+        if (!sent) return done(Error(sent.error()));
+        SyncReport rep;
+        // Counted from the previous Sync: messages pushed while linked count as well as fetched ones.
+        rep.received = impl_->received_total_ - impl_->received_reported_;
+        impl_->received_reported_ = impl_->received_total_;
+        rep.sent = *sent;
+        auto pending = impl_->transcripts_->PendingOutbox();
+        rep.pending = pending ? pending->size() : 0;
+        done(rep);
+      });
+    });
+  });
+}
+
+Result<std::string> Client::CreateInvite(int64_t timeout_ms) {
+  return impl_->Await<std::string>(timeout_ms, [this](Impl::Done<std::string> done) { impl_->CreateInvite(done); });
+}
+
+Result<std::string> Client::AcceptInvite(const std::string& code, const std::string& first_message,
+                                         int64_t timeout_ms) {
+  CW_ASSIGN_OR_RETURN(Invite inv, DecodeInvite(code));
+  return impl_->Await<std::string>(timeout_ms, [this, inv, first_message](Impl::Done<std::string> done) {
+    impl_->AcceptInvite(inv, first_message, done);
+  });
+}
+
+Result<uint64_t> Client::SendText(const std::string& contact, const std::string& text) {
+  return impl_->Call([&]() { return impl_->SendText(contact, text); });
+}
+
+Result<std::vector<storage::TranscriptMessage>> Client::History(const std::string& contact, size_t n) {
+  return impl_->Call([&]() { return impl_->transcripts_->Latest(storage::Transcripts::DirectConversationId(contact), n); });
+}
+
+Result<SecretBytes> Client::ExportJson() {
+  return impl_->Call([&]() {
+    return storage::ExportJson(*impl_->transcripts_, std::nullopt, impl_->name_, impl_->clock_->NowMillis());
+  });
+}
+
+Result<size_t> Client::PendingOutboxCount() {
+  return impl_->Call([&]() -> Result<size_t> {
+    CW_ASSIGN_OR_RETURN(auto p, impl_->transcripts_->PendingOutbox());
+    return p.size();
+  });
+}
+
+Result<std::vector<ContactInfo>> Client::Contacts() {
+  return impl_->Call([&]() -> Result<std::vector<ContactInfo>> {
+    std::vector<ContactInfo> out;
+    for (const auto& [name, rec] : impl_->state_.contacts) {
+      ContactInfo info;
+      info.name = name;
+      info.reachable = rec.card.has_value();
+      auto c = impl_->engine_->GetContact(name);
+      if (c) {
+        info.trust = c->state;
+        if (c->state != session::TrustState::kUnknown) info.fingerprint = KeyHex(c->identity_key);
+      }
+      out.push_back(std::move(info));
+    }
+    return out;
+  });
+}
+
+Result<session::SafetyNumber> Client::GetSafetyNumber(const std::string& contact) {
+  return impl_->Call([&]() { return impl_->engine_->GetSafetyNumber(contact); });
+}
+
+Status Client::SetVerified(const std::string& contact, bool verified) {
+  return impl_->Call([&]() { return impl_->engine_->SetVerified(contact, verified); });
+}
+
+Status Client::AcceptIdentityChange(const std::string& contact) {
+  return impl_->Call([&]() -> Status {
+    CW_ASSIGN_OR_RETURN(auto c, impl_->engine_->GetContact(contact));
+    if (c.state != session::TrustState::kChanged || !c.pending_identity_key) {
+      return Status(StatusCode::kInvalidArgument, "no identity change awaits acceptance");
+    }
+    CW_RETURN_IF_ERROR(impl_->engine_->AcceptIdentityChange(contact, c.pending_identity_key));
+    if (impl_->link_ == Impl::LinkState::kUp) impl_->FetchAll([](Result<size_t>) {});
+    return Status::Ok();
+  });
+}
+
+Result<std::vector<PeekedEnvelope>> Client::PeekRelay(int64_t timeout_ms) {
+  auto got = impl_->Await<std::vector<relay::Delivery>>(
+      timeout_ms, [this](Impl::Done<std::vector<relay::Delivery>> done) { impl_->Peek(done); });
+  if (!got) return Error(got.error());
+  std::vector<PeekedEnvelope> out;
+  for (auto& d : *got) out.push_back(PeekedEnvelope{d.seq, ToHex(d.message_id), std::move(d.envelope)});
+  return out;
+}
+
+}  // namespace cw::runtime

@@ -1,0 +1,193 @@
+// Client: one local identity on a device, talking to its contacts through a blind relay.
+//
+// A Client owns, in its home directory:
+//   keystore      the master key wrapped under the user's passphrase (storage/keystore.h)
+//   store/        the sealed RocksDB store (storage/sealed_store.h): the session engine's records, the
+//                 transcripts, the outbox, inbound dedup keys, and the runtime's own records (link key,
+//                 sealed-sender box key, mailbox, contacts), all sealed under the master key
+// and, while it lives, a TcpTransport (its loop thread) with one Noise XK link to its relay.
+//
+// What it does: registers a mailbox with the relay (bound to this device's link key) and uploads the signed
+// pre-key and one-time pre-keys, refilling them when the relay reports fewer than the low-water mark; makes
+// and accepts invitations (core/runtime/invite.h); sends text, keeping every outgoing message in the outbox
+// until the relay has acknowledged its deposit (retried with backoff while the relay is unreachable);
+// receives messages, writing the transcript row and the dedup key in the same batch as the session state
+// and acknowledging the relay only after that batch is durable (SealedStore commits with sync=true); shows
+// safety numbers and marks contacts verified; and surfaces identity changes as events.
+//
+// Sealed sender: what the relay stores for a message is an Envelope (core/runtime/envelope.h): the Signal
+// ciphertext, the sender's name and reply card, padded to a Padmé bucket and sealed with libsodium's
+// crypto_box_seal to an X25519 key of the recipient's mailbox, published only in the recipient's invite or
+// reply card. The relay sees the mailbox, a deposit token, a message id and a bucket-sized blob; never who
+// wrote it or what it says. (It does see the depositor's link key: deposits use the sender's own link.)
+//
+// Thread rules: every public method is safe from any thread. Methods that talk to the relay block until
+// the relay answered or `timeout_ms` passed, and must NOT be called from a callback (they fail with
+// kPermissionDenied there); the others may. Internally everything runs on the transport's loop thread,
+// which is the engine's owner thread. Every callback in ClientCallbacks runs on that loop thread: keep
+// them short, and do not block in them.
+//
+// Ownership: the Clock and Random in ClientOptions are not owned and must outlive the Client.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/base/clock.h"
+#include "core/base/random.h"
+#include "core/base/secret.h"
+#include "core/base/status.h"
+#include "core/session/engine.h"
+#include "storage/keystore.h"
+#include "storage/transcript.h"
+
+namespace cw::runtime {
+
+inline constexpr int64_t kDefaultTimeoutMs = 15'000;
+inline constexpr int64_t kReconnectMinMs = 200;
+inline constexpr int64_t kReconnectMaxMs = 5'000;
+
+// A text message received from a contact (already durable in the transcript when this is called).
+struct IncomingMessage {
+  std::string contact;
+  uint64_t sequence = 0;
+  int64_t sent_at_ms = 0;
+  int64_t received_at_ms = 0;
+  SecretBytes text;
+};
+
+struct IdentityChangeEvent {
+  std::string contact;
+  std::string previous_fingerprint;  // hex of the identity public keys
+  std::string new_fingerprint;
+};
+
+struct ClientCallbacks {
+  std::function<void(const IncomingMessage&)> on_message;
+  // A contact's identity key changed: sending to them fails with kUntrustedIdentity, and their messages
+  // wait at the relay, until AcceptIdentityChange.
+  std::function<void(const IdentityChangeEvent&)> on_identity_change;
+  // An outgoing message was acknowledged by the relay.
+  std::function<void(const std::string& contact, uint64_t sequence)> on_sent;
+  // The relay link came up (true) or went down (false).
+  std::function<void(bool connected)> on_connection;
+  // Something went wrong in the background (a message that could not be decrypted, a refused deposit).
+  // The message holds no plaintext, key or name.
+  std::function<void(const Status&)> on_error;
+};
+
+struct ClientOptions {
+  Clock* clock = nullptr;    // SystemClock when null
+  Random* random = nullptr;  // SystemRandom when null
+  // Argon2id cost when creating the keystore (Unlock uses what the file records).
+  storage::KeystoreOptions keystore;
+  ClientCallbacks callbacks;
+  int64_t reconnect_min_ms = kReconnectMinMs;
+  int64_t reconnect_max_ms = kReconnectMaxMs;
+};
+
+struct ContactInfo {
+  std::string name;
+  session::TrustState trust = session::TrustState::kUnknown;
+  std::string fingerprint;  // hex of the contact's identity key
+  bool reachable = false;   // we know its mailbox (false until its first message after our invite)
+};
+
+struct SyncReport {
+  size_t received = 0;  // new messages stored since the previous Sync (fetched or pushed)
+  size_t sent = 0;      // outbox entries acknowledged by the relay
+  size_t pending = 0;   // outbox entries still waiting
+};
+
+// An envelope as the relay stores it (Client::PeekRelay).
+struct PeekedEnvelope {
+  uint64_t seq = 0;
+  std::string message_id;  // hex
+  Bytes envelope;
+};
+
+class Client {
+ public:
+  // Creates a new identity named `name` in `home` (created if missing). kAlreadyExists when `home` holds
+  // one; kInvalidArgument for a bad name or passphrase.
+  static Result<std::unique_ptr<Client>> Create(const std::string& home, const std::string& name,
+                                                std::span<const uint8_t> passphrase, ClientOptions options = {});
+  // Opens the identity in `home`. kNotFound when there is none; kPermissionDenied on a wrong passphrase;
+  // kUnavailable while the keystore backs off or another process has the store open.
+  static Result<std::unique_ptr<Client>> Open(const std::string& home, std::span<const uint8_t> passphrase,
+                                              ClientOptions options = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  const std::string& name() const;
+  // Hex of this identity's public key (what a contact's safety number is built from).
+  std::string Fingerprint() const;
+  // Hex of this device's link (Noise static) public key.
+  std::string LinkKeyHex() const;
+  // The relay address this identity is registered with, or empty.
+  std::string RelayAddress();
+
+  // Registers with the relay at `relay` (cw://<key>@host:port): creates a mailbox bound to this device's
+  // link key and uploads pre-keys. A no-op when already registered with that relay; kAlreadyExists when
+  // registered with another.
+  Status Register(const std::string& relay, int64_t timeout_ms = kDefaultTimeoutMs);
+
+  // Keeps a link to the relay open from now on, reconnecting with backoff; messages are pushed to
+  // on_message as they arrive and the outbox is flushed whenever the link comes up. Returns at once.
+  Status StartBackground();
+  bool connected();
+
+  // Connects once (if not connected), delivers the outbox, fetches and stores every waiting message,
+  // and returns what happened. kUnavailable when the relay cannot be reached (nothing is lost: the outbox
+  // keeps its messages for the next attempt).
+  Result<SyncReport> Sync(int64_t timeout_ms = kDefaultTimeoutMs);
+
+  // --- Invitations ---
+  // A new invite code: a fresh deposit token for our mailbox, our relay, mailbox, sealed-sender key,
+  // identity key and name. Needs the relay.
+  Result<std::string> CreateInvite(int64_t timeout_ms = kDefaultTimeoutMs);
+  // Accepts an invite: registers with its relay if this identity is not registered yet, fetches the
+  // inviter's bundle, checks it carries the identity key the invite names (kBadSignature otherwise: the
+  // relay served someone else's keys), runs X3DH, stores the contact, and queues `first_message`, which
+  // carries our reply card. Returns the contact's name. kMalformed for a bad code.
+  Result<std::string> AcceptInvite(const std::string& code, const std::string& first_message,
+                                   int64_t timeout_ms = kDefaultTimeoutMs);
+
+  // --- Messages ---
+  // Encrypts and stores `text` for `contact` and queues it in the outbox (committed together); delivery is
+  // attempted at once when linked, else at the next Sync or reconnection. Returns the transcript sequence.
+  // kNotFound for an unknown contact; kUntrustedIdentity while the contact's identity change awaits
+  // AcceptIdentityChange; kNoSession before the contact's first message reached us.
+  Result<uint64_t> SendText(const std::string& contact, const std::string& text);
+  // The latest `n` messages with `contact`, oldest first.
+  Result<std::vector<storage::TranscriptMessage>> History(const std::string& contact, size_t n = 100);
+  // Every conversation as JSON (storage/export.h).
+  Result<SecretBytes> ExportJson();
+  Result<size_t> PendingOutboxCount();
+
+  // --- Contacts and trust ---
+  Result<std::vector<ContactInfo>> Contacts();
+  Result<session::SafetyNumber> GetSafetyNumber(const std::string& contact);
+  Status SetVerified(const std::string& contact, bool verified);
+  // Accepts the contact's new identity key: sending resumes and their waiting messages are fetched at the
+  // next Sync or reconnection.
+  Status AcceptIdentityChange(const std::string& contact);
+
+  // What the relay holds for our mailbox right now, fetched without decrypting or acknowledging anything:
+  // for showing that the relay stores only sealed, padded bytes.
+  Result<std::vector<PeekedEnvelope>> PeekRelay(int64_t timeout_ms = kDefaultTimeoutMs);
+
+  class Impl;
+
+ private:
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cw::runtime

@@ -1,0 +1,77 @@
+// The runtime's two formats, both parsers of untrusted bytes (bounded msgpack, exact arity and sizes):
+//
+// Invite code: "cwi1." + base64url (no padding) of the msgpack array
+//   [1, relay address (str), mailbox (bin 16), deposit token (bin 32), box key (bin 32),
+//    identity key (bin 33), name (str)]
+// It fits a QR code (about 300 characters). Whoever holds it may deposit into the mailbox, so it is shown
+// only to the person invited; the identity key lets the accepter check the bundle the relay serves.
+//
+// Envelope (what the relay stores): crypto_box_seal(recipient box key, Pad(inner)), where inner is
+//   [1, message type (uint), group id (str), sender name (str), sender device (uint), ciphertext (bin),
+//    sent at ms (int), card (nil or [relay address (str), mailbox (bin 16), token (bin 32), box key (bin 32)])]
+// Pad is the Padmé bucketing of core/wire/padding.h (at least 256 bytes), so the sealed size reveals little.
+// The card tells a new contact where to reply; it is believed only after the Signal message in the same
+// envelope decrypted (so only from the identity the session authenticates).
+//
+// Thread rules: free functions, safe from any thread.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "core/base/bytes.h"
+#include "core/base/secret.h"
+#include "core/base/status.h"
+#include "core/session/engine.h"
+#include "core/wire/bundle.h"
+
+namespace cw::runtime {
+
+inline constexpr size_t kBoxKeySize = 32;  // crypto_box_PUBLICKEYBYTES
+inline constexpr size_t kMaxRelayAddressSize = 200;
+inline constexpr size_t kMaxInviteCodeSize = 1024;
+inline constexpr std::string_view kInvitePrefix = "cwi1.";
+
+using MailboxId = std::array<uint8_t, 16>;
+using DepositToken = std::array<uint8_t, 32>;
+using BoxPublicKey = std::array<uint8_t, kBoxKeySize>;
+
+// Where and how to reach a mailbox.
+struct ContactCard {
+  std::string relay;  // cw://<key>@host:port
+  MailboxId mailbox{};
+  DepositToken token{};
+  BoxPublicKey box_key{};
+  friend bool operator==(const ContactCard&, const ContactCard&) = default;
+};
+
+struct Invite {
+  ContactCard card;
+  wire::PublicKey identity_key{};
+  std::string name;
+  friend bool operator==(const Invite&, const Invite&) = default;
+};
+
+std::string EncodeInvite(const Invite& invite);
+// kMalformed for anything else than one well-formed invite code (surrounding whitespace is ignored);
+// kUnsupportedVersion for another version.
+Result<Invite> DecodeInvite(std::string_view code);
+
+struct EnvelopeContent {
+  session::Ciphertext message;
+  std::string sender;
+  uint32_t sender_device = 1;
+  int64_t sent_at_ms = 0;
+  std::optional<ContactCard> card;
+};
+
+// Serializes, pads and seals to `recipient_box_key`.
+Result<Bytes> SealEnvelope(const EnvelopeContent& content, const BoxPublicKey& recipient_box_key);
+// Opens with our box key pair. kTampered when it was not sealed to us (or was altered); kMalformed when the
+// inner bytes do not parse.
+Result<EnvelopeContent> OpenEnvelope(ByteView sealed, const BoxPublicKey& box_public,
+                                     const SecretBytes& box_secret);
+
+}  // namespace cw::runtime

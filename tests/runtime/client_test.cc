@@ -1,0 +1,395 @@
+// End to end over loopback with a real relay (RelayService on RocksDB behind RelayServer on TcpTransport):
+// invitations, messages both ways, restarts of a client and of the relay, identity changes, bad input.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/runtime/client.h"
+#include "core/runtime/codec.h"
+#include "tests/runtime/runtime_test_util.h"
+
+namespace cw::runtime {
+namespace {
+
+using testing::TempDir;
+using testing::TestRelay;
+
+const ByteView kPass = AsBytes("correct horse battery staple");
+
+std::string Text(const SecretBytes& b) { return std::string(b.reveal().begin(), b.reveal().end()); }
+
+std::vector<std::string> Bodies(Client& c, const std::string& contact) {
+  auto h = c.History(contact);
+  EXPECT_TRUE(h.has_value()) << h.error().ToString();
+  std::vector<std::string> out;
+  if (h) {
+    for (const auto& m : *h) out.push_back(Text(m.body));
+  }
+  return out;
+}
+
+ClientOptions Fast() {
+  ClientOptions o;
+  o.keystore = storage::KeystoreOptions::MinimumCostForTesting();
+  o.reconnect_min_ms = 20;
+  o.reconnect_max_ms = 200;
+  return o;
+}
+
+#define ASSERT_OK(expr)                                          \
+  do {                                                           \
+    const auto& r_ = (expr);                                     \
+    ASSERT_TRUE(r_.ok()) << #expr << ": " << r_.ToString();      \
+  } while (0)
+#define ASSERT_HAS(expr)                                                    \
+  do {                                                                      \
+    const auto& r_ = (expr);                                                \
+    ASSERT_TRUE(r_.has_value()) << #expr << ": " << r_.error().ToString();  \
+  } while (0)
+
+class RuntimeE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    relay_ = std::make_unique<TestRelay>(dir_.Sub("relay"));
+    ASSERT_OK(relay_->Start());
+  }
+
+  std::unique_ptr<Client> NewClient(const std::string& home, const std::string& name, ClientOptions o = Fast()) {
+    auto c = Client::Create(dir_.Sub(home), name, kPass, std::move(o));
+    EXPECT_TRUE(c.has_value()) << c.error().ToString();
+    return c ? std::move(*c) : nullptr;
+  }
+  std::unique_ptr<Client> Reopen(const std::string& home, ClientOptions o = Fast()) {
+    auto c = Client::Open(dir_.Sub(home), kPass, std::move(o));
+    EXPECT_TRUE(c.has_value()) << c.error().ToString();
+    return c ? std::move(*c) : nullptr;
+  }
+
+  // Clinician registers and invites; the patient accepts with `hello`; the clinician receives it.
+  void Connect(Client& clinician, Client& patient, const std::string& hello = "hello doctor") {
+    ASSERT_OK(clinician.Register(relay_->address()));
+    auto code = clinician.CreateInvite();
+    ASSERT_HAS(code);
+    ASSERT_OK(patient.Register(relay_->address()));
+    auto contact = patient.AcceptInvite(*code, hello);
+    ASSERT_HAS(contact);
+    EXPECT_EQ(*contact, clinician.name());
+    auto sync = clinician.Sync();
+    ASSERT_HAS(sync);
+    EXPECT_EQ(sync->received, 1u);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<TestRelay> relay_;
+};
+
+TEST_F(RuntimeE2E, TwoClientsConverse) {
+  auto clinician = NewClient("clinician", "dr.lee");
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+
+  ASSERT_HAS(clinician->SendText("pat", "how are you feeling today?"));
+  auto s = clinician->Sync();
+  ASSERT_HAS(s);
+  EXPECT_EQ(s->pending, 0u);
+  auto r = patient->Sync();
+  ASSERT_HAS(r);
+  EXPECT_EQ(r->received, 1u);
+  ASSERT_HAS(patient->SendText("dr.lee", "better, thanks"));
+  ASSERT_HAS(patient->Sync());
+  ASSERT_HAS(clinician->Sync());
+
+  EXPECT_EQ(Bodies(*clinician, "pat"),
+            (std::vector<std::string>{"hello doctor", "how are you feeling today?", "better, thanks"}));
+  EXPECT_EQ(Bodies(*patient, "dr.lee"),
+            (std::vector<std::string>{"hello doctor", "how are you feeling today?", "better, thanks"}));
+
+  auto a = clinician->GetSafetyNumber("pat");
+  auto b = patient->GetSafetyNumber("dr.lee");
+  ASSERT_HAS(a);
+  ASSERT_HAS(b);
+  EXPECT_EQ(a->digits, b->digits);
+  EXPECT_EQ(a->digits.size(), 60u);
+  ASSERT_OK(clinician->SetVerified("pat", true));
+  auto contacts = clinician->Contacts();
+  ASSERT_HAS(contacts);
+  ASSERT_EQ(contacts->size(), 1u);
+  EXPECT_EQ((*contacts)[0].trust, session::TrustState::kVerified);
+  EXPECT_EQ((*contacts)[0].fingerprint, patient->Fingerprint());
+}
+
+TEST_F(RuntimeE2E, BackgroundClientGetsPushedMessages) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> got;
+  ClientOptions o = Fast();
+  o.callbacks.on_message = [&](const IncomingMessage& m) {
+    std::lock_guard<std::mutex> lock(mu);
+    got.push_back(m.contact + ": " + Text(m.text));
+    cv.notify_all();
+  };
+  auto clinician = NewClient("clinician", "dr.lee", std::move(o));
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  ASSERT_OK(clinician->Register(relay_->address()));
+  ASSERT_OK(clinician->StartBackground());
+  auto code = clinician->CreateInvite();
+  ASSERT_HAS(code);
+  ASSERT_HAS(patient->AcceptInvite(*code, "first"));
+  ASSERT_HAS(patient->SendText("dr.lee", "second"));
+  ASSERT_HAS(patient->Sync());
+  ASSERT_TRUE(testing::WaitFor(mu, cv, [&] { return got.size() >= 2; }));
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(got, (std::vector<std::string>{"pat: first", "pat: second"}));
+}
+
+TEST_F(RuntimeE2E, PatientRestartsMidConversationLosesAndDuplicatesNothing) {
+  auto clinician = NewClient("clinician", "dr.lee");
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  ASSERT_HAS(clinician->SendText("pat", "one"));
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_HAS(patient->Sync());
+
+  patient.reset();  // the patient's app is closed
+  for (const char* t : {"two", "three", "four"}) ASSERT_HAS(clinician->SendText("pat", t));
+  auto s = clinician->Sync();
+  ASSERT_HAS(s);
+  EXPECT_EQ(s->pending, 0u);
+  EXPECT_EQ(relay_->Stats().queued_messages, 3u);
+
+  patient = Reopen("patient");
+  ASSERT_TRUE(patient);
+  auto r = patient->Sync();
+  ASSERT_HAS(r);
+  EXPECT_EQ(r->received, 3u);
+  auto again = patient->Sync();
+  ASSERT_HAS(again);
+  EXPECT_EQ(again->received, 0u);
+  EXPECT_EQ(relay_->Stats().queued_messages, 0u);
+  EXPECT_EQ(Bodies(*patient, "dr.lee"), (std::vector<std::string>{"hello doctor", "one", "two", "three", "four"}));
+
+  // The conversation goes on after the restart, both ways.
+  ASSERT_HAS(patient->SendText("dr.lee", "got them all"));
+  ASSERT_HAS(patient->Sync());
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(Bodies(*clinician, "pat").back(), "got them all");
+}
+
+TEST_F(RuntimeE2E, RelayRestartLosesNothingAndOutboxRetries) {
+  auto clinician = NewClient("clinician", "dr.lee");
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  ASSERT_HAS(clinician->SendText("pat", "before restart"));
+  ASSERT_HAS(clinician->Sync());
+
+  relay_->Stop();
+  ASSERT_HAS(clinician->SendText("pat", "while the relay is down"));
+  auto down = clinician->Sync(3000);
+  ASSERT_FALSE(down.has_value());
+  EXPECT_EQ(down.error().code(), StatusCode::kUnavailable);
+  auto pending = clinician->PendingOutboxCount();
+  ASSERT_HAS(pending);
+  EXPECT_EQ(*pending, 1u);
+
+  // A restarted clinician still has the message queued: the outbox is durable.
+  clinician.reset();
+  clinician = Reopen("clinician");
+  ASSERT_TRUE(clinician);
+  ASSERT_OK(relay_->Start());
+  auto up = clinician->Sync();
+  ASSERT_HAS(up);
+  EXPECT_EQ(up->sent, 1u);
+  EXPECT_EQ(up->pending, 0u);
+
+  auto r = patient->Sync();
+  ASSERT_HAS(r);
+  EXPECT_EQ(r->received, 2u);
+  EXPECT_EQ(Bodies(*patient, "dr.lee"),
+            (std::vector<std::string>{"hello doctor", "before restart", "while the relay is down"}));
+}
+
+TEST_F(RuntimeE2E, BackgroundOutboxFlushesWhenRelayReturns) {
+  std::mutex mu;
+  std::condition_variable cv;
+  int sent = 0;
+  ClientOptions o = Fast();
+  o.callbacks.on_sent = [&](const std::string&, uint64_t) {
+    std::lock_guard<std::mutex> lock(mu);
+    ++sent;
+    cv.notify_all();
+  };
+  auto clinician = NewClient("clinician", "dr.lee", std::move(o));
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  ASSERT_OK(clinician->StartBackground());
+  relay_->Stop();
+  ASSERT_HAS(clinician->SendText("pat", "queued while down"));
+  ASSERT_OK(relay_->Start());
+  ASSERT_TRUE(testing::WaitFor(mu, cv, [&] { return sent >= 1; }));
+  auto r = patient->Sync();
+  ASSERT_HAS(r);
+  EXPECT_EQ(Bodies(*patient, "dr.lee").back(), "queued while down");
+}
+
+TEST_F(RuntimeE2E, IdentityChangeBlocksSendingUntilAccepted) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<IdentityChangeEvent> changes;
+  ClientOptions o = Fast();
+  o.callbacks.on_identity_change = [&](const IdentityChangeEvent& e) {
+    std::lock_guard<std::mutex> lock(mu);
+    changes.push_back(e);
+    cv.notify_all();
+  };
+  auto clinician = NewClient("clinician", "dr.lee", std::move(o));
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  const std::string old_fp = patient->Fingerprint();
+
+  // The patient loses the phone and sets up again under the same name from a new invite.
+  patient.reset();
+  auto phone2 = NewClient("patient2", "pat");
+  ASSERT_TRUE(phone2);
+  auto code = clinician->CreateInvite();
+  ASSERT_HAS(code);
+  ASSERT_HAS(phone2->AcceptInvite(*code, "new phone, same me"));
+
+  ASSERT_HAS(clinician->Sync());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ASSERT_EQ(changes.size(), 1u);
+    EXPECT_EQ(changes[0].contact, "pat");
+    EXPECT_EQ(changes[0].new_fingerprint, phone2->Fingerprint());
+    EXPECT_NE(changes[0].new_fingerprint, old_fp);
+  }
+  auto blocked = clinician->SendText("pat", "are you still you?");
+  ASSERT_FALSE(blocked.has_value());
+  EXPECT_EQ(blocked.error().code(), StatusCode::kUntrustedIdentity);
+  EXPECT_EQ(Bodies(*clinician, "pat"), (std::vector<std::string>{"hello doctor"}));  // the new message waits
+
+  ASSERT_OK(clinician->AcceptIdentityChange("pat"));
+  auto s = clinician->Sync();
+  ASSERT_HAS(s);
+  EXPECT_EQ(s->received, 1u);
+  EXPECT_EQ(Bodies(*clinician, "pat").back(), "new phone, same me");
+  ASSERT_HAS(clinician->SendText("pat", "welcome back"));
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_HAS(phone2->Sync());
+  EXPECT_EQ(Bodies(*phone2, "dr.lee").back(), "welcome back");
+}
+
+TEST_F(RuntimeE2E, RelayHoldsOnlySealedPaddedEnvelopes) {
+  auto clinician = NewClient("clinician", "dr.lee");
+  ClientOptions o = Fast();
+  o.callbacks.on_error = [](const Status& s) { ADD_FAILURE() << s.ToString(); };
+  auto patient = NewClient("patient", "pat", std::move(o));
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  patient.reset();
+  ASSERT_HAS(clinician->SendText("pat", "a"));
+  ASSERT_HAS(clinician->SendText("pat", "blood pressure 120/80, continue the current dose"));
+  ASSERT_HAS(clinician->Sync());
+  patient = Reopen("patient");  // offline while the messages arrived; peeking is its first relay call
+  ASSERT_TRUE(patient);
+  auto peeked = patient->PeekRelay();
+  ASSERT_HAS(peeked);
+  ASSERT_EQ(peeked->size(), 2u);
+  EXPECT_EQ((*peeked)[0].envelope.size(), (*peeked)[1].envelope.size());  // one size bucket
+  for (const auto& p : *peeked) {
+    const std::string raw(p.envelope.begin(), p.envelope.end());
+    EXPECT_EQ(raw.find("dr.lee"), std::string::npos);
+    EXPECT_EQ(raw.find("blood"), std::string::npos);
+  }
+  // Peeking acknowledged nothing.
+  auto r = patient->Sync();
+  ASSERT_HAS(r);
+  EXPECT_EQ(r->received, 2u);
+}
+
+TEST_F(RuntimeE2E, BadInputGetsClearErrors) {
+  auto clinician = NewClient("clinician", "dr.lee");
+  ASSERT_TRUE(clinician);
+  auto bad = clinician->AcceptInvite("cwi1.not-a-real-code", "hi");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code(), StatusCode::kMalformed);
+  EXPECT_EQ(clinician->SendText("nobody", "hi").error().code(), StatusCode::kNotFound);
+  clinician.reset();
+
+  auto wrong = Client::Open(dir_.Sub("clinician"), AsBytes("wrong passphrase"), Fast());
+  ASSERT_FALSE(wrong.has_value());
+  EXPECT_EQ(wrong.error().code(), StatusCode::kPermissionDenied);
+  auto none = Client::Open(dir_.Sub("nobody"), kPass, Fast());
+  ASSERT_FALSE(none.has_value());
+  EXPECT_EQ(none.error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(Client::Create(dir_.Sub("clinician"), "again", kPass, Fast()).error().code(), StatusCode::kAlreadyExists);
+
+  auto c = Reopen("clinician");
+  ASSERT_TRUE(c);
+  relay_->Stop();
+  Status unreachable = c->Register(relay_->address(), 5000);
+  EXPECT_EQ(unreachable.code(), StatusCode::kUnavailable) << unreachable.ToString();
+  EXPECT_EQ(c->RelayAddress(), "");
+}
+
+TEST(InviteCode, RoundTripsAndRejectsGarbage) {
+  Invite inv;
+  inv.card.relay = "cw://" + std::string(64, 'a') + "@127.0.0.1:7400";
+  inv.card.mailbox.fill(1);
+  inv.card.token.fill(2);
+  inv.card.box_key.fill(3);
+  inv.identity_key.fill(5);
+  inv.name = "dr.lee";
+  const std::string code = EncodeInvite(inv);
+  EXPECT_LT(code.size(), 400u);
+  auto back = DecodeInvite("  " + code + "\n");
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(*back, inv);
+  EXPECT_EQ(DecodeInvite("").error().code(), StatusCode::kMalformed);
+  EXPECT_EQ(DecodeInvite("cwi1.").error().code(), StatusCode::kMalformed);
+  EXPECT_EQ(DecodeInvite(code.substr(0, code.size() - 5)).error().code(), StatusCode::kMalformed);
+  EXPECT_EQ(DecodeInvite("xyz" + code).error().code(), StatusCode::kMalformed);
+  std::string flipped = code;
+  flipped[10] = flipped[10] == 'A' ? 'B' : 'A';
+  auto f = DecodeInvite(flipped);
+  if (f) {
+    EXPECT_NE(*f, inv);
+  }
+}
+
+TEST(RuntimeEnvelope, SealsToTheRecipientOnly) {
+  BoxPublicKey pk{}, other_pk{};
+  SecretBytes sk(crypto_box_SECRETKEYBYTES), other_sk(crypto_box_SECRETKEYBYTES);
+  crypto_box_keypair(pk.data(), sk.reveal_mutable().data());
+  crypto_box_keypair(other_pk.data(), other_sk.reveal_mutable().data());
+  EnvelopeContent c;
+  c.message.type = session::MessageType::kSignal;
+  c.message.body = Bytes(100, 0x33);
+  c.sender = "dr.lee";
+  c.sent_at_ms = 1234;
+  c.card = ContactCard{"cw://x@h:1", {}, {}, {}};
+  auto sealed = SealEnvelope(c, pk);
+  ASSERT_TRUE(sealed.has_value());
+  auto opened = OpenEnvelope(*sealed, pk, sk);
+  ASSERT_TRUE(opened.has_value()) << opened.error().ToString();
+  EXPECT_EQ(opened->sender, "dr.lee");
+  EXPECT_EQ(opened->message.body, c.message.body);
+  EXPECT_EQ(opened->sent_at_ms, 1234);
+  ASSERT_TRUE(opened->card.has_value());
+  EXPECT_EQ(*opened->card, *c.card);
+  EXPECT_EQ(OpenEnvelope(*sealed, other_pk, other_sk).error().code(), StatusCode::kTampered);
+  Bytes cut(sealed->begin(), sealed->end() - 1);
+  EXPECT_EQ(OpenEnvelope(cut, pk, sk).error().code(), StatusCode::kTampered);
+}
+
+}  // namespace
+}  // namespace cw::runtime
