@@ -271,6 +271,9 @@ class Client::Impl {
   void Shutdown() {
     if (!transport_) return;
     (void)transport::RunSync(*transport_, [this]() -> Status {
+      // Callbacks still in flight (a connect finishing, a frame) check the generation: bump it so none of
+      // them touches the engine we are about to release.
+      ++generation_;
       shutting_down_ = true;
       background_ = false;
       if (reconnect_timer_) transport_->CancelTimer(*reconnect_timer_);

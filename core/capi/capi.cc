@@ -1,0 +1,311 @@
+// The C API (include/cipherward/cipherward.h) over cw::runtime::Client. Every extern "C" function here
+// catches everything: no exception and no C++ type crosses the boundary (STYLE.md, "Errors are values").
+#include <sodium.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+
+#define CW_BUILDING_LIBRARY 1
+#include "cipherward/cipherward.h"
+#include "core/base/status.h"
+#include "core/runtime/client.h"
+
+#ifndef CW_VERSION_STRING
+#error "CW_VERSION_STRING must be defined by the build"
+#endif
+
+struct cw_buffer {
+  size_t size;
+  uint8_t* data;  // size + 1 bytes; the last is a NUL not counted in size
+};
+
+namespace {
+
+using cw::Status;
+using cw::StatusCode;
+
+// The callbacks a C caller set, read by the client's loop thread. Held by shared_ptr so the runtime's
+// std::function can outlive nothing it points to, whatever the destruction order.
+struct CallbackState {
+  std::mutex mu;
+  cw_message_fn on_message = nullptr;
+  void* message_user_data = nullptr;
+  cw_identity_change_fn on_identity_change = nullptr;
+  void* identity_user_data = nullptr;
+};
+
+cw_status ToC(StatusCode code) {
+  switch (code) {
+    case StatusCode::kOk: return CW_OK;
+    case StatusCode::kInvalidArgument: return CW_ERR_INVALID_ARGUMENT;
+    case StatusCode::kMalformed: return CW_ERR_MALFORMED;
+    case StatusCode::kUnsupportedVersion: return CW_ERR_UNSUPPORTED_VERSION;
+    case StatusCode::kBadSignature: return CW_ERR_BAD_SIGNATURE;
+    case StatusCode::kTampered: return CW_ERR_TAMPERED;
+    case StatusCode::kDuplicate: return CW_ERR_DUPLICATE;
+    case StatusCode::kTooFarAhead: return CW_ERR_TOO_FAR_AHEAD;
+    case StatusCode::kNoSession: return CW_ERR_NO_SESSION;
+    case StatusCode::kUntrustedIdentity: return CW_ERR_UNTRUSTED_IDENTITY;
+    case StatusCode::kNotFound: return CW_ERR_NOT_FOUND;
+    case StatusCode::kAlreadyExists: return CW_ERR_ALREADY_EXISTS;
+    case StatusCode::kPermissionDenied: return CW_ERR_PERMISSION_DENIED;
+    case StatusCode::kResourceExhausted: return CW_ERR_RESOURCE_EXHAUSTED;
+    case StatusCode::kUnavailable: return CW_ERR_UNAVAILABLE;
+    case StatusCode::kInternal: return CW_ERR_INTERNAL;
+    case StatusCode::kAborted: return CW_ERR_ABORTED;
+  }
+  return CW_ERR_INTERNAL;
+}
+cw_status ToC(const Status& s) { return ToC(s.code()); }
+
+// Copies `n` bytes into a new buffer, NUL-terminated. Null on allocation failure.
+cw_buffer* NewBuffer(const void* data, size_t n) {
+  auto* b = static_cast<cw_buffer*>(std::malloc(sizeof(cw_buffer)));
+  if (b == nullptr) return nullptr;
+  b->data = static_cast<uint8_t*>(std::malloc(n + 1));
+  if (b->data == nullptr) {
+    std::free(b);
+    return nullptr;
+  }
+  if (n > 0) std::memcpy(b->data, data, n);
+  b->data[n] = 0;
+  b->size = n;
+  return b;
+}
+
+cw_status ReturnString(const std::string& s, cw_buffer** out) {
+  cw_buffer* b = NewBuffer(s.data(), s.size());
+  if (b == nullptr) return CW_ERR_NO_MEMORY;
+  *out = b;
+  return CW_OK;
+}
+
+// Runs `fn` (returning cw_status) and turns any escaping exception into a status.
+template <typename Fn>
+cw_status Guard(Fn&& fn) noexcept {
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    return CW_ERR_NO_MEMORY;
+  } catch (...) {
+    return CW_ERR_INTERNAL;
+  }
+}
+
+}  // namespace
+
+struct cw_client {
+  // Declared before `client` so it is destroyed after it: the loop thread is gone before the state is.
+  std::shared_ptr<CallbackState> callbacks;
+  std::unique_ptr<cw::runtime::Client> client;
+};
+
+extern "C" {
+
+CW_EXPORT const char* cw_version(void) { return CW_VERSION_STRING; }
+
+CW_EXPORT const char* cw_strerror(int status) {
+  switch (status) {
+    case CW_OK: return "ok";
+    case CW_ERR_INVALID_ARGUMENT: return "invalid argument";
+    case CW_ERR_MALFORMED: return "malformed input";
+    case CW_ERR_UNSUPPORTED_VERSION: return "unsupported version";
+    case CW_ERR_BAD_SIGNATURE: return "bad signature";
+    case CW_ERR_TAMPERED: return "data was tampered with";
+    case CW_ERR_DUPLICATE: return "duplicate";
+    case CW_ERR_TOO_FAR_AHEAD: return "message too far ahead";
+    case CW_ERR_NO_SESSION: return "no session with this contact yet";
+    case CW_ERR_UNTRUSTED_IDENTITY: return "contact's identity changed and is not yet accepted";
+    case CW_ERR_NOT_FOUND: return "not found";
+    case CW_ERR_ALREADY_EXISTS: return "already exists";
+    case CW_ERR_PERMISSION_DENIED: return "permission denied (wrong passphrase, or a blocking call from a callback)";
+    case CW_ERR_RESOURCE_EXHAUSTED: return "resource exhausted";
+    case CW_ERR_UNAVAILABLE: return "unavailable (relay unreachable or store busy); retry later";
+    case CW_ERR_INTERNAL: return "internal error";
+    case CW_ERR_ABORTED: return "aborted";
+    case CW_ERR_NO_MEMORY: return "out of memory";
+    default: return "unknown status";
+  }
+}
+
+CW_EXPORT const uint8_t* cw_buffer_data(const cw_buffer* buffer) { return buffer ? buffer->data : nullptr; }
+CW_EXPORT size_t cw_buffer_size(const cw_buffer* buffer) { return buffer ? buffer->size : 0; }
+CW_EXPORT void cw_buffer_free(cw_buffer* buffer) {
+  if (buffer == nullptr) return;
+  sodium_memzero(buffer->data, buffer->size + 1);
+  std::free(buffer->data);
+  sodium_memzero(buffer, sizeof(*buffer));
+  std::free(buffer);
+}
+
+CW_EXPORT cw_status cw_client_open(const char* home_dir, const uint8_t* passphrase, size_t passphrase_len,
+                                   const char* relay_address, const char* name, cw_client** out_client) {
+  return Guard([&]() -> cw_status {
+    if (home_dir == nullptr || out_client == nullptr || (passphrase == nullptr && passphrase_len > 0)) {
+      return CW_ERR_INVALID_ARGUMENT;
+    }
+    if (*home_dir == '\0' || passphrase_len == 0) return CW_ERR_INVALID_ARGUMENT;
+    if (sodium_init() < 0) return CW_ERR_INTERNAL;
+    auto handle = std::make_unique<cw_client>();
+    handle->callbacks = std::make_shared<CallbackState>();
+    auto make_options = [&]() {
+      cw::runtime::ClientOptions o;
+      std::weak_ptr<CallbackState> weak = handle->callbacks;
+      o.callbacks.on_message = [weak](const cw::runtime::IncomingMessage& m) {
+        try {
+          auto st = weak.lock();
+          if (!st) return;
+          cw_message_fn fn;
+          void* ud;
+          {
+            std::lock_guard<std::mutex> lock(st->mu);
+            fn = st->on_message;
+            ud = st->message_user_data;
+          }
+          if (fn != nullptr) fn(ud, m.contact.c_str(), m.text.reveal().data(), m.text.size());
+        } catch (...) {
+          // A callback handed to the runtime must not throw into its loop.
+        }
+      };
+      o.callbacks.on_identity_change = [weak](const cw::runtime::IdentityChangeEvent& e) {
+        try {
+          auto st = weak.lock();
+          if (!st) return;
+          cw_identity_change_fn fn;
+          void* ud;
+          {
+            std::lock_guard<std::mutex> lock(st->mu);
+            fn = st->on_identity_change;
+            ud = st->identity_user_data;
+          }
+          if (fn != nullptr) fn(ud, e.contact.c_str());
+        } catch (...) {
+        }
+      };
+      return o;
+    };
+    std::span<const uint8_t> pass(passphrase, passphrase_len);
+    auto opened = cw::runtime::Client::Open(home_dir, pass, make_options());
+    if (!opened && opened.error().code() == StatusCode::kNotFound) {
+      if (name == nullptr || *name == '\0') return CW_ERR_INVALID_ARGUMENT;
+      opened = cw::runtime::Client::Create(home_dir, name, pass, make_options());
+    }
+    if (!opened) return ToC(opened.error());
+    handle->client = std::move(*opened);
+    if (relay_address != nullptr) {
+      Status s = handle->client->Register(relay_address);
+      if (!s.ok()) return ToC(s);
+    }
+    if (!handle->client->RelayAddress().empty()) {
+      Status s = handle->client->StartBackground();
+      if (!s.ok()) return ToC(s);
+    }
+    *out_client = handle.release();
+    return CW_OK;
+  });
+}
+
+CW_EXPORT void cw_client_close(cw_client* client) {
+  if (client == nullptr) return;
+  try {
+    client->client.reset();
+  } catch (...) {
+  }
+  delete client;
+}
+
+CW_EXPORT cw_status cw_client_name(cw_client* client, cw_buffer** out_name) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || out_name == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    return ReturnString(client->client->name(), out_name);
+  });
+}
+
+CW_EXPORT cw_status cw_client_invite(cw_client* client, cw_buffer** out_code) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || out_code == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto code = client->client->CreateInvite();
+    if (!code) return ToC(code.error());
+    return ReturnString(*code, out_code);
+  });
+}
+
+CW_EXPORT cw_status cw_client_accept(cw_client* client, const char* code, const uint8_t* first_message, size_t len,
+                                     cw_buffer** out_contact) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || code == nullptr || (first_message == nullptr && len > 0)) return CW_ERR_INVALID_ARGUMENT;
+    std::string text(reinterpret_cast<const char*>(first_message), first_message ? len : 0);
+    auto contact = client->client->AcceptInvite(code, text);
+    sodium_memzero(text.data(), text.size());
+    if (!contact) return ToC(contact.error());
+    if (out_contact != nullptr) return ReturnString(*contact, out_contact);
+    return CW_OK;
+  });
+}
+
+CW_EXPORT cw_status cw_client_send(cw_client* client, const char* contact_name, const uint8_t* bytes, size_t len) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || contact_name == nullptr || (bytes == nullptr && len > 0)) return CW_ERR_INVALID_ARGUMENT;
+    std::string text(reinterpret_cast<const char*>(bytes), bytes ? len : 0);
+    auto seq = client->client->SendText(contact_name, text);
+    sodium_memzero(text.data(), text.size());
+    return seq ? CW_OK : ToC(seq.error());
+  });
+}
+
+CW_EXPORT cw_status cw_client_sync(cw_client* client) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto r = client->client->Sync();
+    return r ? CW_OK : ToC(r.error());
+  });
+}
+
+CW_EXPORT cw_status cw_client_set_on_message(cw_client* client, cw_message_fn cb, void* user_data) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    std::lock_guard<std::mutex> lock(client->callbacks->mu);
+    client->callbacks->on_message = cb;
+    client->callbacks->message_user_data = cb ? user_data : nullptr;
+    return CW_OK;
+  });
+}
+
+CW_EXPORT cw_status cw_client_set_on_identity_change(cw_client* client, cw_identity_change_fn cb, void* user_data) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    std::lock_guard<std::mutex> lock(client->callbacks->mu);
+    client->callbacks->on_identity_change = cb;
+    client->callbacks->identity_user_data = cb ? user_data : nullptr;
+    return CW_OK;
+  });
+}
+
+CW_EXPORT cw_status cw_client_safety_number(cw_client* client, const char* contact, cw_buffer** out_digits) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || contact == nullptr || out_digits == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto sn = client->client->GetSafetyNumber(contact);
+    if (!sn) return ToC(sn.error());
+    return ReturnString(sn->digits, out_digits);
+  });
+}
+
+CW_EXPORT cw_status cw_client_verify(cw_client* client, const char* contact, int verified) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || contact == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    return ToC(client->client->SetVerified(contact, verified != 0));
+  });
+}
+
+CW_EXPORT cw_status cw_client_accept_identity_change(cw_client* client, const char* contact) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || contact == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    return ToC(client->client->AcceptIdentityChange(contact));
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,158 @@
+/* cipherward.h: the C API of Cipherward, the one stable ABI for mobile teams and other embedders.
+ *
+ * What it is: a thin C11 layer over the client runtime (core/runtime/client.h). A cw_client owns one local
+ * identity (its passphrase-wrapped keystore and sealed store in a home directory) and its link to a blind
+ * relay; it sends and receives end-to-end encrypted text with contacts made through invite codes.
+ *
+ * Conventions:
+ *   - Handles are opaque. Every function returns a cw_status (CW_OK on success) unless noted; results come
+ *     back through out-parameters, which are written only on success. A call that fails never fires a
+ *     callback on its behalf.
+ *   - No C++ exception and no C++ type crosses this boundary.
+ *   - Byte strings are (pointer, length) pairs and may hold any bytes; names and codes are NUL-terminated
+ *     UTF-8.
+ *   - cw_buffer is how the library hands bytes back (invite codes, safety numbers). Its memory is wiped
+ *     (sodium_memzero) when freed with cw_buffer_free; free every buffer you receive.
+ *   - Error text (cw_strerror) never holds a key, plaintext, passphrase or name.
+ *
+ * Threads: every function may be called from any thread, concurrently, on a live client. Functions that
+ * talk to the relay (cw_client_open with a relay address, cw_client_invite, cw_client_accept, cw_client_sync)
+ * block until the relay answers or a timeout (15 s) passes, and must NOT be called from inside a callback
+ * (they return CW_ERR_PERMISSION_DENIED there). Callbacks run on the client's own loop thread.
+ */
+#ifndef CIPHERWARD_CIPHERWARD_H_
+#define CIPHERWARD_CIPHERWARD_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(CW_BUILDING_LIBRARY) && defined(__GNUC__)
+#define CW_EXPORT __attribute__((visibility("default")))
+#else
+#define CW_EXPORT
+#endif
+
+#if defined(__GNUC__)
+#define CW_NODISCARD __attribute__((warn_unused_result))
+#else
+#define CW_NODISCARD
+#endif
+
+/* Status codes. Stable values: new codes are only ever appended. */
+typedef enum cw_status {
+  CW_OK = 0,
+  CW_ERR_INVALID_ARGUMENT = 1,    /* a NULL or unusable argument */
+  CW_ERR_MALFORMED = 2,           /* bytes from outside (an invite code, a message) do not parse */
+  CW_ERR_UNSUPPORTED_VERSION = 3, /* a known format at a version this library does not speak */
+  CW_ERR_BAD_SIGNATURE = 4,       /* a signature did not verify (e.g. the relay served someone else's keys) */
+  CW_ERR_TAMPERED = 5,            /* authenticated data failed to open */
+  CW_ERR_DUPLICATE = 6,           /* already received */
+  CW_ERR_TOO_FAR_AHEAD = 7,       /* a message skips more keys than the ratchet keeps */
+  CW_ERR_NO_SESSION = 8,          /* no session with that contact yet (their first message has not arrived) */
+  CW_ERR_UNTRUSTED_IDENTITY = 9,  /* the contact's identity key changed: see cw_client_accept_identity_change */
+  CW_ERR_NOT_FOUND = 10,          /* no such contact, or no identity in the home directory */
+  CW_ERR_ALREADY_EXISTS = 11,
+  CW_ERR_PERMISSION_DENIED = 12,  /* wrong passphrase, or a blocking call made from a callback */
+  CW_ERR_RESOURCE_EXHAUSTED = 13, /* a limit was reached (e.g. the contact's mailbox is full) */
+  CW_ERR_UNAVAILABLE = 14,        /* the relay cannot be reached, or the store is busy; retry later */
+  CW_ERR_INTERNAL = 15,           /* a bug or an unexpected failure inside the library */
+  CW_ERR_ABORTED = 16,            /* stopped on purpose before committing anything */
+  CW_ERR_NO_MEMORY = 17           /* an allocation failed */
+} cw_status;
+
+/* The library version, "MAJOR.MINOR.PATCH". Static storage; never NULL. */
+CW_EXPORT const char* cw_version(void);
+
+/* A short English description of `status` (unknown values included). Static storage; never NULL. */
+CW_EXPORT const char* cw_strerror(int status);
+
+/* ---- Buffers ---------------------------------------------------------------------------------------- */
+
+/* Bytes owned by the library, handed to the caller. The data is followed by a NUL byte not counted in the
+ * size, so text buffers (invite codes, safety numbers) can be used as C strings. */
+typedef struct cw_buffer cw_buffer;
+
+/* REQUIRES: buffer is a live buffer or NULL (NULL gives NULL / 0). */
+CW_EXPORT const uint8_t* cw_buffer_data(const cw_buffer* buffer);
+CW_EXPORT size_t cw_buffer_size(const cw_buffer* buffer);
+/* Wipes and frees. NULL is a no-op. */
+CW_EXPORT void cw_buffer_free(cw_buffer* buffer);
+
+/* ---- Client ----------------------------------------------------------------------------------------- */
+
+typedef struct cw_client cw_client;
+
+/* Opens the identity in `home_dir`, or creates one there when it holds none (then `name`, the name this
+ * identity shows to contacts, is required; otherwise it is ignored and may be NULL).
+ * When `relay_address` (cw://<key>@host:port) is non-NULL, registers with that relay if not registered yet.
+ * Whenever the identity is registered with a relay (now or earlier), keeps a link to it open in the
+ * background from then on: incoming messages reach the on_message callback as they arrive.
+ * Errors: CW_ERR_PERMISSION_DENIED on a wrong passphrase; CW_ERR_INVALID_ARGUMENT for NULL arguments or a
+ * missing name on creation; CW_ERR_UNAVAILABLE when the relay cannot be reached or the store is held by
+ * another process, or while the keystore backs off after wrong passphrases.
+ * The passphrase is not retained by the library; the caller wipes its copy. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_open(const char* home_dir, const uint8_t* passphrase,
+                                                size_t passphrase_len, const char* relay_address,
+                                                const char* name, cw_client** out_client);
+
+/* Stops the client's loop thread and frees it. Once it returns, no callback of this client runs any more.
+ * NULL is a no-op. REQUIRES: not called from one of this client's callbacks. */
+CW_EXPORT void cw_client_close(cw_client* client);
+
+/* The name this identity shows to contacts, as a buffer. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_name(cw_client* client, cw_buffer** out_name);
+
+/* A new invite code (text that fits a QR code) for a contact to pass to cw_client_accept. Needs the relay. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_invite(cw_client* client, cw_buffer** out_code);
+
+/* Accepts an invite code: makes its author a contact and queues `first_message` (len bytes; may be empty)
+ * to them, which lets them answer. The contact's name is returned in *out_contact when out_contact is not
+ * NULL. CW_ERR_MALFORMED for a bad code. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_accept(cw_client* client, const char* code, const uint8_t* first_message,
+                                                  size_t len, cw_buffer** out_contact);
+
+/* Encrypts and queues `len` bytes for `contact_name`; delivered at once when the relay link is up, else
+ * when it comes back. CW_ERR_NOT_FOUND for an unknown contact, CW_ERR_NO_SESSION before the contact's first
+ * message reached us, CW_ERR_UNTRUSTED_IDENTITY while an identity change awaits acceptance. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_send(cw_client* client, const char* contact_name, const uint8_t* bytes,
+                                                size_t len);
+
+/* Connects (if needed), delivers queued messages and fetches waiting ones now (their on_message callbacks
+ * run before this returns). Optional: the background link does the same on its own. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_sync(cw_client* client);
+
+/* Called once per incoming message, after it is durably stored. Runs on the client's loop thread: keep it
+ * short, do not block, and do not call the blocking functions listed at the top of this file. `contact` and
+ * `body` are valid only during the call (copy what you keep; the body memory is wiped afterwards). */
+typedef void (*cw_message_fn)(void* user_data, const char* contact, const uint8_t* body, size_t len);
+
+/* Sets (or, with cb NULL, clears) the message callback. Safe from any thread; a callback already running
+ * finishes with the old value. Messages received while no callback is set are stored but not reported. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_set_on_message(cw_client* client, cw_message_fn cb, void* user_data);
+
+/* Called when a contact's identity key changed: sending to them fails with CW_ERR_UNTRUSTED_IDENTITY until
+ * cw_client_accept_identity_change. Runs on the client's loop thread, like cw_message_fn. */
+typedef void (*cw_identity_change_fn)(void* user_data, const char* contact);
+CW_EXPORT CW_NODISCARD cw_status cw_client_set_on_identity_change(cw_client* client, cw_identity_change_fn cb,
+                                                                  void* user_data);
+
+/* The 60-digit safety number shared with `contact` (the same on both sides), as text in a buffer.
+ * Users compare it out of band, then call cw_client_verify. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_safety_number(cw_client* client, const char* contact,
+                                                         cw_buffer** out_digits);
+
+/* Marks `contact` verified (verified != 0) or not. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_verify(cw_client* client, const char* contact, int verified);
+
+/* Accepts `contact`'s new identity key after the user compared the new safety number; sending resumes. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_accept_identity_change(cw_client* client, const char* contact);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* CIPHERWARD_CIPHERWARD_H_ */

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# libcipherward.so exports the C API and signal_buffer_free (our wiping one, so libsignal's frees reach it)
+# and nothing else. Usage: exports_test.sh LIBRARY
+set -euo pipefail
+lib="$1"
+syms="$(nm -D --defined-only "$lib" | awk '{print $3}' | sed 's/@.*//')"
+echo "$syms" | grep -qx signal_buffer_free || { echo "signal_buffer_free not exported"; exit 1; }
+for f in cw_version cw_strerror cw_client_open cw_client_close cw_client_send cw_buffer_free; do
+  echo "$syms" | grep -qx "$f" || { echo "$f not exported"; exit 1; }
+done
+extra="$(echo "$syms" | grep -v -e '^cw_' -e '^signal_buffer_free$' -e '^$' || true)"
+[ -z "$extra" ] || { echo "unexpected exports:"; echo "$extra"; exit 1; }
+# libsodium must be searched before libsignal-protocol-c (both define crypto_hash_sha512).
+needed="$(readelf -d "$lib" | awk '/NEEDED/ {print $NF}' | tr -d '[]')"
+first="$(echo "$needed" | grep -n -e '^libsodium' -e '^libsignal-protocol-c' | head -n1)"
+case "$first" in *libsodium*) ;; *) echo "libsodium is not ahead of libsignal-protocol-c in DT_NEEDED:"; echo "$needed"; exit 1;; esac
+echo ok
