@@ -11,6 +11,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev
   libolm-dev nlohmann-json3-dev libcli11-dev libfmt-dev libreadline-dev
   python3 python3-dissononce tmux
+  mosquitto libmosquitto-dev
 )
 
 missing=()

@@ -9,6 +9,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <mutex>
 
 #include "core/base/secret.h"
@@ -249,25 +250,44 @@ class Keystore::Impl {
   }
 
   Status Unlock(std::span<const uint8_t> passphrase) {
-    std::lock_guard<std::mutex> lock(mu_);
-    CW_ASSIGN_OR_RETURN(SecretBytes master, CheckPassphraseLocked(passphrase));
-    return HoldLocked(master);
+    return WithLockThenNotify([&]() -> Status {
+      CW_ASSIGN_OR_RETURN(SecretBytes master, CheckPassphraseLocked(passphrase));
+      return HoldLocked(master);
+    });
   }
 
   Status ChangePassphrase(std::span<const uint8_t> old_passphrase, std::span<const uint8_t> new_passphrase) {
-    std::lock_guard<std::mutex> lock(mu_);
-    CW_RETURN_IF_ERROR(CheckPassphraseSize(new_passphrase));
-    if (!ValidCost(options_.argon2_opslimit, options_.argon2_memlimit)) {
-      return Status(StatusCode::kInvalidArgument, "Argon2id limits out of range");
-    }
-    CW_ASSIGN_OR_RETURN(SecretBytes master, CheckPassphraseLocked(old_passphrase));
-    CW_RETURN_IF_ERROR(WrapAndPersistLocked(master, new_passphrase));
-    return HoldLocked(master);
+    return WithLockThenNotify([&]() -> Status {
+      CW_RETURN_IF_ERROR(CheckPassphraseSize(new_passphrase));
+      if (!ValidCost(options_.argon2_opslimit, options_.argon2_memlimit)) {
+        return Status(StatusCode::kInvalidArgument, "Argon2id limits out of range");
+      }
+      CW_ASSIGN_OR_RETURN(SecretBytes master, CheckPassphraseLocked(old_passphrase));
+      CW_RETURN_IF_ERROR(WrapAndPersistLocked(master, new_passphrase));
+      return HoldLocked(master);
+    });
   }
 
   void Lock() {
-    std::lock_guard<std::mutex> lock(mu_);
-    WipeLocked();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      WipeLocked();
+    }
+    // Outside mu_: a listener takes its own lock, which its owner may hold while calling DeriveSubkey.
+    // Listeners run even if the keystore was already locked: Lock() always leaves nothing derived held.
+    NotifyLockListeners();
+  }
+
+  Keystore::LockListenerId AddLockListener(std::function<void()> listener) const {
+    std::lock_guard<std::mutex> lock(listeners_mu_);
+    const Keystore::LockListenerId id = next_listener_id_++;
+    listeners_.emplace(id, std::move(listener));
+    return id;
+  }
+
+  void RemoveLockListener(Keystore::LockListenerId id) const {
+    std::lock_guard<std::mutex> lock(listeners_mu_);
+    listeners_.erase(id);
   }
 
   bool unlocked() const {
@@ -304,6 +324,28 @@ class Keystore::Impl {
   }
 
  private:
+  // Runs `body` under mu_; if it wiped the master key (the erase after too many failures), tells the
+  // listeners once mu_ is released.
+  template <typename F>
+  Status WithLockThenNotify(F&& body) {
+    Status s = Status::Ok();
+    bool wiped = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      const uint64_t before = wipes_;
+      s = body();
+      wiped = wipes_ != before;
+    }
+    if (wiped) NotifyLockListeners();
+    return s;
+  }
+
+  // Holding listeners_mu_ across the calls makes RemoveLockListener wait for a running listener.
+  void NotifyLockListeners() const {
+    std::lock_guard<std::mutex> lock(listeners_mu_);
+    for (const auto& [id, listener] : listeners_) listener();
+  }
+
   int64_t RequiredWaitLocked() const {
     if (state_.failed_attempts < options_.backoff_free_attempts) return 0;
     const int64_t cap = std::max<int64_t>(options_.backoff_max_ms, 0);
@@ -408,6 +450,7 @@ class Keystore::Impl {
     sodium_memzero(master_, kMasterKeySize);
     sodium_free(master_);  // wipes again, then unmaps with its guard pages
     master_ = nullptr;
+    ++wipes_;
   }
 
   const std::string path_;
@@ -418,6 +461,11 @@ class Keystore::Impl {
   FileState state_;
   bool erased_ = false;
   uint8_t* master_ = nullptr;  // sodium_malloc'd, PROT_NONE except inside DeriveSubkey and HoldLocked
+  uint64_t wipes_ = 0;         // times WipeLocked wiped a held key
+
+  mutable std::mutex listeners_mu_;  // never taken while holding mu_, nor mu_ while holding it
+  mutable std::map<Keystore::LockListenerId, std::function<void()>> listeners_;
+  mutable Keystore::LockListenerId next_listener_id_ = 1;
 };
 
 Keystore::Keystore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -447,5 +495,9 @@ bool Keystore::erased() const { return impl_->erased(); }
 Status Keystore::DeriveSubkey(uint64_t id, std::string_view context, std::span<uint8_t> out) const {
   return impl_->DeriveSubkey(id, context, out);
 }
+Keystore::LockListenerId Keystore::AddLockListener(std::function<void()> listener) const {
+  return impl_->AddLockListener(std::move(listener));
+}
+void Keystore::RemoveLockListener(LockListenerId id) const { impl_->RemoveLockListener(id); }
 
 }  // namespace cw::storage

@@ -23,12 +23,18 @@
 // free) that is PROT_NONE except inside DeriveSubkey. Lock() wipes and frees it; afterwards DeriveSubkey
 // (and so every SealedStore read or write) fails with kPermissionDenied "keystore is locked".
 //
+// Lock listeners: a holder of values derived from the master key (SealedStore caches its subkeys) registers
+// a listener, and every Lock() (and the erase after too many failures) calls it, after the master key is
+// wiped and before Lock() returns, on the thread that locked. A listener must wipe what it holds and must
+// not call back into the Keystore's listener methods.
+//
 // Thread rules: every method is safe from any thread (one internal mutex), so a runtime's idle timer may
 // call Lock() while the owner thread works. Ownership: the Clock and Random in the options are not owned
 // and must outlive the Keystore.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -104,6 +110,14 @@ class Keystore {
   // kPermissionDenied when locked; kInvalidArgument unless out is kMinSubkeySize..kMaxSubkeySize bytes and
   // context is 8 characters.
   Status DeriveSubkey(uint64_t id, std::string_view context, std::span<uint8_t> out) const;
+
+  // Registers `listener` to run on every Lock (see above) until RemoveLockListener(id). Const because it
+  // changes no key state: a SealedStore holds a const Keystore*.
+  using LockListenerId = uint64_t;
+  LockListenerId AddLockListener(std::function<void()> listener) const;
+  // After it returns the listener is not running and will not run again. Unknown ids are ignored.
+  // REQUIRES: not called from inside a listener.
+  void RemoveLockListener(LockListenerId id) const;
 
   class Impl;
 

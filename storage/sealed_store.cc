@@ -10,6 +10,9 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <shared_mutex>
 
 #include "core/crypto/crypto.h"
 #include "storage/sealed_store_internal.h"
@@ -62,22 +65,83 @@ constexpr size_t kTagSize = crypto_aead_xchacha20poly1305_ietf_ABYTES;
 // chance of an accidental one among a device's records is below 2^-90.
 constexpr size_t kKeyHashSize = 16;
 
-// The two subkeys one operation needs, wiped when it returns (every return path: the destructor).
+constexpr size_t kSubkeysSize = 64;
+
+// The two subkeys: a view of SubkeyCache's guarded memory, valid while its lease is held.
 class Subkeys {
  public:
-  Subkeys() = default;
-  Subkeys(const Subkeys&) = delete;
-  Subkeys& operator=(const Subkeys&) = delete;
-  ~Subkeys() { sodium_memzero(bytes_.data(), bytes_.size()); }
-
-  Status Derive(const Keystore& keystore) {
-    return keystore.DeriveSubkey(kKdfIdStoreKeys, kKdfContext, bytes_);
-  }
-  const uint8_t* seal_key() const { return bytes_.data(); }
-  const uint8_t* hash_key() const { return bytes_.data() + 32; }
+  explicit Subkeys(const uint8_t* bytes) : bytes_(bytes) {}
+  const uint8_t* seal_key() const { return bytes_; }
+  const uint8_t* hash_key() const { return bytes_ + 32; }
 
  private:
-  std::array<uint8_t, 64> bytes_{};
+  const uint8_t* bytes_;
+};
+
+// The store's subkeys, derived from the keystore once per unlock instead of once per call (each derivation
+// took the keystore's mutex and two mprotect system calls, about a fifth of a persisted message's cost).
+// They live in sodium_malloc'd memory (guard pages, mlock'd, read-only once filled) and are wiped and freed
+// by the keystore's lock listener, before Keystore::Lock() returns; the next call derives again, which fails
+// with kPermissionDenied while the keystore is locked.
+//
+// Operations hold a shared lease while they use the keys; Wipe takes the lock exclusively, so it never
+// frees keys that a sealing on another thread is reading. Lock order: the cache's mutex, then the keystore's
+// (Fill calls DeriveSubkey); Keystore::Lock calls the listener without holding its own.
+class SubkeyCache {
+ public:
+  explicit SubkeyCache(const Keystore* keystore) : keystore_(keystore) {}
+  ~SubkeyCache() { Wipe(); }
+  SubkeyCache(const SubkeyCache&) = delete;
+  SubkeyCache& operator=(const SubkeyCache&) = delete;
+
+  class Lease {
+   public:
+    Subkeys keys() const { return Subkeys(bytes_); }
+
+   private:
+    friend class SubkeyCache;
+    Lease(std::shared_lock<std::shared_mutex> lock, const uint8_t* bytes)
+        : lock_(std::move(lock)), bytes_(bytes) {}
+    std::shared_lock<std::shared_mutex> lock_;
+    const uint8_t* bytes_;
+  };
+
+  Result<Lease> Acquire() {
+    for (;;) {
+      std::shared_lock<std::shared_mutex> shared(mu_);
+      if (keys_ != nullptr) return Lease(std::move(shared), keys_);
+      shared.unlock();
+      std::unique_lock<std::shared_mutex> exclusive(mu_);
+      if (keys_ == nullptr) CW_RETURN_IF_ERROR(FillLocked());
+    }
+  }
+
+  void Wipe() {
+    std::unique_lock<std::shared_mutex> exclusive(mu_);
+    if (keys_ == nullptr) return;
+    sodium_mprotect_readwrite(keys_);
+    sodium_memzero(keys_, kSubkeysSize);
+    sodium_free(keys_);  // wipes again and unmaps with its guard pages
+    keys_ = nullptr;
+  }
+
+ private:
+  Status FillLocked() {
+    auto* fresh = static_cast<uint8_t*>(sodium_malloc(kSubkeysSize));
+    if (fresh == nullptr) return Status(StatusCode::kResourceExhausted, "no guarded memory for the store keys");
+    Status s = keystore_->DeriveSubkey(kKdfIdStoreKeys, kKdfContext, std::span<uint8_t>(fresh, kSubkeysSize));
+    if (!s.ok()) {
+      sodium_free(fresh);
+      return s;
+    }
+    sodium_mprotect_readonly(fresh);
+    keys_ = fresh;
+    return Status::Ok();
+  }
+
+  const Keystore* const keystore_;
+  std::shared_mutex mu_;
+  uint8_t* keys_ = nullptr;  // sodium_malloc'd, read-only; null when not derived or wiped
 };
 static_assert(crypto_aead_xchacha20poly1305_ietf_KEYBYTES == 32 && crypto_generichash_KEYBYTES == 32);
 
@@ -96,42 +160,64 @@ std::string BigEndian32(uint32_t v) {
   return s;
 }
 
-// format || schema version || length of the column family name || the name || the stored key.
-std::string AssociatedData(std::string_view cf, std::string_view stored_key) {
-  std::string ad;
-  ad.reserve(6 + cf.size() + stored_key.size());
-  ad.push_back(static_cast<char>(kRecordFormat));
-  ad += BigEndian32(kSchemaVersion);
-  ad.push_back(static_cast<char>(cf.size()));
-  ad += cf;
-  ad += stored_key;
-  return ad;
+void PutBigEndian32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (24 - 8 * i));
 }
+
+// format || schema version || length of the column family name || the name || the stored key. Built on the
+// stack for the usual short keys: every Get and every sealed record needs one.
+class AssociatedData {
+ public:
+  AssociatedData(std::string_view cf, std::string_view stored_key) : size_(6 + cf.size() + stored_key.size()) {
+    uint8_t* p = inline_.data();
+    if (size_ > inline_.size()) {
+      heap_.resize(size_);
+      p = heap_.data();
+    }
+    data_ = p;
+    p[0] = kRecordFormat;
+    PutBigEndian32(p + 1, kSchemaVersion);
+    p[5] = static_cast<uint8_t>(cf.size());
+    std::memcpy(p + 6, cf.data(), cf.size());
+    if (!stored_key.empty()) std::memcpy(p + 6 + cf.size(), stored_key.data(), stored_key.size());
+  }
+  AssociatedData(const AssociatedData&) = delete;
+  AssociatedData& operator=(const AssociatedData&) = delete;
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  std::array<uint8_t, 128> inline_;
+  std::vector<uint8_t> heap_;
+  const uint8_t* data_;
+  size_t size_;
+};
 
 // Sealed record: format (1) || nonce (24) || XChaCha20-Poly1305(length of plain key (4, big-endian) ||
 // plain key || value) with its tag. The plain key rides inside so a hashed table can still be listed.
-std::string SealWithKey(const uint8_t* seal_key, Random& random, std::string_view cf, std::string_view stored_key,
-                        std::string_view plain_key, std::span<const uint8_t> value) {
-  SecretBytes plaintext;
-  const std::string len = BigEndian32(static_cast<uint32_t>(plain_key.size()));
-  plaintext.Append(AsBytes(len));
-  plaintext.Append(AsBytes(plain_key));
-  plaintext.Append(value);
-  const std::string ad = AssociatedData(cf, stored_key);
-  std::string out(1 + kNonceSize + plaintext.size() + kTagSize, '\0');
+// The plaintext is laid out in the output buffer and encrypted in place (libsodium allows c == m), so no
+// other copy of the value is made.
+std::string SealWithKey(const uint8_t* seal_key, const uint8_t* nonce, std::string_view cf,
+                        std::string_view stored_key, std::string_view plain_key, std::span<const uint8_t> value) {
+  const size_t plain_size = 4 + plain_key.size() + value.size();
+  std::string out(1 + kNonceSize + plain_size + kTagSize, '\0');
   auto* o = reinterpret_cast<uint8_t*>(out.data());
   o[0] = kRecordFormat;
-  random.Fill(o + 1, kNonceSize);
+  std::memcpy(o + 1, nonce, kNonceSize);
+  uint8_t* m = o + 1 + kNonceSize;
+  PutBigEndian32(m, static_cast<uint32_t>(plain_key.size()));
+  if (!plain_key.empty()) std::memcpy(m + 4, plain_key.data(), plain_key.size());
+  if (!value.empty()) std::memcpy(m + 4 + plain_key.size(), value.data(), value.size());
+  const AssociatedData ad(cf, stored_key);
   unsigned long long written = 0;
-  crypto_aead_xchacha20poly1305_ietf_encrypt(o + 1 + kNonceSize, &written, plaintext.reveal().data(),
-                                             plaintext.size(), reinterpret_cast<const uint8_t*>(ad.data()),
-                                             ad.size(), nullptr, o + 1, seal_key);
+  crypto_aead_xchacha20poly1305_ietf_encrypt(m, &written, m, plain_size, ad.data(), ad.size(), nullptr, o + 1,
+                                             seal_key);
   return out;
 }
 
-std::string Seal(const Subkeys& keys, Random& random, std::string_view cf, std::string_view stored_key,
+std::string Seal(const Subkeys& keys, const uint8_t* nonce, std::string_view cf, std::string_view stored_key,
                  std::string_view plain_key, std::span<const uint8_t> value) {
-  return SealWithKey(keys.seal_key(), random, cf, stored_key, plain_key, value);
+  return SealWithKey(keys.seal_key(), nonce, cf, stored_key, plain_key, value);
 }
 
 using Opened = internal::OpenedRecord;
@@ -146,13 +232,12 @@ Result<Opened> UnsealWithKey(const uint8_t* seal_key, std::string_view cf, std::
   if (sealed.size() < 1 + kNonceSize + kTagSize + 4) return tampered();
   const auto* s = reinterpret_cast<const uint8_t*>(sealed.data());
   if (s[0] != kRecordFormat) return tampered();
-  const std::string ad = AssociatedData(cf, stored_key);
+  const AssociatedData ad(cf, stored_key);
   SecretBytes plaintext(sealed.size() - 1 - kNonceSize - kTagSize);
   unsigned long long len = 0;
   if (crypto_aead_xchacha20poly1305_ietf_decrypt(plaintext.reveal_mutable().data(), &len, nullptr,
-                                                 s + 1 + kNonceSize, sealed.size() - 1 - kNonceSize,
-                                                 reinterpret_cast<const uint8_t*>(ad.data()), ad.size(),
-                                                 s + 1, seal_key) != 0) {
+                                                 s + 1 + kNonceSize, sealed.size() - 1 - kNonceSize, ad.data(),
+                                                 ad.size(), s + 1, seal_key) != 0) {
     return tampered();
   }
   auto p = plaintext.reveal();
@@ -237,6 +322,104 @@ size_t WholeHashedPrefixLength(const TableSpec& spec, std::string_view prefix) {
 
 bool ValidTable(Table table) { return static_cast<int>(table) < kTableCount; }  // the enum is unsigned
 
+// Records opened recently, by table and plain key: the engine reads a record several times per message
+// (libsignal asks whether a session exists, then loads it; the transcript reads its conversation record for
+// every message), and each read would otherwise hash the key, read RocksDB and open the record again. A
+// Get that opens a record adds it; a Commit writes through to entries already present (the new session
+// record after a message) and drops them when it cannot be sure of the order.
+//
+// It holds plaintext records (session state, conversation keys) on the heap in wiping buffers, like the
+// engine's own working state; the keystore's lock listener wipes it with the subkeys, and it is bounded
+// (kMaxEntries records, none over kMaxValueSize).
+//
+// Coherence with concurrent callers: a Get that found nothing adds what it read only if no commit ran or
+// finished while it read; a Commit writes through only if no other commit overlapped it (RocksDB decides
+// the order of overlapping writes, and we cannot see it), else it drops the entries it touched. Commits
+// never add entries, so one finishing after a Lock leaves nothing behind.
+class RecordCache {
+ public:
+  static constexpr size_t kMaxEntries = 64;
+  static constexpr size_t kMaxValueSize = 16 * 1024;
+
+  std::optional<SecretBytes> Find(Table table, std::string_view key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(CacheKey(table, key));
+    if (it == entries_.end()) return std::nullopt;
+    it->second.last_use = ++tick_;
+    return it->second.value.Clone();
+  }
+
+  // Taken before a Get reads RocksDB, handed to Add after.
+  struct ReadTicket {
+    uint64_t commits;
+    bool quiet;
+  };
+  ReadTicket BeginRead() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ReadTicket{commits_finished_, active_commits_ == 0};
+  }
+  void Add(const ReadTicket& ticket, Table table, std::string_view key, const SecretBytes& value) {
+    if (value.size() > kMaxValueSize) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!ticket.quiet || active_commits_ != 0 || commits_finished_ != ticket.commits) return;
+    if (entries_.size() >= kMaxEntries) {
+      auto oldest = entries_.begin();
+      for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+        if (it->second.last_use < oldest->second.last_use) oldest = it;
+      }
+      entries_.erase(oldest);
+    }
+    entries_.insert_or_assign(CacheKey(table, key), Entry{value.Clone(), ++tick_});
+  }
+
+  // Around a Commit's write: BeginCommit before it, EndCommit after, with the batch and whether it was
+  // written. EndCommit may take the values out of the batch.
+  uint64_t BeginCommit() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++active_commits_;
+    return commits_finished_;
+  }
+  void EndCommit(uint64_t begun_after, session::WriteBatch& batch, bool written) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const bool alone = active_commits_ == 1 && commits_finished_ == begun_after;
+    --active_commits_;
+    ++commits_finished_;
+    if (entries_.empty()) return;
+    for (auto& w : batch.writes) {
+      auto it = entries_.find(CacheKey(w.table, w.key));
+      if (it == entries_.end()) continue;
+      if (written && alone && w.value && w.value->size() <= kMaxValueSize) {
+        it->second.value = std::move(*w.value);
+        it->second.last_use = ++tick_;
+      } else {
+        entries_.erase(it);
+      }
+    }
+  }
+
+  void Wipe() {
+    std::lock_guard<std::mutex> lock(mu_);
+    entries_.clear();  // SecretBytes wipe as they go
+  }
+
+ private:
+  struct Entry {
+    SecretBytes value;
+    uint64_t last_use;
+  };
+  static std::string CacheKey(Table table, std::string_view key) {
+    std::string k(1, static_cast<char>(table));
+    k.append(key);
+    return k;
+  }
+
+  std::mutex mu_;
+  std::map<std::string, Entry, std::less<>> entries_;
+  uint64_t tick_ = 0;
+  uint64_t commits_finished_ = 0;
+  int active_commits_ = 0;
+};
+
 }  // namespace
 
 class SealedStore::Impl {
@@ -244,11 +427,22 @@ class SealedStore::Impl {
   Impl(const Keystore* keystore, SealedStoreOptions options, rocksdb::Env* env)
       : keystore_(keystore),
         random_(options.random ? options.random : &SystemRandom::Default()),
-        env_(env ? env : rocksdb::Env::Default()) {
+        env_(env ? env : rocksdb::Env::Default()),
+        subkeys_(keystore),
+        lock_listener_(keystore->AddLockListener([this] {
+          // Subkeys first: that waits for every operation holding them, and no new one can start, so
+          // nothing adds to the record cache after it is wiped.
+          subkeys_.Wipe();
+          records_.Wipe();
+        })) {
     write_options_.sync = options.sync;
   }
 
   ~Impl() {
+    // First: after this returns no Lock() can be inside the listener, and none will call it.
+    keystore_->RemoveLockListener(lock_listener_);
+    subkeys_.Wipe();
+    records_.Wipe();
     if (db_ == nullptr) return;
     // Column family handles go before the database.
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
@@ -258,8 +452,8 @@ class SealedStore::Impl {
   }
 
   Status Open(const std::string& path, bool create_if_missing) {
-    Subkeys keys;
-    CW_RETURN_IF_ERROR(keys.Derive(*keystore_));
+    CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
+    const Subkeys keys = lease.keys();
 
     rocksdb::DBOptions db_options;
     db_options.env = env_;
@@ -271,12 +465,12 @@ class SealedStore::Impl {
     const bool fresh = !env_->FileExists(path + "/CURRENT").ok();
     std::vector<std::string> names;
     if (fresh) {
+      // The default column family only: the others are created below in one CreateColumnFamilies call.
+      // DB::Open's create_missing_column_families creates them one at a time, writing and re-parsing the
+      // OPTIONS file for each (twelve times; most of the cost of creating a store).
       if (!create_if_missing) return Status(StatusCode::kNotFound, "no store at that path");
       db_options.create_if_missing = true;
-      db_options.create_missing_column_families = true;
       names.push_back(rocksdb::kDefaultColumnFamilyName);
-      names.emplace_back(kMetadataCf);
-      for (const auto& t : kTables) names.emplace_back(t.cf);
     } else {
       // Open exactly the column families that exist (a newer schema may have more), read the version, and
       // only then create anything.
@@ -292,12 +486,17 @@ class SealedStore::Impl {
     for (auto* h : handles_) ByName(h->GetName(), h);
 
     if (fresh) {
+      std::vector<std::string> missing{std::string(kMetadataCf)};
+      for (const auto& t : kTables) missing.emplace_back(t.cf);
+      CW_RETURN_IF_ERROR(CreateColumnFamilies(cf_options, missing));
       rocksdb::WriteBatch wb;
       CW_RETURN_IF_ERROR(
           FromRocks(wb.Put(metadata_, kSchemaVersionKey, BigEndian32(kSchemaVersion)), "batch"));
+      uint8_t nonce[kNonceSize];
+      random_->Fill(nonce, sizeof nonce);
       CW_RETURN_IF_ERROR(FromRocks(
           wb.Put(metadata_, kKeyCheckKey,
-                 Seal(keys, *random_, kMetadataCf, kKeyCheckKey, kKeyCheckKey, AsBytes(kKeyCheckValue))),
+                 Seal(keys, nonce, kMetadataCf, kKeyCheckKey, kKeyCheckKey, AsBytes(kKeyCheckValue))),
           "batch"));
       rocksdb::WriteOptions sync;
       sync.sync = true;
@@ -332,38 +531,49 @@ class SealedStore::Impl {
                     "store was sealed under another master key, or its key check was changed");
     }
 
+    std::vector<std::string> missing;
     for (int i = 0; i < kTableCount; ++i) {
-      if (tables_[i] != nullptr) continue;
-      rocksdb::ColumnFamilyHandle* h = nullptr;
-      CW_RETURN_IF_ERROR(FromRocks(db_->CreateColumnFamily(cf_options, std::string(kTables[i].cf), &h),
-                                   "create column family"));
-      handles_.push_back(h);
-      tables_[i] = h;
+      if (tables_[i] == nullptr) missing.emplace_back(kTables[i].cf);
     }
-    return Status::Ok();
+    return CreateColumnFamilies(cf_options, missing);
+  }
+
+  Status CreateColumnFamilies(const rocksdb::ColumnFamilyOptions& options, const std::vector<std::string>& names) {
+    if (names.empty()) return Status::Ok();
+    std::vector<rocksdb::ColumnFamilyHandle*> created;
+    rocksdb::Status s = db_->CreateColumnFamilies(options, names, &created);
+    // Handles of the ones created before a failure are ours to destroy too.
+    for (auto* h : created) {
+      handles_.push_back(h);
+      ByName(h->GetName(), h);
+    }
+    return FromRocks(s, "create column families");
   }
 
   Result<std::optional<SecretBytes>> Get(Table table, std::string_view key) {
     if (!ValidTable(table)) return Error(StatusCode::kInvalidArgument, "unknown table");
-    Subkeys keys;
-    CW_RETURN_IF_ERROR(keys.Derive(*keystore_));
+    CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
+    if (auto cached = records_.Find(table, key)) return std::optional<SecretBytes>(std::move(*cached));
+    const Subkeys keys = lease.keys();
     CW_ASSIGN_OR_RETURN(std::string stored, StoredKey(keys, table, key));
     const std::string_view cf = kTables[static_cast<int>(table)].cf;
+    const RecordCache::ReadTicket ticket = records_.BeginRead();
     rocksdb::PinnableSlice sealed;
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), tables_[static_cast<int>(table)], stored, &sealed);
+    rocksdb::Status s = db_->Get(read_options_, tables_[static_cast<int>(table)], stored, &sealed);
     if (s.IsNotFound()) return std::optional<SecretBytes>();
     CW_RETURN_IF_ERROR(FromRocks(s, "read"));
     CW_ASSIGN_OR_RETURN(Opened opened, Unseal(keys, cf, stored, sealed.ToStringView()));
     // The associated data already binds the stored key; this also catches a hash collision.
     if (opened.plain_key != key)
       return Error(StatusCode::kTampered, "record in " + std::string(cf) + " is for another key");
+    records_.Add(ticket, table, key, opened.value);
     return std::optional<SecretBytes>(std::move(opened.value));
   }
 
   Result<std::vector<std::string>> ListKeys(Table table, std::string_view prefix) {
     if (!ValidTable(table)) return Error(StatusCode::kInvalidArgument, "unknown table");
-    Subkeys keys;
-    CW_RETURN_IF_ERROR(keys.Derive(*keystore_));
+    CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
+    const Subkeys keys = lease.keys();
     const TableSpec& spec = kTables[static_cast<int>(table)];
     const std::string stored_prefix = StoredPrefix(keys, table, prefix);
     // A conversation's transcript keys: its hashes are the prefix's, its plain tails are in the stored keys,
@@ -372,7 +582,7 @@ class SealedStore::Impl {
     const size_t stored_hashed_len = static_cast<size_t>(spec.separators) * kKeyHashSize;
     std::vector<std::string> out;
     std::unique_ptr<rocksdb::Iterator> it(
-        db_->NewIterator(rocksdb::ReadOptions(), tables_[static_cast<int>(table)]));
+        db_->NewIterator(read_options_, tables_[static_cast<int>(table)]));
     for (it->Seek(stored_prefix); it->Valid() && it->key().starts_with(stored_prefix); it->Next()) {
       if (!spec.hashed) {
         out.emplace_back(it->key().ToStringView());
@@ -398,35 +608,55 @@ class SealedStore::Impl {
   }
 
   Status Commit(session::WriteBatch batch) {
-    Subkeys keys;
-    CW_RETURN_IF_ERROR(keys.Derive(*keystore_));
-    rocksdb::WriteBatch wb;
+    size_t puts = 0;
+    size_t bytes = 0;
     for (const auto& w : batch.writes) {
       if (!ValidTable(w.table)) return Status(StatusCode::kInvalidArgument, "unknown table");
-      const int t = static_cast<int>(w.table);
-      CW_ASSIGN_OR_RETURN(std::string stored, StoredKey(keys, w.table, w.key));
-      rocksdb::Status s = w.value
-                              ? wb.Put(tables_[t], stored,
-                                       Seal(keys, *random_, kTables[t].cf, stored, w.key, w.value->reveal()))
-                              : wb.Delete(tables_[t], stored);
-      CW_RETURN_IF_ERROR(FromRocks(s, "batch"));
+      if (!w.value) continue;
+      ++puts;
+      bytes += w.key.size() + w.value->size();
     }
+    // One draw from the Random for every nonce of the batch: with SystemRandom each draw is a getrandom
+    // system call.
+    std::vector<uint8_t> nonces(puts * kNonceSize);
+    if (puts > 0) random_->Fill(nonces.data(), nonces.size());
+    // Stored keys are at most a few hashes; each record adds its format byte, nonce, length and tag.
+    rocksdb::WriteBatch wb(/*reserved_bytes=*/64 + bytes +
+                           batch.writes.size() * (2 * kKeyHashSize + 1 + kNonceSize + 4 + kTagSize + 16));
+    {
+      CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
+      const Subkeys keys = lease.keys();
+      const uint8_t* nonce = nonces.data();
+      for (const auto& w : batch.writes) {
+        const int t = static_cast<int>(w.table);
+        CW_ASSIGN_OR_RETURN(std::string stored, StoredKey(keys, w.table, w.key));
+        rocksdb::Status s;
+        if (w.value) {
+          s = wb.Put(tables_[t], stored, Seal(keys, nonce, kTables[t].cf, stored, w.key, w.value->reveal()));
+          nonce += kNonceSize;
+        } else {
+          s = wb.Delete(tables_[t], stored);
+        }
+        CW_RETURN_IF_ERROR(FromRocks(s, "batch"));
+      }
+    }  // The keys are not needed for the write: a concurrent Lock need not wait for the disk.
     if (wb.Count() == 0) return Status::Ok();
-    return FromRocks(db_->Write(write_options_, &wb), "commit");
+    const uint64_t begun_after = records_.BeginCommit();
+    Status written = FromRocks(db_->Write(write_options_, &wb), "commit");
+    records_.EndCommit(begun_after, batch, written.ok());
+    return written;
   }
 
   Result<std::string> StoredKeyForTesting(Table table, std::string_view key) {
     if (!ValidTable(table)) return Error(StatusCode::kInvalidArgument, "unknown table");
-    Subkeys keys;
-    CW_RETURN_IF_ERROR(keys.Derive(*keystore_));
-    return StoredKey(keys, table, key);
+    CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
+    return StoredKey(lease.keys(), table, key);
   }
 
   Result<Opened> OpenRawRecordForTesting(Table table, std::string_view stored_key, std::string_view sealed) {
     if (!ValidTable(table)) return Error(StatusCode::kInvalidArgument, "unknown table");
-    Subkeys keys;
-    CW_RETURN_IF_ERROR(keys.Derive(*keystore_));
-    return Unseal(keys, kTables[static_cast<int>(table)].cf, stored_key, sealed);
+    CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
+    return Unseal(lease.keys(), kTables[static_cast<int>(table)].cf, stored_key, sealed);
   }
 
   Status FlushAll() {
@@ -461,7 +691,11 @@ class SealedStore::Impl {
   const Keystore* const keystore_;
   Random* const random_;
   rocksdb::Env* const env_;
+  SubkeyCache subkeys_;
+  RecordCache records_;
+  const Keystore::LockListenerId lock_listener_;  // after the caches its listener wipes
   rocksdb::WriteOptions write_options_;
+  const rocksdb::ReadOptions read_options_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // all of them, destroyed before db_
   rocksdb::ColumnFamilyHandle* metadata_ = nullptr;
@@ -496,7 +730,9 @@ Result<std::unique_ptr<SealedStore>> internal::OpenSealedStoreWithEnv(const std:
 std::string internal::SealRecordWithKey(std::span<const uint8_t, 32> seal_key, Random& random,
                                         std::string_view cf, std::string_view stored_key,
                                         std::string_view plain_key, std::span<const uint8_t> value) {
-  return SealWithKey(seal_key.data(), random, cf, stored_key, plain_key, value);
+  uint8_t nonce[kNonceSize];
+  random.Fill(nonce, sizeof nonce);
+  return SealWithKey(seal_key.data(), nonce, cf, stored_key, plain_key, value);
 }
 
 Result<internal::OpenedRecord> internal::OpenRecordWithKey(std::span<const uint8_t, 32> seal_key,

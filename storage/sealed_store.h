@@ -29,12 +29,15 @@
 // Deleting: a deleted or overwritten value stays in the database's files until compaction rewrites them.
 // PurgeDeleted(table) forces that for one table (the crypto-shredding of a conversation key uses it).
 //
-// Lock: every call derives its subkeys from the Keystore and wipes them before returning, so after
-// Keystore::Lock() every Get, ListKeys and Commit fails with kPermissionDenied "keystore is locked".
+// Lock: the store derives its two subkeys from the Keystore once per unlock and keeps them in guarded
+// memory (sodium_malloc, read-only); it also keeps the last few records it opened (at most 64, plaintext in
+// wiping buffers), because the engine reads the same session and conversation records several times per
+// message. It registers a lock listener, so Keystore::Lock() wipes both before it returns; after it every
+// Get, ListKeys and Commit fails with kPermissionDenied "keystore is locked" until Unlock.
 //
-// Thread rules: Get, ListKeys and Commit are safe from any thread (RocksDB does the locking; the session
-// engine calls from its owner thread). Ownership: the Keystore and Random are not owned and must outlive
-// the store.
+// Thread rules: Get, ListKeys, Commit and SyncNow are safe from any thread, SyncNow also while another
+// thread commits (RocksDB does the locking; the session engine calls from its owner thread). Ownership:
+// the Keystore and Random are not owned and must outlive the store.
 #pragma once
 
 #include <cstdint>
@@ -102,7 +105,9 @@ class SealedStore final : public session::ProtocolStore {
 
   // Makes every commit that has returned so far durable (one fsync of the write-ahead log). With
   // SealedStoreOptions::sync off this is the group commit: the runtime commits a burst of received messages,
-  // calls SyncNow(), and only then acknowledges them to the relay. kUnavailable on I/O failure.
+  // calls SyncNow(), and only then acknowledges them to the relay. It may run on another thread while the
+  // engine goes on committing the next burst (commits that return meanwhile may or may not be covered).
+  // kUnavailable on I/O failure.
   Status SyncNow();
 
   // Flushes every column family's memtable (retiring the write-ahead logs that held their writes), then

@@ -260,6 +260,35 @@ TEST_F(KeystoreTest, LockWipesAndEveryDerivationFailsAfterwards) {
   EXPECT_EQ(Subkey(**ks), before);
 }
 
+TEST_F(KeystoreTest, LockListenersRunOnEveryLockUntilRemoved) {
+  KeystoreOptions o = Options();
+  o.backoff_free_attempts = 100;
+  o.erase_after_failures = 1;
+  auto ks = Keystore::Create(path(), AsBytes(kPass), o);
+  CW_ST_ASSERT_OK(ks);
+  int first = 0, second = 0;
+  const auto a = (*ks)->AddLockListener([&] {
+    ++first;
+    EXPECT_FALSE((*ks)->unlocked());  // runs after the wipe
+  });
+  const auto b = (*ks)->AddLockListener([&] { ++second; });
+  (*ks)->Lock();
+  EXPECT_EQ(first, 1);
+  EXPECT_EQ(second, 1);
+  (*ks)->RemoveLockListener(a);
+  (*ks)->RemoveLockListener(a);  // unknown ids are ignored
+  CW_ST_ASSERT_OK((*ks)->Unlock(AsBytes(kPass)));
+  (*ks)->Lock();
+  EXPECT_EQ(first, 1);
+  EXPECT_EQ(second, 2);
+  // The erase after too many failures wipes an unlocked key too, and says so.
+  CW_ST_ASSERT_OK((*ks)->Unlock(AsBytes(kPass)));
+  CW_ST_EXPECT_CODE((*ks)->Unlock(AsBytes("wrong")), StatusCode::kPermissionDenied);
+  EXPECT_TRUE((*ks)->erased());
+  EXPECT_EQ(second, 3);
+  (*ks)->RemoveLockListener(b);
+}
+
 TEST_F(KeystoreTest, DamagedFilesAreRefusedNotTrusted) {
   CW_ST_ASSERT_OK(Keystore::Create(path(), AsBytes(kPass), Options()));
   const std::string good = ReadFileBytes();

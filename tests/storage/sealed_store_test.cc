@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <memory>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -226,6 +228,85 @@ TEST_F(SealedStoreTest, AfterLockEveryCallFailsClearly) {
   OpenStore();
   EXPECT_EQ(Value(Table::kContact, "bob"), "x");
   EXPECT_EQ(Value(Table::kContact, "carol"), "<absent>");
+}
+
+// The store keeps its subkeys and recently opened records between calls; Lock must take both away.
+TEST_F(SealedStoreTest, RecordsReadBeforeLockAreNotServedAfterIt) {
+  CW_ST_ASSERT_OK(Commit(Put(Table::kSession, SessionKey("bob", 1), "session")));
+  EXPECT_EQ(Value(Table::kSession, SessionKey("bob", 1)), "session");  // opened, so now cached
+  EXPECT_EQ(Value(Table::kSession, SessionKey("bob", 1)), "session");
+  keystore_->Lock();
+  auto got = store_->Get(Table::kSession, SessionKey("bob", 1));
+  ASSERT_FALSE(got.has_value());
+  EXPECT_EQ(got.error().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(got.error().message(), "keystore is locked");
+  CW_ST_EXPECT_CODE(store_->StoredKeyForTesting(Table::kSession, SessionKey("bob", 1)),
+                    StatusCode::kPermissionDenied);
+  CW_ST_ASSERT_OK(keystore_->Unlock(AsBytes(kPassphrase)));
+  EXPECT_EQ(Value(Table::kSession, SessionKey("bob", 1)), "session");
+}
+
+TEST_F(SealedStoreTest, CachedRecordsFollowCommitsAndDeletes) {
+  CW_ST_ASSERT_OK(Commit(Put(Table::kSession, SessionKey("bob", 1), "v1")));
+  EXPECT_EQ(Value(Table::kSession, SessionKey("bob", 1)), "v1");
+  CW_ST_ASSERT_OK(Commit(Put(Table::kSession, SessionKey("bob", 1), "v2")));
+  EXPECT_EQ(Value(Table::kSession, SessionKey("bob", 1)), "v2");
+  CW_ST_ASSERT_OK(Commit(Delete(Table::kSession, SessionKey("bob", 1))));
+  EXPECT_EQ(Value(Table::kSession, SessionKey("bob", 1)), "<absent>");
+  CW_ST_ASSERT_OK(Commit(Put(Table::kSession, SessionKey("bob", 1), "v3")));
+  EXPECT_EQ(Value(Table::kSession, SessionKey("bob", 1)), "v3");
+  // Equal plain keys in different tables are different records.
+  CW_ST_ASSERT_OK(Commit(Put(Table::kContact, "bob", "contact")));
+  CW_ST_ASSERT_OK(Commit(Put(Table::kGroup, "bob", "group")));
+  EXPECT_EQ(Value(Table::kContact, "bob"), "contact");
+  EXPECT_EQ(Value(Table::kGroup, "bob"), "group");
+  // A failed batch changes nothing, cached or not.
+  session::WriteBatch bad;
+  bad.writes.push_back(Put(Table::kContact, "bob", "changed"));
+  bad.writes.push_back(Put(Table::kSession, "no separator", "y"));
+  CW_ST_EXPECT_CODE(store_->Commit(std::move(bad)), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Value(Table::kContact, "bob"), "contact");
+  Reopen();
+  EXPECT_EQ(Value(Table::kSession, SessionKey("bob", 1)), "v3");
+}
+
+// An idle timer locks from another thread while the owner works: every call either succeeds with the right
+// value or fails with kPermissionDenied, and nothing is left readable after the last Lock.
+TEST_F(SealedStoreTest, LockFromAnotherThreadWhileTheOwnerWorks) {
+  CW_ST_ASSERT_OK(Commit(Put(Table::kSession, SessionKey("bob", 1), "0")));
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::thread owner([&] {
+    int n = 0;
+    std::string last = "0";
+    while (!stop.load()) {
+      session::WriteBatch b;
+      const std::string next = std::to_string(++n);
+      b.writes.push_back(Put(Table::kSession, SessionKey("bob", 1), next));
+      Status s = store_->Commit(std::move(b));
+      if (s.ok()) {
+        last = next;
+      } else if (s.code() != StatusCode::kPermissionDenied) {
+        ++bad;
+      }
+      auto got = store_->Get(Table::kSession, SessionKey("bob", 1));
+      if (got.has_value()) {
+        if (!got->has_value() || std::string((*got)->reveal().begin(), (*got)->reveal().end()) != last) ++bad;
+      } else if (got.error().code() != StatusCode::kPermissionDenied) {
+        ++bad;
+      }
+    }
+  });
+  for (int i = 0; i < 20; ++i) {
+    keystore_->Lock();
+    EXPECT_FALSE(store_->Get(Table::kSession, SessionKey("bob", 1)).has_value());
+    CW_ST_ASSERT_OK(keystore_->Unlock(AsBytes(kPassphrase)));
+  }
+  keystore_->Lock();
+  stop = true;
+  owner.join();
+  EXPECT_EQ(bad.load(), 0);
+  CW_ST_EXPECT_CODE(store_->Get(Table::kSession, SessionKey("bob", 1)), StatusCode::kPermissionDenied);
 }
 
 TEST_F(SealedStoreTest, ABatchWithABadWriteWritesNothing) {

@@ -1,0 +1,609 @@
+// cw_relay_bench: a load generator for the blind relay (issue 4, Benchmarks). Plain main, prints tables.
+//
+//   build/rel/bench/cw_relay_bench [--mailboxes 1000] [--seconds 2] [--runs 3] [--idle 10000] [--workers 16]
+//                                  [--no-mosquitto]
+//
+// 1. Deposits: a RelayServer (RocksDB store with sync=true, so a deposit is answered only after the group
+//    commit holding it is fsynced) runs in this process on 127.0.0.1; an owner link creates the mailboxes and
+//    stays connected (it receives every deposit as a push), a depositor link keeps 64 or 1 deposits in
+//    flight, round-robin over the mailboxes, for envelopes of 300 B and 4 KiB. Both links are real Noise TCP
+//    links on their own TcpTransports (own loop threads). Reported per configuration: acknowledged (durable)
+//    deposits per second, and deposit-to-delivery latency (depositor Send -> owner receives the push)
+//    p50/p99; medians over --runs runs. Each configuration gets a fresh database.
+// 2. Idle connections: the relay runs in a forked child process (so its resident memory is its own); the
+//    parent opens N Noise links to it and the child's VmRSS is read from /proc before and after.
+// 3. mosquitto (when /usr/sbin/mosquitto and libmosquitto are there): the same deposit load as QoS 1 publishes
+//    to a broker on a loopback port with persistence on, a persistent-session QoS 1 subscriber as the owner.
+//    Durability differs: mosquitto's PUBACK means "in broker memory"; it writes its persistence file only
+//    every autosave_interval seconds (default 1800) and at shutdown, so an acknowledged message can be lost
+//    on a crash. The relay's answer means "fsynced".
+#include <mosquitto.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cinttypes>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/base/clock.h"
+#include "core/base/random.h"
+#include "relay/rocksdb_mailbox_store.h"
+#include "relay/server.h"
+#include "transport/tcp_transport.h"
+
+namespace {
+
+using namespace cw;
+using namespace cw::relay;
+using Clk = std::chrono::steady_clock;
+
+int64_t NowNs() { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clk::now().time_since_epoch()).count(); }
+
+struct Args {
+  size_t mailboxes = 1000;
+  double seconds = 2.0;
+  int runs = 3;
+  size_t idle = 10000;
+  size_t workers = 16;
+  bool mosquitto = true;
+};
+
+std::string MakeTempDir(const char* tag) {
+  std::string pattern = std::string("/tmp/cw_relay_bench_") + tag + "_XXXXXX";
+  std::vector<char> buf(pattern.begin(), pattern.end());
+  buf.push_back('\0');
+  if (!::mkdtemp(buf.data())) {
+    std::perror("mkdtemp");
+    std::exit(1);
+  }
+  return buf.data();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+double Percentile(std::vector<int64_t>& v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = std::min(v.size() - 1, static_cast<size_t>(p * double(v.size())));
+  return double(v[i]);
+}
+
+// ---- A client link whose callbacks run on its own transport's loop thread. ----
+struct Link {
+  std::unique_ptr<transport::TcpTransport> t;
+  std::shared_ptr<transport::Connection> conn;
+  std::function<void(ByteView)> on_frame;  // set before frames arrive; runs on the loop thread
+};
+
+std::unique_ptr<Link> Connect(uint64_t seed, const transport::Endpoint& relay) {
+  auto link = std::make_unique<Link>();
+  SeededRandom r(seed);
+  link->t = std::move(transport::TcpTransport::New(transport::StaticKeyPair::Generate(r)).value());
+  std::promise<Status> done;
+  Link* l = link.get();
+  transport::RunSync(*link->t, [&]() -> Status {
+    transport::ConnectionCallbacks cb;
+    cb.on_frame = [l](ByteView f) {
+      if (l->on_frame) l->on_frame(f);
+    };
+    cb.on_closed = [](Status s) {
+      if (!s.ok()) std::fprintf(stderr, "link closed: %s\n", s.ToString().c_str());
+    };
+    return link->t->Connect(relay, cb, [&, l](Result<std::shared_ptr<transport::Connection>> c) {
+      if (c) l->conn = *c;
+      done.set_value(c ? Status::Ok() : c.error());
+    });
+  }).ok();
+  Status s = done.get_future().get();
+  if (!s.ok()) {
+    std::fprintf(stderr, "connect failed: %s\n", s.ToString().c_str());
+    std::exit(1);
+  }
+  return link;
+}
+
+// Sends commands built by `make(i)` for i in [0, n) with at most `window` outstanding; returns the responses.
+std::vector<Response> Pipeline(Link& link, size_t n, size_t window, const std::function<CommandBody(size_t)>& make) {
+  std::vector<Response> out(n);
+  std::promise<void> done;
+  size_t next = 0, got = 0;
+  auto send_one = [&]() {
+    const size_t i = next++;
+    link.conn->Send(EncodeCommand(Command{uint32_t(i + 1), make(i)})).ok();
+  };
+  link.on_frame = [&](ByteView f) {
+    auto d = DecodeServerFrame(f);
+    if (!d) return;
+    auto* r = std::get_if<Response>(&*d);
+    if (!r) return;
+    out[r->request_id - 1] = *r;
+    if (++got == n) {
+      done.set_value();
+      return;
+    }
+    if (next < n) send_one();
+  };
+  link.t->Post([&] {
+    for (size_t k = 0; k < window && next < n; ++k) send_one();
+  }).ok();
+  done.get_future().wait();
+  transport::RunSync(*link.t, [&]() -> Status {
+    link.on_frame = nullptr;
+    return Status::Ok();
+  }).ok();
+  return out;
+}
+
+struct RelayFixture {
+  std::string dir;
+  SeededRandom random{7};
+  NullLogSink log;
+  std::unique_ptr<RocksDbMailboxStore> store;
+  std::unique_ptr<RelayService> service;
+  std::unique_ptr<transport::TcpTransport> transport;
+  std::unique_ptr<RelayServer> server;
+
+  explicit RelayFixture(size_t workers, size_t max_mailboxes_per_key) {
+    dir = MakeTempDir("db");
+    store = RocksDbMailboxStore::Open(dir + "/db").value();
+    RelayOptions ro;
+    ro.max_mailboxes_per_key = max_mailboxes_per_key;
+    service = std::make_unique<RelayService>(*store, SystemClock::Default(), random, ro, &log);
+    SeededRandom r(99);
+    transport = std::move(transport::TcpTransport::New(transport::StaticKeyPair::Generate(r)).value());
+    ServerOptions so;
+    so.max_connections = 1u << 20;
+    so.max_connections_per_address = 1u << 20;
+    so.frame_burst = 1u << 30;
+    so.frames_per_second = 1u << 30;
+    so.workers = workers;
+    server = RelayServer::Start(*transport, *service, transport::Endpoint::Parse("127.0.0.1:0").value(), so, log,
+                                SystemClock::Default())
+                 .value();
+  }
+  ~RelayFixture() {
+    server->Stop();
+    transport->Shutdown().ok();
+    server.reset();
+    transport.reset();
+    service.reset();
+    store.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
+
+struct RunResult {
+  double per_second = 0;
+  double p50_us = 0, p99_us = 0;
+  uint64_t acked = 0, refused = 0, delivered = 0;
+};
+
+// One timed run: `window` deposits in flight from `dep` for `seconds`; the owner link records push latency.
+RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes,
+                     const std::vector<DepositToken>& tokens, size_t env_size, size_t window, double seconds,
+                     uint32_t run_tag) {
+  const size_t cap = 4'000'000;
+  auto sent_at = std::make_unique<std::atomic<int64_t>[]>(cap);
+  std::vector<int64_t> lat;
+  lat.reserve(1 << 20);
+  std::atomic<uint64_t> delivered{0};
+  Bytes envelope(env_size);
+  SeededRandom(run_tag).Fill(envelope.data(), envelope.size());
+
+  owner.t->Post([&] {
+    owner.on_frame = [&](ByteView f) {
+      const int64_t now = NowNs();
+      auto d = DecodeServerFrame(f);
+      if (!d) return;
+      auto* del = std::get_if<Delivery>(&*d);
+      if (!del) return;
+      uint32_t tag, idx;
+      std::memcpy(&tag, del->message_id.data(), 4);
+      std::memcpy(&idx, del->message_id.data() + 4, 4);
+      if (tag != run_tag || idx >= cap) return;
+      lat.push_back(now - sent_at[idx].load(std::memory_order_acquire));
+      delivered.fetch_add(1);
+    };
+  }).ok();
+  transport::RunSync(*owner.t, [] { return Status::Ok(); }).ok();
+
+  std::promise<void> done;
+  uint64_t next = 0, acked = 0, refused = 0, outstanding = 0;
+  bool stopping = false;
+  const int64_t t0 = NowNs();
+  const int64_t deadline = t0 + int64_t(seconds * 1e9);
+  int64_t t_end = 0;
+  auto send_one = [&]() {
+    const uint32_t i = uint32_t(next++);
+    relay::Deposit d;
+    d.mailbox = boxes[i % boxes.size()];
+    d.token = tokens[i % boxes.size()];
+    std::memcpy(d.message_id.data(), &run_tag, 4);
+    std::memcpy(d.message_id.data() + 4, &i, 4);
+    std::memcpy(envelope.data(), &i, 4);  // envelopes differ
+    d.envelope = envelope;
+    const Bytes frame = EncodeCommand(Command{i + 1, std::move(d)});
+    sent_at[i].store(NowNs(), std::memory_order_release);
+    ++outstanding;
+    Status s = dep.conn->Send(frame);
+    if (!s.ok()) std::fprintf(stderr, "send: %s\n", s.ToString().c_str());
+  };
+  dep.on_frame = [&](ByteView f) {
+    auto d = DecodeServerFrame(f);
+    if (!d) return;
+    auto* r = std::get_if<Response>(&*d);
+    if (!r) return;
+    --outstanding;
+    if (r->code == ResponseCode::kOk) {
+      ++acked;
+    } else {
+      ++refused;
+    }
+    const int64_t now = NowNs();
+    if (now >= deadline || next >= cap) stopping = true;
+    if (!stopping) {
+      send_one();
+    } else if (outstanding == 0) {
+      t_end = now;
+      done.set_value();
+    }
+  };
+  dep.t->Post([&] {
+    for (size_t k = 0; k < window; ++k) send_one();
+  }).ok();
+  done.get_future().wait();
+  transport::RunSync(*dep.t, [&] {
+    dep.on_frame = nullptr;
+    return Status::Ok();
+  }).ok();
+  // Let the last pushes land, then stop recording.
+  for (int i = 0; i < 200 && delivered.load() < acked; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  RunResult res;
+  transport::RunSync(*owner.t, [&] {
+    owner.on_frame = nullptr;
+    res.p50_us = Percentile(lat, 0.50) / 1e3;
+    res.p99_us = Percentile(lat, 0.99) / 1e3;
+    return Status::Ok();
+  }).ok();
+  res.acked = acked;
+  res.refused = refused;
+  res.delivered = delivered.load();
+  res.per_second = double(acked) / (double(t_end - t0) / 1e9);
+  return res;
+}
+
+void RelayDeposits(const Args& a) {
+  std::printf("\n== Relay: durable deposits (RocksDB sync=true, group commit), in-process server, Noise TCP on 127.0.0.1 ==\n");
+  std::printf("mailboxes=%zu seconds/run=%.1f runs=%d server workers=%zu; medians over runs\n", a.mailboxes, a.seconds,
+              a.runs, a.workers);
+  std::printf("%-9s %-9s %14s %12s %12s %10s %10s %10s\n", "envelope", "in-flight", "deposits/s", "p50 us",
+              "p99 us", "acked", "refused", "pushed");
+  for (size_t env : {size_t(300), size_t(4096)}) {
+    for (size_t window : {size_t(64), size_t(1)}) {
+      RelayFixture fx(a.workers, a.mailboxes + 16);
+      auto owner = Connect(1, fx.server->endpoint());
+      auto dep = Connect(2, fx.server->endpoint());
+      const auto t_setup = Clk::now();
+      auto created = Pipeline(*owner, a.mailboxes, 128, [](size_t) { return CommandBody(CreateMailbox{}); });
+      std::vector<MailboxId> boxes;
+      for (auto& r : created) {
+        if (r.code != ResponseCode::kOk) {
+          std::fprintf(stderr, "create mailbox: %s\n", r.message.c_str());
+          std::exit(1);
+        }
+        boxes.push_back(std::get<MailboxCreated>(r.body).mailbox);
+      }
+      auto issued = Pipeline(*owner, boxes.size(), 128, [&](size_t i) { return CommandBody(IssueDepositToken{boxes[i]}); });
+      std::vector<DepositToken> tokens;
+      for (auto& r : issued) tokens.push_back(std::get<TokenIssued>(r.body).token);
+      const double setup_s = std::chrono::duration<double>(Clk::now() - t_setup).count();
+      std::vector<double> rate, p50, p99;
+      uint64_t acked = 0, refused = 0, pushed = 0;
+      for (int run = 0; run < a.runs; ++run) {
+        RunResult r = DepositRun(*owner, *dep, boxes, tokens, env, window, a.seconds, uint32_t(1000 * env + 10 * window + run));
+        rate.push_back(r.per_second);
+        p50.push_back(r.p50_us);
+        p99.push_back(r.p99_us);
+        acked += r.acked;
+        refused += r.refused;
+        pushed += r.delivered;
+      }
+      std::printf("%-9zu %-9zu %14.0f %12.1f %12.1f %10" PRIu64 " %10" PRIu64 " %10" PRIu64 "   (setup of %zu mailboxes+tokens: %.2f s, syncs total %" PRIu64 ")\n",
+                  env, window, Median(rate), Median(p50), Median(p99), acked, refused, pushed, boxes.size(), setup_s,
+                  fx.store->SyncCount());
+      std::fflush(stdout);
+      transport::RunSync(*owner->t, [&] { owner->conn->Close(Status::Ok()); return Status::Ok(); }).ok();
+      transport::RunSync(*dep->t, [&] { dep->conn->Close(Status::Ok()); return Status::Ok(); }).ok();
+      owner->t->Shutdown().ok();
+      dep->t->Shutdown().ok();
+    }
+  }
+}
+
+// ---- Idle connections: the relay in a child process. ----
+int64_t RssKiB(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6);
+  }
+  return -1;
+}
+
+void IdleConnections(const Args& a) {
+  std::printf("\n== Relay: resident memory with idle Noise connections (relay in a forked child) ==\n");
+  int fds[2];
+  if (pipe(fds) != 0) return;
+  pid_t child = fork();
+  if (child == 0) {
+    close(fds[0]);
+    {
+      RelayFixture fx(a.workers, 16);
+      const std::string ep = fx.server->endpoint().ToString();
+      if (write(fds[1], ep.data(), ep.size()) < 0) _exit(1);
+      close(fds[1]);
+      for (;;) pause();  // killed by the parent
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  char buf[512];
+  ssize_t n = read(fds[0], buf, sizeof(buf));
+  close(fds[0]);
+  if (n <= 0) {
+    std::printf("relay child failed to start\n");
+    return;
+  }
+  const transport::Endpoint relay = transport::Endpoint::Parse(std::string(buf, size_t(n))).value();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const int64_t rss0 = RssKiB(child);
+
+  SeededRandom r(3);
+  auto t = std::move(transport::TcpTransport::New(transport::StaticKeyPair::Generate(r)).value());
+  std::atomic<size_t> ok{0}, failed{0};
+  std::vector<std::shared_ptr<transport::Connection>> conns;
+  std::mutex mu;
+  const size_t batch = 500;
+  size_t target = a.idle;
+  for (size_t started = 0; started < target;) {
+    const size_t k = std::min(batch, target - started);
+    transport::RunSync(*t, [&]() -> Status {
+      for (size_t i = 0; i < k; ++i) {
+        transport::ConnectionCallbacks cb;
+        cb.on_frame = [](ByteView) {};
+        cb.on_closed = [](Status) {};
+        Status s = t->Connect(relay, cb, [&](Result<std::shared_ptr<transport::Connection>> c) {
+          if (c) {
+            std::lock_guard<std::mutex> lock(mu);
+            conns.push_back(*c);
+            ok.fetch_add(1);
+          } else {
+            failed.fetch_add(1);
+          }
+        });
+        if (!s.ok()) failed.fetch_add(1);
+      }
+      return Status::Ok();
+    }).ok();
+    started += k;
+    for (int w = 0; w < 3000 && ok.load() + failed.load() < started; ++w) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (failed.load() > 0) break;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const int64_t rss1 = RssKiB(child);
+  const size_t open = ok.load();
+  std::printf("connections open: %zu (failed %zu); relay VmRSS before %" PRId64 " KiB, after %" PRId64
+              " KiB; per connection %.2f KiB\n",
+              open, failed.load(), rss0, rss1, open ? double(rss1 - rss0) / double(open) : 0.0);
+  std::fflush(stdout);
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  t->Shutdown().ok();
+}
+
+// ---- mosquitto ----
+struct MosqState {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool connected = false;
+  bool subscribed = false;
+  uint64_t acked = 0;
+  uint64_t outstanding = 0;
+  std::vector<int64_t>* lat = nullptr;
+  std::atomic<uint64_t> delivered{0};
+};
+
+void MosquittoDeposits(const Args& a) {
+  std::printf("\n== mosquitto (Debian) broker on 127.0.0.1, QoS 1, persistent session (clean_session=false), persistence on ==\n");
+  if (access("/usr/sbin/mosquitto", X_OK) != 0) {
+    std::printf("mosquitto not installed; skipped\n");
+    return;
+  }
+  const std::string dir = MakeTempDir("mosq");
+  const int port = 20000 + int(getpid() % 20000);
+  {
+    std::ofstream conf(dir + "/mosquitto.conf");
+    conf << "listener " << port << " 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location "
+         << dir << "/\nmax_inflight_messages 0\nmax_queued_messages 0\nlog_dest none\n";
+  }
+  pid_t broker = fork();
+  if (broker == 0) {
+    execl("/usr/sbin/mosquitto", "mosquitto", "-c", (dir + "/mosquitto.conf").c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  mosquitto_lib_init();
+  std::printf("%-9s %-9s %14s %12s %12s %10s %10s\n", "envelope", "in-flight", "publishes/s", "p50 us", "p99 us",
+              "acked", "delivered");
+  for (size_t env : {size_t(300), size_t(4096)}) {
+    for (size_t window : {size_t(64), size_t(1)}) {
+      std::vector<double> rate, p50, p99;
+      uint64_t acked_total = 0, delivered_total = 0;
+      for (int run = 0; run < a.runs; ++run) {
+        const size_t cap = 4'000'000;
+        auto sent_at = std::make_unique<std::atomic<int64_t>[]>(cap);
+        std::vector<int64_t> lat;
+        lat.reserve(1 << 20);
+        MosqState sub_state, pub_state;
+        sub_state.lat = &lat;
+        struct Ctx {
+          MosqState* st;
+          std::atomic<int64_t>* sent_at;
+        } sctx{&sub_state, sent_at.get()}, pctx{&pub_state, sent_at.get()};
+        // Owner: a persistent session subscribed at QoS 1 to all mailbox topics.
+        mosquitto* sub = mosquitto_new("cw-owner", false, &sctx);
+        mosquitto* pub = mosquitto_new(("cw-dep-" + std::to_string(run)).c_str(), true, &pctx);
+        mosquitto_int_option(sub, MOSQ_OPT_RECEIVE_MAXIMUM, 65535);
+        mosquitto_max_inflight_messages_set(pub, unsigned(window));
+        mosquitto_connect_callback_set(sub, [](mosquitto* m, void* u, int) {
+          auto* c = static_cast<Ctx*>(u);
+          mosquitto_subscribe(m, nullptr, "mb/#", 1);
+          std::lock_guard<std::mutex> l(c->st->mu);
+          c->st->connected = true;
+          c->st->cv.notify_all();
+        });
+        mosquitto_subscribe_callback_set(sub, [](mosquitto*, void* u, int, int, const int*) {
+          auto* c = static_cast<Ctx*>(u);
+          std::lock_guard<std::mutex> l(c->st->mu);
+          c->st->subscribed = true;
+          c->st->cv.notify_all();
+        });
+        mosquitto_message_callback_set(sub, [](mosquitto*, void* u, const mosquitto_message* msg) {
+          const int64_t now = NowNs();
+          auto* c = static_cast<Ctx*>(u);
+          if (msg->payloadlen < 4) return;
+          uint32_t idx;
+          std::memcpy(&idx, msg->payload, 4);
+          c->st->lat->push_back(now - c->sent_at[idx].load(std::memory_order_acquire));
+          c->st->delivered.fetch_add(1);
+        });
+        mosquitto_connect_callback_set(pub, [](mosquitto*, void* u, int) {
+          auto* c = static_cast<Ctx*>(u);
+          std::lock_guard<std::mutex> l(c->st->mu);
+          c->st->connected = true;
+          c->st->cv.notify_all();
+        });
+        mosquitto_publish_callback_set(pub, [](mosquitto*, void* u, int) {
+          auto* c = static_cast<Ctx*>(u);
+          std::lock_guard<std::mutex> l(c->st->mu);
+          ++c->st->acked;
+          --c->st->outstanding;
+          c->st->cv.notify_all();
+        });
+        if (mosquitto_connect(sub, "127.0.0.1", port, 60) != MOSQ_ERR_SUCCESS ||
+            mosquitto_connect(pub, "127.0.0.1", port, 60) != MOSQ_ERR_SUCCESS) {
+          std::printf("cannot connect to mosquitto on port %d\n", port);
+          kill(broker, SIGTERM);
+          waitpid(broker, nullptr, 0);
+          return;
+        }
+        mosquitto_loop_start(sub);
+        mosquitto_loop_start(pub);
+        {
+          std::unique_lock<std::mutex> l(sub_state.mu);
+          sub_state.cv.wait(l, [&] { return sub_state.subscribed; });
+        }
+        {
+          std::unique_lock<std::mutex> l(pub_state.mu);
+          pub_state.cv.wait(l, [&] { return pub_state.connected; });
+        }
+        std::vector<uint8_t> payload(env, 0x5a);
+        std::vector<std::string> topics;
+        for (size_t i = 0; i < a.mailboxes; ++i) topics.push_back("mb/" + std::to_string(i));
+        const int64_t t0 = NowNs();
+        const int64_t deadline = t0 + int64_t(a.seconds * 1e9);
+        uint32_t next = 0;
+        for (;;) {
+          {
+            std::unique_lock<std::mutex> l(pub_state.mu);
+            pub_state.cv.wait(l, [&] { return pub_state.outstanding < window; });
+            if (NowNs() >= deadline || next >= cap) break;
+            ++pub_state.outstanding;
+          }
+          const uint32_t i = next++;
+          std::memcpy(payload.data(), &i, 4);
+          sent_at[i].store(NowNs(), std::memory_order_release);
+          mosquitto_publish(pub, nullptr, topics[i % topics.size()].c_str(), int(payload.size()), payload.data(), 1, false);
+        }
+        {
+          std::unique_lock<std::mutex> l(pub_state.mu);
+          pub_state.cv.wait(l, [&] { return pub_state.outstanding == 0; });
+        }
+        const int64_t t_end = NowNs();
+        for (int w = 0; w < 300 && sub_state.delivered.load() < pub_state.acked; ++w)
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        mosquitto_disconnect(pub);
+        mosquitto_disconnect(sub);
+        mosquitto_loop_stop(pub, false);
+        mosquitto_loop_stop(sub, false);
+        mosquitto_destroy(pub);
+        mosquitto_destroy(sub);
+        rate.push_back(double(pub_state.acked) / (double(t_end - t0) / 1e9));
+        p50.push_back(Percentile(lat, 0.5) / 1e3);
+        p99.push_back(Percentile(lat, 0.99) / 1e3);
+        acked_total += pub_state.acked;
+        delivered_total += sub_state.delivered.load();
+      }
+      std::printf("%-9zu %-9zu %14.0f %12.1f %12.1f %10" PRIu64 " %10" PRIu64 "\n", env, window, Median(rate),
+                  Median(p50), Median(p99), acked_total, delivered_total);
+      std::fflush(stdout);
+    }
+  }
+  mosquitto_lib_cleanup();
+  kill(broker, SIGTERM);
+  waitpid(broker, nullptr, 0);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string s = argv[i];
+    auto val = [&]() -> const char* { return i + 1 < argc ? argv[++i] : "0"; };
+    if (s == "--mailboxes") a.mailboxes = std::strtoul(val(), nullptr, 10);
+    else if (s == "--seconds") a.seconds = std::atof(val());
+    else if (s == "--runs") a.runs = std::atoi(val());
+    else if (s == "--idle") a.idle = std::strtoul(val(), nullptr, 10);
+    else if (s == "--workers") a.workers = std::strtoul(val(), nullptr, 10);
+    else if (s == "--no-mosquitto") a.mosquitto = false;
+    else {
+      std::fprintf(stderr, "unknown flag %s\n", s.c_str());
+      return 2;
+    }
+  }
+  signal(SIGPIPE, SIG_IGN);
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+  std::printf("RLIMIT_NOFILE soft=hard=%llu; %u CPUs\n", (unsigned long long)rl.rlim_cur, std::thread::hardware_concurrency());
+  if (a.idle + 64 > rl.rlim_cur) {
+    a.idle = rl.rlim_cur - 64;
+    std::printf("idle connections capped at %zu by RLIMIT_NOFILE\n", a.idle);
+  }
+  // Fork the idle-connection relay first, before this process has any threads.
+  if (a.idle > 0) IdleConnections(a);
+  RelayDeposits(a);
+  if (a.mosquitto) MosquittoDeposits(a);
+  return 0;
+}
