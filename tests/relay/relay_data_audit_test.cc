@@ -29,82 +29,14 @@
 
 #include "relay/rocksdb_mailbox_store.h"
 #include "relay/server.h"
+#include "tests/relay/link_client.h"
 #include "tests/relay/relay_test_util.h"
 #include "transport/tcp_transport.h"
 
 namespace cw::relay {
 namespace {
 
-// One client link; frames land in a queue the test waits on (the wait bound is a safety net only).
-class Client {
- public:
-  Client(uint64_t seed, const transport::Endpoint& relay) {
-    SeededRandom r(seed);
-    auto t = transport::TcpTransport::New(transport::StaticKeyPair::Generate(r));
-    EXPECT_TRUE(t.has_value());
-    transport_ = std::move(*t);
-    key_ = transport_->local_static_key();
-    auto connected = std::make_shared<std::promise<Status>>();
-    auto fut = connected->get_future();
-    transport::RunSync(*transport_, [&]() -> Status {
-      transport::ConnectionCallbacks cb;
-      cb.on_frame = [this](ByteView f) {
-        std::lock_guard<std::mutex> lock(mu_);
-        frames_.emplace_back(f.begin(), f.end());
-        cv_.notify_all();
-      };
-      cb.on_closed = [this](Status) {
-        std::lock_guard<std::mutex> lock(mu_);
-        is_closed_ = true;
-        cv_.notify_all();
-      };
-      return transport_->Connect(relay, cb, [this, connected](Result<std::shared_ptr<transport::Connection>> c) {
-        if (c) conn_ = *c;
-        connected->set_value(c ? Status::Ok() : c.error());
-      });
-    }).ok();
-    connect_status_ = fut.get();
-  }
-  ~Client() { transport_->Shutdown().ok(); }
-
-  bool connected() const { return connect_status_.ok(); }
-  const transport::PublicKey& key() const { return key_; }
-
-  void Send(CommandBody body) {
-    const Bytes f = EncodeCommand(Command{++rid_, std::move(body)});
-    transport::RunSync(*transport_, [&]() -> Status { return conn_->Send(f); }).ok();
-  }
-  std::optional<ServerFrame> Next() {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!cv_.wait_for(lock, std::chrono::seconds(20), [&] { return !frames_.empty() || is_closed_; })) return {};
-    if (frames_.empty()) return {};
-    Bytes f = std::move(frames_.front());
-    frames_.pop_front();
-    auto d = DecodeServerFrame(f);
-    if (!d) return {};
-    return *d;
-  }
-  Response NextResponse() {
-    for (;;) {
-      auto f = Next();
-      if (!f) return ErrorResponse(0, 0, ResponseCode::kUnavailable, "no frame");
-      if (auto* r = std::get_if<Response>(&*f)) return *r;
-      other_.push_back(*f);
-    }
-  }
-  std::vector<ServerFrame> other_;
-
- private:
-  std::unique_ptr<transport::TcpTransport> transport_;
-  std::shared_ptr<transport::Connection> conn_;
-  transport::PublicKey key_{};
-  Status connect_status_;
-  uint32_t rid_ = 0;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Bytes> frames_;
-  bool is_closed_ = false;
-};
+using Client = testing::LinkClient;
 
 std::string Hex(ByteView b) {
   static const char* d = "0123456789abcdef";
