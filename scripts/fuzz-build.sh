@@ -60,6 +60,7 @@ fuzz_build="$root/build/fuzz"
 # known, harmless in practice, and would otherwise stop every run in the first second.
 signal_cflags="-O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined"
 signal_cflags+=" -fno-sanitize=shift,nonnull-attribute"
+signal_cflags+=" -DCW_WIPING_SIGNAL_BUFFER_FREE"  # marks builds with the wiping patch below (and forces a rebuild)
 # No coverage instrumentation (ASan and UBSan stay) in the curve25519/ed25519 arithmetic: its loops and
 # comparisons add tens of thousands of features that say nothing about parsing or protocol logic, and
 # libFuzzer spent two thirds of its time bookkeeping them (session_decrypt ran 3x slower).
@@ -108,6 +109,20 @@ flags_stamp="$signal_build/cflags"
 if [ ! -f "$signal_lib" ] || [ "$(cat "$flags_stamp" 2>/dev/null)" != "$signal_cflags" ]; then
   step "building instrumented libsignal-protocol-c from ${src_dir#"$root"/}"
   [ -n "$src_dir" ] || { echo "no source in $src_root" >&2; exit 1; }
+  # Statically linked, the library's own signal_buffer_free cannot be interposed as in the shared build
+  # (core/session/provider.cc), so make it wipe in the source, as signal_buffer_bzero_free does.
+  python3 - "$src_dir/src/signal_protocol.c" <<'PY'
+import sys
+path = sys.argv[1]
+s = open(path).read()
+plain = "void signal_buffer_free(signal_buffer *buffer)\n{\n    if(buffer) {\n        free(buffer);"
+wiping = ("void signal_buffer_free(signal_buffer *buffer)\n{\n    if(buffer) {\n"
+          "        signal_explicit_bzero(buffer->data, buffer->len);\n        free(buffer);")
+if plain in s:
+    open(path, "w").write(s.replace(plain, wiping))
+elif wiping not in s:
+    sys.exit("signal_buffer_free not found in " + path)
+PY
   rm -rf "$signal_build/obj" "$signal_prefix"
   mkdir -p "$signal_build"
   printf 'src:*/curve25519/*\n' >"$coverage_ignorelist"

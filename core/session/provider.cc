@@ -209,8 +209,12 @@ Status FromSignal(int code, const char* what) {
 // heap. Its own calls go through the PLT (159 call sites in Debian's build, none direct), so defining the
 // function here, exported from every binary that links the engine, makes all of them wipe first. Same
 // layout and allocator as the library's: a length followed by the bytes, from malloc.
+// The fuzz build links a static libsignal-protocol-c whose own signal_buffer_free is patched to wipe
+// (scripts/fuzz-build.sh), so there is nothing to interpose there.
+#ifndef CW_SIGNAL_STATIC
 extern "C" __attribute__((visibility("default"))) void signal_buffer_free(signal_buffer* buffer) {
   if (!buffer) return;
   sodium_memzero(signal_buffer_data(buffer), signal_buffer_len(buffer));
   free(buffer);
 }
+#endif

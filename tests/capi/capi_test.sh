@@ -21,9 +21,9 @@ mkdir -p "$work/clients"
 # (exported by libcipherward.so) and its crypto_hash_sha512 calls libsodium's.
 LD_DEBUG=bindings LD_DEBUG_OUTPUT="$work/ld" "$test_bin" "$relay" "$work/clients"
 bindings="$(cat "$work"/ld.* | grep 'binding file [^ ]*libsignal-protocol-c' || true)"
-echo "$bindings" | grep -q "libcipherward[^ ]* .*signal_buffer_free" \
+grep -q "libcipherward[^ ]* .*signal_buffer_free" <<<"$bindings" \
   || { echo "libsignal's signal_buffer_free does not bind to libcipherward's"; exit 1; }
-if echo "$bindings" | grep "crypto_hash_sha512'" | grep -qv libsodium; then
+if grep "crypto_hash_sha512'" <<<"$bindings" | grep -v libsodium >/dev/null; then
   echo "libsignal's crypto_hash_sha512 does not bind to libsodium's"; exit 1
 fi
 echo "bindings ok"

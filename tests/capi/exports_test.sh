@@ -2,11 +2,13 @@
 # libcipherward.so exports the C API and signal_buffer_free (our wiping one, so libsignal's frees reach it)
 # and nothing else. Usage: exports_test.sh LIBRARY
 set -euo pipefail
+# Here-strings, not `echo | grep -q`: grep -q exits at the first match and, under pipefail, the writer's
+# SIGPIPE would fail a check that passed.
 lib="$1"
 syms="$(nm -D --defined-only "$lib" | awk '{print $3}' | sed 's/@.*//')"
-echo "$syms" | grep -qx signal_buffer_free || { echo "signal_buffer_free not exported"; exit 1; }
+grep -qx signal_buffer_free <<<"$syms" || { echo "signal_buffer_free not exported"; exit 1; }
 for f in cw_version cw_strerror cw_client_open cw_client_close cw_client_send cw_buffer_free; do
-  echo "$syms" | grep -qx "$f" || { echo "$f not exported"; exit 1; }
+  grep -qx "$f" <<<"$syms" || { echo "$f not exported"; exit 1; }
 done
 extra="$(echo "$syms" | grep -v -e '^cw_' -e '^signal_buffer_free$' -e '^$' || true)"
 [ -z "$extra" ] || { echo "unexpected exports:"; echo "$extra"; exit 1; }

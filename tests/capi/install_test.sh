@@ -12,7 +12,8 @@ cfg="$(find "$prefix" -name cipherwardConfig.cmake)"
 test -n "$pc" && test -n "$cfg"
 test -n "$(find "$prefix" -name 'cipherwardTargets*.cmake')"
 test -n "$(find "$prefix" -name 'libcipherward.so*')"
-PKG_CONFIG_PATH="$(dirname "$pc")" pkg-config --libs cipherward | grep -q -- '-lcipherward'
+libs="$(PKG_CONFIG_PATH="$(dirname "$pc")" pkg-config --libs cipherward)"
+grep -q -- '-lcipherward' <<<"$libs"
 # The .pc was generated for the configured prefix; check its fields rather than the path.
 grep -q '^Cflags: -I\${includedir}' "$pc"
 echo ok

@@ -37,7 +37,7 @@ tmux -S "$sock" split-window -t chat -v "env CW_PASSPHRASE='$CW_PASSPHRASE' $cw 
 # Generous bounds: CI runs this under ASan on a loaded 2-core machine. They are a safety net only.
 wait_for() {  # pane, text
   for _ in $(seq 1 1200); do
-    if tmux -S "$sock" capture-pane -p -t "chat.$1" | grep -qF "$2"; then return 0; fi
+    if grep -qF "$2" <<<"$(tmux -S "$sock" capture-pane -p -t "chat.$1" 2>/dev/null)"; then return 0; fi
     sleep 0.05
   done
   echo "pane $1 never showed: $2"; tmux -S "$sock" capture-pane -p -t "chat.$1"; return 1
@@ -60,6 +60,9 @@ for _ in $(seq 1 1200); do tmux -S "$sock" has-session -t chat 2>/dev/null || br
 if tmux -S "$sock" has-session -t chat 2>/dev/null; then echo "chat did not quit"; exit 1; fi
 
 # After quitting, both stores hold the whole conversation.
-"$cw" --home "$work/bob" history alice --offline | grep -qF "much better since Monday"
-"$cw" --home "$work/alice" history bob --offline | grep -qF "hello bob, how is the knee?"
+# Captured first: `cmd | grep -q` under pipefail can fail on the writer's SIGPIPE after grep has matched.
+bob_history="$("$cw" --home "$work/bob" history alice --offline)"
+alice_history="$("$cw" --home "$work/alice" history bob --offline)"
+grep -qF "much better since Monday" <<<"$bob_history"
+grep -qF "hello bob, how is the knee?" <<<"$alice_history"
 echo "ok"
