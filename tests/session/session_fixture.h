@@ -23,6 +23,7 @@
 #include "core/session/engine.h"
 #include "core/session/store.h"
 #include "core/wire/bundle.h"
+#include "tests/common/test_util.h"
 #include "tests/wire/print_status.h"
 
 #if defined(CW_TEST_STORE_SEALED)
@@ -39,16 +40,8 @@
 
 namespace cw::session::testing {
 
-inline StatusCode CodeOf(const Status& s) { return s.code(); }
-template <typename T>
-StatusCode CodeOf(const Result<T>& r) {
-  return r.has_value() ? StatusCode::kOk : r.error().code();
-}
-inline std::string Describe(const Status& s) { return s.ToString(); }
-template <typename T>
-std::string Describe(const Result<T>& r) {
-  return r.has_value() ? std::string("OK") : r.error().ToString();
-}
+using ::cw::testing::CodeOf;
+using ::cw::testing::Describe;
 
 #define CW_ASSERT_OK(expr)                                                      \
   do {                                                                          \

@@ -15,19 +15,12 @@
 #include <vector>
 
 #include "core/base/status.h"
+#include "tests/common/test_util.h"
 
 namespace cw::storage::testing {
 
-inline StatusCode CodeOf(const Status& s) { return s.code(); }
-template <typename T>
-StatusCode CodeOf(const Result<T>& r) {
-  return r.has_value() ? StatusCode::kOk : r.error().code();
-}
-inline std::string Describe(const Status& s) { return s.ToString(); }
-template <typename T>
-std::string Describe(const Result<T>& r) {
-  return r.has_value() ? std::string("OK") : r.error().ToString();
-}
+using ::cw::testing::CodeOf;
+using ::cw::testing::Describe;
 
 #define CW_ST_ASSERT_OK(expr)                                               \
   do {                                                                      \
@@ -42,31 +35,10 @@ std::string Describe(const Result<T>& r) {
         << #expr << ": " << ::cw::storage::testing::Describe(cw_r_); \
   } while (0)
 
-// mkdtemp under $TMPDIR or /tmp; removed with everything in it on destruction.
-class TempDir {
+// A temporary directory named after this test folder.
+class TempDir : public ::cw::testing::TempDir {
  public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string pattern = std::string(base && *base ? base : "/tmp") + "/cw_storage_test_XXXXXX";
-    std::vector<char> buf(pattern.begin(), pattern.end());
-    buf.push_back('\0');
-    if (::mkdtemp(buf.data()) == nullptr) {
-      ADD_FAILURE() << "mkdtemp failed";
-      return;
-    }
-    path_ = buf.data();
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
+  TempDir() : ::cw::testing::TempDir("cw_storage_test") {}
 };
 
 // Opens the database with every column family it has, as an attacker with the files would.
