@@ -1029,6 +1029,23 @@ Result<wire::SignedPreKeyPublic> Engine::CurrentSignedPreKey() {
   return impl_->Transact([&] { return impl_->CurrentSignedPreKeyLocked(); });
 }
 
+Result<Bytes> Engine::SignWithIdentityKey(ByteView message) {
+  return impl_->Transact([&]() -> Result<Bytes> {
+    // XEdDSA, as libsignal signs pre-keys: the nonce comes from the context's random callback (our Random
+    // seam), so a seeded Random gives reproducible signatures in tests. The private key never leaves
+    // libsignal's object.
+    signal_buffer* raw = nullptr;
+    CW_RETURN_IF_ERROR(impl_->Check(
+        curve_calculate_signature(impl_->signal_.ctx(), &raw,
+                                  ratchet_identity_key_pair_get_private(impl_->identity_.get()), message.data(),
+                                  message.size()),
+        "identity signature"));
+    Buffer sig(raw);
+    if (sig == nullptr) return Error(StatusCode::kInternal, "identity signature missing");
+    return Bytes(signal_buffer_data(sig.get()), signal_buffer_data(sig.get()) + signal_buffer_len(sig.get()));
+  });
+}
+
 Result<std::vector<wire::OneTimePreKeyPublic>> Engine::GenerateOneTimePreKeys() {
   return impl_->Transact([&] { return impl_->GenerateOneTimePreKeysLocked(); });
 }

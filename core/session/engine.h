@@ -156,6 +156,12 @@ class Engine {
   // their retention. Returns true when it rotated.
   Result<bool> RotateSignedPreKeyIfDue();
 
+  // --- Identity signatures ---
+  // An XEdDSA signature (libsignal's curve_calculate_signature) over exactly `message` with the identity
+  // private key: what curve_verify_signature accepts under identity_key(). The runtime signs compliance
+  // records with it (core/compliance/signing.h, SignatureScheme::kXEdDSA). 64 bytes.
+  Result<Bytes> SignWithIdentityKey(ByteView message);
+
   // --- 1:1 sessions ---
   // X3DH with the peer's bundle. Verifies the signed pre-key's signature (kBadSignature) and the identity
   // policy (kUntrustedIdentity when the peer's identity key changed and was not accepted).

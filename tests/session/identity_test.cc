@@ -1,5 +1,9 @@
 // The identity policy (trust on first use; a changed key blocks encryption until accepted) and safety numbers.
 #include <gtest/gtest.h>
+#include <signal/curve.h>
+#include <signal/signal_protocol.h>
+
+#include <thread>
 
 #include "tests/session/session_fixture.h"
 
@@ -260,6 +264,41 @@ TEST_F(SafetyNumberTest, ChangesWithIdentityAndVerificationIsCleared) {
 TEST_F(SafetyNumberTest, UnknownContactHasNoSafetyNumber) {
   EXPECT_NE(CodeOf(clinician->GetSafetyNumber("nobody")), StatusCode::kOk);
   EXPECT_NE(CodeOf(clinician->SetVerified("nobody", true)), StatusCode::kOk);
+}
+
+}  // namespace
+}  // namespace cw::session
+
+namespace cw::session {
+namespace {
+
+// curve_verify_signature on a serialized identity key: what compliance::StandardVerifier does for kXEdDSA.
+bool XEdDSAVerifies(const wire::PublicKey& key, ByteView message, ByteView signature) {
+  ec_public_key* point = nullptr;
+  if (curve_decode_point(&point, key.data(), key.size(), nullptr) != 0) return false;
+  const int rc = curve_verify_signature(point, message.data(), message.size(), signature.data(), signature.size());
+  SIGNAL_UNREF(point);
+  return rc == 1;
+}
+
+TEST_F(EngineIdentityTest, IdentitySignatureVerifiesUnderTheIdentityKeyOnly) {
+  const Bytes message = ToBytes("cipherward-consent-receipt-v1 test body");
+  auto sig = patient->SignWithIdentityKey(message);
+  CW_ASSERT_OK(sig);
+  ASSERT_EQ(sig->size(), 64u);
+  EXPECT_TRUE(XEdDSAVerifies(patient->identity_key(), message, *sig));
+  Bytes altered = message;
+  altered.back() ^= 1;
+  EXPECT_FALSE(XEdDSAVerifies(patient->identity_key(), altered, *sig)) << "a changed message must not verify";
+  EXPECT_FALSE(XEdDSAVerifies(clinician->identity_key(), message, *sig)) << "another identity must not verify";
+}
+
+TEST_F(EngineIdentityTest, IdentitySignatureRefusesOtherThreads) {
+  Result<Bytes> from_other = Error(StatusCode::kInternal, "not run");
+  std::thread t([&] { from_other = patient->SignWithIdentityKey(ToBytes("x")); });
+  t.join();
+  ASSERT_FALSE(from_other.has_value());
+  EXPECT_EQ(from_other.error().code(), StatusCode::kPermissionDenied);
 }
 
 }  // namespace
