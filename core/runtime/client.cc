@@ -16,6 +16,7 @@
 #include <set>
 
 #include "core/runtime/codec.h"
+#include "core/runtime/compliance_runtime.h"
 #include "core/wire/app_message.h"
 #include "core/wire/content.h"
 #include "relay/protocol.h"
@@ -201,6 +202,7 @@ class Client::Impl {
   // ---------------------------------------------------------------- set-up (caller's thread)
   Status Init(std::span<const uint8_t> passphrase, const std::optional<std::string>& create_name) {
     std::error_code ec;
+    uint32_t failed_unlocks = 0;
     const std::string ks_path = home_ + "/keystore";
     storage::KeystoreOptions ks_opts = options_.keystore;
     ks_opts.clock = clock_;
@@ -216,6 +218,7 @@ class Client::Impl {
       CW_ASSIGN_OR_RETURN(keystore_, storage::Keystore::Create(ks_path, passphrase, ks_opts));
     } else {
       CW_ASSIGN_OR_RETURN(keystore_, storage::Keystore::Open(ks_path, ks_opts));
+      failed_unlocks = keystore_->failed_attempts();  // recorded in the audit trail once unlocked
       CW_RETURN_IF_ERROR(keystore_->Unlock(passphrase));
     }
     storage::SealedStoreOptions st_opts;
@@ -247,11 +250,18 @@ class Client::Impl {
     name_ = state_.name;
 
     CW_ASSIGN_OR_RETURN(transport_, transport::TcpTransport::New(std::move(link), {}, *clock_));
-    return transport::RunSync(*transport_, [this]() -> Status {
+    return transport::RunSync(*transport_, [this, failed_unlocks]() -> Status {
       session::EngineOptions eo;
       eo.clock = clock_;
       eo.random = random_;
       eo.on_identity_change = [this](const session::IdentityChange& c) {
+        // Inside an engine call: the audit entry (which may sign a checkpoint) is written right after it.
+        if (compliance_) {
+          compliance_->DeferIdentityChange(c.contact.name, c.new_key);
+          (void)transport_->Post([this] {
+            if (compliance_) compliance_->FlushDeferred();
+          });
+        }
         if (options_.callbacks.on_identity_change) {
           options_.callbacks.on_identity_change(
               IdentityChangeEvent{c.contact.name, KeyHex(c.previous_key), KeyHex(c.new_key)});
@@ -265,6 +275,12 @@ class Client::Impl {
       to.purge_deleted = [this](Table t) { return store_->PurgeDeleted(t); };
       CW_ASSIGN_OR_RETURN(transcripts_, storage::Transcripts::New(store_.get(), std::move(to)));
       fingerprint_ = KeyHex(engine_->identity_key());
+      ComplianceRuntime::Deps deps{store_.get(), engine_.get(), transcripts_.get(), clock_, random_, state_.name,
+                                   [this](const std::string& contact, const wire::AppMessage& m) {
+                                     return StatusOfSend(SendApp(contact, m, ControlConversationId(contact)));
+                                   },
+                                   [this](const Status& s) { Report(s); }};
+      CW_ASSIGN_OR_RETURN(compliance_, ComplianceRuntime::Open(std::move(deps), failed_unlocks));
       return Status::Ok();
     });
   }
@@ -281,6 +297,8 @@ class Client::Impl {
       if (retry_timer_) transport_->CancelTimer(*retry_timer_);
       if (conn_) conn_->Close(Status(StatusCode::kAborted, "client closing"));
       FailAll(Status(StatusCode::kAborted, "client closing"));
+      if (compliance_) compliance_->CheckpointIfNeeded();  // a signed head covering everything recorded
+      compliance_.reset();
       transcripts_.reset();
       engine_.reset();
       return Status::Ok();
@@ -589,22 +607,16 @@ class Client::Impl {
     std::optional<State> next;
     uint64_t sequence = 0;
     SecretBytes text;  // the text a 1:1 message carried, for on_message
+    std::optional<wire::AppMessage> control;  // a consent, audit-head or erasure message
+    bool refused = false;                     // a message whose purpose lacked consent
+    bool new_contact = false;
     auto received = engine_->Decrypt(sender, env->message, [&](const session::Received& rec, session::WriteBatch* b) -> Status {
       storage::IncomingDetails details;
       details.sent_at_ms = env->sent_at_ms;
       if (rec.kind == session::Received::Kind::kMessage) {
         // A 1:1 body is an AppMessage (core/wire/app_message.h); the transcript keeps the text, not the
         // encoding. One that does not parse fails the hook, so nothing is stored and the relay copy is dropped.
-        CW_ASSIGN_OR_RETURN(wire::AppMessage app, wire::DecodeAppMessage(rec.body.reveal()));
-        if (app.kind != wire::AppKind::kText) {
-          return Status(StatusCode::kMalformed, "an app message of a kind this runtime does not handle");
-        }
-        session::Received shown;
-        shown.kind = rec.kind;
-        shown.sender = rec.sender;
-        shown.body = std::move(app.payload);
-        CW_RETURN_IF_ERROR(transcripts_->StageIncoming(shown, relay_id, b, details, &sequence));
-        text = std::move(shown.body);
+        CW_RETURN_IF_ERROR(compliance_->StageIncoming(rec, relay_id, details, b, &sequence, &text, &control, &refused));
       } else {
         CW_RETURN_IF_ERROR(transcripts_->StageIncoming(rec, relay_id, b, details, &sequence));
       }
@@ -620,9 +632,11 @@ class Client::Impl {
         next = state_;
         next->contacts[sender.name];
       }
+      new_contact = !known;
       if (next) b->writes.push_back(StateWrite(*next));
       return Status::Ok();
     });
+    compliance_->AfterCommit(received.has_value());
     if (!received) {
       const StatusCode c = received.error().code();
       if (c == StatusCode::kDuplicate) return Ack(d.message_id);
@@ -633,6 +647,9 @@ class Client::Impl {
     // The batch is committed (SealedStore syncs every commit): only now may the relay forget the message.
     if (next) state_ = std::move(*next);
     Ack(d.message_id);
+    if (new_contact) compliance_->OnSessionEstablished(sender.name);
+    if (refused) return Report(Status(StatusCode::kPermissionDenied, "no valid consent for purpose (incoming message refused)"));
+    if (control) return compliance_->HandleControl(sender.name, std::move(*control));
     if (received->kind == session::Received::Kind::kMessage) {
       ++received_total_;
       if (options_.callbacks.on_message) {
@@ -648,20 +665,35 @@ class Client::Impl {
   }
 
   // ---------------------------------------------------------------- sending
-  Result<uint64_t> SendText(const std::string& contact, const std::string& text) {
+  Result<uint64_t> SendText(const std::string& contact, const std::string& text, const std::string& purpose) {
+    CW_RETURN_IF_ERROR(compliance_->CheckOutgoing(contact, purpose));
+    wire::AppMessage app;
+    app.kind = wire::AppKind::kText;
+    app.purpose = purpose;
+    app.payload = SecretBytes(AsBytes(text));
+    return SendApp(contact, app, storage::Transcripts::DirectConversationId(contact));
+  }
+
+  static Status StatusOfSend(const Result<uint64_t>& r) { return r ? Status::Ok() : r.error(); }
+
+  // Encrypts `app` for `contact` and queues it in the outbox of `conv`. A text message's transcript row holds
+  // its text and its kMessageSent audit entry commits in the same batch; a control message's row holds only
+  // its kind's name (its records live in the compliance tables).
+  Result<uint64_t> SendApp(const std::string& contact, const wire::AppMessage& app, const std::string& conv) {
     auto it = state_.contacts.find(contact);
     if (it == state_.contacts.end()) return Error(StatusCode::kNotFound, "no such contact");
     if (!it->second.card) return Error(StatusCode::kNoSession, "this contact has not written to us yet");
     const session::Address to{contact, 1};
     uint64_t seq = 0;
-    const std::string conv = storage::Transcripts::DirectConversationId(contact);
-    wire::AppMessage app;
-    app.kind = wire::AppKind::kText;
-    app.payload = SecretBytes(AsBytes(text));
+    const bool is_text = app.kind == wire::AppKind::kText;
+    const std::string label = is_text ? std::string() : "[cipherward control " + std::to_string(static_cast<int>(app.kind)) + "]";
     CW_ASSIGN_OR_RETURN(SecretBytes plaintext, wire::EncodeAppMessage(app));
-    auto c = engine_->Encrypt(to, plaintext.reveal(), [&](const session::Ciphertext& ct, session::WriteBatch* b) {
-      return transcripts_->StageOutgoing(conv, AsBytes(text), {}, {to}, ct, b, &seq);
+    auto c = engine_->Encrypt(to, plaintext.reveal(), [&](const session::Ciphertext& ct, session::WriteBatch* b) -> Status {
+      CW_RETURN_IF_ERROR(transcripts_->StageOutgoing(conv, is_text ? app.payload.reveal() : AsBytes(label), {}, {to}, ct,
+                                                     b, &seq));
+      return is_text ? compliance_->StageSent(conv, ToHex(DepositId(ct, contact)), b) : Status::Ok();
     });
+    compliance_->AfterCommit(c.has_value());
     if (!c) return Error(c.error());
     if (link_ == LinkState::kUp) {
       FlushOutbox([](Result<size_t>) {});
@@ -760,7 +792,9 @@ class Client::Impl {
         return EndFlush(Error(s));
       }
       if (Status m = transcripts_->MarkSent(entry.conversation_id, entry.sequence); !m.ok()) return EndFlush(Error(m));
-      if (options_.callbacks.on_sent) options_.callbacks.on_sent(recipient, entry.sequence);
+      if (options_.callbacks.on_sent && !IsControlConversation(entry.conversation_id)) {
+        options_.callbacks.on_sent(recipient, entry.sequence);
+      }
       DepositNext(queue, sent + 1);
     });
   }
@@ -838,12 +872,13 @@ class Client::Impl {
         if (Status s = engine_->ProcessBundle(session::Address{inv.name, bundle->device_id}, *bundle); !s.ok()) {
           return done(Error(s));
         }
+        compliance_->OnSessionEstablished(inv.name);
         IssueToken([this, inv, first, done](Result<DepositToken> t) {
           if (!t) return done(Error(t.error()));
           State next = state_;
           next.contacts[inv.name] = ContactRecord{inv.card, *t};
           if (Status s = SaveState(next); !s.ok()) return done(Error(s));
-          auto seq = SendText(inv.name, first);
+          auto seq = SendText(inv.name, first, std::string(kDefaultPurpose));
           if (!seq) return done(Error(seq.error()));
           FlushOutbox([done, name = inv.name](Result<size_t>) { done(name); });
         });
@@ -885,6 +920,7 @@ class Client::Impl {
   // Loop thread only.
   std::unique_ptr<session::Engine> engine_;
   std::unique_ptr<storage::Transcripts> transcripts_;
+  std::unique_ptr<ComplianceRuntime> compliance_;
   State state_;
   enum class LinkState { kDown, kConnecting, kUp };
   LinkState link_ = LinkState::kDown;
@@ -999,7 +1035,11 @@ Result<std::string> Client::AcceptInvite(const std::string& code, const std::str
 }
 
 Result<uint64_t> Client::SendText(const std::string& contact, const std::string& text) {
-  return impl_->Call([&]() { return impl_->SendText(contact, text); });
+  return SendText(contact, text, std::string(kDefaultPurpose));
+}
+
+Result<uint64_t> Client::SendText(const std::string& contact, const std::string& text, const std::string& purpose) {
+  return impl_->Call([&]() { return impl_->SendText(contact, text, purpose); });
 }
 
 Result<std::vector<storage::TranscriptMessage>> Client::History(const std::string& contact, size_t n) {
@@ -1042,7 +1082,11 @@ Result<session::SafetyNumber> Client::GetSafetyNumber(const std::string& contact
 }
 
 Status Client::SetVerified(const std::string& contact, bool verified) {
-  return impl_->Call([&]() { return impl_->engine_->SetVerified(contact, verified); });
+  return impl_->Call([&]() -> Status {
+    CW_RETURN_IF_ERROR(impl_->engine_->SetVerified(contact, verified));
+    impl_->compliance_->OnVerification(contact, verified);
+    return Status::Ok();
+  });
 }
 
 Status Client::AcceptIdentityChange(const std::string& contact) {
@@ -1054,6 +1098,47 @@ Status Client::AcceptIdentityChange(const std::string& contact) {
     CW_RETURN_IF_ERROR(impl_->engine_->AcceptIdentityChange(contact, c.pending_identity_key));
     if (impl_->link_ == Impl::LinkState::kUp) impl_->FetchAll([](Result<size_t>) {});
     return Status::Ok();
+  });
+}
+
+// ---- compliance: each runs on the loop thread (see compliance_runtime.h)
+
+Result<std::string> Client::GrantConsent(const std::string& contact, const ConsentGrant& grant) {
+  return impl_->Call([&]() { return impl_->compliance_->GrantConsent(contact, grant); });
+}
+Status Client::WithdrawConsent(const std::string& receipt_id, const std::vector<std::string>& purposes) {
+  return impl_->Call([&]() { return impl_->compliance_->WithdrawConsent(receipt_id, purposes); });
+}
+Result<std::vector<ConsentRecord>> Client::ConsentReceipts() {
+  return impl_->Call([&]() { return impl_->compliance_->ConsentReceipts(); });
+}
+Status Client::SetCompliancePolicy(const CompliancePolicy& policy) {
+  return impl_->Call([&]() { return impl_->compliance_->SetPolicy(policy); });
+}
+Result<CompliancePolicy> Client::GetCompliancePolicy() {
+  return impl_->Call([&]() -> Result<CompliancePolicy> { return impl_->compliance_->policy(); });
+}
+Result<AuditStatus> Client::VerifyAudit() {
+  return impl_->Call([&]() { return impl_->compliance_->VerifyAudit(); });
+}
+Result<std::vector<compliance::AuditEntry>> Client::AuditTrail() {
+  return impl_->Call([&]() { return impl_->compliance_->AuditTrail(); });
+}
+Status Client::SendAuditHead(const std::string& contact) {
+  return impl_->Call([&]() { return impl_->compliance_->SendAuditHead(contact); });
+}
+Result<Bytes> Client::ExportSigned() {
+  return impl_->Call([&]() { return impl_->compliance_->ExportSigned(impl_->name_); });
+}
+Result<std::string> Client::EraseConversation(const std::string& contact) {
+  return impl_->Call([&]() { return impl_->compliance_->Erase(contact); });
+}
+Result<int64_t> Client::SetDisappearingTimer(const std::string& contact, int64_t ms) {
+  return impl_->Call([&]() { return impl_->compliance_->SetDisappearingTimer(contact, ms); });
+}
+Result<uint64_t> Client::SendAppMessageForTesting(const std::string& contact, const wire::AppMessage& message) {
+  return impl_->Call([&]() {
+    return impl_->SendApp(contact, message, storage::Transcripts::DirectConversationId(contact));
   });
 }
 

@@ -42,7 +42,9 @@
 #include "core/base/random.h"
 #include "core/base/secret.h"
 #include "core/base/status.h"
+#include "core/runtime/compliance_types.h"
 #include "core/session/engine.h"
+#include "core/wire/app_message.h"
 #include "storage/keystore.h"
 #include "storage/transcript.h"
 
@@ -165,6 +167,11 @@ class Client {
   // kNotFound for an unknown contact; kUntrustedIdentity while the contact's identity change awaits
   // AcceptIdentityChange; kNoSession before the contact's first message reached us.
   Result<uint64_t> SendText(const std::string& contact, const std::string& text);
+  // The same with a purpose label (compliance::IsValidPurposeLabel; the two-argument form sends
+  // kDefaultPurpose). kInvalidArgument for a bad label; on a clinic device (CompliancePolicy::clinic),
+  // kPermissionDenied "no valid consent for purpose" when the policy needs the contact's consent and no
+  // valid (given, not withdrawn, not lapsed) receipt holds it. Nothing is stored or sent then.
+  Result<uint64_t> SendText(const std::string& contact, const std::string& text, const std::string& purpose);
   // The latest `n` messages with `contact`, oldest first.
   Result<std::vector<storage::TranscriptMessage>> History(const std::string& contact, size_t n = 100);
   // Every conversation as JSON (storage/export.h).
@@ -178,6 +185,40 @@ class Client {
   // Accepts the contact's new identity key: sending resumes and their waiting messages are fetched at the
   // next Sync or reconnection.
   Status AcceptIdentityChange(const std::string& contact);
+
+  // --- Consent, audit, export, erasure (issue 6; core/runtime/compliance_runtime.h) ---
+  // The patient grants consent to `contact` (the clinician): a receipt bound to both identity keys and the
+  // safety number, signed with this identity key (XEdDSA), is sent end to end; the clinician's device checks
+  // it against its own session, countersigns it, keeps it and sends it back, and this device keeps the
+  // countersigned receipt. Returns the receipt id. kInvalidArgument for a grant that breaks a receipt rule.
+  Result<std::string> GrantConsent(const std::string& contact, const ConsentGrant& grant);
+  // The patient withdraws `purposes` (empty: all) of a countersigned receipt: a signed withdrawal, kept and
+  // sent to the clinician. kPermissionDenied when this device is not the receipt's patient.
+  Status WithdrawConsent(const std::string& receipt_id, const std::vector<std::string>& purposes = {});
+  // Every receipt this device holds (countersigned, and its own still awaiting countersignature).
+  Result<std::vector<ConsentRecord>> ConsentReceipts();
+  // The clinic's policy on this device (recorded as kPolicyChanged), and the one in force.
+  Status SetCompliancePolicy(const CompliancePolicy& policy);
+  Result<CompliancePolicy> GetCompliancePolicy();
+  // Verifies this device's audit chain against its signed checkpoints. kTampered / kBadSignature (naming
+  // the first broken sequence) when a stored entry was modified, deleted, reordered or truncated.
+  Result<AuditStatus> VerifyAudit();
+  Result<std::vector<compliance::AuditEntry>> AuditTrail();
+  // Signs a checkpoint of the audit chain and sends it to `contact` as a signed chain head, which their
+  // device verifies and records (kPeerChainHead).
+  Status SendAuditHead(const std::string& contact);
+  // One signed bundle (compliance/export_bundle.h): every transcript, the consent receipts and withdrawals,
+  // the audit chain with its checkpoints and this device's erasure receipts; checked offline by
+  // compliance::VerifyExport with this identity key (Fingerprint()). Records kExport first.
+  Result<Bytes> ExportSigned();
+  // Erases the conversation with `contact`: its key is crypto-shredded (storage::Transcripts), a signed
+  // erasure receipt enters the audit chain and goes to the contact. Returns the erasure id.
+  Result<std::string> EraseConversation(const std::string& contact);
+  // Sets the conversation's disappearing timer; the policy's retention floor stretches a shorter one (each
+  // such conflict is audited as kRetentionConflict). Returns the timer in force.
+  Result<int64_t> SetDisappearingTimer(const std::string& contact, int64_t ms);
+  // For tests of the receiving side only: sends `message` as it is, with no consent check.
+  Result<uint64_t> SendAppMessageForTesting(const std::string& contact, const wire::AppMessage& message);
 
   // What the relay holds for our mailbox right now, fetched without decrypting or acknowledging anything:
   // for showing that the relay stores only sealed, padded bytes.
