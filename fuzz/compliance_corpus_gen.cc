@@ -63,6 +63,12 @@ int main(int argc, char** argv) {
   Bytes flipped = w.receipt_bytes;
   flipped[flipped.size() - 5] ^= 1;  // inside the clinician's signature
   receipts.push_back(flipped);
+  auto request = EncodeReceiptRequest(w.receipt);
+  if (!request) {
+    std::fprintf(stderr, "receipt request: %s\n", request.error().ToString().c_str());
+    return 1;
+  }
+  receipts.push_back(*request);
   Write(root / "consent_receipt" / "corpus", receipts);
 
   std::vector<Bytes> chains;

@@ -394,6 +394,38 @@ Result<SignedConsentReceipt> DecodeSignedReceipt(ByteView bytes) {
   return s;
 }
 
+Result<Bytes> EncodeReceiptRequest(const SignedConsentReceipt& s) {
+  if (s.patient_signature.size() != kSignatureSize) {
+    return Error(StatusCode::kInvalidArgument, "receipt request is not signed by the patient");
+  }
+  Packer p;
+  p.Array(3).Uint(kReceiptFormatVersion).Bin(s.receipt_bytes).Bin(s.patient_signature);
+  return p.Take();
+}
+
+Result<SignedConsentReceipt> DecodeReceiptRequest(ByteView bytes) {
+  if (bytes.size() > kMaxReceiptSize + kSignatureSize + 16) {
+    return Error(StatusCode::kMalformed, "receipt request too large");
+  }
+  CW_RETURN_IF_ERROR(internal::CheckHeader(bytes, kReceiptFormatVersion, "receipt request"));
+  internal::Limits limits;
+  limits.array = 3;
+  limits.str = 0;
+  limits.bin = kMaxReceiptSize;
+  limits.depth = 1;
+  auto handle = internal::UnpackOne(bytes, limits);
+  if (!handle) return Error(StatusCode::kMalformed, "receipt request is not valid msgpack within limits");
+  SignedConsentReceipt s;
+  uint64_t version = 0;
+  Fields f(handle->get(), 3);
+  f.Uint(&version).Bin(&s.receipt_bytes, kMaxReceiptSize).Bin(&s.patient_signature, kSignatureSize);
+  if (!f.ok() || s.patient_signature.size() != kSignatureSize) {
+    return Error(StatusCode::kMalformed, "receipt request field has wrong type or size");
+  }
+  CW_ASSIGN_OR_RETURN(s.receipt, DecodeReceipt(s.receipt_bytes));
+  return s;
+}
+
 Status VerifyReceiptSelfConsistent(const SignedConsentReceipt& s, const Verifier& verifier) {
   // The struct and the signed bytes must agree: a caller that edits `receipt` after signing gets a failure,
   // not a verified receipt whose fields were never signed.

@@ -15,6 +15,7 @@
 // Wire layout (msgpack arrays, positional; docs/compliance.md lists every field):
 //   receipt    [1, header, principal_id, controllers, services, sensitivity, retention, binding, signers]
 //   signed     [1, receipt bytes (bin), patient signature (bin), clinician signature (bin)]
+//   request    [1, receipt bytes (bin), patient signature (bin)]  (before the clinician countersigns)
 //   withdrawal [1, receipt_id, receipt_digest, withdrawn_at_ms, purposes, signer, signature]
 //
 // Errors: kInvalidArgument (building or signing a receipt that breaks a rule below), kMalformed (bytes that
@@ -158,6 +159,13 @@ Status CountersignReceipt(SignedConsentReceipt* signed_receipt, const SessionBin
 
 Result<Bytes> EncodeSignedReceipt(const SignedConsentReceipt& signed_receipt);
 Result<SignedConsentReceipt> DecodeSignedReceipt(ByteView bytes);
+
+// The patient's half on its way to the clinician for countersigning (a receipt request):
+//   [1, receipt bytes (bin), patient signature (bin)]
+// Encode needs the patient signature and ignores any clinician signature; Decode gives a
+// SignedConsentReceipt with an empty clinician_signature, for CountersignReceipt. Errors as the signed form.
+Result<Bytes> EncodeReceiptRequest(const SignedConsentReceipt& patient_signed);
+Result<SignedConsentReceipt> DecodeReceiptRequest(ByteView bytes);
 
 // Who the verifier expects: the session it holds with the other side and the signing keys of both parties
 // as it knows them (with identity-key XEdDSA signing: the identity keys of that session).

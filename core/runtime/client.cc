@@ -257,7 +257,7 @@ class Client::Impl {
       eo.on_identity_change = [this](const session::IdentityChange& c) {
         // Inside an engine call: the audit entry (which may sign a checkpoint) is written right after it.
         if (compliance_) {
-          compliance_->DeferIdentityChange(c.contact.name, c.new_key);
+          compliance_->DeferIdentityChange(c.previous_key, c.new_key);
           (void)transport_->Post([this] {
             if (compliance_) compliance_->FlushDeferred();
           });
@@ -610,6 +610,7 @@ class Client::Impl {
     std::optional<wire::AppMessage> control;  // a consent, audit-head or erasure message
     bool refused = false;                     // a message whose purpose lacked consent
     bool new_contact = false;
+    compliance_->BeforeDecrypt(sender.name);
     auto received = engine_->Decrypt(sender, env->message, [&](const session::Received& rec, session::WriteBatch* b) -> Status {
       storage::IncomingDetails details;
       details.sent_at_ms = env->sent_at_ms;

@@ -210,7 +210,7 @@ Status ComplianceRuntime::LoadRecords() {
     std::string contact;
     Bytes bytes;
     if (!Untag(v, &contact, &bytes)) return Status(StatusCode::kMalformed, "stored receipt is malformed");
-    CW_ASSIGN_OR_RETURN(auto sr, compliance::DecodeSignedReceipt(bytes));
+    CW_ASSIGN_OR_RETURN(auto sr, compliance::DecodeReceiptRequest(bytes));
     if (ledger_.FindReceipt(sr.receipt.receipt_id) == nullptr) pending_[sr.receipt.receipt_id] = {contact, std::move(sr)};
     return Status::Ok();
   }));
@@ -285,15 +285,22 @@ Status ComplianceRuntime::CheckOutgoing(const std::string& contact, std::string_
   return consent_policy_.CheckOutgoing(purpose, compliance::IdentityFingerprint(key), ledger_);
 }
 
-Status ComplianceRuntime::CheckIncoming(const std::string& sender, std::string_view purpose) const {
+void ComplianceRuntime::BeforeDecrypt(const std::string& sender) {
+  auto key = ContactKey(sender);
+  incoming_key_ = key ? std::optional<Bytes>(std::move(*key)) : std::nullopt;
+}
+
+Status ComplianceRuntime::CheckIncoming(std::string_view purpose) const {
   if (policy_.clinic) return Status::Ok();
   if (!compliance::IsValidPurposeLabel(purpose)) {
     return Status(StatusCode::kPermissionDenied, "message without a valid purpose label (incoming message refused)");
   }
   if (!consent_policy_.RequiresConsent(purpose)) return Status::Ok();
   // The ledger answers for a patient across all clinicians; a patient's consent to one clinician does not
-  // cover another, so only receipts bound to this sender count.
-  CW_ASSIGN_OR_RETURN(Bytes theirs, ContactKey(sender));
+  // cover another, so only receipts bound to this sender count. (A sender not known before this message
+  // cannot hold a receipt.)
+  if (!incoming_key_) return Status(StatusCode::kPermissionDenied, "no valid consent for purpose (incoming message refused)");
+  const Bytes& theirs = *incoming_key_;
   const auto& mine = deps_.engine->identity_key();
   const Bytes me(mine.begin(), mine.end());
   for (const auto* r : ledger_.Receipts()) {
@@ -317,11 +324,10 @@ Status ComplianceRuntime::StageIncoming(const session::Received& rec, const std:
   if (app.kind == wire::AppKind::kText) {
     AuditEvent ev;
     ev.ref = relay_id;
-    if (Status gate = CheckIncoming(rec.sender.name, app.purpose); !gate.ok()) {
+    if (Status gate = CheckIncoming(app.purpose); !gate.ok()) {
       *refused = true;
       ev.type = AuditEventType::kMessageRefused;
-      auto key = ContactKey(rec.sender.name);
-      if (key) ev.subject = compliance::IdentityFingerprint(*key);
+      if (incoming_key_) ev.subject = compliance::IdentityFingerprint(*incoming_key_);
     } else {
       staged.kind = rec.kind;
       staged.body = std::move(app.payload);
@@ -395,11 +401,10 @@ void ComplianceRuntime::OnVerification(const std::string& contact, bool verified
   (void)Audit({AuditEventType::kVerification, compliance::IdentityFingerprint(c->identity_key), "", verified ? 1u : 0u, {}});
 }
 
-void ComplianceRuntime::DeferIdentityChange(const std::string& contact, ByteView new_key) {
-  auto c = deps_.engine->GetContact(contact);
-  AuditEvent ev{AuditEventType::kIdentityKeyChanged, "", "", 0, DigestBytes(compliance::Blake2b256({new_key}))};
-  if (c) ev.subject = compliance::IdentityFingerprint(c->identity_key);
-  deferred_.push_back(std::move(ev));
+void ComplianceRuntime::DeferIdentityChange(ByteView previous_key, ByteView new_key) {
+  // Runs inside an engine call, so it asks the engine nothing: the peer is named by the key it had.
+  deferred_.push_back({AuditEventType::kIdentityKeyChanged, compliance::IdentityFingerprint(previous_key), "", 0,
+                       DigestBytes(compliance::Blake2b256({new_key}))});
 }
 
 void ComplianceRuntime::FlushDeferred() {
@@ -449,7 +454,7 @@ Result<std::string> ComplianceRuntime::GrantConsent(const std::string& contact, 
   r.binding = std::move(binding);
   CW_RETURN_IF_ERROR(compliance::ValidateReceipt(r));
   CW_ASSIGN_OR_RETURN(auto sr, compliance::SignReceipt(r, signer_));
-  CW_ASSIGN_OR_RETURN(Bytes encoded, compliance::EncodeSignedReceipt(sr));
+  CW_ASSIGN_OR_RETURN(Bytes encoded, compliance::EncodeReceiptRequest(sr));
   CW_RETURN_IF_ERROR(PutTagged(std::string(kPendingReceiptPrefix) + r.receipt_id, contact, encoded));
   pending_[r.receipt_id] = {contact, std::move(sr)};
   wire::AppMessage m;
@@ -465,12 +470,20 @@ Result<std::string> ComplianceRuntime::GrantConsent(const std::string& contact, 
 // refused here.
 Status ComplianceRuntime::HandleConsent(const std::string& sender, ByteView payload) {
   CW_RETURN_IF_ERROR(AuditReady());
-  CW_ASSIGN_OR_RETURN(auto sr, compliance::DecodeSignedReceipt(payload));
-  const bool request = sr.clinician_signature.empty();
+  auto decoded = compliance::DecodeReceiptRequest(payload);
+  const bool request = decoded.has_value();
+  if (!request) decoded = compliance::DecodeSignedReceipt(payload);
+  if (!decoded) return Status(decoded.error().code(), "consent receipt refused: " + decoded.error().message());
+  compliance::SignedConsentReceipt sr = std::move(*decoded);
   CW_ASSIGN_OR_RETURN(compliance::SessionBinding binding, BindingWith(sender, /*we_are_patient=*/!request));
   const compliance::ReceiptExpectations expect{binding, XKey(binding.patient_identity_key),
                                                XKey(binding.clinician_identity_key)};
   if (request) {
+    // CountersignReceipt checks the patient signature under the key the receipt names; the clinician signs
+    // only for the key its own session authenticates.
+    if (!(sr.receipt.patient_key == expect.patient_key)) {
+      return Status(StatusCode::kBadSignature, "consent receipt refused: not signed with the patient's identity key");
+    }
     if (Status s = compliance::CountersignReceipt(&sr, binding, signer_, verifier_); !s.ok()) {
       return Status(s.code(), "consent receipt refused: " + s.message());
     }

@@ -11,7 +11,8 @@
 //   runtime.audit.peer_head.<20-digit sequence>   contact NUL a peer's signed chain head; keyed by the
 //                                                 sequence of our kPeerChainHead entry that recorded it
 //   runtime.consent.receipt.<receipt id>          contact NUL a countersigned receipt
-//   runtime.consent.pending.<receipt id>          contact NUL a receipt we signed, awaiting countersignature
+//   runtime.consent.pending.<receipt id>          contact NUL our receipt request (EncodeReceiptRequest),
+//                                                 awaiting the clinician's countersignature
 //   runtime.consent.withdrawal.<receipt id>.<20-digit n>   a withdrawal
 //   runtime.erasure.own.<erasure id>              contact NUL our erasure receipt
 //   runtime.erasure.peer.<erasure id>             contact NUL a contact's erasure receipt
@@ -102,6 +103,9 @@ class ComplianceRuntime {
   // Before encrypting `purpose` to `contact`: kInvalidArgument for a bad label; kPermissionDenied when this
   // is a clinic device and the contact (the patient) has no valid consent for it.
   Status CheckOutgoing(const std::string& contact, std::string_view purpose) const;
+  // Before decrypting a message from `sender` (outside the engine call): looks up what the hook will need,
+  // since the hook itself must not call the engine.
+  void BeforeDecrypt(const std::string& sender);
   // Inside the decrypt hook of a 1:1 message: decodes the AppMessage and stages the dedup key plus either
   // the transcript row and kMessageReceived (text shown: *text set), the kMessageRefused entry (*refused),
   // or nothing more (a control message: *control set, to HandleControl after the commit).
@@ -119,7 +123,7 @@ class ComplianceRuntime {
   void OnSessionEstablished(const std::string& contact);
   void OnVerification(const std::string& contact, bool verified);
   // From the engine's identity-change callback (inside an engine call): queued, written by FlushDeferred.
-  void DeferIdentityChange(const std::string& contact, ByteView new_key);
+  void DeferIdentityChange(ByteView previous_key, ByteView new_key);
   void FlushDeferred();
   // Signs a checkpoint when entries were added since the last one (on close).
   void CheckpointIfNeeded();
@@ -146,7 +150,7 @@ class ComplianceRuntime {
   Result<Bytes> ContactKey(const std::string& contact) const;
   Status Audit(compliance::AuditEvent event);
   Status AuditReady() const;
-  Status CheckIncoming(const std::string& sender, std::string_view purpose) const;
+  Status CheckIncoming(std::string_view purpose) const;
   Status Put(std::string key, ByteView value);
   Status PutTagged(std::string key, const std::string& contact, ByteView value);
   Status HandleConsent(const std::string& sender, ByteView payload);
@@ -170,6 +174,7 @@ class ComplianceRuntime {
   size_t withdrawals_stored_ = 0;
   size_t peer_heads_ = 0;
   std::optional<compliance::PendingAuditEntry> staged_;
+  std::optional<Bytes> incoming_key_;  // the sender's identity key, set by BeforeDecrypt
   std::vector<compliance::AuditEvent> deferred_;
 };
 

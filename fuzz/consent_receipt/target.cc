@@ -5,7 +5,9 @@
 //   - anything accepted is canonical: re-encoding gives back exactly the input (so signatures cover values);
 //   - verification fails only with kBadSignature or kPermissionDenied, and whatever verifies against the
 //     fixture's session and keys is byte for byte the fixture's own receipt or withdrawal (no forgery);
-//   - the Kantara JSON rendering of any accepted receipt does not fail.
+//   - the Kantara JSON rendering of any accepted receipt does not fail;
+//   - a receipt request (the patient's half) is countersigned only for the fixture session, and, when it
+//     names the fixture patient's key, only as the fixture patient's own receipt.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -53,6 +55,29 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     CW_FUZZ_CHECK(again.has_value());
     CW_FUZZ_CHECK(std::equal(again->begin(), again->end(), input.begin(), input.end()));
     CW_FUZZ_CHECK(ValidateReceipt(*receipt).ok());
+  }
+
+  auto request = DecodeReceiptRequest(input);
+  if (!request) {
+    CW_FUZZ_CONTRACT_CHECK(DecodeErrorOk(request.error()), request.error());
+  } else {
+    auto again = EncodeReceiptRequest(*request);
+    CW_FUZZ_CHECK(again.has_value());
+    CW_FUZZ_CHECK(std::equal(again->begin(), again->end(), input.begin(), input.end()));
+    CW_FUZZ_CHECK(request->clinician_signature.empty());
+    // Countersigning is what a clinician's device does with a request: it must refuse anything that is not
+    // the fixture patient's signature over a receipt for the fixture session.
+    SignedConsentReceipt copy = *request;
+    cw::Status c = CountersignReceipt(&copy, w.session, *w.clinician, w.verifier);
+    if (c.ok() && request->receipt.patient_key == w.expect.patient_key) {
+      CW_FUZZ_CHECK(copy.receipt_bytes == w.receipt.receipt_bytes);
+    } else if (c.ok()) {
+      CW_FUZZ_CHECK(copy.receipt.binding == w.session);
+    } else {
+      CW_FUZZ_CONTRACT_CHECK(c.code() == cw::StatusCode::kBadSignature || c.code() == cw::StatusCode::kPermissionDenied ||
+                                 c.code() == cw::StatusCode::kInvalidArgument,
+                             c);
+    }
   }
 
   auto withdrawal = DecodeWithdrawal(input);

@@ -34,6 +34,33 @@ TEST_F(ConsentReceiptTest, SignedCountersignedRoundTripsAndVerifies) {
   EXPECT_EQ(ReceiptDigest(*back), ReceiptDigest(s));
 }
 
+TEST_F(ConsentReceiptTest, ARequestCarriesThePatientHalfToTheClinician) {
+  auto patient_signed = SignReceipt(Receipt(), *p_.patient);
+  ASSERT_TRUE(patient_signed.has_value());
+  EXPECT_FALSE(EncodeSignedReceipt(*patient_signed).has_value()) << "the signed form needs both signatures";
+  auto request = EncodeReceiptRequest(*patient_signed);
+  ASSERT_TRUE(request.has_value()) << request.error().ToString();
+  auto back = DecodeReceiptRequest(*request);
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  EXPECT_TRUE(back->clinician_signature.empty());
+  EXPECT_EQ(back->receipt_bytes, patient_signed->receipt_bytes);
+  ASSERT_TRUE(CountersignReceipt(&*back, p_.session, *p_.clinician, p_.verifier).ok());
+  EXPECT_TRUE(VerifyReceipt(*back, p_.Expect(), p_.verifier).ok());
+
+  // The two forms are not interchangeable, and a request with a flipped signature is not countersigned.
+  auto full = EncodeSignedReceipt(*back);
+  ASSERT_TRUE(full.has_value());
+  EXPECT_EQ(DecodeReceiptRequest(*full).error().code(), StatusCode::kMalformed);
+  EXPECT_EQ(DecodeSignedReceipt(*request).error().code(), StatusCode::kMalformed);
+  Bytes flipped = *request;
+  flipped[flipped.size() - 3] ^= 1;
+  auto bad = DecodeReceiptRequest(flipped);
+  ASSERT_TRUE(bad.has_value());
+  EXPECT_EQ(CountersignReceipt(&*bad, p_.session, *p_.clinician, p_.verifier).code(), StatusCode::kBadSignature);
+  SignedConsentReceipt unsigned_receipt;
+  EXPECT_EQ(EncodeReceiptRequest(unsigned_receipt).error().code(), StatusCode::kInvalidArgument);
+}
+
 TEST_F(ConsentReceiptTest, EncodingIsDeterministicAndCanonical) {
   auto a = EncodeReceipt(Receipt());
   auto b = EncodeReceipt(Receipt());

@@ -116,6 +116,13 @@ TEST_F(RuntimeE2E, TwoClientsConverse) {
   EXPECT_EQ(a->digits, b->digits);
   EXPECT_EQ(a->digits.size(), 60u);
   ASSERT_OK(clinician->SetVerified("pat", true));
+  auto trail = clinician->AuditTrail();
+  ASSERT_HAS(trail);
+  EXPECT_EQ(std::count_if(trail->begin(), trail->end(),
+                          [](const compliance::AuditEntry& e) {
+                            return e.type == compliance::AuditEventType::kVerification && e.code == 1;
+                          }),
+            1);
   auto contacts = clinician->Contacts();
   ASSERT_HAS(contacts);
   ASSERT_EQ(contacts->size(), 1u);
@@ -271,6 +278,18 @@ TEST_F(RuntimeE2E, IdentityChangeBlocksSendingUntilAccepted) {
     EXPECT_EQ(changes[0].contact, "pat");
     EXPECT_EQ(changes[0].new_fingerprint, phone2->Fingerprint());
     EXPECT_NE(changes[0].new_fingerprint, old_fp);
+  }
+  {  // the change is in the clinician's audit trail, naming the patient by the key it had
+    Bytes old_key;
+    ASSERT_TRUE(FromHex(old_fp, &old_key));
+    auto trail = clinician->AuditTrail();
+    ASSERT_HAS(trail);
+    EXPECT_EQ(std::count_if(trail->begin(), trail->end(),
+                            [&](const compliance::AuditEntry& e) {
+                              return e.type == compliance::AuditEventType::kIdentityKeyChanged &&
+                                     e.subject == compliance::IdentityFingerprint(old_key);
+                            }),
+              1);
   }
   auto blocked = clinician->SendText("pat", "are you still you?");
   ASSERT_FALSE(blocked.has_value());
