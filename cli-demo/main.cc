@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "core/base/random.h"
+#include "core/compliance/export_bundle.h"
 #include "core/runtime/client.h"
 #include "core/runtime/relay_stats.h"
 #include "transport/transport.h"
@@ -280,10 +281,10 @@ int CmdVerify(const std::string& contact, bool confirm, bool accept_change) {
   return 0;
 }
 
-int CmdSend(const std::string& contact, const std::string& text) {
+int CmdSend(const std::string& contact, const std::string& text, const std::string& purpose) {
   auto c = OpenClient();
   if (!c) return Fail(c.error(), "open");
-  auto seq = (*c)->SendText(contact, text);
+  auto seq = (*c)->SendText(contact, text, purpose);
   if (!seq) return Fail(seq.error(), "send");
   auto sync = (*c)->Sync(g.timeout_ms);
   const bool sent = sync && sync->pending == 0;
@@ -340,7 +341,10 @@ int CmdHistory(const std::string& contact, size_t n, bool offline) {
   return 0;
 }
 
-int CmdExport(const std::string& out) {
+int CmdExportSigned(const std::string& out);
+
+int CmdExport(const std::string& out, bool plain) {
+  if (!plain) return CmdExportSigned(out);
   auto c = OpenClient();
   if (!c) return Fail(c.error(), "open");
   auto j = (*c)->ExportJson();
@@ -374,6 +378,227 @@ int CmdPeek() {
     human += "  seq " + std::to_string(e.seq) + "  " + std::to_string(e.envelope.size()) + " bytes  " + prefix + "...\n";
   }
   Print(json{{"envelopes", arr}}, human);
+  return 0;
+}
+
+// ----- consent, audit, signed export, erasure (issue 6)
+
+std::string_view StateName(cw::compliance::ConsentState s) { return cw::compliance::ConsentStateName(s); }
+
+json ReceiptJson(const cw::runtime::ConsentRecord& r) {
+  json purposes = json::object();
+  for (const auto& [label, state] : r.purposes) purposes[label] = std::string(StateName(state));
+  json j{{"receipt_id", r.receipt_id},       {"contact", r.contact},
+         {"role", r.we_are_patient ? "patient" : "clinician"},
+         {"countersigned", r.countersigned}, {"consent_timestamp_ms", r.consent_timestamp_ms},
+         {"expires_at_ms", r.expires_at_ms}, {"purposes", purposes}};
+  if (!r.kantara_json.empty()) j["kantara"] = json::parse(r.kantara_json, nullptr, false);
+  return j;
+}
+
+int CmdConsentGrant(const std::string& contact, const std::vector<std::string>& purposes, int64_t expires_days,
+                    const std::string& controller) {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  cw::runtime::ConsentGrant grant;
+  grant.purposes = purposes;
+  if (!controller.empty()) grant.controller_name = controller;
+  if (expires_days > 0) grant.expires_at_ms = cw::SystemClock::Default().NowMillis() + expires_days * 86'400'000;
+  auto id = (*c)->GrantConsent(contact, grant);
+  if (!id) return Fail(id.error(), "consent grant");
+  auto sync = (*c)->Sync(g.timeout_ms);
+  Print(json{{"receipt_id", *id}, {"contact", contact}, {"purposes", purposes}, {"sent", sync && sync->pending == 0}},
+        "Consent receipt " + *id + " signed and sent to " + contact +
+            "; it is in force once their device countersigns it (see `consent show`).");
+  return 0;
+}
+
+int CmdConsentShow() {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  auto sync = (*c)->Sync(g.timeout_ms);  // countersignatures and withdrawals waiting at the relay
+  auto all = (*c)->ConsentReceipts();
+  if (!all) return Fail(all.error(), "consent show");
+  json arr = json::array();
+  std::string human = sync ? "" : "(relay unreachable: showing what is stored on this device)\n";
+  for (const auto& r : *all) {
+    arr.push_back(ReceiptJson(r));
+    human += r.receipt_id + "  " + (r.we_are_patient ? "given to " : "from ") + r.contact +
+             (r.countersigned ? "" : "  (awaiting countersignature)") + "\n";
+    for (const auto& [label, state] : r.purposes) human += "    " + label + ": " + std::string(StateName(state)) + "\n";
+  }
+  if (all->empty()) human += "No consent receipts.";
+  Print(json{{"receipts", arr}}, human);
+  return 0;
+}
+
+int CmdConsentWithdraw(const std::string& receipt_id, const std::vector<std::string>& purposes) {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  (void)(*c)->Sync(g.timeout_ms);
+  if (Status s = (*c)->WithdrawConsent(receipt_id, purposes); !s.ok()) return Fail(s, "consent withdraw");
+  auto sync = (*c)->Sync(g.timeout_ms);
+  Print(json{{"receipt_id", receipt_id}, {"purposes", purposes}, {"sent", sync && sync->pending == 0}},
+        "Withdrew " + (purposes.empty() ? std::string("every purpose") : std::to_string(purposes.size()) + " purpose(s)") +
+            " of " + receipt_id + "; the withdrawal is signed and sent.");
+  return 0;
+}
+
+int CmdPolicy(bool clinic, const std::vector<std::string>& require, const std::vector<std::string>& exempt,
+              int64_t floor_days, bool set) {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  if (set) {
+    cw::runtime::CompliancePolicy p;
+    p.clinic = clinic;
+    if (!require.empty()) p.requires_consent = require;
+    if (!exempt.empty()) p.exempt = exempt;
+    p.retention_floor_ms = floor_days * 86'400'000;
+    if (Status s = (*c)->SetCompliancePolicy(p); !s.ok()) return Fail(s, "policy");
+  }
+  auto p = (*c)->GetCompliancePolicy();
+  if (!p) return Fail(p.error(), "policy");
+  std::string human = std::string(p->clinic ? "clinic device" : "patient device") + "\n  needs consent: ";
+  for (const auto& l : p->requires_consent) human += l + " ";
+  human += "\n  exempt: ";
+  for (const auto& l : p->exempt) human += l + " ";
+  human += "\n  retention floor: " + std::to_string(p->retention_floor_ms / 86'400'000) + " day(s)";
+  Print(json{{"clinic", p->clinic},
+             {"requires_consent", p->requires_consent},
+             {"exempt", p->exempt},
+             {"unlisted_requires_consent", p->unlisted_requires_consent},
+             {"retention_floor_ms", p->retention_floor_ms}},
+        human);
+  return 0;
+}
+
+int CmdAuditVerify(bool list) {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  auto v = (*c)->VerifyAudit();
+  if (!v) return Fail(v.error(), "audit verify");
+  json entries = json::array();
+  std::string human = "Audit chain " + v->chain_id + " verifies: " + std::to_string(v->chain.entries) + " entries, " +
+                      std::to_string(v->checkpoints) + " signed checkpoints, anchored through " +
+                      std::to_string(v->chain.anchored_through) + " (" + std::to_string(v->chain.unanchored_tail) +
+                      " after the last checkpoint), " + std::to_string(v->peer_heads) + " peer chain head(s) held.\n";
+  if (list) {
+    auto trail = (*c)->AuditTrail();
+    if (!trail) return Fail(trail.error(), "audit verify");
+    for (const auto& e : *trail) {
+      entries.push_back(json{{"sequence", e.sequence}, {"time_ms", e.time_ms},
+                             {"type", std::string(cw::compliance::AuditEventTypeName(e.type))}, {"subject", e.subject},
+                             {"ref", e.ref}, {"code", e.code}, {"digest", cw::ToHex(e.digest)}});
+      human += "  " + std::to_string(e.sequence) + " " + TimeOf(e.time_ms) + " " +
+               std::string(cw::compliance::AuditEventTypeName(e.type)) + " " + e.subject + " " + e.ref + "\n";
+    }
+  }
+  json out{{"chain_id", v->chain_id},           {"entries", v->chain.entries},
+           {"checkpoints", v->checkpoints},     {"anchored_through", v->chain.anchored_through},
+           {"unanchored_tail", v->chain.unanchored_tail}, {"head", cw::ToHex(v->chain.head)},
+           {"peer_heads", v->peer_heads}};
+  if (list) out["trail"] = entries;
+  Print(out, human);
+  return 0;
+}
+
+int CmdAuditHead(const std::string& contact) {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  if (Status s = (*c)->SendAuditHead(contact); !s.ok()) return Fail(s, "audit head");
+  auto sync = (*c)->Sync(g.timeout_ms);
+  Print(json{{"contact", contact}, {"sent", sync && sync->pending == 0}},
+        "Signed audit chain head sent to " + contact + ".");
+  return 0;
+}
+
+int WriteFile0600(const std::string& path, cw::ByteView bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || ::write(fd, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) {
+    if (fd >= 0) ::close(fd);
+    return -1;
+  }
+  return ::close(fd);
+}
+
+int CmdExportSigned(const std::string& out) {
+  if (out.empty() || out == "-") {
+    return Fail(Status(StatusCode::kInvalidArgument, "the signed bundle is binary: give --out FILE (or --plain for JSON)"),
+                "export");
+  }
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  auto bundle = (*c)->ExportSigned();
+  if (!bundle) return Fail(bundle.error(), "export");
+  if (WriteFile0600(out, *bundle) != 0) return Fail(Status(StatusCode::kUnavailable, "cannot write " + out), "export");
+  Print(json{{"file", out}, {"bytes", bundle->size()}, {"exporter_key", (*c)->Fingerprint()}},
+        "Signed export written to " + out + " (it holds plaintext: keep it safe). Verify it anywhere with:\n  cipherward verify-export " +
+            out + " --exporter-key " + (*c)->Fingerprint());
+  return 0;
+}
+
+// Offline: opens no identity and needs no passphrase, only the bundle and public keys.
+int CmdVerifyExport(const std::string& file, const std::string& exporter_hex, const std::vector<std::string>& party_hex) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return Fail(Status(StatusCode::kNotFound, "cannot read " + file), "verify-export");
+  const cw::Bytes bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto key_of = [](const std::string& hex) -> Result<cw::compliance::SigningPublicKey> {
+    cw::Bytes k;
+    if (!cw::FromHex(hex, &k) || k.size() != cw::compliance::kXEdDSAPublicKeySize) {
+      return cw::Error(StatusCode::kInvalidArgument, "a key is the 66-hex-digit identity key (`cipherward init` prints it)");
+    }
+    return cw::compliance::SigningPublicKey{cw::compliance::SignatureScheme::kXEdDSA, k};
+  };
+  cw::compliance::ExportTrust trust;
+  std::string trust_note;
+  if (exporter_hex.empty()) {
+    auto signer = cw::compliance::ExportSigner(bytes);
+    if (!signer) return Fail(signer.error(), "verify-export");
+    trust.exporter_key = *signer;
+    trust_note = "signed by the key the bundle names; compare it with the exporter's identity before relying on it";
+  } else {
+    auto k = key_of(exporter_hex);
+    if (!k) return Fail(k.error(), "verify-export");
+    trust.exporter_key = *k;
+    trust_note = "signed by the given exporter key";
+  }
+  for (const auto& h : party_hex) {
+    auto k = key_of(h);
+    if (!k) return Fail(k.error(), "verify-export");
+    trust.party_keys.push_back(*k);
+  }
+  cw::compliance::StandardVerifier verifier;
+  auto v = cw::compliance::VerifyExport(bytes, trust, verifier);
+  if (!v) return Fail(v.error(), "verify-export");
+  const auto& ct = v->contents;
+  Print(json{{"valid", true},
+             {"exporter", ct.exporter},
+             {"exporter_key", cw::ToHex(trust.exporter_key.key)},
+             {"exporter_key_given", !exporter_hex.empty()},
+             {"created_at_ms", ct.created_at_ms},
+             {"receipts", ct.receipts.size()},
+             {"withdrawals", ct.withdrawals.size()},
+             {"audit_entries", ct.audit_entries.size()},
+             {"checkpoints", ct.checkpoints.size()},
+             {"erasures", ct.erasures.size()},
+             {"transcript_bytes", ct.transcript_json.size()}},
+        "Export by " + ct.exporter + " verifies (" + trust_note + "): " + std::to_string(ct.receipts.size()) +
+            " consent receipt(s), " + std::to_string(ct.withdrawals.size()) + " withdrawal(s), " +
+            std::to_string(ct.audit_entries.size()) + " audit entries under " + std::to_string(ct.checkpoints.size()) +
+            " signed checkpoint(s), " + std::to_string(ct.erasures.size()) + " erasure receipt(s).\nExporter key: " +
+            cw::ToHex(trust.exporter_key.key));
+  return 0;
+}
+
+int CmdErase(const std::string& contact) {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  auto id = (*c)->EraseConversation(contact);
+  if (!id) return Fail(id.error(), "erase");
+  auto sync = (*c)->Sync(g.timeout_ms);
+  Print(json{{"contact", contact}, {"erasure_id", *id}, {"receipt_sent", sync && sync->pending == 0}},
+        "Erased the conversation with " + contact + " (its key is destroyed); signed erasure receipt " + *id +
+            " recorded and sent to " + contact + ".");
   return 0;
 }
 
@@ -573,7 +798,10 @@ int main(int argc, char** argv) {
 
   std::string name, kdf = "moderate", code, message = "Hello, I accepted your invitation.", contact, text, out, key_file;
   size_t n = 50;
-  bool confirm = false, accept_change = false, offline = false;
+  bool confirm = false, accept_change = false, offline = false, plain = false, clinic = false, list = false;
+  std::string purpose(cw::runtime::kDefaultPurpose), receipt_id, exporter_key;
+  std::vector<std::string> purposes, require, exempt, party_keys;
+  int64_t expires_days = 0, floor_days = 0;
 
   auto* init = app.add_subcommand("init", "create a new identity (and register with --relay)");
   init->add_option("--name", name, "your name as contacts see it")->required();
@@ -590,13 +818,44 @@ int main(int argc, char** argv) {
   auto* send = app.add_subcommand("send", "send a message");
   send->add_option("contact", contact)->required();
   send->add_option("text", text)->required();
+  send->add_option("--purpose", purpose, "purpose label: treatment, scheduling, billing, marketing or x-<clinic's own>")
+      ->capture_default_str();
   auto* receive = app.add_subcommand("receive", "fetch and print new messages");
   auto* history = app.add_subcommand("history", "the conversation with a contact (fetches new messages first)");
   history->add_option("contact", contact)->required();
   history->add_option("-n", n, "how many messages")->capture_default_str();
   history->add_flag("--offline", offline, "do not contact the relay");
-  auto* exp = app.add_subcommand("export", "every conversation as JSON (plaintext)");
-  exp->add_option("--out", out, "file to write (mode 0600); stdout when absent");
+  auto* exp = app.add_subcommand("export", "one signed bundle: transcripts, consent receipts, audit chain (--plain: JSON only)");
+  exp->add_option("--out", out, "file to write (mode 0600); the signed bundle needs it, --plain prints to stdout without it");
+  exp->add_flag("--plain", plain, "every conversation as plaintext JSON, unsigned (the earlier export)");
+  auto* verify_export = app.add_subcommand("verify-export", "check a signed export offline (no identity or passphrase needed)");
+  verify_export->add_option("file", out)->required();
+  verify_export->add_option("--exporter-key", exporter_key, "the exporter's identity key (hex); else the bundle's own, shown to compare");
+  verify_export->add_option("--party-key", party_keys, "identity keys receipts may be signed with (repeatable)");
+  auto* consent = app.add_subcommand("consent", "consent receipts: grant, show, withdraw");
+  consent->require_subcommand(1);
+  auto* grant = consent->add_subcommand("grant", "as the patient, consent to purposes for a clinician contact");
+  grant->add_option("contact", contact)->required();
+  grant->add_option("--purpose", purposes, "a purpose label (repeatable)")->required();
+  grant->add_option("--expires-days", expires_days, "the consent lapses after this many days (0: until withdrawn)");
+  grant->add_option("--controller", name, "the clinic's name as you know it");
+  auto* consent_show = consent->add_subcommand("show", "every consent receipt on this device and its state");
+  auto* withdraw = consent->add_subcommand("withdraw", "as the patient, withdraw a receipt (or some of its purposes)");
+  withdraw->add_option("receipt", receipt_id)->required();
+  withdraw->add_option("--purpose", purposes, "withdraw only this purpose (repeatable); all when absent");
+  auto* policy = app.add_subcommand("policy", "show or set this device's consent policy and retention floor");
+  auto* policy_clinic = policy->add_flag("--clinic", clinic, "this is a clinician's device: gate outgoing messages");
+  auto* policy_require = policy->add_option("--require", require, "a purpose that needs consent (repeatable)");
+  auto* policy_exempt = policy->add_option("--exempt", exempt, "a purpose that needs none (repeatable)");
+  auto* policy_floor = policy->add_option("--retention-floor-days", floor_days, "keep records at least this long");
+  auto* audit = app.add_subcommand("audit", "the device's tamper-evident audit trail");
+  audit->require_subcommand(1);
+  auto* audit_verify = audit->add_subcommand("verify", "verify the chain against its signed checkpoints");
+  audit_verify->add_flag("--list", list, "also print every entry (ids only, never content)");
+  auto* audit_head = audit->add_subcommand("head", "send a signed chain head to a contact");
+  audit_head->add_option("contact", contact)->required();
+  auto* erase = app.add_subcommand("erase", "erase the conversation with a contact (crypto-shred) and send a signed receipt");
+  erase->add_option("contact", contact)->required();
   auto* chat_cmd = app.add_subcommand("chat", "talk interactively");
   chat_cmd->add_option("contact", contact)->required();
   auto* peek = app.add_subcommand("relay-peek", "show the sealed envelopes waiting at the relay, without reading them");
@@ -612,10 +871,21 @@ int main(int argc, char** argv) {
   if (*accept) return CmdAccept(code, message);
   if (*contacts) return CmdContacts();
   if (*verify) return CmdVerify(contact, confirm, accept_change);
-  if (*send) return CmdSend(contact, text);
+  if (*send) return CmdSend(contact, text, purpose);
   if (*receive) return CmdReceive();
   if (*history) return CmdHistory(contact, n, offline);
-  if (*exp) return CmdExport(out);
+  if (*exp) return CmdExport(out, plain);
+  if (*verify_export) return CmdVerifyExport(out, exporter_key, party_keys);
+  if (*grant) return CmdConsentGrant(contact, purposes, expires_days, name);
+  if (*consent_show) return CmdConsentShow();
+  if (*withdraw) return CmdConsentWithdraw(receipt_id, purposes);
+  if (*policy) {
+    const bool set = *policy_clinic || *policy_require || *policy_exempt || *policy_floor;
+    return CmdPolicy(clinic, require, exempt, floor_days, set);
+  }
+  if (*audit_verify) return CmdAuditVerify(list);
+  if (*audit_head) return CmdAuditHead(contact);
+  if (*erase) return CmdErase(contact);
   if (*chat_cmd) return CmdChat(contact);
   if (*peek) return CmdPeek();
   if (*opkey) return CmdOperatorKey(key_file);

@@ -129,7 +129,16 @@ Result<Bytes> BuildExport(const ExportContents& c, Signer& exporter, const Verif
   return bytes;
 }
 
-Result<VerifiedExport> VerifyExport(ByteView bytes, const ExportTrust& trust, const Verifier& verifier) {
+namespace {
+
+// The outer layer, [1, body, signer, signature], parsed but not yet verified.
+struct OuterExport {
+  Bytes body;
+  SigningPublicKey signer;
+  Bytes signature;
+};
+
+Result<OuterExport> ParseOuter(ByteView bytes) {
   if (bytes.size() > kMaxExportSize) return Error(StatusCode::kMalformed, "export too large");
   CW_RETURN_IF_ERROR(internal::CheckHeader(bytes, kExportFormatVersion, "export"));
   internal::Limits outer;
@@ -140,17 +149,32 @@ Result<VerifiedExport> VerifyExport(ByteView bytes, const ExportTrust& trust, co
   auto handle = internal::UnpackOne(bytes, outer);
   if (!handle) return Error(StatusCode::kMalformed, "export is not valid msgpack within limits");
   uint64_t version = 0, scheme = 0;
-  Bytes body, signature;
-  SigningPublicKey signer;
+  OuterExport o;
   const msgpack::object* signer_object = nullptr;
   Fields f(handle->get(), 4);
-  f.Uint(&version).Bin(&body, kMaxExportSize).Any(&signer_object).Bin(&signature, kSignatureSize);
+  f.Uint(&version).Bin(&o.body, kMaxExportSize).Any(&signer_object).Bin(&o.signature, kSignatureSize);
   if (!f.ok()) return Error(StatusCode::kMalformed, "export field has wrong type or size");
   Fields k(*signer_object, 2);
-  k.Uint(&scheme).Bin(&signer.key, kXEdDSAPublicKeySize);
+  k.Uint(&scheme).Bin(&o.signer.key, kXEdDSAPublicKeySize);
   if (!k.ok() || (scheme != 1 && scheme != 2))
     return Error(StatusCode::kMalformed, "export signer malformed");
-  signer.scheme = static_cast<SignatureScheme>(scheme);
+  o.signer.scheme = static_cast<SignatureScheme>(scheme);
+  return o;
+}
+
+}  // namespace
+
+Result<SigningPublicKey> ExportSigner(ByteView bytes) {
+  CW_ASSIGN_OR_RETURN(OuterExport o, ParseOuter(bytes));
+  return o.signer;
+}
+
+Result<VerifiedExport> VerifyExport(ByteView bytes, const ExportTrust& trust, const Verifier& verifier) {
+  CW_ASSIGN_OR_RETURN(OuterExport o, ParseOuter(bytes));
+  const SigningPublicKey& signer = o.signer;
+  const Bytes& body = o.body;
+  const Bytes& signature = o.signature;
+  uint64_t version = 0;
 
   // The signature first, before parsing the body: nothing an unknown party wrote is interpreted further.
   if (!(signer == trust.exporter_key))

@@ -75,4 +75,9 @@ struct VerifiedExport {
 // untrusted key), kTampered (the audit chain).
 Result<VerifiedExport> VerifyExport(ByteView bytes, const ExportTrust& trust, const Verifier& verifier);
 
+// The key the bundle says signed it, read without verifying anything: for a verifier that was not given
+// the exporter's key and must show it (its fingerprint) to a person who compares it with the exporter's
+// safety number before trusting the result. kMalformed / kUnsupportedVersion as VerifyExport.
+Result<SigningPublicKey> ExportSigner(ByteView bytes);
+
 }  // namespace cw::compliance
