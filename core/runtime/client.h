@@ -13,7 +13,9 @@
 // until the relay has acknowledged its deposit (retried with backoff while the relay is unreachable);
 // receives messages, writing the transcript row and the dedup key in the same batch as the session state
 // and acknowledging the relay only after that batch is durable (SealedStore commits with sync=true); shows
-// safety numbers and marks contacts verified; and surfaces identity changes as events.
+// safety numbers and marks contacts verified; and surfaces identity changes as events. Every 1:1 message is
+// a wire::AppMessage with a purpose label; consent receipts, the audit trail, signed exports and erasure
+// (issue 6) are run by core/runtime/compliance_runtime.h over the same store and session.
 //
 // Sealed sender: what the relay stores for a message is an Envelope (core/runtime/envelope.h): the Signal
 // ciphertext, the sender's name and reply card, padded to a Padmé bucket and sealed with libsodium's
