@@ -238,51 +238,164 @@ class Client::Impl {
     }
     CW_ASSIGN_OR_RETURN(auto state_rec, store_->Get(Table::kMeta, kStateKey));
     CW_ASSIGN_OR_RETURN(auto link_rec, store_->Get(Table::kMeta, kLinkKeyKey));
-    CW_ASSIGN_OR_RETURN(auto box_rec, store_->Get(Table::kMeta, kBoxKeyKey));
-    if (!state_rec || !link_rec || !box_rec || box_rec->size() != crypto_box_SECRETKEYBYTES) {
-      return Status(StatusCode::kNotFound, "no client identity in this store");
-    }
+    CW_RETURN_IF_ERROR(LoadBoxKey());
+    if (!state_rec || !link_rec) return Status(StatusCode::kNotFound, "no client identity in this store");
     CW_ASSIGN_OR_RETURN(state_, DecodeState(*state_rec));
-    box_sk_ = std::move(*box_rec);
-    crypto_scalarmult_base(box_pk_.data(), box_sk_.reveal().data());
     CW_ASSIGN_OR_RETURN(auto link, transport::StaticKeyPair::FromPrivateKey(link_rec->reveal()));
     link_pub_ = link.public_key();
     name_ = state_.name;
 
     CW_ASSIGN_OR_RETURN(transport_, transport::TcpTransport::New(std::move(link), {}, *clock_));
     return transport::RunSync(*transport_, [this, failed_unlocks]() -> Status {
-      session::EngineOptions eo;
-      eo.clock = clock_;
-      eo.random = random_;
-      eo.on_identity_change = [this](const session::IdentityChange& c) {
-        // Inside an engine call: the audit entry (which may sign a checkpoint) is written right after it.
-        if (compliance_) {
-          compliance_->DeferIdentityChange(c.previous_key, c.new_key);
-          (void)transport_->Post([this] {
-            if (compliance_) compliance_->FlushDeferred();
-          });
-        }
-        if (options_.callbacks.on_identity_change) {
-          options_.callbacks.on_identity_change(
-              IdentityChangeEvent{c.contact.name, KeyHex(c.previous_key), KeyHex(c.new_key)});
-        }
-      };
-      CW_ASSIGN_OR_RETURN(engine_, session::Engine::Open(store_.get(), state_.name, std::move(eo)));
-      storage::TranscriptOptions to;
-      to.clock = clock_;
-      to.random = random_;
-      to.local_name = state_.name;
-      to.purge_deleted = [this](Table t) { return store_->PurgeDeleted(t); };
-      CW_ASSIGN_OR_RETURN(transcripts_, storage::Transcripts::New(store_.get(), std::move(to)));
-      fingerprint_ = KeyHex(engine_->identity_key());
-      ComplianceRuntime::Deps deps{store_.get(), engine_.get(), transcripts_.get(), clock_, random_, state_.name,
-                                   [this](const std::string& contact, const wire::AppMessage& m) {
-                                     return StatusOfSend(SendApp(contact, m, ControlConversationId(contact)));
-                                   },
-                                   [this](const Status& s) { Report(s); }};
-      CW_ASSIGN_OR_RETURN(compliance_, ComplianceRuntime::Open(std::move(deps), failed_unlocks));
+      CW_RETURN_IF_ERROR(OpenSession(failed_unlocks));
+      Touch();
       return Status::Ok();
     });
+  }
+
+  Status LoadBoxKey() {
+    CW_ASSIGN_OR_RETURN(auto box_rec, store_->Get(Table::kMeta, kBoxKeyKey));
+    if (!box_rec || box_rec->size() != crypto_box_SECRETKEYBYTES) {
+      return Status(StatusCode::kNotFound, "no client identity in this store");
+    }
+    box_sk_ = std::move(*box_rec);
+    crypto_scalarmult_base(box_pk_.data(), box_sk_.reveal().data());
+    return Status::Ok();
+  }
+
+  // The engine, transcripts and compliance records over the unlocked store (loop thread): at start and
+  // after every Unlock.
+  Status OpenSession(uint32_t failed_unlocks) {
+    session::EngineOptions eo;
+    eo.clock = clock_;
+    eo.random = random_;
+    eo.on_identity_change = [this](const session::IdentityChange& c) {
+      // Inside an engine call: the audit entry (which may sign a checkpoint) is written right after it.
+      if (compliance_) {
+        compliance_->DeferIdentityChange(c.previous_key, c.new_key);
+        (void)transport_->Post([this] {
+          if (compliance_) compliance_->FlushDeferred();
+        });
+      }
+      if (options_.callbacks.on_identity_change) {
+        options_.callbacks.on_identity_change(
+            IdentityChangeEvent{c.contact.name, KeyHex(c.previous_key), KeyHex(c.new_key)});
+      }
+    };
+    CW_ASSIGN_OR_RETURN(engine_, session::Engine::Open(store_.get(), state_.name, std::move(eo)));
+    storage::TranscriptOptions to;
+    to.clock = clock_;
+    to.random = random_;
+    to.local_name = state_.name;
+    to.purge_deleted = [this](Table t) { return store_->PurgeDeleted(t); };
+    CW_ASSIGN_OR_RETURN(transcripts_, storage::Transcripts::New(store_.get(), std::move(to)));
+    fingerprint_ = KeyHex(engine_->identity_key());
+    ComplianceRuntime::Deps deps{store_.get(), engine_.get(), transcripts_.get(), clock_, random_, state_.name,
+                                 [this](const std::string& contact, const wire::AppMessage& m) {
+                                   return StatusOfSend(SendApp(contact, m, ControlConversationId(contact)));
+                                 },
+                                 [this](const Status& s) { Report(s); }};
+    CW_ASSIGN_OR_RETURN(compliance_, ComplianceRuntime::Open(std::move(deps), failed_unlocks));
+    return Status::Ok();
+  }
+
+  // ---------------------------------------------------------------- lock (HIPAA 164.312(a)(2)(iii))
+  // Loop thread. Everything that holds key material goes: the link to the relay (its pushes could not be
+  // decrypted anyway; they wait at the relay), the engine with the identity and session keys, the
+  // transcripts, the compliance signer, the sealed-sender secret key, and then the keystore's master key,
+  // whose lock listener wipes the store's subkeys and cached records. Left in memory: the Noise link key,
+  // inside the transport (it authenticates this device to its relay and protects no message), and the
+  // contact list with its relay cards.
+  Status LockNow(bool automatic) {
+    if (locked_) return Status::Ok();
+    ++generation_;  // in-flight connects and frames of the closed link are ignored
+    resume_background_ = background_;
+    background_ = false;
+    for (auto* t : {&reconnect_timer_, &retry_timer_, &idle_timer_}) {
+      if (*t) transport_->CancelTimer(**t);
+      t->reset();
+    }
+    const bool was_up = link_ == LinkState::kUp;
+    if (conn_) conn_->Close(Status(StatusCode::kAborted, "client locked"));
+    conn_.reset();
+    link_ = LinkState::kDown;
+    fetching_ = false;
+    FailAll(Status(StatusCode::kPermissionDenied, "the client is locked"));
+    if (compliance_) compliance_->CheckpointIfNeeded();  // a signed head covering everything recorded
+    compliance_.reset();
+    transcripts_.reset();
+    engine_.reset();
+    box_sk_ = SecretBytes();  // wipes
+    keystore_->Lock();
+    locked_ = true;
+    if (was_up && options_.callbacks.on_connection) options_.callbacks.on_connection(false);
+    if (automatic && options_.callbacks.on_lock) options_.callbacks.on_lock();
+    return Status::Ok();
+  }
+
+  // Caller's thread: Argon2id takes a moment and must not stall the loop.
+  Status Unlock(std::span<const uint8_t> passphrase) {
+    if (transport_->IsLoopThread()) {
+      return Status(StatusCode::kPermissionDenied, "Unlock from a client callback");
+    }
+    auto locked = transport::RunSync(*transport_, [this]() -> Result<bool> { return locked_; });
+    if (!locked) return locked.error();
+    if (!*locked) return Status::Ok();
+    // Failures since the last successful unlock (this one's included when it fails) go into the audit trail
+    // with the next success.
+    const uint32_t failed = keystore_->failed_attempts();
+    CW_RETURN_IF_ERROR(keystore_->Unlock(passphrase));
+    return transport::RunSync(*transport_, [this, failed]() -> Status {
+      if (!locked_) return Status::Ok();
+      if (Status s = LoadBoxKey(); !s.ok()) {
+        keystore_->Lock();
+        return s;
+      }
+      if (Status s = OpenSession(failed); !s.ok()) {
+        compliance_.reset();
+        transcripts_.reset();
+        engine_.reset();
+        box_sk_ = SecretBytes();
+        keystore_->Lock();
+        return s;
+      }
+      locked_ = false;
+      Touch();
+      if (resume_background_) {
+        background_ = true;
+        EnsureConnecting();
+      }
+      return Status::Ok();
+    });
+  }
+
+  // A caller's call: postpones the automatic lock (loop thread).
+  void Touch() {
+    last_activity_ms_ = clock_->NowMillis();
+    ArmIdleTimer();
+  }
+
+  void ArmIdleTimer() {
+    if (options_.auto_lock_after_ms <= 0 || locked_ || shutting_down_ || idle_timer_) return;
+    const int64_t due = last_activity_ms_ + options_.auto_lock_after_ms - clock_->NowMillis();
+    idle_timer_ = transport_->ScheduleAfter(std::max<int64_t>(due, 1), [this] {
+      idle_timer_.reset();
+      if (locked_ || shutting_down_) return;
+      if (clock_->NowMillis() - last_activity_ms_ >= options_.auto_lock_after_ms) {
+        (void)LockNow(/*automatic=*/true);
+        return;
+      }
+      ArmIdleTimer();
+    });
+  }
+
+  template <typename R>
+  static R LockedError() {
+    if constexpr (std::is_same_v<R, Status>) {
+      return Status(StatusCode::kPermissionDenied, "the client is locked");
+    } else {
+      return Error(StatusCode::kPermissionDenied, "the client is locked");
+    }
   }
 
   void Shutdown() {
@@ -295,6 +408,7 @@ class Client::Impl {
       background_ = false;
       if (reconnect_timer_) transport_->CancelTimer(*reconnect_timer_);
       if (retry_timer_) transport_->CancelTimer(*retry_timer_);
+      if (idle_timer_) transport_->CancelTimer(*idle_timer_);
       if (conn_) conn_->Close(Status(StatusCode::kAborted, "client closing"));
       FailAll(Status(StatusCode::kAborted, "client closing"));
       if (compliance_) compliance_->CheckpointIfNeeded();  // a signed head covering everything recorded
@@ -311,9 +425,22 @@ class Client::Impl {
 
   // ---------------------------------------------------------------- bridging to the loop thread
   template <typename Fn>
-  auto Call(Fn fn) -> std::invoke_result_t<Fn> {
+  auto Call_Unguarded(Fn fn) -> std::invoke_result_t<Fn> {
     if (transport_->IsLoopThread()) return fn();
     return transport::RunSync(*transport_, std::move(fn));
+  }
+
+  // Runs a caller's call on the loop thread; refused while locked, and postpones the automatic lock.
+  template <typename Fn>
+  auto Call(Fn fn) -> std::invoke_result_t<Fn> {
+    using R = std::invoke_result_t<Fn>;
+    auto guarded = [this, &fn]() -> R {
+      if (locked_) return LockedError<R>();
+      Touch();
+      return fn();
+    };
+    if (transport_->IsLoopThread()) return guarded();
+    return transport::RunSync(*transport_, std::move(guarded));
   }
 
   template <typename T>
@@ -327,7 +454,11 @@ class Client::Impl {
     Done<T> done = [promise, fired](Result<T> r) {
       if (!fired->exchange(true)) promise->set_value(std::move(r));
     };
-    Status posted = transport_->Post([start = std::move(start), done]() mutable { start(done); });
+    Status posted = transport_->Post([this, start = std::move(start), done]() mutable {
+      if (locked_) return done(LockedError<Result<T>>());
+      Touch();
+      start(done);
+    });
     if (!posted.ok()) return Error(posted);
     if (future.wait_for(std::chrono::milliseconds(timeout_ms)) != std::future_status::ready) {
       done(Error(StatusCode::kUnavailable, "timed out waiting for the relay"));
@@ -953,6 +1084,10 @@ class Client::Impl {
   int64_t retry_backoff_ms_ = 0;
   std::optional<transport::Transport::TimerId> reconnect_timer_;
   std::optional<transport::Transport::TimerId> retry_timer_;
+  std::optional<transport::Transport::TimerId> idle_timer_;
+  bool locked_ = false;
+  bool resume_background_ = false;  // background_ as it was when locked
+  int64_t last_activity_ms_ = 0;
 
   friend class Client;
 };
@@ -1100,6 +1235,17 @@ Status Client::AcceptIdentityChange(const std::string& contact) {
     if (impl_->link_ == Impl::LinkState::kUp) impl_->FetchAll([](Result<size_t>) {});
     return Status::Ok();
   });
+}
+
+Status Client::Lock() {
+  return impl_->Call_Unguarded([this]() { return impl_->LockNow(/*automatic=*/false); });
+}
+
+Status Client::Unlock(std::span<const uint8_t> passphrase) { return impl_->Unlock(passphrase); }
+
+bool Client::locked() {
+  auto r = impl_->Call_Unguarded([this]() -> Result<bool> { return impl_->locked_; });
+  return !r || *r;
 }
 
 // ---- compliance: each runs on the loop thread (see compliance_runtime.h)

@@ -83,6 +83,9 @@ struct ClientCallbacks {
   // Something went wrong in the background (a message that could not be decrypted, a refused deposit).
   // The message holds no plaintext, key or name.
   std::function<void(const Status&)> on_error;
+  // The client locked itself after ClientOptions::auto_lock_after_ms without a call: ask for the passphrase
+  // and call Unlock (from another thread than this callback's).
+  std::function<void()> on_lock;
 };
 
 struct ClientOptions {
@@ -93,6 +96,9 @@ struct ClientOptions {
   ClientCallbacks callbacks;
   int64_t reconnect_min_ms = kReconnectMinMs;
   int64_t reconnect_max_ms = kReconnectMaxMs;
+  // Automatic logoff (HIPAA 164.312(a)(2)(iii)): Lock() after this long without a call from the caller
+  // (incoming messages do not count). 0 never locks by itself.
+  int64_t auto_lock_after_ms = 0;
 };
 
 struct ContactInfo {
@@ -225,6 +231,17 @@ class Client {
   // What the relay holds for our mailbox right now, fetched without decrypting or acknowledging anything:
   // for showing that the relay stores only sealed, padded bytes.
   Result<std::vector<PeekedEnvelope>> PeekRelay(int64_t timeout_ms = kDefaultTimeoutMs);
+
+  // --- Lock ---
+  // Wipes every key this client holds in memory (the master key, the store's subkeys and cached records, the
+  // identity, session and sealed-sender keys) and drops the relay link; messages wait at the relay. Until
+  // Unlock, every other call fails with kPermissionDenied "the client is locked". Idempotent.
+  Status Lock();
+  // Unlocks with the passphrase: kPermissionDenied for a wrong one (counted, with the keystore's backoff and
+  // erase policy: storage/keystore.h), kUnavailable while backing off. Reconnects if the client was in the
+  // background. Not from a callback (kPermissionDenied).
+  Status Unlock(std::span<const uint8_t> passphrase);
+  bool locked();
 
   class Impl;
 

@@ -410,5 +410,82 @@ TEST(RuntimeEnvelope, SealsToTheRecipientOnly) {
   EXPECT_EQ(OpenEnvelope(cut, pk, sk).error().code(), StatusCode::kTampered);
 }
 
+// Lock wipes the keys and refuses every call until the passphrase is given again; what arrived meanwhile
+// waited at the relay and is received after unlocking. A wrong passphrase leaves it locked.
+TEST_F(RuntimeE2E, LockRefusesEveryCallUntilUnlockedAndLosesNothing) {
+  auto clinician = NewClient("clinician", "dr.lee");
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  ASSERT_OK(clinician->Lock());
+  ASSERT_OK(clinician->Lock());  // idempotent
+  EXPECT_TRUE(clinician->locked());
+  auto refused = [](StatusCode c) { return c == StatusCode::kPermissionDenied; };
+  EXPECT_TRUE(refused(clinician->SendText("pat", "while locked").error().code()));
+  EXPECT_TRUE(refused(clinician->History("pat").error().code()));
+  EXPECT_TRUE(refused(clinician->Contacts().error().code()));
+  EXPECT_TRUE(refused(clinician->GetSafetyNumber("pat").error().code()));
+  EXPECT_TRUE(refused(clinician->Sync().error().code()));
+  EXPECT_TRUE(refused(clinician->ExportJson().error().code()));
+  EXPECT_TRUE(refused(clinician->StartBackground().code()));
+  EXPECT_FALSE(clinician->connected());
+
+  ASSERT_HAS(patient->SendText("dr.lee", "sent while the clinician was locked"));
+  ASSERT_HAS(patient->Sync());
+
+  const Status wrong = clinician->Unlock(AsBytes("not the passphrase"));
+  EXPECT_EQ(wrong.code(), StatusCode::kPermissionDenied) << wrong.ToString();
+  EXPECT_TRUE(clinician->locked());
+  EXPECT_TRUE(refused(clinician->History("pat").error().code()));
+
+  ASSERT_OK(clinician->Unlock(kPass));
+  EXPECT_FALSE(clinician->locked());
+  auto sync = clinician->Sync();
+  ASSERT_HAS(sync);
+  EXPECT_EQ(sync->received, 1u);
+  EXPECT_EQ(Bodies(*clinician, "pat"),
+            (std::vector<std::string>{"hello doctor", "sent while the clinician was locked"}));
+  ASSERT_HAS(clinician->SendText("pat", "and a reply after unlocking"));
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_HAS(patient->Sync());
+  EXPECT_EQ(Bodies(*patient, "dr.lee").back(), "and a reply after unlocking");
+}
+
+// Automatic logoff: a background client with no calls locks itself and says so; after Unlock it is back in
+// the background and pushed messages arrive again.
+TEST_F(RuntimeE2E, AnIdleClientLocksItselfAndResumesAfterUnlock) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool locked_itself = false;
+  std::vector<std::string> got;
+  ClientOptions o = Fast();
+  o.auto_lock_after_ms = 300;
+  o.callbacks.on_lock = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    locked_itself = true;
+    cv.notify_all();
+  };
+  o.callbacks.on_message = [&](const IncomingMessage& m) {
+    std::lock_guard<std::mutex> lock(mu);
+    got.push_back(Text(m.text));
+    cv.notify_all();
+  };
+  auto clinician = NewClient("clinician", "dr.lee", std::move(o));
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  ASSERT_OK(clinician->StartBackground());
+  ASSERT_TRUE(testing::WaitFor(mu, cv, [&] { return locked_itself; })) << "never locked itself";
+  EXPECT_TRUE(clinician->locked());
+  EXPECT_EQ(clinician->History("pat").error().code(), StatusCode::kPermissionDenied);
+
+  ASSERT_OK(clinician->Unlock(kPass));
+  ASSERT_HAS(patient->SendText("dr.lee", "pushed after unlocking"));
+  ASSERT_HAS(patient->Sync());
+  ASSERT_TRUE(testing::WaitFor(mu, cv, [&] {
+    return std::find(got.begin(), got.end(), "pushed after unlocking") != got.end();
+  })) << "the background link did not come back";
+}
+
 }  // namespace
 }  // namespace cw::runtime
