@@ -6,14 +6,14 @@
 //   Cipherward/InMemory/OneWay/256          both devices on InMemoryStores: the baseline of the 60% target
 //   Cipherward/Persisted/OneWayGroupCommit/256
 //                                           both on SealedStores (RocksDB) under the group-commit policy:
-//                                           commits are not synced; after every 64 messages each device
-//                                           makes them durable with one SealedStore::SyncNow() (one fsync of
-//                                           its write-ahead log), and only then would the runtime acknowledge
-//                                           them to the relay. The sync runs on the device's sync thread while
-//                                           the engine works on the next 64 (at most one sync in flight per
-//                                           device: the next group's sync first waits for it), and the clock
-//                                           stops only after the last sync returned. So every timed message is
-//                                           durable, and the fsync latency is hidden behind the work as long
+//                                           commits are not synced; after every 64 messages each device asks
+//                                           SealedStore::WhenSynced to report when its last commit is durable
+//                                           (the store's sync thread writes and fsyncs its write-ahead log
+//                                           once), and only then would the runtime acknowledge them to the
+//                                           relay. The sync runs while the engine works on the next 64 (at
+//                                           most one group waits per device: the next first waits for it), and
+//                                           the clock stops only after the last report. So every timed message
+//                                           is durable, and the fsync latency is hidden behind the work as long
 //                                           as 64 messages take longer than one fsync.
 //   Cipherward/Persisted/OneWayGroupCommitInline/256
 //                                           the same syncs made on the engine's own thread, which waits for
@@ -91,25 +91,28 @@ int64_t ResidentBytes() {
   return resident * ::sysconf(_SC_PAGESIZE);
 }
 
-// A device's sync thread: Start() hands it one SealedStore::SyncNow(), which makes durable every commit
-// that returned before it; Wait() returns when no sync is pending or running.
+// A device's group commit, as the runtime uses it: Start() asks the store (SealedStore::WhenSynced) to report
+// when its newest commit is durable, which the store's sync thread does with one fsync for everything
+// committed so far; Wait() returns when that report came. At most one group waits at a time: Start() first
+// waits for the previous one.
 class Syncer {
  public:
-  explicit Syncer(storage::SealedStore* store) : store_(store), thread_([this] { Run(); }) {}
-  ~Syncer() {
+  explicit Syncer(storage::SealedStore* store) : store_(store) {}
+  ~Syncer() { Wait(); }
+  void Start() {
+    Wait();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
+      busy_ = true;
     }
-    cv_.notify_all();
-    thread_.join();
-  }
-  // Waits for the sync in flight (one at a time), then starts the next.
-  void Start() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return !busy_; });
-    busy_ = true;
-    cv_.notify_all();
+    Must(store_->WhenSynced(store_->LastCommitSequence(),
+                            [this](const Status& s) {
+                              Must(s, "sync");
+                              std::lock_guard<std::mutex> lock(mu_);
+                              busy_ = false;
+                              cv_.notify_all();
+                            }),
+         "when synced");
   }
   void Wait() {
     std::unique_lock<std::mutex> lock(mu_);
@@ -117,25 +120,10 @@ class Syncer {
   }
 
  private:
-  void Run() {
-    std::unique_lock<std::mutex> lock(mu_);
-    for (;;) {
-      cv_.wait(lock, [&] { return busy_ || stop_; });
-      if (!busy_) return;
-      lock.unlock();
-      Must(store_->SyncNow(), "sync");
-      lock.lock();
-      busy_ = false;
-      cv_.notify_all();
-    }
-  }
-
   storage::SealedStore* const store_;
   std::mutex mu_;
   std::condition_variable cv_;
-  bool busy_ = false;  // a sync is requested or running
-  bool stop_ = false;
-  std::thread thread_;  // last: starts after the fields it reads
+  bool busy_ = false;
 };
 
 // How a benchmark makes its commits durable.

@@ -1,6 +1,7 @@
 // Structured logs for the relay: one event name and key=value fields per line (logfmt).
 //
-// What may be logged: event names, response codes, counts, sizes, and LogTag()s of ids and link keys.
+// What may be logged: event names, response codes, counts, sizes, and LogTag()s of ids and link keys (never
+// the link key a deposit came on: that would undo sealed sender).
 // Never an envelope, a deposit token, a key or an id itself. Thread rules: sinks are called from any thread.
 #pragma once
 

@@ -60,6 +60,15 @@ std::array<uint8_t, N> RelayService::Draw() {
   return out;
 }
 
+namespace {
+// Sealed sender hides who deposits a message; a log line that put the depositor's link key next to a deposit
+// would give it back to whoever reads the logs, at any level. Deposits are logged without the client.
+std::string ClientTag(const LinkKey& client, uint8_t command) {
+  if (command == static_cast<uint8_t>(CommandType::kDeposit)) return "-";
+  return LogTag(client);
+}
+}  // namespace
+
 std::vector<Bytes> RelayService::Handle(const LinkKey& client, ByteView command_frame) {
   commands_.fetch_add(1);
   try {
@@ -68,7 +77,7 @@ std::vector<Bytes> RelayService::Handle(const LinkKey& client, ByteView command_
       errors_.fetch_add(1);
       const CommandError& e = command.error();
       log_->Log(LogLevel::kInfo, "command_refused",
-                {{"client", LogTag(client)}, {"code", std::string(ResponseCodeName(e.code))},
+                {{"client", ClientTag(client, e.command)}, {"code", std::string(ResponseCodeName(e.code))},
                  {"command", std::to_string(e.command)}, {"size", std::to_string(command_frame.size())}});
       return {Encode(ErrorResponse(e.request_id, e.command, e.code, e.message))};
     }
@@ -92,7 +101,7 @@ std::vector<Bytes> RelayService::Dispatch(const LinkKey& client, const Command& 
     r.body = NoBody{};
   }
   log_->Log(r.code == ResponseCode::kOk ? LogLevel::kDebug : LogLevel::kInfo, "command",
-            {{"client", LogTag(client)}, {"command", std::to_string(r.command)},
+            {{"client", ClientTag(client, r.command)}, {"command", std::to_string(r.command)},
              {"code", std::string(ResponseCodeName(r.code))}});
   frames.push_back(Encode(std::move(r)));
   return frames;

@@ -2,17 +2,23 @@
 
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
+#include <rocksdb/filter_policy.h>
 #include <rocksdb/iterator.h>
 #include <rocksdb/options.h>
+#include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 #include <sodium.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
+#include <thread>
+#include <unordered_map>
 
 #include "core/crypto/crypto.h"
 #include "storage/sealed_store_internal.h"
@@ -52,11 +58,14 @@ constexpr std::string_view kMetadataCf = "metadata";
 constexpr std::string_view kSchemaVersionKey = "schema_version";
 constexpr std::string_view kKeyCheckKey = "key_check";
 constexpr std::string_view kKeyCheckValue = "cipherward sealed store key check";
+// The store digest (schema 2): see "Rollback" in sealed_store.h and StoreDigest below.
+constexpr std::string_view kDigestKey = "digest";
 
 // Subkeys of the master key: one 64-byte crypto_kdf output split into the sealing key and the key-hashing
-// key, so each operation costs one derivation.
+// key, and a second derivation for the digest key (crypto_kdf outputs at most 64 bytes).
 constexpr std::string_view kKdfContext = "cwstore1";
 constexpr uint64_t kKdfIdStoreKeys = 1;
+constexpr uint64_t kKdfIdDigestKey = 2;
 
 constexpr uint8_t kRecordFormat = 1;
 constexpr size_t kNonceSize = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
@@ -65,14 +74,15 @@ constexpr size_t kTagSize = crypto_aead_xchacha20poly1305_ietf_ABYTES;
 // chance of an accidental one among a device's records is below 2^-90.
 constexpr size_t kKeyHashSize = 16;
 
-constexpr size_t kSubkeysSize = 64;
+constexpr size_t kSubkeysSize = 96;
 
-// The two subkeys: a view of SubkeyCache's guarded memory, valid while its lease is held.
+// The three subkeys: a view of SubkeyCache's guarded memory, valid while its lease is held.
 class Subkeys {
  public:
   explicit Subkeys(const uint8_t* bytes) : bytes_(bytes) {}
   const uint8_t* seal_key() const { return bytes_; }
   const uint8_t* hash_key() const { return bytes_ + 32; }
+  const uint8_t* digest_key() const { return bytes_ + 64; }
 
  private:
   const uint8_t* bytes_;
@@ -129,8 +139,10 @@ class SubkeyCache {
   Status FillLocked() {
     auto* fresh = static_cast<uint8_t*>(sodium_malloc(kSubkeysSize));
     if (fresh == nullptr) return Status(StatusCode::kResourceExhausted, "no guarded memory for the store keys");
-    Status s = keystore_->DeriveSubkey(kKdfIdStoreKeys, kKdfContext, std::span<uint8_t>(fresh, kSubkeysSize));
+    Status s = keystore_->DeriveSubkey(kKdfIdStoreKeys, kKdfContext, std::span<uint8_t>(fresh, 64));
+    if (s.ok()) s = keystore_->DeriveSubkey(kKdfIdDigestKey, kKdfContext, std::span<uint8_t>(fresh + 64, 32));
     if (!s.ok()) {
+      sodium_memzero(fresh, kSubkeysSize);
       sodium_free(fresh);
       return s;
     }
@@ -165,10 +177,12 @@ void PutBigEndian32(uint8_t* p, uint32_t v) {
 }
 
 // format || schema version || length of the column family name || the name || the stored key. Built on the
-// stack for the usual short keys: every Get and every sealed record needs one.
+// stack for the usual short keys: every Get and every sealed record needs one. `schema` is the version the
+// record was sealed under: kSchemaVersion, except while migrating an older store.
 class AssociatedData {
  public:
-  AssociatedData(std::string_view cf, std::string_view stored_key) : size_(6 + cf.size() + stored_key.size()) {
+  AssociatedData(std::string_view cf, std::string_view stored_key, uint32_t schema = kSchemaVersion)
+      : size_(6 + cf.size() + stored_key.size()) {
     uint8_t* p = inline_.data();
     if (size_ > inline_.size()) {
       heap_.resize(size_);
@@ -176,7 +190,7 @@ class AssociatedData {
     }
     data_ = p;
     p[0] = kRecordFormat;
-    PutBigEndian32(p + 1, kSchemaVersion);
+    PutBigEndian32(p + 1, schema);
     p[5] = static_cast<uint8_t>(cf.size());
     std::memcpy(p + 6, cf.data(), cf.size());
     if (!stored_key.empty()) std::memcpy(p + 6 + cf.size(), stored_key.data(), stored_key.size());
@@ -198,7 +212,8 @@ class AssociatedData {
 // The plaintext is laid out in the output buffer and encrypted in place (libsodium allows c == m), so no
 // other copy of the value is made.
 std::string SealWithKey(const uint8_t* seal_key, const uint8_t* nonce, std::string_view cf,
-                        std::string_view stored_key, std::string_view plain_key, std::span<const uint8_t> value) {
+                        std::string_view stored_key, std::string_view plain_key, std::span<const uint8_t> value,
+                        uint32_t schema = kSchemaVersion) {
   const size_t plain_size = 4 + plain_key.size() + value.size();
   std::string out(1 + kNonceSize + plain_size + kTagSize, '\0');
   auto* o = reinterpret_cast<uint8_t*>(out.data());
@@ -208,7 +223,7 @@ std::string SealWithKey(const uint8_t* seal_key, const uint8_t* nonce, std::stri
   PutBigEndian32(m, static_cast<uint32_t>(plain_key.size()));
   if (!plain_key.empty()) std::memcpy(m + 4, plain_key.data(), plain_key.size());
   if (!value.empty()) std::memcpy(m + 4 + plain_key.size(), value.data(), value.size());
-  const AssociatedData ad(cf, stored_key);
+  const AssociatedData ad(cf, stored_key, schema);
   unsigned long long written = 0;
   crypto_aead_xchacha20poly1305_ietf_encrypt(m, &written, m, plain_size, ad.data(), ad.size(), nullptr, o + 1,
                                              seal_key);
@@ -223,7 +238,7 @@ std::string Seal(const Subkeys& keys, const uint8_t* nonce, std::string_view cf,
 using Opened = internal::OpenedRecord;
 
 Result<Opened> UnsealWithKey(const uint8_t* seal_key, std::string_view cf, std::string_view stored_key,
-                             std::string_view sealed) {
+                             std::string_view sealed, uint32_t schema = kSchemaVersion) {
   // Every failure here is "tampered": a record we wrote always opens, so anything else was changed,
   // moved, truncated or sealed under another key. The message names the table only; keys may be names.
   auto tampered = [&] {
@@ -232,7 +247,7 @@ Result<Opened> UnsealWithKey(const uint8_t* seal_key, std::string_view cf, std::
   if (sealed.size() < 1 + kNonceSize + kTagSize + 4) return tampered();
   const auto* s = reinterpret_cast<const uint8_t*>(sealed.data());
   if (s[0] != kRecordFormat) return tampered();
-  const AssociatedData ad(cf, stored_key);
+  const AssociatedData ad(cf, stored_key, schema);
   SecretBytes plaintext(sealed.size() - 1 - kNonceSize - kTagSize);
   unsigned long long len = 0;
   if (crypto_aead_xchacha20poly1305_ietf_decrypt(plaintext.reveal_mutable().data(), &len, nullptr,
@@ -420,6 +435,92 @@ class RecordCache {
   int active_commits_ = 0;
 };
 
+// The store digest (schema 2). For every table, the sum modulo 2^256 of E(record) over the table's records,
+// where E(record) = BLAKE2b-256 under the digest subkey of (table || length of the stored key || stored key ||
+// the record's format byte and nonce). Every commit subtracts the elements of the records it replaces or
+// deletes, adds those of the records it writes, and puts the new sums with a commit counter, sealed, in the
+// same RocksDB batch, so sums and records never disagree after a crash. Opening the store recomputes each
+// table's sum from the keys and nonces on disk (it opens no record). A record rolled back to an older version
+// of itself, deleted, brought back after its deletion, copied, moved or swapped changes its table's sum; a
+// damaged record whose nonce survived fails only its own AEAD check.
+//
+// Plain addition is enough because the element hash is keyed: this is MSet-Add-Hash of Clarke et al.,
+// "Incremental Multiset Hash Functions and Their Application to Memory Integrity Checking" (2003), secure
+// when the hash is a secret PRF. Without the master key nobody can choose old records whose elements sum to
+// the expected value, and the sums themselves are sealed.
+constexpr size_t kElementSize = 32;
+constexpr size_t kElementInputSize = 1 + kNonceSize;  // the sealed record's format byte and nonce
+
+class TableSum {
+ public:
+  void Add(const uint8_t* e) {
+    unsigned __int128 carry = 0;
+    for (int i = 0; i < 4; ++i) {
+      carry += static_cast<unsigned __int128>(w_[i]) + Limb(e, i);
+      w_[i] = static_cast<uint64_t>(carry);
+      carry >>= 64;
+    }
+  }
+  void Sub(const uint8_t* e) {
+    uint64_t borrow = 0;
+    for (int i = 0; i < 4; ++i) {
+      const uint64_t x = Limb(e, i);
+      const uint64_t d = w_[i] - x - borrow;
+      borrow = (w_[i] < x || (w_[i] == x && borrow)) ? 1 : 0;
+      w_[i] = d;
+    }
+  }
+  void Store(uint8_t* out) const {
+    for (int i = 0; i < 4; ++i) {
+      for (int b = 0; b < 8; ++b) out[8 * i + b] = static_cast<uint8_t>(w_[i] >> (8 * b));
+    }
+  }
+  void Load(const uint8_t* in) {
+    for (int i = 0; i < 4; ++i) w_[i] = Limb(in, i);
+  }
+  // The sums are not secret (an attacker never sees them, and they reveal nothing of the records' contents),
+  // so an ordinary comparison serves.
+  friend bool operator==(const TableSum&, const TableSum&) = default;
+
+ private:
+  static uint64_t Limb(const uint8_t* e, int i) {
+    uint64_t v = 0;
+    for (int b = 7; b >= 0; --b) v = v << 8 | e[8 * i + b];
+    return v;
+  }
+  std::array<uint64_t, 4> w_{};
+};
+
+// E(record) from the stored key and the sealed bytes as stored. A record too short to hold a nonce still
+// gets a well-defined element from what it has.
+void Element(const Subkeys& keys, int table, std::string_view stored_key, std::string_view sealed, uint8_t* out) {
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, keys.digest_key(), 32, kElementSize);
+  uint8_t head[5] = {static_cast<uint8_t>(table)};
+  PutBigEndian32(head + 1, static_cast<uint32_t>(stored_key.size()));
+  crypto_generichash_update(&st, head, sizeof head);
+  crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>(stored_key.data()), stored_key.size());
+  const std::string_view id = sealed.substr(0, kElementInputSize);
+  crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>(id.data()), id.size());
+  crypto_generichash_final(&st, out, kElementSize);
+  sodium_memzero(&st, sizeof st);
+}
+
+// The digest record's value: BE64 commit count || BE32 number of tables || one 32-byte sum per table.
+std::string DigestValue(uint64_t generation, const TableSum* sums) {
+  std::string v(12 + kTableCount * kElementSize, '\0');
+  auto* p = reinterpret_cast<uint8_t*>(v.data());
+  PutBigEndian32(p, static_cast<uint32_t>(generation >> 32));
+  PutBigEndian32(p + 4, static_cast<uint32_t>(generation));
+  PutBigEndian32(p + 8, kTableCount);
+  for (int t = 0; t < kTableCount; ++t) sums[t].Store(p + 12 + t * kElementSize);
+  return v;
+}
+
+uint32_t ReadBigEndian32(const uint8_t* p) {
+  return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | uint32_t{p[3]};
+}
+
 }  // namespace
 
 class SealedStore::Impl {
@@ -443,7 +544,10 @@ class SealedStore::Impl {
     keystore_->RemoveLockListener(lock_listener_);
     subkeys_.Wipe();
     records_.Wipe();
+    StopSyncer();
     if (db_ == nullptr) return;
+    // Under group commit the log may sit in RocksDB's buffer (manual_wal_flush): a clean close keeps it.
+    if (!write_options_.sync) db_->FlushWAL(/*sync=*/true).PermitUncheckedError();
     // Column family handles go before the database.
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
     handles_.clear();
@@ -458,9 +562,12 @@ class SealedStore::Impl {
     rocksdb::DBOptions db_options;
     db_options.env = env_;
     db_options.keep_log_file_num = 2;
-    rocksdb::ColumnFamilyOptions cf_options;
-    // Sealed values are random-looking: compression would only spend CPU.
-    cf_options.compression = rocksdb::kNoCompression;
+    // Group commit: the write-ahead log stays in RocksDB's buffer until SyncNow writes and syncs it, one
+    // write system call per group instead of one per commit. A commit that was never synced may then be lost
+    // to a crash as well as to a power cut; the contract (sealed_store.h) is that nothing relies on a commit
+    // before it is synced.
+    db_options.manual_wal_flush = !write_options_.sync;
+
 
     const bool fresh = !env_->FileExists(path + "/CURRENT").ok();
     std::vector<std::string> names;
@@ -478,7 +585,7 @@ class SealedStore::Impl {
           FromRocks(rocksdb::DB::ListColumnFamilies(db_options, path, &names), "list column families"));
     }
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-    for (const auto& n : names) descriptors.emplace_back(n, cf_options);
+    for (const auto& n : names) descriptors.emplace_back(n, CfOptions(n));
     rocksdb::DB* raw = nullptr;
     CW_RETURN_IF_ERROR(
         FromRocks(rocksdb::DB::Open(db_options, path, descriptors, &handles_, &raw), "open store"));
@@ -488,16 +595,20 @@ class SealedStore::Impl {
     if (fresh) {
       std::vector<std::string> missing{std::string(kMetadataCf)};
       for (const auto& t : kTables) missing.emplace_back(t.cf);
-      CW_RETURN_IF_ERROR(CreateColumnFamilies(cf_options, missing));
+      CW_RETURN_IF_ERROR(CreateColumnFamilies(missing));
       rocksdb::WriteBatch wb;
       CW_RETURN_IF_ERROR(
           FromRocks(wb.Put(metadata_, kSchemaVersionKey, BigEndian32(kSchemaVersion)), "batch"));
-      uint8_t nonce[kNonceSize];
+      uint8_t nonce[2 * kNonceSize];
       random_->Fill(nonce, sizeof nonce);
       CW_RETURN_IF_ERROR(FromRocks(
           wb.Put(metadata_, kKeyCheckKey,
                  Seal(keys, nonce, kMetadataCf, kKeyCheckKey, kKeyCheckKey, AsBytes(kKeyCheckValue))),
           "batch"));
+      CW_RETURN_IF_ERROR(FromRocks(wb.Put(metadata_, kDigestKey,
+                                          Seal(keys, nonce + kNonceSize, kMetadataCf, kDigestKey, kDigestKey,
+                                               AsBytes(DigestValue(0, sums_)))),
+                                   "batch"));
       rocksdb::WriteOptions sync;
       sync.sync = true;
       return FromRocks(db_->Write(sync, &wb), "write store metadata");
@@ -517,14 +628,14 @@ class SealedStore::Impl {
                     "store schema version " + std::to_string(stored_version) +
                         " is newer than this build's " + std::to_string(kSchemaVersion));
     }
-    // Version 1 is the first: older versions would be migrated here, in one batch per step.
     if (stored_version < 1) return Status(StatusCode::kMalformed, "store schema version 0");
 
     std::string check;
     s = db_->Get(rocksdb::ReadOptions(), metadata_, kKeyCheckKey, &check);
     if (s.IsNotFound()) return Status(StatusCode::kMalformed, "store has no key check");
     CW_RETURN_IF_ERROR(FromRocks(s, "read key check"));
-    auto opened = Unseal(keys, kMetadataCf, kKeyCheckKey, check);
+    // Records carry the schema version they were sealed under in their associated data.
+    auto opened = UnsealWithKey(keys.seal_key(), kMetadataCf, kKeyCheckKey, check, stored_version);
     if (!opened || opened->plain_key != kKeyCheckKey ||
         !ConstantTimeEquals(opened->value.reveal(), AsBytes(kKeyCheckValue))) {
       return Status(StatusCode::kTampered,
@@ -535,13 +646,163 @@ class SealedStore::Impl {
     for (int i = 0; i < kTableCount; ++i) {
       if (tables_[i] == nullptr) missing.emplace_back(kTables[i].cf);
     }
-    return CreateColumnFamilies(cf_options, missing);
+    CW_RETURN_IF_ERROR(CreateColumnFamilies(missing));
+    if (stored_version == 1) return MigrateFromVersion1(keys);
+    return LoadAndVerifyDigest(keys);
   }
 
-  Status CreateColumnFamilies(const rocksdb::ColumnFamilyOptions& options, const std::vector<std::string>& names) {
+  // Schema 1 had no store digest, and its records were sealed with version 1 in their associated data.
+  // Every record is opened and sealed again under version 2 with a fresh nonce, the digest is computed, and
+  // all of it, with the new key check and version, is written in one synced batch: a crash leaves either the
+  // old store or the new one. A version-1 record that does not open is carried over unchanged (it failed
+  // before and fails after; nothing is dropped).
+  Status MigrateFromVersion1(const Subkeys& keys) {
+    rocksdb::WriteBatch wb;
+    std::vector<uint8_t> nonce(kNonceSize);
+    uint8_t e[kElementSize];
+    for (int t = 0; t < kTableCount; ++t) {
+      const std::string_view cf = kTables[t].cf;
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options_, tables_[t]));
+      for (it->SeekToFirst(); it->Valid(); it->Next()) {
+        const std::string_view stored = it->key().ToStringView();
+        auto old = UnsealWithKey(keys.seal_key(), cf, stored, it->value().ToStringView(), /*schema=*/1);
+        if (!old) {
+          Element(keys, t, stored, it->value().ToStringView(), e);
+          sums_[t].Add(e);
+          continue;
+        }
+        random_->Fill(nonce.data(), nonce.size());
+        const std::string sealed = Seal(keys, nonce.data(), cf, stored, old->plain_key, old->value.reveal());
+        Element(keys, t, stored, sealed, e);
+        sums_[t].Add(e);
+        CW_RETURN_IF_ERROR(FromRocks(wb.Put(tables_[t], it->key(), sealed), "migrate"));
+      }
+      CW_RETURN_IF_ERROR(FromRocks(it->status(), "migrate"));
+    }
+    uint8_t meta_nonces[2 * kNonceSize];
+    random_->Fill(meta_nonces, sizeof meta_nonces);
+    CW_RETURN_IF_ERROR(FromRocks(
+        wb.Put(metadata_, kKeyCheckKey,
+               Seal(keys, meta_nonces, kMetadataCf, kKeyCheckKey, kKeyCheckKey, AsBytes(kKeyCheckValue))),
+        "migrate"));
+    CW_RETURN_IF_ERROR(FromRocks(wb.Put(metadata_, kDigestKey,
+                                        Seal(keys, meta_nonces + kNonceSize, kMetadataCf, kDigestKey,
+                                             kDigestKey, AsBytes(DigestValue(0, sums_)))),
+                                 "migrate"));
+    CW_RETURN_IF_ERROR(FromRocks(wb.Put(metadata_, kSchemaVersionKey, BigEndian32(kSchemaVersion)), "migrate"));
+    rocksdb::WriteOptions sync;
+    sync.sync = true;
+    return FromRocks(db_->Write(sync, &wb), "write migrated store");
+  }
+
+  // Reads the sealed digest and compares each table's sum with the records on disk. A table that differs
+  // is refused from now on (Get, ListKeys and Commit fail with kTampered): some record in it is not the one
+  // this store last wrote, and the sum cannot tell which, so none of them can be trusted to be current. The
+  // other tables serve as before, and nothing is rewritten or deleted.
+  Status LoadAndVerifyDigest(const Subkeys& keys) {
+    std::string sealed;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), metadata_, kDigestKey, &sealed);
+    if (s.IsNotFound()) return Status(StatusCode::kTampered, "the store's digest is missing");
+    CW_RETURN_IF_ERROR(FromRocks(s, "read digest"));
+    auto opened = Unseal(keys, kMetadataCf, kDigestKey, sealed);
+    if (!opened || opened->plain_key != kDigestKey) {
+      return Status(StatusCode::kTampered, "the store's digest failed to open");
+    }
+    auto v = opened->value.reveal();
+    if (v.size() < 12) return Status(StatusCode::kTampered, "the store's digest is truncated");
+    const uint32_t tables = ReadBigEndian32(v.data() + 8);
+    if (tables > static_cast<uint32_t>(kTableCount) || v.size() != 12 + tables * kElementSize) {
+      return Status(StatusCode::kTampered, "the store's digest has the wrong size");
+    }
+    generation_ = uint64_t{ReadBigEndian32(v.data())} << 32 | ReadBigEndian32(v.data() + 4);
+    // Tables added after the digest was written were empty then: their sums stay zero.
+    for (uint32_t t = 0; t < tables; ++t) sums_[t].Load(v.data() + 12 + t * kElementSize);
+    TableSum on_disk[kTableCount];
+    CW_RETURN_IF_ERROR(SumTables(keys, on_disk));
+    for (int t = 0; t < kTableCount; ++t) flagged_[t] = !(on_disk[t] == sums_[t]);
+    // Whatever RocksDB recovered at open is in synced files now (recovery flushes it).
+    synced_through_ = generation_;
+    return Status::Ok();
+  }
+
+  Status SumTables(const Subkeys& keys, TableSum* out) {
+    uint8_t e[kElementSize];
+    for (int t = 0; t < kTableCount; ++t) {
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options_, tables_[t]));
+      for (it->SeekToFirst(); it->Valid(); it->Next()) {
+        Element(keys, t, it->key().ToStringView(), it->value().ToStringView(), e);
+        out[t].Add(e);
+      }
+      CW_RETURN_IF_ERROR(FromRocks(it->status(), "verify digest"));
+    }
+    return Status::Ok();
+  }
+
+  std::vector<Table> TamperedTables() {
+    std::vector<Table> out;
+    for (int t = 0; t < kTableCount; ++t) {
+      if (flagged_[t]) out.push_back(static_cast<Table>(t));
+    }
+    return out;
+  }
+
+  Status AcceptCurrentState() {
+    std::lock_guard<std::mutex> commit_lock(commit_mu_);
+    CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
+    const Subkeys keys = lease.keys();
+    TableSum sums[kTableCount];
+    CW_RETURN_IF_ERROR(SumTables(keys, sums));
+    uint8_t nonce[kNonceSize];
+    random_->Fill(nonce, sizeof nonce);
+    const uint64_t next = generation_ + 1;
+    rocksdb::WriteBatch wb;
+    CW_RETURN_IF_ERROR(FromRocks(
+        wb.Put(metadata_, kDigestKey,
+               Seal(keys, nonce, kMetadataCf, kDigestKey, kDigestKey, AsBytes(DigestValue(next, sums)))),
+        "batch"));
+    rocksdb::WriteOptions sync;
+    sync.sync = true;
+    CW_RETURN_IF_ERROR(FromRocks(db_->Write(sync, &wb), "write digest"));
+    for (int t = 0; t < kTableCount; ++t) {
+      sums_[t] = sums[t];
+      flagged_[t] = false;
+    }
+    identities_.clear();
+    generation_ = next;
+    MarkSynced(next, Status::Ok());
+    return Status::Ok();
+  }
+
+  Status Refused(int table) const {
+    return Status(StatusCode::kTampered, "records in " + std::string(kTables[table].cf) +
+                                             " were rolled back, deleted or replaced outside the store");
+  }
+
+  static rocksdb::ColumnFamilyOptions CfOptions(std::string_view name) {
+    rocksdb::ColumnFamilyOptions options;
+    // Sealed values are random-looking: compression would only spend CPU.
+    options.compression = rocksdb::kNoCompression;
+    // Every commit looks up the record each write replaces (the digest subtracts it). Bloom filters over
+    // whole keys in every table file answer most lookups of keys that are not there.
+    rocksdb::BlockBasedTableOptions table_options;
+    table_options.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+    options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options));
+    // The tables that get a new key with nearly every message (transcript rows, outbox entries, dedup keys)
+    // also get one in the memtable. It is allocated with each memtable (ratio x write buffer size), so the
+    // other tables, whose keys the identity cache mostly knows, go without.
+    if (name == "transcript" || name == "outbox" || name == "inbound_dedup") {
+      options.memtable_whole_key_filtering = true;
+      options.memtable_prefix_bloom_size_ratio = 0.02;
+    }
+    return options;
+  }
+
+  Status CreateColumnFamilies(const std::vector<std::string>& names) {
     if (names.empty()) return Status::Ok();
+    std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+    for (const auto& n : names) descriptors.emplace_back(n, CfOptions(n));
     std::vector<rocksdb::ColumnFamilyHandle*> created;
-    rocksdb::Status s = db_->CreateColumnFamilies(options, names, &created);
+    rocksdb::Status s = db_->CreateColumnFamilies(descriptors, &created);
     // Handles of the ones created before a failure are ours to destroy too.
     for (auto* h : created) {
       handles_.push_back(h);
@@ -552,6 +813,7 @@ class SealedStore::Impl {
 
   Result<std::optional<SecretBytes>> Get(Table table, std::string_view key) {
     if (!ValidTable(table)) return Error(StatusCode::kInvalidArgument, "unknown table");
+    if (flagged_[static_cast<int>(table)]) return Error(Refused(static_cast<int>(table)));
     CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
     if (auto cached = records_.Find(table, key)) return std::optional<SecretBytes>(std::move(*cached));
     const Subkeys keys = lease.keys();
@@ -572,6 +834,7 @@ class SealedStore::Impl {
 
   Result<std::vector<std::string>> ListKeys(Table table, std::string_view prefix) {
     if (!ValidTable(table)) return Error(StatusCode::kInvalidArgument, "unknown table");
+    if (flagged_[static_cast<int>(table)]) return Error(Refused(static_cast<int>(table)));
     CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
     const Subkeys keys = lease.keys();
     const TableSpec& spec = kTables[static_cast<int>(table)];
@@ -608,43 +871,120 @@ class SealedStore::Impl {
   }
 
   Status Commit(session::WriteBatch batch) {
+    if (batch.writes.empty()) return Status::Ok();
     size_t puts = 0;
     size_t bytes = 0;
     for (const auto& w : batch.writes) {
       if (!ValidTable(w.table)) return Status(StatusCode::kInvalidArgument, "unknown table");
+      // A refused table takes no writes: they would be added to sums that no longer describe it.
+      if (flagged_[static_cast<int>(w.table)]) return Refused(static_cast<int>(w.table));
       if (!w.value) continue;
       ++puts;
       bytes += w.key.size() + w.value->size();
     }
-    // One draw from the Random for every nonce of the batch: with SystemRandom each draw is a getrandom
-    // system call.
-    std::vector<uint8_t> nonces(puts * kNonceSize);
-    if (puts > 0) random_->Fill(nonces.data(), nonces.size());
+    // One draw from the Random for every nonce of the batch and the digest's: with SystemRandom each draw is
+    // a getrandom system call.
+    std::vector<uint8_t> nonces((puts + 1) * kNonceSize);
+    random_->Fill(nonces.data(), nonces.size());
     // Stored keys are at most a few hashes; each record adds its format byte, nonce, length and tag.
-    rocksdb::WriteBatch wb(/*reserved_bytes=*/64 + bytes +
-                           batch.writes.size() * (2 * kKeyHashSize + 1 + kNonceSize + 4 + kTagSize + 16));
+    rocksdb::WriteBatch wb(/*reserved_bytes=*/64 + bytes + DigestValue(0, sums_).size() +
+                           (batch.writes.size() + 1) * (2 * kKeyHashSize + 1 + kNonceSize + 4 + kTagSize + 16));
+    // Commits are serialized: each reads the sums the previous one wrote. (The engine commits from its one
+    // owner thread anyway; this orders the transcript sweeper and other threads.)
+    std::lock_guard<std::mutex> commit_lock(commit_mu_);
+    TableSum sums[kTableCount];
+    std::copy(std::begin(sums_), std::end(sums_), std::begin(sums));
+    const uint64_t next = generation_ + 1;
+    // The version each key has within this batch so far (its format byte and nonce; empty once deleted), by
+    // table byte || stored key, so a key written twice replaces its first version here, not the one on disk.
+    std::map<std::string, std::string, std::less<>> current;
     {
       CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
       const Subkeys keys = lease.keys();
       const uint8_t* nonce = nonces.data();
+      uint8_t e[kElementSize];
       for (const auto& w : batch.writes) {
         const int t = static_cast<int>(w.table);
         CW_ASSIGN_OR_RETURN(std::string stored, StoredKey(keys, w.table, w.key));
+        std::string id_key(1, static_cast<char>(t));
+        id_key.append(stored);
+        auto [it, first] = current.try_emplace(id_key);
+        if (first) {
+          if (auto known = identities_.find(id_key); known != identities_.end()) {
+            it->second = known->second;
+          } else {
+            rocksdb::PinnableSlice old;
+            const rocksdb::Status s = db_->Get(read_options_, tables_[t], stored, &old);
+            if (s.ok()) {
+              it->second.assign(old.data(), std::min(old.size(), kElementInputSize));
+            } else if (!s.IsNotFound()) {
+              return FromRocks(s, "read");
+            }
+          }
+        }
+        if (!it->second.empty()) {
+          Element(keys, t, stored, it->second, e);
+          sums[t].Sub(e);
+        }
         rocksdb::Status s;
         if (w.value) {
-          s = wb.Put(tables_[t], stored, Seal(keys, nonce, kTables[t].cf, stored, w.key, w.value->reveal()));
+          std::string sealed = Seal(keys, nonce, kTables[t].cf, stored, w.key, w.value->reveal());
           nonce += kNonceSize;
+          Element(keys, t, stored, sealed, e);
+          sums[t].Add(e);
+          it->second.assign(sealed, 0, kElementInputSize);
+          s = wb.Put(tables_[t], stored, sealed);
         } else {
+          it->second.clear();
           s = wb.Delete(tables_[t], stored);
         }
         CW_RETURN_IF_ERROR(FromRocks(s, "batch"));
       }
+      CW_RETURN_IF_ERROR(FromRocks(wb.Put(metadata_, kDigestKey,
+                                          Seal(keys, nonce, kMetadataCf, kDigestKey, kDigestKey,
+                                               AsBytes(DigestValue(next, sums)))),
+                                   "batch"));
     }  // The keys are not needed for the write: a concurrent Lock need not wait for the disk.
-    if (wb.Count() == 0) return Status::Ok();
     const uint64_t begun_after = records_.BeginCommit();
     Status written = FromRocks(db_->Write(write_options_, &wb), "commit");
     records_.EndCommit(begun_after, batch, written.ok());
-    return written;
+    if (!written.ok()) return written;
+    std::copy(std::begin(sums), std::end(sums), std::begin(sums_));
+    RememberIdentities(current);
+    generation_ = next;
+    if (write_options_.sync) MarkSynced(next, Status::Ok());
+    return Status::Ok();
+  }
+
+  uint64_t LastCommitSequence() const { return generation_; }
+
+  // REQUIRES: commit_mu_ held. What a commit wrote is what is on disk now: only commits change records, and
+  // they are serialized.
+  void RememberIdentities(std::map<std::string, std::string, std::less<>>& written) {
+    if (identities_.size() + written.size() > kMaxIdentities) identities_.clear();
+    for (auto& [key, id] : written) identities_.insert_or_assign(key, std::move(id));
+  }
+
+  uint64_t SyncedThrough() {
+    std::lock_guard<std::mutex> lock(sync_mu_);
+    return synced_through_;
+  }
+
+  Status WhenSynced(uint64_t sequence, SealedStore::SyncedCallback done) {
+    if (!done) return Status(StatusCode::kInvalidArgument, "no callback");
+    {
+      std::unique_lock<std::mutex> lock(sync_mu_);
+      if (sequence > generation_) return Status(StatusCode::kInvalidArgument, "no such commit yet");
+      if (sequence > synced_through_) {
+        if (stop_) return Status(StatusCode::kAborted, "the store is closing");
+        waiters_.emplace(sequence, std::move(done));
+        if (!syncer_.joinable()) syncer_ = std::thread([this] { SyncLoop(); });
+        sync_cv_.notify_one();
+        return Status::Ok();
+      }
+    }
+    done(Status::Ok());
+    return Status::Ok();
   }
 
   Result<std::string> StoredKeyForTesting(Table table, std::string_view key) {
@@ -668,7 +1008,48 @@ class SealedStore::Impl {
     return FromRocks(db_->FlushWAL(/*sync=*/true), "sync log");
   }
 
-  Status SyncNow() { return FromRocks(db_->FlushWAL(/*sync=*/true), "sync log"); }
+  // The commits that have returned before it starts are durable when it returns OK. Waiters for them are
+  // called here, on this thread; on a failure, with the failure (their commits may not be durable).
+  Status SyncNow() {
+    const uint64_t target = generation_;
+    Status s = FromRocks(db_->FlushWAL(/*sync=*/true), "sync log");
+    MarkSynced(target, s);
+    return s;
+  }
+
+  void MarkSynced(uint64_t target, const Status& s) {
+    std::vector<SealedStore::SyncedCallback> ready;
+    {
+      std::lock_guard<std::mutex> lock(sync_mu_);
+      if (s.ok()) synced_through_ = std::max(synced_through_, target);
+      auto end = waiters_.upper_bound(s.ok() ? synced_through_ : target);
+      for (auto it = waiters_.begin(); it != end; ++it) ready.push_back(std::move(it->second));
+      waiters_.erase(waiters_.begin(), end);
+    }
+    for (auto& done : ready) done(s);
+  }
+
+  // The group-commit thread: whenever someone waits, one fsync covers every commit made so far. Commits made
+  // while it syncs wait for the next round, so the syncs batch themselves under load.
+  void SyncLoop() {
+    std::unique_lock<std::mutex> lock(sync_mu_);
+    for (;;) {
+      sync_cv_.wait(lock, [&] { return stop_ || !waiters_.empty(); });
+      if (waiters_.empty()) return;  // stopping, with nobody left waiting
+      lock.unlock();
+      (void)SyncNow();  // a failure reaches the waiters it covered
+      lock.lock();
+    }
+  }
+
+  void StopSyncer() {
+    {
+      std::lock_guard<std::mutex> lock(sync_mu_);
+      stop_ = true;
+    }
+    sync_cv_.notify_one();
+    if (syncer_.joinable()) syncer_.join();  // it syncs for whoever still waits before it ends
+  }
 
   Status PurgeDeleted(Table table) {
     if (!ValidTable(table)) return Status(StatusCode::kInvalidArgument, "unknown table");
@@ -700,6 +1081,26 @@ class SealedStore::Impl {
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // all of them, destroyed before db_
   rocksdb::ColumnFamilyHandle* metadata_ = nullptr;
   rocksdb::ColumnFamilyHandle* tables_[kTableCount] = {};
+
+  // The digest. Commits hold commit_mu_ while they read, change and write the sums.
+  std::mutex commit_mu_;
+  TableSum sums_[kTableCount];             // under commit_mu_
+  // The format byte and nonce ("" when absent) of records recent commits wrote, by table byte || stored key:
+  // the record a write replaces is nearly always one the engine wrote a message ago (its session, its
+  // conversation), and each lookup saved is a RocksDB read. Not secret: the same bytes are in the files.
+  // Under commit_mu_; cleared when full.
+  static constexpr size_t kMaxIdentities = 4096;
+  std::unordered_map<std::string, std::string> identities_;
+  std::atomic<uint64_t> generation_{0};   // commits so far, also the sequence of the newest one
+  std::atomic<bool> flagged_[kTableCount] = {};  // tables whose records do not match their sum
+
+  // Group commit.
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;
+  uint64_t synced_through_ = 0;  // under sync_mu_
+  std::multimap<uint64_t, SealedStore::SyncedCallback> waiters_;  // under sync_mu_
+  bool stop_ = false;                                             // under sync_mu_
+  std::thread syncer_;  // started by the first WhenSynced that has to wait
 };
 
 SealedStore::SealedStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -729,21 +1130,37 @@ Result<std::unique_ptr<SealedStore>> internal::OpenSealedStoreWithEnv(const std:
 
 std::string internal::SealRecordWithKey(std::span<const uint8_t, 32> seal_key, Random& random,
                                         std::string_view cf, std::string_view stored_key,
-                                        std::string_view plain_key, std::span<const uint8_t> value) {
+                                        std::string_view plain_key, std::span<const uint8_t> value,
+                                        uint32_t schema) {
   uint8_t nonce[kNonceSize];
   random.Fill(nonce, sizeof nonce);
-  return SealWithKey(seal_key.data(), nonce, cf, stored_key, plain_key, value);
+  return SealWithKey(seal_key.data(), nonce, cf, stored_key, plain_key, value, schema);
 }
 
 Result<internal::OpenedRecord> internal::OpenRecordWithKey(std::span<const uint8_t, 32> seal_key,
                                                            std::string_view cf, std::string_view stored_key,
-                                                           std::string_view sealed) {
-  return UnsealWithKey(seal_key.data(), cf, stored_key, sealed);
+                                                           std::string_view sealed, uint32_t schema) {
+  return UnsealWithKey(seal_key.data(), cf, stored_key, sealed, schema);
+}
+
+Status internal::DeriveSealKeyForTesting(const Keystore& keystore, std::span<uint8_t, 32> out) {
+  uint8_t both[64];
+  Status s = keystore.DeriveSubkey(kKdfIdStoreKeys, kKdfContext, both);
+  if (s.ok()) std::memcpy(out.data(), both, 32);
+  sodium_memzero(both, sizeof both);
+  return s;
 }
 
 Status SealedStore::PurgeDeleted(Table table) { return impl_->PurgeDeleted(table); }
 Status SealedStore::FlushForTesting() { return impl_->FlushAll(); }
 Status SealedStore::SyncNow() { return impl_->SyncNow(); }
+uint64_t SealedStore::LastCommitSequence() const { return impl_->LastCommitSequence(); }
+uint64_t SealedStore::SyncedThrough() { return impl_->SyncedThrough(); }
+Status SealedStore::WhenSynced(uint64_t sequence, SyncedCallback done) {
+  return impl_->WhenSynced(sequence, std::move(done));
+}
+std::vector<Table> SealedStore::TamperedTables() { return impl_->TamperedTables(); }
+Status SealedStore::AcceptCurrentState() { return impl_->AcceptCurrentState(); }
 Result<internal::OpenedRecord> SealedStore::OpenRawRecordForTesting(Table table, std::string_view stored_key,
                                                                     std::string_view sealed) {
   return impl_->OpenRawRecordForTesting(table, stored_key, sealed);

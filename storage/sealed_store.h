@@ -1,16 +1,30 @@
 // SealedStore: the session engine's ProtocolStore on RocksDB, every record sealed under the master key.
 //
 // Layout: one column family per session::Table ("identity", "contacts", "pre_keys", "signed_pre_keys",
-// "sessions", "sender_keys", "groups") and "metadata" for the store's own records (schema version, a key
-// check). Commit is one rocksdb::WriteBatch, written with sync=true unless the options say otherwise;
-// RocksDB groups concurrent synced writers into one fsync (group commit).
+// "sessions", "sender_keys", "groups", ...) and "metadata" for the store's own records (schema version, a
+// key check, the store digest). Commit is one rocksdb::WriteBatch, written with sync=true unless the options
+// choose group commit (below).
 //
 // Sealing: each value is XChaCha20-Poly1305 under a subkey of the master key, with a random nonce and
 // associated data = schema version || column family name || stored key. A value moved or copied to another
 // key or table, swapped with another, sealed under another master key, or truncated fails to open with
-// kTampered; the other records are unaffected. A deleted record reads as absent (nothing can tell a deleted
-// record from one never written), and a record rolled back to an older value of the same key still opens:
-// neither is detected yet.
+// kTampered.
+//
+// Rollback: a record replaced by an older version of itself still opens, and a deleted record would read as
+// absent (a deleted contact record would even let trust-on-first-use accept a new identity key). So the
+// store keeps a digest: per table, a keyed multiset hash of (stored key, nonce) over its records, updated by
+// every commit in the same batch and sealed in "metadata" with a commit counter (sealed_store.cc explains
+// the construction). Open recomputes it from the files. A table whose records no longer match (a record
+// rolled back, deleted, resurrected, copied, moved or swapped behind the store's back) is refused: every
+// Get, ListKeys and Commit on it fails with kTampered "records in <table> were rolled back, deleted or
+// replaced outside the store", because the digest cannot tell which of its records are current. The other
+// tables serve as before and nothing is rewritten or deleted; TamperedTables() names the refused ones and
+// AcceptCurrentState() is the user's explicit decision to go on with what is on disk. What the digest cannot
+// see is the whole store replaced by an older copy of itself (files, digest and all): that needs a counter
+// outside the device's files (a hardware-backed monotonic counter), which LastCommitSequence() can feed.
+//
+// Schema versions: 2 is this layout. A version-1 store (no digest) is migrated when opened: every record is
+// sealed again under version 2 and the digest computed, in one synced batch. A newer version is refused.
 //
 // Keys: in the tables whose keys name people or groups (contacts, sessions, sender keys, groups, and the
 // transcript, outbox, inbound-dedup and conversation tables of the layers above) the stored
@@ -35,12 +49,21 @@
 // message. It registers a lock listener, so Keystore::Lock() wipes both before it returns; after it every
 // Get, ListKeys and Commit fails with kPermissionDenied "keystore is locked" until Unlock.
 //
-// Thread rules: Get, ListKeys, Commit and SyncNow are safe from any thread, SyncNow also while another
-// thread commits (RocksDB does the locking; the session engine calls from its owner thread). Ownership:
-// the Keystore and Random are not owned and must outlive the store.
+// Group commit (SealedStoreOptions::sync = false): commits return before they are durable, and the log is
+// written and synced once for many of them. Every commit gets a sequence number (LastCommitSequence() right
+// after it returns, on the committing thread); WhenSynced(sequence, done) calls `done` once that commit is
+// durable, and a background thread makes one fsync for everyone waiting. Nothing may rely on a commit before
+// it is synced: not a relay acknowledgement of a received message, and not a deposit of a message whose
+// session state is in it (a lost session state would reuse message keys). A crash or power cut loses only
+// commits that were never synced, and always a suffix of them.
+//
+// Thread rules: Get, ListKeys, Commit, SyncNow and WhenSynced are safe from any thread, SyncNow also while
+// another thread commits (commits are serialized; the session engine calls from its owner thread).
+// Ownership: the Keystore and Random are not owned and must outlive the store.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -59,8 +82,9 @@ namespace internal {
 struct SealedStoreAccess;  // sealed_store.cc: builds stores for sealed_store_internal.h
 }
 
-// The layout this code writes. Opening a store with a newer version is kUnsupportedVersion.
-inline constexpr uint32_t kSchemaVersion = 1;
+// The layout this code writes. Opening a store with a newer version is kUnsupportedVersion; version 1 is
+// migrated.
+inline constexpr uint32_t kSchemaVersion = 2;
 
 // A sealed record opened: the plain key sealed inside it and its value.
 struct OpenedRecord {
@@ -69,9 +93,8 @@ struct OpenedRecord {
 };
 
 struct SealedStoreOptions {
-  // Sync the write-ahead log on every Commit. Off only where losing the last commits on power loss is
-  // acceptable, or where the caller syncs with SyncNow() before it relies on them (group commit: the
-  // runtime acknowledges relay messages only after SyncNow() returns).
+  // Sync the write-ahead log on every Commit. Off for group commit: the caller relies on a commit only once
+  // WhenSynced (or SyncNow) says it is durable.
   bool sync = true;
   bool create_if_missing = true;
   // Nonces; SystemRandom when null. Must be safe from every thread that calls the store.
@@ -109,6 +132,25 @@ class SealedStore final : public session::ProtocolStore {
   // engine goes on committing the next burst (commits that return meanwhile may or may not be covered).
   // kUnavailable on I/O failure.
   Status SyncNow();
+
+  // The sequence number of the newest commit that returned (commits are numbered 1, 2, ... over the store's
+  // life). Read right after a Commit on the committing thread, it is that commit's.
+  uint64_t LastCommitSequence() const;
+  // Every commit up to this sequence is durable.
+  uint64_t SyncedThrough();
+  // Calls `done` once commit `sequence` is durable: at once (on this thread) when it already is, else on
+  // the store's sync thread (or the thread of a SyncNow that covered it), with OK, or with the I/O error that
+  // kept it from being synced. `done` must be short and must not call WhenSynced or close the store.
+  // kInvalidArgument for a sequence not yet committed; kAborted while the store closes (a waiting callback
+  // still gets its sync before the store closes).
+  using SyncedCallback = std::function<void(const Status&)>;
+  Status WhenSynced(uint64_t sequence, SyncedCallback done);
+
+  // The tables refused because their records did not match the digest when the store opened (see Rollback).
+  std::vector<session::Table> TamperedTables();
+  // The user's decision to continue with the records as they are on disk: the digest is recomputed from
+  // them and every table serves again. Records that fail to open still fail, one by one.
+  Status AcceptCurrentState();
 
   // Flushes every column family's memtable (retiring the write-ahead logs that held their writes), then
   // compacts `table` down to the bottom level, so values deleted or overwritten in it are in no live file.

@@ -4,7 +4,7 @@
 // - OpenSealedStoreWithEnv: a SealedStore on an injected rocksdb::Env (a fault-injecting file system for the
 //   power-loss test, an in-memory one). The Env is not owned and must outlive the store.
 // - SealRecordWithKey / OpenRecordWithKey: the record sealing of sealed_store.cc under an explicit 32-byte
-//   key, for the fuzz target (which has no keystore).
+//   key, for the fuzz target (which has no keystore) and the migration test.
 #pragma once
 
 #include <cstdint>
@@ -29,12 +29,18 @@ using OpenedRecord = ::cw::storage::OpenedRecord;
 Result<std::unique_ptr<SealedStore>> OpenSealedStoreWithEnv(const std::string& path, const Keystore* keystore,
                                                             SealedStoreOptions options, rocksdb::Env* env);
 
-// The sealed form of (plain_key, value) stored under `stored_key` in column family `cf`.
+// The sealed form of (plain_key, value) stored under `stored_key` in column family `cf`, as schema version
+// `schema` seals it (an older one only for migration tests).
 std::string SealRecordWithKey(std::span<const uint8_t, 32> seal_key, Random& random, std::string_view cf,
                               std::string_view stored_key, std::string_view plain_key,
-                              std::span<const uint8_t> value);
+                              std::span<const uint8_t> value, uint32_t schema = kSchemaVersion);
 // kTampered for anything that is not exactly such a record.
 Result<OpenedRecord> OpenRecordWithKey(std::span<const uint8_t, 32> seal_key, std::string_view cf,
-                                       std::string_view stored_key, std::string_view sealed);
+                                       std::string_view stored_key, std::string_view sealed,
+                                       uint32_t schema = kSchemaVersion);
+
+// The store's sealing key, derived from the unlocked keystore as the store derives it: for tests that build
+// records of an older schema. kPermissionDenied when locked.
+Status DeriveSealKeyForTesting(const Keystore& keystore, std::span<uint8_t, 32> out);
 
 }  // namespace cw::storage::internal

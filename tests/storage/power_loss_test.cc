@@ -4,8 +4,12 @@
 #include <gtest/gtest.h>
 #include <rocksdb/env.h>
 
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
@@ -205,8 +209,9 @@ TEST_F(PowerLossTest, WithoutSyncAcknowledgedMessagesAreLostSoTheSimulationBites
     ASSERT_TRUE(Deliver(n));
     acked_.insert(n);
   }
-  const uint64_t dropped = CutAndRestart(/*sync=*/false);
-  EXPECT_GT(dropped, 0u);
+  // Under group commit the log may not even have reached the file system (manual_wal_flush), so the bytes
+  // dropped by the cut can be none: what counts is that every acknowledged message is gone.
+  CutAndRestart(/*sync=*/false);
   EXPECT_EQ(LostAcknowledged(), 5u);
 }
 
@@ -239,6 +244,55 @@ TEST_F(PowerLossTest, GroupCommitKeepsEverythingSyncNowCovered) {
   }
   ASSERT_TRUE(store_->SyncNow().ok());
   EXPECT_EQ(LostAcknowledged(), 0u);
+}
+
+// Group commit as the runtime does it: each received message's commit sequence is handed to WhenSynced, and
+// the relay is acknowledged from the callback, which the store's sync thread calls once one fsync covered
+// it. Power is cut at several points of a stream; every message acknowledged that way survives.
+TEST_F(PowerLossTest, AcknowledgingFromWhenSyncedLosesNothing) {
+  ASSERT_NO_FATAL_FAILURE(Start(/*sync=*/false));
+  ASSERT_NO_FATAL_FAILURE(Establish());
+  std::mutex mu;
+  std::condition_variable cv;
+  std::set<uint64_t> synced;  // acknowledged by the callbacks, under mu
+  for (int round = 0; round < 4; ++round) {
+    std::vector<uint64_t> sent;
+    for (int i = 0; i < 6; ++i) {
+      const uint64_t n = NewMessage();
+      ASSERT_TRUE(Deliver(n));
+      sent.push_back(n);
+      const uint64_t sequence = store_->LastCommitSequence();
+      // The first half of each round is waited for; the rest may or may not be synced when the power goes.
+      Status s = store_->WhenSynced(sequence, [&, n](const Status& result) {
+        if (!result.ok()) return;
+        std::lock_guard<std::mutex> lock(mu);
+        synced.insert(n);
+        cv.notify_all();
+      });
+      ASSERT_TRUE(s.ok()) << s.ToString();
+    }
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] {
+        return std::all_of(sent.begin(), sent.begin() + 3, [&](uint64_t n) { return synced.count(n) > 0; });
+      })) << "the sync thread never reported";
+      for (uint64_t n : synced) {
+        acked_.insert(n);
+        pending_.erase(n);
+      }
+    }
+    CutAndRestart(/*sync=*/false);
+    EXPECT_EQ(LostAcknowledged(), 0u) << "round " << round;
+    // What was not acknowledged comes again from the relay.
+    for (uint64_t n : std::vector<uint64_t>(pending_.begin(), pending_.end())) ASSERT_TRUE(Deliver(n));
+    ASSERT_TRUE(store_->SyncNow().ok());
+    std::lock_guard<std::mutex> lock(mu);
+    for (uint64_t n : pending_) acked_.insert(n);
+    pending_.clear();
+    synced.clear();
+  }
+  EXPECT_EQ(LostAcknowledged(), 0u);
+  EXPECT_EQ(acked_.size(), next_ - 1);
 }
 
 }  // namespace

@@ -1,11 +1,16 @@
 #include "storage/sealed_store.h"
 
 #include <gtest/gtest.h>
+#include <sodium.h>
 
+#include <array>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <memory>
-#include <thread>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/base/bytes.h"
@@ -13,6 +18,7 @@
 #include "core/session/records.h"
 #include "core/session/store.h"
 #include "storage/keystore.h"
+#include "storage/sealed_store_internal.h"
 #include "tests/storage/sealed_store_fixture.h"
 
 namespace cw::storage {
@@ -344,7 +350,7 @@ TEST_F(SealedStoreTest, ANewerSchemaIsRefusedAndLeftAlone) {
   {
     RawDb raw(db_path());
     ASSERT_TRUE(raw.ok());
-    raw.Put("metadata", "schema_version", std::string("\0\0\0\2", 4));
+    raw.Put("metadata", "schema_version", std::string("\0\0\0\3", 4));
     ASSERT_TRUE(raw.CreateCf("transcripts").ok());
   }
   auto s = SealedStore::Open(db_path(), keystore_.get(), Options());
@@ -358,7 +364,7 @@ TEST_F(SealedStoreTest, ANewerSchemaIsRefusedAndLeftAlone) {
   CW_ST_EXPECT_CODE(SealedStore::Open(db_path(), keystore_.get(), Options()), StatusCode::kMalformed);
   {
     RawDb raw(db_path());
-    raw.Put("metadata", "schema_version", std::string("\0\0\0\1", 4));
+    raw.Put("metadata", "schema_version", std::string("\0\0\0\2", 4));
   }
   OpenStore();  // the current version opens, with the unknown column family left in place
 }
@@ -378,6 +384,133 @@ TEST_F(SealedStoreTest, AStoreSealedUnderAnotherMasterKeyIsTampered) {
 
 TEST_F(SealedStoreTest, TheDatabaseIsLockedAgainstASecondOpen) {
   CW_ST_EXPECT_CODE(SealedStore::Open(db_path(), keystore_.get(), Options()), StatusCode::kUnavailable);
+}
+
+// A store as schema version 1 left it: records sealed with version 1 in their associated data, no digest.
+// Built from a current store with the store's own sealing key, as version 1 would have written it.
+void RewriteAsVersion1(const std::string& path, const Keystore& keystore, std::vector<std::string>* damaged) {
+  std::array<uint8_t, 32> key{};
+  ASSERT_TRUE(internal::DeriveSealKeyForTesting(keystore, key).ok());
+  SeededRandom random(11);
+  RawDb raw(path);
+  ASSERT_TRUE(raw.ok());
+  for (Table t : {Table::kMeta, Table::kContact, Table::kPreKey, Table::kSession, Table::kTranscript}) {
+    const std::string cf(SealedStore::ColumnFamilyName(t));
+    for (const auto& stored : raw.Keys(cf)) {
+      auto opened = internal::OpenRecordWithKey(key, cf, stored, raw.Get(cf, stored));
+      ASSERT_TRUE(opened.has_value()) << cf;
+      raw.Put(cf, stored,
+              internal::SealRecordWithKey(key, random, cf, stored, opened->plain_key, opened->value.reveal(), 1));
+    }
+  }
+  auto check = internal::OpenRecordWithKey(key, "metadata", "key_check", raw.Get("metadata", "key_check"));
+  ASSERT_TRUE(check.has_value());
+  raw.Put("metadata", "key_check",
+          internal::SealRecordWithKey(key, random, "metadata", "key_check", "key_check", check->value.reveal(), 1));
+  raw.Delete("metadata", "digest");
+  raw.Put("metadata", "schema_version", std::string("\0\0\0\1", 4));
+  // One record that was already damaged under version 1: it must be carried over, not dropped or "repaired".
+  const std::string cf(SealedStore::ColumnFamilyName(Table::kContact));
+  for (const auto& stored : raw.Keys(cf)) {
+    std::string v = raw.Get(cf, stored);
+    v.back() = static_cast<char>(v.back() ^ 1);
+    raw.Put(cf, stored, v);
+    damaged->push_back(stored);
+    break;
+  }
+  sodium_memzero(key.data(), key.size());
+}
+
+TEST_F(SealedStoreTest, AVersion1StoreIsMigratedOnOpen) {
+  session::WriteBatch batch;
+  batch.writes.push_back(Put(Table::kContact, "bob", "contact bob"));
+  batch.writes.push_back(Put(Table::kContact, "carol", "contact carol"));
+  batch.writes.push_back(Put(Table::kSession, SessionKey("bob", 1), "session bob"));
+  batch.writes.push_back(Put(Table::kPreKey, BigEndian32(7), "pre-key 7"));
+  batch.writes.push_back(Put(Table::kMeta, "registration_id", "1234"));
+  std::string row_key = WithNul("conversation");
+  row_key.append(std::string("\0\0\0\0\0\0\0\1", 8));
+  batch.writes.push_back(Put(Table::kTranscript, row_key, "row 1"));
+  CW_ST_ASSERT_OK(store_->Commit(std::move(batch)));
+  const std::string bob = store_->StoredKeyForTesting(Table::kContact, "bob").value();
+  const std::string carol = store_->StoredKeyForTesting(Table::kContact, "carol").value();
+  CloseStore();
+  std::vector<std::string> damaged;
+  ASSERT_NO_FATAL_FAILURE(RewriteAsVersion1(db_path(), *keystore_, &damaged));
+  ASSERT_EQ(damaged.size(), 1u);
+  const bool bob_damaged = damaged[0] == bob;
+  {
+    // A version-1 record opens only under version 1's associated data: the migration is not a no-op.
+    std::array<uint8_t, 32> key{};
+    ASSERT_TRUE(internal::DeriveSealKeyForTesting(*keystore_, key).ok());
+    RawDb raw(db_path());
+    const std::string intact = bob_damaged ? carol : bob;
+    EXPECT_FALSE(internal::OpenRecordWithKey(key, "contacts", intact, raw.Get("contacts", intact)).has_value());
+    EXPECT_TRUE(internal::OpenRecordWithKey(key, "contacts", intact, raw.Get("contacts", intact), 1).has_value());
+    sodium_memzero(key.data(), key.size());
+  }
+  OpenStore();
+  EXPECT_TRUE(store_->TamperedTables().empty());
+  EXPECT_EQ(Value(Table::kContact, bob_damaged ? "carol" : "bob"),
+            bob_damaged ? "contact carol" : "contact bob");
+  CW_ST_EXPECT_CODE(store_->Get(Table::kContact, bob_damaged ? "bob" : "carol"), StatusCode::kTampered);
+  EXPECT_EQ(Value(Table::kSession, SessionKey("bob", 1)), "session bob");
+  EXPECT_EQ(Value(Table::kPreKey, BigEndian32(7)), "pre-key 7");
+  EXPECT_EQ(Value(Table::kMeta, "registration_id"), "1234");
+  EXPECT_EQ(Value(Table::kTranscript, row_key), "row 1");
+  CW_ST_ASSERT_OK(Commit(Put(Table::kContact, "dave", "contact dave")));
+  CloseStore();
+  {
+    RawDb raw(db_path());
+    EXPECT_EQ(raw.Get("metadata", "schema_version"), std::string("\0\0\0\2", 4));
+    EXPECT_FALSE(raw.Get("metadata", "digest").empty());
+  }
+  // Opened again, it is an ordinary version-2 store whose digest matches.
+  OpenStore();
+  EXPECT_TRUE(store_->TamperedTables().empty());
+  EXPECT_EQ(Value(Table::kContact, "dave"), "contact dave");
+  EXPECT_EQ(Value(Table::kSession, SessionKey("bob", 1)), "session bob");
+}
+
+TEST_F(SealedStoreTest, WhenSyncedReportsEachCommitOnceItIsDurable) {
+  // Synced commits (the default) are durable when Commit returns: the callback runs at once.
+  CW_ST_ASSERT_OK(Commit(Put(Table::kContact, "bob", "x")));
+  bool called = false;
+  CW_ST_ASSERT_OK(store_->WhenSynced(store_->LastCommitSequence(), [&](const Status& s) {
+    EXPECT_TRUE(s.ok());
+    called = true;
+  }));
+  EXPECT_TRUE(called);
+  CW_ST_EXPECT_CODE(store_->WhenSynced(store_->LastCommitSequence() + 1, [](const Status&) {}),
+                    StatusCode::kInvalidArgument);
+
+  // Group commit: the sync thread reports every waiting commit, and nothing before its fsync.
+  SealedStoreOptions o = Options();
+  o.sync = false;
+  CloseStore();
+  auto opened = SealedStore::Open(db_path(), keystore_.get(), o);
+  CW_ST_ASSERT_OK(opened);
+  store_ = std::move(*opened);
+  const uint64_t first = store_->LastCommitSequence() + 1;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<uint64_t> reported;
+  for (int i = 0; i < 50; ++i) {
+    CW_ST_ASSERT_OK(Commit(Put(Table::kContact, "patient-" + std::to_string(i), "x")));
+    const uint64_t sequence = store_->LastCommitSequence();
+    ASSERT_EQ(sequence, first + static_cast<uint64_t>(i));
+    CW_ST_ASSERT_OK(store_->WhenSynced(sequence, [&, sequence](const Status& s) {
+      EXPECT_TRUE(s.ok()) << s.ToString();
+      EXPECT_GE(store_->SyncedThrough(), sequence);
+      std::lock_guard<std::mutex> lock(mu);
+      reported.push_back(sequence);
+      cv.notify_all();
+    }));
+  }
+  std::unique_lock<std::mutex> lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return reported.size() == 50; }));
+  for (size_t i = 0; i < reported.size(); ++i) EXPECT_EQ(reported[i], first + i) << "in commit order";
+  EXPECT_GE(store_->SyncedThrough(), first + 49);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
-// Changes made to the raw database behind the store's back: each changed record fails with kTampered (or,
-// when deleted, reads as absent), and every other record still opens.
+// Changes made to the raw database behind the store's back. A record damaged in place fails with kTampered
+// on its own. A change of which version of a record sits under a key (rolled back, deleted, resurrected,
+// copied, moved, swapped) breaks its table's digest: the whole table is refused with kTampered until the user
+// accepts the state on disk, and the other tables serve as before. Nothing is rewritten.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -55,9 +57,12 @@ class SealedStoreTamperTest : public testing::SealedStoreFixture {
   std::vector<std::string> names_ = {"alice", "bob", "carol", "dave", "erin"};
 };
 
-TEST_F(SealedStoreTamperTest, EveryFlippedByteIsCaught) {
-  // Records of equal length; record i gets byte i flipped, so every position (format, nonce, sealed key
-  // length, key, value, tag) is hit once, with one reopen.
+// Where a sealed record's element starts and ends: its format byte and nonce (sealed_store.cc).
+constexpr size_t kIdentityBytes = 1 + 24;
+
+TEST_F(SealedStoreTamperTest, EveryFlippedByteOfASealedBodyFailsOnItsOwn) {
+  // Records of equal length; record i gets byte kIdentityBytes + i flipped, so every position after the
+  // nonce (sealed key length, key, value, tag) is hit once, with one reopen.
   constexpr int kRecords = 80;
   auto name = [](int i) { return "patient-" + std::to_string(100 + i); };
   session::WriteBatch batch;
@@ -67,28 +72,63 @@ TEST_F(SealedStoreTamperTest, EveryFlippedByteIsCaught) {
   std::vector<std::string> stored;
   for (int i = 0; i < kRecords; ++i) stored.push_back(Stored(Table::kContact, name(i)));
   CloseStore();
-  size_t length = 0;
+  size_t flipped = 0;
   {
     RawDb raw(db_path());
-    length = raw.Get("contacts", stored[0]).size();
-    ASSERT_LT(length, static_cast<size_t>(kRecords));
-    for (size_t i = 0; i < length; ++i) {
+    const size_t length = raw.Get("contacts", stored[0]).size();
+    ASSERT_LT(length, kIdentityBytes + kRecords);
+    flipped = length - kIdentityBytes;
+    for (size_t i = 0; i < flipped; ++i) {
       std::string v = raw.Get("contacts", stored[i]);
       ASSERT_EQ(v.size(), length);
-      v[i] = static_cast<char>(v[i] ^ (1 << (i % 8)));
+      const size_t at = kIdentityBytes + i;
+      v[at] = static_cast<char>(v[at] ^ (1 << (at % 8)));
       raw.Put("contacts", stored[i], v);
     }
   }
   OpenStore();
-  for (size_t i = 0; i < length; ++i) {
+  EXPECT_TRUE(store_->TamperedTables().empty());
+  for (size_t i = 0; i < flipped; ++i) {
     auto got = store_->Get(Table::kContact, name(static_cast<int>(i)));
-    ASSERT_FALSE(got.has_value()) << "byte " << i;
-    EXPECT_EQ(got.error().code(), StatusCode::kTampered) << "byte " << i;
+    ASSERT_FALSE(got.has_value()) << "byte " << kIdentityBytes + i;
+    EXPECT_EQ(got.error().code(), StatusCode::kTampered) << "byte " << kIdentityBytes + i;
     EXPECT_EQ(got.error().message().find("patient"), std::string::npos) << got.error().message();
   }
-  for (int i = static_cast<int>(length); i < kRecords; ++i)
+  for (int i = static_cast<int>(flipped); i < kRecords; ++i)
     EXPECT_EQ(Value(Table::kContact, name(i)), "identity key bytes");
   ExpectOthersIntact({});
+}
+
+TEST_F(SealedStoreTamperTest, AFlippedFormatOrNonceByteRefusesTheTable) {
+  const std::string a = Stored(Table::kContact, "alice");
+  for (size_t at : {size_t{0}, size_t{1}, size_t{13}, kIdentityBytes - 1}) {
+    CloseStore();
+    std::string original;
+    {
+      RawDb raw(db_path());
+      original = raw.Get("contacts", a);
+      std::string v = original;
+      v[at] = static_cast<char>(v[at] ^ 0x40);
+      raw.Put("contacts", a, v);
+    }
+    OpenStore();
+    EXPECT_EQ(store_->TamperedTables(), std::vector<Table>{Table::kContact}) << "byte " << at;
+    CW_ST_EXPECT_CODE(store_->Get(Table::kContact, "bob"), StatusCode::kTampered);
+    CW_ST_EXPECT_CODE(store_->ListKeys(Table::kContact, ""), StatusCode::kTampered);
+    CW_ST_EXPECT_CODE(Commit(Put(Table::kContact, "frank", "x")),
+                      StatusCode::kTampered);
+    EXPECT_EQ(Value(Table::kSession, SessionKey("alice", 1)), "session alice");
+    EXPECT_EQ(Value(Table::kSenderKey, SenderKeyKey("g", "alice", 1)), "sender key");
+    // Put back as it was, the table matches its digest again.
+    CloseStore();
+    {
+      RawDb raw(db_path());
+      raw.Put("contacts", a, original);
+    }
+    OpenStore();
+    EXPECT_TRUE(store_->TamperedTables().empty());
+    EXPECT_EQ(Value(Table::kContact, "alice"), "contact alice");
+  }
 }
 
 TEST_F(SealedStoreTamperTest, TruncatedAndEmptyValuesAreCaught) {
@@ -99,18 +139,33 @@ TEST_F(SealedStoreTamperTest, TruncatedAndEmptyValuesAreCaught) {
   {
     RawDb raw(db_path());
     std::string v = raw.Get("contacts", a);
-    raw.Put("contacts", a, v.substr(0, v.size() - 1));
-    raw.Put("contacts", b, "");
-    raw.Put("sessions", s, v.substr(0, 30));
+    raw.Put("contacts", a, v.substr(0, v.size() - 1));  // the nonce survives: only this record fails
+    raw.Put("sessions", s, "");                         // the nonce is gone: the table is refused
   }
   OpenStore();
+  EXPECT_EQ(store_->TamperedTables(), std::vector<Table>{Table::kSession});
+  CW_ST_EXPECT_CODE(store_->Get(Table::kContact, "alice"), StatusCode::kTampered);
+  EXPECT_EQ(Value(Table::kContact, "bob"), "contact bob");
+  CW_ST_EXPECT_CODE(store_->Get(Table::kSession, SessionKey("dave", 1)), StatusCode::kTampered);
+  CloseStore();
+  {
+    RawDb raw(db_path());
+    raw.Put("contacts", b, "");
+  }
+  OpenStore();
+  EXPECT_EQ(store_->TamperedTables(), (std::vector<Table>{Table::kContact, Table::kSession}));
+  EXPECT_EQ(Value(Table::kPreKey, BigEndian32(1)), "pre-key 1");
+  EXPECT_EQ(Value(Table::kSenderKey, SenderKeyKey("g", "alice", 1)), "sender key");
+  // The user decides to go on: each damaged record still fails, one by one, and the rest serve.
+  CW_ST_ASSERT_OK(store_->AcceptCurrentState());
+  EXPECT_TRUE(store_->TamperedTables().empty());
   CW_ST_EXPECT_CODE(store_->Get(Table::kContact, "alice"), StatusCode::kTampered);
   CW_ST_EXPECT_CODE(store_->Get(Table::kContact, "bob"), StatusCode::kTampered);
   CW_ST_EXPECT_CODE(store_->Get(Table::kSession, SessionKey("carol", 1)), StatusCode::kTampered);
   ExpectOthersIntact({"alice", "bob", "carol"});
 }
 
-TEST_F(SealedStoreTamperTest, SwappedValuesFailOnBothKeys) {
+TEST_F(SealedStoreTamperTest, SwappedValuesRefuseTheTableAndFailOnBothKeys) {
   const std::string a = Stored(Table::kSession, SessionKey("alice", 1));
   const std::string b = Stored(Table::kSession, SessionKey("bob", 1));
   CloseStore();
@@ -121,14 +176,28 @@ TEST_F(SealedStoreTamperTest, SwappedValuesFailOnBothKeys) {
     raw.Put("sessions", b, va);
   }
   OpenStore();
+  EXPECT_EQ(store_->TamperedTables(), std::vector<Table>{Table::kSession});
+  auto got = store_->Get(Table::kSession, SessionKey("carol", 1));
+  ASSERT_FALSE(got.has_value());
+  EXPECT_EQ(got.error().code(), StatusCode::kTampered);
+  EXPECT_NE(got.error().message().find("rolled back"), std::string::npos) << got.error().message();
+  EXPECT_EQ(got.error().message().find("carol"), std::string::npos) << got.error().message();
+  EXPECT_EQ(Value(Table::kContact, "alice"), "contact alice");
+  EXPECT_EQ(Value(Table::kSenderKey, SenderKeyKey("g", "alice", 1)), "sender key");
+  // Reopening changes nothing: the refusal is not a one-off.
+  Reopen();
+  EXPECT_EQ(store_->TamperedTables(), std::vector<Table>{Table::kSession});
+  CW_ST_ASSERT_OK(store_->AcceptCurrentState());
   CW_ST_EXPECT_CODE(store_->Get(Table::kSession, SessionKey("alice", 1)), StatusCode::kTampered);
   CW_ST_EXPECT_CODE(store_->Get(Table::kSession, SessionKey("bob", 1)), StatusCode::kTampered);
   // The listing of a prefix holding a tampered record says so; other prefixes are unaffected.
   CW_ST_EXPECT_CODE(store_->ListKeys(Table::kSession, std::string("alice") + '\0'), StatusCode::kTampered);
   EXPECT_EQ(List(Table::kSession, std::string("carol") + '\0'),
             std::vector<std::string>{SessionKey("carol", 1)});
-  EXPECT_EQ(Value(Table::kContact, "alice"), "contact alice");
   ExpectOthersIntact({"alice", "bob"});
+  // The acceptance is durable.
+  Reopen();
+  EXPECT_TRUE(store_->TamperedTables().empty());
 }
 
 TEST_F(SealedStoreTamperTest, ACopyUnderAnotherKeyOrTableFails) {
@@ -148,6 +217,10 @@ TEST_F(SealedStoreTamperTest, ACopyUnderAnotherKeyOrTableFails) {
     raw.Put("metadata", "copied", raw.Get("pre_keys", BigEndian32(1)));
   }
   OpenStore();
+  EXPECT_EQ(store_->TamperedTables(),
+            (std::vector<Table>{Table::kContact, Table::kPreKey, Table::kSignedPreKey, Table::kSession}));
+  EXPECT_EQ(Value(Table::kSenderKey, SenderKeyKey("g", "alice", 1)), "sender key");
+  CW_ST_ASSERT_OK(store_->AcceptCurrentState());
   CW_ST_EXPECT_CODE(store_->Get(Table::kContact, "mallory"), StatusCode::kTampered);
   CW_ST_EXPECT_CODE(store_->Get(Table::kSession, SessionKey("alice", 2)), StatusCode::kTampered);
   CW_ST_EXPECT_CODE(store_->Get(Table::kPreKey, BigEndian32(3)), StatusCode::kTampered);
@@ -184,11 +257,51 @@ TEST_F(SealedStoreTamperTest, ARecordFromAnotherStoreFails) {
     raw.Put("contacts", alice, foreign_value);
   }
   OpenStore();
+  EXPECT_EQ(store_->TamperedTables(), std::vector<Table>{Table::kContact});
+  CW_ST_ASSERT_OK(store_->AcceptCurrentState());
   CW_ST_EXPECT_CODE(store_->Get(Table::kContact, "alice"), StatusCode::kTampered);
   ExpectOthersIntact({"alice"});
 }
 
-TEST_F(SealedStoreTamperTest, ADeletedRecordIsCleanlyAbsent) {
+TEST_F(SealedStoreTamperTest, ARecordRolledBackToItsOlderVersionRefusesTheTable) {
+  // The attack sealing alone cannot see: an older, authentic version of the same record put back. Here a
+  // contact marked verified is rolled back to its earlier state, and a consumed pre-key is brought back.
+  const std::string a = Stored(Table::kContact, "alice");
+  std::string older_contact, consumed_pre_key;
+  {
+    CloseStore();
+    RawDb raw(db_path());
+    older_contact = raw.Get("contacts", a);
+    consumed_pre_key = raw.Get("pre_keys", BigEndian32(2));
+  }
+  OpenStore();
+  session::WriteBatch batch;
+  batch.writes.push_back(Put(Table::kContact, "alice", "contact alice, verified"));
+  batch.writes.push_back(session::Write{Table::kPreKey, BigEndian32(2), std::nullopt});
+  CW_ST_ASSERT_OK(store_->Commit(std::move(batch)));
+  EXPECT_EQ(Value(Table::kContact, "alice"), "contact alice, verified");
+  CloseStore();
+  {
+    RawDb raw(db_path());
+    raw.Put("contacts", a, older_contact);
+  }
+  OpenStore();
+  EXPECT_EQ(store_->TamperedTables(), std::vector<Table>{Table::kContact});
+  CW_ST_EXPECT_CODE(store_->Get(Table::kContact, "alice"), StatusCode::kTampered);
+  EXPECT_EQ(Value(Table::kSession, SessionKey("alice", 1)), "session alice");
+  CloseStore();
+  {
+    RawDb raw(db_path());
+    raw.Put("pre_keys", BigEndian32(2), consumed_pre_key);
+  }
+  OpenStore();
+  EXPECT_EQ(store_->TamperedTables(), (std::vector<Table>{Table::kContact, Table::kPreKey}));
+  CW_ST_EXPECT_CODE(store_->Get(Table::kPreKey, BigEndian32(2)), StatusCode::kTampered);
+}
+
+TEST_F(SealedStoreTamperTest, ADeletedRecordRefusesItsTable) {
+  // A deleted contact record would make trust on first use accept a new identity key for that name; a
+  // deleted dedup key would let a replay through. Deleting is therefore caught like a rollback.
   const std::string a = Stored(Table::kSession, SessionKey("alice", 1));
   CloseStore();
   {
@@ -197,11 +310,51 @@ TEST_F(SealedStoreTamperTest, ADeletedRecordIsCleanlyAbsent) {
     raw.Delete("pre_keys", BigEndian32(2));
   }
   OpenStore();
+  EXPECT_EQ(store_->TamperedTables(), (std::vector<Table>{Table::kPreKey, Table::kSession}));
+  CW_ST_EXPECT_CODE(store_->Get(Table::kSession, SessionKey("alice", 1)), StatusCode::kTampered);
+  EXPECT_EQ(Value(Table::kContact, "alice"), "contact alice");
+  CW_ST_ASSERT_OK(store_->AcceptCurrentState());
   EXPECT_EQ(Value(Table::kSession, SessionKey("alice", 1)), "<absent>");
   EXPECT_EQ(List(Table::kSession, std::string("alice") + '\0'), std::vector<std::string>{});
   EXPECT_EQ(List(Table::kPreKey, ""), std::vector<std::string>{BigEndian32(1)});
-  EXPECT_EQ(Value(Table::kContact, "alice"), "contact alice");
   ExpectOthersIntact({"alice"});
+}
+
+TEST_F(SealedStoreTamperTest, TheDigestItselfCannotBeRolledBackOrRemoved) {
+  std::string older_digest;
+  {
+    CloseStore();
+    RawDb raw(db_path());
+    older_digest = raw.Get("metadata", "digest");
+  }
+  OpenStore();
+  CW_ST_ASSERT_OK(Commit(Put(Table::kContact, "frank", "contact frank")));
+  CloseStore();
+  {
+    RawDb raw(db_path());
+    raw.Put("metadata", "digest", older_digest);
+  }
+  OpenStore();
+  // The older sums no longer describe the contacts: that table is refused, the others still match.
+  EXPECT_EQ(store_->TamperedTables(), std::vector<Table>{Table::kContact});
+  CloseStore();
+  {
+    RawDb raw(db_path());
+    raw.Delete("metadata", "digest");
+  }
+  CW_ST_EXPECT_CODE(SealedStore::Open(db_path(), keystore_.get(), Options()), StatusCode::kTampered);
+}
+
+TEST_F(SealedStoreTamperTest, CommitSequencesSurviveReopening) {
+  // What an embedder anchors in a hardware monotonic counter to catch a rollback of the whole store.
+  const uint64_t before = store_->LastCommitSequence();
+  EXPECT_GE(before, 1u);
+  CW_ST_ASSERT_OK(Commit(Put(Table::kContact, "frank", "contact frank")));
+  EXPECT_EQ(store_->LastCommitSequence(), before + 1);
+  CW_ST_ASSERT_OK(store_->Commit(session::WriteBatch{}));  // an empty batch is no commit
+  EXPECT_EQ(store_->LastCommitSequence(), before + 1);
+  Reopen();
+  EXPECT_EQ(store_->LastCommitSequence(), before + 1);
 }
 
 TEST_F(SealedStoreTamperTest, AChangedKeyCheckRefusesTheStore) {

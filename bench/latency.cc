@@ -1,0 +1,205 @@
+// cw_latency_bench: sender-to-recipient latency through a relay with both clients online (issue 5,
+// Benchmarks). Plain main, prints one table.
+//
+//   build/rel/bench/cw_latency_bench [--messages 400] [--warmup 20] [--runs 3] [--size 64]
+//
+// A RelayServer (RocksDB store, deposits answered after their fsync, as the cipherward-relay binary runs it)
+// listens on 127.0.0.1 in this process; a clinician and a patient are two runtime Clients, each with its own
+// sealed store, TcpTransport (loop thread) and Noise link to the relay, both in the background (pushed
+// messages). The patient sends one text at a time; the clock runs from the call to Client::SendText to the
+// clinician's on_message callback, which the runtime calls only after the message is decrypted and its
+// transcript row, dedup key and session state are committed. The next message goes once the previous one
+// arrived, so this is latency with one message in flight. Reported: p50, p90, p99 and max over --messages
+// messages after --warmup, for each of --runs runs on fresh stores; and the median p50/p99 over runs.
+//
+// What one message costs on its way: the sender's encrypt and sealed commit, the sealed-sender envelope
+// (crypto_box_seal), a Noise frame to the relay, the relay's synced deposit, a push to the clinician's
+// link, crypto_box_seal_open, the decrypt and the recipient's sealed commit.
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/base/clock.h"
+#include "core/base/random.h"
+#include "core/runtime/client.h"
+#include "relay/log.h"
+#include "relay/relay_service.h"
+#include "relay/rocksdb_mailbox_store.h"
+#include "relay/server.h"
+#include "transport/tcp_transport.h"
+
+namespace {
+
+using namespace cw;
+using Clk = std::chrono::steady_clock;
+
+struct Args {
+  int messages = 400;
+  int warmup = 20;
+  int runs = 3;
+  size_t size = 64;
+};
+
+[[noreturn]] void Die(const std::string& what, const Status& s) {
+  std::fprintf(stderr, "cw_latency_bench: %s: %s\n", what.c_str(), s.ToString().c_str());
+  std::exit(1);
+}
+void Must(const Status& s, const std::string& what) {
+  if (!s.ok()) Die(what, s);
+}
+template <typename T>
+T Must(Result<T> r, const std::string& what) {
+  if (!r) Die(what, r.error());
+  return std::move(*r);
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string pattern = std::string(base && *base ? base : "/tmp") + "/cw_latency_bench_XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) std::abort();
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string Sub(const std::string& n) const { return path_ + "/" + n; }
+
+ private:
+  std::string path_;
+};
+
+struct Percentiles {
+  double p50, p90, p99, max;
+};
+
+Percentiles Summarize(std::vector<double> us) {
+  std::sort(us.begin(), us.end());
+  auto at = [&](double q) { return us[std::min(us.size() - 1, static_cast<size_t>(q * us.size()))]; };
+  return {at(0.50), at(0.90), at(0.99), us.back()};
+}
+
+// One run: a fresh relay and two fresh clients; returns the latencies in microseconds.
+std::vector<double> Run(const Args& args) {
+  TempDir dir;
+  auto store = Must(relay::RocksDbMailboxStore::Open(dir.Sub("relay")), "relay store");
+  relay::NullLogSink log;
+  relay::RelayService service(*store, SystemClock::Default(), SystemRandom::Default(), relay::RelayOptions{}, &log);
+  auto relay_transport =
+      Must(transport::TcpTransport::New(transport::StaticKeyPair::Generate(SystemRandom::Default())), "transport");
+  auto server = Must(relay::RelayServer::Start(*relay_transport, service,
+                                               Must(transport::Endpoint::Parse("127.0.0.1:0"), "endpoint"),
+                                               relay::ServerOptions{}, log, SystemClock::Default()),
+                     "relay");
+  const std::string address = server->endpoint().ToString();
+
+  std::mutex mu;
+  std::condition_variable cv;
+  int arrived = 0;
+  Clk::time_point arrived_at;
+  runtime::ClientOptions clinician_options;
+  clinician_options.keystore = storage::KeystoreOptions::MinimumCostForTesting();
+  clinician_options.callbacks.on_message = [&](const runtime::IncomingMessage&) {
+    const auto now = Clk::now();
+    std::lock_guard<std::mutex> lock(mu);
+    arrived_at = now;
+    ++arrived;
+    cv.notify_all();
+  };
+  runtime::ClientOptions patient_options;
+  patient_options.keystore = storage::KeystoreOptions::MinimumCostForTesting();
+  const auto pass = AsBytes("latency bench passphrase");
+  auto clinician = Must(runtime::Client::Create(dir.Sub("clinician"), "dr.lee", pass, std::move(clinician_options)),
+                        "clinician");
+  auto patient = Must(runtime::Client::Create(dir.Sub("patient"), "pat", pass, std::move(patient_options)), "patient");
+  Must(clinician->Register(address), "register clinician");
+  Must(patient->Register(address), "register patient");
+  const std::string code = Must(clinician->CreateInvite(), "invite");
+  Must(patient->AcceptInvite(code, "hello"), "accept");
+  Must(clinician->StartBackground(), "clinician background");
+  Must(patient->StartBackground(), "patient background");
+
+  auto wait_for = [&](int n) {
+    std::unique_lock<std::mutex> lock(mu);
+    if (!cv.wait_for(lock, std::chrono::seconds(30), [&] { return arrived >= n; })) {
+      Die("wait", Status(StatusCode::kUnavailable, "a message never arrived"));
+    }
+    return arrived_at;
+  };
+  wait_for(1);  // the invitation's first message
+
+  const std::string text(args.size, 'x');
+  std::vector<double> latencies;
+  latencies.reserve(static_cast<size_t>(args.messages));
+  for (int i = 0; i < args.warmup + args.messages; ++i) {
+    const auto start = Clk::now();
+    Must(patient->SendText("dr.lee", text), "send");
+    const auto end = wait_for(2 + i);
+    if (i >= args.warmup) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
+  }
+  patient.reset();
+  clinician.reset();
+  server->Stop();
+  (void)relay_transport->Shutdown();
+  return latencies;
+}
+
+Args Parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    auto next = [&]() -> long {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "missing value for %s\n", argv[i]);
+        std::exit(2);
+      }
+      return std::strtol(argv[++i], nullptr, 10);
+    };
+    if (!std::strcmp(argv[i], "--messages")) {
+      a.messages = static_cast<int>(next());
+    } else if (!std::strcmp(argv[i], "--warmup")) {
+      a.warmup = static_cast<int>(next());
+    } else if (!std::strcmp(argv[i], "--runs")) {
+      a.runs = static_cast<int>(next());
+    } else if (!std::strcmp(argv[i], "--size")) {
+      a.size = static_cast<size_t>(next());
+    } else {
+      std::fprintf(stderr, "unknown flag %s\n", argv[i]);
+      std::exit(2);
+    }
+  }
+  if (a.messages < 1 || a.runs < 1 || a.warmup < 0 || a.size < 1 || a.size > 60'000) {
+    std::fprintf(stderr, "bad arguments\n");
+    std::exit(2);
+  }
+  return a;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args args = Parse(argc, argv);
+  std::printf("== Sender-to-recipient latency through a local relay, both clients online, one in flight ==\n");
+  std::printf("messages/run=%d warmup=%d runs=%d text=%zu B\n", args.messages, args.warmup, args.runs, args.size);
+  std::printf("%-5s %10s %10s %10s %10s\n", "run", "p50 us", "p90 us", "p99 us", "max us");
+  std::vector<double> p50s, p99s;
+  for (int r = 0; r < args.runs; ++r) {
+    const Percentiles p = Summarize(Run(args));
+    std::printf("%-5d %10.1f %10.1f %10.1f %10.1f\n", r + 1, p.p50, p.p90, p.p99, p.max);
+    p50s.push_back(p.p50);
+    p99s.push_back(p.p99);
+  }
+  std::sort(p50s.begin(), p50s.end());
+  std::sort(p99s.begin(), p99s.end());
+  std::printf("median over runs: p50 %.1f us, p99 %.1f us\n", p50s[p50s.size() / 2], p99s[p99s.size() / 2]);
+  return 0;
+}
