@@ -223,6 +223,9 @@ class Client::Impl {
     }
     storage::SealedStoreOptions st_opts;
     st_opts.create_if_missing = create_name.has_value();
+    // Group commit: a received message is acknowledged to the relay, and an outbox entry deposited, only
+    // once the commit holding it is synced (AfterSynced); many commits share one fsync.
+    st_opts.sync = false;
     CW_ASSIGN_OR_RETURN(store_, storage::SealedStore::Open(home_ + "/store", keystore_.get(), st_opts));
 
     if (create_name) {
@@ -246,6 +249,7 @@ class Client::Impl {
     name_ = state_.name;
 
     CW_ASSIGN_OR_RETURN(transport_, transport::TcpTransport::New(std::move(link), {}, *clock_));
+    post_target_ = std::make_shared<PostTarget>(transport_.get());
     return transport::RunSync(*transport_, [this, failed_unlocks]() -> Status {
       CW_RETURN_IF_ERROR(OpenSession(failed_unlocks));
       Touch();
@@ -406,6 +410,7 @@ class Client::Impl {
       ++generation_;
       shutting_down_ = true;
       background_ = false;
+      post_target_->Close();
       if (reconnect_timer_) transport_->CancelTimer(*reconnect_timer_);
       if (retry_timer_) transport_->CancelTimer(*retry_timer_);
       if (idle_timer_) transport_->CancelTimer(*idle_timer_);
@@ -669,6 +674,13 @@ class Client::Impl {
         up.one_time_pre_keys.resize(relay::kMaxOneTimePreKeysPerUpload);
       }
     }
+    // The private halves must be durable before the public ones are handed out: a crash that lost them
+    // would leave the relay serving pre-keys nobody can use.
+    AfterSynced(store_->LastCommitSequence(), [this, up = std::move(up), with_one_time, round, done]() mutable {
+      SendPreKeys(std::move(up), with_one_time, round, done);
+    });
+  }
+  void SendPreKeys(relay::UploadPreKeys up, bool with_one_time, int round, Done<uint32_t> done) {
     Request(std::move(up), [this, with_one_time, round, done](Result<relay::Response> r) {
       if (!r) return Finish(with_one_time, done, Error(r.error()));
       if (Status s = FromRelay(*r); !s.ok()) return Finish(with_one_time, done, Error(s));
@@ -724,11 +736,40 @@ class Client::Impl {
     Request(std::move(a), [](Result<relay::Response>) {});
   }
 
+  void AckWhenDurable(const relay::MessageId& id) {
+    AfterSynced(store_->LastCommitSequence(), [this, id] { Ack(id); });
+  }
+
+  // Runs `fn` on the loop thread once commit `sequence` is durable: at once when it already is; later from
+  // the store's sync thread through a Post. When the sync fails, or the client is locked or closing by then,
+  // `dropped` runs instead (if given) with the reason, and `fn` never does: the relay delivers again what was
+  // not acknowledged, and the outbox is flushed again after unlocking.
+  void AfterSynced(uint64_t sequence, std::function<void()> fn, std::function<void(Status)> dropped = nullptr) {
+    if (store_->SyncedThrough() >= sequence) return fn();
+    auto target = post_target_;
+    auto drop = std::make_shared<std::function<void(Status)>>(std::move(dropped));
+    Status s = store_->WhenSynced(sequence, [this, target, fn = std::move(fn), drop](const Status& synced) mutable {
+      target->Post([this, fn = std::move(fn), drop, synced]() mutable {
+        Status why = synced;
+        if (shutting_down_) why = Status(StatusCode::kAborted, "client closing");
+        if (locked_) why = Status(StatusCode::kPermissionDenied, "the client is locked");
+        if (why.ok()) return fn();
+        if (!synced.ok()) Report(Status(synced.code(), "a commit could not be synced"));
+        if (*drop) (*drop)(why);
+      });
+    });
+    if (!s.ok()) {
+      Report(s);
+      if (*drop) (*drop)(s);
+    }
+  }
+
   void HandleDelivery(const relay::Delivery& d) {
     const std::string relay_id = ToHex(d.message_id);
     auto dup = transcripts_->IsDuplicate(relay_id);
     if (!dup) return Report(dup.error());  // storage trouble: leave it at the relay
-    if (*dup) return Ack(d.message_id);
+    // Already stored, but perhaps not yet synced: the acknowledgement waits for everything committed so far.
+    if (*dup) return AckWhenDurable(d.message_id);
     auto env = OpenEnvelope(d.envelope, box_pk_, box_sk_);
     if (!env) {
       Report(Status(env.error().code(), "dropped an envelope that does not open"));
@@ -771,14 +812,14 @@ class Client::Impl {
     compliance_->AfterCommit(received.has_value());
     if (!received) {
       const StatusCode c = received.error().code();
-      if (c == StatusCode::kDuplicate) return Ack(d.message_id);
+      if (c == StatusCode::kDuplicate) return AckWhenDurable(d.message_id);
       Report(Status(c, "a received message could not be decrypted: " + received.error().message()));
       if (IsPermanentFailure(c)) Ack(d.message_id);
       return;
     }
-    // The batch is committed (SealedStore syncs every commit): only now may the relay forget the message.
+    // The batch is committed; the relay may forget the message once it is synced.
     if (next) state_ = std::move(*next);
-    Ack(d.message_id);
+    AckWhenDurable(d.message_id);
     if (new_contact) compliance_->OnSessionEstablished(sender.name);
     if (refused) return Report(Status(StatusCode::kPermissionDenied, "no valid consent for purpose (incoming message refused)"));
     if (control) return compliance_->HandleControl(sender.name, std::move(*control));
@@ -827,6 +868,7 @@ class Client::Impl {
     });
     compliance_->AfterCommit(c.has_value());
     if (!c) return Error(c.error());
+    outbox_commits_[conv + '\0' + std::to_string(seq)] = store_->LastCommitSequence();
     if (link_ == LinkState::kUp) {
       FlushOutbox([](Result<size_t>) {});
     } else if (background_) {
@@ -848,9 +890,25 @@ class Client::Impl {
     auto pending = transcripts_->PendingOutbox();
     if (!pending) return EndFlush(Error(pending.error()));
     auto queue = std::make_shared<std::deque<storage::OutboxEntry>>();
+    // An entry leaves the device only once its commit, which holds the session state that encrypted it, is
+    // durable: a crash that lost that state after the message left would make the next message reuse its
+    // message key. Syncs cover commits in order, so the durable entries are a prefix of the outbox; the rest
+    // go with the flush that follows their sync.
+    const uint64_t synced = store_->SyncedThrough();
+    uint64_t wait_for = 0;
     for (auto& e : *pending) {
-      if (!refused_.count(OutboxKey(e))) queue->push_back(std::move(e));
+      const std::string key = OutboxKey(e);
+      if (refused_.count(key)) continue;
+      if (auto it = outbox_commits_.find(key); it != outbox_commits_.end()) {
+        if (it->second > synced) {
+          wait_for = std::max(wait_for, it->second);
+          break;
+        }
+        outbox_commits_.erase(it);
+      }
+      queue->push_back(std::move(e));
     }
+    durable_wait_ = wait_for;
     DepositNext(queue, 0);
   }
 
@@ -859,6 +917,24 @@ class Client::Impl {
   }
 
   void DepositNext(std::shared_ptr<std::deque<storage::OutboxEntry>> queue, size_t sent) {
+    if (queue->empty() && durable_wait_ != 0) {
+      // The rest of the outbox goes once its commits are synced; the waiters hear when all of it went.
+      const uint64_t wait = std::exchange(durable_wait_, 0);
+      flushing_ = false;
+      auto waiters = std::move(flush_waiters_);
+      flush_waiters_.clear();
+      AfterSynced(
+          wait,
+          [this, waiters, sent] {
+            FlushOutbox([waiters, sent](Result<size_t> r) {
+              for (auto& w : waiters) w(r ? Result<size_t>(*r + sent) : r);
+            });
+          },
+          [waiters](Status why) {
+            for (auto& w : waiters) w(Error(why));
+          });
+      return;
+    }
     if (queue->empty()) {
       if (flush_again_) {
         flushing_ = false;
@@ -924,6 +1000,7 @@ class Client::Impl {
         return EndFlush(Error(s));
       }
       if (Status m = transcripts_->MarkSent(entry.conversation_id, entry.sequence); !m.ok()) return EndFlush(Error(m));
+      ++sent_total_;
       if (options_.callbacks.on_sent && !IsControlConversation(entry.conversation_id)) {
         options_.callbacks.on_sent(recipient, entry.sequence);
       }
@@ -1080,6 +1157,8 @@ class Client::Impl {
   std::set<std::string> refused_;
   size_t received_total_ = 0;
   size_t received_reported_ = 0;
+  size_t sent_total_ = 0;
+  size_t sent_reported_ = 0;
   int64_t backoff_ms_ = 0;
   int64_t retry_backoff_ms_ = 0;
   std::optional<transport::Transport::TimerId> reconnect_timer_;
@@ -1087,6 +1166,28 @@ class Client::Impl {
   std::optional<transport::Transport::TimerId> idle_timer_;
   bool locked_ = false;
   bool resume_background_ = false;  // background_ as it was when locked
+  // Group commit: the commit sequence of each outbox entry written by this process and perhaps not yet
+  // synced (entries from earlier runs are durable: opening the store syncs), by OutboxKey.
+  std::map<std::string, uint64_t> outbox_commits_;
+  uint64_t durable_wait_ = 0;  // a flush left entries behind until this commit is synced
+  // Where the store's sync thread posts AfterSynced work; closed before the transport goes.
+  class PostTarget {
+   public:
+    explicit PostTarget(transport::Transport* t) : t_(t) {}
+    void Post(std::function<void()> fn) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (t_ != nullptr) (void)t_->Post(std::move(fn));
+    }
+    void Close() {
+      std::lock_guard<std::mutex> lock(mu_);
+      t_ = nullptr;
+    }
+
+   private:
+    std::mutex mu_;
+    transport::Transport* t_;
+  };
+  std::shared_ptr<PostTarget> post_target_;
   int64_t last_activity_ms_ = 0;
 
   friend class Client;
@@ -1143,17 +1244,26 @@ Result<SyncReport> Client::Sync(int64_t timeout_ms) {
   return impl_->Await<SyncReport>(timeout_ms, [this](Impl::Done<SyncReport> done) {
     impl_->FetchAll([this, done](Result<size_t> got) {
       if (!got) return done(Error(got.error()));
-      impl_->FlushOutbox([this, done](Result<size_t> sent) {
-        if (!sent) return done(Error(sent.error()));
-        SyncReport rep;
-        // Counted from the previous Sync: messages pushed while linked count as well as fetched ones.
-        rep.received = impl_->received_total_ - impl_->received_reported_;
-        impl_->received_reported_ = impl_->received_total_;
-        rep.sent = *sent;
-        auto pending = impl_->transcripts_->PendingOutbox();
-        rep.pending = pending ? pending->size() : 0;
-        done(rep);
-      });
+      // What was fetched is acknowledged once synced; flushing after that sync sends those acknowledgements
+      // first, so a Sync that returns has left nothing it stored at the relay.
+      impl_->AfterSynced(
+          impl_->store_->LastCommitSequence(),
+          [this, done] {
+            impl_->FlushOutbox([this, done](Result<size_t> sent) {
+              if (!sent) return done(Error(sent.error()));
+              SyncReport rep;
+              // Counted from the previous Sync: messages pushed while linked count as well as fetched ones.
+              rep.received = impl_->received_total_ - impl_->received_reported_;
+              impl_->received_reported_ = impl_->received_total_;
+              // Likewise for sends: a flush the link coming up started may have delivered them already.
+              rep.sent = impl_->sent_total_ - impl_->sent_reported_;
+              impl_->sent_reported_ = impl_->sent_total_;
+              auto pending = impl_->transcripts_->PendingOutbox();
+              rep.pending = pending ? pending->size() : 0;
+              done(rep);
+            });
+          },
+          [done](Status why) { done(Error(std::move(why))); });
     });
   });
 }

@@ -110,7 +110,7 @@ struct ContactInfo {
 
 struct SyncReport {
   size_t received = 0;  // new messages stored since the previous Sync (fetched or pushed)
-  size_t sent = 0;      // outbox entries acknowledged by the relay
+  size_t sent = 0;      // outbox entries acknowledged by the relay since the previous Sync (here or in the background)
   size_t pending = 0;   // outbox entries still waiting
 };
 
