@@ -300,6 +300,7 @@ class Client::Impl {
                                  },
                                  [this](const Status& s) { Report(s); }};
     CW_ASSIGN_OR_RETURN(compliance_, ComplianceRuntime::Open(std::move(deps), failed_unlocks));
+    compliance_->ResumeInbox();
     return Status::Ok();
   }
 
@@ -822,7 +823,7 @@ class Client::Impl {
     AckWhenDurable(d.message_id);
     if (new_contact) compliance_->OnSessionEstablished(sender.name);
     if (refused) return Report(Status(StatusCode::kPermissionDenied, "no valid consent for purpose (incoming message refused)"));
-    if (control) return compliance_->HandleControl(sender.name, std::move(*control));
+    if (control) return compliance_->HandleControl(sender.name, relay_id, std::move(*control));
     if (received->kind == session::Received::Kind::kMessage) {
       ++received_total_;
       if (options_.callbacks.on_message) {

@@ -348,6 +348,10 @@ Status ComplianceRuntime::StageIncoming(const session::Received& rec, const std:
     return Status(StatusCode::kMalformed, "an app message of a kind this runtime does not handle");
   }
   CW_RETURN_IF_ERROR(deps_.transcripts->StageIncoming(staged, relay_id, batch, details, sequence));
+  // The relay forgets the message once this batch commits, so the message itself commits with it and is
+  // handled from the store: a crash before HandleControl finishes leaves it for ResumeInbox.
+  batch->writes.push_back({Table::kMeta, std::string(kInboxPrefix) + relay_id,
+                           SecretBytes(Tagged(rec.sender.name, rec.body.reveal()))});
   *control = std::move(app);
   return Status::Ok();
 }
@@ -375,7 +379,8 @@ void ComplianceRuntime::AfterCommit(bool committed) {
   staged_.reset();
 }
 
-void ComplianceRuntime::HandleControl(const std::string& sender, wire::AppMessage message) {
+void ComplianceRuntime::HandleControl(const std::string& sender, const std::string& relay_id,
+                                      wire::AppMessage message) {
   Status s;
   switch (message.kind) {
     case wire::AppKind::kConsent: s = HandleConsent(sender, message.payload.reveal()); break;
@@ -385,6 +390,29 @@ void ComplianceRuntime::HandleControl(const std::string& sender, wire::AppMessag
     default: s = Status(StatusCode::kMalformed, "unexpected control message"); break;
   }
   if (!s.ok() && deps_.report) deps_.report(s);
+  // A refusal is final; a storage or signing failure is retried at the next ResumeInbox.
+  if (s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kInternal) return;
+  session::WriteBatch b;
+  b.writes.push_back({Table::kMeta, std::string(kInboxPrefix) + relay_id, std::nullopt});
+  if (Status done = deps_.store->Commit(std::move(b)); !done.ok() && deps_.report) deps_.report(done);
+}
+
+void ComplianceRuntime::ResumeInbox() {
+  auto keys = deps_.store->ListKeys(Table::kMeta, kInboxPrefix);
+  if (!keys) {
+    if (deps_.report) deps_.report(keys.error());
+    return;
+  }
+  for (const auto& key : *keys) {
+    auto stored = deps_.store->Get(Table::kMeta, key);
+    if (!stored || !*stored) continue;
+    std::string sender;
+    Bytes bytes;
+    auto app = Untag((*stored)->reveal(), &sender, &bytes) ? wire::DecodeAppMessage(bytes)
+                                                            : Result<wire::AppMessage>(Error(StatusCode::kMalformed, "inbox record"));
+    if (!app) continue;  // it decoded once before it was stored: only a foreign write gets here
+    HandleControl(sender, key.substr(kInboxPrefix.size()), std::move(*app));
+  }
 }
 
 // ==================================================================== events

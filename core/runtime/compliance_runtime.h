@@ -17,6 +17,8 @@
 //   runtime.erasure.own.<erasure id>              contact NUL our erasure receipt
 //   runtime.erasure.peer.<erasure id>             contact NUL a contact's erasure receipt
 //   runtime.compliance.policy                     the policy (JSON)
+//   runtime.inbox.<relay message id, hex>         sender NUL a received control AppMessage, committed with its
+//                                                 dedup key and deleted once handled
 //
 // Signing: IdentitySigner signs with XEdDSA on the engine's identity key (Engine::SignWithIdentityKey), so
 // receipts, checkpoints, exports and erasure receipts verify with the public identity keys alone.
@@ -54,6 +56,7 @@ inline constexpr std::string_view kWithdrawalPrefix = "runtime.consent.withdrawa
 inline constexpr std::string_view kOwnErasurePrefix = "runtime.erasure.own.";
 inline constexpr std::string_view kPeerErasurePrefix = "runtime.erasure.peer.";
 inline constexpr std::string_view kPolicyKey = "runtime.compliance.policy";
+inline constexpr std::string_view kInboxPrefix = "runtime.inbox.";
 inline constexpr uint64_t kAuditCheckpointInterval = 64;
 
 // Control messages (consent, withdrawal, audit heads, erasure) go through the outbox like text, in a
@@ -108,7 +111,8 @@ class ComplianceRuntime {
   void BeforeDecrypt(const std::string& sender);
   // Inside the decrypt hook of a 1:1 message: decodes the AppMessage and stages the dedup key plus either
   // the transcript row and kMessageReceived (text shown: *text set), the kMessageRefused entry (*refused),
-  // or nothing more (a control message: *control set, to HandleControl after the commit).
+  // or the message itself as an inbox record (a control message: *control set, to HandleControl after the
+  // commit).
   Status StageIncoming(const session::Received& rec, const std::string& relay_id,
                        const storage::IncomingDetails& details, session::WriteBatch* batch, uint64_t* sequence,
                        SecretBytes* text, std::optional<wire::AppMessage>* control, bool* refused);
@@ -117,7 +121,11 @@ class ComplianceRuntime {
   // After the hook's batch committed (or did not): confirms or forgets what Stage* prepared.
   void AfterCommit(bool committed);
   // A control message from `sender`, after its batch committed.
-  void HandleControl(const std::string& sender, wire::AppMessage message);
+  // `relay_id` names its inbox record, deleted once it is handled (or refused for good).
+  void HandleControl(const std::string& sender, const std::string& relay_id, wire::AppMessage message);
+  // Handles control messages whose batch committed but whose handling did not finish (a crash, a storage
+  // failure). Call once the client can send (after Open, on the owner thread).
+  void ResumeInbox();
 
   // --- Events the client reports ---
   void OnSessionEstablished(const std::string& contact);

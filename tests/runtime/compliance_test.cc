@@ -550,6 +550,50 @@ TEST_F(RuntimeCompliance, SignedChainHeadsAreExchangedInsideTheSession) {
   EXPECT_EQ(CountEvents(*clinician, AuditEventType::kPeerChainHead), 1u);
 }
 
+TEST_F(RuntimeCompliance, AControlMessageCommittedButNotHandledIsHandledAtTheNextOpen) {
+  auto clinician = NewClient("clinician", "dr.lee", Options());
+  auto patient = NewClient("patient", "pat", Options());
+  ASSERT_TRUE(clinician && patient);
+  ASSERT_NO_FATAL_FAILURE(Connect(*clinician, *patient));
+  ASSERT_HAS(patient->Sync());
+  // A genuine signed head of the clinician's chain, taken from its export.
+  auto exported = clinician->ExportSigned();
+  ASSERT_HAS(exported);
+  compliance::StandardVerifier verifier;
+  auto verified = compliance::VerifyExport(*exported, {KeyOf(*clinician), {}}, verifier);
+  ASSERT_HAS(verified);
+  auto head = compliance::EncodeCheckpoint(verified->contents.checkpoints.back());
+  ASSERT_HAS(head);
+  wire::AppMessage m;
+  m.kind = wire::AppKind::kAuditHead;
+  m.payload = SecretBytes(*head);
+  auto encoded = wire::EncodeAppMessage(m);
+  ASSERT_HAS(encoded);
+  patient.reset();
+
+  // As the store is after the decrypt batch committed and before the process handled the message.
+  TamperStore(dir_.Sub("patient"), [&](storage::SealedStore& s) {
+    Bytes value = ToBytes("dr.lee");
+    value.push_back(0);
+    value.insert(value.end(), encoded->reveal().begin(), encoded->reveal().end());
+    session::WriteBatch b;
+    b.writes.push_back({session::Table::kMeta, std::string(kInboxPrefix) + "00aa11bb", SecretBytes(value)});
+    ASSERT_OK(s.Commit(std::move(b)));
+  });
+  patient = Reopen("patient", Options());
+  ASSERT_TRUE(patient);
+  auto st = patient->VerifyAudit();
+  ASSERT_HAS(st);
+  EXPECT_EQ(st->peer_heads, 1u);
+  EXPECT_EQ(CountEvents(*patient, AuditEventType::kPeerChainHead), 1u);
+  patient.reset();
+  TamperStore(dir_.Sub("patient"), [](storage::SealedStore& s) {
+    auto left = s.ListKeys(session::Table::kMeta, kInboxPrefix);
+    ASSERT_HAS(left);
+    EXPECT_TRUE(left->empty()) << "a handled message leaves the inbox";
+  });
+}
+
 TEST_F(RuntimeCompliance, UnlockFailuresAreRecordedAtTheNextUnlock) {
   { ASSERT_TRUE(NewClient("patient", "pat", Options())); }
   auto wrong = Client::Open(dir_.Sub("patient"), AsBytes("wrong passphrase"), Options());
