@@ -30,6 +30,7 @@
 #include "core/base/secret.h"
 #include "core/session/engine.h"
 #include "core/wire/attachment.h"
+#include "core/wire/app_message.h"
 #include "core/wire/bundle.h"
 #include "core/wire/content.h"
 #include "core/wire/padding.h"
@@ -241,6 +242,25 @@ void Generate() {
     d.file_name = std::string(cw::wire::kMaxFileNameSize, 'n');
     d.media_type = "image/png";
     Add("attachment_decode", FromSpan(Take("encode attachment", cw::wire::EncodeAttachment(d)).reveal()));
+  }
+
+  // --- app_message_decode: one message of each kind, with and without a purpose ---
+  {
+    const std::pair<cw::wire::AppKind, const char*> kinds[] = {
+        {cw::wire::AppKind::kText, "treatment"},      {cw::wire::AppKind::kFile, "treatment"},
+        {cw::wire::AppKind::kReceipt, ""},            {cw::wire::AppKind::kConsent, ""},
+        {cw::wire::AppKind::kConsentWithdrawal, ""},  {cw::wire::AppKind::kAuditHead, ""},
+        {cw::wire::AppKind::kErasure, ""},            {cw::wire::AppKind::kText, "x-research-study-12"},
+    };
+    for (const auto& [kind, purpose] : kinds) {
+      cw::wire::AppMessage m;
+      m.kind = kind;
+      m.purpose = purpose;
+      m.payload = cw::SecretBytes(cw::AsBytes("Blood pressure 120/80 at 09:00."));
+      Add("app_message_decode", FromSpan(Take("encode app message", cw::wire::EncodeAppMessage(m)).reveal()));
+    }
+    cw::wire::AppMessage empty;  // empty text, no purpose
+    Add("app_message_decode", FromSpan(Take("encode app message", cw::wire::EncodeAppMessage(empty)).reveal()));
   }
 
   // --- padding: padded plaintexts around the bucket edges, and one unpadded input ---
