@@ -16,6 +16,7 @@
 #include <set>
 
 #include "core/runtime/codec.h"
+#include "core/wire/app_message.h"
 #include "core/wire/content.h"
 #include "relay/protocol.h"
 #include "storage/export.h"
@@ -587,10 +588,26 @@ class Client::Impl {
     const session::Address sender{env->sender, env->sender_device};
     std::optional<State> next;
     uint64_t sequence = 0;
+    SecretBytes text;  // the text a 1:1 message carried, for on_message
     auto received = engine_->Decrypt(sender, env->message, [&](const session::Received& rec, session::WriteBatch* b) -> Status {
       storage::IncomingDetails details;
       details.sent_at_ms = env->sent_at_ms;
-      CW_RETURN_IF_ERROR(transcripts_->StageIncoming(rec, relay_id, b, details, &sequence));
+      if (rec.kind == session::Received::Kind::kMessage) {
+        // A 1:1 body is an AppMessage (core/wire/app_message.h); the transcript keeps the text, not the
+        // encoding. One that does not parse fails the hook, so nothing is stored and the relay copy is dropped.
+        CW_ASSIGN_OR_RETURN(wire::AppMessage app, wire::DecodeAppMessage(rec.body.reveal()));
+        if (app.kind != wire::AppKind::kText) {
+          return Status(StatusCode::kMalformed, "an app message of a kind this runtime does not handle");
+        }
+        session::Received shown;
+        shown.kind = rec.kind;
+        shown.sender = rec.sender;
+        shown.body = std::move(app.payload);
+        CW_RETURN_IF_ERROR(transcripts_->StageIncoming(shown, relay_id, b, details, &sequence));
+        text = std::move(shown.body);
+      } else {
+        CW_RETURN_IF_ERROR(transcripts_->StageIncoming(rec, relay_id, b, details, &sequence));
+      }
       // A reply card is believed only from a first (pre-key) message that just decrypted: the session
       // authenticates whoever holds the contact's identity key.
       const auto it = state_.contacts.find(sender.name);
@@ -624,7 +641,7 @@ class Client::Impl {
         m.sequence = sequence;
         m.sent_at_ms = env->sent_at_ms;
         m.received_at_ms = clock_->NowMillis();
-        m.text = received->body.Clone();
+        m.text = std::move(text);
         options_.callbacks.on_message(m);
       }
     }
@@ -638,7 +655,11 @@ class Client::Impl {
     const session::Address to{contact, 1};
     uint64_t seq = 0;
     const std::string conv = storage::Transcripts::DirectConversationId(contact);
-    auto c = engine_->Encrypt(to, AsBytes(text), [&](const session::Ciphertext& ct, session::WriteBatch* b) {
+    wire::AppMessage app;
+    app.kind = wire::AppKind::kText;
+    app.payload = SecretBytes(AsBytes(text));
+    CW_ASSIGN_OR_RETURN(SecretBytes plaintext, wire::EncodeAppMessage(app));
+    auto c = engine_->Encrypt(to, plaintext.reveal(), [&](const session::Ciphertext& ct, session::WriteBatch* b) {
       return transcripts_->StageOutgoing(conv, AsBytes(text), {}, {to}, ct, b, &seq);
     });
     if (!c) return Error(c.error());
