@@ -16,6 +16,8 @@
 #include <set>
 
 #include "core/runtime/codec.h"
+#include "core/runtime/file_message.h"
+#include "core/runtime/relay_blob_channel.h"
 #include "core/wire/app_message.h"
 #include "core/wire/content.h"
 #include "relay/protocol.h"
@@ -589,6 +591,7 @@ class Client::Impl {
     std::optional<State> next;
     uint64_t sequence = 0;
     SecretBytes text;  // the text a 1:1 message carried, for on_message
+    std::optional<wire::AttachmentDescriptor> file;  // what a kFile message carried, for on_file
     auto received = engine_->Decrypt(sender, env->message, [&](const session::Received& rec, session::WriteBatch* b) -> Status {
       storage::IncomingDetails details;
       details.sent_at_ms = env->sent_at_ms;
@@ -596,7 +599,12 @@ class Client::Impl {
         // A 1:1 body is an AppMessage (core/wire/app_message.h); the transcript keeps the text, not the
         // encoding. One that does not parse fails the hook, so nothing is stored and the relay copy is dropped.
         CW_ASSIGN_OR_RETURN(wire::AppMessage app, wire::DecodeAppMessage(rec.body.reveal()));
-        if (app.kind != wire::AppKind::kText) {
+        if (app.kind == wire::AppKind::kFile) {
+          CW_ASSIGN_OR_RETURN(FileRow row, FileRowFromPayload(app.payload));
+          details.attachments = std::move(row.attachments);
+          app.payload = std::move(row.body);
+          file = std::move(row.descriptor);
+        } else if (app.kind != wire::AppKind::kText) {
           return Status(StatusCode::kMalformed, "an app message of a kind this runtime does not handle");
         }
         session::Received shown;
@@ -635,7 +643,10 @@ class Client::Impl {
     Ack(d.message_id);
     if (received->kind == session::Received::Kind::kMessage) {
       ++received_total_;
-      if (options_.callbacks.on_message) {
+      if (file && options_.callbacks.on_file) {
+        options_.callbacks.on_file(
+            IncomingFile{sender.name, sequence, env->sent_at_ms, clock_->NowMillis(), std::move(*file)});
+      } else if (!file && options_.callbacks.on_message) {
         IncomingMessage m;
         m.contact = sender.name;
         m.sequence = sequence;
@@ -649,18 +660,24 @@ class Client::Impl {
 
   // ---------------------------------------------------------------- sending
   Result<uint64_t> SendText(const std::string& contact, const std::string& text) {
+    wire::AppMessage app;
+    app.kind = wire::AppKind::kText;
+    app.payload = SecretBytes(AsBytes(text));
+    return SendApp(contact, app, AsBytes(text), {});
+  }
+
+  // Queues `app` for `contact`; the transcript row shows `body` and `attachments`.
+  Result<uint64_t> SendApp(const std::string& contact, const wire::AppMessage& app, ByteView body,
+                           const std::vector<std::string>& attachments) {
     auto it = state_.contacts.find(contact);
     if (it == state_.contacts.end()) return Error(StatusCode::kNotFound, "no such contact");
     if (!it->second.card) return Error(StatusCode::kNoSession, "this contact has not written to us yet");
     const session::Address to{contact, 1};
     uint64_t seq = 0;
     const std::string conv = storage::Transcripts::DirectConversationId(contact);
-    wire::AppMessage app;
-    app.kind = wire::AppKind::kText;
-    app.payload = SecretBytes(AsBytes(text));
     CW_ASSIGN_OR_RETURN(SecretBytes plaintext, wire::EncodeAppMessage(app));
     auto c = engine_->Encrypt(to, plaintext.reveal(), [&](const session::Ciphertext& ct, session::WriteBatch* b) {
-      return transcripts_->StageOutgoing(conv, AsBytes(text), {}, {to}, ct, b, &seq);
+      return transcripts_->StageOutgoing(conv, body, attachments, {to}, ct, b, &seq);
     });
     if (!c) return Error(c.error());
     if (link_ == LinkState::kUp) {
@@ -1000,6 +1017,22 @@ Result<std::string> Client::AcceptInvite(const std::string& code, const std::str
 
 Result<uint64_t> Client::SendText(const std::string& contact, const std::string& text) {
   return impl_->Call([&]() { return impl_->SendText(contact, text); });
+}
+
+std::unique_ptr<BlobChannel> Client::RelayBlobs(int64_t timeout_ms) {
+  return std::make_unique<RelayBlobChannel>([this, timeout_ms](relay::CommandBody body) {
+    return impl_->Await<relay::Response>(timeout_ms, [this, body = std::move(body)](Impl::Done<relay::Response> done) mutable {
+      impl_->Request(std::move(body), [done](Result<relay::Response> r) { done(std::move(r)); });
+    });
+  });
+}
+
+Result<uint64_t> Client::SendFileMessage(const std::string& contact, wire::AttachmentDescriptor attachment) {
+  CW_ASSIGN_OR_RETURN(FileRow row, FileRowFromDescriptor(std::move(attachment)));
+  wire::AppMessage app;
+  app.kind = wire::AppKind::kFile;
+  CW_ASSIGN_OR_RETURN(app.payload, wire::EncodeAttachment(row.descriptor));
+  return impl_->Call([&]() { return impl_->SendApp(contact, app, row.body.reveal(), row.attachments); });
 }
 
 Result<std::vector<storage::TranscriptMessage>> Client::History(const std::string& contact, size_t n) {
