@@ -29,7 +29,8 @@ runtime::ProgressFn ProgressBar(std::string label, bool quiet) {
     constexpr int kWidth = 30;
     const int filled = percent * kWidth / 100;
     std::fprintf(stderr, "\r%s [%s%s] %3d%%  %s/%s", label.c_str(), std::string(filled, '#').c_str(),
-                 std::string(kWidth - filled, ' ').c_str(), percent, HumanSize(done).c_str(), HumanSize(total).c_str());
+                 std::string(kWidth - filled, ' ').c_str(), percent, HumanSize(done).c_str(),
+                 HumanSize(total).c_str());
     if (done == total) std::fprintf(stderr, "\n");
     std::fflush(stderr);
   };
@@ -49,7 +50,8 @@ std::string Numbered(const std::string& name, int n) {
 
 }  // namespace
 
-Result<std::string> SaveIncomingFile(runtime::Client& client, const std::string& home, const wire::AttachmentDescriptor& file,
+Result<std::string> SaveIncomingFile(runtime::Client& client, const std::string& home,
+                                     const wire::AttachmentDescriptor& file,
                                      const runtime::ProgressFn& progress, int64_t timeout_ms) {
   const std::string dir = home + "/downloads";
   std::error_code ec;

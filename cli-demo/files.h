@@ -16,7 +16,8 @@ runtime::ProgressFn ProgressBar(std::string label, bool quiet);
 
 // Downloads `file` into <home>/downloads/<its name>, choosing "name (2).ext" and so on when taken. Returns
 // the path written.
-Result<std::string> SaveIncomingFile(runtime::Client& client, const std::string& home, const wire::AttachmentDescriptor& file,
+Result<std::string> SaveIncomingFile(runtime::Client& client, const std::string& home,
+                                     const wire::AttachmentDescriptor& file,
                                      const runtime::ProgressFn& progress, int64_t timeout_ms);
 
 // "12.3 MiB", "512 B".

@@ -48,7 +48,8 @@ struct WipedState {
 Status ErrnoStatus(const char* what) {
   const int e = errno;
   if (e == ENOENT) return Status(StatusCode::kNotFound, std::string(what) + ": no such file");
-  if (e == EACCES || e == EPERM) return Status(StatusCode::kPermissionDenied, std::string(what) + ": permission denied");
+  if (e == EACCES || e == EPERM)
+    return Status(StatusCode::kPermissionDenied, std::string(what) + ": permission denied");
   if (e == EEXIST) return Status(StatusCode::kAlreadyExists, std::string(what) + ": already exists");
   return Status(StatusCode::kUnavailable, std::string(what) + ": I/O error");
 }
@@ -104,6 +105,28 @@ size_t PlainLength(const wire::AttachmentDescriptor& d, uint64_t index) {
 
 }  // namespace
 
+Result<uint64_t> BlobChannel::PutMany(const wire::BlobId& id, uint64_t offset,
+                                      std::span<const Bytes> pieces) {
+  uint64_t stored = offset;
+  for (const Bytes& piece : pieces) {
+    CW_ASSIGN_OR_RETURN(stored, Put(id, offset, piece));
+    offset += piece.size();
+  }
+  return stored;
+}
+
+Result<std::vector<BlobChannel::Read>> BlobChannel::GetMany(const wire::BlobId& id, uint64_t offset,
+                                                            std::span<const uint32_t> lengths) {
+  std::vector<Read> out;
+  out.reserve(lengths.size());
+  for (uint32_t len : lengths) {
+    CW_ASSIGN_OR_RETURN(Read r, Get(id, offset, len));
+    offset += len;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 // ------------------------------------------------------------------------------------------------ upload
 
 Result<wire::AttachmentDescriptor> UploadAttachment(BlobChannel& channel, const std::string& path,
@@ -111,7 +134,8 @@ Result<wire::AttachmentDescriptor> UploadAttachment(BlobChannel& channel, const 
   if (options.chunk_size == 0 || options.chunk_size > wire::kMaxAttachmentChunkPlain) {
     return Error(StatusCode::kInvalidArgument, "attachment chunk size out of range");
   }
-  if (!wire::IsValidMediaType(options.media_type)) return Error(StatusCode::kInvalidArgument, "invalid media type");
+  if (!wire::IsValidMediaType(options.media_type))
+    return Error(StatusCode::kInvalidArgument, "invalid media type");
   Fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (file.get() < 0) return Error(ErrnoStatus("opening the file"));
   struct stat st {};
@@ -141,33 +165,44 @@ Result<wire::AttachmentDescriptor> UploadAttachment(BlobChannel& channel, const 
   CW_ASSIGN_OR_RETURN(d.blob_id, WithRetries(options.transfer, [&] { return channel.Create(blob_size); }));
 
   const uint64_t chunks = wire::AttachmentChunkCount(d.size, d.chunk_size);
+  const size_t window = std::max<size_t>(1, options.transfer.window);
   SecretBytes plain(d.chunk_size);
-  Bytes piece;
-  piece.reserve(sizeof header + d.chunk_size + crypto_secretstream_xchacha20poly1305_ABYTES);
+  std::vector<Bytes> batch;
   uint64_t offset = 0;
   uint64_t done = 0;
   if (options.transfer.progress) options.transfer.progress(0, d.size);
-  for (uint64_t i = 0; i < chunks; ++i) {
-    const size_t want = PlainLength(d, i);
-    auto span = plain.reveal_mutable().subspan(0, want);
-    CW_ASSIGN_OR_RETURN(size_t got, ReadFull(file.get(), span));
-    if (got != want) return Error(StatusCode::kAborted, "the file changed while it was read");
-    const bool last = i + 1 == chunks;
-    piece.clear();
-    if (i == 0) piece.insert(piece.end(), header, header + sizeof header);
-    const size_t at = piece.size();
-    piece.resize(at + want + crypto_secretstream_xchacha20poly1305_ABYTES);
-    crypto_secretstream_xchacha20poly1305_push(
-        &stream.st, piece.data() + at, nullptr, span.data(), want, nullptr, 0,
-        last ? crypto_secretstream_xchacha20poly1305_TAG_FINAL : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
-    crypto_generichash_update(&digest, piece.data(), piece.size());
-    CW_ASSIGN_OR_RETURN(uint64_t stored,
-                        WithRetries(options.transfer, [&] { return channel.Put(d.blob_id, offset, piece); }));
-    offset += piece.size();
-    // Pieces go one at a time, so after a retried one the store holds exactly what we sent: anything else
-    // means it is not the blob we are writing.
-    if (stored != offset) return Error(StatusCode::kInternal, "the relay holds another length than was uploaded");
-    done += want;
+  for (uint64_t i = 0; i < chunks;) {
+    batch.clear();
+    uint64_t batch_bytes = 0;
+    uint64_t batch_plain = 0;
+    for (; i < chunks && batch.size() < window; ++i) {
+      const size_t want = PlainLength(d, i);
+      auto span = plain.reveal_mutable().subspan(0, want);
+      CW_ASSIGN_OR_RETURN(size_t got, ReadFull(file.get(), span));
+      if (got != want) return Error(StatusCode::kAborted, "the file changed while it was read");
+      const bool last = i + 1 == chunks;
+      Bytes& piece = batch.emplace_back();
+      piece.reserve((i == 0 ? sizeof header : 0) + want + crypto_secretstream_xchacha20poly1305_ABYTES);
+      if (i == 0) piece.insert(piece.end(), header, header + sizeof header);
+      const size_t at = piece.size();
+      piece.resize(at + want + crypto_secretstream_xchacha20poly1305_ABYTES);
+      crypto_secretstream_xchacha20poly1305_push(&stream.st, piece.data() + at, nullptr, span.data(), want,
+                                                 nullptr, 0,
+                                                 last ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
+                                                      : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+      crypto_generichash_update(&digest, piece.data(), piece.size());
+      batch_bytes += piece.size();
+      batch_plain += want;
+    }
+    CW_ASSIGN_OR_RETURN(uint64_t stored, WithRetries(options.transfer, [&] {
+                          return channel.PutMany(d.blob_id, offset, batch);
+                        }));
+    offset += batch_bytes;
+    // After the whole batch the store holds exactly what we sent: anything else means it is not the blob
+    // we are writing.
+    if (stored != offset)
+      return Error(StatusCode::kInternal, "the relay holds another length than was uploaded");
+    done += batch_plain;
     if (options.transfer.progress) options.transfer.progress(done, d.size);
   }
   // The file must not have grown either: the descriptor's size is what the recipient will check.
@@ -182,65 +217,82 @@ Result<wire::AttachmentDescriptor> UploadAttachment(BlobChannel& channel, const 
 
 namespace {
 
-Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, int fd, const TransferOptions& o) {
+Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, int fd,
+                    const TransferOptions& o) {
   const uint64_t blob_size = wire::BlobSize(d.size, d.chunk_size);
   const uint64_t chunks = wire::AttachmentChunkCount(d.size, d.chunk_size);
   WipedState stream;
   crypto_generichash_state digest;
   crypto_generichash_init(&digest, nullptr, 0, d.digest.size());
+  const size_t window = std::max<size_t>(1, o.window);
   SecretBytes plain(d.chunk_size);
+  std::vector<uint32_t> lengths;
   uint64_t offset = 0;
   uint64_t done = 0;
   if (o.progress) o.progress(0, d.size);
-  for (uint64_t i = 0; i < chunks; ++i) {
-    const size_t want = PlainLength(d, i);
-    const size_t head = i == 0 ? crypto_secretstream_xchacha20poly1305_HEADERBYTES : 0;
-    const size_t len = head + want + crypto_secretstream_xchacha20poly1305_ABYTES;
-    CW_ASSIGN_OR_RETURN(BlobChannel::Read read, WithRetries(o, [&] {
-                          return channel.Get(d.blob_id, offset, static_cast<uint32_t>(len));
-                        }));
-    // The size the descriptor implies is exact: a longer blob was extended, a shorter one truncated.
-    if (read.total_size != blob_size) return Status(StatusCode::kTampered, "the attachment has the wrong size");
-    if (read.data.size() != len) return Status(StatusCode::kTampered, "the attachment is truncated");
-    crypto_generichash_update(&digest, read.data.data(), read.data.size());
-    if (i == 0 && crypto_secretstream_xchacha20poly1305_init_pull(&stream.st, read.data.data(), d.key.reveal().data()) != 0) {
-      return Status(StatusCode::kTampered, "the attachment header is invalid");
+  for (uint64_t first = 0; first < chunks; first += lengths.size()) {
+    lengths.clear();
+    for (uint64_t i = first; i < chunks && lengths.size() < window; ++i) {
+      const size_t head = i == 0 ? crypto_secretstream_xchacha20poly1305_HEADERBYTES : 0;
+      lengths.push_back(
+          static_cast<uint32_t>(head + PlainLength(d, i) + crypto_secretstream_xchacha20poly1305_ABYTES));
     }
-    unsigned char tag = 0;
-    unsigned long long plain_len = 0;
-    if (crypto_secretstream_xchacha20poly1305_pull(&stream.st, plain.reveal_mutable().data(), &plain_len, &tag,
-                                                   read.data.data() + head, read.data.size() - head, nullptr,
-                                                   0) != 0) {
-      return Status(StatusCode::kTampered, "an attachment chunk does not open");
+    CW_ASSIGN_OR_RETURN(auto reads,
+                        WithRetries(o, [&] { return channel.GetMany(d.blob_id, offset, lengths); }));
+    if (reads.size() != lengths.size())
+      return Status(StatusCode::kInternal, "the channel answered another batch");
+    for (size_t k = 0; k < lengths.size(); ++k) {
+      const uint64_t i = first + k;
+      const size_t want = PlainLength(d, i);
+      const size_t head = i == 0 ? crypto_secretstream_xchacha20poly1305_HEADERBYTES : 0;
+      const BlobChannel::Read& read = reads[k];
+      // The size the descriptor implies is exact: a longer blob was extended, a shorter one truncated.
+      if (read.total_size != blob_size)
+        return Status(StatusCode::kTampered, "the attachment has the wrong size");
+      if (read.data.size() != lengths[k]) return Status(StatusCode::kTampered, "the attachment is truncated");
+      crypto_generichash_update(&digest, read.data.data(), read.data.size());
+      if (i == 0 && crypto_secretstream_xchacha20poly1305_init_pull(&stream.st, read.data.data(),
+                                                                    d.key.reveal().data()) != 0) {
+        return Status(StatusCode::kTampered, "the attachment header is invalid");
+      }
+      unsigned char tag = 0;
+      unsigned long long plain_len = 0;
+      if (crypto_secretstream_xchacha20poly1305_pull(&stream.st, plain.reveal_mutable().data(), &plain_len,
+                                                     &tag, read.data.data() + head, read.data.size() - head,
+                                                     nullptr, 0) != 0) {
+        return Status(StatusCode::kTampered, "an attachment chunk does not open");
+      }
+      const bool last = i + 1 == chunks;
+      const unsigned char expected = last ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
+                                          : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE;
+      if (tag != expected || plain_len != want) {
+        return Status(StatusCode::kTampered, "the attachment's chunks are out of order or cut short");
+      }
+      CW_RETURN_IF_ERROR(WriteFull(fd, plain.reveal().subspan(0, want)));
+      offset += lengths[k];
+      done += want;
     }
-    const bool last = i + 1 == chunks;
-    const unsigned char expected =
-        last ? crypto_secretstream_xchacha20poly1305_TAG_FINAL : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE;
-    if (tag != expected || plain_len != want) {
-      return Status(StatusCode::kTampered, "the attachment's chunks are out of order or cut short");
-    }
-    CW_RETURN_IF_ERROR(WriteFull(fd, plain.reveal().subspan(0, want)));
-    offset += len;
-    done += want;
     if (o.progress) o.progress(done, d.size);
   }
   wire::AttachmentDigest got{};
   crypto_generichash_final(&digest, got.data(), got.size());
-  if (!ConstantTimeEquals(got, d.digest)) return Status(StatusCode::kTampered, "the attachment digest does not match");
+  if (!ConstantTimeEquals(got, d.digest))
+    return Status(StatusCode::kTampered, "the attachment digest does not match");
   if (::fsync(fd) != 0) return ErrnoStatus("syncing the file");
   return Status::Ok();
 }
 
 }  // namespace
 
-Status DownloadAttachment(BlobChannel& channel, const wire::AttachmentDescriptor& d, const std::string& dest_path,
-                          const TransferOptions& options) {
-  if (d.key.size() != wire::kAttachmentKeySize || d.chunk_size == 0 || d.chunk_size > wire::kMaxAttachmentChunkPlain ||
-      d.size > wire::kMaxAttachmentSize) {
+Status DownloadAttachment(BlobChannel& channel, const wire::AttachmentDescriptor& d,
+                          const std::string& dest_path, const TransferOptions& options) {
+  if (d.key.size() != wire::kAttachmentKeySize || d.chunk_size == 0 ||
+      d.chunk_size > wire::kMaxAttachmentChunkPlain || d.size > wire::kMaxAttachmentSize) {
     return Status(StatusCode::kInvalidArgument, "invalid attachment descriptor");
   }
   struct stat st {};
-  if (::lstat(dest_path.c_str(), &st) == 0) return Status(StatusCode::kAlreadyExists, "the destination file exists");
+  if (::lstat(dest_path.c_str(), &st) == 0)
+    return Status(StatusCode::kAlreadyExists, "the destination file exists");
   const std::string part = dest_path + ".part";
   Fd fd(::open(part.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (fd.get() < 0) return ErrnoStatus("creating the destination file");

@@ -14,10 +14,10 @@
 // of these is kTampered, and the partly written file is deleted.
 //
 // Resuming: a dropped link shows up as kUnavailable from the BlobChannel. Upload and download then wait
-// (TransferOptions::wait) and retry the same piece, keeping their place: the upload keeps its secretstream
-// state and the piece it was sending (the relay accepts a piece it already holds as a retransmission and
-// answers with how much it has), the download keeps its state and the pieces already written. A transfer
-// gives up after `max_retries` consecutive failures with no progress between them.
+// (TransferOptions::wait) and retry the same batch of pieces, keeping their place: the upload keeps its
+// secretstream state and the encrypted pieces of the batch (the relay accepts a piece it already holds as a
+// retransmission), the download keeps its state and the pieces already written. A transfer gives up after
+// `max_retries` consecutive failures with no progress between them.
 //
 // Thread rules: UploadAttachment and DownloadAttachment block on the channel; call them from a thread that
 // may block (not a client callback, not a libuv loop). Progress and wait callbacks run on the calling thread.
@@ -27,7 +27,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "core/base/bytes.h"
 #include "core/base/random.h"
@@ -53,12 +55,25 @@ class BlobChannel {
   virtual Result<uint64_t> Put(const wire::BlobId& id, uint64_t offset, ByteView piece) = 0;
   // Up to `max_len` bytes at `offset` of a complete blob. kNotFound for an unknown or incomplete blob.
   virtual Result<Read> Get(const wire::BlobId& id, uint64_t offset, uint32_t max_len) = 0;
+
+  // Batches, so a channel over a network can keep several requests in flight (the relay syncs every piece
+  // before it answers; pieces in flight together share one sync). The defaults call Put / Get in turn.
+  // PutMany appends `pieces` in order from `offset`, each continuing the one before, and returns the bytes
+  // stored after the last; on error any prefix of them may be stored.
+  virtual Result<uint64_t> PutMany(const wire::BlobId& id, uint64_t offset, std::span<const Bytes> pieces);
+  // GetMany reads consecutive ranges from `offset`, lengths[i] bytes each (up to; a range past the end comes
+  // back short), one Read per range.
+  virtual Result<std::vector<Read>> GetMany(const wire::BlobId& id, uint64_t offset,
+                                            std::span<const uint32_t> lengths);
 };
 
 // Plaintext bytes done so far and in all.
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 
 inline constexpr int kDefaultTransferRetries = 8;
+// Pieces per batch handed to the channel: 2 MiB at the largest chunk size. The relay channel keeps fewer in
+// flight (kRelayPiecesInFlight); a batch larger than that keeps the pipe full except at its end.
+inline constexpr size_t kDefaultTransferWindow = 32;
 
 struct TransferOptions {
   ProgressFn progress;
@@ -66,13 +81,16 @@ struct TransferOptions {
   int max_retries = kDefaultTransferRetries;
   // Called before retry number `attempt` (1, 2, ...). Default: sleep 50 ms << (attempt - 1), at most 2 s.
   std::function<void(int attempt)> wait;
+  // Pieces handed to the channel at once (PutMany / GetMany), and so between progress reports. A batch that
+  // fails with kUnavailable is retried whole: pieces the store already holds are accepted again unchanged.
+  size_t window = kDefaultTransferWindow;
 };
 
 struct UploadOptions {
   TransferOptions transfer;
-  Random* random = nullptr;                 // draws the key; SystemRandom when null
-  std::string file_name;                    // sanitised; default: the path's last component
-  std::string media_type;                   // "" when unknown
+  Random* random = nullptr;                              // draws the key; SystemRandom when null
+  std::string file_name;                                 // sanitised; default: the path's last component
+  std::string media_type;                                // "" when unknown
   uint32_t chunk_size = wire::kMaxAttachmentChunkPlain;  // plaintext bytes per chunk (tests use small ones)
 };
 

@@ -1020,11 +1020,16 @@ Result<uint64_t> Client::SendText(const std::string& contact, const std::string&
 }
 
 std::unique_ptr<BlobChannel> Client::RelayBlobs(int64_t timeout_ms) {
-  return std::make_unique<RelayBlobChannel>([this, timeout_ms](relay::CommandBody body) {
-    return impl_->Await<relay::Response>(timeout_ms, [this, body = std::move(body)](Impl::Done<relay::Response> done) mutable {
-      impl_->Request(std::move(body), [done](Result<relay::Response> r) { done(std::move(r)); });
-    });
-  });
+  if (impl_->transport_->IsLoopThread()) return nullptr;  // a transfer would block the loop it waits for
+  return std::make_unique<RelayBlobChannel>(
+      [this](relay::CommandBody body, RelayBlobChannel::Done done) {
+        // The channel sends its next commands from the answers' callbacks, on the loop thread.
+        if (impl_->transport_->IsLoopThread()) return impl_->Request(std::move(body), std::move(done));
+        Status posted = impl_->transport_->Post(
+            [this, body = std::move(body), done]() mutable { impl_->Request(std::move(body), std::move(done)); });
+        if (!posted.ok()) done(Error(posted));
+      },
+      timeout_ms);
 }
 
 Result<uint64_t> Client::SendFileMessage(const std::string& contact, wire::AttachmentDescriptor attachment) {

@@ -215,8 +215,9 @@ class Client {
 
  private:
   explicit Client(std::unique_ptr<Impl> impl);
-  // For SendFile and FetchAttachment (client_files.cc): the relay link as a BlobChannel whose every command
-  // waits at most `timeout_ms`, and a kFile message queued like a text.
+  // For SendFile and FetchAttachment (client_files.cc): the relay link as a BlobChannel that gives up when
+  // the relay stays silent for `timeout_ms` (nullptr on the loop thread, where it would block its own
+  // answers), and a kFile message queued like a text.
   std::unique_ptr<BlobChannel> RelayBlobs(int64_t timeout_ms);
   Result<uint64_t> SendFileMessage(const std::string& contact, wire::AttachmentDescriptor attachment);
   std::unique_ptr<Impl> impl_;

@@ -90,13 +90,16 @@ namespace {
 
 Status Validate(uint64_t size, uint32_t chunk_size, size_t key_size, std::string_view file_name,
                 std::string_view media_type) {
-  if (key_size != kAttachmentKeySize) return Status(StatusCode::kInvalidArgument, "attachment key has the wrong size");
+  if (key_size != kAttachmentKeySize)
+    return Status(StatusCode::kInvalidArgument, "attachment key has the wrong size");
   if (size > kMaxAttachmentSize) return Status(StatusCode::kInvalidArgument, "attachment too large");
   if (chunk_size == 0 || chunk_size > kMaxAttachmentChunkPlain) {
     return Status(StatusCode::kInvalidArgument, "attachment chunk size out of range");
   }
-  if (!IsSafeFileName(file_name)) return Status(StatusCode::kInvalidArgument, "attachment file name is not a bare name");
-  if (!IsValidMediaType(media_type)) return Status(StatusCode::kInvalidArgument, "attachment media type is invalid");
+  if (!IsSafeFileName(file_name))
+    return Status(StatusCode::kInvalidArgument, "attachment file name is not a bare name");
+  if (!IsValidMediaType(media_type))
+    return Status(StatusCode::kInvalidArgument, "attachment media type is invalid");
   return Status::Ok();
 }
 
@@ -139,19 +142,21 @@ Result<AttachmentDescriptor> DecodeAttachment(std::span<const uint8_t> bytes) {
     return Error(StatusCode::kMalformed, "attachment descriptor has the wrong field count");
   }
   const msgpack::object* f = root.via.array.ptr;
-  if (f[0].type != msgpack::type::POSITIVE_INTEGER) return Error(StatusCode::kMalformed, "attachment version missing");
+  if (f[0].type != msgpack::type::POSITIVE_INTEGER)
+    return Error(StatusCode::kMalformed, "attachment version missing");
   if (f[0].via.u64 != kAttachmentVersion) {
     return Error(StatusCode::kUnsupportedVersion, "unknown attachment descriptor version");
   }
-  if (!IsBinOf<kBlobIdSize>(f[1]) || !IsBinOf<kAttachmentKeySize>(f[2]) || !IsBinOf<kAttachmentDigestSize>(f[3]) ||
-      f[4].type != msgpack::type::POSITIVE_INTEGER || f[5].type != msgpack::type::POSITIVE_INTEGER ||
-      f[5].via.u64 > kMaxAttachmentChunkPlain || f[6].type != msgpack::type::STR ||
-      f[7].type != msgpack::type::STR) {
+  if (!IsBinOf<kBlobIdSize>(f[1]) || !IsBinOf<kAttachmentKeySize>(f[2]) ||
+      !IsBinOf<kAttachmentDigestSize>(f[3]) || f[4].type != msgpack::type::POSITIVE_INTEGER ||
+      f[5].type != msgpack::type::POSITIVE_INTEGER || f[5].via.u64 > kMaxAttachmentChunkPlain ||
+      f[6].type != msgpack::type::STR || f[7].type != msgpack::type::STR) {
     return Error(StatusCode::kMalformed, "attachment descriptor field has the wrong type or size");
   }
   const std::string_view file_name(f[6].via.str.ptr, f[6].via.str.size);
   const std::string_view media_type(f[7].via.str.ptr, f[7].via.str.size);
-  Status valid = Validate(f[4].via.u64, static_cast<uint32_t>(f[5].via.u64), kAttachmentKeySize, file_name, media_type);
+  Status valid =
+      Validate(f[4].via.u64, static_cast<uint32_t>(f[5].via.u64), kAttachmentKeySize, file_name, media_type);
   if (!valid.ok()) return Error(StatusCode::kMalformed, valid.message());
   AttachmentDescriptor d;
   std::copy_n(reinterpret_cast<const uint8_t*>(f[1].via.bin.ptr), kBlobIdSize, d.blob_id.begin());

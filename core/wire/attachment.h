@@ -1,6 +1,7 @@
-// AttachmentDescriptor: what a kFile app message (core/wire/app_message.h) carries so the recipient can fetch,
-// check and decrypt a file that the sender uploaded to the relay as an opaque blob. A contact with a valid
-// session controls every byte of it, so DecodeAttachment is a parser of untrusted input with tight limits.
+// AttachmentDescriptor: what a kFile app message (core/wire/app_message.h) carries so the recipient can
+// fetch, check and decrypt a file that the sender uploaded to the relay as an opaque blob. A contact with a
+// valid session controls every byte of it, so DecodeAttachment is a parser of untrusted input with tight
+// limits.
 //
 // Encoding (msgpack array, version 1):
 //   [1, blob_id (bin 16), key (bin 32), digest (bin 32), size (uint), chunk_size (uint), file_name (str),
@@ -31,16 +32,16 @@
 namespace cw::wire {
 
 inline constexpr uint8_t kAttachmentVersion = 1;
-inline constexpr size_t kBlobIdSize = 16;        // relay::kAttachmentIdSize
+inline constexpr size_t kBlobIdSize = 16;         // relay::kAttachmentIdSize
 inline constexpr size_t kAttachmentKeySize = 32;  // crypto_secretstream_xchacha20poly1305_KEYBYTES
 inline constexpr size_t kAttachmentDigestSize = 32;
 inline constexpr size_t kMaxFileNameSize = 255;
 inline constexpr size_t kMaxMediaTypeSize = 127;
 inline constexpr uint64_t kMaxAttachmentSize = 1ull << 32;  // 4 GiB of plaintext
 // The blob's framing: a 24-byte secretstream header, then each chunk with 17 bytes of tag and MAC.
-inline constexpr size_t kAttachmentHeaderSize = 24;  // crypto_secretstream_xchacha20poly1305_HEADERBYTES
+inline constexpr size_t kAttachmentHeaderSize = 24;     // crypto_secretstream_xchacha20poly1305_HEADERBYTES
 inline constexpr size_t kAttachmentChunkOverhead = 17;  // crypto_secretstream_xchacha20poly1305_ABYTES
-inline constexpr size_t kRelayChunkSize = 64 * 1024;  // relay::kMaxAttachmentChunk
+inline constexpr size_t kRelayChunkSize = 64 * 1024;    // relay::kMaxAttachmentChunk
 // The largest plaintext chunk whose encryption, behind the header, fits one relay chunk.
 inline constexpr uint32_t kMaxAttachmentChunkPlain =
     kRelayChunkSize - kAttachmentHeaderSize - kAttachmentChunkOverhead;

@@ -30,7 +30,8 @@ Bytes Pattern(size_t n, uint64_t seed) {
 }
 
 void WriteFile(const std::string& path, const Bytes& b) {
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
 }
 
 Bytes ReadFile(const std::string& path) {
@@ -117,19 +118,23 @@ TEST_F(AttachmentTest, ProgressRisesToTheTotalBothWays) {
   const Bytes content = Pattern(1000, 2);
   std::vector<uint64_t> up, down;
   UploadOptions o = Small();
+  o.transfer.window = 1;  // a report per chunk
   o.transfer.progress = [&](uint64_t done, uint64_t total) {
     EXPECT_EQ(total, 1000u);
     up.push_back(done);
   };
   const auto d = Upload(content, o);
   TransferOptions t = NoWait();
+  t.window = 4;  // a report per batch of 4 chunks
   t.progress = [&](uint64_t done, uint64_t total) {
     EXPECT_EQ(total, 1000u);
     down.push_back(done);
   };
   ASSERT_TRUE(DownloadAttachment(channel_, d, Dest(), t).ok());
+  EXPECT_EQ(up.size(), 11u);   // 0, then once per chunk
+  EXPECT_EQ(down.size(), 4u);  // 0, 400, 800, 1000
   for (const auto* p : {&up, &down}) {
-    ASSERT_EQ(p->size(), 11u);  // 0, then once per chunk
+    ASSERT_FALSE(p->empty());
     EXPECT_EQ(p->front(), 0u);
     EXPECT_EQ(p->back(), 1000u);
     EXPECT_TRUE(std::is_sorted(p->begin(), p->end()));
@@ -138,8 +143,8 @@ TEST_F(AttachmentTest, ProgressRisesToTheTotalBothWays) {
 
 TEST_F(AttachmentTest, UploadResumesAfterTheLinkDropsWithOrWithoutThePieceStored) {
   const Bytes content = Pattern(1000, 3);
-  channel_.DropPutAnswer(3);    // stored, answer lost: the retry is a retransmission
-  channel_.DropCalls(7, 10);    // calls 7..9 fail before reaching the store
+  channel_.DropPutAnswer(3);  // stored, answer lost: the retry is a retransmission
+  channel_.DropCalls(7, 10);  // calls 7..9 fail before reaching the store
   int waits = 0;
   UploadOptions o = Small();
   o.transfer.wait = [&](int) { ++waits; };
@@ -211,14 +216,16 @@ TEST_F(AttachmentTest, TruncatedExtendedOrReorderedBlobIsTampered) {
 
   b.data = original;  // chunks 1 and 2 swapped
   b.declared = b.data.size();
-  std::swap_ranges(b.data.begin() + static_cast<ptrdiff_t>(first), b.data.begin() + static_cast<ptrdiff_t>(first + piece),
+  std::swap_ranges(b.data.begin() + static_cast<ptrdiff_t>(first),
+                   b.data.begin() + static_cast<ptrdiff_t>(first + piece),
                    b.data.begin() + static_cast<ptrdiff_t>(first + piece));
   ExpectRefused(d, StatusCode::kTampered);
 
   // The last chunk replaced by a chunk 1 of the right length: a MESSAGE tag where FINAL belongs, or a MAC
   // that fails; either way no partial file.
   b.data = original;
-  std::copy(original.begin() + static_cast<ptrdiff_t>(first), original.begin() + static_cast<ptrdiff_t>(first + piece),
+  std::copy(original.begin() + static_cast<ptrdiff_t>(first),
+            original.begin() + static_cast<ptrdiff_t>(first + piece),
             b.data.end() - static_cast<ptrdiff_t>(piece));
   ExpectRefused(d, StatusCode::kTampered);
 }

@@ -24,15 +24,15 @@ using testing::TestRelay;
 
 const ByteView kPass = AsBytes("correct horse battery staple");
 
-#define ASSERT_OK(expr)                                          \
-  do {                                                           \
-    const auto& r_ = (expr);                                     \
-    ASSERT_TRUE(r_.ok()) << #expr << ": " << r_.ToString();      \
+#define ASSERT_OK(expr)                                     \
+  do {                                                      \
+    const auto& r_ = (expr);                                \
+    ASSERT_TRUE(r_.ok()) << #expr << ": " << r_.ToString(); \
   } while (0)
-#define ASSERT_HAS(expr)                                                    \
-  do {                                                                      \
-    const auto& r_ = (expr);                                                \
-    ASSERT_TRUE(r_.has_value()) << #expr << ": " << r_.error().ToString();  \
+#define ASSERT_HAS(expr)                                                   \
+  do {                                                                     \
+    const auto& r_ = (expr);                                               \
+    ASSERT_TRUE(r_.has_value()) << #expr << ": " << r_.error().ToString(); \
   } while (0)
 
 Bytes Pattern(size_t n, uint64_t seed) {
@@ -43,7 +43,8 @@ Bytes Pattern(size_t n, uint64_t seed) {
 }
 
 void WriteFile(const std::string& path, const Bytes& b) {
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
 }
 
 Bytes ReadFile(const std::string& path) {
@@ -88,7 +89,8 @@ class ClientFiles : public ::testing::Test {
     };
     o.callbacks.on_file = [this](const IncomingFile& f) {
       std::lock_guard<std::mutex> lock(mu_);
-      files_.push_back(IncomingFile{f.contact, f.sequence, f.sent_at_ms, f.received_at_ms, f.attachment.Clone()});
+      files_.push_back(
+          IncomingFile{f.contact, f.sequence, f.sent_at_ms, f.received_at_ms, f.attachment.Clone()});
     };
     o.callbacks.on_message = [this](const IncomingMessage&) { ++texts_; };
     return o;

@@ -37,7 +37,8 @@ class FakeBlobChannel final : public BlobChannel {
     const uint64_t written = b.data.size();
     if (!(offset <= written && piece.size() <= written - offset)) {
       if (offset != written) return Error(StatusCode::kInvalidArgument, "gap or overlap");
-      if (piece.size() > b.declared - written) return Error(StatusCode::kInvalidArgument, "past the declared size");
+      if (piece.size() > b.declared - written)
+        return Error(StatusCode::kInvalidArgument, "past the declared size");
       b.data.insert(b.data.end(), piece.begin(), piece.end());
     }
     if (drop_puts_after_store_.count(puts_)) return Unavailable();  // stored, but the answer is lost
@@ -57,7 +58,8 @@ class FakeBlobChannel final : public BlobChannel {
     const size_t n = std::min<uint64_t>(max_len, data.size() - offset);
     Read r;
     r.total_size = data.size();
-    r.data.assign(data.begin() + static_cast<ptrdiff_t>(offset), data.begin() + static_cast<ptrdiff_t>(offset + n));
+    r.data.assign(data.begin() + static_cast<ptrdiff_t>(offset),
+                  data.begin() + static_cast<ptrdiff_t>(offset + n));
     return r;
   }
 

@@ -138,8 +138,9 @@ TEST(AttachmentTest, WrongSizedBinariesAreMalformed) {
 }
 
 TEST(AttachmentTest, PathsAndControlBytesInTheNameAreMalformed) {
-  for (const std::string& name : std::vector<std::string>{"../secret", "a/b", "a\\b", "..", ".", "", std::string("a\0b", 3), "bell\x07",
-                                 std::string(kMaxFileNameSize + 1, 'n')}) {
+  for (const std::string& name :
+       std::vector<std::string>{"../secret", "a/b", "a\\b", "..", ".", "", std::string("a\0b", 3), "bell\x07",
+                                std::string(kMaxFileNameSize + 1, 'n')}) {
     Fields f;
     f.file_name = name;
     ExpectRejected(HandWritten(f), StatusCode::kMalformed, "hostile file name");
@@ -158,7 +159,8 @@ TEST(AttachmentTest, ChunkSizeAndFileSizeOutOfRangeAreMalformed) {
 }
 
 TEST(AttachmentTest, BadMediaTypeIsMalformed) {
-  for (const std::string& t : std::vector<std::string>{"pdf", "/pdf", "application/", "a/b/c", "text/plain; x=y", "t\x01/p"}) {
+  for (const std::string& t :
+       std::vector<std::string>{"pdf", "/pdf", "application/", "a/b/c", "text/plain; x=y", "t\x01/p"}) {
     Fields f;
     f.media_type = t;
     ExpectRejected(HandWritten(f), StatusCode::kMalformed, "media type");
@@ -174,10 +176,23 @@ TEST(AttachmentTest, WrongShapeIsMalformed) {
   b.pop_back();
   ExpectRejected(b, StatusCode::kMalformed, "truncated");
   MsgpackWriter w;
-  w.Array(7).Uint(1).Bin(kBlobIdSize, 1).Bin(kAttachmentKeySize, 2).Bin(kAttachmentDigestSize, 3).Uint(1).Uint(1).Str("a");
+  w.Array(7)
+      .Uint(1)
+      .Bin(kBlobIdSize, 1)
+      .Bin(kAttachmentKeySize, 2)
+      .Bin(kAttachmentDigestSize, 3)
+      .Uint(1)
+      .Uint(1)
+      .Str("a");
   ExpectRejected(w.bytes(), StatusCode::kMalformed, "7 fields");
   MsgpackWriter s;
-  s.Array(8).Uint(1).Str("0123456789abcdef").Bin(kAttachmentKeySize, 2).Bin(kAttachmentDigestSize, 3).Uint(1).Uint(1);
+  s.Array(8)
+      .Uint(1)
+      .Str("0123456789abcdef")
+      .Bin(kAttachmentKeySize, 2)
+      .Bin(kAttachmentDigestSize, 3)
+      .Uint(1)
+      .Uint(1);
   s.Str("a").Str("");
   ExpectRejected(s.bytes(), StatusCode::kMalformed, "blob id as a string");
 }
@@ -194,8 +209,8 @@ TEST(AttachmentTest, SanitizeFileNameKeepsOnlyABareName) {
   const std::string long_name = std::string(kMaxFileNameSize - 1, 'n') + "\xc3\xa9";
   const std::string cut = SanitizeFileName(long_name);
   EXPECT_EQ(cut, std::string(kMaxFileNameSize - 1, 'n'));
-  for (const std::string& hostile : std::vector<std::string>{"a/b/../..", "\\\\server\\share\\", std::string(300, '/'), long_name,
-                                    std::string("\0", 1)}) {
+  for (const std::string& hostile : std::vector<std::string>{
+           "a/b/../..", "\\\\server\\share\\", std::string(300, '/'), long_name, std::string("\0", 1)}) {
     EXPECT_TRUE(IsSafeFileName(SanitizeFileName(hostile))) << hostile;
   }
 }
