@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <future>
 #include <thread>
 
 #include "core/base/secret.h"
@@ -103,6 +104,25 @@ size_t PlainLength(const wire::AttachmentDescriptor& d, uint64_t index) {
   return static_cast<size_t>(std::min<uint64_t>(d.chunk_size, d.size - std::min(d.size, start)));
 }
 
+// A batch of encrypted pieces and what it covers.
+struct Batch {
+  std::vector<Bytes> pieces;
+  uint64_t bytes = 0;  // ciphertext
+  uint64_t plain = 0;  // plaintext
+};
+
+// Runs `fn` on a helper thread when `wanted`; an invalid future (run it yourself) when not wanted or when no
+// thread could be started.
+template <typename Fn>
+auto InBackground(Fn& fn, bool wanted) -> std::future<decltype(fn())> {
+  if (!wanted) return {};
+  try {
+    return std::async(std::launch::async, [&fn] { return fn(); });
+  } catch (...) {
+    return {};  // no thread to be had: the caller does the work in turn instead
+  }
+}
+
 }  // namespace
 
 Result<uint64_t> BlobChannel::PutMany(const wire::BlobId& id, uint64_t offset,
@@ -167,21 +187,18 @@ Result<wire::AttachmentDescriptor> UploadAttachment(BlobChannel& channel, const 
   const uint64_t chunks = wire::AttachmentChunkCount(d.size, d.chunk_size);
   const size_t window = std::max<size_t>(1, options.transfer.window);
   SecretBytes plain(d.chunk_size);
-  std::vector<Bytes> batch;
-  uint64_t offset = 0;
-  uint64_t done = 0;
-  if (options.transfer.progress) options.transfer.progress(0, d.size);
-  for (uint64_t i = 0; i < chunks;) {
-    batch.clear();
-    uint64_t batch_bytes = 0;
-    uint64_t batch_plain = 0;
-    for (; i < chunks && batch.size() < window; ++i) {
+  uint64_t next_chunk = 0;
+  // Reads and encrypts the next batch of pieces (empty once every chunk is done).
+  auto encrypt_batch = [&]() -> Result<Batch> {
+    Batch batch;
+    for (; next_chunk < chunks && batch.pieces.size() < window; ++next_chunk) {
+      const uint64_t i = next_chunk;
       const size_t want = PlainLength(d, i);
       auto span = plain.reveal_mutable().subspan(0, want);
       CW_ASSIGN_OR_RETURN(size_t got, ReadFull(file.get(), span));
       if (got != want) return Error(StatusCode::kAborted, "the file changed while it was read");
       const bool last = i + 1 == chunks;
-      Bytes& piece = batch.emplace_back();
+      Bytes& piece = batch.pieces.emplace_back();
       piece.reserve((i == 0 ? sizeof header : 0) + want + crypto_secretstream_xchacha20poly1305_ABYTES);
       if (i == 0) piece.insert(piece.end(), header, header + sizeof header);
       const size_t at = piece.size();
@@ -191,20 +208,33 @@ Result<wire::AttachmentDescriptor> UploadAttachment(BlobChannel& channel, const 
                                                  last ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
                                                       : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
       crypto_generichash_update(&digest, piece.data(), piece.size());
-      batch_bytes += piece.size();
-      batch_plain += want;
+      batch.bytes += piece.size();
+      batch.plain += want;
     }
-    CW_ASSIGN_OR_RETURN(uint64_t stored, WithRetries(options.transfer, [&] {
-                          return channel.PutMany(d.blob_id, offset, batch);
-                        }));
-    offset += batch_bytes;
+    return batch;
+  };
+
+  uint64_t offset = 0;
+  uint64_t done = 0;
+  if (options.transfer.progress) options.transfer.progress(0, d.size);
+  Result<Batch> current = encrypt_batch();
+  while (current && !current->pieces.empty()) {
+    // The next batch is read and encrypted on a helper thread while this one travels.
+    std::future<Result<Batch>> next = InBackground(encrypt_batch, next_chunk < chunks);
+    auto stored =
+        WithRetries(options.transfer, [&] { return channel.PutMany(d.blob_id, offset, current->pieces); });
+    Result<Batch> following = next.valid() ? next.get() : encrypt_batch();
+    if (!stored) return Error(stored.error());
+    offset += current->bytes;
     // After the whole batch the store holds exactly what we sent: anything else means it is not the blob
     // we are writing.
-    if (stored != offset)
+    if (*stored != offset)
       return Error(StatusCode::kInternal, "the relay holds another length than was uploaded");
-    done += batch_plain;
+    done += current->plain;
     if (options.transfer.progress) options.transfer.progress(done, d.size);
+    current = std::move(following);
   }
+  if (!current) return Error(current.error());
   // The file must not have grown either: the descriptor's size is what the recipient will check.
   uint8_t extra = 0;
   CW_ASSIGN_OR_RETURN(size_t more, ReadFull(file.get(), std::span<uint8_t>(&extra, 1)));
@@ -226,30 +256,55 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
   crypto_generichash_init(&digest, nullptr, 0, d.digest.size());
   const size_t window = std::max<size_t>(1, o.window);
   SecretBytes plain(d.chunk_size);
-  std::vector<uint32_t> lengths;
-  uint64_t offset = 0;
+  // The pieces from chunk `first` on, fetched (with retries) from the blob.
+  struct Fetched {
+    uint64_t first = 0;
+    uint64_t offset = 0;
+    std::vector<uint32_t> lengths;
+    std::vector<BlobChannel::Read> reads;
+  };
+  // Plans the next batch (on this thread), then fetches it (on whichever thread runs `fetch`).
+  uint64_t plan_first = 0;
+  uint64_t plan_offset = 0;
+  auto plan = [&]() {
+    Fetched f;
+    f.first = plan_first;
+    f.offset = plan_offset;
+    for (uint64_t i = f.first; i < chunks && f.lengths.size() < window; ++i) {
+      const size_t head = i == 0 ? crypto_secretstream_xchacha20poly1305_HEADERBYTES : 0;
+      f.lengths.push_back(
+          static_cast<uint32_t>(head + PlainLength(d, i) + crypto_secretstream_xchacha20poly1305_ABYTES));
+      plan_offset += f.lengths.back();
+    }
+    plan_first += f.lengths.size();
+    return f;
+  };
+  auto fetch = [&channel, &o, &d](Fetched f) -> Result<Fetched> {
+    CW_ASSIGN_OR_RETURN(f.reads,
+                        WithRetries(o, [&] { return channel.GetMany(d.blob_id, f.offset, f.lengths); }));
+    if (f.reads.size() != f.lengths.size())
+      return Error(StatusCode::kInternal, "the channel answered another batch");
+    return f;
+  };
+
   uint64_t done = 0;
   if (o.progress) o.progress(0, d.size);
-  for (uint64_t first = 0; first < chunks; first += lengths.size()) {
-    lengths.clear();
-    for (uint64_t i = first; i < chunks && lengths.size() < window; ++i) {
-      const size_t head = i == 0 ? crypto_secretstream_xchacha20poly1305_HEADERBYTES : 0;
-      lengths.push_back(
-          static_cast<uint32_t>(head + PlainLength(d, i) + crypto_secretstream_xchacha20poly1305_ABYTES));
-    }
-    CW_ASSIGN_OR_RETURN(auto reads,
-                        WithRetries(o, [&] { return channel.GetMany(d.blob_id, offset, lengths); }));
-    if (reads.size() != lengths.size())
-      return Status(StatusCode::kInternal, "the channel answered another batch");
-    for (size_t k = 0; k < lengths.size(); ++k) {
-      const uint64_t i = first + k;
+  CW_ASSIGN_OR_RETURN(Fetched current, fetch(plan()));
+  for (;;) {
+    // The next batch is fetched on a helper thread while this one is checked, decrypted and written.
+    const bool more = plan_first < chunks;
+    auto fetch_next = [&fetch, planned = more ? plan() : Fetched{}]() { return fetch(planned); };
+    std::future<Result<Fetched>> next = InBackground(fetch_next, more);
+    for (size_t k = 0; k < current.lengths.size(); ++k) {
+      const uint64_t i = current.first + k;
       const size_t want = PlainLength(d, i);
       const size_t head = i == 0 ? crypto_secretstream_xchacha20poly1305_HEADERBYTES : 0;
-      const BlobChannel::Read& read = reads[k];
+      const BlobChannel::Read& read = current.reads[k];
       // The size the descriptor implies is exact: a longer blob was extended, a shorter one truncated.
       if (read.total_size != blob_size)
         return Status(StatusCode::kTampered, "the attachment has the wrong size");
-      if (read.data.size() != lengths[k]) return Status(StatusCode::kTampered, "the attachment is truncated");
+      if (read.data.size() != current.lengths[k])
+        return Status(StatusCode::kTampered, "the attachment is truncated");
       crypto_generichash_update(&digest, read.data.data(), read.data.size());
       if (i == 0 && crypto_secretstream_xchacha20poly1305_init_pull(&stream.st, read.data.data(),
                                                                     d.key.reveal().data()) != 0) {
@@ -269,10 +324,11 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
         return Status(StatusCode::kTampered, "the attachment's chunks are out of order or cut short");
       }
       CW_RETURN_IF_ERROR(WriteFull(fd, plain.reveal().subspan(0, want)));
-      offset += lengths[k];
       done += want;
     }
     if (o.progress) o.progress(done, d.size);
+    if (!more) break;
+    CW_ASSIGN_OR_RETURN(current, next.valid() ? next.get() : fetch_next());
   }
   wire::AttachmentDigest got{};
   crypto_generichash_final(&digest, got.data(), got.size());

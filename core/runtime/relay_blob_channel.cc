@@ -58,7 +58,8 @@ class Pipeline : public std::enable_shared_from_this<Pipeline> {
         make_(std::move(make)),
         judge_(std::move(judge)),
         done_(n, false),
-        waiting_(n, false) {}
+        waiting_(n, false),
+        clean_(n, false) {}
 
   Status Run(int64_t timeout_ms) {
     {
@@ -89,10 +90,12 @@ class Pipeline : public std::enable_shared_from_this<Pipeline> {
       if (finished_) return;
       if (lowest_ < n_ && waiting_[lowest_]) {
         waiting_[lowest_] = false;
+        clean_[lowest_] = true;
         send.push_back(lowest_);
         ++in_flight_;
       }
       while (next_ < n_ && in_flight_ < window_) {
+        clean_[next_] = next_ == lowest_;
         send.push_back(next_++);
         ++in_flight_;
       }
@@ -111,8 +114,10 @@ class Pipeline : public std::enable_shared_from_this<Pipeline> {
       --in_flight_;
       ++answers_;
       if (finished_) return;
-      if (v == Verdict::kFail || (v == Verdict::kAfterPredecessors && i == lowest_)) {
-        // Refused although everything before it is stored: a real refusal, not a race between workers.
+      if (v == Verdict::kFail || (v == Verdict::kAfterPredecessors && clean_[i])) {
+        // Refused although everything before it was stored when it went out: a real refusal, not a race
+        // between the relay's workers. (Whether the predecessors are done now says nothing: their answers
+        // may overtake this one on the way back.)
         finished_ = true;
         error_ = error.ok() ? Status(StatusCode::kInternal, "relay refused a piece") : error;
       } else if (v == Verdict::kAfterPredecessors) {
@@ -140,6 +145,7 @@ class Pipeline : public std::enable_shared_from_this<Pipeline> {
   std::condition_variable cv_;
   std::vector<bool> done_;
   std::vector<bool> waiting_;
+  std::vector<bool> clean_;  // sent when every command before it was done
   size_t next_ = 0;
   size_t lowest_ = 0;  // every command below this one is done
   size_t in_flight_ = 0;

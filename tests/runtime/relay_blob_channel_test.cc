@@ -25,7 +25,10 @@ using cw::testing::Describe;
 // newest first (after a short grace period for more to arrive), and can drop the link for a while.
 class ReversingLink {
  public:
-  ReversingLink() : service_(*store_, SystemClock::Default(), random_) {
+  // With `answers_in_order`, the relay still runs the commands newest first but the answers travel back
+  // oldest first: a refused piece's answer then arrives after its predecessors' answers.
+  explicit ReversingLink(bool answers_in_order = false)
+      : answers_in_order_(answers_in_order), service_(*store_, SystemClock::Default(), random_) {
     thread_ = std::thread([this] { Run(); });
   }
   ~ReversingLink() {
@@ -66,19 +69,23 @@ class ReversingLink {
       cv_.wait_for(lock, std::chrono::milliseconds(5), [&] { return stop_ || queue_.size() >= 8; });
       std::deque<Pending> batch;
       batch.swap(queue_);
-      for (auto it = batch.rbegin(); it != batch.rend(); ++it) {
-        Result<relay::Response> answer = Error(StatusCode::kUnavailable, "link dropped");
+      std::vector<Result<relay::Response>> answers(batch.size(),
+                                                   Error(StatusCode::kUnavailable, "link dropped"));
+      for (size_t k = batch.size(); k-- > 0;) {
         if (drop_ > 0) {
           --drop_;
-        } else {
-          lock.unlock();
-          answer = Handle(std::move(it->body));
-          lock.lock();
+          continue;
         }
         lock.unlock();
-        it->done(std::move(answer));
+        answers[k] = Handle(std::move(batch[k].body));
         lock.lock();
       }
+      lock.unlock();
+      for (size_t j = 0; j < batch.size(); ++j) {
+        const size_t k = answers_in_order_ ? j : batch.size() - 1 - j;
+        batch[k].done(std::move(answers[k]));
+      }
+      lock.lock();
     }
   }
 
@@ -92,6 +99,7 @@ class ReversingLink {
     return *r;
   }
 
+  const bool answers_in_order_;
   std::unique_ptr<relay::MailboxStore> store_ = relay::NewInMemoryMailboxStore();
   SeededRandom random_{3};
   relay::RelayService service_;
@@ -136,6 +144,18 @@ TEST(RelayBlobChannelTest, PiecesAnsweredOutOfOrderStillMakeTheWholeBlob) {
     EXPECT_EQ((*reads)[i].total_size, 40u * 1000);
     EXPECT_EQ((*reads)[i].data, pieces[i]) << i;
   }
+}
+
+TEST(RelayBlobChannelTest, ARefusalWhoseAnswerTrailsItsPredecessorsIsStillARace) {
+  ReversingLink link(/*answers_in_order=*/true);
+  RelayBlobChannel channel(link.call(), 10'000);
+  const auto pieces = Pieces(24, 700);
+  auto id = channel.Create(24 * 700);
+  ASSERT_TRUE(id.has_value()) << Describe(id);
+  auto stored = channel.PutMany(*id, 0, pieces);
+  ASSERT_TRUE(stored.has_value()) << Describe(stored);
+  EXPECT_EQ(*stored, 24u * 700);
+  EXPECT_GT(link.refused(), 0);
 }
 
 TEST(RelayBlobChannelTest, ADroppedLinkFailsTheBatchAndARetryCompletesIt) {
