@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -70,6 +71,8 @@ std::string Hint(const Status& s) {
     case StatusCode::kUnavailable:
       return " (is the relay running? queued messages stay in the outbox and go out next time)";
     case StatusCode::kNotFound:
+      // A missing file or attachment says so itself.
+      if (s.message().find("file") != std::string::npos || s.message().find("attachment") != std::string::npos) return "";
       return " (no such identity or contact; `init` creates an identity, `contacts` lists contacts)";
     default:
       return "";
@@ -196,7 +199,8 @@ json MessageJson(const cw::storage::TranscriptMessage& m) {
 std::string MessageLine(const cw::storage::TranscriptMessage& m) {
   const bool out = m.direction == cw::storage::Direction::kOutgoing;
   std::string line = "[" + TimeOf(out ? m.sent_at_ms : m.received_at_ms) + "] " + m.sender + ": " + Text(m.body);
-  if (auto a = Client::AttachmentOf(m)) line = line + "  [file, " + cw::cli::HumanSize(a->size) + "]";
+  // The sequence is what `fetch <contact> <sequence>` takes to save the file again.
+  if (auto a = Client::AttachmentOf(m)) line += "  [file #" + std::to_string(m.sequence) + ", " + cw::cli::HumanSize(a->size) + "]";
   if (out) line += "  (" + std::string(cw::storage::MessageStatusName(m.status)) + ")";
   return line;
 }
@@ -351,6 +355,23 @@ int CmdReceive() {
   human += fhuman;
   if (got.empty() && files.empty()) human = "No new messages.";
   Print(json{{"messages", arr}, {"files", farr}, {"sent", sync->sent}, {"pending", sync->pending}}, human);
+  return 0;
+}
+
+// Downloads (again) the file of message `sequence` with `contact`: for a download that failed at receive time.
+int CmdFetch(const std::string& contact, uint64_t sequence) {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  auto h = (*c)->History(contact, 100000);
+  if (!h) return Fail(h.error(), "fetch");
+  auto row = std::find_if(h->begin(), h->end(), [&](const auto& m) { return m.sequence == sequence; });
+  if (row == h->end()) return Fail(Status(StatusCode::kNotFound, "no such message"), "fetch");
+  auto a = Client::AttachmentOf(*row);
+  if (!a) return Fail(a.error(), "fetch");
+  auto path = cw::cli::SaveIncomingFile(**c, g.home, *a, cw::cli::ProgressBar(a->file_name, g.json), g.timeout_ms);
+  if (!path) return Fail(path.error(), "fetch");
+  Print(json{{"contact", contact}, {"sequence", sequence}, {"name", a->file_name}, {"size", a->size}, {"path", *path}},
+        "Saved " + *path + " (" + cw::cli::HumanSize(a->size) + ")");
   return 0;
 }
 
@@ -680,6 +701,10 @@ int main(int argc, char** argv) {
   history->add_option("contact", contact)->required();
   history->add_option("-n", n, "how many messages")->capture_default_str();
   history->add_flag("--offline", offline, "do not contact the relay");
+  uint64_t sequence = 0;
+  auto* fetch = app.add_subcommand("fetch", "download the file of a message again (sequence from `history --json`)");
+  fetch->add_option("contact", contact)->required();
+  fetch->add_option("sequence", sequence)->required();
   auto* exp = app.add_subcommand("export", "every conversation as JSON (plaintext)");
   exp->add_option("--out", out, "file to write (mode 0600); stdout when absent");
   auto* chat_cmd = app.add_subcommand("chat", "talk interactively");
@@ -700,6 +725,7 @@ int main(int argc, char** argv) {
   if (*send) return CmdSend(contact, text, file);
   if (*receive) return CmdReceive();
   if (*history) return CmdHistory(contact, n, offline);
+  if (*fetch) return CmdFetch(contact, sequence);
   if (*exp) return CmdExport(out);
   if (*chat_cmd) return CmdChat(contact);
   if (*peek) return CmdPeek();
