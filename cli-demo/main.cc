@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -27,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "cli-demo/files.h"
 #include "core/base/random.h"
 #include "core/compliance/export_bundle.h"
 #include "core/runtime/client.h"
@@ -70,6 +72,8 @@ std::string Hint(const Status& s) {
     case StatusCode::kUnavailable:
       return " (is the relay running? queued messages stay in the outbox and go out next time)";
     case StatusCode::kNotFound:
+      // A missing file or attachment says so itself.
+      if (s.message().find("file") != std::string::npos || s.message().find("attachment") != std::string::npos) return "";
       return " (no such identity or contact; `init` creates an identity, `contacts` lists contacts)";
     default:
       return "";
@@ -181,7 +185,10 @@ std::string Grouped(const std::string& digits) {
 }
 
 json MessageJson(const cw::storage::TranscriptMessage& m) {
+  json file;  // null for a text
+  if (auto a = Client::AttachmentOf(m)) file = json{{"name", a->file_name}, {"size", a->size}, {"media_type", a->media_type}};
   return json{{"sequence", m.sequence},
+              {"file", file},
               {"direction", std::string(cw::storage::DirectionName(m.direction))},
               {"sender", m.sender},
               {"sent_at_ms", m.sent_at_ms},
@@ -193,6 +200,8 @@ json MessageJson(const cw::storage::TranscriptMessage& m) {
 std::string MessageLine(const cw::storage::TranscriptMessage& m) {
   const bool out = m.direction == cw::storage::Direction::kOutgoing;
   std::string line = "[" + TimeOf(out ? m.sent_at_ms : m.received_at_ms) + "] " + m.sender + ": " + Text(m.body);
+  // The sequence is what `fetch <contact> <sequence>` takes to save the file again.
+  if (auto a = Client::AttachmentOf(m)) line += "  [file #" + std::to_string(m.sequence) + ", " + cw::cli::HumanSize(a->size) + "]";
   if (out) line += "  (" + std::string(cw::storage::MessageStatusName(m.status)) + ")";
   return line;
 }
@@ -281,10 +290,15 @@ int CmdVerify(const std::string& contact, bool confirm, bool accept_change) {
   return 0;
 }
 
-int CmdSend(const std::string& contact, const std::string& text, const std::string& purpose) {
+int CmdSend(const std::string& contact, const std::string& text, const std::string& purpose, const std::string& file) {
+  if (text.empty() == file.empty()) {
+    return Fail(Status(StatusCode::kInvalidArgument, "give either a text or --file PATH"), "send");
+  }
   auto c = OpenClient();
   if (!c) return Fail(c.error(), "open");
-  auto seq = (*c)->SendText(contact, text, purpose);
+  // A file goes with the default purpose (treatment): Client::SendFile takes none yet.
+  auto seq = file.empty() ? (*c)->SendText(contact, text, purpose)
+                          : (*c)->SendFile(contact, file, cw::cli::ProgressBar("uploading", g.json), g.timeout_ms);
   if (!seq) return Fail(seq.error(), "send");
   auto sync = (*c)->Sync(g.timeout_ms);
   const bool sent = sync && sync->pending == 0;
@@ -298,25 +312,68 @@ int CmdSend(const std::string& contact, const std::string& text, const std::stri
 
 int CmdReceive() {
   std::vector<cw::runtime::IncomingMessage> got;
+  std::vector<cw::runtime::IncomingFile> files;
   std::mutex mu;
   cw::runtime::ClientOptions o;
   o.callbacks.on_message = [&](const cw::runtime::IncomingMessage& m) {
     std::lock_guard<std::mutex> lock(mu);
     got.push_back(cw::runtime::IncomingMessage{m.contact, m.sequence, m.sent_at_ms, m.received_at_ms, m.text.Clone()});
   };
+  o.callbacks.on_file = [&](const cw::runtime::IncomingFile& f) {
+    std::lock_guard<std::mutex> lock(mu);
+    files.push_back(cw::runtime::IncomingFile{f.contact, f.sequence, f.sent_at_ms, f.received_at_ms, f.attachment.Clone()});
+  };
   auto c = OpenClient(std::move(o));
   if (!c) return Fail(c.error(), "open");
   auto sync = (*c)->Sync(g.timeout_ms);
   if (!sync) return Fail(sync.error(), "receive");
   std::lock_guard<std::mutex> lock(mu);
+  // Files are downloaded here, on this thread, after the messages naming them are stored: a download that
+  // fails leaves the message in the history, from where it can be fetched again.
+  json farr = json::array();
+  std::string fhuman;
+  for (const auto& f : files) {
+    auto path = cw::cli::SaveIncomingFile(**c, g.home, f.attachment, cw::cli::ProgressBar(f.attachment.file_name, g.json),
+                                          g.timeout_ms);
+    json j{{"contact", f.contact}, {"sequence", f.sequence}, {"name", f.attachment.file_name}, {"size", f.attachment.size}};
+    if (path) {
+      j["path"] = *path;
+      fhuman += "[" + TimeOf(f.sent_at_ms) + "] " + f.contact + " sent a file: " + *path + " (" +
+                cw::cli::HumanSize(f.attachment.size) + ")\n";
+    } else {
+      j["error"] = path.error().message();
+      j["code"] = std::string(cw::StatusCodeName(path.error().code()));
+      fhuman += "[" + TimeOf(f.sent_at_ms) + "] " + f.contact + " sent a file (" + f.attachment.file_name +
+                ") that could not be saved: " + path.error().message() + "\n";
+    }
+    farr.push_back(std::move(j));
+  }
   json arr = json::array();
   std::string human;
   for (const auto& m : got) {
     arr.push_back(json{{"contact", m.contact}, {"sequence", m.sequence}, {"sent_at_ms", m.sent_at_ms}, {"text", Text(m.text)}});
     human += "[" + TimeOf(m.sent_at_ms) + "] " + m.contact + ": " + Text(m.text) + "\n";
   }
-  if (got.empty()) human = "No new messages.";
-  Print(json{{"messages", arr}, {"sent", sync->sent}, {"pending", sync->pending}}, human);
+  human += fhuman;
+  if (got.empty() && files.empty()) human = "No new messages.";
+  Print(json{{"messages", arr}, {"files", farr}, {"sent", sync->sent}, {"pending", sync->pending}}, human);
+  return 0;
+}
+
+// Downloads (again) the file of message `sequence` with `contact`: for a download that failed at receive time.
+int CmdFetch(const std::string& contact, uint64_t sequence) {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  auto h = (*c)->History(contact, 100000);
+  if (!h) return Fail(h.error(), "fetch");
+  auto row = std::find_if(h->begin(), h->end(), [&](const auto& m) { return m.sequence == sequence; });
+  if (row == h->end()) return Fail(Status(StatusCode::kNotFound, "no such message"), "fetch");
+  auto a = Client::AttachmentOf(*row);
+  if (!a) return Fail(a.error(), "fetch");
+  auto path = cw::cli::SaveIncomingFile(**c, g.home, *a, cw::cli::ProgressBar(a->file_name, g.json), g.timeout_ms);
+  if (!path) return Fail(path.error(), "fetch");
+  Print(json{{"contact", contact}, {"sequence", sequence}, {"name", a->file_name}, {"size", a->size}, {"path", *path}},
+        "Saved " + *path + " (" + cw::cli::HumanSize(a->size) + ")");
   return 0;
 }
 
@@ -656,6 +713,8 @@ struct ChatState {
   bool quit = false;
   Client* client = nullptr;
   std::string contact;
+  std::deque<cw::runtime::IncomingFile> downloads;  // received in the background, saved on the main thread
+  std::string home;
 };
 ChatState* chat = nullptr;
 
@@ -690,6 +749,32 @@ void FlushAnnouncements() {
   std::free(saved);
 }
 
+// Saves files announced by on_file into the downloads folder, with the prompt cleared meanwhile (the
+// download blocks, and must not run on the client's loop thread where on_file runs).
+void SaveDownloads() {
+  for (;;) {
+    cw::runtime::IncomingFile f;
+    {
+      std::lock_guard<std::mutex> lock(chat->mu);
+      if (chat->downloads.empty()) return;
+      f = std::move(chat->downloads.front());
+      chat->downloads.pop_front();
+    }
+    rl_save_prompt();
+    rl_replace_line("", 0);
+    rl_redisplay();
+    std::printf("\r");
+    std::fflush(stdout);
+    auto path = cw::cli::SaveIncomingFile(*chat->client, chat->home, f.attachment,
+                                          cw::cli::ProgressBar("downloading", false), g.timeout_ms);
+    if (path) std::printf("  saved %s\n", path->c_str());
+    else std::printf("! could not save %s: %s\n", f.attachment.file_name.c_str(), path.error().message().c_str());
+    std::fflush(stdout);
+    rl_restore_prompt();
+    rl_redisplay();
+  }
+}
+
 void OnLine(char* raw) {
   if (raw == nullptr) {  // EOF
     chat->quit = true;
@@ -712,11 +797,20 @@ void OnLine(char* raw) {
       if (confirm && c.SetVerified(chat->contact, true).ok()) std::printf("Marked verified.\n");
       if (!confirm) std::printf("If it matches theirs: /verify confirm\n");
     }
+  } else if (line.rfind("/file", 0) == 0) {
+    const size_t at = line.find_first_not_of(' ', 5);
+    if (at == std::string::npos || line.size() < 6 || line[5] != ' ') {
+      std::printf("! usage: /file <path>\n");
+    } else {
+      auto seq = c.SendFile(chat->contact, line.substr(at), cw::cli::ProgressBar("uploading", false), g.timeout_ms);
+      if (!seq) std::printf("! file not sent: %s%s\n", seq.error().message().c_str(), Hint(seq.error()).c_str());
+      else std::printf("  sent a file: %s\n", line.substr(at).c_str());
+    }
   } else if (line == "/accept") {
     Status s = c.AcceptIdentityChange(chat->contact);
     std::printf("%s\n", s.ok() ? "Accepted the new identity key." : ("! " + s.message()).c_str());
   } else if (line == "/help") {
-    std::printf("/verify  /verify confirm  /accept (a changed identity)  /quit\n");
+    std::printf("/file <path>  /verify  /verify confirm  /accept (a changed identity)  /quit\n");
   } else if (line[0] == '/') {
     std::printf("! unknown command; /help\n");
   } else {
@@ -736,6 +830,15 @@ int CmdChat(const std::string& contact) {
   o.callbacks.on_message = [&](const cw::runtime::IncomingMessage& m) {
     Announce("[" + TimeOf(m.received_at_ms) + "] " + m.contact + ": " + Text(m.text));
   };
+  o.callbacks.on_file = [&](const cw::runtime::IncomingFile& f) {
+    {
+      std::lock_guard<std::mutex> lock(state.mu);
+      state.downloads.push_back(
+          cw::runtime::IncomingFile{f.contact, f.sequence, f.sent_at_ms, f.received_at_ms, f.attachment.Clone()});
+    }
+    Announce("[" + TimeOf(f.received_at_ms) + "] " + f.contact + " sent a file: " + f.attachment.file_name + " (" +
+             cw::cli::HumanSize(f.attachment.size) + ")");
+  };
   o.callbacks.on_identity_change = [](const cw::runtime::IdentityChangeEvent& e) {
     Announce("!! " + e.contact + "'s identity key CHANGED. Sending is blocked. Compare safety numbers (/verify) "
              "and type /accept if they match.");
@@ -744,12 +847,13 @@ int CmdChat(const std::string& contact) {
   auto c = OpenClient(std::move(o));
   if (!c) return Fail(c.error(), "open");
   state.client = c->get();
+  state.home = g.home;
   auto h = (*c)->History(contact, 10);
   if (h) {
     for (const auto& m : *h) std::printf("%s\n", MessageLine(m).c_str());
   }
   if (Status s = (*c)->StartBackground(); !s.ok()) return Fail(s, "chat");
-  std::printf("-- chatting with %s; /verify, /quit\n", contact.c_str());
+  std::printf("-- chatting with %s; /file <path>, /verify, /quit\n", contact.c_str());
   const std::string prompt = "> ";
   rl_callback_handler_install(prompt.c_str(), OnLine);
   while (!state.quit) {
@@ -765,6 +869,7 @@ int CmdChat(const std::string& contact) {
       char buf[64];
       (void)!::read(state.wake[0], buf, sizeof buf);
       FlushAnnouncements();
+      SaveDownloads();
     }
     if (FD_ISSET(STDIN_FILENO, &fds)) rl_callback_read_char();
   }
@@ -796,7 +901,8 @@ int main(int argc, char** argv) {
   app.add_option("--relay", g.relay, "relay address cw://<key>@host:port (to register)");
   app.add_option("--timeout-ms", g.timeout_ms, "how long to wait for the relay")->capture_default_str();
 
-  std::string name, kdf = "moderate", code, message = "Hello, I accepted your invitation.", contact, text, out, key_file;
+  std::string name, kdf = "moderate", code, message = "Hello, I accepted your invitation.", contact, text, out, key_file,
+      file;
   size_t n = 50;
   bool confirm = false, accept_change = false, offline = false, plain = false, clinic = false, list = false;
   std::string purpose(cw::runtime::kDefaultPurpose), receipt_id, exporter_key;
@@ -817,14 +923,19 @@ int main(int argc, char** argv) {
   verify->add_flag("--accept-change", accept_change, "accept the contact's changed identity key");
   auto* send = app.add_subcommand("send", "send a message");
   send->add_option("contact", contact)->required();
-  send->add_option("text", text)->required();
+  send->add_option("text", text, "the message (or --file)");
   send->add_option("--purpose", purpose, "purpose label: treatment, scheduling, billing, marketing or x-<clinic's own>")
       ->capture_default_str();
+  send->add_option("--file", file, "send this file instead of a text");
   auto* receive = app.add_subcommand("receive", "fetch and print new messages");
   auto* history = app.add_subcommand("history", "the conversation with a contact (fetches new messages first)");
   history->add_option("contact", contact)->required();
   history->add_option("-n", n, "how many messages")->capture_default_str();
   history->add_flag("--offline", offline, "do not contact the relay");
+  uint64_t sequence = 0;
+  auto* fetch = app.add_subcommand("fetch", "download the file of a message again (sequence from `history --json`)");
+  fetch->add_option("contact", contact)->required();
+  fetch->add_option("sequence", sequence)->required();
   auto* exp = app.add_subcommand("export", "one signed bundle: transcripts, consent receipts, audit chain (--plain: JSON only)");
   exp->add_option("--out", out, "file to write (mode 0600); the signed bundle needs it, --plain prints to stdout without it");
   exp->add_flag("--plain", plain, "every conversation as plaintext JSON, unsigned (the earlier export)");
@@ -871,9 +982,10 @@ int main(int argc, char** argv) {
   if (*accept) return CmdAccept(code, message);
   if (*contacts) return CmdContacts();
   if (*verify) return CmdVerify(contact, confirm, accept_change);
-  if (*send) return CmdSend(contact, text, purpose);
+  if (*send) return CmdSend(contact, text, purpose, file);
   if (*receive) return CmdReceive();
   if (*history) return CmdHistory(contact, n, offline);
+  if (*fetch) return CmdFetch(contact, sequence);
   if (*exp) return CmdExport(out, plain);
   if (*verify_export) return CmdVerifyExport(out, exporter_key, party_keys);
   if (*grant) return CmdConsentGrant(contact, purposes, expires_days, name);

@@ -29,6 +29,7 @@
 #include "core/base/random.h"
 #include "core/base/secret.h"
 #include "core/session/engine.h"
+#include "core/wire/attachment.h"
 #include "core/wire/app_message.h"
 #include "core/wire/bundle.h"
 #include "core/wire/content.h"
@@ -216,6 +217,31 @@ void Generate() {
     c.kind = cw::wire::ContentKind::kMessage;
     c.group_id = "g";
     Add("content_decode", FromSpan(Take("encode content", cw::wire::EncodeContent(c)).reveal()));
+  }
+
+  // --- attachment_decode: descriptors at typical and extreme field values ---
+  {
+    // Its own seed, so the corpora generated after it stay as they were.
+    cw::SeededRandom random(cw::fuzz::kFixtureSeed ^ 0xa77ac4);
+    cw::wire::AttachmentDescriptor d;
+    random.Fill(d.blob_id.data(), d.blob_id.size());
+    d.key = cw::SecretBytes(cw::wire::kAttachmentKeySize);
+    random.Fill(d.key.reveal_mutable().data(), d.key.size());
+    random.Fill(d.digest.data(), d.digest.size());
+    d.size = 20u << 20;
+    d.file_name = "lab-results.pdf";
+    d.media_type = "application/pdf";
+    Add("attachment_decode", FromSpan(Take("encode attachment", cw::wire::EncodeAttachment(d)).reveal()));
+    d.size = 0;
+    d.chunk_size = 1;
+    d.file_name = "caf\xc3\xa9 x-ray (2).png";
+    d.media_type = "";
+    Add("attachment_decode", FromSpan(Take("encode attachment", cw::wire::EncodeAttachment(d)).reveal()));
+    d.size = cw::wire::kMaxAttachmentSize;
+    d.chunk_size = cw::wire::kMaxAttachmentChunkPlain;
+    d.file_name = std::string(cw::wire::kMaxFileNameSize, 'n');
+    d.media_type = "image/png";
+    Add("attachment_decode", FromSpan(Take("encode attachment", cw::wire::EncodeAttachment(d)).reveal()));
   }
 
   // --- app_message_decode: one message of each kind, with and without a purpose ---

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing, builds, starts a local relay, and runs a real conversation between
 # a clinician and a patient, each in separate `cipherward` processes with their own encrypted store:
-# invitation, safety numbers, messages both ways, the patient offline while the clinician writes and
+# invitation, safety numbers, messages both ways, a file, the patient offline while the clinician writes and
 # receiving everything on return, and what the relay holds (sealed, padded ciphertext only).
 # The in-process engine demo is still there: build/release/core/demo/cipherward-demo.
 set -euo pipefail
@@ -71,6 +71,22 @@ patient receive
 patient send dr.lee "Thank you, I will pick it up today."
 clinician receive
 
+step "A file: the clinician sends a discharge summary; the patient saves it and the digests match"
+summary="$work/discharge-summary.txt"
+{
+  echo "Discharge summary for Sam"
+  echo "Diagnosis: community-acquired pneumonia, improving."
+  for i in $(seq 1 200); do echo "Day $i: amoxicillin 500 mg three times daily; temperature normal."; done
+} >"$summary"
+clinician send sam --file "$summary"
+patient receive
+received="$work/patient/downloads/discharge-summary.txt"
+sent_digest="$(sha256sum <"$summary" | cut -d' ' -f1)"
+got_digest="$(sha256sum <"$received" | cut -d' ' -f1)"
+echo "sent:     $sent_digest"
+echo "received: $got_digest"
+if [ "$sent_digest" = "$got_digest" ]; then echo "The file arrived intact."; else echo "DIGEST MISMATCH"; exit 1; fi
+
 step "The patient is offline; the clinician writes three messages"
 clinician send sam "The pharmacy confirmed the prescription."
 clinician send sam "Take one tablet in the morning with food."
@@ -79,10 +95,10 @@ clinician send sam "Book a follow-up in two weeks, please."
 step "What the relay holds now: sealed, padded envelopes (no names, no text)"
 "$cw" --relay "$relay" relay-stats --key-file "$work/operator.key"
 patient relay-peek
-if grep -rqa "prescription\|tablet\|dr.lee" "$work/relay"; then
+if grep -rqa "prescription\|tablet\|dr.lee\|amoxicillin" "$work/relay"; then
   echo "plaintext found in the relay's files!"; exit 1
 else
-  echo "grep for 'prescription', 'tablet' or 'dr.lee' in the relay's files ($work/relay): no match."
+  echo "grep for 'prescription', 'tablet', 'dr.lee' or 'amoxicillin' in the relay's files ($work/relay): no match."
 fi
 
 step "The patient comes back and receives everything, once"
@@ -107,7 +123,8 @@ and in terminal 2:
     $cw --home /tmp/cw-bob chat alice
 and back in terminal 1:
     $cw --home /tmp/cw-alice chat bob
-Type to send; incoming messages appear as they arrive; /verify shows the safety number, /quit leaves.
+Type to send; incoming messages appear as they arrive; /file <path> sends a file (received files land in
+<home>/downloads); /verify shows the safety number, /quit leaves.
 (--passphrase-file FILE or CW_PASSPHRASE=... skip the passphrase prompt.)
 EOT
 

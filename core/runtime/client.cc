@@ -17,6 +17,8 @@
 
 #include "core/runtime/codec.h"
 #include "core/runtime/compliance_runtime.h"
+#include "core/runtime/file_message.h"
+#include "core/runtime/relay_blob_channel.h"
 #include "core/wire/app_message.h"
 #include "core/wire/content.h"
 #include "relay/protocol.h"
@@ -296,7 +298,7 @@ class Client::Impl {
     fingerprint_ = KeyHex(engine_->identity_key());
     ComplianceRuntime::Deps deps{store_.get(), engine_.get(), transcripts_.get(), clock_, random_, state_.name,
                                  [this](const std::string& contact, const wire::AppMessage& m) {
-                                   return StatusOfSend(SendApp(contact, m, ControlConversationId(contact)));
+                                   return StatusOfSend(SendApp(contact, m, ControlConversationId(contact), {}, {}));
                                  },
                                  [this](const Status& s) { Report(s); }};
     CW_ASSIGN_OR_RETURN(compliance_, ComplianceRuntime::Open(std::move(deps), failed_unlocks));
@@ -476,6 +478,7 @@ class Client::Impl {
   // Sends a command, connecting first when the link is down. With `peek`, the delivery frames answering it
   // are collected for the response callback (Peek) instead of being processed.
   void Request(relay::CommandBody body, ResponseFn fn, bool peek = false) {
+    if (locked_) return fn(Error(StatusCode::kPermissionDenied, "the client is locked"));
     if (link_ == LinkState::kUp && conn_) {
       SendNow(std::move(body), std::move(fn), peek);
       return;
@@ -766,6 +769,7 @@ class Client::Impl {
   }
 
   void HandleDelivery(const relay::Delivery& d) {
+    if (locked_) return;  // it stays at the relay until after Unlock
     const std::string relay_id = ToHex(d.message_id);
     auto dup = transcripts_->IsDuplicate(relay_id);
     if (!dup) return Report(dup.error());  // storage trouble: leave it at the relay
@@ -780,8 +784,9 @@ class Client::Impl {
     std::optional<State> next;
     uint64_t sequence = 0;
     SecretBytes text;  // the text a 1:1 message carried, for on_message
-    std::optional<wire::AppMessage> control;  // a consent, audit-head or erasure message
-    bool refused = false;                     // a message whose purpose lacked consent
+    std::optional<wire::AppMessage> control;         // a consent, audit-head or erasure message
+    std::optional<wire::AttachmentDescriptor> file;  // what a kFile message carried, for on_file
+    bool refused = false;                            // a message whose purpose lacked consent
     bool new_contact = false;
     compliance_->BeforeDecrypt(sender.name);
     auto received = engine_->Decrypt(sender, env->message, [&](const session::Received& rec, session::WriteBatch* b) -> Status {
@@ -790,7 +795,8 @@ class Client::Impl {
       if (rec.kind == session::Received::Kind::kMessage) {
         // A 1:1 body is an AppMessage (core/wire/app_message.h); the transcript keeps the text, not the
         // encoding. One that does not parse fails the hook, so nothing is stored and the relay copy is dropped.
-        CW_RETURN_IF_ERROR(compliance_->StageIncoming(rec, relay_id, details, b, &sequence, &text, &control, &refused));
+        CW_RETURN_IF_ERROR(
+            compliance_->StageIncoming(rec, relay_id, details, b, &sequence, &text, &file, &control, &refused));
       } else {
         CW_RETURN_IF_ERROR(transcripts_->StageIncoming(rec, relay_id, b, details, &sequence));
       }
@@ -826,7 +832,10 @@ class Client::Impl {
     if (control) return compliance_->HandleControl(sender.name, relay_id, std::move(*control));
     if (received->kind == session::Received::Kind::kMessage) {
       ++received_total_;
-      if (options_.callbacks.on_message) {
+      if (file && options_.callbacks.on_file) {
+        options_.callbacks.on_file(
+            IncomingFile{sender.name, sequence, env->sent_at_ms, clock_->NowMillis(), std::move(*file)});
+      } else if (!file && options_.callbacks.on_message) {
         IncomingMessage m;
         m.contact = sender.name;
         m.sequence = sequence;
@@ -845,27 +854,29 @@ class Client::Impl {
     app.kind = wire::AppKind::kText;
     app.purpose = purpose;
     app.payload = SecretBytes(AsBytes(text));
-    return SendApp(contact, app, storage::Transcripts::DirectConversationId(contact));
+    return SendApp(contact, app, storage::Transcripts::DirectConversationId(contact), app.payload.reveal(), {});
   }
 
   static Status StatusOfSend(const Result<uint64_t>& r) { return r ? Status::Ok() : r.error(); }
 
-  // Encrypts `app` for `contact` and queues it in the outbox of `conv`. A text message's transcript row holds
-  // its text and its kMessageSent audit entry commits in the same batch; a control message's row holds only
-  // its kind's name (its records live in the compliance tables).
-  Result<uint64_t> SendApp(const std::string& contact, const wire::AppMessage& app, const std::string& conv) {
+  // Encrypts `app` for `contact` and queues it in the outbox of `conv`. A shown message (text or file) gets a
+  // transcript row with `body` and `attachments`, and its kMessageSent audit entry commits in the same batch;
+  // a control message's row holds only its kind's name (its records live in the compliance tables).
+  Result<uint64_t> SendApp(const std::string& contact, const wire::AppMessage& app, const std::string& conv,
+                           ByteView body, const std::vector<std::string>& attachments) {
     auto it = state_.contacts.find(contact);
     if (it == state_.contacts.end()) return Error(StatusCode::kNotFound, "no such contact");
     if (!it->second.card) return Error(StatusCode::kNoSession, "this contact has not written to us yet");
     const session::Address to{contact, 1};
     uint64_t seq = 0;
-    const bool is_text = app.kind == wire::AppKind::kText;
-    const std::string label = is_text ? std::string() : "[cipherward control " + std::to_string(static_cast<int>(app.kind)) + "]";
+    const bool shown = app.kind == wire::AppKind::kText || app.kind == wire::AppKind::kFile;
+    const std::string label = shown ? std::string() : "[cipherward control " + std::to_string(static_cast<int>(app.kind)) + "]";
     CW_ASSIGN_OR_RETURN(SecretBytes plaintext, wire::EncodeAppMessage(app));
     auto c = engine_->Encrypt(to, plaintext.reveal(), [&](const session::Ciphertext& ct, session::WriteBatch* b) -> Status {
-      CW_RETURN_IF_ERROR(transcripts_->StageOutgoing(conv, is_text ? app.payload.reveal() : AsBytes(label), {}, {to}, ct,
-                                                     b, &seq));
-      return is_text ? compliance_->StageSent(conv, ToHex(DepositId(ct, contact)), b) : Status::Ok();
+      CW_RETURN_IF_ERROR(transcripts_->StageOutgoing(conv, shown ? body : AsBytes(label),
+                                                     shown ? attachments : std::vector<std::string>{}, {to}, ct, b,
+                                                     &seq));
+      return shown ? compliance_->StageSent(conv, ToHex(DepositId(ct, contact)), b) : Status::Ok();
     });
     compliance_->AfterCommit(c.has_value());
     if (!c) return Error(c.error());
@@ -1289,6 +1300,32 @@ Result<uint64_t> Client::SendText(const std::string& contact, const std::string&
   return impl_->Call([&]() { return impl_->SendText(contact, text, purpose); });
 }
 
+std::unique_ptr<BlobChannel> Client::RelayBlobs(int64_t timeout_ms) {
+  if (impl_->transport_->IsLoopThread()) return nullptr;  // a transfer would block the loop it waits for
+  return std::make_unique<RelayBlobChannel>(
+      [this](relay::CommandBody body, RelayBlobChannel::Done done) {
+        // The channel sends its next commands from the answers' callbacks, on the loop thread.
+        if (impl_->transport_->IsLoopThread()) return impl_->Request(std::move(body), std::move(done));
+        Status posted = impl_->transport_->Post(
+            [this, body = std::move(body), done]() mutable { impl_->Request(std::move(body), std::move(done)); });
+        if (!posted.ok()) done(Error(posted));
+      },
+      timeout_ms);
+}
+
+Result<uint64_t> Client::SendFileMessage(const std::string& contact, wire::AttachmentDescriptor attachment) {
+  CW_ASSIGN_OR_RETURN(FileRow row, FileRowFromDescriptor(std::move(attachment)));
+  wire::AppMessage app;
+  app.kind = wire::AppKind::kFile;
+  app.purpose = std::string(kDefaultPurpose);
+  CW_ASSIGN_OR_RETURN(app.payload, wire::EncodeAttachment(row.descriptor));
+  return impl_->Call([&]() -> Result<uint64_t> {
+    CW_RETURN_IF_ERROR(impl_->compliance_->CheckOutgoing(contact, app.purpose));
+    return impl_->SendApp(contact, app, storage::Transcripts::DirectConversationId(contact), row.body.reveal(),
+                          row.attachments);
+  });
+}
+
 Result<std::vector<storage::TranscriptMessage>> Client::History(const std::string& contact, size_t n) {
   return impl_->Call([&]() { return impl_->transcripts_->Latest(storage::Transcripts::DirectConversationId(contact), n); });
 }
@@ -1396,7 +1433,8 @@ Result<int64_t> Client::SetDisappearingTimer(const std::string& contact, int64_t
 }
 Result<uint64_t> Client::SendAppMessageForTesting(const std::string& contact, const wire::AppMessage& message) {
   return impl_->Call([&]() {
-    return impl_->SendApp(contact, message, storage::Transcripts::DirectConversationId(contact));
+    return impl_->SendApp(contact, message, storage::Transcripts::DirectConversationId(contact),
+                          message.payload.reveal(), {});
   });
 }
 

@@ -44,6 +44,7 @@
 #include "core/base/random.h"
 #include "core/base/secret.h"
 #include "core/base/status.h"
+#include "core/runtime/attachment.h"
 #include "core/runtime/compliance_types.h"
 #include "core/session/engine.h"
 #include "core/wire/app_message.h"
@@ -65,6 +66,16 @@ struct IncomingMessage {
   SecretBytes text;
 };
 
+// A file received from a contact (the transcript row is durable when this is called; the file itself is
+// still at the relay: FetchAttachment downloads it).
+struct IncomingFile {
+  std::string contact;
+  uint64_t sequence = 0;
+  int64_t sent_at_ms = 0;
+  int64_t received_at_ms = 0;
+  wire::AttachmentDescriptor attachment;  // holds the file's key: keep it only as long as needed
+};
+
 struct IdentityChangeEvent {
   std::string contact;
   std::string previous_fingerprint;  // hex of the identity public keys
@@ -73,6 +84,8 @@ struct IdentityChangeEvent {
 
 struct ClientCallbacks {
   std::function<void(const IncomingMessage&)> on_message;
+  // A file message arrived (instead of on_message).
+  std::function<void(const IncomingFile&)> on_file;
   // A contact's identity key changed: sending to them fails with kUntrustedIdentity, and their messages
   // wait at the relay, until AcceptIdentityChange.
   std::function<void(const IdentityChangeEvent&)> on_identity_change;
@@ -180,6 +193,21 @@ class Client {
   // kPermissionDenied "no valid consent for purpose" when the policy needs the contact's consent and no
   // valid (given, not withdrawn, not lapsed) receipt holds it. Nothing is stored or sent then.
   Result<uint64_t> SendText(const std::string& contact, const std::string& text, const std::string& purpose);
+  // Encrypts the file at `path` in chunks under a fresh key and uploads it to the relay (progress: plaintext
+  // bytes uploaded), then sends its descriptor to `contact` as a kFile message through the outbox, like
+  // SendText. The transcript row's body is the file name and its attachment reference the descriptor
+  // (AttachmentOf). A dropped link during the upload is retried with backoff and the upload resumes where the
+  // relay stopped; `timeout_ms` bounds each relay round trip. Errors as SendText and UploadAttachment.
+  // Blocks: not from a callback.
+  Result<uint64_t> SendFile(const std::string& contact, const std::string& path, ProgressFn progress = {},
+                            int64_t timeout_ms = kDefaultTimeoutMs);
+  // Downloads, checks and decrypts the attachment into `dest_path` (which must not exist), resuming after a
+  // dropped link. Errors as DownloadAttachment (kTampered: nothing is written). Blocks: not from a callback.
+  Status FetchAttachment(const wire::AttachmentDescriptor& attachment, const std::string& dest_path,
+                         ProgressFn progress = {}, int64_t timeout_ms = kDefaultTimeoutMs);
+  // The attachment a transcript row refers to; kNotFound for a row that is not a file.
+  static Result<wire::AttachmentDescriptor> AttachmentOf(const storage::TranscriptMessage& row);
+
   // The latest `n` messages with `contact`, oldest first.
   Result<std::vector<storage::TranscriptMessage>> History(const std::string& contact, size_t n = 100);
   // Every conversation as JSON (storage/export.h).
@@ -247,6 +275,11 @@ class Client {
 
  private:
   explicit Client(std::unique_ptr<Impl> impl);
+  // For SendFile and FetchAttachment (client_files.cc): the relay link as a BlobChannel that gives up when
+  // the relay stays silent for `timeout_ms` (nullptr on the loop thread, where it would block its own
+  // answers), and a kFile message queued like a text.
+  std::unique_ptr<BlobChannel> RelayBlobs(int64_t timeout_ms);
+  Result<uint64_t> SendFileMessage(const std::string& contact, wire::AttachmentDescriptor attachment);
   std::unique_ptr<Impl> impl_;
 };
 

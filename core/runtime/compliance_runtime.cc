@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/compliance/export_bundle.h"
+#include "core/runtime/file_message.h"
 #include "storage/export.h"
 
 namespace cw::runtime {
@@ -312,16 +313,19 @@ Status ComplianceRuntime::CheckIncoming(std::string_view purpose) const {
 }
 
 Status ComplianceRuntime::StageIncoming(const session::Received& rec, const std::string& relay_id,
-                                        const storage::IncomingDetails& details, session::WriteBatch* batch,
+                                        const storage::IncomingDetails& incoming, session::WriteBatch* batch,
                                         uint64_t* sequence, SecretBytes* text,
+                                        std::optional<wire::AttachmentDescriptor>* file,
                                         std::optional<wire::AppMessage>* control, bool* refused) {
   CW_ASSIGN_OR_RETURN(wire::AppMessage app, wire::DecodeAppMessage(rec.body.reveal()));
+  storage::IncomingDetails details = incoming;
   // What the transcript sees: the text for a shown message; otherwise a non-user kind, so only the dedup
   // key is written (the relay id is remembered either way and a replay is dropped).
   session::Received staged;
   staged.sender = rec.sender;
   staged.kind = session::Received::Kind::kSenderKey;
-  if (app.kind == wire::AppKind::kText) {
+  if (app.kind == wire::AppKind::kText || app.kind == wire::AppKind::kFile) {
+    // A file is gated by its purpose like a text; its row shows the file name and refers to the attachment.
     AuditEvent ev;
     ev.ref = relay_id;
     if (Status gate = CheckIncoming(app.purpose); !gate.ok()) {
@@ -330,7 +334,14 @@ Status ComplianceRuntime::StageIncoming(const session::Received& rec, const std:
       if (incoming_key_) ev.subject = compliance::IdentityFingerprint(*incoming_key_);
     } else {
       staged.kind = rec.kind;
-      staged.body = std::move(app.payload);
+      if (app.kind == wire::AppKind::kFile) {
+        CW_ASSIGN_OR_RETURN(FileRow row, FileRowFromPayload(app.payload));
+        details.attachments = std::move(row.attachments);
+        staged.body = std::move(row.body);
+        *file = std::move(row.descriptor);
+      } else {
+        staged.body = std::move(app.payload);
+      }
       ev.type = AuditEventType::kMessageReceived;
       ev.subject = ConversationRef(storage::Transcripts::DirectConversationId(rec.sender.name));
     }
@@ -344,7 +355,7 @@ Status ComplianceRuntime::StageIncoming(const session::Received& rec, const std:
     if (!*refused) *text = std::move(staged.body);
     return Status::Ok();
   }
-  if (app.kind == wire::AppKind::kFile || app.kind == wire::AppKind::kReceipt) {
+  if (app.kind == wire::AppKind::kReceipt) {
     return Status(StatusCode::kMalformed, "an app message of a kind this runtime does not handle");
   }
   CW_RETURN_IF_ERROR(deps_.transcripts->StageIncoming(staged, relay_id, batch, details, sequence));

@@ -43,6 +43,7 @@
 #include "core/runtime/compliance_types.h"
 #include "core/session/engine.h"
 #include "core/wire/app_message.h"
+#include "core/wire/attachment.h"
 #include "storage/transcript.h"
 
 namespace cw::runtime {
@@ -110,12 +111,14 @@ class ComplianceRuntime {
   // since the hook itself must not call the engine.
   void BeforeDecrypt(const std::string& sender);
   // Inside the decrypt hook of a 1:1 message: decodes the AppMessage and stages the dedup key plus either
-  // the transcript row and kMessageReceived (text shown: *text set), the kMessageRefused entry (*refused),
+  // the transcript row and kMessageReceived (text shown: *text set; for a file also *file, and the row shows
+  // its name and refers to the attachment), the kMessageRefused entry (*refused),
   // or the message itself as an inbox record (a control message: *control set, to HandleControl after the
   // commit).
   Status StageIncoming(const session::Received& rec, const std::string& relay_id,
                        const storage::IncomingDetails& details, session::WriteBatch* batch, uint64_t* sequence,
-                       SecretBytes* text, std::optional<wire::AppMessage>* control, bool* refused);
+                       SecretBytes* text, std::optional<wire::AttachmentDescriptor>* file,
+                       std::optional<wire::AppMessage>* control, bool* refused);
   // Inside the encrypt hook of a text message: stages its kMessageSent entry.
   Status StageSent(const std::string& conversation_id, const std::string& message_ref, session::WriteBatch* batch);
   // After the hook's batch committed (or did not): confirms or forgets what Stage* prepared.

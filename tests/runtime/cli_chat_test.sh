@@ -50,6 +50,14 @@ tmux -S "$sock" send-keys -t chat.0 "hello bob, how is the knee?" Enter
 wait_for 1 "alice: hello bob, how is the knee?"
 tmux -S "$sock" send-keys -t chat.1 "much better since Monday" Enter
 wait_for 0 "bob: much better since Monday"
+# A file from alice's pane: bob's pane announces it and saves it to his downloads folder, byte for byte.
+head -c 300000 /dev/urandom >"$work/x-ray.png"
+tmux -S "$sock" send-keys -t chat.0 "/file $work/x-ray.png" Enter
+wait_for 0 "sent a file: $work/x-ray.png"
+wait_for 0 "] 100%"                        # the progress bar reached the end
+wait_for 1 "alice sent a file: x-ray.png"
+wait_for 1 "saved $work/bob/downloads/x-ray.png"
+cmp "$work/x-ray.png" "$work/bob/downloads/x-ray.png"
 tmux -S "$sock" send-keys -t chat.1 "/verify" Enter
 wait_for 1 "Safety number with alice"
 # Bottom pane first: when a pane closes, tmux renumbers the ones after it.

@@ -1,0 +1,228 @@
+// cw_attachment_bench: attachment throughput (issue 5, Benchmarks). Plain main, prints a table.
+//
+//   build/rel/bench/cw_attachment_bench [--mib 20] [--runs 5]
+//
+// 1. crypto only: UploadAttachment then DownloadAttachment against an in-memory BlobChannel: file read,
+//    secretstream encryption, BLAKE2b digest, decryption, file write and fsync, no network. The ceiling.
+// 2. end to end on loopback: a RelayServer (RocksDB store, every chunk synced before it is acknowledged; then
+//    again with the in-memory store, to tell the relay's disk from the rest) in
+//    this process on 127.0.0.1, two Clients (each its own loop thread and Noise link). dr.lee SendFile()s a
+//    file of --mib MiB to pat (upload + the kFile message), pat Sync()s and FetchAttachment()s it to disk.
+//    Reported: upload MB/s (SendFile), download MB/s (FetchAttachment), and end to end: file size / time from
+//    SendFile's start to the file on pat's disk (SendFile, deposit of the message, pat's Sync, download).
+// The relay's per-address frame limit (1000/s by default) is lifted: both clients share 127.0.0.1, and the
+// limit is an abuse control, not what this measures. MB = 10^6 bytes. Medians over --runs runs.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/base/clock.h"
+#include "core/base/random.h"
+#include "core/runtime/attachment.h"
+#include "core/runtime/client.h"
+#include "relay/log.h"
+#include "relay/rocksdb_mailbox_store.h"
+#include "relay/server.h"
+#include "transport/tcp_transport.h"
+
+namespace {
+
+using namespace cw;
+using Clk = std::chrono::steady_clock;
+
+double Seconds(Clk::time_point a, Clk::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+[[noreturn]] void Die(const std::string& what, const Status& s) {
+  std::fprintf(stderr, "cw_attachment_bench: %s: %s\n", what.c_str(), s.ToString().c_str());
+  std::exit(1);
+}
+template <typename T>
+T Must(const std::string& what, Result<T> r) {
+  if (!r) Die(what, r.error());
+  return std::move(*r);
+}
+void Must(const std::string& what, const Status& s) {
+  if (!s.ok()) Die(what, s);
+}
+
+std::string MakeTempDir() {
+  std::string pattern = "/tmp/cw_attachment_bench_XXXXXX";
+  std::vector<char> buf(pattern.begin(), pattern.end());
+  buf.push_back('\0');
+  if (!::mkdtemp(buf.data())) {
+    std::perror("mkdtemp");
+    std::exit(1);
+  }
+  return buf.data();
+}
+
+// Blobs in memory, with the relay's append rule.
+class MemoryBlobs final : public runtime::BlobChannel {
+ public:
+  Result<wire::BlobId> Create(uint64_t) override {
+    wire::BlobId id{};
+    id[0] = static_cast<uint8_t>(++n_);
+    blobs_[id].clear();
+    return id;
+  }
+  Result<uint64_t> Put(const wire::BlobId& id, uint64_t, ByteView piece) override {
+    Bytes& b = blobs_[id];
+    b.insert(b.end(), piece.begin(), piece.end());
+    return b.size();
+  }
+  Result<Read> Get(const wire::BlobId& id, uint64_t offset, uint32_t max_len) override {
+    const Bytes& b = blobs_[id];
+    const size_t n = std::min<uint64_t>(max_len, b.size() - offset);
+    return Read{b.size(), Bytes(b.begin() + static_cast<ptrdiff_t>(offset),
+                                b.begin() + static_cast<ptrdiff_t>(offset + n))};
+  }
+
+ private:
+  std::map<wire::BlobId, Bytes> blobs_;
+  int n_ = 0;
+};
+
+struct Relay {
+  relay::NullLogSink log;
+  std::unique_ptr<relay::MailboxStore> store;
+  std::unique_ptr<relay::RelayService> service;
+  std::unique_ptr<transport::TcpTransport> transport;
+  std::unique_ptr<relay::RelayServer> server;
+
+  Relay(const std::string& dir, bool in_memory) {
+    std::filesystem::create_directories(dir);
+    if (in_memory) {
+      store = relay::NewInMemoryMailboxStore();
+    } else {
+      store = Must("open relay store", relay::RocksDbMailboxStore::Open(dir + "/db"));
+    }
+    service = std::make_unique<relay::RelayService>(*store, SystemClock::Default(), SystemRandom::Default(),
+                                                    relay::RelayOptions{}, &log);
+    transport =
+        Must("relay transport",
+             transport::TcpTransport::New(transport::StaticKeyPair::Generate(SystemRandom::Default())));
+    relay::ServerOptions so;
+    so.frame_burst = 1u << 30;
+    so.frames_per_second = 1u << 30;
+    so.workers = 4;
+    server = Must("relay start",
+                  relay::RelayServer::Start(*transport, *service,
+                                            Must("endpoint", transport::Endpoint::Parse("127.0.0.1:0")), so,
+                                            log, SystemClock::Default()));
+  }
+  ~Relay() {
+    server->Stop();
+    (void)transport->Shutdown();
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  size_t mib = 20;
+  int runs = 5;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--mib")) mib = std::strtoul(argv[i + 1], nullptr, 10);
+    if (!std::strcmp(argv[i], "--runs")) runs = std::atoi(argv[i + 1]);
+  }
+  if (sodium_init() < 0) return 1;
+  const std::string dir = MakeTempDir();
+  const size_t size = mib << 20;
+  {
+    Bytes content(size);
+    SeededRandom(5).Fill(content.data(), content.size());
+    std::ofstream(dir + "/file.bin", std::ios::binary)
+        .write(reinterpret_cast<const char*>(content.data()), static_cast<std::streamsize>(content.size()));
+  }
+  const double mb = static_cast<double>(size) / 1e6;
+
+  // 1. crypto only
+  std::vector<double> c_up, c_down;
+  for (int r = 0; r < runs; ++r) {
+    MemoryBlobs blobs;
+    const auto t0 = Clk::now();
+    auto d = Must("upload", runtime::UploadAttachment(blobs, dir + "/file.bin"));
+    const auto t1 = Clk::now();
+    const std::string out = dir + "/mem-" + std::to_string(r);
+    Must("download", runtime::DownloadAttachment(blobs, d, out));
+    const auto t2 = Clk::now();
+    std::filesystem::remove(out);
+    c_up.push_back(mb / Seconds(t0, t1));
+    c_down.push_back(mb / Seconds(t1, t2));
+  }
+
+  struct Row {
+    double up, down, total;
+  };
+  auto end_to_end = [&](bool in_memory) -> Row {
+    Relay relay(dir + (in_memory ? "/relay-mem" : "/relay"), in_memory);
+    const std::string address = relay.server->endpoint().ToString();
+    runtime::ClientOptions o;
+    o.keystore = storage::KeystoreOptions::MinimumCostForTesting();
+    std::vector<runtime::IncomingFile> got;
+    runtime::ClientOptions po = o;
+    po.callbacks.on_file = [&](const runtime::IncomingFile& f) {
+      got.push_back(
+          runtime::IncomingFile{f.contact, f.sequence, f.sent_at_ms, f.received_at_ms, f.attachment.Clone()});
+    };
+    auto pass = AsBytes("bench passphrase");
+    const std::string tag = in_memory ? "-mem" : "";
+    auto clinician =
+        Must("create clinician", runtime::Client::Create(dir + "/clinician" + tag, "dr.lee", pass, o));
+    auto patient = Must("create patient", runtime::Client::Create(dir + "/patient" + tag, "pat", pass, po));
+    Must("register", clinician->Register(address));
+    const std::string code = Must("invite", clinician->CreateInvite());
+    Must("accept", patient->AcceptInvite(code, "hello"));
+    Must("sync", clinician->Sync());
+
+    std::vector<double> e_up, e_down, e_total;
+    for (int r = 0; r < runs; ++r) {
+      got.clear();
+      const auto t0 = Clk::now();
+      Must("send file", clinician->SendFile("pat", dir + "/file.bin"));
+      const auto t1 = Clk::now();
+      Must("clinician sync", clinician->Sync());  // the kFile message is deposited
+      Must("patient sync", patient->Sync());
+      if (got.size() != 1) Die("receive", Status(StatusCode::kInternal, "no file message"));
+      const auto t2 = Clk::now();
+      const std::string out = dir + "/relay-" + std::to_string(r);
+      Must("fetch", patient->FetchAttachment(got[0].attachment, out));
+      const auto t3 = Clk::now();
+      std::filesystem::remove(out);
+      e_up.push_back(mb / Seconds(t0, t1));
+      e_down.push_back(mb / Seconds(t2, t3));
+      e_total.push_back(mb / Seconds(t0, t3));
+    }
+    clinician.reset();
+    patient.reset();
+    return Row{Median(e_up), Median(e_down), Median(e_total)};
+  };
+  const Row disk = end_to_end(false);
+  const Row memory = end_to_end(true);
+
+  std::printf("attachment throughput, %zu MiB file, median of %d runs (MB/s, 1 MB = 10^6 B)\n", mib, runs);
+  std::printf("  %-44s %8s %8s %8s\n", "", "upload", "download", "end2end");
+  std::printf("  %-44s %8.0f %8.0f %8s\n", "crypto + file I/O only (in-memory blobs)", Median(c_up),
+              Median(c_down), "-");
+  std::printf("  %-44s %8.0f %8.0f %8.0f\n", "loopback relay (RocksDB, synced), 2 clients", disk.up,
+              disk.down, disk.total);
+  std::printf("  %-44s %8.0f %8.0f %8.0f\n", "loopback relay (in-memory store), 2 clients", memory.up,
+              memory.down, memory.total);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  return 0;
+}

@@ -1,0 +1,363 @@
+#include "core/runtime/attachment.h"
+
+#include <fcntl.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "core/base/secret.h"
+
+namespace cw::runtime {
+
+namespace {
+
+using SecretStream = crypto_secretstream_xchacha20poly1305_state;
+
+static_assert(wire::kAttachmentKeySize == crypto_secretstream_xchacha20poly1305_KEYBYTES);
+static_assert(wire::kAttachmentHeaderSize == crypto_secretstream_xchacha20poly1305_HEADERBYTES);
+static_assert(wire::kAttachmentChunkOverhead == crypto_secretstream_xchacha20poly1305_ABYTES);
+static_assert(wire::kAttachmentDigestSize == crypto_generichash_BYTES);
+
+// A file descriptor closed on every return path.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  int Release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
+// The secretstream state holds the chunk key: wiped when the transfer ends, however it ends.
+struct WipedState {
+  SecretStream st;
+  ~WipedState() { sodium_memzero(&st, sizeof st); }
+};
+
+Status ErrnoStatus(const char* what) {
+  const int e = errno;
+  if (e == ENOENT) return Status(StatusCode::kNotFound, std::string(what) + ": no such file");
+  if (e == EACCES || e == EPERM)
+    return Status(StatusCode::kPermissionDenied, std::string(what) + ": permission denied");
+  if (e == EEXIST) return Status(StatusCode::kAlreadyExists, std::string(what) + ": already exists");
+  return Status(StatusCode::kUnavailable, std::string(what) + ": I/O error");
+}
+
+// Reads exactly out.size() bytes unless the file ends first; returns how many were read.
+Result<size_t> ReadFull(int fd, std::span<uint8_t> out) {
+  size_t got = 0;
+  while (got < out.size()) {
+    const ssize_t n = ::read(fd, out.data() + got, out.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Error(ErrnoStatus("reading the file"));
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  return got;
+}
+
+Status WriteFull(int fd, std::span<const uint8_t> data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus("writing the file");
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+void DefaultWait(int attempt) {
+  const int64_t ms = std::min<int64_t>(2000, int64_t{50} << std::min(attempt - 1, 6));
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+}
+
+// Runs `op` until it succeeds, fails with anything but kUnavailable, or fails `max_retries` times in a row.
+template <typename Op>
+auto WithRetries(const TransferOptions& o, Op op) -> decltype(op()) {
+  for (int attempt = 1;; ++attempt) {
+    auto r = op();
+    if (r || r.error().code() != StatusCode::kUnavailable || attempt > o.max_retries) return r;
+    if (o.wait) {
+      o.wait(attempt);
+    } else {
+      DefaultWait(attempt);
+    }
+  }
+}
+
+// Plaintext length of chunk `index`.
+size_t PlainLength(const wire::AttachmentDescriptor& d, uint64_t index) {
+  const uint64_t start = index * d.chunk_size;
+  return static_cast<size_t>(std::min<uint64_t>(d.chunk_size, d.size - std::min(d.size, start)));
+}
+
+// A batch of encrypted pieces and what it covers.
+struct Batch {
+  std::vector<Bytes> pieces;
+  uint64_t bytes = 0;  // ciphertext
+  uint64_t plain = 0;  // plaintext
+};
+
+// Runs `fn` on a helper thread when `wanted`; an invalid future (run it yourself) when not wanted or when no
+// thread could be started.
+template <typename Fn>
+auto InBackground(Fn& fn, bool wanted) -> std::future<decltype(fn())> {
+  if (!wanted) return {};
+  try {
+    return std::async(std::launch::async, [&fn] { return fn(); });
+  } catch (...) {
+    return {};  // no thread to be had: the caller does the work in turn instead
+  }
+}
+
+}  // namespace
+
+Result<uint64_t> BlobChannel::PutMany(const wire::BlobId& id, uint64_t offset,
+                                      std::span<const Bytes> pieces) {
+  uint64_t stored = offset;
+  for (const Bytes& piece : pieces) {
+    CW_ASSIGN_OR_RETURN(stored, Put(id, offset, piece));
+    offset += piece.size();
+  }
+  return stored;
+}
+
+Result<std::vector<BlobChannel::Read>> BlobChannel::GetMany(const wire::BlobId& id, uint64_t offset,
+                                                            std::span<const uint32_t> lengths) {
+  std::vector<Read> out;
+  out.reserve(lengths.size());
+  for (uint32_t len : lengths) {
+    CW_ASSIGN_OR_RETURN(Read r, Get(id, offset, len));
+    offset += len;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------------ upload
+
+Result<wire::AttachmentDescriptor> UploadAttachment(BlobChannel& channel, const std::string& path,
+                                                    const UploadOptions& options) {
+  if (options.chunk_size == 0 || options.chunk_size > wire::kMaxAttachmentChunkPlain) {
+    return Error(StatusCode::kInvalidArgument, "attachment chunk size out of range");
+  }
+  if (!wire::IsValidMediaType(options.media_type))
+    return Error(StatusCode::kInvalidArgument, "invalid media type");
+  Fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (file.get() < 0) return Error(ErrnoStatus("opening the file"));
+  struct stat st {};
+  if (::fstat(file.get(), &st) != 0) return Error(ErrnoStatus("reading the file"));
+  if (!S_ISREG(st.st_mode)) return Error(StatusCode::kInvalidArgument, "not a regular file");
+  if (static_cast<uint64_t>(st.st_size) > wire::kMaxAttachmentSize) {
+    return Error(StatusCode::kInvalidArgument, "file larger than an attachment may be");
+  }
+
+  wire::AttachmentDescriptor d;
+  d.size = static_cast<uint64_t>(st.st_size);
+  d.chunk_size = options.chunk_size;
+  d.file_name = wire::SanitizeFileName(options.file_name.empty() ? path : options.file_name);
+  d.media_type = options.media_type;
+  d.key = SecretBytes(wire::kAttachmentKeySize);
+  Random& random = options.random ? *options.random : SystemRandom::Default();
+  random.Fill(d.key.reveal_mutable().data(), d.key.size());
+
+  // The header's nonce comes from libsodium's own generator (secretstream draws it inside init_push).
+  WipedState stream;
+  uint8_t header[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
+  crypto_secretstream_xchacha20poly1305_init_push(&stream.st, header, d.key.reveal().data());
+  crypto_generichash_state digest;
+  crypto_generichash_init(&digest, nullptr, 0, d.digest.size());
+
+  const uint64_t blob_size = wire::BlobSize(d.size, d.chunk_size);
+  CW_ASSIGN_OR_RETURN(d.blob_id, WithRetries(options.transfer, [&] { return channel.Create(blob_size); }));
+
+  const uint64_t chunks = wire::AttachmentChunkCount(d.size, d.chunk_size);
+  const size_t window = std::max<size_t>(1, options.transfer.window);
+  SecretBytes plain(d.chunk_size);
+  uint64_t next_chunk = 0;
+  // Reads and encrypts the next batch of pieces (empty once every chunk is done).
+  auto encrypt_batch = [&]() -> Result<Batch> {
+    Batch batch;
+    for (; next_chunk < chunks && batch.pieces.size() < window; ++next_chunk) {
+      const uint64_t i = next_chunk;
+      const size_t want = PlainLength(d, i);
+      auto span = plain.reveal_mutable().subspan(0, want);
+      CW_ASSIGN_OR_RETURN(size_t got, ReadFull(file.get(), span));
+      if (got != want) return Error(StatusCode::kAborted, "the file changed while it was read");
+      const bool last = i + 1 == chunks;
+      Bytes& piece = batch.pieces.emplace_back();
+      piece.reserve((i == 0 ? sizeof header : 0) + want + crypto_secretstream_xchacha20poly1305_ABYTES);
+      if (i == 0) piece.insert(piece.end(), header, header + sizeof header);
+      const size_t at = piece.size();
+      piece.resize(at + want + crypto_secretstream_xchacha20poly1305_ABYTES);
+      crypto_secretstream_xchacha20poly1305_push(&stream.st, piece.data() + at, nullptr, span.data(), want,
+                                                 nullptr, 0,
+                                                 last ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
+                                                      : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+      crypto_generichash_update(&digest, piece.data(), piece.size());
+      batch.bytes += piece.size();
+      batch.plain += want;
+    }
+    return batch;
+  };
+
+  uint64_t offset = 0;
+  uint64_t done = 0;
+  if (options.transfer.progress) options.transfer.progress(0, d.size);
+  Result<Batch> current = encrypt_batch();
+  while (current && !current->pieces.empty()) {
+    // The next batch is read and encrypted on a helper thread while this one travels.
+    std::future<Result<Batch>> next = InBackground(encrypt_batch, next_chunk < chunks);
+    auto stored =
+        WithRetries(options.transfer, [&] { return channel.PutMany(d.blob_id, offset, current->pieces); });
+    Result<Batch> following = next.valid() ? next.get() : encrypt_batch();
+    if (!stored) return Error(stored.error());
+    offset += current->bytes;
+    // After the whole batch the store holds exactly what we sent: anything else means it is not the blob
+    // we are writing.
+    if (*stored != offset)
+      return Error(StatusCode::kInternal, "the relay holds another length than was uploaded");
+    done += current->plain;
+    if (options.transfer.progress) options.transfer.progress(done, d.size);
+    current = std::move(following);
+  }
+  if (!current) return Error(current.error());
+  // The file must not have grown either: the descriptor's size is what the recipient will check.
+  uint8_t extra = 0;
+  CW_ASSIGN_OR_RETURN(size_t more, ReadFull(file.get(), std::span<uint8_t>(&extra, 1)));
+  if (more != 0) return Error(StatusCode::kAborted, "the file changed while it was read");
+  crypto_generichash_final(&digest, d.digest.data(), d.digest.size());
+  return d;
+}
+
+// ---------------------------------------------------------------------------------------------- download
+
+namespace {
+
+Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, int fd,
+                    const TransferOptions& o) {
+  const uint64_t blob_size = wire::BlobSize(d.size, d.chunk_size);
+  const uint64_t chunks = wire::AttachmentChunkCount(d.size, d.chunk_size);
+  WipedState stream;
+  crypto_generichash_state digest;
+  crypto_generichash_init(&digest, nullptr, 0, d.digest.size());
+  const size_t window = std::max<size_t>(1, o.window);
+  SecretBytes plain(d.chunk_size);
+  // The pieces from chunk `first` on, fetched (with retries) from the blob.
+  struct Fetched {
+    uint64_t first = 0;
+    uint64_t offset = 0;
+    std::vector<uint32_t> lengths;
+    std::vector<BlobChannel::Read> reads;
+  };
+  // Plans the next batch (on this thread), then fetches it (on whichever thread runs `fetch`).
+  uint64_t plan_first = 0;
+  uint64_t plan_offset = 0;
+  auto plan = [&]() {
+    Fetched f;
+    f.first = plan_first;
+    f.offset = plan_offset;
+    for (uint64_t i = f.first; i < chunks && f.lengths.size() < window; ++i) {
+      const size_t head = i == 0 ? crypto_secretstream_xchacha20poly1305_HEADERBYTES : 0;
+      f.lengths.push_back(
+          static_cast<uint32_t>(head + PlainLength(d, i) + crypto_secretstream_xchacha20poly1305_ABYTES));
+      plan_offset += f.lengths.back();
+    }
+    plan_first += f.lengths.size();
+    return f;
+  };
+  auto fetch = [&channel, &o, &d](Fetched f) -> Result<Fetched> {
+    CW_ASSIGN_OR_RETURN(f.reads,
+                        WithRetries(o, [&] { return channel.GetMany(d.blob_id, f.offset, f.lengths); }));
+    if (f.reads.size() != f.lengths.size())
+      return Error(StatusCode::kInternal, "the channel answered another batch");
+    return f;
+  };
+
+  uint64_t done = 0;
+  if (o.progress) o.progress(0, d.size);
+  CW_ASSIGN_OR_RETURN(Fetched current, fetch(plan()));
+  for (;;) {
+    // The next batch is fetched on a helper thread while this one is checked, decrypted and written.
+    const bool more = plan_first < chunks;
+    auto fetch_next = [&fetch, planned = more ? plan() : Fetched{}]() { return fetch(planned); };
+    std::future<Result<Fetched>> next = InBackground(fetch_next, more);
+    for (size_t k = 0; k < current.lengths.size(); ++k) {
+      const uint64_t i = current.first + k;
+      const size_t want = PlainLength(d, i);
+      const size_t head = i == 0 ? crypto_secretstream_xchacha20poly1305_HEADERBYTES : 0;
+      const BlobChannel::Read& read = current.reads[k];
+      // The size the descriptor implies is exact: a longer blob was extended, a shorter one truncated.
+      if (read.total_size != blob_size)
+        return Status(StatusCode::kTampered, "the attachment has the wrong size");
+      if (read.data.size() != current.lengths[k])
+        return Status(StatusCode::kTampered, "the attachment is truncated");
+      crypto_generichash_update(&digest, read.data.data(), read.data.size());
+      if (i == 0 && crypto_secretstream_xchacha20poly1305_init_pull(&stream.st, read.data.data(),
+                                                                    d.key.reveal().data()) != 0) {
+        return Status(StatusCode::kTampered, "the attachment header is invalid");
+      }
+      unsigned char tag = 0;
+      unsigned long long plain_len = 0;
+      if (crypto_secretstream_xchacha20poly1305_pull(&stream.st, plain.reveal_mutable().data(), &plain_len,
+                                                     &tag, read.data.data() + head, read.data.size() - head,
+                                                     nullptr, 0) != 0) {
+        return Status(StatusCode::kTampered, "an attachment chunk does not open");
+      }
+      const bool last = i + 1 == chunks;
+      const unsigned char expected = last ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
+                                          : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE;
+      if (tag != expected || plain_len != want) {
+        return Status(StatusCode::kTampered, "the attachment's chunks are out of order or cut short");
+      }
+      CW_RETURN_IF_ERROR(WriteFull(fd, plain.reveal().subspan(0, want)));
+      done += want;
+    }
+    if (o.progress) o.progress(done, d.size);
+    if (!more) break;
+    CW_ASSIGN_OR_RETURN(current, next.valid() ? next.get() : fetch_next());
+  }
+  wire::AttachmentDigest got{};
+  crypto_generichash_final(&digest, got.data(), got.size());
+  if (!ConstantTimeEquals(got, d.digest))
+    return Status(StatusCode::kTampered, "the attachment digest does not match");
+  if (::fsync(fd) != 0) return ErrnoStatus("syncing the file");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status DownloadAttachment(BlobChannel& channel, const wire::AttachmentDescriptor& d,
+                          const std::string& dest_path, const TransferOptions& options) {
+  if (d.key.size() != wire::kAttachmentKeySize || d.chunk_size == 0 ||
+      d.chunk_size > wire::kMaxAttachmentChunkPlain || d.size > wire::kMaxAttachmentSize) {
+    return Status(StatusCode::kInvalidArgument, "invalid attachment descriptor");
+  }
+  struct stat st {};
+  if (::lstat(dest_path.c_str(), &st) == 0)
+    return Status(StatusCode::kAlreadyExists, "the destination file exists");
+  const std::string part = dest_path + ".part";
+  Fd fd(::open(part.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (fd.get() < 0) return ErrnoStatus("creating the destination file");
+  Status s = DownloadInto(channel, d, fd.get(), options);
+  if (::close(fd.Release()) != 0 && s.ok()) s = ErrnoStatus("closing the file");
+  // link() refuses an existing destination atomically, unlike rename().
+  if (s.ok() && ::link(part.c_str(), dest_path.c_str()) != 0) s = ErrnoStatus("moving the file into place");
+  ::unlink(part.c_str());
+  return s;
+}
+
+}  // namespace cw::runtime

@@ -1,0 +1,292 @@
+// Attachments without a network: encryption, upload, download and every check, against FakeBlobChannel.
+#include "core/runtime/attachment.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "tests/common/test_util.h"
+#include "tests/runtime/fake_blob_channel.h"
+
+namespace cw::runtime {
+namespace {
+
+using cw::testing::CodeOf;
+using cw::testing::Describe;
+using cw::testing::TempDir;
+using testing::FakeBlobChannel;
+
+constexpr uint32_t kChunk = 100;  // small chunks: many of them in a small file
+
+Bytes Pattern(size_t n, uint64_t seed) {
+  Bytes b(n);
+  SeededRandom r(seed);
+  if (n > 0) r.Fill(b.data(), n);
+  return b;
+}
+
+void WriteFile(const std::string& path, const Bytes& b) {
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+}
+
+Bytes ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+bool Exists(const std::string& path) { return std::filesystem::exists(path); }
+
+TransferOptions NoWait() {
+  TransferOptions o;
+  o.wait = [](int) {};
+  return o;
+}
+
+UploadOptions Small() {
+  UploadOptions o;
+  o.transfer = NoWait();
+  o.chunk_size = kChunk;
+  return o;
+}
+
+class AttachmentTest : public ::testing::Test {
+ protected:
+  // Uploads `content` from a file; returns the descriptor.
+  wire::AttachmentDescriptor Upload(const Bytes& content, UploadOptions o = Small()) {
+    const std::string src = dir_.Sub("source.bin");
+    WriteFile(src, content);
+    auto d = UploadAttachment(channel_, src, o);
+    EXPECT_TRUE(d.has_value()) << Describe(d);
+    return d ? std::move(*d) : wire::AttachmentDescriptor{};
+  }
+  std::string Dest() { return dir_.Sub("received-" + std::to_string(++n_)); }
+  // A download that must fail with `code` and leave nothing behind.
+  void ExpectRefused(const wire::AttachmentDescriptor& d, StatusCode code) {
+    const std::string dest = Dest();
+    Status s = DownloadAttachment(channel_, d, dest, NoWait());
+    EXPECT_EQ(s.code(), code) << s.ToString();
+    EXPECT_FALSE(Exists(dest));
+    EXPECT_FALSE(Exists(dest + ".part"));
+  }
+
+  TempDir dir_{"cw_attachment_test"};
+  FakeBlobChannel channel_;
+  int n_ = 0;
+};
+
+TEST_F(AttachmentTest, RoundTripsFilesOfEverySizeAroundTheChunkEdges) {
+  for (size_t size : {0, 1, 99, 100, 101, 250, 1000, 1001}) {
+    const Bytes content = Pattern(size, size);
+    const auto d = Upload(content);
+    EXPECT_EQ(d.size, size);
+    EXPECT_EQ(d.file_name, "source.bin");
+    EXPECT_EQ(channel_.blob(d.blob_id).data.size(), wire::BlobSize(size, kChunk));
+    const std::string dest = Dest();
+    Status s = DownloadAttachment(channel_, d, dest, NoWait());
+    ASSERT_TRUE(s.ok()) << size << ": " << s.ToString();
+    EXPECT_EQ(ReadFile(dest), content) << size;
+    EXPECT_FALSE(Exists(dest + ".part"));
+  }
+}
+
+TEST_F(AttachmentTest, LargestChunksFitTheRelayCap) {
+  UploadOptions o = Small();
+  o.chunk_size = wire::kMaxAttachmentChunkPlain;
+  const Bytes content = Pattern(3 * wire::kMaxAttachmentChunkPlain + 5, 1);
+  const auto d = Upload(content, o);
+  ASSERT_TRUE(DownloadAttachment(channel_, d, Dest(), NoWait()).ok());
+  EXPECT_EQ(ReadFile(dir_.Sub("received-1")), content);
+}
+
+TEST_F(AttachmentTest, BlobIsCiphertextUnderAFreshKeyEachTime) {
+  const Bytes content(1000, 'A');  // a plaintext pattern that would show through
+  const auto a = Upload(content);
+  const auto b = Upload(content);
+  EXPECT_FALSE(a.key.Equals(b.key));
+  EXPECT_NE(a.digest, b.digest);
+  const Bytes& blob = channel_.blob(a.blob_id).data;
+  const Bytes run(16, 'A');
+  EXPECT_EQ(std::search(blob.begin(), blob.end(), run.begin(), run.end()), blob.end());
+}
+
+TEST_F(AttachmentTest, ProgressRisesToTheTotalBothWays) {
+  const Bytes content = Pattern(1000, 2);
+  std::vector<uint64_t> up, down;
+  UploadOptions o = Small();
+  o.transfer.window = 1;  // a report per chunk
+  o.transfer.progress = [&](uint64_t done, uint64_t total) {
+    EXPECT_EQ(total, 1000u);
+    up.push_back(done);
+  };
+  const auto d = Upload(content, o);
+  TransferOptions t = NoWait();
+  t.window = 4;  // a report per batch of 4 chunks
+  t.progress = [&](uint64_t done, uint64_t total) {
+    EXPECT_EQ(total, 1000u);
+    down.push_back(done);
+  };
+  ASSERT_TRUE(DownloadAttachment(channel_, d, Dest(), t).ok());
+  EXPECT_EQ(up.size(), 11u);   // 0, then once per chunk
+  EXPECT_EQ(down.size(), 4u);  // 0, 400, 800, 1000
+  for (const auto* p : {&up, &down}) {
+    ASSERT_FALSE(p->empty());
+    EXPECT_EQ(p->front(), 0u);
+    EXPECT_EQ(p->back(), 1000u);
+    EXPECT_TRUE(std::is_sorted(p->begin(), p->end()));
+  }
+}
+
+TEST_F(AttachmentTest, UploadResumesAfterTheLinkDropsWithOrWithoutThePieceStored) {
+  const Bytes content = Pattern(1000, 3);
+  channel_.DropPutAnswer(3);  // stored, answer lost: the retry is a retransmission
+  channel_.DropCalls(7, 10);  // calls 7..9 fail before reaching the store
+  int waits = 0;
+  UploadOptions o = Small();
+  o.transfer.wait = [&](int) { ++waits; };
+  const auto d = Upload(content, o);
+  EXPECT_EQ(waits, 4);
+  EXPECT_EQ(channel_.blob(d.blob_id).data.size(), wire::BlobSize(1000, kChunk));
+  const std::string dest = Dest();
+  ASSERT_TRUE(DownloadAttachment(channel_, d, dest, NoWait()).ok());
+  EXPECT_EQ(ReadFile(dest), content);
+}
+
+TEST_F(AttachmentTest, DownloadResumesAfterTheLinkDrops) {
+  const Bytes content = Pattern(1000, 4);
+  const auto d = Upload(content);
+  channel_.DropGet(1);
+  channel_.DropGet(5);
+  channel_.DropGet(6);
+  int waits = 0;
+  TransferOptions t = NoWait();
+  t.wait = [&](int) { ++waits; };
+  const std::string dest = Dest();
+  ASSERT_TRUE(DownloadAttachment(channel_, d, dest, t).ok());
+  EXPECT_EQ(waits, 3);
+  EXPECT_EQ(ReadFile(dest), content);
+}
+
+TEST_F(AttachmentTest, GivesUpWhenTheLinkStaysDown) {
+  const Bytes content = Pattern(500, 5);
+  const auto d = Upload(content);
+  channel_.DropCalls(channel_.calls() + 1, 1 << 30);
+  ExpectRefused(d, StatusCode::kUnavailable);
+  WriteFile(dir_.Sub("again.bin"), content);
+  auto again = UploadAttachment(channel_, dir_.Sub("again.bin"), Small());
+  EXPECT_EQ(CodeOf(again), StatusCode::kUnavailable);
+}
+
+TEST_F(AttachmentTest, AFlippedByteAnywhereIsTampered) {
+  const auto d = Upload(Pattern(1000, 6));
+  Bytes& blob = channel_.blob(d.blob_id).data;
+  for (size_t at : {size_t{0}, size_t{30}, blob.size() / 2, blob.size() - 1}) {
+    blob[at] ^= 0x01;
+    ExpectRefused(d, StatusCode::kTampered);
+    blob[at] ^= 0x01;
+  }
+  const std::string dest = Dest();
+  ASSERT_TRUE(DownloadAttachment(channel_, d, dest, NoWait()).ok()) << "the untouched blob still opens";
+}
+
+TEST_F(AttachmentTest, TruncatedExtendedOrReorderedBlobIsTampered) {
+  const auto d = Upload(Pattern(1000, 7));
+  FakeBlobChannel::Blob& b = channel_.blob(d.blob_id);
+  const Bytes original = b.data;
+  const size_t piece = kChunk + wire::kAttachmentChunkOverhead;
+  const size_t first = wire::kAttachmentHeaderSize + piece;
+
+  b.data.resize(original.size() - piece);  // the last chunk dropped
+  b.declared = b.data.size();
+  ExpectRefused(d, StatusCode::kTampered);
+
+  b.data = original;  // a chunk too many: the last one again
+  b.data.insert(b.data.end(), original.end() - static_cast<ptrdiff_t>(piece), original.end());
+  b.declared = b.data.size();
+  ExpectRefused(d, StatusCode::kTampered);
+
+  b.data = original;  // one trailing byte
+  b.data.push_back(0);
+  b.declared = b.data.size();
+  ExpectRefused(d, StatusCode::kTampered);
+
+  b.data = original;  // chunks 1 and 2 swapped
+  b.declared = b.data.size();
+  std::swap_ranges(b.data.begin() + static_cast<ptrdiff_t>(first),
+                   b.data.begin() + static_cast<ptrdiff_t>(first + piece),
+                   b.data.begin() + static_cast<ptrdiff_t>(first + piece));
+  ExpectRefused(d, StatusCode::kTampered);
+
+  // The last chunk replaced by a chunk 1 of the right length: a MESSAGE tag where FINAL belongs, or a MAC
+  // that fails; either way no partial file.
+  b.data = original;
+  std::copy(original.begin() + static_cast<ptrdiff_t>(first),
+            original.begin() + static_cast<ptrdiff_t>(first + piece),
+            b.data.end() - static_cast<ptrdiff_t>(piece));
+  ExpectRefused(d, StatusCode::kTampered);
+}
+
+TEST_F(AttachmentTest, ADescriptorThatDoesNotMatchTheBlobIsTampered) {
+  const auto d = Upload(Pattern(1000, 8));
+  auto wrong = d.Clone();
+  wrong.digest[0] ^= 1;
+  ExpectRefused(wrong, StatusCode::kTampered);
+  wrong = d.Clone();
+  wrong.key.reveal_mutable()[0] ^= 1;
+  ExpectRefused(wrong, StatusCode::kTampered);
+  wrong = d.Clone();
+  wrong.size = 900;  // a shorter file claimed: the blob has the wrong size
+  ExpectRefused(wrong, StatusCode::kTampered);
+  wrong = d.Clone();
+  wrong.blob_id[5] ^= 1;
+  ExpectRefused(wrong, StatusCode::kNotFound);
+}
+
+TEST_F(AttachmentTest, ABlobSwappedByTheRelayIsTampered) {
+  // Two blobs of one size: a relay answering for one id with the other's bytes gets refused.
+  const auto a = Upload(Pattern(300, 9));
+  const auto b = Upload(Pattern(300, 10));
+  auto swapped = a.Clone();
+  swapped.blob_id = b.blob_id;
+  ExpectRefused(swapped, StatusCode::kTampered);
+}
+
+TEST_F(AttachmentTest, ExistingDestinationIsNeverOverwritten) {
+  const auto d = Upload(Pattern(100, 11));
+  const std::string dest = dir_.Sub("notes.txt");
+  WriteFile(dest, ToBytes("keep me"));
+  Status s = DownloadAttachment(channel_, d, dest, NoWait());
+  EXPECT_EQ(s.code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(ReadFile(dest), ToBytes("keep me"));
+}
+
+TEST_F(AttachmentTest, BadSourcesAndOptionsAreClearErrors) {
+  EXPECT_EQ(CodeOf(UploadAttachment(channel_, dir_.Sub("missing.pdf"), Small())), StatusCode::kNotFound);
+  EXPECT_EQ(CodeOf(UploadAttachment(channel_, dir_.path(), Small())), StatusCode::kInvalidArgument);
+  WriteFile(dir_.Sub("f"), Bytes(10, 1));
+  UploadOptions o = Small();
+  o.chunk_size = wire::kMaxAttachmentChunkPlain + 1;
+  EXPECT_EQ(CodeOf(UploadAttachment(channel_, dir_.Sub("f"), o)), StatusCode::kInvalidArgument);
+  o = Small();
+  o.media_type = "not a type";
+  EXPECT_EQ(CodeOf(UploadAttachment(channel_, dir_.Sub("f"), o)), StatusCode::kInvalidArgument);
+  EXPECT_EQ(channel_.calls(), 0) << "nothing was created at the store";
+}
+
+TEST_F(AttachmentTest, FileNameIsSanitisedFromThePathOrTheOption) {
+  WriteFile(dir_.Sub("scan.png"), Bytes(10, 1));
+  UploadOptions o = Small();
+  o.file_name = "../../.ssh/authorized_keys";
+  o.media_type = "image/png";
+  auto d = UploadAttachment(channel_, dir_.Sub("scan.png"), o);
+  ASSERT_TRUE(d.has_value()) << Describe(d);
+  EXPECT_EQ(d->file_name, "authorized_keys");
+  EXPECT_EQ(d->media_type, "image/png");
+}
+
+}  // namespace
+}  // namespace cw::runtime

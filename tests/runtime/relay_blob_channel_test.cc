@@ -1,0 +1,201 @@
+// RelayBlobChannel against the real RelayService (in-memory store), with a fake link that answers the
+// commands in flight in reverse order, as the relay's worker pool may: pieces that overtake their
+// predecessors are refused by the relay and must be sent again, and the blob must still come out whole.
+#include "core/runtime/relay_blob_channel.h"
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "core/base/clock.h"
+#include "core/base/random.h"
+#include "relay/mailbox_store.h"
+#include "relay/relay_service.h"
+#include "tests/common/test_util.h"
+
+namespace cw::runtime {
+namespace {
+
+using cw::testing::Describe;
+
+// A link to a RelayService on its own thread. Commands queue up; the thread answers every queued command
+// newest first (after a short grace period for more to arrive), and can drop the link for a while.
+class ReversingLink {
+ public:
+  // With `answers_in_order`, the relay still runs the commands newest first but the answers travel back
+  // oldest first: a refused piece's answer then arrives after its predecessors' answers.
+  explicit ReversingLink(bool answers_in_order = false)
+      : answers_in_order_(answers_in_order), service_(*store_, SystemClock::Default(), random_) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~ReversingLink() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  RelayBlobChannel::Call call() {
+    return [this](relay::CommandBody body, RelayBlobChannel::Done done) {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back({std::move(body), std::move(done)});
+      cv_.notify_all();
+    };
+  }
+  // The next `n` commands fail as if the link dropped, without reaching the relay.
+  void Drop(int n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    drop_ = n;
+  }
+  int refused() const { return refused_.load(); }
+
+ private:
+  struct Pending {
+    relay::CommandBody body;
+    RelayBlobChannel::Done done;
+  };
+
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      // Let the channel fill its window, so there is something to reorder.
+      cv_.wait_for(lock, std::chrono::milliseconds(5), [&] { return stop_ || queue_.size() >= 8; });
+      std::deque<Pending> batch;
+      batch.swap(queue_);
+      std::vector<Result<relay::Response>> answers(batch.size(),
+                                                   Error(StatusCode::kUnavailable, "link dropped"));
+      for (size_t k = batch.size(); k-- > 0;) {
+        if (drop_ > 0) {
+          --drop_;
+          continue;
+        }
+        lock.unlock();
+        answers[k] = Handle(std::move(batch[k].body));
+        lock.lock();
+      }
+      lock.unlock();
+      for (size_t j = 0; j < batch.size(); ++j) {
+        const size_t k = answers_in_order_ ? j : batch.size() - 1 - j;
+        batch[k].done(std::move(answers[k]));
+      }
+      lock.lock();
+    }
+  }
+
+  Result<relay::Response> Handle(relay::CommandBody body) {
+    auto frames = service_.Handle(key_, relay::EncodeCommand(relay::Command{++request_id_, std::move(body)}));
+    auto decoded = relay::DecodeServerFrame(frames.back());
+    if (!decoded) return Error(decoded.error());
+    auto* r = std::get_if<relay::Response>(&*decoded);
+    if (!r) return Error(StatusCode::kInternal, "not a response");
+    if (r->code == relay::ResponseCode::kInvalidRequest) ++refused_;
+    return *r;
+  }
+
+  const bool answers_in_order_;
+  std::unique_ptr<relay::MailboxStore> store_ = relay::NewInMemoryMailboxStore();
+  SeededRandom random_{3};
+  relay::RelayService service_;
+  relay::LinkKey key_{};
+  uint32_t request_id_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Pending> queue_;
+  int drop_ = 0;
+  bool stop_ = false;
+  std::atomic<int> refused_{0};
+  std::thread thread_;
+};
+
+std::vector<Bytes> Pieces(size_t n, size_t size) {
+  std::vector<Bytes> out;
+  SeededRandom r(9);
+  for (size_t i = 0; i < n; ++i) {
+    Bytes b(size);
+    r.Fill(b.data(), b.size());
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+TEST(RelayBlobChannelTest, PiecesAnsweredOutOfOrderStillMakeTheWholeBlob) {
+  ReversingLink link;
+  RelayBlobChannel channel(link.call(), 10'000);
+  const auto pieces = Pieces(40, 1000);
+  auto id = channel.Create(40 * 1000);
+  ASSERT_TRUE(id.has_value()) << Describe(id);
+  auto stored = channel.PutMany(*id, 0, pieces);
+  ASSERT_TRUE(stored.has_value()) << Describe(stored);
+  EXPECT_EQ(*stored, 40u * 1000);
+  EXPECT_GT(link.refused(), 0) << "the reversing link did reorder pieces";
+
+  std::vector<uint32_t> lengths(40, 1000);
+  auto reads = channel.GetMany(*id, 0, lengths);
+  ASSERT_TRUE(reads.has_value()) << Describe(reads);
+  ASSERT_EQ(reads->size(), 40u);
+  for (size_t i = 0; i < 40; ++i) {
+    EXPECT_EQ((*reads)[i].total_size, 40u * 1000);
+    EXPECT_EQ((*reads)[i].data, pieces[i]) << i;
+  }
+}
+
+TEST(RelayBlobChannelTest, ARefusalWhoseAnswerTrailsItsPredecessorsIsStillARace) {
+  ReversingLink link(/*answers_in_order=*/true);
+  RelayBlobChannel channel(link.call(), 10'000);
+  const auto pieces = Pieces(24, 700);
+  auto id = channel.Create(24 * 700);
+  ASSERT_TRUE(id.has_value()) << Describe(id);
+  auto stored = channel.PutMany(*id, 0, pieces);
+  ASSERT_TRUE(stored.has_value()) << Describe(stored);
+  EXPECT_EQ(*stored, 24u * 700);
+  EXPECT_GT(link.refused(), 0);
+}
+
+TEST(RelayBlobChannelTest, ADroppedLinkFailsTheBatchAndARetryCompletesIt) {
+  ReversingLink link;
+  RelayBlobChannel channel(link.call(), 10'000);
+  const auto pieces = Pieces(20, 500);
+  auto id = channel.Create(20 * 500);
+  ASSERT_TRUE(id.has_value()) << Describe(id);
+  link.Drop(3);
+  auto first = channel.PutMany(*id, 0, pieces);
+  ASSERT_FALSE(first.has_value());
+  EXPECT_EQ(first.error().code(), StatusCode::kUnavailable);
+  // Whatever part of the batch the relay took is accepted again unchanged.
+  auto again = channel.PutMany(*id, 0, pieces);
+  ASSERT_TRUE(again.has_value()) << Describe(again);
+  EXPECT_EQ(*again, 20u * 500);
+}
+
+TEST(RelayBlobChannelTest, RealRefusalsAreNotRetriedForever) {
+  ReversingLink link;
+  RelayBlobChannel channel(link.call(), 10'000);
+  auto id = channel.Create(1000);
+  ASSERT_TRUE(id.has_value()) << Describe(id);
+  // A piece past the declared size is refused even with everything before it stored.
+  auto r = channel.PutMany(*id, 0, Pieces(2, 600));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kInvalidArgument);
+  wire::BlobId unknown{};
+  unknown[0] = 0xee;
+  auto g = channel.Get(unknown, 0, 10);
+  ASSERT_FALSE(g.has_value());
+  EXPECT_EQ(g.error().code(), StatusCode::kNotFound);
+}
+
+TEST(RelayBlobChannelTest, SilenceTimesOut) {
+  RelayBlobChannel channel([](relay::CommandBody, RelayBlobChannel::Done) {}, 50);
+  auto r = channel.Create(10);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace cw::runtime
