@@ -328,7 +328,10 @@ class Client::Impl {
     link_ = LinkState::kDown;
     fetching_ = false;
     FailAll(Status(StatusCode::kPermissionDenied, "the client is locked"));
-    if (compliance_) compliance_->CheckpointIfNeeded();  // a signed head covering everything recorded
+    if (compliance_) {
+      compliance_->OnLocked(automatic);
+      compliance_->CheckpointIfNeeded();  // a signed head covering everything recorded
+    }
     compliance_.reset();
     transcripts_.reset();
     engine_.reset();

@@ -440,6 +440,10 @@ void ComplianceRuntime::OnVerification(const std::string& contact, bool verified
   (void)Audit({AuditEventType::kVerification, compliance::IdentityFingerprint(c->identity_key), "", verified ? 1u : 0u, {}});
 }
 
+void ComplianceRuntime::OnLocked(bool automatic) {
+  (void)Audit({AuditEventType::kLocked, "", "", automatic ? 1u : 0u, {}});
+}
+
 void ComplianceRuntime::DeferIdentityChange(ByteView previous_key, ByteView new_key) {
   // Runs inside an engine call, so it asks the engine nothing: the peer is named by the key it had.
   deferred_.push_back({AuditEventType::kIdentityKeyChanged, compliance::IdentityFingerprint(previous_key), "", 0,

@@ -133,6 +133,8 @@ class ComplianceRuntime {
   // --- Events the client reports ---
   void OnSessionEstablished(const std::string& contact);
   void OnVerification(const std::string& contact, bool verified);
+  // The client is locking (kLocked; `automatic`: by the idle timer). Called before the keys go.
+  void OnLocked(bool automatic);
   // From the engine's identity-change callback (inside an engine call): queued, written by FlushDeferred.
   void DeferIdentityChange(ByteView previous_key, ByteView new_key);
   void FlushDeferred();

@@ -480,6 +480,13 @@ TEST_F(RuntimeE2E, AnIdleClientLocksItselfAndResumesAfterUnlock) {
   EXPECT_EQ(clinician->History("pat").error().code(), StatusCode::kPermissionDenied);
 
   ASSERT_OK(clinician->Unlock(kPass));
+  // The audit trail says it was an automatic logoff (code 1), and the unlock that followed.
+  auto trail = clinician->AuditTrail();
+  ASSERT_HAS(trail);
+  bool automatic = false;
+  for (const auto& e : *trail) automatic |= e.type == compliance::AuditEventType::kLocked && e.code == 1;
+  EXPECT_TRUE(automatic);
+  EXPECT_EQ(trail->back().type, compliance::AuditEventType::kUnlockSucceeded);
   ASSERT_HAS(patient->SendText("dr.lee", "pushed after unlocking"));
   ASSERT_HAS(patient->Sync());
   ASSERT_TRUE(testing::WaitFor(mu, cv, [&] {
