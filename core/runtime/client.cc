@@ -835,6 +835,7 @@ class Client::Impl {
     if (control) return compliance_->HandleControl(sender.name, relay_id, std::move(*control));
     if (received->kind == session::Received::Kind::kMessage) {
       ++received_total_;
+      if (file) compliance_->OnAttachment(*file);
       if (file && options_.callbacks.on_file) {
         options_.callbacks.on_file(
             IncomingFile{sender.name, sequence, env->sent_at_ms, clock_->NowMillis(), std::move(*file)});
@@ -1324,8 +1325,10 @@ Result<uint64_t> Client::SendFileMessage(const std::string& contact, wire::Attac
   CW_ASSIGN_OR_RETURN(app.payload, wire::EncodeAttachment(row.descriptor));
   return impl_->Call([&]() -> Result<uint64_t> {
     CW_RETURN_IF_ERROR(impl_->compliance_->CheckOutgoing(contact, app.purpose));
-    return impl_->SendApp(contact, app, storage::Transcripts::DirectConversationId(contact), row.body.reveal(),
-                          row.attachments);
+    CW_ASSIGN_OR_RETURN(uint64_t seq, impl_->SendApp(contact, app, storage::Transcripts::DirectConversationId(contact),
+                                                     row.body.reveal(), row.attachments));
+    impl_->compliance_->OnAttachment(row.descriptor);
+    return seq;
   });
 }
 

@@ -440,6 +440,11 @@ void ComplianceRuntime::OnVerification(const std::string& contact, bool verified
   (void)Audit({AuditEventType::kVerification, compliance::IdentityFingerprint(c->identity_key), "", verified ? 1u : 0u, {}});
 }
 
+void ComplianceRuntime::OnAttachment(const wire::AttachmentDescriptor& attachment) {
+  (void)Audit({AuditEventType::kAttachment, "", ToHex(attachment.blob_id), 0,
+               Bytes(attachment.digest.begin(), attachment.digest.end())});
+}
+
 void ComplianceRuntime::OnLocked(bool automatic) {
   (void)Audit({AuditEventType::kLocked, "", "", automatic ? 1u : 0u, {}});
 }

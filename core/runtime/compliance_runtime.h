@@ -135,6 +135,8 @@ class ComplianceRuntime {
   void OnVerification(const std::string& contact, bool verified);
   // The client is locking (kLocked; `automatic`: by the idle timer). Called before the keys go.
   void OnLocked(bool automatic);
+  // A file was sent or received (kAttachment: the relay blob id and the blob's digest, never its key).
+  void OnAttachment(const wire::AttachmentDescriptor& attachment);
   // From the engine's identity-change callback (inside an engine call): queued, written by FlushDeferred.
   void DeferIdentityChange(ByteView previous_key, ByteView new_key);
   void FlushDeferred();

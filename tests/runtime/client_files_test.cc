@@ -212,6 +212,17 @@ TEST_F(ClientFiles, TranscriptRowsOnBothSidesReferToTheFile) {
     ASSERT_HAS(d);
     EXPECT_EQ(d->size, content.size());
     EXPECT_EQ(Client::AttachmentOf((*h)[2]).error().code(), StatusCode::kNotFound) << "a text row has none";
+    // Both audit trails name the blob and its digest (never its key).
+    auto trail = c->AuditTrail();
+    ASSERT_HAS(trail);
+    size_t attachments = 0;
+    for (const auto& e : *trail) {
+      if (e.type != compliance::AuditEventType::kAttachment) continue;
+      ++attachments;
+      EXPECT_EQ(e.ref, ToHex(d->blob_id));
+      EXPECT_EQ(e.digest, Bytes(d->digest.begin(), d->digest.end()));
+    }
+    EXPECT_EQ(attachments, 1u) << c->name();
   }
   // After a restart the patient fetches the file from the history alone.
   patient_.reset();
