@@ -740,7 +740,19 @@ class Client::Impl {
     relay::Ack a;
     a.mailbox = *state_.mailbox;
     a.message_ids.push_back(id);
-    Request(std::move(a), [](Result<relay::Response>) {});
+    ++acks_in_flight_;
+    Request(std::move(a), [this](Result<relay::Response>) {
+      if (--acks_in_flight_ != 0) return;
+      auto waiters = std::move(ack_waiters_);
+      ack_waiters_.clear();
+      for (auto& w : waiters) w();
+    });
+  }
+
+  // Runs `fn` once every acknowledgement sent so far was answered (or failed with its link).
+  void WhenAcksAnswered(std::function<void()> fn) {
+    if (acks_in_flight_ == 0) return fn();
+    ack_waiters_.push_back(std::move(fn));
   }
 
   void AckWhenDurable(const relay::MessageId& id) {
@@ -1175,6 +1187,8 @@ class Client::Impl {
   size_t received_reported_ = 0;
   size_t sent_total_ = 0;
   size_t sent_reported_ = 0;
+  size_t acks_in_flight_ = 0;
+  std::vector<std::function<void()>> ack_waiters_;
   int64_t backoff_ms_ = 0;
   int64_t retry_backoff_ms_ = 0;
   std::optional<transport::Transport::TimerId> reconnect_timer_;
@@ -1260,23 +1274,25 @@ Result<SyncReport> Client::Sync(int64_t timeout_ms) {
   return impl_->Await<SyncReport>(timeout_ms, [this](Impl::Done<SyncReport> done) {
     impl_->FetchAll([this, done](Result<size_t> got) {
       if (!got) return done(Error(got.error()));
-      // What was fetched is acknowledged once synced; flushing after that sync sends those acknowledgements
-      // first, so a Sync that returns has left nothing it stored at the relay.
+      // What was fetched is acknowledged once synced; the flush waits for the relay's answers to those
+      // acknowledgements, so a Sync that returns has left nothing it stored at the relay.
       impl_->AfterSynced(
           impl_->store_->LastCommitSequence(),
           [this, done] {
-            impl_->FlushOutbox([this, done](Result<size_t> sent) {
-              if (!sent) return done(Error(sent.error()));
-              SyncReport rep;
-              // Counted from the previous Sync: messages pushed while linked count as well as fetched ones.
-              rep.received = impl_->received_total_ - impl_->received_reported_;
-              impl_->received_reported_ = impl_->received_total_;
-              // Likewise for sends: a flush the link coming up started may have delivered them already.
-              rep.sent = impl_->sent_total_ - impl_->sent_reported_;
-              impl_->sent_reported_ = impl_->sent_total_;
-              auto pending = impl_->transcripts_->PendingOutbox();
-              rep.pending = pending ? pending->size() : 0;
-              done(rep);
+            impl_->WhenAcksAnswered([this, done] {
+              impl_->FlushOutbox([this, done](Result<size_t> sent) {
+                if (!sent) return done(Error(sent.error()));
+                SyncReport rep;
+                // Counted from the previous Sync: messages pushed while linked count as well as fetched ones.
+                rep.received = impl_->received_total_ - impl_->received_reported_;
+                impl_->received_reported_ = impl_->received_total_;
+                // Likewise for sends: a flush the link coming up started may have delivered them already.
+                rep.sent = impl_->sent_total_ - impl_->sent_reported_;
+                impl_->sent_reported_ = impl_->sent_total_;
+                auto pending = impl_->transcripts_->PendingOutbox();
+                rep.pending = pending ? pending->size() : 0;
+                done(rep);
+              });
             });
           },
           [done](Status why) { done(Error(std::move(why))); });
