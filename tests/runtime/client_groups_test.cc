@@ -9,9 +9,11 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/runtime/client.h"
+#include "core/runtime/client_groups.h"
 #include "tests/runtime/runtime_test_util.h"
 
 namespace cw::runtime {
@@ -194,6 +196,49 @@ TEST_F(GroupE2E, GroupOfFourEveryoneSendsAndEveryoneReceivesEachMessageOnce) {
   EXPECT_EQ((*ana_groups)[0].members, (std::vector<std::string>{"ana", "ben", "cyd", "lead"}));
 }
 
+TEST_F(GroupE2E, MembersThatWriteAsSoonAsTheyJoinLoseNothing) {
+  // Every client is linked and pushed to before the group exists and writes the moment it learns of it, so
+  // the membership update, the members' sender keys and their first texts are all in flight at once. (A key
+  // that overtakes the update would wait at the relay until the update is stored: GroupRuntime::Hold, tested
+  // below; in practice the wait for durability before replying lets the admin's deposits win.)
+  for (const auto* n : {"lead", "ana", "ben", "cyd"}) ASSERT_TRUE(Add(n));
+  const std::vector<std::string> names{"lead", "ana", "ben", "cyd"};
+  for (size_t i = 0; i < names.size(); ++i) {
+    for (size_t j = i + 1; j < names.size(); ++j) Befriend(names[i], names[j]);
+  }
+  for (auto& [name, c] : clients_) ASSERT_OK(c->StartBackground());
+  auto created = C("lead").CreateGroup("ward 7", {"ana", "ben", "cyd"});
+  ASSERT_HAS(created);
+  const std::string g = created->group_id;
+  std::vector<std::thread> writers;
+  for (const auto* n : {"ana", "ben", "cyd"}) {
+    writers.emplace_back([this, n, g] {
+      for (int i = 0; i < 2000; ++i) {
+        auto groups = C(n).Groups();
+        if (groups && !groups->empty()) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      auto sent = C(n).SendGroupText(g, std::string("from ") + n);
+      EXPECT_TRUE(sent.has_value()) << n << ": " << sent.error().ToString();
+    });
+  }
+  ASSERT_HAS(C("lead").SendGroupText(g, "from lead"));
+  for (auto& t : writers) t.join();
+  for (const auto& n : names) {
+    Inbox& in = inboxes_[n];
+    EXPECT_TRUE(testing::WaitFor(in.mu, in.cv, [&] { return in.group_texts.size() >= 3; })) << n;
+  }
+  SyncAll(2);
+  for (const auto& n : names) {
+    std::vector<std::string> others;
+    for (const auto& m : names) {
+      if (m != n) others.push_back(m + ": from " + m);
+    }
+    std::sort(others.begin(), others.end());
+    EXPECT_EQ(Received(n), others) << n;
+  }
+}
+
 TEST_F(GroupE2E, RemovedMemberGetsNothingAfterRemovalAndTheOthersRotateAndGoOn) {
   const std::string g = MakeWard();
   ASSERT_FALSE(g.empty());
@@ -295,6 +340,25 @@ TEST_F(GroupE2E, BadInputGetsClearErrorsAndConsentGatesEveryMember) {
   auto r = Received("ana");
   EXPECT_EQ(std::count(r.begin(), r.end(), "lead: rounds at 9"), 1);
   EXPECT_EQ(std::count(r.begin(), r.end(), "lead: your bill"), 0);
+}
+
+// Which failures leave a message at the relay for a later attempt, and the cap on how many.
+TEST(GroupHold, HoldsOnlyGroupTrafficThatMayHaveOvertakenItsKeyAndAtMostTheCap) {
+  GroupRuntime groups(GroupRuntime::Deps{});
+  session::Ciphertext text;
+  text.type = session::MessageType::kSenderKey;
+  session::Ciphertext pairwise;
+  pairwise.type = session::MessageType::kSignal;
+  EXPECT_TRUE(groups.Hold(text, StatusCode::kNoSession, "a"));          // before the sender's key
+  EXPECT_TRUE(groups.Hold(text, StatusCode::kPermissionDenied, "b"));   // before the membership
+  EXPECT_TRUE(groups.Hold(pairwise, StatusCode::kPermissionDenied, "c"));  // a key before the membership
+  EXPECT_FALSE(groups.Hold(text, StatusCode::kTampered, "d"));
+  EXPECT_FALSE(groups.Hold(text, StatusCode::kMalformed, "e"));
+  EXPECT_FALSE(groups.Hold(pairwise, StatusCode::kNoSession, "f"));
+  EXPECT_FALSE(groups.Hold(pairwise, StatusCode::kTampered, "g"));
+  for (size_t i = 3; i < kMaxHeldMessages; ++i) EXPECT_TRUE(groups.Hold(text, StatusCode::kNoSession, std::to_string(i)));
+  EXPECT_FALSE(groups.Hold(text, StatusCode::kNoSession, "one too many"));
+  EXPECT_TRUE(groups.Hold(text, StatusCode::kNoSession, "a"));  // one already held stays held
 }
 
 }  // namespace
