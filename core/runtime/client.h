@@ -60,11 +60,11 @@ inline constexpr int64_t kReconnectMaxMs = 5'000;
 // A text message received from a contact (already durable in the transcript when this is called).
 struct IncomingMessage {
   std::string contact;
-  std::string group_id;  // the care-team group it was sent to; empty for a 1:1 message
   uint64_t sequence = 0;
   int64_t sent_at_ms = 0;
   int64_t received_at_ms = 0;
   SecretBytes text;
+  std::string group_id;  // the care-team group it was sent to (sequence is in its history); empty for 1:1
 };
 
 // A file received from a contact (the transcript row is durable when this is called; the file itself is
