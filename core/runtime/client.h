@@ -15,7 +15,9 @@
 // and acknowledging the relay only after that batch is durable (SealedStore commits with sync=true); shows
 // safety numbers and marks contacts verified; and surfaces identity changes as events. Every 1:1 message is
 // a wire::AppMessage with a purpose label; consent receipts, the audit trail, signed exports and erasure
-// (issue 6) are run by core/runtime/compliance_runtime.h over the same store and session.
+// (issue 6) are run by core/runtime/compliance_runtime.h over the same store and session. Care-team groups
+// (sender keys; create, add, remove with key rotation, send, history) are run by core/runtime/client_groups.h:
+// every membership change and group text goes through the same outbox, one envelope per member.
 //
 // Sealed sender: what the relay stores for a message is an Envelope (core/runtime/envelope.h): the Signal
 // ciphertext, the sender's name and reply card, padded to a Padmé bucket and sealed with libsodium's
