@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "cli-demo/files.h"
+#include "cli-demo/groups.h"
 #include "core/base/random.h"
 #include "core/compliance/export_bundle.h"
 #include "core/runtime/client.h"
@@ -317,7 +318,8 @@ int CmdReceive() {
   cw::runtime::ClientOptions o;
   o.callbacks.on_message = [&](const cw::runtime::IncomingMessage& m) {
     std::lock_guard<std::mutex> lock(mu);
-    got.push_back(cw::runtime::IncomingMessage{m.contact, m.sequence, m.sent_at_ms, m.received_at_ms, m.text.Clone()});
+    got.push_back(cw::runtime::IncomingMessage{m.contact, m.sequence, m.sent_at_ms, m.received_at_ms, m.text.Clone(),
+                                               m.group_id});
   };
   o.callbacks.on_file = [&](const cw::runtime::IncomingFile& f) {
     std::lock_guard<std::mutex> lock(mu);
@@ -351,8 +353,10 @@ int CmdReceive() {
   json arr = json::array();
   std::string human;
   for (const auto& m : got) {
-    arr.push_back(json{{"contact", m.contact}, {"sequence", m.sequence}, {"sent_at_ms", m.sent_at_ms}, {"text", Text(m.text)}});
-    human += "[" + TimeOf(m.sent_at_ms) + "] " + m.contact + ": " + Text(m.text) + "\n";
+    arr.push_back(json{{"contact", m.contact}, {"group", m.group_id}, {"sequence", m.sequence}, {"sent_at_ms", m.sent_at_ms},
+                       {"text", Text(m.text)}});
+    const std::string in_group = m.group_id.empty() ? "" : " (group " + m.group_id + ")";
+    human += "[" + TimeOf(m.sent_at_ms) + "] " + m.contact + in_group + ": " + Text(m.text) + "\n";
   }
   human += fhuman;
   if (got.empty() && files.empty()) human = "No new messages.";
@@ -828,7 +832,8 @@ int CmdChat(const std::string& contact) {
   if (::pipe(state.wake) != 0) return Fail(Status(StatusCode::kInternal, "pipe"), "chat");
   cw::runtime::ClientOptions o;
   o.callbacks.on_message = [&](const cw::runtime::IncomingMessage& m) {
-    Announce("[" + TimeOf(m.received_at_ms) + "] " + m.contact + ": " + Text(m.text));
+    const std::string in_group = m.group_id.empty() ? "" : " (group " + m.group_id + ")";
+    Announce("[" + TimeOf(m.received_at_ms) + "] " + m.contact + in_group + ": " + Text(m.text));
   };
   o.callbacks.on_file = [&](const cw::runtime::IncomingFile& f) {
     {
@@ -974,6 +979,7 @@ int main(int argc, char** argv) {
   opkey->add_option("--key-file", key_file)->required();
   auto* stats = app.add_subcommand("relay-stats", "ask the relay for its statistics (needs --stats-key on the relay)");
   stats->add_option("--key-file", key_file)->required();
+  cw::cli::GroupCommands groups(app);
 
   CLI11_PARSE(app, argc, argv);
 
@@ -1002,5 +1008,8 @@ int main(int argc, char** argv) {
   if (*peek) return CmdPeek();
   if (*opkey) return CmdOperatorKey(key_file);
   if (*stats) return CmdStats(key_file);
+  if (groups.parsed()) {
+    return groups.Run(cw::cli::CliIo{[] { return OpenClient(); }, Fail, Print, MessageJson, MessageLine, g.timeout_ms});
+  }
   return 1;
 }

@@ -156,6 +156,9 @@ CW_EXPORT cw_status cw_client_open(const char* home_dir, const uint8_t* passphra
       cw::runtime::ClientOptions o;
       std::weak_ptr<CallbackState> weak = handle->callbacks;
       o.callbacks.on_message = [weak](const cw::runtime::IncomingMessage& m) {
+        // The C API has no groups yet: a group text would read as a 1:1 message from its sender. It stays in
+        // the group's history for when it does.
+        if (!m.group_id.empty()) return;
         try {
           auto st = weak.lock();
           if (!st) return;

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "core/runtime/client_groups.h"
 #include "core/runtime/codec.h"
 #include "core/runtime/compliance_runtime.h"
 #include "core/runtime/file_message.h"
@@ -303,6 +304,14 @@ class Client::Impl {
                                  [this](const Status& s) { Report(s); }};
     CW_ASSIGN_OR_RETURN(compliance_, ComplianceRuntime::Open(std::move(deps), failed_unlocks));
     compliance_->ResumeInbox();
+    groups_ = std::make_unique<GroupRuntime>(GroupRuntime::Deps{
+        store_.get(), engine_.get(), transcripts_.get(), compliance_.get(), state_.name,
+        [this](const std::string& contact) {
+          auto it = state_.contacts.find(contact);
+          return it != state_.contacts.end() && it->second.card.has_value();
+        },
+        [this](const std::string& conv, uint64_t seq) { DeliverWhenDurable(conv, seq); },
+        [this] { RefetchHeld(); }, [this](const Status& s) { Report(s); }});
     return Status::Ok();
   }
 
@@ -332,6 +341,7 @@ class Client::Impl {
       compliance_->OnLocked(automatic);
       compliance_->CheckpointIfNeeded();  // a signed head covering everything recorded
     }
+    groups_.reset();
     compliance_.reset();
     transcripts_.reset();
     engine_.reset();
@@ -362,6 +372,7 @@ class Client::Impl {
         return s;
       }
       if (Status s = OpenSession(failed); !s.ok()) {
+        groups_.reset();
         compliance_.reset();
         transcripts_.reset();
         engine_.reset();
@@ -423,6 +434,7 @@ class Client::Impl {
       if (conn_) conn_->Close(Status(StatusCode::kAborted, "client closing"));
       FailAll(Status(StatusCode::kAborted, "client closing"));
       if (compliance_) compliance_->CheckpointIfNeeded();  // a signed head covering everything recorded
+      groups_.reset();
       compliance_.reset();
       transcripts_.reset();
       engine_.reset();
@@ -803,6 +815,7 @@ class Client::Impl {
     std::optional<wire::AttachmentDescriptor> file;  // what a kFile message carried, for on_file
     bool refused = false;                            // a message whose purpose lacked consent
     bool new_contact = false;
+    GroupRuntime::Incoming group;                    // what a group kind staged (client_groups.h)
     compliance_->BeforeDecrypt(sender.name);
     auto received = engine_->Decrypt(sender, env->message, [&](const session::Received& rec, session::WriteBatch* b) -> Status {
       storage::IncomingDetails details;
@@ -813,7 +826,7 @@ class Client::Impl {
         CW_RETURN_IF_ERROR(
             compliance_->StageIncoming(rec, relay_id, details, b, &sequence, &text, &file, &control, &refused));
       } else {
-        CW_RETURN_IF_ERROR(transcripts_->StageIncoming(rec, relay_id, b, details, &sequence));
+        CW_RETURN_IF_ERROR(groups_->StageIncoming(rec, relay_id, details, b, &group));
       }
       // A reply card is believed only from a first (pre-key) message that just decrypted: the session
       // authenticates whoever holds the contact's identity key.
@@ -832,18 +845,36 @@ class Client::Impl {
       return Status::Ok();
     });
     compliance_->AfterCommit(received.has_value());
+    groups_->AfterCommit(received.has_value(), group);
     if (!received) {
       const StatusCode c = received.error().code();
       if (c == StatusCode::kDuplicate) return AckWhenDurable(d.message_id);
       Report(Status(c, "a received message could not be decrypted: " + received.error().message()));
-      if (IsPermanentFailure(c)) Ack(d.message_id);
+      // Group traffic that overtook the key it needs stays at the relay until that key is stored.
+      if (IsPermanentFailure(c) && !groups_->Hold(env->message, c, relay_id)) Ack(d.message_id);
       return;
     }
     // The batch is committed; the relay may forget the message once it is synced.
     if (next) state_ = std::move(*next);
     AckWhenDurable(d.message_id);
     if (new_contact) compliance_->OnSessionEstablished(sender.name);
-    if (refused) return Report(Status(StatusCode::kPermissionDenied, "no valid consent for purpose (incoming message refused)"));
+    if (refused || group.refused) {
+      return Report(Status(StatusCode::kPermissionDenied, "no valid consent for purpose (incoming message refused)"));
+    }
+    if (group.shown) {
+      ++received_total_;
+      if (options_.callbacks.on_message) {
+        IncomingMessage m;
+        m.contact = sender.name;
+        m.group_id = received->group_id;
+        m.sequence = group.sequence;
+        m.sent_at_ms = env->sent_at_ms;
+        m.received_at_ms = clock_->NowMillis();
+        m.text = std::move(group.text);
+        options_.callbacks.on_message(m);
+      }
+      return;
+    }
     if (control) return compliance_->HandleControl(sender.name, relay_id, std::move(*control));
     if (received->kind == session::Received::Kind::kMessage) {
       ++received_total_;
@@ -903,6 +934,28 @@ class Client::Impl {
       EnsureConnecting();
     }
     return seq;
+  }
+
+  // An outbox entry the groups runtime committed (in the store's last commit): delivered like SendApp's.
+  void DeliverWhenDurable(const std::string& conv, uint64_t seq) {
+    outbox_commits_[conv + '\0' + std::to_string(seq)] = store_->LastCommitSequence();
+    if (link_ == LinkState::kUp) {
+      FlushOutbox([](Result<size_t>) {});
+    } else if (background_) {
+      EnsureConnecting();
+    }
+  }
+
+  // Fetches again from the start, so messages left at the relay (GroupRuntime::Hold) are tried again; a fetch
+  // under way may have passed them already, so another follows it. A link that is down fetches everything
+  // when it comes up.
+  void RefetchHeld() {
+    if (!state_.mailbox || link_ != LinkState::kUp) return;
+    if (fetching_) {
+      FetchAll([this](Result<size_t>) { FetchAll([](Result<size_t>) {}); });
+    } else {
+      FetchAll([](Result<size_t>) {});
+    }
   }
 
   // Deposits every outbox entry, one at a time and in order (the relay's workers could reorder pipelined
@@ -977,62 +1030,72 @@ class Client::Impl {
     }
     storage::OutboxEntry entry = std::move(queue->front());
     queue->pop_front();
-    if (entry.recipients.size() != 1) {  // groups are not sent by this runtime yet
-      refused_.insert(OutboxKey(entry));
-      return DepositNext(queue, sent);
+    DepositTo(std::move(queue), sent, std::make_shared<storage::OutboxEntry>(std::move(entry)), 0);
+  }
+
+  // Deposits `entry` to its recipients from `index` on, one envelope each (a group text lists every other
+  // member; its single ciphertext is sealed to each one's mailbox), then marks it sent. A recipient that
+  // cannot be written to is reported and skipped; an entry for one recipient only is then left unsent
+  // (refused_) as before, while a group entry still goes to the others.
+  void DepositTo(std::shared_ptr<std::deque<storage::OutboxEntry>> queue, size_t sent,
+                 std::shared_ptr<storage::OutboxEntry> entry, size_t index) {
+    const bool single = entry->recipients.size() == 1;
+    if (index >= entry->recipients.size()) {
+      if (Status m = transcripts_->MarkSent(entry->conversation_id, entry->sequence); !m.ok()) return EndFlush(Error(m));
+      ++sent_total_;
+      if (single && options_.callbacks.on_sent && !IsControlConversation(entry->conversation_id)) {
+        options_.callbacks.on_sent(entry->recipients[0].name, entry->sequence);
+      }
+      return DepositNext(queue, sent + 1);
     }
-    const std::string recipient = entry.recipients[0].name;
+    const auto skip = [&](const Status& why) {
+      Report(why);
+      if (single) {
+        refused_.insert(OutboxKey(*entry));
+        return DepositNext(queue, sent);
+      }
+      DepositTo(queue, sent, entry, index + 1);
+    };
+    const std::string recipient = entry->recipients[index].name;
     auto it = state_.contacts.find(recipient);
     if (it == state_.contacts.end() || !it->second.card) {
-      refused_.insert(OutboxKey(entry));
-      Report(Status(StatusCode::kNotFound, "an outbox entry's contact has no mailbox"));
-      return DepositNext(queue, sent);
+      return skip(Status(StatusCode::kNotFound, "an outbox entry's contact has no mailbox"));
     }
     const ContactCard card = *it->second.card;
     if (card.relay != state_.relay) {
-      refused_.insert(OutboxKey(entry));
-      Report(Status(StatusCode::kInvalidArgument, "contacts on another relay are not supported yet"));
-      return DepositNext(queue, sent);
+      return skip(Status(StatusCode::kInvalidArgument, "contacts on another relay are not supported yet"));
     }
     EnvelopeContent ec;
-    ec.message = entry.message;
+    ec.message = entry->message;
     ec.sender = state_.name;
     ec.sender_device = engine_->device_id();
-    if (auto row = transcripts_->GetMessage(entry.conversation_id, entry.sequence)) ec.sent_at_ms = row->sent_at_ms;
-    if (entry.message.type == session::MessageType::kPreKey && state_.mailbox && it->second.my_token) {
+    if (auto row = transcripts_->GetMessage(entry->conversation_id, entry->sequence)) ec.sent_at_ms = row->sent_at_ms;
+    if (entry->message.type == session::MessageType::kPreKey && state_.mailbox && it->second.my_token) {
       ec.card = ContactCard{state_.relay, *state_.mailbox, *it->second.my_token, box_pk_};
     }
     auto sealed = SealEnvelope(ec, card.box_key);
-    if (!sealed) {
-      refused_.insert(OutboxKey(entry));
-      Report(sealed.error());
-      return DepositNext(queue, sent);
-    }
+    if (!sealed) return skip(sealed.error());
     relay::Deposit dep;
     dep.mailbox = card.mailbox;
     dep.token = card.token;
-    dep.message_id = DepositId(entry.message, recipient);
+    dep.message_id = DepositId(entry->message, recipient);
     dep.envelope = std::move(*sealed);
-    Request(std::move(dep), [this, queue, sent, entry = std::move(entry), recipient](Result<relay::Response> r) mutable {
+    Request(std::move(dep), [this, queue, sent, entry, index, single](Result<relay::Response> r) mutable {
       if (!r) return EndFlush(Error(r.error()));
       Status s = FromRelay(*r);
       if (r->code == relay::ResponseCode::kDepositRefused) {
         // The contact revoked our token (or the mailbox is gone): retrying cannot help.
-        refused_.insert(OutboxKey(entry));
-        (void)transcripts_->SetStatus(entry.conversation_id, entry.sequence, storage::MessageStatus::kFailed);
         Report(s);
+        if (!single) return DepositTo(queue, sent, entry, index + 1);
+        refused_.insert(OutboxKey(*entry));
+        (void)transcripts_->SetStatus(entry->conversation_id, entry->sequence, storage::MessageStatus::kFailed);
         return DepositNext(queue, sent);
       }
       if (!s.ok()) {
         ScheduleRetry();
         return EndFlush(Error(s));
       }
-      if (Status m = transcripts_->MarkSent(entry.conversation_id, entry.sequence); !m.ok()) return EndFlush(Error(m));
-      ++sent_total_;
-      if (options_.callbacks.on_sent && !IsControlConversation(entry.conversation_id)) {
-        options_.callbacks.on_sent(recipient, entry.sequence);
-      }
-      DepositNext(queue, sent + 1);
+      DepositTo(queue, sent, entry, index + 1);
     });
   }
 
@@ -1158,6 +1221,7 @@ class Client::Impl {
   std::unique_ptr<session::Engine> engine_;
   std::unique_ptr<storage::Transcripts> transcripts_;
   std::unique_ptr<ComplianceRuntime> compliance_;
+  std::unique_ptr<GroupRuntime> groups_;
   State state_;
   enum class LinkState { kDown, kConnecting, kUp };
   LinkState link_ = LinkState::kDown;
@@ -1458,6 +1522,31 @@ Result<uint64_t> Client::SendAppMessageForTesting(const std::string& contact, co
     return impl_->SendApp(contact, message, storage::Transcripts::DirectConversationId(contact),
                           message.payload.reveal(), {});
   });
+}
+
+// ---- care-team groups: each runs on the loop thread (see client_groups.h)
+
+Result<GroupChange> Client::CreateGroup(const std::string& label, const std::vector<std::string>& members) {
+  return impl_->Call([&]() { return impl_->groups_->Create(label, members); });
+}
+Result<GroupChange> Client::AddGroupMember(const std::string& group_id, const std::string& member) {
+  return impl_->Call([&]() { return impl_->groups_->Add(group_id, member); });
+}
+Result<GroupChange> Client::RemoveGroupMember(const std::string& group_id, const std::string& member) {
+  return impl_->Call([&]() { return impl_->groups_->Remove(group_id, member); });
+}
+Result<uint64_t> Client::SendGroupText(const std::string& group_id, const std::string& text,
+                                       const std::string& purpose) {
+  return impl_->Call([&]() { return impl_->groups_->SendText(group_id, text, purpose); });
+}
+Result<std::vector<std::string>> Client::GroupMembers(const std::string& group_id) {
+  return impl_->Call([&]() { return impl_->groups_->Members(group_id); });
+}
+Result<std::vector<GroupInfo>> Client::Groups() {
+  return impl_->Call([&]() { return impl_->groups_->List(); });
+}
+Result<std::vector<storage::TranscriptMessage>> Client::GroupHistory(const std::string& group_id, size_t n) {
+  return impl_->Call([&]() { return impl_->groups_->History(group_id, n); });
 }
 
 Result<std::vector<PeekedEnvelope>> Client::PeekRelay(int64_t timeout_ms) {

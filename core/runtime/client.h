@@ -15,7 +15,9 @@
 // and acknowledging the relay only after that batch is durable (SealedStore commits with sync=true); shows
 // safety numbers and marks contacts verified; and surfaces identity changes as events. Every 1:1 message is
 // a wire::AppMessage with a purpose label; consent receipts, the audit trail, signed exports and erasure
-// (issue 6) are run by core/runtime/compliance_runtime.h over the same store and session.
+// (issue 6) are run by core/runtime/compliance_runtime.h over the same store and session. Care-team groups
+// (sender keys; create, add, remove with key rotation, send, history) are run by core/runtime/client_groups.h:
+// every membership change and group text goes through the same outbox, one envelope per member.
 //
 // Sealed sender: what the relay stores for a message is an Envelope (core/runtime/envelope.h): the Signal
 // ciphertext, the sender's name and reply card, padded to a Padmé bucket and sealed with libsodium's
@@ -64,6 +66,7 @@ struct IncomingMessage {
   int64_t sent_at_ms = 0;
   int64_t received_at_ms = 0;
   SecretBytes text;
+  std::string group_id;  // the care-team group it was sent to (sequence is in its history); empty for 1:1
 };
 
 // A file received from a contact (the transcript row is durable when this is called; the file itself is
@@ -132,6 +135,24 @@ struct PeekedEnvelope {
   uint64_t seq = 0;
   std::string message_id;  // hex
   Bytes envelope;
+};
+
+// A care-team group as this device knows it (core/runtime/client_groups.h).
+struct GroupInfo {
+  std::string id;      // 32 hex digits (Engine::NewGroupId)
+  std::string label;   // the name given at creation; only the creating device knows it (empty elsewhere)
+  std::string admin;   // the creator, who alone adds and removes members
+  std::vector<std::string> members;  // sorted, this identity included; empty once we were removed
+  bool active = true;  // false once we were removed: the history stays, nothing more arrives
+};
+
+// What a group call could not reach. Members are named here, never in error text.
+struct GroupChange {
+  std::string group_id;
+  // Members with no 1:1 session on this device: they got nothing (make them contacts first).
+  std::vector<std::string> missing_sessions;
+  // Members whose identity change awaits AcceptIdentityChange: they got nothing either.
+  std::vector<std::string> untrusted_members;
 };
 
 class Client {
@@ -213,6 +234,26 @@ class Client {
   // Every conversation as JSON (storage/export.h).
   Result<SecretBytes> ExportJson();
   Result<size_t> PendingOutboxCount();
+
+  // --- Care-team groups (issue 5; core/runtime/client_groups.h) ---
+  // Creates a group administered by this identity with `members` (contacts with a 1:1 session; kNotFound /
+  // kNoSession otherwise, and nothing is created). The membership and this device's sender key go to each
+  // member through the outbox. `label` is kept on this device only.
+  Result<GroupChange> CreateGroup(const std::string& label, const std::vector<std::string>& members);
+  // Admin only (kPermissionDenied otherwise). Adding sends the membership and sender key to everyone;
+  // removing rotates this device's sender key, sends the new one to the remaining members (who rotate theirs
+  // on receipt) and tells the removed member, whose device then forgets the group's keys.
+  Result<GroupChange> AddGroupMember(const std::string& group_id, const std::string& member);
+  Result<GroupChange> RemoveGroupMember(const std::string& group_id, const std::string& member);
+  // Encrypts `text` once with this device's sender key and queues it for every other member (one envelope
+  // each). Consent-gated per member like SendText: on a clinic device, kPermissionDenied when any member
+  // lacks consent for `purpose`, and nothing is stored or sent. kNotFound for a group we are not in.
+  Result<uint64_t> SendGroupText(const std::string& group_id, const std::string& text,
+                                 const std::string& purpose = std::string(kDefaultPurpose));
+  Result<std::vector<std::string>> GroupMembers(const std::string& group_id);
+  Result<std::vector<GroupInfo>> Groups();
+  // The latest `n` messages of the group's conversation, oldest first (also after we were removed).
+  Result<std::vector<storage::TranscriptMessage>> GroupHistory(const std::string& group_id, size_t n = 100);
 
   // --- Contacts and trust ---
   Result<std::vector<ContactInfo>> Contacts();

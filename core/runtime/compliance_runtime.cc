@@ -343,7 +343,7 @@ Status ComplianceRuntime::StageIncoming(const session::Received& rec, const std:
         staged.body = std::move(app.payload);
       }
       ev.type = AuditEventType::kMessageReceived;
-      ev.subject = ConversationRef(storage::Transcripts::DirectConversationId(rec.sender.name));
+      ev.subject = ConversationRef(storage::Transcripts::ConversationIdFor(rec));  // the group's, for a group text
     }
     CW_RETURN_IF_ERROR(deps_.transcripts->StageIncoming(staged, relay_id, batch, details, sequence));
     if (log_) {

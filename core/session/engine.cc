@@ -1301,7 +1301,8 @@ std::string Engine::NewGroupId() {
   return ToHex(id);
 }
 
-Result<GroupDelivery> Engine::CreateGroup(const std::string& group_id, const std::vector<std::string>& members) {
+Result<GroupDelivery> Engine::CreateGroup(const std::string& group_id, const std::vector<std::string>& members,
+                                          const GroupHook& also_write) {
   return impl_->Transact([&]() -> Result<GroupDelivery> {
     if (!internal::IsValidGroupId(group_id)) return Error(StatusCode::kInvalidArgument, "invalid group id");
     CW_ASSIGN_OR_RETURN(auto existing, impl_->ReadGroup(group_id));
@@ -1320,11 +1321,13 @@ Result<GroupDelivery> Engine::CreateGroup(const std::string& group_id, const std
     GroupDelivery out;
     CW_RETURN_IF_ERROR(impl_->FanOut(
         all, wire::Content{wire::ContentKind::kGroupMembers, group_id, std::move(skdm), all, group.epoch}, &out));
+    CW_RETURN_IF_ERROR(impl_->RunHook(also_write, out));
     return out;
   });
 }
 
-Result<GroupDelivery> Engine::AddGroupMember(const std::string& group_id, const std::string& member) {
+Result<GroupDelivery> Engine::AddGroupMember(const std::string& group_id, const std::string& member,
+                                             const GroupHook& also_write) {
   return impl_->Transact([&]() -> Result<GroupDelivery> {
     if (!wire::IsValidName(member)) return Error(StatusCode::kInvalidArgument, "invalid member name");
     CW_ASSIGN_OR_RETURN(auto group, impl_->ReadKnownGroup(group_id));
@@ -1340,11 +1343,13 @@ Result<GroupDelivery> Engine::AddGroupMember(const std::string& group_id, const 
     CW_RETURN_IF_ERROR(impl_->FanOut(
         group.members,
         wire::Content{wire::ContentKind::kGroupMembers, group_id, std::move(skdm), group.members, group.epoch}, &out));
+    CW_RETURN_IF_ERROR(impl_->RunHook(also_write, out));
     return out;
   });
 }
 
-Result<GroupDelivery> Engine::RemoveGroupMember(const std::string& group_id, const std::string& member) {
+Result<GroupDelivery> Engine::RemoveGroupMember(const std::string& group_id, const std::string& member,
+                                                const GroupHook& also_write) {
   return impl_->Transact([&]() -> Result<GroupDelivery> {
     CW_ASSIGN_OR_RETURN(auto group, impl_->ReadKnownGroup(group_id));
     if (group.admin != impl_->local_name_) return Error(StatusCode::kPermissionDenied, "only the admin removes members");
@@ -1363,6 +1368,7 @@ Result<GroupDelivery> Engine::RemoveGroupMember(const std::string& group_id, con
     // group as live.
     CW_RETURN_IF_ERROR(impl_->FanOut(
         {member}, wire::Content{wire::ContentKind::kGroupMembers, group_id, {}, group.members, group.epoch}, &out));
+    CW_RETURN_IF_ERROR(impl_->RunHook(also_write, out));
     return out;
   });
 }
@@ -1374,7 +1380,8 @@ Result<std::vector<std::string>> Engine::GroupMembers(const std::string& group_i
   });
 }
 
-Result<Outgoing> Engine::ShareSenderKey(const std::string& group_id, const std::string& member) {
+Result<Outgoing> Engine::ShareSenderKey(const std::string& group_id, const std::string& member,
+                                        const OutgoingHook& also_write) {
   return impl_->Transact([&]() -> Result<Outgoing> {
     CW_ASSIGN_OR_RETURN(auto group, impl_->ReadKnownGroup(group_id));
     if (!Contains(group.members, member)) return Error(StatusCode::kNotFound, "not a member");
@@ -1382,7 +1389,9 @@ Result<Outgoing> Engine::ShareSenderKey(const std::string& group_id, const std::
     Address to{member, 1};
     CW_ASSIGN_OR_RETURN(Ciphertext c, impl_->EncryptContent(
                                           to, wire::Content{wire::ContentKind::kSenderKey, group_id, std::move(skdm), {}, 0}));
-    return Outgoing{to, std::move(c)};
+    Outgoing out{to, std::move(c)};
+    CW_RETURN_IF_ERROR(impl_->RunHook(also_write, out));
+    return out;
   });
 }
 

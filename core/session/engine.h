@@ -202,18 +202,27 @@ class Engine {
   // and each change carries a higher epoch, so neither a member nor the relay can rewrite, replay or
   // reorder membership. Group ids should be unguessable (NewGroupId) so nobody can claim one first.
   //
+  // The membership changes take a hook like Encrypt's: it sees what the change sends and adds writes (the
+  // outbox entries that carry it) that commit atomically with the new group and session state, so a crash
+  // cannot keep the advanced ratchets and lose the messages built with them.
+  using GroupHook = std::function<Status(const GroupDelivery&, WriteBatch*)>;
+  using OutgoingHook = std::function<Status(const Outgoing&, WriteBatch*)>;
   // Creates a group with this identity as admin and `members`, and returns the membership and this
   // device's sender key for each member, over their 1:1 sessions.
-  Result<GroupDelivery> CreateGroup(const std::string& group_id, const std::vector<std::string>& members);
-  Result<GroupDelivery> AddGroupMember(const std::string& group_id, const std::string& member);
+  Result<GroupDelivery> CreateGroup(const std::string& group_id, const std::vector<std::string>& members,
+                                    const GroupHook& also_write = nullptr);
+  Result<GroupDelivery> AddGroupMember(const std::string& group_id, const std::string& member,
+                                       const GroupHook& also_write = nullptr);
   // Removes a member; this device's sender key is rotated and the new one goes to everyone remaining, and
   // each remaining member rotates theirs when the membership update reaches them.
-  Result<GroupDelivery> RemoveGroupMember(const std::string& group_id, const std::string& member);
+  Result<GroupDelivery> RemoveGroupMember(const std::string& group_id, const std::string& member,
+                                          const GroupHook& also_write = nullptr);
   // 128 random bits, hex: a group id nobody can guess or claim before the group exists.
   std::string NewGroupId();
   Result<std::vector<std::string>> GroupMembers(const std::string& group_id);
   // Sends this device's current sender key for the group to one member (after a missing session appeared).
-  Result<Outgoing> ShareSenderKey(const std::string& group_id, const std::string& member);
+  Result<Outgoing> ShareSenderKey(const std::string& group_id, const std::string& member,
+                                  const OutgoingHook& also_write = nullptr);
   // Encrypts once for the whole group; the same Ciphertext goes to every member.
   Result<Ciphertext> GroupEncrypt(const std::string& group_id, std::span<const uint8_t> plaintext,
                                   const EncryptHook& also_write = nullptr);

@@ -159,6 +159,43 @@ TEST_F(GroupTest, LateJoinerReadsLaterMessagesOnly) {
   EXPECT_TRUE(SameState(before, pharmacist.snapshot()));
 }
 
+// The runtime stages the outbox entries of a membership change through this hook: they must commit with the
+// group and ratchet state, and a failing hook must leave nothing behind.
+TEST_F(GroupTest, MembershipHooksCommitWithTheChangeOrNotAtAll) {
+  const auto before = clinician.snapshot();
+  auto failed = clinician->CreateGroup(kGroup, {"nurse", "patient"},
+                                       [](const GroupDelivery&, WriteBatch*) {
+                                         return Status(StatusCode::kUnavailable, "outbox full");
+                                       });
+  ASSERT_FALSE(failed.has_value());
+  EXPECT_EQ(failed.error().code(), StatusCode::kUnavailable);
+  EXPECT_TRUE(SameState(before, clinician.snapshot()));
+  EXPECT_EQ(clinician->GroupMembers(kGroup).error().code(), StatusCode::kNotFound);
+
+  size_t seen = 0;
+  auto outs = clinician->CreateGroup(kGroup, {"nurse", "patient"}, [&](const GroupDelivery& d, WriteBatch* b) {
+    seen = d.messages.size();
+    b->writes.push_back({Table::kMeta, "test.outbox", SecretBytes(AsBytes("staged"))});
+    return Status::Ok();
+  });
+  CW_ASSERT_OK(outs);
+  EXPECT_EQ(seen, outs->messages.size());
+  EXPECT_EQ(seen, 2u);
+  ASSERT_TRUE(AllDelivered(world.Pump("clinician", *outs)));
+  const auto after = clinician.snapshot();
+  EXPECT_EQ(after.count(std::to_string(static_cast<int>(Table::kMeta)) + ":test.outbox"), 1u);
+
+  const auto before_remove = clinician.snapshot();
+  auto refused = clinician->RemoveGroupMember(kGroup, "patient", [](const GroupDelivery&, WriteBatch*) {
+    return Status(StatusCode::kUnavailable, "outbox full");
+  });
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_TRUE(SameState(before_remove, clinician.snapshot()));
+  auto members = clinician->GroupMembers(kGroup);
+  CW_ASSERT_OK(members);
+  EXPECT_EQ(members->size(), 3u);
+}
+
 TEST_F(GroupTest, RemovedMemberCannotReadNewMessages) {
   ASSERT_NO_FATAL_FAILURE(CreateWardGroup());
   ExpectHeardBy(clinician, {&nurse, &patient});

@@ -1,0 +1,212 @@
+// cw_group_bench: care-team group fan-out latency through a relay, every client online (issue 5, groups).
+// Plain main, prints one table.
+//
+//   build/rel/bench/cw_group_bench [--members 3] [--messages 200] [--warmup 10] [--runs 3] [--size 64]
+//
+// A RelayServer (RocksDB store, synced deposits) listens on 127.0.0.1 in this process; an admin and
+// --members members are runtime Clients in the background, each with its own sealed store and link. The
+// admin creates a group and sends one text at a time with Client::SendGroupText: one GroupEncrypt, one
+// outbox entry, one sealed envelope and deposit per member. The clock runs from the call to the moment the
+// LAST member's on_message fired (the text decrypted and committed there); the next text goes once every
+// member has the previous one. Reported: p50, p90, p99 and max per run, and the median p50/p99 over runs.
+// Compare with cw_latency_bench (one 1:1 recipient) for what each extra member adds.
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/base/clock.h"
+#include "core/base/random.h"
+#include "core/runtime/client.h"
+#include "relay/log.h"
+#include "relay/relay_service.h"
+#include "relay/rocksdb_mailbox_store.h"
+#include "relay/server.h"
+#include "transport/tcp_transport.h"
+
+namespace {
+
+using namespace cw;
+using Clk = std::chrono::steady_clock;
+
+struct Args {
+  int members = 3;  // besides the admin
+  int messages = 200;
+  int warmup = 10;
+  int runs = 3;
+  size_t size = 64;
+};
+
+[[noreturn]] void Die(const std::string& what, const Status& s) {
+  std::fprintf(stderr, "cw_group_bench: %s: %s\n", what.c_str(), s.ToString().c_str());
+  std::exit(1);
+}
+void Must(const Status& s, const std::string& what) {
+  if (!s.ok()) Die(what, s);
+}
+template <typename T>
+T Must(Result<T> r, const std::string& what) {
+  if (!r) Die(what, r.error());
+  return std::move(*r);
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string pattern = std::string(base && *base ? base : "/tmp") + "/cw_group_bench_XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) std::abort();
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string Sub(const std::string& n) const { return path_ + "/" + n; }
+
+ private:
+  std::string path_;
+};
+
+struct Percentiles {
+  double p50, p90, p99, max;
+};
+
+Percentiles Summarize(std::vector<double> us) {
+  std::sort(us.begin(), us.end());
+  auto at = [&](double q) { return us[std::min(us.size() - 1, static_cast<size_t>(q * us.size()))]; };
+  return {at(0.50), at(0.90), at(0.99), us.back()};
+}
+
+// One run: a fresh relay and fresh clients; returns the fan-out latencies in microseconds.
+std::vector<double> Run(const Args& args) {
+  TempDir dir;
+  auto store = Must(relay::RocksDbMailboxStore::Open(dir.Sub("relay")), "relay store");
+  relay::NullLogSink log;
+  relay::RelayService service(*store, SystemClock::Default(), SystemRandom::Default(), relay::RelayOptions{}, &log);
+  auto relay_transport =
+      Must(transport::TcpTransport::New(transport::StaticKeyPair::Generate(SystemRandom::Default())), "transport");
+  auto server = Must(relay::RelayServer::Start(*relay_transport, service,
+                                               Must(transport::Endpoint::Parse("127.0.0.1:0"), "endpoint"),
+                                               relay::ServerOptions{}, log, SystemClock::Default()),
+                     "relay");
+  const std::string address = server->endpoint().ToString();
+
+  std::mutex mu;
+  std::condition_variable cv;
+  int arrived = 0;  // group texts received, over all members
+  Clk::time_point arrived_at;
+  const auto pass = AsBytes("group bench passphrase");
+  runtime::ClientOptions admin_options;
+  admin_options.keystore = storage::KeystoreOptions::MinimumCostForTesting();
+  auto admin = Must(runtime::Client::Create(dir.Sub("admin"), "lead", pass, std::move(admin_options)), "admin");
+  Must(admin->Register(address), "register admin");
+  std::vector<std::unique_ptr<runtime::Client>> members;
+  std::vector<std::string> names;
+  for (int i = 0; i < args.members; ++i) {
+    runtime::ClientOptions o;
+    o.keystore = storage::KeystoreOptions::MinimumCostForTesting();
+    o.callbacks.on_message = [&](const runtime::IncomingMessage& m) {
+      if (m.group_id.empty()) return;
+      const auto now = Clk::now();
+      std::lock_guard<std::mutex> lock(mu);
+      arrived_at = now;
+      ++arrived;
+      cv.notify_all();
+    };
+    names.push_back("member" + std::to_string(i));
+    members.push_back(Must(runtime::Client::Create(dir.Sub(names.back()), names.back(), pass, std::move(o)), "member"));
+    Must(members.back()->Register(address), "register member");
+    Must(members.back()->AcceptInvite(Must(admin->CreateInvite(), "invite"), "hello"), "accept");
+  }
+  (void)Must(admin->Sync(), "admin sync");
+  const std::string group = Must(admin->CreateGroup("bench", names), "create group").group_id;
+  (void)Must(admin->Sync(), "admin sync");
+  for (auto& m : members) (void)Must(m->Sync(), "member sync");
+  Must(admin->StartBackground(), "admin background");
+  for (auto& m : members) Must(m->StartBackground(), "member background");
+
+  auto wait_for = [&](int n) {
+    std::unique_lock<std::mutex> lock(mu);
+    if (!cv.wait_for(lock, std::chrono::seconds(30), [&] { return arrived >= n; })) {
+      Die("wait", Status(StatusCode::kUnavailable, "a group message never arrived"));
+    }
+    return arrived_at;
+  };
+  const std::string text(args.size, 'x');
+  std::vector<double> latencies;
+  latencies.reserve(static_cast<size_t>(args.messages));
+  for (int i = 0; i < args.warmup + args.messages; ++i) {
+    const auto start = Clk::now();
+    (void)Must(admin->SendGroupText(group, text), "send");
+    const auto end = wait_for((i + 1) * args.members);
+    if (i >= args.warmup) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
+  }
+  members.clear();
+  admin.reset();
+  server->Stop();
+  (void)relay_transport->Shutdown();
+  return latencies;
+}
+
+Args Parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    auto next = [&]() -> long {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "missing value for %s\n", argv[i]);
+        std::exit(2);
+      }
+      return std::strtol(argv[++i], nullptr, 10);
+    };
+    if (!std::strcmp(argv[i], "--members")) {
+      a.members = static_cast<int>(next());
+    } else if (!std::strcmp(argv[i], "--messages")) {
+      a.messages = static_cast<int>(next());
+    } else if (!std::strcmp(argv[i], "--warmup")) {
+      a.warmup = static_cast<int>(next());
+    } else if (!std::strcmp(argv[i], "--runs")) {
+      a.runs = static_cast<int>(next());
+    } else if (!std::strcmp(argv[i], "--size")) {
+      a.size = static_cast<size_t>(next());
+    } else {
+      std::fprintf(stderr, "unknown flag %s\n", argv[i]);
+      std::exit(2);
+    }
+  }
+  if (a.members < 1 || a.members > 64 || a.messages < 1 || a.runs < 1 || a.warmup < 0 || a.size < 1 ||
+      a.size > 60'000) {
+    std::fprintf(stderr, "bad arguments\n");
+    std::exit(2);
+  }
+  return a;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args args = Parse(argc, argv);
+  std::printf("== Group fan-out latency through a local relay, every client online, one text in flight ==\n");
+  std::printf("members=%d (+ admin) messages/run=%d warmup=%d runs=%d text=%zu B\n", args.members, args.messages,
+              args.warmup, args.runs, args.size);
+  std::printf("%-5s %10s %10s %10s %10s\n", "run", "p50 us", "p90 us", "p99 us", "max us");
+  std::vector<double> p50s, p99s;
+  for (int r = 0; r < args.runs; ++r) {
+    const Percentiles p = Summarize(Run(args));
+    std::printf("%-5d %10.1f %10.1f %10.1f %10.1f\n", r + 1, p.p50, p.p90, p.p99, p.max);
+    p50s.push_back(p.p50);
+    p99s.push_back(p.p99);
+  }
+  std::sort(p50s.begin(), p50s.end());
+  std::sort(p99s.begin(), p99s.end());
+  std::printf("median over runs: p50 %.1f us, p99 %.1f us (until the last member has it)\n", p50s[p50s.size() / 2],
+              p99s[p99s.size() / 2]);
+  return 0;
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The group commands of the CLI against the real relay binary: a lead and three members who are all
+# contacts; group create, send from everyone, list, history, remove (the removed member reads nothing
+# after), and clear errors for bad input. Every command runs with --json; outputs are checked as strings.
+set -euo pipefail
+trap 'echo "failed at line $LINENO" >&2' ERR
+cw="$1"
+relay_bin="$2"
+work="$(mktemp -d "${TMPDIR:-/tmp}/cw_cli_groups.XXXXXX")"
+relay_pid=""
+cleanup() {
+  if [ -n "$relay_pid" ]; then kill -TERM "$relay_pid" 2>/dev/null || true; wait "$relay_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+export CW_PASSPHRASE="test passphrase"
+
+"$relay_bin" --data-dir "$work/relay" --listen 127.0.0.1:0 --log-level warn >"$work/relay.out" 2>"$work/relay.log" &
+relay_pid=$!
+for _ in $(seq 1 1200); do [ -s "$work/relay.out" ] && break; sleep 0.05; done
+relay="$(head -n1 "$work/relay.out")"
+[ -n "$relay" ]
+
+as() { local who="$1"; shift; "$cw" --json --home "$work/$who" "$@"; }
+expect() {  # text, output
+  if ! grep -qF -- "$1" <<<"$2"; then echo "expected '$1' in: $2"; return 1; fi
+}
+count() {  # text, output: how many times text occurs
+  grep -oF -- "$1" <<<"$2" | wc -l
+}
+json_field() {  # name, output: the value of a top-level string field
+  sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" <<<"$2"
+}
+
+people=(lead ana ben cyd)
+for p in "${people[@]}"; do "$cw" --json --home "$work/$p" --relay "$relay" init --name "$p" --kdf interactive >/dev/null; done
+for i in 0 1 2 3; do
+  for j in 0 1 2 3; do
+    if [ "$i" -lt "$j" ]; then
+      code="$("$cw" --home "$work/${people[$i]}" invite 2>/dev/null)"
+      as "${people[$j]}" accept "$code" --message "hi ${people[$i]}" >/dev/null
+      as "${people[$i]}" receive >/dev/null
+    fi
+  done
+done
+
+out="$(as lead group create "ward 7" ana ben cyd)"
+expect '"status":"sent"' "$out"
+expect '"members":["ana","ben","cyd","lead"]' "$out"
+expect '"missing_sessions":[]' "$out"
+group="$(json_field group "$out")"
+[ ${#group} -eq 32 ]
+# Two rounds: the membership reaches everyone, then every member's sender key does.
+for _ in 1 2; do for p in ana ben cyd lead; do as "$p" receive >/dev/null; done; done
+
+for p in "${people[@]}"; do
+  out="$(as "$p" group send "$group" "from $p")"
+  expect '"status":"sent"' "$out"
+done
+for p in "${people[@]}"; do
+  out="$(as "$p" group history "$group")"
+  for q in "${people[@]}"; do
+    [ "$(count "\"text\":\"from $q\"" "$out")" -eq 1 ] || { echo "$p: from $q not exactly once in: $out"; exit 1; }
+  done
+done
+
+out="$(as ana group list)"
+expect "\"group\":\"$group\"" "$out"
+expect '"admin":"lead"' "$out"
+expect '"active":true' "$out"
+out="$(as lead group list)"
+expect '"label":"ward 7"' "$out"
+
+# Only the admin changes membership; a non-member is refused with a clear error.
+if out="$(as ana group remove "$group" ben)"; then echo "a member removed someone"; exit 1; fi
+expect '"code":"PERMISSION_DENIED"' "$out"
+if out="$(as lead group send nosuchgroup "x")"; then echo "sent to no group"; exit 1; fi
+expect '"code":"NOT_FOUND"' "$out"
+
+out="$(as lead group remove "$group" cyd)"
+expect '"members":["ana","ben","lead"]' "$out"
+for _ in 1 2; do for p in ana ben cyd lead; do as "$p" receive >/dev/null; done; done
+out="$(as cyd group list)"
+expect '"active":false' "$out"
+as ana group send "$group" "after removal" >/dev/null
+out="$(as ben group history "$group")"
+expect '"text":"after removal"' "$out"
+out="$(as cyd receive)"
+expect '"messages":[]' "$out"
+out="$(as cyd group history "$group")"
+[ "$(count '"text":"after removal"' "$out")" -eq 0 ]
+echo "ok"

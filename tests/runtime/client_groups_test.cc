@@ -1,0 +1,365 @@
+// Care-team groups end to end over a real relay (core/runtime/client_groups.h): a group of four where
+// everyone sends and everyone receives each message exactly once, a removal after which the removed member
+// gets nothing while the others rotate and keep talking, a member that restarts and loses nothing, and the
+// errors a user gets for bad input.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/runtime/client.h"
+#include "core/runtime/client_groups.h"
+#include "tests/runtime/runtime_test_util.h"
+
+namespace cw::runtime {
+namespace {
+
+using testing::TempDir;
+using testing::TestRelay;
+
+const ByteView kPass = AsBytes("correct horse battery staple");
+
+std::string Text(const SecretBytes& b) { return std::string(b.reveal().begin(), b.reveal().end()); }
+
+#define ASSERT_OK(expr)                                          \
+  do {                                                           \
+    const auto& r_ = (expr);                                     \
+    ASSERT_TRUE(r_.ok()) << #expr << ": " << r_.ToString();      \
+  } while (0)
+#define ASSERT_HAS(expr)                                                    \
+  do {                                                                      \
+    const auto& r_ = (expr);                                                \
+    ASSERT_TRUE(r_.has_value()) << #expr << ": " << r_.error().ToString();  \
+  } while (0)
+
+// What one client's callbacks saw: group texts by sender, in arrival order.
+struct Inbox {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::pair<std::string, std::string>> group_texts;  // (group id, "sender: text")
+  size_t Count() {
+    std::lock_guard<std::mutex> lock(mu);
+    return group_texts.size();
+  }
+};
+
+class GroupE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    relay_ = std::make_unique<TestRelay>(dir_.Sub("relay"));
+    ASSERT_OK(relay_->Start());
+  }
+
+  ClientOptions Options(const std::string& name) {
+    ClientOptions o;
+    o.keystore = storage::KeystoreOptions::MinimumCostForTesting();
+    o.reconnect_min_ms = 20;
+    o.reconnect_max_ms = 200;
+    Inbox* inbox = &inboxes_[name];
+    o.callbacks.on_message = [inbox](const IncomingMessage& m) {
+      if (m.group_id.empty()) return;
+      std::lock_guard<std::mutex> lock(inbox->mu);
+      inbox->group_texts.emplace_back(m.group_id, m.contact + ": " + Text(m.text));
+      inbox->cv.notify_all();
+    };
+    return o;
+  }
+
+  Client* Add(const std::string& name) {
+    auto c = Client::Create(dir_.Sub(name), name, kPass, Options(name));
+    EXPECT_TRUE(c.has_value()) << c.error().ToString();
+    if (!c) return nullptr;
+    EXPECT_TRUE((*c)->Register(relay_->address()).ok());
+    clients_[name] = std::move(*c);
+    return clients_[name].get();
+  }
+  void Restart(const std::string& name) {
+    clients_[name].reset();
+    auto c = Client::Open(dir_.Sub(name), kPass, Options(name));
+    ASSERT_HAS(c);
+    clients_[name] = std::move(*c);
+  }
+  Client& C(const std::string& name) { return *clients_.at(name); }
+
+  // `a` invites `b`; once `a` has b's first message, each can write to the other.
+  void Befriend(const std::string& a, const std::string& b) {
+    auto code = C(a).CreateInvite();
+    ASSERT_HAS(code);
+    ASSERT_HAS(C(b).AcceptInvite(*code, "hi " + a));
+    ASSERT_HAS(C(a).Sync());
+  }
+
+  // Everyone syncs, a few rounds: what one round's fetch queues (sender keys answering a membership) goes
+  // out in that round's flush and is read in the next.
+  void SyncAll(int rounds = 3) {
+    for (int i = 0; i < rounds; ++i) {
+      for (auto& [name, c] : clients_) {
+        if (c) ASSERT_HAS(c->Sync());
+      }
+    }
+  }
+
+  // Four clients that are all contacts of each other, and a group of them created by "lead".
+  std::string MakeWard() {
+    for (const auto* n : {"lead", "ana", "ben", "cyd"}) {
+      if (!Add(n)) return "";
+    }
+    const std::vector<std::string> names{"lead", "ana", "ben", "cyd"};
+    for (size_t i = 0; i < names.size(); ++i) {
+      for (size_t j = i + 1; j < names.size(); ++j) Befriend(names[i], names[j]);
+    }
+    auto g = C("lead").CreateGroup("ward 7", {"ana", "ben", "cyd"});
+    EXPECT_TRUE(g.has_value()) << g.error().ToString();
+    if (!g) return "";
+    EXPECT_TRUE(g->missing_sessions.empty());
+    EXPECT_TRUE(g->untrusted_members.empty());
+    return g->group_id;
+  }
+
+  std::vector<std::string> GroupBodies(const std::string& name, const std::string& group) {
+    auto h = C(name).GroupHistory(group);
+    EXPECT_TRUE(h.has_value()) << h.error().ToString();
+    std::vector<std::string> out;
+    if (h) {
+      for (const auto& m : *h) out.push_back(m.sender + ": " + Text(m.body));
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  std::vector<std::string> Received(const std::string& name) {
+    Inbox& in = inboxes_[name];
+    std::lock_guard<std::mutex> lock(in.mu);
+    std::vector<std::string> out;
+    for (const auto& [g, t] : in.group_texts) out.push_back(t);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<TestRelay> relay_;
+  std::map<std::string, Inbox> inboxes_;  // before clients_: callbacks may run until a client is gone
+  std::map<std::string, std::unique_ptr<Client>> clients_;
+};
+
+TEST_F(GroupE2E, GroupOfFourEveryoneSendsAndEveryoneReceivesEachMessageOnce) {
+  const std::string g = MakeWard();
+  ASSERT_FALSE(g.empty());
+  // Pushed delivery, as in the app: every client keeps its link open.
+  for (auto& [name, c] : clients_) ASSERT_OK(c->StartBackground());
+  SyncAll(2);  // the membership and every member's sender key reach everyone
+  const std::vector<std::string> names{"lead", "ana", "ben", "cyd"};
+  for (const auto& n : names) ASSERT_HAS(C(n).SendGroupText(g, "from " + n));
+  std::vector<std::string> all;
+  for (const auto& n : names) all.push_back(n + ": from " + n);
+  std::sort(all.begin(), all.end());
+  for (const auto& n : names) {
+    Inbox& in = inboxes_[n];
+    EXPECT_TRUE(testing::WaitFor(in.mu, in.cv, [&] { return in.group_texts.size() >= 3; })) << n;
+  }
+  SyncAll(2);  // anything still in flight is stored now; nothing may arrive twice
+  for (const auto& n : names) {
+    std::vector<std::string> others;
+    for (const auto& t : all) {
+      if (t.rfind(n + ": ", 0) != 0) others.push_back(t);
+    }
+    EXPECT_EQ(Received(n), others) << n;  // each other member's message once, on_message with the group id
+    EXPECT_EQ(GroupBodies(n, g), all) << n;
+    for (const auto& [group, t] : inboxes_[n].group_texts) EXPECT_EQ(group, g);
+    // Group texts are not 1:1 texts: the lead's conversation with ana holds only the invitation greeting.
+    if (n != "lead") {
+      auto dm = C(n).History("lead");
+      ASSERT_HAS(dm);
+      for (const auto& m : *dm) EXPECT_EQ(Text(m.body).rfind("hi ", 0), 0u) << n;
+    }
+    auto pending = C(n).PendingOutboxCount();
+    ASSERT_HAS(pending);
+    EXPECT_EQ(*pending, 0u) << n;
+  }
+  auto lead_groups = C("lead").Groups();
+  ASSERT_HAS(lead_groups);
+  ASSERT_EQ(lead_groups->size(), 1u);
+  EXPECT_EQ((*lead_groups)[0].label, "ward 7");
+  EXPECT_EQ((*lead_groups)[0].admin, "lead");
+  EXPECT_EQ((*lead_groups)[0].members, (std::vector<std::string>{"ana", "ben", "cyd", "lead"}));
+  auto ana_groups = C("ana").Groups();
+  ASSERT_HAS(ana_groups);
+  ASSERT_EQ(ana_groups->size(), 1u);
+  EXPECT_EQ((*ana_groups)[0].id, g);
+  EXPECT_EQ((*ana_groups)[0].admin, "lead");
+  EXPECT_TRUE((*ana_groups)[0].active);
+  EXPECT_EQ((*ana_groups)[0].members, (std::vector<std::string>{"ana", "ben", "cyd", "lead"}));
+}
+
+TEST_F(GroupE2E, MembersThatWriteAsSoonAsTheyJoinLoseNothing) {
+  // Every client is linked and pushed to before the group exists and writes the moment it learns of it, so
+  // the membership update, the members' sender keys and their first texts are all in flight at once. (A key
+  // that overtakes the update would wait at the relay until the update is stored: GroupRuntime::Hold, tested
+  // below; in practice the wait for durability before replying lets the admin's deposits win.)
+  for (const auto* n : {"lead", "ana", "ben", "cyd"}) ASSERT_TRUE(Add(n));
+  const std::vector<std::string> names{"lead", "ana", "ben", "cyd"};
+  for (size_t i = 0; i < names.size(); ++i) {
+    for (size_t j = i + 1; j < names.size(); ++j) Befriend(names[i], names[j]);
+  }
+  for (auto& [name, c] : clients_) ASSERT_OK(c->StartBackground());
+  auto created = C("lead").CreateGroup("ward 7", {"ana", "ben", "cyd"});
+  ASSERT_HAS(created);
+  const std::string g = created->group_id;
+  std::vector<std::thread> writers;
+  for (const auto* n : {"ana", "ben", "cyd"}) {
+    writers.emplace_back([this, n, g] {
+      for (int i = 0; i < 2000; ++i) {
+        auto groups = C(n).Groups();
+        if (groups && !groups->empty()) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      auto sent = C(n).SendGroupText(g, std::string("from ") + n);
+      EXPECT_TRUE(sent.has_value()) << n << ": " << sent.error().ToString();
+    });
+  }
+  ASSERT_HAS(C("lead").SendGroupText(g, "from lead"));
+  for (auto& t : writers) t.join();
+  for (const auto& n : names) {
+    Inbox& in = inboxes_[n];
+    EXPECT_TRUE(testing::WaitFor(in.mu, in.cv, [&] { return in.group_texts.size() >= 3; })) << n;
+  }
+  SyncAll(2);
+  for (const auto& n : names) {
+    std::vector<std::string> others;
+    for (const auto& m : names) {
+      if (m != n) others.push_back(m + ": from " + m);
+    }
+    std::sort(others.begin(), others.end());
+    EXPECT_EQ(Received(n), others) << n;
+  }
+}
+
+TEST_F(GroupE2E, RemovedMemberGetsNothingAfterRemovalAndTheOthersRotateAndGoOn) {
+  const std::string g = MakeWard();
+  ASSERT_FALSE(g.empty());
+  SyncAll();
+  ASSERT_HAS(C("ben").SendGroupText(g, "before"));
+  SyncAll();
+  EXPECT_EQ(Received("cyd"), (std::vector<std::string>{"ben: before"}));
+
+  auto removed = C("lead").RemoveGroupMember(g, "cyd");
+  ASSERT_HAS(removed);
+  SyncAll();
+  auto members = C("ana").GroupMembers(g);
+  ASSERT_HAS(members);
+  EXPECT_EQ(*members, (std::vector<std::string>{"ana", "ben", "lead"}));
+  auto cyd_groups = C("cyd").Groups();
+  ASSERT_HAS(cyd_groups);
+  ASSERT_EQ(cyd_groups->size(), 1u);
+  EXPECT_FALSE((*cyd_groups)[0].active);
+  EXPECT_TRUE((*cyd_groups)[0].members.empty());
+  // The removed member's device forgot the group: it cannot post to it either.
+  EXPECT_EQ(C("cyd").SendGroupText(g, "still here?").error().code(), StatusCode::kNotFound);
+
+  for (const auto* n : {"lead", "ana", "ben"}) ASSERT_HAS(C(n).SendGroupText(g, std::string("after from ") + n));
+  SyncAll();
+  // Every remaining member reads the others' messages, sent under rotated sender keys...
+  EXPECT_EQ(Received("ana"), (std::vector<std::string>{"ben: after from ben", "ben: before", "lead: after from lead"}));
+  EXPECT_EQ(Received("ben"), (std::vector<std::string>{"ana: after from ana", "lead: after from lead"}));
+  EXPECT_EQ(Received("lead"), (std::vector<std::string>{"ana: after from ana", "ben: after from ben", "ben: before"}));
+  // ...and the removed member got nothing: no callback, no row, and nothing waits for it at the relay.
+  EXPECT_EQ(Received("cyd"), (std::vector<std::string>{"ben: before"}));
+  EXPECT_EQ(GroupBodies("cyd", g), (std::vector<std::string>{"ben: before"}));
+  auto peek = C("cyd").PeekRelay();
+  ASSERT_HAS(peek);
+  EXPECT_TRUE(peek->empty());
+  // Only the admin changes membership.
+  EXPECT_EQ(C("ana").RemoveGroupMember(g, "ben").error().code(), StatusCode::kPermissionDenied);
+}
+
+TEST_F(GroupE2E, AMemberThatRestartsLosesNothing) {
+  const std::string g = MakeWard();
+  ASSERT_FALSE(g.empty());
+  SyncAll();
+  clients_["ben"].reset();  // ben's device is off while the others talk
+  for (const auto* n : {"lead", "ana", "cyd"}) {
+    for (int i = 0; i < 3; ++i) ASSERT_HAS(C(n).SendGroupText(g, n + std::string(" #") + std::to_string(i)));
+  }
+  SyncAll(2);
+  Restart("ben");
+  auto got = C("ben").Sync();
+  ASSERT_HAS(got);
+  EXPECT_EQ(got->received, 9u);
+  SyncAll(2);
+  EXPECT_EQ(Received("ben").size(), 9u);
+  EXPECT_EQ(GroupBodies("ben", g).size(), 9u);
+  // Its sender key survived the restart too: what it sends now reads everywhere.
+  ASSERT_HAS(C("ben").SendGroupText(g, "back"));
+  SyncAll(2);
+  for (const auto* n : {"lead", "ana", "cyd"}) {
+    auto r = Received(n);
+    EXPECT_EQ(std::count(r.begin(), r.end(), "ben: back"), 1) << n;
+  }
+}
+
+TEST_F(GroupE2E, BadInputGetsClearErrorsAndConsentGatesEveryMember) {
+  const std::string g = MakeWard();
+  ASSERT_FALSE(g.empty());
+  SyncAll();
+  Add("stranger");
+  auto& lead = C("lead");
+  EXPECT_EQ(lead.CreateGroup("x", {"stranger"}).error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(lead.CreateGroup("x", {}).error().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(lead.CreateGroup("", {"ana"}).error().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(lead.AddGroupMember(g, "stranger").error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(lead.AddGroupMember(g, "ana").error().code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(lead.SendGroupText("not-a-group", "x").error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(lead.SendGroupText(std::string(32, 'a'), "x").error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(lead.GroupHistory("../../etc").error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(lead.RemoveGroupMember(g, "stranger").error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(C("ana").AddGroupMember(g, "ben").error().code(), StatusCode::kPermissionDenied);
+
+  // A clinic device needs each member's consent for a purpose that requires it: none has given any, so the
+  // message is refused whole and nothing is stored or queued; an exempt purpose goes.
+  CompliancePolicy clinic;
+  clinic.clinic = true;
+  ASSERT_OK(lead.SetCompliancePolicy(clinic));
+  auto before = lead.GroupHistory(g);
+  ASSERT_HAS(before);
+  auto refused = lead.SendGroupText(g, "your bill", "billing");
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code(), StatusCode::kPermissionDenied);
+  auto after = lead.GroupHistory(g);
+  ASSERT_HAS(after);
+  EXPECT_EQ(after->size(), before->size());
+  auto pending = lead.PendingOutboxCount();
+  ASSERT_HAS(pending);
+  EXPECT_EQ(*pending, 0u);
+  ASSERT_HAS(lead.SendGroupText(g, "rounds at 9", "treatment"));
+  SyncAll();
+  auto r = Received("ana");
+  EXPECT_EQ(std::count(r.begin(), r.end(), "lead: rounds at 9"), 1);
+  EXPECT_EQ(std::count(r.begin(), r.end(), "lead: your bill"), 0);
+}
+
+// Which failures leave a message at the relay for a later attempt, and the cap on how many.
+TEST(GroupHold, HoldsOnlyGroupTrafficThatMayHaveOvertakenItsKeyAndAtMostTheCap) {
+  GroupRuntime groups(GroupRuntime::Deps{});
+  session::Ciphertext text;
+  text.type = session::MessageType::kSenderKey;
+  session::Ciphertext pairwise;
+  pairwise.type = session::MessageType::kSignal;
+  EXPECT_TRUE(groups.Hold(text, StatusCode::kNoSession, "a"));          // before the sender's key
+  EXPECT_TRUE(groups.Hold(text, StatusCode::kPermissionDenied, "b"));   // before the membership
+  EXPECT_TRUE(groups.Hold(pairwise, StatusCode::kPermissionDenied, "c"));  // a key before the membership
+  EXPECT_FALSE(groups.Hold(text, StatusCode::kTampered, "d"));
+  EXPECT_FALSE(groups.Hold(text, StatusCode::kMalformed, "e"));
+  EXPECT_FALSE(groups.Hold(pairwise, StatusCode::kNoSession, "f"));
+  EXPECT_FALSE(groups.Hold(pairwise, StatusCode::kTampered, "g"));
+  for (size_t i = 3; i < kMaxHeldMessages; ++i) EXPECT_TRUE(groups.Hold(text, StatusCode::kNoSession, std::to_string(i)));
+  EXPECT_FALSE(groups.Hold(text, StatusCode::kNoSession, "one too many"));
+  EXPECT_TRUE(groups.Hold(text, StatusCode::kNoSession, "a"));  // one already held stays held
+}
+
+}  // namespace
+}  // namespace cw::runtime
