@@ -23,6 +23,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -75,6 +76,15 @@ class RelayService {
   // in order: for a fetch, one delivery frame per message and then the response; otherwise one response.
   std::vector<Bytes> Handle(const LinkKey& client, ByteView command_frame);
 
+  // As Handle, but a deposit does not hold the calling thread while its message is made durable: `reply`
+  // runs exactly once with the frames Handle would have returned, either on the calling thread before
+  // HandleAsync returns (every other command, a refused deposit, a store durable at once) or later on the
+  // store's thread once the write holding the message is synced. `reply` must not block and must not call
+  // back into the service or the store. REQUIRES: the service and the store outlive every pending reply
+  // (a server waits for its replies before it lets go of them).
+  using Reply = std::function<void(std::vector<Bytes>)>;
+  void HandleAsync(const LinkKey& client, ByteView command_frame, Reply reply);
+
   // While the returned object lives, messages deposited into any mailbox `owner` owns (now or created
   // later) are pushed to `sink` as delivery frames with request id 0, and PreKeysLow frames announce a
   // pre-key pool below the low-water mark (once at subscription, and after each fetch that leaves it low).
@@ -95,7 +105,14 @@ class RelayService {
   struct Subscriber;
   class SubscriptionImpl;
 
+  // wait: run a deposit synchronously too (Handle).
+  void HandleAsync(const LinkKey& client, ByteView command_frame, Reply reply, bool wait);
+  void DepositAsync(const LinkKey& client, const Command& command, Reply reply);
   std::vector<Bytes> Dispatch(const LinkKey& client, const Command& command);
+  // Stamps the response with the command's request id and type, counts and logs it, appends it to frames.
+  std::vector<Bytes> Finish(const LinkKey& client, const Command& command, Response r, std::vector<Bytes> frames);
+  Response CheckDeposit(const Deposit& deposit);  // the token check; kOk when the deposit may go in
+  Response DepositResponse(const MailboxId& mailbox, const Result<InsertOutcome>& outcome);
   Response Execute(const LinkKey& client, const Command& command, std::vector<Bytes>* deliveries);
   bool Owns(const LinkKey& client, const MailboxId& mailbox);
   void WatchFor(const std::shared_ptr<Subscriber>& sub, const MailboxId& mailbox);

@@ -43,6 +43,11 @@ class WatchRegistry {
     if (list.empty()) watchers_.erase(it);
   }
 
+  bool Watched(const MailboxId& id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return watchers_.count(id) != 0;
+  }
+
   void Notify(const MailboxId& id, const StoredMessage& message) {
     std::vector<std::shared_ptr<Entry>> targets;
     {
@@ -161,23 +166,32 @@ Result<bool> StoreCore::HasDepositToken(const MailboxId& id, const TokenHash& to
   return tokens.count(token) != 0;
 }
 
-Result<InsertOutcome> StoreCore::Insert(const MailboxId& id, const MessageId& message_id, ByteView envelope,
-                                        int64_t expires_at_millis, const MessageQuota& quota) {
-  if (envelope.empty()) return Error(StatusCode::kInvalidArgument, "empty envelope");
-  uint64_t ticket = 0;
-  StoredMessage announced;
-  std::unique_lock<std::mutex> lock(mu_);
-  CW_RETURN_IF_ERROR(Health());
+StoreCore::InsertPlan StoreCore::PlanInsert(const MailboxId& id, const MessageId& message_id, ByteView envelope,
+                                            int64_t expires_at_millis, const MessageQuota& quota) {
+  InsertPlan plan;
+  if (envelope.empty()) {
+    plan.refused = Status(StatusCode::kInvalidArgument, "empty envelope");
+    return plan;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (Status h = Health(); !h.ok()) {
+    plan.refused = std::move(h);
+    return plan;
+  }
   MailboxState* box = Find(id);
-  if (box == nullptr) return Error(StatusCode::kNotFound, "no such mailbox");
+  if (box == nullptr) {
+    plan.refused = Status(StatusCode::kNotFound, "no such mailbox");
+    return plan;
+  }
   if (auto dup = box->by_id.find(message_id); dup != box->by_id.end()) {
-    ticket = box->by_seq.at(dup->second).ticket;
-    lock.unlock();
-    CW_RETURN_IF_ERROR(WaitDurable(ticket));
-    return InsertOutcome::kDuplicate;
+    // Answered only once the original is durable: a retry must not be told "stored" before it is.
+    plan.outcome = InsertOutcome::kDuplicate;
+    plan.ticket = box->by_seq.at(dup->second).ticket;
+    return plan;
   }
   if (box->by_seq.size() >= quota.max_messages || box->bytes + envelope.size() > quota.max_bytes) {
-    return Error(StatusCode::kResourceExhausted, "mailbox full");
+    plan.refused = Status(StatusCode::kResourceExhausted, "mailbox full");
+    return plan;
   }
   MessageEntry entry;
   entry.seq = box->next_seq++;
@@ -188,21 +202,53 @@ Result<InsertOutcome> StoreCore::Insert(const MailboxId& id, const MessageId& me
   RecordMessage(id, entry, envelope);
   RecordMailbox(id, *box);  // next_seq
   entry.ticket = Ticket();
-  ticket = entry.ticket;
-  announced.seq = entry.seq;
-  announced.id = message_id;
-  announced.expires_at_millis = expires_at_millis;
+  plan.ticket = entry.ticket;
+  plan.announced.seq = entry.seq;
+  plan.announced.id = message_id;
+  plan.announced.expires_at_millis = expires_at_millis;
   box->bytes += entry.size;
   total_messages_ += 1;
   total_bytes_ += entry.size;
   box->by_id[message_id] = entry.seq;
   box->by_seq.emplace(entry.seq, std::move(entry));
-  lock.unlock();
+  return plan;
+}
 
-  CW_RETURN_IF_ERROR(WaitDurable(ticket));
-  announced.envelope.assign(envelope.begin(), envelope.end());
-  watches_->Notify(id, announced);
-  return InsertOutcome::kInserted;
+Result<InsertOutcome> StoreCore::Insert(const MailboxId& id, const MessageId& message_id, ByteView envelope,
+                                        int64_t expires_at_millis, const MessageQuota& quota) {
+  InsertPlan plan = PlanInsert(id, message_id, envelope, expires_at_millis, quota);
+  if (!plan.refused.ok()) return Error(std::move(plan.refused));
+  CW_RETURN_IF_ERROR(WaitDurable(plan.ticket));
+  if (plan.outcome == InsertOutcome::kInserted) {
+    plan.announced.envelope.assign(envelope.begin(), envelope.end());
+    watches_->Notify(id, plan.announced);
+  }
+  return plan.outcome;
+}
+
+void StoreCore::InsertAsync(const MailboxId& id, const MessageId& message_id, ByteView envelope,
+                            int64_t expires_at_millis, const MessageQuota& quota, InsertDone done) {
+  InsertPlan plan = PlanInsert(id, message_id, envelope, expires_at_millis, quota);
+  if (!plan.refused.ok()) {
+    done(Error(std::move(plan.refused)));
+    return;
+  }
+  const InsertOutcome outcome = plan.outcome;
+  const uint64_t ticket = plan.ticket;
+  // The caller's envelope may be gone by the time the sync completes: the announcement keeps its own copy,
+  // and only when someone is watching.
+  // A watch added while the sync is under way misses this push; the message is fetched like any other.
+  const bool announce = outcome == InsertOutcome::kInserted && watches_->Watched(id);
+  if (announce) plan.announced.envelope.assign(envelope.begin(), envelope.end());
+  WhenDurable(ticket, [this, id, announce, outcome, announced = std::move(plan.announced),
+                       done = std::move(done)](Status durable) mutable {
+    if (!durable.ok()) {
+      done(Error(std::move(durable)));
+      return;
+    }
+    if (announce) watches_->Notify(id, announced);
+    done(outcome);
+  });
 }
 
 Result<std::vector<StoredMessage>> StoreCore::FetchAfter(const MailboxId& id, uint64_t after_seq, size_t max_count,
@@ -498,6 +544,7 @@ class InMemoryMailboxStore final : public StoreCore {
   void RecordAttachmentRemoved(const AttachmentId&, const AttachmentState&) override {}
   uint64_t Ticket() override { return 0; }
   Status WaitDurable(uint64_t) override { return Status::Ok(); }
+  void WhenDurable(uint64_t, std::function<void(Status)> fn) override { fn(Status::Ok()); }
   uint64_t SyncCount() const override { return 0; }
 };
 }  // namespace
