@@ -84,41 +84,50 @@ Response StoreFailure(const Status& s) {
 }  // namespace
 
 std::vector<Bytes> RelayService::Handle(const LinkKey& client, ByteView command_frame) {
-  std::vector<Bytes> frames;
-  HandleAsync(client, command_frame, [&](std::vector<Bytes> out) { frames = std::move(out); }, /*wait=*/true);
-  return frames;
-}
-
-void RelayService::HandleAsync(const LinkKey& client, ByteView command_frame, Reply reply) {
-  HandleAsync(client, command_frame, std::move(reply), /*wait=*/false);
-}
-
-void RelayService::HandleAsync(const LinkKey& client, ByteView command_frame, Reply reply, bool wait) {
   commands_.fetch_add(1);
-  std::vector<Bytes> now;
   try {
     auto command = DecodeCommand(command_frame);
-    if (!command) {
-      errors_.fetch_add(1);
-      const CommandError& e = command.error();
-      log_->Log(LogLevel::kInfo, "command_refused",
-                {{"client", ClientTag(client, e.command)}, {"code", std::string(ResponseCodeName(e.code))},
-                 {"command", std::to_string(e.command)}, {"size", std::to_string(command_frame.size())}});
-      now = {Encode(ErrorResponse(e.request_id, e.command, e.code, e.message))};
-    } else if (!wait && std::holds_alternative<Deposit>(command->body)) {
-      DepositAsync(client, *command, std::move(reply));
-      return;
-    } else {
-      now = Dispatch(client, *command);
-    }
+    if (!command) return {Refuse(client, command_frame, command.error())};
+    return Dispatch(client, *command);
   } catch (...) {
-    // Nothing a client sends may take the service down; an allocation failure or a bug answers this one
-    // request with an error and the next request is served as usual.
-    errors_.fetch_add(1);
-    log_->Log(LogLevel::kError, "command_exception", {{"client", LogTag(client)}});
-    now = {Encode(ErrorResponse(0, 0, ResponseCode::kUnavailable, "internal error"))};
+    return {InternalError(client)};
   }
-  reply(std::move(now));
+}
+
+bool RelayService::TryHandleWithoutBlocking(const LinkKey& client, ByteView command_frame, const Reply& reply) {
+  bool handed_over = false;
+  try {
+    auto command = DecodeCommand(command_frame);
+    if (command && !std::holds_alternative<Deposit>(command->body)) return false;
+    commands_.fetch_add(1);
+    if (!command) {
+      reply({Refuse(client, command_frame, command.error())});
+      return true;
+    }
+    handed_over = true;
+    DepositAsync(client, *command, reply);
+  } catch (...) {
+    // Once the deposit is with the store its callback answers (or an allocation failure there has left
+    // nothing sane to answer with); before that, this one request gets an error.
+    if (!handed_over) reply({InternalError(client)});
+  }
+  return true;
+}
+
+Bytes RelayService::Refuse(const LinkKey& client, ByteView command_frame, const CommandError& e) {
+  errors_.fetch_add(1);
+  log_->Log(LogLevel::kInfo, "command_refused",
+            {{"client", ClientTag(client, e.command)}, {"code", std::string(ResponseCodeName(e.code))},
+             {"command", std::to_string(e.command)}, {"size", std::to_string(command_frame.size())}});
+  return Encode(ErrorResponse(e.request_id, e.command, e.code, e.message));
+}
+
+Bytes RelayService::InternalError(const LinkKey& client) {
+  // Nothing a client sends may take the service down; an allocation failure or a bug answers this one
+  // request with an error and the next request is served as usual.
+  errors_.fetch_add(1);
+  log_->Log(LogLevel::kError, "command_exception", {{"client", LogTag(client)}});
+  return Encode(ErrorResponse(0, 0, ResponseCode::kUnavailable, "internal error"));
 }
 
 std::vector<Bytes> RelayService::Dispatch(const LinkKey& client, const Command& command) {
@@ -142,7 +151,7 @@ std::vector<Bytes> RelayService::Finish(const LinkKey& client, const Command& co
   return frames;
 }
 
-void RelayService::DepositAsync(const LinkKey& client, const Command& command, Reply reply) {
+void RelayService::DepositAsync(const LinkKey& client, const Command& command, const Reply& reply) {
   const Deposit& c = std::get<Deposit>(command.body);
   if (Response refused = CheckDeposit(c); refused.code != ResponseCode::kOk) {
     reply(Finish(client, command, std::move(refused), {}));
@@ -154,7 +163,7 @@ void RelayService::DepositAsync(const LinkKey& client, const Command& command, R
   const MailboxId mailbox = c.mailbox;
   store_.InsertAsync(
       c.mailbox, c.message_id, c.envelope, clock_.NowMillis() + options_.message_ttl_millis, options_.quota,
-      [this, client, request_id, mailbox, reply = std::move(reply)](Result<InsertOutcome> outcome) {
+      [this, client, request_id, mailbox, reply](Result<InsertOutcome> outcome) {
         std::vector<Bytes> frames;
         try {
           Command header;

@@ -18,7 +18,8 @@
 //   service serving others.
 //
 // Thread rules: Handle, Subscribe, Stats and PurgeExpired are safe from any thread, concurrently.
-// Pushes reach a PushSink on the thread whose call made the message durable.
+// Pushes reach a PushSink on the thread that completes the deposit: the caller's for Handle, the store's
+// (after the synced write) for TryHandleWithoutBlocking.
 #pragma once
 
 #include <atomic>
@@ -76,14 +77,15 @@ class RelayService {
   // in order: for a fetch, one delivery frame per message and then the response; otherwise one response.
   std::vector<Bytes> Handle(const LinkKey& client, ByteView command_frame);
 
-  // As Handle, but a deposit does not hold the calling thread while its message is made durable: `reply`
-  // runs exactly once with the frames Handle would have returned, either on the calling thread before
-  // HandleAsync returns (every other command, a refused deposit, a store durable at once) or later on the
-  // store's thread once the write holding the message is synced. `reply` must not block and must not call
-  // back into the service or the store. REQUIRES: the service and the store outlive every pending reply
-  // (a server waits for its replies before it lets go of them).
+  // For a thread that must not block (a transport's loop thread). Handles the frame when that needs no
+  // waiting beyond short in-memory locks, and returns true: a deposit, answered through `reply` once the
+  // store has synced it (on the store's thread; at once, on this thread, when refused), or a frame that does
+  // not decode, answered at once. Returns false, having done nothing, for every other command: run Handle
+  // for it on a thread that may block. After true, `reply` runs exactly once, with the frames Handle would have
+  // returned; it must not block and must not call back into the service or the store. REQUIRES: the service
+  // and the store outlive every pending reply (a server waits for its replies before it lets go of them).
   using Reply = std::function<void(std::vector<Bytes>)>;
-  void HandleAsync(const LinkKey& client, ByteView command_frame, Reply reply);
+  bool TryHandleWithoutBlocking(const LinkKey& client, ByteView command_frame, const Reply& reply);
 
   // While the returned object lives, messages deposited into any mailbox `owner` owns (now or created
   // later) are pushed to `sink` as delivery frames with request id 0, and PreKeysLow frames announce a
@@ -105,9 +107,9 @@ class RelayService {
   struct Subscriber;
   class SubscriptionImpl;
 
-  // wait: run a deposit synchronously too (Handle).
-  void HandleAsync(const LinkKey& client, ByteView command_frame, Reply reply, bool wait);
-  void DepositAsync(const LinkKey& client, const Command& command, Reply reply);
+  Bytes Refuse(const LinkKey& client, ByteView command_frame, const CommandError& error);
+  Bytes InternalError(const LinkKey& client);
+  void DepositAsync(const LinkKey& client, const Command& command, const Reply& reply);
   std::vector<Bytes> Dispatch(const LinkKey& client, const Command& command);
   // Stamps the response with the command's request id and type, counts and logs it, appends it to frames.
   std::vector<Bytes> Finish(const LinkKey& client, const Command& command, Response r, std::vector<Bytes> frames);

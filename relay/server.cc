@@ -259,7 +259,7 @@ class ServerImpl final : public RelayServer {
     pool_.Drain();
     {
       std::unique_lock<std::mutex> lock(unanswered_mu_);
-      answered_cv_.wait(lock, [&] { return unanswered_ == 0; });
+      answered_cv_.wait(lock, [&] { return unanswered_.load() == 0; });
     }
     log_.Log(LogLevel::kInfo, "stopped", {});
   }
@@ -308,21 +308,20 @@ class ServerImpl final : public RelayServer {
       s->conn->Close(Status(StatusCode::kResourceExhausted, "too many commands in flight"));
       return;
     }
-    Bytes copy(frame.begin(), frame.end());
-    {
-      std::lock_guard<std::mutex> lock(unanswered_mu_);
-      ++unanswered_;
-    }
-    pool_.Submit([this, s, copy = std::move(copy)] {
-      // A deposit returns at once and is answered from the store's committer once synced: no worker waits
-      // for an fsync, so a handful of workers keep any number of deposits in flight.
-      service_.HandleAsync(s->key, copy, [this, s](std::vector<Bytes> out) {
-        s->in_flight.fetch_sub(1);
-        outbox_->Reply(s, std::move(out));
+    unanswered_.fetch_add(1);
+    RelayService::Reply reply = [this, s](std::vector<Bytes> out) {
+      s->in_flight.fetch_sub(1);
+      outbox_->Reply(s, std::move(out));
+      if (unanswered_.fetch_sub(1) == 1) {
         std::lock_guard<std::mutex> lock(unanswered_mu_);
-        if (--unanswered_ == 0) answered_cv_.notify_all();
-      });
-    });
+        answered_cv_.notify_all();
+      }
+    };
+    // A deposit is taken in right here and answered from the store's committer once synced: no thread waits
+    // for an fsync, and the common command costs no hop to a worker. Everything else may wait for a write.
+    if (service_.TryHandleWithoutBlocking(s->key, frame, reply)) return;
+    Bytes copy(frame.begin(), frame.end());
+    pool_.Submit([this, s, copy = std::move(copy), reply = std::move(reply)] { reply(service_.Handle(s->key, copy)); });
   }
 
   void OnClosed(const std::shared_ptr<ConnState>& s, const Status& reason) {
@@ -374,9 +373,9 @@ class ServerImpl final : public RelayServer {
   std::shared_ptr<Outbox> outbox_;
   // Commands taken in and not yet answered (deposits waiting for their sync among them): Stop waits for 0,
   // so every deposit it took in is synced and answered (or failed) before it returns.
-  std::mutex unanswered_mu_;
+  std::atomic<size_t> unanswered_{0};
+  std::mutex unanswered_mu_;  // for answered_cv_ only
   std::condition_variable answered_cv_;
-  size_t unanswered_ = 0;
   WorkerPool pool_;  // last: destroyed (joined) first
 };
 

@@ -43,11 +43,6 @@ class WatchRegistry {
     if (list.empty()) watchers_.erase(it);
   }
 
-  bool Watched(const MailboxId& id) {
-    std::lock_guard<std::mutex> lock(mu_);
-    return watchers_.count(id) != 0;
-  }
-
   void Notify(const MailboxId& id, const StoredMessage& message) {
     std::vector<std::shared_ptr<Entry>> targets;
     {
@@ -235,18 +230,17 @@ void StoreCore::InsertAsync(const MailboxId& id, const MessageId& message_id, By
   }
   const InsertOutcome outcome = plan.outcome;
   const uint64_t ticket = plan.ticket;
-  // The caller's envelope may be gone by the time the sync completes: the announcement keeps its own copy,
-  // and only when someone is watching.
-  // A watch added while the sync is under way misses this push; the message is fetched like any other.
-  const bool announce = outcome == InsertOutcome::kInserted && watches_->Watched(id);
-  if (announce) plan.announced.envelope.assign(envelope.begin(), envelope.end());
-  WhenDurable(ticket, [this, id, announce, outcome, announced = std::move(plan.announced),
+  // The caller's envelope may be gone by the time the sync completes: the announcement keeps its own copy.
+  // Who is watching is looked up only then, as for Insert: an owner who subscribes and fetches while the
+  // sync is under way does not see the message in the fetch (not yet durable), so it must get the push.
+  if (outcome == InsertOutcome::kInserted) plan.announced.envelope.assign(envelope.begin(), envelope.end());
+  WhenDurable(ticket, [this, id, outcome, announced = std::move(plan.announced),
                        done = std::move(done)](Status durable) mutable {
     if (!durable.ok()) {
       done(Error(std::move(durable)));
       return;
     }
-    if (announce) watches_->Notify(id, announced);
+    if (outcome == InsertOutcome::kInserted) watches_->Notify(id, announced);
     done(outcome);
   });
 }
@@ -321,20 +315,34 @@ Result<bool> StoreCore::Ack(const MailboxId& id, const MessageId& message_id) {
 }
 
 Result<size_t> StoreCore::PurgeExpired(int64_t now_millis) {
-  uint64_t ticket = 0;
+  // A few mailboxes (or attachments) per hold of mu_, resuming after the last key seen: deposits take mu_ on
+  // the transport's loop thread, and a purge over a large store must not stall it for the whole walk.
+  constexpr size_t kPerHold = 64;
   size_t removed = 0;
-  {
+  std::optional<MailboxId> after_box;
+  for (bool done = false; !done;) {
     std::lock_guard<std::mutex> lock(mu_);
     CW_RETURN_IF_ERROR(Health());
-    for (auto& [id, box] : mailboxes_) {
+    auto it = after_box ? mailboxes_.upper_bound(*after_box) : mailboxes_.begin();
+    for (size_t n = 0; n < kPerHold && it != mailboxes_.end(); ++n, ++it) {
+      auto& [id, box] = *it;
       std::vector<uint64_t> expired;
       for (const auto& [seq, e] : box.by_seq) {
         if (e.expires_at_millis <= now_millis) expired.push_back(seq);
       }
       for (uint64_t seq : expired) RemoveMessage(id, box, seq);
       removed += expired.size();
+      after_box = id;
     }
-    for (auto it = attachments_.begin(); it != attachments_.end();) {
+    done = it == mailboxes_.end();
+  }
+  std::optional<AttachmentId> after_attachment;
+  for (bool done = false; !done;) {
+    std::lock_guard<std::mutex> lock(mu_);
+    CW_RETURN_IF_ERROR(Health());
+    auto it = after_attachment ? attachments_.upper_bound(*after_attachment) : attachments_.begin();
+    for (size_t n = 0; n < kPerHold && it != attachments_.end(); ++n) {
+      after_attachment = it->first;
       if (it->second.expires_at_millis <= now_millis) {
         RecordAttachmentRemoved(it->first, it->second);
         total_attachment_bytes_ -= it->second.written;
@@ -344,7 +352,12 @@ Result<size_t> StoreCore::PurgeExpired(int64_t now_millis) {
         ++it;
       }
     }
-    ticket = Ticket();
+    done = it == attachments_.end();
+  }
+  uint64_t ticket = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ticket = Ticket();  // covers every removal recorded above
   }
   CW_RETURN_IF_ERROR(WaitDurable(ticket));
   return removed;

@@ -127,6 +127,10 @@ TEST(RocksDbMailboxStore, AsyncDepositsAreAnsweredOnlyOnceSynced) {
   for (int i = 0; i < kDeposits; ++i) store->InsertAsync(box, Mid(i), Bytes(300, uint8_t(i)), kFar, {}, record);
   store->InsertAsync(box, Mid(0), Bytes(300, 0), kFar, {}, record);  // a retry waits for the original's sync
   EXPECT_EQ(store->WaitingWritersForTesting(), size_t{kDeposits + 1});
+  // An owner who subscribes while the sync is under way cannot fetch these yet, so it must hear of them.
+  std::atomic<int> late_heard{0};
+  auto late_watch =
+      store->WatchMailbox(box, [&](const MailboxId&, const StoredMessage&) { late_heard.fetch_add(1); });
   {
     std::lock_guard<std::mutex> lock(mu);
     EXPECT_TRUE(answers.empty());
@@ -148,6 +152,7 @@ TEST(RocksDbMailboxStore, AsyncDepositsAreAnsweredOnlyOnceSynced) {
     EXPECT_EQ(duplicate, 1);
   }
   EXPECT_EQ(heard.load(), kDeposits);
+  EXPECT_EQ(late_heard.load(), kDeposits);
   EXPECT_EQ(store->SyncCount() - before, 1u);
   EXPECT_EQ(store->FetchAfter(box, 0, 100, 1 << 20, nullptr)->size(), size_t{kDeposits});
 }
