@@ -149,6 +149,29 @@ TEST_P(MailboxStoreTest, QuotaByCountAndBytesRefusesAndDropsNothing) {
   CW_RL_ASSERT_OK(store_->Insert(other, Mid(3), Bytes(50, 1), far_, bytes));
 }
 
+// The purge walks the store a few mailboxes and attachments at a time; none is skipped between two walks.
+TEST_P(MailboxStoreTest, PurgeReachesEveryMailboxAndAttachmentOfALargeStore) {
+  constexpr int kMany = 300;  // several of the purge's lock holds
+  auto numbered = [](int i) {
+    std::array<uint8_t, 16> id{};
+    id[0] = uint8_t(i);
+    id[1] = uint8_t(i >> 8);
+    id[15] = 0x7e;
+    return id;
+  };
+  for (int i = 0; i < kMany; ++i) {
+    const MailboxId box = numbered(i);
+    CW_RL_ASSERT_OK(store_->CreateMailbox(box, Key(2)));
+    CW_RL_ASSERT_OK(store_->Insert(box, Mid(1), Bytes(10, 1), 1000, {}));
+    CW_RL_ASSERT_OK(store_->Insert(box, Mid(2), Bytes(10, 2), far_, {}));
+    CW_RL_ASSERT_OK(store_->CreateAttachment(numbered(i), Key(2), 10, 1000));
+  }
+  EXPECT_EQ(store_->PurgeExpired(1000).value(), size_t{2 * kMany});
+  auto stats = store_->Stats().value();
+  EXPECT_EQ(stats.messages, uint64_t{kMany});
+  EXPECT_EQ(stats.attachments, 0u);
+}
+
 TEST_P(MailboxStoreTest, PurgeRemovesOnlyExpired) {
   CW_RL_ASSERT_OK(store_->Insert(box_, Mid(1), Bytes(10, 1), 1000, {}));
   CW_RL_ASSERT_OK(store_->Insert(box_, Mid(2), Bytes(10, 2), 2000, {}));
