@@ -1,7 +1,7 @@
 // cw_relay_bench: a load generator for the blind relay (issue 4, Benchmarks). Plain main, prints tables.
 //
 //   build/rel/bench/cw_relay_bench [--mailboxes 1000] [--seconds 2] [--runs 3] [--idle 10000] [--workers 16]
-//                                  [--no-mosquitto]
+//                                  [--no-mosquitto] [--no-sync]
 //
 // 1. Deposits: a RelayServer (RocksDB store with sync=true, so a deposit is answered only after the group
 //    commit holding it is fsynced) runs in this process on 127.0.0.1; an owner link creates the mailboxes and
@@ -60,6 +60,7 @@ struct Args {
   size_t idle = 10000;
   size_t workers = 16;
   bool mosquitto = true;
+  bool sync = true;  // --no-sync: everything but the fsync, to profile the relay's own CPU cost
 };
 
 std::string MakeTempDir(const char* tag) {
@@ -159,9 +160,11 @@ struct RelayFixture {
   std::unique_ptr<transport::TcpTransport> transport;
   std::unique_ptr<RelayServer> server;
 
-  explicit RelayFixture(size_t workers, size_t max_mailboxes_per_key) {
+  RelayFixture(size_t workers, size_t max_mailboxes_per_key, bool sync = true) {
     dir = MakeTempDir("db");
-    store = RocksDbMailboxStore::Open(dir + "/db").value();
+    RocksDbStoreOptions store_options;
+    store_options.sync = sync;
+    store = RocksDbMailboxStore::Open(dir + "/db", store_options).value();
     RelayOptions ro;
     ro.max_mailboxes_per_key = max_mailboxes_per_key;
     service = std::make_unique<RelayService>(*store, SystemClock::Default(), random, ro, &log);
@@ -290,14 +293,15 @@ RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes
 }
 
 void RelayDeposits(const Args& a) {
-  std::printf("\n== Relay: durable deposits (RocksDB sync=true, group commit), in-process server, Noise TCP on 127.0.0.1 ==\n");
+  std::printf("\n== Relay: %s deposits (RocksDB sync=%s, group commit), in-process server, Noise TCP on 127.0.0.1 ==\n",
+              a.sync ? "durable" : "NOT durable (--no-sync, CPU cost only)", a.sync ? "true" : "false");
   std::printf("mailboxes=%zu seconds/run=%.1f runs=%d server workers=%zu; medians over runs\n", a.mailboxes, a.seconds,
               a.runs, a.workers);
   std::printf("%-9s %-9s %14s %12s %12s %10s %10s %10s\n", "envelope", "in-flight", "deposits/s", "p50 us",
               "p99 us", "acked", "refused", "pushed");
   for (size_t env : {size_t(300), size_t(4096)}) {
     for (size_t window : {size_t(64), size_t(1)}) {
-      RelayFixture fx(a.workers, a.mailboxes + 16);
+      RelayFixture fx(a.workers, a.mailboxes + 16, a.sync);
       auto owner = Connect(1, fx.server->endpoint());
       auto dep = Connect(2, fx.server->endpoint());
       const auto t_setup = Clk::now();
@@ -586,6 +590,7 @@ int main(int argc, char** argv) {
     else if (s == "--idle") a.idle = std::strtoul(val(), nullptr, 10);
     else if (s == "--workers") a.workers = std::strtoul(val(), nullptr, 10);
     else if (s == "--no-mosquitto") a.mosquitto = false;
+    else if (s == "--no-sync") a.sync = false;
     else {
       std::fprintf(stderr, "unknown flag %s\n", s.c_str());
       return 2;

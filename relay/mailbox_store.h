@@ -15,8 +15,9 @@
 // - Sequence numbers within a mailbox rise strictly and are never reused, even after acks and restarts.
 // - TakeBundle hands out each one-time pre-key at most once, even under concurrent calls and across
 //   restarts (the removal is durable before the bundle is returned).
-// - Watchers of a mailbox hear of every newly inserted message after it is durable, on the inserting
-//   thread, outside the store's locks. Duplicates are not announced.
+// - Watchers of a mailbox hear of every newly inserted message after it is durable, outside the store's
+//   locks, on the thread that completes the insert (the inserting thread for Insert; for InsertAsync the
+//   thread that runs its `done`). Duplicates are not announced.
 // - After a failed sync the store refuses every further change with kUnavailable (its in-memory view may
 //   be ahead of disk); reopen it.
 //
@@ -101,6 +102,16 @@ class MailboxStore {
   // kNotFound without the mailbox; kResourceExhausted over quota. REQUIRES: envelope not empty.
   virtual Result<InsertOutcome> Insert(const MailboxId& id, const MessageId& message_id, ByteView envelope,
                                        int64_t expires_at_millis, const MessageQuota& quota) = 0;
+  // Insert without holding the calling thread while the change is made durable, so that a server can keep
+  // many deposits waiting for one sync without a thread each. `done` runs exactly once with what Insert
+  // would have returned, after the message (or, for kDuplicate, the original) is durable or the insert has
+  // failed: either on the calling thread before InsertAsync returns (a refusal, a store that is durable at
+  // once, an original already synced) or on a thread of the store's (for RocksDB: its committer, after the
+  // synced write). The envelope is copied before InsertAsync returns. `done` must not block and must not
+  // call back into the store on that thread.
+  using InsertDone = std::function<void(Result<InsertOutcome>)>;
+  virtual void InsertAsync(const MailboxId& id, const MessageId& message_id, ByteView envelope,
+                           int64_t expires_at_millis, const MessageQuota& quota, InsertDone done) = 0;
   // Messages with seq > after_seq in sequence order: at most max_count, and stopping before the total
   // envelope size passes max_bytes (but always at least one when any is waiting). `more` tells whether
   // further messages remain.

@@ -69,49 +69,6 @@ std::string ClientTag(const LinkKey& client, uint8_t command) {
 }
 }  // namespace
 
-std::vector<Bytes> RelayService::Handle(const LinkKey& client, ByteView command_frame) {
-  commands_.fetch_add(1);
-  try {
-    auto command = DecodeCommand(command_frame);
-    if (!command) {
-      errors_.fetch_add(1);
-      const CommandError& e = command.error();
-      log_->Log(LogLevel::kInfo, "command_refused",
-                {{"client", ClientTag(client, e.command)}, {"code", std::string(ResponseCodeName(e.code))},
-                 {"command", std::to_string(e.command)}, {"size", std::to_string(command_frame.size())}});
-      return {Encode(ErrorResponse(e.request_id, e.command, e.code, e.message))};
-    }
-    return Dispatch(client, *command);
-  } catch (...) {
-    // Nothing a client sends may take the service down; an allocation failure or a bug answers this one
-    // request with an error and the next request is served as usual.
-    errors_.fetch_add(1);
-    log_->Log(LogLevel::kError, "command_exception", {{"client", LogTag(client)}});
-    return {Encode(ErrorResponse(0, 0, ResponseCode::kUnavailable, "internal error"))};
-  }
-}
-
-std::vector<Bytes> RelayService::Dispatch(const LinkKey& client, const Command& command) {
-  std::vector<Bytes> frames;
-  Response r = Execute(client, command, &frames);
-  r.request_id = command.request_id;
-  r.command = static_cast<uint8_t>(TypeOf(command.body));
-  if (r.code != ResponseCode::kOk) {
-    errors_.fetch_add(1);
-    r.body = NoBody{};
-  }
-  log_->Log(r.code == ResponseCode::kOk ? LogLevel::kDebug : LogLevel::kInfo, "command",
-            {{"client", ClientTag(client, r.command)}, {"command", std::to_string(r.command)},
-             {"code", std::string(ResponseCodeName(r.code))}});
-  frames.push_back(Encode(std::move(r)));
-  return frames;
-}
-
-bool RelayService::Owns(const LinkKey& client, const MailboxId& mailbox) {
-  auto owner = store_.MailboxOwner(mailbox);
-  return owner && owner->has_value() && **owner == client;
-}
-
 namespace {
 Response Ok(ResponseBody body = NoBody{}) {
   Response r;
@@ -125,6 +82,129 @@ Response StoreFailure(const Status& s) {
   return Fail(ResponseCode::kUnavailable, "relay store unavailable; retry later");
 }
 }  // namespace
+
+std::vector<Bytes> RelayService::Handle(const LinkKey& client, ByteView command_frame) {
+  commands_.fetch_add(1);
+  try {
+    auto command = DecodeCommand(command_frame);
+    if (!command) return {Refuse(client, command_frame, command.error())};
+    return Dispatch(client, *command);
+  } catch (...) {
+    return {InternalError(client)};
+  }
+}
+
+bool RelayService::TryHandleWithoutBlocking(const LinkKey& client, ByteView command_frame, const Reply& reply) {
+  bool handed_over = false;
+  try {
+    auto command = DecodeCommand(command_frame);
+    if (command && !std::holds_alternative<Deposit>(command->body)) return false;
+    commands_.fetch_add(1);
+    if (!command) {
+      reply({Refuse(client, command_frame, command.error())});
+      return true;
+    }
+    handed_over = true;
+    DepositAsync(client, *command, reply);
+  } catch (...) {
+    // Once the deposit is with the store its callback answers (or an allocation failure there has left
+    // nothing sane to answer with); before that, this one request gets an error.
+    if (!handed_over) reply({InternalError(client)});
+  }
+  return true;
+}
+
+Bytes RelayService::Refuse(const LinkKey& client, ByteView command_frame, const CommandError& e) {
+  errors_.fetch_add(1);
+  log_->Log(LogLevel::kInfo, "command_refused",
+            {{"client", ClientTag(client, e.command)}, {"code", std::string(ResponseCodeName(e.code))},
+             {"command", std::to_string(e.command)}, {"size", std::to_string(command_frame.size())}});
+  return Encode(ErrorResponse(e.request_id, e.command, e.code, e.message));
+}
+
+Bytes RelayService::InternalError(const LinkKey& client) {
+  // Nothing a client sends may take the service down; an allocation failure or a bug answers this one
+  // request with an error and the next request is served as usual.
+  errors_.fetch_add(1);
+  log_->Log(LogLevel::kError, "command_exception", {{"client", LogTag(client)}});
+  return Encode(ErrorResponse(0, 0, ResponseCode::kUnavailable, "internal error"));
+}
+
+std::vector<Bytes> RelayService::Dispatch(const LinkKey& client, const Command& command) {
+  std::vector<Bytes> frames;
+  Response r = Execute(client, command, &frames);
+  return Finish(client, command, std::move(r), std::move(frames));
+}
+
+std::vector<Bytes> RelayService::Finish(const LinkKey& client, const Command& command, Response r,
+                                        std::vector<Bytes> frames) {
+  r.request_id = command.request_id;
+  r.command = static_cast<uint8_t>(TypeOf(command.body));
+  if (r.code != ResponseCode::kOk) {
+    errors_.fetch_add(1);
+    r.body = NoBody{};
+  }
+  log_->Log(r.code == ResponseCode::kOk ? LogLevel::kDebug : LogLevel::kInfo, "command",
+            {{"client", ClientTag(client, r.command)}, {"command", std::to_string(r.command)},
+             {"code", std::string(ResponseCodeName(r.code))}});
+  frames.push_back(Encode(std::move(r)));
+  return frames;
+}
+
+void RelayService::DepositAsync(const LinkKey& client, const Command& command, const Reply& reply) {
+  const Deposit& c = std::get<Deposit>(command.body);
+  if (Response refused = CheckDeposit(c); refused.code != ResponseCode::kOk) {
+    reply(Finish(client, command, std::move(refused), {}));
+    return;
+  }
+  // The answer goes out only once the store has synced the message; this thread is free meanwhile. The
+  // callback keeps what the answer needs (request id, mailbox) by value: the command is gone by then.
+  const uint32_t request_id = command.request_id;
+  const MailboxId mailbox = c.mailbox;
+  store_.InsertAsync(
+      c.mailbox, c.message_id, c.envelope, clock_.NowMillis() + options_.message_ttl_millis, options_.quota,
+      [this, client, request_id, mailbox, reply](Result<InsertOutcome> outcome) {
+        std::vector<Bytes> frames;
+        try {
+          Command header;
+          header.request_id = request_id;
+          header.body = Deposit{mailbox, {}, {}, {}};
+          frames = Finish(client, header, DepositResponse(mailbox, outcome), {});
+        } catch (...) {
+          errors_.fetch_add(1);
+          frames = {Encode(ErrorResponse(request_id, static_cast<uint8_t>(CommandType::kDeposit),
+                                         ResponseCode::kUnavailable, "internal error"))};
+        }
+        reply(std::move(frames));
+      });
+}
+
+Response RelayService::CheckDeposit(const Deposit& c) {
+  // Unknown mailbox and wrong token take the same path (one hash, one set lookup) and give the same answer.
+  auto valid = store_.HasDepositToken(c.mailbox, HashDepositToken(c.mailbox, c.token));
+  if (!valid) return StoreFailure(valid.error());
+  if (!*valid) return Fail(ResponseCode::kDepositRefused, kDepositRefusedText);
+  return Ok();
+}
+
+Response RelayService::DepositResponse(const MailboxId& mailbox, const Result<InsertOutcome>& outcome) {
+  if (outcome) return Ok();
+  switch (outcome.error().code()) {
+    case StatusCode::kResourceExhausted:
+      return Fail(ResponseCode::kMailboxFull, "mailbox full; retry later");
+    case StatusCode::kNotFound:
+      return Fail(ResponseCode::kDepositRefused, kDepositRefusedText);
+    default:
+      log_->Log(LogLevel::kError, "deposit_store_failure", {{"mailbox", LogTag(mailbox)}});
+      return StoreFailure(outcome.error());
+  }
+}
+
+bool RelayService::Owns(const LinkKey& client, const MailboxId& mailbox) {
+  auto owner = store_.MailboxOwner(mailbox);
+  return owner && owner->has_value() && **owner == client;
+}
+
 
 Response RelayService::Execute(const LinkKey& client, const Command& command, std::vector<Bytes>* deliveries) {
   const int64_t now = clock_.NowMillis();
@@ -177,25 +257,9 @@ Response RelayService::Execute(const LinkKey& client, const Command& command, st
           }
           return Ok(BundleFound{wire::EncodeBundle(t.bundle)});
         } else if constexpr (std::is_same_v<T, Deposit>) {
-          // Unknown mailbox and wrong token take the same path (one hash, one set lookup) and give the same
-          // answer.
-          auto valid = store_.HasDepositToken(c.mailbox, HashDepositToken(c.mailbox, c.token));
-          if (!valid) return StoreFailure(valid.error());
-          if (!*valid) return Fail(ResponseCode::kDepositRefused, kDepositRefusedText);
-          auto outcome = store_.Insert(c.mailbox, c.message_id, c.envelope, now + options_.message_ttl_millis,
-                                       options_.quota);
-          if (!outcome) {
-            switch (outcome.error().code()) {
-              case StatusCode::kResourceExhausted:
-                return Fail(ResponseCode::kMailboxFull, "mailbox full; retry later");
-              case StatusCode::kNotFound:
-                return Fail(ResponseCode::kDepositRefused, kDepositRefusedText);
-              default:
-                log_->Log(LogLevel::kError, "deposit_store_failure", {{"mailbox", LogTag(c.mailbox)}});
-                return StoreFailure(outcome.error());
-            }
-          }
-          return Ok();
+          if (Response refused = CheckDeposit(c); refused.code != ResponseCode::kOk) return refused;
+          return DepositResponse(c.mailbox, store_.Insert(c.mailbox, c.message_id, c.envelope,
+                                                          now + options_.message_ttl_millis, options_.quota));
         } else if constexpr (std::is_same_v<T, FetchMessages>) {
           if (!Owns(client, c.mailbox)) return Fail(ResponseCode::kNotFound, kNoMailboxText);
           bool more = false;

@@ -18,11 +18,13 @@
 //   service serving others.
 //
 // Thread rules: Handle, Subscribe, Stats and PurgeExpired are safe from any thread, concurrently.
-// Pushes reach a PushSink on the thread whose call made the message durable.
+// Pushes reach a PushSink on the thread that completes the deposit: the caller's for Handle, the store's
+// (after the synced write) for TryHandleWithoutBlocking.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -75,6 +77,16 @@ class RelayService {
   // in order: for a fetch, one delivery frame per message and then the response; otherwise one response.
   std::vector<Bytes> Handle(const LinkKey& client, ByteView command_frame);
 
+  // For a thread that must not block (a transport's loop thread). Handles the frame when that needs no
+  // waiting beyond short in-memory locks, and returns true: a deposit, answered through `reply` once the
+  // store has synced it (on the store's thread; at once, on this thread, when refused), or a frame that does
+  // not decode, answered at once. Returns false, having done nothing, for every other command: run Handle
+  // for it on a thread that may block. After true, `reply` runs exactly once, with the frames Handle would have
+  // returned; it must not block and must not call back into the service or the store. REQUIRES: the service
+  // and the store outlive every pending reply (a server waits for its replies before it lets go of them).
+  using Reply = std::function<void(std::vector<Bytes>)>;
+  bool TryHandleWithoutBlocking(const LinkKey& client, ByteView command_frame, const Reply& reply);
+
   // While the returned object lives, messages deposited into any mailbox `owner` owns (now or created
   // later) are pushed to `sink` as delivery frames with request id 0, and PreKeysLow frames announce a
   // pre-key pool below the low-water mark (once at subscription, and after each fetch that leaves it low).
@@ -95,7 +107,14 @@ class RelayService {
   struct Subscriber;
   class SubscriptionImpl;
 
+  Bytes Refuse(const LinkKey& client, ByteView command_frame, const CommandError& error);
+  Bytes InternalError(const LinkKey& client);
+  void DepositAsync(const LinkKey& client, const Command& command, const Reply& reply);
   std::vector<Bytes> Dispatch(const LinkKey& client, const Command& command);
+  // Stamps the response with the command's request id and type, counts and logs it, appends it to frames.
+  std::vector<Bytes> Finish(const LinkKey& client, const Command& command, Response r, std::vector<Bytes> frames);
+  Response CheckDeposit(const Deposit& deposit);  // the token check; kOk when the deposit may go in
+  Response DepositResponse(const MailboxId& mailbox, const Result<InsertOutcome>& outcome);
   Response Execute(const LinkKey& client, const Command& command, std::vector<Bytes>* deliveries);
   bool Owns(const LinkKey& client, const MailboxId& mailbox);
   void WatchFor(const std::shared_ptr<Subscriber>& sub, const MailboxId& mailbox);

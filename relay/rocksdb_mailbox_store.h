@@ -34,7 +34,8 @@ class RocksDbMailboxStore : public virtual MailboxStore {
   virtual uint64_t SyncCount() const = 0;
 
   // Tests only: while paused the committer writes nothing, so callers pile up in one batch; resuming writes
-  // it. WaitingWritersForTesting counts callers blocked until their change is durable.
+  // it. WaitingWritersForTesting counts changes waiting to be durable: callers blocked in a call, and
+  // InsertAsync callbacks not yet run.
   virtual void PauseCommitsForTesting(bool paused) = 0;
   virtual size_t WaitingWritersForTesting() const = 0;
 };

@@ -1,11 +1,13 @@
 // RelayServer: RelayService on a Transport. Wires the pieces together and adds what only a network server
-// needs: a worker pool (deposits block until their group commit is synced; many in flight at once is what
-// lets them share an fsync), per-address limits on connections and frames, pushes to connected owners,
-// periodic purging of expired data and a stats log, and a graceful stop.
+// needs: deposits taken in on the loop thread that wait for their sync without holding any thread
+// (RelayService::TryHandleWithoutBlocking; many in flight at once is what lets them share an fsync), a worker
+// pool for the other commands (they wait for their store write), per-address limits on connections and
+// frames, pushes to connected owners, periodic purging of expired data and a stats log, and a graceful stop.
 //
-// Threads: the transport's loop thread runs its callbacks; command frames go to the worker pool, whose
-// answers are posted back to the loop thread to be sent. Start and Stop from a thread that is not the
-// transport's loop thread.
+// Threads: the transport's loop thread runs its callbacks and takes in deposits (short in-memory locks, no
+// waiting); other command frames go to the worker pool. Answers (from a worker, or for a deposit from the
+// store's committer once synced) and pushes are queued and handed to the loop thread in batches, one Post
+// per batch. Start and Stop from a thread that is not the transport's loop thread.
 #pragma once
 
 #include <cstdint>
@@ -26,7 +28,7 @@ struct ServerOptions {
   uint32_t frame_burst = 2000;
   uint32_t frames_per_second = 1000;
   size_t max_in_flight_per_connection = 256;  // commands queued or running; more closes the connection
-  size_t workers = 16;
+  size_t workers = 16;  // for commands other than deposits, which never occupy one
   int64_t purge_interval_millis = 60'000;
   int64_t stats_log_interval_millis = 60'000;
 };

@@ -161,23 +161,32 @@ Result<bool> StoreCore::HasDepositToken(const MailboxId& id, const TokenHash& to
   return tokens.count(token) != 0;
 }
 
-Result<InsertOutcome> StoreCore::Insert(const MailboxId& id, const MessageId& message_id, ByteView envelope,
-                                        int64_t expires_at_millis, const MessageQuota& quota) {
-  if (envelope.empty()) return Error(StatusCode::kInvalidArgument, "empty envelope");
-  uint64_t ticket = 0;
-  StoredMessage announced;
-  std::unique_lock<std::mutex> lock(mu_);
-  CW_RETURN_IF_ERROR(Health());
+StoreCore::InsertPlan StoreCore::PlanInsert(const MailboxId& id, const MessageId& message_id, ByteView envelope,
+                                            int64_t expires_at_millis, const MessageQuota& quota) {
+  InsertPlan plan;
+  if (envelope.empty()) {
+    plan.refused = Status(StatusCode::kInvalidArgument, "empty envelope");
+    return plan;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (Status h = Health(); !h.ok()) {
+    plan.refused = std::move(h);
+    return plan;
+  }
   MailboxState* box = Find(id);
-  if (box == nullptr) return Error(StatusCode::kNotFound, "no such mailbox");
+  if (box == nullptr) {
+    plan.refused = Status(StatusCode::kNotFound, "no such mailbox");
+    return plan;
+  }
   if (auto dup = box->by_id.find(message_id); dup != box->by_id.end()) {
-    ticket = box->by_seq.at(dup->second).ticket;
-    lock.unlock();
-    CW_RETURN_IF_ERROR(WaitDurable(ticket));
-    return InsertOutcome::kDuplicate;
+    // Answered only once the original is durable: a retry must not be told "stored" before it is.
+    plan.outcome = InsertOutcome::kDuplicate;
+    plan.ticket = box->by_seq.at(dup->second).ticket;
+    return plan;
   }
   if (box->by_seq.size() >= quota.max_messages || box->bytes + envelope.size() > quota.max_bytes) {
-    return Error(StatusCode::kResourceExhausted, "mailbox full");
+    plan.refused = Status(StatusCode::kResourceExhausted, "mailbox full");
+    return plan;
   }
   MessageEntry entry;
   entry.seq = box->next_seq++;
@@ -188,21 +197,52 @@ Result<InsertOutcome> StoreCore::Insert(const MailboxId& id, const MessageId& me
   RecordMessage(id, entry, envelope);
   RecordMailbox(id, *box);  // next_seq
   entry.ticket = Ticket();
-  ticket = entry.ticket;
-  announced.seq = entry.seq;
-  announced.id = message_id;
-  announced.expires_at_millis = expires_at_millis;
+  plan.ticket = entry.ticket;
+  plan.announced.seq = entry.seq;
+  plan.announced.id = message_id;
+  plan.announced.expires_at_millis = expires_at_millis;
   box->bytes += entry.size;
   total_messages_ += 1;
   total_bytes_ += entry.size;
   box->by_id[message_id] = entry.seq;
   box->by_seq.emplace(entry.seq, std::move(entry));
-  lock.unlock();
+  return plan;
+}
 
-  CW_RETURN_IF_ERROR(WaitDurable(ticket));
-  announced.envelope.assign(envelope.begin(), envelope.end());
-  watches_->Notify(id, announced);
-  return InsertOutcome::kInserted;
+Result<InsertOutcome> StoreCore::Insert(const MailboxId& id, const MessageId& message_id, ByteView envelope,
+                                        int64_t expires_at_millis, const MessageQuota& quota) {
+  InsertPlan plan = PlanInsert(id, message_id, envelope, expires_at_millis, quota);
+  if (!plan.refused.ok()) return Error(std::move(plan.refused));
+  CW_RETURN_IF_ERROR(WaitDurable(plan.ticket));
+  if (plan.outcome == InsertOutcome::kInserted) {
+    plan.announced.envelope.assign(envelope.begin(), envelope.end());
+    watches_->Notify(id, plan.announced);
+  }
+  return plan.outcome;
+}
+
+void StoreCore::InsertAsync(const MailboxId& id, const MessageId& message_id, ByteView envelope,
+                            int64_t expires_at_millis, const MessageQuota& quota, InsertDone done) {
+  InsertPlan plan = PlanInsert(id, message_id, envelope, expires_at_millis, quota);
+  if (!plan.refused.ok()) {
+    done(Error(std::move(plan.refused)));
+    return;
+  }
+  const InsertOutcome outcome = plan.outcome;
+  const uint64_t ticket = plan.ticket;
+  // The caller's envelope may be gone by the time the sync completes: the announcement keeps its own copy.
+  // Who is watching is looked up only then, as for Insert: an owner who subscribes and fetches while the
+  // sync is under way does not see the message in the fetch (not yet durable), so it must get the push.
+  if (outcome == InsertOutcome::kInserted) plan.announced.envelope.assign(envelope.begin(), envelope.end());
+  WhenDurable(ticket, [this, id, outcome, announced = std::move(plan.announced),
+                       done = std::move(done)](Status durable) mutable {
+    if (!durable.ok()) {
+      done(Error(std::move(durable)));
+      return;
+    }
+    if (outcome == InsertOutcome::kInserted) watches_->Notify(id, announced);
+    done(outcome);
+  });
 }
 
 Result<std::vector<StoredMessage>> StoreCore::FetchAfter(const MailboxId& id, uint64_t after_seq, size_t max_count,
@@ -275,20 +315,34 @@ Result<bool> StoreCore::Ack(const MailboxId& id, const MessageId& message_id) {
 }
 
 Result<size_t> StoreCore::PurgeExpired(int64_t now_millis) {
-  uint64_t ticket = 0;
+  // A few mailboxes (or attachments) per hold of mu_, resuming after the last key seen: deposits take mu_ on
+  // the transport's loop thread, and a purge over a large store must not stall it for the whole walk.
+  constexpr size_t kPerHold = 64;
   size_t removed = 0;
-  {
+  std::optional<MailboxId> after_box;
+  for (bool done = false; !done;) {
     std::lock_guard<std::mutex> lock(mu_);
     CW_RETURN_IF_ERROR(Health());
-    for (auto& [id, box] : mailboxes_) {
+    auto it = after_box ? mailboxes_.upper_bound(*after_box) : mailboxes_.begin();
+    for (size_t n = 0; n < kPerHold && it != mailboxes_.end(); ++n, ++it) {
+      auto& [id, box] = *it;
       std::vector<uint64_t> expired;
       for (const auto& [seq, e] : box.by_seq) {
         if (e.expires_at_millis <= now_millis) expired.push_back(seq);
       }
       for (uint64_t seq : expired) RemoveMessage(id, box, seq);
       removed += expired.size();
+      after_box = id;
     }
-    for (auto it = attachments_.begin(); it != attachments_.end();) {
+    done = it == mailboxes_.end();
+  }
+  std::optional<AttachmentId> after_attachment;
+  for (bool done = false; !done;) {
+    std::lock_guard<std::mutex> lock(mu_);
+    CW_RETURN_IF_ERROR(Health());
+    auto it = after_attachment ? attachments_.upper_bound(*after_attachment) : attachments_.begin();
+    for (size_t n = 0; n < kPerHold && it != attachments_.end(); ++n) {
+      after_attachment = it->first;
       if (it->second.expires_at_millis <= now_millis) {
         RecordAttachmentRemoved(it->first, it->second);
         total_attachment_bytes_ -= it->second.written;
@@ -298,7 +352,12 @@ Result<size_t> StoreCore::PurgeExpired(int64_t now_millis) {
         ++it;
       }
     }
-    ticket = Ticket();
+    done = it == attachments_.end();
+  }
+  uint64_t ticket = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ticket = Ticket();  // covers every removal recorded above
   }
   CW_RETURN_IF_ERROR(WaitDurable(ticket));
   return removed;
@@ -498,6 +557,7 @@ class InMemoryMailboxStore final : public StoreCore {
   void RecordAttachmentRemoved(const AttachmentId&, const AttachmentState&) override {}
   uint64_t Ticket() override { return 0; }
   Status WaitDurable(uint64_t) override { return Status::Ok(); }
+  void WhenDurable(uint64_t, std::function<void(Status)> fn) override { fn(Status::Ok()); }
   uint64_t SyncCount() const override { return 0; }
 };
 }  // namespace

@@ -10,6 +10,7 @@
 // Thread rules: every public method is safe from any thread. Hooks are called with mu_ held.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -70,6 +71,8 @@ class StoreCore : public virtual MailboxStore {
   Result<bool> HasDepositToken(const MailboxId& id, const TokenHash& token) override;
   Result<InsertOutcome> Insert(const MailboxId& id, const MessageId& message_id, ByteView envelope,
                                int64_t expires_at_millis, const MessageQuota& quota) override;
+  void InsertAsync(const MailboxId& id, const MessageId& message_id, ByteView envelope, int64_t expires_at_millis,
+                   const MessageQuota& quota, InsertDone done) override;
   Result<std::vector<StoredMessage>> FetchAfter(const MailboxId& id, uint64_t after_seq, size_t max_count,
                                                 size_t max_bytes, bool* more) override;
   Result<bool> Ack(const MailboxId& id, const MessageId& message_id) override;
@@ -104,6 +107,10 @@ class StoreCore : public virtual MailboxStore {
   virtual uint64_t Ticket() = 0;
   // Blocks until the changes covered by `ticket` are durable (called without mu_).
   virtual Status WaitDurable(uint64_t ticket) = 0;
+  // Runs `fn` once with Ok when the changes covered by `ticket` are durable, or with the failure that keeps
+  // them from ever being. Called without mu_; `fn` may run before WhenDurable returns (already durable) or
+  // later on a thread of the subclass's, never under its locks.
+  virtual void WhenDurable(uint64_t ticket, std::function<void(Status)> fn) = 0;
   virtual uint64_t SyncCount() const = 0;
 
   // ---- Body reads for stores that do not keep bodies (called without mu_) ----
@@ -119,6 +126,16 @@ class StoreCore : public virtual MailboxStore {
   void RebuildDerived();  // owners_, totals: after loading
 
  private:
+  // What an insert decided under mu_: either the answer now (a refusal), or the ticket to wait for.
+  struct InsertPlan {
+    Status refused;                 // not ok: answer with this, nothing was recorded
+    InsertOutcome outcome = InsertOutcome::kInserted;
+    uint64_t ticket = 0;
+    StoredMessage announced;        // for kInserted: what watchers hear once it is durable
+  };
+  InsertPlan PlanInsert(const MailboxId& id, const MessageId& message_id, ByteView envelope,
+                        int64_t expires_at_millis, const MessageQuota& quota);
+
   MailboxState* Find(const MailboxId& id);
   void RemoveMessage(const MailboxId& id, MailboxState& box, uint64_t seq);
 

@@ -1,6 +1,10 @@
 // The MailboxStore contract, run against both implementations: in memory and RocksDB (in a mkdtemp dir).
 #include <gtest/gtest.h>
 
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+
 #include <atomic>
 #include <set>
 #include <thread>
@@ -145,6 +149,29 @@ TEST_P(MailboxStoreTest, QuotaByCountAndBytesRefusesAndDropsNothing) {
   CW_RL_ASSERT_OK(store_->Insert(other, Mid(3), Bytes(50, 1), far_, bytes));
 }
 
+// The purge walks the store a few mailboxes and attachments at a time; none is skipped between two walks.
+TEST_P(MailboxStoreTest, PurgeReachesEveryMailboxAndAttachmentOfALargeStore) {
+  constexpr int kMany = 300;  // several of the purge's lock holds
+  auto numbered = [](int i) {
+    std::array<uint8_t, 16> id{};
+    id[0] = uint8_t(i);
+    id[1] = uint8_t(i >> 8);
+    id[15] = 0x7e;
+    return id;
+  };
+  for (int i = 0; i < kMany; ++i) {
+    const MailboxId box = numbered(i);
+    CW_RL_ASSERT_OK(store_->CreateMailbox(box, Key(2)));
+    CW_RL_ASSERT_OK(store_->Insert(box, Mid(1), Bytes(10, 1), 1000, {}));
+    CW_RL_ASSERT_OK(store_->Insert(box, Mid(2), Bytes(10, 2), far_, {}));
+    CW_RL_ASSERT_OK(store_->CreateAttachment(numbered(i), Key(2), 10, 1000));
+  }
+  EXPECT_EQ(store_->PurgeExpired(1000).value(), size_t{2 * kMany});
+  auto stats = store_->Stats().value();
+  EXPECT_EQ(stats.messages, uint64_t{kMany});
+  EXPECT_EQ(stats.attachments, 0u);
+}
+
 TEST_P(MailboxStoreTest, PurgeRemovesOnlyExpired) {
   CW_RL_ASSERT_OK(store_->Insert(box_, Mid(1), Bytes(10, 1), 1000, {}));
   CW_RL_ASSERT_OK(store_->Insert(box_, Mid(2), Bytes(10, 2), 2000, {}));
@@ -170,6 +197,67 @@ TEST_P(MailboxStoreTest, WatchHearsNewMessagesOnlyUntilDestroyed) {
   watch.reset();
   CW_RL_ASSERT_OK(store_->Insert(box_, Mid(3), Bytes(10, 1), far_, {}));
   EXPECT_EQ(heard, (std::vector<MessageId>{Mid(1), Mid(2)}));
+}
+
+// InsertAsync gives each caller what Insert would have, and watchers hear of a new message as with Insert.
+namespace {
+struct AsyncResult {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<Result<InsertOutcome>> value;
+  void Set(Result<InsertOutcome> r) {
+    std::lock_guard<std::mutex> lock(mu);
+    value.emplace(std::move(r));
+    cv.notify_all();
+  }
+  Result<InsertOutcome> Wait() {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return value.has_value(); });
+    return *value;
+  }
+};
+Result<InsertOutcome> InsertAsyncAndWait(MailboxStore& store, const MailboxId& id, const MessageId& mid,
+                                         Bytes envelope, int64_t expiry, const MessageQuota& quota) {
+  auto result = std::make_shared<AsyncResult>();
+  int calls = 0;
+  store.InsertAsync(id, mid, envelope, expiry, quota, [result, &calls](Result<InsertOutcome> r) {
+    ++calls;
+    result->Set(std::move(r));
+  });
+  envelope.assign(envelope.size(), 0);  // the store copied it before returning
+  Result<InsertOutcome> r = result->Wait();
+  EXPECT_EQ(calls, 1);
+  return r;
+}
+}  // namespace
+
+TEST_P(MailboxStoreTest, InsertAsyncAnswersAsInsertDoes) {
+  std::mutex mu;
+  std::vector<StoredMessage> heard;
+  auto watch = store_->WatchMailbox(box_, [&](const MailboxId&, const StoredMessage& m) {
+    std::lock_guard<std::mutex> lock(mu);
+    heard.push_back(m);
+  });
+  MessageQuota q;
+  q.max_messages = 2;
+  EXPECT_EQ(InsertAsyncAndWait(*store_, box_, Mid(1), Bytes(100, 0xab), far_, q).value(), InsertOutcome::kInserted);
+  EXPECT_EQ(InsertAsyncAndWait(*store_, box_, Mid(1), Bytes(100, 0xcd), far_, q).value(), InsertOutcome::kDuplicate);
+  EXPECT_EQ(InsertAsyncAndWait(*store_, box_, Mid(2), Bytes(100, 0x02), far_, q).value(), InsertOutcome::kInserted);
+  CW_RL_EXPECT_CODE(InsertAsyncAndWait(*store_, box_, Mid(3), Bytes(100, 0x03), far_, q),
+                    StatusCode::kResourceExhausted);
+  CW_RL_EXPECT_CODE(InsertAsyncAndWait(*store_, Filled<kMailboxIdSize>(9), Mid(1), Bytes(1, 1), far_, q),
+                    StatusCode::kNotFound);
+  CW_RL_EXPECT_CODE(InsertAsyncAndWait(*store_, box_, Mid(4), Bytes(), far_, q), StatusCode::kInvalidArgument);
+
+  auto fetched = store_->FetchAfter(box_, 0, 10, 1 << 20, nullptr).value();
+  ASSERT_EQ(fetched.size(), 2u);
+  EXPECT_EQ(fetched[0].envelope, Bytes(100, 0xab));  // the first copy, kept though the caller's buffer was wiped
+  EXPECT_EQ(fetched[1].id, Mid(2));
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(heard.size(), 2u);  // the duplicate and the refusals are not announced
+  EXPECT_EQ(heard[0].id, Mid(1));
+  EXPECT_EQ(heard[0].envelope, Bytes(100, 0xab));
+  EXPECT_EQ(heard[1].seq, fetched[1].seq);
 }
 
 TEST_P(MailboxStoreTest, DepositTokensAreKeptAndRevoked) {

@@ -5,6 +5,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <thread>
 
 #include "relay/rocksdb_mailbox_store.h"
 #include "tests/relay/link_client.h"
@@ -106,6 +107,40 @@ TEST_F(RelayServerTest, FrameFloodClosesOnlyThatAddress) {
   bool logged = false;
   for (const auto& l : log_.Lines()) logged |= l.find("frame rate limit") != std::string::npos;
   EXPECT_TRUE(logged);
+}
+
+// A deposit waiting for its sync holds no worker: with one worker and the committer held, the owner's fetch
+// is still answered; the deposit is answered (and pushed) only once the committer writes it.
+TEST_F(RelayServerTest, DepositWaitingForItsSyncHoldsNoWorker) {
+  ServerOptions o;
+  o.workers = 1;
+  Start(o);
+  Client alice(1, server_->endpoint());
+  ASSERT_TRUE(alice.connected());
+  alice.Send(CreateMailbox{});
+  const MailboxId box = std::get<MailboxCreated>(alice.NextResponse().body).mailbox;
+  alice.Send(IssueDepositToken{box});
+  const DepositToken token = std::get<TokenIssued>(alice.NextResponse().body).token;
+  Client bob(2, server_->endpoint());
+  ASSERT_TRUE(bob.connected());
+
+  store_->PauseCommitsForTesting(true);
+  bob.Send(relay::Deposit{box, token, Mid(1), Bytes(300, 0x11)});
+  for (int i = 0; i < 2000 && store_->WaitingWritersForTesting() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(store_->WaitingWritersForTesting(), 1u);
+  alice.Send(FetchMessages{box, 0, 10});
+  const Response fetched = alice.NextResponse();
+  ASSERT_EQ(fetched.code, ResponseCode::kOk) << fetched.message;
+  EXPECT_TRUE(alice.other_.empty()) << "a message not yet synced was handed out";
+  EXPECT_EQ(store_->WaitingWritersForTesting(), 1u) << "the deposit was answered before its sync";
+
+  store_->PauseCommitsForTesting(false);
+  EXPECT_EQ(bob.NextResponse().code, ResponseCode::kOk);
+  auto pushed = alice.Next();
+  ASSERT_TRUE(pushed.has_value());
+  EXPECT_EQ(std::get<Delivery>(*pushed).message_id, Mid(1));
 }
 
 TEST_F(RelayServerTest, StopFinishesAcknowledgedDepositsAndTheyAreThereAfterRestart) {

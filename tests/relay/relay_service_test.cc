@@ -137,6 +137,41 @@ TEST_F(RelayServiceTest, MailboxIsReadOnlyByTheLinkKeyThatCreatedIt) {
   EXPECT_EQ(Send(alice_, FetchMessages{box, 0, 10}).deliveries.size(), 1u);
 }
 
+// What a loop thread may take in: deposits (answered through the callback exactly as Handle answers them,
+// refusals included) and undecodable frames; every other command is left for a thread that may block.
+TEST_F(RelayServiceTest, OnlyDepositsAndBadFramesAreTakenWithoutBlocking) {
+  const LinkKey owner = Key(1);
+  const MailboxId box = NewMailbox(owner);
+  const DepositToken token = Issue(owner, box);
+  std::vector<std::vector<Bytes>> answers;
+  const RelayService::Reply record = [&](std::vector<Bytes> frames) { answers.push_back(std::move(frames)); };
+  auto take = [&](CommandBody body) {
+    return service_->TryHandleWithoutBlocking(Key(2), EncodeCommand(Command{++rid_, std::move(body)}), record);
+  };
+
+  EXPECT_FALSE(take(FetchMessages{box, 0, 10}));
+  EXPECT_FALSE(take(CreateMailbox{}));
+  EXPECT_FALSE(take(IssueDepositToken{box}));
+  EXPECT_TRUE(answers.empty()) << "a command left to Handle was answered anyway";
+  EXPECT_EQ(Send(owner, FetchMessages{box, 0, 10}).deliveries.size(), 0u) << "a refused take changed something";
+
+  ASSERT_TRUE(take(relay::Deposit{box, token, Mid(1), Bytes(40, 1)}));
+  ASSERT_TRUE(take(relay::Deposit{box, token, Mid(1), Bytes(40, 1)}));  // a retry
+  ASSERT_TRUE(take(relay::Deposit{box, DepositToken{}, Mid(2), Bytes(40, 1)}));
+  ASSERT_TRUE(service_->TryHandleWithoutBlocking(Key(2), Bytes{0xc1}, record));
+  ASSERT_EQ(answers.size(), 4u);
+  const ResponseCode expected[] = {ResponseCode::kOk, ResponseCode::kOk, ResponseCode::kDepositRefused,
+                                   ResponseCode::kMalformed};
+  for (size_t i = 0; i < answers.size(); ++i) {
+    ASSERT_EQ(answers[i].size(), 1u);
+    auto frame = DecodeServerFrame(answers[i][0]);
+    ASSERT_TRUE(frame.has_value());
+    EXPECT_EQ(std::get<Response>(*frame).code, expected[i]) << "answer " << i;
+  }
+  EXPECT_EQ(std::get<Response>(DecodeServerFrame(answers[0][0]).value()).request_id, rid_ - 2);
+  EXPECT_EQ(Send(owner, FetchMessages{box, 0, 10}).deliveries.size(), 1u);
+}
+
 TEST_F(RelayServiceTest, MailboxesPerLinkKeyAreCapped) {
   RelayOptions o;
   o.max_mailboxes_per_key = 2;

@@ -2,7 +2,10 @@
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
 
+#include <atomic>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "relay/rocksdb_mailbox_store.h"
 #include "tests/relay/relay_test_util.h"
@@ -99,6 +102,83 @@ TEST(RocksDbMailboxStore, ConcurrentDepositsShareOneSync) {
   EXPECT_EQ(syncs, 1u);
   EXPECT_LT(syncs, static_cast<uint64_t>(kDepositors));
   EXPECT_EQ(store->Stats()->messages, static_cast<uint64_t>(kDepositors));
+}
+
+// The asynchronous path, counted rather than timed: with the committer held, deposits (and a retry of one of
+// them) are recorded but nobody is answered; releasing it answers all of them from one synced write, and
+// only then does a watcher hear of them.
+TEST(RocksDbMailboxStore, AsyncDepositsAreAnsweredOnlyOnceSynced) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+  std::atomic<int> heard{0};
+  auto watch = store->WatchMailbox(box, [&](const MailboxId&, const StoredMessage&) { heard.fetch_add(1); });
+  constexpr int kDeposits = 32;
+  std::mutex mu;
+  std::vector<Result<InsertOutcome>> answers;
+  auto record = [&](Result<InsertOutcome> r) {
+    std::lock_guard<std::mutex> lock(mu);
+    answers.push_back(std::move(r));
+  };
+  const uint64_t before = store->SyncCount();
+  store->PauseCommitsForTesting(true);
+  for (int i = 0; i < kDeposits; ++i) store->InsertAsync(box, Mid(i), Bytes(300, uint8_t(i)), kFar, {}, record);
+  store->InsertAsync(box, Mid(0), Bytes(300, 0), kFar, {}, record);  // a retry waits for the original's sync
+  EXPECT_EQ(store->WaitingWritersForTesting(), size_t{kDeposits + 1});
+  // An owner who subscribes while the sync is under way cannot fetch these yet, so it must hear of them.
+  std::atomic<int> late_heard{0};
+  auto late_watch =
+      store->WatchMailbox(box, [&](const MailboxId&, const StoredMessage&) { late_heard.fetch_add(1); });
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_TRUE(answers.empty());
+  }
+  EXPECT_EQ(heard.load(), 0);
+  // Not durable, so not handed out either.
+  EXPECT_TRUE(store->FetchAfter(box, 0, 100, 1 << 20, nullptr)->empty());
+  store->PauseCommitsForTesting(false);
+  while (store->WaitingWritersForTesting() > 0) std::this_thread::yield();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ASSERT_EQ(answers.size(), size_t{kDeposits + 1});
+    int inserted = 0, duplicate = 0;
+    for (const auto& a : answers) {
+      ASSERT_TRUE(a.has_value()) << testing::Describe(a);
+      (*a == InsertOutcome::kInserted ? inserted : duplicate) += 1;
+    }
+    EXPECT_EQ(inserted, kDeposits);
+    EXPECT_EQ(duplicate, 1);
+  }
+  EXPECT_EQ(heard.load(), kDeposits);
+  EXPECT_EQ(late_heard.load(), kDeposits);
+  EXPECT_EQ(store->SyncCount() - before, 1u);
+  EXPECT_EQ(store->FetchAfter(box, 0, 100, 1 << 20, nullptr)->size(), size_t{kDeposits});
+}
+
+// A graceful shutdown: destroying the store writes what was recorded and answers every pending deposit;
+// each one answered kInserted is there after reopening.
+TEST(RocksDbMailboxStore, ClosingAnswersPendingAsyncDepositsAfterWritingThem) {
+  testing::TempDir dir;
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  std::atomic<int> inserted{0};
+  {
+    auto store = OpenOrDie(dir.Sub("db"));
+    ASSERT_TRUE(store);
+    CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+    store->PauseCommitsForTesting(true);
+    for (int i = 0; i < 10; ++i) {
+      store->InsertAsync(box, Mid(i), Bytes(50, 1), kFar, {}, [&](Result<InsertOutcome> r) {
+        if (r && *r == InsertOutcome::kInserted) inserted.fetch_add(1);
+      });
+    }
+    EXPECT_EQ(inserted.load(), 0);
+  }
+  EXPECT_EQ(inserted.load(), 10);
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->FetchAfter(box, 0, 100, 1 << 20, nullptr)->size(), 10u);
 }
 
 // Without the hold, under real concurrency: never more syncs than deposits, and all of them durable.
