@@ -1528,7 +1528,12 @@ Result<Bytes> Client::ExportSigned() {
   return impl_->Call([&]() { return impl_->compliance_->ExportSigned(impl_->name_); });
 }
 Result<std::string> Client::EraseConversation(const std::string& contact) {
-  return impl_->Call([&]() { return impl_->compliance_->Erase(contact); });
+  return impl_->Call([&]() -> Result<std::string> {
+    CW_ASSIGN_OR_RETURN(std::string id, impl_->compliance_->Erase(contact));
+    // The erased conversation's receipt records go too (they name the contact and its rows).
+    CW_RETURN_IF_ERROR(impl_->receipts_->ForgetContact(contact));
+    return id;
+  });
 }
 Result<int64_t> Client::SetDisappearingTimer(const std::string& contact, int64_t ms) {
   return impl_->Call([&]() { return impl_->compliance_->SetDisappearingTimer(contact, ms); });

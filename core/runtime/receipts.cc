@@ -80,6 +80,23 @@ Status ReceiptBook::Forget(const std::vector<Unread>& read) {
   return store_->Commit(std::move(b));
 }
 
+Status ReceiptBook::ForgetContact(const std::string& contact) {
+  session::WriteBatch b;
+  for (std::string_view prefix : {kReceiptInPrefix, kReceiptOutPrefix}) {
+    CW_ASSIGN_OR_RETURN(auto keys, store_->ListKeys(Table::kMeta, prefix));
+    for (auto& key : keys) {
+      CW_ASSIGN_OR_RETURN(auto stored, store_->Get(Table::kMeta, key));
+      std::string who;
+      uint64_t sequence = 0;
+      // A record that does not parse names nobody we can tell; it goes too rather than lingering.
+      if (stored && ParseRecord(stored->reveal(), &who, &sequence) && who != contact) continue;
+      b.writes.push_back({Table::kMeta, std::move(key), std::nullopt});
+    }
+  }
+  if (b.writes.empty()) return Status::Ok();
+  return store_->Commit(std::move(b));
+}
+
 Result<std::vector<wire::AppMessage>> ReceiptBook::Messages(wire::ReceiptType type,
                                                             const std::vector<wire::ReceiptRef>& refs) {
   std::vector<wire::AppMessage> out;

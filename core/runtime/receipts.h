@@ -60,6 +60,8 @@ class ReceiptBook {
   };
   Result<std::vector<Unread>> UnreadUpTo(const std::string& contact, uint64_t up_to_sequence) const;
   Status Forget(const std::vector<Unread>& read);
+  // Deletes every record naming `contact` (its conversation was erased: nothing of it may be left).
+  Status ForgetContact(const std::string& contact);
 
   // The kReceipt AppMessages that carry `refs` (several when there are more than kMaxReceiptRefs).
   static Result<std::vector<wire::AppMessage>> Messages(wire::ReceiptType type, const std::vector<wire::ReceiptRef>& refs);

@@ -165,6 +165,19 @@ TEST_F(ReceiptsE2E, DeliveredThenReadReachTheSenderOnce) {
   EXPECT_FALSE(seen.HasError(StatusCode::kMalformed));
 }
 
+TEST_F(ReceiptsE2E, ErasureForgetsReceiptRecords) {
+  auto clinician = NewClient("clinician", "dr.lee");
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  ASSERT_HAS(clinician->EraseConversation("pat"));
+  // "hello doctor" was unread; after the erasure nothing is left to mark or to receipt.
+  auto marked = clinician->MarkRead("pat", 1);
+  ASSERT_HAS(marked);
+  EXPECT_EQ(*marked, 0u);
+  EXPECT_EQ(CountAudit(*clinician, compliance::AuditEventType::kMessageRead, 0), 0u);
+}
+
 TEST_F(ReceiptsE2E, ReceiptsCanBeTurnedOff) {
   Seen seen;
   ClientOptions co = Fast();
