@@ -376,6 +376,7 @@ class Client::Impl {
       }
       locked_ = false;
       Touch();
+      ArmSweepTimer();  // OpenSession ran while still locked, so it could not
       if (resume_background_) {
         background_ = true;
         EnsureConnecting();
@@ -1105,7 +1106,12 @@ class Client::Impl {
     sweep_timer_ = transport_->ScheduleAfter(options_.sweep_interval_ms, [this] {
       sweep_timer_.reset();
       if (locked_ || shutting_down_ || !transcripts_) return;
-      if (auto swept = transcripts_->SweepExpired(); !swept) Report(swept.error());
+      auto swept = transcripts_->SweepExpired();
+      if (!swept) {
+        Report(swept.error());
+      } else if (swept->messages > 0 && options_.callbacks.on_disappeared) {
+        options_.callbacks.on_disappeared(swept->messages);
+      }
       ArmSweepTimer();
     });
   }

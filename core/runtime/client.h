@@ -103,6 +103,8 @@ struct ClientCallbacks {
   // A contact's delivery or read receipt moved one of our sent messages (its transcript row, already updated)
   // to delivered or read. Once per message and type; never backwards.
   std::function<void(const ReceiptEvent&)> on_receipt;
+  // The periodic sweep deleted `rows` transcript rows whose disappearing timer ran out (refresh what is shown).
+  std::function<void(size_t rows)> on_disappeared;
 };
 
 struct ClientOptions {

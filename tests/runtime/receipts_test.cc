@@ -241,32 +241,40 @@ TEST_F(ReceiptsE2E, MalformedOrForeignReceiptsChangeNothing) {
 }
 
 TEST_F(ReceiptsE2E, SweeperDeletesExpiredRowsOnTheLoop) {
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t disappeared = 0;
   ClientOptions po = Fast();
   po.sweep_interval_ms = 20;
+  po.callbacks.on_disappeared = [&](size_t rows) {
+    std::lock_guard<std::mutex> l(mu);
+    disappeared += rows;
+    cv.notify_all();
+  };
   auto clinician = NewClient("clinician", "dr.lee");
   auto patient = NewClient("patient", "pat", std::move(po));
   ASSERT_TRUE(clinician && patient);
   Connect(*clinician, *patient);
+  // The sweeper stops while locked and starts again on Unlock.
+  ASSERT_OK(patient->Lock());
+  ASSERT_OK(patient->Unlock(kPass));
   auto timer = patient->SetDisappearingTimer("dr.lee", 50);
   ASSERT_HAS(timer);
   EXPECT_EQ(*timer, 50);
   ASSERT_HAS(patient->SendText("dr.lee", "this disappears"));
-  // Bounded wait for the loop's sweeper (a safety net against hangs, not a timing assertion).
-  bool gone = false;
-  for (int i = 0; i < 1000 && !gone; ++i) {
-    auto h = patient->History("dr.lee");
-    ASSERT_HAS(h);
-    gone = std::none_of(h->begin(), h->end(), [](const storage::TranscriptMessage& m) {
-      return std::string(m.body.reveal().begin(), m.body.reveal().end()) == "this disappears";
-    });
-    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  EXPECT_TRUE(gone);
-  // The row before the timer keeps its (absent) expiry.
+  // A row past its expiry is hidden at once; the loop's sweeper deletes it (bounded wait, a safety net).
+  EXPECT_TRUE(testing::WaitFor(mu, cv, [&] { return disappeared >= 1; }));
+  auto swept = patient->SweepNow();
+  ASSERT_HAS(swept);
+  EXPECT_EQ(*swept, 0u) << "the sweeper already deleted it";
   auto h = patient->History("dr.lee");
   ASSERT_HAS(h);
-  ASSERT_EQ(h->size(), 1u);
+  ASSERT_EQ(h->size(), 1u);  // "hello doctor", from before the timer, keeps no expiry
   EXPECT_EQ(h->front().expires_at_ms, 0);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    EXPECT_EQ(disappeared, 1u);
+  }
 }
 
 TEST_F(ReceiptsE2E, RetentionFloorKeepsRowsAndRecordsTheConflict) {
