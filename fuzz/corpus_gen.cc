@@ -31,6 +31,7 @@
 #include "core/session/engine.h"
 #include "core/wire/attachment.h"
 #include "core/wire/app_message.h"
+#include "core/wire/receipt.h"
 #include "core/wire/bundle.h"
 #include "core/wire/content.h"
 #include "core/wire/padding.h"
@@ -261,6 +262,24 @@ void Generate() {
     }
     cw::wire::AppMessage empty;  // empty text, no purpose
     Add("app_message_decode", FromSpan(Take("encode app message", cw::wire::EncodeAppMessage(empty)).reveal()));
+  }
+
+  // --- receipt_decode: each type, one reference and the most allowed ---
+  {
+    cw::wire::Receipt r;
+    r.type = cw::wire::ReceiptType::kDelivered;
+    cw::wire::ReceiptRef ref;
+    ref.fill(0xa5);
+    r.refs.push_back(ref);
+    Add("receipt_decode", Take("encode receipt", cw::wire::EncodeReceipt(r)));
+    r.type = cw::wire::ReceiptType::kRead;
+    while (r.refs.size() < cw::wire::kMaxReceiptRefs) {
+      ref.fill(static_cast<uint8_t>(r.refs.size()));  // fixed bytes: the other corpora keep their seeds
+      r.refs.push_back(ref);
+    }
+    Add("receipt_decode", Take("encode receipt", cw::wire::EncodeReceipt(r)));
+    r.refs.resize(3);
+    Add("receipt_decode", Take("encode receipt", cw::wire::EncodeReceipt(r)));
   }
 
   // --- padding: padded plaintexts around the bucket edges, and one unpadded input ---

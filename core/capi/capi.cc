@@ -2,12 +2,16 @@
 // catches everything: no exception and no C++ type crosses the boundary (STYLE.md, "Errors are values").
 #include <sodium.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <new>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #define CW_BUILDING_LIBRARY 1
 #include "cipherward/cipherward.h"
@@ -36,7 +40,48 @@ struct CallbackState {
   void* message_user_data = nullptr;
   cw_identity_change_fn on_identity_change = nullptr;
   void* identity_user_data = nullptr;
+  cw_lock_fn on_lock = nullptr;
+  void* lock_user_data = nullptr;
+  cw_receipt_fn on_receipt = nullptr;
+  void* receipt_user_data = nullptr;
+  cw_file_fn on_file = nullptr;
+  void* file_user_data = nullptr;
 };
+
+// Reads one (callback, user data) pair under the state's lock and calls it outside the lock, so a callback
+// may set callbacks. Swallows everything: a callback handed to the runtime must not throw into its loop.
+template <typename Fn, typename... Args>
+void Fire(const std::weak_ptr<CallbackState>& weak, Fn CallbackState::*cb, void* CallbackState::*ud, Args... args) {
+  try {
+    auto st = weak.lock();
+    if (!st) return;
+    Fn fn;
+    void* data;
+    {
+      std::lock_guard<std::mutex> lock(st->mu);
+      fn = (*st).*cb;
+      data = (*st).*ud;
+    }
+    if (fn != nullptr) fn(data, args...);
+  } catch (...) {
+  }
+}
+
+// A C progress callback as the runtime's ProgressFn (empty when none was given).
+cw::runtime::ProgressFn Progress(cw_progress_fn fn, void* user_data) {
+  if (fn == nullptr) return {};
+  return [fn, user_data](uint64_t done, uint64_t total) { fn(user_data, done, total); };
+}
+
+// A C array of purpose labels; false when one is NULL.
+bool Purposes(const char* const* purposes, size_t n, std::vector<std::string>* out) {
+  if (purposes == nullptr && n > 0) return false;
+  for (size_t i = 0; i < n; ++i) {
+    if (purposes[i] == nullptr) return false;
+    out->emplace_back(purposes[i]);
+  }
+  return true;
+}
 
 cw_status ToC(StatusCode code) {
   switch (code) {
@@ -144,7 +189,18 @@ CW_EXPORT void cw_buffer_free(cw_buffer* buffer) {
 
 CW_EXPORT cw_status cw_client_open(const char* home_dir, const uint8_t* passphrase, size_t passphrase_len,
                                    const char* relay_address, const char* name, cw_client** out_client) {
+  return cw_client_open_ex(home_dir, passphrase, passphrase_len, relay_address, name, nullptr, out_client);
+}
+
+CW_EXPORT cw_status cw_client_open_ex(const char* home_dir, const uint8_t* passphrase, size_t passphrase_len,
+                                      const char* relay_address, const char* name, const cw_options* options,
+                                      cw_client** out_client) {
   return Guard([&]() -> cw_status {
+    if (options != nullptr && options->struct_size < sizeof(size_t)) return CW_ERR_INVALID_ARGUMENT;
+    // Only the fields the caller's struct holds are read (an older caller passes a smaller one).
+    cw_options opts{};
+    if (options != nullptr) std::memcpy(&opts, options, std::min(options->struct_size, sizeof opts));
+    if (opts.auto_lock_after_ms < 0) return CW_ERR_INVALID_ARGUMENT;
     if (home_dir == nullptr || out_client == nullptr || (passphrase == nullptr && passphrase_len > 0)) {
       return CW_ERR_INVALID_ARGUMENT;
     }
@@ -154,7 +210,19 @@ CW_EXPORT cw_status cw_client_open(const char* home_dir, const uint8_t* passphra
     handle->callbacks = std::make_shared<CallbackState>();
     auto make_options = [&]() {
       cw::runtime::ClientOptions o;
+      o.auto_lock_after_ms = opts.auto_lock_after_ms;
+      o.send_delivery_receipts = opts.no_delivery_receipts == 0;
+      o.send_read_receipts = opts.no_read_receipts == 0;
       std::weak_ptr<CallbackState> weak = handle->callbacks;
+      o.callbacks.on_lock = [weak] { Fire(weak, &CallbackState::on_lock, &CallbackState::lock_user_data); };
+      o.callbacks.on_receipt = [weak](const cw::runtime::ReceiptEvent& e) {
+        Fire(weak, &CallbackState::on_receipt, &CallbackState::receipt_user_data, e.contact.c_str(), e.sequence,
+             e.type == cw::wire::ReceiptType::kRead ? 1 : 0);
+      };
+      o.callbacks.on_file = [weak](const cw::runtime::IncomingFile& f) {
+        Fire(weak, &CallbackState::on_file, &CallbackState::file_user_data, f.contact.c_str(), f.sequence,
+             f.attachment.file_name.c_str(), f.attachment.size);
+      };
       o.callbacks.on_message = [weak](const cw::runtime::IncomingMessage& m) {
         // The C API has no groups yet: a group text would read as a 1:1 message from its sender. It stays in
         // the group's history for when it does.
@@ -308,6 +376,163 @@ CW_EXPORT cw_status cw_client_accept_identity_change(cw_client* client, const ch
   return Guard([&]() -> cw_status {
     if (client == nullptr || contact == nullptr) return CW_ERR_INVALID_ARGUMENT;
     return ToC(client->client->AcceptIdentityChange(contact));
+  });
+}
+
+// ---- Options, lock and receipts
+
+CW_EXPORT cw_status cw_client_lock(cw_client* client) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    return ToC(client->client->Lock());
+  });
+}
+
+CW_EXPORT cw_status cw_client_unlock(cw_client* client, const uint8_t* passphrase, size_t len) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || passphrase == nullptr || len == 0) return CW_ERR_INVALID_ARGUMENT;
+    return ToC(client->client->Unlock(std::span<const uint8_t>(passphrase, len)));
+  });
+}
+
+CW_EXPORT int cw_client_is_locked(cw_client* client) {
+  try {
+    return client == nullptr || client->client->locked() ? 1 : 0;
+  } catch (...) {
+    return 1;
+  }
+}
+
+CW_EXPORT cw_status cw_client_set_on_lock(cw_client* client, cw_lock_fn cb, void* user_data) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    std::lock_guard<std::mutex> lock(client->callbacks->mu);
+    client->callbacks->on_lock = cb;
+    client->callbacks->lock_user_data = cb ? user_data : nullptr;
+    return CW_OK;
+  });
+}
+
+CW_EXPORT cw_status cw_client_mark_read(cw_client* client, const char* contact, uint64_t up_to_sequence,
+                                        size_t* out_marked) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || contact == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto n = client->client->MarkRead(contact, up_to_sequence);
+    if (!n) return ToC(n.error());
+    if (out_marked != nullptr) *out_marked = *n;
+    return CW_OK;
+  });
+}
+
+CW_EXPORT cw_status cw_client_set_on_receipt(cw_client* client, cw_receipt_fn cb, void* user_data) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    std::lock_guard<std::mutex> lock(client->callbacks->mu);
+    client->callbacks->on_receipt = cb;
+    client->callbacks->receipt_user_data = cb ? user_data : nullptr;
+    return CW_OK;
+  });
+}
+
+// ---- Files
+
+CW_EXPORT cw_status cw_client_send_file(cw_client* client, const char* contact, const char* path,
+                                        cw_progress_fn progress, void* user_data, uint64_t* out_sequence) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || contact == nullptr || path == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto seq = client->client->SendFile(contact, path, Progress(progress, user_data));
+    if (!seq) return ToC(seq.error());
+    if (out_sequence != nullptr) *out_sequence = *seq;
+    return CW_OK;
+  });
+}
+
+CW_EXPORT cw_status cw_client_set_on_file(cw_client* client, cw_file_fn cb, void* user_data) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    std::lock_guard<std::mutex> lock(client->callbacks->mu);
+    client->callbacks->on_file = cb;
+    client->callbacks->file_user_data = cb ? user_data : nullptr;
+    return CW_OK;
+  });
+}
+
+CW_EXPORT cw_status cw_client_fetch_attachment(cw_client* client, const char* contact, uint64_t sequence,
+                                               const char* dest_path, cw_progress_fn progress, void* user_data) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || contact == nullptr || dest_path == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    // The row by its sequence: a conversation's history is bounded by what the device keeps.
+    auto h = client->client->History(contact, SIZE_MAX);
+    if (!h) return ToC(h.error());
+    for (const auto& row : *h) {
+      if (row.sequence != sequence) continue;
+      auto a = cw::runtime::Client::AttachmentOf(row);
+      if (!a) return ToC(a.error());
+      return ToC(client->client->FetchAttachment(*a, dest_path, Progress(progress, user_data)));
+    }
+    return CW_ERR_NOT_FOUND;
+  });
+}
+
+// ---- Consent and export
+
+CW_EXPORT cw_status cw_client_grant_consent(cw_client* client, const char* contact, const char* const* purposes,
+                                            size_t n_purposes, int64_t expires_at_ms, cw_buffer** out_receipt_id) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || contact == nullptr || n_purposes == 0 || expires_at_ms < 0) return CW_ERR_INVALID_ARGUMENT;
+    cw::runtime::ConsentGrant grant;
+    if (!Purposes(purposes, n_purposes, &grant.purposes)) return CW_ERR_INVALID_ARGUMENT;
+    grant.expires_at_ms = expires_at_ms;
+    auto id = client->client->GrantConsent(contact, grant);
+    if (!id) return ToC(id.error());
+    if (out_receipt_id != nullptr) return ReturnString(*id, out_receipt_id);
+    return CW_OK;
+  });
+}
+
+CW_EXPORT cw_status cw_client_withdraw_consent(cw_client* client, const char* receipt_id,
+                                               const char* const* purposes, size_t n_purposes) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || receipt_id == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    std::vector<std::string> labels;
+    if (!Purposes(purposes, n_purposes, &labels)) return CW_ERR_INVALID_ARGUMENT;
+    return ToC(client->client->WithdrawConsent(receipt_id, labels));
+  });
+}
+
+CW_EXPORT cw_status cw_client_list_consents(cw_client* client, cw_buffer** out_json) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || out_json == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto records = client->client->ConsentReceipts();
+    if (!records) return ToC(records.error());
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& r : *records) {
+      nlohmann::json purposes = nlohmann::json::object();
+      for (const auto& [label, state] : r.purposes) purposes[label] = std::string(cw::compliance::ConsentStateName(state));
+      list.push_back({{"receipt_id", r.receipt_id},
+                      {"contact", r.contact},
+                      {"we_are_patient", r.we_are_patient},
+                      {"countersigned", r.countersigned},
+                      {"expires_at_ms", r.expires_at_ms},
+                      {"purposes", purposes}});
+    }
+    std::string text = list.dump();
+    cw_status st = ReturnString(text, out_json);
+    sodium_memzero(text.data(), text.size());
+    return st;
+  });
+}
+
+CW_EXPORT cw_status cw_client_export(cw_client* client, cw_buffer** out_bundle) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || out_bundle == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto bundle = client->client->ExportSigned();
+    if (!bundle) return ToC(bundle.error());
+    cw_buffer* b = NewBuffer(bundle->data(), bundle->size());
+    sodium_memzero(bundle->data(), bundle->size());
+    if (b == nullptr) return CW_ERR_NO_MEMORY;
+    *out_bundle = b;
+    return CW_OK;
   });
 }
 

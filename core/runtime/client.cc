@@ -19,6 +19,7 @@
 #include "core/runtime/codec.h"
 #include "core/runtime/compliance_runtime.h"
 #include "core/runtime/file_message.h"
+#include "core/runtime/receipts.h"
 #include "core/runtime/relay_blob_channel.h"
 #include "core/wire/app_message.h"
 #include "core/wire/content.h"
@@ -301,7 +302,9 @@ class Client::Impl {
                                  [this](const std::string& contact, const wire::AppMessage& m) {
                                    return StatusOfSend(SendApp(contact, m, ControlConversationId(contact), {}, {}));
                                  },
-                                 [this](const Status& s) { Report(s); }};
+                                 [this](const Status& s) { Report(s); },
+                                 [this](const std::string& sender, ByteView payload) { return ApplyReceipt(sender, payload); }};
+    receipts_ = std::make_unique<ReceiptBook>(store_.get(), transcripts_.get());
     CW_ASSIGN_OR_RETURN(compliance_, ComplianceRuntime::Open(std::move(deps), failed_unlocks));
     compliance_->ResumeInbox();
     groups_ = std::make_unique<GroupRuntime>(GroupRuntime::Deps{
@@ -312,6 +315,7 @@ class Client::Impl {
         },
         [this](const std::string& conv, uint64_t seq) { DeliverWhenDurable(conv, seq); },
         [this] { RefetchHeld(); }, [this](const Status& s) { Report(s); }});
+    ArmSweepTimer();
     return Status::Ok();
   }
 
@@ -327,7 +331,7 @@ class Client::Impl {
     ++generation_;  // in-flight connects and frames of the closed link are ignored
     resume_background_ = background_;
     background_ = false;
-    for (auto* t : {&reconnect_timer_, &retry_timer_, &idle_timer_}) {
+    for (auto* t : {&reconnect_timer_, &retry_timer_, &idle_timer_, &sweep_timer_}) {
       if (*t) transport_->CancelTimer(**t);
       t->reset();
     }
@@ -343,6 +347,7 @@ class Client::Impl {
     }
     groups_.reset();
     compliance_.reset();
+    receipts_.reset();
     transcripts_.reset();
     engine_.reset();
     box_sk_ = SecretBytes();  // wipes
@@ -373,7 +378,10 @@ class Client::Impl {
       }
       if (Status s = OpenSession(failed); !s.ok()) {
         groups_.reset();
+        if (sweep_timer_) transport_->CancelTimer(*sweep_timer_);
+        sweep_timer_.reset();
         compliance_.reset();
+        receipts_.reset();
         transcripts_.reset();
         engine_.reset();
         box_sk_ = SecretBytes();
@@ -382,6 +390,7 @@ class Client::Impl {
       }
       locked_ = false;
       Touch();
+      ArmSweepTimer();  // OpenSession ran while still locked, so it could not
       if (resume_background_) {
         background_ = true;
         EnsureConnecting();
@@ -431,11 +440,13 @@ class Client::Impl {
       if (reconnect_timer_) transport_->CancelTimer(*reconnect_timer_);
       if (retry_timer_) transport_->CancelTimer(*retry_timer_);
       if (idle_timer_) transport_->CancelTimer(*idle_timer_);
+      if (sweep_timer_) transport_->CancelTimer(*sweep_timer_);
       if (conn_) conn_->Close(Status(StatusCode::kAborted, "client closing"));
       FailAll(Status(StatusCode::kAborted, "client closing"));
       if (compliance_) compliance_->CheckpointIfNeeded();  // a signed head covering everything recorded
       groups_.reset();
       compliance_.reset();
+      receipts_.reset();
       transcripts_.reset();
       engine_.reset();
       return Status::Ok();
@@ -825,6 +836,7 @@ class Client::Impl {
         // encoding. One that does not parse fails the hook, so nothing is stored and the relay copy is dropped.
         CW_RETURN_IF_ERROR(
             compliance_->StageIncoming(rec, relay_id, details, b, &sequence, &text, &file, &control, &refused));
+        if (!control && !refused) CW_RETURN_IF_ERROR(receipts_->StageReceived(sender.name, sequence, relay_id, b));
       } else {
         CW_RETURN_IF_ERROR(groups_->StageIncoming(rec, relay_id, details, b, &group));
       }
@@ -879,6 +891,7 @@ class Client::Impl {
     if (received->kind == session::Received::Kind::kMessage) {
       ++received_total_;
       if (file) compliance_->OnAttachment(*file);
+      if (options_.send_delivery_receipts) SendReceipts(sender.name, wire::ReceiptType::kDelivered, {relay_id});
       if (file && options_.callbacks.on_file) {
         options_.callbacks.on_file(
             IncomingFile{sender.name, sequence, env->sent_at_ms, clock_->NowMillis(), std::move(*file)});
@@ -923,7 +936,10 @@ class Client::Impl {
       CW_RETURN_IF_ERROR(transcripts_->StageOutgoing(conv, shown ? body : AsBytes(label),
                                                      shown ? attachments : std::vector<std::string>{}, {to}, ct, b,
                                                      &seq));
-      return shown ? compliance_->StageSent(conv, ToHex(DepositId(ct, contact)), b) : Status::Ok();
+      if (!shown) return Status::Ok();
+      const std::string ref = ToHex(DepositId(ct, contact));
+      CW_RETURN_IF_ERROR(receipts_->StageSent(contact, seq, ref, b));
+      return compliance_->StageSent(conv, ref, b);
     });
     compliance_->AfterCommit(c.has_value());
     if (!c) return Error(c.error());
@@ -1118,6 +1134,96 @@ class Client::Impl {
     });
   }
 
+  // ---------------------------------------------------------------- receipts (core/runtime/receipts.h)
+  // Queues receipts for `relay_ids` (hex) to `contact` in its control conversation, like any control message.
+  void SendReceipts(const std::string& contact, wire::ReceiptType type, const std::vector<std::string>& relay_ids) {
+    std::vector<wire::ReceiptRef> refs;
+    for (const auto& id : relay_ids) {
+      wire::ReceiptRef r;
+      if (ReceiptRefFromHex(id, &r)) refs.push_back(r);
+    }
+    if (refs.empty()) return;
+    auto messages = ReceiptBook::Messages(type, refs);
+    if (!messages) return Report(messages.error());
+    for (const auto& m : *messages) {
+      // A receipt that cannot be queued (no mailbox known yet) is not worth failing the message over.
+      if (auto sent = SendApp(contact, m, ControlConversationId(contact), {}, {}); !sent) {
+        Report(Status(sent.error().code(), "a receipt could not be queued: " + sent.error().message()));
+      }
+    }
+  }
+
+  Status ApplyReceipt(const std::string& sender, ByteView payload) {
+    CW_ASSIGN_OR_RETURN(auto events, receipts_->Apply(sender, payload));
+    for (const auto& e : events) {
+      if (e.type == wire::ReceiptType::kRead) {
+        CW_RETURN_IF_ERROR(compliance_->RecordMessageRead(sender, e.message_ref, /*by_contact=*/true));
+      }
+      if (options_.callbacks.on_receipt) options_.callbacks.on_receipt(e);
+    }
+    return Status::Ok();
+  }
+
+  Result<size_t> MarkRead(const std::string& contact, uint64_t up_to_sequence) {
+    if (!state_.contacts.count(contact)) return Error(StatusCode::kNotFound, "no such contact");
+    CW_ASSIGN_OR_RETURN(auto unread, receipts_->UnreadUpTo(contact, up_to_sequence));
+    if (unread.empty()) return size_t{0};
+    std::vector<std::string> ids;
+    for (const auto& u : unread) {
+      ids.push_back(ToHex(u.ref));
+      CW_RETURN_IF_ERROR(compliance_->RecordMessageRead(contact, ids.back(), /*by_contact=*/false));
+    }
+    // Forgotten first: a crash between the two loses a read receipt rather than sending one twice.
+    CW_RETURN_IF_ERROR(receipts_->Forget(unread));
+    if (options_.send_read_receipts) SendReceipts(contact, wire::ReceiptType::kRead, ids);
+    return unread.size();
+  }
+
+  // The disappearing-message sweeper: deletes expired rows every sweep_interval_ms while unlocked.
+  void ArmSweepTimer() {
+    if (options_.sweep_interval_ms <= 0 || locked_ || shutting_down_ || sweep_timer_) return;
+    sweep_timer_ = transport_->ScheduleAfter(options_.sweep_interval_ms, [this] {
+      sweep_timer_.reset();
+      if (locked_ || shutting_down_ || !transcripts_) return;
+      auto swept = transcripts_->SweepExpired();
+      if (!swept) {
+        Report(swept.error());
+      } else if (swept->messages > 0 && options_.callbacks.on_disappeared) {
+        options_.callbacks.on_disappeared(swept->messages);
+      }
+      ArmSweepTimer();
+    });
+  }
+
+  // ---------------------------------------------------------------- contacts
+  // Revokes our token for `contact` at the relay; with `remove`, forgets the contact afterwards.
+  void RevokeContact(const std::string& contact, bool remove, Done<bool> done) {
+    auto it = state_.contacts.find(contact);
+    if (it == state_.contacts.end()) return done(Error(StatusCode::kNotFound, "no such contact"));
+    if (!state_.mailbox) return done(Error(StatusCode::kInvalidArgument, "not registered with a relay"));
+    if (!it->second.my_token) {
+      return done(Error(StatusCode::kNotFound, "no deposit token of ours is known for this contact"));
+    }
+    relay::RevokeDepositToken rv;
+    rv.mailbox = *state_.mailbox;
+    rv.token = *it->second.my_token;
+    Request(rv, [this, contact, remove, token = rv.token, done](Result<relay::Response> r) {
+      if (!r) return done(Error(r.error()));
+      if (Status s = FromRelay(*r); !s.ok()) return done(Error(s));
+      State next = state_;
+      auto c = next.contacts.find(contact);
+      if (c != next.contacts.end() && c->second.my_token == token) {
+        if (remove) {
+          next.contacts.erase(c);
+        } else {
+          c->second.my_token.reset();
+        }
+      }
+      if (Status s = SaveState(next); !s.ok()) return done(Error(s));
+      done(true);
+    });
+  }
+
   // ---------------------------------------------------------------- invitations
   void CreateInvite(Done<std::string> done) {
     if (!state_.mailbox) return done(Error(StatusCode::kInvalidArgument, "not registered with a relay"));
@@ -1222,6 +1328,7 @@ class Client::Impl {
   std::unique_ptr<storage::Transcripts> transcripts_;
   std::unique_ptr<ComplianceRuntime> compliance_;
   std::unique_ptr<GroupRuntime> groups_;
+  std::unique_ptr<ReceiptBook> receipts_;
   State state_;
   enum class LinkState { kDown, kConnecting, kUp };
   LinkState link_ = LinkState::kDown;
@@ -1258,6 +1365,7 @@ class Client::Impl {
   std::optional<transport::Transport::TimerId> reconnect_timer_;
   std::optional<transport::Transport::TimerId> retry_timer_;
   std::optional<transport::Transport::TimerId> idle_timer_;
+  std::optional<transport::Transport::TimerId> sweep_timer_;
   bool locked_ = false;
   bool resume_background_ = false;  // background_ as it was when locked
   // Group commit: the commit sequence of each outbox entry written by this process and perhaps not yet
@@ -1512,10 +1620,36 @@ Result<Bytes> Client::ExportSigned() {
   return impl_->Call([&]() { return impl_->compliance_->ExportSigned(impl_->name_); });
 }
 Result<std::string> Client::EraseConversation(const std::string& contact) {
-  return impl_->Call([&]() { return impl_->compliance_->Erase(contact); });
+  return impl_->Call([&]() -> Result<std::string> {
+    CW_ASSIGN_OR_RETURN(std::string id, impl_->compliance_->Erase(contact));
+    // The erased conversation's receipt records go too (they name the contact and its rows).
+    CW_RETURN_IF_ERROR(impl_->receipts_->ForgetContact(contact));
+    return id;
+  });
 }
 Result<int64_t> Client::SetDisappearingTimer(const std::string& contact, int64_t ms) {
   return impl_->Call([&]() { return impl_->compliance_->SetDisappearingTimer(contact, ms); });
+}
+Result<size_t> Client::MarkRead(const std::string& contact, uint64_t up_to_sequence) {
+  return impl_->Call([&]() { return impl_->MarkRead(contact, up_to_sequence); });
+}
+Result<size_t> Client::SweepNow() {
+  return impl_->Call([&]() -> Result<size_t> {
+    CW_ASSIGN_OR_RETURN(auto swept, impl_->transcripts_->SweepExpired());
+    return swept.messages;
+  });
+}
+Status Client::RevokeContact(const std::string& contact, int64_t timeout_ms) {
+  auto r = impl_->Await<bool>(timeout_ms, [this, contact](Impl::Done<bool> done) {
+    impl_->RevokeContact(contact, /*remove=*/false, done);
+  });
+  return r ? Status::Ok() : r.error();
+}
+Status Client::RemoveContact(const std::string& contact, int64_t timeout_ms) {
+  auto r = impl_->Await<bool>(timeout_ms, [this, contact](Impl::Done<bool> done) {
+    impl_->RevokeContact(contact, /*remove=*/true, done);
+  });
+  return r ? Status::Ok() : r.error();
 }
 Result<uint64_t> Client::SendAppMessageForTesting(const std::string& contact, const wire::AppMessage& message) {
   return impl_->Call([&]() {

@@ -48,6 +48,7 @@
 #include "core/base/status.h"
 #include "core/runtime/attachment.h"
 #include "core/runtime/compliance_types.h"
+#include "core/runtime/receipts.h"
 #include "core/session/engine.h"
 #include "core/wire/app_message.h"
 #include "storage/keystore.h"
@@ -102,6 +103,11 @@ struct ClientCallbacks {
   // The client locked itself after ClientOptions::auto_lock_after_ms without a call: ask for the passphrase
   // and call Unlock (from another thread than this callback's).
   std::function<void()> on_lock;
+  // A contact's delivery or read receipt moved one of our sent messages (its transcript row, already updated)
+  // to delivered or read. Once per message and type; never backwards.
+  std::function<void(const ReceiptEvent&)> on_receipt;
+  // The periodic sweep deleted `rows` transcript rows whose disappearing timer ran out (refresh what is shown).
+  std::function<void(size_t rows)> on_disappeared;
 };
 
 struct ClientOptions {
@@ -115,6 +121,12 @@ struct ClientOptions {
   // Automatic logoff (HIPAA 164.312(a)(2)(iii)): Lock() after this long without a call from the caller
   // (incoming messages do not count). 0 never locks by itself.
   int64_t auto_lock_after_ms = 0;
+  // Receipts (core/runtime/receipts.h), for every contact alike: a delivery receipt when a text or file is
+  // stored here, read receipts when MarkRead is called. Receipts from contacts are applied either way.
+  bool send_delivery_receipts = true;
+  bool send_read_receipts = true;
+  // How often expired (disappearing) transcript rows are deleted while unlocked; 0 never (SweepNow only).
+  int64_t sweep_interval_ms = 60'000;
 };
 
 struct ContactInfo {
@@ -262,6 +274,15 @@ class Client {
   // Accepts the contact's new identity key: sending resumes and their waiting messages are fetched at the
   // next Sync or reconnection.
   Status AcceptIdentityChange(const std::string& contact);
+  // Revokes at the relay the deposit token this device gave `contact` (in its invite or reply card): the
+  // relay refuses the contact's deposits from then on. Sending to the contact still works. kNotFound for an
+  // unknown contact; kNotFound as well when no token of ours is known for it (a contact from before invites were bound to
+  // their token).
+  // Needs the relay.
+  Status RevokeContact(const std::string& contact, int64_t timeout_ms = kDefaultTimeoutMs);
+  // Revokes as RevokeContact, then forgets the contact (its card and our token; the transcript stays until
+  // EraseConversation). A contact whose token could not be revoked is kept.
+  Status RemoveContact(const std::string& contact, int64_t timeout_ms = kDefaultTimeoutMs);
 
   // --- Consent, audit, export, erasure (issue 6; core/runtime/compliance_runtime.h) ---
   // The patient grants consent to `contact` (the clinician): a receipt bound to both identity keys and the
@@ -294,6 +315,13 @@ class Client {
   // Sets the conversation's disappearing timer; the policy's retention floor stretches a shorter one (each
   // such conflict is audited as kRetentionConflict). Returns the timer in force.
   Result<int64_t> SetDisappearingTimer(const std::string& contact, int64_t ms);
+  // The contact's messages up to transcript row `up_to_sequence` were read: a kMessageRead audit entry for
+  // each not yet marked, and (ClientOptions::send_read_receipts) read receipts through the outbox. Returns
+  // how many were newly marked read.
+  Result<size_t> MarkRead(const std::string& contact, uint64_t up_to_sequence);
+  // Deletes the transcript rows whose disappearing timer ran out (the periodic sweep does this too).
+  // Returns how many rows went.
+  Result<size_t> SweepNow();
   // For tests of the receiving side only: sends `message` as it is, with no consent check.
   Result<uint64_t> SendAppMessageForTesting(const std::string& contact, const wire::AppMessage& message);
 

@@ -355,9 +355,6 @@ Status ComplianceRuntime::StageIncoming(const session::Received& rec, const std:
     if (!*refused) *text = std::move(staged.body);
     return Status::Ok();
   }
-  if (app.kind == wire::AppKind::kReceipt) {
-    return Status(StatusCode::kMalformed, "an app message of a kind this runtime does not handle");
-  }
   CW_RETURN_IF_ERROR(deps_.transcripts->StageIncoming(staged, relay_id, batch, details, sequence));
   // The relay forgets the message once this batch commits, so the message itself commits with it and is
   // handled from the store: a crash before HandleControl finishes leaves it for ResumeInbox.
@@ -398,6 +395,10 @@ void ComplianceRuntime::HandleControl(const std::string& sender, const std::stri
     case wire::AppKind::kConsentWithdrawal: s = HandleWithdrawal(sender, message.payload.reveal()); break;
     case wire::AppKind::kAuditHead: s = HandleAuditHead(sender, message.payload.reveal()); break;
     case wire::AppKind::kErasure: s = HandleErasure(sender, message.payload.reveal()); break;
+    case wire::AppKind::kReceipt:
+      s = deps_.receipt ? deps_.receipt(sender, message.payload.reveal())
+                        : Status(StatusCode::kMalformed, "unexpected control message");
+      break;
     default: s = Status(StatusCode::kMalformed, "unexpected control message"); break;
   }
   if (!s.ok() && deps_.report) deps_.report(s);
@@ -762,6 +763,13 @@ Result<int64_t> ComplianceRuntime::SetDisappearingTimer(const std::string& conta
     CW_RETURN_IF_ERROR(Audit({AuditEventType::kRetentionConflict, ConversationRef(conv), "", static_cast<uint64_t>(d.extended_by_ms), {}}));
   }
   return effective;
+}
+
+Status ComplianceRuntime::RecordMessageRead(const std::string& contact, const std::string& message_ref,
+                                            bool by_contact) {
+  if (!log_) return Status::Ok();  // the client keeps working; VerifyAudit reports why nothing is recorded
+  return Audit({AuditEventType::kMessageRead, ConversationRef(storage::Transcripts::DirectConversationId(contact)),
+                message_ref, by_contact ? 1u : 0u, {}});
 }
 
 }  // namespace cw::runtime

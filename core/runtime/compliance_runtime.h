@@ -93,6 +93,8 @@ class ComplianceRuntime {
     std::function<Status(const std::string& contact, const wire::AppMessage&)> send;
     // Background problems (a refused receipt, a message refused for lack of consent). No plaintext.
     std::function<void(const Status&)> report;
+    // A kReceipt message from `sender` (core/runtime/receipts.h), handled by the client. Null: refused.
+    std::function<Status(const std::string& sender, ByteView payload)> receipt;
   };
 
   // Loads the policy, ledger and audit chain. A chain that does not verify does not stop the client: the
@@ -155,6 +157,9 @@ class ComplianceRuntime {
   Result<Bytes> ExportSigned(const std::string& exporter);
   Result<std::string> Erase(const std::string& contact);
   Result<int64_t> SetDisappearingTimer(const std::string& contact, int64_t ms);
+  // kMessageRead for message `message_ref` (a relay message id) of `contact`'s conversation: read on this
+  // device (by_contact false, code 0), or reported read by the contact's receipt (true, code 1).
+  Status RecordMessageRead(const std::string& contact, const std::string& message_ref, bool by_contact);
   const compliance::SigningPublicKey& device_key() const { return signer_.public_key(); }
 
  private:

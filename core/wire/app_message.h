@@ -8,7 +8,7 @@
 // Payload by kind:
 //   kText               UTF-8 text (not checked here: the transcript stores bytes)
 //   kFile               an attachment descriptor (core/wire/attachment.h)
-//   kReceipt            a delivery/read receipt
+//   kReceipt            a delivery/read receipt (core/wire/receipt.h)
 //   kConsent            compliance::EncodeSignedReceipt (patient-signed, or countersigned on the way back)
 //   kConsentWithdrawal  compliance::EncodeWithdrawal
 //   kAuditHead          compliance::EncodeCheckpoint: the sender's signed audit chain head

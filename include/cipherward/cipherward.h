@@ -16,7 +16,8 @@
  *   - Error text (cw_strerror) never holds a key, plaintext, passphrase or name.
  *
  * Threads: every function may be called from any thread, concurrently, on a live client. Functions that
- * talk to the relay (cw_client_open with a relay address, cw_client_invite, cw_client_accept, cw_client_sync)
+ * talk to the relay (cw_client_open with a relay address, cw_client_invite, cw_client_accept, cw_client_sync,
+ * cw_client_send_file, cw_client_fetch_attachment) and cw_client_unlock
  * block until the relay answers or a timeout (15 s) passes, and must NOT be called from inside a callback
  * (they return CW_ERR_PERMISSION_DENIED there). Callbacks run on the client's own loop thread.
  */
@@ -150,6 +151,97 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_verify(cw_client* client, const char*
 
 /* Accepts `contact`'s new identity key after the user compared the new safety number; sending resumes. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_accept_identity_change(cw_client* client, const char* contact);
+
+/* ---- Options, lock and receipts ------------------------------------------------------------------- */
+
+/* Options for cw_client_open_ex. Zero-initialize, set struct_size = sizeof(cw_options), then the fields you
+ * want; a field the library does not know (a newer caller) is ignored, a field the caller did not set (an
+ * older caller, smaller struct_size) keeps its default. */
+typedef struct cw_options {
+  size_t struct_size;
+  /* Lock the client by itself after this long without a call from the caller (HIPAA automatic logoff);
+   * 0 never. The on_lock callback says when it happened. */
+  int64_t auto_lock_after_ms;
+  /* Non-zero: do NOT send delivery / read receipts to contacts (they are sent by default). */
+  int no_delivery_receipts;
+  int no_read_receipts;
+} cw_options;
+
+/* cw_client_open with options (NULL options: the defaults, as cw_client_open). */
+CW_EXPORT CW_NODISCARD cw_status cw_client_open_ex(const char* home_dir, const uint8_t* passphrase,
+                                                   size_t passphrase_len, const char* relay_address,
+                                                   const char* name, const cw_options* options,
+                                                   cw_client** out_client);
+
+/* Wipes every key the client holds in memory and drops the relay link; messages wait at the relay. Until
+ * cw_client_unlock every other call returns CW_ERR_PERMISSION_DENIED. Idempotent. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_lock(cw_client* client);
+/* Unlocks with the passphrase. CW_ERR_PERMISSION_DENIED for a wrong one (counted, with the keystore's
+ * backoff: CW_ERR_UNAVAILABLE while it backs off). Blocks (Argon2id): not from a callback. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_unlock(cw_client* client, const uint8_t* passphrase, size_t len);
+/* 1 while locked (or for NULL), else 0. */
+CW_EXPORT int cw_client_is_locked(cw_client* client);
+
+/* Called on the loop thread when the client locked itself (cw_options.auto_lock_after_ms). Ask for the
+ * passphrase and call cw_client_unlock from another thread. */
+typedef void (*cw_lock_fn)(void* user_data);
+CW_EXPORT CW_NODISCARD cw_status cw_client_set_on_lock(cw_client* client, cw_lock_fn cb, void* user_data);
+
+/* The contact's messages up to `up_to_sequence` (the sequence from cw_file_fn, or 1.. in arrival order) were
+ * read: audited, and read receipts go to the contact. *out_marked (may be NULL) = how many were newly read. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_mark_read(cw_client* client, const char* contact,
+                                                     uint64_t up_to_sequence, size_t* out_marked);
+
+/* Called on the loop thread when a contact's receipt moved one of our messages (its sequence, as returned by
+ * cw_client_send_file) to delivered (read == 0) or read (read == 1). */
+typedef void (*cw_receipt_fn)(void* user_data, const char* contact, uint64_t sequence, int read);
+CW_EXPORT CW_NODISCARD cw_status cw_client_set_on_receipt(cw_client* client, cw_receipt_fn cb, void* user_data);
+
+/* ---- Files ------------------------------------------------------------------------------------------ */
+
+/* Progress of a transfer: plaintext bytes done so far and in all (first 0, last the total). Runs on the
+ * thread that called cw_client_send_file / cw_client_fetch_attachment, before that call returns. */
+typedef void (*cw_progress_fn)(void* user_data, uint64_t done, uint64_t total);
+
+/* Encrypts and uploads the file at `path`, then sends it to `contact` like a message. *out_sequence (may be
+ * NULL) is its sequence in the conversation. Blocks until uploaded: not from a callback. Errors as
+ * cw_client_send, plus CW_ERR_NOT_FOUND / CW_ERR_INVALID_ARGUMENT for a file that cannot be read. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_send_file(cw_client* client, const char* contact, const char* path,
+                                                     cw_progress_fn progress, void* user_data,
+                                                     uint64_t* out_sequence);
+
+/* Called on the loop thread when a file message arrived (its transcript row is stored; the file is still at
+ * the relay: cw_client_fetch_attachment downloads it). `file_name` is valid only during the call. */
+typedef void (*cw_file_fn)(void* user_data, const char* contact, uint64_t sequence, const char* file_name,
+                           uint64_t size);
+CW_EXPORT CW_NODISCARD cw_status cw_client_set_on_file(cw_client* client, cw_file_fn cb, void* user_data);
+
+/* Downloads, checks and decrypts the file of message `sequence` with `contact` into `dest_path`, which must
+ * not exist. CW_ERR_NOT_FOUND when that message is not a file; CW_ERR_TAMPERED when the download does not
+ * check out (nothing is written then). Blocks: not from a callback. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_fetch_attachment(cw_client* client, const char* contact,
+                                                            uint64_t sequence, const char* dest_path,
+                                                            cw_progress_fn progress, void* user_data);
+
+/* ---- Consent and export ----------------------------------------------------------------------------- */
+
+/* The patient (this client) grants `contact` (the clinician) consent for `n_purposes` purpose labels
+ * ("treatment", "billing", ...; at least one). `expires_at_ms` 0: until withdrawn. The receipt id comes
+ * back in *out_receipt_id (may be NULL). CW_ERR_INVALID_ARGUMENT for a bad label. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_grant_consent(cw_client* client, const char* contact,
+                                                         const char* const* purposes, size_t n_purposes,
+                                                         int64_t expires_at_ms, cw_buffer** out_receipt_id);
+/* Withdraws `n_purposes` purposes (0: all) of receipt `receipt_id`. CW_ERR_PERMISSION_DENIED when this
+ * client is not the receipt's patient; CW_ERR_NOT_FOUND for an unknown receipt. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_withdraw_consent(cw_client* client, const char* receipt_id,
+                                                            const char* const* purposes, size_t n_purposes);
+/* Every consent receipt this client holds, as a JSON array of objects {"receipt_id", "contact",
+ * "we_are_patient", "countersigned", "expires_at_ms", "purposes": {label: "given"|"withdrawn"|...}}. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_list_consents(cw_client* client, cw_buffer** out_json);
+
+/* A signed export of everything this client holds (transcripts, consent, audit chain, erasures), checked
+ * offline against this identity key. The bundle holds plaintext: the buffer is wiped when freed. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_export(cw_client* client, cw_buffer** out_bundle);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -7,7 +7,9 @@ set -euo pipefail
 lib="$1"
 syms="$(nm -D --defined-only "$lib" | awk '{print $3}' | sed 's/@.*//')"
 grep -qx signal_buffer_free <<<"$syms" || { echo "signal_buffer_free not exported"; exit 1; }
-for f in cw_version cw_strerror cw_client_open cw_client_close cw_client_send cw_buffer_free; do
+for f in cw_version cw_strerror cw_client_open cw_client_close cw_client_send cw_buffer_free cw_client_open_ex \
+         cw_client_lock cw_client_unlock cw_client_send_file cw_client_fetch_attachment cw_client_grant_consent \
+         cw_client_withdraw_consent cw_client_list_consents cw_client_export cw_client_mark_read; do
   grep -qx "$f" <<<"$syms" || { echo "$f not exported"; exit 1; }
 done
 extra="$(echo "$syms" | grep -v -e '^cw_' -e '^signal_buffer_free$' -e '^$' || true)"

@@ -1,0 +1,359 @@
+// Receipts, the disappearing-message sweeper and contact revocation, end to end over a real relay
+// (RelayService on RocksDB behind RelayServer on TcpTransport, on loopback).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/runtime/client.h"
+#include "core/wire/receipt.h"
+#include "tests/runtime/runtime_test_util.h"
+
+namespace cw::runtime {
+namespace {
+
+using testing::TempDir;
+using testing::TestRelay;
+
+const ByteView kPass = AsBytes("correct horse battery staple");
+
+#define ASSERT_OK(expr)                                          \
+  do {                                                           \
+    const auto& r_ = (expr);                                     \
+    ASSERT_TRUE(r_.ok()) << #expr << ": " << r_.ToString();      \
+  } while (0)
+#define ASSERT_HAS(expr)                                                    \
+  do {                                                                      \
+    const auto& r_ = (expr);                                                \
+    ASSERT_TRUE(r_.has_value()) << #expr << ": " << r_.error().ToString();  \
+  } while (0)
+
+ClientOptions Fast() {
+  ClientOptions o;
+  o.keystore = storage::KeystoreOptions::MinimumCostForTesting();
+  o.reconnect_min_ms = 20;
+  o.reconnect_max_ms = 200;
+  return o;
+}
+
+// What a client's callbacks saw.
+struct Seen {
+  std::mutex mu;
+  std::vector<ReceiptEvent> receipts;
+  std::vector<Status> errors;
+  void Wire(ClientOptions* o) {
+    o->callbacks.on_receipt = [this](const ReceiptEvent& e) {
+      std::lock_guard<std::mutex> l(mu);
+      receipts.push_back(e);
+    };
+    o->callbacks.on_error = [this](const Status& s) {
+      std::lock_guard<std::mutex> l(mu);
+      errors.push_back(s);
+    };
+  }
+  std::vector<ReceiptEvent> Receipts() {
+    std::lock_guard<std::mutex> l(mu);
+    return receipts;
+  }
+  bool HasError(StatusCode code) {
+    std::lock_guard<std::mutex> l(mu);
+    return std::any_of(errors.begin(), errors.end(), [code](const Status& s) { return s.code() == code; });
+  }
+};
+
+size_t CountAudit(Client& c, compliance::AuditEventType type, uint64_t code) {
+  auto trail = c.AuditTrail();
+  EXPECT_TRUE(trail.has_value());
+  if (!trail) return 0;
+  return static_cast<size_t>(std::count_if(trail->begin(), trail->end(), [&](const compliance::AuditEntry& e) {
+    return e.type == type && e.code == code;
+  }));
+}
+
+class ReceiptsE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    relay_ = std::make_unique<TestRelay>(dir_.Sub("relay"));
+    ASSERT_OK(relay_->Start());
+  }
+
+  std::unique_ptr<Client> NewClient(const std::string& home, const std::string& name, ClientOptions o = Fast()) {
+    auto c = Client::Create(dir_.Sub(home), name, kPass, std::move(o));
+    EXPECT_TRUE(c.has_value()) << c.error().ToString();
+    return c ? std::move(*c) : nullptr;
+  }
+
+  // The clinician invites; the patient accepts with "hello doctor"; the clinician stores it (row 1).
+  void Connect(Client& clinician, Client& patient) {
+    ASSERT_OK(clinician.Register(relay_->address()));
+    auto code = clinician.CreateInvite();
+    ASSERT_HAS(code);
+    ASSERT_OK(patient.Register(relay_->address()));
+    ASSERT_HAS(patient.AcceptInvite(*code, "hello doctor"));
+    auto sync = clinician.Sync();
+    ASSERT_HAS(sync);
+    ASSERT_EQ(sync->received, 1u);
+  }
+
+  storage::MessageStatus StatusOf(Client& c, const std::string& contact, uint64_t sequence) {
+    auto h = c.History(contact);
+    EXPECT_TRUE(h.has_value());
+    if (h) {
+      for (const auto& m : *h) {
+        if (m.sequence == sequence) return m.status;
+      }
+    }
+    ADD_FAILURE() << "no row " << sequence;
+    return storage::MessageStatus::kFailed;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<TestRelay> relay_;
+};
+
+TEST_F(ReceiptsE2E, DeliveredThenReadReachTheSenderOnce) {
+  Seen seen;
+  ClientOptions po = Fast();
+  seen.Wire(&po);
+  auto clinician = NewClient("clinician", "dr.lee");
+  auto patient = NewClient("patient", "pat", std::move(po));
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+
+  // Storing "hello doctor" made the clinician's device send a delivery receipt (the patient's link, still
+  // up from AcceptInvite, may have had it pushed already; Sync fetches it otherwise).
+  ASSERT_HAS(patient->Sync());
+  EXPECT_EQ(StatusOf(*patient, "dr.lee", 1), storage::MessageStatus::kDelivered);
+  auto r = seen.Receipts();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].contact, "dr.lee");
+  EXPECT_EQ(r[0].sequence, 1u);
+  EXPECT_EQ(r[0].type, wire::ReceiptType::kDelivered);
+  // A receipt is never receipted: nothing waits for the clinician.
+  auto waiting = clinician->PeekRelay();
+  ASSERT_HAS(waiting);
+  EXPECT_TRUE(waiting->empty());
+
+  auto marked = clinician->MarkRead("pat", 1);
+  ASSERT_HAS(marked);
+  EXPECT_EQ(*marked, 1u);
+  auto again = clinician->MarkRead("pat", 1);
+  ASSERT_HAS(again);
+  EXPECT_EQ(*again, 0u);  // already read: no second receipt
+  EXPECT_EQ(CountAudit(*clinician, compliance::AuditEventType::kMessageRead, 0), 1u);
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_HAS(patient->Sync());
+  EXPECT_EQ(StatusOf(*patient, "dr.lee", 1), storage::MessageStatus::kRead);
+  r = seen.Receipts();
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[1].type, wire::ReceiptType::kRead);
+  EXPECT_EQ(r[1].sequence, 1u);
+  EXPECT_EQ(CountAudit(*patient, compliance::AuditEventType::kMessageRead, 1), 1u);
+
+  // Receipts are not chat: both transcripts hold the one message.
+  auto ph = patient->History("dr.lee");
+  auto ch = clinician->History("pat");
+  ASSERT_HAS(ph);
+  ASSERT_HAS(ch);
+  EXPECT_EQ(ph->size(), 1u);
+  EXPECT_EQ(ch->size(), 1u);
+  EXPECT_FALSE(seen.HasError(StatusCode::kMalformed));
+}
+
+TEST_F(ReceiptsE2E, ErasureForgetsReceiptRecords) {
+  auto clinician = NewClient("clinician", "dr.lee");
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  ASSERT_HAS(clinician->EraseConversation("pat"));
+  // "hello doctor" was unread; after the erasure nothing is left to mark or to receipt.
+  auto marked = clinician->MarkRead("pat", 1);
+  ASSERT_HAS(marked);
+  EXPECT_EQ(*marked, 0u);
+  EXPECT_EQ(CountAudit(*clinician, compliance::AuditEventType::kMessageRead, 0), 0u);
+}
+
+TEST_F(ReceiptsE2E, ReceiptsCanBeTurnedOff) {
+  Seen seen;
+  ClientOptions co = Fast();
+  co.send_delivery_receipts = false;
+  co.send_read_receipts = false;
+  ClientOptions po = Fast();
+  seen.Wire(&po);
+  auto clinician = NewClient("clinician", "dr.lee", std::move(co));
+  auto patient = NewClient("patient", "pat", std::move(po));
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  auto marked = clinician->MarkRead("pat", 1);
+  ASSERT_HAS(marked);
+  EXPECT_EQ(*marked, 1u);  // still marked (and audited) here
+  EXPECT_EQ(CountAudit(*clinician, compliance::AuditEventType::kMessageRead, 0), 1u);
+  ASSERT_HAS(clinician->Sync());
+  auto waiting = patient->PeekRelay();
+  ASSERT_HAS(waiting);
+  EXPECT_TRUE(waiting->empty());
+  ASSERT_HAS(patient->Sync());
+  EXPECT_EQ(StatusOf(*patient, "dr.lee", 1), storage::MessageStatus::kSent);
+  EXPECT_TRUE(seen.Receipts().empty());
+}
+
+TEST_F(ReceiptsE2E, MalformedOrForeignReceiptsChangeNothing) {
+  Seen seen;
+  ClientOptions co = Fast();
+  seen.Wire(&co);
+  ClientOptions po = Fast();
+  po.send_delivery_receipts = false;  // only the forged receipts below reach the clinician
+  auto clinician = NewClient("clinician", "dr.lee", std::move(co));
+  auto patient = NewClient("patient", "pat", std::move(po));
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  ASSERT_HAS(clinician->SendText("pat", "take two tablets"));
+  ASSERT_HAS(clinician->Sync());
+
+  wire::AppMessage garbage;
+  garbage.kind = wire::AppKind::kReceipt;
+  garbage.payload = SecretBytes(AsBytes("not a receipt"));
+  ASSERT_HAS(patient->SendAppMessageForTesting("dr.lee", garbage));
+  // A well-formed receipt for a message the clinician never sent.
+  wire::Receipt unknown;
+  unknown.type = wire::ReceiptType::kRead;
+  unknown.refs.push_back(wire::ReceiptRef{});
+  auto payload = wire::EncodeReceipt(unknown);
+  ASSERT_HAS(payload);
+  wire::AppMessage stray;
+  stray.kind = wire::AppKind::kReceipt;
+  stray.payload = SecretBytes(*payload);
+  ASSERT_HAS(patient->SendAppMessageForTesting("dr.lee", stray));
+  ASSERT_HAS(patient->Sync());
+  ASSERT_HAS(clinician->Sync());
+
+  EXPECT_TRUE(seen.HasError(StatusCode::kMalformed));
+  EXPECT_TRUE(seen.Receipts().empty());
+  auto h = clinician->History("pat");
+  ASSERT_HAS(h);
+  ASSERT_EQ(h->size(), 2u);  // hello doctor, take two tablets: neither receipt became a row
+  EXPECT_NE(h->back().status, storage::MessageStatus::kRead);
+}
+
+TEST_F(ReceiptsE2E, SweeperDeletesExpiredRowsOnTheLoop) {
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t disappeared = 0;
+  ClientOptions po = Fast();
+  po.sweep_interval_ms = 20;
+  po.callbacks.on_disappeared = [&](size_t rows) {
+    std::lock_guard<std::mutex> l(mu);
+    disappeared += rows;
+    cv.notify_all();
+  };
+  auto clinician = NewClient("clinician", "dr.lee");
+  auto patient = NewClient("patient", "pat", std::move(po));
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  // The sweeper stops while locked and starts again on Unlock.
+  ASSERT_OK(patient->Lock());
+  ASSERT_OK(patient->Unlock(kPass));
+  auto timer = patient->SetDisappearingTimer("dr.lee", 50);
+  ASSERT_HAS(timer);
+  EXPECT_EQ(*timer, 50);
+  ASSERT_HAS(patient->SendText("dr.lee", "this disappears"));
+  // A row past its expiry is hidden at once; the loop's sweeper deletes it (bounded wait, a safety net).
+  EXPECT_TRUE(testing::WaitFor(mu, cv, [&] { return disappeared >= 1; }));
+  auto swept = patient->SweepNow();
+  ASSERT_HAS(swept);
+  EXPECT_EQ(*swept, 0u) << "the sweeper already deleted it";
+  auto h = patient->History("dr.lee");
+  ASSERT_HAS(h);
+  ASSERT_EQ(h->size(), 1u);  // "hello doctor", from before the timer, keeps no expiry
+  EXPECT_EQ(h->front().expires_at_ms, 0);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    EXPECT_EQ(disappeared, 1u);
+  }
+}
+
+TEST_F(ReceiptsE2E, RetentionFloorKeepsRowsAndRecordsTheConflict) {
+  constexpr int64_t kFloorMs = 3'600'000;
+  auto clinician = NewClient("clinician", "dr.lee");
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  CompliancePolicy p;
+  p.clinic = true;
+  p.retention_floor_ms = kFloorMs;
+  ASSERT_OK(clinician->SetCompliancePolicy(p));
+  auto timer = clinician->SetDisappearingTimer("pat", 10);
+  ASSERT_HAS(timer);
+  EXPECT_EQ(*timer, kFloorMs);
+  EXPECT_EQ(CountAudit(*clinician, compliance::AuditEventType::kRetentionConflict, kFloorMs - 10), 1u);
+  auto seq = clinician->SendText("pat", "kept for the record");
+  ASSERT_HAS(seq);
+  auto swept = clinician->SweepNow();
+  ASSERT_HAS(swept);
+  EXPECT_EQ(*swept, 0u);
+  auto h = clinician->History("pat");
+  ASSERT_HAS(h);
+  ASSERT_EQ(h->size(), 2u);
+  EXPECT_GE(h->back().expires_at_ms - h->back().sent_at_ms, kFloorMs);
+}
+
+TEST_F(ReceiptsE2E, RevokedContactsDepositsAreRefused) {
+  Seen seen;
+  ClientOptions co = Fast();
+  seen.Wire(&co);
+  auto clinician = NewClient("clinician", "dr.lee", std::move(co));
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  ASSERT_HAS(patient->Sync());  // takes the delivery receipt: nothing of the clinician's is left in flight
+
+  // The patient accepted the clinician's invite, so it knows the token it gave the clinician.
+  ASSERT_OK(patient->RevokeContact("dr.lee"));
+  auto seq = clinician->SendText("pat", "are you there?");
+  ASSERT_HAS(seq);
+  auto sync = clinician->Sync();
+  ASSERT_HAS(sync);
+  EXPECT_EQ(sync->sent, 0u);
+  EXPECT_TRUE(seen.HasError(StatusCode::kPermissionDenied));
+  EXPECT_EQ(StatusOf(*clinician, "pat", *seq), storage::MessageStatus::kFailed);
+  auto got = patient->Sync();
+  ASSERT_HAS(got);
+  EXPECT_EQ(got->received, 0u);
+  // The patient can still write to the clinician.
+  ASSERT_HAS(patient->SendText("dr.lee", "I revoked you by mistake?"));
+  ASSERT_HAS(patient->Sync());
+  auto in = clinician->Sync();
+  ASSERT_HAS(in);
+  EXPECT_EQ(in->received, 1u);
+
+  // The inviter does not know which of its invite tokens the patient holds.
+  EXPECT_EQ(clinician->RevokeContact("pat").code(), StatusCode::kNotFound);
+  EXPECT_EQ(patient->RevokeContact("nobody").code(), StatusCode::kNotFound);
+}
+
+TEST_F(ReceiptsE2E, RemoveContactRevokesAndForgets) {
+  ClientOptions co = Fast();
+  co.send_delivery_receipts = false;  // nothing of the clinician's waits at the relay before the removal
+  auto clinician = NewClient("clinician", "dr.lee", std::move(co));
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  ASSERT_OK(patient->RemoveContact("dr.lee"));
+  auto contacts = patient->Contacts();
+  ASSERT_HAS(contacts);
+  EXPECT_TRUE(contacts->empty());
+  EXPECT_EQ(patient->SendText("dr.lee", "hi").error().code(), StatusCode::kNotFound);
+  ASSERT_HAS(clinician->SendText("pat", "still there?"));
+  ASSERT_HAS(clinician->Sync());
+  auto waiting = patient->PeekRelay();
+  ASSERT_HAS(waiting);
+  EXPECT_TRUE(waiting->empty());
+}
+
+}  // namespace
+}  // namespace cw::runtime
