@@ -16,20 +16,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "bench/loopback.h"
 #include "core/base/clock.h"
 #include "core/base/random.h"
 #include "core/runtime/client.h"
-#include "relay/log.h"
-#include "relay/relay_service.h"
-#include "relay/rocksdb_mailbox_store.h"
-#include "relay/server.h"
-#include "transport/tcp_transport.h"
 
 namespace {
 
@@ -44,60 +39,16 @@ struct Args {
   size_t size = 64;
 };
 
-[[noreturn]] void Die(const std::string& what, const Status& s) {
-  std::fprintf(stderr, "cw_group_bench: %s: %s\n", what.c_str(), s.ToString().c_str());
-  std::exit(1);
-}
-void Must(const Status& s, const std::string& what) {
-  if (!s.ok()) Die(what, s);
-}
-template <typename T>
-T Must(Result<T> r, const std::string& what) {
-  if (!r) Die(what, r.error());
-  return std::move(*r);
-}
-
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string pattern = std::string(base && *base ? base : "/tmp") + "/cw_group_bench_XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) std::abort();
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string Sub(const std::string& n) const { return path_ + "/" + n; }
-
- private:
-  std::string path_;
-};
-
-struct Percentiles {
-  double p50, p90, p99, max;
-};
-
-Percentiles Summarize(std::vector<double> us) {
-  std::sort(us.begin(), us.end());
-  auto at = [&](double q) { return us[std::min(us.size() - 1, static_cast<size_t>(q * us.size()))]; };
-  return {at(0.50), at(0.90), at(0.99), us.back()};
-}
+using bench::Die;
+using bench::Must;
+using bench::Percentiles;
+using bench::Summarize;
 
 // One run: a fresh relay and fresh clients; returns the fan-out latencies in microseconds.
 std::vector<double> Run(const Args& args) {
-  TempDir dir;
-  auto store = Must(relay::RocksDbMailboxStore::Open(dir.Sub("relay")), "relay store");
-  relay::NullLogSink log;
-  relay::RelayService service(*store, SystemClock::Default(), SystemRandom::Default(), relay::RelayOptions{}, &log);
-  auto relay_transport =
-      Must(transport::TcpTransport::New(transport::StaticKeyPair::Generate(SystemRandom::Default())), "transport");
-  auto server = Must(relay::RelayServer::Start(*relay_transport, service,
-                                               Must(transport::Endpoint::Parse("127.0.0.1:0"), "endpoint"),
-                                               relay::ServerOptions{}, log, SystemClock::Default()),
-                     "relay");
-  const std::string address = server->endpoint().ToString();
+  bench::TempDir dir("cw_group_bench");
+  bench::LoopbackRelay relay(dir.Sub("relay"));
+  const std::string address = relay.address();
 
   std::mutex mu;
   std::condition_variable cv;
@@ -151,8 +102,6 @@ std::vector<double> Run(const Args& args) {
   }
   members.clear();
   admin.reset();
-  server->Stop();
-  (void)relay_transport->Shutdown();
   return latencies;
 }
 

@@ -22,18 +22,8 @@ namespace {
 using testing::TempDir;
 using testing::TestRelay;
 
-const ByteView kPass = AsBytes("correct horse battery staple");
+using testing::kPass;
 
-#define ASSERT_OK(expr)                                     \
-  do {                                                      \
-    const auto& r_ = (expr);                                \
-    ASSERT_TRUE(r_.ok()) << #expr << ": " << r_.ToString(); \
-  } while (0)
-#define ASSERT_HAS(expr)                                                   \
-  do {                                                                     \
-    const auto& r_ = (expr);                                               \
-    ASSERT_TRUE(r_.has_value()) << #expr << ": " << r_.error().ToString(); \
-  } while (0)
 
 Bytes Pattern(size_t n, uint64_t seed) {
   Bytes b(n);

@@ -22,20 +22,10 @@ namespace {
 using testing::TempDir;
 using testing::TestRelay;
 
-const ByteView kPass = AsBytes("correct horse battery staple");
+using testing::kPass;
 
-std::string Text(const SecretBytes& b) { return std::string(b.reveal().begin(), b.reveal().end()); }
+using testing::Text;
 
-#define ASSERT_OK(expr)                                          \
-  do {                                                           \
-    const auto& r_ = (expr);                                     \
-    ASSERT_TRUE(r_.ok()) << #expr << ": " << r_.ToString();      \
-  } while (0)
-#define ASSERT_HAS(expr)                                                    \
-  do {                                                                      \
-    const auto& r_ = (expr);                                                \
-    ASSERT_TRUE(r_.has_value()) << #expr << ": " << r_.error().ToString();  \
-  } while (0)
 
 // What one client's callbacks saw: group texts by sender, in arrival order.
 struct Inbox {

@@ -18,9 +18,9 @@ namespace {
 using testing::TempDir;
 using testing::TestRelay;
 
-const ByteView kPass = AsBytes("correct horse battery staple");
+using testing::kPass;
 
-std::string Text(const SecretBytes& b) { return std::string(b.reveal().begin(), b.reveal().end()); }
+using testing::Text;
 
 std::vector<std::string> Bodies(Client& c, const std::string& contact) {
   auto h = c.History(contact);
@@ -40,16 +40,6 @@ ClientOptions Fast() {
   return o;
 }
 
-#define ASSERT_OK(expr)                                          \
-  do {                                                           \
-    const auto& r_ = (expr);                                     \
-    ASSERT_TRUE(r_.ok()) << #expr << ": " << r_.ToString();      \
-  } while (0)
-#define ASSERT_HAS(expr)                                                    \
-  do {                                                                      \
-    const auto& r_ = (expr);                                                \
-    ASSERT_TRUE(r_.has_value()) << #expr << ": " << r_.error().ToString();  \
-  } while (0)
 
 class RuntimeE2E : public ::testing::Test {
  protected:

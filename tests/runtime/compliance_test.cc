@@ -24,19 +24,9 @@ using compliance::ConsentState;
 using testing::TempDir;
 using testing::TestRelay;
 
-const ByteView kPass = AsBytes("correct horse battery staple");
+using testing::kPass;
 constexpr int64_t kHourMs = 3600 * 1000;
 
-#define ASSERT_OK(expr)                                     \
-  do {                                                      \
-    const auto& r_ = (expr);                                \
-    ASSERT_TRUE(r_.ok()) << #expr << ": " << r_.ToString(); \
-  } while (0)
-#define ASSERT_HAS(expr)                                                   \
-  do {                                                                     \
-    const auto& r_ = (expr);                                               \
-    ASSERT_TRUE(r_.has_value()) << #expr << ": " << r_.error().ToString(); \
-  } while (0)
 
 // System time plus an offset the test moves forward (thread-safe: the client reads it on its loop thread).
 class ShiftedClock final : public Clock {
@@ -61,7 +51,7 @@ struct Errors {
   }
 };
 
-std::string Text(const SecretBytes& b) { return std::string(b.reveal().begin(), b.reveal().end()); }
+using testing::Text;
 
 std::vector<std::string> Bodies(Client& c, const std::string& contact) {
   auto h = c.History(contact);

@@ -17,6 +17,7 @@
 
 #include "core/base/clock.h"
 #include "core/base/random.h"
+#include "core/base/secret.h"
 #include "relay/log.h"
 #include "relay/relay_service.h"
 #include "relay/rocksdb_mailbox_store.h"
@@ -95,6 +96,23 @@ class TestRelay {
   std::unique_ptr<transport::TcpTransport> transport_;
   std::unique_ptr<relay::RelayServer> server_;
 };
+
+// The passphrase every test client uses.
+inline const ByteView kPass = AsBytes("correct horse battery staple");
+
+inline std::string Text(const SecretBytes& b) { return std::string(b.reveal().begin(), b.reveal().end()); }
+
+// Status and Result assertions that print the error.
+#define ASSERT_OK(expr)                                     \
+  do {                                                      \
+    const auto& r_ = (expr);                                \
+    ASSERT_TRUE(r_.ok()) << #expr << ": " << r_.ToString(); \
+  } while (0)
+#define ASSERT_HAS(expr)                                                   \
+  do {                                                                     \
+    const auto& r_ = (expr);                                               \
+    ASSERT_TRUE(r_.has_value()) << #expr << ": " << r_.error().ToString(); \
+  } while (0)
 
 // Waits (bounded, as a safety net against hangs) until `pred` holds; returns whether it did.
 template <typename Pred>
