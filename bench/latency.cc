@@ -1,14 +1,16 @@
 // cw_latency_bench: sender-to-recipient latency through a relay with both clients online (issue 5,
 // Benchmarks). Plain main, prints one table.
 //
-//   build/rel/bench/cw_latency_bench [--messages 400] [--warmup 20] [--runs 3] [--size 64]
+//   build/rel/bench/cw_latency_bench [--messages 400] [--warmup 20] [--runs 3] [--size 64] [--no-receipts]
 //
 // A RelayServer (RocksDB store, deposits answered after their fsync, as the cipherward-relay binary runs it)
 // listens on 127.0.0.1 in this process; a clinician and a patient are two runtime Clients, each with its own
 // sealed store, TcpTransport (loop thread) and Noise link to the relay, both in the background (pushed
 // messages). The patient sends one text at a time; the clock runs from the call to Client::SendText to the
 // clinician's on_message callback, which the runtime calls only after the message is decrypted and its
-// transcript row, dedup key and session state are committed. The next message goes once the previous one
+// transcript row, dedup key and session state are committed. With delivery receipts on (the default), the
+// clinician answers each message with a receipt that travels the same way back, so the next message shares
+// the patient's device with it. The next message goes once the previous one
 // arrived, so this is latency with one message in flight. Reported: p50, p90, p99 and max over --messages
 // messages after --warmup, for each of --runs runs on fresh stores; and the median p50/p99 over runs.
 //
@@ -41,6 +43,7 @@ struct Args {
   int warmup = 20;
   int runs = 3;
   size_t size = 64;
+  bool receipts = true;  // the clinician sends delivery receipts (the runtime's default)
 };
 
 using bench::Die;
@@ -60,6 +63,7 @@ std::vector<double> Run(const Args& args) {
   Clk::time_point arrived_at;
   runtime::ClientOptions clinician_options;
   clinician_options.keystore = storage::KeystoreOptions::MinimumCostForTesting();
+  clinician_options.send_delivery_receipts = args.receipts;
   clinician_options.callbacks.on_message = [&](const runtime::IncomingMessage&) {
     const auto now = Clk::now();
     std::lock_guard<std::mutex> lock(mu);
@@ -119,6 +123,8 @@ Args Parse(int argc, char** argv) {
       a.warmup = static_cast<int>(next());
     } else if (!std::strcmp(argv[i], "--runs")) {
       a.runs = static_cast<int>(next());
+    } else if (!std::strcmp(argv[i], "--no-receipts")) {
+      a.receipts = false;
     } else if (!std::strcmp(argv[i], "--size")) {
       a.size = static_cast<size_t>(next());
     } else {
@@ -138,7 +144,8 @@ Args Parse(int argc, char** argv) {
 int main(int argc, char** argv) {
   const Args args = Parse(argc, argv);
   std::printf("== Sender-to-recipient latency through a local relay, both clients online, one in flight ==\n");
-  std::printf("messages/run=%d warmup=%d runs=%d text=%zu B\n", args.messages, args.warmup, args.runs, args.size);
+  std::printf("messages/run=%d warmup=%d runs=%d text=%zu B delivery receipts=%s\n", args.messages, args.warmup,
+              args.runs, args.size, args.receipts ? "on" : "off");
   std::printf("%-5s %10s %10s %10s %10s\n", "run", "p50 us", "p90 us", "p99 us", "max us");
   std::vector<double> p50s, p99s;
   for (int r = 0; r < args.runs; ++r) {
