@@ -126,7 +126,7 @@ TEST_F(RelayServerTest, DepositWaitingForItsSyncHoldsNoWorker) {
 
   store_->PauseCommitsForTesting(true);
   bob.Send(relay::Deposit{box, token, Mid(1), Bytes(300, 0x11)});
-  for (int i = 0; i < 2000 && store_->WaitingWritersForTesting() == 0; ++i) {
+  for (int i = 0; i < 10000 && store_->WaitingWritersForTesting() == 0; ++i) {  // a bound, not a timing
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   ASSERT_EQ(store_->WaitingWritersForTesting(), 1u);

@@ -3,6 +3,8 @@
 #include <rocksdb/db.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -117,10 +119,12 @@ TEST(RocksDbMailboxStore, AsyncDepositsAreAnsweredOnlyOnceSynced) {
   auto watch = store->WatchMailbox(box, [&](const MailboxId&, const StoredMessage&) { heard.fetch_add(1); });
   constexpr int kDeposits = 32;
   std::mutex mu;
+  std::condition_variable cv;
   std::vector<Result<InsertOutcome>> answers;
   auto record = [&](Result<InsertOutcome> r) {
     std::lock_guard<std::mutex> lock(mu);
     answers.push_back(std::move(r));
+    cv.notify_all();
   };
   const uint64_t before = store->SyncCount();
   store->PauseCommitsForTesting(true);
@@ -139,9 +143,11 @@ TEST(RocksDbMailboxStore, AsyncDepositsAreAnsweredOnlyOnceSynced) {
   // Not durable, so not handed out either.
   EXPECT_TRUE(store->FetchAfter(box, 0, 100, 1 << 20, nullptr)->empty());
   store->PauseCommitsForTesting(false);
-  while (store->WaitingWritersForTesting() > 0) std::this_thread::yield();
   {
-    std::lock_guard<std::mutex> lock(mu);
+    // The committer takes the waiting writers before it runs their callbacks: wait for the answers
+    // themselves (bounded, a safety net against a hang, not a timing assertion).
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait_for(lock, std::chrono::seconds(30), [&] { return answers.size() >= size_t{kDeposits + 1}; });
     ASSERT_EQ(answers.size(), size_t{kDeposits + 1});
     int inserted = 0, duplicate = 0;
     for (const auto& a : answers) {
