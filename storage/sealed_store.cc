@@ -507,8 +507,9 @@ void Element(const Subkeys& keys, int table, std::string_view stored_key, std::s
 }
 
 // The digest record's value: BE64 commit count || BE32 number of tables || one 32-byte sum per table.
+constexpr size_t kDigestValueSize = 12 + kTableCount * kElementSize;
 std::string DigestValue(uint64_t generation, const TableSum* sums) {
-  std::string v(12 + kTableCount * kElementSize, '\0');
+  std::string v(kDigestValueSize, '\0');
   auto* p = reinterpret_cast<uint8_t*>(v.data());
   PutBigEndian32(p, static_cast<uint32_t>(generation >> 32));
   PutBigEndian32(p + 4, static_cast<uint32_t>(generation));
@@ -887,7 +888,7 @@ class SealedStore::Impl {
     std::vector<uint8_t> nonces((puts + 1) * kNonceSize);
     random_->Fill(nonces.data(), nonces.size());
     // Stored keys are at most a few hashes; each record adds its format byte, nonce, length and tag.
-    rocksdb::WriteBatch wb(/*reserved_bytes=*/64 + bytes + DigestValue(0, sums_).size() +
+    rocksdb::WriteBatch wb(/*reserved_bytes=*/64 + bytes + kDigestValueSize +
                            (batch.writes.size() + 1) * (2 * kKeyHashSize + 1 + kNonceSize + 4 + kTagSize + 16));
     // Commits are serialized: each reads the sums the previous one wrote. (The engine commits from its one
     // owner thread anyway; this orders the transcript sweeper and other threads.)

@@ -40,7 +40,6 @@ ClientOptions Fast() {
   return o;
 }
 
-
 class RuntimeE2E : public ::testing::Test {
  protected:
   void SetUp() override {
