@@ -15,9 +15,11 @@
 // - Sequence numbers within a mailbox rise strictly and are never reused, even after acks and restarts.
 // - TakeBundle hands out each one-time pre-key at most once, even under concurrent calls and across
 //   restarts (the removal is durable before the bundle is returned).
-// - Watchers of a mailbox hear of every newly inserted message after it is durable, outside the store's
-//   locks, on the thread that completes the insert (the inserting thread for Insert; for InsertAsync the
-//   thread that runs its `done`). Duplicates are not announced.
+// - Watchers of a mailbox hear of every newly inserted message once, outside the store's locks: those
+//   registered when it is recorded hear at once, on the inserting thread, before it is durable (the owner
+//   deduplicates by message id, and the depositor, answered only after the sync, deposits again if the
+//   store loses it); those registered while its sync is under way hear after it, on the thread that
+//   completes the insert. Duplicates are not announced. A fetch hands out durable messages only.
 // - After a failed sync the store refuses every further change with kUnavailable (its in-memory view may
 //   be ahead of disk); reopen it.
 //

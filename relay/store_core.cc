@@ -12,6 +12,7 @@ class WatchRegistry {
  public:
   struct Entry {
     MailboxStore::WatchCallback callback;
+    uint64_t serial = 0;  // order of registration: Notify can skip the watchers that already heard
   };
 
   class Handle final : public MailboxStore::Watch {
@@ -27,8 +28,9 @@ class WatchRegistry {
   };
 
   std::unique_ptr<MailboxStore::Watch> Add(const MailboxId& id, MailboxStore::WatchCallback callback) {
-    auto entry = std::make_shared<Entry>(Entry{std::move(callback)});
+    auto entry = std::make_shared<Entry>(Entry{std::move(callback), 0});
     std::lock_guard<std::mutex> lock(mu_);
+    entry->serial = ++last_serial_;
     watchers_[id].push_back(entry);
     return std::make_unique<Handle>(this, id, std::move(entry));
   }
@@ -43,25 +45,33 @@ class WatchRegistry {
     if (list.empty()) watchers_.erase(it);
   }
 
-  void Notify(const MailboxId& id, const StoredMessage& message) {
+  // Tells the watchers of `id` registered after `after_serial` (0: all of them). Returns the last serial
+  // handed out, so a later call can reach exactly the watchers registered since.
+  uint64_t Notify(const MailboxId& id, const StoredMessage& message, uint64_t after_serial = 0) {
     std::vector<std::shared_ptr<Entry>> targets;
+    uint64_t last = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      last = last_serial_;
       auto it = watchers_.find(id);
-      if (it == watchers_.end()) return;
-      targets = it->second;
+      if (it == watchers_.end()) return last;
+      for (const auto& e : it->second) {
+        if (e->serial > after_serial) targets.push_back(e);
+      }
     }
     for (const auto& t : targets) {
       try {
         t->callback(id, message);
       } catch (...) {
-        // A watcher's failure must not fail a deposit that is already durable.
+        // A watcher's failure must not fail the deposit.
       }
     }
+    return last;
   }
 
  private:
   std::mutex mu_;
+  uint64_t last_serial_ = 0;
   std::map<MailboxId, std::vector<std::shared_ptr<Entry>>> watchers_;
 };
 
@@ -209,15 +219,23 @@ StoreCore::InsertPlan StoreCore::PlanInsert(const MailboxId& id, const MessageId
   return plan;
 }
 
+// Watchers hear of a new message as soon as it is recorded, before its sync: only the depositor's answer
+// waits for durability. Handing the owner a message the relay may still lose is safe: if the relay dies
+// before the sync, the depositor was never answered and deposits again with the same message id, and the
+// owner drops the second copy by that id. It takes the relay's fsync off the way from sender to recipient.
+// Watchers that register while the sync is under way are told once it is durable (a fetch does not hand
+// out undurable messages, so they would otherwise miss it).
 Result<InsertOutcome> StoreCore::Insert(const MailboxId& id, const MessageId& message_id, ByteView envelope,
                                         int64_t expires_at_millis, const MessageQuota& quota) {
   InsertPlan plan = PlanInsert(id, message_id, envelope, expires_at_millis, quota);
   if (!plan.refused.ok()) return Error(std::move(plan.refused));
-  CW_RETURN_IF_ERROR(WaitDurable(plan.ticket));
+  uint64_t told = 0;
   if (plan.outcome == InsertOutcome::kInserted) {
     plan.announced.envelope.assign(envelope.begin(), envelope.end());
-    watches_->Notify(id, plan.announced);
+    told = watches_->Notify(id, plan.announced);
   }
+  CW_RETURN_IF_ERROR(WaitDurable(plan.ticket));
+  if (plan.outcome == InsertOutcome::kInserted) watches_->Notify(id, plan.announced, told);
   return plan.outcome;
 }
 
@@ -231,16 +249,18 @@ void StoreCore::InsertAsync(const MailboxId& id, const MessageId& message_id, By
   const InsertOutcome outcome = plan.outcome;
   const uint64_t ticket = plan.ticket;
   // The caller's envelope may be gone by the time the sync completes: the announcement keeps its own copy.
-  // Who is watching is looked up only then, as for Insert: an owner who subscribes and fetches while the
-  // sync is under way does not see the message in the fetch (not yet durable), so it must get the push.
-  if (outcome == InsertOutcome::kInserted) plan.announced.envelope.assign(envelope.begin(), envelope.end());
-  WhenDurable(ticket, [this, id, outcome, announced = std::move(plan.announced),
+  uint64_t told = 0;
+  if (outcome == InsertOutcome::kInserted) {
+    plan.announced.envelope.assign(envelope.begin(), envelope.end());
+    told = watches_->Notify(id, plan.announced);
+  }
+  WhenDurable(ticket, [this, id, outcome, told, announced = std::move(plan.announced),
                        done = std::move(done)](Status durable) mutable {
     if (!durable.ok()) {
       done(Error(std::move(durable)));
       return;
     }
-    if (outcome == InsertOutcome::kInserted) watches_->Notify(id, announced);
+    if (outcome == InsertOutcome::kInserted) watches_->Notify(id, announced, told);
     done(outcome);
   });
 }

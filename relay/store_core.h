@@ -131,7 +131,7 @@ class StoreCore : public virtual MailboxStore {
     Status refused;                 // not ok: answer with this, nothing was recorded
     InsertOutcome outcome = InsertOutcome::kInserted;
     uint64_t ticket = 0;
-    StoredMessage announced;        // for kInserted: what watchers hear once it is durable
+    StoredMessage announced;        // for kInserted: what watchers hear
   };
   InsertPlan PlanInsert(const MailboxId& id, const MessageId& message_id, ByteView envelope,
                         int64_t expires_at_millis, const MessageQuota& quota);
