@@ -891,7 +891,7 @@ class Client::Impl {
     if (received->kind == session::Received::Kind::kMessage) {
       ++received_total_;
       if (file) compliance_->OnAttachment(*file);
-      if (options_.send_delivery_receipts) SendReceipts(sender.name, wire::ReceiptType::kDelivered, {relay_id});
+      // The user hears of the message before its delivery receipt is encrypted and committed.
       if (file && options_.callbacks.on_file) {
         options_.callbacks.on_file(
             IncomingFile{sender.name, sequence, env->sent_at_ms, clock_->NowMillis(), std::move(*file)});
@@ -904,6 +904,7 @@ class Client::Impl {
         m.text = std::move(text);
         options_.callbacks.on_message(m);
       }
+      if (options_.send_delivery_receipts) SendReceipts(sender.name, wire::ReceiptType::kDelivered, {relay_id});
     }
   }
 
@@ -943,20 +944,21 @@ class Client::Impl {
     });
     compliance_->AfterCommit(c.has_value());
     if (!c) return Error(c.error());
-    outbox_commits_[conv + '\0' + std::to_string(seq)] = store_->LastCommitSequence();
-    if (link_ == LinkState::kUp) {
-      FlushOutbox([](Result<size_t>) {});
-    } else if (background_) {
-      EnsureConnecting();
-    }
+    DeliverWhenDurable(conv, seq);
     return seq;
   }
 
-  // An outbox entry the groups runtime committed (in the store's last commit): delivered like SendApp's.
+  // Delivers the outbox entry written by the store's last commit (SendApp's, or the groups runtime's). The
+  // sync of that commit starts now rather than when a flush under way (waiting for the relay's answer to the
+  // previous entry) ends: by then the entry is usually durable and goes at once, so a message waits for one
+  // fsync, not for the relay's and then its own.
   void DeliverWhenDurable(const std::string& conv, uint64_t seq) {
-    outbox_commits_[conv + '\0' + std::to_string(seq)] = store_->LastCommitSequence();
+    const uint64_t commit = store_->LastCommitSequence();
+    outbox_commits_[conv + '\0' + std::to_string(seq)] = commit;
     if (link_ == LinkState::kUp) {
-      FlushOutbox([](Result<size_t>) {});
+      AfterSynced(commit, [this] {
+        if (link_ == LinkState::kUp) FlushOutbox([](Result<size_t>) {});
+      });
     } else if (background_) {
       EnsureConnecting();
     }
