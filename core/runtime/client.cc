@@ -1108,8 +1108,8 @@ class Client::Impl {
     dep.token = card.token;
     dep.message_id = DepositId(entry->message, recipient);
     dep.envelope = std::move(*sealed);
-    SendDeposit(single ? recipient : std::string(), std::move(dep),
-                [this, queue, sent, entry, index, single](Result<relay::Response> r) mutable {
+    const std::string to = single ? recipient : std::string();  // group entries stay relay-only
+    SendDeposit(to, std::move(dep), [this, queue, sent, entry, index, single](Result<relay::Response> r) mutable {
       if (!r) return EndFlush(Error(r.error()));
       Status s = FromRelay(*r);
       if (r->code == relay::ResponseCode::kDepositRefused) {
