@@ -2,6 +2,7 @@
 // Benchmarks). Plain main, prints one table.
 //
 //   build/rel/bench/cw_latency_bench [--messages 400] [--warmup 20] [--runs 3] [--size 64] [--no-receipts]
+//                                    [--direct]
 //
 // A RelayServer (RocksDB store, deposits answered after their fsync, as the cipherward-relay binary runs it)
 // listens on 127.0.0.1 in this process; a clinician and a patient are two runtime Clients, each with its own
@@ -17,6 +18,12 @@
 // What one message costs on its way: the sender's encrypt and sealed commit, the sealed-sender envelope
 // (crypto_box_seal), a Noise frame to the relay, the relay's synced deposit, a push to the clinician's
 // link, crypto_box_seal_open, the decrypt and the recipient's sealed commit.
+//
+// --direct: both clients also listen on 127.0.0.1 (ClientOptions::direct_listen) and the clock starts once
+// each has a direct P2P link to the other (core/runtime/direct_links.h): the relay's deposit, fsync and push
+// are replaced by one Noise frame straight to the clinician; the sender's commit is still synced before the
+// message leaves, and the ack still waits for the recipient's. The run fails unless every measured message
+// went directly.
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -26,6 +33,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bench/loopback.h"
@@ -44,7 +52,17 @@ struct Args {
   int runs = 3;
   size_t size = 64;
   bool receipts = true;  // the clinician sends delivery receipts (the runtime's default)
+  bool direct = false;   // both clients listen: messages go over direct P2P links
 };
+
+bool IsDirect(runtime::Client& c, const std::string& contact) {
+  auto list = c.Contacts();
+  if (!list) return false;
+  for (const auto& ci : *list) {
+    if (ci.name == contact) return ci.direct;
+  }
+  return false;
+}
 
 using bench::Die;
 using bench::Must;
@@ -73,6 +91,10 @@ std::vector<double> Run(const Args& args) {
   };
   runtime::ClientOptions patient_options;
   patient_options.keystore = storage::KeystoreOptions::MinimumCostForTesting();
+  if (args.direct) {
+    clinician_options.direct_listen = "127.0.0.1:0";
+    patient_options.direct_listen = "127.0.0.1:0";
+  }
   const auto pass = AsBytes("latency bench passphrase");
   auto clinician = Must(runtime::Client::Create(dir.Sub("clinician"), "dr.lee", pass, std::move(clinician_options)),
                         "clinician");
@@ -92,6 +114,15 @@ std::vector<double> Run(const Args& args) {
     return arrived_at;
   };
   wait_for(1);  // the invitation's first message
+  if (args.direct) {
+    // The announcements travel through the relay first; then each side links to the other.
+    const auto deadline = Clk::now() + std::chrono::seconds(30);
+    while (!IsDirect(*patient, "dr.lee") || !IsDirect(*clinician, "pat")) {
+      if (Clk::now() > deadline) Die("direct", Status(StatusCode::kUnavailable, "no direct link came up"));
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  const uint64_t direct_before = patient->GetDirectStats().value_or(runtime::DirectStats{}).delivered;
 
   const std::string text(args.size, 'x');
   std::vector<double> latencies;
@@ -101,6 +132,19 @@ std::vector<double> Run(const Args& args) {
     Must(patient->SendText("dr.lee", text), "send");
     const auto end = wait_for(2 + i);
     if (i >= args.warmup) latencies.push_back(std::chrono::duration<double, std::micro>(end - start).count());
+  }
+  if (args.direct) {
+    // The last ack follows the clinician's durable commit, after on_message: wait for the outbox to drain.
+    const auto deadline = Clk::now() + std::chrono::seconds(30);
+    while (patient->PendingOutboxCount().value_or(1) != 0 && Clk::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    const uint64_t direct = patient->GetDirectStats().value_or(runtime::DirectStats{}).delivered - direct_before;
+    if (direct < static_cast<uint64_t>(args.warmup + args.messages)) {
+      Die("direct", Status(StatusCode::kInternal, "only " + std::to_string(direct) + " of " +
+                                                      std::to_string(args.warmup + args.messages) +
+                                                      " messages went directly"));
+    }
   }
   patient.reset();
   clinician.reset();
@@ -125,6 +169,8 @@ Args Parse(int argc, char** argv) {
       a.runs = static_cast<int>(next());
     } else if (!std::strcmp(argv[i], "--no-receipts")) {
       a.receipts = false;
+    } else if (!std::strcmp(argv[i], "--direct")) {
+      a.direct = true;
     } else if (!std::strcmp(argv[i], "--size")) {
       a.size = static_cast<size_t>(next());
     } else {
@@ -143,7 +189,8 @@ Args Parse(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   const Args args = Parse(argc, argv);
-  std::printf("== Sender-to-recipient latency through a local relay, both clients online, one in flight ==\n");
+  std::printf("== Sender-to-recipient latency %s, both clients online, one in flight ==\n",
+              args.direct ? "over a direct P2P link (relay idle)" : "through a local relay");
   std::printf("messages/run=%d warmup=%d runs=%d text=%zu B delivery receipts=%s\n", args.messages, args.warmup,
               args.runs, args.size, args.receipts ? "on" : "off");
   std::printf("%-5s %10s %10s %10s %10s\n", "run", "p50 us", "p90 us", "p99 us", "max us");

@@ -1,7 +1,8 @@
 // cipherward: the command-line client. Each command opens the identity in --home with the passphrase, does
 // one thing through core/runtime's Client, and exits; `chat` stays and talks.
 //
-//   cipherward [--home DIR] [--json] [--passphrase-file FILE] [--relay cw://KEY@HOST:PORT] COMMAND ...
+//   cipherward [--home DIR] [--json] [--passphrase-file FILE] [--relay cw://KEY@HOST:PORT] [--direct HOST:PORT]
+//              COMMAND ...
 //
 // The passphrase comes from --passphrase-file, else the CW_PASSPHRASE environment variable (for scripts),
 // else the terminal (echo off). Every command prints human text, or one JSON object with --json.
@@ -51,6 +52,7 @@ struct Globals {
   std::string passphrase_file;
   std::string relay;
   int64_t timeout_ms = 15'000;
+  std::string direct;  // ClientOptions::direct_listen
 };
 Globals g;
 
@@ -154,6 +156,7 @@ Result<SecretBytes> Passphrase(bool confirm) {
 
 Result<std::unique_ptr<Client>> OpenClient(cw::runtime::ClientOptions options = {}) {
   CW_ASSIGN_OR_RETURN(SecretBytes pass, Passphrase(false));
+  options.direct_listen = g.direct;
   auto c = Client::Open(g.home, pass.reveal(), std::move(options));
   if (!c && c.error().code() == StatusCode::kPermissionDenied) {
     return cw::Error(StatusCode::kPermissionDenied, "wrong passphrase");
@@ -265,8 +268,9 @@ int CmdContacts() {
   std::string human;
   for (const auto& ci : *list) {
     arr.push_back(json{{"name", ci.name}, {"trust", TrustName(ci.trust)}, {"fingerprint", ci.fingerprint},
-                       {"reachable", ci.reachable}});
-    human += ci.name + "  " + TrustName(ci.trust) + (ci.reachable ? "" : "  (waiting for their first message)") + "\n";
+                       {"reachable", ci.reachable}, {"direct", ci.direct}});
+    human += ci.name + "  " + TrustName(ci.trust) + (ci.reachable ? "" : "  (waiting for their first message)") +
+             (ci.direct ? "  (direct link)" : "") + "\n";
   }
   if (list->empty()) human = "No contacts yet: `invite` or `accept <code>`.";
   Print(json{{"contacts", arr}}, human);
@@ -858,6 +862,7 @@ int CmdChat(const std::string& contact) {
     for (const auto& m : *h) std::printf("%s\n", MessageLine(m).c_str());
   }
   if (Status s = (*c)->StartBackground(); !s.ok()) return Fail(s, "chat");
+  if (!g.direct.empty()) std::printf("-- direct links: listening on %s\n", (*c)->DirectEndpoint().c_str());
   std::printf("-- chatting with %s; /file <path>, /verify, /quit\n", contact.c_str());
   const std::string prompt = "> ";
   rl_callback_handler_install(prompt.c_str(), OnLine);
@@ -905,6 +910,9 @@ int main(int argc, char** argv) {
   app.add_option("--passphrase-file", g.passphrase_file, "read the passphrase from this file (else CW_PASSPHRASE, else the terminal)");
   app.add_option("--relay", g.relay, "relay address cw://<key>@host:port (to register)");
   app.add_option("--timeout-ms", g.timeout_ms, "how long to wait for the relay")->capture_default_str();
+  app.add_option("--direct", g.direct,
+                 "listen for contacts' direct P2P links on host:port (a fixed port: it is announced to every "
+                 "contact, revealing this address to them); off by default");
 
   std::string name, kdf = "moderate", code, message = "Hello, I accepted your invitation.", contact, text, out, key_file,
       file;

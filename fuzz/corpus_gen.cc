@@ -32,6 +32,7 @@
 #include "core/wire/attachment.h"
 #include "core/wire/app_message.h"
 #include "core/wire/receipt.h"
+#include "core/wire/direct.h"
 #include "core/wire/bundle.h"
 #include "core/wire/content.h"
 #include "core/wire/padding.h"
@@ -252,6 +253,7 @@ void Generate() {
         {cw::wire::AppKind::kReceipt, ""},            {cw::wire::AppKind::kConsent, ""},
         {cw::wire::AppKind::kConsentWithdrawal, ""},  {cw::wire::AppKind::kAuditHead, ""},
         {cw::wire::AppKind::kErasure, ""},            {cw::wire::AppKind::kText, "x-research-study-12"},
+        {cw::wire::AppKind::kDirectEndpoint, ""},
     };
     for (const auto& [kind, purpose] : kinds) {
       cw::wire::AppMessage m;
@@ -280,6 +282,31 @@ void Generate() {
     Add("receipt_decode", Take("encode receipt", cw::wire::EncodeReceipt(r)));
     r.refs.resize(3);
     Add("receipt_decode", Take("encode receipt", cw::wire::EncodeReceipt(r)));
+  }
+
+  // --- direct_endpoint_decode: listening over IPv4, IPv6 and a name, and not listening ---
+  {
+    cw::wire::DirectEndpoint e;
+    e.link_key.fill(0x3c);
+    Add("direct_endpoint_decode", Take("encode direct endpoint", cw::wire::EncodeDirectEndpoint(e)));
+    for (const char* host : {"127.0.0.1", "fe80::1", "clinic-gw.example.org"}) {
+      e.host = host;
+      e.port = 40123;
+      Add("direct_endpoint_decode", Take("encode direct endpoint", cw::wire::EncodeDirectEndpoint(e)));
+    }
+  }
+
+  // --- direct_frame_decode: an ack, a small and a largest deliver frame ---
+  {
+    cw::wire::DirectFrame f;
+    f.id.fill(0x77);
+    f.type = cw::wire::DirectFrameType::kAck;
+    Add("direct_frame_decode", Take("encode direct frame", cw::wire::EncodeDirectFrame(f)));
+    f.type = cw::wire::DirectFrameType::kDeliver;
+    f.envelope = Bytes(300, 0x5e);
+    Add("direct_frame_decode", Take("encode direct frame", cw::wire::EncodeDirectFrame(f)));
+    f.envelope = Bytes(cw::wire::kMaxDirectEnvelopeSize, 0x6f);
+    Add("direct_frame_decode", Take("encode direct frame", cw::wire::EncodeDirectFrame(f)));
   }
 
   // --- padding: padded plaintexts around the bucket edges, and one unpadded input ---

@@ -18,6 +18,7 @@
 #include "core/runtime/client_groups.h"
 #include "core/runtime/codec.h"
 #include "core/runtime/compliance_runtime.h"
+#include "core/runtime/direct_links.h"
 #include "core/runtime/file_message.h"
 #include "core/runtime/receipts.h"
 #include "core/runtime/relay_blob_channel.h"
@@ -254,10 +255,11 @@ class Client::Impl {
 
     CW_ASSIGN_OR_RETURN(transport_, transport::TcpTransport::New(std::move(link), {}, *clock_));
     post_target_ = std::make_shared<PostTarget>(transport_.get());
+    direct_ = NewDirectLinks();
     return transport::RunSync(*transport_, [this, failed_unlocks]() -> Status {
       CW_RETURN_IF_ERROR(OpenSession(failed_unlocks));
       Touch();
-      return Status::Ok();
+      return direct_->Start();
     });
   }
 
@@ -303,7 +305,10 @@ class Client::Impl {
                                    return StatusOfSend(SendApp(contact, m, ControlConversationId(contact), {}, {}));
                                  },
                                  [this](const Status& s) { Report(s); },
-                                 [this](const std::string& sender, ByteView payload) { return ApplyReceipt(sender, payload); }};
+                                 [this](const std::string& sender, ByteView payload) { return ApplyReceipt(sender, payload); },
+                                 [this](const std::string& sender, ByteView payload) {
+                                   return direct_->OnAnnouncement(sender, payload);
+                                 }};
     receipts_ = std::make_unique<ReceiptBook>(store_.get(), transcripts_.get());
     CW_ASSIGN_OR_RETURN(compliance_, ComplianceRuntime::Open(std::move(deps), failed_unlocks));
     compliance_->ResumeInbox();
@@ -341,6 +346,7 @@ class Client::Impl {
     link_ = LinkState::kDown;
     fetching_ = false;
     FailAll(Status(StatusCode::kPermissionDenied, "the client is locked"));
+    direct_->Stop();  // a locked client processes nothing: contacts fall back to the relay at once
     if (compliance_) {
       compliance_->OnLocked(automatic);
       compliance_->CheckpointIfNeeded();  // a signed head covering everything recorded
@@ -391,6 +397,7 @@ class Client::Impl {
       locked_ = false;
       Touch();
       ArmSweepTimer();  // OpenSession ran while still locked, so it could not
+      if (Status d = direct_->Start(); !d.ok()) Report(d);
       if (resume_background_) {
         background_ = true;
         EnsureConnecting();
@@ -443,6 +450,7 @@ class Client::Impl {
       if (sweep_timer_) transport_->CancelTimer(*sweep_timer_);
       if (conn_) conn_->Close(Status(StatusCode::kAborted, "client closing"));
       FailAll(Status(StatusCode::kAborted, "client closing"));
+      if (direct_) direct_->Stop();
       if (compliance_) compliance_->CheckpointIfNeeded();  // a signed head covering everything recorded
       groups_.reset();
       compliance_.reset();
@@ -759,6 +767,7 @@ class Client::Impl {
   }
 
   void Ack(const relay::MessageId& id) {
+    if (direct_ack_ && direct_ack_id_ == id) return std::exchange(direct_ack_, nullptr)();  // HandleDirect's
     if (!state_.mailbox) return;
     relay::Ack a;
     a.mailbox = *state_.mailbox;
@@ -779,7 +788,9 @@ class Client::Impl {
   }
 
   void AckWhenDurable(const relay::MessageId& id) {
-    AfterSynced(store_->LastCommitSequence(), [this, id] { Ack(id); });
+    std::function<void()> direct;  // a message HandleDirect is handling is acked on its direct link
+    if (direct_ack_ && direct_ack_id_ == id) direct = std::exchange(direct_ack_, nullptr);
+    AfterSynced(store_->LastCommitSequence(), [this, id, direct] { direct ? direct() : Ack(id); });
   }
 
   // Runs `fn` on the loop thread once commit `sequence` is durable: at once when it already is; later from
@@ -870,6 +881,7 @@ class Client::Impl {
     if (next) state_ = std::move(*next);
     AckWhenDurable(d.message_id);
     if (new_contact) compliance_->OnSessionEstablished(sender.name);
+    if (new_contact) direct_->OnNewContact(sender.name);
     if (refused || group.refused) {
       return Report(Status(StatusCode::kPermissionDenied, "no valid consent for purpose (incoming message refused)"));
     }
@@ -944,7 +956,7 @@ class Client::Impl {
     });
     compliance_->AfterCommit(c.has_value());
     if (!c) return Error(c.error());
-    DeliverWhenDurable(conv, seq);
+    DeliverWhenDurable(conv, seq, contact);
     return seq;
   }
 
@@ -952,12 +964,16 @@ class Client::Impl {
   // sync of that commit starts now rather than when a flush under way (waiting for the relay's answer to the
   // previous entry) ends: by then the entry is usually durable and goes at once, so a message waits for one
   // fsync, not for the relay's and then its own.
-  void DeliverWhenDurable(const std::string& conv, uint64_t seq) {
+  // `contact` names the one recipient of a 1:1 entry, which may go over a direct link (groups: empty).
+  void DeliverWhenDurable(const std::string& conv, uint64_t seq, const std::string& contact = {}) {
     const uint64_t commit = store_->LastCommitSequence();
     outbox_commits_[conv + '\0' + std::to_string(seq)] = commit;
-    if (link_ == LinkState::kUp) {
-      AfterSynced(commit, [this] {
-        if (link_ == LinkState::kUp) FlushOutbox([](Result<size_t>) {});
+    const auto can_send = [this, contact] {
+      return link_ == LinkState::kUp || (!contact.empty() && direct_->IsUp(contact));
+    };
+    if (can_send()) {
+      AfterSynced(commit, [this, can_send] {
+        if (can_send()) FlushOutbox([](Result<size_t>) {});
       });
     } else if (background_) {
       EnsureConnecting();
@@ -1098,7 +1114,8 @@ class Client::Impl {
     dep.token = card.token;
     dep.message_id = DepositId(entry->message, recipient);
     dep.envelope = std::move(*sealed);
-    Request(std::move(dep), [this, queue, sent, entry, index, single](Result<relay::Response> r) mutable {
+    const std::string to = single ? recipient : std::string();  // group entries stay relay-only
+    SendDeposit(to, std::move(dep), [this, queue, sent, entry, index, single](Result<relay::Response> r) mutable {
       if (!r) return EndFlush(Error(r.error()));
       Status s = FromRelay(*r);
       if (r->code == relay::ResponseCode::kDepositRefused) {
@@ -1288,6 +1305,7 @@ class Client::Impl {
           if (Status s = SaveState(next); !s.ok()) return done(Error(s));
           auto seq = SendText(inv.name, first, std::string(kDefaultPurpose));
           if (!seq) return done(Error(seq.error()));
+          direct_->OnNewContact(inv.name);
           FlushOutbox([done, name = inv.name](Result<size_t>) { done(name); });
         });
       });
@@ -1309,6 +1327,67 @@ class Client::Impl {
       if (Status s = FromRelay(*r); !s.ok()) return done(Error(s));
       done(std::move(got));
     }, /*peek=*/true);
+  }
+
+  // ---------------------------------------------------------------- direct P2P (core/runtime/direct_links.h)
+  std::unique_ptr<DirectLinks> NewDirectLinks() {
+    DirectLinks::Deps deps;
+    deps.transport = transport_.get();
+    deps.store = store_.get();
+    deps.send = [this](const std::string& contact, const wire::AppMessage& m) {
+      return StatusOfSend(SendApp(contact, m, ControlConversationId(contact), {}, {}));
+    };
+    deps.contacts = [this] {
+      std::vector<std::string> out;
+      for (const auto& [name, rec] : state_.contacts) {
+        if (rec.card) out.push_back(name);
+      }
+      return out;
+    };
+    deps.deliver = [this](const std::string&, const relay::MessageId& id, Bytes envelope, DirectLinks::AckFn ack) {
+      HandleDirect(id, std::move(envelope), std::move(ack));
+    };
+    deps.link_up = [this](const std::string&) {
+      if (!locked_ && !shutting_down_) FlushOutbox([](Result<size_t>) {});
+    };
+    deps.report = [this](const Status& s) { Report(s); };
+    DirectLinks::Options o;
+    o.listen = options_.direct_listen;
+    o.ack_timeout_ms = options_.direct_ack_timeout_ms;
+    o.reconnect_min_ms = options_.reconnect_min_ms;
+    o.reconnect_max_ms = std::max(options_.reconnect_max_ms, kDirectReconnectMaxMs);
+    return std::make_unique<DirectLinks>(std::move(deps), std::move(o));
+  }
+
+  // A message from a contact's direct link takes the relay push's path (dedup, decrypt, commit); the ack that
+  // HandleDelivery would send the relay goes back on the direct link instead, after the same durability wait.
+  // Which contact's link it came on does not matter: the sealed envelope and the session say who wrote it.
+  void HandleDirect(const relay::MessageId& id, Bytes envelope, std::function<void()> ack) {
+    relay::Delivery d;
+    d.message_id = id;
+    d.envelope = std::move(envelope);
+    direct_ack_id_ = id;
+    direct_ack_ = std::move(ack);
+    HandleDelivery(d);
+    direct_ack_id_.reset();
+    direct_ack_ = nullptr;  // not acked (left for later, as at the relay): the sender falls back to the relay
+  }
+
+  // Deposits at the relay, or first over the direct link to `direct_to` when one is up (groups pass "": they
+  // stay relay-only). A direct ack answers `fn` like the relay's kOk; anything else falls back to the relay,
+  // except a stop for locking or closing, which ends the flush (the outbox keeps the entry).
+  void SendDeposit(const std::string& direct_to, relay::Deposit dep, ResponseFn fn) {
+    if (direct_to.empty() || !direct_->IsUp(direct_to)) return Request(std::move(dep), std::move(fn));
+    auto held = std::make_shared<relay::Deposit>(std::move(dep));
+    direct_->Send(direct_to, held->message_id, held->envelope, [this, held, fn = std::move(fn)](Status s) mutable {
+      if (s.ok()) {
+        relay::Response ok;
+        ok.code = relay::ResponseCode::kOk;
+        return fn(std::move(ok));
+      }
+      if (s.code() == StatusCode::kAborted) return fn(Error(std::move(s)));
+      Request(std::move(*held), std::move(fn));
+    });
   }
 
   // ---------------------------------------------------------------- state
@@ -1393,6 +1472,11 @@ class Client::Impl {
   };
   std::shared_ptr<PostTarget> post_target_;
   int64_t last_activity_ms_ = 0;
+  // Direct P2P links; lives as long as the transport (its callbacks check its own epoch after Stop).
+  std::unique_ptr<DirectLinks> direct_;
+  // While HandleDirect runs: the message it handles and the ack for its direct link.
+  std::optional<relay::MessageId> direct_ack_id_;
+  std::function<void()> direct_ack_;
 
   friend class Client;
 };
@@ -1546,6 +1630,7 @@ Result<std::vector<ContactInfo>> Client::Contacts() {
       ContactInfo info;
       info.name = name;
       info.reachable = rec.card.has_value();
+      info.direct = impl_->direct_->IsUp(name);
       auto c = impl_->engine_->GetContact(name);
       if (c) {
         info.trust = c->state;
@@ -1578,6 +1663,17 @@ Status Client::AcceptIdentityChange(const std::string& contact) {
     CW_RETURN_IF_ERROR(impl_->engine_->AcceptIdentityChange(contact, c.pending_identity_key));
     if (impl_->link_ == Impl::LinkState::kUp) impl_->FetchAll([](Result<size_t>) {});
     return Status::Ok();
+  });
+}
+
+std::string Client::DirectEndpoint() {
+  return impl_->Call([this]() -> Result<std::string> { return impl_->direct_->endpoint(); }).value_or("");
+}
+
+Result<DirectStats> Client::GetDirectStats() {
+  return impl_->Call([this]() -> Result<DirectStats> {
+    const DirectLinkStats s = impl_->direct_->stats();
+    return DirectStats{s.delivered, s.received, s.refused};
   });
 }
 

@@ -127,6 +127,14 @@ struct ClientOptions {
   bool send_read_receipts = true;
   // How often expired (disappearing) transcript rows are deleted while unlocked; 0 never (SweepNow only).
   int64_t sweep_interval_ms = 60'000;
+  // Direct P2P (core/runtime/direct_links.h): "host:port" to listen on for contacts' direct links (port 0:
+  // any), announced to every contact inside the end-to-end session; messages then go directly to contacts
+  // that listen too, and through the relay otherwise. Empty (the default): off, because a listening port
+  // reveals this device's address to its contacts. Open and Create fail with kUnavailable when it cannot be
+  // bound.
+  std::string direct_listen;
+  // How long a message sent over a direct link waits for the contact's ack before it goes to the relay.
+  int64_t direct_ack_timeout_ms = 3'000;
 };
 
 struct ContactInfo {
@@ -134,6 +142,14 @@ struct ContactInfo {
   session::TrustState trust = session::TrustState::kUnknown;
   std::string fingerprint;  // hex of the contact's identity key
   bool reachable = false;   // we know its mailbox (false until its first message after our invite)
+  bool direct = false;      // a direct P2P link to it is up now (ClientOptions::direct_listen)
+};
+
+// What went over direct P2P links since the client was opened.
+struct DirectStats {
+  uint64_t delivered = 0;  // outgoing messages the contact acknowledged over a direct link
+  uint64_t received = 0;   // messages that came in over a direct link
+  uint64_t refused = 0;    // incoming links closed because their key was announced by no contact
 };
 
 struct SyncReport {
@@ -329,9 +345,16 @@ class Client {
   // for showing that the relay stores only sealed, padded bytes.
   Result<std::vector<PeekedEnvelope>> PeekRelay(int64_t timeout_ms = kDefaultTimeoutMs);
 
+  // --- Direct P2P (ClientOptions::direct_listen) ---
+  // "host:port" this device listens on for contacts' direct links, or empty (off, or locked).
+  std::string DirectEndpoint();
+  // Hex of this device's link key is LinkKeyHex(): what an announcement carries and a direct link proves.
+  Result<DirectStats> GetDirectStats();
+
   // --- Lock ---
   // Wipes every key this client holds in memory (the master key, the store's subkeys and cached records, the
-  // identity, session and sealed-sender keys) and drops the relay link; messages wait at the relay. Until
+  // identity, session and sealed-sender keys) and drops the relay link; messages wait at the relay. Direct
+  // links and the direct listener close too (contacts fall back to the relay); Unlock opens them again. Until
   // Unlock, every other call fails with kPermissionDenied "the client is locked". Idempotent.
   Status Lock();
   // Unlocks with the passphrase: kPermissionDenied for a wrong one (counted, with the keystore's backoff and

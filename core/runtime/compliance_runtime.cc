@@ -399,6 +399,12 @@ void ComplianceRuntime::HandleControl(const std::string& sender, const std::stri
       s = deps_.receipt ? deps_.receipt(sender, message.payload.reveal())
                         : Status(StatusCode::kMalformed, "unexpected control message");
       break;
+    case wire::AppKind::kDirectEndpoint:
+      // A contact's link key and direct endpoint: transport metadata like a relay card, so neither gated by
+      // a consent purpose nor audited (no ePHI, no consent or record event); it is kept sealed by the client.
+      s = deps_.direct_endpoint ? deps_.direct_endpoint(sender, message.payload.reveal())
+                                : Status(StatusCode::kMalformed, "unexpected control message");
+      break;
     default: s = Status(StatusCode::kMalformed, "unexpected control message"); break;
   }
   if (!s.ok() && deps_.report) deps_.report(s);

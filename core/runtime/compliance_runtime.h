@@ -95,6 +95,9 @@ class ComplianceRuntime {
     std::function<void(const Status&)> report;
     // A kReceipt message from `sender` (core/runtime/receipts.h), handled by the client. Null: refused.
     std::function<Status(const std::string& sender, ByteView payload)> receipt;
+    // A kDirectEndpoint announcement from `sender` (core/runtime/direct_links.h). Null: refused. It is link
+    // metadata, not clinical content: no purpose gate and no audit entry (see HandleControl).
+    std::function<Status(const std::string& sender, ByteView payload)> direct_endpoint;
   };
 
   // Loads the policy, ledger and audit chain. A chain that does not verify does not stop the client: the

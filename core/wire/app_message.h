@@ -13,6 +13,7 @@
 //   kConsentWithdrawal  compliance::EncodeWithdrawal
 //   kAuditHead          compliance::EncodeCheckpoint: the sender's signed audit chain head
 //   kErasure            compliance::EncodeErasureReceipt
+//   kDirectEndpoint     a direct P2P announcement (core/wire/direct.h): the sender's link key and endpoint
 // Unknown kinds are kMalformed (a newer kind must not be shown as text by an older device).
 //
 // Thread rules: free functions over values; safe from any thread.
@@ -41,8 +42,9 @@ enum class AppKind : uint8_t {
   kConsentWithdrawal = 5,
   kAuditHead = 6,
   kErasure = 7,
+  kDirectEndpoint = 8,
 };
-inline constexpr uint8_t kMaxAppKind = 7;
+inline constexpr uint8_t kMaxAppKind = 8;
 
 struct AppMessage {
   AppKind kind = AppKind::kText;

@@ -68,14 +68,14 @@ TEST(AppMessageTest, EncodeRefusesWhatDecodeWouldRefuse) {
   auto r = EncodeAppMessage(b);
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), StatusCode::kInvalidArgument);
-  auto c = EncodeAppMessage(Make(static_cast<AppKind>(8), "", "t"));
+  auto c = EncodeAppMessage(Make(static_cast<AppKind>(kMaxAppKind + 1), "", "t"));
   ASSERT_FALSE(c.has_value());
   EXPECT_EQ(c.error().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(AppMessageTest, RejectsUnknownKinds) {
   ExpectRejected(HandWritten(1, 0, "", 1), StatusCode::kMalformed, "kind 0");
-  ExpectRejected(HandWritten(1, 8, "", 1), StatusCode::kMalformed, "kind 8");
+  ExpectRejected(HandWritten(1, kMaxAppKind + 1, "", 1), StatusCode::kMalformed, "the kind after the last");
   ExpectRejected(HandWritten(1, 1u << 20, "", 1), StatusCode::kMalformed, "huge kind");
 }
 

@@ -1,0 +1,319 @@
+// Direct P2P links (core/runtime/direct_links.h) end to end over loopback, next to a real relay: two clients
+// that both listen talk directly, keep talking with the relay down, fall back to the relay when the peer's
+// listener is gone, and refuse links from keys no contact announced.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/runtime/client.h"
+#include "core/wire/direct.h"
+#include "tests/runtime/runtime_test_util.h"
+#include "transport/tcp_transport.h"
+
+namespace cw::runtime {
+namespace {
+
+using testing::kPass;
+using testing::TempDir;
+using testing::TestRelay;
+using testing::Text;
+
+constexpr char kListen[] = "127.0.0.1:0";
+
+// What a client's callbacks saw, for waiting on (bounded waits only: a safety net against hangs).
+struct Seen {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> texts;
+
+  size_t count() {
+    std::lock_guard<std::mutex> lock(mu);
+    return texts.size();
+  }
+  bool WaitCount(size_t n) {
+    return testing::WaitFor(mu, cv, [&] { return texts.size() >= n; });
+  }
+};
+
+ClientOptions Options(Seen* seen, const std::string& listen) {
+  ClientOptions o;
+  o.keystore = storage::KeystoreOptions::MinimumCostForTesting();
+  o.reconnect_min_ms = 20;
+  o.reconnect_max_ms = 200;
+  o.direct_listen = listen;
+  o.direct_ack_timeout_ms = 1'000;
+  o.callbacks.on_message = [seen](const IncomingMessage& m) {
+    std::lock_guard<std::mutex> lock(seen->mu);
+    seen->texts.push_back(Text(m.text));
+    seen->cv.notify_all();
+  };
+  return o;
+}
+
+std::vector<std::string> Bodies(Client& c, const std::string& contact) {
+  auto h = c.History(contact);
+  EXPECT_TRUE(h.has_value()) << h.error().ToString();
+  std::vector<std::string> out;
+  if (h) {
+    for (const auto& m : *h) out.push_back(Text(m.body));
+  }
+  return out;
+}
+
+// Polls (bounded) until `pred` holds.
+template <typename Pred>
+bool Eventually(Pred pred) {
+  for (int i = 0; i < 3000; ++i) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+bool IsDirect(Client& c, const std::string& contact) {
+  auto contacts = c.Contacts();
+  if (!contacts) return false;
+  return std::any_of(contacts->begin(), contacts->end(),
+                     [&](const ContactInfo& i) { return i.name == contact && i.direct; });
+}
+
+size_t Pending(Client& c) { return c.PendingOutboxCount().value_or(999); }
+
+class DirectE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    relay_ = std::make_unique<TestRelay>(dir_.Sub("relay"));
+    ASSERT_OK(relay_->Start());
+  }
+
+  std::unique_ptr<Client> New(const std::string& home, const std::string& name, ClientOptions o) {
+    auto c = Client::Create(dir_.Sub(home), name, kPass, std::move(o));
+    EXPECT_TRUE(c.has_value()) << c.error().ToString();
+    return c ? std::move(*c) : nullptr;
+  }
+  std::unique_ptr<Client> Reopen(const std::string& home, ClientOptions o) {
+    auto c = Client::Open(dir_.Sub(home), kPass, std::move(o));
+    EXPECT_TRUE(c.has_value()) << c.error().ToString();
+    return c ? std::move(*c) : nullptr;
+  }
+
+  // dr.lee invites pat through the relay; both then run in the background and, since both listen, end up
+  // with a direct link each way (the announcements travel through the relay first).
+  void Pair(Client& doctor, Client& patient) {
+    ASSERT_OK(doctor.Register(relay_->address()));
+    auto code = doctor.CreateInvite();
+    ASSERT_HAS(code);
+    ASSERT_OK(patient.Register(relay_->address()));
+    ASSERT_HAS(patient.AcceptInvite(*code, "hello doctor"));
+    ASSERT_HAS(doctor.Sync());
+    ASSERT_OK(doctor.StartBackground());
+    ASSERT_OK(patient.StartBackground());
+    ASSERT_TRUE(Eventually([&] { return IsDirect(doctor, "pat") && IsDirect(patient, "dr.lee"); }));
+  }
+
+  TempDir dir_;
+  std::unique_ptr<TestRelay> relay_;
+};
+
+TEST_F(DirectE2E, ListeningIsOffByDefault) {
+  Seen seen;
+  auto c = New("c", "dr.lee", Options(&seen, ""));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->DirectEndpoint(), "");
+  Seen seen2;
+  auto d = New("d", "pat", Options(&seen2, kListen));
+  ASSERT_TRUE(d);
+  EXPECT_TRUE(d->DirectEndpoint().starts_with("127.0.0.1:"));
+  EXPECT_NE(d->DirectEndpoint(), "127.0.0.1:0");
+}
+
+TEST_F(DirectE2E, TwoListeningClientsConverseDirectly) {
+  Seen doc_seen, pat_seen;
+  auto doctor = New("doctor", "dr.lee", Options(&doc_seen, kListen));
+  auto patient = New("patient", "pat", Options(&pat_seen, kListen));
+  ASSERT_TRUE(doctor && patient);
+  Pair(*doctor, *patient);
+  // Let the set-up traffic through the relay settle, then count the relay's commands: the conversation
+  // below must not add one (no deposit, no fetch, no ack).
+  ASSERT_TRUE(Eventually([&] {
+    return Pending(*doctor) == 0 && Pending(*patient) == 0 && relay_->Stats().queued_messages == 0;
+  }));
+  const uint64_t commands_before = relay_->Stats().commands;
+  const DirectStats doc_before = doctor->GetDirectStats().value();
+  const DirectStats pat_before = patient->GetDirectStats().value();
+
+  for (const char* t : {"how are you feeling today?", "any dizziness?", "take 5 mg tonight"}) {
+    ASSERT_HAS(doctor->SendText("pat", t));
+  }
+  ASSERT_TRUE(pat_seen.WaitCount(3));
+  for (const char* t : {"better, thanks", "no dizziness"}) ASSERT_HAS(patient->SendText("dr.lee", t));
+  ASSERT_TRUE(doc_seen.WaitCount(3));  // "hello doctor" came through the relay in Pair
+  // Everything, delivery receipts included, went and was acked (after each receiver's durable commit).
+  ASSERT_TRUE(Eventually([&] { return Pending(*doctor) == 0 && Pending(*patient) == 0; }));
+
+  EXPECT_EQ(relay_->Stats().commands, commands_before);
+  EXPECT_EQ(relay_->Stats().queued_messages, 0u);
+  const DirectStats doc_after = doctor->GetDirectStats().value();
+  const DirectStats pat_after = patient->GetDirectStats().value();
+  EXPECT_GE(doc_after.delivered - doc_before.delivered, 3u);  // the texts, and receipts for pat's replies
+  EXPECT_GE(pat_after.received - pat_before.received, 3u);
+  EXPECT_GE(pat_after.delivered - pat_before.delivered, 2u);
+  EXPECT_GE(doc_after.received - doc_before.received, 2u);
+
+  const std::vector<std::string> expected{"hello doctor", "how are you feeling today?", "any dizziness?",
+                                          "take 5 mg tonight", "better, thanks", "no dizziness"};
+  EXPECT_EQ(Bodies(*doctor, "pat"), expected);
+  EXPECT_EQ(Bodies(*patient, "dr.lee"), expected);
+  auto sent = doctor->History("pat");
+  ASSERT_HAS(sent);
+  EXPECT_EQ(sent->at(1).status, storage::MessageStatus::kDelivered);  // pat's delivery receipt came back directly
+}
+
+TEST_F(DirectE2E, RelayDownDirectStillFlowsAndAGonePeerFallsBackToTheRelay) {
+  Seen doc_seen, pat_seen;
+  auto doctor = New("doctor", "dr.lee", Options(&doc_seen, kListen));
+  auto patient = New("patient", "pat", Options(&pat_seen, kListen));
+  ASSERT_TRUE(doctor && patient);
+  Pair(*doctor, *patient);
+
+  relay_->Stop();
+  ASSERT_HAS(doctor->SendText("pat", "relay is down"));
+  ASSERT_TRUE(pat_seen.WaitCount(1));
+  ASSERT_HAS(patient->SendText("dr.lee", "still here"));
+  ASSERT_TRUE(doc_seen.WaitCount(2));
+  ASSERT_TRUE(Eventually([&] { return Pending(*doctor) == 0 && Pending(*patient) == 0; }));
+
+  // The patient's app restarts without listening: the doctor's link to it is gone, so the next messages
+  // wait in the outbox for the relay.
+  patient.reset();
+  Seen pat2_seen;
+  patient = Reopen("patient", Options(&pat2_seen, ""));
+  ASSERT_TRUE(patient);
+  ASSERT_TRUE(Eventually([&] { return !IsDirect(*doctor, "pat"); }));
+  ASSERT_HAS(doctor->SendText("pat", "after your restart"));
+  ASSERT_HAS(doctor->SendText("pat", "second after restart"));
+  EXPECT_EQ(Pending(*doctor), 2u);
+
+  ASSERT_OK(relay_->Start());
+  ASSERT_TRUE(Eventually([&] { return Pending(*doctor) == 0; }));
+  auto got = patient->Sync();
+  ASSERT_HAS(got);
+  EXPECT_EQ(got->received, 2u);
+  EXPECT_FALSE(IsDirect(*patient, "dr.lee"));
+
+  // Each message once, on both sides, in order.
+  const std::vector<std::string> expected{"hello doctor", "relay is down", "still here", "after your restart",
+                                          "second after restart"};
+  EXPECT_EQ(Bodies(*patient, "dr.lee"), expected);
+  ASSERT_HAS(doctor->Sync());
+  EXPECT_EQ(Bodies(*doctor, "pat"), expected);
+}
+
+TEST_F(DirectE2E, ALinkFromAKeyNoContactAnnouncedIsRefused) {
+  Seen doc_seen, pat_seen;
+  auto doctor = New("doctor", "dr.lee", Options(&doc_seen, kListen));
+  auto patient = New("patient", "pat", Options(&pat_seen, kListen));
+  ASSERT_TRUE(doctor && patient);
+  Pair(*doctor, *patient);
+  const DirectStats before = doctor->GetDirectStats().value();
+  const auto history_before = Bodies(*doctor, "pat");
+
+  // An impostor that knows the doctor's address and link key (both are no secret to contacts) but holds no
+  // key any contact announced.
+  auto impostor = transport::TcpTransport::New(transport::StaticKeyPair::Generate(SystemRandom::Default()));
+  ASSERT_HAS(impostor);
+  auto ep = transport::Endpoint::Parse("cw://" + doctor->LinkKeyHex() + "@" + doctor->DirectEndpoint());
+  ASSERT_HAS(ep);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool closed = false;
+  transport::ConnectionCallbacks cbs;
+  cbs.on_closed = [&](Status) {
+    std::lock_guard<std::mutex> lock(mu);
+    closed = true;
+    cv.notify_all();
+  };
+  ASSERT_OK(transport::RunSync(**impostor, [&]() -> Status {
+    return (*impostor)->Connect(*ep, cbs, [&](Result<std::shared_ptr<transport::Connection>> c) {
+      if (!c) {
+        std::lock_guard<std::mutex> lock(mu);
+        closed = true;  // refused during the handshake: as good
+        cv.notify_all();
+        return;
+      }
+      wire::DirectFrame f;
+      f.type = wire::DirectFrameType::kDeliver;
+      f.id.fill(9);
+      f.envelope = Bytes(200, 0x42);
+      (void)(*c)->Send(wire::EncodeDirectFrame(f).value());
+    });
+  }));
+  ASSERT_TRUE(testing::WaitFor(mu, cv, [&] { return closed; }));
+  ASSERT_OK((*impostor)->Shutdown());
+
+  const DirectStats after = doctor->GetDirectStats().value();
+  EXPECT_EQ(after.refused, before.refused + 1);
+  EXPECT_EQ(after.received, before.received);
+  EXPECT_EQ(Bodies(*doctor, "pat"), history_before);
+  EXPECT_TRUE(IsDirect(*doctor, "pat"));  // the real contact's link is untouched
+}
+
+TEST_F(DirectE2E, AnAnnouncedKeyTheListenerCannotProveFailsTheHandshakeAndTheRelayIsUsed) {
+  Seen doc_seen, pat_seen;
+  auto doctor = New("doctor", "dr.lee", Options(&doc_seen, kListen));
+  auto patient = New("patient", "pat", Options(&pat_seen, kListen));
+  ASSERT_TRUE(doctor && patient);
+  Pair(*doctor, *patient);
+
+  // The doctor's device announces its real endpoint with a link key it does not hold.
+  wire::DirectEndpoint forged;
+  SystemRandom::Default().Fill(forged.link_key.data(), forged.link_key.size());
+  const std::string here = doctor->DirectEndpoint();
+  forged.host = here.substr(0, here.rfind(':'));
+  forged.port = static_cast<uint16_t>(std::stoi(here.substr(here.rfind(':') + 1)));
+  wire::AppMessage m;
+  m.kind = wire::AppKind::kDirectEndpoint;
+  m.payload = SecretBytes(wire::EncodeDirectEndpoint(forged).value());
+  ASSERT_HAS(doctor->SendAppMessageForTesting("pat", m));
+  // The patient drops its link and can no longer make one: the doctor cannot prove the pinned key.
+  ASSERT_TRUE(Eventually([&] { return !IsDirect(*patient, "dr.lee"); }));
+  const DirectStats before = patient->GetDirectStats().value();
+
+  ASSERT_HAS(patient->SendText("dr.lee", "through the relay"));
+  ASSERT_TRUE(doc_seen.WaitCount(2));
+  ASSERT_TRUE(Eventually([&] { return Pending(*patient) == 0; }));
+  EXPECT_EQ(patient->GetDirectStats().value().delivered, before.delivered);
+  EXPECT_FALSE(IsDirect(*patient, "dr.lee"));
+  EXPECT_EQ(Bodies(*doctor, "pat").back(), "through the relay");
+}
+
+TEST_F(DirectE2E, LockClosesDirectLinksAndUnlockReopensThem) {
+  Seen doc_seen, pat_seen;
+  auto doctor = New("doctor", "dr.lee", Options(&doc_seen, kListen));
+  auto patient = New("patient", "pat", Options(&pat_seen, kListen));
+  ASSERT_TRUE(doctor && patient);
+  Pair(*doctor, *patient);
+  const std::string endpoint = patient->DirectEndpoint();
+
+  ASSERT_OK(patient->Lock());
+  EXPECT_EQ(patient->DirectEndpoint(), "");  // locked: refused like any call
+  ASSERT_TRUE(Eventually([&] { return !IsDirect(*doctor, "pat"); }));
+  ASSERT_HAS(doctor->SendText("pat", "while you were locked"));
+  ASSERT_TRUE(Eventually([&] { return Pending(*doctor) == 0; }));  // went to the relay
+  EXPECT_EQ(pat_seen.count(), 0u);
+
+  ASSERT_OK(patient->Unlock(kPass));
+  EXPECT_EQ(patient->DirectEndpoint(), endpoint);  // the same port again: no new announcement needed
+  ASSERT_TRUE(pat_seen.WaitCount(1));
+  ASSERT_TRUE(Eventually([&] { return IsDirect(*doctor, "pat") && IsDirect(*patient, "dr.lee"); }));
+  EXPECT_EQ(Bodies(*patient, "dr.lee").back(), "while you were locked");
+}
+
+}  // namespace
+}  // namespace cw::runtime
