@@ -25,7 +25,7 @@ using internal::PreKeyState;
 
 // Key layout: one default column family, one tag byte per record kind. Big-endian numbers keep sequence
 // numbers, pre-key ids and chunk offsets in order.
-//   'B' mailbox                -> owner(32) next_seq(8)
+//   'B' mailbox                -> owner(32) seq_limit(8)  (above every seq handed out; see kSeqReserve)
 //   'T' mailbox token_hash     -> ""
 //   'X' mailbox seq            -> message_id(16) expiry(8) size(4)       (the index, loaded at open)
 //   'M' mailbox seq            -> envelope                               (read on fetch only)
@@ -102,8 +102,10 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       Copy(k.data() + 1, &id);
       MailboxState& box = mailboxes_for_load()[id];
       Copy(v.data(), &box.owner);
-      box.next_seq = GetBe(v.data() + kLinkKeySize, 8);
-      return true;
+      // Stores written before seqs were reserved in ranges kept next_seq here: the same bound.
+      box.seq_limit = GetBe(v.data() + kLinkKeySize, 8);
+      box.next_seq = box.seq_limit;
+      return box.seq_limit > 0;
     }));
     // The rest hang off a mailbox loaded above; a record for a missing one means the database was altered.
     auto box_of = [&](std::string_view k) -> MailboxState* {
@@ -199,7 +201,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   void RecordMailbox(const MailboxId& id, const MailboxState& box) override {
     std::string v;
     Append(&v, box.owner);
-    PutBe(&v, box.next_seq, 8);
+    PutBe(&v, box.seq_limit, 8);
     Put(Key(kMailboxTag, id), v);
   }
   void RecordToken(const MailboxId& id, const TokenHash& token, bool present) override {

@@ -98,6 +98,7 @@ Status StoreCore::CreateMailbox(const MailboxId& id, const LinkKey& owner) {
     if (mailboxes_.count(id) != 0) return Status(StatusCode::kAlreadyExists, "mailbox id taken");
     MailboxState& box = mailboxes_[id];
     box.owner = owner;
+    box.seq_limit = box.next_seq + kSeqReserve;
     owners_[owner].insert(id);
     RecordMailbox(id, box);
     ticket = Ticket();
@@ -188,6 +189,12 @@ StoreCore::InsertPlan StoreCore::PlanInsert(const MailboxId& id, const MessageId
     plan.refused = Status(StatusCode::kResourceExhausted, "mailbox full");
     return plan;
   }
+  if (box->next_seq >= box->seq_limit) {
+    // The reserved range is used up: the new limit goes into the same batch as this message, so no seq is
+    // ever durable above the durable limit.
+    box->seq_limit = box->next_seq + kSeqReserve;
+    RecordMailbox(id, *box);
+  }
   MessageEntry entry;
   entry.seq = box->next_seq++;
   entry.id = message_id;
@@ -195,7 +202,6 @@ StoreCore::InsertPlan StoreCore::PlanInsert(const MailboxId& id, const MessageId
   entry.size = static_cast<uint32_t>(envelope.size());
   if (KeepsBodies()) entry.envelope.assign(envelope.begin(), envelope.end());
   RecordMessage(id, entry, envelope);
-  RecordMailbox(id, *box);  // next_seq
   entry.ticket = Ticket();
   plan.ticket = entry.ticket;
   plan.announced.seq = entry.seq;

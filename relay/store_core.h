@@ -38,9 +38,16 @@ struct PreKeyState {
   std::map<uint32_t, wire::PublicKey> one_time;  // handed out lowest id first
 };
 
+// Sequence numbers are handed out in reserved ranges: RecordMailbox stores seq_limit, which is above every
+// seq ever handed out, so an insert records the mailbox itself only once per kSeqReserve messages (one
+// key fewer per deposit for a store that writes each record). After a reopen, numbering resumes at the
+// recorded limit: it may skip the unused rest of a range, and never reuses a number.
+inline constexpr uint64_t kSeqReserve = 4096;
+
 struct MailboxState {
   LinkKey owner{};
   uint64_t next_seq = 1;
+  uint64_t seq_limit = 1;  // every seq handed out is below it; recorded by RecordMailbox
   uint64_t bytes = 0;
   std::map<uint64_t, MessageEntry> by_seq;
   std::map<MessageId, uint64_t> by_id;
@@ -94,7 +101,8 @@ class StoreCore : public virtual MailboxStore {
   virtual bool KeepsBodies() const = 0;
   // Not ok once a sync has failed: every change is then refused.
   virtual Status Health() const = 0;
-  virtual void RecordMailbox(const MailboxId& id, const MailboxState& state) = 0;  // owner or next_seq changed
+  // Owner or seq_limit changed (not called for each next_seq step: see kSeqReserve).
+  virtual void RecordMailbox(const MailboxId& id, const MailboxState& state) = 0;
   virtual void RecordToken(const MailboxId& id, const TokenHash& token, bool present) = 0;
   virtual void RecordMessage(const MailboxId& id, const MessageEntry& entry, ByteView envelope) = 0;
   virtual void RecordMessageRemoved(const MailboxId& id, const MessageEntry& entry) = 0;

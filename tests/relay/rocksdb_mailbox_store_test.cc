@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "relay/rocksdb_mailbox_store.h"
+#include "relay/store_core.h"
 #include "tests/relay/relay_test_util.h"
 
 namespace cw::relay {
@@ -73,6 +74,65 @@ TEST(RocksDbMailboxStore, EverythingSurvivesReopen) {
   EXPECT_EQ(stats.mailboxes, 1u);
   EXPECT_EQ(stats.messages, 3u);
   EXPECT_EQ(stats.message_bytes, 150u);
+}
+
+// Sequence numbers are recorded a range at a time (internal::kSeqReserve), not per message. A mailbox that
+// has gone past its first range and is reopened must still number above everything it handed out, and
+// every message must come back.
+TEST(RocksDbMailboxStore, SequenceNumbersPastAReservedRangeSurviveReopen) {
+  testing::TempDir dir;
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  const uint32_t n = static_cast<uint32_t>(internal::kSeqReserve) + 3;
+  MessageQuota quota;
+  quota.max_messages = n + 1;
+  uint64_t last_seq = 0;
+  {
+    auto store = OpenOrDie(dir.Sub("db"));
+    ASSERT_TRUE(store);
+    CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+    std::mutex mu;
+    std::condition_variable cv;
+    uint32_t answered = 0, ok = 0;
+    for (uint32_t i = 1; i <= n; ++i) {
+      store->InsertAsync(box, Mid(i), Bytes(20, uint8_t(i)), kFar, quota, [&](Result<InsertOutcome> r) {
+        std::lock_guard<std::mutex> lock(mu);
+        ++answered;
+        if (r.has_value() && *r == InsertOutcome::kInserted) ++ok;
+        cv.notify_all();
+      });
+    }
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return answered == n; });
+    ASSERT_EQ(ok, n);
+    lock.unlock();
+    bool more = true;
+    for (uint64_t after = 0; more;) {
+      auto page = store->FetchAfter(box, after, 64, 1 << 20, &more);
+      ASSERT_TRUE(page.has_value());
+      ASSERT_FALSE(page->empty());
+      after = last_seq = page->back().seq;
+    }
+    ASSERT_GE(last_seq, internal::kSeqReserve) << "the deposits went past the first reserved range";
+  }
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->Stats()->messages, uint64_t{n});
+  CW_RL_ASSERT_OK(store->Insert(box, Mid(n + 1), Bytes(20, 1), kFar, quota));
+  uint64_t highest = 0;
+  size_t count = 0;
+  bool more = true;
+  for (uint64_t after = 0; more;) {
+    auto page = store->FetchAfter(box, after, 64, 1 << 20, &more);
+    ASSERT_TRUE(page.has_value());
+    for (const auto& m : *page) {
+      EXPECT_GT(m.seq, highest) << "sequence numbers rise";
+      highest = m.seq;
+      ++count;
+    }
+    after = page->back().seq;
+  }
+  EXPECT_EQ(count, size_t{n} + 1);
+  EXPECT_GT(highest, last_seq) << "the message deposited after the reopen is numbered above all earlier ones";
 }
 
 // Group commit, counted rather than timed: with the committer held, N depositors on N threads all record
