@@ -69,15 +69,18 @@ StoreCore::StoreCore() : watches_(std::make_unique<WatchRegistry>()) {}
 StoreCore::~StoreCore() = default;
 
 MailboxState* StoreCore::Find(const MailboxId& id) {
-  auto it = mailboxes_.find(id);
-  return it == mailboxes_.end() ? nullptr : &it->second;
+  auto it = mailbox_index_.find(id);
+  return it == mailbox_index_.end() ? nullptr : it->second;
 }
 
 void StoreCore::RebuildDerived() {
   std::lock_guard<std::mutex> lock(mu_);
   owners_.clear();
+  mailbox_index_.clear();
+  mailbox_index_.reserve(mailboxes_.size());
   total_messages_ = total_bytes_ = total_attachment_bytes_ = 0;
   for (auto& [id, box] : mailboxes_) {
+    mailbox_index_.emplace(id, &box);
     owners_[box.owner].insert(id);
     box.bytes = 0;
     for (const auto& [seq, e] : box.by_seq) {
@@ -95,8 +98,9 @@ Status StoreCore::CreateMailbox(const MailboxId& id, const LinkKey& owner) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     CW_RETURN_IF_ERROR(Health());
-    if (mailboxes_.count(id) != 0) return Status(StatusCode::kAlreadyExists, "mailbox id taken");
+    if (mailbox_index_.count(id) != 0) return Status(StatusCode::kAlreadyExists, "mailbox id taken");
     MailboxState& box = mailboxes_[id];
+    mailbox_index_.emplace(id, &box);
     box.owner = owner;
     box.seq_limit = box.next_seq + kSeqReserve;
     owners_[owner].insert(id);

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <unordered_map>
 #include <vector>
 
 #include "relay/mailbox_store.h"
@@ -64,6 +65,16 @@ struct AttachmentState {
 };
 
 class WatchRegistry;
+
+// Mailbox ids are drawn at random by the relay, so their first eight bytes are already a uniform hash; an id
+// a client names that matches no mailbox costs one bucket's (short) chain, as any other lookup.
+struct MailboxIdHash {
+  size_t operator()(const MailboxId& id) const noexcept {
+    uint64_t h = 0;
+    for (size_t i = 0; i < sizeof h; ++i) h = (h << 8) | id[i];
+    return static_cast<size_t>(h);
+  }
+};
 
 class StoreCore : public virtual MailboxStore {
  public:
@@ -148,7 +159,10 @@ class StoreCore : public virtual MailboxStore {
   void RemoveMessage(const MailboxId& id, MailboxState& box, uint64_t seq);
 
   mutable std::mutex mu_;
-  std::map<MailboxId, MailboxState> mailboxes_;
+  std::map<MailboxId, MailboxState> mailboxes_;  // ordered: PurgeExpired resumes after a mailbox id
+  // Find's index into mailboxes_ (whose nodes never move): every deposit looks its mailbox up twice, and a
+  // tree walk over thousands of mailboxes was the relay loop thread's largest cost (cw_relay_bench profile).
+  std::unordered_map<MailboxId, MailboxState*, MailboxIdHash> mailbox_index_;
   std::map<LinkKey, std::set<MailboxId>> owners_;
   std::map<AttachmentId, AttachmentState> attachments_;
   uint64_t total_messages_ = 0;
