@@ -1,7 +1,7 @@
 // cw_relay_bench: a load generator for the blind relay (issue 4, Benchmarks). Plain main, prints tables.
 //
 //   build/rel/bench/cw_relay_bench [--mailboxes 1000] [--seconds 2] [--runs 3] [--idle 10000] [--workers 16]
-//                                  [--no-mosquitto] [--no-sync]
+//                                  [--no-mosquitto] [--no-sync] [--envelope 300|4096] [--window 64|1]
 //
 // 1. Deposits: a RelayServer (RocksDB store with sync=true, so a deposit is answered only after the group
 //    commit holding it is fsynced) runs in this process on 127.0.0.1; an owner link creates the mailboxes and
@@ -9,7 +9,8 @@
 //    flight, round-robin over the mailboxes, for envelopes of 300 B and 4 KiB. Both links are real Noise TCP
 //    links on their own TcpTransports (own loop threads). Reported per configuration: acknowledged (durable)
 //    deposits per second, and deposit-to-delivery latency (depositor Send -> owner receives the push)
-//    p50/p99; medians over --runs runs. Each configuration gets a fresh database.
+//    p50/p99, and CPU per deposit split into the relay's (everything but the two client loop threads) and the
+//    load generator's; medians over --runs runs. Each configuration gets a fresh database.
 // 2. Idle connections: the relay runs in a forked child process (so its resident memory is its own); the
 //    parent opens N Noise links to it and the child's VmRSS is read from /proc before and after.
 // 3. mosquitto (when /usr/sbin/mosquitto and libmosquitto are there): the same deposit load as QoS 1 publishes
@@ -51,6 +52,12 @@ using namespace cw;
 using namespace cw::relay;
 using Clk = std::chrono::steady_clock;
 
+int64_t CpuNs(clockid_t clock) {
+  timespec ts{};
+  if (clock_gettime(clock, &ts) != 0) return 0;
+  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
 int64_t NowNs() { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clk::now().time_since_epoch()).count(); }
 
 struct Args {
@@ -61,6 +68,8 @@ struct Args {
   size_t workers = 16;
   bool mosquitto = true;
   bool sync = true;  // --no-sync: everything but the fsync, to profile the relay's own CPU cost
+  size_t only_envelope = 0;  // --envelope N: only that envelope size (for profiling one configuration)
+  size_t only_window = 0;    // --window N: only that many in flight
 };
 
 std::string MakeTempDir(const char* tag) {
@@ -90,6 +99,7 @@ struct Link {
   std::unique_ptr<transport::TcpTransport> t;
   std::shared_ptr<transport::Connection> conn;
   std::function<void(ByteView)> on_frame;  // set before frames arrive; runs on the loop thread
+  clockid_t loop_cpu = CLOCK_THREAD_CPUTIME_ID;  // the loop thread's CPU clock, for the CPU split
 };
 
 std::unique_ptr<Link> Connect(uint64_t seed, const transport::Endpoint& relay) {
@@ -116,6 +126,10 @@ std::unique_ptr<Link> Connect(uint64_t seed, const transport::Endpoint& relay) {
     std::fprintf(stderr, "connect failed: %s\n", s.ToString().c_str());
     std::exit(1);
   }
+  transport::RunSync(*link->t, [l]() -> Status {
+    pthread_getcpuclockid(pthread_self(), &l->loop_cpu);
+    return Status::Ok();
+  }).ok();
   return link;
 }
 
@@ -196,6 +210,9 @@ struct RunResult {
   double per_second = 0;
   double p50_us = 0, p99_us = 0;
   uint64_t acked = 0, refused = 0, delivered = 0;
+  // CPU per acknowledged deposit: the load generator's (its two link loop threads) and the rest of the
+  // process (the relay: its loop, the store's committer, RocksDB's threads).
+  double client_cpu_us = 0, relay_cpu_us = 0;
 };
 
 // One timed run: `window` deposits in flight from `dep` for `seconds`; the owner link records push latency.
@@ -231,6 +248,7 @@ RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes
   uint64_t next = 0, acked = 0, refused = 0, outstanding = 0;
   bool stopping = false;
   const int64_t t0 = NowNs();
+  const int64_t cpu0 = CpuNs(CLOCK_PROCESS_CPUTIME_ID), dep0 = CpuNs(dep.loop_cpu), own0 = CpuNs(owner.loop_cpu);
   const int64_t deadline = t0 + int64_t(seconds * 1e9);
   int64_t t_end = 0;
   auto send_one = [&]() {
@@ -272,6 +290,8 @@ RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes
     for (size_t k = 0; k < window; ++k) send_one();
   }).ok();
   done.get_future().wait();
+  const int64_t client_cpu = CpuNs(dep.loop_cpu) - dep0 + CpuNs(owner.loop_cpu) - own0;
+  const int64_t total_cpu = CpuNs(CLOCK_PROCESS_CPUTIME_ID) - cpu0;
   transport::RunSync(*dep.t, [&] {
     dep.on_frame = nullptr;
     return Status::Ok();
@@ -289,6 +309,10 @@ RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes
   res.refused = refused;
   res.delivered = delivered.load();
   res.per_second = double(acked) / (double(t_end - t0) / 1e9);
+  if (acked > 0) {
+    res.client_cpu_us = double(client_cpu) / 1e3 / double(acked);
+    res.relay_cpu_us = double(total_cpu - client_cpu) / 1e3 / double(acked);
+  }
   return res;
 }
 
@@ -297,10 +321,11 @@ void RelayDeposits(const Args& a) {
               a.sync ? "durable" : "NOT durable (--no-sync, CPU cost only)", a.sync ? "true" : "false");
   std::printf("mailboxes=%zu seconds/run=%.1f runs=%d server workers=%zu; medians over runs\n", a.mailboxes, a.seconds,
               a.runs, a.workers);
-  std::printf("%-9s %-9s %14s %12s %12s %10s %10s %10s\n", "envelope", "in-flight", "deposits/s", "p50 us",
-              "p99 us", "acked", "refused", "pushed");
+  std::printf("%-9s %-9s %14s %12s %12s %10s %10s %10s %12s %12s\n", "envelope", "in-flight", "deposits/s", "p50 us",
+              "p99 us", "acked", "refused", "pushed", "relay cpu us", "load cpu us");
   for (size_t env : {size_t(300), size_t(4096)}) {
     for (size_t window : {size_t(64), size_t(1)}) {
+      if ((a.only_envelope != 0 && env != a.only_envelope) || (a.only_window != 0 && window != a.only_window)) continue;
       RelayFixture fx(a.workers, a.mailboxes + 16, a.sync);
       auto owner = Connect(1, fx.server->endpoint());
       auto dep = Connect(2, fx.server->endpoint());
@@ -318,20 +343,22 @@ void RelayDeposits(const Args& a) {
       std::vector<DepositToken> tokens;
       for (auto& r : issued) tokens.push_back(std::get<TokenIssued>(r.body).token);
       const double setup_s = std::chrono::duration<double>(Clk::now() - t_setup).count();
-      std::vector<double> rate, p50, p99;
+      std::vector<double> rate, p50, p99, relay_cpu, client_cpu;
       uint64_t acked = 0, refused = 0, pushed = 0;
       for (int run = 0; run < a.runs; ++run) {
         RunResult r = DepositRun(*owner, *dep, boxes, tokens, env, window, a.seconds, uint32_t(1000 * env + 10 * window + run));
         rate.push_back(r.per_second);
         p50.push_back(r.p50_us);
         p99.push_back(r.p99_us);
+        relay_cpu.push_back(r.relay_cpu_us);
+        client_cpu.push_back(r.client_cpu_us);
         acked += r.acked;
         refused += r.refused;
         pushed += r.delivered;
       }
-      std::printf("%-9zu %-9zu %14.0f %12.1f %12.1f %10" PRIu64 " %10" PRIu64 " %10" PRIu64 "   (setup of %zu mailboxes+tokens: %.2f s, syncs total %" PRIu64 ")\n",
-                  env, window, Median(rate), Median(p50), Median(p99), acked, refused, pushed, boxes.size(), setup_s,
-                  fx.store->SyncCount());
+      std::printf("%-9zu %-9zu %14.0f %12.1f %12.1f %10" PRIu64 " %10" PRIu64 " %10" PRIu64 " %12.1f %12.1f   (setup of %zu mailboxes+tokens: %.2f s, syncs total %" PRIu64 ")\n",
+                  env, window, Median(rate), Median(p50), Median(p99), acked, refused, pushed, Median(relay_cpu),
+                  Median(client_cpu), boxes.size(), setup_s, fx.store->SyncCount());
       std::fflush(stdout);
       transport::RunSync(*owner->t, [&] { owner->conn->Close(Status::Ok()); return Status::Ok(); }).ok();
       transport::RunSync(*dep->t, [&] { dep->conn->Close(Status::Ok()); return Status::Ok(); }).ok();
@@ -458,6 +485,7 @@ void MosquittoDeposits(const Args& a) {
               "acked", "delivered");
   for (size_t env : {size_t(300), size_t(4096)}) {
     for (size_t window : {size_t(64), size_t(1)}) {
+      if ((a.only_envelope != 0 && env != a.only_envelope) || (a.only_window != 0 && window != a.only_window)) continue;
       std::vector<double> rate, p50, p99;
       uint64_t acked_total = 0, delivered_total = 0;
       for (int run = 0; run < a.runs; ++run) {
@@ -591,6 +619,8 @@ int main(int argc, char** argv) {
     else if (s == "--workers") a.workers = std::strtoul(val(), nullptr, 10);
     else if (s == "--no-mosquitto") a.mosquitto = false;
     else if (s == "--no-sync") a.sync = false;
+    else if (s == "--envelope") a.only_envelope = std::strtoul(val(), nullptr, 10);
+    else if (s == "--window") a.only_window = std::strtoul(val(), nullptr, 10);
     else {
       std::fprintf(stderr, "unknown flag %s\n", s.c_str());
       return 2;

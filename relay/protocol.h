@@ -243,6 +243,10 @@ using ServerFrame = std::variant<Response, Delivery, PreKeysLow>;
 enum class FrameKind : uint8_t { kResponse = 0, kDelivery = 1, kPreKeysLow = 2 };
 
 Bytes EncodeServerFrame(const ServerFrame& frame);
+// The delivery frame EncodeServerFrame makes of these fields, without first copying the envelope into a
+// Delivery (a push encodes straight from the stored message).
+Bytes EncodeDeliveryFrame(uint32_t request_id, const MailboxId& mailbox, uint64_t seq, const MessageId& message_id,
+                          ByteView envelope);
 // kMalformed or kUnsupportedVersion; never throws. Checks that the body matches the command and code.
 Result<ServerFrame> DecodeServerFrame(ByteView frame);
 

@@ -358,13 +358,7 @@ void RelayService::WatchFor(const std::shared_ptr<Subscriber>& sub, const Mailbo
   if (sub->closed || sub->watches.count(mailbox) != 0) return;
   std::shared_ptr<PushSink> sink = sub->sink;
   sub->watches[mailbox] = store_.WatchMailbox(mailbox, [sink](const MailboxId& id, const StoredMessage& m) {
-    Delivery d;
-    d.request_id = 0;
-    d.mailbox = id;
-    d.seq = m.seq;
-    d.message_id = m.id;
-    d.envelope = m.envelope;
-    sink->Push(EncodeServerFrame(ServerFrame(std::move(d))));
+    sink->Push(EncodeDeliveryFrame(0, id, m.seq, m.id, m.envelope));
   });
 }
 

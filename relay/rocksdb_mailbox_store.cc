@@ -25,18 +25,23 @@ using internal::PreKeyState;
 
 // Key layout: one default column family, one tag byte per record kind. Big-endian numbers keep sequence
 // numbers, pre-key ids and chunk offsets in order.
-//   'B' mailbox                -> owner(32) next_seq(8)
+//   'B' mailbox                -> owner(32) seq_limit(8)  (above every seq handed out; see kSeqReserve)
 //   'T' mailbox token_hash     -> ""
-//   'X' mailbox seq            -> message_id(16) expiry(8) size(4)       (the index, loaded at open)
-//   'M' mailbox seq            -> envelope                               (read on fetch only)
+//   'E' mailbox seq            -> message_id(16) expiry(8) envelope      (one record per message)
 //   'P' mailbox                -> registration(4) device(4) identity(33) spk_id(4) spk(33) signature(64)
 //   'O' mailbox key_id         -> one-time public key(33)
 //   'A' attachment             -> uploader(32) total(8) written(8) expiry(8)
 //   'C' attachment offset      -> chunk
+// A message is one record: a deposit adds one key to the memtable, not two (inserting into the memtable's
+// skiplist is the committer's largest CPU cost per deposit; cw_relay_bench --no-sync). The price is paid at
+// open, which reads each stored envelope once to load the index. Stores written before kept the index ('X'
+// mailbox seq -> message_id expiry size) apart from the envelope ('M' mailbox seq -> envelope); Open
+// rewrites those pairs as 'E' records first (MigrateSplitMessages).
 constexpr char kMailboxTag = 'B';
 constexpr char kTokenTag = 'T';
-constexpr char kIndexTag = 'X';
-constexpr char kEnvelopeTag = 'M';
+constexpr char kMessageTag = 'E';
+constexpr char kLegacyIndexTag = 'X';
+constexpr char kLegacyEnvelopeTag = 'M';
 constexpr char kPreKeyTag = 'P';
 constexpr char kOneTimeTag = 'O';
 constexpr char kAttachmentTag = 'A';
@@ -77,7 +82,8 @@ Status FromRocks(const rocksdb::Status& s, std::string_view what) {
 }
 
 constexpr size_t kMailboxValue = kLinkKeySize + 8;
-constexpr size_t kIndexValue = kMessageIdSize + 8 + 4;
+constexpr size_t kMessageHeader = kMessageIdSize + 8;  // before the envelope in an 'E' value
+constexpr size_t kLegacyIndexValue = kMessageIdSize + 8 + 4;
 constexpr size_t kPreKeyValue = 4 + 4 + wire::kPublicKeySize + 4 + wire::kPublicKeySize + wire::kSignatureSize;
 constexpr size_t kAttachmentValue = kLinkKeySize + 8 + 8 + 8;
 
@@ -102,8 +108,10 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       Copy(k.data() + 1, &id);
       MailboxState& box = mailboxes_for_load()[id];
       Copy(v.data(), &box.owner);
-      box.next_seq = GetBe(v.data() + kLinkKeySize, 8);
-      return true;
+      // Stores written before seqs were reserved in ranges kept next_seq here: the same bound.
+      box.seq_limit = GetBe(v.data() + kLinkKeySize, 8);
+      box.next_seq = box.seq_limit;
+      return box.seq_limit > 0;
     }));
     // The rest hang off a mailbox loaded above; a record for a missing one means the database was altered.
     auto box_of = [&](std::string_view k) -> MailboxState* {
@@ -121,15 +129,19 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       box->tokens.insert(t);
       return true;
     }));
-    CW_RETURN_IF_ERROR(LoadPrefix(kIndexTag, [&](std::string_view k, std::string_view v) {
-      if (k.size() != 1 + kMailboxIdSize + 8 || v.size() != kIndexValue) return false;
+    CW_RETURN_IF_ERROR(MigrateSplitMessages());
+    CW_RETURN_IF_ERROR(LoadPrefix(kMessageTag, [&](std::string_view k, std::string_view v) {
+      if (k.size() != 1 + kMailboxIdSize + 8 || v.size() <= kMessageHeader ||
+          v.size() - kMessageHeader > 0xffffffffu) {
+        return false;
+      }
       MailboxState* box = box_of(k);
       if (box == nullptr) return false;
       MessageEntry e;
       e.seq = GetBe(k.data() + 1 + kMailboxIdSize, 8);
       Copy(v.data(), &e.id);
       e.expires_at_millis = static_cast<int64_t>(GetBe(v.data() + kMessageIdSize, 8));
-      e.size = static_cast<uint32_t>(GetBe(v.data() + kMessageIdSize + 8, 4));
+      e.size = static_cast<uint32_t>(v.size() - kMessageHeader);
       if (e.seq >= box->next_seq) return false;
       box->by_seq.emplace(e.seq, std::move(e));
       return true;
@@ -199,7 +211,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   void RecordMailbox(const MailboxId& id, const MailboxState& box) override {
     std::string v;
     Append(&v, box.owner);
-    PutBe(&v, box.next_seq, 8);
+    PutBe(&v, box.seq_limit, 8);
     Put(Key(kMailboxTag, id), v);
   }
   void RecordToken(const MailboxId& id, const TokenHash& token, bool present) override {
@@ -212,18 +224,19 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     }
   }
   void RecordMessage(const MailboxId& id, const MessageEntry& e, ByteView envelope) override {
-    std::string v;
-    Append(&v, e.id);
-    PutBe(&v, static_cast<uint64_t>(e.expires_at_millis), 8);
-    PutBe(&v, e.size, 4);
+    std::string header;
+    Append(&header, e.id);
+    PutBe(&header, static_cast<uint64_t>(e.expires_at_millis), 8);
+    const std::string key = SeqKey(kMessageTag, id, e.seq);
+    // Header and envelope go into the batch as two parts of one value: the envelope is copied once, there.
+    const rocksdb::Slice key_part(key);
+    const rocksdb::Slice value_parts[2] = {rocksdb::Slice(header), ToSlice(envelope)};
     std::lock_guard<std::mutex> lock(cmu_);
-    pending_.Put(SeqKey(kEnvelopeTag, id, e.seq), ToSlice(envelope)).PermitUncheckedError();
-    pending_.Put(SeqKey(kIndexTag, id, e.seq), v).PermitUncheckedError();
+    pending_.Put(rocksdb::SliceParts(&key_part, 1), rocksdb::SliceParts(value_parts, 2)).PermitUncheckedError();
   }
   void RecordMessageRemoved(const MailboxId& id, const MessageEntry& e) override {
     std::lock_guard<std::mutex> lock(cmu_);
-    pending_.Delete(SeqKey(kEnvelopeTag, id, e.seq)).PermitUncheckedError();
-    pending_.Delete(SeqKey(kIndexTag, id, e.seq)).PermitUncheckedError();
+    pending_.Delete(SeqKey(kMessageTag, id, e.seq)).PermitUncheckedError();
   }
   void RecordPreKeys(const MailboxId& id, const PreKeyState& pk) override {
     std::string v;
@@ -303,15 +316,19 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   Result<std::vector<Bytes>> ReadEnvelopes(const MailboxId& id, const std::vector<uint64_t>& seqs) override {
     std::vector<Bytes> out;
     out.reserve(seqs.size());
-    std::string value;
+    rocksdb::PinnableSlice value;
     for (uint64_t seq : seqs) {
-      rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), SeqKey(kEnvelopeTag, id, seq), &value);
+      value.Reset();
+      rocksdb::Status s =
+          db_->Get(rocksdb::ReadOptions(), db_->DefaultColumnFamily(), SeqKey(kMessageTag, id, seq), &value);
       if (s.IsNotFound()) {
         out.emplace_back();
         continue;
       }
       CW_RETURN_IF_ERROR(FromRocks(s, "read envelope"));
-      out.emplace_back(value.begin(), value.end());
+      if (value.size() <= kMessageHeader) return Error(StatusCode::kTampered, "relay store message record");
+      const auto* p = reinterpret_cast<const uint8_t*>(value.data());
+      out.emplace_back(p + kMessageHeader, p + value.size());
     }
     return out;
   }
@@ -356,9 +373,54 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     pending_.Delete(k).PermitUncheckedError();
   }
 
+  // Rewrites each legacy index + envelope pair ('X' + 'M') as one 'E' record, in synced batches of about
+  // kMigrationBatchBytes; each batch is atomic, so a crash midway leaves pairs and records that a reopen
+  // finishes. A pair without its envelope means the file was altered.
+  Status MigrateSplitMessages() {
+    constexpr size_t kMigrationBatchBytes = 4 << 20;
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = false;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+    const std::string prefix(1, kLegacyIndexTag);
+    rocksdb::WriteBatch batch;
+    rocksdb::WriteOptions wo;
+    wo.sync = sync_;
+    rocksdb::PinnableSlice envelope;
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      const rocksdb::Slice k = it->key(), v = it->value();
+      if (k.size() != 1 + kMailboxIdSize + 8 || v.size() != kLegacyIndexValue) {
+        return Status(StatusCode::kTampered, "relay store record does not parse (kind X)");
+      }
+      std::string body_key = k.ToString();
+      body_key[0] = kLegacyEnvelopeTag;
+      envelope.Reset();
+      rocksdb::Status s = db_->Get(ro, db_->DefaultColumnFamily(), body_key, &envelope);
+      if (s.IsNotFound() || (s.ok() && envelope.empty())) {
+        return Status(StatusCode::kTampered, "relay store message without its envelope");
+      }
+      CW_RETURN_IF_ERROR(FromRocks(s, "migrate relay store"));
+      std::string record_key = k.ToString();
+      record_key[0] = kMessageTag;
+      std::string value(v.data(), kMessageHeader);
+      value.append(envelope.data(), envelope.size());
+      batch.Put(record_key, value).PermitUncheckedError();
+      batch.Delete(k).PermitUncheckedError();
+      batch.Delete(body_key).PermitUncheckedError();
+      if (batch.GetDataSize() >= kMigrationBatchBytes) {
+        CW_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "migrate relay store"));
+        batch.Clear();
+      }
+    }
+    CW_RETURN_IF_ERROR(FromRocks(it->status(), "migrate relay store"));
+    if (batch.Count() > 0) CW_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "migrate relay store"));
+    return Status::Ok();
+  }
+
   template <typename F>
   Status LoadPrefix(char tag, F&& f) {
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = false;  // read once at open (every envelope, for 'E'): not worth caching
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
     const std::string prefix(1, tag);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
       if (!f(std::string_view(it->key().data(), it->key().size()),
@@ -463,11 +525,10 @@ Result<std::unique_ptr<RocksDbMailboxStore>> RocksDbMailboxStore::Open(const std
   rocksdb::Options db_options;
   db_options.create_if_missing = true;
   // One thread (the committer) writes: concurrent memtable writes buy nothing, and turning them off lets the
-  // memtable use insert hints. Every deposit adds keys right after the last ones of its mailbox ('M' and 'X'
-  // + mailbox + rising seq; 'B' + mailbox rewritten), so a hint per tag + mailbox prefix skips most of the
-  // skiplist search that otherwise dominates the committer's CPU (cw_relay_bench --no-sync: about twice the
-  // deposits per second). The cost is memory: about 250 B per tag + mailbox prefix written since the last
-  // memtable flush (at most three per mailbox that received a deposit), freed with the memtable.
+  // memtable use insert hints. Every deposit adds a key right after the last one of its mailbox ('E' +
+  // mailbox + rising seq), so a hint per tag + mailbox prefix skips much of the skiplist search that
+  // otherwise dominates the committer's CPU. The cost is memory: about 250 B per tag + mailbox prefix written
+  // since the last memtable flush (one or two per mailbox that received a deposit), freed with the memtable.
   db_options.allow_concurrent_memtable_write = false;
   db_options.memtable_insert_with_hint_prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(1 + kMailboxIdSize));
   rocksdb::DB* raw = nullptr;

@@ -79,15 +79,18 @@ StoreCore::StoreCore() : watches_(std::make_unique<WatchRegistry>()) {}
 StoreCore::~StoreCore() = default;
 
 MailboxState* StoreCore::Find(const MailboxId& id) {
-  auto it = mailboxes_.find(id);
-  return it == mailboxes_.end() ? nullptr : &it->second;
+  auto it = mailbox_index_.find(id);
+  return it == mailbox_index_.end() ? nullptr : it->second;
 }
 
 void StoreCore::RebuildDerived() {
   std::lock_guard<std::mutex> lock(mu_);
   owners_.clear();
+  mailbox_index_.clear();
+  mailbox_index_.reserve(mailboxes_.size());
   total_messages_ = total_bytes_ = total_attachment_bytes_ = 0;
   for (auto& [id, box] : mailboxes_) {
+    mailbox_index_.emplace(id, &box);
     owners_[box.owner].insert(id);
     box.bytes = 0;
     for (const auto& [seq, e] : box.by_seq) {
@@ -105,9 +108,11 @@ Status StoreCore::CreateMailbox(const MailboxId& id, const LinkKey& owner) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     CW_RETURN_IF_ERROR(Health());
-    if (mailboxes_.count(id) != 0) return Status(StatusCode::kAlreadyExists, "mailbox id taken");
+    if (mailbox_index_.count(id) != 0) return Status(StatusCode::kAlreadyExists, "mailbox id taken");
     MailboxState& box = mailboxes_[id];
+    mailbox_index_.emplace(id, &box);
     box.owner = owner;
+    box.seq_limit = box.next_seq + kSeqReserve;
     owners_[owner].insert(id);
     RecordMailbox(id, box);
     ticket = Ticket();
@@ -198,6 +203,12 @@ StoreCore::InsertPlan StoreCore::PlanInsert(const MailboxId& id, const MessageId
     plan.refused = Status(StatusCode::kResourceExhausted, "mailbox full");
     return plan;
   }
+  if (box->next_seq >= box->seq_limit) {
+    // The reserved range is used up: the new limit goes into the same batch as this message, so no seq is
+    // ever durable above the durable limit.
+    box->seq_limit = box->next_seq + kSeqReserve;
+    RecordMailbox(id, *box);
+  }
   MessageEntry entry;
   entry.seq = box->next_seq++;
   entry.id = message_id;
@@ -205,7 +216,6 @@ StoreCore::InsertPlan StoreCore::PlanInsert(const MailboxId& id, const MessageId
   entry.size = static_cast<uint32_t>(envelope.size());
   if (KeepsBodies()) entry.envelope.assign(envelope.begin(), envelope.end());
   RecordMessage(id, entry, envelope);
-  RecordMailbox(id, *box);  // next_seq
   entry.ticket = Ticket();
   plan.ticket = entry.ticket;
   plan.announced.seq = entry.seq;

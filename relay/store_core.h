@@ -15,6 +15,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <unordered_map>
 #include <vector>
 
 #include "relay/mailbox_store.h"
@@ -38,9 +39,16 @@ struct PreKeyState {
   std::map<uint32_t, wire::PublicKey> one_time;  // handed out lowest id first
 };
 
+// Sequence numbers are handed out in reserved ranges: RecordMailbox stores seq_limit, which is above every
+// seq ever handed out, so an insert records the mailbox itself only once per kSeqReserve messages (one
+// key fewer per deposit for a store that writes each record). After a reopen, numbering resumes at the
+// recorded limit: it may skip the unused rest of a range, and never reuses a number.
+inline constexpr uint64_t kSeqReserve = 4096;
+
 struct MailboxState {
   LinkKey owner{};
   uint64_t next_seq = 1;
+  uint64_t seq_limit = 1;  // every seq handed out is below it; recorded by RecordMailbox
   uint64_t bytes = 0;
   std::map<uint64_t, MessageEntry> by_seq;
   std::map<MessageId, uint64_t> by_id;
@@ -57,6 +65,16 @@ struct AttachmentState {
 };
 
 class WatchRegistry;
+
+// Mailbox ids are drawn at random by the relay, so their first eight bytes are already a uniform hash; an id
+// a client names that matches no mailbox costs one bucket's (short) chain, as any other lookup.
+struct MailboxIdHash {
+  size_t operator()(const MailboxId& id) const noexcept {
+    uint64_t h = 0;
+    for (size_t i = 0; i < sizeof h; ++i) h = (h << 8) | id[i];
+    return static_cast<size_t>(h);
+  }
+};
 
 class StoreCore : public virtual MailboxStore {
  public:
@@ -94,7 +112,8 @@ class StoreCore : public virtual MailboxStore {
   virtual bool KeepsBodies() const = 0;
   // Not ok once a sync has failed: every change is then refused.
   virtual Status Health() const = 0;
-  virtual void RecordMailbox(const MailboxId& id, const MailboxState& state) = 0;  // owner or next_seq changed
+  // Owner or seq_limit changed (not called for each next_seq step: see kSeqReserve).
+  virtual void RecordMailbox(const MailboxId& id, const MailboxState& state) = 0;
   virtual void RecordToken(const MailboxId& id, const TokenHash& token, bool present) = 0;
   virtual void RecordMessage(const MailboxId& id, const MessageEntry& entry, ByteView envelope) = 0;
   virtual void RecordMessageRemoved(const MailboxId& id, const MessageEntry& entry) = 0;
@@ -140,7 +159,10 @@ class StoreCore : public virtual MailboxStore {
   void RemoveMessage(const MailboxId& id, MailboxState& box, uint64_t seq);
 
   mutable std::mutex mu_;
-  std::map<MailboxId, MailboxState> mailboxes_;
+  std::map<MailboxId, MailboxState> mailboxes_;  // ordered: PurgeExpired resumes after a mailbox id
+  // Find's index into mailboxes_ (whose nodes never move): every deposit looks its mailbox up twice, and a
+  // tree walk over thousands of mailboxes was the relay loop thread's largest cost (cw_relay_bench profile).
+  std::unordered_map<MailboxId, MailboxState*, MailboxIdHash> mailbox_index_;
   std::map<LinkKey, std::set<MailboxId>> owners_;
   std::map<AttachmentId, AttachmentState> attachments_;
   uint64_t total_messages_ = 0;

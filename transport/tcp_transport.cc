@@ -107,6 +107,7 @@ class TcpConnection final : public Connection, public std::enable_shared_from_th
 
   // Transport side.
   bool Init(uv_loop_t* loop);  // creates the handle; false if libuv refused
+  void Flush();
   void StartReading();
   void OnConnected(int status);
   void OnRead(ssize_t nread, const uv_buf_t* buf);
@@ -130,13 +131,13 @@ class TcpConnection final : public Connection, public std::enable_shared_from_th
   std::string peer_address_;
   int64_t deadline_ = 0;  // handshake or graceful-close deadline on the injected clock
   Bytes pending_;         // frame stream not yet sealed
+  bool flush_due_ = false;  // in the transport's list of connections to flush at the end of this loop turn
   size_t queued_ = 0;
   int frame_writes_in_flight_ = 0;
   bool want_writable_ = false;
   std::array<uint8_t, kReadBufferSize> read_buffer_;
 
  private:
-  void Flush();
   void WriteRaw(Bytes data, size_t frame_bytes);
   void HandshakeComplete();
   void StartShutdown();
@@ -194,6 +195,9 @@ class TcpTransportImpl final : public TcpTransport {
 
   void OnNewConnection(TcpListener* listener, int status);
   void ConnectionClosed(TcpConnection* c);
+  // Flushes `c` once this loop turn's callbacks have run, together with every other connection that queued
+  // frames in the turn: a burst of sends costs one seal and one write per connection, not one per frame.
+  void ScheduleFlush(std::shared_ptr<TcpConnection> c);
   void ListenerClosed(TcpListener* l);
   int64_t Now() const { return clock_.NowMillis(); }
   uv_loop_t* loop() { return &loop_; }
@@ -202,6 +206,7 @@ class TcpTransportImpl final : public TcpTransport {
  private:
   void OnAsync();
   void OnTick();
+  void OnFlushCheck();
   void ShutdownOnLoop();
 
   StaticKeyPair key_;
@@ -211,6 +216,11 @@ class TcpTransportImpl final : public TcpTransport {
   uv_loop_t loop_{};
   uv_async_t* async_ = nullptr;
   uv_timer_t* tick_ = nullptr;
+  // The end-of-turn flush: the check handle runs after the poll phase; the idle handle, active while a flush
+  // is due, keeps that poll from blocking (frames queued by a timer, before the poll, go out at once).
+  uv_check_t* flush_check_ = nullptr;
+  uv_idle_t* flush_idle_ = nullptr;
+  std::vector<std::shared_ptr<TcpConnection>> flush_due_;  // loop thread only
   std::thread thread_;
   std::thread::id loop_thread_id_;
 
@@ -406,12 +416,16 @@ Status TcpConnection::Send(ByteView frame) {
   }
   CW_RETURN_IF_ERROR(AppendFrame(frame, max, &pending_));
   queued_ += kFrameHeaderSize + frame.size();
-  Flush();
+  if (!flush_due_) {
+    flush_due_ = true;
+    transport_->ScheduleFlush(shared_from_this());
+  }
   return Status::Ok();
 }
 
 // Seals everything queued into one write, unless a batch is already on its way: then the frames wait and go
-// together when it completes (batching under load without delaying a lone frame).
+// together when it completes (batching under load). Called at the end of the loop turn that queued frames,
+// so a lone frame waits only for the rest of its turn.
 void TcpConnection::Flush() {
   if (handle_closing_ || frame_writes_in_flight_ > 0 || pending_.empty()) return;
   Bytes sealed;
@@ -553,6 +567,12 @@ Status TcpTransportImpl::Start() {
   tick_ = new uv_timer_t;
   tick_->data = this;
   uv_timer_init(&loop_, tick_);
+  flush_check_ = new uv_check_t;
+  flush_check_->data = this;
+  uv_check_init(&loop_, flush_check_);
+  flush_idle_ = new uv_idle_t;
+  flush_idle_->data = this;
+  uv_idle_init(&loop_, flush_idle_);
   const uint64_t tick = static_cast<uint64_t>(std::max<int64_t>(1, options_.tick_millis));
   uv_timer_start(
       tick_, [](uv_timer_t* t) { static_cast<TcpTransportImpl*>(t->data)->OnTick(); }, tick, tick);
@@ -594,6 +614,28 @@ void TcpTransportImpl::OnAsync() {
   }
 }
 
+void TcpTransportImpl::ScheduleFlush(std::shared_ptr<TcpConnection> c) {
+  if (flush_due_.empty()) {
+    uv_check_start(flush_check_, [](uv_check_t* h) { static_cast<TcpTransportImpl*>(h->data)->OnFlushCheck(); });
+    uv_idle_start(flush_idle_, [](uv_idle_t*) {});
+  }
+  flush_due_.push_back(std::move(c));
+}
+
+void TcpTransportImpl::OnFlushCheck() {
+  std::vector<std::shared_ptr<TcpConnection>> due;
+  due.swap(flush_due_);
+  for (auto& c : due) {
+    c->flush_due_ = false;
+    c->Flush();
+  }
+  if (!flush_due_.empty()) return;  // scheduled meanwhile: the handles stay on for the next turn
+  due.clear();
+  flush_due_.swap(due);  // keeps the list's storage for the next turn
+  uv_check_stop(flush_check_);
+  uv_idle_stop(flush_idle_);
+}
+
 void TcpTransportImpl::OnTick() {
   const int64_t now = Now();
   std::vector<std::shared_ptr<TcpConnection>> conns(connections_.begin(), connections_.end());
@@ -630,6 +672,11 @@ void TcpTransportImpl::ShutdownOnLoop() {
   for (auto& c : conns) c->Abort(Status(StatusCode::kUnavailable, "transport shutting down"));
   uv_close(reinterpret_cast<uv_handle_t*>(tick_),
            [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  flush_due_.clear();
+  uv_close(reinterpret_cast<uv_handle_t*>(flush_check_),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_check_t*>(h); });
+  uv_close(reinterpret_cast<uv_handle_t*>(flush_idle_),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
   uv_close(reinterpret_cast<uv_handle_t*>(async_),
            [](uv_handle_t* h) { delete reinterpret_cast<uv_async_t*>(h); });
 }

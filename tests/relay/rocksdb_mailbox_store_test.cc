@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "relay/rocksdb_mailbox_store.h"
+#include "relay/store_core.h"
 #include "tests/relay/relay_test_util.h"
 
 namespace cw::relay {
@@ -73,6 +74,65 @@ TEST(RocksDbMailboxStore, EverythingSurvivesReopen) {
   EXPECT_EQ(stats.mailboxes, 1u);
   EXPECT_EQ(stats.messages, 3u);
   EXPECT_EQ(stats.message_bytes, 150u);
+}
+
+// Sequence numbers are recorded a range at a time (internal::kSeqReserve), not per message. A mailbox that
+// has gone past its first range and is reopened must still number above everything it handed out, and
+// every message must come back.
+TEST(RocksDbMailboxStore, SequenceNumbersPastAReservedRangeSurviveReopen) {
+  testing::TempDir dir;
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  const uint32_t n = static_cast<uint32_t>(internal::kSeqReserve) + 3;
+  MessageQuota quota;
+  quota.max_messages = n + 1;
+  uint64_t last_seq = 0;
+  {
+    auto store = OpenOrDie(dir.Sub("db"));
+    ASSERT_TRUE(store);
+    CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+    std::mutex mu;
+    std::condition_variable cv;
+    uint32_t answered = 0, ok = 0;
+    for (uint32_t i = 1; i <= n; ++i) {
+      store->InsertAsync(box, Mid(i), Bytes(20, uint8_t(i)), kFar, quota, [&](Result<InsertOutcome> r) {
+        std::lock_guard<std::mutex> lock(mu);
+        ++answered;
+        if (r.has_value() && *r == InsertOutcome::kInserted) ++ok;
+        cv.notify_all();
+      });
+    }
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return answered == n; });
+    ASSERT_EQ(ok, n);
+    lock.unlock();
+    bool more = true;
+    for (uint64_t after = 0; more;) {
+      auto page = store->FetchAfter(box, after, 64, 1 << 20, &more);
+      ASSERT_TRUE(page.has_value());
+      ASSERT_FALSE(page->empty());
+      after = last_seq = page->back().seq;
+    }
+    ASSERT_GE(last_seq, internal::kSeqReserve) << "the deposits went past the first reserved range";
+  }
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->Stats()->messages, uint64_t{n});
+  CW_RL_ASSERT_OK(store->Insert(box, Mid(n + 1), Bytes(20, 1), kFar, quota));
+  uint64_t highest = 0;
+  size_t count = 0;
+  bool more = true;
+  for (uint64_t after = 0; more;) {
+    auto page = store->FetchAfter(box, after, 64, 1 << 20, &more);
+    ASSERT_TRUE(page.has_value());
+    for (const auto& m : *page) {
+      EXPECT_GT(m.seq, highest) << "sequence numbers rise";
+      highest = m.seq;
+      ++count;
+    }
+    after = page->back().seq;
+  }
+  EXPECT_EQ(count, size_t{n} + 1);
+  EXPECT_GT(highest, last_seq) << "the message deposited after the reopen is numbered above all earlier ones";
 }
 
 // Group commit, counted rather than timed: with the committer held, N depositors on N threads all record
@@ -242,7 +302,72 @@ TEST(RocksDbMailboxStore, DamagedIndexRecordIsTampered) {
   CW_RL_EXPECT_CODE(RocksDbMailboxStore::Open(dir.Sub("db")), StatusCode::kTampered);
 }
 
-// What the relay keeps on disk for a message: the envelope, mailbox id, message id, expiry and size, and
+// A store written before a message was one record (index 'X' and envelope 'M' apart) opens with every
+// message, its id (a retry is still a duplicate), expiry and body, and its mailbox numbering; the pairs are
+// rewritten as 'E' records so none is left behind. A pair without its envelope is refused.
+TEST(RocksDbMailboxStore, SplitMessageRecordsOfAnOlderStoreAreMigrated) {
+  testing::TempDir dir;
+  const MailboxId box = Filled<kMailboxIdSize>(0x21);
+  {
+    auto store = OpenOrDie(dir.Sub("db"));
+    ASSERT_TRUE(store);
+    CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+  }
+  auto seq_key = [&](char tag, uint64_t seq) {
+    std::string k(1, tag);
+    k.append(reinterpret_cast<const char*>(box.data()), box.size());
+    for (int shift = 56; shift >= 0; shift -= 8) k.push_back(static_cast<char>(seq >> shift));
+    return k;
+  };
+  auto legacy_index = [&](uint32_t mid, uint64_t expiry, uint32_t size) {
+    std::string v(reinterpret_cast<const char*>(Mid(mid).data()), kMessageIdSize);
+    for (int shift = 56; shift >= 0; shift -= 8) v.push_back(static_cast<char>(expiry >> shift));
+    for (int shift = 24; shift >= 0; shift -= 8) v.push_back(static_cast<char>(size >> shift));
+    return v;
+  };
+  {
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir.Sub("db"), &db).ok());
+    std::unique_ptr<rocksdb::DB> guard(db);
+    for (uint32_t i = 1; i <= 3; ++i) {
+      ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), seq_key('X', i), legacy_index(i, kFar, 30)).ok());
+      ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), seq_key('M', i), std::string(30, char('a' + i))).ok());
+    }
+  }
+  {
+    auto store = OpenOrDie(dir.Sub("db"));
+    ASSERT_TRUE(store);
+    auto msgs = store->FetchAfter(box, 0, 10, 1 << 20, nullptr);
+    ASSERT_TRUE(msgs.has_value());
+    ASSERT_EQ(msgs->size(), 3u);
+    for (uint32_t i = 1; i <= 3; ++i) {
+      EXPECT_EQ((*msgs)[i - 1].id, Mid(i));
+      EXPECT_EQ((*msgs)[i - 1].expires_at_millis, kFar);
+      EXPECT_EQ((*msgs)[i - 1].envelope, Bytes(30, uint8_t('a' + i)));
+    }
+    EXPECT_EQ(store->Insert(box, Mid(2), Bytes(30, 1), kFar, {}).value(), InsertOutcome::kDuplicate);
+    EXPECT_TRUE(store->Ack(box, Mid(1)).value());
+  }
+  {
+    auto store = OpenOrDie(dir.Sub("db"));
+    ASSERT_TRUE(store);
+    EXPECT_EQ(store->Stats()->messages, 2u) << "the ack of a migrated message is durable";
+  }
+  rocksdb::DB* db = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir.Sub("db"), &db).ok());
+  std::unique_ptr<rocksdb::DB> guard(db);
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    EXPECT_NE(it->key()[0], 'X');
+    EXPECT_NE(it->key()[0], 'M');
+  }
+  it.reset();
+  ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), seq_key('X', 9), legacy_index(9, kFar, 30)).ok());
+  guard.reset();
+  CW_RL_EXPECT_CODE(RocksDbMailboxStore::Open(dir.Sub("db")), StatusCode::kTampered);
+}
+
+// What the relay keeps on disk for a message: the envelope, mailbox id, message id and expiry, and
 // no link key of the depositor (the store never sees one).
 TEST(RocksDbMailboxStore, StoredMessageRecordsHoldOnlyAllowListedFields) {
   testing::TempDir dir;
@@ -260,14 +385,15 @@ TEST(RocksDbMailboxStore, StoredMessageRecordsHoldOnlyAllowListedFields) {
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     const char tag = it->key()[0];
     tags.push_back(tag);
-    if (tag == 'X') {
-      EXPECT_EQ(it->value().size(), 16u + 8 + 4);  // message id, expiry, size
-    }
-    if (tag == 'M') {
-      EXPECT_EQ(it->value().ToString(), std::string(40, '\x99'));
+    if (tag == 'E') {
+      // message id, expiry, envelope
+      std::string expected(reinterpret_cast<const char*>(Mid(7).data()), kMessageIdSize);
+      for (int shift = 56; shift >= 0; shift -= 8) expected.push_back(static_cast<char>(uint64_t{12345} >> shift));
+      expected.append(40, '\x99');
+      EXPECT_EQ(it->value().ToString(), expected);
     }
   }
-  EXPECT_EQ(tags, (std::vector<char>{'B', 'M', 'X'}));
+  EXPECT_EQ(tags, (std::vector<char>{'B', 'E'}));
 }
 
 }  // namespace
