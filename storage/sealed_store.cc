@@ -506,6 +506,101 @@ void Element(const Subkeys& keys, int table, std::string_view stored_key, std::s
   sodium_memzero(&st, sizeof st);
 }
 
+// Which (table, stored key) pairs may hold a record: a Bloom filter over every key on disk, filled from the
+// scan that verifies the digest when the store opens and by every put since. Every commit looks up the
+// record each write replaces (the digest subtracts it), and a message's transcript row, outbox entry and
+// dedup key are new keys: the filter answers those lookups "absent" without a RocksDB read (Get, too, for a
+// dedup key not yet seen). It only ever has false positives (deleted keys stay in it; a lookup it cannot
+// rule out goes to RocksDB as before), and only this store writes the database while it is open (RocksDB's
+// lock file keeps other processes out), so "not in the filter" means "not on disk".
+//
+// Blocked layout: each key sets 6 bits in one 64-byte block (one cache line per lookup); 10 bits per key
+// keeps false positives near 1%. A layer that has taken its capacity is followed by one twice as large
+// (Almeida et al., "Scalable Bloom Filters", 2007), so it never needs the keys again to grow; lookups test
+// every layer. Not secret: the bits come from stored keys, which are in the files.
+//
+// Thread rules: Add from one thread at a time (commits hold commit_mu_; Open is alone); MayContain from any.
+// A key added before a Commit's write is visible to every Get that starts after the Commit returned.
+class KeyFilter {
+ public:
+  // A first layer for about `capacity` keys.
+  void Reset(size_t capacity) {
+    for (auto& l : layers_) l.reset();
+    count_.store(0, std::memory_order_relaxed);
+    AddLayer(std::max<size_t>(capacity, kMinCapacity));
+  }
+
+  void Add(int table, std::string_view stored_key) {
+    int n = count_.load(std::memory_order_relaxed);
+    if (n == 0) return;  // Reset not called: MayContain answers "maybe" for everything
+    Layer* layer = layers_[n - 1].get();
+    if (layer->added >= layer->capacity && n < kMaxLayers) layer = AddLayer(layer->capacity * 2);
+    ++layer->added;
+    const uint64_t h = Hash(table, stored_key);
+    std::atomic<uint64_t>* block = layer->Block(h);
+    for (int i = 0; i < kProbes; ++i) {
+      const unsigned bit = (h >> (9 * i)) & 511;
+      block[bit >> 6].fetch_or(uint64_t{1} << (bit & 63), std::memory_order_relaxed);
+    }
+  }
+
+  bool MayContain(int table, std::string_view stored_key) const {
+    const int n = count_.load(std::memory_order_acquire);
+    if (n == 0) return true;
+    const uint64_t h = Hash(table, stored_key);
+    for (int l = 0; l < n; ++l) {
+      const std::atomic<uint64_t>* block = layers_[l]->Block(h);
+      bool all = true;
+      for (int i = 0; i < kProbes && all; ++i) {
+        const unsigned bit = (h >> (9 * i)) & 511;
+        all = (block[bit >> 6].load(std::memory_order_relaxed) >> (bit & 63)) & 1;
+      }
+      if (all) return true;
+    }
+    return false;
+  }
+
+ private:
+  static constexpr size_t kMinCapacity = 1 << 14;
+  static constexpr size_t kBitsPerKey = 10;
+  static constexpr int kProbes = 6;  // 9 bits each select a bit of the 512-bit block
+  static constexpr int kMaxLayers = 40;
+
+  struct Layer {
+    size_t capacity;
+    size_t added = 0;
+    size_t blocks;
+    std::unique_ptr<std::atomic<uint64_t>[]> words;  // blocks * 8, zeroed
+    std::atomic<uint64_t>* Block(uint64_t h) const {
+      // The high half picks the block; the low 54 bits pick the bits in it.
+      return words.get() + 8 * static_cast<size_t>(((h >> 32) * blocks) >> 32);
+    }
+  };
+
+  // Stored keys of hashed tables are already uniform; ids and fixed names of the plain tables are not, so
+  // every key is mixed (splitmix64's finalizer over std::hash). Collisions only cost a RocksDB read.
+  static uint64_t Hash(int table, std::string_view key) {
+    uint64_t z = std::hash<std::string_view>{}(key) + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(table + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+
+  Layer* AddLayer(size_t capacity) {
+    const int n = count_.load(std::memory_order_relaxed);
+    auto layer = std::make_unique<Layer>();
+    layer->capacity = capacity;
+    layer->blocks = std::min<size_t>((capacity * kBitsPerKey + 511) / 512, size_t{1} << 32);
+    layer->words = std::make_unique<std::atomic<uint64_t>[]>(layer->blocks * 8);  // value-initialized: 0
+    layers_[n] = std::move(layer);
+    count_.store(n + 1, std::memory_order_release);
+    return layers_[n].get();
+  }
+
+  std::unique_ptr<Layer> layers_[kMaxLayers];
+  std::atomic<int> count_{0};
+};
+
 // The digest record's value: BE64 commit count || BE32 number of tables || one 32-byte sum per table.
 constexpr size_t kDigestValueSize = 12 + kTableCount * kElementSize;
 std::string DigestValue(uint64_t generation, const TableSum* sums) {
@@ -594,6 +689,7 @@ class SealedStore::Impl {
     for (auto* h : handles_) ByName(h->GetName(), h);
 
     if (fresh) {
+      present_.Reset(0);
       std::vector<std::string> missing{std::string(kMetadataCf)};
       for (const auto& t : kTables) missing.emplace_back(t.cf);
       CW_RETURN_IF_ERROR(CreateColumnFamilies(missing));
@@ -648,6 +744,14 @@ class SealedStore::Impl {
       if (tables_[i] == nullptr) missing.emplace_back(kTables[i].cf);
     }
     CW_RETURN_IF_ERROR(CreateColumnFamilies(missing));
+    // Sized for twice the records on disk (RocksDB's estimate), so a store that doubles before it is opened
+    // again still has one layer to test.
+    uint64_t estimate = 0;
+    for (int t = 0; t < kTableCount; ++t) {
+      uint64_t n = 0;
+      if (db_->GetIntProperty(tables_[t], rocksdb::DB::Properties::kEstimateNumKeys, &n)) estimate += n;
+    }
+    present_.Reset(static_cast<size_t>(std::min<uint64_t>(estimate, uint64_t{1} << 30)) * 2);
     if (stored_version == 1) return MigrateFromVersion1(keys);
     return LoadAndVerifyDigest(keys);
   }
@@ -666,6 +770,7 @@ class SealedStore::Impl {
       std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options_, tables_[t]));
       for (it->SeekToFirst(); it->Valid(); it->Next()) {
         const std::string_view stored = it->key().ToStringView();
+        present_.Add(t, stored);
         auto old = UnsealWithKey(keys.seal_key(), cf, stored, it->value().ToStringView(), /*schema=*/1);
         if (!old) {
           Element(keys, t, stored, it->value().ToStringView(), e);
@@ -719,20 +824,22 @@ class SealedStore::Impl {
     // Tables added after the digest was written were empty then: their sums stay zero.
     for (uint32_t t = 0; t < tables; ++t) sums_[t].Load(v.data() + 12 + t * kElementSize);
     TableSum on_disk[kTableCount];
-    CW_RETURN_IF_ERROR(SumTables(keys, on_disk));
+    CW_RETURN_IF_ERROR(SumTables(keys, on_disk, &present_));
     for (int t = 0; t < kTableCount; ++t) flagged_[t] = !(on_disk[t] == sums_[t]);
     // Whatever RocksDB recovered at open is in synced files now (recovery flushes it).
     synced_through_ = generation_;
     return Status::Ok();
   }
 
-  Status SumTables(const Subkeys& keys, TableSum* out) {
+  // With `fill`, also adds every key to the filter (at open).
+  Status SumTables(const Subkeys& keys, TableSum* out, KeyFilter* fill = nullptr) {
     uint8_t e[kElementSize];
     for (int t = 0; t < kTableCount; ++t) {
       std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options_, tables_[t]));
       for (it->SeekToFirst(); it->Valid(); it->Next()) {
         Element(keys, t, it->key().ToStringView(), it->value().ToStringView(), e);
         out[t].Add(e);
+        if (fill != nullptr) fill->Add(t, it->key().ToStringView());
       }
       CW_RETURN_IF_ERROR(FromRocks(it->status(), "verify digest"));
     }
@@ -820,6 +927,7 @@ class SealedStore::Impl {
     const Subkeys keys = lease.keys();
     CW_ASSIGN_OR_RETURN(std::string stored, StoredKey(keys, table, key));
     const std::string_view cf = kTables[static_cast<int>(table)].cf;
+    if (!present_.MayContain(static_cast<int>(table), stored)) return std::optional<SecretBytes>();
     const RecordCache::ReadTicket ticket = records_.BeginRead();
     rocksdb::PinnableSlice sealed;
     rocksdb::Status s = db_->Get(read_options_, tables_[static_cast<int>(table)], stored, &sealed);
@@ -883,16 +991,14 @@ class SealedStore::Impl {
       ++puts;
       bytes += w.key.size() + w.value->size();
     }
-    // One draw from the Random for every nonce of the batch and the digest's: with SystemRandom each draw is
-    // a getrandom system call.
-    std::vector<uint8_t> nonces((puts + 1) * kNonceSize);
-    random_->Fill(nonces.data(), nonces.size());
     // Stored keys are at most a few hashes; each record adds its format byte, nonce, length and tag.
     rocksdb::WriteBatch wb(/*reserved_bytes=*/64 + bytes + kDigestValueSize +
                            (batch.writes.size() + 1) * (2 * kKeyHashSize + 1 + kNonceSize + 4 + kTagSize + 16));
     // Commits are serialized: each reads the sums the previous one wrote. (The engine commits from its one
     // owner thread anyway; this orders the transcript sweeper and other threads.)
     std::lock_guard<std::mutex> commit_lock(commit_mu_);
+    std::vector<uint8_t> nonces((puts + 1) * kNonceSize);
+    TakeNonces(nonces.data(), puts + 1);
     TableSum sums[kTableCount];
     std::copy(std::begin(sums_), std::end(sums_), std::begin(sums));
     const uint64_t next = generation_ + 1;
@@ -913,7 +1019,7 @@ class SealedStore::Impl {
         if (first) {
           if (auto known = identities_.find(id_key); known != identities_.end()) {
             it->second = known->second;
-          } else {
+          } else if (present_.MayContain(t, stored)) {
             rocksdb::PinnableSlice old;
             const rocksdb::Status s = db_->Get(read_options_, tables_[t], stored, &old);
             if (s.ok()) {
@@ -929,6 +1035,9 @@ class SealedStore::Impl {
         }
         rocksdb::Status s;
         if (w.value) {
+          // A key with no record before this write enters the filter, ahead of the write: should the write
+          // fail, the filter merely holds one more key that is not there.
+          if (it->second.empty()) present_.Add(t, stored);
           std::string sealed = Seal(keys, nonce, kTables[t].cf, stored, w.key, w.value->reveal());
           nonce += kNonceSize;
           Element(keys, t, stored, sealed, e);
@@ -958,6 +1067,21 @@ class SealedStore::Impl {
   }
 
   uint64_t LastCommitSequence() const { return generation_; }
+
+  // `count` fresh nonces into `out`. REQUIRES: commit_mu_ held.
+  void TakeNonces(uint8_t* out, size_t count) {
+    const size_t bytes = count * kNonceSize;
+    if (bytes > nonce_pool_.size()) {
+      random_->Fill(out, bytes);
+      return;
+    }
+    if (nonce_pool_.size() - nonce_pool_next_ < bytes) {
+      random_->Fill(nonce_pool_.data(), nonce_pool_.size());
+      nonce_pool_next_ = 0;
+    }
+    std::memcpy(out, nonce_pool_.data() + nonce_pool_next_, bytes);
+    nonce_pool_next_ += bytes;
+  }
 
   // REQUIRES: commit_mu_ held. What a commit wrote is what is on disk now: only commits change records, and
   // they are serialized.
@@ -1092,6 +1216,12 @@ class SealedStore::Impl {
   // Under commit_mu_; cleared when full.
   static constexpr size_t kMaxIdentities = 4096;
   std::unordered_map<std::string, std::string> identities_;
+  KeyFilter present_;  // Add under commit_mu_ (or in Open); MayContain from any thread
+  // Nonces drawn from the Random ahead of need, so a commit makes a getrandom system call about once every
+  // dozen commits instead of once each. Not secret (each is stored in the clear in its record); each is
+  // taken once, whether or not its commit succeeds. Under commit_mu_.
+  std::array<uint8_t, 64 * kNonceSize> nonce_pool_;
+  size_t nonce_pool_next_ = 64 * kNonceSize;  // all used
   std::atomic<uint64_t> generation_{0};   // commits so far, also the sequence of the newest one
   std::atomic<bool> flagged_[kTableCount] = {};  // tables whose records do not match their sum
 
