@@ -283,9 +283,55 @@ void AppendPartHash(const Subkeys& keys, Table table, int position, std::string_
   out->append(reinterpret_cast<const char*>(h), sizeof h);
 }
 
-Result<std::string> StoredKey(const Subkeys& keys, Table table, std::string_view key) {
+// Part hashes computed recently, by table || position || part: a message's session key and conversation id
+// are the previous message's, and each hash is two BLAKE2b compressions (the key block, then the part). The
+// parts are names, so the keystore's lock listener wipes this with the record cache; bounded (cleared when
+// full). Safe from any thread.
+class PartHashCache {
+ public:
+  static constexpr size_t kMaxEntries = 256;
+
+  void Append(const Subkeys& keys, Table table, int position, std::string_view part, std::string* out) {
+    // A relay message id is hashed once: caching it would only push out the names.
+    if (table == Table::kInboundDedup) return AppendPartHash(keys, table, position, part, out);
+    std::string id(2, '\0');
+    id[0] = static_cast<char>(table);
+    id[1] = static_cast<char>(position);
+    id.append(part);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (auto it = entries_.find(id); it != entries_.end()) {
+        out->append(reinterpret_cast<const char*>(it->second.data()), kKeyHashSize);
+        return;
+      }
+    }
+    const size_t at = out->size();
+    AppendPartHash(keys, table, position, part, out);
+    std::array<uint8_t, kKeyHashSize> h;
+    std::memcpy(h.data(), out->data() + at, kKeyHashSize);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (entries_.size() >= kMaxEntries) entries_.clear();
+    entries_.insert_or_assign(std::move(id), h);
+  }
+
+  void Wipe() {
+    std::lock_guard<std::mutex> lock(mu_);
+    entries_.clear();
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::string, std::array<uint8_t, kKeyHashSize>> entries_;
+};
+
+Result<std::string> StoredKey(const Subkeys& keys, Table table, std::string_view key,
+                              PartHashCache* cache = nullptr) {
   const TableSpec& spec = kTables[static_cast<int>(table)];
   if (!spec.hashed) return std::string(key);
+  auto append = [&](int position, std::string_view part, std::string* out) {
+    if (cache != nullptr) return cache->Append(keys, table, position, part, out);
+    AppendPartHash(keys, table, position, part, out);
+  };
   std::string out;
   size_t start = 0;
   for (int i = 0; i < spec.separators; ++i) {
@@ -293,13 +339,13 @@ Result<std::string> StoredKey(const Subkeys& keys, Table table, std::string_view
     if (nul == std::string_view::npos) {
       return Error(StatusCode::kInvalidArgument, "key in " + std::string(spec.cf) + " lacks its parts");
     }
-    AppendPartHash(keys, table, i, key.substr(start, nul - start), &out);
+    append(i, key.substr(start, nul - start), &out);
     start = nul + 1;
   }
   if (spec.plain_tail) {
     out.append(key.substr(start));
   } else {
-    AppendPartHash(keys, table, spec.separators, key.substr(start), &out);
+    append(spec.separators, key.substr(start), &out);
   }
   return out;
 }
@@ -601,6 +647,12 @@ class KeyFilter {
   std::atomic<int> count_{0};
 };
 
+// What a commit knows of the record under a key: whether there is one, and its digest element.
+struct Identity {
+  bool present = false;
+  std::array<uint8_t, kElementSize> element{};
+};
+
 // The digest record's value: BE64 commit count || BE32 number of tables || one 32-byte sum per table.
 constexpr size_t kDigestValueSize = 12 + kTableCount * kElementSize;
 std::string DigestValue(uint64_t generation, const TableSum* sums) {
@@ -631,6 +683,7 @@ class SealedStore::Impl {
           // nothing adds to the record cache after it is wiped.
           subkeys_.Wipe();
           records_.Wipe();
+          part_hashes_.Wipe();
         })) {
     write_options_.sync = options.sync;
   }
@@ -640,6 +693,7 @@ class SealedStore::Impl {
     keystore_->RemoveLockListener(lock_listener_);
     subkeys_.Wipe();
     records_.Wipe();
+    part_hashes_.Wipe();
     StopSyncer();
     if (db_ == nullptr) return;
     // Under group commit the log may sit in RocksDB's buffer (manual_wal_flush): a clean close keeps it.
@@ -925,7 +979,7 @@ class SealedStore::Impl {
     CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
     if (auto cached = records_.Find(table, key)) return std::optional<SecretBytes>(std::move(*cached));
     const Subkeys keys = lease.keys();
-    CW_ASSIGN_OR_RETURN(std::string stored, StoredKey(keys, table, key));
+    CW_ASSIGN_OR_RETURN(std::string stored, StoredKey(keys, table, key, &part_hashes_));
     const std::string_view cf = kTables[static_cast<int>(table)].cf;
     if (!present_.MayContain(static_cast<int>(table), stored)) return std::optional<SecretBytes>();
     const RecordCache::ReadTicket ticket = records_.BeginRead();
@@ -1002,51 +1056,71 @@ class SealedStore::Impl {
     TableSum sums[kTableCount];
     std::copy(std::begin(sums_), std::end(sums_), std::begin(sums));
     const uint64_t next = generation_ + 1;
-    // The version each key has within this batch so far (its format byte and nonce; empty once deleted), by
-    // table byte || stored key, so a key written twice replaces its first version here, not the one on disk.
-    std::map<std::string, std::string, std::less<>> current;
+    // The version each key has within this batch so far, by table byte || stored key, so a key written twice
+    // replaces its first version here, not the one on disk.
+    std::map<std::string, Identity, std::less<>> current;
+    // Three passes, so that each primitive's code runs back to back (a commit's sealings alone would
+    // otherwise refill the instruction cache for every record): stored keys and the identities of the
+    // records replaced; then the sealing; then the sums and the batch.
+    struct Staged {
+      std::string stored;
+      Identity* identity;
+      std::string sealed;
+    };
+    std::vector<Staged> staged(batch.writes.size());
     {
       CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
       const Subkeys keys = lease.keys();
-      const uint8_t* nonce = nonces.data();
-      uint8_t e[kElementSize];
-      for (const auto& w : batch.writes) {
+      for (size_t i = 0; i < batch.writes.size(); ++i) {
+        const session::Write& w = batch.writes[i];
         const int t = static_cast<int>(w.table);
-        CW_ASSIGN_OR_RETURN(std::string stored, StoredKey(keys, w.table, w.key));
+        CW_ASSIGN_OR_RETURN(staged[i].stored, StoredKey(keys, w.table, w.key, &part_hashes_));
+        const std::string& stored = staged[i].stored;
         std::string id_key(1, static_cast<char>(t));
         id_key.append(stored);
-        auto [it, first] = current.try_emplace(id_key);
-        if (first) {
-          if (auto known = identities_.find(id_key); known != identities_.end()) {
-            it->second = known->second;
-          } else if (present_.MayContain(t, stored)) {
-            rocksdb::PinnableSlice old;
-            const rocksdb::Status s = db_->Get(read_options_, tables_[t], stored, &old);
-            if (s.ok()) {
-              it->second.assign(old.data(), std::min(old.size(), kElementInputSize));
-            } else if (!s.IsNotFound()) {
-              return FromRocks(s, "read");
-            }
+        auto [it, first] = current.try_emplace(std::move(id_key));
+        staged[i].identity = &it->second;
+        if (!first) continue;
+        if (auto known = identities_.find(it->first); known != identities_.end()) {
+          it->second = known->second;
+        } else if (present_.MayContain(t, stored)) {
+          rocksdb::PinnableSlice old;
+          const rocksdb::Status s = db_->Get(read_options_, tables_[t], stored, &old);
+          if (s.ok()) {
+            it->second.present = true;
+            Element(keys, t, stored, old.ToStringView(), it->second.element.data());
+          } else if (!s.IsNotFound()) {
+            return FromRocks(s, "read");
           }
         }
-        if (!it->second.empty()) {
-          Element(keys, t, stored, it->second, e);
-          sums[t].Sub(e);
-        }
+      }
+      const uint8_t* nonce = nonces.data();
+      for (size_t i = 0; i < batch.writes.size(); ++i) {
+        const session::Write& w = batch.writes[i];
+        if (!w.value) continue;
+        staged[i].sealed = Seal(keys, nonce, kTables[static_cast<int>(w.table)].cf, staged[i].stored, w.key,
+                                w.value->reveal());
+        nonce += kNonceSize;
+      }
+      std::string digest_sealed;
+      uint8_t e[kElementSize];
+      for (size_t i = 0; i < batch.writes.size(); ++i) {
+        const int t = static_cast<int>(batch.writes[i].table);
+        Staged& st = staged[i];
+        if (st.identity->present) sums[t].Sub(st.identity->element.data());
         rocksdb::Status s;
-        if (w.value) {
+        if (!st.sealed.empty()) {
           // A key with no record before this write enters the filter, ahead of the write: should the write
           // fail, the filter merely holds one more key that is not there.
-          if (it->second.empty()) present_.Add(t, stored);
-          std::string sealed = Seal(keys, nonce, kTables[t].cf, stored, w.key, w.value->reveal());
-          nonce += kNonceSize;
-          Element(keys, t, stored, sealed, e);
+          if (!st.identity->present) present_.Add(t, st.stored);
+          Element(keys, t, st.stored, st.sealed, e);
           sums[t].Add(e);
-          it->second.assign(sealed, 0, kElementInputSize);
-          s = wb.Put(tables_[t], stored, sealed);
+          st.identity->present = true;
+          std::memcpy(st.identity->element.data(), e, kElementSize);
+          s = wb.Put(tables_[t], st.stored, st.sealed);
         } else {
-          it->second.clear();
-          s = wb.Delete(tables_[t], stored);
+          st.identity->present = false;
+          s = wb.Delete(tables_[t], st.stored);
         }
         CW_RETURN_IF_ERROR(FromRocks(s, "batch"));
       }
@@ -1085,7 +1159,7 @@ class SealedStore::Impl {
 
   // REQUIRES: commit_mu_ held. What a commit wrote is what is on disk now: only commits change records, and
   // they are serialized.
-  void RememberIdentities(std::map<std::string, std::string, std::less<>>& written) {
+  void RememberIdentities(std::map<std::string, Identity, std::less<>>& written) {
     if (identities_.size() + written.size() > kMaxIdentities) identities_.clear();
     for (auto& [key, id] : written) identities_.insert_or_assign(key, std::move(id));
   }
@@ -1199,6 +1273,7 @@ class SealedStore::Impl {
   rocksdb::Env* const env_;
   SubkeyCache subkeys_;
   RecordCache records_;
+  PartHashCache part_hashes_;
   const Keystore::LockListenerId lock_listener_;  // after the caches its listener wipes
   rocksdb::WriteOptions write_options_;
   const rocksdb::ReadOptions read_options_;
@@ -1210,12 +1285,12 @@ class SealedStore::Impl {
   // The digest. Commits hold commit_mu_ while they read, change and write the sums.
   std::mutex commit_mu_;
   TableSum sums_[kTableCount];             // under commit_mu_
-  // The format byte and nonce ("" when absent) of records recent commits wrote, by table byte || stored key:
+  // The digest elements of records recent commits wrote (or that they deleted), by table byte || stored key:
   // the record a write replaces is nearly always one the engine wrote a message ago (its session, its
-  // conversation), and each lookup saved is a RocksDB read. Not secret: the same bytes are in the files.
-  // Under commit_mu_; cleared when full.
+  // conversation), and each lookup saved is a RocksDB read and a hash. Not secret (keyed hashes of bytes
+  // that are in the files, like the sums). Under commit_mu_; cleared when full.
   static constexpr size_t kMaxIdentities = 4096;
-  std::unordered_map<std::string, std::string> identities_;
+  std::unordered_map<std::string, Identity> identities_;
   KeyFilter present_;  // Add under commit_mu_ (or in Open); MayContain from any thread
   // Nonces drawn from the Random ahead of need, so a commit makes a getrandom system call about once every
   // dozen commits instead of once each. Not secret (each is stored in the clear in its record); each is
