@@ -211,12 +211,13 @@ class AssociatedData {
 // plain key || value) with its tag. The plain key rides inside so a hashed table can still be listed.
 // The plaintext is laid out in the output buffer and encrypted in place (libsodium allows c == m), so no
 // other copy of the value is made.
-std::string SealWithKey(const uint8_t* seal_key, const uint8_t* nonce, std::string_view cf,
-                        std::string_view stored_key, std::string_view plain_key, std::span<const uint8_t> value,
-                        uint32_t schema = kSchemaVersion) {
+// SealInto reuses the capacity of `out` (the commit's scratch).
+void SealInto(std::string* out, const uint8_t* seal_key, const uint8_t* nonce, std::string_view cf,
+              std::string_view stored_key, std::string_view plain_key, std::span<const uint8_t> value,
+              uint32_t schema = kSchemaVersion) {
   const size_t plain_size = 4 + plain_key.size() + value.size();
-  std::string out(1 + kNonceSize + plain_size + kTagSize, '\0');
-  auto* o = reinterpret_cast<uint8_t*>(out.data());
+  out->resize(1 + kNonceSize + plain_size + kTagSize);
+  auto* o = reinterpret_cast<uint8_t*>(out->data());
   o[0] = kRecordFormat;
   std::memcpy(o + 1, nonce, kNonceSize);
   uint8_t* m = o + 1 + kNonceSize;
@@ -227,6 +228,13 @@ std::string SealWithKey(const uint8_t* seal_key, const uint8_t* nonce, std::stri
   unsigned long long written = 0;
   crypto_aead_xchacha20poly1305_ietf_encrypt(m, &written, m, plain_size, ad.data(), ad.size(), nullptr, o + 1,
                                              seal_key);
+}
+
+std::string SealWithKey(const uint8_t* seal_key, const uint8_t* nonce, std::string_view cf,
+                        std::string_view stored_key, std::string_view plain_key, std::span<const uint8_t> value,
+                        uint32_t schema = kSchemaVersion) {
+  std::string out;
+  SealInto(&out, seal_key, nonce, cf, stored_key, plain_key, value, schema);
   return out;
 }
 
@@ -324,29 +332,40 @@ class PartHashCache {
   std::unordered_map<std::string, std::array<uint8_t, kKeyHashSize>> entries_;
 };
 
-Result<std::string> StoredKey(const Subkeys& keys, Table table, std::string_view key,
-                              PartHashCache* cache = nullptr) {
+// The stored key into `*out` (its capacity reused: the commit's scratch).
+Status StoredKeyInto(const Subkeys& keys, Table table, std::string_view key, PartHashCache* cache,
+                     std::string* out) {
   const TableSpec& spec = kTables[static_cast<int>(table)];
-  if (!spec.hashed) return std::string(key);
-  auto append = [&](int position, std::string_view part, std::string* out) {
-    if (cache != nullptr) return cache->Append(keys, table, position, part, out);
-    AppendPartHash(keys, table, position, part, out);
+  out->clear();
+  if (!spec.hashed) {
+    out->append(key);
+    return Status::Ok();
+  }
+  auto append = [&](int position, std::string_view part, std::string* o) {
+    if (cache != nullptr) return cache->Append(keys, table, position, part, o);
+    AppendPartHash(keys, table, position, part, o);
   };
-  std::string out;
   size_t start = 0;
   for (int i = 0; i < spec.separators; ++i) {
     const size_t nul = key.find('\0', start);
     if (nul == std::string_view::npos) {
-      return Error(StatusCode::kInvalidArgument, "key in " + std::string(spec.cf) + " lacks its parts");
+      return Status(StatusCode::kInvalidArgument, "key in " + std::string(spec.cf) + " lacks its parts");
     }
-    append(i, key.substr(start, nul - start), &out);
+    append(i, key.substr(start, nul - start), out);
     start = nul + 1;
   }
   if (spec.plain_tail) {
-    out.append(key.substr(start));
+    out->append(key.substr(start));
   } else {
-    append(spec.separators, key.substr(start), &out);
+    append(spec.separators, key.substr(start), out);
   }
+  return Status::Ok();
+}
+
+Result<std::string> StoredKey(const Subkeys& keys, Table table, std::string_view key,
+                              PartHashCache* cache = nullptr) {
+  std::string out;
+  CW_RETURN_IF_ERROR(StoredKeyInto(keys, table, key, cache, &out));
   return out;
 }
 
@@ -655,13 +674,17 @@ struct Identity {
 
 // The digest record's value: BE64 commit count || BE32 number of tables || one 32-byte sum per table.
 constexpr size_t kDigestValueSize = 12 + kTableCount * kElementSize;
-std::string DigestValue(uint64_t generation, const TableSum* sums) {
-  std::string v(kDigestValueSize, '\0');
-  auto* p = reinterpret_cast<uint8_t*>(v.data());
+void DigestValueInto(std::string* v, uint64_t generation, const TableSum* sums) {
+  v->resize(kDigestValueSize);
+  auto* p = reinterpret_cast<uint8_t*>(v->data());
   PutBigEndian32(p, static_cast<uint32_t>(generation >> 32));
   PutBigEndian32(p + 4, static_cast<uint32_t>(generation));
   PutBigEndian32(p + 8, kTableCount);
   for (int t = 0; t < kTableCount; ++t) sums[t].Store(p + 12 + t * kElementSize);
+}
+std::string DigestValue(uint64_t generation, const TableSum* sums) {
+  std::string v;
+  DigestValueInto(&v, generation, sums);
   return v;
 }
 
@@ -1036,108 +1059,136 @@ class SealedStore::Impl {
   Status Commit(session::WriteBatch batch) {
     if (batch.writes.empty()) return Status::Ok();
     size_t puts = 0;
-    size_t bytes = 0;
     for (const auto& w : batch.writes) {
       if (!ValidTable(w.table)) return Status(StatusCode::kInvalidArgument, "unknown table");
       // A refused table takes no writes: they would be added to sums that no longer describe it.
       if (flagged_[static_cast<int>(w.table)]) return Refused(static_cast<int>(w.table));
-      if (!w.value) continue;
-      ++puts;
-      bytes += w.key.size() + w.value->size();
+      if (w.value) ++puts;
     }
-    // Stored keys are at most a few hashes; each record adds its format byte, nonce, length and tag.
-    rocksdb::WriteBatch wb(/*reserved_bytes=*/64 + bytes + kDigestValueSize +
-                           (batch.writes.size() + 1) * (2 * kKeyHashSize + 1 + kNonceSize + 4 + kTagSize + 16));
     // Commits are serialized: each reads the sums the previous one wrote. (The engine commits from its one
     // owner thread anyway; this orders the transcript sweeper and other threads.)
     std::lock_guard<std::mutex> commit_lock(commit_mu_);
-    std::vector<uint8_t> nonces((puts + 1) * kNonceSize);
-    TakeNonces(nonces.data(), puts + 1);
+    Status s = StageAndWrite(batch, puts);
+    ReleaseLargeScratch();
+    return s;
+  }
+
+  // The body of Commit. REQUIRES: commit_mu_ held.
+  //
+  // Three passes, so that each primitive's code runs back to back (a commit's sealings alone would otherwise
+  // refill the instruction cache for every record): stored keys and the identities of the records replaced;
+  // then the sealing; then the sums and the batch. Everything is built in the scratch members, whose
+  // capacity stays from one commit to the next: a message's commit then allocates almost nothing, and in
+  // particular no multi-kilobyte batch buffer (each such malloc made glibc consolidate its free lists).
+  Status StageAndWrite(session::WriteBatch& batch, size_t puts) {
+    const size_t n = batch.writes.size();
+    if (staged_.size() < n) staged_.resize(n);
+    nonces_.resize((puts + 1) * kNonceSize);
+    TakeNonces(nonces_.data(), puts + 1);
     TableSum sums[kTableCount];
     std::copy(std::begin(sums_), std::end(sums_), std::begin(sums));
     const uint64_t next = generation_ + 1;
-    // The version each key has within this batch so far, by table byte || stored key, so a key written twice
-    // replaces its first version here, not the one on disk.
-    std::map<std::string, Identity, std::less<>> current;
-    // Three passes, so that each primitive's code runs back to back (a commit's sealings alone would
-    // otherwise refill the instruction cache for every record): stored keys and the identities of the
-    // records replaced; then the sealing; then the sums and the batch.
-    struct Staged {
-      std::string stored;
-      Identity* identity;
-      std::string sealed;
-    };
-    std::vector<Staged> staged(batch.writes.size());
+    wb_.Clear();
     {
       CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
       const Subkeys keys = lease.keys();
-      for (size_t i = 0; i < batch.writes.size(); ++i) {
+      // A key written twice in one batch: its second write replaces the first one's record, not the one on
+      // disk, so it shares the first one's identity (`first`).
+      std::map<std::pair<int, std::string_view>, size_t> seen;  // only for large batches
+      for (size_t i = 0; i < n; ++i) {
         const session::Write& w = batch.writes[i];
         const int t = static_cast<int>(w.table);
-        CW_ASSIGN_OR_RETURN(staged[i].stored, StoredKey(keys, w.table, w.key, &part_hashes_));
-        const std::string& stored = staged[i].stored;
-        std::string id_key(1, static_cast<char>(t));
-        id_key.append(stored);
-        auto [it, first] = current.try_emplace(std::move(id_key));
-        staged[i].identity = &it->second;
-        if (!first) continue;
-        if (auto known = identities_.find(it->first); known != identities_.end()) {
-          it->second = known->second;
-        } else if (present_.MayContain(t, stored)) {
+        Staged& st = staged_[i];
+        CW_RETURN_IF_ERROR(StoredKeyInto(keys, w.table, w.key, &part_hashes_, &st.stored));
+        st.first = i;
+        if (n <= kLinearBatch) {
+          for (size_t j = 0; j < i; ++j) {
+            if (batch.writes[j].table == w.table && staged_[j].stored == st.stored) {
+              st.first = j;
+              break;
+            }
+          }
+        } else {
+          st.first = seen.try_emplace({t, std::string_view(st.stored)}, i).first->second;
+        }
+        if (st.first != i) continue;
+        st.identity = Identity{};
+        if (const Identity* known = FindIdentity(t, st.stored)) {
+          st.identity = *known;
+        } else if (present_.MayContain(t, st.stored)) {
           rocksdb::PinnableSlice old;
-          const rocksdb::Status s = db_->Get(read_options_, tables_[t], stored, &old);
-          if (s.ok()) {
-            it->second.present = true;
-            Element(keys, t, stored, old.ToStringView(), it->second.element.data());
-          } else if (!s.IsNotFound()) {
-            return FromRocks(s, "read");
+          const rocksdb::Status got = db_->Get(read_options_, tables_[t], st.stored, &old);
+          if (got.ok()) {
+            st.identity.present = true;
+            Element(keys, t, st.stored, old.ToStringView(), st.identity.element.data());
+          } else if (!got.IsNotFound()) {
+            return FromRocks(got, "read");
           }
         }
       }
-      const uint8_t* nonce = nonces.data();
-      for (size_t i = 0; i < batch.writes.size(); ++i) {
+      const uint8_t* nonce = nonces_.data();
+      for (size_t i = 0; i < n; ++i) {
         const session::Write& w = batch.writes[i];
         if (!w.value) continue;
-        staged[i].sealed = Seal(keys, nonce, kTables[static_cast<int>(w.table)].cf, staged[i].stored, w.key,
-                                w.value->reveal());
+        SealInto(&staged_[i].sealed, keys.seal_key(), nonce, kTables[static_cast<int>(w.table)].cf,
+                 staged_[i].stored, w.key, w.value->reveal());
         nonce += kNonceSize;
       }
-      std::string digest_sealed;
       uint8_t e[kElementSize];
-      for (size_t i = 0; i < batch.writes.size(); ++i) {
+      for (size_t i = 0; i < n; ++i) {
         const int t = static_cast<int>(batch.writes[i].table);
-        Staged& st = staged[i];
-        if (st.identity->present) sums[t].Sub(st.identity->element.data());
-        rocksdb::Status s;
-        if (!st.sealed.empty()) {
+        Staged& st = staged_[i];
+        Identity& identity = staged_[st.first].identity;
+        if (identity.present) sums[t].Sub(identity.element.data());
+        rocksdb::Status put;
+        if (batch.writes[i].value) {
           // A key with no record before this write enters the filter, ahead of the write: should the write
           // fail, the filter merely holds one more key that is not there.
-          if (!st.identity->present) present_.Add(t, st.stored);
+          if (!identity.present) present_.Add(t, st.stored);
           Element(keys, t, st.stored, st.sealed, e);
           sums[t].Add(e);
-          st.identity->present = true;
-          std::memcpy(st.identity->element.data(), e, kElementSize);
-          s = wb.Put(tables_[t], st.stored, st.sealed);
+          identity.present = true;
+          std::memcpy(identity.element.data(), e, kElementSize);
+          put = wb_.Put(tables_[t], st.stored, st.sealed);
         } else {
-          st.identity->present = false;
-          s = wb.Delete(tables_[t], st.stored);
+          identity.present = false;
+          put = wb_.Delete(tables_[t], st.stored);
         }
-        CW_RETURN_IF_ERROR(FromRocks(s, "batch"));
+        CW_RETURN_IF_ERROR(FromRocks(put, "batch"));
       }
-      CW_RETURN_IF_ERROR(FromRocks(wb.Put(metadata_, kDigestKey,
-                                          Seal(keys, nonce, kMetadataCf, kDigestKey, kDigestKey,
-                                               AsBytes(DigestValue(next, sums)))),
-                                   "batch"));
+      DigestValueInto(&digest_value_, next, sums);
+      SealInto(&digest_sealed_, keys.seal_key(), nonce, kMetadataCf, kDigestKey, kDigestKey,
+               AsBytes(digest_value_));
+      CW_RETURN_IF_ERROR(FromRocks(wb_.Put(metadata_, kDigestKey, digest_sealed_), "batch"));
     }  // The keys are not needed for the write: a concurrent Lock need not wait for the disk.
     const uint64_t begun_after = records_.BeginCommit();
-    Status written = FromRocks(db_->Write(write_options_, &wb), "commit");
+    Status written = FromRocks(db_->Write(write_options_, &wb_), "commit");
     records_.EndCommit(begun_after, batch, written.ok());
     if (!written.ok()) return written;
     std::copy(std::begin(sums), std::end(sums), std::begin(sums_));
-    RememberIdentities(current);
+    RememberIdentities(batch, n);
     generation_ = next;
     if (write_options_.sync) MarkSynced(next, Status::Ok());
     return Status::Ok();
+  }
+
+  // REQUIRES: commit_mu_ held.
+  const Identity* FindIdentity(int table, std::string_view stored) {
+    id_key_.assign(1, static_cast<char>(table));
+    id_key_.append(stored);
+    auto it = identities_.find(id_key_);
+    return it == identities_.end() ? nullptr : &it->second;
+  }
+
+  // A batch far larger than a message's (a migration, a deleted conversation) does not keep its buffers.
+  // REQUIRES: commit_mu_ held.
+  void ReleaseLargeScratch() {
+    if (staged_.size() > kLinearBatch) {
+      staged_.clear();
+      staged_.shrink_to_fit();
+    }
+    if (wb_.GetDataSize() > kMaxKeptBatchBytes) wb_ = rocksdb::WriteBatch();
+    if (nonces_.capacity() > 64 * kNonceSize) std::vector<uint8_t>().swap(nonces_);
   }
 
   uint64_t LastCommitSequence() const { return generation_; }
@@ -1159,9 +1210,15 @@ class SealedStore::Impl {
 
   // REQUIRES: commit_mu_ held. What a commit wrote is what is on disk now: only commits change records, and
   // they are serialized.
-  void RememberIdentities(std::map<std::string, Identity, std::less<>>& written) {
-    if (identities_.size() + written.size() > kMaxIdentities) identities_.clear();
-    for (auto& [key, id] : written) identities_.insert_or_assign(key, std::move(id));
+  void RememberIdentities(const session::WriteBatch& batch, size_t n) {
+    if (identities_.size() + n > kMaxIdentities) identities_.clear();
+    for (size_t i = 0; i < n; ++i) {
+      const Staged& st = staged_[i];
+      if (st.first != i) continue;
+      id_key_.assign(1, static_cast<char>(batch.writes[i].table));
+      id_key_.append(st.stored);
+      identities_.insert_or_assign(id_key_, st.identity);
+    }
   }
 
   uint64_t SyncedThrough() {
@@ -1292,6 +1349,22 @@ class SealedStore::Impl {
   static constexpr size_t kMaxIdentities = 4096;
   std::unordered_map<std::string, Identity> identities_;
   KeyFilter present_;  // Add under commit_mu_ (or in Open); MayContain from any thread
+  // Commit's scratch (see StageAndWrite), under commit_mu_. Sealed values, stored keys and the batch: no
+  // plaintext is kept here.
+  struct Staged {
+    std::string stored;  // the stored key
+    std::string sealed;  // the sealed record, for a put
+    size_t first = 0;    // the batch's first write of this key: its `identity` is the key's current one
+    Identity identity;   // valid where first == this index
+  };
+  static constexpr size_t kLinearBatch = 32;
+  static constexpr size_t kMaxKeptBatchBytes = 256 * 1024;
+  std::vector<Staged> staged_;
+  rocksdb::WriteBatch wb_;
+  std::vector<uint8_t> nonces_;
+  std::string digest_value_;
+  std::string digest_sealed_;
+  std::string id_key_;
   // Nonces drawn from the Random ahead of need, so a commit makes a getrandom system call about once every
   // dozen commits instead of once each. Not secret (each is stored in the clear in its record); each is
   // taken once, whether or not its commit succeeds. Under commit_mu_.
