@@ -758,7 +758,7 @@ class SealedStore::Impl {
           FromRocks(rocksdb::DB::ListColumnFamilies(db_options, path, &names), "list column families"));
     }
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-    for (const auto& n : names) descriptors.emplace_back(n, CfOptions(n));
+    for (const auto& n : names) descriptors.emplace_back(n, CfOptions());
     rocksdb::DB* raw = nullptr;
     CW_RETURN_IF_ERROR(
         FromRocks(rocksdb::DB::Open(db_options, path, descriptors, &handles_, &raw), "open store"));
@@ -963,29 +963,25 @@ class SealedStore::Impl {
                                              " were rolled back, deleted or replaced outside the store");
   }
 
-  static rocksdb::ColumnFamilyOptions CfOptions(std::string_view name) {
+  static rocksdb::ColumnFamilyOptions CfOptions() {
     rocksdb::ColumnFamilyOptions options;
     // Sealed values are random-looking: compression would only spend CPU.
     options.compression = rocksdb::kNoCompression;
-    // Every commit looks up the record each write replaces (the digest subtracts it). Bloom filters over
-    // whole keys in every table file answer most lookups of keys that are not there.
+    // Bloom filters over whole keys in every table file answer most lookups of keys that are not there
+    // (the few the store's own key filter cannot rule out). The memtables go without one: the key filter
+    // answers the lookups of new keys before RocksDB is asked, and a memtable's filter is allocated and
+    // zeroed with it (1.3 MB per table at the default write buffer size), and each insert dirtied a random
+    // line of it.
     rocksdb::BlockBasedTableOptions table_options;
     table_options.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
     options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options));
-    // The tables that get a new key with nearly every message (transcript rows, outbox entries, dedup keys)
-    // also get one in the memtable. It is allocated with each memtable (ratio x write buffer size), so the
-    // other tables, whose keys the identity cache mostly knows, go without.
-    if (name == "transcript" || name == "outbox" || name == "inbound_dedup") {
-      options.memtable_whole_key_filtering = true;
-      options.memtable_prefix_bloom_size_ratio = 0.02;
-    }
     return options;
   }
 
   Status CreateColumnFamilies(const std::vector<std::string>& names) {
     if (names.empty()) return Status::Ok();
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-    for (const auto& n : names) descriptors.emplace_back(n, CfOptions(n));
+    for (const auto& n : names) descriptors.emplace_back(n, CfOptions());
     std::vector<rocksdb::ColumnFamilyHandle*> created;
     rocksdb::Status s = db_->CreateColumnFamilies(descriptors, &created);
     // Handles of the ones created before a failure are ours to destroy too.
