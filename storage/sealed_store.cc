@@ -602,9 +602,10 @@ class KeyFilter {
     if (layer->added >= layer->capacity && n < kMaxLayers) layer = AddLayer(layer->capacity * 2);
     ++layer->added;
     const uint64_t h = Hash(table, stored_key);
+    const uint64_t bits = Mix(h + kGolden);
     std::atomic<uint64_t>* block = layer->Block(h);
     for (int i = 0; i < kProbes; ++i) {
-      const unsigned bit = (h >> (9 * i)) & 511;
+      const unsigned bit = (bits >> (9 * i)) & 511;
       block[bit >> 6].fetch_or(uint64_t{1} << (bit & 63), std::memory_order_relaxed);
     }
   }
@@ -613,11 +614,12 @@ class KeyFilter {
     const int n = count_.load(std::memory_order_acquire);
     if (n == 0) return true;
     const uint64_t h = Hash(table, stored_key);
+    const uint64_t bits = Mix(h + kGolden);
     for (int l = 0; l < n; ++l) {
       const std::atomic<uint64_t>* block = layers_[l]->Block(h);
       bool all = true;
       for (int i = 0; i < kProbes && all; ++i) {
-        const unsigned bit = (h >> (9 * i)) & 511;
+        const unsigned bit = (bits >> (9 * i)) & 511;
         all = (block[bit >> 6].load(std::memory_order_relaxed) >> (bit & 63)) & 1;
       }
       if (all) return true;
@@ -637,18 +639,21 @@ class KeyFilter {
     size_t blocks;
     std::unique_ptr<std::atomic<uint64_t>[]> words;  // blocks * 8, zeroed
     std::atomic<uint64_t>* Block(uint64_t h) const {
-      // The high half picks the block; the low 54 bits pick the bits in it.
+      // The high half of the key's hash picks the block; a second mix of it picks the bits in the block.
       return words.get() + 8 * static_cast<size_t>(((h >> 32) * blocks) >> 32);
     }
   };
 
   // Stored keys of hashed tables are already uniform; ids and fixed names of the plain tables are not, so
   // every key is mixed (splitmix64's finalizer over std::hash). Collisions only cost a RocksDB read.
-  static uint64_t Hash(int table, std::string_view key) {
-    uint64_t z = std::hash<std::string_view>{}(key) + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(table + 1);
+  static constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ULL;
+  static uint64_t Mix(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
+  }
+  static uint64_t Hash(int table, std::string_view key) {
+    return Mix(std::hash<std::string_view>{}(key) + kGolden * static_cast<uint64_t>(table + 1));
   }
 
   Layer* AddLayer(size_t capacity) {
