@@ -211,12 +211,13 @@ class AssociatedData {
 // plain key || value) with its tag. The plain key rides inside so a hashed table can still be listed.
 // The plaintext is laid out in the output buffer and encrypted in place (libsodium allows c == m), so no
 // other copy of the value is made.
-std::string SealWithKey(const uint8_t* seal_key, const uint8_t* nonce, std::string_view cf,
-                        std::string_view stored_key, std::string_view plain_key, std::span<const uint8_t> value,
-                        uint32_t schema = kSchemaVersion) {
+// SealInto reuses the capacity of `out` (the commit's scratch).
+void SealInto(std::string* out, const uint8_t* seal_key, const uint8_t* nonce, std::string_view cf,
+              std::string_view stored_key, std::string_view plain_key, std::span<const uint8_t> value,
+              uint32_t schema = kSchemaVersion) {
   const size_t plain_size = 4 + plain_key.size() + value.size();
-  std::string out(1 + kNonceSize + plain_size + kTagSize, '\0');
-  auto* o = reinterpret_cast<uint8_t*>(out.data());
+  out->resize(1 + kNonceSize + plain_size + kTagSize);
+  auto* o = reinterpret_cast<uint8_t*>(out->data());
   o[0] = kRecordFormat;
   std::memcpy(o + 1, nonce, kNonceSize);
   uint8_t* m = o + 1 + kNonceSize;
@@ -227,6 +228,13 @@ std::string SealWithKey(const uint8_t* seal_key, const uint8_t* nonce, std::stri
   unsigned long long written = 0;
   crypto_aead_xchacha20poly1305_ietf_encrypt(m, &written, m, plain_size, ad.data(), ad.size(), nullptr, o + 1,
                                              seal_key);
+}
+
+std::string SealWithKey(const uint8_t* seal_key, const uint8_t* nonce, std::string_view cf,
+                        std::string_view stored_key, std::string_view plain_key, std::span<const uint8_t> value,
+                        uint32_t schema = kSchemaVersion) {
+  std::string out;
+  SealInto(&out, seal_key, nonce, cf, stored_key, plain_key, value, schema);
   return out;
 }
 
@@ -283,24 +291,81 @@ void AppendPartHash(const Subkeys& keys, Table table, int position, std::string_
   out->append(reinterpret_cast<const char*>(h), sizeof h);
 }
 
-Result<std::string> StoredKey(const Subkeys& keys, Table table, std::string_view key) {
+// Part hashes computed recently, by table || position || part: a message's session key and conversation id
+// are the previous message's, and each hash is two BLAKE2b compressions (the key block, then the part). The
+// parts are names, so the keystore's lock listener wipes this with the record cache; bounded (cleared when
+// full). Safe from any thread.
+class PartHashCache {
+ public:
+  static constexpr size_t kMaxEntries = 256;
+
+  void Append(const Subkeys& keys, Table table, int position, std::string_view part, std::string* out) {
+    // A relay message id is hashed once: caching it would only push out the names.
+    if (table == Table::kInboundDedup) return AppendPartHash(keys, table, position, part, out);
+    std::string id(2, '\0');
+    id[0] = static_cast<char>(table);
+    id[1] = static_cast<char>(position);
+    id.append(part);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (auto it = entries_.find(id); it != entries_.end()) {
+        out->append(reinterpret_cast<const char*>(it->second.data()), kKeyHashSize);
+        return;
+      }
+    }
+    const size_t at = out->size();
+    AppendPartHash(keys, table, position, part, out);
+    std::array<uint8_t, kKeyHashSize> h;
+    std::memcpy(h.data(), out->data() + at, kKeyHashSize);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (entries_.size() >= kMaxEntries) entries_.clear();
+    entries_.insert_or_assign(std::move(id), h);
+  }
+
+  void Wipe() {
+    std::lock_guard<std::mutex> lock(mu_);
+    entries_.clear();
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::string, std::array<uint8_t, kKeyHashSize>> entries_;
+};
+
+// The stored key into `*out` (its capacity reused: the commit's scratch).
+Status StoredKeyInto(const Subkeys& keys, Table table, std::string_view key, PartHashCache* cache,
+                     std::string* out) {
   const TableSpec& spec = kTables[static_cast<int>(table)];
-  if (!spec.hashed) return std::string(key);
-  std::string out;
+  out->clear();
+  if (!spec.hashed) {
+    out->append(key);
+    return Status::Ok();
+  }
+  auto append = [&](int position, std::string_view part, std::string* o) {
+    if (cache != nullptr) return cache->Append(keys, table, position, part, o);
+    AppendPartHash(keys, table, position, part, o);
+  };
   size_t start = 0;
   for (int i = 0; i < spec.separators; ++i) {
     const size_t nul = key.find('\0', start);
     if (nul == std::string_view::npos) {
-      return Error(StatusCode::kInvalidArgument, "key in " + std::string(spec.cf) + " lacks its parts");
+      return Status(StatusCode::kInvalidArgument, "key in " + std::string(spec.cf) + " lacks its parts");
     }
-    AppendPartHash(keys, table, i, key.substr(start, nul - start), &out);
+    append(i, key.substr(start, nul - start), out);
     start = nul + 1;
   }
   if (spec.plain_tail) {
-    out.append(key.substr(start));
+    out->append(key.substr(start));
   } else {
-    AppendPartHash(keys, table, spec.separators, key.substr(start), &out);
+    append(spec.separators, key.substr(start), out);
   }
+  return Status::Ok();
+}
+
+Result<std::string> StoredKey(const Subkeys& keys, Table table, std::string_view key,
+                              PartHashCache* cache = nullptr) {
+  std::string out;
+  CW_RETURN_IF_ERROR(StoredKeyInto(keys, table, key, cache, &out));
   return out;
 }
 
@@ -506,15 +571,125 @@ void Element(const Subkeys& keys, int table, std::string_view stored_key, std::s
   sodium_memzero(&st, sizeof st);
 }
 
+// Which (table, stored key) pairs may hold a record: a Bloom filter over every key on disk, filled from the
+// scan that verifies the digest when the store opens and by every put since. Every commit looks up the
+// record each write replaces (the digest subtracts it), and a message's transcript row, outbox entry and
+// dedup key are new keys: the filter answers those lookups "absent" without a RocksDB read (Get, too, for a
+// dedup key not yet seen). It only ever has false positives (deleted keys stay in it; a lookup it cannot
+// rule out goes to RocksDB as before), and only this store writes the database while it is open (RocksDB's
+// lock file keeps other processes out), so "not in the filter" means "not on disk".
+//
+// Blocked layout: each key sets 6 bits in one 64-byte block (one cache line per lookup); 10 bits per key
+// keeps false positives near 1%. A layer that has taken its capacity is followed by one twice as large
+// (Almeida et al., "Scalable Bloom Filters", 2007), so it never needs the keys again to grow; lookups test
+// every layer. Not secret: the bits come from stored keys, which are in the files.
+//
+// Thread rules: Add from one thread at a time (commits hold commit_mu_; Open is alone); MayContain from any.
+// A key added before a Commit's write is visible to every Get that starts after the Commit returned.
+class KeyFilter {
+ public:
+  // A first layer for about `capacity` keys.
+  void Reset(size_t capacity) {
+    for (auto& l : layers_) l.reset();
+    count_.store(0, std::memory_order_relaxed);
+    AddLayer(std::max<size_t>(capacity, kMinCapacity));
+  }
+
+  void Add(int table, std::string_view stored_key) {
+    int n = count_.load(std::memory_order_relaxed);
+    if (n == 0) return;  // Reset not called: MayContain answers "maybe" for everything
+    Layer* layer = layers_[n - 1].get();
+    if (layer->added >= layer->capacity && n < kMaxLayers) layer = AddLayer(layer->capacity * 2);
+    ++layer->added;
+    const uint64_t h = Hash(table, stored_key);
+    const uint64_t bits = Mix(h + kGolden);
+    std::atomic<uint64_t>* block = layer->Block(h);
+    for (int i = 0; i < kProbes; ++i) {
+      const unsigned bit = (bits >> (9 * i)) & 511;
+      block[bit >> 6].fetch_or(uint64_t{1} << (bit & 63), std::memory_order_relaxed);
+    }
+  }
+
+  bool MayContain(int table, std::string_view stored_key) const {
+    const int n = count_.load(std::memory_order_acquire);
+    if (n == 0) return true;
+    const uint64_t h = Hash(table, stored_key);
+    const uint64_t bits = Mix(h + kGolden);
+    for (int l = 0; l < n; ++l) {
+      const std::atomic<uint64_t>* block = layers_[l]->Block(h);
+      bool all = true;
+      for (int i = 0; i < kProbes && all; ++i) {
+        const unsigned bit = (bits >> (9 * i)) & 511;
+        all = (block[bit >> 6].load(std::memory_order_relaxed) >> (bit & 63)) & 1;
+      }
+      if (all) return true;
+    }
+    return false;
+  }
+
+ private:
+  static constexpr size_t kMinCapacity = 1 << 14;
+  static constexpr size_t kBitsPerKey = 10;
+  static constexpr int kProbes = 6;  // 9 bits each select a bit of the 512-bit block
+  static constexpr int kMaxLayers = 40;
+
+  struct Layer {
+    size_t capacity;
+    size_t added = 0;
+    size_t blocks;
+    std::unique_ptr<std::atomic<uint64_t>[]> words;  // blocks * 8, zeroed
+    std::atomic<uint64_t>* Block(uint64_t h) const {
+      // The high half of the key's hash picks the block; a second mix of it picks the bits in the block.
+      return words.get() + 8 * static_cast<size_t>(((h >> 32) * blocks) >> 32);
+    }
+  };
+
+  // Stored keys of hashed tables are already uniform; ids and fixed names of the plain tables are not, so
+  // every key is mixed (splitmix64's finalizer over std::hash). Collisions only cost a RocksDB read.
+  static constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ULL;
+  static uint64_t Mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+  static uint64_t Hash(int table, std::string_view key) {
+    return Mix(std::hash<std::string_view>{}(key) + kGolden * static_cast<uint64_t>(table + 1));
+  }
+
+  Layer* AddLayer(size_t capacity) {
+    const int n = count_.load(std::memory_order_relaxed);
+    auto layer = std::make_unique<Layer>();
+    layer->capacity = capacity;
+    layer->blocks = std::min<size_t>((capacity * kBitsPerKey + 511) / 512, size_t{1} << 32);
+    layer->words = std::make_unique<std::atomic<uint64_t>[]>(layer->blocks * 8);  // value-initialized: 0
+    layers_[n] = std::move(layer);
+    count_.store(n + 1, std::memory_order_release);
+    return layers_[n].get();
+  }
+
+  std::unique_ptr<Layer> layers_[kMaxLayers];
+  std::atomic<int> count_{0};
+};
+
+// What a commit knows of the record under a key: whether there is one, and its digest element.
+struct Identity {
+  bool present = false;
+  std::array<uint8_t, kElementSize> element{};
+};
+
 // The digest record's value: BE64 commit count || BE32 number of tables || one 32-byte sum per table.
 constexpr size_t kDigestValueSize = 12 + kTableCount * kElementSize;
-std::string DigestValue(uint64_t generation, const TableSum* sums) {
-  std::string v(kDigestValueSize, '\0');
-  auto* p = reinterpret_cast<uint8_t*>(v.data());
+void DigestValueInto(std::string* v, uint64_t generation, const TableSum* sums) {
+  v->resize(kDigestValueSize);
+  auto* p = reinterpret_cast<uint8_t*>(v->data());
   PutBigEndian32(p, static_cast<uint32_t>(generation >> 32));
   PutBigEndian32(p + 4, static_cast<uint32_t>(generation));
   PutBigEndian32(p + 8, kTableCount);
   for (int t = 0; t < kTableCount; ++t) sums[t].Store(p + 12 + t * kElementSize);
+}
+std::string DigestValue(uint64_t generation, const TableSum* sums) {
+  std::string v;
+  DigestValueInto(&v, generation, sums);
   return v;
 }
 
@@ -536,6 +711,7 @@ class SealedStore::Impl {
           // nothing adds to the record cache after it is wiped.
           subkeys_.Wipe();
           records_.Wipe();
+          part_hashes_.Wipe();
         })) {
     write_options_.sync = options.sync;
   }
@@ -545,6 +721,7 @@ class SealedStore::Impl {
     keystore_->RemoveLockListener(lock_listener_);
     subkeys_.Wipe();
     records_.Wipe();
+    part_hashes_.Wipe();
     StopSyncer();
     if (db_ == nullptr) return;
     // Under group commit the log may sit in RocksDB's buffer (manual_wal_flush): a clean close keeps it.
@@ -586,7 +763,7 @@ class SealedStore::Impl {
           FromRocks(rocksdb::DB::ListColumnFamilies(db_options, path, &names), "list column families"));
     }
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-    for (const auto& n : names) descriptors.emplace_back(n, CfOptions(n));
+    for (const auto& n : names) descriptors.emplace_back(n, CfOptions());
     rocksdb::DB* raw = nullptr;
     CW_RETURN_IF_ERROR(
         FromRocks(rocksdb::DB::Open(db_options, path, descriptors, &handles_, &raw), "open store"));
@@ -594,6 +771,7 @@ class SealedStore::Impl {
     for (auto* h : handles_) ByName(h->GetName(), h);
 
     if (fresh) {
+      present_.Reset(0);
       std::vector<std::string> missing{std::string(kMetadataCf)};
       for (const auto& t : kTables) missing.emplace_back(t.cf);
       CW_RETURN_IF_ERROR(CreateColumnFamilies(missing));
@@ -648,6 +826,14 @@ class SealedStore::Impl {
       if (tables_[i] == nullptr) missing.emplace_back(kTables[i].cf);
     }
     CW_RETURN_IF_ERROR(CreateColumnFamilies(missing));
+    // Sized for twice the records on disk (RocksDB's estimate), so a store that doubles before it is opened
+    // again still has one layer to test.
+    uint64_t estimate = 0;
+    for (int t = 0; t < kTableCount; ++t) {
+      uint64_t n = 0;
+      if (db_->GetIntProperty(tables_[t], rocksdb::DB::Properties::kEstimateNumKeys, &n)) estimate += n;
+    }
+    present_.Reset(static_cast<size_t>(std::min<uint64_t>(estimate, uint64_t{1} << 30)) * 2);
     if (stored_version == 1) return MigrateFromVersion1(keys);
     return LoadAndVerifyDigest(keys);
   }
@@ -666,6 +852,7 @@ class SealedStore::Impl {
       std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options_, tables_[t]));
       for (it->SeekToFirst(); it->Valid(); it->Next()) {
         const std::string_view stored = it->key().ToStringView();
+        present_.Add(t, stored);
         auto old = UnsealWithKey(keys.seal_key(), cf, stored, it->value().ToStringView(), /*schema=*/1);
         if (!old) {
           Element(keys, t, stored, it->value().ToStringView(), e);
@@ -719,20 +906,22 @@ class SealedStore::Impl {
     // Tables added after the digest was written were empty then: their sums stay zero.
     for (uint32_t t = 0; t < tables; ++t) sums_[t].Load(v.data() + 12 + t * kElementSize);
     TableSum on_disk[kTableCount];
-    CW_RETURN_IF_ERROR(SumTables(keys, on_disk));
+    CW_RETURN_IF_ERROR(SumTables(keys, on_disk, &present_));
     for (int t = 0; t < kTableCount; ++t) flagged_[t] = !(on_disk[t] == sums_[t]);
     // Whatever RocksDB recovered at open is in synced files now (recovery flushes it).
     synced_through_ = generation_;
     return Status::Ok();
   }
 
-  Status SumTables(const Subkeys& keys, TableSum* out) {
+  // With `fill`, also adds every key to the filter (at open).
+  Status SumTables(const Subkeys& keys, TableSum* out, KeyFilter* fill = nullptr) {
     uint8_t e[kElementSize];
     for (int t = 0; t < kTableCount; ++t) {
       std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options_, tables_[t]));
       for (it->SeekToFirst(); it->Valid(); it->Next()) {
         Element(keys, t, it->key().ToStringView(), it->value().ToStringView(), e);
         out[t].Add(e);
+        if (fill != nullptr) fill->Add(t, it->key().ToStringView());
       }
       CW_RETURN_IF_ERROR(FromRocks(it->status(), "verify digest"));
     }
@@ -779,29 +968,25 @@ class SealedStore::Impl {
                                              " were rolled back, deleted or replaced outside the store");
   }
 
-  static rocksdb::ColumnFamilyOptions CfOptions(std::string_view name) {
+  static rocksdb::ColumnFamilyOptions CfOptions() {
     rocksdb::ColumnFamilyOptions options;
     // Sealed values are random-looking: compression would only spend CPU.
     options.compression = rocksdb::kNoCompression;
-    // Every commit looks up the record each write replaces (the digest subtracts it). Bloom filters over
-    // whole keys in every table file answer most lookups of keys that are not there.
+    // Bloom filters over whole keys in every table file answer most lookups of keys that are not there
+    // (the few the store's own key filter cannot rule out). The memtables go without one: the key filter
+    // answers the lookups of new keys before RocksDB is asked, and a memtable's filter is allocated and
+    // zeroed with it (1.3 MB per table at the default write buffer size), and each insert dirtied a random
+    // line of it.
     rocksdb::BlockBasedTableOptions table_options;
     table_options.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
     options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table_options));
-    // The tables that get a new key with nearly every message (transcript rows, outbox entries, dedup keys)
-    // also get one in the memtable. It is allocated with each memtable (ratio x write buffer size), so the
-    // other tables, whose keys the identity cache mostly knows, go without.
-    if (name == "transcript" || name == "outbox" || name == "inbound_dedup") {
-      options.memtable_whole_key_filtering = true;
-      options.memtable_prefix_bloom_size_ratio = 0.02;
-    }
     return options;
   }
 
   Status CreateColumnFamilies(const std::vector<std::string>& names) {
     if (names.empty()) return Status::Ok();
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-    for (const auto& n : names) descriptors.emplace_back(n, CfOptions(n));
+    for (const auto& n : names) descriptors.emplace_back(n, CfOptions());
     std::vector<rocksdb::ColumnFamilyHandle*> created;
     rocksdb::Status s = db_->CreateColumnFamilies(descriptors, &created);
     // Handles of the ones created before a failure are ours to destroy too.
@@ -818,8 +1003,9 @@ class SealedStore::Impl {
     CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
     if (auto cached = records_.Find(table, key)) return std::optional<SecretBytes>(std::move(*cached));
     const Subkeys keys = lease.keys();
-    CW_ASSIGN_OR_RETURN(std::string stored, StoredKey(keys, table, key));
+    CW_ASSIGN_OR_RETURN(std::string stored, StoredKey(keys, table, key, &part_hashes_));
     const std::string_view cf = kTables[static_cast<int>(table)].cf;
+    if (!present_.MayContain(static_cast<int>(table), stored)) return std::optional<SecretBytes>();
     const RecordCache::ReadTicket ticket = records_.BeginRead();
     rocksdb::PinnableSlice sealed;
     rocksdb::Status s = db_->Get(read_options_, tables_[static_cast<int>(table)], stored, &sealed);
@@ -874,96 +1060,166 @@ class SealedStore::Impl {
   Status Commit(session::WriteBatch batch) {
     if (batch.writes.empty()) return Status::Ok();
     size_t puts = 0;
-    size_t bytes = 0;
     for (const auto& w : batch.writes) {
       if (!ValidTable(w.table)) return Status(StatusCode::kInvalidArgument, "unknown table");
       // A refused table takes no writes: they would be added to sums that no longer describe it.
       if (flagged_[static_cast<int>(w.table)]) return Refused(static_cast<int>(w.table));
-      if (!w.value) continue;
-      ++puts;
-      bytes += w.key.size() + w.value->size();
+      if (w.value) ++puts;
     }
-    // One draw from the Random for every nonce of the batch and the digest's: with SystemRandom each draw is
-    // a getrandom system call.
-    std::vector<uint8_t> nonces((puts + 1) * kNonceSize);
-    random_->Fill(nonces.data(), nonces.size());
-    // Stored keys are at most a few hashes; each record adds its format byte, nonce, length and tag.
-    rocksdb::WriteBatch wb(/*reserved_bytes=*/64 + bytes + kDigestValueSize +
-                           (batch.writes.size() + 1) * (2 * kKeyHashSize + 1 + kNonceSize + 4 + kTagSize + 16));
     // Commits are serialized: each reads the sums the previous one wrote. (The engine commits from its one
     // owner thread anyway; this orders the transcript sweeper and other threads.)
     std::lock_guard<std::mutex> commit_lock(commit_mu_);
+    Status s = StageAndWrite(batch, puts);
+    ReleaseLargeScratch();
+    return s;
+  }
+
+  // The body of Commit. REQUIRES: commit_mu_ held.
+  //
+  // Three passes, so that each primitive's code runs back to back (a commit's sealings alone would otherwise
+  // refill the instruction cache for every record): stored keys and the identities of the records replaced;
+  // then the sealing; then the sums and the batch. Everything is built in the scratch members, whose
+  // capacity stays from one commit to the next: a message's commit then allocates almost nothing, and in
+  // particular no multi-kilobyte batch buffer (each such malloc made glibc consolidate its free lists).
+  Status StageAndWrite(session::WriteBatch& batch, size_t puts) {
+    const size_t n = batch.writes.size();
+    if (staged_.size() < n) staged_.resize(n);
+    nonces_.resize((puts + 1) * kNonceSize);
+    TakeNonces(nonces_.data(), puts + 1);
     TableSum sums[kTableCount];
     std::copy(std::begin(sums_), std::end(sums_), std::begin(sums));
     const uint64_t next = generation_ + 1;
-    // The version each key has within this batch so far (its format byte and nonce; empty once deleted), by
-    // table byte || stored key, so a key written twice replaces its first version here, not the one on disk.
-    std::map<std::string, std::string, std::less<>> current;
+    wb_.Clear();
     {
       CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
       const Subkeys keys = lease.keys();
-      const uint8_t* nonce = nonces.data();
-      uint8_t e[kElementSize];
-      for (const auto& w : batch.writes) {
+      // A key written twice in one batch: its second write replaces the first one's record, not the one on
+      // disk, so it shares the first one's identity (`first`).
+      std::map<std::pair<int, std::string_view>, size_t> seen;  // only for large batches
+      for (size_t i = 0; i < n; ++i) {
+        const session::Write& w = batch.writes[i];
         const int t = static_cast<int>(w.table);
-        CW_ASSIGN_OR_RETURN(std::string stored, StoredKey(keys, w.table, w.key));
-        std::string id_key(1, static_cast<char>(t));
-        id_key.append(stored);
-        auto [it, first] = current.try_emplace(id_key);
-        if (first) {
-          if (auto known = identities_.find(id_key); known != identities_.end()) {
-            it->second = known->second;
-          } else {
-            rocksdb::PinnableSlice old;
-            const rocksdb::Status s = db_->Get(read_options_, tables_[t], stored, &old);
-            if (s.ok()) {
-              it->second.assign(old.data(), std::min(old.size(), kElementInputSize));
-            } else if (!s.IsNotFound()) {
-              return FromRocks(s, "read");
+        Staged& st = staged_[i];
+        CW_RETURN_IF_ERROR(StoredKeyInto(keys, w.table, w.key, &part_hashes_, &st.stored));
+        st.first = i;
+        if (n <= kLinearBatch) {
+          for (size_t j = 0; j < i; ++j) {
+            if (batch.writes[j].table == w.table && staged_[j].stored == st.stored) {
+              st.first = j;
+              break;
             }
           }
-        }
-        if (!it->second.empty()) {
-          Element(keys, t, stored, it->second, e);
-          sums[t].Sub(e);
-        }
-        rocksdb::Status s;
-        if (w.value) {
-          std::string sealed = Seal(keys, nonce, kTables[t].cf, stored, w.key, w.value->reveal());
-          nonce += kNonceSize;
-          Element(keys, t, stored, sealed, e);
-          sums[t].Add(e);
-          it->second.assign(sealed, 0, kElementInputSize);
-          s = wb.Put(tables_[t], stored, sealed);
         } else {
-          it->second.clear();
-          s = wb.Delete(tables_[t], stored);
+          st.first = seen.try_emplace({t, std::string_view(st.stored)}, i).first->second;
         }
-        CW_RETURN_IF_ERROR(FromRocks(s, "batch"));
+        if (st.first != i) continue;
+        st.identity = Identity{};
+        if (const Identity* known = FindIdentity(t, st.stored)) {
+          st.identity = *known;
+        } else if (present_.MayContain(t, st.stored)) {
+          rocksdb::PinnableSlice old;
+          const rocksdb::Status got = db_->Get(read_options_, tables_[t], st.stored, &old);
+          if (got.ok()) {
+            st.identity.present = true;
+            Element(keys, t, st.stored, old.ToStringView(), st.identity.element.data());
+          } else if (!got.IsNotFound()) {
+            return FromRocks(got, "read");
+          }
+        }
       }
-      CW_RETURN_IF_ERROR(FromRocks(wb.Put(metadata_, kDigestKey,
-                                          Seal(keys, nonce, kMetadataCf, kDigestKey, kDigestKey,
-                                               AsBytes(DigestValue(next, sums)))),
-                                   "batch"));
+      const uint8_t* nonce = nonces_.data();
+      for (size_t i = 0; i < n; ++i) {
+        const session::Write& w = batch.writes[i];
+        if (!w.value) continue;
+        SealInto(&staged_[i].sealed, keys.seal_key(), nonce, kTables[static_cast<int>(w.table)].cf,
+                 staged_[i].stored, w.key, w.value->reveal());
+        nonce += kNonceSize;
+      }
+      uint8_t e[kElementSize];
+      for (size_t i = 0; i < n; ++i) {
+        const int t = static_cast<int>(batch.writes[i].table);
+        Staged& st = staged_[i];
+        Identity& identity = staged_[st.first].identity;
+        if (identity.present) sums[t].Sub(identity.element.data());
+        rocksdb::Status put;
+        if (batch.writes[i].value) {
+          // A key with no record before this write enters the filter, ahead of the write: should the write
+          // fail, the filter merely holds one more key that is not there.
+          if (!identity.present) present_.Add(t, st.stored);
+          Element(keys, t, st.stored, st.sealed, e);
+          sums[t].Add(e);
+          identity.present = true;
+          std::memcpy(identity.element.data(), e, kElementSize);
+          put = wb_.Put(tables_[t], st.stored, st.sealed);
+        } else {
+          identity.present = false;
+          put = wb_.Delete(tables_[t], st.stored);
+        }
+        CW_RETURN_IF_ERROR(FromRocks(put, "batch"));
+      }
+      DigestValueInto(&digest_value_, next, sums);
+      SealInto(&digest_sealed_, keys.seal_key(), nonce, kMetadataCf, kDigestKey, kDigestKey,
+               AsBytes(digest_value_));
+      CW_RETURN_IF_ERROR(FromRocks(wb_.Put(metadata_, kDigestKey, digest_sealed_), "batch"));
     }  // The keys are not needed for the write: a concurrent Lock need not wait for the disk.
     const uint64_t begun_after = records_.BeginCommit();
-    Status written = FromRocks(db_->Write(write_options_, &wb), "commit");
+    Status written = FromRocks(db_->Write(write_options_, &wb_), "commit");
     records_.EndCommit(begun_after, batch, written.ok());
     if (!written.ok()) return written;
     std::copy(std::begin(sums), std::end(sums), std::begin(sums_));
-    RememberIdentities(current);
+    RememberIdentities(batch, n);
     generation_ = next;
     if (write_options_.sync) MarkSynced(next, Status::Ok());
     return Status::Ok();
   }
 
+  // REQUIRES: commit_mu_ held.
+  const Identity* FindIdentity(int table, std::string_view stored) {
+    id_key_.assign(1, static_cast<char>(table));
+    id_key_.append(stored);
+    auto it = identities_.find(id_key_);
+    return it == identities_.end() ? nullptr : &it->second;
+  }
+
+  // A batch far larger than a message's (a migration, a deleted conversation) does not keep its buffers.
+  // REQUIRES: commit_mu_ held.
+  void ReleaseLargeScratch() {
+    if (staged_.size() > kLinearBatch) {
+      staged_.clear();
+      staged_.shrink_to_fit();
+    }
+    if (wb_.GetDataSize() > kMaxKeptBatchBytes) wb_ = rocksdb::WriteBatch();
+    if (nonces_.capacity() > 64 * kNonceSize) std::vector<uint8_t>().swap(nonces_);
+  }
+
   uint64_t LastCommitSequence() const { return generation_; }
+
+  // `count` fresh nonces into `out`. REQUIRES: commit_mu_ held.
+  void TakeNonces(uint8_t* out, size_t count) {
+    const size_t bytes = count * kNonceSize;
+    if (bytes > nonce_pool_.size()) {
+      random_->Fill(out, bytes);
+      return;
+    }
+    if (nonce_pool_.size() - nonce_pool_next_ < bytes) {
+      random_->Fill(nonce_pool_.data(), nonce_pool_.size());
+      nonce_pool_next_ = 0;
+    }
+    std::memcpy(out, nonce_pool_.data() + nonce_pool_next_, bytes);
+    nonce_pool_next_ += bytes;
+  }
 
   // REQUIRES: commit_mu_ held. What a commit wrote is what is on disk now: only commits change records, and
   // they are serialized.
-  void RememberIdentities(std::map<std::string, std::string, std::less<>>& written) {
-    if (identities_.size() + written.size() > kMaxIdentities) identities_.clear();
-    for (auto& [key, id] : written) identities_.insert_or_assign(key, std::move(id));
+  void RememberIdentities(const session::WriteBatch& batch, size_t n) {
+    if (identities_.size() + n > kMaxIdentities) identities_.clear();
+    for (size_t i = 0; i < n; ++i) {
+      const Staged& st = staged_[i];
+      if (st.first != i) continue;
+      id_key_.assign(1, static_cast<char>(batch.writes[i].table));
+      id_key_.append(st.stored);
+      identities_.insert_or_assign(id_key_, st.identity);
+    }
   }
 
   uint64_t SyncedThrough() {
@@ -1075,6 +1331,7 @@ class SealedStore::Impl {
   rocksdb::Env* const env_;
   SubkeyCache subkeys_;
   RecordCache records_;
+  PartHashCache part_hashes_;
   const Keystore::LockListenerId lock_listener_;  // after the caches its listener wipes
   rocksdb::WriteOptions write_options_;
   const rocksdb::ReadOptions read_options_;
@@ -1086,12 +1343,34 @@ class SealedStore::Impl {
   // The digest. Commits hold commit_mu_ while they read, change and write the sums.
   std::mutex commit_mu_;
   TableSum sums_[kTableCount];             // under commit_mu_
-  // The format byte and nonce ("" when absent) of records recent commits wrote, by table byte || stored key:
+  // The digest elements of records recent commits wrote (or that they deleted), by table byte || stored key:
   // the record a write replaces is nearly always one the engine wrote a message ago (its session, its
-  // conversation), and each lookup saved is a RocksDB read. Not secret: the same bytes are in the files.
-  // Under commit_mu_; cleared when full.
+  // conversation), and each lookup saved is a RocksDB read and a hash. Not secret (keyed hashes of bytes
+  // that are in the files, like the sums). Under commit_mu_; cleared when full.
   static constexpr size_t kMaxIdentities = 4096;
-  std::unordered_map<std::string, std::string> identities_;
+  std::unordered_map<std::string, Identity> identities_;
+  KeyFilter present_;  // Add under commit_mu_ (or in Open); MayContain from any thread
+  // Commit's scratch (see StageAndWrite), under commit_mu_. Sealed values, stored keys and the batch: no
+  // plaintext is kept here.
+  struct Staged {
+    std::string stored;  // the stored key
+    std::string sealed;  // the sealed record, for a put
+    size_t first = 0;    // the batch's first write of this key: its `identity` is the key's current one
+    Identity identity;   // valid where first == this index
+  };
+  static constexpr size_t kLinearBatch = 32;
+  static constexpr size_t kMaxKeptBatchBytes = 256 * 1024;
+  std::vector<Staged> staged_;
+  rocksdb::WriteBatch wb_;
+  std::vector<uint8_t> nonces_;
+  std::string digest_value_;
+  std::string digest_sealed_;
+  std::string id_key_;
+  // Nonces drawn from the Random ahead of need, so a commit makes a getrandom system call about once every
+  // dozen commits instead of once each. Not secret (each is stored in the clear in its record); each is
+  // taken once, whether or not its commit succeeds. Under commit_mu_.
+  std::array<uint8_t, 64 * kNonceSize> nonce_pool_;
+  size_t nonce_pool_next_ = 64 * kNonceSize;  // all used
   std::atomic<uint64_t> generation_{0};   // commits so far, also the sequence of the newest one
   std::atomic<bool> flagged_[kTableCount] = {};  // tables whose records do not match their sum
 

@@ -46,8 +46,11 @@
 // Lock: the store derives its two subkeys from the Keystore once per unlock and keeps them in guarded
 // memory (sodium_malloc, read-only); it also keeps the last few records it opened (at most 64, plaintext in
 // wiping buffers), because the engine reads the same session and conversation records several times per
-// message. It registers a lock listener, so Keystore::Lock() wipes both before it returns; after it every
-// Get, ListKeys and Commit fails with kPermissionDenied "keystore is locked" until Unlock.
+// message, and the key hashes of the last few names it used (at most 256). It registers a lock listener, so
+// Keystore::Lock() wipes all three before it returns; after it every Get, ListKeys and Commit fails with
+// kPermissionDenied "keystore is locked" until Unlock. Not wiped: a Bloom filter of the stored keys on disk
+// (filled when the store opens, so a lookup of a key that is not there needs no read) and the digest
+// elements of recently written records, both derived from bytes that are in the files.
 //
 // Group commit (SealedStoreOptions::sync = false): commits return before they are durable, and the log is
 // written and synced once for many of them. Every commit gets a sequence number (LastCommitSequence() right

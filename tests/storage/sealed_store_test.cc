@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sodium.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -175,6 +176,124 @@ TEST_F(SealedStoreTest, BehavesLikeTheInMemoryStore) {
       }
     }
   }
+}
+
+// prefix followed by n in decimal (GCC 12 warns falsely on "literal" + std::string).
+std::string Numbered(std::string_view prefix, uint32_t n) {
+  std::string s(prefix);
+  s.append(std::to_string(n));
+  return s;
+}
+
+// The digest is kept up to date by every commit from what it knows of the records each write replaces (its
+// own recent commits, a filter of the keys on disk, RocksDB). Any slip there shows as a table refused at the
+// next open, so: random batches (keys written twice in one batch, deletes of absent keys, batches past the
+// small-batch path) across reopens, each reopen checked, and every value checked against a reference.
+TEST_F(SealedStoreTest, TheDigestStaysExactThroughEveryKindOfCommitAndReopen) {
+  session::InMemoryStore reference;
+  SeededRandom rnd(7);
+  const Table tables[] = {Table::kContact, Table::kPreKey, Table::kSession, Table::kTranscript,
+                          Table::kInboundDedup};
+  auto random_key = [&](Table t) -> std::string {
+    const uint32_t n = rnd.Uniform(40);
+    switch (t) {
+      case Table::kSession:
+        return SessionKey(Numbered("peer", n % 5), n / 5);
+      case Table::kPreKey:
+        return BigEndian32(n);
+      case Table::kTranscript: {
+        std::string k = WithNul(Numbered("dm:peer", n % 3));
+        k.append(BigEndian32(0));
+        k.append(BigEndian32(n));
+        return k;
+      }
+      default:
+        return Numbered("id", n);
+    }
+  };
+  for (int round = 0; round < 60; ++round) {
+    session::WriteBatch a, b;
+    // Every tenth batch is large (the other path for keys written twice in one batch).
+    const int writes = round % 10 == 9 ? 80 : 1 + static_cast<int>(rnd.Uniform(6));
+    for (int i = 0; i < writes; ++i) {
+      const Table t = tables[rnd.Uniform(5)];
+      const std::string k = random_key(t);
+      if (rnd.Uniform(4) == 0) {
+        a.writes.push_back(Delete(t, k));
+        b.writes.push_back(Delete(t, k));
+      } else {
+        const std::string v = Numbered("v", round * 1000 + i);
+        a.writes.push_back(Put(t, k, v));
+        b.writes.push_back(Put(t, k, v));
+      }
+    }
+    CW_ST_ASSERT_OK(store_->Commit(std::move(a)));
+    CW_ST_ASSERT_OK(reference.Commit(std::move(b)));
+    if (round % 15 == 14) {
+      Reopen();
+      ASSERT_TRUE(store_->TamperedTables().empty()) << "after round " << round;
+    }
+  }
+  Reopen();
+  EXPECT_TRUE(store_->TamperedTables().empty());
+  for (Table t : tables) {
+    for (int n = 0; n < 40; ++n) {
+      // The same keys random_key draws from, in order.
+      std::string k;
+      switch (t) {
+        case Table::kSession:
+          k = SessionKey(Numbered("peer", n % 5), n / 5);
+          break;
+        case Table::kPreKey:
+          k = BigEndian32(n);
+          break;
+        case Table::kTranscript:
+          k = WithNul(Numbered("dm:peer", n % 3)) + BigEndian32(0) + BigEndian32(n);
+          break;
+        default:
+          k = Numbered("id", n);
+      }
+      auto want = reference.Get(t, k);
+      ASSERT_TRUE(want.has_value());
+      EXPECT_EQ(Value(t, k), want->has_value() ? std::string((*want)->reveal().begin(), (*want)->reveal().end())
+                                               : std::string("<absent>"))
+          << "table " << static_cast<int>(t) << " key " << n;
+    }
+  }
+}
+
+// More keys than the key filter's first layer holds (it grows by adding layers), some written before a
+// reopen (the filter is refilled from the files): replacing and deleting any of them keeps the digest exact,
+// and a key never written still reads as absent.
+TEST_F(SealedStoreTest, ReplacingOldAndNewKeysAmongManyKeepsTheDigestExact) {
+  constexpr uint32_t kKeys = 40'000;
+  auto fill = [&](uint32_t from, uint32_t to) {
+    for (uint32_t first = from; first < to; first += 1000) {
+      session::WriteBatch b;
+      for (uint32_t id = first; id < std::min(to, first + 1000); ++id) {
+        b.writes.push_back(Put(Table::kPreKey, BigEndian32(id), Numbered("k", id)));
+      }
+      CW_ST_ASSERT_OK(store_->Commit(std::move(b)));
+    }
+  };
+  ASSERT_NO_FATAL_FAILURE(fill(0, kKeys / 2));
+  Reopen();
+  ASSERT_TRUE(store_->TamperedTables().empty());
+  ASSERT_NO_FATAL_FAILURE(fill(kKeys / 2, kKeys));
+  for (uint32_t id : {0u, 1u, kKeys / 2 - 1, kKeys / 2, kKeys - 1}) {
+    CW_ST_ASSERT_OK(Commit(Put(Table::kPreKey, BigEndian32(id), Numbered("again ", id))));
+  }
+  for (uint32_t id : {2u, kKeys - 2}) CW_ST_ASSERT_OK(Commit(Delete(Table::kPreKey, BigEndian32(id))));
+  EXPECT_EQ(Value(Table::kPreKey, BigEndian32(kKeys)), "<absent>");
+  EXPECT_EQ(Value(Table::kPreKey, BigEndian32(kKeys - 3)), Numbered("k", kKeys - 3));
+  Reopen();
+  EXPECT_TRUE(store_->TamperedTables().empty());
+  EXPECT_EQ(Value(Table::kPreKey, BigEndian32(0)), "again 0");
+  EXPECT_EQ(Value(Table::kPreKey, BigEndian32(kKeys / 2)), Numbered("again ", kKeys / 2));
+  EXPECT_EQ(Value(Table::kPreKey, BigEndian32(kKeys - 1)), Numbered("again ", kKeys - 1));
+  EXPECT_EQ(Value(Table::kPreKey, BigEndian32(2)), "<absent>");
+  EXPECT_EQ(Value(Table::kPreKey, BigEndian32(kKeys - 2)), "<absent>");
+  EXPECT_EQ(Value(Table::kPreKey, BigEndian32(3)), "k3");
 }
 
 TEST_F(SealedStoreTest, NamesAppearNowhereOnDisk) {
