@@ -291,7 +291,11 @@ class Transcripts::Impl {
     CW_ASSIGN_OR_RETURN(std::optional<SecretBytes> v, store_->Get(Table::kTranscript, key));
     if (!v) return Status(StatusCode::kNotFound, "no such message");
     CW_ASSIGN_OR_RETURN(internal::RowRecord row, internal::DecodeRow(v->reveal()));
-    row.status = status;
+    // The relay's answer to a deposit can come after the recipient's delivery or read receipt (the relay
+    // pushes a message before its deposit is synced and answered; a direct link acks on its own): marking
+    // it sent then must not take its status backwards.
+    const bool receipted = row.status == MessageStatus::kDelivered || row.status == MessageStatus::kRead;
+    if (!(drop_outbox && receipted)) row.status = status;
     WriteBatch batch;
     batch.writes.push_back(Put(Table::kTranscript, key, internal::EncodeRow(row)));
     if (drop_outbox) batch.writes.push_back(Del(Table::kOutbox, key));

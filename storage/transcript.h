@@ -176,7 +176,8 @@ class Transcripts {
   // --- Status and outbox ---
   Status SetStatus(std::string_view conversation_id, uint64_t sequence, MessageStatus status);
   Result<std::vector<OutboxEntry>> PendingOutbox();
-  // The relay acknowledged the message: status kSent and the outbox entry deleted, in one commit.
+  // The relay acknowledged the message: status kSent (unless a receipt already made it kDelivered or kRead,
+  // which it keeps) and the outbox entry deleted, in one commit.
   Status MarkSent(std::string_view conversation_id, uint64_t sequence);
 
   // --- Disappearing messages ---

@@ -184,6 +184,22 @@ TEST_F(TranscriptTest, OutgoingIsQueuedWithAnOutboxEntryUntilSent) {
   CW_ST_EXPECT_CODE(t_->SetStatus(kBob, 99, MessageStatus::kRead), StatusCode::kNotFound);
 }
 
+// The recipient's receipt can overtake the relay's answer to the deposit (the relay pushes before it
+// syncs; a direct link acks on its own): the late MarkSent drops the outbox entry but keeps the status.
+TEST_F(TranscriptTest, MarkSentAfterAReceiptKeepsTheReceiptsStatus) {
+  for (MessageStatus receipted : {MessageStatus::kDelivered, MessageStatus::kRead}) {
+    const uint64_t seq = Send(kBob, "see you on monday");
+    CW_ST_ASSERT_OK(t_->SetStatus(kBob, seq, receipted));
+    CW_ST_ASSERT_OK(t_->MarkSent(kBob, seq));
+    auto m = t_->GetMessage(kBob, seq);
+    ASSERT_TRUE(m.has_value());
+    EXPECT_EQ(m->status, receipted);
+    auto outbox = t_->PendingOutbox();
+    ASSERT_TRUE(outbox.has_value());
+    EXPECT_TRUE(outbox->empty());
+  }
+}
+
 TEST_F(TranscriptTest, DisappearingTimerHidesThenSweepsExpiredMessages) {
   Receive("patient.bob", "kept", "r0");
   CW_ST_ASSERT_OK(t_->SetDisappearingTimer(kBob, 60'000));
