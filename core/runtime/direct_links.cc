@@ -79,7 +79,13 @@ Status DirectLinks::Start() {
   if (started_) return Status::Ok();
   CW_RETURN_IF_ERROR(EnsureLoaded());
   started_ = true;
-  if (!enabled()) return Status::Ok();
+  if (!enabled()) {
+    // Contacts made while off are not told anything: forget what was last announced, so the next start
+    // with direct links on announces to every contact again, even on the same fixed port.
+    if (self_announced_.empty()) return Status::Ok();
+    self_announced_.clear();
+    return Save();
+  }
   CW_ASSIGN_OR_RETURN(transport::Endpoint local, transport::Endpoint::Parse(options_.listen));
   if (local.static_key) return Status(StatusCode::kInvalidArgument, "the direct listen address takes no key");
   const uint64_t epoch = epoch_;

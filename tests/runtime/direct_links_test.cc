@@ -43,13 +43,22 @@ class DirectLinksTest : public ::testing::Test {
  protected:
   DirectLinksTest() : net_(7, clock_) {}
 
-  Device& Add(const std::string& name, bool listen = true) {
+  Device& Add(const std::string& name) {
     auto d = std::make_unique<Device>();
     d->name = name;
     auto t = net_.AddNode(name, transport::StaticKeyPair::Generate(random_));
     EXPECT_TRUE(t.has_value());
     d->transport = *t;
     Device* raw = d.get();
+    Reopen(*raw, name + ":0");
+    devices_.push_back(std::move(d));
+    return *raw;
+  }
+
+  // A new DirectLinks for `d` on the same node and store (as after a restart), listening on `listen`.
+  static void Reopen(Device& d, const std::string& listen) {
+    if (d.links) d.links->Stop();
+    Device* raw = &d;
     DirectLinks::Deps deps;
     deps.transport = raw->transport;
     deps.store = &raw->store;
@@ -66,12 +75,10 @@ class DirectLinksTest : public ::testing::Test {
     deps.link_up = [](const std::string&) {};
     deps.report = [](const Status&) {};
     DirectLinks::Options o;
-    if (listen) o.listen = name + ":0";
+    o.listen = listen;
     o.ack_timeout_ms = kAckTimeoutMs;
     o.reconnect_min_ms = kReconnectMinMs;
     raw->links = std::make_unique<DirectLinks>(std::move(deps), std::move(o));
-    devices_.push_back(std::move(d));
-    return *raw;
   }
 
   // `from` and `to` become contacts; each hands the other its announcement.
@@ -254,6 +261,25 @@ TEST_F(DirectLinksTest, ANewAnnouncementSendsWhatWaitedToTheRelay) {
   ASSERT_TRUE(alice.links->OnAnnouncement("bob", *wire::EncodeDirectEndpoint(moved)).ok());
   ASSERT_TRUE(result.has_value());
   EXPECT_EQ(result->code(), StatusCode::kUnavailable);
+}
+
+// A contact made while direct links were off still hears of this device's endpoint once they are on again,
+// even on the same fixed port as before (nothing else would ever tell it).
+TEST_F(DirectLinksTest, AContactMadeWhileOffIsToldOnceOnAgain) {
+  Device& alice = Add("alice");
+  Device& bob = Add("bob");
+  Reopen(alice, "alice:7000");
+  ASSERT_TRUE(alice.links->Start().ok());
+  ASSERT_TRUE(bob.links->Start().ok());
+  Befriend(alice, bob);
+  Reopen(alice, "");  // a run without direct links
+  ASSERT_TRUE(alice.links->Start().ok());
+  alice.contacts.push_back("carol");
+  alice.links->OnNewContact("carol");
+  EXPECT_EQ(alice.announced.count("carol"), 0u);
+  Reopen(alice, "alice:7000");
+  ASSERT_TRUE(alice.links->Start().ok());
+  EXPECT_EQ(alice.announced.count("carol"), 1u);
 }
 
 }  // namespace
