@@ -37,8 +37,9 @@ Status DirectLinks::EnsureLoaded() {
   if (rec) {
     const auto bad = [] { return Status(StatusCode::kMalformed, "direct link record is malformed"); };
     json j = json::parse(rec->reveal().begin(), rec->reveal().end(), nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object() || j.value("v", 0) != 1) return bad();
+    if (!j.is_object()) return bad();
     try {
+      if (j.value("v", 0) != 1) return bad();  // value() throws on a "v" that is not a number
       self_announced_ = j.at("self").get<std::string>();
       for (const auto& [name, p] : j.at("peers").items()) {
         Bytes raw;
@@ -78,7 +79,13 @@ Status DirectLinks::Start() {
   if (started_) return Status::Ok();
   CW_RETURN_IF_ERROR(EnsureLoaded());
   started_ = true;
-  if (!enabled()) return Status::Ok();
+  if (!enabled()) {
+    // Contacts made while off are not told anything: forget what was last announced, so the next start
+    // with direct links on announces to every contact again, even on the same fixed port.
+    if (self_announced_.empty()) return Status::Ok();
+    self_announced_.clear();
+    return Save();
+  }
   CW_ASSIGN_OR_RETURN(transport::Endpoint local, transport::Endpoint::Parse(options_.listen));
   if (local.static_key) return Status(StatusCode::kInvalidArgument, "the direct listen address takes no key");
   const uint64_t epoch = epoch_;
@@ -175,7 +182,8 @@ Status DirectLinks::OnAnnouncement(const std::string& contact, ByteView payload)
   p.announced = e;
   CW_RETURN_IF_ERROR(Save());
   // Links made under the old announcement no longer speak for this contact.
-  DropOutgoing(contact, p, Status(StatusCode::kAborted, "direct endpoint changed"));
+  // kUnavailable, not kAborted: what waited goes to the relay (kAborted is Stop's, and ends the flush).
+  DropOutgoing(contact, p, Status(StatusCode::kUnavailable, "direct endpoint changed"));
   if (key_changed) {
     for (auto it = inbound_.begin(); it != inbound_.end();) {
       if (it->second.contact != contact) {
@@ -187,6 +195,7 @@ Status DirectLinks::OnAnnouncement(const std::string& contact, ByteView payload)
     }
   }
   p.backoff_ms = 0;
+  p.ack_timed_out = false;
   if (started_ && enabled() && e.listens()) Connect(contact);
   return Status::Ok();
 }
@@ -232,7 +241,11 @@ void DirectLinks::Connect(const std::string& contact) {
                                         if (!c) return ScheduleReconnect(contact);
                                         *holder = *c;
                                         peer->out = *c;
-                                        peer->backoff_ms = 0;
+                                        // A peer whose last link timed out waiting for an ack keeps its
+                                        // backoff until it acks: the outbox is one queue, so a peer that
+                                        // accepts links and never acks would otherwise stall everyone's
+                                        // messages for an ack timeout at every reconnect.
+                                        if (!peer->ack_timed_out) peer->backoff_ms = 0;
                                         deps_.link_up(contact);
                                       });
   if (!s.ok()) {
@@ -302,6 +315,7 @@ void DirectLinks::Send(const std::string& contact, const MessageId& id, ByteView
     if (f == peers_.end() || f->second.attempt != attempt) return;
     // A peer that does not answer in time is treated as gone: everything waiting goes to the relay, and the
     // link is made again (at once if the peer is only slow).
+    f->second.ack_timed_out = true;
     DropOutgoing(contact, f->second, Status(StatusCode::kUnavailable, "no direct ack in time"));
     ScheduleReconnect(contact);
   });
@@ -316,7 +330,11 @@ void DirectLinks::Resolve(const std::string& contact, const MessageId& id, Statu
   Pending pending = std::move(w->second);
   it->second.pending.erase(w);
   deps_.transport->CancelTimer(pending.timer);
-  if (result.ok()) ++stats_.delivered;
+  if (result.ok()) {
+    ++stats_.delivered;
+    it->second.ack_timed_out = false;
+    it->second.backoff_ms = 0;
+  }
   pending.done(std::move(result));
 }
 
@@ -325,18 +343,32 @@ void DirectLinks::Resolve(const std::string& contact, const MessageId& id, Statu
 void DirectLinks::OnAccept(std::shared_ptr<transport::Connection> conn) {
   const auto& key = conn->remote_static_key();
   std::string contact;
+  size_t matches = 0;
   for (const auto& [name, p] : peers_) {
     if (p.announced && sodium_memcmp(p.announced->link_key.data(), key.data(), key.size()) == 0) {
       contact = name;
-      break;
+      ++matches;
     }
   }
-  if (contact.empty()) {
+  if (matches != 1) {
     // Not a key any contact announced: closed before any frame is read. Nothing about it is reported (the
     // address and key would identify whoever probed).
+    // A key two contacts announced: one of them announced the other's (a link key is no secret), and the
+    // link cannot be told to speak for either, so it is refused too (that contact then uses the relay).
     ++stats_.refused;
-    conn->Close(Status(StatusCode::kPermissionDenied, "not a contact's link key"));
+    if (matches > 1) deps_.report(Status(StatusCode::kPermissionDenied, "a direct link key was announced twice"));
+    conn->Close(Status(StatusCode::kPermissionDenied, "not one contact's link key"));
     return;
+  }
+  // One incoming link per contact (a contact opens one link to us at a time; a new one replaces the old):
+  // a contact cannot pile up connections.
+  for (auto it = inbound_.begin(); it != inbound_.end();) {
+    if (it->second.contact != contact) {
+      ++it;
+      continue;
+    }
+    it->second.conn->Close(Status(StatusCode::kAborted, "replaced by a newer direct link"));
+    it = inbound_.erase(it);
   }
   const uint64_t epoch = epoch_;
   std::weak_ptr<transport::Connection> weak = conn;

@@ -8,8 +8,8 @@
 // the kMeta table, under a fixed name that names nobody) so it survives restarts.
 //   - Outgoing: a link to a contact's announced endpoint is opened with Noise XK pinning the announced key, so
 //     the listener must prove it (an announcement whose key does not match fails the handshake).
-//   - Incoming: an accepted link whose proven static key is not a key announced by a contact is closed at once
-//     (nothing logged, nothing read from it).
+//   - Incoming: an accepted link whose proven static key is not a key announced by exactly one contact is
+//     closed at once (nothing read from it); a contact keeps one incoming link, its newest.
 // Each side sends on the link it opened and answers (acks) on the link a message came in on, so two clients
 // that both listen hold two links, one per direction; no tie-break is needed.
 //
@@ -125,6 +125,7 @@ class DirectLinks {
     bool connecting = false;
     uint64_t attempt = 0;  // which connect attempt the callbacks belong to
     int64_t backoff_ms = 0;
+    bool ack_timed_out = false;  // the last link went down waiting for an ack; cleared by an ack
     std::optional<transport::Transport::TimerId> reconnect_timer;
     std::map<MessageId, Pending> pending;  // sent on `out`, awaiting the ack
   };
