@@ -333,6 +333,7 @@ class Client::Impl {
   // contact list with its relay cards.
   Status LockNow(bool automatic) {
     if (locked_) return Status::Ok();
+    SendPendingDeliveryReceipts();  // committed to the outbox now; deposited after Unlock
     ++generation_;  // in-flight connects and frames of the closed link are ignored
     resume_background_ = background_;
     background_ = false;
@@ -451,6 +452,7 @@ class Client::Impl {
       if (conn_) conn_->Close(Status(StatusCode::kAborted, "client closing"));
       FailAll(Status(StatusCode::kAborted, "client closing"));
       if (direct_) direct_->Stop();
+      SendPendingDeliveryReceipts();  // committed to the outbox; deposited when the client next runs
       if (compliance_) compliance_->CheckpointIfNeeded();  // a signed head covering everything recorded
       groups_.reset();
       compliance_.reset();
@@ -916,7 +918,7 @@ class Client::Impl {
         m.text = std::move(text);
         options_.callbacks.on_message(m);
       }
-      if (options_.send_delivery_receipts) SendReceipts(sender.name, wire::ReceiptType::kDelivered, {relay_id});
+      if (options_.send_delivery_receipts) QueueDeliveryReceipt(sender.name, relay_id);
     }
   }
 
@@ -1170,6 +1172,25 @@ class Client::Impl {
         Report(Status(sent.error().code(), "a receipt could not be queued: " + sent.error().message()));
       }
     }
+  }
+
+  // Delivery receipts wait up to options_.delivery_receipt_delay_ms for company (see client.h).
+  void QueueDeliveryReceipt(const std::string& contact, const std::string& relay_id) {
+    if (options_.delivery_receipt_delay_ms <= 0) return SendReceipts(contact, wire::ReceiptType::kDelivered, {relay_id});
+    pending_delivery_receipts_[contact].push_back(relay_id);
+    if (receipt_timer_) return;
+    receipt_timer_ = transport_->ScheduleAfter(options_.delivery_receipt_delay_ms, [this] {
+      receipt_timer_.reset();
+      SendPendingDeliveryReceipts();
+    });
+  }
+
+  void SendPendingDeliveryReceipts() {
+    if (receipt_timer_) transport_->CancelTimer(*receipt_timer_);
+    receipt_timer_.reset();
+    auto pending = std::exchange(pending_delivery_receipts_, {});
+    if (locked_ || !receipts_) return;
+    for (const auto& [contact, ids] : pending) SendReceipts(contact, wire::ReceiptType::kDelivered, ids);
   }
 
   Status ApplyReceipt(const std::string& sender, ByteView payload) {
@@ -1447,6 +1468,8 @@ class Client::Impl {
   std::optional<transport::Transport::TimerId> retry_timer_;
   std::optional<transport::Transport::TimerId> idle_timer_;
   std::optional<transport::Transport::TimerId> sweep_timer_;
+  std::optional<transport::Transport::TimerId> receipt_timer_;
+  std::map<std::string, std::vector<std::string>> pending_delivery_receipts_;  // contact -> relay ids (hex)
   bool locked_ = false;
   bool resume_background_ = false;  // background_ as it was when locked
   // Group commit: the commit sequence of each outbox entry written by this process and perhaps not yet
@@ -1537,6 +1560,7 @@ Result<SyncReport> Client::Sync(int64_t timeout_ms) {
       impl_->AfterSynced(
           impl_->store_->LastCommitSequence(),
           [this, done] {
+            impl_->SendPendingDeliveryReceipts();  // what Sync received is receipted before it returns
             impl_->WhenAcksAnswered([this, done] {
               impl_->FlushOutbox([this, done](Result<size_t> sent) {
                 if (!sent) return done(Error(sent.error()));

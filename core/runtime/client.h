@@ -125,6 +125,11 @@ struct ClientOptions {
   // stored here, read receipts when MarkRead is called. Receipts from contacts are applied either way.
   bool send_delivery_receipts = true;
   bool send_read_receipts = true;
+  // Delivery receipts for messages stored within this long of each other go out together, one receipt per
+  // contact (a burst of 50 messages costs the sender one receipt to decrypt, not 50, and the receipts do not
+  // compete with the next messages for the disk). Sync, Lock and closing send what waits at once. 0: each
+  // receipt as its message is stored.
+  int64_t delivery_receipt_delay_ms = 100;
   // How often expired (disappearing) transcript rows are deleted while unlocked; 0 never (SweepNow only).
   int64_t sweep_interval_ms = 60'000;
   // Direct P2P (core/runtime/direct_links.h): "host:port" to listen on for contacts' direct links (port 0:

@@ -76,6 +76,12 @@ bool Eventually(Pred pred) {
   return false;
 }
 
+// Whether row `row` of the conversation with `contact` (an outgoing message) has its delivery receipt.
+bool Delivered(Client& c, const std::string& contact, size_t row) {
+  auto h = c.History(contact);
+  return h && h->size() > row && h->at(row).status == storage::MessageStatus::kDelivered;
+}
+
 bool IsDirect(Client& c, const std::string& contact) {
   auto contacts = c.Contacts();
   if (!contacts) return false;
@@ -154,8 +160,12 @@ TEST_F(DirectE2E, TwoListeningClientsConverseDirectly) {
   ASSERT_TRUE(pat_seen.WaitCount(3));
   for (const char* t : {"better, thanks", "no dizziness"}) ASSERT_HAS(patient->SendText("dr.lee", t));
   ASSERT_TRUE(doc_seen.WaitCount(3));  // "hello doctor" came through the relay in Pair
-  // Everything, delivery receipts included, went and was acked (after each receiver's durable commit).
-  ASSERT_TRUE(Eventually([&] { return Pending(*doctor) == 0 && Pending(*patient) == 0; }));
+  // Everything, delivery receipts included (they wait ClientOptions::delivery_receipt_delay_ms for
+  // company), went and was acked (after each receiver's durable commit).
+  ASSERT_TRUE(Eventually([&] {
+    return Delivered(*doctor, "pat", 3) && Delivered(*patient, "dr.lee", 5) && Pending(*doctor) == 0 &&
+           Pending(*patient) == 0;
+  }));
 
   EXPECT_EQ(relay_->Stats().commands, commands_before);
   EXPECT_EQ(relay_->Stats().queued_messages, 0u);
@@ -187,7 +197,11 @@ TEST_F(DirectE2E, RelayDownDirectStillFlowsAndAGonePeerFallsBackToTheRelay) {
   ASSERT_TRUE(pat_seen.WaitCount(1));
   ASSERT_HAS(patient->SendText("dr.lee", "still here"));
   ASSERT_TRUE(doc_seen.WaitCount(2));
-  ASSERT_TRUE(Eventually([&] { return Pending(*doctor) == 0 && Pending(*patient) == 0; }));
+  // Both delivery receipts (each waits a moment for company) went directly too.
+  ASSERT_TRUE(Eventually([&] {
+    return Delivered(*doctor, "pat", 1) && Delivered(*patient, "dr.lee", 2) && Pending(*doctor) == 0 &&
+           Pending(*patient) == 0;
+  }));
 
   // The patient's app restarts without listening: the doctor's link to it is gone, so the next messages
   // wait in the outbox for the relay.
