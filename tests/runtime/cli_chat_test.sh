@@ -3,27 +3,12 @@
 # tmux panes driven with send-keys; capture-pane shows each side the other's messages. Waits are bounded
 # polls (a safety net), never timing assertions.
 set -euo pipefail
-trap 'echo "failed at line $LINENO" >&2' ERR
 cw="$1"
 relay_bin="$2"
 command -v tmux >/dev/null || { echo "tmux missing"; exit 1; }
-work="$(mktemp -d "${TMPDIR:-/tmp}/cw_cli_chat.XXXXXX")"
-sock="$work/tmux.sock"
-relay_pid=""
-cleanup() {
-  tmux -S "$sock" kill-server 2>/dev/null || true
-  if [ -n "$relay_pid" ]; then kill -TERM "$relay_pid" 2>/dev/null || true; wait "$relay_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-export CW_PASSPHRASE="test passphrase"
-export TERM="${TERM:-xterm}"  # CI may run without a terminal; tmux wants a terminal type for its panes
-
-"$relay_bin" --data-dir "$work/relay" --listen 127.0.0.1:0 --log-level warn >"$work/relay.out" 2>"$work/relay.log" &
-relay_pid=$!
-for _ in $(seq 1 1200); do [ -s "$work/relay.out" ] && break; sleep 0.05; done
-relay="$(head -n1 "$work/relay.out")"
-[ -n "$relay" ]
+source "$(dirname "$0")/cli_lib.sh"
+cli_setup cli_chat
+start_relay
 
 "$cw" --home "$work/alice" --relay "$relay" init --name alice --kdf interactive >/dev/null
 "$cw" --home "$work/bob" --relay "$relay" init --name bob --kdf interactive >/dev/null
@@ -34,14 +19,6 @@ tmux -S "$sock" -f /dev/null new-session -d -s chat -x 160 -y 40 \
   "env CW_PASSPHRASE='$CW_PASSPHRASE' $cw --home $work/alice chat bob"
 tmux -S "$sock" split-window -t chat -v "env CW_PASSPHRASE='$CW_PASSPHRASE' $cw --home $work/bob chat alice"
 
-# Generous bounds: CI runs this under ASan on a loaded 2-core machine. They are a safety net only.
-wait_for() {  # pane, text
-  for _ in $(seq 1 1200); do
-    if grep -qF "$2" <<<"$(tmux -S "$sock" capture-pane -p -t "chat.$1" 2>/dev/null)"; then return 0; fi
-    sleep 0.05
-  done
-  echo "pane $1 never showed: $2"; tmux -S "$sock" capture-pane -p -t "chat.$1"; return 1
-}
 
 wait_for 0 "chatting with bob"
 wait_for 1 "chatting with alice"
@@ -60,12 +37,7 @@ wait_for 1 "saved $work/bob/downloads/x-ray.png"
 cmp "$work/x-ray.png" "$work/bob/downloads/x-ray.png"
 tmux -S "$sock" send-keys -t chat.1 "/verify" Enter
 wait_for 1 "Safety number with alice"
-# Bottom pane first: when a pane closes, tmux renumbers the ones after it.
-tmux -S "$sock" send-keys -t chat.1 "/quit" Enter
-for _ in $(seq 1 1200); do [ "$(tmux -S "$sock" list-panes -t chat 2>/dev/null | wc -l)" -le 1 ] && break; sleep 0.05; done
-tmux -S "$sock" send-keys -t chat.0 "/quit" Enter
-for _ in $(seq 1 1200); do tmux -S "$sock" has-session -t chat 2>/dev/null || break; sleep 0.05; done
-if tmux -S "$sock" has-session -t chat 2>/dev/null; then echo "chat did not quit"; exit 1; fi
+quit_chat
 
 # After quitting, both stores hold the whole conversation.
 # Captured first: `cmd | grep -q` under pipefail can fail on the writer's SIGPIPE after grep has matched.

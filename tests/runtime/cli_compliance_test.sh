@@ -3,29 +3,14 @@
 # a purpose refused without consent, audit verify, a signed export verified offline (and a tampered one
 # rejected), erasure. Every command runs with --json; outputs are checked as captured strings.
 set -euo pipefail
-trap 'echo "failed at line $LINENO" >&2' ERR
 cw="$1"
 relay_bin="$2"
-work="$(mktemp -d "${TMPDIR:-/tmp}/cw_cli_compliance.XXXXXX")"
-relay_pid=""
-cleanup() {
-  if [ -n "$relay_pid" ]; then kill -TERM "$relay_pid" 2>/dev/null || true; wait "$relay_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-export CW_PASSPHRASE="test passphrase"
-
-"$relay_bin" --data-dir "$work/relay" --listen 127.0.0.1:0 --log-level warn >"$work/relay.out" 2>"$work/relay.log" &
-relay_pid=$!
-for _ in $(seq 1 1200); do [ -s "$work/relay.out" ] && break; sleep 0.05; done
-relay="$(head -n1 "$work/relay.out")"
-[ -n "$relay" ]
+source "$(dirname "$0")/cli_lib.sh"
+cli_setup cli_compliance
+start_relay
 
 clinic() { "$cw" --json --home "$work/clinic" "$@"; }
 patient() { "$cw" --json --home "$work/patient" "$@"; }
-expect() {  # text, output
-  if ! grep -qF -- "$1" <<<"$2"; then echo "expected '$1' in: $2"; return 1; fi
-}
 json_field() {  # name, output: the value of a top-level string field
   sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" <<<"$2"
 }

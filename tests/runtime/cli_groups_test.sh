@@ -3,28 +3,13 @@
 # contacts; group create, send from everyone, list, history, remove (the removed member reads nothing
 # after), and clear errors for bad input. Every command runs with --json; outputs are checked as strings.
 set -euo pipefail
-trap 'echo "failed at line $LINENO" >&2' ERR
 cw="$1"
 relay_bin="$2"
-work="$(mktemp -d "${TMPDIR:-/tmp}/cw_cli_groups.XXXXXX")"
-relay_pid=""
-cleanup() {
-  if [ -n "$relay_pid" ]; then kill -TERM "$relay_pid" 2>/dev/null || true; wait "$relay_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-export CW_PASSPHRASE="test passphrase"
-
-"$relay_bin" --data-dir "$work/relay" --listen 127.0.0.1:0 --log-level warn >"$work/relay.out" 2>"$work/relay.log" &
-relay_pid=$!
-for _ in $(seq 1 1200); do [ -s "$work/relay.out" ] && break; sleep 0.05; done
-relay="$(head -n1 "$work/relay.out")"
-[ -n "$relay" ]
+source "$(dirname "$0")/cli_lib.sh"
+cli_setup cli_groups
+start_relay
 
 as() { local who="$1"; shift; "$cw" --json --home "$work/$who" "$@"; }
-expect() {  # text, output
-  if ! grep -qF -- "$1" <<<"$2"; then echo "expected '$1' in: $2"; return 1; fi
-}
 count() {  # text, output: how many times text occurs
   grep -oF -- "$1" <<<"$2" | wc -l
 }
