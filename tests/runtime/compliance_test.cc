@@ -53,15 +53,7 @@ struct Errors {
 
 using testing::Text;
 
-std::vector<std::string> Bodies(Client& c, const std::string& contact) {
-  auto h = c.History(contact);
-  EXPECT_TRUE(h.has_value()) << h.error().ToString();
-  std::vector<std::string> out;
-  if (h) {
-    for (const auto& m : *h) out.push_back(Text(m.body));
-  }
-  return out;
-}
+using testing::Bodies;
 
 size_t CountEvents(Client& c, AuditEventType type) {
   auto trail = c.AuditTrail();
@@ -119,14 +111,10 @@ class RuntimeCompliance : public ::testing::Test {
     return o;
   }
   std::unique_ptr<Client> NewClient(const std::string& home, const std::string& name, ClientOptions o) {
-    auto c = Client::Create(dir_.Sub(home), name, kPass, std::move(o));
-    EXPECT_TRUE(c.has_value()) << c.error().ToString();
-    return c ? std::move(*c) : nullptr;
+    return testing::CreateClient(dir_.Sub(home), name, std::move(o));
   }
   std::unique_ptr<Client> Reopen(const std::string& home, ClientOptions o) {
-    auto c = Client::Open(dir_.Sub(home), kPass, std::move(o));
-    EXPECT_TRUE(c.has_value()) << c.error().ToString();
-    return c ? std::move(*c) : nullptr;
+    return testing::OpenClient(dir_.Sub(home), std::move(o));
   }
 
   // The clinician invites, the patient accepts; the clinician's device runs the clinic policy.

@@ -56,15 +56,7 @@ ClientOptions Options(Seen* seen, const std::string& listen) {
   return o;
 }
 
-std::vector<std::string> Bodies(Client& c, const std::string& contact) {
-  auto h = c.History(contact);
-  EXPECT_TRUE(h.has_value()) << h.error().ToString();
-  std::vector<std::string> out;
-  if (h) {
-    for (const auto& m : *h) out.push_back(Text(m.body));
-  }
-  return out;
-}
+using testing::Bodies;
 
 // Polls (bounded) until `pred` holds.
 template <typename Pred>
@@ -99,14 +91,10 @@ class DirectE2E : public ::testing::Test {
   }
 
   std::unique_ptr<Client> New(const std::string& home, const std::string& name, ClientOptions o) {
-    auto c = Client::Create(dir_.Sub(home), name, kPass, std::move(o));
-    EXPECT_TRUE(c.has_value()) << c.error().ToString();
-    return c ? std::move(*c) : nullptr;
+    return testing::CreateClient(dir_.Sub(home), name, std::move(o));
   }
   std::unique_ptr<Client> Reopen(const std::string& home, ClientOptions o) {
-    auto c = Client::Open(dir_.Sub(home), kPass, std::move(o));
-    EXPECT_TRUE(c.has_value()) << c.error().ToString();
-    return c ? std::move(*c) : nullptr;
+    return testing::OpenClient(dir_.Sub(home), std::move(o));
   }
 
   // dr.lee invites pat through the relay; both then run in the background and, since both listen, end up

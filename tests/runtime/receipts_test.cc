@@ -73,9 +73,7 @@ class ReceiptsE2E : public ::testing::Test {
   }
 
   std::unique_ptr<Client> NewClient(const std::string& home, const std::string& name, ClientOptions o = Fast()) {
-    auto c = Client::Create(dir_.Sub(home), name, kPass, std::move(o));
-    EXPECT_TRUE(c.has_value()) << c.error().ToString();
-    return c ? std::move(*c) : nullptr;
+    return testing::CreateClient(dir_.Sub(home), name, std::move(o));
   }
 
   // The clinician invites; the patient accepts with "hello doctor"; the clinician stores it (row 1).

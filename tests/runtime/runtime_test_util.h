@@ -18,6 +18,7 @@
 #include "core/base/clock.h"
 #include "core/base/random.h"
 #include "core/base/secret.h"
+#include "core/runtime/client.h"
 #include "relay/log.h"
 #include "relay/relay_service.h"
 #include "relay/rocksdb_mailbox_store.h"
@@ -101,6 +102,29 @@ class TestRelay {
 inline const ByteView kPass = AsBytes("correct horse battery staple");
 
 inline std::string Text(const SecretBytes& b) { return std::string(b.reveal().begin(), b.reveal().end()); }
+
+// A client in `home` with kPass: created as `name`, or reopened. Null (and a test failure) on an error.
+inline std::unique_ptr<Client> CreateClient(const std::string& home, const std::string& name, ClientOptions o) {
+  auto c = Client::Create(home, name, kPass, std::move(o));
+  EXPECT_TRUE(c.has_value()) << c.error().ToString();
+  return c ? std::move(*c) : nullptr;
+}
+inline std::unique_ptr<Client> OpenClient(const std::string& home, ClientOptions o) {
+  auto c = Client::Open(home, kPass, std::move(o));
+  EXPECT_TRUE(c.has_value()) << c.error().ToString();
+  return c ? std::move(*c) : nullptr;
+}
+
+// The bodies of the conversation with `contact`, oldest first.
+inline std::vector<std::string> Bodies(Client& c, const std::string& contact) {
+  auto h = c.History(contact);
+  EXPECT_TRUE(h.has_value()) << h.error().ToString();
+  std::vector<std::string> out;
+  if (h) {
+    for (const auto& m : *h) out.push_back(Text(m.body));
+  }
+  return out;
+}
 
 // Status and Result assertions that print the error.
 #define ASSERT_OK(expr)                                     \
