@@ -213,6 +213,7 @@ CW_EXPORT cw_status cw_client_open_ex(const char* home_dir, const uint8_t* passp
       o.auto_lock_after_ms = opts.auto_lock_after_ms;
       o.send_delivery_receipts = opts.no_delivery_receipts == 0;
       o.send_read_receipts = opts.no_read_receipts == 0;
+      if (opts.direct_listen != nullptr) o.direct_listen = opts.direct_listen;
       std::weak_ptr<CallbackState> weak = handle->callbacks;
       o.callbacks.on_lock = [weak] { Fire(weak, &CallbackState::on_lock, &CallbackState::lock_user_data); };
       o.callbacks.on_receipt = [weak](const cw::runtime::ReceiptEvent& e) {

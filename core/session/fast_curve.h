@@ -1,4 +1,4 @@
-// X25519 for libsignal-protocol-c on libsodium (core/session/fast_curve.cc).
+// X25519 for libsignal-protocol-c on libsodium (defined in core/session/provider.cc).
 //
 // libsignal-protocol-c does every X25519 (key generation, X3DH, each Double-Ratchet step) in its bundled
 // curve25519-donna, through the PLT. Every binary that links the engine exports our curve25519_donna, which

@@ -165,6 +165,12 @@ typedef struct cw_options {
   /* Non-zero: do NOT send delivery / read receipts to contacts (they are sent by default). */
   int no_delivery_receipts;
   int no_read_receipts;
+  /* "host:port" to listen on for direct peer-to-peer links with contacts (port 0: any free port); NULL or
+   * "" keeps them off (the default). The address is announced to every contact inside the end-to-end
+   * session, so turning this on shows contacts where this device is; messages then skip the relay while
+   * both devices can reach each other. An address that does not parse or bind: CW_ERR_INVALID_ARGUMENT or
+   * CW_ERR_UNAVAILABLE from cw_client_open_ex. */
+  const char* direct_listen;
 } cw_options;
 
 /* cw_client_open with options (NULL options: the defaults, as cw_client_open). */

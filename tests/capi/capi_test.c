@@ -366,6 +366,15 @@ int main(int argc, char** argv) {
   CHECK(cw_client_is_locked(clinician) == 1);
   REQUIRE_OK(cw_client_unlock(clinician, u8(pass), strlen(pass)));
   cw_client_close(clinician);
+  /* Direct links: an address that does not parse is refused; a loopback one opens. */
+  options.auto_lock_after_ms = 0;
+  options.direct_listen = "not an address";
+  CHECK_STATUS(cw_client_open_ex(clinician_home, u8(pass), strlen(pass), NULL, NULL, &options, &none),
+               CW_ERR_INVALID_ARGUMENT);
+  CHECK(none == NULL);
+  options.direct_listen = "127.0.0.1:0";
+  REQUIRE_OK(cw_client_open_ex(clinician_home, u8(pass), strlen(pass), NULL, NULL, &options, &clinician));
+  cw_client_close(clinician);
   REQUIRE_OK(cw_client_open(clinician_home, u8(pass), strlen(pass), NULL, NULL, &clinician));
   /* Sync waits for the background link to come up. Closing while that first connect is still in flight
    * crashes in the runtime (Client::Impl::Shutdown leaves the pending connect callback live; reported). */

@@ -1,5 +1,5 @@
 // libsignal-protocol-c's X25519 (curve25519_donna) runs on libsodium through the definition in
-// core/session/fast_curve.cc. These tests hold it to the library's own function: known answers, the same
+// core/session/provider.cc (fast_curve.h). These tests hold it to the library's own function: known answers, the same
 // output as the library's donna on random, unclamped and low-order inputs, and proof that the library's own
 // calls reach it.
 #include <dlfcn.h>
