@@ -16,6 +16,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <thread>
 #include <unordered_map>
@@ -712,9 +713,16 @@ class SealedStore::Impl {
           subkeys_.Wipe();
           records_.Wipe();
           part_hashes_.Wipe();
+          // Write-behind: the overlay goes to disk, synced. It needs no key (its records and digest are
+          // sealed already), and no commit can add to it now that the keys are gone.
+          if (!write_options_.sync && opened_.load()) (void)SyncNow();
         })) {
     write_options_.sync = options.sync;
+    overlay_limit_bytes_ = options.overlay_limit_bytes;
   }
+
+  // Open succeeded: the lock listener may write the overlay from now on.
+  void MarkOpened() { opened_.store(true); }
 
   ~Impl() {
     // First: after this returns no Lock() can be inside the listener, and none will call it.
@@ -724,8 +732,15 @@ class SealedStore::Impl {
     part_hashes_.Wipe();
     StopSyncer();
     if (db_ == nullptr) return;
-    // Under group commit the log may sit in RocksDB's buffer (manual_wal_flush): a clean close keeps it.
-    if (!write_options_.sync) db_->FlushWAL(/*sync=*/true).PermitUncheckedError();
+    // Under group commit the overlay and the log may sit in memory (manual_wal_flush): a clean close keeps
+    // them.
+    if (!write_options_.sync) {
+      {
+        std::lock_guard<std::mutex> commit_lock(commit_mu_);
+        (void)WriteOverlayLocked();
+      }
+      db_->FlushWAL(/*sync=*/true).PermitUncheckedError();
+    }
     // Column family handles go before the database.
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
     handles_.clear();
@@ -938,6 +953,7 @@ class SealedStore::Impl {
 
   Status AcceptCurrentState() {
     std::lock_guard<std::mutex> commit_lock(commit_mu_);
+    CW_RETURN_IF_ERROR(WriteOverlayLocked());  // the sums are computed from what RocksDB holds
     CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
     const Subkeys keys = lease.keys();
     TableSum sums[kTableCount];
@@ -1007,11 +1023,27 @@ class SealedStore::Impl {
     const std::string_view cf = kTables[static_cast<int>(table)].cf;
     if (!present_.MayContain(static_cast<int>(table), stored)) return std::optional<SecretBytes>();
     const RecordCache::ReadTicket ticket = records_.BeginRead();
+    // The overlay first: it holds the newest unwritten value or deletion. A write-out puts its records in
+    // RocksDB before it empties the overlay, so a key missing here is in RocksDB if anywhere.
+    std::string unwritten;
+    bool in_overlay = false;
+    if (!write_options_.sync) {
+      std::lock_guard<std::mutex> lock(overlay_mu_);
+      const auto& m = overlay_[static_cast<int>(table)];
+      if (auto it = m.find(stored); it != m.end()) {
+        if (!it->second) return std::optional<SecretBytes>();
+        unwritten = *it->second;
+        in_overlay = true;
+      }
+    }
     rocksdb::PinnableSlice sealed;
-    rocksdb::Status s = db_->Get(read_options_, tables_[static_cast<int>(table)], stored, &sealed);
-    if (s.IsNotFound()) return std::optional<SecretBytes>();
-    CW_RETURN_IF_ERROR(FromRocks(s, "read"));
-    CW_ASSIGN_OR_RETURN(Opened opened, Unseal(keys, cf, stored, sealed.ToStringView()));
+    if (!in_overlay) {
+      rocksdb::Status s = db_->Get(read_options_, tables_[static_cast<int>(table)], stored, &sealed);
+      if (s.IsNotFound()) return std::optional<SecretBytes>();
+      CW_RETURN_IF_ERROR(FromRocks(s, "read"));
+    }
+    CW_ASSIGN_OR_RETURN(Opened opened,
+                        Unseal(keys, cf, stored, in_overlay ? std::string_view(unwritten) : sealed.ToStringView()));
     // The associated data already binds the stored key; this also catches a hash collision.
     if (opened.plain_key != key)
       return Error(StatusCode::kTampered, "record in " + std::string(cf) + " is for another key");
@@ -1031,25 +1063,52 @@ class SealedStore::Impl {
     const size_t hashed_len = WholeHashedPrefixLength(spec, prefix);
     const size_t stored_hashed_len = static_cast<size_t>(spec.separators) * kKeyHashSize;
     std::vector<std::string> out;
-    std::unique_ptr<rocksdb::Iterator> it(
-        db_->NewIterator(read_options_, tables_[static_cast<int>(table)]));
-    for (it->Seek(stored_prefix); it->Valid() && it->key().starts_with(stored_prefix); it->Next()) {
+    auto emit = [&](std::string_view stored, std::string_view sealed) -> Status {
       if (!spec.hashed) {
-        out.emplace_back(it->key().ToStringView());
-        continue;
+        out.emplace_back(stored);
+        return Status::Ok();
       }
       if (hashed_len != std::string_view::npos) {
-        if (it->key().size() < stored_hashed_len) {
-          return Error(StatusCode::kTampered, "key in " + std::string(spec.cf) + " is too short");
+        if (stored.size() < stored_hashed_len) {
+          return Status(StatusCode::kTampered, "key in " + std::string(spec.cf) + " is too short");
         }
         std::string plain(prefix.substr(0, hashed_len));
-        plain.append(it->key().ToStringView().substr(stored_hashed_len));
+        plain.append(stored.substr(stored_hashed_len));
         out.push_back(std::move(plain));
+        return Status::Ok();
+      }
+      CW_ASSIGN_OR_RETURN(Opened opened, Unseal(keys, spec.cf, stored, sealed));
+      if (opened.plain_key.starts_with(prefix)) out.push_back(std::move(opened.plain_key));
+      return Status::Ok();
+    };
+    // The overlay's entries in the range, copied before the iterator is made: an entry a write-out moves to
+    // RocksDB meanwhile is then in the iterator, in the copy, or in both (the copy wins; it is the same).
+    std::vector<std::pair<std::string, std::optional<std::string>>> unwritten;
+    if (!write_options_.sync) {
+      std::lock_guard<std::mutex> lock(overlay_mu_);
+      const auto& m = overlay_[static_cast<int>(table)];
+      for (auto o = m.lower_bound(stored_prefix); o != m.end() && o->first.starts_with(stored_prefix); ++o) {
+        unwritten.emplace_back(o->first, o->second);
+      }
+    }
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(read_options_, tables_[static_cast<int>(table)]));
+    // Both in byte order of the stored keys: merge them, the overlay's value or deletion replacing RocksDB's.
+    size_t next_unwritten = 0;
+    it->Seek(stored_prefix);
+    for (;;) {
+      const bool in_db = it->Valid() && it->key().starts_with(stored_prefix);
+      const bool in_overlay = next_unwritten < unwritten.size();
+      if (!in_db && !in_overlay) break;
+      const int order = !in_db ? 1 : !in_overlay ? -1 : it->key().compare(unwritten[next_unwritten].first);
+      if (order < 0) {
+        CW_RETURN_IF_ERROR(emit(it->key().ToStringView(), it->value().ToStringView()));
+        it->Next();
         continue;
       }
-      CW_ASSIGN_OR_RETURN(Opened opened,
-                          Unseal(keys, spec.cf, it->key().ToStringView(), it->value().ToStringView()));
-      if (opened.plain_key.starts_with(prefix)) out.push_back(std::move(opened.plain_key));
+      const auto& [stored, sealed] = unwritten[next_unwritten++];
+      if (sealed) CW_RETURN_IF_ERROR(emit(stored, *sealed));
+      if (order == 0) it->Next();
     }
     CW_RETURN_IF_ERROR(FromRocks(it->status(), "list"));
     // Hashed keys come back in hash order; the interface promises byte order of the plain keys.
@@ -1083,6 +1142,7 @@ class SealedStore::Impl {
   // particular no multi-kilobyte batch buffer (each such malloc made glibc consolidate its free lists).
   Status StageAndWrite(session::WriteBatch& batch, size_t puts) {
     const size_t n = batch.writes.size();
+    const bool write_behind = !write_options_.sync;
     if (staged_.size() < n) staged_.resize(n);
     nonces_.resize((puts + 1) * kNonceSize);
     TakeNonces(nonces_.data(), puts + 1);
@@ -1116,6 +1176,11 @@ class SealedStore::Impl {
         st.identity = Identity{};
         if (const Identity* known = FindIdentity(t, st.stored)) {
           st.identity = *known;
+        } else if (const std::optional<std::string>* unwritten = OverlayFind(t, st.stored)) {
+          if (*unwritten) {
+            st.identity.present = true;
+            Element(keys, t, st.stored, **unwritten, st.identity.element.data());
+          }
         } else if (present_.MayContain(t, st.stored)) {
           rocksdb::PinnableSlice old;
           const rocksdb::Status got = db_->Get(read_options_, tables_[t], st.stored, &old);
@@ -1150,18 +1215,30 @@ class SealedStore::Impl {
           sums[t].Add(e);
           identity.present = true;
           std::memcpy(identity.element.data(), e, kElementSize);
-          put = wb_.Put(tables_[t], st.stored, st.sealed);
+          if (!write_behind) put = wb_.Put(tables_[t], st.stored, st.sealed);
         } else {
           identity.present = false;
-          put = wb_.Delete(tables_[t], st.stored);
+          if (!write_behind) put = wb_.Delete(tables_[t], st.stored);
         }
         CW_RETURN_IF_ERROR(FromRocks(put, "batch"));
       }
       DigestValueInto(&digest_value_, next, sums);
       SealInto(&digest_sealed_, keys.seal_key(), nonce, kMetadataCf, kDigestKey, kDigestKey,
                AsBytes(digest_value_));
-      CW_RETURN_IF_ERROR(FromRocks(wb_.Put(metadata_, kDigestKey, digest_sealed_), "batch"));
+      if (!write_behind) CW_RETURN_IF_ERROR(FromRocks(wb_.Put(metadata_, kDigestKey, digest_sealed_), "batch"));
     }  // The keys are not needed for the write: a concurrent Lock need not wait for the disk.
+    if (write_behind) {
+      const uint64_t begun_after = records_.BeginCommit();
+      AddToOverlay(batch, n);
+      records_.EndCommit(begun_after, batch, /*written=*/true);
+      std::copy(std::begin(sums), std::end(sums), std::begin(sums_));
+      RememberIdentities(batch, n);
+      generation_ = next;
+      // Past the limit the overlay goes to RocksDB now, unsynced. A failure leaves it here for the next sync,
+      // which reports it; this commit stands either way (reads already see it).
+      if (overlay_bytes_ > overlay_limit_bytes_) (void)WriteOverlayLocked();
+      return Status::Ok();
+    }
     const uint64_t begun_after = records_.BeginCommit();
     Status written = FromRocks(db_->Write(write_options_, &wb_), "commit");
     records_.EndCommit(begun_after, batch, written.ok());
@@ -1193,6 +1270,70 @@ class SealedStore::Impl {
   }
 
   uint64_t LastCommitSequence() const { return generation_; }
+
+  // The overlay's entry for a stored key: null when it has none, else the newest unwritten sealed value
+  // (nullopt: deleted). REQUIRES: commit_mu_ held (only holders of commit_mu_ change the overlay).
+  const std::optional<std::string>* OverlayFind(int table, std::string_view stored) const {
+    if (write_options_.sync) return nullptr;
+    const auto& m = overlay_[table];
+    auto it = m.find(stored);
+    return it == m.end() ? nullptr : &it->second;
+  }
+
+  // A staged commit into the overlay: each key's sealed value (swapped with the staged buffer, so both keep
+  // their capacity) or deletion, and the digest record. REQUIRES: commit_mu_ held.
+  void AddToOverlay(const session::WriteBatch& batch, size_t n) {
+    constexpr size_t kEntryOverhead = 96;  // map node, strings
+    std::lock_guard<std::mutex> lock(overlay_mu_);
+    for (size_t i = 0; i < n; ++i) {
+      const session::Write& w = batch.writes[i];
+      Staged& st = staged_[i];
+      auto [it, added] = overlay_[static_cast<int>(w.table)].try_emplace(st.stored);
+      if (added) {
+        overlay_bytes_ += kEntryOverhead + st.stored.size();
+      } else if (it->second) {
+        overlay_bytes_ -= it->second->size();
+      }
+      if (w.value) {
+        if (!it->second) it->second.emplace();
+        it->second->swap(st.sealed);
+        overlay_bytes_ += it->second->size();
+      } else {
+        it->second.reset();
+      }
+    }
+    overlay_digest_.swap(digest_sealed_);
+  }
+
+  // Writes the overlay to RocksDB as one batch, unsynced: every entry, then the digest record of the newest
+  // commit, which describes exactly the records the batch leaves. Atomic, so a crash keeps all of it or none.
+  // The overlay is emptied only after the write, so a reader that misses it finds the records in RocksDB.
+  // REQUIRES: commit_mu_ held.
+  Status WriteOverlayLocked() {
+    if (overlay_digest_.empty()) return Status::Ok();  // nothing committed since the last write-out
+    wb_.Clear();
+    for (int t = 0; t < kTableCount; ++t) {
+      for (const auto& [stored, sealed] : overlay_[t]) {
+        CW_RETURN_IF_ERROR(
+            FromRocks(sealed ? wb_.Put(tables_[t], stored, *sealed) : wb_.Delete(tables_[t], stored), "batch"));
+      }
+    }
+    CW_RETURN_IF_ERROR(FromRocks(wb_.Put(metadata_, kDigestKey, overlay_digest_), "batch"));
+    CW_RETURN_IF_ERROR(FromRocks(db_->Write(write_options_, &wb_), "write"));
+    {
+      std::lock_guard<std::mutex> lock(overlay_mu_);
+      for (auto& m : overlay_) m.clear();
+      overlay_digest_.clear();
+      overlay_bytes_ = 0;
+    }
+    ReleaseLargeScratch();
+    return Status::Ok();
+  }
+
+  size_t OverlayBytes() {
+    std::lock_guard<std::mutex> lock(overlay_mu_);
+    return overlay_bytes_;
+  }
 
   // `count` fresh nonces into `out`. REQUIRES: commit_mu_ held.
   void TakeNonces(uint8_t* out, size_t count) {
@@ -1257,6 +1398,10 @@ class SealedStore::Impl {
   }
 
   Status FlushAll() {
+    {
+      std::lock_guard<std::mutex> commit_lock(commit_mu_);
+      CW_RETURN_IF_ERROR(WriteOverlayLocked());
+    }
     rocksdb::FlushOptions fo;
     fo.wait = true;
     CW_RETURN_IF_ERROR(FromRocks(db_->Flush(fo, handles_), "flush"));
@@ -1267,9 +1412,18 @@ class SealedStore::Impl {
 
   // The commits that have returned before it starts are durable when it returns OK. Waiters for them are
   // called here, on this thread; on a failure, with the failure (their commits may not be durable).
+  //
+  // Write-behind: the overlay is written first, under commit_mu_ (a cheap, unsynced write); the fsync runs
+  // without it, so the engine goes on committing meanwhile.
   Status SyncNow() {
-    const uint64_t target = generation_;
-    Status s = FromRocks(db_->FlushWAL(/*sync=*/true), "sync log");
+    uint64_t target = 0;
+    Status s = Status::Ok();
+    {
+      std::lock_guard<std::mutex> commit_lock(commit_mu_);
+      target = generation_;
+      s = WriteOverlayLocked();
+    }
+    if (s.ok()) s = FromRocks(db_->FlushWAL(/*sync=*/true), "sync log");
     MarkSynced(target, s);
     return s;
   }
@@ -1373,6 +1527,18 @@ class SealedStore::Impl {
   size_t nonce_pool_next_ = 64 * kNonceSize;  // all used
   std::atomic<uint64_t> generation_{0};   // commits so far, also the sequence of the newest one
   std::atomic<bool> flagged_[kTableCount] = {};  // tables whose records do not match their sum
+  std::atomic<bool> opened_{false};
+
+  // Write-behind (group commit only; sealed_store.h): per table, stored key -> newest unwritten sealed value
+  // (nullopt: deleted), in stored-key order for ListKeys; the sealed digest record of the newest commit
+  // (empty: nothing unwritten); their approximate size. Changed under commit_mu_ and overlay_mu_ both, so a
+  // commit reads them under commit_mu_ alone; Get and ListKeys read under overlay_mu_. Sealed bytes only:
+  // nothing here is plaintext.
+  std::mutex overlay_mu_;
+  std::map<std::string, std::optional<std::string>, std::less<>> overlay_[kTableCount];
+  std::string overlay_digest_;
+  size_t overlay_bytes_ = 0;
+  size_t overlay_limit_bytes_ = 0;
 
   // Group commit.
   std::mutex sync_mu_;
@@ -1395,6 +1561,7 @@ struct internal::SealedStoreAccess {
   static std::unique_ptr<SealedStore> Make(std::unique_ptr<SealedStore::Impl> impl) {
     return std::unique_ptr<SealedStore>(new SealedStore(std::move(impl)));
   }
+  static size_t Overlay(SealedStore& store) { return store.impl_->OverlayBytes(); }
 };
 
 Result<std::unique_ptr<SealedStore>> internal::OpenSealedStoreWithEnv(const std::string& path,
@@ -1405,6 +1572,7 @@ Result<std::unique_ptr<SealedStore>> internal::OpenSealedStoreWithEnv(const std:
   const bool create = options.create_if_missing;
   auto impl = std::make_unique<SealedStore::Impl>(keystore, options, env);
   CW_RETURN_IF_ERROR(impl->Open(path, create));
+  impl->MarkOpened();
   return internal::SealedStoreAccess::Make(std::move(impl));
 }
 
@@ -1421,6 +1589,10 @@ Result<internal::OpenedRecord> internal::OpenRecordWithKey(std::span<const uint8
                                                            std::string_view cf, std::string_view stored_key,
                                                            std::string_view sealed, uint32_t schema) {
   return UnsealWithKey(seal_key.data(), cf, stored_key, sealed, schema);
+}
+
+size_t internal::OverlayBytesForTesting(SealedStore& store) {
+  return internal::SealedStoreAccess::Overlay(store);
 }
 
 Status internal::DeriveSealKeyForTesting(const Keystore& keystore, std::span<uint8_t, 32> out) {

@@ -60,11 +60,21 @@
 // session state is in it (a lost session state would reuse message keys). A crash or power cut loses only
 // commits that were never synced, and always a suffix of them.
 //
+// Write-behind (group commit only): a commit is sealed as usual (its own nonces, its digest record) but goes
+// into an in-memory overlay, not RocksDB. Get and ListKeys read the overlay first (its values and its
+// deletions). A sync writes the overlay as ONE RocksDB batch (the newest sealed value or deletion of each key
+// written since the last write-out, and the newest digest record, which describes exactly those records),
+// then syncs the log: a session record rewritten by 64 commits between syncs reaches RocksDB once. Each batch
+// is atomic and ends at a commit boundary, so a crash leaves a prefix of the commits, with a digest that
+// matches. The overlay holds sealed records only (no plaintext). It is written out, unsynced, when it passes
+// SealedStoreOptions::overlay_limit_bytes; Keystore::Lock() and a clean close write and sync it.
+//
 // Thread rules: Get, ListKeys, Commit, SyncNow and WhenSynced are safe from any thread, SyncNow also while
 // another thread commits (commits are serialized; the session engine calls from its owner thread).
 // Ownership: the Keystore and Random are not owned and must outlive the store.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -102,6 +112,9 @@ struct SealedStoreOptions {
   bool create_if_missing = true;
   // Nonces; SystemRandom when null. Must be safe from every thread that calls the store.
   Random* random = nullptr;
+  // Group commit only: the sealed bytes of unsynced commits the overlay may hold (see "Write-behind") before
+  // it is written to RocksDB without waiting for a sync. 0 writes every commit at once (no coalescing).
+  size_t overlay_limit_bytes = 4 << 20;
 };
 
 class SealedStore final : public session::ProtocolStore {
