@@ -678,6 +678,44 @@ struct Identity {
   std::array<uint8_t, kElementSize> element{};
 };
 
+// A put the write-behind overlay holds (sealed_store.h, "Write-behind"): the record's format byte and nonce,
+// drawn at commit (its digest element comes from them, so the sums are exact at every commit), and the
+// plaintext it will seal, laid out as inside a sealed record: BE32 length of the plain key || plain key ||
+// value, in a wiping buffer. It is sealed once, with that nonce, when the overlay is written out; a put
+// replaced before then is wiped unsealed, and its nonce is never used.
+struct Pending {
+  std::array<uint8_t, kElementInputSize> head;  // format || nonce
+  SecretBytes plain;
+
+  std::string_view head_view() const { return {reinterpret_cast<const char*>(head.data()), head.size()}; }
+  std::string_view plain_key() const {
+    auto p = plain.reveal();
+    return {reinterpret_cast<const char*>(p.data()) + 4, ReadKeyLength()};
+  }
+  std::span<const uint8_t> value() const { return plain.reveal().subspan(4 + ReadKeyLength()); }
+
+ private:
+  size_t ReadKeyLength() const {
+    auto p = plain.reveal();
+    return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | uint32_t{p[3]};
+  }
+};
+
+// The sealed record of a pending put, into `*out` (its capacity reused).
+void SealPendingInto(std::string* out, const uint8_t* seal_key, std::string_view cf, std::string_view stored_key,
+                     const Pending& pending) {
+  const auto plain = pending.plain.reveal();
+  out->resize(kElementInputSize + plain.size() + kTagSize);
+  auto* o = reinterpret_cast<uint8_t*>(out->data());
+  std::memcpy(o, pending.head.data(), kElementInputSize);
+  uint8_t* m = o + kElementInputSize;
+  std::memcpy(m, plain.data(), plain.size());
+  const AssociatedData ad(cf, stored_key);
+  unsigned long long written = 0;
+  crypto_aead_xchacha20poly1305_ietf_encrypt(m, &written, m, plain.size(), ad.data(), ad.size(), nullptr, o + 1,
+                                             seal_key);
+}
+
 // The digest record's value: BE64 commit count || BE32 number of tables || one 32-byte sum per table.
 constexpr size_t kDigestValueSize = 12 + kTableCount * kElementSize;
 void DigestValueInto(std::string* v, uint64_t generation, const TableSum* sums) {
@@ -708,14 +746,28 @@ class SealedStore::Impl {
         env_(env ? env : rocksdb::Env::Default()),
         subkeys_(keystore),
         lock_listener_(keystore->AddLockListener([this] {
-          // Subkeys first: that waits for every operation holding them, and no new one can start, so
-          // nothing adds to the record cache after it is wiped.
+          // Write-behind first: the overlay is sealed with the subkeys still cached (the keystore's own key
+          // is gone already), written and wiped, and the subkeys wiped, all under commit_mu_, so no commit
+          // adds to it after; the sync runs at the end. Then the subkeys (if not yet): that waits for every
+          // operation holding them, and no new one can start, so nothing adds to the record cache after it
+          // is wiped.
+          const bool write_behind = !write_options_.sync && opened_.load();
+          uint64_t target = 0;
+          Status written = Status::Ok();
+          if (write_behind) {
+            std::lock_guard<std::mutex> commit_lock(commit_mu_);
+            target = generation_;
+            written = WriteOverlayLocked();
+            if (!written.ok()) LoseOverlayLocked(written);
+            subkeys_.Wipe();
+          }
           subkeys_.Wipe();
           records_.Wipe();
           part_hashes_.Wipe();
-          // Write-behind: the overlay goes to disk, synced. It needs no key (its records and digest are
-          // sealed already), and no commit can add to it now that the keys are gone.
-          if (!write_options_.sync && opened_.load()) (void)SyncNow();
+          if (write_behind) {
+            if (written.ok()) written = FromRocks(db_->FlushWAL(/*sync=*/true), "sync log");
+            MarkSynced(target, written);
+          }
         })) {
     write_options_.sync = options.sync;
     overlay_limit_bytes_ = options.overlay_limit_bytes;
@@ -727,20 +779,21 @@ class SealedStore::Impl {
   ~Impl() {
     // First: after this returns no Lock() can be inside the listener, and none will call it.
     keystore_->RemoveLockListener(lock_listener_);
-    subkeys_.Wipe();
-    records_.Wipe();
-    part_hashes_.Wipe();
     StopSyncer();
-    if (db_ == nullptr) return;
     // Under group commit the overlay and the log may sit in memory (manual_wal_flush): a clean close keeps
-    // them.
-    if (!write_options_.sync) {
+    // them. The overlay is sealed with the subkeys, so before they are wiped.
+    if (db_ != nullptr && !write_options_.sync) {
       {
         std::lock_guard<std::mutex> commit_lock(commit_mu_);
         (void)WriteOverlayLocked();
+        LoseOverlayLocked(Status(StatusCode::kAborted, "the store closed"));  // wipes what could not be written
       }
       db_->FlushWAL(/*sync=*/true).PermitUncheckedError();
     }
+    subkeys_.Wipe();
+    records_.Wipe();
+    part_hashes_.Wipe();
+    if (db_ == nullptr) return;
     // Column family handles go before the database.
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
     handles_.clear();
@@ -1025,25 +1078,19 @@ class SealedStore::Impl {
     const RecordCache::ReadTicket ticket = records_.BeginRead();
     // The overlay first: it holds the newest unwritten value or deletion. A write-out puts its records in
     // RocksDB before it empties the overlay, so a key missing here is in RocksDB if anywhere.
-    std::string unwritten;
-    bool in_overlay = false;
     if (!write_options_.sync) {
       std::lock_guard<std::mutex> lock(overlay_mu_);
       const auto& m = overlay_[static_cast<int>(table)];
       if (auto it = m.find(stored); it != m.end()) {
         if (!it->second) return std::optional<SecretBytes>();
-        unwritten = *it->second;
-        in_overlay = true;
+        return std::optional<SecretBytes>(SecretBytes(it->second->value()));
       }
     }
     rocksdb::PinnableSlice sealed;
-    if (!in_overlay) {
-      rocksdb::Status s = db_->Get(read_options_, tables_[static_cast<int>(table)], stored, &sealed);
-      if (s.IsNotFound()) return std::optional<SecretBytes>();
-      CW_RETURN_IF_ERROR(FromRocks(s, "read"));
-    }
-    CW_ASSIGN_OR_RETURN(Opened opened,
-                        Unseal(keys, cf, stored, in_overlay ? std::string_view(unwritten) : sealed.ToStringView()));
+    rocksdb::Status s = db_->Get(read_options_, tables_[static_cast<int>(table)], stored, &sealed);
+    if (s.IsNotFound()) return std::optional<SecretBytes>();
+    CW_RETURN_IF_ERROR(FromRocks(s, "read"));
+    CW_ASSIGN_OR_RETURN(Opened opened, Unseal(keys, cf, stored, sealed.ToStringView()));
     // The associated data already binds the stored key; this also catches a hash collision.
     if (opened.plain_key != key)
       return Error(StatusCode::kTampered, "record in " + std::string(cf) + " is for another key");
@@ -1063,7 +1110,8 @@ class SealedStore::Impl {
     const size_t hashed_len = WholeHashedPrefixLength(spec, prefix);
     const size_t stored_hashed_len = static_cast<size_t>(spec.separators) * kKeyHashSize;
     std::vector<std::string> out;
-    auto emit = [&](std::string_view stored, std::string_view sealed) -> Status {
+    // `plain_key`: an overlay entry's, known without opening anything.
+    auto emit = [&](std::string_view stored, std::string_view sealed, const std::string* plain_key) -> Status {
       if (!spec.hashed) {
         out.emplace_back(stored);
         return Status::Ok();
@@ -1077,18 +1125,23 @@ class SealedStore::Impl {
         out.push_back(std::move(plain));
         return Status::Ok();
       }
+      if (plain_key != nullptr) {
+        if (plain_key->starts_with(prefix)) out.push_back(*plain_key);
+        return Status::Ok();
+      }
       CW_ASSIGN_OR_RETURN(Opened opened, Unseal(keys, spec.cf, stored, sealed));
       if (opened.plain_key.starts_with(prefix)) out.push_back(std::move(opened.plain_key));
       return Status::Ok();
     };
     // The overlay's entries in the range, copied before the iterator is made: an entry a write-out moves to
     // RocksDB meanwhile is then in the iterator, in the copy, or in both (the copy wins; it is the same).
-    std::vector<std::pair<std::string, std::optional<std::string>>> unwritten;
+    std::vector<std::pair<std::string, std::optional<std::string>>> unwritten;  // stored key, plain key
     if (!write_options_.sync) {
       std::lock_guard<std::mutex> lock(overlay_mu_);
       const auto& m = overlay_[static_cast<int>(table)];
       for (auto o = m.lower_bound(stored_prefix); o != m.end() && o->first.starts_with(stored_prefix); ++o) {
-        unwritten.emplace_back(o->first, o->second);
+        unwritten.emplace_back(o->first, std::nullopt);
+        if (o->second) unwritten.back().second.emplace(o->second->plain_key());
       }
     }
     std::unique_ptr<rocksdb::Iterator> it(
@@ -1102,12 +1155,12 @@ class SealedStore::Impl {
       if (!in_db && !in_overlay) break;
       const int order = !in_db ? 1 : !in_overlay ? -1 : it->key().compare(unwritten[next_unwritten].first);
       if (order < 0) {
-        CW_RETURN_IF_ERROR(emit(it->key().ToStringView(), it->value().ToStringView()));
+        CW_RETURN_IF_ERROR(emit(it->key().ToStringView(), it->value().ToStringView(), nullptr));
         it->Next();
         continue;
       }
-      const auto& [stored, sealed] = unwritten[next_unwritten++];
-      if (sealed) CW_RETURN_IF_ERROR(emit(stored, *sealed));
+      const auto& [stored, plain_key] = unwritten[next_unwritten++];
+      if (plain_key) CW_RETURN_IF_ERROR(emit(stored, {}, &*plain_key));
       if (order == 0) it->Next();
     }
     CW_RETURN_IF_ERROR(FromRocks(it->status(), "list"));
@@ -1128,6 +1181,7 @@ class SealedStore::Impl {
     // Commits are serialized: each reads the sums the previous one wrote. (The engine commits from its one
     // owner thread anyway; this orders the transcript sweeper and other threads.)
     std::lock_guard<std::mutex> commit_lock(commit_mu_);
+    if (!overlay_lost_.ok()) return overlay_lost_;
     Status s = StageAndWrite(batch, puts);
     ReleaseLargeScratch();
     return s;
@@ -1176,10 +1230,10 @@ class SealedStore::Impl {
         st.identity = Identity{};
         if (const Identity* known = FindIdentity(t, st.stored)) {
           st.identity = *known;
-        } else if (const std::optional<std::string>* unwritten = OverlayFind(t, st.stored)) {
+        } else if (const std::optional<Pending>* unwritten = OverlayFind(t, st.stored)) {
           if (*unwritten) {
             st.identity.present = true;
-            Element(keys, t, st.stored, **unwritten, st.identity.element.data());
+            Element(keys, t, st.stored, (*unwritten)->head_view(), st.identity.element.data());
           }
         } else if (present_.MayContain(t, st.stored)) {
           rocksdb::PinnableSlice old;
@@ -1196,8 +1250,16 @@ class SealedStore::Impl {
       for (size_t i = 0; i < n; ++i) {
         const session::Write& w = batch.writes[i];
         if (!w.value) continue;
-        SealInto(&staged_[i].sealed, keys.seal_key(), nonce, kTables[static_cast<int>(w.table)].cf,
-                 staged_[i].stored, w.key, w.value->reveal());
+        if (write_behind) {
+          // Only the head: the element needs no more, and the record is sealed when written out.
+          std::string& head = staged_[i].sealed;
+          head.resize(kElementInputSize);
+          head[0] = static_cast<char>(kRecordFormat);
+          std::memcpy(head.data() + 1, nonce, kNonceSize);
+        } else {
+          SealInto(&staged_[i].sealed, keys.seal_key(), nonce, kTables[static_cast<int>(w.table)].cf,
+                   staged_[i].stored, w.key, w.value->reveal());
+        }
         nonce += kNonceSize;
       }
       uint8_t e[kElementSize];
@@ -1222,10 +1284,12 @@ class SealedStore::Impl {
         }
         CW_RETURN_IF_ERROR(FromRocks(put, "batch"));
       }
-      DigestValueInto(&digest_value_, next, sums);
-      SealInto(&digest_sealed_, keys.seal_key(), nonce, kMetadataCf, kDigestKey, kDigestKey,
-               AsBytes(digest_value_));
-      if (!write_behind) CW_RETURN_IF_ERROR(FromRocks(wb_.Put(metadata_, kDigestKey, digest_sealed_), "batch"));
+      if (!write_behind) {  // write-behind seals the digest when it writes the overlay out
+        DigestValueInto(&digest_value_, next, sums);
+        SealInto(&digest_sealed_, keys.seal_key(), nonce, kMetadataCf, kDigestKey, kDigestKey,
+                 AsBytes(digest_value_));
+        CW_RETURN_IF_ERROR(FromRocks(wb_.Put(metadata_, kDigestKey, digest_sealed_), "batch"));
+      }
     }  // The keys are not needed for the write: a concurrent Lock need not wait for the disk.
     if (write_behind) {
       const uint64_t begun_after = records_.BeginCommit();
@@ -1271,63 +1335,100 @@ class SealedStore::Impl {
 
   uint64_t LastCommitSequence() const { return generation_; }
 
-  // The overlay's entry for a stored key: null when it has none, else the newest unwritten sealed value
-  // (nullopt: deleted). REQUIRES: commit_mu_ held (only holders of commit_mu_ change the overlay).
-  const std::optional<std::string>* OverlayFind(int table, std::string_view stored) const {
+  // The overlay's entry for a stored key: null when it has none, else the newest unwritten put (nullopt:
+  // deleted). REQUIRES: commit_mu_ held (only holders of commit_mu_ change the overlay).
+  const std::optional<Pending>* OverlayFind(int table, std::string_view stored) const {
     if (write_options_.sync) return nullptr;
     const auto& m = overlay_[table];
     auto it = m.find(stored);
     return it == m.end() ? nullptr : &it->second;
   }
 
-  // A staged commit into the overlay: each key's sealed value (swapped with the staged buffer, so both keep
-  // their capacity) or deletion, and the digest record. REQUIRES: commit_mu_ held.
+  // A staged commit into the overlay: each key's pending put (its head from the staging, its plaintext
+  // copied into the entry's wiping buffer, whose capacity a rewritten key reuses) or deletion.
+  // REQUIRES: commit_mu_ held.
   void AddToOverlay(const session::WriteBatch& batch, size_t n) {
     constexpr size_t kEntryOverhead = 96;  // map node, strings
     std::lock_guard<std::mutex> lock(overlay_mu_);
     for (size_t i = 0; i < n; ++i) {
       const session::Write& w = batch.writes[i];
-      Staged& st = staged_[i];
+      const Staged& st = staged_[i];
       auto [it, added] = overlay_[static_cast<int>(w.table)].try_emplace(st.stored);
       if (added) {
         overlay_bytes_ += kEntryOverhead + st.stored.size();
       } else if (it->second) {
-        overlay_bytes_ -= it->second->size();
+        overlay_bytes_ -= it->second->plain.size();
       }
-      if (w.value) {
-        if (!it->second) it->second.emplace();
-        it->second->swap(st.sealed);
-        overlay_bytes_ += it->second->size();
-      } else {
-        it->second.reset();
+      if (!w.value) {
+        it->second.reset();  // wipes the replaced plaintext
+        continue;
       }
+      if (!it->second) it->second.emplace();
+      Pending& p = *it->second;
+      std::memcpy(p.head.data(), st.sealed.data(), kElementInputSize);
+      const auto value = w.value->reveal();
+      p.plain.Resize(4 + w.key.size() + value.size());
+      uint8_t* m = p.plain.reveal_mutable().data();
+      PutBigEndian32(m, static_cast<uint32_t>(w.key.size()));
+      if (!w.key.empty()) std::memcpy(m + 4, w.key.data(), w.key.size());
+      if (!value.empty()) std::memcpy(m + 4 + w.key.size(), value.data(), value.size());
+      overlay_bytes_ += p.plain.size();
     }
-    overlay_digest_.swap(digest_sealed_);
+    overlay_dirty_ = true;
   }
 
-  // Writes the overlay to RocksDB as one batch, unsynced: every entry, then the digest record of the newest
-  // commit, which describes exactly the records the batch leaves. Atomic, so a crash keeps all of it or none.
-  // The overlay is emptied only after the write, so a reader that misses it finds the records in RocksDB.
-  // REQUIRES: commit_mu_ held.
+  // Seals the overlay and writes it to RocksDB as one batch, unsynced: every entry, then the digest record of
+  // the newest commit (sealed now, with a fresh nonce), which describes exactly the records the batch leaves.
+  // Atomic, so a crash keeps all of it or none. The overlay is emptied (its plaintext wiped) only after the
+  // write, so a reader that misses it finds the records in RocksDB. REQUIRES: commit_mu_ held.
   Status WriteOverlayLocked() {
-    if (overlay_digest_.empty()) return Status::Ok();  // nothing committed since the last write-out
-    wb_.Clear();
-    for (int t = 0; t < kTableCount; ++t) {
-      for (const auto& [stored, sealed] : overlay_[t]) {
-        CW_RETURN_IF_ERROR(
-            FromRocks(sealed ? wb_.Put(tables_[t], stored, *sealed) : wb_.Delete(tables_[t], stored), "batch"));
-      }
-    }
-    CW_RETURN_IF_ERROR(FromRocks(wb_.Put(metadata_, kDigestKey, overlay_digest_), "batch"));
-    CW_RETURN_IF_ERROR(FromRocks(db_->Write(write_options_, &wb_), "write"));
+    if (!overlay_dirty_) return Status::Ok();  // nothing committed since the last write-out
     {
-      std::lock_guard<std::mutex> lock(overlay_mu_);
-      for (auto& m : overlay_) m.clear();
-      overlay_digest_.clear();
-      overlay_bytes_ = 0;
+      CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
+      const Subkeys keys = lease.keys();
+      wb_.Clear();
+      for (int t = 0; t < kTableCount; ++t) {
+        for (const auto& [stored, pending] : overlay_[t]) {
+          rocksdb::Status added;
+          if (pending) {
+            SealPendingInto(&seal_scratch_, keys.seal_key(), kTables[t].cf, stored, *pending);
+            added = wb_.Put(tables_[t], stored, seal_scratch_);
+          } else {
+            added = wb_.Delete(tables_[t], stored);
+          }
+          CW_RETURN_IF_ERROR(FromRocks(added, "batch"));
+        }
+      }
+      uint8_t nonce[kNonceSize];
+      TakeNonces(nonce, 1);
+      DigestValueInto(&digest_value_, generation_, sums_);
+      SealInto(&digest_sealed_, keys.seal_key(), nonce, kMetadataCf, kDigestKey, kDigestKey,
+               AsBytes(digest_value_));
+      CW_RETURN_IF_ERROR(FromRocks(wb_.Put(metadata_, kDigestKey, digest_sealed_), "batch"));
     }
+    CW_RETURN_IF_ERROR(FromRocks(db_->Write(write_options_, &wb_), "write"));
+    ClearOverlayLocked();
+    if (seal_scratch_.capacity() > kMaxKeptBatchBytes) std::string().swap(seal_scratch_);
     ReleaseLargeScratch();
     return Status::Ok();
+  }
+
+  // REQUIRES: commit_mu_ held.
+  void ClearOverlayLocked() {
+    std::lock_guard<std::mutex> lock(overlay_mu_);
+    for (auto& m : overlay_) m.clear();  // SecretBytes wipe as they go
+    overlay_dirty_ = false;
+    overlay_bytes_ = 0;
+  }
+
+  // The overlay could not be written (I/O failure at Lock or close): its plaintext must not outlive the keys,
+  // so it is wiped, and those commits are lost. From then on commits and syncs fail with `why`: a later sync
+  // must not report them durable. REQUIRES: commit_mu_ held.
+  void LoseOverlayLocked(const Status& why) {
+    if (!overlay_dirty_) return;
+    ClearOverlayLocked();
+    overlay_lost_ = Status(StatusCode::kUnavailable,
+                           "commits not yet synced were lost when the store could not write them: " + why.ToString());
   }
 
   size_t OverlayBytes() {
@@ -1421,7 +1522,7 @@ class SealedStore::Impl {
     {
       std::lock_guard<std::mutex> commit_lock(commit_mu_);
       target = generation_;
-      s = WriteOverlayLocked();
+      s = overlay_lost_.ok() ? WriteOverlayLocked() : overlay_lost_;
     }
     if (s.ok()) s = FromRocks(db_->FlushWAL(/*sync=*/true), "sync log");
     MarkSynced(target, s);
@@ -1529,15 +1630,17 @@ class SealedStore::Impl {
   std::atomic<bool> flagged_[kTableCount] = {};  // tables whose records do not match their sum
   std::atomic<bool> opened_{false};
 
-  // Write-behind (group commit only; sealed_store.h): per table, stored key -> newest unwritten sealed value
-  // (nullopt: deleted), in stored-key order for ListKeys; the sealed digest record of the newest commit
-  // (empty: nothing unwritten); their approximate size. Changed under commit_mu_ and overlay_mu_ both, so a
-  // commit reads them under commit_mu_ alone; Get and ListKeys read under overlay_mu_. Sealed bytes only:
-  // nothing here is plaintext.
+  // Write-behind (group commit only; sealed_store.h): per table, stored key -> newest unwritten put (nullopt:
+  // deleted), in stored-key order for ListKeys; whether anything was committed since the last write-out;
+  // the plaintext's approximate size. Changed under commit_mu_ and overlay_mu_ both, so a commit reads them
+  // under commit_mu_ alone; Get and ListKeys read under overlay_mu_. The plaintext is in wiping buffers, and
+  // is written out and wiped before the subkeys are (Lock, close).
   std::mutex overlay_mu_;
-  std::map<std::string, std::optional<std::string>, std::less<>> overlay_[kTableCount];
-  std::string overlay_digest_;
+  std::map<std::string, std::optional<Pending>, std::less<>> overlay_[kTableCount];
+  bool overlay_dirty_ = false;
   size_t overlay_bytes_ = 0;
+  Status overlay_lost_ = Status::Ok();  // under commit_mu_
+  std::string seal_scratch_;            // under commit_mu_
   size_t overlay_limit_bytes_ = 0;
 
   // Group commit.

@@ -273,6 +273,38 @@ TEST_F(WriteBehindTest, LockWritesAndSyncsTheOverlay) {
   EXPECT_EQ(store_->LastCommitSequence(), sequence);
 }
 
+// A sync that cannot reach the disk says so and reports nothing durable, whether asked for (SyncNow) or
+// made by Lock.
+TEST_F(WriteBehindTest, AFailedSyncReportsNothingDurable) {
+  ASSERT_NO_FATAL_FAILURE(Open());
+  CW_ST_ASSERT_OK(Commit(Put(Table::kContact, "bob", "bob 1")));
+  CW_ST_ASSERT_OK(store_->SyncNow());
+  const uint64_t synced = store_->SyncedThrough();
+  CW_ST_ASSERT_OK(Commit(Put(Table::kContact, "bob", "bob 2")));
+  const uint64_t sequence = store_->LastCommitSequence();
+  fs_->PowerCut();
+  EXPECT_FALSE(store_->SyncNow().ok());
+  EXPECT_EQ(store_->SyncedThrough(), synced);
+  Status reported = Status::Ok();
+  bool called = false;
+  keystore_->Lock();
+  CW_ST_ASSERT_OK(store_->WhenSynced(sequence, [&](const Status& s) {
+    reported = s;
+    called = true;
+  }));
+  EXPECT_EQ(store_->SyncedThrough(), synced);
+  store_.reset();  // joins the sync thread, whose sync failed: the waiting callback has heard of it
+  EXPECT_TRUE(called);
+  EXPECT_FALSE(reported.ok());
+  fs_->Restore();
+  env_.reset();
+  fs_.reset();
+  CW_ST_ASSERT_OK(keystore_->Unlock(AsBytes(kPassphrase)));
+  ASSERT_NO_FATAL_FAILURE(Open());
+  EXPECT_TRUE(store_->TamperedTables().empty());
+  EXPECT_EQ(Value(Table::kContact, "bob"), "bob 1");
+}
+
 // A clean close writes and syncs the overlay: the power may go right after.
 TEST_F(WriteBehindTest, ACleanCloseWritesAndSyncsTheOverlay) {
   ASSERT_NO_FATAL_FAILURE(Open());
