@@ -755,9 +755,10 @@ class SealedStore::Impl {
           uint64_t target = 0;
           Status written = Status::Ok();
           if (write_behind) {
+            std::lock_guard<std::mutex> write_lock(write_mu_);
             std::lock_guard<std::mutex> commit_lock(commit_mu_);
             target = generation_;
-            written = WriteOverlayLocked();
+            written = WriteOut(nullptr);
             if (!written.ok()) LoseOverlayLocked(written);
             subkeys_.Wipe();
           }
@@ -784,8 +785,9 @@ class SealedStore::Impl {
     // them. The overlay is sealed with the subkeys, so before they are wiped.
     if (db_ != nullptr && !write_options_.sync) {
       {
+        std::lock_guard<std::mutex> write_lock(write_mu_);
         std::lock_guard<std::mutex> commit_lock(commit_mu_);
-        (void)WriteOverlayLocked();
+        (void)WriteOut(nullptr);
         LoseOverlayLocked(Status(StatusCode::kAborted, "the store closed"));  // wipes what could not be written
       }
       db_->FlushWAL(/*sync=*/true).PermitUncheckedError();
@@ -1005,8 +1007,9 @@ class SealedStore::Impl {
   }
 
   Status AcceptCurrentState() {
+    std::lock_guard<std::mutex> write_lock(write_mu_);
     std::lock_guard<std::mutex> commit_lock(commit_mu_);
-    CW_RETURN_IF_ERROR(WriteOverlayLocked());  // the sums are computed from what RocksDB holds
+    CW_RETURN_IF_ERROR(WriteOut(nullptr));  // the sums are computed from what RocksDB holds
     CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
     const Subkeys keys = lease.keys();
     TableSum sums[kTableCount];
@@ -1080,10 +1083,11 @@ class SealedStore::Impl {
     // RocksDB before it empties the overlay, so a key missing here is in RocksDB if anywhere.
     if (!write_options_.sync) {
       std::lock_guard<std::mutex> lock(overlay_mu_);
-      const auto& m = overlay_[static_cast<int>(table)];
-      if (auto it = m.find(stored); it != m.end()) {
-        if (!it->second) return std::optional<SecretBytes>();
-        return std::optional<SecretBytes>(SecretBytes(it->second->value()));
+      for (const auto* m : {&overlay_[static_cast<int>(table)], &writing_[static_cast<int>(table)]}) {
+        if (auto it = m->find(stored); it != m->end()) {
+          if (!it->second) return std::optional<SecretBytes>();
+          return std::optional<SecretBytes>(SecretBytes(it->second->value()));
+        }
       }
     }
     rocksdb::PinnableSlice sealed;
@@ -1137,11 +1141,16 @@ class SealedStore::Impl {
     // RocksDB meanwhile is then in the iterator, in the copy, or in both (the copy wins; it is the same).
     std::vector<std::pair<std::string, std::optional<std::string>>> unwritten;  // stored key, plain key
     if (!write_options_.sync) {
+      std::map<std::string_view, const std::optional<Pending>*> range;  // overlay_ over writing_
       std::lock_guard<std::mutex> lock(overlay_mu_);
-      const auto& m = overlay_[static_cast<int>(table)];
-      for (auto o = m.lower_bound(stored_prefix); o != m.end() && o->first.starts_with(stored_prefix); ++o) {
-        unwritten.emplace_back(o->first, std::nullopt);
-        if (o->second) unwritten.back().second.emplace(o->second->plain_key());
+      for (const auto* m : {&overlay_[static_cast<int>(table)], &writing_[static_cast<int>(table)]}) {
+        for (auto o = m->lower_bound(stored_prefix); o != m->end() && o->first.starts_with(stored_prefix); ++o) {
+          range.try_emplace(o->first, &o->second);
+        }
+      }
+      for (const auto& [stored, pending] : range) {
+        unwritten.emplace_back(std::string(stored), std::nullopt);
+        if (*pending) unwritten.back().second.emplace((*pending)->plain_key());
       }
     }
     std::unique_ptr<rocksdb::Iterator> it(
@@ -1298,9 +1307,13 @@ class SealedStore::Impl {
       std::copy(std::begin(sums), std::end(sums), std::begin(sums_));
       RememberIdentities(batch, n);
       generation_ = next;
-      // Past the limit the overlay goes to RocksDB now, unsynced. A failure leaves it here for the next sync,
-      // which reports it; this commit stands either way (reads already see it).
-      if (overlay_bytes_ > overlay_limit_bytes_) (void)WriteOverlayLocked();
+      // Past the limit the overlay goes to RocksDB now, unsynced, unless a write-out is under way already
+      // (write_mu_ comes before commit_mu_, so only a try). A failure leaves it here for the next sync, which
+      // reports it; this commit stands either way (reads already see it).
+      if (overlay_bytes_ > overlay_limit_bytes_ && write_mu_.try_lock()) {
+        std::lock_guard<std::mutex> write_lock(write_mu_, std::adopt_lock);
+        (void)WriteOut(nullptr);
+      }
       return Status::Ok();
     }
     const uint64_t begun_after = records_.BeginCommit();
@@ -1339,16 +1352,17 @@ class SealedStore::Impl {
   // deleted). REQUIRES: commit_mu_ held (only holders of commit_mu_ change the overlay).
   const std::optional<Pending>* OverlayFind(int table, std::string_view stored) const {
     if (write_options_.sync) return nullptr;
-    const auto& m = overlay_[table];
-    auto it = m.find(stored);
-    return it == m.end() ? nullptr : &it->second;
+    for (const auto* m : {&overlay_[table], &writing_[table]}) {  // the newer first
+      if (auto it = m->find(stored); it != m->end()) return &it->second;
+    }
+    return nullptr;
   }
 
   // A staged commit into the overlay: each key's pending put (its head from the staging, its plaintext
   // copied into the entry's wiping buffer, whose capacity a rewritten key reuses) or deletion.
   // REQUIRES: commit_mu_ held.
+  static constexpr size_t kEntryOverhead = 96;  // an overlay entry's map node and strings
   void AddToOverlay(const session::WriteBatch& batch, size_t n) {
-    constexpr size_t kEntryOverhead = 96;  // map node, strings
     std::lock_guard<std::mutex> lock(overlay_mu_);
     for (size_t i = 0; i < n; ++i) {
       const session::Write& w = batch.writes[i];
@@ -1377,56 +1391,84 @@ class SealedStore::Impl {
     overlay_dirty_ = true;
   }
 
-  // Seals the overlay and writes it to RocksDB as one batch, unsynced: every entry, then the digest record of
-  // the newest commit (sealed now, with a fresh nonce), which describes exactly the records the batch leaves.
-  // Atomic, so a crash keeps all of it or none. The overlay is emptied (its plaintext wiped) only after the
-  // write, so a reader that misses it finds the records in RocksDB. REQUIRES: commit_mu_ held.
-  Status WriteOverlayLocked() {
+  // Writes the overlay out as one RocksDB batch, unsynced: every entry sealed, then the digest record of the
+  // newest commit (sealed with a fresh nonce), which describes exactly the records on disk after the batch.
+  // Atomic, so a crash keeps all of it or none. The overlay moves to writing_ (which reads consult after it)
+  // and commits go on into a fresh one; with `commit_lock`, commit_mu_ is released while the batch is sealed
+  // and written, so the engine is not held up by a sync. writing_ is emptied (its plaintext wiped) only after
+  // the write, so a reader that misses both finds the records in RocksDB. On failure its entries go back under
+  // the newer ones, to be written by the next try.
+  // REQUIRES: write_mu_ and commit_mu_ held (`commit_lock`, if given, holds commit_mu_; it does on return).
+  Status WriteOut(std::unique_lock<std::mutex>* commit_lock) {
+    if (!overlay_lost_.ok()) return overlay_lost_;
     if (!overlay_dirty_) return Status::Ok();  // nothing committed since the last write-out
+    uint8_t digest_nonce[kNonceSize];
+    TakeNonces(digest_nonce, 1);
+    DigestValueInto(&out_digest_value_, generation_, sums_);
+    {
+      std::lock_guard<std::mutex> lock(overlay_mu_);
+      for (int t = 0; t < kTableCount; ++t) writing_[t].swap(overlay_[t]);  // writing_ was empty
+      overlay_dirty_ = false;
+      overlay_bytes_ = 0;
+    }
+    if (commit_lock != nullptr) commit_lock->unlock();
+    Status s = SealAndWriteWriting(digest_nonce);
+    if (commit_lock != nullptr) commit_lock->lock();
+    std::lock_guard<std::mutex> lock(overlay_mu_);
+    if (!s.ok()) {
+      overlay_bytes_ = 0;
+      for (int t = 0; t < kTableCount; ++t) {
+        overlay_[t].merge(writing_[t]);  // keeps the newer entry of a key in both
+        for (const auto& [stored, pending] : overlay_[t]) {
+          overlay_bytes_ += kEntryOverhead + stored.size() + (pending ? pending->plain.size() : 0);
+        }
+      }
+      overlay_dirty_ = true;
+    }
+    for (auto& m : writing_) m.clear();  // SecretBytes wipe as they go
+    return s;
+  }
+
+  // WriteOut's sealing and write of writing_. REQUIRES: write_mu_ held (writing_ does not change meanwhile;
+  // commits only read it).
+  Status SealAndWriteWriting(const uint8_t* digest_nonce) {
     {
       CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
       const Subkeys keys = lease.keys();
-      wb_.Clear();
+      out_wb_.Clear();
       for (int t = 0; t < kTableCount; ++t) {
-        for (const auto& [stored, pending] : overlay_[t]) {
+        for (const auto& [stored, pending] : writing_[t]) {
           rocksdb::Status added;
           if (pending) {
-            SealPendingInto(&seal_scratch_, keys.seal_key(), kTables[t].cf, stored, *pending);
-            added = wb_.Put(tables_[t], stored, seal_scratch_);
+            SealPendingInto(&out_scratch_, keys.seal_key(), kTables[t].cf, stored, *pending);
+            added = out_wb_.Put(tables_[t], stored, out_scratch_);
           } else {
-            added = wb_.Delete(tables_[t], stored);
+            added = out_wb_.Delete(tables_[t], stored);
           }
           CW_RETURN_IF_ERROR(FromRocks(added, "batch"));
         }
       }
-      uint8_t nonce[kNonceSize];
-      TakeNonces(nonce, 1);
-      DigestValueInto(&digest_value_, generation_, sums_);
-      SealInto(&digest_sealed_, keys.seal_key(), nonce, kMetadataCf, kDigestKey, kDigestKey,
-               AsBytes(digest_value_));
-      CW_RETURN_IF_ERROR(FromRocks(wb_.Put(metadata_, kDigestKey, digest_sealed_), "batch"));
+      SealInto(&out_scratch_, keys.seal_key(), digest_nonce, kMetadataCf, kDigestKey, kDigestKey,
+               AsBytes(out_digest_value_));
+      CW_RETURN_IF_ERROR(FromRocks(out_wb_.Put(metadata_, kDigestKey, out_scratch_), "batch"));
     }
-    CW_RETURN_IF_ERROR(FromRocks(db_->Write(write_options_, &wb_), "write"));
-    ClearOverlayLocked();
-    if (seal_scratch_.capacity() > kMaxKeptBatchBytes) std::string().swap(seal_scratch_);
-    ReleaseLargeScratch();
-    return Status::Ok();
-  }
-
-  // REQUIRES: commit_mu_ held.
-  void ClearOverlayLocked() {
-    std::lock_guard<std::mutex> lock(overlay_mu_);
-    for (auto& m : overlay_) m.clear();  // SecretBytes wipe as they go
-    overlay_dirty_ = false;
-    overlay_bytes_ = 0;
+    Status s = FromRocks(db_->Write(write_options_, &out_wb_), "write");
+    if (out_wb_.GetDataSize() > kMaxKeptBatchBytes) out_wb_ = rocksdb::WriteBatch();
+    if (out_scratch_.capacity() > kMaxKeptBatchBytes) std::string().swap(out_scratch_);
+    return s;
   }
 
   // The overlay could not be written (I/O failure at Lock or close): its plaintext must not outlive the keys,
   // so it is wiped, and those commits are lost. From then on commits and syncs fail with `why`: a later sync
-  // must not report them durable. REQUIRES: commit_mu_ held.
+  // must not report them durable. REQUIRES: write_mu_ and commit_mu_ held.
   void LoseOverlayLocked(const Status& why) {
     if (!overlay_dirty_) return;
-    ClearOverlayLocked();
+    {
+      std::lock_guard<std::mutex> lock(overlay_mu_);
+      for (auto& m : overlay_) m.clear();
+      overlay_dirty_ = false;
+      overlay_bytes_ = 0;
+    }
     overlay_lost_ = Status(StatusCode::kUnavailable,
                            "commits not yet synced were lost when the store could not write them: " + why.ToString());
   }
@@ -1500,8 +1542,9 @@ class SealedStore::Impl {
 
   Status FlushAll() {
     {
+      std::lock_guard<std::mutex> write_lock(write_mu_);
       std::lock_guard<std::mutex> commit_lock(commit_mu_);
-      CW_RETURN_IF_ERROR(WriteOverlayLocked());
+      CW_RETURN_IF_ERROR(WriteOut(nullptr));
     }
     rocksdb::FlushOptions fo;
     fo.wait = true;
@@ -1514,15 +1557,16 @@ class SealedStore::Impl {
   // The commits that have returned before it starts are durable when it returns OK. Waiters for them are
   // called here, on this thread; on a failure, with the failure (their commits may not be durable).
   //
-  // Write-behind: the overlay is written first, under commit_mu_ (a cheap, unsynced write); the fsync runs
-  // without it, so the engine goes on committing meanwhile.
+  // Write-behind: the overlay is written out first (unsynced; the engine goes on committing while it is sealed
+  // and written, see WriteOut), then the log is synced.
   Status SyncNow() {
     uint64_t target = 0;
     Status s = Status::Ok();
     {
-      std::lock_guard<std::mutex> commit_lock(commit_mu_);
+      std::lock_guard<std::mutex> write_lock(write_mu_);
+      std::unique_lock<std::mutex> commit_lock(commit_mu_);
       target = generation_;
-      s = overlay_lost_.ok() ? WriteOverlayLocked() : overlay_lost_;
+      s = WriteOut(&commit_lock);
     }
     if (s.ok()) s = FromRocks(db_->FlushWAL(/*sync=*/true), "sync log");
     MarkSynced(target, s);
@@ -1639,8 +1683,14 @@ class SealedStore::Impl {
   std::map<std::string, std::optional<Pending>, std::less<>> overlay_[kTableCount];
   bool overlay_dirty_ = false;
   size_t overlay_bytes_ = 0;
+  // The overlay being written out (WriteOut), under the same rules; readers look in it after overlay_.
+  std::map<std::string, std::optional<Pending>, std::less<>> writing_[kTableCount];
   Status overlay_lost_ = Status::Ok();  // under commit_mu_
-  std::string seal_scratch_;            // under commit_mu_
+  // Serializes write-outs, so their batches reach RocksDB in commit order. Taken before commit_mu_.
+  std::mutex write_mu_;
+  rocksdb::WriteBatch out_wb_;     // under write_mu_
+  std::string out_scratch_;        // under write_mu_
+  std::string out_digest_value_;   // under write_mu_
   size_t overlay_limit_bytes_ = 0;
 
   // Group commit.
