@@ -16,6 +16,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <thread>
 #include <unordered_map>
@@ -677,6 +678,44 @@ struct Identity {
   std::array<uint8_t, kElementSize> element{};
 };
 
+// A put the write-behind overlay holds (sealed_store.h, "Write-behind"): the record's format byte and nonce,
+// drawn at commit (its digest element comes from them, so the sums are exact at every commit), and the
+// plaintext it will seal, laid out as inside a sealed record: BE32 length of the plain key || plain key ||
+// value, in a wiping buffer. It is sealed once, with that nonce, when the overlay is written out; a put
+// replaced before then is wiped unsealed, and its nonce is never used.
+struct Pending {
+  std::array<uint8_t, kElementInputSize> head;  // format || nonce
+  SecretBytes plain;
+
+  std::string_view head_view() const { return {reinterpret_cast<const char*>(head.data()), head.size()}; }
+  std::string_view plain_key() const {
+    auto p = plain.reveal();
+    return {reinterpret_cast<const char*>(p.data()) + 4, ReadKeyLength()};
+  }
+  std::span<const uint8_t> value() const { return plain.reveal().subspan(4 + ReadKeyLength()); }
+
+ private:
+  size_t ReadKeyLength() const {
+    auto p = plain.reveal();
+    return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | uint32_t{p[3]};
+  }
+};
+
+// The sealed record of a pending put, into `*out` (its capacity reused).
+void SealPendingInto(std::string* out, const uint8_t* seal_key, std::string_view cf, std::string_view stored_key,
+                     const Pending& pending) {
+  const auto plain = pending.plain.reveal();
+  out->resize(kElementInputSize + plain.size() + kTagSize);
+  auto* o = reinterpret_cast<uint8_t*>(out->data());
+  std::memcpy(o, pending.head.data(), kElementInputSize);
+  uint8_t* m = o + kElementInputSize;
+  std::memcpy(m, plain.data(), plain.size());
+  const AssociatedData ad(cf, stored_key);
+  unsigned long long written = 0;
+  crypto_aead_xchacha20poly1305_ietf_encrypt(m, &written, m, plain.size(), ad.data(), ad.size(), nullptr, o + 1,
+                                             seal_key);
+}
+
 // The digest record's value: BE64 commit count || BE32 number of tables || one 32-byte sum per table.
 constexpr size_t kDigestValueSize = 12 + kTableCount * kElementSize;
 void DigestValueInto(std::string* v, uint64_t generation, const TableSum* sums) {
@@ -707,25 +746,56 @@ class SealedStore::Impl {
         env_(env ? env : rocksdb::Env::Default()),
         subkeys_(keystore),
         lock_listener_(keystore->AddLockListener([this] {
-          // Subkeys first: that waits for every operation holding them, and no new one can start, so
-          // nothing adds to the record cache after it is wiped.
+          // Write-behind first: the overlay is sealed with the subkeys still cached (the keystore's own key
+          // is gone already), written and wiped, and the subkeys wiped, all under commit_mu_, so no commit
+          // adds to it after; the sync runs at the end. Then the subkeys (if not yet): that waits for every
+          // operation holding them, and no new one can start, so nothing adds to the record cache after it
+          // is wiped.
+          const bool write_behind = !write_options_.sync && opened_.load();
+          uint64_t target = 0;
+          Status written = Status::Ok();
+          if (write_behind) {
+            std::lock_guard<std::mutex> write_lock(write_mu_);
+            std::lock_guard<std::mutex> commit_lock(commit_mu_);
+            target = generation_;
+            written = WriteOut(nullptr);
+            if (!written.ok()) LoseOverlayLocked(written);
+            subkeys_.Wipe();
+          }
           subkeys_.Wipe();
           records_.Wipe();
           part_hashes_.Wipe();
+          if (write_behind) {
+            if (written.ok()) written = FromRocks(db_->FlushWAL(/*sync=*/true), "sync log");
+            MarkSynced(target, written);
+          }
         })) {
     write_options_.sync = options.sync;
+    overlay_limit_bytes_ = options.overlay_limit_bytes;
   }
+
+  // Open succeeded: the lock listener may write the overlay from now on.
+  void MarkOpened() { opened_.store(true); }
 
   ~Impl() {
     // First: after this returns no Lock() can be inside the listener, and none will call it.
     keystore_->RemoveLockListener(lock_listener_);
+    StopSyncer();
+    // Under group commit the overlay and the log may sit in memory (manual_wal_flush): a clean close keeps
+    // them. The overlay is sealed with the subkeys, so before they are wiped.
+    if (db_ != nullptr && !write_options_.sync) {
+      {
+        std::lock_guard<std::mutex> write_lock(write_mu_);
+        std::lock_guard<std::mutex> commit_lock(commit_mu_);
+        (void)WriteOut(nullptr);
+        LoseOverlayLocked(Status(StatusCode::kAborted, "the store closed"));  // wipes what could not be written
+      }
+      db_->FlushWAL(/*sync=*/true).PermitUncheckedError();
+    }
     subkeys_.Wipe();
     records_.Wipe();
     part_hashes_.Wipe();
-    StopSyncer();
     if (db_ == nullptr) return;
-    // Under group commit the log may sit in RocksDB's buffer (manual_wal_flush): a clean close keeps it.
-    if (!write_options_.sync) db_->FlushWAL(/*sync=*/true).PermitUncheckedError();
     // Column family handles go before the database.
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
     handles_.clear();
@@ -937,7 +1007,9 @@ class SealedStore::Impl {
   }
 
   Status AcceptCurrentState() {
+    std::lock_guard<std::mutex> write_lock(write_mu_);
     std::lock_guard<std::mutex> commit_lock(commit_mu_);
+    CW_RETURN_IF_ERROR(WriteOut(nullptr));  // the sums are computed from what RocksDB holds
     CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
     const Subkeys keys = lease.keys();
     TableSum sums[kTableCount];
@@ -1007,6 +1079,17 @@ class SealedStore::Impl {
     const std::string_view cf = kTables[static_cast<int>(table)].cf;
     if (!present_.MayContain(static_cast<int>(table), stored)) return std::optional<SecretBytes>();
     const RecordCache::ReadTicket ticket = records_.BeginRead();
+    // The overlay first: it holds the newest unwritten value or deletion. A write-out puts its records in
+    // RocksDB before it empties the overlay, so a key missing here is in RocksDB if anywhere.
+    if (!write_options_.sync) {
+      std::lock_guard<std::mutex> lock(overlay_mu_);
+      for (const auto* m : {&overlay_[static_cast<int>(table)], &writing_[static_cast<int>(table)]}) {
+        if (auto it = m->find(stored); it != m->end()) {
+          if (!it->second) return std::optional<SecretBytes>();
+          return std::optional<SecretBytes>(SecretBytes(it->second->value()));
+        }
+      }
+    }
     rocksdb::PinnableSlice sealed;
     rocksdb::Status s = db_->Get(read_options_, tables_[static_cast<int>(table)], stored, &sealed);
     if (s.IsNotFound()) return std::optional<SecretBytes>();
@@ -1031,25 +1114,63 @@ class SealedStore::Impl {
     const size_t hashed_len = WholeHashedPrefixLength(spec, prefix);
     const size_t stored_hashed_len = static_cast<size_t>(spec.separators) * kKeyHashSize;
     std::vector<std::string> out;
-    std::unique_ptr<rocksdb::Iterator> it(
-        db_->NewIterator(read_options_, tables_[static_cast<int>(table)]));
-    for (it->Seek(stored_prefix); it->Valid() && it->key().starts_with(stored_prefix); it->Next()) {
+    // `plain_key`: an overlay entry's, known without opening anything.
+    auto emit = [&](std::string_view stored, std::string_view sealed, const std::string* plain_key) -> Status {
       if (!spec.hashed) {
-        out.emplace_back(it->key().ToStringView());
-        continue;
+        out.emplace_back(stored);
+        return Status::Ok();
       }
       if (hashed_len != std::string_view::npos) {
-        if (it->key().size() < stored_hashed_len) {
-          return Error(StatusCode::kTampered, "key in " + std::string(spec.cf) + " is too short");
+        if (stored.size() < stored_hashed_len) {
+          return Status(StatusCode::kTampered, "key in " + std::string(spec.cf) + " is too short");
         }
         std::string plain(prefix.substr(0, hashed_len));
-        plain.append(it->key().ToStringView().substr(stored_hashed_len));
+        plain.append(stored.substr(stored_hashed_len));
         out.push_back(std::move(plain));
+        return Status::Ok();
+      }
+      if (plain_key != nullptr) {
+        if (plain_key->starts_with(prefix)) out.push_back(*plain_key);
+        return Status::Ok();
+      }
+      CW_ASSIGN_OR_RETURN(Opened opened, Unseal(keys, spec.cf, stored, sealed));
+      if (opened.plain_key.starts_with(prefix)) out.push_back(std::move(opened.plain_key));
+      return Status::Ok();
+    };
+    // The overlay's entries in the range, copied before the iterator is made: an entry a write-out moves to
+    // RocksDB meanwhile is then in the iterator, in the copy, or in both (the copy wins; it is the same).
+    std::vector<std::pair<std::string, std::optional<std::string>>> unwritten;  // stored key, plain key
+    if (!write_options_.sync) {
+      std::map<std::string_view, const std::optional<Pending>*> range;  // overlay_ over writing_
+      std::lock_guard<std::mutex> lock(overlay_mu_);
+      for (const auto* m : {&overlay_[static_cast<int>(table)], &writing_[static_cast<int>(table)]}) {
+        for (auto o = m->lower_bound(stored_prefix); o != m->end() && o->first.starts_with(stored_prefix); ++o) {
+          range.try_emplace(o->first, &o->second);
+        }
+      }
+      for (const auto& [stored, pending] : range) {
+        unwritten.emplace_back(std::string(stored), std::nullopt);
+        if (*pending) unwritten.back().second.emplace((*pending)->plain_key());
+      }
+    }
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(read_options_, tables_[static_cast<int>(table)]));
+    // Both in byte order of the stored keys: merge them, the overlay's value or deletion replacing RocksDB's.
+    size_t next_unwritten = 0;
+    it->Seek(stored_prefix);
+    for (;;) {
+      const bool in_db = it->Valid() && it->key().starts_with(stored_prefix);
+      const bool in_overlay = next_unwritten < unwritten.size();
+      if (!in_db && !in_overlay) break;
+      const int order = !in_db ? 1 : !in_overlay ? -1 : it->key().compare(unwritten[next_unwritten].first);
+      if (order < 0) {
+        CW_RETURN_IF_ERROR(emit(it->key().ToStringView(), it->value().ToStringView(), nullptr));
+        it->Next();
         continue;
       }
-      CW_ASSIGN_OR_RETURN(Opened opened,
-                          Unseal(keys, spec.cf, it->key().ToStringView(), it->value().ToStringView()));
-      if (opened.plain_key.starts_with(prefix)) out.push_back(std::move(opened.plain_key));
+      const auto& [stored, plain_key] = unwritten[next_unwritten++];
+      if (plain_key) CW_RETURN_IF_ERROR(emit(stored, {}, &*plain_key));
+      if (order == 0) it->Next();
     }
     CW_RETURN_IF_ERROR(FromRocks(it->status(), "list"));
     // Hashed keys come back in hash order; the interface promises byte order of the plain keys.
@@ -1069,6 +1190,7 @@ class SealedStore::Impl {
     // Commits are serialized: each reads the sums the previous one wrote. (The engine commits from its one
     // owner thread anyway; this orders the transcript sweeper and other threads.)
     std::lock_guard<std::mutex> commit_lock(commit_mu_);
+    if (!overlay_lost_.ok()) return overlay_lost_;
     Status s = StageAndWrite(batch, puts);
     ReleaseLargeScratch();
     return s;
@@ -1083,6 +1205,7 @@ class SealedStore::Impl {
   // particular no multi-kilobyte batch buffer (each such malloc made glibc consolidate its free lists).
   Status StageAndWrite(session::WriteBatch& batch, size_t puts) {
     const size_t n = batch.writes.size();
+    const bool write_behind = !write_options_.sync;
     if (staged_.size() < n) staged_.resize(n);
     nonces_.resize((puts + 1) * kNonceSize);
     TakeNonces(nonces_.data(), puts + 1);
@@ -1116,6 +1239,11 @@ class SealedStore::Impl {
         st.identity = Identity{};
         if (const Identity* known = FindIdentity(t, st.stored)) {
           st.identity = *known;
+        } else if (const std::optional<Pending>* unwritten = OverlayFind(t, st.stored)) {
+          if (*unwritten) {
+            st.identity.present = true;
+            Element(keys, t, st.stored, (*unwritten)->head_view(), st.identity.element.data());
+          }
         } else if (present_.MayContain(t, st.stored)) {
           rocksdb::PinnableSlice old;
           const rocksdb::Status got = db_->Get(read_options_, tables_[t], st.stored, &old);
@@ -1131,8 +1259,16 @@ class SealedStore::Impl {
       for (size_t i = 0; i < n; ++i) {
         const session::Write& w = batch.writes[i];
         if (!w.value) continue;
-        SealInto(&staged_[i].sealed, keys.seal_key(), nonce, kTables[static_cast<int>(w.table)].cf,
-                 staged_[i].stored, w.key, w.value->reveal());
+        if (write_behind) {
+          // Only the head: the element needs no more, and the record is sealed when written out.
+          std::string& head = staged_[i].sealed;
+          head.resize(kElementInputSize);
+          head[0] = static_cast<char>(kRecordFormat);
+          std::memcpy(head.data() + 1, nonce, kNonceSize);
+        } else {
+          SealInto(&staged_[i].sealed, keys.seal_key(), nonce, kTables[static_cast<int>(w.table)].cf,
+                   staged_[i].stored, w.key, w.value->reveal());
+        }
         nonce += kNonceSize;
       }
       uint8_t e[kElementSize];
@@ -1150,18 +1286,36 @@ class SealedStore::Impl {
           sums[t].Add(e);
           identity.present = true;
           std::memcpy(identity.element.data(), e, kElementSize);
-          put = wb_.Put(tables_[t], st.stored, st.sealed);
+          if (!write_behind) put = wb_.Put(tables_[t], st.stored, st.sealed);
         } else {
           identity.present = false;
-          put = wb_.Delete(tables_[t], st.stored);
+          if (!write_behind) put = wb_.Delete(tables_[t], st.stored);
         }
         CW_RETURN_IF_ERROR(FromRocks(put, "batch"));
       }
-      DigestValueInto(&digest_value_, next, sums);
-      SealInto(&digest_sealed_, keys.seal_key(), nonce, kMetadataCf, kDigestKey, kDigestKey,
-               AsBytes(digest_value_));
-      CW_RETURN_IF_ERROR(FromRocks(wb_.Put(metadata_, kDigestKey, digest_sealed_), "batch"));
+      if (!write_behind) {  // write-behind seals the digest when it writes the overlay out
+        DigestValueInto(&digest_value_, next, sums);
+        SealInto(&digest_sealed_, keys.seal_key(), nonce, kMetadataCf, kDigestKey, kDigestKey,
+                 AsBytes(digest_value_));
+        CW_RETURN_IF_ERROR(FromRocks(wb_.Put(metadata_, kDigestKey, digest_sealed_), "batch"));
+      }
     }  // The keys are not needed for the write: a concurrent Lock need not wait for the disk.
+    if (write_behind) {
+      const uint64_t begun_after = records_.BeginCommit();
+      AddToOverlay(batch, n);
+      records_.EndCommit(begun_after, batch, /*written=*/true);
+      std::copy(std::begin(sums), std::end(sums), std::begin(sums_));
+      RememberIdentities(batch, n);
+      generation_ = next;
+      // Past the limit the overlay goes to RocksDB now, unsynced, unless a write-out is under way already
+      // (write_mu_ comes before commit_mu_, so only a try). A failure leaves it here for the next sync, which
+      // reports it; this commit stands either way (reads already see it).
+      if (overlay_bytes_ > overlay_limit_bytes_ && write_mu_.try_lock()) {
+        std::lock_guard<std::mutex> write_lock(write_mu_, std::adopt_lock);
+        (void)WriteOut(nullptr);
+      }
+      return Status::Ok();
+    }
     const uint64_t begun_after = records_.BeginCommit();
     Status written = FromRocks(db_->Write(write_options_, &wb_), "commit");
     records_.EndCommit(begun_after, batch, written.ok());
@@ -1193,6 +1347,136 @@ class SealedStore::Impl {
   }
 
   uint64_t LastCommitSequence() const { return generation_; }
+
+  // The overlay's entry for a stored key: null when it has none, else the newest unwritten put (nullopt:
+  // deleted). REQUIRES: commit_mu_ held (only holders of commit_mu_ change the overlay).
+  const std::optional<Pending>* OverlayFind(int table, std::string_view stored) const {
+    if (write_options_.sync) return nullptr;
+    for (const auto* m : {&overlay_[table], &writing_[table]}) {  // the newer first
+      if (auto it = m->find(stored); it != m->end()) return &it->second;
+    }
+    return nullptr;
+  }
+
+  // A staged commit into the overlay: each key's pending put (its head from the staging, its plaintext
+  // copied into the entry's wiping buffer, whose capacity a rewritten key reuses) or deletion.
+  // REQUIRES: commit_mu_ held.
+  static constexpr size_t kEntryOverhead = 96;  // an overlay entry's map node and strings
+  void AddToOverlay(const session::WriteBatch& batch, size_t n) {
+    std::lock_guard<std::mutex> lock(overlay_mu_);
+    for (size_t i = 0; i < n; ++i) {
+      const session::Write& w = batch.writes[i];
+      const Staged& st = staged_[i];
+      auto [it, added] = overlay_[static_cast<int>(w.table)].try_emplace(st.stored);
+      if (added) {
+        overlay_bytes_ += kEntryOverhead + st.stored.size();
+      } else if (it->second) {
+        overlay_bytes_ -= it->second->plain.size();
+      }
+      if (!w.value) {
+        it->second.reset();  // wipes the replaced plaintext
+        continue;
+      }
+      if (!it->second) it->second.emplace();
+      Pending& p = *it->second;
+      std::memcpy(p.head.data(), st.sealed.data(), kElementInputSize);
+      const auto value = w.value->reveal();
+      p.plain.Resize(4 + w.key.size() + value.size());
+      uint8_t* m = p.plain.reveal_mutable().data();
+      PutBigEndian32(m, static_cast<uint32_t>(w.key.size()));
+      if (!w.key.empty()) std::memcpy(m + 4, w.key.data(), w.key.size());
+      if (!value.empty()) std::memcpy(m + 4 + w.key.size(), value.data(), value.size());
+      overlay_bytes_ += p.plain.size();
+    }
+    overlay_dirty_ = true;
+  }
+
+  // Writes the overlay out as one RocksDB batch, unsynced: every entry sealed, then the digest record of the
+  // newest commit (sealed with a fresh nonce), which describes exactly the records on disk after the batch.
+  // Atomic, so a crash keeps all of it or none. The overlay moves to writing_ (which reads consult after it)
+  // and commits go on into a fresh one; with `commit_lock`, commit_mu_ is released while the batch is sealed
+  // and written, so the engine is not held up by a sync. writing_ is emptied (its plaintext wiped) only after
+  // the write, so a reader that misses both finds the records in RocksDB. On failure its entries go back under
+  // the newer ones, to be written by the next try.
+  // REQUIRES: write_mu_ and commit_mu_ held (`commit_lock`, if given, holds commit_mu_; it does on return).
+  Status WriteOut(std::unique_lock<std::mutex>* commit_lock) {
+    if (!overlay_lost_.ok()) return overlay_lost_;
+    if (!overlay_dirty_) return Status::Ok();  // nothing committed since the last write-out
+    uint8_t digest_nonce[kNonceSize];
+    TakeNonces(digest_nonce, 1);
+    DigestValueInto(&out_digest_value_, generation_, sums_);
+    {
+      std::lock_guard<std::mutex> lock(overlay_mu_);
+      for (int t = 0; t < kTableCount; ++t) writing_[t].swap(overlay_[t]);  // writing_ was empty
+      overlay_dirty_ = false;
+      overlay_bytes_ = 0;
+    }
+    if (commit_lock != nullptr) commit_lock->unlock();
+    Status s = SealAndWriteWriting(digest_nonce);
+    if (commit_lock != nullptr) commit_lock->lock();
+    std::lock_guard<std::mutex> lock(overlay_mu_);
+    if (!s.ok()) {
+      overlay_bytes_ = 0;
+      for (int t = 0; t < kTableCount; ++t) {
+        overlay_[t].merge(writing_[t]);  // keeps the newer entry of a key in both
+        for (const auto& [stored, pending] : overlay_[t]) {
+          overlay_bytes_ += kEntryOverhead + stored.size() + (pending ? pending->plain.size() : 0);
+        }
+      }
+      overlay_dirty_ = true;
+    }
+    for (auto& m : writing_) m.clear();  // SecretBytes wipe as they go
+    return s;
+  }
+
+  // WriteOut's sealing and write of writing_. REQUIRES: write_mu_ held (writing_ does not change meanwhile;
+  // commits only read it).
+  Status SealAndWriteWriting(const uint8_t* digest_nonce) {
+    {
+      CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
+      const Subkeys keys = lease.keys();
+      out_wb_.Clear();
+      for (int t = 0; t < kTableCount; ++t) {
+        for (const auto& [stored, pending] : writing_[t]) {
+          rocksdb::Status added;
+          if (pending) {
+            SealPendingInto(&out_scratch_, keys.seal_key(), kTables[t].cf, stored, *pending);
+            added = out_wb_.Put(tables_[t], stored, out_scratch_);
+          } else {
+            added = out_wb_.Delete(tables_[t], stored);
+          }
+          CW_RETURN_IF_ERROR(FromRocks(added, "batch"));
+        }
+      }
+      SealInto(&out_scratch_, keys.seal_key(), digest_nonce, kMetadataCf, kDigestKey, kDigestKey,
+               AsBytes(out_digest_value_));
+      CW_RETURN_IF_ERROR(FromRocks(out_wb_.Put(metadata_, kDigestKey, out_scratch_), "batch"));
+    }
+    Status s = FromRocks(db_->Write(write_options_, &out_wb_), "write");
+    if (out_wb_.GetDataSize() > kMaxKeptBatchBytes) out_wb_ = rocksdb::WriteBatch();
+    if (out_scratch_.capacity() > kMaxKeptBatchBytes) std::string().swap(out_scratch_);
+    return s;
+  }
+
+  // The overlay could not be written (I/O failure at Lock or close): its plaintext must not outlive the keys,
+  // so it is wiped, and those commits are lost. From then on commits and syncs fail with `why`: a later sync
+  // must not report them durable. REQUIRES: write_mu_ and commit_mu_ held.
+  void LoseOverlayLocked(const Status& why) {
+    if (!overlay_dirty_) return;
+    {
+      std::lock_guard<std::mutex> lock(overlay_mu_);
+      for (auto& m : overlay_) m.clear();
+      overlay_dirty_ = false;
+      overlay_bytes_ = 0;
+    }
+    overlay_lost_ = Status(StatusCode::kUnavailable,
+                           "commits not yet synced were lost when the store could not write them: " + why.ToString());
+  }
+
+  size_t OverlayBytes() {
+    std::lock_guard<std::mutex> lock(overlay_mu_);
+    return overlay_bytes_;
+  }
 
   // `count` fresh nonces into `out`. REQUIRES: commit_mu_ held.
   void TakeNonces(uint8_t* out, size_t count) {
@@ -1257,6 +1541,11 @@ class SealedStore::Impl {
   }
 
   Status FlushAll() {
+    {
+      std::lock_guard<std::mutex> write_lock(write_mu_);
+      std::lock_guard<std::mutex> commit_lock(commit_mu_);
+      CW_RETURN_IF_ERROR(WriteOut(nullptr));
+    }
     rocksdb::FlushOptions fo;
     fo.wait = true;
     CW_RETURN_IF_ERROR(FromRocks(db_->Flush(fo, handles_), "flush"));
@@ -1267,9 +1556,19 @@ class SealedStore::Impl {
 
   // The commits that have returned before it starts are durable when it returns OK. Waiters for them are
   // called here, on this thread; on a failure, with the failure (their commits may not be durable).
+  //
+  // Write-behind: the overlay is written out first (unsynced; the engine goes on committing while it is sealed
+  // and written, see WriteOut), then the log is synced.
   Status SyncNow() {
-    const uint64_t target = generation_;
-    Status s = FromRocks(db_->FlushWAL(/*sync=*/true), "sync log");
+    uint64_t target = 0;
+    Status s = Status::Ok();
+    {
+      std::lock_guard<std::mutex> write_lock(write_mu_);
+      std::unique_lock<std::mutex> commit_lock(commit_mu_);
+      target = generation_;
+      s = WriteOut(&commit_lock);
+    }
+    if (s.ok()) s = FromRocks(db_->FlushWAL(/*sync=*/true), "sync log");
     MarkSynced(target, s);
     return s;
   }
@@ -1373,6 +1672,26 @@ class SealedStore::Impl {
   size_t nonce_pool_next_ = 64 * kNonceSize;  // all used
   std::atomic<uint64_t> generation_{0};   // commits so far, also the sequence of the newest one
   std::atomic<bool> flagged_[kTableCount] = {};  // tables whose records do not match their sum
+  std::atomic<bool> opened_{false};
+
+  // Write-behind (group commit only; sealed_store.h): per table, stored key -> newest unwritten put (nullopt:
+  // deleted), in stored-key order for ListKeys; whether anything was committed since the last write-out;
+  // the plaintext's approximate size. Changed under commit_mu_ and overlay_mu_ both, so a commit reads them
+  // under commit_mu_ alone; Get and ListKeys read under overlay_mu_. The plaintext is in wiping buffers, and
+  // is written out and wiped before the subkeys are (Lock, close).
+  std::mutex overlay_mu_;
+  std::map<std::string, std::optional<Pending>, std::less<>> overlay_[kTableCount];
+  bool overlay_dirty_ = false;
+  size_t overlay_bytes_ = 0;
+  // The overlay being written out (WriteOut), under the same rules; readers look in it after overlay_.
+  std::map<std::string, std::optional<Pending>, std::less<>> writing_[kTableCount];
+  Status overlay_lost_ = Status::Ok();  // under commit_mu_
+  // Serializes write-outs, so their batches reach RocksDB in commit order. Taken before commit_mu_.
+  std::mutex write_mu_;
+  rocksdb::WriteBatch out_wb_;     // under write_mu_
+  std::string out_scratch_;        // under write_mu_
+  std::string out_digest_value_;   // under write_mu_
+  size_t overlay_limit_bytes_ = 0;
 
   // Group commit.
   std::mutex sync_mu_;
@@ -1395,6 +1714,7 @@ struct internal::SealedStoreAccess {
   static std::unique_ptr<SealedStore> Make(std::unique_ptr<SealedStore::Impl> impl) {
     return std::unique_ptr<SealedStore>(new SealedStore(std::move(impl)));
   }
+  static size_t Overlay(SealedStore& store) { return store.impl_->OverlayBytes(); }
 };
 
 Result<std::unique_ptr<SealedStore>> internal::OpenSealedStoreWithEnv(const std::string& path,
@@ -1405,6 +1725,7 @@ Result<std::unique_ptr<SealedStore>> internal::OpenSealedStoreWithEnv(const std:
   const bool create = options.create_if_missing;
   auto impl = std::make_unique<SealedStore::Impl>(keystore, options, env);
   CW_RETURN_IF_ERROR(impl->Open(path, create));
+  impl->MarkOpened();
   return internal::SealedStoreAccess::Make(std::move(impl));
 }
 
@@ -1421,6 +1742,10 @@ Result<internal::OpenedRecord> internal::OpenRecordWithKey(std::span<const uint8
                                                            std::string_view cf, std::string_view stored_key,
                                                            std::string_view sealed, uint32_t schema) {
   return UnsealWithKey(seal_key.data(), cf, stored_key, sealed, schema);
+}
+
+size_t internal::OverlayBytesForTesting(SealedStore& store) {
+  return internal::SealedStoreAccess::Overlay(store);
 }
 
 Status internal::DeriveSealKeyForTesting(const Keystore& keystore, std::span<uint8_t, 32> out) {

@@ -47,7 +47,8 @@
 // memory (sodium_malloc, read-only); it also keeps the last few records it opened (at most 64, plaintext in
 // wiping buffers), because the engine reads the same session and conversation records several times per
 // message, and the key hashes of the last few names it used (at most 256). It registers a lock listener, so
-// Keystore::Lock() wipes all three before it returns; after it every Get, ListKeys and Commit fails with
+// Keystore::Lock() wipes all three (and the write-behind overlay, once written; below) before it returns;
+// after it every Get, ListKeys and Commit fails with
 // kPermissionDenied "keystore is locked" until Unlock. Not wiped: a Bloom filter of the stored keys on disk
 // (filled when the store opens, so a lookup of a key that is not there needs no read) and the digest
 // elements of recently written records, both derived from bytes that are in the files.
@@ -60,11 +61,25 @@
 // session state is in it (a lost session state would reuse message keys). A crash or power cut loses only
 // commits that were never synced, and always a suffix of them.
 //
+// Write-behind (group commit only): a commit does not go to RocksDB. Its puts go into an in-memory overlay
+// as plaintext in wiping buffers, each with the nonce its record will be sealed with, drawn at commit (the
+// digest element is computed from the stored key and the nonce, so the sums stay exact per commit); its
+// deletions go in as deletions. Get and ListKeys read the overlay first. A sync seals and writes the overlay
+// as ONE RocksDB batch (the newest put or deletion of each key written since the last write-out, and the
+// digest record of the newest commit, sealed then), then syncs the log: a session record rewritten by 64
+// commits between syncs is sealed and written once, and a put replaced before a write-out is wiped unsealed
+// (its nonce is never used). Each batch is atomic and ends at a commit boundary, so a crash leaves a prefix
+// of the commits, with a digest that matches them. The overlay is also written out, unsynced, when it
+// passes SealedStoreOptions::overlay_limit_bytes. Keystore::Lock() seals, writes, syncs and wipes it before
+// the subkeys are wiped, and a clean close does the same; should that write fail, the overlay is wiped
+// anyway (its commits lost) and every later Commit and SyncNow fails with kUnavailable.
+//
 // Thread rules: Get, ListKeys, Commit, SyncNow and WhenSynced are safe from any thread, SyncNow also while
 // another thread commits (commits are serialized; the session engine calls from its owner thread).
 // Ownership: the Keystore and Random are not owned and must outlive the store.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -102,6 +117,9 @@ struct SealedStoreOptions {
   bool create_if_missing = true;
   // Nonces; SystemRandom when null. Must be safe from every thread that calls the store.
   Random* random = nullptr;
+  // Group commit only: the sealed bytes of unsynced commits the overlay may hold (see "Write-behind") before
+  // it is written to RocksDB without waiting for a sync. 0 writes every commit at once (no coalescing).
+  size_t overlay_limit_bytes = 4 << 20;
 };
 
 class SealedStore final : public session::ProtocolStore {
@@ -129,7 +147,8 @@ class SealedStore final : public session::ProtocolStore {
   // look at the raw database. kPermissionDenied when locked.
   Result<std::string> StoredKeyForTesting(session::Table table, std::string_view key);
 
-  // Makes every commit that has returned so far durable (one fsync of the write-ahead log). With
+  // Makes every commit that has returned so far durable (writes the write-behind overlay as one batch, then one
+  // fsync of the write-ahead log). With
   // SealedStoreOptions::sync off this is the group commit: the runtime commits a burst of received messages,
   // calls SyncNow(), and only then acknowledges them to the relay. It may run on another thread while the
   // engine goes on committing the next burst (commits that return meanwhile may or may not be covered).

@@ -41,6 +41,10 @@ Result<OpenedRecord> OpenRecordWithKey(std::span<const uint8_t, 32> seal_key, st
 
 // The store's sealing key, derived from the unlocked keystore as the store derives it: for tests that build
 // records of an older schema. kPermissionDenied when locked.
+// The sealed bytes of commits held in the write-behind overlay, not yet written to RocksDB (sealed_store.h,
+// "Write-behind").
+size_t OverlayBytesForTesting(SealedStore& store);
+
 Status DeriveSealKeyForTesting(const Keystore& keystore, std::span<uint8_t, 32> out);
 
 }  // namespace cw::storage::internal
