@@ -341,6 +341,7 @@ class Client::Impl {
       if (*t) transport_->CancelTimer(**t);
       t->reset();
     }
+    prepared_.clear();
     const bool was_up = link_ == LinkState::kUp;
     if (conn_) conn_->Close(Status(StatusCode::kAborted, "client locked"));
     conn_.reset();
@@ -947,7 +948,9 @@ class Client::Impl {
     const bool shown = app.kind == wire::AppKind::kText || app.kind == wire::AppKind::kFile;
     const std::string label = shown ? std::string() : "[cipherward control " + std::to_string(static_cast<int>(app.kind)) + "]";
     CW_ASSIGN_OR_RETURN(SecretBytes plaintext, wire::EncodeAppMessage(app));
+    std::optional<session::Ciphertext> sent;
     auto c = engine_->Encrypt(to, plaintext.reveal(), [&](const session::Ciphertext& ct, session::WriteBatch* b) -> Status {
+      sent = ct;
       CW_RETURN_IF_ERROR(transcripts_->StageOutgoing(conv, shown ? body : AsBytes(label),
                                                      shown ? attachments : std::vector<std::string>{}, {to}, ct, b,
                                                      &seq));
@@ -959,6 +962,10 @@ class Client::Impl {
     compliance_->AfterCommit(c.has_value());
     if (!c) return Error(c.error());
     DeliverWhenDurable(conv, seq, contact);
+    // Sealed while the sync runs (when it has not already run and flushed the entry).
+    if (sent && link_ == LinkState::kUp && store_->SyncedThrough() < store_->LastCommitSequence()) {
+      PrepareDeposit(conv, seq, contact, *sent);
+    }
     return seq;
   }
 
@@ -1101,23 +1108,10 @@ class Client::Impl {
     if (card.relay != state_.relay) {
       return skip(Status(StatusCode::kInvalidArgument, "contacts on another relay are not supported yet"));
     }
-    EnvelopeContent ec;
-    ec.message = entry->message;
-    ec.sender = state_.name;
-    ec.sender_device = engine_->device_id();
-    if (auto row = transcripts_->GetMessage(entry->conversation_id, entry->sequence)) ec.sent_at_ms = row->sent_at_ms;
-    if (entry->message.type == session::MessageType::kPreKey && state_.mailbox && it->second.my_token) {
-      ec.card = ContactCard{state_.relay, *state_.mailbox, *it->second.my_token, box_pk_};
-    }
-    auto sealed = SealEnvelope(ec, card.box_key);
-    if (!sealed) return skip(sealed.error());
-    relay::Deposit dep;
-    dep.mailbox = card.mailbox;
-    dep.token = card.token;
-    dep.message_id = DepositId(entry->message, recipient);
-    dep.envelope = std::move(*sealed);
+    auto dep = TakePreparedDeposit(*entry, recipient, card);
+    if (!dep) return skip(dep.error());
     const std::string to = single ? recipient : std::string();  // group entries stay relay-only
-    SendDeposit(to, std::move(dep), [this, queue, sent, entry, index, single](Result<relay::Response> r) mutable {
+    SendDeposit(to, std::move(*dep), [this, queue, sent, entry, index, single](Result<relay::Response> r) mutable {
       if (!r) return EndFlush(Error(r.error()));
       Status s = FromRelay(*r);
       if (r->code == relay::ResponseCode::kDepositRefused) {
@@ -1134,6 +1128,63 @@ class Client::Impl {
       }
       DepositTo(queue, sent, entry, index + 1);
     });
+  }
+
+  // The deposit of `entry` for `recipient`, whose card is `card`: the sealed-sender envelope (sender, device,
+  // send time, and for a first message our own card) sealed to the contact's box key.
+  Result<relay::Deposit> BuildDeposit(const storage::OutboxEntry& entry, const std::string& recipient,
+                                      const ContactCard& card) {
+    EnvelopeContent ec;
+    ec.message = entry.message;
+    ec.sender = state_.name;
+    ec.sender_device = engine_->device_id();
+    if (auto row = transcripts_->GetMessage(entry.conversation_id, entry.sequence)) ec.sent_at_ms = row->sent_at_ms;
+    const auto it = state_.contacts.find(recipient);
+    if (entry.message.type == session::MessageType::kPreKey && state_.mailbox && it != state_.contacts.end() &&
+        it->second.my_token) {
+      ec.card = ContactCard{state_.relay, *state_.mailbox, *it->second.my_token, box_pk_};
+    }
+    CW_ASSIGN_OR_RETURN(Bytes sealed, SealEnvelope(ec, card.box_key));
+    relay::Deposit dep;
+    dep.mailbox = card.mailbox;
+    dep.token = card.token;
+    dep.message_id = DepositId(entry.message, recipient);
+    dep.envelope = std::move(sealed);
+    return dep;
+  }
+
+  // Sealing an envelope (crypto_box_seal: two X25519) costs about as much as the rest of sending. A 1:1
+  // message's is done while its commit is being synced (PrepareDeposit), so the deposit can leave the moment
+  // the sync ends; DepositTo takes it if the contact's card is still the one it was sealed for.
+  struct PreparedDeposit {
+    ContactCard card;
+    relay::Deposit deposit;
+  };
+  static std::string PreparedKey(const std::string& conv, uint64_t seq, const std::string& recipient) {
+    return conv + '\0' + std::to_string(seq) + '\0' + recipient;
+  }
+  void PrepareDeposit(const std::string& conv, uint64_t seq, const std::string& recipient,
+                      const session::Ciphertext& message) {
+    // First messages carry our card (built from state that may change before they go): sealed when they go.
+    if (message.type == session::MessageType::kPreKey || prepared_.size() >= kMaxPreparedDeposits) return;
+    const auto it = state_.contacts.find(recipient);
+    if (it == state_.contacts.end() || !it->second.card || it->second.card->relay != state_.relay) return;
+    storage::OutboxEntry entry;
+    entry.conversation_id = conv;
+    entry.sequence = seq;
+    entry.message = message;
+    auto dep = BuildDeposit(entry, recipient, *it->second.card);
+    if (!dep) return;  // DepositTo tries again, and reports what fails
+    prepared_[PreparedKey(conv, seq, recipient)] = PreparedDeposit{*it->second.card, std::move(*dep)};
+  }
+  Result<relay::Deposit> TakePreparedDeposit(const storage::OutboxEntry& entry, const std::string& recipient,
+                                             const ContactCard& card) {
+    if (auto p = prepared_.find(PreparedKey(entry.conversation_id, entry.sequence, recipient)); p != prepared_.end()) {
+      PreparedDeposit prepared = std::move(p->second);
+      prepared_.erase(p);
+      if (prepared.card == card) return std::move(prepared.deposit);
+    }
+    return BuildDeposit(entry, recipient, card);
   }
 
   void EndFlush(Result<size_t> r) {
@@ -1469,6 +1520,8 @@ class Client::Impl {
   std::optional<transport::Transport::TimerId> idle_timer_;
   std::optional<transport::Transport::TimerId> sweep_timer_;
   std::optional<transport::Transport::TimerId> receipt_timer_;
+  static constexpr size_t kMaxPreparedDeposits = 64;
+  std::map<std::string, PreparedDeposit> prepared_;  // PreparedKey -> sealed deposit (PrepareDeposit)
   std::map<std::string, std::vector<std::string>> pending_delivery_receipts_;  // contact -> relay ids (hex)
   bool locked_ = false;
   bool resume_background_ = false;  // background_ as it was when locked
