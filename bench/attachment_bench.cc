@@ -18,12 +18,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
 #include <vector>
+
+#include <CLI/CLI.hpp>
 
 #include "core/base/clock.h"
 #include "core/base/random.h"
@@ -135,9 +136,13 @@ struct Relay {
 int main(int argc, char** argv) {
   size_t mib = 20;
   int runs = 5;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--mib")) mib = std::strtoul(argv[i + 1], nullptr, 10);
-    if (!std::strcmp(argv[i], "--runs")) runs = std::atoi(argv[i + 1]);
+  CLI::App app{"Attachment throughput: crypto only, and end to end through a loopback relay"};
+  app.add_option("--mib", mib, "file size in MiB")->check(CLI::Range(1, 4096));
+  app.add_option("--runs", runs, "runs (medians are reported)")->check(CLI::PositiveNumber);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
   }
   if (sodium_init() < 0) return 1;
   const std::string dir = MakeTempDir();

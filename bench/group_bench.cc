@@ -15,11 +15,12 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include <CLI/CLI.hpp>
 
 #include "bench/loopback.h"
 #include "core/base/clock.h"
@@ -107,33 +108,16 @@ std::vector<double> Run(const Args& args) {
 
 Args Parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    auto next = [&]() -> long {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "missing value for %s\n", argv[i]);
-        std::exit(2);
-      }
-      return std::strtol(argv[++i], nullptr, 10);
-    };
-    if (!std::strcmp(argv[i], "--members")) {
-      a.members = static_cast<int>(next());
-    } else if (!std::strcmp(argv[i], "--messages")) {
-      a.messages = static_cast<int>(next());
-    } else if (!std::strcmp(argv[i], "--warmup")) {
-      a.warmup = static_cast<int>(next());
-    } else if (!std::strcmp(argv[i], "--runs")) {
-      a.runs = static_cast<int>(next());
-    } else if (!std::strcmp(argv[i], "--size")) {
-      a.size = static_cast<size_t>(next());
-    } else {
-      std::fprintf(stderr, "unknown flag %s\n", argv[i]);
-      std::exit(2);
-    }
-  }
-  if (a.members < 1 || a.members > 64 || a.messages < 1 || a.runs < 1 || a.warmup < 0 || a.size < 1 ||
-      a.size > 60'000) {
-    std::fprintf(stderr, "bad arguments\n");
-    std::exit(2);
+  CLI::App app{"Care-team group fan-out latency through a local relay"};
+  app.add_option("--members", a.members, "members besides the admin")->check(CLI::Range(1, 64));
+  app.add_option("--messages", a.messages, "timed messages per run")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", a.warmup, "untimed messages first")->check(CLI::NonNegativeNumber);
+  app.add_option("--runs", a.runs, "runs on fresh stores")->check(CLI::PositiveNumber);
+  app.add_option("--size", a.size, "text bytes")->check(CLI::Range(1, 60'000));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    std::exit(app.exit(e));
   }
   return a;
 }

@@ -29,12 +29,13 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <CLI/CLI.hpp>
 
 #include "bench/loopback.h"
 #include "core/base/clock.h"
@@ -153,35 +154,20 @@ std::vector<double> Run(const Args& args) {
 
 Args Parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    auto next = [&]() -> long {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "missing value for %s\n", argv[i]);
-        std::exit(2);
-      }
-      return std::strtol(argv[++i], nullptr, 10);
-    };
-    if (!std::strcmp(argv[i], "--messages")) {
-      a.messages = static_cast<int>(next());
-    } else if (!std::strcmp(argv[i], "--warmup")) {
-      a.warmup = static_cast<int>(next());
-    } else if (!std::strcmp(argv[i], "--runs")) {
-      a.runs = static_cast<int>(next());
-    } else if (!std::strcmp(argv[i], "--no-receipts")) {
-      a.receipts = false;
-    } else if (!std::strcmp(argv[i], "--direct")) {
-      a.direct = true;
-    } else if (!std::strcmp(argv[i], "--size")) {
-      a.size = static_cast<size_t>(next());
-    } else {
-      std::fprintf(stderr, "unknown flag %s\n", argv[i]);
-      std::exit(2);
-    }
+  CLI::App app{"Sender-to-recipient latency through a local relay (or a direct link)"};
+  app.add_option("--messages", a.messages, "timed messages per run")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", a.warmup, "untimed messages first")->check(CLI::NonNegativeNumber);
+  app.add_option("--runs", a.runs, "runs on fresh stores")->check(CLI::PositiveNumber);
+  app.add_option("--size", a.size, "text bytes")->check(CLI::Range(1, 60'000));
+  bool no_receipts = false;
+  app.add_flag("--no-receipts", no_receipts, "the clinician sends no delivery receipts");
+  app.add_flag("--direct", a.direct, "both clients listen: messages go over a direct P2P link");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    std::exit(app.exit(e));
   }
-  if (a.messages < 1 || a.runs < 1 || a.warmup < 0 || a.size < 1 || a.size > 60'000) {
-    std::fprintf(stderr, "bad arguments\n");
-    std::exit(2);
-  }
+  a.receipts = !no_receipts;
   return a;
 }
 
