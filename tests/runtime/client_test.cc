@@ -24,13 +24,7 @@ using testing::Text;
 
 using testing::Bodies;
 
-ClientOptions Fast() {
-  ClientOptions o;
-  o.keystore = storage::KeystoreOptions::MinimumCostForTesting();
-  o.reconnect_min_ms = 20;
-  o.reconnect_max_ms = 200;
-  return o;
-}
+using testing::Fast;
 
 class RuntimeE2E : public ::testing::Test {
  protected:

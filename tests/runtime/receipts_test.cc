@@ -23,13 +23,7 @@ using testing::TestRelay;
 using testing::kPass;
 
 
-ClientOptions Fast() {
-  ClientOptions o;
-  o.keystore = storage::KeystoreOptions::MinimumCostForTesting();
-  o.reconnect_min_ms = 20;
-  o.reconnect_max_ms = 200;
-  return o;
-}
+using testing::Fast;
 
 // What a client's callbacks saw.
 struct Seen {

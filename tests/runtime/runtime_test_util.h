@@ -103,6 +103,15 @@ inline const ByteView kPass = AsBytes("correct horse battery staple");
 
 inline std::string Text(const SecretBytes& b) { return std::string(b.reveal().begin(), b.reveal().end()); }
 
+// Options for test clients: the cheapest Argon2id cost and quick reconnects.
+inline ClientOptions Fast() {
+  ClientOptions o;
+  o.keystore = storage::KeystoreOptions::MinimumCostForTesting();
+  o.reconnect_min_ms = 20;
+  o.reconnect_max_ms = 200;
+  return o;
+}
+
 // A client in `home` with kPass: created as `name`, or reopened. Null (and a test failure) on an error.
 inline std::unique_ptr<Client> CreateClient(const std::string& home, const std::string& name, ClientOptions o) {
   auto c = Client::Create(home, name, kPass, std::move(o));
