@@ -679,7 +679,7 @@ struct Identity {
 };
 
 // A put the write-behind overlay holds (sealed_store.h, "Write-behind"): the record's format byte and nonce,
-// drawn at commit (its digest element comes from them, so the sums are exact at every commit), and the
+// drawn at commit (its digest element comes from them when it is written out), and the
 // plaintext it will seal, laid out as inside a sealed record: BE32 length of the plain key || plain key ||
 // value, in a wiping buffer. It is sealed once, with that nonce, when the overlay is written out; a put
 // replaced before then is wiped unsealed, and its nonce is never used.
@@ -1081,13 +1081,24 @@ class SealedStore::Impl {
     const RecordCache::ReadTicket ticket = records_.BeginRead();
     // The overlay first: it holds the newest unwritten value or deletion. A write-out puts its records in
     // RocksDB before it empties the overlay, so a key missing here is in RocksDB if anywhere.
+    // What it finds there enters the record cache like what it reads from RocksDB: a record rewritten by
+    // every message (a session) is otherwise always in the overlay, and each read would hash its key again.
     if (!write_options_.sync) {
-      std::lock_guard<std::mutex> lock(overlay_mu_);
-      for (const auto* m : {&overlay_[static_cast<int>(table)], &writing_[static_cast<int>(table)]}) {
-        if (auto it = m->find(stored); it != m->end()) {
-          if (!it->second) return std::optional<SecretBytes>();
-          return std::optional<SecretBytes>(SecretBytes(it->second->value()));
+      std::optional<SecretBytes> unwritten;
+      bool found = false;
+      {
+        std::lock_guard<std::mutex> lock(overlay_mu_);
+        for (const auto* m : {&overlay_[static_cast<int>(table)], &writing_[static_cast<int>(table)]}) {
+          if (auto it = m->find(stored); it != m->end()) {
+            found = true;
+            if (it->second) unwritten.emplace(it->second->value());
+            break;
+          }
         }
+      }
+      if (found) {
+        if (unwritten) records_.Add(ticket, table, key, *unwritten);
+        return unwritten;
       }
     }
     rocksdb::PinnableSlice sealed;
@@ -1197,15 +1208,69 @@ class SealedStore::Impl {
   }
 
   // The body of Commit. REQUIRES: commit_mu_ held.
+  Status StageAndWrite(session::WriteBatch& batch, size_t puts) {
+    if (!write_options_.sync) return StageWriteBehind(batch, puts);
+    return StageAndWriteSynced(batch, puts);
+  }
+
+  // Group commit: the batch goes into the overlay, to be sealed and written when the next sync (or the
+  // overlay limit) writes it out. A commit only computes stored keys and draws nonces: the digest's elements
+  // and sums are computed at write-out (SealAndWriteWriting), on the sync thread, once per key however often
+  // commits rewrote it in between (a session record is rewritten by every message). REQUIRES: commit_mu_ held.
+  Status StageWriteBehind(session::WriteBatch& batch, size_t puts) {
+    const size_t n = batch.writes.size();
+    if (staged_.size() < n) staged_.resize(n);
+    nonces_.resize(std::max<size_t>(puts, 1) * kNonceSize);
+    TakeNonces(nonces_.data(), puts);
+    {
+      CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
+      const Subkeys keys = lease.keys();
+      for (size_t i = 0; i < n; ++i) {
+        const session::Write& w = batch.writes[i];
+        CW_RETURN_IF_ERROR(StoredKeyInto(keys, w.table, w.key, &part_hashes_, &staged_[i].stored));
+      }
+    }
+    const uint8_t* nonce = nonces_.data();
+    for (size_t i = 0; i < n; ++i) {
+      const session::Write& w = batch.writes[i];
+      if (!w.value) continue;
+      // Only the head: the record is sealed with this nonce when it is written out, and its digest element
+      // comes from it.
+      Staged& st = staged_[i];
+      st.sealed.resize(kElementInputSize);
+      st.sealed[0] = static_cast<char>(kRecordFormat);
+      std::memcpy(st.sealed.data() + 1, nonce, kNonceSize);
+      nonce += kNonceSize;
+      // A new key enters the filter before readers can miss it in the overlay (a write-out moves it to
+      // RocksDB). A key the filter may hold already needs nothing: its bits are set, and stay set.
+      const int t = static_cast<int>(w.table);
+      if (!present_.MayContain(t, st.stored)) present_.Add(t, st.stored);
+    }
+    const uint64_t begun_after = records_.BeginCommit();
+    AddToOverlay(batch, n);
+    records_.EndCommit(begun_after, batch, /*written=*/true);
+    generation_ = generation_ + 1;
+    // Past the limit the overlay goes to RocksDB now, unsynced, unless a write-out is under way already
+    // (write_mu_ comes before commit_mu_, so only a try). A failure leaves it here for the next sync, which
+    // reports it; this commit stands either way (reads already see it).
+    if (overlay_bytes_ > overlay_limit_bytes_ && write_mu_.try_lock()) {
+      std::lock_guard<std::mutex> write_lock(write_mu_, std::adopt_lock);
+      (void)WriteOut(nullptr);
+    }
+    return Status::Ok();
+  }
+
+  // Every commit written (and, with SealedStoreOptions::sync, synced) by itself: sealed here, its digest
+  // updated in the same RocksDB batch.
   //
   // Three passes, so that each primitive's code runs back to back (a commit's sealings alone would otherwise
   // refill the instruction cache for every record): stored keys and the identities of the records replaced;
   // then the sealing; then the sums and the batch. Everything is built in the scratch members, whose
   // capacity stays from one commit to the next: a message's commit then allocates almost nothing, and in
   // particular no multi-kilobyte batch buffer (each such malloc made glibc consolidate its free lists).
-  Status StageAndWrite(session::WriteBatch& batch, size_t puts) {
+  // REQUIRES: commit_mu_ held.
+  Status StageAndWriteSynced(session::WriteBatch& batch, size_t puts) {
     const size_t n = batch.writes.size();
-    const bool write_behind = !write_options_.sync;
     if (staged_.size() < n) staged_.resize(n);
     nonces_.resize((puts + 1) * kNonceSize);
     TakeNonces(nonces_.data(), puts + 1);
@@ -1236,39 +1301,14 @@ class SealedStore::Impl {
           st.first = seen.try_emplace({t, std::string_view(st.stored)}, i).first->second;
         }
         if (st.first != i) continue;
-        st.identity = Identity{};
-        if (const Identity* known = FindIdentity(t, st.stored)) {
-          st.identity = *known;
-        } else if (const std::optional<Pending>* unwritten = OverlayFind(t, st.stored)) {
-          if (*unwritten) {
-            st.identity.present = true;
-            Element(keys, t, st.stored, (*unwritten)->head_view(), st.identity.element.data());
-          }
-        } else if (present_.MayContain(t, st.stored)) {
-          rocksdb::PinnableSlice old;
-          const rocksdb::Status got = db_->Get(read_options_, tables_[t], st.stored, &old);
-          if (got.ok()) {
-            st.identity.present = true;
-            Element(keys, t, st.stored, old.ToStringView(), st.identity.element.data());
-          } else if (!got.IsNotFound()) {
-            return FromRocks(got, "read");
-          }
-        }
+        CW_RETURN_IF_ERROR(DiskIdentity(keys, t, st.stored, &st.identity));
       }
       const uint8_t* nonce = nonces_.data();
       for (size_t i = 0; i < n; ++i) {
         const session::Write& w = batch.writes[i];
         if (!w.value) continue;
-        if (write_behind) {
-          // Only the head: the element needs no more, and the record is sealed when written out.
-          std::string& head = staged_[i].sealed;
-          head.resize(kElementInputSize);
-          head[0] = static_cast<char>(kRecordFormat);
-          std::memcpy(head.data() + 1, nonce, kNonceSize);
-        } else {
-          SealInto(&staged_[i].sealed, keys.seal_key(), nonce, kTables[static_cast<int>(w.table)].cf,
-                   staged_[i].stored, w.key, w.value->reveal());
-        }
+        SealInto(&staged_[i].sealed, keys.seal_key(), nonce, kTables[static_cast<int>(w.table)].cf,
+                 staged_[i].stored, w.key, w.value->reveal());
         nonce += kNonceSize;
       }
       uint8_t e[kElementSize];
@@ -1286,53 +1326,59 @@ class SealedStore::Impl {
           sums[t].Add(e);
           identity.present = true;
           std::memcpy(identity.element.data(), e, kElementSize);
-          if (!write_behind) put = wb_.Put(tables_[t], st.stored, st.sealed);
+          put = wb_.Put(tables_[t], st.stored, st.sealed);
         } else {
           identity.present = false;
-          if (!write_behind) put = wb_.Delete(tables_[t], st.stored);
+          put = wb_.Delete(tables_[t], st.stored);
         }
         CW_RETURN_IF_ERROR(FromRocks(put, "batch"));
       }
-      if (!write_behind) {  // write-behind seals the digest when it writes the overlay out
-        DigestValueInto(&digest_value_, next, sums);
-        SealInto(&digest_sealed_, keys.seal_key(), nonce, kMetadataCf, kDigestKey, kDigestKey,
-                 AsBytes(digest_value_));
-        CW_RETURN_IF_ERROR(FromRocks(wb_.Put(metadata_, kDigestKey, digest_sealed_), "batch"));
-      }
+      DigestValueInto(&digest_value_, next, sums);
+      SealInto(&digest_sealed_, keys.seal_key(), nonce, kMetadataCf, kDigestKey, kDigestKey,
+               AsBytes(digest_value_));
+      CW_RETURN_IF_ERROR(FromRocks(wb_.Put(metadata_, kDigestKey, digest_sealed_), "batch"));
     }  // The keys are not needed for the write: a concurrent Lock need not wait for the disk.
-    if (write_behind) {
-      const uint64_t begun_after = records_.BeginCommit();
-      AddToOverlay(batch, n);
-      records_.EndCommit(begun_after, batch, /*written=*/true);
-      std::copy(std::begin(sums), std::end(sums), std::begin(sums_));
-      RememberIdentities(batch, n);
-      generation_ = next;
-      // Past the limit the overlay goes to RocksDB now, unsynced, unless a write-out is under way already
-      // (write_mu_ comes before commit_mu_, so only a try). A failure leaves it here for the next sync, which
-      // reports it; this commit stands either way (reads already see it).
-      if (overlay_bytes_ > overlay_limit_bytes_ && write_mu_.try_lock()) {
-        std::lock_guard<std::mutex> write_lock(write_mu_, std::adopt_lock);
-        (void)WriteOut(nullptr);
-      }
-      return Status::Ok();
-    }
     const uint64_t begun_after = records_.BeginCommit();
     Status written = FromRocks(db_->Write(write_options_, &wb_), "commit");
     records_.EndCommit(begun_after, batch, written.ok());
     if (!written.ok()) return written;
     std::copy(std::begin(sums), std::end(sums), std::begin(sums_));
-    RememberIdentities(batch, n);
+    for (size_t i = 0; i < n; ++i) {
+      const Staged& st = staged_[i];
+      if (st.first == i) RememberIdentity(static_cast<int>(batch.writes[i].table), st.stored, st.identity);
+    }
     generation_ = next;
-    if (write_options_.sync) MarkSynced(next, Status::Ok());
+    MarkSynced(next, Status::Ok());
     return Status::Ok();
   }
 
-  // REQUIRES: commit_mu_ held.
-  const Identity* FindIdentity(int table, std::string_view stored) {
+  // The digest identity of the record on disk under a stored key: from the identities of recent writes, or
+  // read from RocksDB (the key filter rules out most keys that were never written). REQUIRES: the lock that
+  // orders writes to RocksDB (identities_, below).
+  Status DiskIdentity(const Subkeys& keys, int table, std::string_view stored, Identity* out) {
+    *out = Identity{};
     id_key_.assign(1, static_cast<char>(table));
     id_key_.append(stored);
-    auto it = identities_.find(id_key_);
-    return it == identities_.end() ? nullptr : &it->second;
+    if (auto it = identities_.find(id_key_); it != identities_.end()) {
+      *out = it->second;
+      return Status::Ok();
+    }
+    if (!present_.MayContain(table, stored)) return Status::Ok();
+    rocksdb::PinnableSlice old;
+    const rocksdb::Status got = db_->Get(read_options_, tables_[table], stored, &old);
+    if (got.IsNotFound()) return Status::Ok();
+    CW_RETURN_IF_ERROR(FromRocks(got, "read"));
+    out->present = true;
+    Element(keys, table, stored, old.ToStringView(), out->element.data());
+    return Status::Ok();
+  }
+
+  // Records that `identity` is now on disk under the key. REQUIRES: as DiskIdentity.
+  void RememberIdentity(int table, std::string_view stored, const Identity& identity) {
+    if (identities_.size() >= kMaxIdentities) identities_.clear();
+    id_key_.assign(1, static_cast<char>(table));
+    id_key_.append(stored);
+    identities_.insert_or_assign(id_key_, identity);
   }
 
   // A batch far larger than a message's (a migration, a deleted conversation) does not keep its buffers.
@@ -1347,16 +1393,6 @@ class SealedStore::Impl {
   }
 
   uint64_t LastCommitSequence() const { return generation_; }
-
-  // The overlay's entry for a stored key: null when it has none, else the newest unwritten put (nullopt:
-  // deleted). REQUIRES: commit_mu_ held (only holders of commit_mu_ change the overlay).
-  const std::optional<Pending>* OverlayFind(int table, std::string_view stored) const {
-    if (write_options_.sync) return nullptr;
-    for (const auto* m : {&overlay_[table], &writing_[table]}) {  // the newer first
-      if (auto it = m->find(stored); it != m->end()) return &it->second;
-    }
-    return nullptr;
-  }
 
   // A staged commit into the overlay: each key's pending put (its head from the staging, its plaintext
   // copied into the entry's wiping buffer, whose capacity a rewritten key reuses) or deletion.
@@ -1394,17 +1430,18 @@ class SealedStore::Impl {
   // Writes the overlay out as one RocksDB batch, unsynced: every entry sealed, then the digest record of the
   // newest commit (sealed with a fresh nonce), which describes exactly the records on disk after the batch.
   // Atomic, so a crash keeps all of it or none. The overlay moves to writing_ (which reads consult after it)
-  // and commits go on into a fresh one; with `commit_lock`, commit_mu_ is released while the batch is sealed
-  // and written, so the engine is not held up by a sync. writing_ is emptied (its plaintext wiped) only after
-  // the write, so a reader that misses both finds the records in RocksDB. On failure its entries go back under
-  // the newer ones, to be written by the next try.
+  // and commits go on into a fresh one; with `commit_lock`, commit_mu_ is released while the batch is sealed,
+  // its digest computed and the batch written, so the engine is not held up by a sync. writing_ is emptied
+  // (its plaintext wiped) only after the write, so a reader that misses both finds the records in RocksDB. On
+  // failure its entries go back under the newer ones, to be written by the next try, and the sums stay those
+  // of what is on disk.
   // REQUIRES: write_mu_ and commit_mu_ held (`commit_lock`, if given, holds commit_mu_; it does on return).
   Status WriteOut(std::unique_lock<std::mutex>* commit_lock) {
     if (!overlay_lost_.ok()) return overlay_lost_;
     if (!overlay_dirty_) return Status::Ok();  // nothing committed since the last write-out
     uint8_t digest_nonce[kNonceSize];
     TakeNonces(digest_nonce, 1);
-    DigestValueInto(&out_digest_value_, generation_, sums_);
+    const uint64_t generation = generation_;  // the newest commit in the overlay
     {
       std::lock_guard<std::mutex> lock(overlay_mu_);
       for (int t = 0; t < kTableCount; ++t) writing_[t].swap(overlay_[t]);  // writing_ was empty
@@ -1412,7 +1449,7 @@ class SealedStore::Impl {
       overlay_bytes_ = 0;
     }
     if (commit_lock != nullptr) commit_lock->unlock();
-    Status s = SealAndWriteWriting(digest_nonce);
+    Status s = SealAndWriteWriting(digest_nonce, generation);
     if (commit_lock != nullptr) commit_lock->lock();
     std::lock_guard<std::mutex> lock(overlay_mu_);
     if (!s.ok()) {
@@ -1429,30 +1466,49 @@ class SealedStore::Impl {
     return s;
   }
 
-  // WriteOut's sealing and write of writing_. REQUIRES: write_mu_ held (writing_ does not change meanwhile;
-  // commits only read it).
-  Status SealAndWriteWriting(const uint8_t* digest_nonce) {
+  // WriteOut's sealing and write of writing_, with the digest of commit `generation`: each entry's record on
+  // disk leaves the sums and its replacement (if a put) enters them. sums_ and identities_ change only once
+  // the batch is written. REQUIRES: write_mu_ held (writing_ does not change meanwhile; commits only read it,
+  // and nothing else writes RocksDB).
+  Status SealAndWriteWriting(const uint8_t* digest_nonce, uint64_t generation) {
+    TableSum sums[kTableCount];
+    std::copy(std::begin(sums_), std::end(sums_), std::begin(sums));
+    out_identities_.clear();
     {
       CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
       const Subkeys keys = lease.keys();
       out_wb_.Clear();
       for (int t = 0; t < kTableCount; ++t) {
         for (const auto& [stored, pending] : writing_[t]) {
+          Identity identity;
+          CW_RETURN_IF_ERROR(DiskIdentity(keys, t, stored, &identity));
+          if (identity.present) sums[t].Sub(identity.element.data());
           rocksdb::Status added;
           if (pending) {
             SealPendingInto(&out_scratch_, keys.seal_key(), kTables[t].cf, stored, *pending);
             added = out_wb_.Put(tables_[t], stored, out_scratch_);
+            identity.present = true;
+            Element(keys, t, stored, pending->head_view(), identity.element.data());
+            sums[t].Add(identity.element.data());
           } else {
             added = out_wb_.Delete(tables_[t], stored);
+            identity.present = false;
           }
           CW_RETURN_IF_ERROR(FromRocks(added, "batch"));
+          out_identities_.push_back({t, &stored, identity});
         }
       }
+      DigestValueInto(&out_digest_value_, generation, sums);
       SealInto(&out_scratch_, keys.seal_key(), digest_nonce, kMetadataCf, kDigestKey, kDigestKey,
                AsBytes(out_digest_value_));
       CW_RETURN_IF_ERROR(FromRocks(out_wb_.Put(metadata_, kDigestKey, out_scratch_), "batch"));
     }
     Status s = FromRocks(db_->Write(write_options_, &out_wb_), "write");
+    if (s.ok()) {
+      std::copy(std::begin(sums), std::end(sums), std::begin(sums_));
+      for (const auto& w : out_identities_) RememberIdentity(w.table, *w.stored, w.identity);
+    }
+    out_identities_.clear();
     if (out_wb_.GetDataSize() > kMaxKeptBatchBytes) out_wb_ = rocksdb::WriteBatch();
     if (out_scratch_.capacity() > kMaxKeptBatchBytes) std::string().swap(out_scratch_);
     return s;
@@ -1491,19 +1547,6 @@ class SealedStore::Impl {
     }
     std::memcpy(out, nonce_pool_.data() + nonce_pool_next_, bytes);
     nonce_pool_next_ += bytes;
-  }
-
-  // REQUIRES: commit_mu_ held. What a commit wrote is what is on disk now: only commits change records, and
-  // they are serialized.
-  void RememberIdentities(const session::WriteBatch& batch, size_t n) {
-    if (identities_.size() + n > kMaxIdentities) identities_.clear();
-    for (size_t i = 0; i < n; ++i) {
-      const Staged& st = staged_[i];
-      if (st.first != i) continue;
-      id_key_.assign(1, static_cast<char>(batch.writes[i].table));
-      id_key_.append(st.stored);
-      identities_.insert_or_assign(id_key_, st.identity);
-    }
   }
 
   uint64_t SyncedThrough() {
@@ -1639,23 +1682,25 @@ class SealedStore::Impl {
   rocksdb::ColumnFamilyHandle* metadata_ = nullptr;
   rocksdb::ColumnFamilyHandle* tables_[kTableCount] = {};
 
-  // The digest. Commits hold commit_mu_ while they read, change and write the sums.
+  // The digest: the sums of the records on disk, and the digest elements of records recently written (or
+  // deleted), by table byte || stored key: the record a write replaces is nearly always one written a moment
+  // ago (a session, a conversation), and each lookup saved is a RocksDB read and a hash. Not secret (keyed
+  // hashes of bytes that are in the files, like the sums); cleared when full. Both belong to whoever writes
+  // RocksDB: commits under commit_mu_ when every commit is synced, write-outs under write_mu_ under group
+  // commit (the overlay's records join the sums when they are written out). id_key_ is their scratch.
   std::mutex commit_mu_;
-  TableSum sums_[kTableCount];             // under commit_mu_
-  // The digest elements of records recent commits wrote (or that they deleted), by table byte || stored key:
-  // the record a write replaces is nearly always one the engine wrote a message ago (its session, its
-  // conversation), and each lookup saved is a RocksDB read and a hash. Not secret (keyed hashes of bytes
-  // that are in the files, like the sums). Under commit_mu_; cleared when full.
+  TableSum sums_[kTableCount];
   static constexpr size_t kMaxIdentities = 4096;
   std::unordered_map<std::string, Identity> identities_;
+  std::string id_key_;
   KeyFilter present_;  // Add under commit_mu_ (or in Open); MayContain from any thread
   // Commit's scratch (see StageAndWrite), under commit_mu_. Sealed values, stored keys and the batch: no
   // plaintext is kept here.
   struct Staged {
     std::string stored;  // the stored key
-    std::string sealed;  // the sealed record, for a put
+    std::string sealed;  // the sealed record, for a put (under group commit only its head)
     size_t first = 0;    // the batch's first write of this key: its `identity` is the key's current one
-    Identity identity;   // valid where first == this index
+    Identity identity;   // valid where first == this index (synced commits only)
   };
   static constexpr size_t kLinearBatch = 32;
   static constexpr size_t kMaxKeptBatchBytes = 256 * 1024;
@@ -1664,7 +1709,6 @@ class SealedStore::Impl {
   std::vector<uint8_t> nonces_;
   std::string digest_value_;
   std::string digest_sealed_;
-  std::string id_key_;
   // Nonces drawn from the Random ahead of need, so a commit makes a getrandom system call about once every
   // dozen commits instead of once each. Not secret (each is stored in the clear in its record); each is
   // taken once, whether or not its commit succeeds. Under commit_mu_.
@@ -1691,6 +1735,12 @@ class SealedStore::Impl {
   rocksdb::WriteBatch out_wb_;     // under write_mu_
   std::string out_scratch_;        // under write_mu_
   std::string out_digest_value_;   // under write_mu_
+  struct WrittenIdentity {
+    int table;
+    const std::string* stored;  // a key of writing_
+    Identity identity;
+  };
+  std::vector<WrittenIdentity> out_identities_;  // under write_mu_
   size_t overlay_limit_bytes_ = 0;
 
   // Group commit.
