@@ -1,16 +1,22 @@
 // cw_crash_child: the receiving device of the crash test (crash_test.cc), run as a child process and killed
 // with SIGKILL at random points.
 //
-//   cw_crash_child DIR START
+//   cw_crash_child DIR START [group]
 //
 // First start (no keystore in DIR): creates the keystore, the sealed store and the engine and prints
 // "BUNDLE <hex of the encoded pre-key bundle>". Later starts unlock and open them and print "READY".
-// START numbers the start, so each gets its own random stream. Then, per line on stdin:
+// START numbers the start, so each gets its own random stream. `group` opens the store under group commit
+// (SealedStoreOptions::sync = false, the runtime's policy: write-behind overlay, one sync for many commits);
+// without it every commit is synced. Then, per line on stdin:
 //   MSG <n> <type> <hex body>  decrypt message n from "patient.bob" with relay id "relay-<n>": the engine's
 //                              hook stages the transcript row and the dedup key into the session's batch,
-//                              which commits with sync=true; then prints "ACK <n>" ("ACK <n> DUP" when the
-//                              relay id was already received). "TORN <n>" if the ratchet knows the message
-//                              but the dedup key is missing; "ERR <n> <status>" for any other failure.
+//                              which commits; then prints "ACK <n>" ("ACK <n> DUP" when the relay id was
+//                              already received), under group commit only after the next SYNC, as the
+//                              runtime acknowledges to the relay only what is durable. "TORN <n>" if the
+//                              ratchet knows the message but the dedup key is missing; "ERR <n> <status>" for
+//                              any other failure.
+//   SYNC                       group commit: syncs the store (SealedStore::SyncNow), then prints the ACKs it
+//                              held back. Nothing without group commit.
 //   CHECK                      prints "ROW <sequence> <body>" for each transcript row of the conversation,
 //                              "DEDUP <count of dedup keys>", then "END".
 #include <unistd.h>
@@ -21,6 +27,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "core/base/bytes.h"
 #include "core/base/random.h"
@@ -49,9 +56,10 @@ T Take(const std::string& what, Result<T> r) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) return 1;
+  if (argc != 3 && argc != 4) return 1;
   const std::string dir = argv[1];
   const uint64_t start = std::strtoull(argv[2], nullptr, 10);
+  const bool group = argc == 4 && std::string(argv[3]) == "group";
   const std::string passphrase = "crash test passphrase";
   const std::string ks_path = dir + "/keystore";
   const bool fresh = ::access(ks_path.c_str(), F_OK) != 0;
@@ -65,7 +73,9 @@ int main(int argc, char** argv) {
     Status s = keystore->Unlock(AsBytes(passphrase));
     if (!s.ok()) Die("unlock", s);
   }
-  auto store = Take("open store", storage::SealedStore::Open(dir + "/db", keystore.get()));
+  storage::SealedStoreOptions so;
+  so.sync = !group;
+  auto store = Take("open store", storage::SealedStore::Open(dir + "/db", keystore.get(), so));
   SeededRandom random(77'000 + start);
   session::EngineOptions eo;
   eo.random = &random;
@@ -87,6 +97,15 @@ int main(int argc, char** argv) {
 
   const session::Address bob{"patient.bob", 1};
   const std::string conversation = storage::Transcripts::DirectConversationId(bob.name);
+  std::vector<std::string> held;  // group commit: ACK lines waiting for the next sync
+  auto ack = [&](uint64_t n, bool dup) {
+    std::string a = "ACK " + std::to_string(n) + (dup ? " DUP" : "");
+    if (group) {
+      held.push_back(std::move(a));
+    } else {
+      std::printf("%s\n", a.c_str());
+    }
+  };
   std::string line;
   while (std::getline(std::cin, line)) {
     std::istringstream in(line);
@@ -104,19 +123,23 @@ int main(int argc, char** argv) {
       if (!FromHex(hex, &ct.body)) {
         std::printf("ERR %llu bad hex\n", static_cast<unsigned long long>(n));
       } else if (Take("dedup", transcripts->IsDuplicate(relay_id))) {
-        std::printf("ACK %llu DUP\n", static_cast<unsigned long long>(n));
+        ack(n, /*dup=*/true);
       } else {
         auto r = engine->Decrypt(bob, ct, [&](const session::Received& rec, session::WriteBatch* b) {
           return transcripts->StageIncoming(rec, relay_id, b);
         });
         if (r) {
-          std::printf("ACK %llu\n", static_cast<unsigned long long>(n));
+          ack(n, /*dup=*/false);
         } else if (r.error().code() == StatusCode::kDuplicate) {
           std::printf("TORN %llu\n", static_cast<unsigned long long>(n));
         } else {
           std::printf("ERR %llu %s\n", static_cast<unsigned long long>(n), r.error().ToString().c_str());
         }
       }
+    } else if (cmd == "SYNC") {
+      if (Status s = store->SyncNow(); !s.ok()) Die("sync", s);
+      for (const auto& a : held) std::printf("%s\n", a.c_str());
+      held.clear();
     } else if (cmd == "CHECK") {
       auto rows = Take("rows", transcripts->All(conversation));
       for (const auto& m : rows) {

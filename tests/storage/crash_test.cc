@@ -1,7 +1,9 @@
 // Crash test: the receiving device runs as a child process (cw_crash_child) and is killed with SIGKILL at
 // random points while it decrypts a stream of messages and commits each one's session state, transcript row
-// and dedup key in one synced batch. The parent plays the sender and the relay: it keeps its own engine in
-// memory, and re-delivers every message the child has not acknowledged, as a relay would.
+// and dedup key in one batch. The parent plays the sender and the relay: it keeps its own engine in memory,
+// and re-delivers every message the child has not acknowledged, as a relay would. Twice: with every commit
+// synced, and under group commit (the runtime's policy), where the child acknowledges a message only after a
+// sync covered it, and the kill may land among unsynced commits, in a write-out of the overlay or in a sync.
 //
 // After every restart: every acknowledged message is in the transcript exactly once, every row has its dedup
 // key and no dedup key lacks its row (nothing torn), and the session goes on decrypting.
@@ -48,7 +50,7 @@ std::string Body(uint64_t n) {
 // One run of the child, with pipes to its stdin and from its stdout.
 class Child {
  public:
-  Child(const std::string& dir, int start) {
+  Child(const std::string& dir, int start, bool group) {
     int in[2], out[2];
     if (::pipe(in) != 0 || ::pipe(out) != 0) {
       ADD_FAILURE() << "pipe";
@@ -63,7 +65,8 @@ class Child {
       ::close(out[0]);
       ::close(out[1]);
       const std::string s = std::to_string(start);
-      ::execl(CW_CRASH_CHILD, CW_CRASH_CHILD, dir.c_str(), s.c_str(), static_cast<char*>(nullptr));
+      ::execl(CW_CRASH_CHILD, CW_CRASH_CHILD, dir.c_str(), s.c_str(), group ? "group" : nullptr,
+              static_cast<char*>(nullptr));
       ::_exit(127);
     }
     ::close(in[0]);
@@ -168,6 +171,74 @@ class CrashTest : public ::testing::Test {
     stored_ = rows.size();
   }
 
+  // Kills the child `cycles` times; `group`: the child runs under group commit.
+  void Run(bool group) {
+    const uint64_t cycles = EnvOr("CW_CRASH_CYCLES", 30);
+    SeededRandom kills(EnvOr("CW_CRASH_SEED", 1));
+    int start = 0;
+    {
+      Child first(dir_.path(), start++, group);
+      std::string line;
+      ASSERT_TRUE(first.ReadLine(&line));
+      ASSERT_TRUE(line.starts_with("BUNDLE ")) << line;
+      Bytes encoded;
+      ASSERT_TRUE(FromHex(line.substr(7), &encoded));
+      auto bundle = wire::DecodeBundle(encoded);
+      ASSERT_TRUE(bundle.has_value()) << bundle.error().ToString();
+      Status s = sender_->ProcessBundle(alice_, *bundle);
+      ASSERT_TRUE(s.ok()) << s.ToString();
+      ASSERT_TRUE(first.Finish());
+    }
+
+    uint64_t killed_mid_stream = 0;
+    for (uint64_t cycle = 0; cycle < cycles; ++cycle) {
+      Child child(dir_.path(), start++, group);
+      std::string line;
+      ASSERT_TRUE(child.ReadLine(&line));
+      ASSERT_EQ(line, "READY");
+      ASSERT_NO_FATAL_FAILURE(Check(child));
+
+      // Re-deliver what was not acknowledged, then new messages; kill after a random number of ACKs, often
+      // after a further random pause so the kill lands inside a decrypt or a commit.
+      while (pending_.size() < 4 + kills.Uniform(8)) NewMessage();
+      std::vector<uint64_t> batch(pending_.begin(), pending_.end());
+      for (size_t i = 0; i < batch.size(); ++i) {
+        child.Write(MsgLine(batch[i]));
+        // Under group commit a sync now and then, as the runtime syncs after each fetch, and after the last.
+        if (group && (i + 1 == batch.size() || kills.Uniform(3) == 0)) child.Write("SYNC");
+      }
+      const uint32_t wait_for = kills.Uniform(static_cast<uint32_t>(batch.size()) + 1);
+      for (uint32_t i = 0; i < wait_for; ++i) {
+        ASSERT_TRUE(child.ReadLine(&line)) << "the child died on its own";
+        ASSERT_TRUE(Handle(line));
+      }
+      if (kills.Uniform(2) == 0) ::usleep(kills.Uniform(3000));
+      child.Kill();
+      if (wait_for < batch.size()) ++killed_mid_stream;
+      // ACKs the child wrote before it died are still in the pipe: the relay would have seen them.
+      while (child.ReadLine(&line)) ASSERT_TRUE(Handle(line));
+    }
+    EXPECT_GT(killed_mid_stream, 0u);
+
+    // A last, clean run: everything pending is delivered once, one new message decrypts, state checks out.
+    Child last(dir_.path(), start++, group);
+    std::string line;
+    ASSERT_TRUE(last.ReadLine(&line));
+    ASSERT_EQ(line, "READY");
+    NewMessage();
+    std::vector<uint64_t> rest(pending_.begin(), pending_.end());
+    for (uint64_t n : rest) last.Write(MsgLine(n));
+    if (group) last.Write("SYNC");
+    for (size_t i = 0; i < rest.size(); ++i) {
+      ASSERT_TRUE(last.ReadLine(&line));
+      ASSERT_TRUE(Handle(line));
+    }
+    EXPECT_TRUE(pending_.empty());
+    ASSERT_NO_FATAL_FAILURE(Check(last));
+    EXPECT_EQ(stored_, next_ - 1) << "every message sent is stored exactly once";
+    EXPECT_TRUE(last.Finish());
+  }
+
   std::string MsgLine(uint64_t n) {
     const Ciphertext& ct = ciphertexts_.at(n);
     std::string line = "MSG ";
@@ -205,65 +276,11 @@ class CrashTest : public ::testing::Test {
 };
 
 TEST_F(CrashTest, KilledAtRandomPointsNoAcknowledgedMessageIsLostOrDoubledAndTheSessionGoesOn) {
-  const uint64_t cycles = EnvOr("CW_CRASH_CYCLES", 30);
-  SeededRandom kills(EnvOr("CW_CRASH_SEED", 1));
-  int start = 0;
-  {
-    Child first(dir_.path(), start++);
-    std::string line;
-    ASSERT_TRUE(first.ReadLine(&line));
-    ASSERT_TRUE(line.starts_with("BUNDLE ")) << line;
-    Bytes encoded;
-    ASSERT_TRUE(FromHex(line.substr(7), &encoded));
-    auto bundle = wire::DecodeBundle(encoded);
-    ASSERT_TRUE(bundle.has_value()) << bundle.error().ToString();
-    Status s = sender_->ProcessBundle(alice_, *bundle);
-    ASSERT_TRUE(s.ok()) << s.ToString();
-    ASSERT_TRUE(first.Finish());
-  }
+  Run(/*group=*/false);
+}
 
-  uint64_t killed_mid_stream = 0;
-  for (uint64_t cycle = 0; cycle < cycles; ++cycle) {
-    Child child(dir_.path(), start++);
-    std::string line;
-    ASSERT_TRUE(child.ReadLine(&line));
-    ASSERT_EQ(line, "READY");
-    ASSERT_NO_FATAL_FAILURE(Check(child));
-
-    // Re-deliver what was not acknowledged, then new messages; kill after a random number of ACKs, often
-    // after a further random pause so the kill lands inside a decrypt or a commit.
-    while (pending_.size() < 4 + kills.Uniform(8)) NewMessage();
-    std::vector<uint64_t> batch(pending_.begin(), pending_.end());
-    for (uint64_t n : batch) child.Write(MsgLine(n));
-    const uint32_t wait_for = kills.Uniform(static_cast<uint32_t>(batch.size()) + 1);
-    for (uint32_t i = 0; i < wait_for; ++i) {
-      ASSERT_TRUE(child.ReadLine(&line)) << "the child died on its own";
-      ASSERT_TRUE(Handle(line));
-    }
-    if (kills.Uniform(2) == 0) ::usleep(kills.Uniform(3000));
-    child.Kill();
-    if (wait_for < batch.size()) ++killed_mid_stream;
-    // ACKs the child wrote before it died are still in the pipe: the relay would have seen them.
-    while (child.ReadLine(&line)) ASSERT_TRUE(Handle(line));
-  }
-  EXPECT_GT(killed_mid_stream, 0u);
-
-  // A last, clean run: everything pending is delivered once, one new message decrypts, state checks out.
-  Child last(dir_.path(), start++);
-  std::string line;
-  ASSERT_TRUE(last.ReadLine(&line));
-  ASSERT_EQ(line, "READY");
-  NewMessage();
-  std::vector<uint64_t> rest(pending_.begin(), pending_.end());
-  for (uint64_t n : rest) last.Write(MsgLine(n));
-  for (size_t i = 0; i < rest.size(); ++i) {
-    ASSERT_TRUE(last.ReadLine(&line));
-    ASSERT_TRUE(Handle(line));
-  }
-  EXPECT_TRUE(pending_.empty());
-  ASSERT_NO_FATAL_FAILURE(Check(last));
-  EXPECT_EQ(stored_, next_ - 1) << "every message sent is stored exactly once";
-  EXPECT_TRUE(last.Finish());
+TEST_F(CrashTest, UnderGroupCommitKilledAtRandomPointsNoAcknowledgedMessageIsLostOrDoubled) {
+  Run(/*group=*/true);
 }
 
 }  // namespace
