@@ -503,9 +503,10 @@ class RecordCache {
 
 // The store digest (schema 2). For every table, the sum modulo 2^256 of E(record) over the table's records,
 // where E(record) = BLAKE2b-256 under the digest subkey of (table || length of the stored key || stored key ||
-// the record's format byte and nonce). Every commit subtracts the elements of the records it replaces or
-// deletes, adds those of the records it writes, and puts the new sums with a commit counter, sealed, in the
-// same RocksDB batch, so sums and records never disagree after a crash. Opening the store recomputes each
+// the record's format byte and nonce). Every write to RocksDB (a synced commit; under group commit, a
+// write-out of the overlay) subtracts the elements of the records it replaces or deletes, adds those of the
+// records it writes, and puts the new sums with a commit counter, sealed, in the same RocksDB batch, so sums
+// and records never disagree after a crash. Opening the store recomputes each
 // table's sum from the keys and nonces on disk (it opens no record). A record rolled back to an older version
 // of itself, deleted, brought back after its deletion, copied, moved or swapped changes its table's sum; a
 // damaged record whose nonce survived fails only its own AEAD check.
@@ -573,10 +574,11 @@ void Element(const Subkeys& keys, int table, std::string_view stored_key, std::s
 }
 
 // Which (table, stored key) pairs may hold a record: a Bloom filter over every key on disk, filled from the
-// scan that verifies the digest when the store opens and by every put since. Every commit looks up the
-// record each write replaces (the digest subtracts it), and a message's transcript row, outbox entry and
-// dedup key are new keys: the filter answers those lookups "absent" without a RocksDB read (Get, too, for a
-// dedup key not yet seen). It only ever has false positives (deleted keys stay in it; a lookup it cannot
+// scan that verifies the digest when the store opens and by every put since. Every write to RocksDB looks up
+// the record each put or deletion replaces (the digest subtracts it), and a message's transcript row, outbox
+// entry and dedup key are new keys: the filter tells those apart as absent without a RocksDB read (Get, too,
+// for a dedup key not yet seen; under group commit the commit asks it, and the overlay remembers the answer
+// for the write-out). It only ever has false positives (deleted keys stay in it; a lookup it cannot
 // rule out goes to RocksDB as before), and only this store writes the database while it is open (RocksDB's
 // lock file keeps other processes out), so "not in the filter" means "not on disk".
 //
@@ -672,19 +674,21 @@ class KeyFilter {
   std::atomic<int> count_{0};
 };
 
-// What a commit knows of the record under a key: whether there is one, and its digest element.
+// What is known of the record on disk under a key: whether there is one, and its digest element.
 struct Identity {
   bool present = false;
   std::array<uint8_t, kElementSize> element{};
 };
 
 // A put the write-behind overlay holds (sealed_store.h, "Write-behind"): the record's format byte and nonce,
-// drawn at commit (its digest element comes from them when it is written out), and the
+// drawn at commit (its digest element comes from them when it is written out), whether the key had no record
+// on disk when the overlay took it (the write-out then has no record to subtract), and the
 // plaintext it will seal, laid out as inside a sealed record: BE32 length of the plain key || plain key ||
 // value, in a wiping buffer. It is sealed once, with that nonce, when the overlay is written out; a put
 // replaced before then is wiped unsealed, and its nonce is never used.
 struct Pending {
   std::array<uint8_t, kElementInputSize> head;  // format || nonce
+  bool absent_on_disk = false;
   SecretBytes plain;
 
   std::string_view head_view() const { return {reinterpret_cast<const char*>(head.data()), head.size()}; }
@@ -1198,8 +1202,9 @@ class SealedStore::Impl {
       if (flagged_[static_cast<int>(w.table)]) return Refused(static_cast<int>(w.table));
       if (w.value) ++puts;
     }
-    // Commits are serialized: each reads the sums the previous one wrote. (The engine commits from its one
-    // owner thread anyway; this orders the transcript sweeper and other threads.)
+    // Commits are serialized: each builds on the state the previous one left (the sums of a synced commit,
+    // the overlay under group commit). The engine commits from its one owner thread anyway; this orders the
+    // transcript sweeper and other threads.
     std::lock_guard<std::mutex> commit_lock(commit_mu_);
     if (!overlay_lost_.ok()) return overlay_lost_;
     Status s = StageAndWrite(batch, puts);
@@ -1216,7 +1221,8 @@ class SealedStore::Impl {
   // Group commit: the batch goes into the overlay, to be sealed and written when the next sync (or the
   // overlay limit) writes it out. A commit only computes stored keys and draws nonces: the digest's elements
   // and sums are computed at write-out (SealAndWriteWriting), on the sync thread, once per key however often
-  // commits rewrote it in between (a session record is rewritten by every message). REQUIRES: commit_mu_ held.
+  // commits rewrote it in between (a session record is rewritten by every message).
+  // REQUIRES: commit_mu_ held.
   Status StageWriteBehind(session::WriteBatch& batch, size_t puts) {
     const size_t n = batch.writes.size();
     if (staged_.size() < n) staged_.resize(n);
@@ -1242,9 +1248,13 @@ class SealedStore::Impl {
       std::memcpy(st.sealed.data() + 1, nonce, kNonceSize);
       nonce += kNonceSize;
       // A new key enters the filter before readers can miss it in the overlay (a write-out moves it to
-      // RocksDB). A key the filter may hold already needs nothing: its bits are set, and stay set.
+      // RocksDB). A key the filter may hold already needs nothing: its bits are set, and stay set. A key it
+      // rules out has no record on disk, and none can get there before the overlay entry made now is written
+      // out (only write-outs write, and a later put of the key finds it in the filter): the write-out need
+      // not look for one.
       const int t = static_cast<int>(w.table);
-      if (!present_.MayContain(t, st.stored)) present_.Add(t, st.stored);
+      st.absent_on_disk = !present_.MayContain(t, st.stored);
+      if (st.absent_on_disk) present_.Add(t, st.stored);
     }
     const uint64_t begun_after = records_.BeginCommit();
     AddToOverlay(batch, n);
@@ -1413,7 +1423,11 @@ class SealedStore::Impl {
         it->second.reset();  // wipes the replaced plaintext
         continue;
       }
-      if (!it->second) it->second.emplace();
+      if (!it->second) {
+        it->second.emplace();
+        // A new entry knows whether the key has a record on disk; one that replaces a deletion does not.
+        it->second->absent_on_disk = added && st.absent_on_disk;
+      }
       Pending& p = *it->second;
       std::memcpy(p.head.data(), st.sealed.data(), kElementInputSize);
       const auto value = w.value->reveal();
@@ -1471,9 +1485,17 @@ class SealedStore::Impl {
   // the batch is written. REQUIRES: write_mu_ held (writing_ does not change meanwhile; commits only read it,
   // and nothing else writes RocksDB).
   Status SealAndWriteWriting(const uint8_t* digest_nonce, uint64_t generation) {
+    // However it ends: no pointer into writing_ outlives it, and no oversized buffer is kept.
+    struct Tidy {
+      Impl* impl;
+      ~Tidy() {
+        impl->out_identities_.clear();
+        if (impl->out_wb_.GetDataSize() > kMaxKeptBatchBytes) impl->out_wb_ = rocksdb::WriteBatch();
+        if (impl->out_scratch_.capacity() > kMaxKeptBatchBytes) std::string().swap(impl->out_scratch_);
+      }
+    } tidy{this};
     TableSum sums[kTableCount];
     std::copy(std::begin(sums_), std::end(sums_), std::begin(sums));
-    out_identities_.clear();
     {
       CW_ASSIGN_OR_RETURN(SubkeyCache::Lease lease, subkeys_.Acquire());
       const Subkeys keys = lease.keys();
@@ -1481,7 +1503,9 @@ class SealedStore::Impl {
       for (int t = 0; t < kTableCount; ++t) {
         for (const auto& [stored, pending] : writing_[t]) {
           Identity identity;
-          CW_RETURN_IF_ERROR(DiskIdentity(keys, t, stored, &identity));
+          if (!pending || !pending->absent_on_disk) {
+            CW_RETURN_IF_ERROR(DiskIdentity(keys, t, stored, &identity));
+          }
           if (identity.present) sums[t].Sub(identity.element.data());
           rocksdb::Status added;
           if (pending) {
@@ -1508,9 +1532,6 @@ class SealedStore::Impl {
       std::copy(std::begin(sums), std::end(sums), std::begin(sums_));
       for (const auto& w : out_identities_) RememberIdentity(w.table, *w.stored, w.identity);
     }
-    out_identities_.clear();
-    if (out_wb_.GetDataSize() > kMaxKeptBatchBytes) out_wb_ = rocksdb::WriteBatch();
-    if (out_scratch_.capacity() > kMaxKeptBatchBytes) std::string().swap(out_scratch_);
     return s;
   }
 
@@ -1701,6 +1722,7 @@ class SealedStore::Impl {
     std::string sealed;  // the sealed record, for a put (under group commit only its head)
     size_t first = 0;    // the batch's first write of this key: its `identity` is the key's current one
     Identity identity;   // valid where first == this index (synced commits only)
+    bool absent_on_disk = false;  // group commit: the key filter ruled the key out at this put
   };
   static constexpr size_t kLinearBatch = 32;
   static constexpr size_t kMaxKeptBatchBytes = 256 * 1024;

@@ -63,7 +63,7 @@
 //
 // Write-behind (group commit only): a commit does not go to RocksDB. Its puts go into an in-memory overlay
 // as plaintext in wiping buffers, each with the nonce its record will be sealed with, drawn at commit (the
-// digest element is computed from the stored key and the nonce, so the sums stay exact per commit); its
+// digest element is computed from the stored key and the nonce when the record is written out); its
 // deletions go in as deletions. Get and ListKeys read the overlay first. A sync seals and writes the overlay
 // as ONE RocksDB batch (the newest put or deletion of each key written since the last write-out, and the
 // digest record of the newest commit, sealed then), then syncs the log: a session record rewritten by 64
