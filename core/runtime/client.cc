@@ -6,6 +6,7 @@
 #include <sodium.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <deque>
@@ -312,14 +313,14 @@ class Client::Impl {
     receipts_ = std::make_unique<ReceiptBook>(store_.get(), transcripts_.get());
     CW_ASSIGN_OR_RETURN(compliance_, ComplianceRuntime::Open(std::move(deps), failed_unlocks));
     compliance_->ResumeInbox();
-    groups_ = std::make_unique<GroupRuntime>(GroupRuntime::Deps{
-        store_.get(), engine_.get(), transcripts_.get(), compliance_.get(), state_.name,
-        [this](const std::string& contact) {
-          auto it = state_.contacts.find(contact);
-          return it != state_.contacts.end() && it->second.card.has_value();
-        },
-        [this](const std::string& conv, uint64_t seq) { DeliverWhenDurable(conv, seq); },
-        [this] { RefetchHeld(); }, [this](const Status& s) { Report(s); }});
+    groups_ = std::make_unique<GroupRuntime>(
+        GroupRuntime::Deps{store_.get(), engine_.get(), transcripts_.get(), compliance_.get(), state_.name,
+                           [this](const std::string& contact) {
+                             auto it = state_.contacts.find(contact);
+                             return it != state_.contacts.end() && it->second.card.has_value();
+                           },
+                           [this](const std::string& conv, uint64_t seq) { DeliverWhenDurable(conv, seq); },
+                           [this] { RetryHeld(); }, [this](const Status& s) { Report(s); }});
     ArmSweepTimer();
     return Status::Ok();
   }
@@ -354,6 +355,7 @@ class Client::Impl {
       compliance_->CheckpointIfNeeded();  // a signed head covering everything recorded
     }
     groups_.reset();
+    held_.clear();  // still at the relay, fetched after Unlock
     compliance_.reset();
     receipts_.reset();
     transcripts_.reset();
@@ -876,8 +878,13 @@ class Client::Impl {
       const StatusCode c = received.error().code();
       if (c == StatusCode::kDuplicate) return AckWhenDurable(d.message_id);
       Report(Status(c, "a received message could not be decrypted: " + received.error().message()));
-      // Group traffic that overtook the key it needs stays at the relay until that key is stored.
-      if (IsPermanentFailure(c) && !groups_->Hold(env->message, c, relay_id)) Ack(d.message_id);
+      // Group traffic that overtook the key it needs stays at the relay until that key is stored, and our
+      // copy is tried again then (RetryHeld).
+      if (!IsPermanentFailure(c)) return;
+      if (!groups_->Hold(env->message, c, relay_id, d.envelope.size())) return Ack(d.message_id);
+      const bool kept = std::any_of(held_.begin(), held_.end(),
+                                    [&](const relay::Delivery& h) { return h.message_id == d.message_id; });
+      if (!kept) held_.push_back(d);
       return;
     }
     // The batch is committed; the relay may forget the message once it is synced.
@@ -989,16 +996,18 @@ class Client::Impl {
     }
   }
 
-  // Fetches again from the start, so messages left at the relay (GroupRuntime::Hold) are tried again; a fetch
-  // under way may have passed them already, so another follows it. A link that is down fetches everything
-  // when it comes up.
-  void RefetchHeld() {
-    if (!state_.mailbox || link_ != LinkState::kUp) return;
-    if (fetching_) {
-      FetchAll([this](Result<size_t>) { FetchAll([](Result<size_t>) {}); });
-    } else {
-      FetchAll([](Result<size_t>) {});
-    }
+  // Tries the messages GroupRuntime::Hold left at the relay again, from our copies and in the order they
+  // came. Not by fetching them again: the relay pushes a message before it is durable and a fetch hands out
+  // only durable ones, so a fetch right after the key arrived could pass over a held message that came by
+  // push, and nothing would fetch again until the next Sync or reconnect. Posted, because the groups runtime
+  // asks from inside HandleDelivery; a copy that still cannot be read is held again.
+  void RetryHeld() {
+    post_target_->Post([this] {
+      if (shutting_down_ || locked_) return;
+      auto held = std::move(held_);
+      held_.clear();
+      for (const auto& d : held) HandleDelivery(d);
+    });
   }
 
   // Deposits every outbox entry, one at a time and in order (the relay's workers could reorder pipelined
@@ -1496,6 +1505,9 @@ class Client::Impl {
   };
   std::vector<Queued> queued_;
   std::vector<relay::Delivery> peeked_;
+  // Copies of the messages GroupRuntime::Hold left at the relay, in arrival order (at most kMaxHeldMessages,
+  // kMaxHeldBytes): sealed envelopes, as the relay has them.
+  std::vector<relay::Delivery> held_;
   std::map<uint32_t, std::vector<relay::Delivery>> peeks_;
   bool background_ = false;
   bool shutting_down_ = false;

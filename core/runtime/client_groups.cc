@@ -252,12 +252,15 @@ void GroupRuntime::AfterCommit(bool committed, const Incoming& in) {
                             " member(s) await acceptance of a changed identity and got no sender key"));
   }
   if (in.keys_changed && !held_.empty()) {
-    held_.clear();  // each comes back with the refetch, and is held again if it still cannot be read
-    deps_.refetch();
+    // Each is tried again and held again if it still cannot be read.
+    held_.clear();
+    held_bytes_ = 0;
+    deps_.retry_held();
   }
 }
 
-bool GroupRuntime::Hold(const session::Ciphertext& message, StatusCode code, const std::string& relay_id) {
+bool GroupRuntime::Hold(const session::Ciphertext& message, StatusCode code, const std::string& relay_id,
+                        size_t envelope_size) {
   // A group text before its sender's key (kNoSession) or before the membership naming its sender
   // (kPermissionDenied); a sender key or membership update inside a 1:1 message before the admin's update that
   // makes its sender a member (kPermissionDenied). Anything else that fails is not a matter of order.
@@ -266,8 +269,10 @@ bool GroupRuntime::Hold(const session::Ciphertext& message, StatusCode code, con
   const bool pairwise = (message.type == session::MessageType::kSignal || message.type == session::MessageType::kPreKey) &&
                         code == StatusCode::kPermissionDenied;
   if (!group_text && !pairwise) return false;
-  if (held_.size() >= kMaxHeldMessages && !held_.count(relay_id)) return false;
-  held_.insert(relay_id);
+  if (held_.count(relay_id)) return true;
+  if (held_.size() >= kMaxHeldMessages || envelope_size > kMaxHeldBytes - held_bytes_) return false;
+  held_.emplace(relay_id, envelope_size);
+  held_bytes_ += envelope_size;
   return true;
 }
 

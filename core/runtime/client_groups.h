@@ -12,8 +12,9 @@
 // Ordering: membership and sender keys travel in each member's control conversation ("ctl:" + name), whose
 // outbox entries sort before every "group:" entry, so a member's mailbox gets a sender key before the group
 // text that needs it. A sender key or group text that still arrives too early (a member's key that overtook
-// the admin's membership update, from another device) is left at the relay (Hold) and fetched again once
-// a membership update or sender key has been stored.
+// the admin's membership update, from another device) is left at the relay (Hold): not acknowledged, so a
+// restart fetches it again; meanwhile the client keeps the copy it got and hands it back to the receive path
+// once a membership update or sender key has been stored (Deps::retry_held).
 //
 // Records: "runtime.group.<group id>" in the engine's kMeta table: the label (on the creating device only),
 // the admin, and whether we are still a member. The engine keeps the membership itself.
@@ -25,8 +26,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
-#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,9 +43,11 @@ namespace cw::runtime {
 
 inline constexpr std::string_view kGroupRecordPrefix = "runtime.group.";
 inline constexpr size_t kMaxGroupLabelSize = 128;
-// Undecryptable group traffic left at the relay for a later attempt, at most this many messages per process
-// run: past it they are dropped like any other message that cannot be decrypted.
+// Undecryptable group traffic left at the relay for a later attempt, at most this many messages and this many
+// envelope bytes (the copies the client keeps to try again) per process run: past either they are dropped
+// like any other message that cannot be decrypted.
 inline constexpr size_t kMaxHeldMessages = 256;
+inline constexpr size_t kMaxHeldBytes = 2 * 1024 * 1024;
 
 class GroupRuntime {
  public:
@@ -58,8 +61,9 @@ class GroupRuntime {
     std::function<bool(const std::string& contact)> reachable;
     // An outbox entry was committed (by the store's last commit): deliver it once that commit is durable.
     std::function<void(const std::string& conversation_id, uint64_t sequence)> queued;
-    // Fetch again what the relay holds (the held messages).
-    std::function<void()> refetch;
+    // Try the held messages again, from the copies the client kept when Hold said yes. Called from
+    // AfterCommit, that is from inside the receive path: the client must not re-enter it from this call.
+    std::function<void()> retry_held;
     // Background problems. No plaintext, no member name.
     std::function<void(const Status&)> report;
   };
@@ -95,11 +99,13 @@ class GroupRuntime {
   Status StageIncoming(const session::Received& rec, const std::string& relay_id,
                        const storage::IncomingDetails& details, session::WriteBatch* batch, Incoming* out);
   // After the hook's batch committed (or did not): delivers the staged replies, reports members that could
-  // not be reached, and fetches held messages again when keys changed.
+  // not be reached, and has the held messages tried again when keys changed.
   void AfterCommit(bool committed, const Incoming& in);
   // A message from the relay failed to decrypt with `code`: true when it may be group traffic that arrived
-  // before the membership or sender key it needs, so the client leaves it at the relay (not acknowledged).
-  bool Hold(const session::Ciphertext& message, StatusCode code, const std::string& relay_id);
+  // before the membership or sender key it needs, so the client leaves it at the relay (not acknowledged)
+  // and keeps its copy, `envelope_size` bytes, for retry_held. True again for a message already held.
+  bool Hold(const session::Ciphertext& message, StatusCode code, const std::string& relay_id,
+            size_t envelope_size);
 
  private:
   struct Record {
@@ -118,7 +124,8 @@ class GroupRuntime {
                             const std::optional<Record>& record);
 
   Deps deps_;
-  std::set<std::string> held_;  // relay ids left at the relay since the last refetch
+  std::map<std::string, size_t> held_;  // relay id -> envelope size, held since the last retry
+  size_t held_bytes_ = 0;
 };
 
 }  // namespace cw::runtime

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -48,7 +49,8 @@ class TempDir {
 };
 
 // A relay on 127.0.0.1 with its RocksDB store in `dir`. Stop() and Start() keep the address and key, so
-// clients reconnect to the same pinned endpoint.
+// clients reconnect to the same pinned endpoint. WrapStore (before Start) puts a test's MailboxStore between
+// the service and the RocksDB store; the wrapper borrows the store and is destroyed before it.
 class TestRelay {
  public:
   explicit TestRelay(std::string dir)
@@ -58,10 +60,18 @@ class TestRelay {
   }
   ~TestRelay() { Stop(); }
 
+  using StoreWrapper = std::function<std::unique_ptr<relay::MailboxStore>(relay::MailboxStore& store)>;
+  void WrapStore(StoreWrapper wrap) { wrap_ = std::move(wrap); }
+
   Status Start() {
     CW_ASSIGN_OR_RETURN(store_, relay::RocksDbMailboxStore::Open(dir_ + "/db"));
-    service_ = std::make_unique<relay::RelayService>(*store_, SystemClock::Default(), SystemRandom::Default(),
-                                                     relay::RelayOptions{}, &log_);
+    relay::MailboxStore* serving = store_.get();
+    if (wrap_) {
+      wrapper_ = wrap_(*store_);
+      serving = wrapper_.get();
+    }
+    service_ = std::make_unique<relay::RelayService>(*serving, SystemClock::Default(),
+                                                     SystemRandom::Default(), relay::RelayOptions{}, &log_);
     CW_ASSIGN_OR_RETURN(transport_, transport::TcpTransport::New(key_.Clone()));
     const std::string listen = "127.0.0.1:" + std::to_string(port_);
     CW_ASSIGN_OR_RETURN(auto ep, transport::Endpoint::Parse(listen));
@@ -80,6 +90,7 @@ class TestRelay {
     server_.reset();
     transport_.reset();
     service_.reset();
+    wrapper_.reset();
     store_.reset();
   }
 
@@ -92,7 +103,9 @@ class TestRelay {
   uint16_t port_ = 0;
   std::string address_;
   relay::NullLogSink log_;
+  StoreWrapper wrap_;
   std::unique_ptr<relay::RocksDbMailboxStore> store_;
+  std::unique_ptr<relay::MailboxStore> wrapper_;
   std::unique_ptr<relay::RelayService> service_;
   std::unique_ptr<transport::TcpTransport> transport_;
   std::unique_ptr<relay::RelayServer> server_;
