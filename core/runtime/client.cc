@@ -1010,8 +1010,24 @@ class Client::Impl {
     });
   }
 
-  // Deposits every outbox entry, one at a time and in order (the relay's workers could reorder pipelined
-  // deposits), marking each sent when the relay acknowledged it. Done with the number sent.
+  // One pass of FlushOutbox over the outbox: what is left to deposit, what went, and what could not go.
+  struct FlushRun {
+    std::deque<storage::OutboxEntry> queue;
+    size_t sent = 0;
+    // Conversations with an entry that cannot go in this pass (its commit is not synced yet, or its deposit
+    // failed for now): their later entries stay too, so messages never overtake each other within a
+    // conversation (a group text counts for its group's conversation).
+    std::set<std::string> held;
+    std::optional<Status> failure;  // the first transient failure: what the waiters hear
+    bool relay_failed = false;      // a deposit found the relay unreachable in this pass
+  };
+
+  // Deposits the outbox one entry at a time (the relay's workers could reorder pipelined deposits), marking
+  // each sent when the relay, or the contact over a direct link, acknowledged it. Order is kept per
+  // conversation only: an entry that cannot go now holds back the later entries of its own conversation and
+  // no others, so a group text waiting for a relay that is down does not stop a 1:1 text to a contact with a
+  // direct link. Done with the number sent, or with the pass's first failure (the entries that went anyway are
+  // counted in sent_total_, which the next Sync reports).
   void FlushOutbox(Done<size_t> done) {
     flush_waiters_.push_back(std::move(done));
     if (flushing_) {
@@ -1022,45 +1038,91 @@ class Client::Impl {
     flush_again_ = false;
     auto pending = transcripts_->PendingOutbox();
     if (!pending) return EndFlush(Error(pending.error()));
-    auto queue = std::make_shared<std::deque<storage::OutboxEntry>>();
+    auto run = std::make_shared<FlushRun>();
     // An entry leaves the device only once its commit, which holds the session state that encrypted it, is
     // durable: a crash that lost that state after the message left would make the next message reuse its
-    // message key. Syncs cover commits in order, so the durable entries are a prefix of the outbox; the rest
-    // go with the flush that follows their sync.
+    // message key. The outbox lists entries by conversation id, in sequence order within one (not in the
+    // order they were written), so an entry whose commit is not synced yet holds back the rest of its
+    // conversation only; they go with the flush that follows their sync.
     const uint64_t synced = store_->SyncedThrough();
     uint64_t wait_for = 0;
     for (auto& e : *pending) {
       const std::string key = OutboxKey(e);
-      if (refused_.count(key)) continue;
+      if (refused_.count(key) || run->held.count(e.conversation_id)) continue;
       if (auto it = outbox_commits_.find(key); it != outbox_commits_.end()) {
         if (it->second > synced) {
           wait_for = std::max(wait_for, it->second);
-          break;
+          run->held.insert(e.conversation_id);
+          continue;
         }
         outbox_commits_.erase(it);
       }
-      queue->push_back(std::move(e));
+      run->queue.push_back(std::move(e));
     }
     durable_wait_ = wait_for;
-    DepositNext(queue, 0);
+    DepositNext(std::move(run));
   }
 
   static std::string OutboxKey(const storage::OutboxEntry& e) {
     return e.conversation_id + '\0' + std::to_string(e.sequence);
   }
 
-  void DepositNext(std::shared_ptr<std::deque<storage::OutboxEntry>> queue, size_t sent) {
-    if (queue->empty() && durable_wait_ != 0) {
-      // The rest of the outbox goes once its commits are synced; the waiters hear when all of it went.
-      const uint64_t wait = std::exchange(durable_wait_, 0);
+  // Whether `e` can only go through the relay (groups always; a 1:1 entry when no direct link is up).
+  bool NeedsRelay(const storage::OutboxEntry& e) const {
+    return e.recipients.size() != 1 || !direct_->IsUp(e.recipients[0].name);
+  }
+
+  // `entry` could not go, for `why`: it and the later entries of its conversation wait for the next flush (the
+  // retry, or the relay link coming up), and the pass goes on with the other conversations.
+  void HoldBack(std::shared_ptr<FlushRun> run, const storage::OutboxEntry& entry, const Status& why) {
+    run->held.insert(entry.conversation_id);
+    if (!run->failure) run->failure = why;
+    DepositNext(std::move(run));
+  }
+
+  void DepositNext(std::shared_ptr<FlushRun> run) {
+    // A lock or close in the middle of a pass ends it (the store and engine are gone or going); the outbox
+    // keeps what did not go.
+    if (locked_) return EndFlush(Error(StatusCode::kPermissionDenied, "the client is locked"));
+    if (shutting_down_) return EndFlush(Error(StatusCode::kAborted, "client closing"));
+    while (!run->queue.empty()) {
+      const storage::OutboxEntry& e = run->queue.front();
+      if (run->held.count(e.conversation_id)) {
+        run->queue.pop_front();
+      } else if (run->relay_failed && NeedsRelay(e)) {
+        // The relay was unreachable a moment ago: waiting for another connection attempt per conversation
+        // would only delay the entries that can go over direct links.
+        run->held.insert(e.conversation_id);
+        run->queue.pop_front();
+      } else {
+        break;
+      }
+    }
+    if (run->queue.empty()) return FinishFlush(std::move(run));
+    auto entry = std::make_shared<storage::OutboxEntry>(std::move(run->queue.front()));
+    run->queue.pop_front();
+    DepositTo(std::move(run), std::move(entry), 0);
+  }
+
+  // The pass is over. Entries whose commits were not synced get a pass once they are, and entries queued
+  // during this one (flush_again_) get one now; the waiters then hear the total, or this pass's failure.
+  void FinishFlush(std::shared_ptr<FlushRun> run) {
+    const uint64_t wait = std::exchange(durable_wait_, 0);
+    const size_t sent = run->sent;
+    const std::optional<Status> failure = run->failure;
+    const auto result = [failure, sent](const Result<size_t>& next) -> Result<size_t> {
+      if (failure) return Error(*failure);
+      return next ? Result<size_t>(*next + sent) : next;
+    };
+    if (!failure && wait != 0) {
       flushing_ = false;
       auto waiters = std::move(flush_waiters_);
       flush_waiters_.clear();
       AfterSynced(
           wait,
-          [this, waiters, sent] {
-            FlushOutbox([waiters, sent](Result<size_t> r) {
-              for (auto& w : waiters) w(r ? Result<size_t>(*r + sent) : r);
+          [this, waiters, result] {
+            FlushOutbox([waiters, result](Result<size_t> r) {
+              for (auto& w : waiters) w(result(r));
             });
           },
           [waiters](Status why) {
@@ -1068,45 +1130,42 @@ class Client::Impl {
           });
       return;
     }
-    if (queue->empty()) {
-      if (flush_again_) {
-        flushing_ = false;
-        auto waiters = std::move(flush_waiters_);
-        flush_waiters_.clear();
-        FlushOutbox([waiters, sent](Result<size_t> r) {
-          for (auto& w : waiters) w(r ? Result<size_t>(*r + sent) : r);
-        });
-        return;
-      }
-      return EndFlush(sent);
+    // After a failure the unsynced entries are not waited for here: the flush their own sync starts
+    // (DeliverWhenDurable) sends them.
+    if (flush_again_) {
+      flushing_ = false;
+      auto waiters = std::move(flush_waiters_);
+      flush_waiters_.clear();
+      FlushOutbox([waiters, result](Result<size_t> r) {
+        for (auto& w : waiters) w(result(r));
+      });
+      return;
     }
-    storage::OutboxEntry entry = std::move(queue->front());
-    queue->pop_front();
-    DepositTo(std::move(queue), sent, std::make_shared<storage::OutboxEntry>(std::move(entry)), 0);
+    EndFlush(result(Result<size_t>(size_t{0})));
   }
 
   // Deposits `entry` to its recipients from `index` on, one envelope each (a group text lists every other
   // member; its single ciphertext is sealed to each one's mailbox), then marks it sent. A recipient that
   // cannot be written to is reported and skipped; an entry for one recipient only is then left unsent
   // (refused_) as before, while a group entry still goes to the others.
-  void DepositTo(std::shared_ptr<std::deque<storage::OutboxEntry>> queue, size_t sent,
-                 std::shared_ptr<storage::OutboxEntry> entry, size_t index) {
+  void DepositTo(std::shared_ptr<FlushRun> run, std::shared_ptr<storage::OutboxEntry> entry, size_t index) {
     const bool single = entry->recipients.size() == 1;
     if (index >= entry->recipients.size()) {
       if (Status m = transcripts_->MarkSent(entry->conversation_id, entry->sequence); !m.ok()) return EndFlush(Error(m));
       ++sent_total_;
+      ++run->sent;
       if (single && options_.callbacks.on_sent && !IsControlConversation(entry->conversation_id)) {
         options_.callbacks.on_sent(entry->recipients[0].name, entry->sequence);
       }
-      return DepositNext(queue, sent + 1);
+      return DepositNext(std::move(run));
     }
     const auto skip = [&](const Status& why) {
       Report(why);
       if (single) {
         refused_.insert(OutboxKey(*entry));
-        return DepositNext(queue, sent);
+        return DepositNext(run);
       }
-      DepositTo(queue, sent, entry, index + 1);
+      DepositTo(run, entry, index + 1);
     };
     const std::string recipient = entry->recipients[index].name;
     auto it = state_.contacts.find(recipient);
@@ -1120,22 +1179,30 @@ class Client::Impl {
     auto dep = TakePreparedDeposit(*entry, recipient, card);
     if (!dep) return skip(dep.error());
     const std::string to = single ? recipient : std::string();  // group entries stay relay-only
-    SendDeposit(to, std::move(*dep), [this, queue, sent, entry, index, single](Result<relay::Response> r) mutable {
-      if (!r) return EndFlush(Error(r.error()));
+    SendDeposit(to, std::move(*dep), [this, run, entry, index, single](Result<relay::Response> r) mutable {
+      if (!r) {
+        // Locking or closing ends the pass; any other failure here is the relay's link (a direct link that
+        // fails falls back to the relay), which holds back this conversation only. The relay link coming
+        // up flushes again.
+        const StatusCode code = r.error().code();
+        if (code == StatusCode::kAborted || code == StatusCode::kPermissionDenied) return EndFlush(Error(r.error()));
+        run->relay_failed = true;
+        return HoldBack(std::move(run), *entry, r.error());
+      }
       Status s = FromRelay(*r);
       if (r->code == relay::ResponseCode::kDepositRefused) {
         // The contact revoked our token (or the mailbox is gone): retrying cannot help.
         Report(s);
-        if (!single) return DepositTo(queue, sent, entry, index + 1);
+        if (!single) return DepositTo(std::move(run), entry, index + 1);
         refused_.insert(OutboxKey(*entry));
         (void)transcripts_->SetStatus(entry->conversation_id, entry->sequence, storage::MessageStatus::kFailed);
-        return DepositNext(queue, sent);
+        return DepositNext(std::move(run));
       }
       if (!s.ok()) {
         ScheduleRetry();
-        return EndFlush(Error(s));
+        return HoldBack(std::move(run), *entry, s);
       }
-      DepositTo(queue, sent, entry, index + 1);
+      DepositTo(std::move(run), entry, index + 1);
     });
   }
 

@@ -10,7 +10,9 @@
 // What it does: registers a mailbox with the relay (bound to this device's link key) and uploads the signed
 // pre-key and one-time pre-keys, refilling them when the relay reports fewer than the low-water mark; makes
 // and accepts invitations (core/runtime/invite.h); sends text, keeping every outgoing message in the outbox
-// until the relay has acknowledged its deposit (retried with backoff while the relay is unreachable);
+// until the relay has acknowledged its deposit (retried with backoff while the relay is unreachable; order is
+// kept within each conversation, and a message that cannot go yet holds back only the later ones of its own
+// conversation, so a group text waiting for the relay does not hold up a 1:1 text a direct link can carry);
 // receives messages, writing the transcript row and the dedup key in the same batch as the session state
 // and acknowledging the relay only after that batch is durable (SealedStore commits with sync=true); shows
 // safety numbers and marks contacts verified; and surfaces identity changes as events. Every 1:1 message is
@@ -222,7 +224,8 @@ class Client {
 
   // Connects once (if not connected), delivers the outbox, fetches and stores every waiting message,
   // and returns what happened. kUnavailable when the relay cannot be reached (nothing is lost: the outbox
-  // keeps its messages for the next attempt).
+  // keeps its messages for the next attempt). A message the relay did not take fails the Sync with its error
+  // once the other conversations' messages went; those count in the next report's `sent`.
   Result<SyncReport> Sync(int64_t timeout_ms = kDefaultTimeoutMs);
 
   // --- Invitations ---

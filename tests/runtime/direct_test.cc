@@ -317,5 +317,87 @@ TEST_F(DirectE2E, LockClosesDirectLinksAndUnlockReopensThem) {
   EXPECT_EQ(Bodies(*patient, "dr.lee").back(), "while you were locked");
 }
 
+// Whether `contact`'s copy of row `row` (an outgoing message of theirs) shows our read receipt.
+bool ReadByContact(Client& c, const std::string& contact, size_t row) {
+  auto h = c.History(contact);
+  return h && h->size() > row && h->at(row).status == storage::MessageStatus::kRead;
+}
+
+std::vector<std::string> GroupBodies(Client& c, const std::string& group_id) {
+  std::vector<std::string> out;
+  auto h = c.GroupHistory(group_id);
+  EXPECT_TRUE(h.has_value()) << h.error().ToString();
+  if (h) {
+    for (const auto& m : *h) out.push_back(Text(m.body));
+  }
+  return out;
+}
+
+// With the relay down, messages that need it (to a contact without a direct link, and group texts) wait in the
+// outbox, and must not hold up a 1:1 text and a read receipt to a contact that is linked directly. The outbox is
+// flushed in byte order of conversation ids ("ctl:", "dm:", "group:"), so "dm:ann" comes before "dm:pat".
+TEST_F(DirectE2E, MessagesWaitingForTheRelayDoNotHoldUpOtherConversationsOverADirectLink) {
+  Seen doc_seen, pat_seen, ann_seen;
+  auto doctor = New("doctor", "dr.lee", Options(&doc_seen, kListen));
+  auto patient = New("patient", "pat", Options(&pat_seen, kListen));
+  auto ann = New("ann", "ann", Options(&ann_seen, ""));  // does not listen: relay only
+  ASSERT_TRUE(doctor && patient && ann);
+  Pair(*doctor, *patient);
+  auto code = doctor->CreateInvite();
+  ASSERT_HAS(code);
+  ASSERT_HAS(ann->AcceptInvite(*code, "hi from ann"));
+  ASSERT_TRUE(doc_seen.WaitCount(2));  // "hello doctor" (Pair) and ann's first message
+
+  constexpr size_t kGroups = 3;
+  std::vector<std::string> groups;
+  for (size_t i = 0; i < kGroups; ++i) {
+    std::vector<std::string> members{"ann"};
+    if (i == 0) members.push_back("pat");
+    auto g = doctor->CreateGroup("ward " + std::to_string(i), members);
+    ASSERT_HAS(g);
+    groups.push_back(g->group_id);
+  }
+  ASSERT_TRUE(Eventually([&] { return Pending(*doctor) == 0; }));
+  ASSERT_HAS(ann->Sync());  // ann holds every group's sender key, and sends its own
+  ASSERT_TRUE(Eventually([&] { return Pending(*ann) == 0 && Pending(*doctor) == 0 && Pending(*patient) == 0; }));
+
+  relay_->Stop();
+  ASSERT_TRUE(Eventually([&] { return !doctor->connected(); }));
+  ASSERT_HAS(doctor->SendGroupText(groups[0], "ward 0 first"));
+  for (size_t i = 1; i < kGroups; ++i) ASSERT_HAS(doctor->SendGroupText(groups[i], "ward " + std::to_string(i)));
+  ASSERT_HAS(doctor->SendText("ann", "for ann 1"));
+  ASSERT_HAS(doctor->SendText("ann", "for ann 2"));
+  ASSERT_HAS(doctor->SendGroupText(groups[0], "ward 0 second"));
+  const size_t waiting = kGroups + 3;
+
+  // A text (conversation dm:pat) and a read receipt (the control conversation with pat) go directly.
+  const uint64_t hello = doctor->History("pat").value().at(0).sequence;
+  ASSERT_HAS(doctor->SendText("pat", "relay is down"));
+  ASSERT_HAS(doctor->MarkRead("pat", hello));
+  ASSERT_TRUE(pat_seen.WaitCount(1));
+  EXPECT_EQ(Bodies(*patient, "dr.lee").back(), "relay is down");
+  ASSERT_TRUE(Eventually([&] { return ReadByContact(*patient, "dr.lee", 0); }));
+  ASSERT_TRUE(Eventually([&] { return Delivered(*doctor, "pat", 1); }));  // pat's receipt came back directly
+  EXPECT_GE(Pending(*doctor), waiting);  // what needs the relay waits for it
+  EXPECT_EQ(GroupBodies(*patient, groups[0]), std::vector<std::string>{});
+
+  // The relay comes back: what waited goes, once each and in order within each conversation.
+  ASSERT_OK(relay_->Start());
+  ASSERT_TRUE(Eventually([&] { return Pending(*doctor) == 0; }));
+  auto got = ann->Sync();
+  ASSERT_HAS(got);
+  EXPECT_EQ(got->received, waiting);
+  EXPECT_EQ(Bodies(*ann, "dr.lee"), (std::vector<std::string>{"hi from ann", "for ann 1", "for ann 2"}));
+  EXPECT_EQ(Bodies(*doctor, "ann"), (std::vector<std::string>{"hi from ann", "for ann 1", "for ann 2"}));
+  const std::vector<std::string> ward0{"ward 0 first", "ward 0 second"};
+  EXPECT_EQ(GroupBodies(*ann, groups[0]), ward0);
+  for (size_t i = 1; i < kGroups; ++i) {
+    EXPECT_EQ(GroupBodies(*ann, groups[i]), std::vector<std::string>{"ward " + std::to_string(i)});
+  }
+  ASSERT_TRUE(Eventually([&] { return GroupBodies(*patient, groups[0]).size() >= 2; }));
+  EXPECT_EQ(GroupBodies(*patient, groups[0]), ward0);
+  EXPECT_EQ(Bodies(*patient, "dr.lee"), (std::vector<std::string>{"hello doctor", "relay is down"}));
+}
+
 }  // namespace
 }  // namespace cw::runtime
