@@ -294,15 +294,16 @@ void AppendPartHash(const Subkeys& keys, Table table, int position, std::string_
 
 // Part hashes computed recently, by table || position || part: a message's session key and conversation id
 // are the previous message's, and each hash is two BLAKE2b compressions (the key block, then the part). The
-// parts are names, so the keystore's lock listener wipes this with the record cache; bounded (cleared when
-// full). Safe from any thread.
+// parts are names (and the last relay message id), so the keystore's lock listener wipes this with the record
+// cache; bounded (cleared when full). Safe from any thread.
 class PartHashCache {
  public:
   static constexpr size_t kMaxEntries = 256;
 
   void Append(const Subkeys& keys, Table table, int position, std::string_view part, std::string* out) {
-    // A relay message id is hashed once: caching it would only push out the names.
-    if (table == Table::kInboundDedup) return AppendPartHash(keys, table, position, part, out);
+    // A relay message id is looked up once (is it a duplicate?) and written once, in the commit right after:
+    // one slot keeps the last one's hash. Caching them all would only push out the names.
+    if (table == Table::kInboundDedup) return AppendDedupHash(keys, position, part, out);
     std::string id(2, '\0');
     id[0] = static_cast<char>(table);
     id[1] = static_cast<char>(position);
@@ -326,11 +327,36 @@ class PartHashCache {
   void Wipe() {
     std::lock_guard<std::mutex> lock(mu_);
     entries_.clear();
+    last_dedup_.reset();
   }
 
  private:
+  void AppendDedupHash(const Subkeys& keys, int position, std::string_view part, std::string* out) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (last_dedup_ && last_dedup_->position == position && last_dedup_->part == part) {
+        out->append(reinterpret_cast<const char*>(last_dedup_->hash.data()), kKeyHashSize);
+        return;
+      }
+    }
+    const size_t at = out->size();
+    AppendPartHash(keys, Table::kInboundDedup, position, part, out);
+    std::lock_guard<std::mutex> lock(mu_);
+    last_dedup_.emplace();
+    last_dedup_->position = position;
+    last_dedup_->part.assign(part);
+    std::memcpy(last_dedup_->hash.data(), out->data() + at, kKeyHashSize);
+  }
+
+  struct DedupSlot {
+    int position = 0;
+    std::string part;
+    std::array<uint8_t, kKeyHashSize> hash;
+  };
+
   std::mutex mu_;
   std::unordered_map<std::string, std::array<uint8_t, kKeyHashSize>> entries_;
+  std::optional<DedupSlot> last_dedup_;
 };
 
 // The stored key into `*out` (its capacity reused: the commit's scratch).
@@ -1383,8 +1409,12 @@ class SealedStore::Impl {
     return Status::Ok();
   }
 
-  // Records that `identity` is now on disk under the key. REQUIRES: as DiskIdentity.
+  // Records that `identity` is now on disk under the key. Not for dedup keys: each is written once and
+  // deleted by the sweeper long after, so remembering them would only push out the keys that are rewritten
+  // (sessions, conversations, outbox entries and transcript rows as they are sent and read).
+  // REQUIRES: as DiskIdentity.
   void RememberIdentity(int table, std::string_view stored, const Identity& identity) {
+    if (table == static_cast<int>(Table::kInboundDedup)) return;
     if (identities_.size() >= kMaxIdentities) identities_.clear();
     id_key_.assign(1, static_cast<char>(table));
     id_key_.append(stored);
