@@ -40,6 +40,8 @@
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "core/base/clock.h"
 #include "core/base/random.h"
 #include "relay/rocksdb_mailbox_store.h"
@@ -609,22 +611,20 @@ void MosquittoDeposits(const Args& a) {
 
 int main(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    std::string s = argv[i];
-    auto val = [&]() -> const char* { return i + 1 < argc ? argv[++i] : "0"; };
-    if (s == "--mailboxes") a.mailboxes = std::strtoul(val(), nullptr, 10);
-    else if (s == "--seconds") a.seconds = std::atof(val());
-    else if (s == "--runs") a.runs = std::atoi(val());
-    else if (s == "--idle") a.idle = std::strtoul(val(), nullptr, 10);
-    else if (s == "--workers") a.workers = std::strtoul(val(), nullptr, 10);
-    else if (s == "--no-mosquitto") a.mosquitto = false;
-    else if (s == "--no-sync") a.sync = false;
-    else if (s == "--envelope") a.only_envelope = std::strtoul(val(), nullptr, 10);
-    else if (s == "--window") a.only_window = std::strtoul(val(), nullptr, 10);
-    else {
-      std::fprintf(stderr, "unknown flag %s\n", s.c_str());
-      return 2;
-    }
+  CLI::App app{"Load generator for the blind relay: durable deposits, latency, idle connections, mosquitto"};
+  app.add_option("--mailboxes", a.mailboxes, "mailboxes deposited to, round robin")->check(CLI::Range(1, 1000000));
+  app.add_option("--seconds", a.seconds, "seconds per measured run")->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--runs", a.runs, "runs per configuration (medians are reported)")->check(CLI::PositiveNumber);
+  app.add_option("--idle", a.idle, "idle connections for the memory figure (0: skip)");
+  app.add_option("--workers", a.workers, "relay worker threads")->check(CLI::Range(1, 256));
+  app.add_flag("!--no-mosquitto", a.mosquitto, "skip the mosquitto comparison");
+  app.add_flag("!--no-sync", a.sync, "no fsync: the relay's CPU cost only (figures are NOT durable)");
+  app.add_option("--envelope", a.only_envelope, "only this envelope size")->check(CLI::IsMember({300, 4096}));
+  app.add_option("--window", a.only_window, "only this many deposits in flight")->check(CLI::IsMember({1, 64}));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
   }
   signal(SIGPIPE, SIG_IGN);
   rlimit rl{};
