@@ -1060,6 +1060,11 @@ class Client::Impl {
       run->queue.push_back(std::move(e));
     }
     durable_wait_ = wait_for;
+    // A relay that failed and is being reconnected (after its backoff) is not tried again by the pass: its
+    // entries wait for the flush the link coming up makes. Otherwise every pass would open a connection of
+    // its own, and a relay that accepts and never answers would hold the direct entries after its first entry
+    // for the whole handshake timeout.
+    if (link_ != LinkState::kUp && backoff_ms_ > 0) run->relay_failed = true;
     DepositNext(std::move(run));
   }
 
@@ -1093,6 +1098,7 @@ class Client::Impl {
         // The relay was unreachable a moment ago: waiting for another connection attempt per conversation
         // would only delay the entries that can go over direct links.
         run->held.insert(e.conversation_id);
+        if (!run->failure) run->failure = Status(StatusCode::kUnavailable, "the relay is unreachable");
         run->queue.pop_front();
       } else {
         break;
@@ -1130,8 +1136,14 @@ class Client::Impl {
           });
       return;
     }
-    // After a failure the unsynced entries are not waited for here: the flush their own sync starts
-    // (DeliverWhenDurable) sends them.
+    // After a failure the waiters hear of it now, and the entries whose commits were not synced get a pass of
+    // their own once they are: a flush for them may not be coming otherwise (DeliverWhenDurable asks for one
+    // only for an entry that could go when it was written).
+    if (wait != 0) {
+      AfterSynced(wait, [this] {
+        if (!locked_ && !shutting_down_) FlushOutbox([](Result<size_t>) {});
+      });
+    }
     if (flush_again_) {
       flushing_ = false;
       auto waiters = std::move(flush_waiters_);

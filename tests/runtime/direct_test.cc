@@ -399,5 +399,43 @@ TEST_F(DirectE2E, MessagesWaitingForTheRelayDoNotHoldUpOtherConversationsOverADi
   EXPECT_EQ(Bodies(*patient, "dr.lee"), (std::vector<std::string>{"hello doctor", "relay is down"}));
 }
 
+// A pass that fails (the relay is down and an entry for it is first) does not wait for the entries whose
+// commits are not synced yet; they still go once they are. Here a text written while pat's direct link was
+// down, for which no sync was asked then, goes over the link when it is back, before the relay returns.
+TEST_F(DirectE2E, AnEntryNotYetDurableWhenAPassFailedGoesOnceItIs) {
+  Seen doc_seen, pat_seen, ann_seen;
+  auto doctor = New("doctor", "dr.lee", Options(&doc_seen, kListen));
+  ClientOptions po = Options(&pat_seen, kListen);
+  po.send_delivery_receipts = false;
+  auto patient = New("patient", "pat", po);
+  auto ann = New("ann", "ann", Options(&ann_seen, ""));  // does not listen: relay only
+  ASSERT_TRUE(doctor && patient && ann);
+  Pair(*doctor, *patient);
+  auto code = doctor->CreateInvite();
+  ASSERT_HAS(code);
+  ASSERT_HAS(ann->AcceptInvite(*code, "hi from ann"));
+  ASSERT_TRUE(doc_seen.WaitCount(2));
+  ASSERT_TRUE(Eventually([&] { return Pending(*doctor) == 0; }));
+
+  relay_->Stop();
+  ASSERT_TRUE(Eventually([&] { return !doctor->connected(); }));
+  ASSERT_HAS(doctor->SendText("ann", "for ann"));  // relay only: every pass fails on it
+  ASSERT_HAS(doctor->SendText("pat", "first"));
+  ASSERT_TRUE(pat_seen.WaitCount(1));
+  ASSERT_OK(patient->Lock());
+  ASSERT_TRUE(Eventually([&] { return !IsDirect(*doctor, "pat"); }));
+  ASSERT_HAS(doctor->SendText("pat", "while your link was down"));  // nothing can carry it: no sync asked
+  ASSERT_OK(patient->Unlock(kPass));
+  ASSERT_TRUE(Eventually([&] { return IsDirect(*doctor, "pat"); }));
+  EXPECT_TRUE(pat_seen.WaitCount(2)) << "still pending: " << Pending(*doctor);
+  EXPECT_EQ(Bodies(*patient, "dr.lee"),
+            (std::vector<std::string>{"hello doctor", "first", "while your link was down"}));
+
+  ASSERT_OK(relay_->Start());
+  ASSERT_TRUE(Eventually([&] { return Pending(*doctor) == 0; }));
+  ASSERT_HAS(ann->Sync());
+  EXPECT_EQ(Bodies(*ann, "dr.lee"), (std::vector<std::string>{"hi from ann", "for ann"}));
+}
+
 }  // namespace
 }  // namespace cw::runtime
