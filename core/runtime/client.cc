@@ -320,7 +320,7 @@ class Client::Impl {
                              return it != state_.contacts.end() && it->second.card.has_value();
                            },
                            [this](const std::string& conv, uint64_t seq) { DeliverWhenDurable(conv, seq); },
-                           [this] { RetryHeld(); }, [this](const Status& s) { Report(s); }});
+                           [this](bool refetch) { RetryHeld(refetch); }, [this](const Status& s) { Report(s); }});
     ArmSweepTimer();
     return Status::Ok();
   }
@@ -881,7 +881,9 @@ class Client::Impl {
       // Group traffic that overtook the key it needs stays at the relay until that key is stored, and our
       // copy is tried again then (RetryHeld).
       if (!IsPermanentFailure(c)) return;
-      if (!groups_->Hold(env->message, c, relay_id, d.envelope.size())) return Ack(d.message_id);
+      const GroupRuntime::HoldResult hold = groups_->Hold(env->message, c, relay_id, d.envelope.size());
+      if (hold == GroupRuntime::HoldResult::kDrop) return Ack(d.message_id);
+      if (hold == GroupRuntime::HoldResult::kLeaveAtRelay) return;  // past the copies' byte cap: refetched
       const bool kept = std::any_of(held_.begin(), held_.end(),
                                     [&](const relay::Delivery& h) { return h.message_id == d.message_id; });
       if (!kept) held_.push_back(d);
@@ -1000,13 +1002,15 @@ class Client::Impl {
   // came. Not by fetching them again: the relay pushes a message before it is durable and a fetch hands out
   // only durable ones, so a fetch right after the key arrived could pass over a held message that came by
   // push, and nothing would fetch again until the next Sync or reconnect. Posted, because the groups runtime
-  // asks from inside HandleDelivery; a copy that still cannot be read is held again.
-  void RetryHeld() {
-    post_target_->Post([this] {
+  // asks from inside HandleDelivery; a copy that still cannot be read is held again. With `refetch`, some were
+  // left at the relay without a copy (past the copies' byte cap): a fetch brings them back.
+  void RetryHeld(bool refetch) {
+    post_target_->Post([this, refetch] {
       if (shutting_down_ || locked_) return;
       auto held = std::move(held_);
       held_.clear();
       for (const auto& d : held) HandleDelivery(d);
+      if (refetch && state_.mailbox && link_ == LinkState::kUp) FetchAll([](Result<size_t>) {});
     });
   }
 

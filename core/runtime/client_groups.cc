@@ -253,14 +253,15 @@ void GroupRuntime::AfterCommit(bool committed, const Incoming& in) {
   }
   if (in.keys_changed && !held_.empty()) {
     // Each is tried again and held again if it still cannot be read.
+    const bool refetch = std::exchange(held_without_copy_, false);
     held_.clear();
     held_bytes_ = 0;
-    deps_.retry_held();
+    deps_.retry_held(refetch);
   }
 }
 
-bool GroupRuntime::Hold(const session::Ciphertext& message, StatusCode code, const std::string& relay_id,
-                        size_t envelope_size) {
+GroupRuntime::HoldResult GroupRuntime::Hold(const session::Ciphertext& message, StatusCode code,
+                                            const std::string& relay_id, size_t envelope_size) {
   // A group text before its sender's key (kNoSession) or before the membership naming its sender
   // (kPermissionDenied); a sender key or membership update inside a 1:1 message before the admin's update that
   // makes its sender a member (kPermissionDenied). Anything else that fails is not a matter of order.
@@ -268,12 +269,19 @@ bool GroupRuntime::Hold(const session::Ciphertext& message, StatusCode code, con
                           (code == StatusCode::kNoSession || code == StatusCode::kPermissionDenied);
   const bool pairwise = (message.type == session::MessageType::kSignal || message.type == session::MessageType::kPreKey) &&
                         code == StatusCode::kPermissionDenied;
-  if (!group_text && !pairwise) return false;
-  if (held_.count(relay_id)) return true;
-  if (held_.size() >= kMaxHeldMessages || envelope_size > kMaxHeldBytes - held_bytes_) return false;
+  if (!group_text && !pairwise) return HoldResult::kDrop;
+  if (auto it = held_.find(relay_id); it != held_.end()) {
+    return it->second > 0 ? HoldResult::kKeepCopy : HoldResult::kLeaveAtRelay;
+  }
+  if (held_.size() >= kMaxHeldMessages) return HoldResult::kDrop;
+  if (envelope_size == 0 || envelope_size > kMaxHeldBytes - held_bytes_) {
+    held_.emplace(relay_id, 0);
+    held_without_copy_ = true;
+    return HoldResult::kLeaveAtRelay;
+  }
   held_.emplace(relay_id, envelope_size);
   held_bytes_ += envelope_size;
-  return true;
+  return HoldResult::kKeepCopy;
 }
 
 }  // namespace cw::runtime

@@ -14,7 +14,12 @@
 // text that needs it. A sender key or group text that still arrives too early (a member's key that overtook
 // the admin's membership update, from another device) is left at the relay (Hold): not acknowledged, so a
 // restart fetches it again; meanwhile the client keeps the copy it got and hands it back to the receive path
-// once a membership update or sender key has been stored (Deps::retry_held).
+// once a membership update or sender key has been stored (Deps::retry_held). Past the byte cap on those
+// copies a message is still left at the relay, without a copy: the retry fetches it again.
+//
+// Order is kept per conversation only: a failed deposit holds back its own conversation (client.cc,
+// FlushOutbox), so a text can still overtake a member's sender key when only the key's deposit failed; Hold
+// and the retry are what make that harmless.
 //
 // Records: "runtime.group.<group id>" in the engine's kMeta table: the label (on the creating device only),
 // the admin, and whether we are still a member. The engine keeps the membership itself.
@@ -43,9 +48,10 @@ namespace cw::runtime {
 
 inline constexpr std::string_view kGroupRecordPrefix = "runtime.group.";
 inline constexpr size_t kMaxGroupLabelSize = 128;
-// Undecryptable group traffic left at the relay for a later attempt, at most this many messages and this many
-// envelope bytes (the copies the client keeps to try again) per process run: past either they are dropped
-// like any other message that cannot be decrypted.
+// Undecryptable group traffic left at the relay for a later attempt: at most this many messages between two
+// retries (past that they are dropped like any other message that cannot be decrypted, so a hostile sender
+// cannot make every fetch hand out the same junk), and copies of at most this many envelope bytes (past that a
+// message stays at the relay without a copy, and the retry fetches it).
 inline constexpr size_t kMaxHeldMessages = 256;
 inline constexpr size_t kMaxHeldBytes = 2 * 1024 * 1024;
 
@@ -61,9 +67,10 @@ class GroupRuntime {
     std::function<bool(const std::string& contact)> reachable;
     // An outbox entry was committed (by the store's last commit): deliver it once that commit is durable.
     std::function<void(const std::string& conversation_id, uint64_t sequence)> queued;
-    // Try the held messages again, from the copies the client kept when Hold said yes. Called from
-    // AfterCommit, that is from inside the receive path: the client must not re-enter it from this call.
-    std::function<void()> retry_held;
+    // Try the held messages again, from the copies the client kept (Hold: kKeepCopy), and with `refetch`
+    // fetch again too, for those left at the relay without one (kLeaveAtRelay). Called from AfterCommit,
+    // that is from inside the receive path: the client must not re-enter it from this call.
+    std::function<void(bool refetch)> retry_held;
     // Background problems. No plaintext, no member name.
     std::function<void(const Status&)> report;
   };
@@ -101,11 +108,14 @@ class GroupRuntime {
   // After the hook's batch committed (or did not): delivers the staged replies, reports members that could
   // not be reached, and has the held messages tried again when keys changed.
   void AfterCommit(bool committed, const Incoming& in);
-  // A message from the relay failed to decrypt with `code`: true when it may be group traffic that arrived
-  // before the membership or sender key it needs, so the client leaves it at the relay (not acknowledged)
-  // and keeps its copy, `envelope_size` bytes, for retry_held. True again for a message already held.
-  bool Hold(const session::Ciphertext& message, StatusCode code, const std::string& relay_id,
-            size_t envelope_size);
+  // A message from the relay failed to decrypt with `code`. Group traffic that may have arrived before the
+  // membership or sender key it needs is left at the relay (not acknowledged) and the client keeps its copy,
+  // `envelope_size` bytes, for retry_held (kKeepCopy), or past the byte cap keeps none (kLeaveAtRelay);
+  // anything else, or past the message cap, is dropped (kDrop: acknowledged). A message already held is held
+  // again the same way.
+  enum class HoldResult { kDrop, kKeepCopy, kLeaveAtRelay };
+  HoldResult Hold(const session::Ciphertext& message, StatusCode code, const std::string& relay_id,
+                  size_t envelope_size);
 
  private:
   struct Record {
@@ -124,8 +134,9 @@ class GroupRuntime {
                             const std::optional<Record>& record);
 
   Deps deps_;
-  std::map<std::string, size_t> held_;  // relay id -> envelope size, held since the last retry
+  std::map<std::string, size_t> held_;  // relay id -> envelope size (0: no copy), held since the last retry
   size_t held_bytes_ = 0;
+  bool held_without_copy_ = false;
 };
 
 }  // namespace cw::runtime

@@ -539,58 +539,66 @@ TEST_F(GroupE2EWithheld, MessagesThatOvertookTheirKeysAreReadOnceTheKeysArriveWi
 
 // Which failures leave a message at the relay for a later attempt, and the caps on how many and how big.
 TEST(GroupHold, HoldsOnlyGroupTrafficThatMayHaveOvertakenItsKeyAndAtMostTheCaps) {
+  using R = GroupRuntime::HoldResult;
   GroupRuntime groups(GroupRuntime::Deps{});
   session::Ciphertext text;
   text.type = session::MessageType::kSenderKey;
   session::Ciphertext pairwise;
   pairwise.type = session::MessageType::kSignal;
-  EXPECT_TRUE(groups.Hold(text, StatusCode::kNoSession, "a", 100));             // before the sender's key
-  EXPECT_TRUE(groups.Hold(text, StatusCode::kPermissionDenied, "b", 100));      // before the membership
-  EXPECT_TRUE(groups.Hold(pairwise, StatusCode::kPermissionDenied, "c", 100));  // a key before the membership
-  EXPECT_FALSE(groups.Hold(text, StatusCode::kTampered, "d", 100));
-  EXPECT_FALSE(groups.Hold(text, StatusCode::kMalformed, "e", 100));
-  EXPECT_FALSE(groups.Hold(pairwise, StatusCode::kNoSession, "f", 100));
-  EXPECT_FALSE(groups.Hold(pairwise, StatusCode::kTampered, "g", 100));
+  EXPECT_EQ(groups.Hold(text, StatusCode::kNoSession, "a", 100), R::kKeepCopy);             // before the sender's key
+  EXPECT_EQ(groups.Hold(text, StatusCode::kPermissionDenied, "b", 100), R::kKeepCopy);      // before the membership
+  EXPECT_EQ(groups.Hold(pairwise, StatusCode::kPermissionDenied, "c", 100), R::kKeepCopy);  // a key before it
+  EXPECT_EQ(groups.Hold(text, StatusCode::kTampered, "d", 100), R::kDrop);
+  EXPECT_EQ(groups.Hold(text, StatusCode::kMalformed, "e", 100), R::kDrop);
+  EXPECT_EQ(groups.Hold(pairwise, StatusCode::kNoSession, "f", 100), R::kDrop);
+  EXPECT_EQ(groups.Hold(pairwise, StatusCode::kTampered, "g", 100), R::kDrop);
   for (size_t i = 3; i < kMaxHeldMessages; ++i) {
-    EXPECT_TRUE(groups.Hold(text, StatusCode::kNoSession, std::to_string(i), 100));
+    EXPECT_EQ(groups.Hold(text, StatusCode::kNoSession, std::to_string(i), 100), R::kKeepCopy);
   }
-  EXPECT_FALSE(groups.Hold(text, StatusCode::kNoSession, "one too many", 100));
-  EXPECT_TRUE(groups.Hold(text, StatusCode::kNoSession, "a", 100));  // one already held stays held
+  EXPECT_EQ(groups.Hold(text, StatusCode::kNoSession, "one too many", 100), R::kDrop);
+  EXPECT_EQ(groups.Hold(text, StatusCode::kNoSession, "a", 100), R::kKeepCopy);  // one already held stays held
 
+  // Past the copies' byte cap a message is still left at the relay, without a copy; it counts as held.
   GroupRuntime by_size(GroupRuntime::Deps{});
-  EXPECT_TRUE(by_size.Hold(text, StatusCode::kNoSession, "big", kMaxHeldBytes - 10));
-  EXPECT_FALSE(by_size.Hold(text, StatusCode::kNoSession, "past the bytes", 11));
-  EXPECT_TRUE(by_size.Hold(text, StatusCode::kNoSession, "fits", 10));
+  EXPECT_EQ(by_size.Hold(text, StatusCode::kNoSession, "big", kMaxHeldBytes - 10), R::kKeepCopy);
+  EXPECT_EQ(by_size.Hold(text, StatusCode::kNoSession, "past the bytes", 11), R::kLeaveAtRelay);
+  EXPECT_EQ(by_size.Hold(text, StatusCode::kNoSession, "past the bytes", 11), R::kLeaveAtRelay);
+  EXPECT_EQ(by_size.Hold(text, StatusCode::kNoSession, "fits", 10), R::kKeepCopy);
 }
 
 // A stored sender key or membership update has the held messages tried again (the client retries its own
-// copies: a fetch could miss one the relay pushed before it was durable), and they count anew afterwards.
+// copies: a fetch could miss one the relay pushed before it was durable; it fetches as well only when some were
+// left without a copy), and they count anew afterwards.
 TEST(GroupHold, StoredKeysHaveTheHeldMessagesTriedAgainOnce) {
-  int retries = 0;
+  using R = GroupRuntime::HoldResult;
+  std::vector<bool> retries;  // each retry's refetch flag
   GroupRuntime::Deps deps;
-  deps.retry_held = [&] { ++retries; };
+  deps.retry_held = [&](bool refetch) { retries.push_back(refetch); };
   GroupRuntime groups(std::move(deps));
   session::Ciphertext text;
   text.type = session::MessageType::kSenderKey;
   GroupRuntime::Incoming key;
   key.keys_changed = true;
   groups.AfterCommit(true, key);
-  EXPECT_EQ(retries, 0);  // nothing held, nothing to retry
+  EXPECT_TRUE(retries.empty());  // nothing held, nothing to retry
 
   for (size_t i = 0; i < kMaxHeldMessages; ++i) {
-    ASSERT_TRUE(groups.Hold(text, StatusCode::kNoSession, std::to_string(i), 100));
+    ASSERT_EQ(groups.Hold(text, StatusCode::kNoSession, std::to_string(i), 100), R::kKeepCopy);
   }
   groups.AfterCommit(false, key);  // a key that did not commit changes nothing
-  EXPECT_EQ(retries, 0);
+  EXPECT_TRUE(retries.empty());
   groups.AfterCommit(true, GroupRuntime::Incoming{});  // a text, not a key
-  EXPECT_EQ(retries, 0);
+  EXPECT_TRUE(retries.empty());
   groups.AfterCommit(true, key);
-  EXPECT_EQ(retries, 1);
+  EXPECT_EQ(retries, std::vector<bool>{false});
   // Handed back for the retry: one still unreadable is held again, within fresh caps.
-  EXPECT_TRUE(groups.Hold(text, StatusCode::kNoSession, "0", 100));
-  EXPECT_TRUE(groups.Hold(text, StatusCode::kNoSession, "new", 100));
+  EXPECT_EQ(groups.Hold(text, StatusCode::kNoSession, "0", 100), R::kKeepCopy);
+  EXPECT_EQ(groups.Hold(text, StatusCode::kNoSession, "huge", kMaxHeldBytes), R::kLeaveAtRelay);
   groups.AfterCommit(true, key);
-  EXPECT_EQ(retries, 2);
+  EXPECT_EQ(retries, (std::vector<bool>{false, true}));  // "huge" has no copy: fetched again
+  EXPECT_EQ(groups.Hold(text, StatusCode::kNoSession, "new", 100), R::kKeepCopy);
+  groups.AfterCommit(true, key);
+  EXPECT_EQ(retries, (std::vector<bool>{false, true, false}));
 }
 
 }  // namespace
