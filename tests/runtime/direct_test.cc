@@ -111,6 +111,16 @@ class DirectE2E : public ::testing::Test {
     ASSERT_TRUE(Eventually([&] { return IsDirect(doctor, "pat") && IsDirect(patient, "dr.lee"); }));
   }
 
+  // Pair, then ann (who does not listen: relay only) accepts an invite from dr.lee, whose callbacks fill
+  // `doctor_seen`.
+  void PairThenAnn(Client& doctor, Client& patient, Client& ann, Seen& doctor_seen) {
+    ASSERT_NO_FATAL_FAILURE(Pair(doctor, patient));
+    auto code = doctor.CreateInvite();
+    ASSERT_HAS(code);
+    ASSERT_HAS(ann.AcceptInvite(*code, "hi from ann"));
+    ASSERT_TRUE(doctor_seen.WaitCount(2));  // "hello doctor" (Pair) and ann's first message
+  }
+
   TempDir dir_;
   std::unique_ptr<TestRelay> relay_;
 };
@@ -342,11 +352,7 @@ TEST_F(DirectE2E, MessagesWaitingForTheRelayDoNotHoldUpOtherConversationsOverADi
   auto patient = New("patient", "pat", Options(&pat_seen, kListen));
   auto ann = New("ann", "ann", Options(&ann_seen, ""));  // does not listen: relay only
   ASSERT_TRUE(doctor && patient && ann);
-  Pair(*doctor, *patient);
-  auto code = doctor->CreateInvite();
-  ASSERT_HAS(code);
-  ASSERT_HAS(ann->AcceptInvite(*code, "hi from ann"));
-  ASSERT_TRUE(doc_seen.WaitCount(2));  // "hello doctor" (Pair) and ann's first message
+  ASSERT_NO_FATAL_FAILURE(PairThenAnn(*doctor, *patient, *ann, doc_seen));
 
   constexpr size_t kGroups = 3;
   std::vector<std::string> groups;
@@ -410,11 +416,7 @@ TEST_F(DirectE2E, AnEntryNotYetDurableWhenAPassFailedGoesOnceItIs) {
   auto patient = New("patient", "pat", po);
   auto ann = New("ann", "ann", Options(&ann_seen, ""));  // does not listen: relay only
   ASSERT_TRUE(doctor && patient && ann);
-  Pair(*doctor, *patient);
-  auto code = doctor->CreateInvite();
-  ASSERT_HAS(code);
-  ASSERT_HAS(ann->AcceptInvite(*code, "hi from ann"));
-  ASSERT_TRUE(doc_seen.WaitCount(2));
+  ASSERT_NO_FATAL_FAILURE(PairThenAnn(*doctor, *patient, *ann, doc_seen));
   ASSERT_TRUE(Eventually([&] { return Pending(*doctor) == 0; }));
 
   relay_->Stop();
