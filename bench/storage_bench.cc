@@ -23,11 +23,17 @@
 //   Cipherward/Persisted/OneWayUnsynced/256 no sync at all: the CPU cost of sealing and RocksDB alone
 //   Cipherward/Storage/SyncedCommit         one synced commit of one 300-byte record
 //   Cipherward/Storage/Unlock               Keystore::Unlock at the default Argon2id cost (moderate)
-//   Cipherward/Storage/RSS10k               resident memory of an open store holding 10k transcript messages
+//   Cipherward/Storage/RSS10k               memory of an open store holding 10k transcript messages, with 50 of
+//                                           them read: the process's resident set (rss_total_MiB), its growth
+//                                           while the store opened (rss_store_MiB; pages the filling left free
+//                                           in the allocator are reused, so this moves with how it filled), and
+//                                           the allocator's bytes in use that the opening added
+//                                           (heap_store_MiB, the store's own)
 // RocksDB's own group commit (one fsync for concurrent synced writers) does not apply: an engine commits
 // from its one owner thread. Every failure ends the process (bench_util.h's rule: no numbers from a broken
 // run). Wall-clock time throughout: fsync waits are the cost being measured.
 #include <benchmark/benchmark.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -82,6 +88,13 @@ class BenchDir {
  private:
   std::string path_;
 };
+
+// Bytes the allocator has handed out and not had back (glibc's mallinfo2: arena chunks in use plus mmapped
+// ones): what an open store holds, whatever the filling before it left in the allocator's free lists.
+int64_t HeapBytes() {
+  const struct mallinfo2 m = mallinfo2();
+  return static_cast<int64_t>(m.uordblks + m.hblkhd);
+}
 
 // Resident set size of this process, from /proc/self/statm.
 int64_t ResidentBytes() {
@@ -319,6 +332,7 @@ void Rss10k(benchmark::State& state) {
   }
   for (auto _ : state) {
     const int64_t before = ResidentBytes();
+    const int64_t heap_before = HeapBytes();
     auto ks =
         Must(storage::Keystore::Open(dir.Sub("keystore"), storage::KeystoreOptions::MinimumCostForTesting()),
              "keystore");
@@ -329,6 +343,7 @@ void Rss10k(benchmark::State& state) {
     if (page.size() != 50) std::abort();
     state.counters["rss_total_MiB"] = static_cast<double>(ResidentBytes()) / (1 << 20);
     state.counters["rss_store_MiB"] = static_cast<double>(ResidentBytes() - before) / (1 << 20);
+    state.counters["heap_store_MiB"] = static_cast<double>(HeapBytes() - heap_before) / (1 << 20);
   }
 }
 
