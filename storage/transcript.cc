@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
+#include <optional>
+#include <set>
 
 #include "storage/transcript_records.h"
 
@@ -127,8 +130,11 @@ class Transcripts::Impl {
     WriteBatch batch;
     batch.writes.push_back(Del(Table::kConversation, std::string(id)));
     for (auto& k : rows) batch.writes.push_back(Del(Table::kTranscript, std::move(k)));
-    for (auto& k : outbox) batch.writes.push_back(Del(Table::kOutbox, std::move(k)));
+    for (const auto& k : outbox) batch.writes.push_back(Del(Table::kOutbox, k));
     CW_RETURN_IF_ERROR(store_->Commit(std::move(batch)));
+    if (outbox_keys_) {
+      for (const auto& k : outbox) outbox_keys_->erase(k);
+    }
     next_sequence_.erase(std::string(id));
     next_due_.erase(std::string(id));
     // The deleted key must not survive in a file: the rows' blobs left in files compaction has not reached
@@ -215,7 +221,9 @@ class Transcripts::Impl {
     e.recipients = recipients;
     e.message = message;
     CW_ASSIGN_OR_RETURN(SecretBytes encoded, internal::EncodeOutbox(e));
-    batch->writes.push_back(Put(Table::kOutbox, internal::RowKey(conversation_id, seq), std::move(encoded)));
+    std::string key = internal::RowKey(conversation_id, seq);
+    if (outbox_keys_) outbox_keys_->insert(key);
+    batch->writes.push_back(Put(Table::kOutbox, std::move(key), std::move(encoded)));
     if (sequence_out) *sequence_out = seq;
     return Status::Ok();
   }
@@ -299,21 +307,30 @@ class Transcripts::Impl {
     WriteBatch batch;
     batch.writes.push_back(Put(Table::kTranscript, key, internal::EncodeRow(row)));
     if (drop_outbox) batch.writes.push_back(Del(Table::kOutbox, key));
-    return store_->Commit(std::move(batch));
+    CW_RETURN_IF_ERROR(store_->Commit(std::move(batch)));
+    if (drop_outbox && outbox_keys_) outbox_keys_->erase(key);
+    return Status::Ok();
   }
 
   Result<std::vector<OutboxEntry>> Outbox() {
-    CW_ASSIGN_OR_RETURN(std::vector<std::string> keys, store_->ListKeys(Table::kOutbox, ""));
+    if (!outbox_keys_) {
+      CW_ASSIGN_OR_RETURN(std::vector<std::string> keys, store_->ListKeys(Table::kOutbox, ""));
+      outbox_keys_.emplace(std::make_move_iterator(keys.begin()), std::make_move_iterator(keys.end()));
+    }
     std::vector<OutboxEntry> out;
-    for (const auto& k : keys) {
+    for (auto it = outbox_keys_->begin(); it != outbox_keys_->end();) {
       OutboxEntry e;
-      if (!internal::ParseRowKey(k, &e.conversation_id, &e.sequence)) {
+      if (!internal::ParseRowKey(*it, &e.conversation_id, &e.sequence)) {
         return Error(StatusCode::kTampered, "bad outbox key");
       }
-      CW_ASSIGN_OR_RETURN(std::optional<SecretBytes> v, store_->Get(Table::kOutbox, k));
-      if (!v) continue;
+      CW_ASSIGN_OR_RETURN(std::optional<SecretBytes> v, store_->Get(Table::kOutbox, *it));
+      if (!v) {
+        it = outbox_keys_->erase(it);
+        continue;
+      }
       CW_RETURN_IF_ERROR(internal::DecodeOutbox(v->reveal(), &e));
       out.push_back(std::move(e));
+      ++it;
     }
     return out;
   }
@@ -390,6 +407,12 @@ class Transcripts::Impl {
   TranscriptOptions options_;
   std::map<std::string, uint64_t, std::less<>> next_sequence_;  // next sequence to stage, per conversation
   std::map<std::string, int64_t, std::less<>> next_due_;        // earliest row expiry known, per conversation
+  // The keys of the outbox entries that may be pending, in key order: listed from the store by the first
+  // Outbox(), then kept by this object, the outbox's one writer (as next_sequence_ is). Listing the table
+  // for every flush instead walked a RocksDB iterator over every entry deleted since the last compaction:
+  // after n messages, n tombstones between a message's sync and its deposit. It may hold keys that are gone
+  // (a staged batch that was dropped, a sweep): Outbox() reads each key and forgets those.
+  std::optional<std::set<std::string>> outbox_keys_;
 };
 
 Transcripts::Transcripts(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

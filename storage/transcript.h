@@ -23,7 +23,8 @@
 //     return transcripts.StageIncoming(r, relay_id, b);
 //   });
 // REQUIRES: a batch staged for a conversation is committed (or dropped) before the next one for that
-// conversation is staged, and no DeleteConversation runs in between.
+// conversation is staged, and no DeleteConversation or PendingOutbox runs in between; and this is the only
+// Transcripts on its store (it keeps the next sequences and the outbox's keys in memory).
 //
 // Sequences start at 1 and only grow; a staged batch that is never committed leaves a gap.
 //

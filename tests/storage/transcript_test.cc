@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -182,6 +184,53 @@ TEST_F(TranscriptTest, OutgoingIsQueuedWithAnOutboxEntryUntilSent) {
   EXPECT_EQ(read->status, MessageStatus::kRead);
   EXPECT_EQ(Text(read->body), "take 5 mg at night");
   CW_ST_EXPECT_CODE(t_->SetStatus(kBob, 99, MessageStatus::kRead), StatusCode::kNotFound);
+}
+
+// The outbox in key order through everything that adds or removes entries: sends in two conversations, a
+// staged batch that is dropped, entries sent, entries left by an earlier run (the list survives a reopen),
+// and a deleted conversation.
+TEST_F(TranscriptTest, PendingOutboxFollowsEverySendAndRemoval) {
+  auto pending = [&] {
+    std::vector<std::string> out;
+    auto outbox = t_->PendingOutbox();
+    EXPECT_TRUE(outbox.has_value()) << outbox.error().ToString();
+    if (!outbox) return out;
+    for (const auto& e : *outbox) out.push_back(e.conversation_id + "#" + std::to_string(e.sequence));
+    return out;
+  };
+  const std::string carol = Transcripts::DirectConversationId("patient.carol");
+  EXPECT_EQ(pending(), std::vector<std::string>{});
+  const uint64_t b1 = Send(kBob, "one");
+  const uint64_t c1 = Send(carol, "for carol");
+  const uint64_t b2 = Send(kBob, "two");
+  {
+    session::WriteBatch dropped;
+    session::Ciphertext ct;
+    ct.body = ToBytes("never committed");
+    CW_ST_ASSERT_OK(t_->StageOutgoing(kBob, AsBytes("dropped"), {}, {session::Address{"patient.bob", 1}}, ct,
+                                      &dropped));
+  }
+  const std::vector<std::string> all{kBob + "#" + std::to_string(b1), kBob + "#" + std::to_string(b2),
+                                     carol + "#" + std::to_string(c1)};
+  std::vector<std::string> sorted = all;
+  std::sort(sorted.begin(), sorted.end());  // key order: conversation id, then sequence
+  EXPECT_EQ(pending(), sorted);
+
+  CW_ST_ASSERT_OK(t_->MarkSent(kBob, b1));
+  sorted.erase(std::find(sorted.begin(), sorted.end(), kBob + "#" + std::to_string(b1)));
+  EXPECT_EQ(pending(), sorted);
+
+  ReopenAll();  // a new run lists what the last one left
+  EXPECT_EQ(pending(), sorted);
+  const uint64_t b3 = Send(kBob, "three");
+  sorted.push_back(kBob + "#" + std::to_string(b3));
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(pending(), sorted);
+
+  CW_ST_ASSERT_OK(t_->DeleteConversation(kBob));
+  EXPECT_EQ(pending(), std::vector<std::string>{carol + "#" + std::to_string(c1)});
+  CW_ST_ASSERT_OK(t_->MarkSent(carol, c1));
+  EXPECT_EQ(pending(), std::vector<std::string>{});
 }
 
 // The recipient's receipt can overtake the relay's answer to the deposit (the relay pushes before it
