@@ -41,15 +41,9 @@ std::string RowKey(uint64_t sequence) {
   return k;
 }
 
-class WriteBehindTest : public ::testing::Test {
+class WriteBehindTest : public testing::KeystoreFixture {
  protected:
-  void SetUp() override {
-    auto ks = Keystore::Create(dir_.Sub("keystore"), AsBytes(kPassphrase),
-                               KeystoreOptions::MinimumCostForTesting());
-    ASSERT_TRUE(ks.has_value()) << ks.error().ToString();
-    keystore_ = std::move(*ks);
-  }
-  void TearDown() override { store_.reset(); }
+  void TearDown() override { store_.reset(); }  // before the file system it runs on
 
   void Open(size_t limit = size_t{4} << 20) {
     if (fs_ == nullptr) {
@@ -84,29 +78,12 @@ class WriteBehindTest : public ::testing::Test {
     b.writes = std::move(writes);
     return store_->Commit(std::move(b));
   }
-  std::string Value(Table t, std::string_view key) {
-    auto r = store_->Get(t, key);
-    if (!r.has_value()) return "<" + r.error().ToString() + ">";
-    if (!r->has_value()) return "<absent>";
-    return std::string((*r)->reveal().begin(), (*r)->reveal().end());
-  }
-  std::vector<std::string> List(Table t, std::string_view prefix) {
-    auto r = store_->ListKeys(t, prefix);
-    if (!r.has_value()) {
-      ADD_FAILURE() << "ListKeys: " << r.error().ToString();
-      return {};
-    }
-    return *r;
-  }
   size_t Unwritten() { return internal::OverlayBytesForTesting(*store_); }
   std::string ConvPrefix() { return std::string(kConversation) + std::string(1, '\0'); }
 
-  testing::TempDir dir_;
   std::string db_name_ = "db";
-  std::unique_ptr<Keystore> keystore_;
   std::shared_ptr<testing::PowerCutFileSystem> fs_;
   std::unique_ptr<rocksdb::Env> env_;
-  std::unique_ptr<SealedStore> store_;
 };
 
 // Values, deletions and listings of unsynced commits are seen at once, merged with what RocksDB holds, in
