@@ -301,9 +301,9 @@ int CmdSend(const std::string& contact, const std::string& text, const std::stri
   }
   auto c = OpenClient();
   if (!c) return Fail(c.error(), "open");
-  // A file goes with the default purpose (treatment): Client::SendFile takes none yet.
-  auto seq = file.empty() ? (*c)->SendText(contact, text, purpose)
-                          : (*c)->SendFile(contact, file, cw::cli::ProgressBar("uploading", g.json), g.timeout_ms);
+  auto seq = file.empty()
+                 ? (*c)->SendText(contact, text, purpose)
+                 : (*c)->SendFile(contact, file, purpose, cw::cli::ProgressBar("uploading", g.json), g.timeout_ms);
   if (!seq) return Fail(seq.error(), "send");
   auto sync = (*c)->Sync(g.timeout_ms);
   const bool sent = sync && sync->pending == 0;

@@ -1763,11 +1763,16 @@ std::unique_ptr<BlobChannel> Client::RelayBlobs(int64_t timeout_ms) {
       timeout_ms);
 }
 
-Result<uint64_t> Client::SendFileMessage(const std::string& contact, wire::AttachmentDescriptor attachment) {
+Status Client::CheckOutgoingPurpose(const std::string& contact, const std::string& purpose) {
+  return impl_->Call([&]() { return impl_->compliance_->CheckOutgoing(contact, purpose); });
+}
+
+Result<uint64_t> Client::SendFileMessage(const std::string& contact, wire::AttachmentDescriptor attachment,
+                                         const std::string& purpose) {
   CW_ASSIGN_OR_RETURN(FileRow row, FileRowFromDescriptor(std::move(attachment)));
   wire::AppMessage app;
   app.kind = wire::AppKind::kFile;
-  app.purpose = std::string(kDefaultPurpose);
+  app.purpose = purpose;
   CW_ASSIGN_OR_RETURN(app.payload, wire::EncodeAttachment(row.descriptor));
   return impl_->Call([&]() -> Result<uint64_t> {
     CW_RETURN_IF_ERROR(impl_->compliance_->CheckOutgoing(contact, app.purpose));

@@ -258,6 +258,12 @@ class Client {
   // Blocks: not from a callback.
   Result<uint64_t> SendFile(const std::string& contact, const std::string& path, ProgressFn progress = {},
                             int64_t timeout_ms = kDefaultTimeoutMs);
+  // The same with a purpose label, gated like SendText's: the contact, its trust and the consent for
+  // `purpose` are checked before anything is read or uploaded (a refused file leaves nothing at the relay),
+  // and the consent again when the message is queued, since it may have been withdrawn during the upload
+  // (kPermissionDenied then; the uploaded blob is left to expire at the relay).
+  Result<uint64_t> SendFile(const std::string& contact, const std::string& path, const std::string& purpose,
+                            ProgressFn progress = {}, int64_t timeout_ms = kDefaultTimeoutMs);
   // Downloads, checks and decrypts the attachment into `dest_path` (which must not exist), resuming after a
   // dropped link. Errors as DownloadAttachment (kTampered: nothing is written). Blocks: not from a callback.
   Status FetchAttachment(const wire::AttachmentDescriptor& attachment, const std::string& dest_path,
@@ -379,7 +385,10 @@ class Client {
   // the relay stays silent for `timeout_ms` (nullptr on the loop thread, where it would block its own
   // answers), and a kFile message queued like a text.
   std::unique_ptr<BlobChannel> RelayBlobs(int64_t timeout_ms);
-  Result<uint64_t> SendFileMessage(const std::string& contact, wire::AttachmentDescriptor attachment);
+  // Whether `contact` may be sent a message for `purpose` now (CompliancePolicy), on the loop thread.
+  Status CheckOutgoingPurpose(const std::string& contact, const std::string& purpose);
+  Result<uint64_t> SendFileMessage(const std::string& contact, wire::AttachmentDescriptor attachment,
+                                   const std::string& purpose);
   std::unique_ptr<Impl> impl_;
 };
 

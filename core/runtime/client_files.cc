@@ -1,5 +1,6 @@
 // Client::SendFile and Client::FetchAttachment: attachments (core/runtime/attachment.h) over the client's
-// relay link. Kept apart from client.cc, which they reach only through RelayBlobs and SendFileMessage.
+// relay link. Kept apart from client.cc, which they reach only through RelayBlobs,
+// CheckOutgoingPurpose and SendFileMessage.
 #include <algorithm>
 
 #include "core/runtime/client.h"
@@ -21,7 +22,13 @@ TransferOptions Transfer(ProgressFn progress) {
 
 Result<uint64_t> Client::SendFile(const std::string& contact, const std::string& path, ProgressFn progress,
                                   int64_t timeout_ms) {
-  // Refuse before uploading what could not be sent anyway.
+  return SendFile(contact, path, std::string(kDefaultPurpose), std::move(progress), timeout_ms);
+}
+
+Result<uint64_t> Client::SendFile(const std::string& contact, const std::string& path, const std::string& purpose,
+                                  ProgressFn progress, int64_t timeout_ms) {
+  // Refuse before uploading what could not be sent anyway: a file refused afterwards would have put a blob
+  // at the relay (ciphertext, but bytes the patient did not consent to have sent) for nothing.
   CW_ASSIGN_OR_RETURN(auto contacts, Contacts());
   auto it =
       std::find_if(contacts.begin(), contacts.end(), [&](const ContactInfo& c) { return c.name == contact; });
@@ -30,12 +37,13 @@ Result<uint64_t> Client::SendFile(const std::string& contact, const std::string&
   if (it->trust == session::TrustState::kChanged) {
     return Error(StatusCode::kUntrustedIdentity, "the contact's identity changed: accept it before sending");
   }
+  CW_RETURN_IF_ERROR(CheckOutgoingPurpose(contact, purpose));
   UploadOptions options;
   options.transfer = Transfer(std::move(progress));
   auto blobs = RelayBlobs(timeout_ms);
   if (!blobs) return Error(StatusCode::kPermissionDenied, "a blocking client call from a client callback");
   CW_ASSIGN_OR_RETURN(wire::AttachmentDescriptor d, UploadAttachment(*blobs, path, options));
-  return SendFileMessage(contact, std::move(d));
+  return SendFileMessage(contact, std::move(d), purpose);
 }
 
 Status Client::FetchAttachment(const wire::AttachmentDescriptor& attachment, const std::string& dest_path,

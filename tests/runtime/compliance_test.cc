@@ -3,8 +3,10 @@
 // tampering found through the runtime's own store, signed exports checked offline, erasure, retention.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -196,6 +198,43 @@ TEST_F(RuntimeCompliance, ConsentIsCountersignedStoredOnBothEndsAndGatesSending)
   ASSERT_TRUE(FindReceipt(*clinician, id).has_value());
   EXPECT_TRUE(clinician->GetCompliancePolicy()->clinic);
   ASSERT_HAS(clinician->SendText("pat", "second invoice", "billing"));
+}
+
+// A file is gated like a text, and before its upload: a refused file puts nothing at the relay.
+TEST_F(RuntimeCompliance, AFileIsGatedByItsPurposeBeforeAnythingIsUploaded) {
+  auto clinician = NewClient("clinician", "dr.lee", Options());
+  auto patient = NewClient("patient", "pat", Options());
+  ASSERT_TRUE(clinician && patient);
+  ASSERT_NO_FATAL_FAILURE(Connect(*clinician, *patient));
+  const std::string path = dir_.Sub("invoice.pdf");
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << std::string(100000, 'x');
+  }
+  std::atomic<int> reports{0};
+  auto count = [&reports](uint64_t, uint64_t) { ++reports; };
+
+  auto refused = clinician->SendFile("pat", path, "billing", count);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code(), StatusCode::kPermissionDenied);
+  auto bad = clinician->SendFile("pat", path, "Billing!", count);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(reports.load(), 0) << "nothing was read for upload";
+  EXPECT_EQ(relay_->Stats().attachments, 0u) << "nothing was uploaded";
+  auto pending = clinician->PendingOutboxCount();
+  ASSERT_HAS(pending);
+  EXPECT_EQ(*pending, 0u) << "nothing was queued";
+
+  ASSERT_HAS(clinician->SendFile("pat", path));  // the default purpose, treatment, needs no consent
+  ASSERT_FALSE(Grant(*patient, *clinician, {"billing"}).empty());
+  ASSERT_HAS(clinician->SendFile("pat", path, "billing", count));
+  EXPECT_GT(reports.load(), 0);
+  EXPECT_EQ(relay_->Stats().attachments, 2u);
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_HAS(patient->Sync());
+  const auto bodies = Bodies(*patient, "dr.lee");
+  EXPECT_EQ(std::count(bodies.begin(), bodies.end(), "invoice.pdf"), 2) << "both files arrived";
 }
 
 TEST_F(RuntimeCompliance, WithdrawnPurposeIsRefusedOnBothEnds) {
