@@ -320,12 +320,28 @@ CW_EXPORT cw_status cw_client_accept(cw_client* client, const char* code, const 
 }
 
 CW_EXPORT cw_status cw_client_send(cw_client* client, const char* contact_name, const uint8_t* bytes, size_t len) {
+  return cw_client_send_for_purpose(client, contact_name, nullptr, bytes, len);
+}
+
+CW_EXPORT cw_status cw_client_send_for_purpose(cw_client* client, const char* contact_name, const char* purpose,
+                                               const uint8_t* bytes, size_t len) {
   return Guard([&]() -> cw_status {
     if (client == nullptr || contact_name == nullptr || (bytes == nullptr && len > 0)) return CW_ERR_INVALID_ARGUMENT;
     std::string text(reinterpret_cast<const char*>(bytes), bytes ? len : 0);
-    auto seq = client->client->SendText(contact_name, text);
+    auto seq = client->client->SendText(contact_name, text, purpose ? purpose : std::string(cw::runtime::kDefaultPurpose));
     sodium_memzero(text.data(), text.size());
     return seq ? CW_OK : ToC(seq.error());
+  });
+}
+
+CW_EXPORT cw_status cw_client_set_clinic(cw_client* client, int on) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto policy = client->client->GetCompliancePolicy();
+    if (!policy) return ToC(policy.error());
+    policy->clinic = on != 0;
+    const Status s = client->client->SetCompliancePolicy(*policy);
+    return s.ok() ? CW_OK : ToC(s);
   });
 }
 
@@ -439,9 +455,16 @@ CW_EXPORT cw_status cw_client_set_on_receipt(cw_client* client, cw_receipt_fn cb
 
 CW_EXPORT cw_status cw_client_send_file(cw_client* client, const char* contact, const char* path,
                                         cw_progress_fn progress, void* user_data, uint64_t* out_sequence) {
+  return cw_client_send_file_for_purpose(client, contact, path, nullptr, progress, user_data, out_sequence);
+}
+
+CW_EXPORT cw_status cw_client_send_file_for_purpose(cw_client* client, const char* contact, const char* path,
+                                                    const char* purpose, cw_progress_fn progress, void* user_data,
+                                                    uint64_t* out_sequence) {
   return Guard([&]() -> cw_status {
     if (client == nullptr || contact == nullptr || path == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    auto seq = client->client->SendFile(contact, path, Progress(progress, user_data));
+    auto seq = client->client->SendFile(contact, path, purpose ? purpose : std::string(cw::runtime::kDefaultPurpose),
+                                        Progress(progress, user_data));
     if (!seq) return ToC(seq.error());
     if (out_sequence != nullptr) *out_sequence = *seq;
     return CW_OK;

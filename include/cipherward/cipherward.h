@@ -121,6 +121,16 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_accept(cw_client* client, const char*
  * message reached us, CW_ERR_UNTRUSTED_IDENTITY while an identity change awaits acceptance. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_send(cw_client* client, const char* contact_name, const uint8_t* bytes,
                                                 size_t len);
+/* cw_client_send with a purpose label: "treatment" (what cw_client_send uses; also when `purpose` is NULL),
+ * "scheduling", "billing", "marketing" or "x-<clinic's own>". CW_ERR_INVALID_ARGUMENT for another label. On a
+ * clinic device (cw_client_set_clinic) CW_ERR_PERMISSION_DENIED when the purpose needs the contact's consent
+ * and no valid receipt holds it; nothing is stored or sent then. The contact's device checks the label too. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_send_for_purpose(cw_client* client, const char* contact_name,
+                                                            const char* purpose, const uint8_t* bytes, size_t len);
+/* Makes this device a clinic's (on != 0) or not (0), kept in its store: a clinic device sends a message whose
+ * purpose needs consent ("billing", "marketing" and "x-" labels; not "treatment" or "scheduling") only to a
+ * contact whose consent receipt holds that purpose. Off by default. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_set_clinic(cw_client* client, int on);
 
 /* Connects (if needed), delivers queued messages and fetches waiting ones now (their on_message callbacks
  * run before this returns). Optional: the background link does the same on its own. */
@@ -215,6 +225,12 @@ typedef void (*cw_progress_fn)(void* user_data, uint64_t done, uint64_t total);
 CW_EXPORT CW_NODISCARD cw_status cw_client_send_file(cw_client* client, const char* contact, const char* path,
                                                      cw_progress_fn progress, void* user_data,
                                                      uint64_t* out_sequence);
+/* cw_client_send_file with a purpose label, checked as cw_client_send_for_purpose does before anything is
+ * read or uploaded (a refused file puts nothing at the relay), and again when the message is queued. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_send_file_for_purpose(cw_client* client, const char* contact,
+                                                                 const char* path, const char* purpose,
+                                                                 cw_progress_fn progress, void* user_data,
+                                                                 uint64_t* out_sequence);
 
 /* Called on the loop thread when a file message arrived (its transcript row is stored; the file is still at
  * the relay: cw_client_fetch_attachment downloads it). `file_name` is valid only during the call. */

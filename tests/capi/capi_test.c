@@ -322,6 +322,22 @@ int main(int argc, char** argv) {
   cw_buffer_free(receipt_id);
   CHECK_STATUS(cw_client_withdraw_consent(patient, "00", NULL, 0), CW_ERR_NOT_FOUND);
 
+  /* Purposes: on a clinic device a purpose that needs consent goes only where a receipt holds it ("marketing"
+   * was never granted); "treatment" needs none. A refused file is not even read. */
+  REQUIRE_OK(cw_client_set_clinic(clinician, 1));
+  CHECK_STATUS(cw_client_send_for_purpose(clinician, "patient", "marketing", u8("news"), 4), CW_ERR_PERMISSION_DENIED);
+  CHECK_STATUS(cw_client_send_for_purpose(clinician, "patient", "Not A Label", u8("x"), 1), CW_ERR_INVALID_ARGUMENT);
+  progress marketing_up = {0, 0, 0};
+  CHECK_STATUS(cw_client_send_file_for_purpose(clinician, "patient", file_path, "marketing", on_progress, &marketing_up,
+                                               NULL),
+               CW_ERR_PERMISSION_DENIED);
+  CHECK(marketing_up.calls == 0);
+  REQUIRE_OK(cw_client_send_for_purpose(clinician, "patient", "treatment", u8("take with food"), 14));
+  REQUIRE_OK(cw_client_send_for_purpose(clinician, "patient", NULL, u8("see you"), 7));
+  REQUIRE_OK(cw_client_set_clinic(clinician, 0));
+  REQUIRE_OK(cw_client_send_for_purpose(clinician, "patient", "marketing", u8("news"), 4));
+  CHECK_STATUS(cw_client_set_clinic(NULL, 1), CW_ERR_INVALID_ARGUMENT);
+
   /* Export: a signed bundle. */
   cw_buffer* bundle = NULL;
   REQUIRE_OK(cw_client_export(patient, &bundle));

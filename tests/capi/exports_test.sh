@@ -11,7 +11,8 @@ for f in signal_buffer_free curve25519_donna; do
 done
 for f in cw_version cw_strerror cw_client_open cw_client_close cw_client_send cw_buffer_free cw_client_open_ex \
          cw_client_lock cw_client_unlock cw_client_send_file cw_client_fetch_attachment cw_client_grant_consent \
-         cw_client_withdraw_consent cw_client_list_consents cw_client_export cw_client_mark_read; do
+         cw_client_withdraw_consent cw_client_list_consents cw_client_export cw_client_mark_read \
+         cw_client_send_for_purpose cw_client_send_file_for_purpose cw_client_set_clinic; do
   grep -qx "$f" <<<"$syms" || { echo "$f not exported"; exit 1; }
 done
 extra="$(echo "$syms" | grep -v -e '^cw_' -e '^signal_buffer_free$' -e '^curve25519_donna$' -e '^$' || true)"
