@@ -868,6 +868,12 @@ class Client::Impl {
         next = state_;
         next->contacts[sender.name];
       }
+      if (env->message.type == session::MessageType::kPreKey && env->deposit_token &&
+          InviteTokenFree(*env->deposit_token) && (!known || !it->second.my_token)) {
+        // The first message answers one of our invites: that invite's token is what RevokeContact revokes.
+        if (!next) next = state_;
+        next->contacts[sender.name].my_token = *env->deposit_token;
+      }
       new_contact = !known;
       if (next) b->writes.push_back(StateWrite(*next));
       return Status::Ok();
@@ -1236,6 +1242,7 @@ class Client::Impl {
         it->second.my_token) {
       ec.card = ContactCard{state_.relay, *state_.mailbox, *it->second.my_token, box_pk_};
     }
+    if (entry.message.type == session::MessageType::kPreKey) ec.deposit_token = card.token;
     CW_ASSIGN_OR_RETURN(Bytes sealed, SealEnvelope(ec, card.box_key));
     relay::Deposit dep;
     dep.mailbox = card.mailbox;
@@ -1408,6 +1415,18 @@ class Client::Impl {
   }
 
   // ---------------------------------------------------------------- invitations
+  // Whether `token` is one of our invites' tokens that no contact is bound to yet. A contact can only name a
+  // token it was given (tokens are secret); one that names another contact's is not believed, so it can never
+  // make us revoke someone else.
+  bool InviteTokenFree(const DepositToken& token) const {
+    const bool ours = std::any_of(state_.invite_tokens.begin(), state_.invite_tokens.end(),
+                                  [&](const DepositToken& t) { return ConstantTimeEquals(t, token); });
+    if (!ours) return false;
+    return std::none_of(state_.contacts.begin(), state_.contacts.end(), [&](const auto& c) {
+      return c.second.my_token && ConstantTimeEquals(*c.second.my_token, token);
+    });
+  }
+
   void CreateInvite(Done<std::string> done) {
     if (!state_.mailbox) return done(Error(StatusCode::kInvalidArgument, "not registered with a relay"));
     IssueToken([this, done](Result<DepositToken> t) {

@@ -313,9 +313,53 @@ TEST_F(ReceiptsE2E, RevokedContactsDepositsAreRefused) {
   ASSERT_HAS(in);
   EXPECT_EQ(in->received, 1u);
 
-  // The inviter does not know which of its invite tokens the patient holds.
-  EXPECT_EQ(clinician->RevokeContact("pat").code(), StatusCode::kNotFound);
   EXPECT_EQ(patient->RevokeContact("nobody").code(), StatusCode::kNotFound);
+}
+
+// The clinic is usually the inviter: it learns from the patient's first message (inside the sealed envelope)
+// which of its invite tokens the patient holds, and revokes exactly that one, also after a restart.
+TEST_F(ReceiptsE2E, TheInviterRevokesTheContactThatAnsweredItsInvite) {
+  Seen seen;
+  ClientOptions po = Fast();
+  seen.Wire(&po);
+  auto clinician = NewClient("clinician", "dr.lee");
+  auto patient = NewClient("patient", "pat", std::move(po));
+  auto other = NewClient("other", "sam");
+  ASSERT_TRUE(clinician && patient && other);
+  Connect(*clinician, *patient);
+  ASSERT_HAS(patient->Sync());  // reports the first message's send: the count below is the new one's alone
+  auto code = clinician->CreateInvite();
+  ASSERT_HAS(code);
+  ASSERT_OK(other->Register(relay_->address()));
+  ASSERT_HAS(other->AcceptInvite(*code, "hello from sam"));
+  ASSERT_HAS(clinician->Sync());
+
+  clinician.reset();
+  clinician = testing::OpenClient(dir_.Sub("clinician"), Fast());
+  ASSERT_TRUE(clinician);
+  ASSERT_OK(clinician->RevokeContact("pat"));
+  auto seq = patient->SendText("dr.lee", "are you still my doctor?");
+  ASSERT_HAS(seq);
+  auto sync = patient->Sync();
+  ASSERT_HAS(sync);
+  EXPECT_EQ(sync->sent, 0u);
+  EXPECT_TRUE(seen.HasError(StatusCode::kPermissionDenied));
+  EXPECT_EQ(StatusOf(*patient, "dr.lee", *seq), storage::MessageStatus::kFailed);
+  // The other patient's invite is untouched, and the clinician can still write to the revoked one.
+  ASSERT_HAS(other->SendText("dr.lee", "see you tomorrow"));
+  ASSERT_HAS(other->Sync());
+  ASSERT_HAS(clinician->SendText("pat", "please call the clinic"));
+  ASSERT_HAS(clinician->Sync());
+  auto in = clinician->Sync();
+  ASSERT_HAS(in);
+  auto h = clinician->History("sam");
+  ASSERT_HAS(h);
+  EXPECT_EQ(testing::Text(h->back().body), "see you tomorrow");
+  auto got = patient->Sync();
+  ASSERT_HAS(got);
+  EXPECT_EQ(got->received, 1u);
+  // Only once: the token is no longer ours to revoke.
+  EXPECT_EQ(clinician->RevokeContact("pat").code(), StatusCode::kNotFound);
 }
 
 TEST_F(ReceiptsE2E, RemoveContactRevokesAndForgets) {
