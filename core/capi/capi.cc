@@ -46,6 +46,8 @@ struct CallbackState {
   void* receipt_user_data = nullptr;
   cw_file_fn on_file = nullptr;
   void* file_user_data = nullptr;
+  cw_group_message_fn on_group_message = nullptr;
+  void* group_message_user_data = nullptr;
 };
 
 // Reads one (callback, user data) pair under the state's lock and calls it outside the lock, so a callback
@@ -141,6 +143,41 @@ cw_status Guard(Fn&& fn) noexcept {
   }
 }
 
+std::string_view TrustName(cw::session::TrustState t) {
+  switch (t) {
+    case cw::session::TrustState::kUnknown: return "unknown";
+    case cw::session::TrustState::kTrusted: return "trusted";
+    case cw::session::TrustState::kVerified: return "verified";
+    case cw::session::TrustState::kChanged: return "changed";
+  }
+  return "unknown";
+}
+
+// The members a group change did not reach, as the JSON the header describes (nothing when `out` is null).
+cw_status ReturnUnreached(const cw::runtime::GroupChange& change, cw_buffer** out) {
+  if (out == nullptr) return CW_OK;
+  const nlohmann::json j = {{"no_session", change.missing_sessions}, {"untrusted", change.untrusted_members}};
+  return ReturnString(j.dump(), out);
+}
+
+// Hands each row to `fn` as a cw_message_row; the rows' bodies are SecretBytes, wiped when `rows` goes.
+void EachRow(const std::vector<cw::storage::TranscriptMessage>& rows, cw_row_fn fn, void* user_data) {
+  for (const auto& m : rows) {
+    cw_message_row r{};
+    r.struct_size = sizeof r;
+    r.sequence = m.sequence;
+    r.outgoing = m.direction == cw::storage::Direction::kOutgoing ? 1 : 0;
+    r.sender = m.sender.c_str();
+    r.sent_at_ms = m.sent_at_ms;
+    r.received_at_ms = m.received_at_ms;
+    r.body = m.body.reveal().data();
+    r.body_len = m.body.size();
+    r.is_file = m.attachments.empty() ? 0 : 1;
+    r.status = static_cast<int>(m.status);
+    fn(user_data, &r);
+  }
+}
+
 }  // namespace
 
 struct cw_client {
@@ -225,9 +262,12 @@ CW_EXPORT cw_status cw_client_open_ex(const char* home_dir, const uint8_t* passp
              f.attachment.file_name.c_str(), f.attachment.size);
       };
       o.callbacks.on_message = [weak](const cw::runtime::IncomingMessage& m) {
-        // The C API has no groups yet: a group text would read as a 1:1 message from its sender. It stays in
-        // the group's history for when it does.
-        if (!m.group_id.empty()) return;
+        // A group text goes to its own callback: through on_message it would read as a 1:1 message.
+        if (!m.group_id.empty()) {
+          Fire(weak, &CallbackState::on_group_message, &CallbackState::group_message_user_data, m.group_id.c_str(),
+               m.contact.c_str(), m.sequence, m.text.reveal().data(), m.text.size());
+          return;
+        }
         try {
           auto st = weak.lock();
           if (!st) return;
@@ -556,6 +596,158 @@ CW_EXPORT cw_status cw_client_export(cw_client* client, cw_buffer** out_bundle) 
     sodium_memzero(bundle->data(), bundle->size());
     if (b == nullptr) return CW_ERR_NO_MEMORY;
     *out_bundle = b;
+    return CW_OK;
+  });
+}
+
+// ---- Contacts, history and groups
+
+CW_EXPORT cw_status cw_client_list_contacts(cw_client* client, cw_buffer** out_json) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || out_json == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto contacts = client->client->Contacts();
+    if (!contacts) return ToC(contacts.error());
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& c : *contacts) {
+      list.push_back({{"name", c.name},
+                      {"trust", std::string(TrustName(c.trust))},
+                      {"fingerprint", c.fingerprint},
+                      {"reachable", c.reachable},
+                      {"direct", c.direct}});
+    }
+    return ReturnString(list.dump(), out_json);
+  });
+}
+
+CW_EXPORT cw_status cw_client_revoke_contact(cw_client* client, const char* contact) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || contact == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    return ToC(client->client->RevokeContact(contact));
+  });
+}
+
+CW_EXPORT cw_status cw_client_remove_contact(cw_client* client, const char* contact) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || contact == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    return ToC(client->client->RemoveContact(contact));
+  });
+}
+
+CW_EXPORT cw_status cw_client_erase_conversation(cw_client* client, const char* contact, cw_buffer** out_erasure_id) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || contact == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto id = client->client->EraseConversation(contact);
+    if (!id) return ToC(id.error());
+    return out_erasure_id == nullptr ? CW_OK : ReturnString(*id, out_erasure_id);
+  });
+}
+
+CW_EXPORT cw_status cw_client_set_disappearing(cw_client* client, const char* contact, int64_t ms,
+                                               int64_t* out_in_force_ms) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || contact == nullptr || ms < 0) return CW_ERR_INVALID_ARGUMENT;
+    auto in_force = client->client->SetDisappearingTimer(contact, ms);
+    if (!in_force) return ToC(in_force.error());
+    if (out_in_force_ms != nullptr) *out_in_force_ms = *in_force;
+    return CW_OK;
+  });
+}
+
+CW_EXPORT cw_status cw_client_history(cw_client* client, const char* contact, size_t max, cw_row_fn fn,
+                                      void* user_data) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || contact == nullptr || fn == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto rows = client->client->History(contact, max);
+    if (!rows) return ToC(rows.error());
+    EachRow(*rows, fn, user_data);
+    return CW_OK;
+  });
+}
+
+CW_EXPORT cw_status cw_client_set_on_group_message(cw_client* client, cw_group_message_fn cb, void* user_data) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    std::lock_guard<std::mutex> lock(client->callbacks->mu);
+    client->callbacks->on_group_message = cb;
+    client->callbacks->group_message_user_data = cb ? user_data : nullptr;
+    return CW_OK;
+  });
+}
+
+CW_EXPORT cw_status cw_client_group_create(cw_client* client, const char* label, const char* const* members,
+                                           size_t n_members, cw_buffer** out_group_id, cw_buffer** out_unreached) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || out_group_id == nullptr || n_members == 0) return CW_ERR_INVALID_ARGUMENT;
+    std::vector<std::string> names;
+    if (!Purposes(members, n_members, &names)) return CW_ERR_INVALID_ARGUMENT;  // the same NULL checks
+    auto change = client->client->CreateGroup(label ? label : "", names);
+    if (!change) return ToC(change.error());
+    cw_buffer* id = nullptr;
+    if (cw_status st = ReturnString(change->group_id, &id); st != CW_OK) return st;
+    if (cw_status st = ReturnUnreached(*change, out_unreached); st != CW_OK) {
+      cw_buffer_free(id);
+      return st;
+    }
+    *out_group_id = id;
+    return CW_OK;
+  });
+}
+
+CW_EXPORT cw_status cw_client_group_add(cw_client* client, const char* group_id, const char* member,
+                                        cw_buffer** out_unreached) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || group_id == nullptr || member == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto change = client->client->AddGroupMember(group_id, member);
+    if (!change) return ToC(change.error());
+    return ReturnUnreached(*change, out_unreached);
+  });
+}
+
+CW_EXPORT cw_status cw_client_group_remove(cw_client* client, const char* group_id, const char* member,
+                                           cw_buffer** out_unreached) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || group_id == nullptr || member == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto change = client->client->RemoveGroupMember(group_id, member);
+    if (!change) return ToC(change.error());
+    return ReturnUnreached(*change, out_unreached);
+  });
+}
+
+CW_EXPORT cw_status cw_client_group_send(cw_client* client, const char* group_id, const char* purpose,
+                                         const uint8_t* bytes, size_t len, uint64_t* out_sequence) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || group_id == nullptr || (bytes == nullptr && len > 0)) return CW_ERR_INVALID_ARGUMENT;
+    std::string text(reinterpret_cast<const char*>(bytes), bytes ? len : 0);
+    auto seq =
+        client->client->SendGroupText(group_id, text, purpose ? purpose : std::string(cw::runtime::kDefaultPurpose));
+    sodium_memzero(text.data(), text.size());
+    if (!seq) return ToC(seq.error());
+    if (out_sequence != nullptr) *out_sequence = *seq;
+    return CW_OK;
+  });
+}
+
+CW_EXPORT cw_status cw_client_list_groups(cw_client* client, cw_buffer** out_json) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || out_json == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto groups = client->client->Groups();
+    if (!groups) return ToC(groups.error());
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& g : *groups) {
+      list.push_back(
+          {{"group_id", g.id}, {"label", g.label}, {"admin", g.admin}, {"members", g.members}, {"active", g.active}});
+    }
+    return ReturnString(list.dump(), out_json);
+  });
+}
+
+CW_EXPORT cw_status cw_client_group_history(cw_client* client, const char* group_id, size_t max, cw_row_fn fn,
+                                            void* user_data) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || group_id == nullptr || fn == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto rows = client->client->GroupHistory(group_id, max);
+    if (!rows) return ToC(rows.error());
+    EachRow(*rows, fn, user_data);
     return CW_OK;
   });
 }

@@ -2,7 +2,8 @@
  *
  * What it is: a thin C11 layer over the client runtime (core/runtime/client.h). A cw_client owns one local
  * identity (its passphrase-wrapped keystore and sealed store in a home directory) and its link to a blind
- * relay; it sends and receives end-to-end encrypted text with contacts made through invite codes.
+ * relay; it sends and receives end-to-end encrypted text and files with contacts made through invite codes,
+ * one to one and in care-team groups.
  *
  * Conventions:
  *   - Handles are opaque. Every function returns a cw_status (CW_OK on success) unless noted; results come
@@ -17,7 +18,8 @@
  *
  * Threads: every function may be called from any thread, concurrently, on a live client. Functions that
  * talk to the relay (cw_client_open with a relay address, cw_client_invite, cw_client_accept, cw_client_sync,
- * cw_client_send_file, cw_client_fetch_attachment) and cw_client_unlock
+ * cw_client_send_file, cw_client_fetch_attachment, cw_client_revoke_contact, cw_client_remove_contact) and
+ * cw_client_unlock
  * block until the relay answers or a timeout (15 s) passes, and must NOT be called from inside a callback
  * (they return CW_ERR_PERMISSION_DENIED there). Callbacks run on the client's own loop thread.
  */
@@ -264,6 +266,93 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_list_consents(cw_client* client, cw_b
 /* A signed export of everything this client holds (transcripts, consent, audit chain, erasures), checked
  * offline against this identity key. The bundle holds plaintext: the buffer is wiped when freed. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_export(cw_client* client, cw_buffer** out_bundle);
+
+/* ---- Contacts, history and care-team groups -------------------------------------------------------- */
+
+/* Every contact as a JSON array of objects {"name", "trust": "unknown"|"trusted"|"verified"|"changed",
+ * "fingerprint" (hex of its identity key), "reachable" (its first message reached us: it can be written to),
+ * "direct" (a direct link to it is up now)}. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_list_contacts(cw_client* client, cw_buffer** out_json);
+
+/* Revokes at the relay the deposit token this device gave `contact`: the relay refuses the contact's
+ * messages from then on; sending to it still works. CW_ERR_NOT_FOUND for an unknown contact (or one whose
+ * token this device does not know). Needs the relay: blocks, not from a callback. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_revoke_contact(cw_client* client, const char* contact);
+/* Revokes as cw_client_revoke_contact, then forgets the contact; its conversation stays until
+ * cw_client_erase_conversation. A contact whose token could not be revoked is kept. Blocks, as above. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_remove_contact(cw_client* client, const char* contact);
+
+/* Erases the conversation with `contact` for good: its key is destroyed (crypto-shredding), and a signed
+ * erasure receipt enters the audit trail and goes to the contact. The erasure id comes back in
+ * *out_erasure_id (may be NULL). */
+CW_EXPORT CW_NODISCARD cw_status cw_client_erase_conversation(cw_client* client, const char* contact,
+                                                              cw_buffer** out_erasure_id);
+
+/* Sets the disappearing timer of the conversation with `contact` (`ms` 0: off): its messages are deleted that
+ * long after they were sent or received. The clinic's retention floor may stretch a shorter timer: the one
+ * in force comes back in *out_in_force_ms (may be NULL). */
+CW_EXPORT CW_NODISCARD cw_status cw_client_set_disappearing(cw_client* client, const char* contact, int64_t ms,
+                                                            int64_t* out_in_force_ms);
+
+/* One stored message, as cw_client_history and cw_client_group_history hand it over. Every pointer is valid
+ * only during the callback (the library wipes the body afterwards). A newer library may append fields: read
+ * only those that struct_size covers. */
+typedef struct cw_message_row {
+  size_t struct_size;
+  uint64_t sequence;      /* its place in the conversation (cw_client_fetch_attachment takes it for a file) */
+  int outgoing;           /* 1: sent by this identity; 0: received */
+  const char* sender;     /* the contact's name; this identity's own name for outgoing messages */
+  int64_t sent_at_ms;     /* 0 when unknown */
+  int64_t received_at_ms; /* 0 for outgoing messages */
+  const uint8_t* body;    /* the text, or for a file its name */
+  size_t body_len;
+  int is_file;
+  int status;             /* outgoing: 1 queued, 2 sent, 3 delivered, 4 read, 5 failed */
+} cw_message_row;
+typedef void (*cw_row_fn)(void* user_data, const cw_message_row* row);
+
+/* Calls `fn` on the calling thread for each of the latest `max` messages with `contact`, oldest first, and
+ * returns once it has seen them all. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_history(cw_client* client, const char* contact, size_t max, cw_row_fn fn,
+                                                   void* user_data);
+
+/* Called once per incoming care-team group message, after it is durably stored, on the loop thread (the
+ * rules of cw_client_set_on_message; group messages never reach the on_message callback). `group_id` is 32
+ * hex digits, `sender` the member who wrote it, `sequence` its place in the group's history. */
+typedef void (*cw_group_message_fn)(void* user_data, const char* group_id, const char* sender, uint64_t sequence,
+                                    const uint8_t* body, size_t len);
+CW_EXPORT CW_NODISCARD cw_status cw_client_set_on_group_message(cw_client* client, cw_group_message_fn cb,
+                                                                void* user_data);
+
+/* Creates a care-team group administered by this identity with `n_members` contacts, each of which must
+ * have a session with us (CW_ERR_NOT_FOUND / CW_ERR_NO_SESSION otherwise, and nothing is created). The
+ * membership and this device's group key go to every member through the outbox. The group id comes back in
+ * *out_group_id. `label` (may be NULL) stays on this device. *out_unreached (may be NULL) receives a JSON
+ * object {"no_session": [names], "untrusted": [names]}: members who got nothing (no 1:1 session on this
+ * device, or an identity change not yet accepted); fix that, then remove and add them again. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_group_create(cw_client* client, const char* label,
+                                                        const char* const* members, size_t n_members,
+                                                        cw_buffer** out_group_id, cw_buffer** out_unreached);
+/* Adds or removes a member (admin only: CW_ERR_PERMISSION_DENIED otherwise; CW_ERR_NOT_FOUND for a group we
+ * are not in). Removing rotates the group's keys, so the removed member reads nothing sent afterwards.
+ * *out_unreached as for cw_client_group_create. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_group_add(cw_client* client, const char* group_id, const char* member,
+                                                     cw_buffer** out_unreached);
+CW_EXPORT CW_NODISCARD cw_status cw_client_group_remove(cw_client* client, const char* group_id, const char* member,
+                                                        cw_buffer** out_unreached);
+/* Encrypts `len` bytes once with this device's group key and queues them for every other member. Gated per
+ * member like cw_client_send_for_purpose (NULL purpose: "treatment"): on a clinic device, when any member
+ * lacks consent for the purpose, CW_ERR_PERMISSION_DENIED and nothing is stored or sent. *out_sequence (may
+ * be NULL) is the message's place in the group's history. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_group_send(cw_client* client, const char* group_id, const char* purpose,
+                                                      const uint8_t* bytes, size_t len, uint64_t* out_sequence);
+/* The groups this identity is or was in, as a JSON array of objects {"group_id", "label" (empty on members'
+ * devices), "admin", "members": [names, this identity included; empty once we were removed], "active"
+ * (false once we were removed: the history stays, nothing more arrives)}. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_list_groups(cw_client* client, cw_buffer** out_json);
+/* As cw_client_history, for the group's conversation (also after we were removed). */
+CW_EXPORT CW_NODISCARD cw_status cw_client_group_history(cw_client* client, const char* group_id, size_t max,
+                                                         cw_row_fn fn, void* user_data);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -137,6 +137,52 @@ static void on_lock(void* user_data) {
   pthread_mutex_unlock(&in->mu);
 }
 
+/* What a group callback saw. */
+typedef struct group_inbox {
+  inbox in; /* contact: the sender */
+  char group_id[40];
+  uint64_t sequence;
+} group_inbox;
+
+static void on_group_message(void* user_data, const char* group_id, const char* sender, uint64_t sequence,
+                             const uint8_t* body, size_t len) {
+  group_inbox* g = (group_inbox*)user_data;
+  pthread_mutex_lock(&g->in.mu);
+  snprintf(g->group_id, sizeof g->group_id, "%s", group_id);
+  g->sequence = sequence;
+  pthread_mutex_unlock(&g->in.mu);
+  on_message(&g->in, sender, body, len);
+}
+
+/* What a history walk saw (on the calling thread). */
+typedef struct rows {
+  int count, outgoing, files, ascending;
+  uint64_t last_sequence;
+  char first_body[64], last_body[64], last_sender[64];
+} rows;
+
+static void on_row(void* user_data, const cw_message_row* row) {
+  rows* r = (rows*)user_data;
+  if (row->struct_size < sizeof(cw_message_row)) return;
+  if (r->count == 0) {
+    r->ascending = 1;
+    snprintf(r->first_body, sizeof r->first_body, "%.*s", (int)row->body_len, (const char*)row->body);
+  } else if (row->sequence <= r->last_sequence) {
+    r->ascending = 0;
+  }
+  r->count++;
+  r->outgoing += row->outgoing;
+  r->files += row->is_file;
+  r->last_sequence = row->sequence;
+  snprintf(r->last_body, sizeof r->last_body, "%.*s", (int)row->body_len, (const char*)row->body);
+  snprintf(r->last_sender, sizeof r->last_sender, "%s", row->sender);
+}
+
+/* Whether the JSON text in `b` contains `needle`. */
+static int json_has(const cw_buffer* b, const char* needle) {
+  return b != NULL && strstr((const char*)cw_buffer_data(b), needle) != NULL;
+}
+
 int main(int argc, char** argv) {
   if (argc != 3) {
     fprintf(stderr, "usage: %s RELAY_ADDRESS WORK_DIR\n", argv[0]);
@@ -338,6 +384,94 @@ int main(int argc, char** argv) {
   REQUIRE_OK(cw_client_send_for_purpose(clinician, "patient", "marketing", u8("news"), 4));
   CHECK_STATUS(cw_client_set_clinic(NULL, 1), CW_ERR_INVALID_ARGUMENT);
 
+  /* Contacts: the patient, verified and reachable. */
+  cw_buffer* contacts = NULL;
+  REQUIRE_OK(cw_client_list_contacts(clinician, &contacts));
+  CHECK(json_has(contacts, "\"name\":\"patient\""));
+  CHECK(json_has(contacts, "\"trust\":\"verified\""));
+  CHECK(json_has(contacts, "\"reachable\":true"));
+  cw_buffer_free(contacts);
+  CHECK_STATUS(cw_client_list_contacts(clinician, NULL), CW_ERR_INVALID_ARGUMENT);
+
+  /* History: what the clinician stored, oldest first, the file among it. */
+  rows h;
+  memset(&h, 0, sizeof h);
+  REQUIRE_OK(cw_client_history(clinician, "patient", 1000, on_row, &h));
+  CHECK(h.count >= 4 && h.ascending);
+  CHECK(strcmp(h.first_body, "hello doctor") == 0);
+  CHECK(h.files == 1 && h.outgoing >= 2);
+  memset(&h, 0, sizeof h);
+  REQUIRE_OK(cw_client_history(clinician, "patient", 1, on_row, &h));
+  CHECK(h.count == 1);
+  CHECK_STATUS(cw_client_history(clinician, "patient", 10, NULL, NULL), CW_ERR_INVALID_ARGUMENT);
+
+  /* A care-team group: its texts reach the group callback, never on_message; the admin alone changes it. */
+  group_inbox patient_group, clinician_group;
+  memset(&patient_group, 0, sizeof patient_group);
+  memset(&clinician_group, 0, sizeof clinician_group);
+  inbox_init(&patient_group.in);
+  inbox_init(&clinician_group.in);
+  REQUIRE_OK(cw_client_set_on_group_message(patient, on_group_message, &patient_group));
+  REQUIRE_OK(cw_client_set_on_group_message(clinician, on_group_message, &clinician_group));
+  const char* members[] = {"patient"};
+  const char* strangers[] = {"stranger"};
+  cw_buffer* group = NULL;
+  cw_buffer* unreached = NULL;
+  CHECK_STATUS(cw_client_group_create(clinician, "x", strangers, 1, &group, NULL), CW_ERR_NOT_FOUND);
+  CHECK_STATUS(cw_client_group_create(clinician, "x", NULL, 1, &group, NULL), CW_ERR_INVALID_ARGUMENT);
+  CHECK(group == NULL);
+  REQUIRE_OK(cw_client_group_create(clinician, "Cardiology team", members, 1, &group, &unreached));
+  CHECK(cw_buffer_size(group) == 32);
+  CHECK(strcmp((const char*)cw_buffer_data(unreached), "{\"no_session\":[],\"untrusted\":[]}") == 0);
+  cw_buffer_free(unreached);
+  const char* gid = (const char*)cw_buffer_data(group);
+  uint64_t group_seq = 0;
+  REQUIRE_OK(cw_client_group_send(clinician, gid, NULL, u8("huddle at nine"), 14, &group_seq));
+  CHECK(group_seq > 0);
+  CHECK(wait_for(&patient_group.in, 1));
+  pthread_mutex_lock(&patient_group.in.mu);
+  CHECK(strcmp(patient_group.group_id, gid) == 0);
+  CHECK(strcmp(patient_group.in.contact, "clinician") == 0);
+  CHECK(strcmp(patient_group.in.body, "huddle at nine") == 0);
+  pthread_mutex_unlock(&patient_group.in.mu);
+  pthread_mutex_lock(&patient_in.mu);
+  CHECK(strcmp(patient_in.body, "huddle at nine") != 0);
+  pthread_mutex_unlock(&patient_in.mu);
+  REQUIRE_OK(cw_client_group_send(patient, gid, "treatment", u8("on my way"), 9, NULL));
+  CHECK(wait_for(&clinician_group.in, 1));
+  pthread_mutex_lock(&clinician_group.in.mu);
+  CHECK(strcmp(clinician_group.in.body, "on my way") == 0 && strcmp(clinician_group.in.contact, "patient") == 0);
+  pthread_mutex_unlock(&clinician_group.in.mu);
+  cw_buffer* groups = NULL;
+  REQUIRE_OK(cw_client_list_groups(patient, &groups));
+  CHECK(json_has(groups, gid) && json_has(groups, "\"admin\":\"clinician\"") && json_has(groups, "\"active\":true"));
+  cw_buffer_free(groups);
+  memset(&h, 0, sizeof h);
+  REQUIRE_OK(cw_client_group_history(patient, gid, 100, on_row, &h));
+  CHECK(h.count == 2 && h.outgoing == 1 && h.ascending);
+  CHECK(strcmp(h.first_body, "huddle at nine") == 0 && strcmp(h.last_body, "on my way") == 0);
+  CHECK_STATUS(cw_client_group_send(clinician, "00000000000000000000000000000000", NULL, u8("x"), 1, NULL),
+               CW_ERR_NOT_FOUND);
+  CHECK_STATUS(cw_client_group_add(patient, gid, "clinician", NULL), CW_ERR_PERMISSION_DENIED);
+  REQUIRE_OK(cw_client_group_remove(clinician, gid, "patient", NULL));
+  int inactive = 0;
+  for (int i = 0; i < 100 && !inactive; ++i) {
+    REQUIRE_OK(cw_client_sync(patient));
+    REQUIRE_OK(cw_client_list_groups(patient, &groups));
+    inactive = json_has(groups, "\"active\":false");
+    cw_buffer_free(groups);
+  }
+  CHECK(inactive);
+  cw_buffer_free(group);
+
+  /* The disappearing timer: set, in force, off. */
+  int64_t in_force = -1;
+  REQUIRE_OK(cw_client_set_disappearing(clinician, "patient", 3600000, &in_force));
+  CHECK(in_force == 3600000);
+  REQUIRE_OK(cw_client_set_disappearing(clinician, "patient", 0, &in_force));
+  CHECK(in_force == 0);
+  CHECK_STATUS(cw_client_set_disappearing(clinician, "patient", -1, NULL), CW_ERR_INVALID_ARGUMENT);
+
   /* Export: a signed bundle. */
   cw_buffer* bundle = NULL;
   REQUIRE_OK(cw_client_export(patient, &bundle));
@@ -396,6 +530,20 @@ int main(int argc, char** argv) {
    * crashes in the runtime (Client::Impl::Shutdown leaves the pending connect callback live; reported). */
   REQUIRE_OK(cw_client_sync(clinician));
   CHECK_STATUS(cw_client_verify(clinician, "patient", 0), CW_OK);
+
+  /* Erasure, then the contact removed (its deposit token revoked at the relay). */
+  cw_buffer* erasure = NULL;
+  REQUIRE_OK(cw_client_erase_conversation(clinician, "patient", &erasure));
+  CHECK(cw_buffer_size(erasure) > 0);
+  cw_buffer_free(erasure);
+  memset(&h, 0, sizeof h);
+  cw_status erased = cw_client_history(clinician, "patient", 1000, on_row, &h);
+  CHECK(erased == CW_ERR_NOT_FOUND || (erased == CW_OK && h.count == 0));
+  REQUIRE_OK(cw_client_remove_contact(clinician, "patient"));
+  REQUIRE_OK(cw_client_list_contacts(clinician, &contacts));
+  CHECK(!json_has(contacts, "\"patient\""));
+  cw_buffer_free(contacts);
+  CHECK_STATUS(cw_client_revoke_contact(clinician, "patient"), CW_ERR_NOT_FOUND);
   cw_client_close(clinician);
 
   if (g_failures != 0) {

@@ -12,7 +12,10 @@ done
 for f in cw_version cw_strerror cw_client_open cw_client_close cw_client_send cw_buffer_free cw_client_open_ex \
          cw_client_lock cw_client_unlock cw_client_send_file cw_client_fetch_attachment cw_client_grant_consent \
          cw_client_withdraw_consent cw_client_list_consents cw_client_export cw_client_mark_read \
-         cw_client_send_for_purpose cw_client_send_file_for_purpose cw_client_set_clinic; do
+         cw_client_send_for_purpose cw_client_send_file_for_purpose cw_client_set_clinic cw_client_list_contacts \
+         cw_client_revoke_contact cw_client_remove_contact cw_client_erase_conversation cw_client_set_disappearing \
+         cw_client_history cw_client_set_on_group_message cw_client_group_create cw_client_group_add \
+         cw_client_group_remove cw_client_group_send cw_client_list_groups cw_client_group_history; do
   grep -qx "$f" <<<"$syms" || { echo "$f not exported"; exit 1; }
 done
 extra="$(echo "$syms" | grep -v -e '^cw_' -e '^signal_buffer_free$' -e '^curve25519_donna$' -e '^$' || true)"
