@@ -526,8 +526,7 @@ int main(int argc, char** argv) {
   REQUIRE_OK(cw_client_open_ex(clinician_home, u8(pass), strlen(pass), NULL, NULL, &options, &clinician));
   cw_client_close(clinician);
   REQUIRE_OK(cw_client_open(clinician_home, u8(pass), strlen(pass), NULL, NULL, &clinician));
-  /* Sync waits for the background link to come up. Closing while that first connect is still in flight
-   * crashes in the runtime (Client::Impl::Shutdown leaves the pending connect callback live; reported). */
+  /* Sync waits for the background link to come up (revoking below needs it). */
   REQUIRE_OK(cw_client_sync(clinician));
   CHECK_STATUS(cw_client_verify(clinician, "patient", 0), CW_OK);
 
