@@ -160,6 +160,10 @@ cw_status ReturnUnreached(const cw::runtime::GroupChange& change, cw_buffer** ou
   return ReturnString(j.dump(), out);
 }
 
+// cw_client_group_add and cw_client_group_remove.
+cw_status ChangeMember(cw_client* client, const char* group_id, const char* member, bool adding,
+                       cw_buffer** out_unreached);
+
 // Hands each row to `fn` as a cw_message_row; the rows' bodies are SecretBytes, wiped when `rows` goes.
 void EachRow(const std::vector<cw::storage::TranscriptMessage>& rows, cw_row_fn fn, void* user_data) {
   for (const auto& m : rows) {
@@ -185,6 +189,34 @@ struct cw_client {
   std::shared_ptr<CallbackState> callbacks;
   std::unique_ptr<cw::runtime::Client> client;
 };
+
+namespace {
+
+// Stores a (callback, user data) pair; a NULL callback also forgets the user data.
+template <typename Fn>
+cw_status SetCallback(cw_client* client, Fn CallbackState::*field, void* CallbackState::*user_data_field, Fn cb,
+                      void* user_data) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    std::lock_guard<std::mutex> lock(client->callbacks->mu);
+    (*client->callbacks).*field = cb;
+    (*client->callbacks).*user_data_field = cb ? user_data : nullptr;
+    return CW_OK;
+  });
+}
+
+cw_status ChangeMember(cw_client* client, const char* group_id, const char* member, bool adding,
+                       cw_buffer** out_unreached) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || group_id == nullptr || member == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto change = adding ? client->client->AddGroupMember(group_id, member)
+                         : client->client->RemoveGroupMember(group_id, member);
+    if (!change) return ToC(change.error());
+    return ReturnUnreached(*change, out_unreached);
+  });
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -394,23 +426,11 @@ CW_EXPORT cw_status cw_client_sync(cw_client* client) {
 }
 
 CW_EXPORT cw_status cw_client_set_on_message(cw_client* client, cw_message_fn cb, void* user_data) {
-  return Guard([&]() -> cw_status {
-    if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    std::lock_guard<std::mutex> lock(client->callbacks->mu);
-    client->callbacks->on_message = cb;
-    client->callbacks->message_user_data = cb ? user_data : nullptr;
-    return CW_OK;
-  });
+  return SetCallback(client, &CallbackState::on_message, &CallbackState::message_user_data, cb, user_data);
 }
 
 CW_EXPORT cw_status cw_client_set_on_identity_change(cw_client* client, cw_identity_change_fn cb, void* user_data) {
-  return Guard([&]() -> cw_status {
-    if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    std::lock_guard<std::mutex> lock(client->callbacks->mu);
-    client->callbacks->on_identity_change = cb;
-    client->callbacks->identity_user_data = cb ? user_data : nullptr;
-    return CW_OK;
-  });
+  return SetCallback(client, &CallbackState::on_identity_change, &CallbackState::identity_user_data, cb, user_data);
 }
 
 CW_EXPORT cw_status cw_client_safety_number(cw_client* client, const char* contact, cw_buffer** out_digits) {
@@ -461,13 +481,7 @@ CW_EXPORT int cw_client_is_locked(cw_client* client) {
 }
 
 CW_EXPORT cw_status cw_client_set_on_lock(cw_client* client, cw_lock_fn cb, void* user_data) {
-  return Guard([&]() -> cw_status {
-    if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    std::lock_guard<std::mutex> lock(client->callbacks->mu);
-    client->callbacks->on_lock = cb;
-    client->callbacks->lock_user_data = cb ? user_data : nullptr;
-    return CW_OK;
-  });
+  return SetCallback(client, &CallbackState::on_lock, &CallbackState::lock_user_data, cb, user_data);
 }
 
 CW_EXPORT cw_status cw_client_mark_read(cw_client* client, const char* contact, uint64_t up_to_sequence,
@@ -482,13 +496,7 @@ CW_EXPORT cw_status cw_client_mark_read(cw_client* client, const char* contact, 
 }
 
 CW_EXPORT cw_status cw_client_set_on_receipt(cw_client* client, cw_receipt_fn cb, void* user_data) {
-  return Guard([&]() -> cw_status {
-    if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    std::lock_guard<std::mutex> lock(client->callbacks->mu);
-    client->callbacks->on_receipt = cb;
-    client->callbacks->receipt_user_data = cb ? user_data : nullptr;
-    return CW_OK;
-  });
+  return SetCallback(client, &CallbackState::on_receipt, &CallbackState::receipt_user_data, cb, user_data);
 }
 
 // ---- Files
@@ -512,13 +520,7 @@ CW_EXPORT cw_status cw_client_send_file_for_purpose(cw_client* client, const cha
 }
 
 CW_EXPORT cw_status cw_client_set_on_file(cw_client* client, cw_file_fn cb, void* user_data) {
-  return Guard([&]() -> cw_status {
-    if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    std::lock_guard<std::mutex> lock(client->callbacks->mu);
-    client->callbacks->on_file = cb;
-    client->callbacks->file_user_data = cb ? user_data : nullptr;
-    return CW_OK;
-  });
+  return SetCallback(client, &CallbackState::on_file, &CallbackState::file_user_data, cb, user_data);
 }
 
 CW_EXPORT cw_status cw_client_fetch_attachment(cw_client* client, const char* contact, uint64_t sequence,
@@ -665,13 +667,7 @@ CW_EXPORT cw_status cw_client_history(cw_client* client, const char* contact, si
 }
 
 CW_EXPORT cw_status cw_client_set_on_group_message(cw_client* client, cw_group_message_fn cb, void* user_data) {
-  return Guard([&]() -> cw_status {
-    if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    std::lock_guard<std::mutex> lock(client->callbacks->mu);
-    client->callbacks->on_group_message = cb;
-    client->callbacks->group_message_user_data = cb ? user_data : nullptr;
-    return CW_OK;
-  });
+  return SetCallback(client, &CallbackState::on_group_message, &CallbackState::group_message_user_data, cb, user_data);
 }
 
 CW_EXPORT cw_status cw_client_group_create(cw_client* client, const char* label, const char* const* members,
@@ -695,22 +691,12 @@ CW_EXPORT cw_status cw_client_group_create(cw_client* client, const char* label,
 
 CW_EXPORT cw_status cw_client_group_add(cw_client* client, const char* group_id, const char* member,
                                         cw_buffer** out_unreached) {
-  return Guard([&]() -> cw_status {
-    if (client == nullptr || group_id == nullptr || member == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    auto change = client->client->AddGroupMember(group_id, member);
-    if (!change) return ToC(change.error());
-    return ReturnUnreached(*change, out_unreached);
-  });
+  return ChangeMember(client, group_id, member, /*adding=*/true, out_unreached);
 }
 
 CW_EXPORT cw_status cw_client_group_remove(cw_client* client, const char* group_id, const char* member,
                                            cw_buffer** out_unreached) {
-  return Guard([&]() -> cw_status {
-    if (client == nullptr || group_id == nullptr || member == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    auto change = client->client->RemoveGroupMember(group_id, member);
-    if (!change) return ToC(change.error());
-    return ReturnUnreached(*change, out_unreached);
-  });
+  return ChangeMember(client, group_id, member, /*adding=*/false, out_unreached);
 }
 
 CW_EXPORT cw_status cw_client_group_send(cw_client* client, const char* group_id, const char* purpose,

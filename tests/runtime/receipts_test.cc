@@ -66,6 +66,12 @@ class ReceiptsE2E : public ::testing::Test {
     ASSERT_OK(relay_->Start());
   }
 
+  // Fast() options whose errors `seen` records.
+  static ClientOptions Watched(Seen& seen) {
+    ClientOptions o = Fast();
+    seen.Wire(&o);
+    return o;
+  }
   std::unique_ptr<Client> NewClient(const std::string& home, const std::string& name, ClientOptions o = Fast()) {
     return testing::CreateClient(dir_.Sub(home), name, std::move(o));
   }
@@ -80,6 +86,18 @@ class ReceiptsE2E : public ::testing::Test {
     auto sync = clinician.Sync();
     ASSERT_HAS(sync);
     ASSERT_EQ(sync->received, 1u);
+  }
+
+  // A text from `sender` to `to`, whose deposit token was revoked: refused by the relay, marked failed, and
+  // reported (`seen` is wired to the sender).
+  void ExpectRefusedAtTheRelay(Client& sender, const std::string& to, Seen& seen) {
+    auto seq = sender.SendText(to, "are you there?");
+    ASSERT_HAS(seq);
+    auto sync = sender.Sync();
+    ASSERT_HAS(sync);
+    EXPECT_EQ(sync->sent, 0u);
+    EXPECT_TRUE(seen.HasError(StatusCode::kPermissionDenied));
+    EXPECT_EQ(StatusOf(sender, to, *seq), storage::MessageStatus::kFailed);
   }
 
   storage::MessageStatus StatusOf(Client& c, const std::string& contact, uint64_t sequence) {
@@ -100,10 +118,8 @@ class ReceiptsE2E : public ::testing::Test {
 
 TEST_F(ReceiptsE2E, DeliveredThenReadReachTheSenderOnce) {
   Seen seen;
-  ClientOptions po = Fast();
-  seen.Wire(&po);
   auto clinician = NewClient("clinician", "dr.lee");
-  auto patient = NewClient("patient", "pat", std::move(po));
+  auto patient = NewClient("patient", "pat", Watched(seen));
   ASSERT_TRUE(clinician && patient);
   Connect(*clinician, *patient);
 
@@ -286,9 +302,7 @@ TEST_F(ReceiptsE2E, RetentionFloorKeepsRowsAndRecordsTheConflict) {
 
 TEST_F(ReceiptsE2E, RevokedContactsDepositsAreRefused) {
   Seen seen;
-  ClientOptions co = Fast();
-  seen.Wire(&co);
-  auto clinician = NewClient("clinician", "dr.lee", std::move(co));
+  auto clinician = NewClient("clinician", "dr.lee", Watched(seen));
   auto patient = NewClient("patient", "pat");
   ASSERT_TRUE(clinician && patient);
   Connect(*clinician, *patient);
@@ -296,13 +310,7 @@ TEST_F(ReceiptsE2E, RevokedContactsDepositsAreRefused) {
 
   // The patient accepted the clinician's invite, so it knows the token it gave the clinician.
   ASSERT_OK(patient->RevokeContact("dr.lee"));
-  auto seq = clinician->SendText("pat", "are you there?");
-  ASSERT_HAS(seq);
-  auto sync = clinician->Sync();
-  ASSERT_HAS(sync);
-  EXPECT_EQ(sync->sent, 0u);
-  EXPECT_TRUE(seen.HasError(StatusCode::kPermissionDenied));
-  EXPECT_EQ(StatusOf(*clinician, "pat", *seq), storage::MessageStatus::kFailed);
+  ExpectRefusedAtTheRelay(*clinician, "pat", seen);
   auto got = patient->Sync();
   ASSERT_HAS(got);
   EXPECT_EQ(got->received, 0u);
@@ -320,10 +328,8 @@ TEST_F(ReceiptsE2E, RevokedContactsDepositsAreRefused) {
 // which of its invite tokens the patient holds, and revokes exactly that one, also after a restart.
 TEST_F(ReceiptsE2E, TheInviterRevokesTheContactThatAnsweredItsInvite) {
   Seen seen;
-  ClientOptions po = Fast();
-  seen.Wire(&po);
   auto clinician = NewClient("clinician", "dr.lee");
-  auto patient = NewClient("patient", "pat", std::move(po));
+  auto patient = NewClient("patient", "pat", Watched(seen));
   auto other = NewClient("other", "sam");
   ASSERT_TRUE(clinician && patient && other);
   Connect(*clinician, *patient);
@@ -338,13 +344,7 @@ TEST_F(ReceiptsE2E, TheInviterRevokesTheContactThatAnsweredItsInvite) {
   clinician = testing::OpenClient(dir_.Sub("clinician"), Fast());
   ASSERT_TRUE(clinician);
   ASSERT_OK(clinician->RevokeContact("pat"));
-  auto seq = patient->SendText("dr.lee", "are you still my doctor?");
-  ASSERT_HAS(seq);
-  auto sync = patient->Sync();
-  ASSERT_HAS(sync);
-  EXPECT_EQ(sync->sent, 0u);
-  EXPECT_TRUE(seen.HasError(StatusCode::kPermissionDenied));
-  EXPECT_EQ(StatusOf(*patient, "dr.lee", *seq), storage::MessageStatus::kFailed);
+  ExpectRefusedAtTheRelay(*patient, "dr.lee", seen);
   // The other patient's invite is untouched, and the clinician can still write to the revoked one.
   ASSERT_HAS(other->SendText("dr.lee", "see you tomorrow"));
   ASSERT_HAS(other->Sync());
