@@ -253,7 +253,7 @@ void Generate() {
         {cw::wire::AppKind::kReceipt, ""},            {cw::wire::AppKind::kConsent, ""},
         {cw::wire::AppKind::kConsentWithdrawal, ""},  {cw::wire::AppKind::kAuditHead, ""},
         {cw::wire::AppKind::kErasure, ""},            {cw::wire::AppKind::kText, "x-research-study-12"},
-        {cw::wire::AppKind::kDirectEndpoint, ""},
+        {cw::wire::AppKind::kDirectEndpoint, ""},     {cw::wire::AppKind::kInviteAnswer, ""},
     };
     for (const auto& [kind, purpose] : kinds) {
       cw::wire::AppMessage m;

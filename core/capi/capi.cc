@@ -131,6 +131,13 @@ cw_status ReturnString(const std::string& s, cw_buffer** out) {
   return CW_OK;
 }
 
+// ReturnString for text that names people (contacts, members, labels): the copy made here is wiped.
+cw_status ReturnWiped(std::string s, cw_buffer** out) {
+  const cw_status st = ReturnString(s, out);
+  sodium_memzero(s.data(), s.size());
+  return st;
+}
+
 // Runs `fn` (returning cw_status) and turns any escaping exception into a status.
 template <typename Fn>
 cw_status Guard(Fn&& fn) noexcept {
@@ -157,7 +164,7 @@ std::string_view TrustName(cw::session::TrustState t) {
 cw_status ReturnUnreached(const cw::runtime::GroupChange& change, cw_buffer** out) {
   if (out == nullptr) return CW_OK;
   const nlohmann::json j = {{"no_session", change.missing_sessions}, {"untrusted", change.untrusted_members}};
-  return ReturnString(j.dump(), out);
+  return ReturnWiped(j.dump(), out);
 }
 
 // cw_client_group_add and cw_client_group_remove.
@@ -177,7 +184,7 @@ void EachRow(const std::vector<cw::storage::TranscriptMessage>& rows, cw_row_fn 
     r.body = m.body.reveal().data();
     r.body_len = m.body.size();
     r.is_file = m.attachments.empty() ? 0 : 1;
-    r.status = static_cast<int>(m.status);
+    r.status = r.outgoing ? static_cast<int>(m.status) : 0;
     fn(user_data, &r);
   }
 }
@@ -300,35 +307,11 @@ CW_EXPORT cw_status cw_client_open_ex(const char* home_dir, const uint8_t* passp
                m.contact.c_str(), m.sequence, m.text.reveal().data(), m.text.size());
           return;
         }
-        try {
-          auto st = weak.lock();
-          if (!st) return;
-          cw_message_fn fn;
-          void* ud;
-          {
-            std::lock_guard<std::mutex> lock(st->mu);
-            fn = st->on_message;
-            ud = st->message_user_data;
-          }
-          if (fn != nullptr) fn(ud, m.contact.c_str(), m.text.reveal().data(), m.text.size());
-        } catch (...) {
-          // A callback handed to the runtime must not throw into its loop.
-        }
+        Fire(weak, &CallbackState::on_message, &CallbackState::message_user_data, m.contact.c_str(),
+             m.text.reveal().data(), m.text.size());
       };
       o.callbacks.on_identity_change = [weak](const cw::runtime::IdentityChangeEvent& e) {
-        try {
-          auto st = weak.lock();
-          if (!st) return;
-          cw_identity_change_fn fn;
-          void* ud;
-          {
-            std::lock_guard<std::mutex> lock(st->mu);
-            fn = st->on_identity_change;
-            ud = st->identity_user_data;
-          }
-          if (fn != nullptr) fn(ud, e.contact.c_str());
-        } catch (...) {
-        }
+        Fire(weak, &CallbackState::on_identity_change, &CallbackState::identity_user_data, e.contact.c_str());
       };
       return o;
     };
@@ -582,10 +565,7 @@ CW_EXPORT cw_status cw_client_list_consents(cw_client* client, cw_buffer** out_j
                       {"expires_at_ms", r.expires_at_ms},
                       {"purposes", purposes}});
     }
-    std::string text = list.dump();
-    cw_status st = ReturnString(text, out_json);
-    sodium_memzero(text.data(), text.size());
-    return st;
+    return ReturnWiped(list.dump(), out_json);
   });
 }
 
@@ -617,7 +597,7 @@ CW_EXPORT cw_status cw_client_list_contacts(cw_client* client, cw_buffer** out_j
                       {"reachable", c.reachable},
                       {"direct", c.direct}});
     }
-    return ReturnString(list.dump(), out_json);
+    return ReturnWiped(list.dump(), out_json);
   });
 }
 
@@ -723,7 +703,7 @@ CW_EXPORT cw_status cw_client_list_groups(cw_client* client, cw_buffer** out_jso
       list.push_back(
           {{"group_id", g.id}, {"label", g.label}, {"admin", g.admin}, {"members", g.members}, {"active", g.active}});
     }
-    return ReturnString(list.dump(), out_json);
+    return ReturnWiped(list.dump(), out_json);
   });
 }
 

@@ -55,7 +55,8 @@ struct State {
   std::string relay;
   std::optional<MailboxId> mailbox;
   std::map<std::string, ContactRecord> contacts;
-  std::vector<DepositToken> invite_tokens;
+  std::vector<DepositToken> invite_tokens;   // our invites that no contact has answered yet
+  std::vector<DepositToken> retired_tokens;  // tokens of ours a contact replaced: revoked at the next link up
 };
 
 template <size_t N>
@@ -85,6 +86,9 @@ SecretBytes EncodeState(const State& s) {
   json tokens = json::array();
   for (const auto& t : s.invite_tokens) tokens.push_back(ToHex(t));
   j["invite_tokens"] = tokens;
+  json retired = json::array();
+  for (const auto& t : s.retired_tokens) retired.push_back(ToHex(t));
+  j["retired_tokens"] = retired;
   std::string text = j.dump();
   SecretBytes out(AsBytes(text));
   sodium_memzero(text.data(), text.size());
@@ -130,6 +134,11 @@ Result<State> DecodeState(const SecretBytes& bytes) {
       DepositToken tok;
       if (!ArrayFromHex(t.get<std::string>(), &tok)) return bad();
       s.invite_tokens.push_back(tok);
+    }
+    for (const auto& t : j.value("retired_tokens", json::array())) {  // absent in records from before it
+      DepositToken tok;
+      if (!ArrayFromHex(t.get<std::string>(), &tok)) return bad();
+      s.retired_tokens.push_back(tok);
     }
     return s;
   } catch (...) {
@@ -309,6 +318,9 @@ class Client::Impl {
                                  [this](const std::string& sender, ByteView payload) { return ApplyReceipt(sender, payload); },
                                  [this](const std::string& sender, ByteView payload) {
                                    return direct_->OnAnnouncement(sender, payload);
+                                 },
+                                 [this](const std::string& sender, ByteView payload) {
+                                   return ApplyInviteAnswer(sender, payload);
                                  }};
     receipts_ = std::make_unique<ReceiptBook>(store_.get(), transcripts_.get());
     CW_ASSIGN_OR_RETURN(compliance_, ComplianceRuntime::Open(std::move(deps), failed_unlocks));
@@ -654,6 +666,7 @@ class Client::Impl {
     if (rotated && *rotated) UploadPreKeys(false, 0, [](Result<uint32_t>) {});
     FetchAll([](Result<size_t>) {});
     FlushOutbox([](Result<size_t>) {});
+    RevokeRetired();
   }
 
   // ---------------------------------------------------------------- registration and pre-keys
@@ -867,12 +880,6 @@ class Client::Impl {
       } else if (!known) {
         next = state_;
         next->contacts[sender.name];
-      }
-      if (env->message.type == session::MessageType::kPreKey && env->deposit_token &&
-          InviteTokenFree(*env->deposit_token) && (!known || !it->second.my_token)) {
-        // The first message answers one of our invites: that invite's token is what RevokeContact revokes.
-        if (!next) next = state_;
-        next->contacts[sender.name].my_token = *env->deposit_token;
       }
       new_contact = !known;
       if (next) b->writes.push_back(StateWrite(*next));
@@ -1242,7 +1249,6 @@ class Client::Impl {
         it->second.my_token) {
       ec.card = ContactCard{state_.relay, *state_.mailbox, *it->second.my_token, box_pk_};
     }
-    if (entry.message.type == session::MessageType::kPreKey) ec.deposit_token = card.token;
     CW_ASSIGN_OR_RETURN(Bytes sealed, SealEnvelope(ec, card.box_key));
     relay::Deposit dep;
     dep.mailbox = card.mailbox;
@@ -1392,14 +1398,20 @@ class Client::Impl {
     if (it == state_.contacts.end()) return done(Error(StatusCode::kNotFound, "no such contact"));
     if (!state_.mailbox) return done(Error(StatusCode::kInvalidArgument, "not registered with a relay"));
     if (!it->second.my_token) {
-      return done(Error(StatusCode::kNotFound, "no deposit token of ours is known for this contact"));
+      if (!remove) return done(Error(StatusCode::kNotFound, "no deposit token of ours is known for this contact"));
+      // Nothing of ours to revoke (already revoked, or a contact that never said which invite it answered).
+      State next = state_;
+      next.contacts.erase(contact);
+      if (Status s = SaveState(next); !s.ok()) return done(Error(s));
+      return done(true);
     }
     relay::RevokeDepositToken rv;
     rv.mailbox = *state_.mailbox;
     rv.token = *it->second.my_token;
     Request(rv, [this, contact, remove, token = rv.token, done](Result<relay::Response> r) {
       if (!r) return done(Error(r.error()));
-      if (Status s = FromRelay(*r); !s.ok()) return done(Error(s));
+      // A token the relay no longer knows is as good as revoked.
+      if (Status s = FromRelay(*r); !s.ok() && !(remove && s.code() == StatusCode::kNotFound)) return done(Error(s));
       State next = state_;
       auto c = next.contacts.find(contact);
       if (c != next.contacts.end() && c->second.my_token == token) {
@@ -1415,15 +1427,53 @@ class Client::Impl {
   }
 
   // ---------------------------------------------------------------- invitations
-  // Whether `token` is one of our invites' tokens that no contact is bound to yet. A contact can only name a
-  // token it was given (tokens are secret); one that names another contact's is not believed, so it can never
-  // make us revoke someone else.
-  bool InviteTokenFree(const DepositToken& token) const {
-    const bool ours = std::any_of(state_.invite_tokens.begin(), state_.invite_tokens.end(),
-                                  [&](const DepositToken& t) { return ConstantTimeEquals(t, token); });
-    if (!ours) return false;
-    return std::none_of(state_.contacts.begin(), state_.contacts.end(), [&](const auto& c) {
-      return c.second.my_token && ConstantTimeEquals(*c.second.my_token, token);
+  // A kInviteAnswer from `sender`: the token of our invite it accepted. Believed only for an open invite of
+  // ours (one no contact has answered): tokens are secret, so a contact can only name one it was given, and
+  // naming one that another contact already answered changes nothing. The token leaves the open invites and
+  // becomes the contact's; a token the contact held before (an earlier invite, a reinstalled device) is
+  // retired and revoked at the relay, since this contact now deposits with the new one. What is not checked:
+  // which token the contact actually deposits with (the relay keeps no per-message token), so a contact that
+  // holds two of our invites can name the other one.
+  Status ApplyInviteAnswer(const std::string& sender, ByteView payload) {
+    if (payload.size() != sizeof(DepositToken)) return Status(StatusCode::kMalformed, "invite answer of the wrong size");
+    DepositToken token;
+    std::copy(payload.begin(), payload.end(), token.begin());
+    auto contact = state_.contacts.find(sender);
+    if (contact == state_.contacts.end()) return Status::Ok();  // removed meanwhile
+    if (contact->second.my_token && ConstantTimeEquals(*contact->second.my_token, token)) return Status::Ok();
+    const auto open = std::find_if(state_.invite_tokens.begin(), state_.invite_tokens.end(),
+                                   [&](const DepositToken& t) { return ConstantTimeEquals(t, token); });
+    if (open == state_.invite_tokens.end()) {
+      return Status(StatusCode::kInvalidArgument, "a contact named a deposit token that is no open invite of ours");
+    }
+    State next = state_;
+    next.invite_tokens.erase(next.invite_tokens.begin() + (open - state_.invite_tokens.begin()));
+    ContactRecord& rec = next.contacts[sender];
+    if (rec.my_token) next.retired_tokens.push_back(*rec.my_token);
+    rec.my_token = token;
+    CW_RETURN_IF_ERROR(SaveState(next));
+    RevokeRetired();
+    return Status::Ok();
+  }
+
+  // Revokes the retired tokens at the relay, one at a time, while the link is up; what remains is tried at
+  // the next link up. A token the relay no longer knows is as good as revoked.
+  void RevokeRetired() {
+    if (revoking_retired_ || state_.retired_tokens.empty() || !state_.mailbox || link_ != LinkState::kUp) return;
+    revoking_retired_ = true;
+    relay::RevokeDepositToken rv;
+    rv.mailbox = *state_.mailbox;
+    rv.token = state_.retired_tokens.front();
+    Request(rv, [this, token = rv.token](Result<relay::Response> r) {
+      revoking_retired_ = false;
+      if (!r || (r->code != relay::ResponseCode::kOk && r->code != relay::ResponseCode::kNotFound)) {
+        if (r) Report(FromRelay(*r));
+        return;  // the next link up tries again
+      }
+      State next = state_;
+      std::erase_if(next.retired_tokens, [&](const DepositToken& t) { return t == token; });
+      if (Status s = SaveState(next); !s.ok()) return Report(s);
+      RevokeRetired();
     });
   }
 
@@ -1488,6 +1538,13 @@ class Client::Impl {
           if (Status s = SaveState(next); !s.ok()) return done(Error(s));
           auto seq = SendText(inv.name, first, std::string(kDefaultPurpose));
           if (!seq) return done(Error(seq.error()));
+          // Tells the inviter which of its invites this contact answered, so it can revoke this contact alone.
+          wire::AppMessage answer;
+          answer.kind = wire::AppKind::kInviteAnswer;
+          answer.payload = SecretBytes(inv.card.token);
+          if (Status s = StatusOfSend(SendApp(inv.name, answer, ControlConversationId(inv.name), {}, {})); !s.ok()) {
+            Report(s);  // the contact stands; the inviter just cannot revoke it by itself
+          }
           direct_->OnNewContact(inv.name);
           FlushOutbox([done, name = inv.name](Result<size_t>) { done(name); });
         });
@@ -1616,6 +1673,7 @@ class Client::Impl {
   bool refilling_ = false;
   bool peek_only_ = false;
   bool fetching_ = false;
+  bool revoking_retired_ = false;  // a RevokeRetired request is out
   bool flushing_ = false;
   bool flush_again_ = false;
   std::vector<Done<size_t>> fetch_waiters_;

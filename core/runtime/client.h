@@ -304,14 +304,17 @@ class Client {
   // Accepts the contact's new identity key: sending resumes and their waiting messages are fetched at the
   // next Sync or reconnection.
   Status AcceptIdentityChange(const std::string& contact);
-  // Revokes at the relay the deposit token this device gave `contact` (in its invite or reply card): the
-  // relay refuses the contact's deposits from then on. Sending to the contact still works. kNotFound for an
-  // unknown contact; kNotFound as well when no token of ours is known for it (a contact from before invites were bound to
-  // their token).
+  // Revokes at the relay the deposit token this device gave `contact`: the relay refuses the contact's
+  // deposits from then on. Sending to the contact still works. The token is the one in our reply card when
+  // we accepted the contact's invite, or, when the contact accepted ours, the invite token its kInviteAnswer
+  // named (sent right after its first message; an answer naming a newer invite of ours replaces the token,
+  // and the one it replaces is revoked at the next link up). kNotFound for an unknown contact, or when no
+  // token of ours is known for it (already revoked; a contact whose device sends no kInviteAnswer).
   // Needs the relay.
   Status RevokeContact(const std::string& contact, int64_t timeout_ms = kDefaultTimeoutMs);
   // Revokes as RevokeContact, then forgets the contact (its card and our token; the transcript stays until
-  // EraseConversation). A contact whose token could not be revoked is kept.
+  // EraseConversation). A contact with no token of ours known is forgotten all the same; one whose token the
+  // relay could not revoke (unreachable) is kept.
   Status RemoveContact(const std::string& contact, int64_t timeout_ms = kDefaultTimeoutMs);
 
   // --- Consent, audit, export, erasure (issue 6; core/runtime/compliance_runtime.h) ---

@@ -120,9 +120,7 @@ Result<Invite> DecodeInvite(std::string_view code) {
 Result<Bytes> SealEnvelope(const EnvelopeContent& c, const BoxPublicKey& recipient_box_key) {
   wire::internal::SecretSink sink;
   msgpack::packer<wire::internal::SecretSink> pk(sink);
-  // Fields are only ever appended, and only when present: an envelope without the newest ones is the shape
-  // earlier writers produced.
-  pk.pack_array(c.deposit_token ? 9 : 8);
+  pk.pack_array(8);
   pk.pack_uint8(kEnvelopeVersion);
   pk.pack_uint8(static_cast<uint8_t>(c.message.type));
   PackStr(pk, c.message.group_id);
@@ -135,7 +133,6 @@ Result<Bytes> SealEnvelope(const EnvelopeContent& c, const BoxPublicKey& recipie
   } else {
     pk.pack_nil();
   }
-  if (c.deposit_token) PackBin(pk, *c.deposit_token);
   SecretBytes inner = sink.Take();
   CW_ASSIGN_OR_RETURN(SecretBytes padded, wire::Pad(inner.reveal()));
   Bytes sealed(padded.size() + crypto_box_SEALBYTES);
@@ -159,14 +156,14 @@ Result<EnvelopeContent> OpenEnvelope(ByteView sealed, const BoxPublicKey& box_pu
   if (!inner) return Error(StatusCode::kMalformed, "envelope padding is malformed");
   const auto bad = [] { return Error(StatusCode::kMalformed, "envelope is malformed"); };
   wire::internal::Limits limits;
-  limits.array = 9;
+  limits.array = 8;
   limits.str = 256;
   limits.bin = 96 * 1024;
   limits.depth = 2;
   auto handle = wire::internal::UnpackOne(inner->reveal(), limits);
   if (!handle) return bad();
   const msgpack::object& o = handle->get();
-  if (o.type != msgpack::type::ARRAY || (o.via.array.size != 8 && o.via.array.size != 9)) return bad();
+  if (o.type != msgpack::type::ARRAY || o.via.array.size != 8) return bad();
   const auto* a = o.via.array.ptr;
   uint64_t version = 0, type = 0, device = 0;
   if (!ReadUint(a[0], 255, &version)) return bad();
@@ -196,11 +193,6 @@ Result<EnvelopeContent> OpenEnvelope(ByteView sealed, const BoxPublicKey& box_pu
     ContactCard card;
     if (!ReadCard(a[7], &card)) return bad();
     c.card = std::move(card);
-  }
-  if (o.via.array.size == 9) {
-    DepositToken token{};
-    if (!ReadFixedBin(a[8], &token)) return bad();
-    c.deposit_token = token;
   }
   return c;
 }

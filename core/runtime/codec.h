@@ -65,10 +65,6 @@ struct EnvelopeContent {
   uint32_t sender_device = 1;
   int64_t sent_at_ms = 0;
   std::optional<ContactCard> card;
-  // The recipient's own deposit token this envelope was deposited with, on first (pre-key) messages: an
-  // inviter learns which of its invite tokens the new contact holds, so it can revoke that contact. Inside
-  // the sealed envelope only (the relay sees the token anyway, as the deposit's credential).
-  std::optional<DepositToken> deposit_token;
 };
 
 // Serializes, pads and seals to `recipient_box_key`.

@@ -405,6 +405,10 @@ void ComplianceRuntime::HandleControl(const std::string& sender, const std::stri
       s = deps_.direct_endpoint ? deps_.direct_endpoint(sender, message.payload.reveal())
                                 : Status(StatusCode::kMalformed, "unexpected control message");
       break;
+    case wire::AppKind::kInviteAnswer:
+      s = deps_.invite_answer ? deps_.invite_answer(sender, message.payload.reveal())
+                              : Status(StatusCode::kMalformed, "unexpected control message");
+      break;
     default: s = Status(StatusCode::kMalformed, "unexpected control message"); break;
   }
   if (!s.ok() && deps_.report) deps_.report(s);

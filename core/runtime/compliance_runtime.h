@@ -98,6 +98,9 @@ class ComplianceRuntime {
     // A kDirectEndpoint announcement from `sender` (core/runtime/direct_links.h). Null: refused. It is link
     // metadata, not clinical content: no purpose gate and no audit entry (see HandleControl).
     std::function<Status(const std::string& sender, ByteView payload)> direct_endpoint;
+    // A kInviteAnswer from `sender`: which of our invite tokens it holds (handled by the client). Null:
+    // refused. Like the announcement, mailbox metadata: no purpose gate and no audit entry.
+    std::function<Status(const std::string& sender, ByteView payload)> invite_answer;
   };
 
   // Loads the policy, ledger and audit chain. A chain that does not verify does not stop the client: the

@@ -14,6 +14,8 @@
 //   kAuditHead          compliance::EncodeCheckpoint: the sender's signed audit chain head
 //   kErasure            compliance::EncodeErasureReceipt
 //   kDirectEndpoint     a direct P2P announcement (core/wire/direct.h): the sender's link key and endpoint
+//   kInviteAnswer       the deposit token (32 bytes) of the recipient's invite that the sender accepted, so the
+//                       inviter knows which of its invite tokens to revoke for this contact
 // Unknown kinds are kMalformed (a newer kind must not be shown as text by an older device).
 //
 // Thread rules: free functions over values; safe from any thread.
@@ -43,8 +45,9 @@ enum class AppKind : uint8_t {
   kAuditHead = 6,
   kErasure = 7,
   kDirectEndpoint = 8,
+  kInviteAnswer = 9,
 };
-inline constexpr uint8_t kMaxAppKind = 8;
+inline constexpr uint8_t kMaxAppKind = 9;
 
 struct AppMessage {
   AppKind kind = AppKind::kText;

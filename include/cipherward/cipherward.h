@@ -143,8 +143,10 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_sync(cw_client* client);
  * `body` are valid only during the call (copy what you keep; the body memory is wiped afterwards). */
 typedef void (*cw_message_fn)(void* user_data, const char* contact, const uint8_t* body, size_t len);
 
-/* Sets (or, with cb NULL, clears) the message callback. Safe from any thread; a callback already running
- * finishes with the old value. Messages received while no callback is set are stored but not reported. */
+/* Sets (or, with cb NULL, clears) the message callback. Safe from any thread; a callback already running, or
+ * about to run, may still be called once with the old value after this returns, so free what `user_data`
+ * points to only after cw_client_close. Messages received while no callback is set are stored but not
+ * reported. The other cw_client_set_on_* functions work the same way. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_set_on_message(cw_client* client, cw_message_fn cb, void* user_data);
 
 /* Called when a contact's identity key changed: sending to them fails with CW_ERR_UNTRUSTED_IDENTITY until
@@ -274,12 +276,15 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_export(cw_client* client, cw_buffer**
  * "direct" (a direct link to it is up now)}. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_list_contacts(cw_client* client, cw_buffer** out_json);
 
-/* Revokes at the relay the deposit token this device gave `contact`: the relay refuses the contact's
- * messages from then on; sending to it still works. CW_ERR_NOT_FOUND for an unknown contact (or one whose
- * token this device does not know). Needs the relay: blocks, not from a callback. */
+/* Revokes at the relay the deposit token this device gave `contact` (in the invite it accepted, or in our
+ * first message to it): the relay refuses the contact's messages from then on; sending to it still works.
+ * CW_ERR_NOT_FOUND for an unknown contact, or one whose token this device does not know (already revoked,
+ * or a contact on a library too old to say which invite it accepted). Needs the relay: blocks, not from a
+ * callback. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_revoke_contact(cw_client* client, const char* contact);
 /* Revokes as cw_client_revoke_contact, then forgets the contact; its conversation stays until
- * cw_client_erase_conversation. A contact whose token could not be revoked is kept. Blocks, as above. */
+ * cw_client_erase_conversation. A contact whose token this device does not know is forgotten all the same;
+ * one whose token the relay could not revoke (unreachable) is kept. Blocks, as above. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_remove_contact(cw_client* client, const char* contact);
 
 /* Erases the conversation with `contact` for good: its key is destroyed (crypto-shredding), and a signed
@@ -307,12 +312,12 @@ typedef struct cw_message_row {
   const uint8_t* body;    /* the text, or for a file its name */
   size_t body_len;
   int is_file;
-  int status;             /* outgoing: 1 queued, 2 sent, 3 delivered, 4 read, 5 failed */
+  int status;             /* outgoing: 1 queued, 2 sent, 3 delivered, 4 read, 5 failed; received: 0 */
 } cw_message_row;
 typedef void (*cw_row_fn)(void* user_data, const cw_message_row* row);
 
-/* Calls `fn` on the calling thread for each of the latest `max` messages with `contact`, oldest first, and
- * returns once it has seen them all. */
+/* Calls `fn` on the calling thread for each of the latest `max` messages with `contact` (0: none), oldest
+ * first, and returns once it has seen them all. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_history(cw_client* client, const char* contact, size_t max, cw_row_fn fn,
                                                    void* user_data);
 
@@ -329,7 +334,9 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_set_on_group_message(cw_client* clien
  * membership and this device's group key go to every member through the outbox. The group id comes back in
  * *out_group_id. `label` (may be NULL) stays on this device. *out_unreached (may be NULL) receives a JSON
  * object {"no_session": [names], "untrusted": [names]}: members who got nothing (no 1:1 session on this
- * device, or an identity change not yet accepted); fix that, then remove and add them again. */
+ * device, or an identity change not yet accepted); fix that, then remove and add them again.
+ * CW_ERR_NO_MEMORY from this and from cw_client_group_add / _remove may come after the change was made
+ * (cw_client_list_groups tells). */
 CW_EXPORT CW_NODISCARD cw_status cw_client_group_create(cw_client* client, const char* label,
                                                         const char* const* members, size_t n_members,
                                                         cw_buffer** out_group_id, cw_buffer** out_unreached);

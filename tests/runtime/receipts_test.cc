@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "core/runtime/client.h"
+#include "core/runtime/codec.h"
+#include "core/wire/app_message.h"
 #include "core/wire/receipt.h"
 #include "tests/runtime/runtime_test_util.h"
 
@@ -360,6 +362,55 @@ TEST_F(ReceiptsE2E, TheInviterRevokesTheContactThatAnsweredItsInvite) {
   EXPECT_EQ(got->received, 1u);
   // Only once: the token is no longer ours to revoke.
   EXPECT_EQ(clinician->RevokeContact("pat").code(), StatusCode::kNotFound);
+}
+
+// An invite answer is believed only for an open invite of ours: a token that is not one changes nothing. A
+// contact that answers a newer invite (as a reinstalled device would) is bound to it, and the token it held
+// before is revoked at the relay. Revoking, then removing, forgets the contact.
+TEST_F(ReceiptsE2E, AnInviteAnswerBindsOnlyAnOpenInviteAndRetiresTheTokenItReplaces) {
+  Seen clinic_seen, patient_seen;
+  auto clinician = NewClient("clinician", "dr.lee", Watched(clinic_seen));
+  auto patient = NewClient("patient", "pat", Watched(patient_seen));
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  ASSERT_HAS(patient->Sync());
+
+  wire::AppMessage answer;
+  answer.kind = wire::AppKind::kInviteAnswer;
+  answer.payload = SecretBytes(Bytes(32, 0x5a));
+  ASSERT_HAS(patient->SendAppMessageForTesting("dr.lee", answer));
+  ASSERT_HAS(patient->Sync());
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_TRUE(clinic_seen.HasError(StatusCode::kInvalidArgument)) << "a token that is no open invite";
+
+  auto code = clinician->CreateInvite();
+  ASSERT_HAS(code);
+  auto invite = DecodeInvite(*code);
+  ASSERT_HAS(invite);
+  answer.payload = SecretBytes(invite->card.token);
+  ASSERT_HAS(patient->SendAppMessageForTesting("dr.lee", answer));
+  ASSERT_HAS(patient->Sync());
+  ASSERT_HAS(clinician->Sync());
+  // The patient still deposits with the first invite's token, which the clinician now revokes (its request
+  // goes out after the answer is handled: bounded wait for the relay to refuse).
+  bool refused = false;
+  for (int i = 0; i < 50 && !refused; ++i) {
+    auto seq = patient->SendText("dr.lee", "ping " + std::to_string(i));
+    ASSERT_HAS(seq);
+    (void)patient->Sync();
+    refused = StatusOf(*patient, "dr.lee", *seq) == storage::MessageStatus::kFailed;
+    if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(refused) << "the replaced token was not revoked";
+  EXPECT_TRUE(patient_seen.HasError(StatusCode::kPermissionDenied));
+
+  // RevokeContact now revokes the newer token; once done, removing still forgets the contact.
+  ASSERT_OK(clinician->RevokeContact("pat"));
+  EXPECT_EQ(clinician->RevokeContact("pat").code(), StatusCode::kNotFound);
+  ASSERT_OK(clinician->RemoveContact("pat"));
+  auto contacts = clinician->Contacts();
+  ASSERT_HAS(contacts);
+  EXPECT_TRUE(contacts->empty());
 }
 
 TEST_F(ReceiptsE2E, RemoveContactRevokesAndForgets) {
