@@ -75,14 +75,19 @@ cw::runtime::ProgressFn Progress(cw_progress_fn fn, void* user_data) {
   return [fn, user_data](uint64_t done, uint64_t total) { fn(user_data, done, total); };
 }
 
-// A C array of purpose labels; false when one is NULL.
-bool Purposes(const char* const* purposes, size_t n, std::vector<std::string>* out) {
-  if (purposes == nullptr && n > 0) return false;
+// A C array of `n` strings (purpose labels, member names); false when it or one of them is NULL.
+bool Strings(const char* const* items, size_t n, std::vector<std::string>* out) {
+  if (items == nullptr && n > 0) return false;
   for (size_t i = 0; i < n; ++i) {
-    if (purposes[i] == nullptr) return false;
-    out->emplace_back(purposes[i]);
+    if (items[i] == nullptr) return false;
+    out->emplace_back(items[i]);
   }
   return true;
+}
+
+// A caller's purpose label; NULL is the default purpose ("treatment").
+std::string PurposeOr(const char* purpose) {
+  return purpose ? std::string(purpose) : std::string(cw::runtime::kDefaultPurpose);
 }
 
 cw_status ToC(StatusCode code) {
@@ -171,9 +176,20 @@ cw_status ReturnUnreached(const cw::runtime::GroupChange& change, cw_buffer** ou
 cw_status ChangeMember(cw_client* client, const char* group_id, const char* member, bool adding,
                        cw_buffer** out_unreached);
 
+// A list the runtime returned, as a JSON array (one `to_json` object per item) in a wiped buffer.
+template <typename T, typename ToJson>
+cw_status ReturnJsonList(const cw::Result<std::vector<T>>& items, ToJson to_json, cw_buffer** out) {
+  if (!items) return ToC(items.error());
+  nlohmann::json list = nlohmann::json::array();
+  for (const T& item : *items) list.push_back(to_json(item));
+  return ReturnWiped(list.dump(), out);
+}
+
 // Hands each row to `fn` as a cw_message_row; the rows' bodies are SecretBytes, wiped when `rows` goes.
-void EachRow(const std::vector<cw::storage::TranscriptMessage>& rows, cw_row_fn fn, void* user_data) {
-  for (const auto& m : rows) {
+cw_status EachRow(const cw::Result<std::vector<cw::storage::TranscriptMessage>>& rows, cw_row_fn fn,
+                  void* user_data) {
+  if (!rows) return ToC(rows.error());
+  for (const auto& m : *rows) {
     cw_message_row r{};
     r.struct_size = sizeof r;
     r.sequence = m.sequence;
@@ -187,6 +203,7 @@ void EachRow(const std::vector<cw::storage::TranscriptMessage>& rows, cw_row_fn 
     r.status = r.outgoing ? static_cast<int>(m.status) : 0;
     fn(user_data, &r);
   }
+  return CW_OK;
 }
 
 }  // namespace
@@ -383,7 +400,7 @@ CW_EXPORT cw_status cw_client_send_for_purpose(cw_client* client, const char* co
   return Guard([&]() -> cw_status {
     if (client == nullptr || contact_name == nullptr || (bytes == nullptr && len > 0)) return CW_ERR_INVALID_ARGUMENT;
     std::string text(reinterpret_cast<const char*>(bytes), bytes ? len : 0);
-    auto seq = client->client->SendText(contact_name, text, purpose ? purpose : std::string(cw::runtime::kDefaultPurpose));
+    auto seq = client->client->SendText(contact_name, text, PurposeOr(purpose));
     sodium_memzero(text.data(), text.size());
     return seq ? CW_OK : ToC(seq.error());
   });
@@ -494,7 +511,7 @@ CW_EXPORT cw_status cw_client_send_file_for_purpose(cw_client* client, const cha
                                                     uint64_t* out_sequence) {
   return Guard([&]() -> cw_status {
     if (client == nullptr || contact == nullptr || path == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    auto seq = client->client->SendFile(contact, path, purpose ? purpose : std::string(cw::runtime::kDefaultPurpose),
+    auto seq = client->client->SendFile(contact, path, PurposeOr(purpose),
                                         Progress(progress, user_data));
     if (!seq) return ToC(seq.error());
     if (out_sequence != nullptr) *out_sequence = *seq;
@@ -530,7 +547,7 @@ CW_EXPORT cw_status cw_client_grant_consent(cw_client* client, const char* conta
   return Guard([&]() -> cw_status {
     if (client == nullptr || contact == nullptr || n_purposes == 0 || expires_at_ms < 0) return CW_ERR_INVALID_ARGUMENT;
     cw::runtime::ConsentGrant grant;
-    if (!Purposes(purposes, n_purposes, &grant.purposes)) return CW_ERR_INVALID_ARGUMENT;
+    if (!Strings(purposes, n_purposes, &grant.purposes)) return CW_ERR_INVALID_ARGUMENT;
     grant.expires_at_ms = expires_at_ms;
     auto id = client->client->GrantConsent(contact, grant);
     if (!id) return ToC(id.error());
@@ -544,7 +561,7 @@ CW_EXPORT cw_status cw_client_withdraw_consent(cw_client* client, const char* re
   return Guard([&]() -> cw_status {
     if (client == nullptr || receipt_id == nullptr) return CW_ERR_INVALID_ARGUMENT;
     std::vector<std::string> labels;
-    if (!Purposes(purposes, n_purposes, &labels)) return CW_ERR_INVALID_ARGUMENT;
+    if (!Strings(purposes, n_purposes, &labels)) return CW_ERR_INVALID_ARGUMENT;
     return ToC(client->client->WithdrawConsent(receipt_id, labels));
   });
 }
@@ -552,20 +569,17 @@ CW_EXPORT cw_status cw_client_withdraw_consent(cw_client* client, const char* re
 CW_EXPORT cw_status cw_client_list_consents(cw_client* client, cw_buffer** out_json) {
   return Guard([&]() -> cw_status {
     if (client == nullptr || out_json == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    auto records = client->client->ConsentReceipts();
-    if (!records) return ToC(records.error());
-    nlohmann::json list = nlohmann::json::array();
-    for (const auto& r : *records) {
+    const auto to_json = [](const cw::runtime::ConsentRecord& r) {
       nlohmann::json purposes = nlohmann::json::object();
       for (const auto& [label, state] : r.purposes) purposes[label] = std::string(cw::compliance::ConsentStateName(state));
-      list.push_back({{"receipt_id", r.receipt_id},
-                      {"contact", r.contact},
-                      {"we_are_patient", r.we_are_patient},
-                      {"countersigned", r.countersigned},
-                      {"expires_at_ms", r.expires_at_ms},
-                      {"purposes", purposes}});
-    }
-    return ReturnWiped(list.dump(), out_json);
+      return nlohmann::json{{"receipt_id", r.receipt_id},
+                            {"contact", r.contact},
+                            {"we_are_patient", r.we_are_patient},
+                            {"countersigned", r.countersigned},
+                            {"expires_at_ms", r.expires_at_ms},
+                            {"purposes", purposes}};
+    };
+    return ReturnJsonList(client->client->ConsentReceipts(), to_json, out_json);
   });
 }
 
@@ -587,17 +601,14 @@ CW_EXPORT cw_status cw_client_export(cw_client* client, cw_buffer** out_bundle) 
 CW_EXPORT cw_status cw_client_list_contacts(cw_client* client, cw_buffer** out_json) {
   return Guard([&]() -> cw_status {
     if (client == nullptr || out_json == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    auto contacts = client->client->Contacts();
-    if (!contacts) return ToC(contacts.error());
-    nlohmann::json list = nlohmann::json::array();
-    for (const auto& c : *contacts) {
-      list.push_back({{"name", c.name},
-                      {"trust", std::string(TrustName(c.trust))},
-                      {"fingerprint", c.fingerprint},
-                      {"reachable", c.reachable},
-                      {"direct", c.direct}});
-    }
-    return ReturnWiped(list.dump(), out_json);
+    const auto to_json = [](const cw::runtime::ContactInfo& c) {
+      return nlohmann::json{{"name", c.name},
+                            {"trust", std::string(TrustName(c.trust))},
+                            {"fingerprint", c.fingerprint},
+                            {"reachable", c.reachable},
+                            {"direct", c.direct}};
+    };
+    return ReturnJsonList(client->client->Contacts(), to_json, out_json);
   });
 }
 
@@ -639,10 +650,7 @@ CW_EXPORT cw_status cw_client_history(cw_client* client, const char* contact, si
                                       void* user_data) {
   return Guard([&]() -> cw_status {
     if (client == nullptr || contact == nullptr || fn == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    auto rows = client->client->History(contact, max);
-    if (!rows) return ToC(rows.error());
-    EachRow(*rows, fn, user_data);
-    return CW_OK;
+    return EachRow(client->client->History(contact, max), fn, user_data);
   });
 }
 
@@ -655,7 +663,7 @@ CW_EXPORT cw_status cw_client_group_create(cw_client* client, const char* label,
   return Guard([&]() -> cw_status {
     if (client == nullptr || out_group_id == nullptr || n_members == 0) return CW_ERR_INVALID_ARGUMENT;
     std::vector<std::string> names;
-    if (!Purposes(members, n_members, &names)) return CW_ERR_INVALID_ARGUMENT;  // the same NULL checks
+    if (!Strings(members, n_members, &names)) return CW_ERR_INVALID_ARGUMENT;
     auto change = client->client->CreateGroup(label ? label : "", names);
     if (!change) return ToC(change.error());
     cw_buffer* id = nullptr;
@@ -685,7 +693,7 @@ CW_EXPORT cw_status cw_client_group_send(cw_client* client, const char* group_id
     if (client == nullptr || group_id == nullptr || (bytes == nullptr && len > 0)) return CW_ERR_INVALID_ARGUMENT;
     std::string text(reinterpret_cast<const char*>(bytes), bytes ? len : 0);
     auto seq =
-        client->client->SendGroupText(group_id, text, purpose ? purpose : std::string(cw::runtime::kDefaultPurpose));
+        client->client->SendGroupText(group_id, text, PurposeOr(purpose));
     sodium_memzero(text.data(), text.size());
     if (!seq) return ToC(seq.error());
     if (out_sequence != nullptr) *out_sequence = *seq;
@@ -696,14 +704,11 @@ CW_EXPORT cw_status cw_client_group_send(cw_client* client, const char* group_id
 CW_EXPORT cw_status cw_client_list_groups(cw_client* client, cw_buffer** out_json) {
   return Guard([&]() -> cw_status {
     if (client == nullptr || out_json == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    auto groups = client->client->Groups();
-    if (!groups) return ToC(groups.error());
-    nlohmann::json list = nlohmann::json::array();
-    for (const auto& g : *groups) {
-      list.push_back(
-          {{"group_id", g.id}, {"label", g.label}, {"admin", g.admin}, {"members", g.members}, {"active", g.active}});
-    }
-    return ReturnWiped(list.dump(), out_json);
+    const auto to_json = [](const cw::runtime::GroupInfo& g) {
+      return nlohmann::json{
+          {"group_id", g.id}, {"label", g.label}, {"admin", g.admin}, {"members", g.members}, {"active", g.active}};
+    };
+    return ReturnJsonList(client->client->Groups(), to_json, out_json);
   });
 }
 
@@ -711,10 +716,7 @@ CW_EXPORT cw_status cw_client_group_history(cw_client* client, const char* group
                                             void* user_data) {
   return Guard([&]() -> cw_status {
     if (client == nullptr || group_id == nullptr || fn == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    auto rows = client->client->GroupHistory(group_id, max);
-    if (!rows) return ToC(rows.error());
-    EachRow(*rows, fn, user_data);
-    return CW_OK;
+    return EachRow(client->client->GroupHistory(group_id, max), fn, user_data);
   });
 }
 
