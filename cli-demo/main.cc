@@ -34,6 +34,7 @@
 #include "core/base/random.h"
 #include "core/compliance/export_bundle.h"
 #include "core/runtime/client.h"
+#include "core/runtime/codec.h"
 #include "core/runtime/relay_stats.h"
 #include "transport/transport.h"
 
@@ -58,15 +59,18 @@ Globals g;
 
 std::string Text(const SecretBytes& b) { return std::string(b.reveal().begin(), b.reveal().end()); }
 
-std::string TimeOf(int64_t ms) {
+// `ms` (since the epoch) in local time, as strftime's `format` says; "--:--" when unknown (0).
+std::string LocalTime(int64_t ms, const char* format) {
   if (ms <= 0) return "--:--";
   std::time_t t = static_cast<std::time_t>(ms / 1000);
   std::tm tm{};
   localtime_r(&t, &tm);
   char buf[32];
-  std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+  std::strftime(buf, sizeof buf, format, &tm);
   return buf;
 }
+std::string TimeOf(int64_t ms) { return LocalTime(ms, "%H:%M:%S"); }
+std::string DateTimeOf(int64_t ms) { return LocalTime(ms, "%Y-%m-%d %H:%M"); }
 
 std::string Hint(const Status& s) {
   switch (s.code()) {
@@ -233,14 +237,65 @@ int CmdInit(const std::string& name, const std::string& kdf) {
   return 0;
 }
 
-int CmdInvite() {
+std::string ExpiryOf(int64_t expires_ms) { return expires_ms == 0 ? "never expires" : "expires " + DateTimeOf(expires_ms); }
+
+int CmdInvite(int64_t valid_hours) {
+  constexpr int64_t kMaxHours = 366 * 24;  // the relay's limit: a year
+  if (valid_hours < 0 || valid_hours > kMaxHours) {
+    return Fail(Status(StatusCode::kInvalidArgument, "--valid-hours is 0 (never expires) to 8784 (a year)"), "invite");
+  }
   auto c = OpenClient();
   if (!c) return Fail(c.error(), "open");
   if (Status s = MaybeRegister(**c); !s.ok()) return Fail(s, "register with the relay");
-  auto code = (*c)->CreateInvite(g.timeout_ms);
+  auto code = (*c)->CreateInviteValidFor(valid_hours * 3600 * 1000, g.timeout_ms);
   if (!code) return Fail(code.error(), "invite");
-  Print(json{{"code", *code}}, g.json ? "" : *code);
-  if (!g.json) std::cerr << "Give this code to one person only (it lets them write to you); they run: cipherward accept <code>\n";
+  auto invite = cw::runtime::DecodeInvite(*code);
+  if (!invite) return Fail(invite.error(), "invite");
+  const std::string id = cw::runtime::InviteIdOf(invite->card.token);
+  int64_t expires = 0;
+  if (auto open = (*c)->OpenInvites()) {
+    for (const auto& i : *open) {
+      if (i.id == id) expires = i.expires_ms;
+    }
+  }
+  Print(json{{"code", *code}, {"id", id}, {"expires_ms", expires}}, g.json ? "" : *code);
+  if (!g.json) {
+    std::cerr << "Give this code to one person only (it lets them write to you); they run: cipherward accept <code>\n"
+              << "Invite " << id << " " << ExpiryOf(expires) << " (cancel it with: cipherward invites --cancel " << id
+              << ")\n";
+  }
+  return 0;
+}
+
+int CmdInvites(const std::string& cancel) {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  if (!cancel.empty()) {
+    if (Status s = (*c)->CancelInvite(cancel, g.timeout_ms); !s.ok()) return Fail(s, "cancel the invite");
+  }
+  auto open = (*c)->OpenInvites();
+  if (!open) return Fail(open.error(), "invites");
+  json arr = json::array();
+  std::string human = cancel.empty() ? "" : "Cancelled invite " + cancel + ": its code admits nobody now.\n";
+  for (const auto& i : *open) {
+    arr.push_back(json{{"id", i.id}, {"created_ms", i.created_ms}, {"expires_ms", i.expires_ms}});
+    human += i.id + "  made " + (i.created_ms == 0 ? "before invites expired" : DateTimeOf(i.created_ms)) + ", " +
+             ExpiryOf(i.expires_ms) + "\n";
+  }
+  if (open->empty()) human += "No open invites.";
+  Print(json{{"invites", arr}, {"cancelled", cancel}}, human);
+  return 0;
+}
+
+int CmdRevoke(const std::string& contact, bool remove) {
+  auto c = OpenClient();
+  if (!c) return Fail(c.error(), "open");
+  const Status s = remove ? (*c)->RemoveContact(contact, g.timeout_ms) : (*c)->RevokeContact(contact, g.timeout_ms);
+  if (!s.ok()) return Fail(s, remove ? "remove" : "revoke");
+  Print(json{{"contact", contact}, {"revoked", true}, {"removed", remove}},
+        remove ? "Removed " + contact + ": the relay refuses their messages, and the contact is forgotten (the "
+                     "conversation stays until `erase`)."
+               : "Revoked " + contact + ": the relay refuses their messages from now on; you can still write to them.");
   return 0;
 }
 
@@ -925,7 +980,16 @@ int main(int argc, char** argv) {
   auto* init = app.add_subcommand("init", "create a new identity (and register with --relay)");
   init->add_option("--name", name, "your name as contacts see it")->required();
   init->add_option("--kdf", kdf, "passphrase hardening: moderate (0.5 s, 256 MiB) or interactive")->capture_default_str();
+  int64_t valid_hours = cw::runtime::kDefaultInviteValidForMs / 3600 / 1000;
+  std::string cancel;
   auto* invite = app.add_subcommand("invite", "make an invite code for one person");
+  invite->add_option("--valid-hours", valid_hours, "hours the code admits someone (0: never expires)")->capture_default_str();
+  auto* invites = app.add_subcommand("invites", "list your invites nobody has answered yet (--cancel ID revokes one)");
+  invites->add_option("--cancel", cancel, "revoke this open invite at the relay");
+  auto* revoke = app.add_subcommand("revoke", "stop a contact from writing to you (the relay refuses their messages)");
+  revoke->add_option("contact", contact)->required();
+  auto* remove = app.add_subcommand("remove", "revoke a contact and forget it (the conversation stays until erase)");
+  remove->add_option("contact", contact)->required();
   auto* accept = app.add_subcommand("accept", "accept an invite code: adds the contact and says hello");
   accept->add_option("code", code)->required();
   accept->add_option("--message", message, "the first message")->capture_default_str();
@@ -992,7 +1056,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (*init) return CmdInit(name, kdf);
-  if (*invite) return CmdInvite();
+  if (*invite) return CmdInvite(valid_hours);
+  if (*invites) return CmdInvites(cancel);
+  if (*revoke) return CmdRevoke(contact, /*remove=*/false);
+  if (*remove) return CmdRevoke(contact, /*remove=*/true);
   if (*accept) return CmdAccept(code, message);
   if (*contacts) return CmdContacts();
   if (*verify) return CmdVerify(contact, confirm, accept_change);

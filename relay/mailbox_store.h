@@ -93,12 +93,27 @@ class MailboxStore {
   virtual Result<std::vector<MailboxId>> MailboxesOwnedBy(const LinkKey& owner) = 0;
 
   // ---- Deposit tokens (kept as hashes) ----
-  // kNotFound without the mailbox; kResourceExhausted when it already holds `max_tokens`.
-  virtual Status AddDepositToken(const MailboxId& id, const TokenHash& token, size_t max_tokens) = 0;
+  // A token is claimed (kept until revoked) or, with a claim_by time, claimable: an invite's token that admits
+  // its first deposit only before then, and is forgotten (PurgeExpired) if nobody deposited with it by then.
+  // The first deposit it admits claims it. The relay thereby enforces an invite's expiry itself, whether or
+  // not the inviter is online, and an answer in time keeps working after the expiry.
+  // kNotFound without the mailbox; kResourceExhausted when it already holds `max_tokens`. `claim_by_millis`
+  // 0: claimed from the start. Adding a token that is present changes nothing.
+  virtual Status AddDepositToken(const MailboxId& id, const TokenHash& token, size_t max_tokens,
+                                 int64_t claim_by_millis) = 0;
   // kNotFound when absent.
   virtual Status RemoveDepositToken(const MailboxId& id, const TokenHash& token) = 0;
-  // False for an unknown mailbox as for an unknown token: the caller cannot tell them apart, by design.
-  virtual Result<bool> HasDepositToken(const MailboxId& id, const TokenHash& token) = 0;
+  // Whether a deposit with `token` is taken into `id` at `now_millis` (the token is claimed, or claimable
+  // until later); a claimable one is claimed by this call (kClaimed), and the caller answers the deposit
+  // only once WhenAllDurable says the claim is durable too, whatever became of the deposit. kRefused for an
+  // unknown mailbox as for an unknown or lapsed token: the caller cannot tell them apart, by design.
+  enum class Admission { kRefused, kAdmitted, kClaimed };
+  virtual Result<Admission> AdmitDeposit(const MailboxId& id, const TokenHash& token, int64_t now_millis) = 0;
+  // Runs `fn` once every change made so far is durable, or with the failure that keeps it from ever being;
+  // possibly before it returns, or later on a thread of the store's (never under its locks).
+  virtual void WhenAllDurable(std::function<void(Status)> fn) = 0;
+  // The same question without claiming anything.
+  virtual Result<bool> HasDepositToken(const MailboxId& id, const TokenHash& token, int64_t now_millis) = 0;
 
   // ---- Messages ----
   // kNotFound without the mailbox; kResourceExhausted over quota. REQUIRES: envelope not empty.
@@ -122,6 +137,7 @@ class MailboxStore {
   // True when the message was present and is now removed.
   virtual Result<bool> Ack(const MailboxId& id, const MessageId& message_id) = 0;
   // Removes messages and attachments whose expiry is at or before now; returns how many things it removed.
+  // Also forgets claimable deposit tokens whose claim_by time has passed (not counted in the result).
   virtual Result<size_t> PurgeExpired(int64_t now_millis) = 0;
 
   class Watch {

@@ -158,7 +158,9 @@ Bytes EncodeCommand(const Command& command) {
   BytesWriter buf(kFrameOverhead + (deposit != nullptr ? deposit->envelope.size() : 0));
   Packer pk(buf);
   const CommandType type = TypeOf(command.body);
-  pk.pack_array(static_cast<uint32_t>(3 + ArgCount(type)));
+  const auto* issue = std::get_if<IssueDepositToken>(&command.body);
+  const bool optional_field = issue != nullptr && issue->claim_within_millis != 0;
+  pk.pack_array(static_cast<uint32_t>(3 + ArgCount(type) + (optional_field ? 1 : 0)));
   pk.pack(kProtocolVersion);
   pk.pack(command.request_id);
   pk.pack(static_cast<uint8_t>(type));
@@ -179,8 +181,11 @@ Bytes EncodeCommand(const Command& command) {
             pk.pack(k.id);
             PackBin(pk, k.public_key);
           }
-        } else if constexpr (std::is_same_v<T, FetchBundle> || std::is_same_v<T, IssueDepositToken>) {
+        } else if constexpr (std::is_same_v<T, FetchBundle>) {
           PackBin(pk, c.mailbox);
+        } else if constexpr (std::is_same_v<T, IssueDepositToken>) {
+          PackBin(pk, c.mailbox);
+          if (c.claim_within_millis != 0) pk.pack(c.claim_within_millis);
         } else if constexpr (std::is_same_v<T, Deposit>) {
           PackBin(pk, c.mailbox);
           PackBin(pk, c.token);
@@ -250,7 +255,10 @@ tl::expected<Command, CommandError> DecodeCommand(ByteView frame) {
   if (f[2].type != msgpack::type::POSITIVE_INTEGER) return fail(ResponseCode::kMalformed, "command number missing");
   if (!KnownCommand(type_number)) return fail(ResponseCode::kUnknownCommand, "unknown command");
   const auto type = static_cast<CommandType>(type_number);
-  if (n != 3 + ArgCount(type)) return fail(ResponseCode::kMalformed, "command has the wrong number of fields");
+  const bool optional_field = type == CommandType::kIssueDepositToken && n == 3 + ArgCount(type) + 1;
+  if (n != 3 + ArgCount(type) && !optional_field) {
+    return fail(ResponseCode::kMalformed, "command has the wrong number of fields");
+  }
   const msgpack::object* a = f + 3;
 
   Command cmd;
@@ -327,6 +335,14 @@ tl::expected<Command, CommandError> DecodeCommand(ByteView frame) {
     case CommandType::kIssueDepositToken: {
       IssueDepositToken c;
       if (!ReadFixed(a[0], &c.mailbox)) return fail(ResponseCode::kMalformed, bad_field);
+      if (optional_field) {
+        if (!ReadU64(a[1], &c.claim_within_millis) || c.claim_within_millis == 0) {
+          return fail(ResponseCode::kMalformed, bad_field);
+        }
+        if (c.claim_within_millis > kMaxClaimWithinMillis) {
+          return fail(ResponseCode::kLimitExceeded, "a deposit token's claim time is over a year");
+        }
+      }
       cmd.body = c;
       break;
     }

@@ -29,6 +29,7 @@ inline constexpr uint32_t kProtocolVersion = 1;
 // Named limits. A command frame larger than kMaxCommandSize is refused before parsing.
 inline constexpr size_t kMaxEnvelopeSize = 96 * 1024;
 inline constexpr size_t kMaxAttachmentChunk = 64 * 1024;
+inline constexpr uint64_t kMaxClaimWithinMillis = 366ull * 24 * 3600 * 1000;  // a year
 inline constexpr size_t kMaxCommandSize = kMaxEnvelopeSize + 1024;
 inline constexpr size_t kMaxServerFrameSize = kMaxEnvelopeSize + 1024;
 inline constexpr size_t kMaxOneTimePreKeysPerUpload = 100;
@@ -108,6 +109,10 @@ struct Ack {
 };
 struct IssueDepositToken {
   MailboxId mailbox{};
+  // 0: the token is claimed from the start (kept until revoked). Else an invite's token: it admits its first
+  // deposit only within this many milliseconds, then is kept until revoked (MailboxStore::AddDepositToken).
+  // Sent as an optional second field, so the 1-field form of older clients still means 0.
+  uint64_t claim_within_millis = 0;  // at most kMaxClaimWithinMillis
   friend bool operator==(const IssueDepositToken&, const IssueDepositToken&) = default;
 };
 struct RevokeDepositToken {

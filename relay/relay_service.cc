@@ -1,6 +1,7 @@
 #include "relay/relay_service.h"
 
 #include <algorithm>
+#include <future>
 
 namespace cw::relay {
 
@@ -153,7 +154,8 @@ std::vector<Bytes> RelayService::Finish(const LinkKey& client, const Command& co
 
 void RelayService::DepositAsync(const LinkKey& client, const Command& command, const Reply& reply) {
   const Deposit& c = std::get<Deposit>(command.body);
-  if (Response refused = CheckDeposit(c); refused.code != ResponseCode::kOk) {
+  bool claimed = false;
+  if (Response refused = CheckDeposit(c, &claimed); refused.code != ResponseCode::kOk) {
     reply(Finish(client, command, std::move(refused), {}));
     return;
   }
@@ -163,7 +165,7 @@ void RelayService::DepositAsync(const LinkKey& client, const Command& command, c
   const MailboxId mailbox = c.mailbox;
   store_.InsertAsync(
       c.mailbox, c.message_id, c.envelope, clock_.NowMillis() + options_.message_ttl_millis, options_.quota,
-      [this, client, request_id, mailbox, reply](Result<InsertOutcome> outcome) {
+      [this, client, request_id, mailbox, reply, claimed](Result<InsertOutcome> outcome) {
         std::vector<Bytes> frames;
         try {
           Command header;
@@ -175,15 +177,25 @@ void RelayService::DepositAsync(const LinkKey& client, const Command& command, c
           frames = {Encode(ErrorResponse(request_id, static_cast<uint8_t>(CommandType::kDeposit),
                                          ResponseCode::kUnavailable, "internal error"))};
         }
-        reply(std::move(frames));
+        if (!claimed) return reply(std::move(frames));
+        // A duplicate or refused deposit did not wait for the claim it made: its answer does.
+        store_.WhenAllDurable([this, request_id, reply, frames = std::move(frames)](Status durable) mutable {
+          if (!durable.ok()) {
+            errors_.fetch_add(1);
+            frames = {Encode(ErrorResponse(request_id, static_cast<uint8_t>(CommandType::kDeposit),
+                                           ResponseCode::kUnavailable, "store unavailable"))};
+          }
+          reply(std::move(frames));
+        });
       });
 }
 
-Response RelayService::CheckDeposit(const Deposit& c) {
-  // Unknown mailbox and wrong token take the same path (one hash, one set lookup) and give the same answer.
-  auto valid = store_.HasDepositToken(c.mailbox, HashDepositToken(c.mailbox, c.token));
-  if (!valid) return StoreFailure(valid.error());
-  if (!*valid) return Fail(ResponseCode::kDepositRefused, kDepositRefusedText);
+Response RelayService::CheckDeposit(const Deposit& c, bool* claimed) {
+  // Unknown mailbox and wrong token take the same path (one hash, one map lookup) and give the same answer.
+  auto admitted = store_.AdmitDeposit(c.mailbox, HashDepositToken(c.mailbox, c.token), clock_.NowMillis());
+  if (!admitted) return StoreFailure(admitted.error());
+  if (*admitted == MailboxStore::Admission::kRefused) return Fail(ResponseCode::kDepositRefused, kDepositRefusedText);
+  *claimed = *admitted == MailboxStore::Admission::kClaimed;
   return Ok();
 }
 
@@ -257,9 +269,16 @@ Response RelayService::Execute(const LinkKey& client, const Command& command, st
           }
           return Ok(BundleFound{wire::EncodeBundle(t.bundle)});
         } else if constexpr (std::is_same_v<T, Deposit>) {
-          if (Response refused = CheckDeposit(c); refused.code != ResponseCode::kOk) return refused;
-          return DepositResponse(c.mailbox, store_.Insert(c.mailbox, c.message_id, c.envelope,
-                                                          now + options_.message_ttl_millis, options_.quota));
+          bool claimed = false;
+          if (Response refused = CheckDeposit(c, &claimed); refused.code != ResponseCode::kOk) return refused;
+          Response r = DepositResponse(c.mailbox, store_.Insert(c.mailbox, c.message_id, c.envelope,
+                                                                now + options_.message_ttl_millis, options_.quota));
+          if (claimed) {
+            std::promise<Status> durable;
+            store_.WhenAllDurable([&durable](Status s) { durable.set_value(std::move(s)); });
+            if (Status s = durable.get_future().get(); !s.ok()) return StoreFailure(s);
+          }
+          return r;
         } else if constexpr (std::is_same_v<T, FetchMessages>) {
           if (!Owns(client, c.mailbox)) return Fail(ResponseCode::kNotFound, kNoMailboxText);
           bool more = false;
@@ -295,8 +314,14 @@ Response RelayService::Execute(const LinkKey& client, const Command& command, st
         } else if constexpr (std::is_same_v<T, IssueDepositToken>) {
           if (!Owns(client, c.mailbox)) return Fail(ResponseCode::kNotFound, kNoMailboxText);
           const DepositToken token = Draw<kDepositTokenSize>();
+          // Rounded up to the hour: the stored time then says less about when the invite was made.
+          constexpr int64_t kHour = 3600 * 1000;
+          const int64_t claim_by =
+              c.claim_within_millis == 0
+                  ? 0
+                  : (now + static_cast<int64_t>(c.claim_within_millis) + kHour - 1) / kHour * kHour;
           Status s = store_.AddDepositToken(c.mailbox, HashDepositToken(c.mailbox, token),
-                                            options_.max_tokens_per_mailbox);
+                                            options_.max_tokens_per_mailbox, claim_by);
           if (s.code() == StatusCode::kResourceExhausted) {
             return Fail(ResponseCode::kLimitExceeded, "too many deposit tokens for this mailbox");
           }

@@ -113,7 +113,9 @@ class RelayService {
   std::vector<Bytes> Dispatch(const LinkKey& client, const Command& command);
   // Stamps the response with the command's request id and type, counts and logs it, appends it to frames.
   std::vector<Bytes> Finish(const LinkKey& client, const Command& command, Response r, std::vector<Bytes> frames);
-  Response CheckDeposit(const Deposit& deposit);  // the token check; kOk when the deposit may go in
+  // The token check; kOk when the deposit may go in. *claimed: it claimed an invite's token, so its answer
+  // waits for the claim to be durable as well (MailboxStore::AdmitDeposit).
+  Response CheckDeposit(const Deposit& deposit, bool* claimed);
   Response DepositResponse(const MailboxId& mailbox, const Result<InsertOutcome>& outcome);
   Response Execute(const LinkKey& client, const Command& command, std::vector<Bytes>* deliveries);
   bool Owns(const LinkKey& client, const MailboxId& mailbox);

@@ -120,13 +120,16 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       auto it = mailboxes_for_load().find(id);
       return it == mailboxes_for_load().end() ? nullptr : &it->second;
     };
-    CW_RETURN_IF_ERROR(LoadPrefix(kTokenTag, [&](std::string_view k, std::string_view) {
-      if (k.size() != 1 + kMailboxIdSize + kTokenHashSize) return false;
+    CW_RETURN_IF_ERROR(LoadPrefix(kTokenTag, [&](std::string_view k, std::string_view v) {
+      // The value is empty for a claimed token, the claim_by time (8 bytes) for a claimable one.
+      if (k.size() != 1 + kMailboxIdSize + kTokenHashSize || (!v.empty() && v.size() != 8)) return false;
       MailboxState* box = box_of(k);
       if (box == nullptr) return false;
       TokenHash t;
       Copy(k.data() + 1 + kMailboxIdSize, &t);
-      box->tokens.insert(t);
+      const int64_t claim_by = v.empty() ? 0 : static_cast<int64_t>(GetBe(v.data(), 8));
+      if (claim_by < 0 || (!v.empty() && claim_by == 0)) return false;
+      box->tokens.emplace(t, claim_by);
       return true;
     }));
     CW_RETURN_IF_ERROR(MigrateSplitMessages());
@@ -214,11 +217,13 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     PutBe(&v, box.seq_limit, 8);
     Put(Key(kMailboxTag, id), v);
   }
-  void RecordToken(const MailboxId& id, const TokenHash& token, bool present) override {
+  void RecordToken(const MailboxId& id, const TokenHash& token, bool present, int64_t claim_by_millis) override {
     std::string k = Key(kTokenTag, id);
     Append(&k, token);
     if (present) {
-      Put(k, "");
+      std::string v;
+      if (claim_by_millis != 0) PutBe(&v, static_cast<uint64_t>(claim_by_millis), 8);
+      Put(k, v);
     } else {
       Delete(k);
     }

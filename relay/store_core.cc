@@ -134,7 +134,8 @@ Result<std::vector<MailboxId>> StoreCore::MailboxesOwnedBy(const LinkKey& owner)
   return std::vector<MailboxId>(it->second.begin(), it->second.end());
 }
 
-Status StoreCore::AddDepositToken(const MailboxId& id, const TokenHash& token, size_t max_tokens) {
+Status StoreCore::AddDepositToken(const MailboxId& id, const TokenHash& token, size_t max_tokens,
+                                  int64_t claim_by_millis) {
   uint64_t ticket = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -145,8 +146,8 @@ Status StoreCore::AddDepositToken(const MailboxId& id, const TokenHash& token, s
       if (box->tokens.size() >= max_tokens) {
         return Status(StatusCode::kResourceExhausted, "mailbox holds its maximum of deposit tokens");
       }
-      box->tokens.insert(token);
-      RecordToken(id, token, true);
+      box->tokens.emplace(token, claim_by_millis);
+      RecordToken(id, token, true, claim_by_millis);
     }
     ticket = Ticket();
   }
@@ -160,20 +161,49 @@ Status StoreCore::RemoveDepositToken(const MailboxId& id, const TokenHash& token
     CW_RETURN_IF_ERROR(Health());
     MailboxState* box = Find(id);
     if (box == nullptr || box->tokens.erase(token) == 0) return Status(StatusCode::kNotFound, "no such token");
-    RecordToken(id, token, false);
+    RecordToken(id, token, false, 0);
     ticket = Ticket();
   }
   return WaitDurable(ticket);
 }
 
-Result<bool> StoreCore::HasDepositToken(const MailboxId& id, const TokenHash& token) {
+namespace {
+// A claimable token (claim_by != 0) nobody claimed before claim_by: refused, and forgotten by the purge.
+bool Lapsed(int64_t claim_by_millis, int64_t now_millis) { return claim_by_millis != 0 && now_millis >= claim_by_millis; }
+}  // namespace
+
+Result<MailboxStore::Admission> StoreCore::AdmitDeposit(const MailboxId& id, const TokenHash& token,
+                                                         int64_t now_millis) {
+  std::lock_guard<std::mutex> lock(mu_);
+  MailboxState* box = Find(id);
+  // The same map lookup happens whether or not the mailbox exists (an empty map stands in), so the two
+  // refusals cost about the same.
+  static const std::map<TokenHash, int64_t> kNone;
+  const auto& tokens = box != nullptr ? box->tokens : kNone;
+  const auto it = tokens.find(token);
+  if (it == tokens.end() || Lapsed(it->second, now_millis)) return Admission::kRefused;
+  if (it->second == 0) return Admission::kAdmitted;
+  CW_RETURN_IF_ERROR(Health());
+  box->tokens[token] = 0;  // claimed by its first deposit
+  RecordToken(id, token, true, 0);
+  return Admission::kClaimed;
+}
+
+void StoreCore::WhenAllDurable(std::function<void(Status)> fn) {
+  uint64_t ticket = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ticket = Ticket();
+  }
+  WhenDurable(ticket, std::move(fn));
+}
+
+Result<bool> StoreCore::HasDepositToken(const MailboxId& id, const TokenHash& token, int64_t now_millis) {
   std::lock_guard<std::mutex> lock(mu_);
   const MailboxState* box = Find(id);
-  // The same set lookup happens whether or not the mailbox exists (an empty set stands in), so the two
-  // refusals cost about the same.
-  static const std::set<TokenHash> kNone;
-  const auto& tokens = box != nullptr ? box->tokens : kNone;
-  return tokens.count(token) != 0;
+  if (box == nullptr) return false;
+  const auto it = box->tokens.find(token);
+  return it != box->tokens.end() && !Lapsed(it->second, now_millis);
 }
 
 StoreCore::InsertPlan StoreCore::PlanInsert(const MailboxId& id, const MessageId& message_id, ByteView envelope,
@@ -362,6 +392,11 @@ Result<size_t> StoreCore::PurgeExpired(int64_t now_millis) {
       }
       for (uint64_t seq : expired) RemoveMessage(id, box, seq);
       removed += expired.size();
+      std::erase_if(box.tokens, [&](const auto& t) {
+        const bool lapsed = Lapsed(t.second, now_millis);
+        if (lapsed) RecordToken(id, t.first, false, 0);
+        return lapsed;
+      });
       after_box = id;
     }
     done = it == mailboxes_.end();
@@ -577,7 +612,7 @@ class InMemoryMailboxStore final : public StoreCore {
   bool KeepsBodies() const override { return true; }
   Status Health() const override { return Status::Ok(); }
   void RecordMailbox(const MailboxId&, const MailboxState&) override {}
-  void RecordToken(const MailboxId&, const TokenHash&, bool) override {}
+  void RecordToken(const MailboxId&, const TokenHash&, bool, int64_t) override {}
   void RecordMessage(const MailboxId&, const MessageEntry&, ByteView) override {}
   void RecordMessageRemoved(const MailboxId&, const MessageEntry&) override {}
   void RecordPreKeys(const MailboxId&, const PreKeyState&) override {}

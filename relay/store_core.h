@@ -52,7 +52,7 @@ struct MailboxState {
   uint64_t bytes = 0;
   std::map<uint64_t, MessageEntry> by_seq;
   std::map<MessageId, uint64_t> by_id;
-  std::set<TokenHash> tokens;
+  std::map<TokenHash, int64_t> tokens;  // token -> claim_by_millis (0: claimed)
   std::optional<PreKeyState> pre_keys;
 };
 
@@ -84,9 +84,12 @@ class StoreCore : public virtual MailboxStore {
   Status CreateMailbox(const MailboxId& id, const LinkKey& owner) override;
   Result<std::optional<LinkKey>> MailboxOwner(const MailboxId& id) override;
   Result<std::vector<MailboxId>> MailboxesOwnedBy(const LinkKey& owner) override;
-  Status AddDepositToken(const MailboxId& id, const TokenHash& token, size_t max_tokens) override;
+  Status AddDepositToken(const MailboxId& id, const TokenHash& token, size_t max_tokens,
+                         int64_t claim_by_millis) override;
   Status RemoveDepositToken(const MailboxId& id, const TokenHash& token) override;
-  Result<bool> HasDepositToken(const MailboxId& id, const TokenHash& token) override;
+  Result<Admission> AdmitDeposit(const MailboxId& id, const TokenHash& token, int64_t now_millis) override;
+  void WhenAllDurable(std::function<void(Status)> fn) override;
+  Result<bool> HasDepositToken(const MailboxId& id, const TokenHash& token, int64_t now_millis) override;
   Result<InsertOutcome> Insert(const MailboxId& id, const MessageId& message_id, ByteView envelope,
                                int64_t expires_at_millis, const MessageQuota& quota) override;
   void InsertAsync(const MailboxId& id, const MessageId& message_id, ByteView envelope, int64_t expires_at_millis,
@@ -114,7 +117,8 @@ class StoreCore : public virtual MailboxStore {
   virtual Status Health() const = 0;
   // Owner or seq_limit changed (not called for each next_seq step: see kSeqReserve).
   virtual void RecordMailbox(const MailboxId& id, const MailboxState& state) = 0;
-  virtual void RecordToken(const MailboxId& id, const TokenHash& token, bool present) = 0;
+  // `claim_by_millis` as in MailboxStore::AddDepositToken; ignored when !present.
+  virtual void RecordToken(const MailboxId& id, const TokenHash& token, bool present, int64_t claim_by_millis) = 0;
   virtual void RecordMessage(const MailboxId& id, const MessageEntry& entry, ByteView envelope) = 0;
   virtual void RecordMessageRemoved(const MailboxId& id, const MessageEntry& entry) = 0;
   virtual void RecordPreKeys(const MailboxId& id, const PreKeyState& state) = 0;  // whole set rewritten

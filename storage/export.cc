@@ -70,7 +70,7 @@ json MessageJson(const TranscriptMessage& m) {
   const std::string_view body(reinterpret_cast<const char*>(m.body.reveal().data()), m.body.size());
   if (IsUtf8(body)) j["text"] = std::string(body);
   json attachments = json::array();
-  for (const auto& a : m.attachments) attachments.push_back(Text(a));
+  for (const auto& a : m.attachments) attachments.push_back(Text(AsText(a.reveal())));
   j["attachments"] = std::move(attachments);
   return j;
 }
@@ -125,7 +125,8 @@ bool ParseMessage(const json& j, const std::string& conversation_id, TranscriptM
   for (const auto& a : j["attachments"]) {
     std::string ref;
     if (!FromText(a, &ref)) return false;
-    m->attachments.push_back(std::move(ref));
+    m->attachments.push_back(SecretBytes(AsBytes(ref)));
+    sodium_memzero(ref.data(), ref.size());
   }
   return true;
 }

@@ -190,7 +190,7 @@ class Transcripts::Impl {
       m.sent_at_ms = details.sent_at_ms;
       m.received_at_ms = now;
       m.body = r.body.Clone();
-      m.attachments = details.attachments;
+      for (const auto& a : details.attachments) m.attachments.push_back(a.Clone());
       m.status = MessageStatus::kDelivered;
       CW_RETURN_IF_ERROR(StageRow(m, batch, sequence_out));
     }
@@ -201,7 +201,7 @@ class Transcripts::Impl {
   }
 
   Status StageOutgoing(std::string_view conversation_id, std::span<const uint8_t> body,
-                       const std::vector<std::string>& attachments,
+                       const std::vector<SecretBytes>& attachments,
                        const std::vector<session::Address>& recipients, const session::Ciphertext& message,
                        WriteBatch* batch, uint64_t* sequence_out) {
     if (batch == nullptr) return Status(StatusCode::kInvalidArgument, "no batch");
@@ -211,7 +211,7 @@ class Transcripts::Impl {
     m.sender = options_.local_name;
     m.sent_at_ms = clock_->NowMillis();
     m.body = SecretBytes(body);
-    m.attachments = attachments;
+    for (const auto& a : attachments) m.attachments.push_back(a.Clone());
     m.status = MessageStatus::kQueued;
     uint64_t seq = 0;
     CW_RETURN_IF_ERROR(StageRow(m, batch, &seq));
@@ -452,7 +452,7 @@ Status Transcripts::StageIncoming(const session::Received& received, std::string
   return impl_->StageIncoming(received, relay_message_id, batch, details, sequence);
 }
 Status Transcripts::StageOutgoing(std::string_view conversation_id, std::span<const uint8_t> body,
-                                  const std::vector<std::string>& attachments,
+                                  const std::vector<SecretBytes>& attachments,
                                   const std::vector<session::Address>& recipients,
                                   const session::Ciphertext& message, session::WriteBatch* batch,
                                   uint64_t* sequence) {

@@ -80,7 +80,8 @@ struct TranscriptMessage {
   int64_t sent_at_ms = 0;      // 0 when unknown
   int64_t received_at_ms = 0;  // 0 for outgoing messages
   SecretBytes body;
-  std::vector<std::string> attachments;  // opaque references (ids, keys, digests), as the runtime wrote them
+  // Opaque references as the runtime wrote them: a file's carries its key, so they are wiped like the body.
+  std::vector<SecretBytes> attachments;
   MessageStatus status = MessageStatus::kQueued;
   int64_t expires_at_ms = 0;  // 0: never
 };
@@ -102,7 +103,13 @@ struct OutboxEntry {
 struct IncomingDetails {
   std::string conversation_id;  // empty: ConversationIdFor(received)
   int64_t sent_at_ms = 0;       // the sender's timestamp from the envelope, when known
-  std::vector<std::string> attachments;
+  std::vector<SecretBytes> attachments;
+
+  IncomingDetails Clone() const {
+    IncomingDetails c{conversation_id, sent_at_ms, {}};
+    for (const auto& a : attachments) c.attachments.push_back(a.Clone());
+    return c;
+  }
 };
 
 struct SweepResult {
@@ -158,7 +165,7 @@ class Transcripts {
   // Adds the transcript row (status kQueued) and the outbox entry for `message`, the ciphertext of `body`
   // going to `recipients`.
   Status StageOutgoing(std::string_view conversation_id, std::span<const uint8_t> body,
-                       const std::vector<std::string>& attachments,
+                       const std::vector<SecretBytes>& attachments,
                        const std::vector<session::Address>& recipients, const session::Ciphertext& message,
                        session::WriteBatch* batch, uint64_t* sequence = nullptr);
   // True while `relay_message_id` is remembered as received (not yet past its expiry).

@@ -30,6 +30,9 @@ void PackStr(Packer& p, std::string_view s) {
   p.pack_str(static_cast<uint32_t>(s.size()));
   p.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
 }
+void PackStr(Packer& p, const SecretBytes& s) {
+  PackStr(p, AsText(s.reveal()));
+}
 
 // Bounds for every record here: the library defaults are 4 G of everything.
 struct Limits {
@@ -89,6 +92,11 @@ bool GetBin(const msgpack::object& o, std::span<const uint8_t>* out) {
 bool GetStr(const msgpack::object& o, size_t max, std::string* out) {
   if (o.type != msgpack::type::STR || o.via.str.size > max) return false;
   out->assign(o.via.str.ptr, o.via.str.size);
+  return true;
+}
+bool GetStr(const msgpack::object& o, size_t max, SecretBytes* out) {
+  if (o.type != msgpack::type::STR || o.via.str.size > max) return false;
+  *out = SecretBytes(reinterpret_cast<const uint8_t*>(o.via.str.ptr), o.via.str.size);
   return true;
 }
 
@@ -238,7 +246,7 @@ Status DecodeInner(std::span<const uint8_t> bytes, TranscriptMessage* m) {
   m->body = SecretBytes(body);
   m->attachments.clear();
   for (uint32_t i = 0; i < a[7].via.array.size; ++i) {
-    std::string ref;
+    SecretBytes ref;
     if (!GetStr(a[7].via.array.ptr[i], kMaxAttachmentRefSize, &ref)) return Malformed("transcript message");
     m->attachments.push_back(std::move(ref));
   }

@@ -16,6 +16,8 @@ inline ByteView AsBytes(std::string_view s) {
   return ByteView(reinterpret_cast<const uint8_t*>(s.data()), s.size());
 }
 inline Bytes ToBytes(std::string_view s) { return Bytes(s.begin(), s.end()); }
+// The bytes as characters, without a copy (AsBytes the other way).
+inline std::string_view AsText(ByteView b) { return std::string_view(reinterpret_cast<const char*>(b.data()), b.size()); }
 
 std::string ToHex(ByteView bytes);
 // Empty result and false on odd length or a non-hex digit.

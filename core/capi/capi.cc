@@ -378,6 +378,32 @@ CW_EXPORT cw_status cw_client_invite(cw_client* client, cw_buffer** out_code) {
   });
 }
 
+CW_EXPORT cw_status cw_client_invite_valid_for(cw_client* client, int64_t valid_for_ms, cw_buffer** out_code) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || out_code == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto code = client->client->CreateInviteValidFor(valid_for_ms);
+    if (!code) return ToC(code.error());
+    return ReturnString(*code, out_code);
+  });
+}
+
+CW_EXPORT cw_status cw_client_list_invites(cw_client* client, cw_buffer** out_json) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || out_json == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    const auto to_json = [](const cw::runtime::InviteInfo& i) {
+      return nlohmann::json{{"id", i.id}, {"created_ms", i.created_ms}, {"expires_ms", i.expires_ms}};
+    };
+    return ReturnJsonList(client->client->OpenInvites(), to_json, out_json);
+  });
+}
+
+CW_EXPORT cw_status cw_client_cancel_invite(cw_client* client, const char* invite_id) {
+  return Guard([&]() -> cw_status {
+    if (client == nullptr || invite_id == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    return ToC(client->client->CancelInvite(invite_id));
+  });
+}
+
 CW_EXPORT cw_status cw_client_accept(cw_client* client, const char* code, const uint8_t* first_message, size_t len,
                                      cw_buffer** out_contact) {
   return Guard([&]() -> cw_status {

@@ -50,14 +50,26 @@ struct ContactRecord {
   std::optional<DepositToken> my_token;  // the token of our mailbox we gave them
 };
 
+// An invite of ours that no contact has answered yet. Its token lapses at the relay unless a first deposit
+// claims it before expires_ms.
+struct OpenInvite {
+  DepositToken token{};
+  int64_t created_ms = 0;
+  int64_t expires_ms = 0;  // 0: never
+};
+
 struct State {
   std::string name;
   std::string relay;
   std::optional<MailboxId> mailbox;
   std::map<std::string, ContactRecord> contacts;
-  std::vector<DepositToken> invite_tokens;   // our invites that no contact has answered yet
+  std::vector<OpenInvite> invites;           // our invites that no contact has answered yet
   std::vector<DepositToken> retired_tokens;  // tokens of ours a contact replaced: revoked at the next link up
 };
+
+// How long an expired invite is remembered: past the relay's message TTL (30 days), so an answer made in
+// time and waiting in the mailbox still binds when this device fetches it.
+constexpr int64_t kLapsedInviteKeptMs = 31LL * 24 * 3600 * 1000;
 
 template <size_t N>
 bool ArrayFromHex(const std::string& hex, std::array<uint8_t, N>* out) {
@@ -83,8 +95,16 @@ SecretBytes EncodeState(const State& s) {
                           {"my_token", c.my_token ? ToHex(*c.my_token) : ""}};
   }
   j["contacts"] = contacts;
-  json tokens = json::array();
-  for (const auto& t : s.invite_tokens) tokens.push_back(ToHex(t));
+  json invites = json::array();
+  json tokens = json::array();  // the tokens alone too, for a library from before invites expired
+  for (const auto& i : s.invites) {
+    invites.push_back(json{{"token", ToHex(i.token)},
+                           {"created_ms", i.created_ms},
+                           {"expires_ms", i.expires_ms},
+                           {"relay_enforced", true}});
+    tokens.push_back(ToHex(i.token));
+  }
+  j["invites"] = invites;
   j["invite_tokens"] = tokens;
   json retired = json::array();
   for (const auto& t : s.retired_tokens) retired.push_back(ToHex(t));
@@ -130,10 +150,24 @@ Result<State> DecodeState(const SecretBytes& bytes) {
       }
       s.contacts[name] = std::move(rec);
     }
-    for (const auto& t : j.at("invite_tokens")) {
-      DepositToken tok;
-      if (!ArrayFromHex(t.get<std::string>(), &tok)) return bad();
-      s.invite_tokens.push_back(tok);
+    if (j.contains("invites")) {
+      for (const auto& i : j.at("invites")) {
+        OpenInvite inv;
+        if (!ArrayFromHex(i.at("token").get<std::string>(), &inv.token)) return bad();
+        inv.created_ms = i.at("created_ms").get<int64_t>();
+        inv.expires_ms = i.at("expires_ms").get<int64_t>();
+        // Written by a build whose relay did not enforce expiry: that token never lapses, nor does it here.
+        if (!i.value("relay_enforced", false)) inv.expires_ms = 0;
+        s.invites.push_back(inv);
+      }
+    } else {
+      // From before invites expired: their tokens never lapse at the relay, so neither do they here (creation
+      // time unknown: 0). CancelInvite ends them.
+      for (const auto& t : j.at("invite_tokens")) {
+        OpenInvite inv;
+        if (!ArrayFromHex(t.get<std::string>(), &inv.token)) return bad();
+        s.invites.push_back(inv);
+      }
     }
     for (const auto& t : j.value("retired_tokens", json::array())) {  // absent in records from before it
       DepositToken tok;
@@ -961,7 +995,7 @@ class Client::Impl {
   // transcript row with `body` and `attachments`, and its kMessageSent audit entry commits in the same batch;
   // a control message's row holds only its kind's name (its records live in the compliance tables).
   Result<uint64_t> SendApp(const std::string& contact, const wire::AppMessage& app, const std::string& conv,
-                           ByteView body, const std::vector<std::string>& attachments) {
+                           ByteView body, const std::vector<SecretBytes>& attachments) {
     auto it = state_.contacts.find(contact);
     if (it == state_.contacts.end()) return Error(StatusCode::kNotFound, "no such contact");
     if (!it->second.card) return Error(StatusCode::kNoSession, "this contact has not written to us yet");
@@ -971,11 +1005,11 @@ class Client::Impl {
     const std::string label = shown ? std::string() : "[cipherward control " + std::to_string(static_cast<int>(app.kind)) + "]";
     CW_ASSIGN_OR_RETURN(SecretBytes plaintext, wire::EncodeAppMessage(app));
     std::optional<session::Ciphertext> sent;
+    static const std::vector<SecretBytes> kNoAttachments;
     auto c = engine_->Encrypt(to, plaintext.reveal(), [&](const session::Ciphertext& ct, session::WriteBatch* b) -> Status {
       sent = ct;
       CW_RETURN_IF_ERROR(transcripts_->StageOutgoing(conv, shown ? body : AsBytes(label),
-                                                     shown ? attachments : std::vector<std::string>{}, {to}, ct, b,
-                                                     &seq));
+                                                     shown ? attachments : kNoAttachments, {to}, ct, b, &seq));
       if (!shown) return Status::Ok();
       const std::string ref = ToHex(DepositId(ct, contact));
       CW_RETURN_IF_ERROR(receipts_->StageSent(contact, seq, ref, b));
@@ -1387,6 +1421,8 @@ class Client::Impl {
       } else if (swept->messages > 0 && options_.callbacks.on_disappeared) {
         options_.callbacks.on_disappeared(swept->messages);
       }
+      ForgetLapsedInvites();
+      RevokeRetired();  // retired tokens a failed request left behind while the link stayed up
       ArmSweepTimer();
     });
   }
@@ -1441,13 +1477,15 @@ class Client::Impl {
     auto contact = state_.contacts.find(sender);
     if (contact == state_.contacts.end()) return Status::Ok();  // removed meanwhile
     if (contact->second.my_token && ConstantTimeEquals(*contact->second.my_token, token)) return Status::Ok();
-    const auto open = std::find_if(state_.invite_tokens.begin(), state_.invite_tokens.end(),
-                                   [&](const DepositToken& t) { return ConstantTimeEquals(t, token); });
-    if (open == state_.invite_tokens.end()) {
+    // An expired invite still binds: the relay admits an invite's token after its expiry only if a deposit
+    // claimed it in time, so an answer naming it came from whoever answered in time (read late, perhaps).
+    const auto open = std::find_if(state_.invites.begin(), state_.invites.end(),
+                                   [&](const OpenInvite& i) { return ConstantTimeEquals(i.token, token); });
+    if (open == state_.invites.end()) {
       return Status(StatusCode::kInvalidArgument, "a contact named a deposit token that is no open invite of ours");
     }
     State next = state_;
-    next.invite_tokens.erase(next.invite_tokens.begin() + (open - state_.invite_tokens.begin()));
+    next.invites.erase(next.invites.begin() + (open - state_.invites.begin()));
     ContactRecord& rec = next.contacts[sender];
     if (rec.my_token) next.retired_tokens.push_back(*rec.my_token);
     rec.my_token = token;
@@ -1477,12 +1515,76 @@ class Client::Impl {
     });
   }
 
-  void CreateInvite(Done<std::string> done) {
+  bool Expired(const OpenInvite& invite) const {
+    return invite.expires_ms != 0 && clock_->NowMillis() >= invite.expires_ms;
+  }
+
+  // The relay enforces an invite's expiry itself (its token admits a first deposit only until then, and
+  // lapses if nobody made one), so nothing is revoked at the expiry. An expired invite is still remembered for
+  // a while, since an answer made in time may wait in the mailbox (up to the relay's 30-day TTL) until this
+  // device fetches it. After that its token is retired: revoked, in case a deposit claimed it in time and no
+  // answer ever bound it (the relay says NOT_FOUND for one that lapsed, which is as good). Runs with each sweep.
+  void ForgetLapsedInvites() {
+    const int64_t now = clock_->NowMillis();
+    const auto lapsed = [&](const OpenInvite& i) { return i.expires_ms != 0 && now >= i.expires_ms + kLapsedInviteKeptMs; };
+    if (std::none_of(state_.invites.begin(), state_.invites.end(), lapsed)) return;
+    State next = state_;
+    std::erase_if(next.invites, [&](const OpenInvite& i) {
+      if (!lapsed(i)) return false;
+      next.retired_tokens.push_back(i.token);
+      return true;
+    });
+    if (Status s = SaveState(next); !s.ok()) Report(s);
+  }
+
+  std::vector<InviteInfo> OpenInvites() const {
+    std::vector<InviteInfo> out;
+    for (const auto& i : state_.invites) {
+      if (!Expired(i)) out.push_back(InviteInfo{InviteIdOf(i.token), i.created_ms, i.expires_ms});
+    }
+    return out;
+  }
+
+  // Cancels an invite: it leaves the remembered invites at once (so an answer to it can no longer bind) and
+  // its token joins the retired ones, revoked at the relay now; when the relay cannot be reached, the
+  // cancellation stands and the revocation goes out at the next link up (the error says so).
+  void CancelInvite(const std::string& id, Done<bool> done) {
+    // Expired ones too: the relay's clock may still admit it, or a stranger may have claimed it in time.
+    const auto it = std::find_if(state_.invites.begin(), state_.invites.end(),
+                                 [&](const OpenInvite& i) { return InviteIdOf(i.token) == id; });
+    if (it == state_.invites.end()) return done(Error(StatusCode::kNotFound, "no open invite with this id"));
     if (!state_.mailbox) return done(Error(StatusCode::kInvalidArgument, "not registered with a relay"));
-    IssueToken([this, done](Result<DepositToken> t) {
+    State next = state_;
+    next.retired_tokens.push_back(it->token);
+    next.invites.erase(next.invites.begin() + (it - state_.invites.begin()));
+    if (Status s = SaveState(next); !s.ok()) return done(Error(s));
+    relay::RevokeDepositToken rv;
+    rv.mailbox = *state_.mailbox;
+    rv.token = next.retired_tokens.back();
+    Request(rv, [this, token = rv.token, done](Result<relay::Response> r) {
+      const auto later = [](const Status& s) {
+        return Error(s.code(), "cancelled here; the relay is told at the next connection: " + s.message());
+      };
+      if (!r) return done(later(r.error()));
+      if (Status s = FromRelay(*r); !s.ok() && s.code() != StatusCode::kNotFound) return done(later(s));
+      State after = state_;
+      std::erase_if(after.retired_tokens, [&](const DepositToken& t) { return t == token; });
+      if (Status s = SaveState(after); !s.ok()) return done(Error(s));
+      done(true);
+    });
+  }
+
+  void CreateInvite(int64_t valid_for_ms, Done<std::string> done) {
+    if (!state_.mailbox) return done(Error(StatusCode::kInvalidArgument, "not registered with a relay"));
+    if (valid_for_ms < 0) return done(Error(StatusCode::kInvalidArgument, "an invite's validity cannot be negative"));
+    if (static_cast<uint64_t>(valid_for_ms) > relay::kMaxClaimWithinMillis) {
+      return done(Error(StatusCode::kInvalidArgument, "an invite is valid for at most a year"));
+    }
+    IssueToken(static_cast<uint64_t>(valid_for_ms), [this, valid_for_ms, done](Result<DepositToken> t) {
       if (!t) return done(Error(t.error()));
       State next = state_;
-      next.invite_tokens.push_back(*t);
+      const int64_t now = clock_->NowMillis();
+      next.invites.push_back(OpenInvite{*t, now, valid_for_ms > 0 ? now + valid_for_ms : 0});
       if (Status s = SaveState(next); !s.ok()) return done(Error(s));
       Invite inv;
       inv.card = ContactCard{state_.relay, *state_.mailbox, *t, box_pk_};
@@ -1492,11 +1594,19 @@ class Client::Impl {
     });
   }
 
-  void IssueToken(Done<DepositToken> done) {
+  // A fresh deposit token of our mailbox; with `claim_within_ms`, an invite's (see relay::IssueDepositToken).
+  void IssueToken(uint64_t claim_within_ms, Done<DepositToken> done) {
     relay::IssueDepositToken it;
     it.mailbox = *state_.mailbox;
-    Request(it, [done](Result<relay::Response> r) {
+    it.claim_within_millis = claim_within_ms;
+    Request(it, [done, claim_within_ms](Result<relay::Response> r) {
       if (!r) return done(Error(r.error()));
+      if (r->code == relay::ResponseCode::kMalformed && claim_within_ms > 0) {
+        // A relay from before invites expired reads only the 1-field form.
+        return done(Error(StatusCode::kUnsupportedVersion,
+                          "the relay is too old to enforce an invite's expiry: update it, or make an invite that "
+                          "never expires"));
+      }
       if (Status s = FromRelay(*r); !s.ok()) return done(Error(s));
       auto tok = BodyAs<relay::TokenIssued>(*r);
       if (!tok) return done(Error(tok.error()));
@@ -1531,7 +1641,7 @@ class Client::Impl {
           return done(Error(s));
         }
         compliance_->OnSessionEstablished(inv.name);
-        IssueToken([this, inv, first, done](Result<DepositToken> t) {
+        IssueToken(0, [this, inv, first, done](Result<DepositToken> t) {
           if (!t) return done(Error(t.error()));
           State next = state_;
           next.contacts[inv.name] = ContactRecord{inv.card, *t};
@@ -1808,7 +1918,19 @@ Result<SyncReport> Client::Sync(int64_t timeout_ms) {
 }
 
 Result<std::string> Client::CreateInvite(int64_t timeout_ms) {
-  return impl_->Await<std::string>(timeout_ms, [this](Impl::Done<std::string> done) { impl_->CreateInvite(done); });
+  return CreateInviteValidFor(impl_->options_.invite_valid_for_ms, timeout_ms);
+}
+Result<std::string> Client::CreateInviteValidFor(int64_t valid_for_ms, int64_t timeout_ms) {
+  return impl_->Await<std::string>(timeout_ms, [this, valid_for_ms](Impl::Done<std::string> done) {
+    impl_->CreateInvite(valid_for_ms, done);
+  });
+}
+Result<std::vector<InviteInfo>> Client::OpenInvites() {
+  return impl_->Call([&]() -> Result<std::vector<InviteInfo>> { return impl_->OpenInvites(); });
+}
+Status Client::CancelInvite(const std::string& id, int64_t timeout_ms) {
+  auto r = impl_->Await<bool>(timeout_ms, [this, id](Impl::Done<bool> done) { impl_->CancelInvite(id, done); });
+  return r ? Status::Ok() : r.error();
 }
 
 Result<std::string> Client::AcceptInvite(const std::string& code, const std::string& first_message,

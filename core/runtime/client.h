@@ -59,6 +59,7 @@
 namespace cw::runtime {
 
 inline constexpr int64_t kDefaultTimeoutMs = 15'000;
+inline constexpr int64_t kDefaultInviteValidForMs = 7LL * 24 * 3600 * 1000;  // a week
 inline constexpr int64_t kReconnectMinMs = 200;
 inline constexpr int64_t kReconnectMaxMs = 5'000;
 
@@ -142,6 +143,18 @@ struct ClientOptions {
   std::string direct_listen;
   // How long a message sent over a direct link waits for the contact's ack before it goes to the relay.
   int64_t direct_ack_timeout_ms = 3'000;
+  // How long an invite code from CreateInvite admits a new contact. The relay enforces it, whether or not
+  // this device is online: the invite's deposit token takes a first deposit only until then (that deposit
+  // claims it for the contact for good), and lapses if nobody made one. 0: invites never expire.
+  // At most a year (relay::kMaxClaimWithinMillis).
+  int64_t invite_valid_for_ms = kDefaultInviteValidForMs;
+};
+
+// An invite of ours that no contact has answered yet (Client::OpenInvites).
+struct InviteInfo {
+  std::string id;          // 12 hex digits naming it on this device (not its token)
+  int64_t created_ms = 0;
+  int64_t expires_ms = 0;  // 0: never
 };
 
 struct ContactInfo {
@@ -231,7 +244,20 @@ class Client {
   // --- Invitations ---
   // A new invite code: a fresh deposit token for our mailbox, our relay, mailbox, sealed-sender key,
   // identity key and name. Needs the relay.
+  // It is valid for ClientOptions::invite_valid_for_ms. kUnsupportedVersion from a relay too old to enforce
+  // an invite's expiry (CreateInviteValidFor(0) still works with it).
   Result<std::string> CreateInvite(int64_t timeout_ms = kDefaultTimeoutMs);
+  // The same, valid for `valid_for_ms` (0: never expires; kInvalidArgument when negative or over a year).
+  // Its id (OpenInvites) is InviteIdOf the code's token (core/runtime/codec.h).
+  Result<std::string> CreateInviteValidFor(int64_t valid_for_ms, int64_t timeout_ms = kDefaultTimeoutMs);
+  // Our invites that no contact has answered and that have not expired yet, oldest first.
+  Result<std::vector<InviteInfo>> OpenInvites();
+  // Cancels an invite of ours (an expired one too: the relay's clock may still admit it, or a stranger may
+  // have claimed it in time): an answer to it binds nobody from then on, and its token is revoked at the
+  // relay, so its code admits nobody, nor whoever already wrote with it. kNotFound for an id that names no
+  // invite we remember. When the relay does not answer (kUnavailable), the cancellation still stands here
+  // and the revocation goes out as soon as the relay is reached.
+  Status CancelInvite(const std::string& id, int64_t timeout_ms = kDefaultTimeoutMs);
   // Accepts an invite: registers with its relay if this identity is not registered yet, fetches the
   // inviter's bundle, checks it carries the identity key the invite names (kBadSignature otherwise: the
   // relay served someone else's keys), runs X3DH, stores the contact, and queues `first_message`, which

@@ -60,6 +60,12 @@ bool ReadCard(const msgpack::object& o, ContactCard* c) {
 
 }  // namespace
 
+std::string InviteIdOf(const DepositToken& token) {
+  std::array<uint8_t, crypto_generichash_BYTES_MIN> h{};
+  crypto_generichash(h.data(), h.size(), token.data(), token.size(), nullptr, 0);
+  return ToHex(ByteView(h.data(), 6));
+}
+
 std::string EncodeInvite(const Invite& invite) {
   msgpack::sbuffer buf;
   msgpack::packer<msgpack::sbuffer> pk(buf);

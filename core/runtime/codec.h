@@ -55,6 +55,10 @@ struct Invite {
 };
 
 std::string EncodeInvite(const Invite& invite);
+// The name an invite goes by on its inviter's device (Client::OpenInvites, CancelInvite): 12 hex digits of a
+// hash of its deposit token, so listing and cancelling invites never shows the token (which admits whoever
+// holds it).
+std::string InviteIdOf(const DepositToken& token);
 // kMalformed for anything else than one well-formed invite code (surrounding whitespace is ignored);
 // kUnsupportedVersion for another version.
 Result<Invite> DecodeInvite(std::string_view code);

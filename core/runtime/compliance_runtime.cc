@@ -318,7 +318,7 @@ Status ComplianceRuntime::StageIncoming(const session::Received& rec, const std:
                                         std::optional<wire::AttachmentDescriptor>* file,
                                         std::optional<wire::AppMessage>* control, bool* refused) {
   CW_ASSIGN_OR_RETURN(wire::AppMessage app, wire::DecodeAppMessage(rec.body.reveal()));
-  storage::IncomingDetails details = incoming;
+  storage::IncomingDetails details = incoming.Clone();
   // What the transcript sees: the text for a shown message; otherwise a non-user kind, so only the dedup
   // key is written (the relay id is remembered either way and a replay is dropped).
   session::Received staged;

@@ -22,7 +22,7 @@ inline constexpr std::string_view kAttachmentReferencePrefix = "cw-attachment:1:
 
 struct FileRow {
   SecretBytes body;                      // the file name
-  std::vector<std::string> attachments;  // one reference
+  std::vector<SecretBytes> attachments;  // one reference (it carries the file's key)
   wire::AttachmentDescriptor descriptor;
 };
 
@@ -32,6 +32,6 @@ Result<FileRow> FileRowFromPayload(const SecretBytes& payload);
 Result<FileRow> FileRowFromDescriptor(wire::AttachmentDescriptor descriptor);
 
 // The descriptor a transcript row's attachment reference names; kNotFound for a row without one.
-Result<wire::AttachmentDescriptor> DescriptorFromReferences(const std::vector<std::string>& attachments);
+Result<wire::AttachmentDescriptor> DescriptorFromReferences(const std::vector<SecretBytes>& attachments);
 
 }  // namespace cw::runtime

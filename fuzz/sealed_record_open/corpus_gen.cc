@@ -45,7 +45,7 @@ storage::TranscriptMessage Message(SeededRandom& random, const std::string& body
   m.sent_at_ms = 1'700'000'000'000;
   m.received_at_ms = 1'700'000'000'500;
   m.body = SecretBytes(AsBytes(body));
-  m.attachments = std::move(attachments);
+  for (const auto& a : attachments) m.attachments.push_back(SecretBytes(AsBytes(a)));
   return m;
 }
 

@@ -30,7 +30,9 @@ bool DecodeError(const Status& s) {
 bool SameInner(const storage::TranscriptMessage& a, const storage::TranscriptMessage& b) {
   return a.message_id == b.message_id && a.direction == b.direction && a.sender == b.sender &&
          a.sender_device == b.sender_device && a.sent_at_ms == b.sent_at_ms &&
-         a.received_at_ms == b.received_at_ms && a.body.Equals(b.body) && a.attachments == b.attachments;
+         a.received_at_ms == b.received_at_ms && a.body.Equals(b.body) &&
+         std::equal(a.attachments.begin(), a.attachments.end(), b.attachments.begin(), b.attachments.end(),
+                    [](const SecretBytes& x, const SecretBytes& y) { return x.Equals(y); });
 }
 
 void Inner(std::span<const uint8_t> in) {

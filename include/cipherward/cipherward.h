@@ -17,7 +17,8 @@
  *   - Error text (cw_strerror) never holds a key, plaintext, passphrase or name.
  *
  * Threads: every function may be called from any thread, concurrently, on a live client. Functions that
- * talk to the relay (cw_client_open with a relay address, cw_client_invite, cw_client_accept, cw_client_sync,
+ * talk to the relay (cw_client_open with a relay address, cw_client_invite, cw_client_invite_valid_for,
+ * cw_client_cancel_invite, cw_client_accept, cw_client_sync,
  * cw_client_send_file, cw_client_fetch_attachment, cw_client_revoke_contact, cw_client_remove_contact) and
  * cw_client_unlock
  * block until the relay answers or a timeout (15 s) passes, and must NOT be called from inside a callback
@@ -109,8 +110,27 @@ CW_EXPORT void cw_client_close(cw_client* client);
 /* The name this identity shows to contacts, as a buffer. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_name(cw_client* client, cw_buffer** out_name);
 
-/* A new invite code (text that fits a QR code) for a contact to pass to cw_client_accept. Needs the relay. */
+/* A new invite code (text that fits a QR code) for a contact to pass to cw_client_accept. Needs the relay.
+ * It admits a new contact for a week, enforced by the relay whether or not this device is online: its
+ * token takes a first message only until then (that message claims it for the contact for good), and
+ * lapses if nobody wrote by then. CW_ERR_UNSUPPORTED_VERSION from a relay too old to enforce that (an invite
+ * that never expires, cw_client_invite_valid_for with 0, still works with it). */
 CW_EXPORT CW_NODISCARD cw_status cw_client_invite(cw_client* client, cw_buffer** out_code);
+
+/* The same, valid for `valid_for_ms` milliseconds (0: never expires; CW_ERR_INVALID_ARGUMENT when negative or
+ * over a year). */
+CW_EXPORT CW_NODISCARD cw_status cw_client_invite_valid_for(cw_client* client, int64_t valid_for_ms,
+                                                            cw_buffer** out_code);
+
+/* Our invites that no contact has answered and that have not expired, as a JSON array of objects {"id" (12
+ * hex digits naming it on this device; not its token), "created_ms", "expires_ms" (0: never)}, oldest first. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_list_invites(cw_client* client, cw_buffer** out_json);
+
+/* Cancels an invite (by the id cw_client_list_invites gives; an expired one too): an answer to it binds
+ * nobody, and its token is revoked at the relay, so its code admits nobody, nor whoever already wrote with it.
+ * CW_ERR_NOT_FOUND for an id that names no invite this device remembers. When the relay does not answer
+ * (CW_ERR_UNAVAILABLE), the cancellation stands all the same and the relay is told as soon as it is reached. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_cancel_invite(cw_client* client, const char* invite_id);
 
 /* Accepts an invite code: makes its author a contact and queues `first_message` (len bytes; may be empty)
  * to them, which lets them answer. The contact's name is returned in *out_contact when out_contact is not

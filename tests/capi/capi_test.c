@@ -264,6 +264,27 @@ int main(int argc, char** argv) {
   CHECK(strcmp(clinician_in.body, "hello doctor") == 0);
   pthread_mutex_unlock(&clinician_in.mu);
 
+  /* Open invites: an hour-long one is listed by its id (the answered one is not, once its answer, which
+   * follows the first message, is in), and cancelled. */
+  REQUIRE_OK(cw_client_sync(clinician));
+  CHECK_STATUS(cw_client_invite_valid_for(clinician, -1, &code), CW_ERR_INVALID_ARGUMENT);
+  REQUIRE_OK(cw_client_invite_valid_for(clinician, 3600 * 1000, &code));
+  cw_buffer_free(code);
+  cw_buffer* invites = NULL;
+  REQUIRE_OK(cw_client_list_invites(clinician, &invites));
+  const char* id_at = strstr((const char*)cw_buffer_data(invites), "\"id\":\"");
+  CHECK(id_at != NULL && strstr(id_at + 1, "\"id\":\"") == NULL); /* exactly one */
+  char invite_id[13] = {0};
+  if (id_at != NULL) memcpy(invite_id, id_at + 6, 12);
+  cw_buffer_free(invites);
+  CHECK_STATUS(cw_client_cancel_invite(clinician, "000000000000"), CW_ERR_NOT_FOUND);
+  REQUIRE_OK(cw_client_cancel_invite(clinician, invite_id));
+  CHECK_STATUS(cw_client_cancel_invite(clinician, invite_id), CW_ERR_NOT_FOUND);
+  CHECK_STATUS(cw_client_cancel_invite(clinician, NULL), CW_ERR_INVALID_ARGUMENT);
+  REQUIRE_OK(cw_client_list_invites(clinician, &invites));
+  CHECK(strcmp((const char*)cw_buffer_data(invites), "[]") == 0);
+  cw_buffer_free(invites);
+
   /* Both ways, with bytes that are not text. */
   static const uint8_t reply[] = {'h', 'o', 'w', 0, 'a', 'r', 'e', ' ', 'y', 'o', 'u'};
   REQUIRE_OK(cw_client_send(clinician, "patient", reply, sizeof reply));

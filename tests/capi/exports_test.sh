@@ -15,7 +15,8 @@ for f in cw_version cw_strerror cw_client_open cw_client_close cw_client_send cw
          cw_client_send_for_purpose cw_client_send_file_for_purpose cw_client_set_clinic cw_client_list_contacts \
          cw_client_revoke_contact cw_client_remove_contact cw_client_erase_conversation cw_client_set_disappearing \
          cw_client_history cw_client_set_on_group_message cw_client_group_create cw_client_group_add \
-         cw_client_group_remove cw_client_group_send cw_client_list_groups cw_client_group_history; do
+         cw_client_group_remove cw_client_group_send cw_client_list_groups cw_client_group_history \
+         cw_client_invite_valid_for cw_client_list_invites cw_client_cancel_invite; do
   grep -qx "$f" <<<"$syms" || { echo "$f not exported"; exit 1; }
 done
 extra="$(echo "$syms" | grep -v -e '^cw_' -e '^signal_buffer_free$' -e '^curve25519_donna$' -e '^$' || true)"

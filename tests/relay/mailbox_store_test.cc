@@ -22,6 +22,12 @@ using testing::Mid;
 
 enum class Kind { kInMemory, kRocksDb };
 
+constexpr int64_t kNow = 1'700'000'000'000;
+constexpr auto kRefused = MailboxStore::Admission::kRefused;
+constexpr auto kAdmitted = MailboxStore::Admission::kAdmitted;
+constexpr auto kClaimed = MailboxStore::Admission::kClaimed;
+constexpr int64_t kFar = 1'000'000'000'000'000;
+
 class MailboxStoreTest : public ::testing::TestWithParam<Kind> {
  protected:
   void SetUp() override {
@@ -262,16 +268,40 @@ TEST_P(MailboxStoreTest, InsertAsyncAnswersAsInsertDoes) {
 
 TEST_P(MailboxStoreTest, DepositTokensAreKeptAndRevoked) {
   const TokenHash t = Filled<kTokenHashSize>(1);
-  EXPECT_FALSE(store_->HasDepositToken(box_, t).value());
-  CW_RL_ASSERT_OK(store_->AddDepositToken(box_, t, 2));
-  EXPECT_TRUE(store_->HasDepositToken(box_, t).value());
-  EXPECT_FALSE(store_->HasDepositToken(Filled<kMailboxIdSize>(9), t).value());
-  CW_RL_ASSERT_OK(store_->AddDepositToken(box_, Filled<kTokenHashSize>(2), 2));
-  CW_RL_EXPECT_CODE(store_->AddDepositToken(box_, Filled<kTokenHashSize>(3), 2), StatusCode::kResourceExhausted);
+  EXPECT_FALSE(store_->HasDepositToken(box_, t, kNow).value());
+  EXPECT_EQ(store_->AdmitDeposit(box_, t, kNow).value(), kRefused);
+  CW_RL_ASSERT_OK(store_->AddDepositToken(box_, t, 2, 0));
+  EXPECT_TRUE(store_->HasDepositToken(box_, t, kNow).value());
+  EXPECT_EQ(store_->AdmitDeposit(box_, t, kFar).value(), kAdmitted) << "a claimed token never lapses";
+  EXPECT_FALSE(store_->HasDepositToken(Filled<kMailboxIdSize>(9), t, kNow).value());
+  EXPECT_EQ(store_->AdmitDeposit(Filled<kMailboxIdSize>(9), t, kNow).value(), kRefused);
+  CW_RL_ASSERT_OK(store_->AddDepositToken(box_, Filled<kTokenHashSize>(2), 2, 0));
+  CW_RL_EXPECT_CODE(store_->AddDepositToken(box_, Filled<kTokenHashSize>(3), 2, 0), StatusCode::kResourceExhausted);
   CW_RL_ASSERT_OK(store_->RemoveDepositToken(box_, t));
-  EXPECT_FALSE(store_->HasDepositToken(box_, t).value());
+  EXPECT_FALSE(store_->HasDepositToken(box_, t, kNow).value());
+  EXPECT_EQ(store_->AdmitDeposit(box_, t, kNow).value(), kRefused);
   CW_RL_EXPECT_CODE(store_->RemoveDepositToken(box_, t), StatusCode::kNotFound);
-  CW_RL_EXPECT_CODE(store_->AddDepositToken(Filled<kMailboxIdSize>(9), t, 2), StatusCode::kNotFound);
+  CW_RL_EXPECT_CODE(store_->AddDepositToken(Filled<kMailboxIdSize>(9), t, 2, 0), StatusCode::kNotFound);
+}
+
+// An invite's token admits its first deposit only before its claim_by time; that deposit claims it for good.
+// One nobody claimed in time is refused, then forgotten by the purge (freeing its place under the cap).
+TEST_P(MailboxStoreTest, AClaimableTokenLapsesUnlessItsFirstDepositComesInTime) {
+  const TokenHash answered = Filled<kTokenHashSize>(1), unanswered = Filled<kTokenHashSize>(2);
+  const int64_t claim_by = kNow + 1000;
+  CW_RL_ASSERT_OK(store_->AddDepositToken(box_, answered, 2, claim_by));
+  CW_RL_ASSERT_OK(store_->AddDepositToken(box_, unanswered, 2, claim_by));
+  EXPECT_TRUE(store_->HasDepositToken(box_, unanswered, claim_by - 1).value());
+  EXPECT_EQ(store_->AdmitDeposit(box_, answered, claim_by - 1).value(), kClaimed);
+  EXPECT_EQ(store_->AdmitDeposit(box_, answered, claim_by + 5000).value(), kAdmitted) << "kept after claim_by";
+  EXPECT_FALSE(store_->HasDepositToken(box_, unanswered, claim_by).value());
+  EXPECT_EQ(store_->AdmitDeposit(box_, unanswered, claim_by).value(), kRefused) << "lapsed: nobody claimed it";
+  // Still counted until purged; the purge forgets only the lapsed one.
+  CW_RL_EXPECT_CODE(store_->AddDepositToken(box_, Filled<kTokenHashSize>(3), 2, 0), StatusCode::kResourceExhausted);
+  ASSERT_TRUE(store_->PurgeExpired(claim_by).has_value());
+  CW_RL_ASSERT_OK(store_->AddDepositToken(box_, Filled<kTokenHashSize>(3), 2, 0));
+  EXPECT_TRUE(store_->HasDepositToken(box_, answered, claim_by + 5000).value());
+  CW_RL_EXPECT_CODE(store_->RemoveDepositToken(box_, unanswered), StatusCode::kNotFound);
 }
 
 TEST_P(MailboxStoreTest, PreKeyDirectoryHandsOutEachOneTimeKeyOnce) {

@@ -45,6 +45,7 @@ std::vector<Command> SampleCommands() {
   add(FetchMessages{Filled<kMailboxIdSize>(2), UINT64_MAX, kMaxFetchCount});
   add(Ack{Filled<kMailboxIdSize>(2), std::vector<MessageId>(kMaxAcksPerCommand, Mid(3))});
   add(IssueDepositToken{Filled<kMailboxIdSize>(4)});
+  add(IssueDepositToken{Filled<kMailboxIdSize>(4), 7 * 24 * 3600 * 1000ull});  // an invite's, claimable a week
   add(RevokeDepositToken{Filled<kMailboxIdSize>(4), Filled<kDepositTokenSize>(8)});
   add(CreateAttachment{100ull << 20});
   add(PutAttachmentChunk{Filled<kAttachmentIdSize>(1), 65536, Bytes(kMaxAttachmentChunk, 0x11)});
@@ -153,6 +154,9 @@ TEST(RelayProtocol, MalformedShapesAreMalformed) {
       MsgpackWriter().Array(6).Uint(1).Uint(1).Uint(5).Bin(16, 1).Uint(0).Uint(0).bytes(),  // fetch 0 messages
       MsgpackWriter().Array(7).Uint(1).Uint(1).Uint(4).Bin(16, 1).Bin(32, 1).Bin(16, 1).Bin(0, 0).bytes(),  // empty envelope
       MsgpackWriter().Array(3).Uint(1).NegativeFixint(-1).Uint(1).bytes(),  // negative request id
+      MsgpackWriter().Array(5).Uint(1).Uint(1).Uint(7).Bin(16, 1).Uint(0).bytes(),  // claimable within 0 ms
+      MsgpackWriter().Array(5).Uint(1).Uint(1).Uint(7).Bin(16, 1).Str("1").bytes(),  // str for the claim time
+      MsgpackWriter().Array(6).Uint(1).Uint(1).Uint(7).Bin(16, 1).Uint(1).Uint(1).bytes(),  // a third field
   };
   for (size_t i = 0; i < bad.size(); ++i) {
     auto d = DecodeCommand(bad[i]);
@@ -178,6 +182,16 @@ TEST(RelayProtocol, HugeDeclaredLengthsAreRefusedWithoutAllocating) {
   for (int i = 0; i < 64; ++i) deep.Array(1);
   deep.Uint(1);
   EXPECT_FALSE(DecodeCommand(deep.bytes()).has_value());
+}
+
+// An invite's token is claimable for at most a year; the 1-field form (older clients) means claimed at once.
+TEST(RelayProtocol, AClaimTimeOverAYearIsLimitExceeded) {
+  auto d = DecodeCommand(EncodeCommand(Command{1, IssueDepositToken{Filled<kMailboxIdSize>(4), kMaxClaimWithinMillis + 1}}));
+  ASSERT_FALSE(d.has_value());
+  EXPECT_EQ(d.error().code, ResponseCode::kLimitExceeded);
+  auto old = DecodeCommand(MsgpackWriter().Array(4).Uint(1).Uint(1).Uint(7).Bin(16, 4).bytes());
+  ASSERT_TRUE(old.has_value());
+  EXPECT_EQ(std::get<IssueDepositToken>(old->body).claim_within_millis, 0u);
 }
 
 TEST(RelayProtocol, TooManyOneTimePreKeysIsLimitExceeded) {

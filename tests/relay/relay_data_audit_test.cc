@@ -131,7 +131,8 @@ class RelayDataAuditTest : public ::testing::Test {
     owner.Send(up);
     ASSERT_EQ(owner.NextResponse().code, ResponseCode::kOk);
 
-    owner.Send(IssueDepositToken{box_});
+    // An invite's token, as clients issue them: claimable for a week, claimed by the sender's first deposit.
+    owner.Send(IssueDepositToken{box_, 7ull * 24 * 3600 * 1000});
     Response issued = owner.NextResponse();
     ASSERT_EQ(issued.code, ResponseCode::kOk);
     token_ = std::get<TokenIssued>(issued.body).token;
@@ -316,11 +317,12 @@ TEST_F(RelayDataAuditTest, StoreRecordsHoldOnlyAllowListedFields) {
   auto by_sender = store->MailboxesOwnedBy(sender_key_);
   ASSERT_TRUE(by_sender.has_value());
   EXPECT_TRUE(by_sender->empty());
-  // The token is kept only as its keyed hash: the hash matches, and the raw token is not a stored hash.
-  EXPECT_TRUE(store->HasDepositToken(box_, HashDepositToken(box_, token_)).value());
+  // The token is kept only as its keyed hash: the hash matches, and the raw token is not a stored hash. The
+  // sender's deposits claimed it, so no claim-by time is kept any more: it admits deposits a year on.
+  EXPECT_TRUE(store->HasDepositToken(box_, HashDepositToken(box_, token_), now + 366ll * 24 * 3600 * 1000).value());
   TokenHash raw_as_hash{};
   std::copy(token_.begin(), token_.end(), raw_as_hash.begin());
-  EXPECT_FALSE(store->HasDepositToken(box_, raw_as_hash).value());
+  EXPECT_FALSE(store->HasDepositToken(box_, raw_as_hash, now).value());
   // The pre-key directory holds public keys only: one one-time key was consumed by the sender's fetch.
   EXPECT_EQ(store->CountOneTimePreKeys(box_).value(), std::optional<uint32_t>(19));
 }

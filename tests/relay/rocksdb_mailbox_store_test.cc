@@ -21,6 +21,7 @@ using testing::Key;
 using testing::Mid;
 
 constexpr int64_t kFar = 1'000'000'000'000'000;
+constexpr int64_t kClaimBy = 1'700'000'000'000;
 
 std::unique_ptr<RocksDbMailboxStore> OpenOrDie(const std::string& path) {
   auto s = RocksDbMailboxStore::Open(path);
@@ -37,7 +38,12 @@ TEST(RocksDbMailboxStore, EverythingSurvivesReopen) {
     auto store = OpenOrDie(dir.Sub("db"));
     ASSERT_TRUE(store);
     CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
-    CW_RL_ASSERT_OK(store->AddDepositToken(box, Filled<kTokenHashSize>(3), 10));
+    CW_RL_ASSERT_OK(store->AddDepositToken(box, Filled<kTokenHashSize>(3), 10, 0));
+    // Two claimable tokens: one claimed before the reopen, one still claimable across it.
+    CW_RL_ASSERT_OK(store->AddDepositToken(box, Filled<kTokenHashSize>(4), 10, kClaimBy));
+    CW_RL_ASSERT_OK(store->AddDepositToken(box, Filled<kTokenHashSize>(5), 10, kClaimBy));
+    ASSERT_EQ(store->AdmitDeposit(box, Filled<kTokenHashSize>(4), kClaimBy - 1).value(),
+              MailboxStore::Admission::kClaimed);
     for (uint32_t i = 1; i <= 3; ++i) CW_RL_ASSERT_OK(store->Insert(box, Mid(i), Bytes(50, uint8_t(i)), kFar, {}));
     ASSERT_TRUE(store->Ack(box, Mid(3)).value());
     last_seq = store->FetchAfter(box, 0, 10, 1 << 20, nullptr)->back().seq;
@@ -56,7 +62,10 @@ TEST(RocksDbMailboxStore, EverythingSurvivesReopen) {
   auto store = OpenOrDie(dir.Sub("db"));
   ASSERT_TRUE(store);
   EXPECT_EQ(store->MailboxOwner(box).value().value(), Key(1));
-  EXPECT_TRUE(store->HasDepositToken(box, Filled<kTokenHashSize>(3)).value());
+  EXPECT_TRUE(store->HasDepositToken(box, Filled<kTokenHashSize>(3), kFar).value());
+  EXPECT_TRUE(store->HasDepositToken(box, Filled<kTokenHashSize>(4), kFar).value()) << "the claim was kept";
+  EXPECT_TRUE(store->HasDepositToken(box, Filled<kTokenHashSize>(5), kClaimBy - 1).value());
+  EXPECT_FALSE(store->HasDepositToken(box, Filled<kTokenHashSize>(5), kClaimBy).value()) << "so was claim_by";
   auto msgs = store->FetchAfter(box, 0, 10, 1 << 20, nullptr);
   ASSERT_EQ(msgs->size(), 2u);
   EXPECT_EQ((*msgs)[1].envelope, Bytes(50, 2));

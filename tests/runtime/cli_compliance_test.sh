@@ -11,9 +11,6 @@ start_relay
 
 clinic() { "$cw" --json --home "$work/clinic" "$@"; }
 patient() { "$cw" --json --home "$work/patient" "$@"; }
-json_field() {  # name, output: the value of a top-level string field
-  sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" <<<"$2"
-}
 
 out="$("$cw" --json --home "$work/clinic" --relay "$relay" init --name dr.lee --kdf interactive)"
 clinic_key="$(json_field fingerprint "$out")"

@@ -9,12 +9,8 @@ source "$(dirname "$0")/cli_lib.sh"
 cli_setup cli_groups
 start_relay
 
-as() { local who="$1"; shift; "$cw" --json --home "$work/$who" "$@"; }
 count() {  # text, output: how many times text occurs
   grep -oF -- "$1" <<<"$2" | wc -l
-}
-json_field() {  # name, output: the value of a top-level string field
-  sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" <<<"$2"
 }
 
 people=(lead ana ben cyd)

@@ -8,6 +8,8 @@
 #   wait_for PANE TEXT                    until tmux pane chat.PANE shows TEXT
 #   quit_chat                             /quit in both panes of session "chat", bottom first
 #   expect TEXT OUTPUT                    OUTPUT contains TEXT
+#   as WHO ARGS...                        runs cipherward --json in the home $work/WHO
+#   json_field NAME OUTPUT                the value of a top-level string field of OUTPUT
 trap 'echo "failed at line $LINENO" >&2' ERR
 
 cli_setup() {
@@ -57,4 +59,10 @@ quit_chat() {
 
 expect() {  # text, output
   if ! grep -qF -- "$1" <<<"$2"; then echo "expected '$1' in: $2"; return 1; fi
+}
+
+as() { local who="$1"; shift; "$cw" --json --home "$work/$who" "$@"; }
+
+json_field() {  # name, output: the value of a top-level string field
+  sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" <<<"$2"
 }

@@ -370,6 +370,23 @@ class WithholdingStore final : public relay::MailboxStore {
     withholding_ = false;
     hidden_.clear();
   }
+  // While held, a fetch from the withheld mailbox waits in the store (on a relay worker) until ReleaseFetches.
+  void HoldFetches() {
+    std::lock_guard<std::mutex> lock(mu_);
+    fetches_held_ = true;
+  }
+  bool WaitFetchHeld() {
+    return testing::WaitFor(mu_, cv_, [&] { return fetches_waiting_ > 0; });
+  }
+  void ReleaseFetches() {
+    std::lock_guard<std::mutex> lock(mu_);
+    fetches_held_ = false;
+    cv_.notify_all();
+  }
+  // Waits (bounded) until `n` messages were pushed to the withheld mailbox's owner (not captured ones).
+  bool WaitPushed(size_t n) {
+    return testing::WaitFor(mu_, cv_, [&] { return pushed_ >= n; });
+  }
 
   Status CreateMailbox(const relay::MailboxId& id, const relay::LinkKey& owner) override {
     Status s = inner_.CreateMailbox(id, owner);
@@ -383,15 +400,21 @@ class WithholdingStore final : public relay::MailboxStore {
   Result<std::vector<relay::MailboxId>> MailboxesOwnedBy(const relay::LinkKey& owner) override {
     return inner_.MailboxesOwnedBy(owner);
   }
-  Status AddDepositToken(const relay::MailboxId& id, const relay::TokenHash& token,
-                         size_t max_tokens) override {
-    return inner_.AddDepositToken(id, token, max_tokens);
+  Status AddDepositToken(const relay::MailboxId& id, const relay::TokenHash& token, size_t max_tokens,
+                         int64_t claim_by_millis) override {
+    return inner_.AddDepositToken(id, token, max_tokens, claim_by_millis);
   }
   Status RemoveDepositToken(const relay::MailboxId& id, const relay::TokenHash& token) override {
     return inner_.RemoveDepositToken(id, token);
   }
-  Result<bool> HasDepositToken(const relay::MailboxId& id, const relay::TokenHash& token) override {
-    return inner_.HasDepositToken(id, token);
+  Result<Admission> AdmitDeposit(const relay::MailboxId& id, const relay::TokenHash& token,
+                                 int64_t now_millis) override {
+    return inner_.AdmitDeposit(id, token, now_millis);
+  }
+  void WhenAllDurable(std::function<void(Status)> fn) override { inner_.WhenAllDurable(std::move(fn)); }
+  Result<bool> HasDepositToken(const relay::MailboxId& id, const relay::TokenHash& token,
+                               int64_t now_millis) override {
+    return inner_.HasDepositToken(id, token, now_millis);
   }
   Result<relay::InsertOutcome> Insert(const relay::MailboxId& id, const relay::MessageId& message_id,
                                       ByteView envelope, int64_t expires_at_millis,
@@ -407,6 +430,15 @@ class WithholdingStore final : public relay::MailboxStore {
   Result<std::vector<relay::StoredMessage>> FetchAfter(const relay::MailboxId& id, uint64_t after_seq,
                                                        size_t max_count, size_t max_bytes,
                                                        bool* more) override {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (id == target_ && fetches_held_) {
+        ++fetches_waiting_;
+        cv_.notify_all();
+        cv_.wait(lock, [&] { return !fetches_held_; });
+        --fetches_waiting_;
+      }
+    }
     auto got = inner_.FetchAfter(id, after_seq, max_count, max_bytes, more);
     if (!got) return got;
     std::lock_guard<std::mutex> lock(mu_);
@@ -437,6 +469,9 @@ class WithholdingStore final : public relay::MailboxStore {
             }
           }
           callback(box, m);
+          std::lock_guard<std::mutex> lock(mu_);
+          if (box == target_) ++pushed_;
+          cv_.notify_all();
         });
   }
   Result<uint32_t> PutPreKeys(const relay::MailboxId& id, const relay::PreKeySet& keys,
@@ -481,6 +516,9 @@ class WithholdingStore final : public relay::MailboxStore {
   bool withholding_ = false;
   std::set<relay::MessageId> hidden_;
   std::vector<Captured> captured_;
+  bool fetches_held_ = false;
+  size_t fetches_waiting_ = 0;
+  size_t pushed_ = 0;
 };
 
 class GroupE2EWithheld : public GroupE2E {

@@ -30,15 +30,7 @@ using testing::kPass;
 constexpr int64_t kHourMs = 3600 * 1000;
 
 
-// System time plus an offset the test moves forward (thread-safe: the client reads it on its loop thread).
-class ShiftedClock final : public Clock {
- public:
-  int64_t NowMillis() const override { return SystemClock::Default().NowMillis() + offset_.load(); }
-  void Advance(int64_t ms) { offset_ += ms; }
-
- private:
-  std::atomic<int64_t> offset_{0};
-};
+using testing::ShiftedClock;
 
 // Background errors a client reported (for "refused and recorded" checks).
 struct Errors {

@@ -413,6 +413,125 @@ TEST_F(ReceiptsE2E, AnInviteAnswerBindsOnlyAnOpenInviteAndRetiresTheTokenItRepla
   EXPECT_TRUE(contacts->empty());
 }
 
+constexpr int64_t kHourMs = 3600 * 1000;
+
+// Invites expire at the relay: an expired code admits nobody (a leaked QR code), whether or not the inviter
+// is online. Cancelling revokes at once. What is open survives a restart, and is listed by an id that is not
+// the token.
+TEST_F(ReceiptsE2E, AnExpiredInviteAdmitsNobodyAndACancelledOneAtOnce) {
+  testing::ShiftedClock clock;  // the relay's and the clinician's
+  relay_->Stop();
+  relay_->UseClock(&clock);
+  ASSERT_OK(relay_->Start());
+  Seen patient_seen;
+  ClientOptions co = Fast();
+  co.clock = &clock;
+  auto clinician = NewClient("clinician", "dr.lee", co);
+  auto patient = NewClient("patient", "pat", Watched(patient_seen));
+  ASSERT_TRUE(clinician && patient);
+  ASSERT_OK(clinician->Register(relay_->address()));
+  auto hour = clinician->CreateInviteValidFor(kHourMs);
+  auto week = clinician->CreateInvite();
+  auto forever = clinician->CreateInviteValidFor(0);
+  ASSERT_TRUE(hour && week && forever);
+  EXPECT_EQ(clinician->CreateInviteValidFor(-1).error().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(clinician->CreateInviteValidFor(400LL * 24 * kHourMs).error().code(), StatusCode::kInvalidArgument);
+  auto open = clinician->OpenInvites();
+  ASSERT_HAS(open);
+  ASSERT_EQ(open->size(), 3u);
+  EXPECT_EQ((*open)[0].expires_ms - (*open)[0].created_ms, kHourMs);
+  EXPECT_EQ((*open)[1].expires_ms - (*open)[1].created_ms, kDefaultInviteValidForMs);
+  EXPECT_EQ((*open)[2].expires_ms, 0);
+  auto hour_card = DecodeInvite(*hour)->card;
+  auto week_card = DecodeInvite(*week)->card;
+  EXPECT_EQ((*open)[0].id, InviteIdOf(hour_card.token));
+  EXPECT_EQ((*open)[0].id.size(), 12u);
+  EXPECT_EQ(ToHex(hour_card.token).find((*open)[0].id), std::string::npos) << "the id is not the token";
+  ASSERT_TRUE(relay_->Admits(hour_card));
+
+  // Two hours on: the relay refuses the hour invite's token by itself (nothing was revoked).
+  clock.Advance(2 * kHourMs);
+  EXPECT_FALSE(relay_->Admits(hour_card));
+  EXPECT_TRUE(relay_->Admits(week_card));
+  open = clinician->OpenInvites();
+  ASSERT_HAS(open);
+  ASSERT_EQ(open->size(), 2u);
+  ASSERT_OK(patient->Register(relay_->address()));
+  ASSERT_HAS(patient->AcceptInvite(*hour, "hello doctor"));
+  auto sync = patient->Sync();
+  ASSERT_HAS(sync);
+  EXPECT_EQ(sync->sent, 0u);
+  EXPECT_TRUE(patient_seen.HasError(StatusCode::kPermissionDenied));
+  auto got = clinician->Sync();
+  ASSERT_HAS(got);
+  EXPECT_EQ(got->received, 0u);
+
+  const std::string week_id = (*open)[0].id;
+  ASSERT_OK(clinician->CancelInvite(week_id));
+  EXPECT_FALSE(relay_->Admits(week_card));
+  EXPECT_EQ(clinician->CancelInvite(week_id).code(), StatusCode::kNotFound);
+  // An expired invite is not listed, but it can still be cancelled (a stranger may have claimed it in time).
+  ASSERT_OK(clinician->CancelInvite(InviteIdOf(hour_card.token)));
+  EXPECT_EQ(clinician->CancelInvite(InviteIdOf(hour_card.token)).code(), StatusCode::kNotFound);
+
+  clinician.reset();
+  clinician = testing::OpenClient(dir_.Sub("clinician"), co);
+  ASSERT_TRUE(clinician);
+  open = clinician->OpenInvites();
+  ASSERT_HAS(open);
+  ASSERT_EQ(open->size(), 1u);
+  EXPECT_EQ((*open)[0].expires_ms, 0);
+  auto sam = NewClient("sam", "sam");
+  ASSERT_TRUE(sam);
+  ASSERT_OK(sam->Register(relay_->address()));
+  ASSERT_HAS(sam->AcceptInvite(*forever, "hello from sam"));
+  ASSERT_HAS(sam->Sync());
+  ASSERT_HAS(clinician->Sync());
+  (void)clinician->Sync();  // the invite answer follows the first message
+  EXPECT_EQ(testing::Bodies(*clinician, "sam"), std::vector<std::string>{"hello from sam"});
+  open = clinician->OpenInvites();
+  ASSERT_HAS(open);
+  EXPECT_TRUE(open->empty()) << "an answered invite is no longer open";
+}
+
+// An invite answered in time while the inviter's device was away keeps working after its expiry: the first
+// deposit claimed the token at the relay, and the answer, read after the expiry, binds the contact (so
+// revoking the contact works).
+TEST_F(ReceiptsE2E, AnInviteAnsweredInTimeBindsWhenReadAfterItExpired) {
+  testing::ShiftedClock clock;
+  relay_->Stop();
+  relay_->UseClock(&clock);
+  ASSERT_OK(relay_->Start());
+  ClientOptions co = Fast();
+  co.clock = &clock;
+  Seen patient_seen;
+  auto clinician = NewClient("clinician", "dr.lee", co);
+  auto patient = NewClient("patient", "pat", Watched(patient_seen));
+  ASSERT_TRUE(clinician && patient);
+  ASSERT_OK(clinician->Register(relay_->address()));
+  auto code = clinician->CreateInviteValidFor(kHourMs);
+  ASSERT_HAS(code);
+  clinician.reset();
+  ASSERT_OK(patient->Register(relay_->address()));
+  ASSERT_HAS(patient->AcceptInvite(*code, "hello doctor"));
+  ASSERT_HAS(patient->Sync());
+
+  clock.Advance(2 * kHourMs);
+  EXPECT_TRUE(relay_->Admits(DecodeInvite(*code)->card)) << "claimed in time: kept past the expiry";
+  ASSERT_HAS(patient->SendText("dr.lee", "are you there?"));
+  auto sent = patient->Sync();
+  ASSERT_HAS(sent);
+  EXPECT_EQ(sent->sent, 1u);
+  clinician = testing::OpenClient(dir_.Sub("clinician"), co);
+  ASSERT_TRUE(clinician);
+  ASSERT_HAS(clinician->Sync());
+  (void)clinician->Sync();
+  EXPECT_EQ(testing::Bodies(*clinician, "pat"), (std::vector<std::string>{"hello doctor", "are you there?"}));
+  const Status revoked = clinician->RevokeContact("pat");
+  ASSERT_TRUE(revoked.ok()) << "the answer read after the expiry bound no contact: " << revoked.ToString();
+  ExpectRefusedAtTheRelay(*patient, "dr.lee", patient_seen);
+}
+
 TEST_F(ReceiptsE2E, RemoveContactRevokesAndForgets) {
   ClientOptions co = Fast();
   co.send_delivery_receipts = false;  // nothing of the clinician's waits at the relay before the removal

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -20,6 +21,7 @@
 #include "core/base/random.h"
 #include "core/base/secret.h"
 #include "core/runtime/client.h"
+#include "core/runtime/codec.h"
 #include "relay/log.h"
 #include "relay/relay_service.h"
 #include "relay/rocksdb_mailbox_store.h"
@@ -70,7 +72,7 @@ class TestRelay {
       wrapper_ = wrap_(*store_);
       serving = wrapper_.get();
     }
-    service_ = std::make_unique<relay::RelayService>(*serving, SystemClock::Default(),
+    service_ = std::make_unique<relay::RelayService>(*serving, *clock_,
                                                      SystemRandom::Default(), relay::RelayOptions{}, &log_);
     CW_ASSIGN_OR_RETURN(transport_, transport::TcpTransport::New(key_.Clone()));
     const std::string listen = "127.0.0.1:" + std::to_string(port_);
@@ -96,6 +98,16 @@ class TestRelay {
 
   const std::string& address() const { return address_; }
   relay::RelayStatsView Stats() { return service_->Stats(); }
+  // The relay's clock from the next Start (its service's: token claim times, message expiry).
+  void UseClock(Clock* clock) { clock_ = clock; }
+
+  // Whether the relay takes deposits into `card`'s mailbox with `card`'s token (without claiming it).
+  bool Admits(const ContactCard& card) {
+    auto has = store_->HasDepositToken(card.mailbox, relay::HashDepositToken(card.mailbox, card.token),
+                                       clock_->NowMillis());
+    EXPECT_TRUE(has.has_value());
+    return has && *has;
+  }
 
  private:
   std::string dir_;
@@ -104,11 +116,22 @@ class TestRelay {
   std::string address_;
   relay::NullLogSink log_;
   StoreWrapper wrap_;
+  Clock* clock_ = &SystemClock::Default();
   std::unique_ptr<relay::RocksDbMailboxStore> store_;
   std::unique_ptr<relay::MailboxStore> wrapper_;
   std::unique_ptr<relay::RelayService> service_;
   std::unique_ptr<transport::TcpTransport> transport_;
   std::unique_ptr<relay::RelayServer> server_;
+};
+
+// System time plus an offset the test moves forward (thread-safe: the client reads it on its loop thread).
+class ShiftedClock final : public Clock {
+ public:
+  int64_t NowMillis() const override { return SystemClock::Default().NowMillis() + offset_.load(); }
+  void Advance(int64_t ms) { offset_ += ms; }
+
+ private:
+  std::atomic<int64_t> offset_{0};
 };
 
 // The passphrase every test client uses.

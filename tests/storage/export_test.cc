@@ -13,7 +13,9 @@ namespace cw::storage {
 namespace {
 
 using testing::N;
+using testing::Refs;
 using testing::Text;
+using testing::Texts;
 
 class ExportTest : public testing::TranscriptFixture {
  protected:
@@ -27,14 +29,14 @@ class ExportTest : public testing::TranscriptFixture {
     EXPECT_EQ(a.sent_at_ms, b.sent_at_ms);
     EXPECT_EQ(a.received_at_ms, b.received_at_ms);
     EXPECT_TRUE(a.body.Equals(b.body)) << Text(a.body) << " vs " << Text(b.body);
-    EXPECT_EQ(a.attachments, b.attachments);
+    EXPECT_EQ(Texts(a.attachments), Texts(b.attachments));
     EXPECT_EQ(a.status, b.status);
     EXPECT_EQ(a.expires_at_ms, b.expires_at_ms);
   }
   void Populate() {
     IncomingDetails d;
     d.sent_at_ms = 1'699'999'999'000;
-    d.attachments = {"att:1;sha256=00ff", std::string("bin\xff\xfe", 5)};
+    d.attachments = Refs({"att:1;sha256=00ff", std::string("bin\xff\xfe", 5)});
     Receive("patient.bob", "Tengo dolor de pecho — ¿qué hago?", "r1", d);
     const uint64_t s = Send(bob_, "Call 911 now.", {"att:2"});
     CW_ST_ASSERT_OK(t_->MarkSent(bob_, s));

@@ -25,7 +25,9 @@ using session::WriteBatch;
 
 using testing::Incoming;
 using testing::N;
+using testing::Refs;
 using testing::Text;
+using testing::Texts;
 
 class TranscriptTest : public testing::TranscriptFixture {
  protected:
@@ -45,7 +47,7 @@ const std::string kBob = Transcripts::DirectConversationId("patient.bob");
 TEST_F(TranscriptTest, StagedIncomingMessageIsStoredWithEveryField) {
   IncomingDetails d;
   d.sent_at_ms = clock_.NowMillis() - 5000;
-  d.attachments = {"att:1234;key=abcd", "att:5678"};
+  d.attachments = Refs({"att:1234;key=abcd", "att:5678"});
   const int64_t received_at = clock_.NowMillis();
   const uint64_t seq = Receive("patient.bob", "my chest hurts", "relay-1", d);
   EXPECT_EQ(seq, 1u);
@@ -60,7 +62,7 @@ TEST_F(TranscriptTest, StagedIncomingMessageIsStoredWithEveryField) {
   EXPECT_EQ(m->sender_device, 2u);
   EXPECT_EQ(m->sent_at_ms, d.sent_at_ms);
   EXPECT_EQ(m->received_at_ms, received_at);
-  EXPECT_EQ(m->attachments, d.attachments);
+  EXPECT_EQ(Texts(m->attachments), Texts(d.attachments));
   EXPECT_EQ(m->status, MessageStatus::kDelivered);
   EXPECT_EQ(m->expires_at_ms, 0);
   EXPECT_NE(m->message_id, MessageId{});
@@ -356,7 +358,7 @@ TEST_F(TranscriptTest, BadArgumentsAreRefused) {
   CW_ST_EXPECT_CODE(t_->StageIncoming(Incoming("patient.bob", std::string(kMaxBodySize + 1, 'x')), "r", &b),
                     StatusCode::kInvalidArgument);
   IncomingDetails many;
-  many.attachments.assign(kMaxAttachments + 1, "a");
+  many.attachments = Refs(std::vector<std::string>(kMaxAttachments + 1, "a"));
   CW_ST_EXPECT_CODE(t_->StageIncoming(Incoming("patient.bob", "x"), "r", &b, many),
                     StatusCode::kInvalidArgument);
   CW_ST_EXPECT_CODE(t_->EnsureConversation(std::string("a\0b", 3)), StatusCode::kInvalidArgument);

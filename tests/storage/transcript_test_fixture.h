@@ -25,6 +25,18 @@ inline std::string N(std::string_view prefix, int n) {
 }
 inline std::string Text(const SecretBytes& s) { return std::string(s.reveal().begin(), s.reveal().end()); }
 
+// Attachment references (kept in wiped memory) from and to plain strings, for building and comparing.
+inline std::vector<SecretBytes> Refs(const std::vector<std::string>& refs) {
+  std::vector<SecretBytes> out;
+  for (const auto& r : refs) out.push_back(SecretBytes(AsBytes(r)));
+  return out;
+}
+inline std::vector<std::string> Texts(const std::vector<SecretBytes>& refs) {
+  std::vector<std::string> out;
+  for (const auto& r : refs) out.push_back(Text(r));
+  return out;
+}
+
 inline session::Received Incoming(const std::string& sender, const std::string& text) {
   session::Received r;
   r.kind = session::Received::Kind::kMessage;
@@ -56,7 +68,7 @@ class TranscriptFixture : public SealedStoreFixture {
   }
 
   uint64_t Receive(const std::string& sender, const std::string& text, const std::string& relay_id,
-                   IncomingDetails details = {}) {
+                   const IncomingDetails& details = {}) {
     session::WriteBatch b;
     uint64_t seq = 0;
     Status s = t_->StageIncoming(Incoming(sender, text), relay_id, &b, details, &seq);
@@ -72,7 +84,7 @@ class TranscriptFixture : public SealedStoreFixture {
     std::string ctext = "ciphertext of ";
     ctext.append(text);
     ct.body = ToBytes(ctext);
-    Status s = t_->StageOutgoing(conv, AsBytes(text), attachments, {session::Address{"patient.bob", 1}}, ct,
+    Status s = t_->StageOutgoing(conv, AsBytes(text), Refs(attachments), {session::Address{"patient.bob", 1}}, ct,
                                  &b, &seq);
     EXPECT_TRUE(s.ok()) << s.ToString();
     Status c = store_->Commit(std::move(b));
