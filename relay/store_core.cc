@@ -8,11 +8,49 @@ namespace cw::relay::internal {
 // Watchers per mailbox. Callbacks are copied out under the registry's lock and run outside it, so a callback
 // may destroy its own Watch. A destroyed Watch's callback is never started afterwards; one already running
 // finishes (its state is held by a shared_ptr).
+//
+// Each watcher hears of a mailbox's messages in seq order. A message is announced twice: at once to the
+// watchers already registered (Announce), and once durable to those that registered in between (Settle),
+// which could not fetch it yet. A watcher that registers while messages are announced but unsettled would
+// otherwise hear of a later message before those: so it holds later ones back until the earlier ones are
+// settled (or abandoned, when their sync failed) and hands them on in order.
 class WatchRegistry {
  public:
   struct Entry {
     MailboxStore::WatchCallback callback;
-    uint64_t serial = 0;  // order of registration: Notify can skip the watchers that already heard
+    uint64_t serial = 0;  // order of registration: Settle skips the watchers that already heard
+
+    // Serializes this watcher's callbacks, so what Release decides is the order it hears in.
+    std::mutex mu;
+    std::set<uint64_t> awaiting;                // announced before this watcher registered, not yet settled
+    std::map<uint64_t, StoredMessage> held;     // to hand on once nothing earlier is awaited
+
+    void Offer(const MailboxId& id, const StoredMessage& message, bool settles) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (settles) awaiting.erase(message.seq);
+      if (awaiting.empty() && held.empty()) return Call(id, message);
+      held.emplace(message.seq, message);
+      Release(id);
+    }
+    void Forget(const MailboxId& id, uint64_t seq) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (awaiting.erase(seq) != 0) Release(id);
+    }
+
+   private:
+    void Release(const MailboxId& id) {
+      while (!held.empty() && (awaiting.empty() || held.begin()->first < *awaiting.begin())) {
+        auto node = held.extract(held.begin());
+        Call(id, node.mapped());
+      }
+    }
+    void Call(const MailboxId& id, const StoredMessage& message) {
+      try {
+        callback(id, message);
+      } catch (...) {
+        // A watcher's failure must not fail the deposit.
+      }
+    }
   };
 
   class Handle final : public MailboxStore::Watch {
@@ -28,9 +66,11 @@ class WatchRegistry {
   };
 
   std::unique_ptr<MailboxStore::Watch> Add(const MailboxId& id, MailboxStore::WatchCallback callback) {
-    auto entry = std::make_shared<Entry>(Entry{std::move(callback), 0});
+    auto entry = std::make_shared<Entry>();
+    entry->callback = std::move(callback);
     std::lock_guard<std::mutex> lock(mu_);
     entry->serial = ++last_serial_;
+    if (auto u = unsettled_.find(id); u != unsettled_.end()) entry->awaiting = u->second;
     watchers_[id].push_back(entry);
     return std::make_unique<Handle>(this, id, std::move(entry));
   }
@@ -45,34 +85,59 @@ class WatchRegistry {
     if (list.empty()) watchers_.erase(it);
   }
 
-  // Tells the watchers of `id` registered after `after_serial` (0: all of them). Returns the last serial
-  // handed out, so a later call can reach exactly the watchers registered since.
-  uint64_t Notify(const MailboxId& id, const StoredMessage& message, uint64_t after_serial = 0) {
+  // Tells the watchers of `id` of a message just recorded, and returns the last serial handed out, so that
+  // Settle reaches exactly the watchers registered since. Every Announce is followed by Settle or Abandon.
+  uint64_t Announce(const MailboxId& id, const StoredMessage& message) {
     std::vector<std::shared_ptr<Entry>> targets;
     uint64_t last = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
       last = last_serial_;
-      auto it = watchers_.find(id);
-      if (it == watchers_.end()) return last;
-      for (const auto& e : it->second) {
-        if (e->serial > after_serial) targets.push_back(e);
-      }
+      unsettled_[id].insert(message.seq);
+      if (auto it = watchers_.find(id); it != watchers_.end()) targets = it->second;
     }
-    for (const auto& t : targets) {
-      try {
-        t->callback(id, message);
-      } catch (...) {
-        // A watcher's failure must not fail the deposit.
-      }
-    }
+    for (const auto& t : targets) t->Offer(id, message, false);
     return last;
   }
 
+  // The message is durable: the watchers registered after `announced_serial` hear of it now.
+  void Settle(const MailboxId& id, const StoredMessage& message, uint64_t announced_serial) {
+    std::vector<std::shared_ptr<Entry>> targets;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Unmark(id, message.seq);
+      if (auto it = watchers_.find(id); it != watchers_.end()) {
+        for (const auto& e : it->second) {
+          if (e->serial > announced_serial) targets.push_back(e);
+        }
+      }
+    }
+    for (const auto& t : targets) t->Offer(id, message, true);
+  }
+
+  // The message's sync failed: nobody waits for it any longer.
+  void Abandon(const MailboxId& id, uint64_t seq) {
+    std::vector<std::shared_ptr<Entry>> targets;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Unmark(id, seq);
+      if (auto it = watchers_.find(id); it != watchers_.end()) targets = it->second;
+    }
+    for (const auto& t : targets) t->Forget(id, seq);
+  }
+
  private:
+  void Unmark(const MailboxId& id, uint64_t seq) {
+    auto u = unsettled_.find(id);
+    if (u == unsettled_.end()) return;
+    u->second.erase(seq);
+    if (u->second.empty()) unsettled_.erase(u);
+  }
+
   std::mutex mu_;
   uint64_t last_serial_ = 0;
   std::map<MailboxId, std::vector<std::shared_ptr<Entry>>> watchers_;
+  std::map<MailboxId, std::set<uint64_t>> unsettled_;  // announced, neither settled nor abandoned
 };
 
 StoreCore::StoreCore() : watches_(std::make_unique<WatchRegistry>()) {}
@@ -269,13 +334,17 @@ Result<InsertOutcome> StoreCore::Insert(const MailboxId& id, const MessageId& me
                                         int64_t expires_at_millis, const MessageQuota& quota) {
   InsertPlan plan = PlanInsert(id, message_id, envelope, expires_at_millis, quota);
   if (!plan.refused.ok()) return Error(std::move(plan.refused));
-  uint64_t told = 0;
-  if (plan.outcome == InsertOutcome::kInserted) {
-    plan.announced.envelope.assign(envelope.begin(), envelope.end());
-    told = watches_->Notify(id, plan.announced);
+  if (plan.outcome != InsertOutcome::kInserted) {
+    CW_RETURN_IF_ERROR(WaitDurable(plan.ticket));
+    return plan.outcome;
   }
-  CW_RETURN_IF_ERROR(WaitDurable(plan.ticket));
-  if (plan.outcome == InsertOutcome::kInserted) watches_->Notify(id, plan.announced, told);
+  plan.announced.envelope.assign(envelope.begin(), envelope.end());
+  const uint64_t told = watches_->Announce(id, plan.announced);
+  if (Status durable = WaitDurable(plan.ticket); !durable.ok()) {
+    watches_->Abandon(id, plan.announced.seq);
+    return Error(std::move(durable));
+  }
+  watches_->Settle(id, plan.announced, told);
   return plan.outcome;
 }
 
@@ -292,15 +361,16 @@ void StoreCore::InsertAsync(const MailboxId& id, const MessageId& message_id, By
   uint64_t told = 0;
   if (outcome == InsertOutcome::kInserted) {
     plan.announced.envelope.assign(envelope.begin(), envelope.end());
-    told = watches_->Notify(id, plan.announced);
+    told = watches_->Announce(id, plan.announced);
   }
   WhenDurable(ticket, [this, id, outcome, told, announced = std::move(plan.announced),
                        done = std::move(done)](Status durable) mutable {
     if (!durable.ok()) {
+      if (outcome == InsertOutcome::kInserted) watches_->Abandon(id, announced.seq);
       done(Error(std::move(durable)));
       return;
     }
-    if (outcome == InsertOutcome::kInserted) watches_->Notify(id, announced, told);
+    if (outcome == InsertOutcome::kInserted) watches_->Settle(id, announced, told);
     done(outcome);
   });
 }

@@ -394,6 +394,7 @@ class Client::Impl {
     conn_.reset();
     link_ = LinkState::kDown;
     fetching_ = false;
+    pushed_while_fetching_.clear();
     FailAll(Status(StatusCode::kPermissionDenied, "the client is locked"));
     direct_->Stop();  // a locked client processes nothing: contacts fall back to the relay at once
     if (compliance_) {
@@ -643,6 +644,7 @@ class Client::Impl {
     link_ = LinkState::kDown;
     conn_.reset();
     fetching_ = false;
+    pushed_while_fetching_.clear();  // still at the relay: the next fetch brings them
     FailAll(Status(StatusCode::kUnavailable, "relay unreachable: " + why.message()));
     if (was_up && options_.callbacks.on_connection) options_.callbacks.on_connection(false);
     ScheduleReconnect();
@@ -681,6 +683,8 @@ class Client::Impl {
     } else if (auto* d = std::get_if<relay::Delivery>(&*decoded)) {
       if (peeks_.count(d->request_id)) {
         peeks_[d->request_id].push_back(std::move(*d));
+      } else if (d->request_id == 0 && fetching_) {
+        pushed_while_fetching_.push_back(std::move(*d));
       } else {
         HandleDelivery(*d);
       }
@@ -801,21 +805,34 @@ class Client::Impl {
     f.mailbox = *state_.mailbox;
     f.after_seq = after;
     Request(f, [this, start_count](Result<relay::Response> r) {
-      Result<size_t> outcome = received_total_ - start_count;
+      std::optional<Status> failed;
       if (!r) {
-        outcome = Error(r.error());
+        failed = r.error();
       } else if (Status s = FromRelay(*r); !s.ok()) {
-        outcome = Error(s);
+        failed = s;
       } else if (auto done = BodyAs<relay::FetchDone>(*r); !done) {
-        outcome = Error(done.error());
+        failed = done.error();
       } else if (done->more) {
         return FetchFrom(done->last_seq, start_count);
       }
       fetching_ = false;
+      HandlePushedWhileFetching();
+      Result<size_t> outcome = received_total_ - start_count;
+      if (failed) outcome = Error(std::move(*failed));
       auto waiters = std::move(fetch_waiters_);
       fetch_waiters_.clear();
       for (auto& w : waiters) w(outcome);
     });
+  }
+
+  // The relay pushes a mailbox's messages in seq order, and a fetch hands them out in seq order up to the first
+  // one not yet durable; but a message pushed while a fetch is under way can come before earlier ones the
+  // fetch has still to hand out (a reconnect in the middle of a burst). Such pushes wait for the fetch to end:
+  // each is then either a copy of a fetched message (dropped by its id) or later than all of them.
+  void HandlePushedWhileFetching() {
+    auto pushed = std::exchange(pushed_while_fetching_, {});
+    std::stable_sort(pushed.begin(), pushed.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
+    for (const auto& d : pushed) HandleDelivery(d);
   }
 
   void Ack(const relay::MessageId& id) {
@@ -1783,6 +1800,7 @@ class Client::Impl {
   bool refilling_ = false;
   bool peek_only_ = false;
   bool fetching_ = false;
+  std::vector<relay::Delivery> pushed_while_fetching_;  // HandlePushedWhileFetching's
   bool revoking_retired_ = false;  // a RevokeRetired request is out
   bool flushing_ = false;
   bool flush_again_ = false;

@@ -234,6 +234,40 @@ TEST(RocksDbMailboxStore, AsyncDepositsAreAnsweredOnlyOnceSynced) {
   EXPECT_EQ(store->FetchAfter(box, 0, 100, 1 << 20, nullptr)->size(), size_t{kDeposits});
 }
 
+// A watcher that registers while a deposit is recorded but not yet synced hears of it once it is, and of
+// deposits made meanwhile only after it: an owner who reconnects in the middle of a burst sees its messages
+// in the order they were deposited (a later group message before an earlier one reorders the transcript).
+TEST(RocksDbMailboxStore, AWatcherRegisteredDuringASyncHearsInDepositOrder) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+  std::atomic<int> answered{0};
+  auto count = [&](Result<InsertOutcome> r) {
+    if (r) answered.fetch_add(1);
+  };
+  store->PauseCommitsForTesting(true);
+  store->InsertAsync(box, Mid(1), Bytes(30, 1), kFar, {}, count);
+  std::mutex mu;
+  std::vector<uint8_t> heard;  // the first envelope byte of each message, in the order the watcher heard
+  auto watch = store->WatchMailbox(box, [&](const MailboxId&, const StoredMessage& m) {
+    std::lock_guard<std::mutex> lock(mu);
+    heard.push_back(m.envelope.at(0));
+  });
+  store->InsertAsync(box, Mid(2), Bytes(30, 2), kFar, {}, count);
+  store->InsertAsync(box, Mid(3), Bytes(30, 3), kFar, {}, count);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_TRUE(heard.empty());  // the later two wait for the first
+  }
+  store->PauseCommitsForTesting(false);
+  for (int i = 0; i < 30000 && answered.load() < 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(answered.load(), 3);
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(heard, (std::vector<uint8_t>{1, 2, 3}));
+}
+
 // A graceful shutdown: destroying the store writes what was recorded and answers every pending deposit;
 // each one answered kInserted is there after reopening.
 TEST(RocksDbMailboxStore, ClosingAnswersPendingAsyncDepositsAfterWritingThem) {

@@ -575,6 +575,48 @@ TEST_F(GroupE2EWithheld, MessagesThatOvertookTheirKeysAreReadOnceTheKeysArriveWi
   EXPECT_TRUE(left->empty());  // each was acknowledged once read
 }
 
+// A message pushed while a fetch is under way can overtake the earlier ones that fetch still has to hand out
+// (an owner reconnecting in the middle of a burst): the client reads it after the fetch, so a conversation is
+// read in the order it was written. Made certain here: zoe's fetch waits at the relay until the third text,
+// deposited meanwhile, has been pushed to her ahead of the fetch's answer.
+TEST_F(GroupE2EWithheld, APushThatOvertakesAFetchIsReadAfterWhatTheFetchBrings) {
+  for (const auto* n : {"lead", "zoe"}) ASSERT_TRUE(Add(n));  // zoe's mailbox is created last
+  Befriend("lead", "zoe");
+  auto created = C("lead").CreateGroup("ward 7", {"zoe"});
+  ASSERT_HAS(created);
+  const std::string g = created->group_id;
+  for (auto& [name, c] : clients_) ASSERT_OK(c->StartBackground());
+  SyncAll(2);  // zoe holds the lead's sender key
+
+  // "one" and "two" reach the relay but are never pushed: zoe has to fetch them.
+  store_->WithholdLastCreated();
+  ASSERT_HAS(C("lead").SendGroupText(g, "one"));
+  ASSERT_HAS(C("lead").SendGroupText(g, "two"));
+  ASSERT_TRUE(store_->WaitCaptured(2));
+  store_->Unhide();
+  store_->HoldFetches();
+  std::thread syncing([&] {
+    auto synced = C("zoe").Sync();
+    EXPECT_TRUE(synced.has_value()) << synced.error().ToString();
+  });
+  const bool held = store_->WaitFetchHeld();
+  if (held) {
+    auto sent = C("lead").SendGroupText(g, "three");
+    EXPECT_TRUE(sent.has_value()) << sent.error().ToString();
+    EXPECT_TRUE(store_->WaitPushed(1));  // on zoe's link ahead of the fetch's answer
+  }
+  store_->ReleaseFetches();
+  syncing.join();
+  ASSERT_TRUE(held);
+
+  Inbox& zoe = inboxes_["zoe"];
+  ASSERT_TRUE(testing::WaitFor(zoe.mu, zoe.cv, [&] { return zoe.group_texts.size() >= 3; }));
+  std::lock_guard<std::mutex> lock(zoe.mu);
+  std::vector<std::string> in_order;
+  for (const auto& [group, text] : zoe.group_texts) in_order.push_back(text);
+  EXPECT_EQ(in_order, (std::vector<std::string>{"lead: one", "lead: two", "lead: three"}));
+}
+
 // Which failures leave a message at the relay for a later attempt, and the caps on how many and how big.
 TEST(GroupHold, HoldsOnlyGroupTrafficThatMayHaveOvertakenItsKeyAndAtMostTheCaps) {
   using R = GroupRuntime::HoldResult;
