@@ -1,6 +1,7 @@
 #include "relay/store_core.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 namespace cw::relay::internal {
@@ -20,8 +21,10 @@ class WatchRegistry {
     MailboxStore::WatchCallback callback;
     uint64_t serial = 0;  // order of registration: Settle skips the watchers that already heard
 
-    // Serializes this watcher's callbacks, so what Release decides is the order it hears in.
+    // Serializes this watcher's callbacks, so what Release decides is the order it hears in. Held while the
+    // callback runs: a callback must not insert into the mailbox it watches.
     std::mutex mu;
+    std::atomic<bool> removed{false};  // set by Remove, which cannot take `mu` (a callback may be removing)
     std::set<uint64_t> awaiting;                // announced before this watcher registered, not yet settled
     std::map<uint64_t, StoredMessage> held;     // to hand on once nothing earlier is awaited
 
@@ -45,6 +48,7 @@ class WatchRegistry {
       }
     }
     void Call(const MailboxId& id, const StoredMessage& message) {
+      if (removed.load()) return;
       try {
         callback(id, message);
       } catch (...) {
@@ -75,7 +79,8 @@ class WatchRegistry {
     return std::make_unique<Handle>(this, id, std::move(entry));
   }
 
-  void Remove(const MailboxId& id, const Entry* entry) {
+  void Remove(const MailboxId& id, Entry* entry) {
+    entry->removed.store(true);
     std::lock_guard<std::mutex> lock(mu_);
     auto it = watchers_.find(id);
     if (it == watchers_.end()) return;
@@ -136,8 +141,8 @@ class WatchRegistry {
 
   std::mutex mu_;
   uint64_t last_serial_ = 0;
-  std::map<MailboxId, std::vector<std::shared_ptr<Entry>>> watchers_;
-  std::map<MailboxId, std::set<uint64_t>> unsettled_;  // announced, neither settled nor abandoned
+  std::unordered_map<MailboxId, std::vector<std::shared_ptr<Entry>>, MailboxIdHash> watchers_;
+  std::unordered_map<MailboxId, std::set<uint64_t>, MailboxIdHash> unsettled_;  // announced, neither settled nor abandoned
 };
 
 StoreCore::StoreCore() : watches_(std::make_unique<WatchRegistry>()) {}
@@ -340,7 +345,14 @@ Result<InsertOutcome> StoreCore::Insert(const MailboxId& id, const MessageId& me
   }
   plan.announced.envelope.assign(envelope.begin(), envelope.end());
   const uint64_t told = watches_->Announce(id, plan.announced);
-  if (Status durable = WaitDurable(plan.ticket); !durable.ok()) {
+  Status durable = Status(StatusCode::kInternal, "not synced");
+  try {
+    durable = WaitDurable(plan.ticket);
+  } catch (...) {
+    watches_->Abandon(id, plan.announced.seq);
+    throw;
+  }
+  if (!durable.ok()) {
     watches_->Abandon(id, plan.announced.seq);
     return Error(std::move(durable));
   }
@@ -359,20 +371,28 @@ void StoreCore::InsertAsync(const MailboxId& id, const MessageId& message_id, By
   const uint64_t ticket = plan.ticket;
   // The caller's envelope may be gone by the time the sync completes: the announcement keeps its own copy.
   uint64_t told = 0;
+  const uint64_t seq = plan.announced.seq;
   if (outcome == InsertOutcome::kInserted) {
     plan.announced.envelope.assign(envelope.begin(), envelope.end());
     told = watches_->Announce(id, plan.announced);
   }
-  WhenDurable(ticket, [this, id, outcome, told, announced = std::move(plan.announced),
-                       done = std::move(done)](Status durable) mutable {
-    if (!durable.ok()) {
-      if (outcome == InsertOutcome::kInserted) watches_->Abandon(id, announced.seq);
-      done(Error(std::move(durable)));
-      return;
-    }
-    if (outcome == InsertOutcome::kInserted) watches_->Settle(id, announced, told);
-    done(outcome);
-  });
+  try {
+    WhenDurable(ticket, [this, id, outcome, told, announced = std::move(plan.announced),
+                         done = std::move(done)](Status durable) mutable {
+      if (!durable.ok()) {
+        if (outcome == InsertOutcome::kInserted) watches_->Abandon(id, announced.seq);
+        done(Error(std::move(durable)));
+        return;
+      }
+      if (outcome == InsertOutcome::kInserted) watches_->Settle(id, announced, told);
+      done(outcome);
+    });
+  } catch (...) {
+    // Out of memory before the callback was taken: nothing would settle the announcement, and watchers that
+    // registered since would hold later messages back for good.
+    if (outcome == InsertOutcome::kInserted) watches_->Abandon(id, seq);
+    throw;
+  }
 }
 
 Result<std::vector<StoredMessage>> StoreCore::FetchAfter(const MailboxId& id, uint64_t after_seq, size_t max_count,

@@ -394,7 +394,7 @@ class Client::Impl {
     conn_.reset();
     link_ = LinkState::kDown;
     fetching_ = false;
-    pushed_while_fetching_.clear();
+    DropHeldPushes();
     FailAll(Status(StatusCode::kPermissionDenied, "the client is locked"));
     direct_->Stop();  // a locked client processes nothing: contacts fall back to the relay at once
     if (compliance_) {
@@ -500,6 +500,7 @@ class Client::Impl {
       if (idle_timer_) transport_->CancelTimer(*idle_timer_);
       if (sweep_timer_) transport_->CancelTimer(*sweep_timer_);
       if (conn_) conn_->Close(Status(StatusCode::kAborted, "client closing"));
+      DropHeldPushes();
       FailAll(Status(StatusCode::kAborted, "client closing"));
       if (direct_) direct_->Stop();
       SendPendingDeliveryReceipts();  // committed to the outbox; deposited when the client next runs
@@ -644,7 +645,7 @@ class Client::Impl {
     link_ = LinkState::kDown;
     conn_.reset();
     fetching_ = false;
-    pushed_while_fetching_.clear();  // still at the relay: the next fetch brings them
+    DropHeldPushes();  // still at the relay: the next fetch brings them
     FailAll(Status(StatusCode::kUnavailable, "relay unreachable: " + why.message()));
     if (was_up && options_.callbacks.on_connection) options_.callbacks.on_connection(false);
     ScheduleReconnect();
@@ -684,7 +685,7 @@ class Client::Impl {
       if (peeks_.count(d->request_id)) {
         peeks_[d->request_id].push_back(std::move(*d));
       } else if (d->request_id == 0 && fetching_) {
-        pushed_while_fetching_.push_back(std::move(*d));
+        HoldPush(std::move(*d));
       } else {
         HandleDelivery(*d);
       }
@@ -828,11 +829,27 @@ class Client::Impl {
   // The relay pushes a mailbox's messages in seq order, and a fetch hands them out in seq order up to the first
   // one not yet durable; but a message pushed while a fetch is under way can come before earlier ones the
   // fetch has still to hand out (a reconnect in the middle of a burst). Such pushes wait for the fetch to end:
-  // each is then either a copy of a fetched message (dropped by its id) or later than all of them.
+  // each is then either a copy of a fetched message (dropped by its id) or later than all of them. A fetch the
+  // relay does not answer holds them at most kPushHoldMs (or kMaxPushesHeld of them): read late, not never.
+  void HoldPush(relay::Delivery d) {
+    pushed_while_fetching_.push_back(std::move(d));
+    if (pushed_while_fetching_.size() >= kMaxPushesHeld) return HandlePushedWhileFetching();
+    if (push_hold_timer_) return;
+    push_hold_timer_ = transport_->ScheduleAfter(kPushHoldMs, [this] {
+      push_hold_timer_.reset();
+      HandlePushedWhileFetching();
+    });
+  }
   void HandlePushedWhileFetching() {
-    auto pushed = std::exchange(pushed_while_fetching_, {});
+    auto pushed = DropHeldPushes();
+    if (shutting_down_ || locked_) return;  // still at the relay: the next fetch brings them
     std::stable_sort(pushed.begin(), pushed.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
     for (const auto& d : pushed) HandleDelivery(d);
+  }
+  std::vector<relay::Delivery> DropHeldPushes() {
+    if (push_hold_timer_) transport_->CancelTimer(*push_hold_timer_);
+    push_hold_timer_.reset();
+    return std::exchange(pushed_while_fetching_, {});
   }
 
   void Ack(const relay::MessageId& id) {
@@ -1800,7 +1817,10 @@ class Client::Impl {
   bool refilling_ = false;
   bool peek_only_ = false;
   bool fetching_ = false;
-  std::vector<relay::Delivery> pushed_while_fetching_;  // HandlePushedWhileFetching's
+  std::vector<relay::Delivery> pushed_while_fetching_;  // HoldPush's
+  std::optional<transport::Transport::TimerId> push_hold_timer_;
+  static constexpr size_t kMaxPushesHeld = 1000;  // a mailbox's default quota
+  static constexpr int64_t kPushHoldMs = 5000;
   bool revoking_retired_ = false;  // a RevokeRetired request is out
   bool flushing_ = false;
   bool flush_again_ = false;

@@ -1,10 +1,12 @@
-// What only the RocksDB store has: durability across reopen, group commit, and refusal of a damaged file.
+// What only the RocksDB store has: durability across reopen, group commit, and refusal of a damaged file; and,
+// on a StoreCore whose syncs the test completes, what watchers hear when a sync fails.
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -239,18 +241,19 @@ TEST(RocksDbMailboxStore, AsyncDepositsAreAnsweredOnlyOnceSynced) {
 // in the order they were deposited (a later group message before an earlier one reorders the transcript).
 TEST(RocksDbMailboxStore, AWatcherRegisteredDuringASyncHearsInDepositOrder) {
   testing::TempDir dir;
-  auto store = OpenOrDie(dir.Sub("db"));
-  ASSERT_TRUE(store);
-  const MailboxId box = Filled<kMailboxIdSize>(1);
-  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+  // Before the store: closing it answers what is still pending, and the watch goes before it.
   std::atomic<int> answered{0};
   auto count = [&](Result<InsertOutcome> r) {
     if (r) answered.fetch_add(1);
   };
-  store->PauseCommitsForTesting(true);
-  store->InsertAsync(box, Mid(1), Bytes(30, 1), kFar, {}, count);
   std::mutex mu;
   std::vector<uint8_t> heard;  // the first envelope byte of each message, in the order the watcher heard
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+  store->PauseCommitsForTesting(true);
+  store->InsertAsync(box, Mid(1), Bytes(30, 1), kFar, {}, count);
   auto watch = store->WatchMailbox(box, [&](const MailboxId&, const StoredMessage& m) {
     std::lock_guard<std::mutex> lock(mu);
     heard.push_back(m.envelope.at(0));
@@ -266,6 +269,58 @@ TEST(RocksDbMailboxStore, AWatcherRegisteredDuringASyncHearsInDepositOrder) {
   ASSERT_EQ(answered.load(), 3);
   std::lock_guard<std::mutex> lock(mu);
   EXPECT_EQ(heard, (std::vector<uint8_t>{1, 2, 3}));
+}
+
+// A StoreCore whose deposits' syncs the test completes, oldest first, with success or failure.
+class ScriptedSyncStore final : public internal::StoreCore {
+ public:
+  void CompleteOldest(Status s) {
+    ASSERT_FALSE(waiting_.empty());
+    auto fn = std::move(waiting_.begin()->second);
+    waiting_.erase(waiting_.begin());
+    fn(std::move(s));
+  }
+
+ private:
+  bool KeepsBodies() const override { return true; }
+  Status Health() const override { return Status::Ok(); }
+  void RecordMailbox(const MailboxId&, const internal::MailboxState&) override {}
+  void RecordToken(const MailboxId&, const TokenHash&, bool, int64_t) override {}
+  void RecordMessage(const MailboxId&, const internal::MessageEntry&, ByteView) override {}
+  void RecordMessageRemoved(const MailboxId&, const internal::MessageEntry&) override {}
+  void RecordPreKeys(const MailboxId&, const internal::PreKeyState&) override {}
+  void RecordOneTimeRemoved(const MailboxId&, uint32_t) override {}
+  void RecordAttachment(const AttachmentId&, const internal::AttachmentState&) override {}
+  void RecordAttachmentChunk(const AttachmentId&, uint64_t, ByteView) override {}
+  void RecordAttachmentRemoved(const AttachmentId&, const internal::AttachmentState&) override {}
+  uint64_t Ticket() override { return ++last_ticket_; }
+  Status WaitDurable(uint64_t) override { return Status::Ok(); }
+  void WhenDurable(uint64_t ticket, std::function<void(Status)> fn) override { waiting_[ticket] = std::move(fn); }
+  uint64_t SyncCount() const override { return 0; }
+  bool Durable(uint64_t ticket) const override { return waiting_.count(ticket) == 0; }
+
+  uint64_t last_ticket_ = 0;
+  std::map<uint64_t, std::function<void(Status)>> waiting_;
+};
+
+// A deposit whose sync fails is never pushed to a watcher that registered while it was pending, and does not
+// hold back the deposits after it: that watcher hears the second one, once.
+TEST(StoreCoreWatch, AFailedSyncDoesNotHoldBackLaterMessages) {
+  std::vector<StatusCode> answers;
+  std::vector<uint8_t> heard;
+  ScriptedSyncStore store;
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  CW_RL_ASSERT_OK(store.CreateMailbox(box, Key(1)));
+  auto record = [&](Result<InsertOutcome> r) { answers.push_back(r ? StatusCode::kOk : r.error().code()); };
+  store.InsertAsync(box, Mid(1), Bytes(30, 1), kFar, {}, record);
+  auto watch = store.WatchMailbox(box, [&](const MailboxId&, const StoredMessage& m) { heard.push_back(m.envelope.at(0)); });
+  store.InsertAsync(box, Mid(2), Bytes(30, 2), kFar, {}, record);
+  EXPECT_TRUE(heard.empty());  // the second waits for the first
+  store.CompleteOldest(Status(StatusCode::kUnavailable, "disk gone"));
+  EXPECT_EQ(heard, std::vector<uint8_t>{2});
+  store.CompleteOldest(Status::Ok());
+  EXPECT_EQ(heard, std::vector<uint8_t>{2});
+  EXPECT_EQ(answers, (std::vector<StatusCode>{StatusCode::kUnavailable, StatusCode::kOk}));
 }
 
 // A graceful shutdown: destroying the store writes what was recorded and answers every pending deposit;
