@@ -122,8 +122,9 @@ class Outbox : public std::enable_shared_from_this<Outbox> {
   void Reply(std::shared_ptr<ConnState> state, std::vector<Bytes> frames) {
     Add(Item{std::move(state), {}, std::move(frames)});
   }
-  // A push: one that meets a full send queue is dropped (the message stays in the mailbox and is fetched
-  // later: a push is a courtesy, never the only copy).
+  // A push: one that meets a full send queue cuts the owner off, as an answer does. Dropping it (the message
+  // stays in the mailbox) would let later pushes overtake it, and an owner that stays connected would not
+  // fetch it until it next reconnects or syncs; cut off, it reconnects and fetches everything in order.
   void Push(std::weak_ptr<ConnState> state, Bytes frame) {
     std::vector<Bytes> frames;
     frames.push_back(std::move(frame));
@@ -164,18 +165,18 @@ class Outbox : public std::enable_shared_from_this<Outbox> {
     }
     for (auto& item : items) {
       if (item.reply_to) {
-        SendReply(*item.reply_to, item.frames);
+        SendOrCutOff(*item.reply_to, item.frames, "slow reader");
       } else if (auto s = item.push_to.lock()) {
-        s->conn->Send(item.frames.front()).ok();
+        SendOrCutOff(*s, item.frames, "slow reader of pushes");
       }
     }
   }
 
-  void SendReply(ConnState& s, const std::vector<Bytes>& frames) {
+  void SendOrCutOff(ConnState& s, const std::vector<Bytes>& frames, const char* reason) {
     for (const auto& f : frames) {
       Status sent = s.conn->Send(f);
       if (sent.code() == StatusCode::kResourceExhausted) {
-        log_.Log(LogLevel::kWarn, "connection_closed", {{"peer", s.address}, {"reason", "slow reader"}});
+        log_.Log(LogLevel::kWarn, "connection_closed", {{"peer", s.address}, {"reason", reason}});
         s.conn->Close(Status(StatusCode::kResourceExhausted, "client not reading"));
         return;
       }

@@ -77,6 +77,11 @@ class LinkClient {
       other_.push_back(*f);
     }
   }
+  // Blocks this client's loop thread until `until` is ready: the link reads nothing meanwhile. Call nothing
+  // else on this client until then.
+  void Stall(std::shared_future<void> until) {
+    transport_->Post([until] { until.wait(); }).ok();
+  }
   bool WaitClosed() {
     std::unique_lock<std::mutex> lock(mu_);
     return cv_.wait_for(lock, std::chrono::seconds(20), [&] { return is_closed_; });

@@ -177,6 +177,61 @@ TEST_F(RelayServerTest, ADepositThatClaimsAnInviteTokenIsAnsweredOnceTheClaimIsS
   EXPECT_TRUE(store_->HasDepositToken(box, HashDepositToken(box, invite), past_the_hour).value());
 }
 
+// An owner that stops reading while deposits keep coming is cut off once its send queue is full, rather than
+// quietly missing the pushes that did not fit (later ones would overtake them, and an owner that stays
+// connected would not fetch them until it next reconnected). Reconnecting, it fetches every one, in order.
+TEST_F(RelayServerTest, AnOwnerThatStopsReadingPushesIsCutOffAndFetchesEverythingInOrder) {
+  Start();
+  Client alice(1, server_->endpoint());
+  ASSERT_TRUE(alice.connected());
+  const auto [box, token] = MailboxWithToken(alice);
+  Client bob(2, server_->endpoint());
+  ASSERT_TRUE(bob.connected());
+  const auto cut_off = [&] {
+    for (const auto& l : log_.Lines()) {
+      if (l.find("slow reader of pushes") != std::string::npos) return true;
+    }
+    return false;
+  };
+  std::promise<void> resume;
+  alice.Stall(resume.get_future().share());
+  // Loopback's socket buffers take a few MiB before the relay's own queue (1 MiB) fills.
+  constexpr uint32_t kMaxDeposits = 600;  // 36 MiB of 60 KiB envelopes, inside the 64 MiB quota
+  uint32_t sent = 0;
+  while (sent < kMaxDeposits && !cut_off()) {
+    Bytes envelope(60 * 1024, static_cast<uint8_t>(sent));
+    bob.Send(relay::Deposit{box, token, Mid(sent), std::move(envelope)});
+    const Response r = bob.NextResponse();
+    if (r.code != ResponseCode::kOk) break;
+    ++sent;
+  }
+  resume.set_value();
+  ASSERT_TRUE(cut_off()) << "after " << sent << " deposits";
+  EXPECT_TRUE(alice.WaitClosed());
+
+  Client again(1, server_->endpoint());  // the same link key: the owner, back
+  ASSERT_TRUE(again.connected());
+  std::vector<MessageId> fetched;
+  uint64_t after = 0;
+  for (bool more = true; more;) {
+    again.Send(FetchMessages{box, after});
+    const Response r = again.NextResponse();
+    ASSERT_EQ(r.code, ResponseCode::kOk) << r.message;
+    const auto& done = std::get<FetchDone>(r.body);
+    more = done.more;
+    after = done.last_seq;
+    for (const auto& f : again.other_) {
+      if (const auto* d = std::get_if<Delivery>(&f); d != nullptr && d->request_id != 0) {
+        fetched.push_back(d->message_id);
+      }
+    }
+    again.other_.clear();
+  }
+  std::vector<MessageId> deposited;
+  for (uint32_t i = 0; i < sent; ++i) deposited.push_back(Mid(i));
+  EXPECT_EQ(fetched, deposited);
+}
+
 TEST_F(RelayServerTest, StopFinishesAcknowledgedDepositsAndTheyAreThereAfterRestart) {
   Start();
   MailboxId box;
