@@ -1,10 +1,32 @@
 #include "relay/store_core.h"
 
+#include <sodium.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 
 namespace cw::relay::internal {
+
+namespace {
+
+struct ShortHashKey {
+  unsigned char key[crypto_shorthash_KEYBYTES];
+  ShortHashKey() {
+    if (sodium_init() < 0) std::abort();
+    randombytes_buf(key, sizeof key);
+  }
+};
+
+}  // namespace
+
+size_t MessageIdHash::operator()(const MessageId& id) const noexcept {
+  static const ShortHashKey k;
+  uint64_t h = 0;
+  crypto_shorthash(reinterpret_cast<unsigned char*>(&h), id.data(), id.size(), k.key);
+  return static_cast<size_t>(h);
+}
 
 // Watchers per mailbox. Callbacks are copied out under the registry's lock and run outside it, so a callback
 // may destroy its own Watch. A destroyed Watch's callback is never started afterwards; one already running
@@ -293,13 +315,17 @@ StoreCore::InsertPlan StoreCore::PlanInsert(const MailboxId& id, const MessageId
     plan.refused = Status(StatusCode::kNotFound, "no such mailbox");
     return plan;
   }
-  if (auto dup = box->by_id.find(message_id); dup != box->by_id.end()) {
+  // One lookup for the duplicate check and the insert: the index of a mailbox with many messages queued is
+  // far out of cache.
+  auto [by_id, fresh] = box->by_id.try_emplace(message_id, 0);
+  if (!fresh) {
     // Answered only once the original is durable: a retry must not be told "stored" before it is.
     plan.outcome = InsertOutcome::kDuplicate;
-    plan.ticket = box->by_seq.at(dup->second).ticket;
+    plan.ticket = box->by_seq.at(by_id->second).ticket;
     return plan;
   }
   if (box->by_seq.size() >= quota.max_messages || box->bytes + envelope.size() > quota.max_bytes) {
+    box->by_id.erase(by_id);
     plan.refused = Status(StatusCode::kResourceExhausted, "mailbox full");
     return plan;
   }
@@ -324,8 +350,8 @@ StoreCore::InsertPlan StoreCore::PlanInsert(const MailboxId& id, const MessageId
   box->bytes += entry.size;
   total_messages_ += 1;
   total_bytes_ += entry.size;
-  box->by_id[message_id] = entry.seq;
-  box->by_seq.emplace(entry.seq, std::move(entry));
+  by_id->second = entry.seq;
+  box->by_seq.emplace_hint(box->by_seq.end(), entry.seq, std::move(entry));  // seqs only grow
   return plan;
 }
 

@@ -45,13 +45,19 @@ struct PreKeyState {
 // recorded limit: it may skip the unused rest of a range, and never reuses a number.
 inline constexpr uint64_t kSeqReserve = 4096;
 
+// Message ids are chosen by depositors, so they are hashed with a key drawn at start (SipHash-2-4): nobody can
+// pick ids that share a bucket and make a mailbox's lookups linear.
+struct MessageIdHash {
+  size_t operator()(const MessageId& id) const noexcept;
+};
+
 struct MailboxState {
   LinkKey owner{};
   uint64_t next_seq = 1;
   uint64_t seq_limit = 1;  // every seq handed out is below it; recorded by RecordMailbox
   uint64_t bytes = 0;
   std::map<uint64_t, MessageEntry> by_seq;
-  std::map<MessageId, uint64_t> by_id;
+  std::unordered_map<MessageId, uint64_t, MessageIdHash> by_id;
   std::map<TokenHash, int64_t> tokens;  // token -> claim_by_millis (0: claimed)
   std::optional<PreKeyState> pre_keys;
 };
