@@ -536,6 +536,9 @@ Result<std::unique_ptr<RocksDbMailboxStore>> RocksDbMailboxStore::Open(const std
   // since the last memtable flush (one or two per mailbox that received a deposit), freed with the memtable.
   db_options.allow_concurrent_memtable_write = false;
   db_options.memtable_insert_with_hint_prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(1 + kMailboxIdSize));
+  // Nearly everything stored is ciphertext (sealed envelopes, attachment chunks), which does not compress:
+  // snappy would only spend CPU on every flush and compaction. Files written with it stay readable.
+  db_options.compression = rocksdb::kNoCompression;
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, path, &raw);
   if (!s.ok()) return Error(FromRocks(s, "open relay store"));
