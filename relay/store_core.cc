@@ -47,8 +47,8 @@ class WatchRegistry {
     // callback runs: a callback must not insert into the mailbox it watches.
     std::mutex mu;
     std::atomic<bool> removed{false};  // set by Remove, which cannot take `mu` (a callback may be removing)
-    std::set<uint64_t> awaiting;                // announced before this watcher registered, not yet settled
-    std::map<uint64_t, StoredMessage> held;     // to hand on once nothing earlier is awaited
+    std::set<uint64_t> awaiting;       // announced before this watcher registered, not yet settled
+    std::map<uint64_t, StoredMessage> held;  // to hand on once nothing earlier is awaited
 
     void Offer(const MailboxId& id, const StoredMessage& message, bool settles) {
       std::lock_guard<std::mutex> lock(mu);
@@ -164,7 +164,8 @@ class WatchRegistry {
   std::mutex mu_;
   uint64_t last_serial_ = 0;
   std::unordered_map<MailboxId, std::vector<std::shared_ptr<Entry>>, MailboxIdHash> watchers_;
-  std::unordered_map<MailboxId, std::set<uint64_t>, MailboxIdHash> unsettled_;  // announced, neither settled nor abandoned
+  // Seqs announced, neither settled nor abandoned.
+  std::unordered_map<MailboxId, std::set<uint64_t>, MailboxIdHash> unsettled_;
 };
 
 StoreCore::StoreCore() : watches_(std::make_unique<WatchRegistry>()) {}

@@ -45,8 +45,8 @@ struct PreKeyState {
 // recorded limit: it may skip the unused rest of a range, and never reuses a number.
 inline constexpr uint64_t kSeqReserve = 4096;
 
-// Message ids are chosen by depositors, so they are hashed with a key drawn at start (SipHash-2-4): nobody can
-// pick ids that share a bucket and make a mailbox's lookups linear.
+// Message ids are chosen by depositors, so they are hashed with a key drawn at start (SipHash-2-4): nobody
+// can pick ids that share a bucket and make a mailbox's lookups linear.
 struct MessageIdHash {
   size_t operator()(const MessageId& id) const noexcept;
 };

@@ -826,11 +826,12 @@ class Client::Impl {
     });
   }
 
-  // The relay pushes a mailbox's messages in seq order, and a fetch hands them out in seq order up to the first
-  // one not yet durable; but a message pushed while a fetch is under way can come before earlier ones the
-  // fetch has still to hand out (a reconnect in the middle of a burst). Such pushes wait for the fetch to end:
-  // each is then either a copy of a fetched message (dropped by its id) or later than all of them. A fetch the
-  // relay does not answer holds them at most kPushHoldMs (or kMaxPushesHeld of them): read late, not never.
+  // The relay pushes a mailbox's messages in seq order, and a fetch hands them out in seq order up to the
+  // first one not yet durable; but a message pushed while a fetch is under way can come before earlier ones
+  // the fetch has still to hand out (a reconnect in the middle of a burst). Such pushes wait for the fetch to
+  // end: each is then either a copy of a fetched message (dropped by its id) or later than all of them. A
+  // fetch the relay does not answer holds them at most kPushHoldMs (or kMaxPushesHeld of them): read late,
+  // not never.
   void HoldPush(relay::Delivery d) {
     pushed_while_fetching_.push_back(std::move(d));
     if (pushed_while_fetching_.size() >= kMaxPushesHeld) return HandlePushedWhileFetching();
@@ -843,7 +844,8 @@ class Client::Impl {
   void HandlePushedWhileFetching() {
     auto pushed = DropHeldPushes();
     if (shutting_down_ || locked_) return;  // still at the relay: the next fetch brings them
-    std::stable_sort(pushed.begin(), pushed.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
+    std::stable_sort(pushed.begin(), pushed.end(),
+                     [](const auto& a, const auto& b) { return a.seq < b.seq; });
     for (const auto& d : pushed) HandleDelivery(d);
   }
   std::vector<relay::Delivery> DropHeldPushes() {

@@ -1,5 +1,5 @@
-// What only the RocksDB store has: durability across reopen, group commit, and refusal of a damaged file; and,
-// on a StoreCore whose syncs the test completes, what watchers hear when a sync fails.
+// What only the RocksDB store has: durability across reopen, group commit, and refusal of a damaged file;
+// and, on a StoreCore whose syncs the test completes, what watchers hear when a sync fails.
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
 
@@ -265,7 +265,9 @@ TEST(RocksDbMailboxStore, AWatcherRegisteredDuringASyncHearsInDepositOrder) {
     EXPECT_TRUE(heard.empty());  // the later two wait for the first
   }
   store->PauseCommitsForTesting(false);
-  for (int i = 0; i < 30000 && answered.load() < 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  for (int i = 0; i < 30000 && answered.load() < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   ASSERT_EQ(answered.load(), 3);
   std::lock_guard<std::mutex> lock(mu);
   EXPECT_EQ(heard, (std::vector<uint8_t>{1, 2, 3}));
@@ -295,7 +297,9 @@ class ScriptedSyncStore final : public internal::StoreCore {
   void RecordAttachmentRemoved(const AttachmentId&, const internal::AttachmentState&) override {}
   uint64_t Ticket() override { return ++last_ticket_; }
   Status WaitDurable(uint64_t) override { return Status::Ok(); }
-  void WhenDurable(uint64_t ticket, std::function<void(Status)> fn) override { waiting_[ticket] = std::move(fn); }
+  void WhenDurable(uint64_t ticket, std::function<void(Status)> fn) override {
+    waiting_[ticket] = std::move(fn);
+  }
   uint64_t SyncCount() const override { return 0; }
   bool Durable(uint64_t ticket) const override { return waiting_.count(ticket) == 0; }
 
@@ -313,7 +317,8 @@ TEST(StoreCoreWatch, AFailedSyncDoesNotHoldBackLaterMessages) {
   CW_RL_ASSERT_OK(store.CreateMailbox(box, Key(1)));
   auto record = [&](Result<InsertOutcome> r) { answers.push_back(r ? StatusCode::kOk : r.error().code()); };
   store.InsertAsync(box, Mid(1), Bytes(30, 1), kFar, {}, record);
-  auto watch = store.WatchMailbox(box, [&](const MailboxId&, const StoredMessage& m) { heard.push_back(m.envelope.at(0)); });
+  auto watch = store.WatchMailbox(
+      box, [&](const MailboxId&, const StoredMessage& m) { heard.push_back(m.envelope.at(0)); });
   store.InsertAsync(box, Mid(2), Bytes(30, 2), kFar, {}, record);
   EXPECT_TRUE(heard.empty());  // the second waits for the first
   store.CompleteOldest(Status(StatusCode::kUnavailable, "disk gone"));
