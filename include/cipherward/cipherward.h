@@ -160,7 +160,10 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_sync(cw_client* client);
 
 /* Called once per incoming message, after it is durably stored. Runs on the client's loop thread: keep it
  * short, do not block, and do not call the blocking functions listed at the top of this file. `contact` and
- * `body` are valid only during the call (copy what you keep; the body memory is wiped afterwards). */
+ * `body` are valid only during the call (copy what you keep; the body memory is wiped afterwards).
+ * Order: within one conversation (a contact's 1:1 chat, or one group), each sender's messages that come
+ * through the relay are reported in the order they were sent, a reconnect in the middle of a burst included.
+ * Messages over a direct link are in order too, but while one path is down the other can run ahead of it. */
 typedef void (*cw_message_fn)(void* user_data, const char* contact, const uint8_t* body, size_t len);
 
 /* Sets (or, with cb NULL, clears) the message callback. Safe from any thread; a callback already running, or
