@@ -372,7 +372,7 @@ Result<InsertOutcome> StoreCore::Insert(const MailboxId& id, const MessageId& me
   }
   plan.announced.envelope.assign(envelope.begin(), envelope.end());
   const uint64_t told = watches_->Announce(id, plan.announced);
-  Status durable = Status(StatusCode::kInternal, "not synced");
+  Status durable;
   try {
     durable = WaitDurable(plan.ticket);
   } catch (...) {
