@@ -36,6 +36,7 @@
 #include "core/runtime/client.h"
 #include "core/runtime/codec.h"
 #include "core/runtime/relay_stats.h"
+#include "relay/protocol.h"
 #include "transport/transport.h"
 
 namespace {
@@ -240,9 +241,12 @@ int CmdInit(const std::string& name, const std::string& kdf) {
 std::string ExpiryOf(int64_t expires_ms) { return expires_ms == 0 ? "never expires" : "expires " + DateTimeOf(expires_ms); }
 
 int CmdInvite(int64_t valid_hours) {
-  constexpr int64_t kMaxHours = 366 * 24;  // the relay's limit: a year
+  // Checked here, not only by the client: valid_hours * 3600 * 1000 could overflow.
+  constexpr int64_t kMaxHours = cw::relay::kMaxClaimWithinMillis / 3'600'000;
   if (valid_hours < 0 || valid_hours > kMaxHours) {
-    return Fail(Status(StatusCode::kInvalidArgument, "--valid-hours is 0 (never expires) to 8784 (a year)"), "invite");
+    return Fail(Status(StatusCode::kInvalidArgument,
+                       "--valid-hours is 0 (never expires) to " + std::to_string(kMaxHours) + " (a year)"),
+                "invite");
   }
   auto c = OpenClient();
   if (!c) return Fail(c.error(), "open");

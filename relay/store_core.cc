@@ -263,19 +263,25 @@ Status StoreCore::RemoveDepositToken(const MailboxId& id, const TokenHash& token
 namespace {
 // A claimable token (claim_by != 0) nobody claimed before claim_by: refused, and forgotten by the purge.
 bool Lapsed(int64_t claim_by_millis, int64_t now_millis) { return claim_by_millis != 0 && now_millis >= claim_by_millis; }
+
+// The claim_by (0: claimed) of a token `box` holds and that has not lapsed, else null. The same map lookup
+// happens whether or not the mailbox exists (an empty map stands in): both refusals cost about the same.
+const int64_t* LiveToken(const MailboxState* box, const TokenHash& token, int64_t now_millis) {
+  static const std::map<TokenHash, int64_t> kNone;
+  const auto& tokens = box != nullptr ? box->tokens : kNone;
+  const auto it = tokens.find(token);
+  if (it == tokens.end() || Lapsed(it->second, now_millis)) return nullptr;
+  return &it->second;
+}
 }  // namespace
 
 Result<MailboxStore::Admission> StoreCore::AdmitDeposit(const MailboxId& id, const TokenHash& token,
                                                          int64_t now_millis) {
   std::lock_guard<std::mutex> lock(mu_);
   MailboxState* box = Find(id);
-  // The same map lookup happens whether or not the mailbox exists (an empty map stands in), so the two
-  // refusals cost about the same.
-  static const std::map<TokenHash, int64_t> kNone;
-  const auto& tokens = box != nullptr ? box->tokens : kNone;
-  const auto it = tokens.find(token);
-  if (it == tokens.end() || Lapsed(it->second, now_millis)) return Admission::kRefused;
-  if (it->second == 0) return Admission::kAdmitted;
+  const int64_t* claim_by = LiveToken(box, token, now_millis);
+  if (claim_by == nullptr) return Admission::kRefused;
+  if (*claim_by == 0) return Admission::kAdmitted;
   CW_RETURN_IF_ERROR(Health());
   box->tokens[token] = 0;  // claimed by its first deposit
   RecordToken(id, token, true, 0);
@@ -293,10 +299,7 @@ void StoreCore::WhenAllDurable(std::function<void(Status)> fn) {
 
 Result<bool> StoreCore::HasDepositToken(const MailboxId& id, const TokenHash& token, int64_t now_millis) {
   std::lock_guard<std::mutex> lock(mu_);
-  const MailboxState* box = Find(id);
-  if (box == nullptr) return false;
-  const auto it = box->tokens.find(token);
-  return it != box->tokens.end() && !Lapsed(it->second, now_millis);
+  return LiveToken(Find(id), token, now_millis) != nullptr;
 }
 
 StoreCore::InsertPlan StoreCore::PlanInsert(const MailboxId& id, const MessageId& message_id, ByteView envelope,

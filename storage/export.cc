@@ -67,7 +67,7 @@ json MessageJson(const TranscriptMessage& m) {
   j["status"] = MessageStatusName(m.status);
   j["expires_at_ms"] = m.expires_at_ms;
   j["body_base64"] = Base64(m.body.reveal());
-  const std::string_view body(reinterpret_cast<const char*>(m.body.reveal().data()), m.body.size());
+  const std::string_view body = AsText(m.body.reveal());
   if (IsUtf8(body)) j["text"] = std::string(body);
   json attachments = json::array();
   for (const auto& a : m.attachments) attachments.push_back(Text(AsText(a.reveal())));

@@ -1,39 +1,37 @@
 #include "core/base/bytes.h"
 
+#include <sodium.h>
+
 namespace cw {
 
-std::string ToHex(ByteView bytes) {
+void ToHexInto(ByteView bytes, std::span<uint8_t> out) {
   static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
+  size_t at = 0;
   for (uint8_t b : bytes) {
-    out.push_back(kDigits[b >> 4]);
-    out.push_back(kDigits[b & 0xf]);
+    out[at++] = static_cast<uint8_t>(kDigits[b >> 4]);
+    out[at++] = static_cast<uint8_t>(kDigits[b & 0xf]);
   }
+}
+
+std::string ToHex(ByteView bytes) {
+  std::string out(bytes.size() * 2, '\0');
+  ToHexInto(bytes, std::span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()), out.size()));
   return out;
 }
 
-static int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
+// sodium_hex2bin: keys and tokens are decoded here, and it does not branch on the digits it reads.
+bool FromHexInto(std::string_view hex, std::span<uint8_t> out) {
+  if (hex.size() != 2 * out.size()) return false;
+  size_t len = 0;
+  return sodium_hex2bin(out.data(), out.size(), hex.data(), hex.size(), nullptr, &len, nullptr) == 0 &&
+         len == out.size();
 }
 
 bool FromHex(std::string_view hex, Bytes* out) {
+  out->assign(hex.size() / 2, 0);
+  if (hex.size() % 2 == 0 && FromHexInto(hex, *out)) return true;
   out->clear();
-  if (hex.size() % 2 != 0) return false;
-  out->reserve(hex.size() / 2);
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    int hi = HexValue(hex[i]);
-    int lo = HexValue(hex[i + 1]);
-    if (hi < 0 || lo < 0) {
-      out->clear();
-      return false;
-    }
-    out->push_back(static_cast<uint8_t>(hi << 4 | lo));
-  }
-  return true;
+  return false;
 }
 
 }  // namespace cw

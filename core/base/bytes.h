@@ -22,5 +22,10 @@ inline std::string_view AsText(ByteView b) { return std::string_view(reinterpret
 std::string ToHex(ByteView bytes);
 // Empty result and false on odd length or a non-hex digit.
 bool FromHex(std::string_view hex, Bytes* out);
+// In place, for secrets kept in wiped memory: ToHexInto writes exactly 2 * bytes.size() characters (no NUL);
+// FromHexInto decodes exactly out.size() bytes, false on another length or a non-hex digit (`out` then holds
+// garbage).
+void ToHexInto(ByteView bytes, std::span<uint8_t> out);
+bool FromHexInto(std::string_view hex, std::span<uint8_t> out);
 
 }  // namespace cw

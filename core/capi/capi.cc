@@ -143,6 +143,12 @@ cw_status ReturnWiped(std::string s, cw_buffer** out) {
   return st;
 }
 
+// An invite code carries the deposit token that admits its holder: the copy made here is wiped.
+cw_status ReturnInvite(cw::Result<std::string> code, cw_buffer** out) {
+  if (!code) return ToC(code.error());
+  return ReturnWiped(std::move(*code), out);
+}
+
 // Runs `fn` (returning cw_status) and turns any escaping exception into a status.
 template <typename Fn>
 cw_status Guard(Fn&& fn) noexcept {
@@ -372,18 +378,14 @@ CW_EXPORT cw_status cw_client_name(cw_client* client, cw_buffer** out_name) {
 CW_EXPORT cw_status cw_client_invite(cw_client* client, cw_buffer** out_code) {
   return Guard([&]() -> cw_status {
     if (client == nullptr || out_code == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    auto code = client->client->CreateInvite();
-    if (!code) return ToC(code.error());
-    return ReturnString(*code, out_code);
+    return ReturnInvite(client->client->CreateInvite(), out_code);
   });
 }
 
 CW_EXPORT cw_status cw_client_invite_valid_for(cw_client* client, int64_t valid_for_ms, cw_buffer** out_code) {
   return Guard([&]() -> cw_status {
     if (client == nullptr || out_code == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    auto code = client->client->CreateInviteValidFor(valid_for_ms);
-    if (!code) return ToC(code.error());
-    return ReturnString(*code, out_code);
+    return ReturnInvite(client->client->CreateInviteValidFor(valid_for_ms), out_code);
   });
 }
 

@@ -71,12 +71,10 @@ struct State {
 // time and waiting in the mailbox still binds when this device fetches it.
 constexpr int64_t kLapsedInviteKeptMs = 31LL * 24 * 3600 * 1000;
 
+// Decodes straight into `out`: no copy of a token or key is left behind. On false the caller drops `out`.
 template <size_t N>
 bool ArrayFromHex(const std::string& hex, std::array<uint8_t, N>* out) {
-  Bytes b;
-  if (!FromHex(hex, &b) || b.size() != N) return false;
-  std::copy(b.begin(), b.end(), out->begin());
-  return true;
+  return FromHexInto(hex, *out);
 }
 
 json CardToJson(const ContactCard& c) {
@@ -98,10 +96,8 @@ SecretBytes EncodeState(const State& s) {
   json invites = json::array();
   json tokens = json::array();  // the tokens alone too, for a library from before invites expired
   for (const auto& i : s.invites) {
-    invites.push_back(json{{"token", ToHex(i.token)},
-                           {"created_ms", i.created_ms},
-                           {"expires_ms", i.expires_ms},
-                           {"relay_enforced", true}});
+    invites.push_back(
+        json{{"token", ToHex(i.token)}, {"created_ms", i.created_ms}, {"expires_ms", i.expires_ms}});
     tokens.push_back(ToHex(i.token));
   }
   j["invites"] = invites;
@@ -156,8 +152,6 @@ Result<State> DecodeState(const SecretBytes& bytes) {
         if (!ArrayFromHex(i.at("token").get<std::string>(), &inv.token)) return bad();
         inv.created_ms = i.at("created_ms").get<int64_t>();
         inv.expires_ms = i.at("expires_ms").get<int64_t>();
-        // Written by a build whose relay did not enforce expiry: that token never lapses, nor does it here.
-        if (!i.value("relay_enforced", false)) inv.expires_ms = 0;
         s.invites.push_back(inv);
       }
     } else {
@@ -1544,11 +1538,16 @@ class Client::Impl {
         if (r) Report(FromRelay(*r));
         return;  // the next link up tries again
       }
-      State next = state_;
-      std::erase_if(next.retired_tokens, [&](const DepositToken& t) { return t == token; });
-      if (Status s = SaveState(next); !s.ok()) return Report(s);
+      if (Status s = ForgetRetired(token); !s.ok()) return Report(s);
       RevokeRetired();
     });
+  }
+
+  // The relay no longer takes `token` (revoked now, or NOT_FOUND: revoked or lapsed earlier).
+  Status ForgetRetired(const DepositToken& token) {
+    State next = state_;
+    std::erase_if(next.retired_tokens, [&](const DepositToken& t) { return t == token; });
+    return SaveState(std::move(next));
   }
 
   bool Expired(const OpenInvite& invite) const {
@@ -1603,9 +1602,7 @@ class Client::Impl {
       };
       if (!r) return done(later(r.error()));
       if (Status s = FromRelay(*r); !s.ok() && s.code() != StatusCode::kNotFound) return done(later(s));
-      State after = state_;
-      std::erase_if(after.retired_tokens, [&](const DepositToken& t) { return t == token; });
-      if (Status s = SaveState(after); !s.ok()) return done(Error(s));
+      if (Status s = ForgetRetired(token); !s.ok()) return done(Error(s));
       done(true);
     });
   }

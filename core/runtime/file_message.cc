@@ -1,7 +1,5 @@
 #include "core/runtime/file_message.h"
 
-#include <sodium.h>
-
 namespace cw::runtime {
 
 namespace {
@@ -11,12 +9,7 @@ SecretBytes Reference(const SecretBytes& encoded) {
   SecretBytes ref(kAttachmentReferencePrefix.size() + 2 * encoded.size());
   auto out = ref.reveal_mutable();
   std::copy(kAttachmentReferencePrefix.begin(), kAttachmentReferencePrefix.end(), out.begin());
-  static constexpr char kDigits[] = "0123456789abcdef";
-  size_t at = kAttachmentReferencePrefix.size();
-  for (uint8_t b : encoded.reveal()) {  // by hand: sodium_bin2hex would also write a NUL past the end
-    out[at++] = static_cast<uint8_t>(kDigits[b >> 4]);
-    out[at++] = static_cast<uint8_t>(kDigits[b & 0xf]);
-  }
+  ToHexInto(encoded.reveal(), out.subspan(kAttachmentReferencePrefix.size()));
   return ref;
 }
 
@@ -46,11 +39,7 @@ Result<wire::AttachmentDescriptor> DescriptorFromReferences(const std::vector<Se
     if (!text.starts_with(kAttachmentReferencePrefix)) continue;
     const std::string_view hex = text.substr(kAttachmentReferencePrefix.size());
     SecretBytes encoded(hex.size() / 2);
-    size_t len = 0;
-    if (hex.size() % 2 != 0 ||
-        sodium_hex2bin(encoded.reveal_mutable().data(), encoded.size(), hex.data(), hex.size(), nullptr, &len,
-                       nullptr) != 0 ||
-        len != encoded.size()) {
+    if (hex.size() % 2 != 0 || !FromHexInto(hex, encoded.reveal_mutable())) {
       return Error(StatusCode::kMalformed, "attachment reference is not hex");
     }
     return wire::DecodeAttachment(encoded.reveal());
