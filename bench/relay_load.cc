@@ -44,6 +44,7 @@
 
 #include "core/base/clock.h"
 #include "core/base/random.h"
+#include "relay/allocator.h"
 #include "relay/rocksdb_mailbox_store.h"
 #include "relay/server.h"
 #include "transport/tcp_transport.h"
@@ -631,7 +632,8 @@ int main(int argc, char** argv) {
   getrlimit(RLIMIT_NOFILE, &rl);
   rl.rlim_cur = rl.rlim_max;
   setrlimit(RLIMIT_NOFILE, &rl);
-  std::printf("RLIMIT_NOFILE soft=hard=%llu; %u CPUs\n", (unsigned long long)rl.rlim_cur, std::thread::hardware_concurrency());
+  std::printf("RLIMIT_NOFILE soft=hard=%llu; %u CPUs; allocator: %s\n", (unsigned long long)rl.rlim_cur,
+              std::thread::hardware_concurrency(), cw::relay::AllocatorName().c_str());
   if (a.idle + 64 > rl.rlim_cur) {
     a.idle = rl.rlim_cur - 64;
     std::printf("idle connections capped at %zu by RLIMIT_NOFILE\n", a.idle);

@@ -22,6 +22,7 @@
 
 #include "core/base/random.h"
 #include "core/base/secret.h"
+#include "relay/allocator.h"
 #include "relay/relay_service.h"
 #include "relay/rocksdb_mailbox_store.h"
 #include "relay/server.h"
@@ -147,6 +148,8 @@ int main(int argc, char** argv) {
 
   auto store = cw::relay::RocksDbMailboxStore::Open(data_dir + "/store");
   if (!store) return Fail(log, "store_failed", store.error());
+  log.Log(cw::relay::LogLevel::kInfo, "store_opened",
+          {{"dir", data_dir + "/store"}, {"allocator", cw::relay::AllocatorName()}});
 
   int rc = 0;
   {

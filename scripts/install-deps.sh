@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   clang libclang-rt-14-dev clang-format dpkg-dev
   libsignal-protocol-c-dev libsodium-dev libssl-dev libuv1-dev
-  libmsgpack-cxx-dev librocksdb-dev libexpected-dev
+  libmsgpack-cxx-dev librocksdb-dev libexpected-dev libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev
   libolm-dev nlohmann-json3-dev libcli11-dev libfmt-dev libreadline-dev
   python3 python3-dissononce tmux
