@@ -1648,9 +1648,26 @@ class Client::Impl {
   }
 
   void AcceptInvite(Invite inv, std::string first, Done<std::string> done) {
-    if (inv.name == state_.name) return done(Error(StatusCode::kInvalidArgument, "this is our own invite"));
+    if (ConstantTimeEquals(inv.identity_key, engine_->identity_key())) {
+      return done(Error(StatusCode::kInvalidArgument, "this is our own invite"));
+    }
+    // Contacts are known by the name they chose, in one namespace with ours: a second person of the same
+    // name cannot be told apart yet, so say so rather than mistake them for the first.
+    if (inv.name == state_.name) {
+      return done(Error(StatusCode::kAlreadyExists,
+                        "the invite comes from someone else who is also named \"" + inv.name +
+                            "\": a contact with your own name is not supported yet"));
+    }
     auto existing = state_.contacts.find(inv.name);
     if (existing != state_.contacts.end() && existing->second.card) {
+      auto known = engine_->GetContact(inv.name);
+      if (known && known->state != session::TrustState::kUnknown &&
+          !ConstantTimeEquals(known->identity_key, inv.identity_key)) {
+        return done(Error(StatusCode::kAlreadyExists,
+                          "already a contact named \"" + inv.name +
+                              "\" under another identity key: someone else of that name cannot be added yet "
+                              "(a new device of theirs shows up as an identity change when they write)"));
+      }
       return done(Error(StatusCode::kAlreadyExists, "already a contact"));
     }
     auto proceed = [this, inv, first, done](Result<bool> reg) {

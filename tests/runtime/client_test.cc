@@ -310,6 +310,61 @@ TEST_F(RuntimeE2E, RelayHoldsOnlySealedPaddedEnvelopes) {
   EXPECT_EQ(r->received, 2u);
 }
 
+// Contacts are known by the names they chose. An invite that would collide is refused with the reason, and
+// the contact already known keeps working.
+TEST_F(RuntimeE2E, AnInviteThatCollidesWithAKnownNameIsRefusedWithTheReason) {
+  auto clinician = NewClient("clinician", "dr.lee");
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+
+  auto own = clinician->CreateInvite();
+  ASSERT_HAS(own);
+  auto self = clinician->AcceptInvite(*own, "hi me");
+  ASSERT_FALSE(self.has_value());
+  EXPECT_EQ(self.error().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(self.error().message().find("our own invite"), std::string::npos) << self.error().ToString();
+
+  // Another clinician who is also called dr.lee: a different identity key under a known name.
+  auto namesake = NewClient("namesake", "dr.lee");
+  ASSERT_TRUE(namesake);
+  ASSERT_OK(namesake->Register(relay_->address()));
+  auto code = namesake->CreateInvite();
+  ASSERT_HAS(code);
+  auto twin = patient->AcceptInvite(*code, "which one are you?");
+  ASSERT_FALSE(twin.has_value());
+  EXPECT_EQ(twin.error().code(), StatusCode::kAlreadyExists);
+  EXPECT_NE(twin.error().message().find("another identity key"), std::string::npos)
+      << twin.error().ToString();
+
+  // Someone who shares the patient's own name.
+  auto other_pat = NewClient("other-pat", "pat");
+  ASSERT_TRUE(other_pat);
+  ASSERT_OK(other_pat->Register(relay_->address()));
+  auto code2 = other_pat->CreateInvite();
+  ASSERT_HAS(code2);
+  auto mirror = patient->AcceptInvite(*code2, "hello pat");
+  ASSERT_FALSE(mirror.has_value());
+  EXPECT_EQ(mirror.error().code(), StatusCode::kAlreadyExists);
+  EXPECT_NE(mirror.error().message().find("your own name"), std::string::npos) << mirror.error().ToString();
+
+  // Nothing reached the namesakes, and the first dr.lee still hears from the patient.
+  ASSERT_HAS(patient->SendText("dr.lee", "still you?"));
+  ASSERT_HAS(patient->Sync());
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(Bodies(*clinician, "pat"), (std::vector<std::string>{"hello doctor", "still you?"}));
+  for (Client* c : {namesake.get(), other_pat.get()}) {
+    ASSERT_HAS(c->Sync());
+    auto theirs = c->Contacts();
+    ASSERT_HAS(theirs);
+    EXPECT_TRUE(theirs->empty());
+  }
+  auto contacts = patient->Contacts();
+  ASSERT_HAS(contacts);
+  ASSERT_EQ(contacts->size(), 1u);
+  EXPECT_EQ((*contacts)[0].fingerprint, clinician->Fingerprint());
+}
+
 TEST_F(RuntimeE2E, BadInputGetsClearErrors) {
   auto clinician = NewClient("clinician", "dr.lee");
   ASSERT_TRUE(clinician);
