@@ -1,17 +1,20 @@
 // What only the RocksDB store has: durability across reopen, group commit, and refusal of a damaged file;
 // and, on a StoreCore whose syncs the test completes, what watchers hear when a sync fails.
+#include "relay/rocksdb_mailbox_store.h"
+
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
-#include "relay/rocksdb_mailbox_store.h"
 #include "relay/store_core.h"
 #include "tests/relay/relay_test_util.h"
 
@@ -273,14 +276,26 @@ TEST(RocksDbMailboxStore, AWatcherRegisteredDuringASyncHearsInDepositOrder) {
   EXPECT_EQ(heard, (std::vector<uint8_t>{1, 2, 3}));
 }
 
-// A StoreCore whose deposits' syncs the test completes, oldest first, with success or failure.
+// A StoreCore whose deposits' syncs the test completes, oldest first, with success or failure. A blocking
+// Insert waits in WaitDurable, on its own thread, until the test completes its sync.
 class ScriptedSyncStore final : public internal::StoreCore {
  public:
   void CompleteOldest(Status s) {
-    ASSERT_FALSE(waiting_.empty());
-    auto fn = std::move(waiting_.begin()->second);
-    waiting_.erase(waiting_.begin());
+    std::function<void(Status)> fn;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ASSERT_FALSE(waiting_.empty());
+      fn = std::move(waiting_.begin()->second);
+      waiting_.erase(waiting_.begin());
+    }
     fn(std::move(s));
+  }
+  // The next WaitDurable is a deposit's: it waits for CompleteOldest.
+  void NextWaitIsADeposit() { deposit_pending_.store(true); }
+  // Waits until `n` syncs are pending.
+  bool WaitPending(size_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(30), [&] { return waiting_.size() >= n; });
   }
 
  private:
@@ -296,14 +311,31 @@ class ScriptedSyncStore final : public internal::StoreCore {
   void RecordAttachmentChunk(const AttachmentId&, uint64_t, ByteView) override {}
   void RecordAttachmentRemoved(const AttachmentId&, const internal::AttachmentState&) override {}
   uint64_t Ticket() override { return ++last_ticket_; }
-  Status WaitDurable(uint64_t) override { return Status::Ok(); }
+  Status WaitDurable(uint64_t ticket) override {
+    // Tickets of nothing new (mailbox creation here) are durable at once; a deposit's waits for the test.
+    if (!deposit_pending_.exchange(false)) return Status::Ok();
+    std::promise<Status> result;
+    auto done = result.get_future();
+    WhenDurable(ticket, [&result](Status s) { result.set_value(std::move(s)); });
+    return done.get();
+  }
   void WhenDurable(uint64_t ticket, std::function<void(Status)> fn) override {
-    waiting_[ticket] = std::move(fn);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      waiting_[ticket] = std::move(fn);
+    }
+    cv_.notify_all();
   }
   uint64_t SyncCount() const override { return 0; }
-  bool Durable(uint64_t ticket) const override { return waiting_.count(ticket) == 0; }
+  bool Durable(uint64_t ticket) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return waiting_.count(ticket) == 0;
+  }
 
-  uint64_t last_ticket_ = 0;
+  std::atomic<uint64_t> last_ticket_{0};
+  std::atomic<bool> deposit_pending_{false};
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
   std::map<uint64_t, std::function<void(Status)>> waiting_;
 };
 
@@ -326,6 +358,45 @@ TEST(StoreCoreWatch, AFailedSyncDoesNotHoldBackLaterMessages) {
   store.CompleteOldest(Status::Ok());
   EXPECT_EQ(heard, std::vector<uint8_t>{2});
   EXPECT_EQ(answers, (std::vector<StatusCode>{StatusCode::kUnavailable, StatusCode::kOk}));
+}
+
+// The same through the blocking Insert: when its sync fails, the watcher that registered meanwhile is not
+// left holding the deposit after it.
+TEST(StoreCoreWatch, AFailedBlockingInsertDoesNotHoldBackLaterMessages) {
+  std::vector<uint8_t> heard;
+  std::mutex mu;
+  ScriptedSyncStore store;
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  CW_RL_ASSERT_OK(store.CreateMailbox(box, Key(1)));
+  store.NextWaitIsADeposit();
+  std::promise<Result<InsertOutcome>> first;
+  std::thread depositor([&] { first.set_value(store.Insert(box, Mid(1), Bytes(30, 1), kFar, {})); });
+  ASSERT_TRUE(store.WaitPending(1));
+  auto watch = store.WatchMailbox(box, [&](const MailboxId&, const StoredMessage& m) {
+    std::lock_guard<std::mutex> lock(mu);
+    heard.push_back(m.envelope.at(0));
+  });
+  std::optional<Result<InsertOutcome>> second;
+  store.InsertAsync(box, Mid(2), Bytes(30, 2), kFar, {},
+                    [&](Result<InsertOutcome> r) { second = std::move(r); });
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_TRUE(heard.empty());  // the second waits for the first
+  }
+  store.CompleteOldest(Status(StatusCode::kUnavailable, "disk gone"));
+  depositor.join();
+  auto r = first.get_future().get();
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kUnavailable);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(heard, std::vector<uint8_t>{2});
+  }
+  store.CompleteOldest(Status::Ok());
+  ASSERT_TRUE(second.has_value());
+  EXPECT_TRUE(second->has_value());
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(heard, std::vector<uint8_t>{2});
 }
 
 // A graceful shutdown: destroying the store writes what was recorded and answers every pending deposit;
