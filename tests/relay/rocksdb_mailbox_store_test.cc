@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <future>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -314,9 +315,10 @@ class ScriptedSyncStore final : public internal::StoreCore {
   Status WaitDurable(uint64_t ticket) override {
     // Tickets of nothing new (mailbox creation here) are durable at once; a deposit's waits for the test.
     if (!deposit_pending_.exchange(false)) return Status::Ok();
-    std::promise<Status> result;
-    auto done = result.get_future();
-    WhenDurable(ticket, [&result](Status s) { result.set_value(std::move(s)); });
+    // Shared: the test's thread may still be inside set_value when this one wakes and returns.
+    auto result = std::make_shared<std::promise<Status>>();
+    auto done = result->get_future();
+    WhenDurable(ticket, [result](Status s) { result->set_value(std::move(s)); });
     return done.get();
   }
   void WhenDurable(uint64_t ticket, std::function<void(Status)> fn) override {
