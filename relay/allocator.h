@@ -23,6 +23,14 @@ inline std::string AllocatorName() {
     return std::string("jemalloc ") + version;
   }
   return "jemalloc";
+#elif defined(__SANITIZE_ADDRESS__)
+  return "AddressSanitizer's";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  return "AddressSanitizer's";
+#else
+  return "libc malloc";
+#endif
 #else
   return "libc malloc";
 #endif

@@ -1658,16 +1658,24 @@ class Client::Impl {
                         "the invite comes from someone else who is also named \"" + inv.name +
                             "\": a contact with your own name is not supported yet"));
     }
+    // The engine remembers a name's key even after the contact is removed: a stranger's invite under that
+    // name must not turn into a pending identity change of it.
+    if (auto known = engine_->GetContact(inv.name);
+        known && known->state != session::TrustState::kUnknown &&
+        !ConstantTimeEquals(known->identity_key, inv.identity_key)) {
+      if (known->pending_identity_key && ConstantTimeEquals(*known->pending_identity_key, inv.identity_key)) {
+        return done(Error(StatusCode::kAlreadyExists,
+                          "\"" + inv.name +
+                              "\" has a new identity key waiting to be accepted: compare safety "
+                              "numbers, then accept the change"));
+      }
+      return done(Error(StatusCode::kAlreadyExists,
+                        "someone named \"" + inv.name +
+                            "\" is already known under another identity key: an invite cannot replace them "
+                            "(two people of one name cannot be told apart yet)"));
+    }
     auto existing = state_.contacts.find(inv.name);
     if (existing != state_.contacts.end() && existing->second.card) {
-      auto known = engine_->GetContact(inv.name);
-      if (known && known->state != session::TrustState::kUnknown &&
-          !ConstantTimeEquals(known->identity_key, inv.identity_key)) {
-        return done(Error(StatusCode::kAlreadyExists,
-                          "already a contact named \"" + inv.name +
-                              "\" under another identity key: someone else of that name cannot be added yet "
-                              "(a new device of theirs shows up as an identity change when they write)"));
-      }
       return done(Error(StatusCode::kAlreadyExists, "already a contact"));
     }
     auto proceed = [this, inv, first, done](Result<bool> reg) {

@@ -261,7 +261,9 @@ class Client {
   // Accepts an invite: registers with its relay if this identity is not registered yet, fetches the
   // inviter's bundle, checks it carries the identity key the invite names (kBadSignature otherwise: the
   // relay served someone else's keys), runs X3DH, stores the contact, and queues `first_message`, which
-  // carries our reply card. Returns the contact's name. kMalformed for a bad code.
+  // carries our reply card. Returns the contact's name. kMalformed for a bad code; kInvalidArgument for an
+  // invite of our own; kAlreadyExists for a contact we have, or for an invite whose author's name is ours or
+  // is known under another identity key (contacts are known by name: two people of one name are refused).
   Result<std::string> AcceptInvite(const std::string& code, const std::string& first_message,
                                    int64_t timeout_ms = kDefaultTimeoutMs);
 

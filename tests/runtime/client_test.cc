@@ -334,7 +334,7 @@ TEST_F(RuntimeE2E, AnInviteThatCollidesWithAKnownNameIsRefusedWithTheReason) {
   auto twin = patient->AcceptInvite(*code, "which one are you?");
   ASSERT_FALSE(twin.has_value());
   EXPECT_EQ(twin.error().code(), StatusCode::kAlreadyExists);
-  EXPECT_NE(twin.error().message().find("another identity key"), std::string::npos)
+  EXPECT_NE(twin.error().message().find("known under another identity key"), std::string::npos)
       << twin.error().ToString();
 
   // Someone who shares the patient's own name.
@@ -363,6 +363,14 @@ TEST_F(RuntimeE2E, AnInviteThatCollidesWithAKnownNameIsRefusedWithTheReason) {
   ASSERT_HAS(contacts);
   ASSERT_EQ(contacts->size(), 1u);
   EXPECT_EQ((*contacts)[0].fingerprint, clinician->Fingerprint());
+
+  // Removing the first dr.lee does not let the namesake's invite pass as a change of their identity key.
+  ASSERT_OK(patient->RemoveContact("dr.lee"));
+  auto after = patient->AcceptInvite(*code, "and now?");
+  ASSERT_FALSE(after.has_value());
+  EXPECT_EQ(after.error().code(), StatusCode::kAlreadyExists);
+  EXPECT_NE(after.error().message().find("known under another identity key"), std::string::npos)
+      << after.error().ToString();
 }
 
 TEST_F(RuntimeE2E, BadInputGetsClearErrors) {
