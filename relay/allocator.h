@@ -23,14 +23,8 @@ inline std::string AllocatorName() {
     return std::string("jemalloc ") + version;
   }
   return "jemalloc";
-#elif defined(__SANITIZE_ADDRESS__)
-  return "AddressSanitizer's";
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-  return "AddressSanitizer's";
-#else
-  return "libc malloc";
-#endif
+#elif defined(CW_RELAY_SANITIZER_ALLOCATOR)
+  return "the sanitizer's";
 #else
   return "libc malloc";
 #endif

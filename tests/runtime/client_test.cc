@@ -310,6 +310,13 @@ TEST_F(RuntimeE2E, RelayHoldsOnlySealedPaddedEnvelopes) {
   EXPECT_EQ(r->received, 2u);
 }
 
+// An AcceptInvite refused with `code`, its message naming the reason in `words`.
+void ExpectRefused(const Result<std::string>& r, StatusCode code, const std::string& words) {
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), code);
+  EXPECT_NE(r.error().message().find(words), std::string::npos) << r.error().ToString();
+}
+
 // Contacts are known by the names they chose. An invite that would collide is refused with the reason, and
 // the contact already known keeps working.
 TEST_F(RuntimeE2E, AnInviteThatCollidesWithAKnownNameIsRefusedWithTheReason) {
@@ -320,33 +327,28 @@ TEST_F(RuntimeE2E, AnInviteThatCollidesWithAKnownNameIsRefusedWithTheReason) {
 
   auto own = clinician->CreateInvite();
   ASSERT_HAS(own);
-  auto self = clinician->AcceptInvite(*own, "hi me");
-  ASSERT_FALSE(self.has_value());
-  EXPECT_EQ(self.error().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(self.error().message().find("our own invite"), std::string::npos) << self.error().ToString();
+  ExpectRefused(clinician->AcceptInvite(*own, "hi me"), StatusCode::kInvalidArgument, "our own invite");
 
+  // A registered stranger of `name`, and an invite of theirs.
+  auto stranger = [&](const std::string& home, const std::string& name, std::string* code) {
+    auto c = NewClient(home, name);
+    if (!c || !c->Register(relay_->address()).ok()) return std::unique_ptr<Client>();
+    auto invite = c->CreateInvite();
+    if (!invite) return std::unique_ptr<Client>();
+    *code = *invite;
+    return c;
+  };
   // Another clinician who is also called dr.lee: a different identity key under a known name.
-  auto namesake = NewClient("namesake", "dr.lee");
+  std::string code;
+  auto namesake = stranger("namesake", "dr.lee", &code);
   ASSERT_TRUE(namesake);
-  ASSERT_OK(namesake->Register(relay_->address()));
-  auto code = namesake->CreateInvite();
-  ASSERT_HAS(code);
-  auto twin = patient->AcceptInvite(*code, "which one are you?");
-  ASSERT_FALSE(twin.has_value());
-  EXPECT_EQ(twin.error().code(), StatusCode::kAlreadyExists);
-  EXPECT_NE(twin.error().message().find("known under another identity key"), std::string::npos)
-      << twin.error().ToString();
-
+  ExpectRefused(patient->AcceptInvite(code, "which one are you?"), StatusCode::kAlreadyExists,
+                "known under another identity key");
   // Someone who shares the patient's own name.
-  auto other_pat = NewClient("other-pat", "pat");
+  std::string code2;
+  auto other_pat = stranger("other-pat", "pat", &code2);
   ASSERT_TRUE(other_pat);
-  ASSERT_OK(other_pat->Register(relay_->address()));
-  auto code2 = other_pat->CreateInvite();
-  ASSERT_HAS(code2);
-  auto mirror = patient->AcceptInvite(*code2, "hello pat");
-  ASSERT_FALSE(mirror.has_value());
-  EXPECT_EQ(mirror.error().code(), StatusCode::kAlreadyExists);
-  EXPECT_NE(mirror.error().message().find("your own name"), std::string::npos) << mirror.error().ToString();
+  ExpectRefused(patient->AcceptInvite(code2, "hello pat"), StatusCode::kAlreadyExists, "your own name");
 
   // Nothing reached the namesakes, and the first dr.lee still hears from the patient.
   ASSERT_HAS(patient->SendText("dr.lee", "still you?"));
@@ -366,11 +368,8 @@ TEST_F(RuntimeE2E, AnInviteThatCollidesWithAKnownNameIsRefusedWithTheReason) {
 
   // Removing the first dr.lee does not let the namesake's invite pass as a change of their identity key.
   ASSERT_OK(patient->RemoveContact("dr.lee"));
-  auto after = patient->AcceptInvite(*code, "and now?");
-  ASSERT_FALSE(after.has_value());
-  EXPECT_EQ(after.error().code(), StatusCode::kAlreadyExists);
-  EXPECT_NE(after.error().message().find("known under another identity key"), std::string::npos)
-      << after.error().ToString();
+  ExpectRefused(patient->AcceptInvite(code, "and now?"), StatusCode::kAlreadyExists,
+                "known under another identity key");
 }
 
 TEST_F(RuntimeE2E, BadInputGetsClearErrors) {
