@@ -170,8 +170,16 @@ class MailboxStore {
   // written so far.
   virtual Result<uint64_t> AppendAttachment(const AttachmentId& id, const LinkKey& uploader, uint64_t offset,
                                             ByteView chunk) = 0;
-  // Reads up to max_len bytes at offset from a complete attachment. kNotFound for an unknown or incomplete
-  // one; kInvalidArgument for an offset past the end.
+  // AppendAttachment without holding the calling thread while the chunk is made durable (as InsertAsync):
+  // `done` runs exactly once with what AppendAttachment would have returned, on the calling thread before
+  // this returns or later on a thread of the store's. Calls made in order are applied in that order, so an
+  // uploader's pipelined chunks are never refused for overtaking each other. The chunk is copied before it
+  // returns. `done` must not block and must not call back into the store on that thread.
+  using AppendDone = std::function<void(Result<uint64_t>)>;
+  virtual void AppendAttachmentAsync(const AttachmentId& id, const LinkKey& uploader, uint64_t offset,
+                                     ByteView chunk, AppendDone done) = 0;
+  // Reads up to max_len bytes at offset from a complete attachment whose last chunk is durable. kNotFound
+  // for an unknown or incomplete one; kInvalidArgument for an offset past the end.
   virtual Result<AttachmentChunkRead> ReadAttachment(const AttachmentId& id, uint64_t offset, size_t max_len) = 0;
 
   virtual Result<StoreStats> Stats() = 0;

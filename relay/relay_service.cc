@@ -99,14 +99,21 @@ bool RelayService::TryHandleWithoutBlocking(const LinkKey& client, ByteView comm
   bool handed_over = false;
   try {
     auto command = DecodeCommand(command_frame);
-    if (command && !std::holds_alternative<Deposit>(command->body)) return false;
+    if (command && !std::holds_alternative<Deposit>(command->body) &&
+        !std::holds_alternative<PutAttachmentChunk>(command->body)) {
+      return false;
+    }
     commands_.fetch_add(1);
     if (!command) {
       reply({Refuse(client, command_frame, command.error())});
       return true;
     }
     handed_over = true;
-    DepositAsync(client, *command, reply);
+    if (std::holds_alternative<Deposit>(command->body)) {
+      DepositAsync(client, *command, reply);
+    } else {
+      PutChunkAsync(client, *command, reply);
+    }
   } catch (...) {
     // Once the deposit is with the store its callback answers (or an allocation failure there has left
     // nothing sane to answer with); before that, this one request gets an error.
@@ -188,6 +195,37 @@ void RelayService::DepositAsync(const LinkKey& client, const Command& command, c
           reply(std::move(frames));
         });
       });
+}
+
+void RelayService::PutChunkAsync(const LinkKey& client, const Command& command, const Reply& reply) {
+  const PutAttachmentChunk& c = std::get<PutAttachmentChunk>(command.body);
+  const uint32_t request_id = command.request_id;
+  store_.AppendAttachmentAsync(
+      c.id, client, c.offset, c.chunk, [this, client, request_id, reply](Result<uint64_t> written) {
+        std::vector<Bytes> frames;
+        try {
+          Command header;
+          header.request_id = request_id;
+          header.body = PutAttachmentChunk{};
+          frames = Finish(client, header, ChunkResponse(written), {});
+        } catch (...) {
+          errors_.fetch_add(1);
+          frames = {Encode(ErrorResponse(request_id, static_cast<uint8_t>(CommandType::kPutAttachmentChunk),
+                                         ResponseCode::kUnavailable, "internal error"))};
+        }
+        reply(std::move(frames));
+      });
+}
+
+Response RelayService::ChunkResponse(const Result<uint64_t>& written) {
+  if (written) return Ok(ChunkStored{*written});
+  if (written.error().code() == StatusCode::kNotFound) {
+    return Fail(ResponseCode::kNotFound, "no such attachment");
+  }
+  if (written.error().code() == StatusCode::kInvalidArgument) {
+    return Fail(ResponseCode::kInvalidRequest, "chunk does not continue the upload");
+  }
+  return StoreFailure(written.error());
 }
 
 Response RelayService::CheckDeposit(const Deposit& c, bool* claimed) {
@@ -346,17 +384,7 @@ Response RelayService::Execute(const LinkKey& client, const Command& command, st
           }
           return Fail(ResponseCode::kUnavailable, "could not draw a free attachment id");
         } else if constexpr (std::is_same_v<T, PutAttachmentChunk>) {
-          auto written = store_.AppendAttachment(c.id, client, c.offset, c.chunk);
-          if (!written) {
-            if (written.error().code() == StatusCode::kNotFound) {
-              return Fail(ResponseCode::kNotFound, "no such attachment");
-            }
-            if (written.error().code() == StatusCode::kInvalidArgument) {
-              return Fail(ResponseCode::kInvalidRequest, "chunk does not continue the upload");
-            }
-            return StoreFailure(written.error());
-          }
-          return Ok(ChunkStored{*written});
+          return ChunkResponse(store_.AppendAttachment(c.id, client, c.offset, c.chunk));
         } else if constexpr (std::is_same_v<T, GetAttachmentChunk>) {
           auto read = store_.ReadAttachment(c.id, c.offset, c.max_len);
           if (!read) {

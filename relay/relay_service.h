@@ -78,12 +78,14 @@ class RelayService {
   std::vector<Bytes> Handle(const LinkKey& client, ByteView command_frame);
 
   // For a thread that must not block (a transport's loop thread). Handles the frame when that needs no
-  // waiting beyond short in-memory locks, and returns true: a deposit, answered through `reply` once the
-  // store has synced it (on the store's thread; at once, on this thread, when refused), or a frame that does
-  // not decode, answered at once. Returns false, having done nothing, for every other command: run Handle
-  // for it on a thread that may block. After true, `reply` runs exactly once, with the frames Handle would have
-  // returned; it must not block and must not call back into the service or the store. REQUIRES: the service
-  // and the store outlive every pending reply (a server waits for its replies before it lets go of them).
+  // waiting beyond short in-memory locks (and, for an attachment chunk, a write into the page cache), and
+  // returns true: a deposit or an attachment chunk, answered through `reply` once the store has synced it
+  // (on the store's thread; at once, on this thread, when refused), or a frame that does not decode,
+  // answered at once. Chunks taken here in the order they arrive are appended in that order. Returns false,
+  // having done nothing, for every other command: run Handle for it on a thread that may block. After true,
+  // `reply` runs exactly once, with the frames Handle would have returned; it must not block and must not
+  // call back into the service or the store. REQUIRES: the service and the store outlive every pending reply
+  // (a server waits for its replies before it lets go of them).
   using Reply = std::function<void(std::vector<Bytes>)>;
   bool TryHandleWithoutBlocking(const LinkKey& client, ByteView command_frame, const Reply& reply);
 
@@ -110,6 +112,7 @@ class RelayService {
   Bytes Refuse(const LinkKey& client, ByteView command_frame, const CommandError& error);
   Bytes InternalError(const LinkKey& client);
   void DepositAsync(const LinkKey& client, const Command& command, const Reply& reply);
+  void PutChunkAsync(const LinkKey& client, const Command& command, const Reply& reply);
   std::vector<Bytes> Dispatch(const LinkKey& client, const Command& command);
   // Stamps the response with the command's request id and type, counts and logs it, appends it to frames.
   std::vector<Bytes> Finish(const LinkKey& client, const Command& command, Response r, std::vector<Bytes> frames);
@@ -117,6 +120,7 @@ class RelayService {
   // waits for the claim to be durable as well (MailboxStore::AdmitDeposit).
   Response CheckDeposit(const Deposit& deposit, bool* claimed);
   Response DepositResponse(const MailboxId& mailbox, const Result<InsertOutcome>& outcome);
+  Response ChunkResponse(const Result<uint64_t>& written);
   Response Execute(const LinkKey& client, const Command& command, std::vector<Bytes>* deliveries);
   bool Owns(const LinkKey& client, const MailboxId& mailbox);
   void WatchFor(const std::shared_ptr<Subscriber>& sub, const MailboxId& mailbox);

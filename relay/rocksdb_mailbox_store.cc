@@ -5,6 +5,7 @@
 #include <rocksdb/options.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/write_batch.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -13,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "relay/attachment_files.h"
 #include "relay/store_core.h"
 
 namespace cw::relay {
@@ -31,7 +33,9 @@ using internal::PreKeyState;
 //   'P' mailbox                -> registration(4) device(4) identity(33) spk_id(4) spk(33) signature(64)
 //   'O' mailbox key_id         -> one-time public key(33)
 //   'A' attachment             -> uploader(32) total(8) written(8) expiry(8)
-//   'C' attachment offset      -> chunk
+// Attachment bodies are files beside the database (AttachmentFiles, in <path>/attachments). Stores written
+// before kept them here as 'C' attachment offset -> chunk; Open moves those into files first
+// (MigrateChunkRecords).
 // A message is one record: a deposit adds one key to the memtable, not two (inserting into the memtable's
 // skiplist is the committer's largest CPU cost per deposit; cw_relay_bench --no-sync). The price is paid at
 // open, which reads each stored envelope once to load the index. Stores written before kept the index ('X'
@@ -89,7 +93,8 @@ constexpr size_t kAttachmentValue = kLinkKeySize + 8 + 8 + 8;
 
 class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
  public:
-  RocksImpl(std::unique_ptr<rocksdb::DB> db, bool sync) : db_(std::move(db)), sync_(sync) {}
+  RocksImpl(std::unique_ptr<rocksdb::DB> db, std::unique_ptr<internal::AttachmentFiles> files, bool sync)
+      : db_(std::move(db)), files_(std::move(files)), sync_(sync) {}
 
   ~RocksImpl() override {
     {
@@ -184,6 +189,17 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       a.expires_at_millis = static_cast<int64_t>(GetBe(v.data() + kLinkKeySize + 16, 8));
       return a.written <= a.total_size;
     }));
+    CW_RETURN_IF_ERROR(MigrateChunkRecords());
+    // A record is made durable only after the bytes it counts (see AttachmentFiles), so a shorter file was
+    // damaged or altered.
+    for (const auto& [id, a] : attachments_for_load()) {
+      CW_ASSIGN_OR_RETURN(const uint64_t size, files_->Size(id));
+      if (size < a.written) {
+        return Status(StatusCode::kTampered, "relay attachment file shorter than its record");
+      }
+    }
+    CW_RETURN_IF_ERROR(
+        files_->RemoveOrphans([&](const AttachmentId& id) { return attachments_for_load().count(id) != 0; }));
     RebuildDerived();
     committer_ = std::thread([this] { CommitLoop(); });
     return Status::Ok();
@@ -270,19 +286,18 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     PutBe(&v, a.written, 8);
     PutBe(&v, static_cast<uint64_t>(a.expires_at_millis), 8);
     Put(Key(kAttachmentTag, id), v);
+    if (a.written == a.total_size) files_->Completed(id);
   }
-  void RecordAttachmentChunk(const AttachmentId& id, uint64_t offset, ByteView chunk) override {
-    std::string k = Key(kChunkTag, id);
-    PutBe(&k, offset, 8);
-    std::lock_guard<std::mutex> lock(cmu_);
-    pending_.Put(k, ToSlice(chunk)).PermitUncheckedError();
+  Status RecordAttachmentChunk(const AttachmentId& id, uint64_t offset, ByteView chunk) override {
+    // Into the file now; synced by the committer before the batch that records the new size (the caller's
+    // RecordAttachment, next).
+    return files_->Write(id, offset, chunk);
   }
   void RecordAttachmentRemoved(const AttachmentId& id, const AttachmentState&) override {
-    Delete(Key(kAttachmentTag, id));
-    const std::string begin = Key(kChunkTag, id);
-    const std::string end = begin + std::string(9, '\xff');  // past every 8-byte offset
+    std::string path = files_->Forget(id);
     std::lock_guard<std::mutex> lock(cmu_);
-    pending_.DeleteRange(begin, end).PermitUncheckedError();
+    pending_.Delete(Key(kAttachmentTag, id)).PermitUncheckedError();
+    unlink_after_.push_back(std::move(path));
   }
 
   uint64_t Ticket() override {
@@ -338,29 +353,9 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     return out;
   }
 
+  // Only complete (so durable) attachments are read; a purge that removed the file meanwhile reads short.
   Result<Bytes> ReadChunks(const AttachmentId& id, uint64_t offset, size_t len) override {
-    const std::string prefix = Key(kChunkTag, id);
-    std::string start = prefix;
-    PutBe(&start, offset, 8);
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
-    it->SeekForPrev(start);
-    if (!it->Valid() || !it->key().starts_with(prefix)) it->Seek(prefix);
-    Bytes out;
-    out.reserve(len);
-    for (; it->Valid() && it->key().starts_with(prefix) && out.size() < len; it->Next()) {
-      if (it->key().size() != prefix.size() + 8) return Error(StatusCode::kTampered, "attachment chunk key");
-      const uint64_t chunk_start = GetBe(it->key().data() + prefix.size(), 8);
-      const rocksdb::Slice data = it->value();
-      const uint64_t pos = offset + out.size();
-      if (chunk_start > pos) break;  // a gap: not (yet) durable
-      if (pos >= chunk_start + data.size()) continue;
-      const size_t skip = static_cast<size_t>(pos - chunk_start);
-      const size_t take = std::min(len - out.size(), data.size() - skip);
-      const auto* p = reinterpret_cast<const uint8_t*>(data.data()) + skip;
-      out.insert(out.end(), p, p + take);
-    }
-    CW_RETURN_IF_ERROR(FromRocks(it->status(), "read attachment"));
-    return out;
+    return files_->Read(id, offset, len);
   }
 
  private:
@@ -421,6 +416,43 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     return Status::Ok();
   }
 
+  // Moves the 'C' chunk records of an older store into attachment files: every chunk written and synced,
+  // then the records deleted in one synced write. A crash midway leaves the records, and the reopen writes
+  // the same bytes again. A chunk of no attachment means the database was altered.
+  Status MigrateChunkRecords() {
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = false;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+    const std::string prefix(1, kChunkTag);
+    std::vector<AttachmentId> moved;
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      const rocksdb::Slice k = it->key(), v = it->value();
+      AttachmentId id;
+      if (k.size() != 1 + kAttachmentIdSize + 8) {
+        return Status(StatusCode::kTampered, "relay store chunk key");
+      }
+      Copy(k.data() + 1, &id);
+      if (attachments_for_load().count(id) == 0) {
+        return Status(StatusCode::kTampered, "relay store chunk without its attachment");
+      }
+      const uint64_t offset = GetBe(k.data() + 1 + kAttachmentIdSize, 8);
+      CW_RETURN_IF_ERROR(
+          files_->Write(id, offset, ByteView(reinterpret_cast<const uint8_t*>(v.data()), v.size())));
+      if (moved.empty() || moved.back() != id) moved.push_back(id);
+    }
+    CW_RETURN_IF_ERROR(FromRocks(it->status(), "migrate relay store"));
+    if (moved.empty()) return Status::Ok();
+    const internal::AttachmentFiles::Dirty dirty = files_->TakeDirty();
+    if (sync_) CW_RETURN_IF_ERROR(files_->SyncDirty(dirty));
+    for (const AttachmentId& id : moved) files_->Completed(id);
+    rocksdb::WriteBatch batch;
+    const std::string end(1, static_cast<char>(kChunkTag + 1));
+    batch.DeleteRange(prefix, end).PermitUncheckedError();
+    rocksdb::WriteOptions wo;
+    wo.sync = sync_;
+    return FromRocks(db_->Write(wo, &batch), "migrate relay store");
+  }
+
   template <typename F>
   Status LoadPrefix(char tag, F&& f) {
     rocksdb::ReadOptions ro;
@@ -451,17 +483,28 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       }
       rocksdb::WriteBatch batch;
       std::swap(batch, pending_);
+      std::vector<std::string> unlinks;
+      std::swap(unlinks, unlink_after_);
+      // Taken with the batch: every attachment size recorded in it counts bytes written to these files.
+      const internal::AttachmentFiles::Dirty dirty = files_->TakeDirty();
       const uint64_t number = filling_++;
       lock.unlock();
-      rocksdb::WriteOptions options;
-      options.sync = sync_;
-      const rocksdb::Status s = db_->Write(options, &batch);
+      Status written = sync_ ? files_->SyncDirty(dirty) : Status::Ok();
+      if (written.ok()) {
+        rocksdb::WriteOptions options;
+        options.sync = sync_;
+        written = FromRocks(db_->Write(options, &batch), "synced write failed; reopen the store");
+      }
+      // The records are gone for good: their files may go. A crash before this leaves orphans for Open.
+      if (written.ok()) {
+        for (const std::string& path : unlinks) ::unlink(path.c_str());
+      }
       lock.lock();
-      if (s.ok()) {
+      if (written.ok()) {
         synced_.store(number);
         syncs_.fetch_add(1);
       } else if (failed_.ok()) {
-        failed_ = FromRocks(s, "synced write failed; reopen the store");
+        failed_ = written;
       }
       // Blocked callers only: with every deposit asynchronous there is usually nobody to wake.
       if (waiting_ > 0) done_cv_.notify_all();
@@ -506,12 +549,14 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   }
 
   std::unique_ptr<rocksdb::DB> db_;
+  std::unique_ptr<internal::AttachmentFiles> files_;
   const bool sync_;
 
   mutable std::mutex cmu_;  // after StoreCore's mutex when both are held
   std::condition_variable work_cv_;
   std::condition_variable done_cv_;
   rocksdb::WriteBatch pending_;
+  std::vector<std::string> unlink_after_;  // files of attachments whose removal pending_ records
   std::vector<Callback> callbacks_;  // WhenDurable callbacks not yet synced
   uint64_t filling_ = 1;  // number of the batch pending_ will become
   std::atomic<uint64_t> synced_{0};
@@ -542,7 +587,9 @@ Result<std::unique_ptr<RocksDbMailboxStore>> RocksDbMailboxStore::Open(const std
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, path, &raw);
   if (!s.ok()) return Error(FromRocks(s, "open relay store"));
-  auto impl = std::make_unique<RocksImpl>(std::unique_ptr<rocksdb::DB>(raw), options.sync);
+  std::unique_ptr<rocksdb::DB> db(raw);
+  CW_ASSIGN_OR_RETURN(auto files, internal::AttachmentFiles::Open(path + "/attachments"));
+  auto impl = std::make_unique<RocksImpl>(std::move(db), std::move(files), options.sync);
   CW_RETURN_IF_ERROR(impl->Load());
   return std::unique_ptr<RocksDbMailboxStore>(std::move(impl));
 }

@@ -1,6 +1,7 @@
 // RocksDbMailboxStore: the relay's embedded default store, durable across restarts.
 //
-// One RocksDB database in `path`. Every change is made durable before the call returns (see MailboxStore),
+// One RocksDB database in `path`, and attachment bodies as plain files in `path`/attachments (see
+// attachment_files.h). Every change is made durable before the call returns (see MailboxStore),
 // through a group committer: one thread takes everything callers have recorded since its last write and
 // writes it as one WriteBatch with sync=true, so concurrent deposits from many connections share one fsync.
 // Destroying the store lets the committer finish the writes already recorded (a graceful shutdown loses

@@ -318,8 +318,10 @@ class ServerImpl final : public RelayServer {
         answered_cv_.notify_all();
       }
     };
-    // A deposit is taken in right here and answered from the store's committer once synced: no thread waits
-    // for an fsync, and the common command costs no hop to a worker. Everything else may wait for a write.
+    // A deposit or an attachment chunk is taken in right here and answered from the store's committer once
+    // synced: no thread waits for an fsync, the common command costs no hop to a worker, and an upload's
+    // chunks are appended in the order they came (on workers they could overtake each other and be refused
+    // as not continuing the upload). Everything else may wait for a write.
     if (service_.TryHandleWithoutBlocking(s->key, frame, reply)) return;
     Bytes copy(frame.begin(), frame.end());
     pool_.Submit([this, s, copy = std::move(copy), reply = std::move(reply)] { reply(service_.Handle(s->key, copy)); });

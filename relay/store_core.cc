@@ -630,35 +630,52 @@ Status StoreCore::CreateAttachment(const AttachmentId& id, const LinkKey& upload
   return WaitDurable(ticket);
 }
 
+Result<uint64_t> StoreCore::PlanAppend(const AttachmentId& id, const LinkKey& uploader, uint64_t offset,
+                                       ByteView chunk, uint64_t* ticket) {
+  if (chunk.empty()) return Error(StatusCode::kInvalidArgument, "empty chunk");
+  std::lock_guard<std::mutex> lock(mu_);
+  CW_RETURN_IF_ERROR(Health());
+  auto it = attachments_.find(id);
+  // Another uploader's attachment reads as absent: a link key learns nothing about ids it did not create.
+  if (it == attachments_.end() || it->second.uploader != uploader) {
+    return Error(StatusCode::kNotFound, "no such attachment");
+  }
+  AttachmentState& a = it->second;
+  if (offset <= a.written && chunk.size() <= a.written - offset) {
+    // A retransmission: its answer waits, like the original's, until what it repeats is durable.
+    *ticket = Ticket();
+    return a.written;
+  }
+  if (offset != a.written) return Error(StatusCode::kInvalidArgument, "chunk does not continue the upload");
+  if (chunk.size() > a.total_size - a.written) {
+    return Error(StatusCode::kInvalidArgument, "chunk runs past the declared size");
+  }
+  CW_RETURN_IF_ERROR(RecordAttachmentChunk(id, offset, chunk));
+  if (KeepsBodies()) a.chunks.emplace(offset, Bytes(chunk.begin(), chunk.end()));
+  a.written += chunk.size();
+  total_attachment_bytes_ += chunk.size();
+  RecordAttachment(id, a);
+  *ticket = a.ticket = Ticket();
+  return a.written;
+}
+
 Result<uint64_t> StoreCore::AppendAttachment(const AttachmentId& id, const LinkKey& uploader, uint64_t offset,
                                              ByteView chunk) {
-  if (chunk.empty()) return Error(StatusCode::kInvalidArgument, "empty chunk");
   uint64_t ticket = 0;
-  uint64_t written = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    CW_RETURN_IF_ERROR(Health());
-    auto it = attachments_.find(id);
-    // Another uploader's attachment reads as absent: a link key learns nothing about ids it did not create.
-    if (it == attachments_.end() || it->second.uploader != uploader) {
-      return Error(StatusCode::kNotFound, "no such attachment");
-    }
-    AttachmentState& a = it->second;
-    if (offset <= a.written && chunk.size() <= a.written - offset) return a.written;  // a retransmission
-    if (offset != a.written) return Error(StatusCode::kInvalidArgument, "chunk does not continue the upload");
-    if (chunk.size() > a.total_size - a.written) {
-      return Error(StatusCode::kInvalidArgument, "chunk runs past the declared size");
-    }
-    if (KeepsBodies()) a.chunks.emplace(offset, Bytes(chunk.begin(), chunk.end()));
-    RecordAttachmentChunk(id, offset, chunk);
-    a.written += chunk.size();
-    total_attachment_bytes_ += chunk.size();
-    RecordAttachment(id, a);
-    written = a.written;
-    ticket = Ticket();
-  }
+  CW_ASSIGN_OR_RETURN(const uint64_t written, PlanAppend(id, uploader, offset, chunk, &ticket));
   CW_RETURN_IF_ERROR(WaitDurable(ticket));
   return written;
+}
+
+void StoreCore::AppendAttachmentAsync(const AttachmentId& id, const LinkKey& uploader, uint64_t offset,
+                                      ByteView chunk, AppendDone done) {
+  uint64_t ticket = 0;
+  Result<uint64_t> written = PlanAppend(id, uploader, offset, chunk, &ticket);
+  if (!written) return done(std::move(written));
+  WhenDurable(ticket, [written = *written, done = std::move(done)](Status durable) {
+    if (!durable.ok()) return done(Error(std::move(durable)));
+    done(written);
+  });
 }
 
 namespace {
@@ -688,7 +705,8 @@ Result<AttachmentChunkRead> StoreCore::ReadAttachment(const AttachmentId& id, ui
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = attachments_.find(id);
-    if (it == attachments_.end() || it->second.written != it->second.total_size) {
+    if (it == attachments_.end() || it->second.written != it->second.total_size ||
+        !Durable(it->second.ticket)) {
       return Error(StatusCode::kNotFound, "no such attachment");
     }
     const AttachmentState& a = it->second;
@@ -738,7 +756,7 @@ class InMemoryMailboxStore final : public StoreCore {
   void RecordPreKeys(const MailboxId&, const PreKeyState&) override {}
   void RecordOneTimeRemoved(const MailboxId&, uint32_t) override {}
   void RecordAttachment(const AttachmentId&, const AttachmentState&) override {}
-  void RecordAttachmentChunk(const AttachmentId&, uint64_t, ByteView) override {}
+  Status RecordAttachmentChunk(const AttachmentId&, uint64_t, ByteView) override { return Status::Ok(); }
   void RecordAttachmentRemoved(const AttachmentId&, const AttachmentState&) override {}
   uint64_t Ticket() override { return 0; }
   Status WaitDurable(uint64_t) override { return Status::Ok(); }

@@ -67,6 +67,7 @@ struct AttachmentState {
   uint64_t total_size = 0;
   uint64_t written = 0;
   int64_t expires_at_millis = 0;
+  uint64_t ticket = 0;  // makes the last append durable; a complete attachment is read only once it is
   std::map<uint64_t, Bytes> chunks;  // by offset; kept only by stores that hold bodies in memory
 };
 
@@ -112,6 +113,8 @@ class StoreCore : public virtual MailboxStore {
                           int64_t expires_at_millis) override;
   Result<uint64_t> AppendAttachment(const AttachmentId& id, const LinkKey& uploader, uint64_t offset,
                                     ByteView chunk) override;
+  void AppendAttachmentAsync(const AttachmentId& id, const LinkKey& uploader, uint64_t offset, ByteView chunk,
+                             AppendDone done) override;
   Result<AttachmentChunkRead> ReadAttachment(const AttachmentId& id, uint64_t offset, size_t max_len) override;
   Result<StoreStats> Stats() override;
 
@@ -130,7 +133,9 @@ class StoreCore : public virtual MailboxStore {
   virtual void RecordPreKeys(const MailboxId& id, const PreKeyState& state) = 0;  // whole set rewritten
   virtual void RecordOneTimeRemoved(const MailboxId& id, uint32_t key_id) = 0;
   virtual void RecordAttachment(const AttachmentId& id, const AttachmentState& state) = 0;
-  virtual void RecordAttachmentChunk(const AttachmentId& id, uint64_t offset, ByteView chunk) = 0;
+  // The one Record* that can fail on its own (a store may write chunk bodies outside its batch, to a file):
+  // on failure the append is refused and nothing about the attachment changes.
+  virtual Status RecordAttachmentChunk(const AttachmentId& id, uint64_t offset, ByteView chunk) = 0;
   virtual void RecordAttachmentRemoved(const AttachmentId& id, const AttachmentState& state) = 0;
   // The ticket that covers every change recorded so far (called with mu_ held, after the Record* calls).
   virtual uint64_t Ticket() = 0;
@@ -162,6 +167,10 @@ class StoreCore : public virtual MailboxStore {
     uint64_t ticket = 0;
     StoredMessage announced;        // for kInserted: what watchers hear
   };
+  // Applies an append (or recognises a retransmission) and sets *ticket to what makes it durable; returns
+  // the bytes written so far, or the refusal.
+  Result<uint64_t> PlanAppend(const AttachmentId& id, const LinkKey& uploader, uint64_t offset,
+                              ByteView chunk, uint64_t* ticket);
   InsertPlan PlanInsert(const MailboxId& id, const MessageId& message_id, ByteView envelope,
                         int64_t expires_at_millis, const MessageQuota& quota);
 

@@ -137,9 +137,10 @@ TEST_F(RelayServiceTest, MailboxIsReadOnlyByTheLinkKeyThatCreatedIt) {
   EXPECT_EQ(Send(alice_, FetchMessages{box, 0, 10}).deliveries.size(), 1u);
 }
 
-// What a loop thread may take in: deposits (answered through the callback exactly as Handle answers them,
-// refusals included) and undecodable frames; every other command is left for a thread that may block.
-TEST_F(RelayServiceTest, OnlyDepositsAndBadFramesAreTakenWithoutBlocking) {
+// What a loop thread may take in: deposits and attachment chunks (answered through the callback exactly as
+// Handle answers them, refusals included) and undecodable frames; every other command is left for a
+// thread that may block.
+TEST_F(RelayServiceTest, OnlyDepositsChunksAndBadFramesAreTakenWithoutBlocking) {
   const LinkKey owner = Key(1);
   const MailboxId box = NewMailbox(owner);
   const DepositToken token = Issue(owner, box);
@@ -170,6 +171,30 @@ TEST_F(RelayServiceTest, OnlyDepositsAndBadFramesAreTakenWithoutBlocking) {
   }
   EXPECT_EQ(std::get<Response>(DecodeServerFrame(answers[0][0]).value()).request_id, rid_ - 2);
   EXPECT_EQ(Send(owner, FetchMessages{box, 0, 10}).deliveries.size(), 1u);
+
+  // Chunks taken one after another are appended in that order, each answered with the bytes now stored;
+  // another link key's chunk is "no such attachment"; a download is left for Handle.
+  answers.clear();
+  Reply created = Send(Key(2), CreateAttachment{9});
+  ASSERT_EQ(created.response.code, ResponseCode::kOk);
+  const AttachmentId id = std::get<AttachmentCreated>(created.response.body).id;
+  EXPECT_FALSE(take(GetAttachmentChunk{id, 0, 9}));
+  ASSERT_TRUE(take(PutAttachmentChunk{id, 0, Bytes{1, 2, 3}}));
+  ASSERT_TRUE(take(PutAttachmentChunk{id, 3, Bytes{4, 5, 6}}));
+  ASSERT_TRUE(take(PutAttachmentChunk{id, 6, Bytes{7, 8, 9}}));
+  ASSERT_TRUE(service_->TryHandleWithoutBlocking(
+      mallory_, EncodeCommand(Command{++rid_, PutAttachmentChunk{id, 9, Bytes{0}}}), record));
+  ASSERT_EQ(answers.size(), 4u);
+  for (size_t i = 0; i < 3; ++i) {
+    const Response r = std::get<Response>(DecodeServerFrame(answers[i].at(0)).value());
+    ASSERT_EQ(r.code, ResponseCode::kOk) << r.message;
+    EXPECT_EQ(r.command, static_cast<uint8_t>(CommandType::kPutAttachmentChunk));
+    EXPECT_EQ(std::get<ChunkStored>(r.body).written, 3 * (i + 1));
+  }
+  EXPECT_EQ(std::get<Response>(DecodeServerFrame(answers[3].at(0)).value()).code, ResponseCode::kNotFound);
+  Reply back = Send(mallory_, GetAttachmentChunk{id, 0, 9});
+  ASSERT_EQ(back.response.code, ResponseCode::kOk);
+  EXPECT_EQ(std::get<ChunkData>(back.response.body).data, (Bytes{1, 2, 3, 4, 5, 6, 7, 8, 9}));
 }
 
 TEST_F(RelayServiceTest, MailboxesPerLinkKeyAreCapped) {

@@ -1,5 +1,6 @@
-// What only the RocksDB store has: durability across reopen, group commit, and refusal of a damaged file;
-// and, on a StoreCore whose syncs the test completes, what watchers hear when a sync fails.
+// What only the RocksDB store has: durability across reopen, group commit, attachment bodies in files, and
+// refusal of a damaged file; and, on a StoreCore whose syncs the test completes, what watchers hear when a
+// sync fails.
 #include "relay/rocksdb_mailbox_store.h"
 
 #include <gtest/gtest.h>
@@ -8,6 +9,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <map>
 #include <memory>
@@ -309,7 +312,7 @@ class ScriptedSyncStore final : public internal::StoreCore {
   void RecordPreKeys(const MailboxId&, const internal::PreKeyState&) override {}
   void RecordOneTimeRemoved(const MailboxId&, uint32_t) override {}
   void RecordAttachment(const AttachmentId&, const internal::AttachmentState&) override {}
-  void RecordAttachmentChunk(const AttachmentId&, uint64_t, ByteView) override {}
+  Status RecordAttachmentChunk(const AttachmentId&, uint64_t, ByteView) override { return Status::Ok(); }
   void RecordAttachmentRemoved(const AttachmentId&, const internal::AttachmentState&) override {}
   uint64_t Ticket() override { return ++last_ticket_; }
   Status WaitDurable(uint64_t ticket) override {
@@ -541,6 +544,200 @@ TEST(RocksDbMailboxStore, SplitMessageRecordsOfAnOlderStoreAreMigrated) {
   ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), seq_key('X', 9), legacy_index(9, kFar, 30)).ok());
   guard.reset();
   CW_RL_EXPECT_CODE(RocksDbMailboxStore::Open(dir.Sub("db")), StatusCode::kTampered);
+}
+
+// ---- Attachment bodies: files beside the database ----
+
+std::string AttachmentPath(const std::string& db, const AttachmentId& id) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string name;
+  for (uint8_t b : id) {
+    name.push_back(kHex[b >> 4]);
+    name.push_back(kHex[b & 15]);
+  }
+  return db + "/attachments/" + name;
+}
+
+std::string ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+bool AnyRecordTagged(const std::string& db, char tag) {
+  rocksdb::DB* raw = nullptr;
+  EXPECT_TRUE(rocksdb::DB::Open(rocksdb::Options(), db, &raw).ok());
+  std::unique_ptr<rocksdb::DB> guard(raw);
+  std::unique_ptr<rocksdb::Iterator> it(raw->NewIterator(rocksdb::ReadOptions()));
+  it->Seek(std::string(1, tag));
+  return it->Valid() && it->key()[0] == tag;
+}
+
+// An upload's chunks are one file holding exactly the bytes written, not database records; the file goes
+// when the attachment expires, once the removal of its record is durable.
+TEST(RocksDbMailboxStore, AttachmentBodiesAreFilesThatGoWithTheirRecord) {
+  testing::TempDir dir;
+  const std::string db = dir.Sub("db");
+  const AttachmentId att = Filled<kAttachmentIdSize>(0xa7);
+  {
+    auto store = OpenOrDie(db);
+    ASSERT_TRUE(store);
+    CW_RL_ASSERT_OK(store->CreateAttachment(att, Key(1), 6, 1000));
+    CW_RL_ASSERT_OK(store->AppendAttachment(att, Key(1), 0, Bytes{'a', 'b', 'c'}));
+    CW_RL_ASSERT_OK(store->AppendAttachment(att, Key(1), 3, Bytes{'d', 'e', 'f'}));
+    EXPECT_EQ(ReadWholeFile(AttachmentPath(db, att)), "abcdef");
+  }
+  EXPECT_FALSE(AnyRecordTagged(db, 'C')) << "a chunk went into the database";
+  auto store = OpenOrDie(db);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->ReadAttachment(att, 2, 10)->data, (Bytes{'c', 'd', 'e', 'f'}));
+  EXPECT_EQ(store->PurgeExpired(999).value(), 0u);
+  EXPECT_TRUE(std::filesystem::exists(AttachmentPath(db, att)));
+  EXPECT_EQ(store->PurgeExpired(1000).value(), 1u);
+  EXPECT_FALSE(std::filesystem::exists(AttachmentPath(db, att)));
+  CW_RL_EXPECT_CODE(store->ReadAttachment(att, 0, 10), StatusCode::kNotFound);
+}
+
+// Chunks sent one after another without waiting are appended in that order, answered only once synced
+// (together: one sync), and a retransmission of one is answered no sooner than its original.
+TEST(RocksDbMailboxStore, AsyncChunksAreAppendedInOrderAndAnsweredOnceSynced) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  const AttachmentId att = Filled<kAttachmentIdSize>(3);
+  CW_RL_ASSERT_OK(store->CreateAttachment(att, Key(1), 9, kFar));
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Result<uint64_t>> answers;
+  auto record = [&](Result<uint64_t> r) {
+    std::lock_guard<std::mutex> lock(mu);
+    answers.push_back(std::move(r));
+    cv.notify_all();
+  };
+  const uint64_t before = store->SyncCount();
+  store->PauseCommitsForTesting(true);
+  store->AppendAttachmentAsync(att, Key(1), 0, Bytes{1, 2, 3}, record);
+  store->AppendAttachmentAsync(att, Key(1), 3, Bytes{4, 5, 6}, record);
+  store->AppendAttachmentAsync(att, Key(1), 0, Bytes{1, 2, 3}, record);  // a retransmission
+  store->AppendAttachmentAsync(att, Key(1), 6, Bytes{7, 8, 9}, record);
+  store->AppendAttachmentAsync(att, Key(2), 9, Bytes{0}, record);  // not the uploader: refused at once
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ASSERT_EQ(answers.size(), 1u) << "an append was answered before its sync";
+    CW_RL_EXPECT_CODE(answers[0], StatusCode::kNotFound);
+    answers.clear();
+  }
+  CW_RL_EXPECT_CODE(store->ReadAttachment(att, 0, 9), StatusCode::kNotFound);  // not complete until synced
+  store->PauseCommitsForTesting(false);
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait_for(lock, std::chrono::seconds(30), [&] { return answers.size() >= 4; });  // a safety net only
+  ASSERT_EQ(answers.size(), 4u);
+  std::vector<uint64_t> written;
+  for (const auto& a : answers) {
+    ASSERT_TRUE(a.has_value()) << testing::Describe(a);
+    written.push_back(*a);
+  }
+  EXPECT_EQ(written, (std::vector<uint64_t>{3, 6, 6, 9}));
+  EXPECT_EQ(store->SyncCount() - before, 1u);
+  EXPECT_EQ(store->ReadAttachment(att, 0, 9)->data, (Bytes{1, 2, 3, 4, 5, 6, 7, 8, 9}));
+}
+
+// A chunk whose file cannot be written is refused by itself: the upload keeps its place, and the store
+// goes on serving everything else.
+TEST(RocksDbMailboxStore, AnAttachmentWriteThatFailsRefusesThatChunkOnly) {
+  testing::TempDir dir;
+  const std::string db = dir.Sub("db");
+  auto store = OpenOrDie(db);
+  ASSERT_TRUE(store);
+  const AttachmentId att = Filled<kAttachmentIdSize>(4);
+  CW_RL_ASSERT_OK(store->CreateAttachment(att, Key(1), 3, kFar));
+  std::filesystem::create_directory(AttachmentPath(db, att));  // where the file would go: open() fails
+  CW_RL_EXPECT_CODE(store->AppendAttachment(att, Key(1), 0, Bytes{1, 2, 3}), StatusCode::kUnavailable);
+  const MailboxId box = Filled<kMailboxIdSize>(4);
+  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+  CW_RL_ASSERT_OK(store->Insert(box, Mid(1), Bytes(10, 1), kFar, {}));
+  std::filesystem::remove(AttachmentPath(db, att));
+  EXPECT_EQ(store->AppendAttachment(att, Key(1), 0, Bytes{1, 2, 3}).value(), 3u);
+  EXPECT_EQ(store->ReadAttachment(att, 0, 3)->data, (Bytes{1, 2, 3}));
+}
+
+// At open: a file that runs past its record (an append cut short by a crash) is fine and the upload goes on
+// from the record; a file that falls short of its record was damaged; a file of no attachment (its record's
+// removal was durable, its deletion not yet) is removed; names that are not attachment ids are left alone.
+TEST(RocksDbMailboxStore, AttachmentFilesAreCheckedAgainstTheirRecordsAtOpen) {
+  testing::TempDir dir;
+  const std::string db = dir.Sub("db");
+  const AttachmentId att = Filled<kAttachmentIdSize>(5);
+  const AttachmentId orphan = Filled<kAttachmentIdSize>(6);
+  {
+    auto store = OpenOrDie(db);
+    ASSERT_TRUE(store);
+    CW_RL_ASSERT_OK(store->CreateAttachment(att, Key(1), 6, kFar));
+    CW_RL_ASSERT_OK(store->AppendAttachment(att, Key(1), 0, Bytes{1, 2, 3}));
+  }
+  std::ofstream(AttachmentPath(db, att), std::ios::binary | std::ios::app) << "XYZ";  // past the record
+  std::ofstream(AttachmentPath(db, orphan), std::ios::binary) << "left behind";
+  std::ofstream(db + "/attachments/NOTES", std::ios::binary) << "the operator's";
+  {
+    auto store = OpenOrDie(db);
+    ASSERT_TRUE(store);
+    EXPECT_FALSE(std::filesystem::exists(AttachmentPath(db, orphan)));
+    EXPECT_TRUE(std::filesystem::exists(db + "/attachments/NOTES"));
+    EXPECT_EQ(store->AppendAttachment(att, Key(1), 3, Bytes{4, 5, 6}).value(), 6u);
+    EXPECT_EQ(store->ReadAttachment(att, 0, 6)->data, (Bytes{1, 2, 3, 4, 5, 6}));
+  }
+  std::filesystem::resize_file(AttachmentPath(db, att), 5);
+  CW_RL_EXPECT_CODE(RocksDbMailboxStore::Open(db), StatusCode::kTampered);
+}
+
+// A store written when chunks were database records ('C' attachment offset -> chunk) opens with every
+// attachment readable; the chunks are moved into files and no record of them is left. A chunk of no
+// attachment is refused.
+TEST(RocksDbMailboxStore, ChunkRecordsOfAnOlderStoreAreMovedIntoFiles) {
+  testing::TempDir dir;
+  const std::string db = dir.Sub("db");
+  const AttachmentId att = Filled<kAttachmentIdSize>(8);
+  {
+    auto store = OpenOrDie(db);
+    ASSERT_TRUE(store);
+    CW_RL_ASSERT_OK(store->CreateAttachment(att, Key(1), 6, kFar));
+  }
+  auto be = [](uint64_t v) {
+    std::string s;
+    for (int shift = 56; shift >= 0; shift -= 8) s.push_back(static_cast<char>(v >> shift));
+    return s;
+  };
+  const std::string id(reinterpret_cast<const char*>(att.data()), att.size());
+  {
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), db, &raw).ok());
+    std::unique_ptr<rocksdb::DB> guard(raw);
+    const LinkKey uploader = Key(1);
+    const std::string record = std::string(reinterpret_cast<const char*>(uploader.data()), uploader.size()) +
+                               be(6) + be(6) + be(kFar);
+    ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), "A" + id, record).ok());
+    ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), "C" + id + be(0), "abc").ok());
+    ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), "C" + id + be(3), "def").ok());
+  }
+  {
+    auto store = OpenOrDie(db);
+    ASSERT_TRUE(store);
+    EXPECT_EQ(store->ReadAttachment(att, 0, 6)->data, (Bytes{'a', 'b', 'c', 'd', 'e', 'f'}));
+  }
+  EXPECT_FALSE(AnyRecordTagged(db, 'C'));
+  EXPECT_EQ(ReadWholeFile(AttachmentPath(db, att)), "abcdef");
+  {
+    auto store = OpenOrDie(db);
+    ASSERT_TRUE(store);
+    EXPECT_EQ(store->ReadAttachment(att, 0, 6)->data, (Bytes{'a', 'b', 'c', 'd', 'e', 'f'}));
+  }
+  {
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), db, &raw).ok());
+    std::unique_ptr<rocksdb::DB> guard(raw);
+    const std::string stranger(kAttachmentIdSize, '\x09');
+    ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), "C" + stranger + be(0), "xyz").ok());
+  }
+  CW_RL_EXPECT_CODE(RocksDbMailboxStore::Open(db), StatusCode::kTampered);
 }
 
 // What the relay keeps on disk for a message: the envelope, mailbox id, message id and expiry, and

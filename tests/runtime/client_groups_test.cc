@@ -492,6 +492,10 @@ class WithholdingStore final : public relay::MailboxStore {
                                     uint64_t offset, ByteView chunk) override {
     return inner_.AppendAttachment(id, uploader, offset, chunk);
   }
+  void AppendAttachmentAsync(const relay::AttachmentId& id, const relay::LinkKey& uploader, uint64_t offset,
+                             ByteView chunk, AppendDone done) override {
+    inner_.AppendAttachmentAsync(id, uploader, offset, chunk, std::move(done));
+  }
   Result<relay::AttachmentChunkRead> ReadAttachment(const relay::AttachmentId& id, uint64_t offset,
                                                     size_t max_len) override {
     return inner_.ReadAttachment(id, offset, max_len);
