@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 namespace cw::relay::internal {
 
@@ -58,7 +59,16 @@ std::shared_ptr<const int> OwnFd(int fd) {
 }  // namespace
 
 Result<std::unique_ptr<AttachmentFiles>> AttachmentFiles::Open(const std::string& dir) {
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+  if (::mkdir(dir.c_str(), 0700) == 0) {
+    // The new directory's entry must be durable before anything counts on a file in it.
+    const std::string parent = std::filesystem::path(dir).parent_path().string();
+    const int parent_fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (parent_fd < 0) return Error(Failed("open store directory", errno));
+    const int synced = ::fsync(parent_fd);
+    const int err = errno;
+    ::close(parent_fd);
+    if (synced != 0) return Error(Failed("sync store directory", err));
+  } else if (errno != EEXIST) {
     return Error(Failed("create attachment directory", errno));
   }
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -74,6 +84,9 @@ Status AttachmentFiles::Write(const AttachmentId& id, uint64_t offset, ByteView 
   std::shared_ptr<const int> fd;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (dirty_.size() >= kMaxDirty && dirty_.count(id) == 0) {
+      return Status(StatusCode::kUnavailable, "too many attachment uploads at once; retry");
+    }
     auto it = open_.find(id);
     if (it != open_.end()) fd = it->second;
   }
@@ -110,10 +123,14 @@ void AttachmentFiles::Completed(const AttachmentId& id) {
   open_.erase(id);  // a dirty one stays open in dirty_ until synced
 }
 
-std::string AttachmentFiles::Forget(const AttachmentId& id) {
+void AttachmentFiles::Forget(const AttachmentId& id) {
   std::lock_guard<std::mutex> lock(mu_);
   open_.erase(id);
-  return PathOf(id);
+}
+
+void AttachmentFiles::Remove(const std::vector<AttachmentId>& ids) const {
+  // A file that stays (an I/O error) is an orphan, removed at the next open.
+  for (const AttachmentId& id : ids) ::unlink(PathOf(id).c_str());
 }
 
 AttachmentFiles::Dirty AttachmentFiles::TakeDirty() {
@@ -170,7 +187,9 @@ Status AttachmentFiles::RemoveOrphans(const std::function<bool(const AttachmentI
   std::vector<std::string> orphans;
   while (const dirent* e = ::readdir(d)) {
     AttachmentId id;
-    if (FromHex(e->d_name, &id) && !known(id)) orphans.push_back(dir_ + "/" + e->d_name);
+    // Regular files only: whatever else is there was not made by the store.
+    if (e->d_type == DT_REG && FromHex(e->d_name, &id) && !known(id))
+      orphans.push_back(dir_ + "/" + e->d_name);
   }
   ::closedir(d);
   for (const std::string& path : orphans) {

@@ -34,6 +34,9 @@ namespace cw::relay::internal {
 
 class AttachmentFiles {
  public:
+  // Files written and not yet synced, at most (see Write).
+  static constexpr size_t kMaxDirty = 16;
+
   // Files written since the last TakeDirty, and whether a new one was created (its directory entry must
   // be synced too).
   struct Dirty {
@@ -48,12 +51,15 @@ class AttachmentFiles {
   AttachmentFiles& operator=(const AttachmentFiles&) = delete;
 
   // Writes `data` at `offset` of the attachment's file (created mode 0600 on first write) and marks it
-  // dirty. kUnavailable when the write fails (a full disk): nothing the store's records say changes.
+  // dirty. kUnavailable when the write fails (a full disk), or when kMaxDirty other files already wait for
+  // the next sync (each costs the committer an fdatasync ahead of every deposit in the batch; the uploader
+  // retries): nothing the store's records say changes.
   Status Write(const AttachmentId& id, uint64_t offset, ByteView data);
   // The upload is complete: its file is closed (a later Write would reopen it).
   void Completed(const AttachmentId& id);
-  // Closes the file and returns the path to delete once the record's removal is durable.
-  std::string Forget(const AttachmentId& id);
+  // Closes the file; Remove deletes it once the removal of its record is durable.
+  void Forget(const AttachmentId& id);
+  void Remove(const std::vector<AttachmentId>& ids) const;
 
   Dirty TakeDirty();
   // fdatasync of every dirty file, then fsync of the directory when a file was created.
@@ -67,15 +73,16 @@ class AttachmentFiles {
   Result<uint64_t> Size(const AttachmentId& id) const;
   Status RemoveOrphans(const std::function<bool(const AttachmentId&)>& known) const;
 
+ private:
   std::string PathOf(const AttachmentId& id) const;
 
- private:
   AttachmentFiles(std::string dir, int dir_fd) : dir_(std::move(dir)), dir_fd_(dir_fd) {}
 
   const std::string dir_;
   const int dir_fd_;
   mutable std::mutex mu_;  // guards what follows
-  // Open for writing: uploads under way, at most kMaxOpen of them (an idle one is closed and reopened).
+  // Open for writing: uploads under way, at most kMaxOpen of them (past that, one is closed and reopened
+  // when next written).
   std::map<AttachmentId, std::shared_ptr<const int>> open_;
   std::map<AttachmentId, std::shared_ptr<const int>> dirty_;
   bool dir_dirty_ = false;

@@ -5,7 +5,6 @@
 #include <rocksdb/options.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/write_batch.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -294,10 +293,10 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     return files_->Write(id, offset, chunk);
   }
   void RecordAttachmentRemoved(const AttachmentId& id, const AttachmentState&) override {
-    std::string path = files_->Forget(id);
+    files_->Forget(id);
     std::lock_guard<std::mutex> lock(cmu_);
     pending_.Delete(Key(kAttachmentTag, id)).PermitUncheckedError();
-    unlink_after_.push_back(std::move(path));
+    remove_after_.push_back(id);
   }
 
   uint64_t Ticket() override {
@@ -424,7 +423,15 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     ro.fill_cache = false;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
     const std::string prefix(1, kChunkTag);
-    std::vector<AttachmentId> moved;
+    std::vector<AttachmentId> group;  // written and not yet synced: at most kMaxDirty files (and fds)
+    bool any = false;
+    auto sync_group = [&]() -> Status {
+      const internal::AttachmentFiles::Dirty dirty = files_->TakeDirty();
+      if (sync_) CW_RETURN_IF_ERROR(files_->SyncDirty(dirty));
+      for (const AttachmentId& id : group) files_->Completed(id);
+      group.clear();
+      return Status::Ok();
+    };
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
       const rocksdb::Slice k = it->key(), v = it->value();
       AttachmentId id;
@@ -435,16 +442,19 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       if (attachments_for_load().count(id) == 0) {
         return Status(StatusCode::kTampered, "relay store chunk without its attachment");
       }
+      if (group.empty() || group.back() != id) {
+        // Chunks come sorted by attachment: a new one starts here.
+        if (group.size() == internal::AttachmentFiles::kMaxDirty) CW_RETURN_IF_ERROR(sync_group());
+        group.push_back(id);
+      }
       const uint64_t offset = GetBe(k.data() + 1 + kAttachmentIdSize, 8);
       CW_RETURN_IF_ERROR(
           files_->Write(id, offset, ByteView(reinterpret_cast<const uint8_t*>(v.data()), v.size())));
-      if (moved.empty() || moved.back() != id) moved.push_back(id);
+      any = true;
     }
     CW_RETURN_IF_ERROR(FromRocks(it->status(), "migrate relay store"));
-    if (moved.empty()) return Status::Ok();
-    const internal::AttachmentFiles::Dirty dirty = files_->TakeDirty();
-    if (sync_) CW_RETURN_IF_ERROR(files_->SyncDirty(dirty));
-    for (const AttachmentId& id : moved) files_->Completed(id);
+    if (!any) return Status::Ok();
+    CW_RETURN_IF_ERROR(sync_group());
     rocksdb::WriteBatch batch;
     const std::string end(1, static_cast<char>(kChunkTag + 1));
     batch.DeleteRange(prefix, end).PermitUncheckedError();
@@ -483,8 +493,8 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       }
       rocksdb::WriteBatch batch;
       std::swap(batch, pending_);
-      std::vector<std::string> unlinks;
-      std::swap(unlinks, unlink_after_);
+      std::vector<AttachmentId> removed;
+      std::swap(removed, remove_after_);
       // Taken with the batch: every attachment size recorded in it counts bytes written to these files.
       const internal::AttachmentFiles::Dirty dirty = files_->TakeDirty();
       const uint64_t number = filling_++;
@@ -496,9 +506,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
         written = FromRocks(db_->Write(options, &batch), "synced write failed; reopen the store");
       }
       // The records are gone for good: their files may go. A crash before this leaves orphans for Open.
-      if (written.ok()) {
-        for (const std::string& path : unlinks) ::unlink(path.c_str());
-      }
+      if (written.ok()) files_->Remove(removed);
       lock.lock();
       if (written.ok()) {
         synced_.store(number);
@@ -556,7 +564,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   std::condition_variable work_cv_;
   std::condition_variable done_cv_;
   rocksdb::WriteBatch pending_;
-  std::vector<std::string> unlink_after_;  // files of attachments whose removal pending_ records
+  std::vector<AttachmentId> remove_after_;  // attachments whose removal pending_ records: their files
   std::vector<Callback> callbacks_;  // WhenDurable callbacks not yet synced
   uint64_t filling_ = 1;  // number of the batch pending_ will become
   std::atomic<uint64_t> synced_{0};

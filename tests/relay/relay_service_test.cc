@@ -172,8 +172,9 @@ TEST_F(RelayServiceTest, OnlyDepositsChunksAndBadFramesAreTakenWithoutBlocking) 
   EXPECT_EQ(std::get<Response>(DecodeServerFrame(answers[0][0]).value()).request_id, rid_ - 2);
   EXPECT_EQ(Send(owner, FetchMessages{box, 0, 10}).deliveries.size(), 1u);
 
-  // Chunks taken one after another are appended in that order, each answered with the bytes now stored;
-  // another link key's chunk is "no such attachment"; a download is left for Handle.
+  // Chunks are taken too, each answered with the bytes now stored (an in-memory store answers at once; the
+  // RocksDB store's tests cover answers that wait for a sync); another link key's chunk is "no such
+  // attachment"; a download is left for Handle.
   answers.clear();
   Reply created = Send(Key(2), CreateAttachment{9});
   ASSERT_EQ(created.response.code, ResponseCode::kOk);

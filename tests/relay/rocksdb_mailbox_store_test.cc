@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "relay/attachment_files.h"
 #include "relay/store_core.h"
 #include "tests/relay/relay_test_util.h"
 
@@ -641,6 +642,48 @@ TEST(RocksDbMailboxStore, AsyncChunksAreAppendedInOrderAndAnsweredOnceSynced) {
   EXPECT_EQ(store->ReadAttachment(att, 0, 9)->data, (Bytes{1, 2, 3, 4, 5, 6, 7, 8, 9}));
 }
 
+// Every file written since the last sync costs the committer an fdatasync ahead of the deposits in its
+// batch, so at most kMaxDirty uploads write into one batch; a chunk for one more is refused at once as
+// unavailable (the uploader retries) and is taken once the batch is synced.
+TEST(RocksDbMailboxStore, ChunksOfTooManyUploadsInOneBatchWaitForTheNext) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  constexpr size_t kUploads = internal::AttachmentFiles::kMaxDirty + 1;
+  for (size_t i = 0; i < kUploads; ++i) {
+    CW_RL_ASSERT_OK(store->CreateAttachment(Filled<kAttachmentIdSize>(uint8_t(0x40 + i)), Key(1), 1, kFar));
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Result<uint64_t>> answers;
+  auto record = [&](Result<uint64_t> r) {
+    std::lock_guard<std::mutex> lock(mu);
+    answers.push_back(std::move(r));
+    cv.notify_all();
+  };
+  store->PauseCommitsForTesting(true);
+  for (size_t i = 0; i < kUploads; ++i) {
+    store->AppendAttachmentAsync(Filled<kAttachmentIdSize>(uint8_t(0x40 + i)), Key(1), 0, Bytes{1}, record);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ASSERT_EQ(answers.size(), 1u);
+    CW_RL_EXPECT_CODE(answers[0], StatusCode::kUnavailable);
+    answers.clear();
+  }
+  store->PauseCommitsForTesting(false);
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait_for(lock, std::chrono::seconds(30),
+                [&] { return answers.size() >= kUploads - 1; });  // a safety net
+    ASSERT_EQ(answers.size(), kUploads - 1);
+    for (const auto& a : answers) EXPECT_EQ(a.value_or(0), 1u) << testing::Describe(a);
+  }
+  const AttachmentId last = Filled<kAttachmentIdSize>(uint8_t(0x40 + kUploads - 1));
+  EXPECT_EQ(store->AppendAttachment(last, Key(1), 0, Bytes{1}).value(), 1u);
+  EXPECT_EQ(store->ReadAttachment(last, 0, 1)->data, Bytes{1});
+}
+
 // A chunk whose file cannot be written is refused by itself: the upload keeps its place, and the store
 // goes on serving everything else.
 TEST(RocksDbMailboxStore, AnAttachmentWriteThatFailsRefusesThatChunkOnly) {
@@ -677,11 +720,14 @@ TEST(RocksDbMailboxStore, AttachmentFilesAreCheckedAgainstTheirRecordsAtOpen) {
   std::ofstream(AttachmentPath(db, att), std::ios::binary | std::ios::app) << "XYZ";  // past the record
   std::ofstream(AttachmentPath(db, orphan), std::ios::binary) << "left behind";
   std::ofstream(db + "/attachments/NOTES", std::ios::binary) << "the operator's";
+  const std::string odd_dir = AttachmentPath(db, Filled<kAttachmentIdSize>(7));  // named like one, not a file
+  std::filesystem::create_directory(odd_dir);
   {
     auto store = OpenOrDie(db);
     ASSERT_TRUE(store);
     EXPECT_FALSE(std::filesystem::exists(AttachmentPath(db, orphan)));
     EXPECT_TRUE(std::filesystem::exists(db + "/attachments/NOTES"));
+    EXPECT_TRUE(std::filesystem::is_directory(odd_dir));
     EXPECT_EQ(store->AppendAttachment(att, Key(1), 3, Bytes{4, 5, 6}).value(), 6u);
     EXPECT_EQ(store->ReadAttachment(att, 0, 6)->data, (Bytes{1, 2, 3, 4, 5, 6}));
   }
@@ -718,6 +764,8 @@ TEST(RocksDbMailboxStore, ChunkRecordsOfAnOlderStoreAreMovedIntoFiles) {
     ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), "C" + id + be(0), "abc").ok());
     ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), "C" + id + be(3), "def").ok());
   }
+  // A migration cut short by a crash left part of the file: the reopen writes it again.
+  std::ofstream(AttachmentPath(db, att), std::ios::binary) << "abX";
   {
     auto store = OpenOrDie(db);
     ASSERT_TRUE(store);
