@@ -295,6 +295,7 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
     const bool more = plan_first < chunks;
     auto fetch_next = [&fetch, planned = more ? plan() : Fetched{}]() { return fetch(planned); };
     std::future<Result<Fetched>> next = InBackground(fetch_next, more);
+    uint64_t batch_plain = 0;
     for (size_t k = 0; k < current.lengths.size(); ++k) {
       const uint64_t i = current.first + k;
       const size_t want = PlainLength(d, i);
@@ -325,7 +326,14 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
       }
       CW_RETURN_IF_ERROR(WriteFull(fd, plain.reveal().subspan(0, want)));
       done += want;
+      batch_plain += want;
     }
+#ifdef __linux__
+    // Starts writing this batch back to disk now, so the fsync at the end waits for the last batch only,
+    // not for the whole file (tens of milliseconds for 20 MiB). A hint: its failure changes nothing.
+    (void)::sync_file_range(fd, static_cast<off_t>(done - batch_plain), static_cast<off_t>(batch_plain),
+                            SYNC_FILE_RANGE_WRITE);
+#endif
     if (o.progress) o.progress(done, d.size);
     if (!more) break;
     CW_ASSIGN_OR_RETURN(current, next.valid() ? next.get() : fetch_next());
