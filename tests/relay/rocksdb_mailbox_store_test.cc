@@ -11,12 +11,14 @@
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "relay/attachment_files.h"
@@ -32,6 +34,36 @@ using testing::Mid;
 
 constexpr int64_t kFar = 1'000'000'000'000'000;
 constexpr int64_t kClaimBy = 1'700'000'000'000;
+
+// Answers that async store calls deliver on the committer's thread, collected for the test's thread.
+template <typename T>
+class Answers {
+ public:
+  std::function<void(Result<T>)> Callback() {
+    return [this](Result<T> r) {
+      std::lock_guard<std::mutex> lock(mu_);
+      got_.push_back(std::move(r));
+      cv_.notify_all();
+    };
+  }
+  // What has come so far, taken out.
+  std::vector<Result<T>> Take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::exchange(got_, {});
+  }
+  // Waits until at least n have come (bounded: a safety net against a hang, not a timing assertion), then
+  // takes them.
+  std::vector<Result<T>> TakeAtLeast(size_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::seconds(30), [&] { return got_.size() >= n; });
+    return std::exchange(got_, {});
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Result<T>> got_;
+};
 
 std::unique_ptr<RocksDbMailboxStore> OpenOrDie(const std::string& path) {
   auto s = RocksDbMailboxStore::Open(path);
@@ -198,14 +230,8 @@ TEST(RocksDbMailboxStore, AsyncDepositsAreAnsweredOnlyOnceSynced) {
   std::atomic<int> heard{0};
   auto watch = store->WatchMailbox(box, [&](const MailboxId&, const StoredMessage&) { heard.fetch_add(1); });
   constexpr int kDeposits = 32;
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<Result<InsertOutcome>> answers;
-  auto record = [&](Result<InsertOutcome> r) {
-    std::lock_guard<std::mutex> lock(mu);
-    answers.push_back(std::move(r));
-    cv.notify_all();
-  };
+  Answers<InsertOutcome> answers;
+  const auto record = answers.Callback();
   const uint64_t before = store->SyncCount();
   store->PauseCommitsForTesting(true);
   for (int i = 0; i < kDeposits; ++i) store->InsertAsync(box, Mid(i), Bytes(300, uint8_t(i)), kFar, {}, record);
@@ -215,10 +241,7 @@ TEST(RocksDbMailboxStore, AsyncDepositsAreAnsweredOnlyOnceSynced) {
   std::atomic<int> late_heard{0};
   auto late_watch =
       store->WatchMailbox(box, [&](const MailboxId&, const StoredMessage&) { late_heard.fetch_add(1); });
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    EXPECT_TRUE(answers.empty());
-  }
+  EXPECT_TRUE(answers.Take().empty());
   EXPECT_EQ(heard.load(), kDeposits);  // the retry is not announced
   EXPECT_EQ(late_heard.load(), 0);
   // Not durable, so a fetch does not hand them out.
@@ -226,12 +249,11 @@ TEST(RocksDbMailboxStore, AsyncDepositsAreAnsweredOnlyOnceSynced) {
   store->PauseCommitsForTesting(false);
   {
     // The committer takes the waiting writers before it runs their callbacks: wait for the answers
-    // themselves (bounded, a safety net against a hang, not a timing assertion).
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait_for(lock, std::chrono::seconds(30), [&] { return answers.size() >= size_t{kDeposits + 1}; });
-    ASSERT_EQ(answers.size(), size_t{kDeposits + 1});
+    // themselves.
+    const auto got = answers.TakeAtLeast(kDeposits + 1);
+    ASSERT_EQ(got.size(), size_t{kDeposits + 1});
     int inserted = 0, duplicate = 0;
-    for (const auto& a : answers) {
+    for (const auto& a : got) {
       ASSERT_TRUE(a.has_value()) << testing::Describe(a);
       (*a == InsertOutcome::kInserted ? inserted : duplicate) += 1;
     }
@@ -606,14 +628,8 @@ TEST(RocksDbMailboxStore, AsyncChunksAreAppendedInOrderAndAnsweredOnceSynced) {
   ASSERT_TRUE(store);
   const AttachmentId att = Filled<kAttachmentIdSize>(3);
   CW_RL_ASSERT_OK(store->CreateAttachment(att, Key(1), 9, kFar));
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<Result<uint64_t>> answers;
-  auto record = [&](Result<uint64_t> r) {
-    std::lock_guard<std::mutex> lock(mu);
-    answers.push_back(std::move(r));
-    cv.notify_all();
-  };
+  Answers<uint64_t> answers;
+  const auto record = answers.Callback();
   const uint64_t before = store->SyncCount();
   store->PauseCommitsForTesting(true);
   store->AppendAttachmentAsync(att, Key(1), 0, Bytes{1, 2, 3}, record);
@@ -621,19 +637,15 @@ TEST(RocksDbMailboxStore, AsyncChunksAreAppendedInOrderAndAnsweredOnceSynced) {
   store->AppendAttachmentAsync(att, Key(1), 0, Bytes{1, 2, 3}, record);  // a retransmission
   store->AppendAttachmentAsync(att, Key(1), 6, Bytes{7, 8, 9}, record);
   store->AppendAttachmentAsync(att, Key(2), 9, Bytes{0}, record);  // not the uploader: refused at once
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    ASSERT_EQ(answers.size(), 1u) << "an append was answered before its sync";
-    CW_RL_EXPECT_CODE(answers[0], StatusCode::kNotFound);
-    answers.clear();
-  }
+  const auto at_once = answers.Take();
+  ASSERT_EQ(at_once.size(), 1u) << "an append was answered before its sync";
+  CW_RL_EXPECT_CODE(at_once[0], StatusCode::kNotFound);
   CW_RL_EXPECT_CODE(store->ReadAttachment(att, 0, 9), StatusCode::kNotFound);  // not complete until synced
   store->PauseCommitsForTesting(false);
-  std::unique_lock<std::mutex> lock(mu);
-  cv.wait_for(lock, std::chrono::seconds(30), [&] { return answers.size() >= 4; });  // a safety net only
-  ASSERT_EQ(answers.size(), 4u);
+  const auto got = answers.TakeAtLeast(4);
+  ASSERT_EQ(got.size(), 4u);
   std::vector<uint64_t> written;
-  for (const auto& a : answers) {
+  for (const auto& a : got) {
     ASSERT_TRUE(a.has_value()) << testing::Describe(a);
     written.push_back(*a);
   }
@@ -653,32 +665,19 @@ TEST(RocksDbMailboxStore, ChunksOfTooManyUploadsInOneBatchWaitForTheNext) {
   for (size_t i = 0; i < kUploads; ++i) {
     CW_RL_ASSERT_OK(store->CreateAttachment(Filled<kAttachmentIdSize>(uint8_t(0x40 + i)), Key(1), 1, kFar));
   }
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<Result<uint64_t>> answers;
-  auto record = [&](Result<uint64_t> r) {
-    std::lock_guard<std::mutex> lock(mu);
-    answers.push_back(std::move(r));
-    cv.notify_all();
-  };
+  Answers<uint64_t> answers;
+  const auto record = answers.Callback();
   store->PauseCommitsForTesting(true);
   for (size_t i = 0; i < kUploads; ++i) {
     store->AppendAttachmentAsync(Filled<kAttachmentIdSize>(uint8_t(0x40 + i)), Key(1), 0, Bytes{1}, record);
   }
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    ASSERT_EQ(answers.size(), 1u);
-    CW_RL_EXPECT_CODE(answers[0], StatusCode::kUnavailable);
-    answers.clear();
-  }
+  const auto at_once = answers.Take();
+  ASSERT_EQ(at_once.size(), 1u);
+  CW_RL_EXPECT_CODE(at_once[0], StatusCode::kUnavailable);
   store->PauseCommitsForTesting(false);
-  {
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait_for(lock, std::chrono::seconds(30),
-                [&] { return answers.size() >= kUploads - 1; });  // a safety net
-    ASSERT_EQ(answers.size(), kUploads - 1);
-    for (const auto& a : answers) EXPECT_EQ(a.value_or(0), 1u) << testing::Describe(a);
-  }
+  const auto got = answers.TakeAtLeast(kUploads - 1);
+  ASSERT_EQ(got.size(), kUploads - 1);
+  for (const auto& a : got) EXPECT_EQ(a.value_or(0), 1u) << testing::Describe(a);
   const AttachmentId last = Filled<kAttachmentIdSize>(uint8_t(0x40 + kUploads - 1));
   EXPECT_EQ(store->AppendAttachment(last, Key(1), 0, Bytes{1}).value(), 1u);
   EXPECT_EQ(store->ReadAttachment(last, 0, 1)->data, Bytes{1});
