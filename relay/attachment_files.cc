@@ -17,32 +17,8 @@ namespace {
 // with more uploads than this at once reopens files now and then, which costs an open(), not correctness.
 constexpr size_t kMaxOpen = 64;
 
-constexpr char kHex[] = "0123456789abcdef";
-
-std::string Hex(const AttachmentId& id) {
-  std::string s;
-  s.reserve(id.size() * 2);
-  for (uint8_t b : id) {
-    s.push_back(kHex[b >> 4]);
-    s.push_back(kHex[b & 15]);
-  }
-  return s;
-}
-
-bool FromHex(const char* name, AttachmentId* id) {
-  if (std::strlen(name) != id->size() * 2) return false;
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  for (size_t i = 0; i < id->size(); ++i) {
-    const int hi = nibble(name[2 * i]), lo = nibble(name[2 * i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    (*id)[i] = static_cast<uint8_t>(hi << 4 | lo);
-  }
-  return true;
-}
+// An attachment id, as the store names its file: lowercase hex (ToHex), and nothing else decodes as one.
+bool IdOfName(const char* name, AttachmentId* id) { return FromHexInto(name, *id) && ToHex(*id) == name; }
 
 // The error text names the operation and errno, never a path (it holds an attachment id).
 Status Failed(std::string_view what, int err) {
@@ -78,7 +54,7 @@ Result<std::unique_ptr<AttachmentFiles>> AttachmentFiles::Open(const std::string
 
 AttachmentFiles::~AttachmentFiles() { ::close(dir_fd_); }
 
-std::string AttachmentFiles::PathOf(const AttachmentId& id) const { return dir_ + "/" + Hex(id); }
+std::string AttachmentFiles::PathOf(const AttachmentId& id) const { return dir_ + "/" + ToHex(id); }
 
 Status AttachmentFiles::Write(const AttachmentId& id, uint64_t offset, ByteView data) {
   std::shared_ptr<const int> fd;
@@ -188,7 +164,7 @@ Status AttachmentFiles::RemoveOrphans(const std::function<bool(const AttachmentI
   while (const dirent* e = ::readdir(d)) {
     AttachmentId id;
     // Regular files only: whatever else is there was not made by the store.
-    if (e->d_type == DT_REG && FromHex(e->d_name, &id) && !known(id))
+    if (e->d_type == DT_REG && IdOfName(e->d_name, &id) && !known(id))
       orphans.push_back(dir_ + "/" + e->d_name);
   }
   ::closedir(d);

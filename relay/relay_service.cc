@@ -173,17 +173,8 @@ void RelayService::DepositAsync(const LinkKey& client, const Command& command, c
   store_.InsertAsync(
       c.mailbox, c.message_id, c.envelope, clock_.NowMillis() + options_.message_ttl_millis, options_.quota,
       [this, client, request_id, mailbox, reply, claimed](Result<InsertOutcome> outcome) {
-        std::vector<Bytes> frames;
-        try {
-          Command header;
-          header.request_id = request_id;
-          header.body = Deposit{mailbox, {}, {}, {}};
-          frames = Finish(client, header, DepositResponse(mailbox, outcome), {});
-        } catch (...) {
-          errors_.fetch_add(1);
-          frames = {Encode(ErrorResponse(request_id, static_cast<uint8_t>(CommandType::kDeposit),
-                                         ResponseCode::kUnavailable, "internal error"))};
-        }
+        std::vector<Bytes> frames = FinishLater(client, request_id, Deposit{mailbox, {}, {}, {}},
+                                                [&] { return DepositResponse(mailbox, outcome); });
         if (!claimed) return reply(std::move(frames));
         // A duplicate or refused deposit did not wait for the claim it made: its answer does.
         store_.WhenAllDurable([this, request_id, reply, frames = std::move(frames)](Status durable) mutable {
@@ -202,19 +193,22 @@ void RelayService::PutChunkAsync(const LinkKey& client, const Command& command, 
   const uint32_t request_id = command.request_id;
   store_.AppendAttachmentAsync(
       c.id, client, c.offset, c.chunk, [this, client, request_id, reply](Result<uint64_t> written) {
-        std::vector<Bytes> frames;
-        try {
-          Command header;
-          header.request_id = request_id;
-          header.body = PutAttachmentChunk{};
-          frames = Finish(client, header, ChunkResponse(written), {});
-        } catch (...) {
-          errors_.fetch_add(1);
-          frames = {Encode(ErrorResponse(request_id, static_cast<uint8_t>(CommandType::kPutAttachmentChunk),
-                                         ResponseCode::kUnavailable, "internal error"))};
-        }
-        reply(std::move(frames));
+        reply(FinishLater(client, request_id, PutAttachmentChunk{}, [&] { return ChunkResponse(written); }));
       });
+}
+
+std::vector<Bytes> RelayService::FinishLater(const LinkKey& client, uint32_t request_id, CommandBody kind,
+                                             const std::function<Response()>& response) {
+  const auto type = static_cast<uint8_t>(TypeOf(kind));
+  try {
+    Command header;
+    header.request_id = request_id;
+    header.body = std::move(kind);
+    return Finish(client, header, response(), {});
+  } catch (...) {
+    errors_.fetch_add(1);
+    return {Encode(ErrorResponse(request_id, type, ResponseCode::kUnavailable, "internal error"))};
+  }
 }
 
 Response RelayService::ChunkResponse(const Result<uint64_t>& written) {

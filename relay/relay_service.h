@@ -116,6 +116,10 @@ class RelayService {
   std::vector<Bytes> Dispatch(const LinkKey& client, const Command& command);
   // Stamps the response with the command's request id and type, counts and logs it, appends it to frames.
   std::vector<Bytes> Finish(const LinkKey& client, const Command& command, Response r, std::vector<Bytes> frames);
+  // Finish for a command answered on a store's thread, where the command is gone: `kind` names its type,
+  // and an allocation failure answers it with an error rather than leaving it unanswered.
+  std::vector<Bytes> FinishLater(const LinkKey& client, uint32_t request_id, CommandBody kind,
+                                 const std::function<Response()>& response);
   // The token check; kOk when the deposit may go in. *claimed: it claimed an invite's token, so its answer
   // waits for the claim to be durable as well (MailboxStore::AdmitDeposit).
   Response CheckDeposit(const Deposit& deposit, bool* claimed);

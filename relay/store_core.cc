@@ -671,18 +671,16 @@ void StoreCore::AppendAttachmentAsync(const AttachmentId& id, const LinkKey& upl
                                       ByteView chunk, AppendDone done) {
   uint64_t ticket = 0;
   Result<uint64_t> written = Error(StatusCode::kUnavailable, "out of memory");
-  AppendDone later;
   try {
     written = PlanAppend(id, uploader, offset, chunk, &ticket);
-    if (written) later = std::move(done);
   } catch (...) {
     // Allocation failed before the callback was handed over: answer now rather than never (a server waits
     // for every answer before it stops). The chunk may be recorded; the uploader's retry is idempotent.
   }
-  if (!later) return done(std::move(written));
-  WhenDurable(ticket, [written = *written, later = std::move(later)](Status durable) {
-    if (!durable.ok()) return later(Error(std::move(durable)));
-    later(written);
+  if (!written) return done(std::move(written));
+  WhenDurable(ticket, [written = *written, done = std::move(done)](Status durable) {
+    if (!durable.ok()) return done(Error(std::move(durable)));
+    done(written);
   });
 }
 

@@ -572,13 +572,7 @@ TEST(RocksDbMailboxStore, SplitMessageRecordsOfAnOlderStoreAreMigrated) {
 // ---- Attachment bodies: files beside the database ----
 
 std::string AttachmentPath(const std::string& db, const AttachmentId& id) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string name;
-  for (uint8_t b : id) {
-    name.push_back(kHex[b >> 4]);
-    name.push_back(kHex[b & 15]);
-  }
-  return db + "/attachments/" + name;
+  return db + "/attachments/" + ToHex(id);
 }
 
 std::string ReadWholeFile(const std::string& path) {
