@@ -8,7 +8,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <future>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <new>
+#include <optional>
 #include <thread>
 
 #include "core/base/secret.h"
@@ -111,17 +115,100 @@ struct Batch {
   uint64_t plain = 0;  // plaintext
 };
 
-// Runs `fn` on a helper thread when `wanted`; an invalid future (run it yourself) when not wanted or when no
-// thread could be started.
-template <typename Fn>
-auto InBackground(Fn& fn, bool wanted) -> std::future<decltype(fn())> {
-  if (!wanted) return {};
-  try {
-    return std::async(std::launch::async, [&fn] { return fn(); });
-  } catch (...) {
-    return {};  // no thread to be had: the caller does the work in turn instead
+// Produces results on a helper thread, up to `depth` ahead of the caller's Next(): the producer (reading and
+// encrypting, or fetching and digesting) keeps going while the caller works on what it already has, instead
+// of starting only when the caller asks. `produce` and `exhausted` run on the helper thread only (or on the
+// caller's, in turn, when no thread could be started); the destructor stops the helper and waits for it.
+template <typename T>
+class RunAhead {
+ public:
+  RunAhead(std::function<Result<T>()> produce, std::function<bool()> exhausted, size_t depth)
+      : produce_(std::move(produce)), exhausted_(std::move(exhausted)), depth_(std::max<size_t>(1, depth)) {
+    try {
+      thread_ = std::thread([this] { Loop(); });
+    } catch (...) {
+      // No thread to be had: Next() produces in turn instead.
+    }
   }
-}
+  ~RunAhead() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  RunAhead(const RunAhead&) = delete;
+  RunAhead& operator=(const RunAhead&) = delete;
+
+  // The next result, in order; nullopt once exhausted. Nothing follows an error.
+  Result<std::optional<T>> Next() {
+    Result<T> r = Error(StatusCode::kInternal, "no result");
+    if (!thread_.joinable()) {
+      if (done_ || exhausted_()) return std::optional<T>();
+      r = ProduceGuarded();
+      done_ = !r;
+    } else {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return !ready_.empty() || done_; });
+      if (ready_.empty()) return std::optional<T>();
+      r = std::move(ready_.front());
+      ready_.pop_front();
+      lock.unlock();
+      cv_.notify_all();
+    }
+    if (!r) return Error(r.error());
+    return std::optional<T>(std::move(*r));
+  }
+
+ private:
+  // An exception must not end the process from a helper thread: memory running out fails the transfer.
+  Result<T> ProduceGuarded() {
+    try {
+      return produce_();
+    } catch (const std::bad_alloc&) {
+      return Error(StatusCode::kResourceExhausted, "out of memory");
+    }
+  }
+
+  void Loop() {
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || ready_.size() < depth_; });
+        if (stop_) break;
+      }
+      if (exhausted_()) break;
+      Result<T> r = ProduceGuarded();
+      const bool failed = !r;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ready_.push_back(std::move(r));
+      }
+      cv_.notify_all();
+      if (failed) break;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  std::function<Result<T>()> produce_;
+  std::function<bool()> exhausted_;
+  const size_t depth_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Result<T>> ready_;
+  bool stop_ = false;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+// Batches produced ahead of the one in transfer: two keep the producer busy across the consumer's uneven
+// steps, at a cost of two batches of memory (4 MiB at the default window and chunk size).
+inline constexpr size_t kBatchesAhead = 2;
 
 }  // namespace
 
@@ -217,24 +304,25 @@ Result<wire::AttachmentDescriptor> UploadAttachment(BlobChannel& channel, const 
   uint64_t offset = 0;
   uint64_t done = 0;
   if (options.transfer.progress) options.transfer.progress(0, d.size);
-  Result<Batch> current = encrypt_batch();
-  while (current && !current->pieces.empty()) {
-    // The next batch is read and encrypted on a helper thread while this one travels.
-    std::future<Result<Batch>> next = InBackground(encrypt_batch, next_chunk < chunks);
-    auto stored =
-        WithRetries(options.transfer, [&] { return channel.PutMany(d.blob_id, offset, current->pieces); });
-    Result<Batch> following = next.valid() ? next.get() : encrypt_batch();
-    if (!stored) return Error(stored.error());
-    offset += current->bytes;
-    // After the whole batch the store holds exactly what we sent: anything else means it is not the blob
-    // we are writing.
-    if (*stored != offset)
-      return Error(StatusCode::kInternal, "the relay holds another length than was uploaded");
-    done += current->plain;
-    if (options.transfer.progress) options.transfer.progress(done, d.size);
-    current = std::move(following);
+  {
+    // Batches are read and encrypted on a helper thread while earlier ones travel.
+    RunAhead<Batch> batches(
+        encrypt_batch, [&] { return next_chunk >= chunks; }, kBatchesAhead);
+    for (;;) {
+      CW_ASSIGN_OR_RETURN(std::optional<Batch> current, batches.Next());
+      if (!current) break;
+      CW_ASSIGN_OR_RETURN(uint64_t stored, WithRetries(options.transfer, [&] {
+                            return channel.PutMany(d.blob_id, offset, current->pieces);
+                          }));
+      offset += current->bytes;
+      // After the whole batch the store holds exactly what we sent: anything else means it is not the blob
+      // we are writing.
+      if (stored != offset)
+        return Error(StatusCode::kInternal, "the relay holds another length than was uploaded");
+      done += current->plain;
+      if (options.transfer.progress) options.transfer.progress(done, d.size);
+    }
   }
-  if (!current) return Error(current.error());
   // The file must not have grown either: the descriptor's size is what the recipient will check.
   uint8_t extra = 0;
   CW_ASSIGN_OR_RETURN(size_t more, ReadFull(file.get(), std::span<uint8_t>(&extra, 1)));
@@ -263,10 +351,12 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
     std::vector<uint32_t> lengths;
     std::vector<BlobChannel::Read> reads;
   };
-  // Plans the next batch (on this thread), then fetches it (on whichever thread runs `fetch`).
+  // Plans and fetches (with retries) the next batch, in order: on a helper thread, ahead of the digest (on
+  // a second helper, so that hashing does not hold up the next fetch) and of the checking, decryption and
+  // writing on this thread.
   uint64_t plan_first = 0;
   uint64_t plan_offset = 0;
-  auto plan = [&]() {
+  auto fetch_batch = [&]() -> Result<Fetched> {
     Fetched f;
     f.first = plan_first;
     f.offset = plan_offset;
@@ -277,24 +367,32 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
       plan_offset += f.lengths.back();
     }
     plan_first += f.lengths.size();
-    return f;
-  };
-  auto fetch = [&channel, &o, &d](Fetched f) -> Result<Fetched> {
     CW_ASSIGN_OR_RETURN(f.reads,
                         WithRetries(o, [&] { return channel.GetMany(d.blob_id, f.offset, f.lengths); }));
     if (f.reads.size() != f.lengths.size())
       return Error(StatusCode::kInternal, "the channel answered another batch");
     return f;
   };
+  RunAhead<Fetched> fetched(
+      fetch_batch, [&] { return plan_first >= chunks; }, kBatchesAhead);
+  uint64_t digested = 0;  // chunks
+  auto digest_batch = [&]() -> Result<Fetched> {
+    CW_ASSIGN_OR_RETURN(std::optional<Fetched> f, fetched.Next());
+    if (!f) return Error(StatusCode::kInternal, "the download ended early");
+    for (const BlobChannel::Read& read : f->reads)
+      crypto_generichash_update(&digest, read.data.data(), read.data.size());
+    digested += f->lengths.size();
+    return std::move(*f);
+  };
 
   uint64_t done = 0;
   if (o.progress) o.progress(0, d.size);
-  CW_ASSIGN_OR_RETURN(Fetched current, fetch(plan()));
+  RunAhead<Fetched> batches(
+      digest_batch, [&] { return digested >= chunks; }, kBatchesAhead);
   for (;;) {
-    // The next batch is fetched on a helper thread while this one is checked, decrypted and written.
-    const bool more = plan_first < chunks;
-    auto fetch_next = [&fetch, planned = more ? plan() : Fetched{}]() { return fetch(planned); };
-    std::future<Result<Fetched>> next = InBackground(fetch_next, more);
+    CW_ASSIGN_OR_RETURN(std::optional<Fetched> next, batches.Next());
+    if (!next) break;
+    const Fetched& current = *next;
     uint64_t batch_plain = 0;
     for (size_t k = 0; k < current.lengths.size(); ++k) {
       const uint64_t i = current.first + k;
@@ -306,7 +404,6 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
         return Status(StatusCode::kTampered, "the attachment has the wrong size");
       if (read.data.size() != current.lengths[k])
         return Status(StatusCode::kTampered, "the attachment is truncated");
-      crypto_generichash_update(&digest, read.data.data(), read.data.size());
       if (i == 0 && crypto_secretstream_xchacha20poly1305_init_pull(&stream.st, read.data.data(),
                                                                     d.key.reveal().data()) != 0) {
         return Status(StatusCode::kTampered, "the attachment header is invalid");
@@ -335,9 +432,8 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
                             SYNC_FILE_RANGE_WRITE);
 #endif
     if (o.progress) o.progress(done, d.size);
-    if (!more) break;
-    CW_ASSIGN_OR_RETURN(current, next.valid() ? next.get() : fetch_next());
   }
+  // Every batch was handed over, so the helper has finished with the digest.
   wire::AttachmentDigest got{};
   crypto_generichash_final(&digest, got.data(), got.size());
   if (!ConstantTimeEquals(got, d.digest))

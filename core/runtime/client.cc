@@ -291,7 +291,7 @@ class Client::Impl {
     link_pub_ = link.public_key();
     name_ = state_.name;
 
-    CW_ASSIGN_OR_RETURN(transport_, transport::TcpTransport::New(std::move(link), {}, *clock_));
+    CW_ASSIGN_OR_RETURN(transport_, transport::TcpTransport::New(std::move(link), options_.link, *clock_));
     post_target_ = std::make_shared<PostTarget>(transport_.get());
     direct_ = NewDirectLinks();
     return transport::RunSync(*transport_, [this, failed_unlocks]() -> Status {
@@ -580,12 +580,32 @@ class Client::Impl {
       };
     }
     Bytes frame = relay::EncodeCommand(relay::Command{id, std::move(body)});
-    Status s = conn_->Send(frame);
-    if (!s.ok()) {
-      fn(Error(StatusCode::kUnavailable, "relay link: " + s.message()));
-      return;
+    if (unsent_.empty()) {
+      Status s = conn_->Send(frame);
+      if (s.ok()) {
+        pending_[id] = std::move(fn);
+        return;
+      }
+      if (s.code() != StatusCode::kResourceExhausted) {
+        fn(Error(StatusCode::kUnavailable, "relay link: " + s.message()));
+        return;
+      }
     }
+    // The send queue is above its high-water mark (a transfer keeps many pieces in flight, on a slow link):
+    // the command waits here, behind those refused before it, until the transport drains (SendUnsent). Each
+    // sender bounds what it has in flight, so this holds at most their sum.
+    unsent_.push_back(std::move(frame));
     pending_[id] = std::move(fn);
+  }
+
+  // on_writable: sends what waited, in order, until the queue refuses again.
+  void SendUnsent() {
+    while (conn_ && !unsent_.empty()) {
+      Status s = conn_->Send(unsent_.front());
+      if (s.code() == StatusCode::kResourceExhausted) return;  // on_writable fires again
+      if (!s.ok()) return;  // closing: on_closed fails every pending command
+      unsent_.pop_front();
+    }
   }
 
   void EnsureConnecting() {
@@ -610,6 +630,9 @@ class Client::Impl {
     };
     cbs.on_closed = [this, gen](Status why) {
       if (gen == generation_) OnLinkDown(why);
+    };
+    cbs.on_writable = [this, gen]() {
+      if (gen == generation_) SendUnsent();
     };
     link_ = LinkState::kConnecting;
     Status s = transport_->Connect(*ep, std::move(cbs), [this, gen](Result<std::shared_ptr<transport::Connection>> c) {
@@ -655,6 +678,7 @@ class Client::Impl {
   }
 
   void FailAll(const Status& s) {
+    unsent_.clear();
     auto pending = std::move(pending_);
     pending_.clear();
     auto queued = std::move(queued_);
@@ -1825,6 +1849,7 @@ class Client::Impl {
   uint64_t generation_ = 0;
   uint32_t next_request_id_ = 1;
   std::map<uint32_t, ResponseFn> pending_;
+  std::deque<Bytes> unsent_;  // commands (in pending_) the send queue refused, in order
   struct Queued {
     relay::CommandBody body;
     ResponseFn fn;

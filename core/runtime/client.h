@@ -55,6 +55,7 @@
 #include "core/wire/app_message.h"
 #include "storage/keystore.h"
 #include "storage/transcript.h"
+#include "transport/transport.h"
 
 namespace cw::runtime {
 
@@ -121,6 +122,9 @@ struct ClientOptions {
   ClientCallbacks callbacks;
   int64_t reconnect_min_ms = kReconnectMinMs;
   int64_t reconnect_max_ms = kReconnectMaxMs;
+  // The links' transport settings (frame size, send queue marks, handshake timeout). Commands that find the
+  // relay link's send queue full wait in the client, in order, until it drains.
+  transport::TransportOptions link;
   // Automatic logoff (HIPAA 164.312(a)(2)(iii)): Lock() after this long without a call from the caller
   // (incoming messages do not count). 0 never locks by itself.
   int64_t auto_lock_after_ms = 0;

@@ -201,7 +201,7 @@ Result<uint64_t> RelayBlobChannel::PutMany(const wire::BlobId& id, uint64_t offs
   }
   // Written by the callbacks under the pipeline's ordering: only read after Run returned success.
   auto stored = std::make_shared<std::vector<uint64_t>>(pieces.size(), 0);
-  auto p = std::make_shared<Pipeline>(call_, pieces.size(), window_, FromList(std::move(commands)),
+  auto p = std::make_shared<Pipeline>(call_, pieces.size(), put_window_, FromList(std::move(commands)),
                                       [stored](size_t i, Result<relay::Response> r, Status* error) {
                                         auto answer = Answer<relay::ChunkStored>(std::move(r));
                                         if (answer) {

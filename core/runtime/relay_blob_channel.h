@@ -3,9 +3,10 @@
 //
 // It owns no link: `call` hands one command to whatever link the owner keeps (the Client's) and later runs
 // `done` once with the relay's response, or kUnavailable when the link is down or drops. PutMany and
-// GetMany keep up to `window` commands in flight, which is what lets the relay's group commit sync many
-// pieces at once. The relay runs commands on a worker pool, so a piece can overtake the one before it and be
-// refused as "does not continue the upload"; such a piece is sent again once every piece before it is stored.
+// GetMany keep several commands in flight, which is what lets the relay's group commit sync many pieces at
+// once. An older relay, which ran chunks on its worker pool, can let a piece overtake the one before it and
+// refuse it as "does not continue the upload"; such a piece is sent again once every piece before it is
+// stored.
 //
 // Thread rules: the methods block the calling thread until the relay answered (or nothing came back for
 // `timeout_ms`: kUnavailable); call them from a thread other than the one that runs `done`. `call` must be
@@ -19,17 +20,20 @@
 
 namespace cw::runtime {
 
-// At most 8 pieces of up to 64 KiB in flight: half the transport's 1 MiB send high-water mark, on our side
-// for the commands and on the relay's for its answers (a relay cuts off a client whose answers pile up past
-// it).
+// Downloads keep at most 8 pieces of up to 64 KiB in flight: half the relay's 1 MiB send high-water mark,
+// past which a relay cuts off a client whose answers pile up. Uploads keep 16: their answers are small, and
+// every piece is answered only once synced, so more in flight is what hides the relay's sync; when the link
+// is slow and our own send queue fills, the Client holds the commands until it drains.
 inline constexpr size_t kRelayPiecesInFlight = 8;
+inline constexpr size_t kRelayPutsInFlight = 16;
 
 class RelayBlobChannel final : public BlobChannel {
  public:
   using Done = std::function<void(Result<relay::Response>)>;
   using Call = std::function<void(relay::CommandBody, Done)>;
-  RelayBlobChannel(Call call, int64_t timeout_ms, size_t window = kRelayPiecesInFlight)
-      : call_(std::move(call)), timeout_ms_(timeout_ms), window_(window) {}
+  RelayBlobChannel(Call call, int64_t timeout_ms, size_t window = kRelayPiecesInFlight,
+                   size_t put_window = kRelayPutsInFlight)
+      : call_(std::move(call)), timeout_ms_(timeout_ms), window_(window), put_window_(put_window) {}
 
   Result<wire::BlobId> Create(uint64_t size) override;
   Result<uint64_t> Put(const wire::BlobId& id, uint64_t offset, ByteView piece) override;
@@ -41,7 +45,8 @@ class RelayBlobChannel final : public BlobChannel {
  private:
   Call call_;
   int64_t timeout_ms_;
-  size_t window_;
+  size_t window_;      // GetMany
+  size_t put_window_;  // PutMany
 };
 
 }  // namespace cw::runtime

@@ -87,8 +87,8 @@ class ClientFiles : public ::testing::Test {
   }
 
   // dr.lee invites pat; pat's first message makes them reachable to each other.
-  void Connect() {
-    auto c = Client::Create(dir_.Sub("clinician"), "dr.lee", kPass, Options());
+  void Connect(const ClientOptions& clinician_options) {
+    auto c = Client::Create(dir_.Sub("clinician"), "dr.lee", kPass, clinician_options);
     auto p = Client::Create(dir_.Sub("patient"), "pat", kPass, Options());
     ASSERT_HAS(c);
     ASSERT_HAS(p);
@@ -101,6 +101,7 @@ class ClientFiles : public ::testing::Test {
     ASSERT_HAS(clinician_->Sync());
     texts_ = 0;
   }
+  void Connect() { Connect(Options()); }
 
   // Stops the relay now and starts it again (same address and key) a little later, from another thread:
   // whatever the client sends meanwhile meets a closed link and then a refused connection.
@@ -224,6 +225,31 @@ TEST_F(ClientFiles, TranscriptRowsOnBothSidesReferToTheFile) {
   ASSERT_HAS(d);
   ASSERT_OK((*reopened)->FetchAttachment(*d, dir_.Sub("from-history.pdf")));
   EXPECT_TRUE(ReadFile(dir_.Sub("from-history.pdf")) == content);
+}
+
+// On a link slower than the transfer, the upload's pieces in flight fill the client's send queue past its
+// high-water mark (here set below one piece): the commands wait in the client until the queue drains, in
+// order, and neither the upload nor a text sent behind it fails.
+TEST_F(ClientFiles, CommandsWaitForAFullSendQueueInsteadOfFailing) {
+  ClientOptions o = Options();
+  o.link.send_high_water = 16 * 1024;
+  o.link.send_low_water = 4 * 1024;
+  ASSERT_NO_FATAL_FAILURE(Connect(o));
+  const Bytes content = Pattern(3 << 20, 11);
+  WriteFile(dir_.Sub("scan.bin"), content);
+  ASSERT_HAS(clinician_->SendFile("pat", dir_.Sub("scan.bin")));
+  ASSERT_HAS(clinician_->SendText("pat", "the scan is attached"));
+  ASSERT_HAS(clinician_->Sync());
+  ASSERT_HAS(patient_->Sync());
+  EXPECT_EQ(texts_.load(), 1);
+  std::optional<wire::AttachmentDescriptor> got;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ASSERT_EQ(files_.size(), 1u);
+    got = files_[0].attachment.Clone();
+  }
+  ASSERT_OK(patient_->FetchAttachment(*got, dir_.Sub("scan-received.bin")));
+  EXPECT_TRUE(ReadFile(dir_.Sub("scan-received.bin")) == content);
 }
 
 TEST_F(ClientFiles, ATamperedDescriptorLeavesNoFile) {
