@@ -20,10 +20,12 @@
 //    on a crash. The relay's answer means "fsynced".
 #include <mosquitto.h>
 #include <signal.h>
+#include <sodium.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -39,8 +41,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "core/base/clock.h"
 #include "core/base/random.h"
@@ -371,6 +371,41 @@ void RelayDeposits(const Args& a) {
   }
 }
 
+// ---- The ceiling link crypto alone sets. ----
+// A deposit's envelope crosses four Noise cipher states: the depositor's, the relay's on the way in and on
+// the way out to the owner, the owner's. One thread's ChaCha20-Poly1305 rate at the envelope's size says
+// how many deposits per second that work alone allows on this machine's cores, before TCP, the store, the
+// sync or the load generator's own bookkeeping: the bound the deposits/s above are to be read against.
+void LinkCryptoCeiling(const Args& a) {
+  std::printf(
+      "\n== Ceiling: ChaCha20-Poly1305 (libsodium, as the Noise links use it), one thread, 4 passes per "
+      "deposit ==\n");
+  std::printf("%-9s %14s %18s %22s\n", "envelope", "MB/s", "us per deposit", "deposits/s, all cores");
+  uint8_t key[crypto_aead_chacha20poly1305_IETF_KEYBYTES] = {1};
+  uint8_t nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES] = {};
+  for (size_t env : {size_t(300), size_t(4096)}) {
+    if (a.only_envelope && a.only_envelope != env) continue;
+    std::vector<uint8_t> in(env, 7), out(env + crypto_aead_chacha20poly1305_IETF_ABYTES);
+    std::vector<double> us;
+    for (int round = 0; round < 5; ++round) {
+      constexpr int kMessages = 20000;
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < kMessages; ++i) {
+        unsigned long long n = 0;
+        crypto_aead_chacha20poly1305_ietf_encrypt(out.data(), &n, in.data(), in.size(), nullptr, 0, nullptr,
+                                                  nonce, key);
+      }
+      us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
+                   kMessages);
+    }
+    std::sort(us.begin(), us.end());
+    const double per_pass = us[us.size() / 2];
+    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    std::printf("%-9zu %14.0f %18.2f %22.0f\n", env, env / per_pass, 4 * per_pass,
+                cores * 1e6 / (4 * per_pass));
+  }
+}
+
 // ---- Idle connections: the relay in a child process. ----
 int64_t RssKiB(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -465,7 +500,9 @@ struct MosqState {
 };
 
 void MosquittoDeposits(const Args& a) {
-  std::printf("\n== mosquitto (Debian) broker on 127.0.0.1, QoS 1, persistent session (clean_session=false), persistence on ==\n");
+  std::printf(
+      "\n== mosquitto (Debian) broker on 127.0.0.1, QoS 1, persistent session (clean_session=false), "
+      "persistence on, plain TCP (no TLS) ==\n");
   if (access("/usr/sbin/mosquitto", X_OK) != 0) {
     std::printf("mosquitto not installed; skipped\n");
     return;
@@ -641,6 +678,7 @@ int main(int argc, char** argv) {
   // Fork the idle-connection relay first, before this process has any threads.
   if (a.idle > 0) IdleConnections(a);
   RelayDeposits(a);
+  LinkCryptoCeiling(a);
   if (a.mosquitto) MosquittoDeposits(a);
   return 0;
 }

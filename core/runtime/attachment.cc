@@ -115,10 +115,11 @@ struct Batch {
   uint64_t plain = 0;  // plaintext
 };
 
-// Produces results on a helper thread, up to `depth` ahead of the caller's Next(): the producer (reading and
-// encrypting, or fetching and digesting) keeps going while the caller works on what it already has, instead
-// of starting only when the caller asks. `produce` and `exhausted` run on the helper thread only (or on the
-// caller's, in turn, when no thread could be started); the destructor stops the helper and waits for it.
+// Produces results on a helper thread, up to `depth` ready ahead of the caller's Next(): the producer
+// (reading and encrypting, or fetching, or digesting) keeps going while the caller works on what it already
+// has, instead of starting only when the caller asks. `produce` and `exhausted` run on the helper thread only
+// (or on the caller's, in turn, when no thread could be started). One thread calls Next() at a time. Stopping
+// cannot interrupt a `produce` in progress (a channel call and its retries): the destructor waits for it.
 template <typename T>
 class RunAhead {
  public:
@@ -131,17 +132,21 @@ class RunAhead {
     }
   }
   ~RunAhead() {
+    RequestStop();
+    if (thread_.joinable()) thread_.join();
+  }
+  // Produces nothing more after the `produce` in progress, without waiting for it.
+  void RequestStop() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
     }
     cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
   }
   RunAhead(const RunAhead&) = delete;
   RunAhead& operator=(const RunAhead&) = delete;
 
-  // The next result, in order; nullopt once exhausted. Nothing follows an error.
+  // The next result, in order; nullopt once exhausted (or stopped). Nothing follows an error.
   Result<std::optional<T>> Next() {
     Result<T> r = Error(StatusCode::kInternal, "no result");
     if (!thread_.joinable()) {
@@ -162,16 +167,33 @@ class RunAhead {
   }
 
  private:
-  // An exception must not end the process from a helper thread: memory running out fails the transfer.
+  // An exception must not end the process from a helper thread (std::async used to carry it to the caller):
+  // it fails the transfer instead.
   Result<T> ProduceGuarded() {
     try {
       return produce_();
     } catch (const std::bad_alloc&) {
       return Error(StatusCode::kResourceExhausted, "out of memory");
+    } catch (...) {
+      return Error(StatusCode::kInternal, "attachment transfer failed");
     }
   }
 
   void Loop() {
+    try {
+      Produce();
+    } catch (...) {
+      // Only the locking or the queue's allocation can throw here: the caller sees the results so far, then
+      // the end, and the transfer fails on what is missing.
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  void Produce() {
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mu_);
@@ -188,11 +210,6 @@ class RunAhead {
       cv_.notify_all();
       if (failed) break;
     }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      done_ = true;
-    }
-    cv_.notify_all();
   }
 
   std::function<Result<T>()> produce_;
@@ -206,9 +223,9 @@ class RunAhead {
   std::thread thread_;
 };
 
-// Batches produced ahead of the one in transfer: two keep the producer busy across the consumer's uneven
-// steps, at a cost of two batches of memory (4 MiB at the default window and chunk size).
-inline constexpr size_t kBatchesAhead = 2;
+// Batches ready ahead of the consumer, besides the one in production: one is enough to keep both sides busy
+// (measured: two were no faster), and memory is what each one costs.
+inline constexpr size_t kBatchesAhead = 1;
 
 }  // namespace
 
@@ -305,7 +322,8 @@ Result<wire::AttachmentDescriptor> UploadAttachment(BlobChannel& channel, const 
   uint64_t done = 0;
   if (options.transfer.progress) options.transfer.progress(0, d.size);
   {
-    // Batches are read and encrypted on a helper thread while earlier ones travel.
+    // Batches are read and encrypted on a helper thread while earlier ones travel. The scope ends the helper
+    // before this thread reads the file again and finishes the digest.
     RunAhead<Batch> batches(
         encrypt_batch, [&] { return next_chunk >= chunks; }, kBatchesAhead);
     for (;;) {
@@ -389,6 +407,12 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
   if (o.progress) o.progress(0, d.size);
   RunAhead<Fetched> batches(
       digest_batch, [&] { return digested >= chunks; }, kBatchesAhead);
+  // On an early return the fetcher is told to stop first: the digester's helper may be waiting on it, and
+  // would otherwise let it start one more fetch before both are joined.
+  struct StopFetchingFirst {
+    RunAhead<Fetched>& fetched;
+    ~StopFetchingFirst() { fetched.RequestStop(); }
+  } stop_fetching_first{fetched};
   for (;;) {
     CW_ASSIGN_OR_RETURN(std::optional<Fetched> next, batches.Next());
     if (!next) break;

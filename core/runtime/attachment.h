@@ -20,10 +20,12 @@
 // `max_retries` consecutive failures with no progress between them.
 //
 // Thread rules: UploadAttachment and DownloadAttachment block on the channel; call them from a thread that
-// may block (not a client callback, not a libuv loop). Each overlaps its work with the channel's on one
-// helper thread of its own (the upload encrypts the next batch while one travels; the download fetches the
-// next batch while it decrypts one); the channel is still called by one thread at a time. Progress runs on
-// the calling thread; `wait` runs wherever the channel call that failed ran (a helper, for downloads).
+// may block (not a client callback, not a libuv loop). Each overlaps its work with the channel's on helper
+// threads of its own: the upload reads and encrypts the next batch on one while a batch travels; the download
+// fetches batches on one and digests them on a second, ahead of the decryption on the calling thread. The
+// channel is still called by one thread at a time. Memory: up to 3 batches in the upload and 5 in the
+// download (6 and 10 MiB at the default window and chunk size). Progress runs on the calling thread;
+// `wait` runs wherever the channel call that failed ran (a helper, for downloads).
 // Secrets: the key is drawn from the Random seam; plaintext is read into and decrypted into wiping buffers
 // and never logged; the plaintext file on disk is the caller's to protect.
 #pragma once

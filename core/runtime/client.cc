@@ -44,6 +44,9 @@ constexpr std::string_view kLinkKeyKey = "runtime.link_key";
 constexpr std::string_view kBoxKeyKey = "runtime.box_key";
 constexpr uint32_t kPreKeyLowWater = 10;  // refill below this many one-time pre-keys at the relay
 constexpr int kMaxRefillRounds = 3;
+// Commands held in the client while the relay link's send queue is full: a 16-piece upload window and the
+// outbox fit several times over.
+constexpr size_t kMaxUnsentBytes = 4 * 1024 * 1024;
 
 struct ContactRecord {
   std::optional<ContactCard> card;   // where to reach them; unknown until their first message
@@ -291,7 +294,7 @@ class Client::Impl {
     link_pub_ = link.public_key();
     name_ = state_.name;
 
-    CW_ASSIGN_OR_RETURN(transport_, transport::TcpTransport::New(std::move(link), options_.link, *clock_));
+    CW_ASSIGN_OR_RETURN(transport_, transport::TcpTransport::New(std::move(link), LinkOptions(), *clock_));
     post_target_ = std::make_shared<PostTarget>(transport_.get());
     direct_ = NewDirectLinks();
     return transport::RunSync(*transport_, [this, failed_unlocks]() -> Status {
@@ -555,6 +558,13 @@ class Client::Impl {
     return future.get();
   }
 
+  transport::TransportOptions LinkOptions() const {
+    transport::TransportOptions t;
+    t.send_high_water = options_.link_send_high_water;
+    t.send_low_water = options_.link_send_low_water;
+    return t;
+  }
+
   // ---------------------------------------------------------------- relay link (loop thread)
   // Sends a command, connecting first when the link is down. With `peek`, the delivery frames answering it
   // are collected for the response callback (Peek) instead of being processed.
@@ -592,19 +602,35 @@ class Client::Impl {
       }
     }
     // The send queue is above its high-water mark (a transfer keeps many pieces in flight, on a slow link):
-    // the command waits here, behind those refused before it, until the transport drains (SendUnsent). Each
-    // sender bounds what it has in flight, so this holds at most their sum.
-    unsent_.push_back(std::move(frame));
+    // the command waits here, behind those refused before it, until the transport drains. Bounded, because a
+    // caller that timed out and retried leaves its first attempt queued: past the bound, kUnavailable sends
+    // the caller into its own backoff instead.
+    if (unsent_bytes_ + frame.size() > kMaxUnsentBytes) {
+      fn(Error(StatusCode::kUnavailable, "relay link: too much waiting to be sent"));
+      return;
+    }
+    unsent_bytes_ += frame.size();
+    unsent_.push_back(Unsent{id, std::move(frame)});
     pending_[id] = std::move(fn);
   }
 
   // on_writable: sends what waited, in order, until the queue refuses again.
   void SendUnsent() {
     while (conn_ && !unsent_.empty()) {
-      Status s = conn_->Send(unsent_.front());
+      Unsent& next = unsent_.front();
+      Status s = conn_->Send(next.frame);
       if (s.code() == StatusCode::kResourceExhausted) return;  // on_writable fires again
-      if (!s.ok()) return;  // closing: on_closed fails every pending command
+      if (s.code() == StatusCode::kUnavailable) return;  // closing: on_closed fails every pending command
+      const uint32_t id = next.id;
+      unsent_bytes_ -= next.frame.size();
       unsent_.pop_front();
+      if (s.ok()) continue;
+      // A frame the transport will never take: that command fails, the ones behind it go on.
+      if (auto it = pending_.find(id); it != pending_.end()) {
+        ResponseFn fn = std::move(it->second);
+        pending_.erase(it);
+        fn(Error(StatusCode::kUnavailable, "relay link: " + s.message()));
+      }
     }
   }
 
@@ -679,6 +705,7 @@ class Client::Impl {
 
   void FailAll(const Status& s) {
     unsent_.clear();
+    unsent_bytes_ = 0;
     auto pending = std::move(pending_);
     pending_.clear();
     auto queued = std::move(queued_);
@@ -1849,7 +1876,13 @@ class Client::Impl {
   uint64_t generation_ = 0;
   uint32_t next_request_id_ = 1;
   std::map<uint32_t, ResponseFn> pending_;
-  std::deque<Bytes> unsent_;  // commands (in pending_) the send queue refused, in order
+  // Commands (in pending_) the send queue refused, in order, and their bytes.
+  struct Unsent {
+    uint32_t id;
+    Bytes frame;
+  };
+  std::deque<Unsent> unsent_;
+  size_t unsent_bytes_ = 0;
   struct Queued {
     relay::CommandBody body;
     ResponseFn fn;

@@ -122,9 +122,11 @@ struct ClientOptions {
   ClientCallbacks callbacks;
   int64_t reconnect_min_ms = kReconnectMinMs;
   int64_t reconnect_max_ms = kReconnectMaxMs;
-  // The links' transport settings (frame size, send queue marks, handshake timeout). Commands that find the
-  // relay link's send queue full wait in the client, in order, until it drains.
-  transport::TransportOptions link;
+  // The links' send queue: the transport refuses frames above the high-water mark and says when it has
+  // drained to the low one (REQUIRES low < high; Create/Open fail otherwise). Relay commands that find it
+  // full wait in the client, in order, until it drains.
+  size_t link_send_high_water = transport::kDefaultSendHighWater;
+  size_t link_send_low_water = transport::kDefaultSendLowWater;
   // Automatic logoff (HIPAA 164.312(a)(2)(iii)): Lock() after this long without a call from the caller
   // (incoming messages do not count). 0 never locks by itself.
   int64_t auto_lock_after_ms = 0;

@@ -229,16 +229,39 @@ TEST_F(ClientFiles, TranscriptRowsOnBothSidesReferToTheFile) {
 
 // On a link slower than the transfer, the upload's pieces in flight fill the client's send queue past its
 // high-water mark (here set below one piece): the commands wait in the client until the queue drains, in
-// order, and neither the upload nor a text sent behind it fails.
+// order, and neither the upload nor a text sent from another thread in the middle of it fails.
 TEST_F(ClientFiles, CommandsWaitForAFullSendQueueInsteadOfFailing) {
   ClientOptions o = Options();
-  o.link.send_high_water = 16 * 1024;
-  o.link.send_low_water = 4 * 1024;
+  o.link_send_high_water = 16 * 1024;
+  o.link_send_low_water = 4 * 1024;
   ASSERT_NO_FATAL_FAILURE(Connect(o));
   const Bytes content = Pattern(3 << 20, 11);
   WriteFile(dir_.Sub("scan.bin"), content);
-  ASSERT_HAS(clinician_->SendFile("pat", dir_.Sub("scan.bin")));
-  ASSERT_HAS(clinician_->SendText("pat", "the scan is attached"));
+  std::mutex m;
+  std::condition_variable cv;
+  bool halfway = false;
+  std::optional<Result<uint64_t>> text;
+  std::thread texter([&] {
+    std::unique_lock<std::mutex> lock(m);
+    cv.wait(lock, [&] { return halfway; });
+    lock.unlock();
+    text = clinician_->SendText("pat", "the scan is on its way");
+  });
+  auto sent = clinician_->SendFile("pat", dir_.Sub("scan.bin"), [&](uint64_t done, uint64_t total) {
+    if (done * 2 < total) return;
+    std::lock_guard<std::mutex> lock(m);
+    halfway = true;
+    cv.notify_all();
+  });
+  {
+    std::lock_guard<std::mutex> lock(m);
+    halfway = true;  // an upload that failed early still lets the texter finish
+    cv.notify_all();
+  }
+  texter.join();
+  ASSERT_HAS(sent);
+  ASSERT_TRUE(text.has_value());
+  ASSERT_HAS(*text);
   ASSERT_HAS(clinician_->Sync());
   ASSERT_HAS(patient_->Sync());
   EXPECT_EQ(texts_.load(), 1);
