@@ -229,7 +229,8 @@ TEST_F(ClientFiles, TranscriptRowsOnBothSidesReferToTheFile) {
 
 // On a link slower than the transfer, the upload's pieces in flight fill the client's send queue past its
 // high-water mark (here set below one piece): the commands wait in the client until the queue drains, in
-// order, and neither the upload nor a text sent from another thread in the middle of it fails.
+// order, and neither the upload nor a text sent from another thread in the middle of it fails, even when the
+// relay restarts at that moment (the link drops with commands still waiting in the client).
 TEST_F(ClientFiles, CommandsWaitForAFullSendQueueInsteadOfFailing) {
   ClientOptions o = Options();
   o.link_send_high_water = 16 * 1024;
@@ -250,6 +251,7 @@ TEST_F(ClientFiles, CommandsWaitForAFullSendQueueInsteadOfFailing) {
   auto sent = clinician_->SendFile("pat", dir_.Sub("scan.bin"), [&](uint64_t done, uint64_t total) {
     if (done * 2 < total) return;
     std::lock_guard<std::mutex> lock(m);
+    if (!halfway) RestartRelaySoon();
     halfway = true;
     cv.notify_all();
   });
@@ -259,7 +261,10 @@ TEST_F(ClientFiles, CommandsWaitForAFullSendQueueInsteadOfFailing) {
     cv.notify_all();
   }
   texter.join();
+  JoinRestart();
   ASSERT_HAS(sent);
+  ASSERT_TRUE(restarted_);
+  EXPECT_GE(drops_.load(), 1) << "the link really went down";
   ASSERT_TRUE(text.has_value());
   ASSERT_HAS(*text);
   ASSERT_HAS(clinician_->Sync());
