@@ -8,14 +8,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
-#include <deque>
-#include <mutex>
-#include <new>
 #include <optional>
 #include <thread>
 
 #include "core/base/secret.h"
+#include "core/runtime/run_ahead.h"
 
 namespace cw::runtime {
 
@@ -115,116 +112,8 @@ struct Batch {
   uint64_t plain = 0;  // plaintext
 };
 
-// Produces results on a helper thread, up to `depth` ready ahead of the caller's Next(): the producer
-// (reading and encrypting, or fetching, or digesting) keeps going while the caller works on what it already
-// has, instead of starting only when the caller asks. `produce` and `exhausted` run on the helper thread only
-// (or on the caller's, in turn, when no thread could be started). One thread calls Next() at a time. Stopping
-// cannot interrupt a `produce` in progress (a channel call and its retries): the destructor waits for it.
-template <typename T>
-class RunAhead {
- public:
-  RunAhead(std::function<Result<T>()> produce, std::function<bool()> exhausted, size_t depth)
-      : produce_(std::move(produce)), exhausted_(std::move(exhausted)), depth_(std::max<size_t>(1, depth)) {
-    try {
-      thread_ = std::thread([this] { Loop(); });
-    } catch (...) {
-      // No thread to be had: Next() produces in turn instead.
-    }
-  }
-  ~RunAhead() {
-    RequestStop();
-    if (thread_.joinable()) thread_.join();
-  }
-  // Produces nothing more after the `produce` in progress, without waiting for it.
-  void RequestStop() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-  }
-  RunAhead(const RunAhead&) = delete;
-  RunAhead& operator=(const RunAhead&) = delete;
-
-  // The next result, in order; nullopt once exhausted (or stopped). Nothing follows an error.
-  Result<std::optional<T>> Next() {
-    Result<T> r = Error(StatusCode::kInternal, "no result");
-    if (!thread_.joinable()) {
-      if (done_ || exhausted_()) return std::optional<T>();
-      r = ProduceGuarded();
-      done_ = !r;
-    } else {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return !ready_.empty() || done_; });
-      if (ready_.empty()) return std::optional<T>();
-      r = std::move(ready_.front());
-      ready_.pop_front();
-      lock.unlock();
-      cv_.notify_all();
-    }
-    if (!r) return Error(r.error());
-    return std::optional<T>(std::move(*r));
-  }
-
- private:
-  // An exception must not end the process from a helper thread (std::async used to carry it to the caller):
-  // it fails the transfer instead.
-  Result<T> ProduceGuarded() {
-    try {
-      return produce_();
-    } catch (const std::bad_alloc&) {
-      return Error(StatusCode::kResourceExhausted, "out of memory");
-    } catch (...) {
-      return Error(StatusCode::kInternal, "attachment transfer failed");
-    }
-  }
-
-  void Loop() {
-    try {
-      Produce();
-    } catch (...) {
-      // Only the locking or the queue's allocation can throw here: the caller sees the results so far, then
-      // the end, and the transfer fails on what is missing.
-    }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      done_ = true;
-    }
-    cv_.notify_all();
-  }
-
-  void Produce() {
-    for (;;) {
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || ready_.size() < depth_; });
-        if (stop_) break;
-      }
-      if (exhausted_()) break;
-      Result<T> r = ProduceGuarded();
-      const bool failed = !r;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        ready_.push_back(std::move(r));
-      }
-      cv_.notify_all();
-      if (failed) break;
-    }
-  }
-
-  std::function<Result<T>()> produce_;
-  std::function<bool()> exhausted_;
-  const size_t depth_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Result<T>> ready_;
-  bool stop_ = false;
-  bool done_ = false;
-  std::thread thread_;
-};
-
-// Batches ready ahead of the consumer, besides the one in production: one is enough to keep both sides busy
-// (measured: two were no faster), and memory is what each one costs.
+// Batches a producer holds ahead of its consumer, ready or in production: one is enough to keep both sides
+// busy (measured: two were no faster), and memory is what each one costs.
 inline constexpr size_t kBatchesAhead = 1;
 
 }  // namespace
@@ -324,7 +213,7 @@ Result<wire::AttachmentDescriptor> UploadAttachment(BlobChannel& channel, const 
   {
     // Batches are read and encrypted on a helper thread while earlier ones travel. The scope ends the helper
     // before this thread reads the file again and finishes the digest.
-    RunAhead<Batch> batches(
+    internal::RunAhead<Batch> batches(
         encrypt_batch, [&] { return next_chunk >= chunks; }, kBatchesAhead);
     for (;;) {
       CW_ASSIGN_OR_RETURN(std::optional<Batch> current, batches.Next());
@@ -341,6 +230,9 @@ Result<wire::AttachmentDescriptor> UploadAttachment(BlobChannel& channel, const 
       if (options.transfer.progress) options.transfer.progress(done, d.size);
     }
   }
+  // Every chunk went up (a producer that stopped short would otherwise pass for done).
+  if (next_chunk != chunks || offset != blob_size)
+    return Error(StatusCode::kInternal, "the upload ended before the last chunk");
   // The file must not have grown either: the descriptor's size is what the recipient will check.
   uint8_t extra = 0;
   CW_ASSIGN_OR_RETURN(size_t more, ReadFull(file.get(), std::span<uint8_t>(&extra, 1)));
@@ -391,7 +283,7 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
       return Error(StatusCode::kInternal, "the channel answered another batch");
     return f;
   };
-  RunAhead<Fetched> fetched(
+  internal::RunAhead<Fetched> fetched(
       fetch_batch, [&] { return plan_first >= chunks; }, kBatchesAhead);
   uint64_t digested = 0;  // chunks
   auto digest_batch = [&]() -> Result<Fetched> {
@@ -405,12 +297,12 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
 
   uint64_t done = 0;
   if (o.progress) o.progress(0, d.size);
-  RunAhead<Fetched> batches(
+  internal::RunAhead<Fetched> batches(
       digest_batch, [&] { return digested >= chunks; }, kBatchesAhead);
   // On an early return the fetcher is told to stop first: the digester's helper may be waiting on it, and
   // would otherwise let it start one more fetch before both are joined.
   struct StopFetchingFirst {
-    RunAhead<Fetched>& fetched;
+    internal::RunAhead<Fetched>& fetched;
     ~StopFetchingFirst() { fetched.RequestStop(); }
   } stop_fetching_first{fetched};
   for (;;) {
@@ -457,6 +349,7 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
 #endif
     if (o.progress) o.progress(done, d.size);
   }
+  if (done != d.size) return Status(StatusCode::kInternal, "the download ended before the last chunk");
   // Every batch was handed over, so the helper has finished with the digest.
   wire::AttachmentDigest got{};
   crypto_generichash_final(&digest, got.data(), got.size());

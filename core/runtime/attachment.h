@@ -23,8 +23,8 @@
 // may block (not a client callback, not a libuv loop). Each overlaps its work with the channel's on helper
 // threads of its own: the upload reads and encrypts the next batch on one while a batch travels; the download
 // fetches batches on one and digests them on a second, ahead of the decryption on the calling thread. The
-// channel is still called by one thread at a time. Memory: up to 3 batches in the upload and 5 in the
-// download (6 and 10 MiB at the default window and chunk size). Progress runs on the calling thread;
+// channel is still called by one thread at a time. Memory: up to 2 batches in the upload and 3 in the
+// download (4 and 6 MiB at the default window and chunk size). Progress runs on the calling thread;
 // `wait` runs wherever the channel call that failed ran (a helper, for downloads).
 // Secrets: the key is drawn from the Random seam; plaintext is read into and decrypted into wiping buffers
 // and never logged; the plaintext file on disk is the caller's to protect.
