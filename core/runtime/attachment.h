@@ -77,7 +77,8 @@ using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 
 inline constexpr int kDefaultTransferRetries = 8;
 // Pieces per batch handed to the channel: 2 MiB at the largest chunk size. The relay channel keeps fewer in
-// flight (kRelayPiecesInFlight); a batch larger than that keeps the pipe full except at its end.
+// flight (kRelayPiecesInFlight, kRelayPutsInFlight); a batch larger than that keeps the pipe full except at
+// its end.
 inline constexpr size_t kDefaultTransferWindow = 32;
 
 struct TransferOptions {

@@ -597,7 +597,7 @@ class Client::Impl {
         return;
       }
       if (s.code() != StatusCode::kResourceExhausted) {
-        fn(Error(StatusCode::kUnavailable, "relay link: " + s.message()));
+        fn(Error(LinkFailure(s)));
         return;
       }
     }
@@ -629,9 +629,14 @@ class Client::Impl {
       if (auto it = pending_.find(id); it != pending_.end()) {
         ResponseFn fn = std::move(it->second);
         pending_.erase(it);
-        fn(Error(StatusCode::kUnavailable, "relay link: " + s.message()));
+        fn(Error(LinkFailure(s)));
       }
     }
+  }
+
+  // What a command learns when the link would not take it: unavailable, so transfers and the outbox retry.
+  static Status LinkFailure(const Status& s) {
+    return Status(StatusCode::kUnavailable, "relay link: " + s.message());
   }
 
   void EnsureConnecting() {

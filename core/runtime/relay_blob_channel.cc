@@ -225,7 +225,7 @@ Result<std::vector<BlobChannel::Read>> RelayBlobChannel::GetMany(const wire::Blo
     offset += len;
   }
   auto reads = std::make_shared<std::vector<Read>>(lengths.size());
-  auto p = std::make_shared<Pipeline>(call_, lengths.size(), window_, FromList(std::move(commands)),
+  auto p = std::make_shared<Pipeline>(call_, lengths.size(), get_window_, FromList(std::move(commands)),
                                       [reads](size_t i, Result<relay::Response> r, Status* error) {
                                         auto data = Answer<relay::ChunkData>(std::move(r));
                                         if (!data) {

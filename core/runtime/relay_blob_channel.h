@@ -31,9 +31,9 @@ class RelayBlobChannel final : public BlobChannel {
  public:
   using Done = std::function<void(Result<relay::Response>)>;
   using Call = std::function<void(relay::CommandBody, Done)>;
-  RelayBlobChannel(Call call, int64_t timeout_ms, size_t window = kRelayPiecesInFlight,
+  RelayBlobChannel(Call call, int64_t timeout_ms, size_t get_window = kRelayPiecesInFlight,
                    size_t put_window = kRelayPutsInFlight)
-      : call_(std::move(call)), timeout_ms_(timeout_ms), window_(window), put_window_(put_window) {}
+      : call_(std::move(call)), timeout_ms_(timeout_ms), get_window_(get_window), put_window_(put_window) {}
 
   Result<wire::BlobId> Create(uint64_t size) override;
   Result<uint64_t> Put(const wire::BlobId& id, uint64_t offset, ByteView piece) override;
@@ -45,8 +45,8 @@ class RelayBlobChannel final : public BlobChannel {
  private:
   Call call_;
   int64_t timeout_ms_;
-  size_t window_;      // GetMany
-  size_t put_window_;  // PutMany
+  size_t get_window_;
+  size_t put_window_;
 };
 
 }  // namespace cw::runtime

@@ -61,30 +61,33 @@ class RunAhead {
 
   // The next result, in order; nullopt once exhausted or stopped. Nothing follows an error.
   Result<std::optional<T>> Next() {
-    Result<T> r = Error(StatusCode::kInternal, "no result");
     if (!thread_.joinable()) {
       if (done_ || stop_ || exhausted_()) return std::optional<T>();
-      r = ProduceGuarded();
+      Result<T> r = ProduceGuarded();
       done_ = !r;
-    } else {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return !ready_.empty() || done_; });
-      if (ready_.empty()) {
-        // A helper that broke down (below) must not look exhausted: the consumer would take a partial
-        // result for the whole.
-        if (broken_) return Error(StatusCode::kInternal, "the helper thread failed");
-        return std::optional<T>();
-      }
-      r = std::move(ready_.front());
-      ready_.pop_front();
-      lock.unlock();
-      cv_.notify_all();
+      return AsNext(std::move(r));
     }
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return !ready_.empty() || done_; });
+    if (ready_.empty()) {
+      // A helper that broke down (below) must not look exhausted: the consumer would take a partial result
+      // for the whole.
+      if (broken_) return Error(StatusCode::kInternal, "the helper thread failed");
+      return std::optional<T>();
+    }
+    Result<T> r = std::move(ready_.front());
+    ready_.pop_front();
+    lock.unlock();
+    cv_.notify_all();
+    return AsNext(std::move(r));
+  }
+
+ private:
+  static Result<std::optional<T>> AsNext(Result<T> r) {
     if (!r) return Error(r.error());
     return std::optional<T>(std::move(*r));
   }
 
- private:
   Result<T> ProduceGuarded() {
     try {
       return produce_();
