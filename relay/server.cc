@@ -86,17 +86,36 @@ class FrameLimiter {
     b.milli -= 1000;
     return true;
   }
-  void Forget(const std::string& address) { buckets_.erase(address); }
+  // The address's last connection closed. Its bucket stays until it has refilled, so reconnecting does not
+  // buy a fresh burst (a flooder that was cut off would otherwise be back at full speed at once).
+  void Release(const std::string& address) {
+    auto it = buckets_.find(address);
+    if (it != buckets_.end() && Refilled(it->second, clock_.NowMillis())) buckets_.erase(it);
+    // Buckets kept this way are swept now and then: at most one per address seen within the refill time,
+    // and the sweep's cost spread over as many closes as there are buckets.
+    if (buckets_.size() >= sweep_at_) {
+      const int64_t now = clock_.NowMillis();
+      // A full bucket is what Take would create anyway, whether or not its address is connected.
+      std::erase_if(buckets_, [&](const auto& entry) { return Refilled(entry.second, now); });
+      sweep_at_ = std::max<size_t>(kMinSweep, 2 * buckets_.size());
+    }
+  }
+  size_t bucket_count() const { return buckets_.size(); }
 
  private:
   struct Bucket {
     uint64_t milli;
     int64_t last;
   };
+  bool Refilled(const Bucket& b, int64_t now) const {
+    return b.milli + uint64_t(std::max<int64_t>(0, now - b.last)) * per_second_ >= burst_milli_;
+  }
+  static constexpr size_t kMinSweep = 1024;
   const Clock& clock_;
   const uint64_t burst_milli_;
   const uint64_t per_second_;
   std::map<std::string, Bucket> buckets_;
+  size_t sweep_at_ = kMinSweep;
 };
 
 class ServerImpl;
@@ -105,7 +124,8 @@ class ServerImpl;
 struct ConnState {
   std::shared_ptr<Connection> conn;
   LinkKey key{};
-  std::string address;
+  std::string address;  // for logs
+  std::string group;    // transport::AddressGroup(address): what the per-address limits count
   std::unique_ptr<RelayService::Subscription> subscription;
   std::atomic<size_t> in_flight{0};
 };
@@ -269,8 +289,10 @@ class ServerImpl final : public RelayServer {
   // ---- loop thread ----
   void OnAccept(std::shared_ptr<Connection> c) {
     const std::string address = c->peer_address();
+    const std::string group = transport::AddressGroup(address);
+    const auto from_group = per_address_.find(group);
     if (stopping_ || conns_.size() >= options_.max_connections ||
-        per_address_[address] >= options_.max_connections_per_address) {
+        (from_group != per_address_.end() && from_group->second >= options_.max_connections_per_address)) {
       log_.Log(LogLevel::kWarn, "connection_refused", {{"peer", address}, {"reason", "connection limit"}});
       c->SetCallbacks({});
       c->Close(Status(StatusCode::kResourceExhausted, "connection limit"));
@@ -279,8 +301,9 @@ class ServerImpl final : public RelayServer {
     auto state = std::make_shared<ConnState>();
     state->conn = c;
     state->address = address;
+    state->group = group;
     std::copy(c->remote_static_key().begin(), c->remote_static_key().end(), state->key.begin());
-    ++per_address_[address];
+    ++per_address_[group];
     conns_[c.get()] = state;
     connections_count_.store(conns_.size());
     service_.SetConnectionCount(conns_.size());
@@ -298,7 +321,7 @@ class ServerImpl final : public RelayServer {
   }
 
   void OnFrame(const std::shared_ptr<ConnState>& s, ByteView frame) {
-    if (!limiter_.Take(s->address)) {
+    if (!limiter_.Take(s->group)) {
       log_.Log(LogLevel::kWarn, "connection_closed", {{"peer", s->address}, {"reason", "frame rate limit"}});
       s->conn->Close(Status(StatusCode::kResourceExhausted, "frame rate limit"));
       return;
@@ -330,9 +353,9 @@ class ServerImpl final : public RelayServer {
   void OnClosed(const std::shared_ptr<ConnState>& s, const Status& reason) {
     s->subscription.reset();
     conns_.erase(s->conn.get());
-    if (--per_address_[s->address] == 0) {
-      per_address_.erase(s->address);
-      limiter_.Forget(s->address);
+    if (--per_address_[s->group] == 0) {
+      per_address_.erase(s->group);
+      limiter_.Release(s->group);
     }
     connections_count_.store(conns_.size());
     service_.SetConnectionCount(conns_.size());

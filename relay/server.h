@@ -22,9 +22,11 @@ namespace cw::relay {
 
 struct ServerOptions {
   size_t max_connections = 20000;
+  // "Per address" here means per transport::AddressGroup: an IPv4 address, or an IPv6 /64.
   size_t max_connections_per_address = 256;
   // Frames per address: a bucket of `frame_burst`, refilled at `frames_per_second`. A connection whose
-  // address runs dry is closed (kResourceExhausted "frame rate limit").
+  // address runs dry is closed (kResourceExhausted "frame rate limit"). The bucket outlives the address's
+  // connections until it has refilled, so reconnecting buys no fresh burst.
   uint32_t frame_burst = 2000;
   uint32_t frames_per_second = 1000;
   size_t max_in_flight_per_connection = 256;  // commands queued or running; more closes the connection

@@ -505,7 +505,9 @@ Result<size_t> StoreCore::PurgeExpired(int64_t now_millis) {
     CW_RETURN_IF_ERROR(Health());
     auto it = after_box ? mailboxes_.upper_bound(*after_box) : mailboxes_.begin();
     for (size_t n = 0; n < kPerHold && it != mailboxes_.end(); ++n, ++it) {
-      auto& [id, box] = *it;
+      // Named, not bound: clang 14 (the fuzz build) cannot capture a structured binding in a lambda.
+      const MailboxId& id = it->first;
+      MailboxState& box = it->second;
       std::vector<uint64_t> expired;
       for (const auto& [seq, e] : box.by_seq) {
         if (e.expires_at_millis <= now_millis) expired.push_back(seq);

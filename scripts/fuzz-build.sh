@@ -5,8 +5,7 @@
 #
 #   -n        build only, do not run
 #   SECONDS   how long each fuzzer runs (-max_total_time), default 60
-#   TARGET    fuzz target names (bundle_decode, content_decode, padding, signal_message_parse,
-#             session_decrypt); default all of them
+#   TARGET    fuzz target names (the directories fuzz/<target>/ with a target.cc); default all of them
 #
 # Steps, each skipped when already done (the script is idempotent):
 #   1. make sure apt has a deb-src entry (Debian 12 deb822: adds /etc/apt/sources.list.d/debian-src.sources),
@@ -27,7 +26,12 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-all_targets=(bundle_decode content_decode padding signal_message_parse session_decrypt)
+# Every target there is, so a new one is fuzzed without anyone remembering to list it here.
+all_targets=()
+for f in "$root"/fuzz/*/target.cc; do
+  t="${f%/target.cc}"
+  all_targets+=("${t##*/}")
+done
 
 run=1
 if [ "${1:-}" = "-n" ]; then

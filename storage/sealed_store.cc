@@ -342,9 +342,9 @@ class PartHashCache {
     const size_t at = out->size();
     AppendPartHash(keys, Table::kInboundDedup, position, part, out);
     std::lock_guard<std::mutex> lock(mu_);
-    last_dedup_.emplace();
-    last_dedup_->position = position;
-    last_dedup_->part.assign(part);
+    // Assigned whole rather than emplace()d: clang 14 (the fuzz build) cannot default-construct a nested
+    // struct with member initializers inside the class that declares it.
+    last_dedup_ = DedupSlot{position, std::string(part), {}};
     std::memcpy(last_dedup_->hash.data(), out->data() + at, kKeyHashSize);
   }
 

@@ -4,7 +4,10 @@
 // connection with kInternal and never reaches libuv.
 #include "transport/tcp_transport.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 #include <deque>
@@ -12,6 +15,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -85,8 +89,22 @@ class TcpListener final : public Listener {
   AcceptFn on_accept_;
   ListenOptions options_;
   Endpoint endpoint_;
+  // A handshake from `group` began; false when that is past either limit (the caller aborts the connection,
+  // whose HandshakeEnded still follows).
+  bool HandshakeStarted(const std::string& group) {
+    ++handshaking_;
+    const size_t from_group = ++handshaking_by_group_[group];
+    return handshaking_ <= options_.max_handshaking && from_group <= options_.max_handshaking_per_address;
+  }
+  void HandshakeEnded(const std::string& group) {
+    --handshaking_;
+    auto it = handshaking_by_group_.find(group);
+    if (it != handshaking_by_group_.end() && --it->second == 0) handshaking_by_group_.erase(it);
+  }
+
   uv_tcp_t* handle_ = nullptr;
   size_t handshaking_ = 0;
+  std::unordered_map<std::string, size_t> handshaking_by_group_;  // AddressGroup -> handshakes in progress
   bool closed_ = false;
 };
 
@@ -129,6 +147,7 @@ class TcpConnection final : public Connection, public std::enable_shared_from_th
   Status close_reason_;
   PublicKey remote_key_{};
   std::string peer_address_;
+  std::string address_group_;  // server side: AddressGroup(peer_address_), what the listener counts
   int64_t deadline_ = 0;  // handshake or graceful-close deadline on the injected clock
   Bytes pending_;         // frame stream not yet sealed
   bool flush_due_ = false;  // in the transport's list of connections to flush at the end of this loop turn
@@ -254,6 +273,23 @@ void TcpListener::Close() {
   });
 }
 
+// Keepalive probes, and a bound on unacknowledged data, on a connected socket (see
+// TransportOptions::keepalive_idle_seconds). Best effort: a socket option refused changes nothing else.
+void EnableKeepalive(uv_tcp_t* handle, int idle_seconds) {
+  uv_os_fd_t fd;
+  if (idle_seconds <= 0 || uv_fileno(reinterpret_cast<uv_handle_t*>(handle), &fd) != 0) return;
+  constexpr int kIntervalSeconds = 10;
+  constexpr int kProbes = 6;
+  const int on = 1;
+  const unsigned user_timeout_ms = static_cast<unsigned>(idle_seconds + kIntervalSeconds * kProbes) * 1000u;
+  (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_seconds, sizeof idle_seconds);
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &kIntervalSeconds, sizeof kIntervalSeconds);
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &kProbes, sizeof kProbes);
+  // With keepalive on, this is also what decides that the probes went unanswered.
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
+}
+
 // -------------------------------------------------------------------------------------------- connection
 
 bool TcpConnection::Init(uv_loop_t* loop) {
@@ -298,6 +334,7 @@ void TcpConnection::OnConnected(int status) {
   }
   state_ = State::kHandshaking;
   ReadPeerAddress();
+  EnableKeepalive(handle_, transport_->options().keepalive_idle_seconds);
   Bytes out;
   Status s = link_->Start(&out);
   if (!s.ok()) {
@@ -390,7 +427,7 @@ void TcpConnection::HandshakeComplete() {
   }
   auto listener = std::move(listener_);
   listener_.reset();
-  --listener->handshaking_;
+  listener->HandshakeEnded(address_group_);
   if (listener->closed_ || transport_->shutting_down()) {
     Abort(Status(StatusCode::kUnavailable, "listener closed during the handshake"));
     return;
@@ -539,7 +576,7 @@ void TcpConnection::OnHandleClosed() {
   } else if (listener_) {
     auto listener = std::move(listener_);
     listener_.reset();
-    --listener->handshaking_;
+    listener->HandshakeEnded(address_group_);
     if (listener->options_.on_rejected) {
       CallApp([&] { listener->options_.on_rejected(peer_address_, close_reason_); });
     }
@@ -746,11 +783,12 @@ void TcpTransportImpl::OnNewConnection(TcpListener* listener, int status) {
     return;
   }
   conn->ReadPeerAddress();
+  EnableKeepalive(conn->handle_, options_.keepalive_idle_seconds);
   for (auto& l : listeners_) {
     if (l.get() == listener) conn->listener_ = l;
   }
-  ++listener->handshaking_;
-  if (listener->handshaking_ > listener->options_.max_handshaking) {
+  conn->address_group_ = AddressGroup(conn->peer_address_);
+  if (!listener->HandshakeStarted(conn->address_group_)) {
     conn->Abort(Status(StatusCode::kResourceExhausted, "too many handshakes in progress"));
     return;
   }

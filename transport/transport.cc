@@ -1,9 +1,12 @@
 // Static key pairs, keys in text, and endpoint addresses.
 #include "transport/transport.h"
 
+#include <arpa/inet.h>
 #include <sodium.h>
 
+#include <algorithm>
 #include <charconv>
+#include <cstring>
 
 namespace cw::transport {
 
@@ -39,6 +42,23 @@ std::string KeyToBase64Url(const PublicKey& key) {
   sodium_bin2base64(out.data(), len, key.data(), key.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
   out.resize(len - 1);  // the terminating NUL
   return out;
+}
+
+std::string AddressGroup(std::string_view peer_address) {
+  const std::string text(peer_address);
+  in6_addr a6{};
+  if (inet_pton(AF_INET6, text.c_str(), &a6) != 1) return text;
+  static constexpr uint8_t kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  char name[INET6_ADDRSTRLEN] = {};
+  if (std::equal(std::begin(kMappedPrefix), std::end(kMappedPrefix), a6.s6_addr)) {
+    in_addr a4{};
+    std::memcpy(&a4, a6.s6_addr + 12, sizeof a4);
+    if (inet_ntop(AF_INET, &a4, name, sizeof name) == nullptr) return text;
+    return name;
+  }
+  std::fill(a6.s6_addr + 8, a6.s6_addr + 16, uint8_t{0});
+  if (inet_ntop(AF_INET6, &a6, name, sizeof name) == nullptr) return text;
+  return std::string(name) + "/64";
 }
 
 Result<PublicKey> ParseKey(std::string_view text) {

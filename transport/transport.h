@@ -61,7 +61,9 @@ inline constexpr size_t kDefaultSendHighWater = 1024 * 1024;  // Send refuses on
 inline constexpr size_t kDefaultSendLowWater = 256 * 1024;    // on_writable once drained to this
 inline constexpr int64_t kDefaultHandshakeTimeoutMillis = 10'000;
 inline constexpr int64_t kDefaultTickMillis = 20;
+inline constexpr int kDefaultKeepaliveIdleSeconds = 60;
 inline constexpr size_t kDefaultMaxHandshaking = 1024;  // per listener, handshakes in progress
+inline constexpr size_t kDefaultMaxHandshakingPerAddress = 16;  // of those, from one AddressGroup
 
 using PublicKey = std::array<uint8_t, kKeySize>;
 
@@ -107,6 +109,12 @@ std::string KeyToBase64Url(const PublicKey& key);
 // Accepts 64 hex digits or 43 unpadded base64url characters; kInvalidArgument otherwise.
 Result<PublicKey> ParseKey(std::string_view text);
 
+// The unit a server limits per "address": an IPv4 address as it is; an IPv6 address by its /64 prefix
+// ("2001:db8:1:2::/64"), since one subscriber is routinely handed a whole /64 and could otherwise take a
+// fresh address for every connection; an IPv4-mapped IPv6 address as the IPv4 address. Anything that does
+// not parse as an address comes back unchanged.
+std::string AddressGroup(std::string_view peer_address);
+
 struct TransportOptions {
   size_t max_frame_size = kDefaultMaxFrameSize;  // both directions; see "Frame size" in transport/frame.h
   size_t send_high_water = kDefaultSendHighWater;
@@ -116,6 +124,11 @@ struct TransportOptions {
   // on the client side with on_connected(kUnavailable "handshake timed out").
   int64_t handshake_timeout_millis = kDefaultHandshakeTimeoutMillis;
   int64_t tick_millis = kDefaultTickMillis;  // TcpTransport: how often deadlines are checked
+  // TcpTransport, both sides: TCP keepalive after this many idle seconds, then a probe every 10 s, and the
+  // connection closed (kUnavailable) after 6 unanswered probes or data unacknowledged that long. A peer
+  // that vanished (power loss, a NAT that forgot the mapping) otherwise holds its connection, and a relay's
+  // slot, for ever. 0: off.
+  int keepalive_idle_seconds = kDefaultKeepaliveIdleSeconds;
   // Noise prologue, mixed into the handshake hash: both sides must use the same.
   std::string prologue = "cipherward-link-v1";
 };
@@ -179,6 +192,9 @@ using ConnectFn = std::function<void(Result<std::shared_ptr<Connection>>)>;
 
 struct ListenOptions {
   size_t max_handshaking = kDefaultMaxHandshaking;  // further TCP connections are closed at once
+  // Of those, at most this many from one AddressGroup: without it one address could hold every slot with
+  // connections that never speak, and every other client would be turned away until they time out.
+  size_t max_handshaking_per_address = kDefaultMaxHandshakingPerAddress;
   // Optional: a connection that did not become a Connection (handshake failed or timed out, limit reached),
   // with why. For logs and stats; no key or payload in the message.
   std::function<void(const std::string& peer_address, const Status& why)> on_rejected;

@@ -375,9 +375,17 @@ class Client::Impl {
   // whose lock listener wipes the store's subkeys and cached records. Left in memory: the Noise link key,
   // inside the transport (it authenticates this device to its relay and protects no message), and the
   // contact list with its relay cards.
-  Status LockNow(bool automatic) {
+  //
+  // `defer_teardown`: called from inside a client callback, whose caller up the stack (a delivery, a receipt,
+  // the engine's decryption) still uses the engine, transcripts and compliance objects. The client is locked
+  // at once (nothing new starts, every caller's call is refused) and those objects go as soon as the loop
+  // is back from that callback, before anything else it runs.
+  Status LockNow(bool automatic, bool defer_teardown = false) {
     if (locked_) return Status::Ok();
     SendPendingDeliveryReceipts();  // committed to the outbox now; deposited after Unlock
+    // Locked before anything below runs callbacks (FailAll): one that sends again (an outbox flush) is then
+    // refused instead of opening a new link for a client whose engine is about to go.
+    locked_ = true;
     ++generation_;  // in-flight connects and frames of the closed link are ignored
     resume_background_ = background_;
     background_ = false;
@@ -394,22 +402,33 @@ class Client::Impl {
     DropHeldPushes();
     FailAll(Status(StatusCode::kPermissionDenied, "the client is locked"));
     direct_->Stop();  // a locked client processes nothing: contacts fall back to the relay at once
+    held_.clear();    // still at the relay, fetched after Unlock
+    if (defer_teardown) {
+      teardown_pending_ = true;
+      // Posted now, so it runs before an Unlock, which reaches the loop later. A transport that no longer
+      // takes posts is shutting down, and Shutdown drops all of it anyway.
+      (void)transport_->Post([this, automatic, was_up] { TearDownForLock(automatic, was_up); });
+      return Status::Ok();
+    }
+    TearDownForLock(automatic, was_up);
+    return Status::Ok();
+  }
+
+  void TearDownForLock(bool automatic, bool was_up) {
+    teardown_pending_ = false;
     if (compliance_) {
       compliance_->OnLocked(automatic);
       compliance_->CheckpointIfNeeded();  // a signed head covering everything recorded
     }
     groups_.reset();
-    held_.clear();  // still at the relay, fetched after Unlock
     compliance_.reset();
     receipts_.reset();
     transcripts_.reset();
     engine_.reset();
     box_sk_ = SecretBytes();  // wipes
     keystore_->Lock();
-    locked_ = true;
     if (was_up && options_.callbacks.on_connection) options_.callbacks.on_connection(false);
     if (automatic && options_.callbacks.on_lock) options_.callbacks.on_lock();
-    return Status::Ok();
   }
 
   // Caller's thread: Argon2id takes a moment and must not stall the loop.
@@ -640,7 +659,7 @@ class Client::Impl {
   }
 
   void EnsureConnecting() {
-    if (link_ != LinkState::kDown) return;
+    if (link_ != LinkState::kDown || locked_) return;
     if (shutting_down_) {
       FailAll(Status(StatusCode::kAborted, "client closing"));
       return;
@@ -1931,6 +1950,7 @@ class Client::Impl {
   std::map<std::string, PreparedDeposit> prepared_;  // PreparedKey -> sealed deposit (PrepareDeposit)
   std::map<std::string, std::vector<std::string>> pending_delivery_receipts_;  // contact -> relay ids (hex)
   bool locked_ = false;
+  bool teardown_pending_ = false;   // locked from a callback: TearDownForLock is posted, not yet run
   bool resume_background_ = false;  // background_ as it was when locked
   // Group commit: the commit sequence of each outbox entry written by this process and perhaps not yet
   // synced (entries from earlier runs are durable: opening the store syncs), by OutboxKey.
@@ -2179,6 +2199,8 @@ Result<DirectStats> Client::GetDirectStats() {
 }
 
 Status Client::Lock() {
+  // On the loop thread, this is a client callback calling: see LockNow's defer_teardown.
+  if (impl_->transport_->IsLoopThread()) return impl_->LockNow(/*automatic=*/false, /*defer_teardown=*/true);
   return impl_->Call_Unguarded([this]() { return impl_->LockNow(/*automatic=*/false); });
 }
 

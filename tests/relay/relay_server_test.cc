@@ -21,13 +21,14 @@ using Client = testing::LinkClient;
 
 class RelayServerTest : public ::testing::Test {
  protected:
-  void Start(ServerOptions options = {}) {
+  // `server_clock`: what the server's limits run on (the system clock when null).
+  void Start(ServerOptions options = {}, const Clock* server_clock = nullptr) {
     store_ = RocksDbMailboxStore::Open(dir_.Sub("db")).value();
     service_ = std::make_unique<RelayService>(*store_, SystemClock::Default(), random_);
     SeededRandom r(99);
     transport_ = std::move(transport::TcpTransport::New(transport::StaticKeyPair::Generate(r)).value());
     server_ = RelayServer::Start(*transport_, *service_, transport::Endpoint::Parse("127.0.0.1:0").value(),
-                                 options, log_, SystemClock::Default())
+                                 options, log_, server_clock ? *server_clock : SystemClock::Default())
                   .value();
   }
   void TearDown() override {
@@ -115,6 +116,31 @@ TEST_F(RelayServerTest, FrameFloodClosesOnlyThatAddress) {
   bool logged = false;
   for (const auto& l : log_.Lines()) logged |= l.find("frame rate limit") != std::string::npos;
   EXPECT_TRUE(logged);
+}
+
+// The frame budget belongs to the address, not the connection: a flooder that was cut off and reconnects
+// at once finds its bucket as empty as it left it (before, the bucket went with the last connection, and
+// every reconnect bought a fresh burst). The server's clock stands still here, so nothing refills.
+TEST_F(RelayServerTest, ReconnectingDoesNotRefillAnAddressFrameBudget) {
+  FakeClock still;
+  ServerOptions o;
+  o.frame_burst = 5;
+  o.frames_per_second = 1;
+  Start(o, &still);
+  {
+    Client first(1, server_->endpoint());
+    ASSERT_TRUE(first.connected());
+    for (int i = 0; i < 5; ++i) {
+      first.Send(GetStats{});
+      EXPECT_EQ(first.NextResponse().code, ResponseCode::kPermissionDenied);  // answered (not an operator)
+    }
+    first.Send(GetStats{});
+    EXPECT_TRUE(first.WaitClosed());
+  }
+  Client again(2, server_->endpoint());
+  ASSERT_TRUE(again.connected());
+  again.Send(GetStats{});
+  EXPECT_TRUE(again.WaitClosed()) << "a new connection got a fresh burst";
 }
 
 // A deposit waiting for its sync holds no worker: with one worker and the committer held, the owner's fetch

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -163,6 +164,55 @@ TEST_F(ReceiptsE2E, DeliveredThenReadReachTheSenderOnce) {
   EXPECT_EQ(ph->size(), 1u);
   EXPECT_EQ(ch->size(), 1u);
   EXPECT_FALSE(seen.HasError(StatusCode::kMalformed));
+}
+
+// A callback may lock its client (the app goes to the background while a receipt is shown). The client
+// locks at once, but the receipt being handled, and the others in the same message, finish on objects that
+// are still there (before, the lock destroyed them under the caller: a crash on the next event). Nothing is
+// lost: what was not acknowledged waits at the relay and is handled once after Unlock.
+TEST_F(ReceiptsE2E, ACallbackThatLocksItsClientLocksItOnceTheCallbackReturns) {
+  std::atomic<bool> lock_on_read{true};
+  std::atomic<Client*> self{nullptr};
+  std::atomic<int> locks{0};
+  ClientOptions po = Fast();
+  po.callbacks.on_receipt = [&](const ReceiptEvent& e) {
+    if (e.type != wire::ReceiptType::kRead || !lock_on_read || !self) return;
+    EXPECT_TRUE(self.load()->Lock().ok());
+    ++locks;
+  };
+  auto clinician = NewClient("clinician", "dr.lee");
+  auto patient = NewClient("patient", "pat", std::move(po));
+  ASSERT_TRUE(clinician && patient);
+  self = patient.get();
+  Connect(*clinician, *patient);
+  ASSERT_HAS(patient->SendText("dr.lee", "two"));
+  ASSERT_HAS(patient->SendText("dr.lee", "three"));
+  ASSERT_HAS(patient->Sync());
+  auto got = clinician->Sync();
+  ASSERT_HAS(got);
+  ASSERT_EQ(got->received, 2u);
+  // One read receipt for all three messages: the patient handles three events from one message.
+  auto marked = clinician->MarkRead("pat", 3);
+  ASSERT_HAS(marked);
+  ASSERT_HAS(clinician->Sync());
+
+  // Pushed to the patient's open link, or fetched here; either way the first read event locks it.
+  (void)patient->Sync();
+  for (int i = 0; i < 1000 && !patient->locked(); ++i) {  // a bound, not a timing
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE(patient->locked());
+  EXPECT_GE(locks.load(), 1);
+  EXPECT_EQ(patient->History("dr.lee").error().code(), StatusCode::kPermissionDenied);
+
+  lock_on_read = false;
+  ASSERT_OK(patient->Unlock(kPass));
+  ASSERT_HAS(patient->Sync());
+  for (uint64_t seq : {1, 2, 3})
+    EXPECT_EQ(StatusOf(*patient, "dr.lee", seq), storage::MessageStatus::kRead) << seq;
+  auto waiting = clinician->PeekRelay();
+  ASSERT_HAS(waiting);
+  EXPECT_TRUE(waiting->empty());
 }
 
 TEST_F(ReceiptsE2E, ErasureForgetsReceiptRecords) {

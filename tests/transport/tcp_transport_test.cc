@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <mutex>
 #include <set>
 #include <vector>
@@ -277,8 +278,19 @@ TEST_F(TcpTransportTest, SendRefusesEmptyAndOversizedFrames) {
   EXPECT_EQ(cc.closed[0].message(), "transport shutting down");
 }
 
-int RawConnect(uint16_t port) {
+// A plain TCP connection to 127.0.0.1:port, from `source` (another loopback address stands for another
+// client address).
+int RawConnect(uint16_t port, const char* source = nullptr) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (source != nullptr) {
+    sockaddr_in from{};
+    from.sin_family = AF_INET;
+    inet_pton(AF_INET, source, &from.sin_addr);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) != 0) {
+      close(fd);
+      return -1;
+    }
+  }
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
@@ -321,6 +333,113 @@ TEST_F(TcpTransportTest, ClientThatNeverHandshakesIsClosedAfterTheTimeout) {
   }
   close(silent);
   close(half);
+  EXPECT_TRUE(server->Shutdown().ok());
+}
+
+// Connections that never speak hold handshake slots until they time out. One address gets at most
+// max_handshaking_per_address of them, so it cannot take every slot and lock everyone else out (here the
+// listener has 8 slots, and the silent address opens 10 connections).
+TEST_F(TcpTransportTest, OneAddressCannotHoldEveryHandshakeSlot) {
+  auto server = NewTransport(1);
+  Collected sc;
+  ListenOptions lo;
+  lo.max_handshaking = 8;
+  lo.max_handshaking_per_address = 4;
+  lo.on_rejected = [&sc](const std::string&, const Status& why) {
+    std::lock_guard<std::mutex> l(sc.mu);
+    sc.rejected.push_back(why);
+  };
+  auto listener = RunSync(*server, [&]() -> Result<std::shared_ptr<Listener>> {
+    return server->Listen(
+        *Endpoint::Parse("127.0.0.1:0"),
+        [&sc](std::shared_ptr<Connection> conn) {
+          std::lock_guard<std::mutex> l(sc.mu);
+          sc.conns.push_back(conn);
+        },
+        lo);
+  });
+  ASSERT_TRUE(listener.has_value());
+  const uint16_t port = (*listener)->endpoint().port;
+  std::vector<int> silent;
+  for (int i = 0; i < 10; ++i) {
+    const int fd = RawConnect(port, "127.0.0.2");
+    ASSERT_GE(fd, 0) << "cannot connect from 127.0.0.2";
+    silent.push_back(fd);
+  }
+  // The six past the address's share are closed at once (no clock advance: not a timeout).
+  ASSERT_TRUE(Eventually([&] { return sc.rejected_count() == 6; }));
+  size_t closed = 0;
+  for (int fd : silent) closed += ClosedByServer(fd) ? 1 : 0;
+  EXPECT_EQ(closed, 6u);
+  {
+    std::lock_guard<std::mutex> l(sc.mu);
+    for (const auto& why : sc.rejected) EXPECT_EQ(why.code(), StatusCode::kResourceExhausted);
+  }
+  // Another address still completes a handshake.
+  auto client = NewTransport(2);
+  Collected cc;
+  auto conn = ConnectTo(*client, (*listener)->endpoint(), cc);
+  ASSERT_TRUE(conn.has_value()) << conn.error().ToString();
+  ASSERT_TRUE(Eventually([&] {
+    std::lock_guard<std::mutex> l(sc.mu);
+    return sc.conns.size() == 1;
+  }));
+  for (int fd : silent) close(fd);
+  EXPECT_TRUE(client->Shutdown().ok());
+  EXPECT_TRUE(server->Shutdown().ok());
+}
+
+TEST(AddressGroupTest, IPv6CountsByItsSlash64AndIPv4AsItIs) {
+  EXPECT_EQ(AddressGroup("192.0.2.7"), "192.0.2.7");
+  EXPECT_EQ(AddressGroup("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::/64");
+  EXPECT_EQ(AddressGroup("2001:db8:1:2::1"), AddressGroup("2001:db8:1:2:ffff::9"));
+  EXPECT_NE(AddressGroup("2001:db8:1:2::1"), AddressGroup("2001:db8:1:3::1"));
+  EXPECT_EQ(AddressGroup("::ffff:192.0.2.7"), "192.0.2.7");
+  EXPECT_EQ(AddressGroup("not an address"), "not an address");
+}
+
+// The kernel's timer kind ("tr" in /proc/net/tcp: 2 is keepalive) of each established IPv4 socket with
+// `port` at the given end.
+std::vector<int> TimerKindsOfSockets(uint16_t port, bool local_end) {
+  std::vector<int> kinds;
+  std::FILE* f = std::fopen("/proc/net/tcp", "r");
+  if (f == nullptr) return kinds;
+  char line[512];
+  (void)std::fgets(line, sizeof line, f);  // header
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    unsigned local_port = 0, remote_port = 0, state = 0;
+    int timer = -1;
+    if (std::sscanf(line, " %*d: %*8[0-9A-Fa-f]:%x %*8[0-9A-Fa-f]:%x %x %*x:%*x %x:", &local_port,
+                    &remote_port, &state, &timer) != 4) {
+      continue;
+    }
+    if (state == 1 && (local_end ? local_port : remote_port) == port) kinds.push_back(timer);
+  }
+  std::fclose(f);
+  return kinds;
+}
+
+// Both ends of a link turn TCP keepalive on, so a peer that vanished without closing (power loss, a NAT that
+// dropped the mapping) is noticed and its connection closed instead of held for ever.
+TEST_F(TcpTransportTest, BothEndsOfALinkKeepItAlive) {
+  auto server = NewTransport(1);
+  auto client = NewTransport(2);
+  Collected sc, cc;
+  auto listener = ListenEcho(*server, sc);
+  auto conn = ConnectTo(*client, listener->endpoint(), cc);
+  ASSERT_TRUE(conn.has_value()) << conn.error().ToString();
+  ASSERT_TRUE(Eventually([&] {
+    std::lock_guard<std::mutex> l(sc.mu);
+    return sc.accepted_keys.size() == 1;
+  }));
+  const uint16_t port = listener->endpoint().port;
+  // Idle once the handshake's last bytes are acknowledged: the pending timer is then the keepalive one.
+  ASSERT_TRUE(Eventually([&] {
+    const auto server_side = TimerKindsOfSockets(port, /*local_end=*/true);
+    const auto client_side = TimerKindsOfSockets(port, /*local_end=*/false);
+    return server_side == std::vector<int>{2} && client_side == std::vector<int>{2};
+  })) << "no keepalive timer on an idle link";
+  EXPECT_TRUE(client->Shutdown().ok());
   EXPECT_TRUE(server->Shutdown().ok());
 }
 
