@@ -119,7 +119,7 @@ class Transcripts::Impl {
     return out;
   }
 
-  Status Delete(std::string_view id) {
+  Status Delete(std::string_view id, WriteBatch batch, Status* purged) {
     CW_RETURN_IF_ERROR(CheckConversationId(id));
     CW_ASSIGN_OR_RETURN(auto c, LoadConversation(id));
     if (!c) return Status(StatusCode::kNotFound, "no such conversation");
@@ -127,7 +127,6 @@ class Transcripts::Impl {
     CW_ASSIGN_OR_RETURN(std::vector<std::string> outbox, store_->ListKeys(Table::kOutbox, RowPrefix(id)));
     // The key, every row and every outbox entry in one batch: a crash leaves the conversation whole or gone,
     // never rows without their key that nothing would ever delete.
-    WriteBatch batch;
     batch.writes.push_back(Del(Table::kConversation, std::string(id)));
     for (auto& k : rows) batch.writes.push_back(Del(Table::kTranscript, std::move(k)));
     for (const auto& k : outbox) batch.writes.push_back(Del(Table::kOutbox, k));
@@ -139,7 +138,9 @@ class Transcripts::Impl {
     next_due_.erase(std::string(id));
     // The deleted key must not survive in a file: the rows' blobs left in files compaction has not reached
     // yet are readable only with it.
-    if (options_.purge_deleted) return options_.purge_deleted(Table::kConversation);
+    Status purge = options_.purge_deleted ? options_.purge_deleted(Table::kConversation) : Status::Ok();
+    if (purged == nullptr) return purge;
+    *purged = std::move(purge);
     return Status::Ok();
   }
 
@@ -444,7 +445,9 @@ Result<std::optional<ConversationInfo>> Transcripts::GetConversation(std::string
 }
 Result<std::vector<ConversationInfo>> Transcripts::ListConversations() { return impl_->List(); }
 Status Transcripts::SetDisappearingTimer(std::string_view id, int64_t ms) { return impl_->SetTimer(id, ms); }
-Status Transcripts::DeleteConversation(std::string_view id) { return impl_->Delete(id); }
+Status Transcripts::DeleteConversation(std::string_view id, session::WriteBatch also, Status* purged) {
+  return impl_->Delete(id, std::move(also), purged);
+}
 
 Status Transcripts::StageIncoming(const session::Received& received, std::string_view relay_message_id,
                                   session::WriteBatch* batch, const IncomingDetails& details,

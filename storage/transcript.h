@@ -152,7 +152,11 @@ class Transcripts {
   Status SetDisappearingTimer(std::string_view conversation_id, int64_t ms);
   // Crypto-shreds the conversation: its key, rows and outbox entries are deleted in one batch, then
   // purge_deleted(kConversation) runs. kNotFound when there is no such conversation.
-  Status DeleteConversation(std::string_view conversation_id);
+  // `also` commits in the same batch (an erasure's receipt and audit entry: the conversation is then never
+  // gone without them, nor they there without it going). With `purged`, the purge's outcome goes there and
+  // the result says only whether the deletion committed.
+  Status DeleteConversation(std::string_view conversation_id, session::WriteBatch also = {},
+                            Status* purged = nullptr);
 
   // --- Staging (the engine hooks) ---
   // Adds to `batch` the dedup key of `relay_message_id` (expiring after dedup_ttl_ms) and, for a user

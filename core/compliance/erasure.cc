@@ -131,7 +131,7 @@ Digest ErasureDigest(const ErasureReceipt& r) {
   return Blake2b256({AsBytes(kErasureDomain), ErasureBody(r), r.signature});
 }
 
-Result<AuditEntry> RecordErasure(AuditLog& log, const ErasureReceipt& r) {
+AuditEvent ErasureEvent(const ErasureReceipt& r) {
   AuditEvent e;
   e.type = AuditEventType::kErasure;
   e.subject = ToHex(r.conversation_hash);
@@ -139,7 +139,11 @@ Result<AuditEntry> RecordErasure(AuditLog& log, const ErasureReceipt& r) {
   e.code = static_cast<uint8_t>(r.reason);
   const Digest d = ErasureDigest(r);
   e.digest.assign(d.begin(), d.end());
-  return log.Append(e);
+  return e;
+}
+
+Result<AuditEntry> RecordErasure(AuditLog& log, const ErasureReceipt& r) {
+  return log.Append(ErasureEvent(r));
 }
 
 RetentionDecision ApplyRetentionFloor(const RetentionPolicy& policy, int64_t stored_at_ms, int64_t timer_ms) {

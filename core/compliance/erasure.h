@@ -59,7 +59,9 @@ Status VerifyErasureReceipt(const ErasureReceipt& receipt, const SigningPublicKe
 // True when the receipt names `conversation_id`.
 bool ErasureNames(const ErasureReceipt& receipt, std::string_view conversation_id);
 Digest ErasureDigest(const ErasureReceipt& receipt);
-// Appends kErasure (subject: conversation hash, ref: erasure id, code: reason, digest: ErasureDigest).
+// The kErasure event (subject: conversation hash, ref: erasure id, code: reason, digest: ErasureDigest).
+AuditEvent ErasureEvent(const ErasureReceipt& receipt);
+// Appends ErasureEvent(receipt).
 Result<AuditEntry> RecordErasure(AuditLog& log, const ErasureReceipt& receipt);
 
 struct RetentionPolicy {

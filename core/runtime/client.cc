@@ -297,8 +297,13 @@ class Client::Impl {
     CW_ASSIGN_OR_RETURN(transport_, transport::TcpTransport::New(std::move(link), LinkOptions(), *clock_));
     post_target_ = std::make_shared<PostTarget>(transport_.get());
     direct_ = NewDirectLinks();
-    return transport::RunSync(*transport_, [this, failed_unlocks]() -> Status {
+    const bool created = create_name.has_value();
+    return transport::RunSync(*transport_, [this, failed_unlocks, created]() -> Status {
       CW_RETURN_IF_ERROR(OpenSession(failed_unlocks));
+      // A new identity (link, box and identity keys) is durable before Create returns: the keystore already
+      // is, and a crash that kept it without them would leave a directory that neither opens nor can be
+      // created again.
+      if (created) CW_RETURN_IF_ERROR(store_->SyncNow());
       Touch();
       return direct_->Start();
     });
@@ -341,18 +346,23 @@ class Client::Impl {
     to.purge_deleted = [this](Table t) { return store_->PurgeDeleted(t); };
     CW_ASSIGN_OR_RETURN(transcripts_, storage::Transcripts::New(store_.get(), std::move(to)));
     fingerprint_ = KeyHex(engine_->identity_key());
-    ComplianceRuntime::Deps deps{store_.get(), engine_.get(), transcripts_.get(), clock_, random_, state_.name,
-                                 [this](const std::string& contact, const wire::AppMessage& m) {
-                                   return StatusOfSend(SendApp(contact, m, ControlConversationId(contact), {}, {}));
-                                 },
-                                 [this](const Status& s) { Report(s); },
-                                 [this](const std::string& sender, ByteView payload) { return ApplyReceipt(sender, payload); },
-                                 [this](const std::string& sender, ByteView payload) {
-                                   return direct_->OnAnnouncement(sender, payload);
-                                 },
-                                 [this](const std::string& sender, ByteView payload) {
-                                   return ApplyInviteAnswer(sender, payload);
-                                 }};
+    ComplianceRuntime::Deps deps{
+        store_.get(),
+        engine_.get(),
+        transcripts_.get(),
+        clock_,
+        random_,
+        state_.name,
+        [this](const std::string& contact, const wire::AppMessage& m) {
+          return StatusOfSend(SendApp(contact, m, ControlConversationId(contact), {}, {}));
+        },
+        [this](const Status& s) { Report(s); },
+        [this](const std::string& sender, ByteView payload) { return ApplyReceipt(sender, payload); },
+        [this](const std::string& sender, ByteView payload) {
+          return direct_->OnAnnouncement(sender, payload);
+        },
+        [this](const std::string& sender, ByteView payload) { return ApplyInviteAnswer(sender, payload); },
+        [this] { return store_->SyncNow(); }};
     receipts_ = std::make_unique<ReceiptBook>(store_.get(), transcripts_.get());
     CW_ASSIGN_OR_RETURN(compliance_, ComplianceRuntime::Open(std::move(deps), failed_unlocks));
     compliance_->ResumeInbox();

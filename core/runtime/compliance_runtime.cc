@@ -712,6 +712,9 @@ Result<Bytes> ComplianceRuntime::ExportSigned(const std::string& exporter) {
   // checkpoint then covers the whole chain, so the bundle carries no unanchored tail.
   CW_RETURN_IF_ERROR(Audit({AuditEventType::kExport, "", "", 0, DigestBytes(compliance::Blake2b256({c.transcript_json}))}));
   CW_RETURN_IF_ERROR(StatusOf(log_->Checkpoint()));
+  // Durable before the bundle leaves: else a crash could lose the kExport entry and the checkpoint an auditor
+  // already holds, and the chain would then go on under the same sequence numbers with other entries.
+  if (deps_.sync) CW_RETURN_IF_ERROR(deps_.sync());
   for (const auto* r : ledger_.Receipts()) c.receipts.push_back(*r);
   for (const auto* w : ledger_.Withdrawals()) c.withdrawals.push_back(*w);
   c.audit_chain_id = log_->chain_id();
@@ -730,13 +733,31 @@ Result<Bytes> ComplianceRuntime::ExportSigned(const std::string& exporter) {
 Result<std::string> ComplianceRuntime::Erase(const std::string& contact) {
   CW_RETURN_IF_ERROR(AuditReady());
   const std::string conv = storage::Transcripts::DirectConversationId(contact);
-  CW_RETURN_IF_ERROR(deps_.transcripts->DeleteConversation(conv));
   CW_ASSIGN_OR_RETURN(auto receipt, compliance::MakeErasureReceipt(conv, compliance::ErasureReason::kPatientRequest,
                                                                    *deps_.clock, *deps_.random, signer_));
   CW_ASSIGN_OR_RETURN(Bytes encoded, compliance::EncodeErasureReceipt(receipt));
-  CW_RETURN_IF_ERROR(PutTagged(std::string(kOwnErasurePrefix) + receipt.erasure_id, contact, encoded));
+  // The receipt and its kErasure entry commit in the deletion's own batch: a crash leaves either all three or
+  // the conversation as it was (erase it again), never a conversation gone with no record of its erasure.
+  session::WriteBatch also;
+  also.writes.push_back({Table::kMeta, std::string(kOwnErasurePrefix) + receipt.erasure_id,
+                         SecretBytes(Tagged(contact, encoded))});
+  CW_ASSIGN_OR_RETURN(auto pending, log_->Prepare(compliance::ErasureEvent(receipt)));
+  CW_ASSIGN_OR_RETURN(session::Write entry, sink_->StageEntry(pending.entry.sequence, pending.record));
+  also.writes.push_back(std::move(entry));
+  Status purged;
+  if (Status deleted = deps_.transcripts->DeleteConversation(conv, std::move(also), &purged); !deleted.ok()) {
+    log_->Abandon();
+    return Error(std::move(deleted));
+  }
+  sink_->EntryCommitted(pending.entry.sequence);
+  (void)log_->Confirm(pending);  // an interval checkpoint that fails to sign is retried by the next one
   own_erasures_.push_back(receipt);
-  CW_RETURN_IF_ERROR(StatusOf(compliance::RecordErasure(*log_, receipt)));
+  if (!purged.ok() && deps_.report) {
+    // Erased all the same: the key is deleted, and the copy left in a file goes at that file's compaction.
+    deps_.report(
+        Status(purged.code(),
+               "erased, but the deleted key is not yet purged from the store's files: " + purged.message()));
+  }
   wire::AppMessage m;
   m.kind = wire::AppKind::kErasure;
   m.payload = SecretBytes(encoded);

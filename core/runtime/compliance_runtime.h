@@ -101,6 +101,9 @@ class ComplianceRuntime {
     // A kInviteAnswer from `sender`: which of our invite tokens it holds (handled by the client). Null:
     // refused. Like the announcement, mailbox metadata: no purpose gate and no audit entry.
     std::function<Status(const std::string& sender, ByteView payload)> invite_answer;
+    // Makes everything committed so far durable (the store commits in groups and syncs behind). Null: not
+    // needed (a store that syncs every commit).
+    std::function<Status()> sync;
   };
 
   // Loads the policy, ledger and audit chain. A chain that does not verify does not stop the client: the
