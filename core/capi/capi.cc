@@ -3,6 +3,7 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -218,7 +219,37 @@ struct cw_client {
   // Declared before `client` so it is destroyed after it: the loop thread is gone before the state is.
   std::shared_ptr<CallbackState> callbacks;
   std::unique_ptr<cw::runtime::Client> client;
+  // Calls inside the library right now, so that cw_client_close can let them return before it frees what
+  // they use; once closing, new calls get CW_ERR_ABORTED.
+  std::mutex calls_mu;
+  std::condition_variable calls_done;
+  size_t calls = 0;
+  bool closing = false;
 };
+
+namespace {
+
+// Guard for a call on `client`, counted (see cw_client::calls). A NULL client is left to `fn` to refuse.
+template <typename Fn>
+cw_status ClientGuard(cw_client* client, Fn&& fn) noexcept {
+  if (client == nullptr) return Guard(fn);
+  try {
+    std::lock_guard<std::mutex> lock(client->calls_mu);
+    if (client->closing) return CW_ERR_ABORTED;
+    ++client->calls;
+  } catch (...) {
+    return CW_ERR_INTERNAL;
+  }
+  const cw_status s = Guard(fn);
+  try {
+    std::lock_guard<std::mutex> lock(client->calls_mu);
+    if (--client->calls == 0 && client->closing) client->calls_done.notify_all();
+  } catch (...) {
+  }
+  return s;
+}
+
+}  // namespace
 
 namespace {
 
@@ -226,7 +257,7 @@ namespace {
 template <typename Fn>
 cw_status SetCallback(cw_client* client, Fn CallbackState::*field, void* CallbackState::*user_data_field, Fn cb,
                       void* user_data) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
     std::lock_guard<std::mutex> lock(client->callbacks->mu);
     (*client->callbacks).*field = cb;
@@ -237,7 +268,7 @@ cw_status SetCallback(cw_client* client, Fn CallbackState::*field, void* Callbac
 
 cw_status ChangeMember(cw_client* client, const char* group_id, const char* member, bool adding,
                        cw_buffer** out_unreached) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || group_id == nullptr || member == nullptr) return CW_ERR_INVALID_ARGUMENT;
     auto change = adding ? client->client->AddGroupMember(group_id, member)
                          : client->client->RemoveGroupMember(group_id, member);
@@ -362,6 +393,18 @@ CW_EXPORT cw_status cw_client_open_ex(const char* home_dir, const uint8_t* passp
 CW_EXPORT void cw_client_close(cw_client* client) {
   if (client == nullptr) return;
   try {
+    {
+      std::lock_guard<std::mutex> lock(client->calls_mu);
+      client->closing = true;  // calls from now on return CW_ERR_ABORTED
+    }
+    // Calls still inside (a sync waiting for the relay, an upload) return CW_ERR_ABORTED now; they may still
+    // be using the client until they are out, so it is freed only then.
+    client->client->Stop();
+    std::unique_lock<std::mutex> lock(client->calls_mu);
+    client->calls_done.wait(lock, [&] { return client->calls == 0; });
+  } catch (...) {
+  }
+  try {
     client->client.reset();
   } catch (...) {
   }
@@ -369,28 +412,28 @@ CW_EXPORT void cw_client_close(cw_client* client) {
 }
 
 CW_EXPORT cw_status cw_client_name(cw_client* client, cw_buffer** out_name) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || out_name == nullptr) return CW_ERR_INVALID_ARGUMENT;
     return ReturnString(client->client->name(), out_name);
   });
 }
 
 CW_EXPORT cw_status cw_client_invite(cw_client* client, cw_buffer** out_code) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || out_code == nullptr) return CW_ERR_INVALID_ARGUMENT;
     return ReturnInvite(client->client->CreateInvite(), out_code);
   });
 }
 
 CW_EXPORT cw_status cw_client_invite_valid_for(cw_client* client, int64_t valid_for_ms, cw_buffer** out_code) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || out_code == nullptr) return CW_ERR_INVALID_ARGUMENT;
     return ReturnInvite(client->client->CreateInviteValidFor(valid_for_ms), out_code);
   });
 }
 
 CW_EXPORT cw_status cw_client_list_invites(cw_client* client, cw_buffer** out_json) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || out_json == nullptr) return CW_ERR_INVALID_ARGUMENT;
     const auto to_json = [](const cw::runtime::InviteInfo& i) {
       return nlohmann::json{{"id", i.id}, {"created_ms", i.created_ms}, {"expires_ms", i.expires_ms}};
@@ -400,7 +443,7 @@ CW_EXPORT cw_status cw_client_list_invites(cw_client* client, cw_buffer** out_js
 }
 
 CW_EXPORT cw_status cw_client_cancel_invite(cw_client* client, const char* invite_id) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || invite_id == nullptr) return CW_ERR_INVALID_ARGUMENT;
     return ToC(client->client->CancelInvite(invite_id));
   });
@@ -408,8 +451,9 @@ CW_EXPORT cw_status cw_client_cancel_invite(cw_client* client, const char* invit
 
 CW_EXPORT cw_status cw_client_accept(cw_client* client, const char* code, const uint8_t* first_message, size_t len,
                                      cw_buffer** out_contact) {
-  return Guard([&]() -> cw_status {
-    if (client == nullptr || code == nullptr || (first_message == nullptr && len > 0)) return CW_ERR_INVALID_ARGUMENT;
+  return ClientGuard(client, [&]() -> cw_status {
+    if (client == nullptr || code == nullptr || (first_message == nullptr && len > 0))
+      return CW_ERR_INVALID_ARGUMENT;
     std::string text(reinterpret_cast<const char*>(first_message), first_message ? len : 0);
     auto contact = client->client->AcceptInvite(code, text);
     sodium_memzero(text.data(), text.size());
@@ -425,8 +469,9 @@ CW_EXPORT cw_status cw_client_send(cw_client* client, const char* contact_name, 
 
 CW_EXPORT cw_status cw_client_send_for_purpose(cw_client* client, const char* contact_name, const char* purpose,
                                                const uint8_t* bytes, size_t len) {
-  return Guard([&]() -> cw_status {
-    if (client == nullptr || contact_name == nullptr || (bytes == nullptr && len > 0)) return CW_ERR_INVALID_ARGUMENT;
+  return ClientGuard(client, [&]() -> cw_status {
+    if (client == nullptr || contact_name == nullptr || (bytes == nullptr && len > 0))
+      return CW_ERR_INVALID_ARGUMENT;
     std::string text(reinterpret_cast<const char*>(bytes), bytes ? len : 0);
     auto seq = client->client->SendText(contact_name, text, PurposeOr(purpose));
     sodium_memzero(text.data(), text.size());
@@ -435,7 +480,7 @@ CW_EXPORT cw_status cw_client_send_for_purpose(cw_client* client, const char* co
 }
 
 CW_EXPORT cw_status cw_client_set_clinic(cw_client* client, int on) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
     auto policy = client->client->GetCompliancePolicy();
     if (!policy) return ToC(policy.error());
@@ -446,7 +491,7 @@ CW_EXPORT cw_status cw_client_set_clinic(cw_client* client, int on) {
 }
 
 CW_EXPORT cw_status cw_client_sync(cw_client* client) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
     auto r = client->client->Sync();
     return r ? CW_OK : ToC(r.error());
@@ -462,7 +507,7 @@ CW_EXPORT cw_status cw_client_set_on_identity_change(cw_client* client, cw_ident
 }
 
 CW_EXPORT cw_status cw_client_safety_number(cw_client* client, const char* contact, cw_buffer** out_digits) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || contact == nullptr || out_digits == nullptr) return CW_ERR_INVALID_ARGUMENT;
     auto sn = client->client->GetSafetyNumber(contact);
     if (!sn) return ToC(sn.error());
@@ -471,14 +516,14 @@ CW_EXPORT cw_status cw_client_safety_number(cw_client* client, const char* conta
 }
 
 CW_EXPORT cw_status cw_client_verify(cw_client* client, const char* contact, int verified) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || contact == nullptr) return CW_ERR_INVALID_ARGUMENT;
     return ToC(client->client->SetVerified(contact, verified != 0));
   });
 }
 
 CW_EXPORT cw_status cw_client_accept_identity_change(cw_client* client, const char* contact) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || contact == nullptr) return CW_ERR_INVALID_ARGUMENT;
     return ToC(client->client->AcceptIdentityChange(contact));
   });
@@ -487,25 +532,27 @@ CW_EXPORT cw_status cw_client_accept_identity_change(cw_client* client, const ch
 // ---- Options, lock and receipts
 
 CW_EXPORT cw_status cw_client_lock(cw_client* client) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr) return CW_ERR_INVALID_ARGUMENT;
     return ToC(client->client->Lock());
   });
 }
 
 CW_EXPORT cw_status cw_client_unlock(cw_client* client, const uint8_t* passphrase, size_t len) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || passphrase == nullptr || len == 0) return CW_ERR_INVALID_ARGUMENT;
     return ToC(client->client->Unlock(std::span<const uint8_t>(passphrase, len)));
   });
 }
 
 CW_EXPORT int cw_client_is_locked(cw_client* client) {
-  try {
-    return client == nullptr || client->client->locked() ? 1 : 0;
-  } catch (...) {
-    return 1;
-  }
+  if (client == nullptr) return 1;
+  int locked = 1;
+  (void)ClientGuard(client, [&]() -> cw_status {
+    locked = client->client->locked() ? 1 : 0;
+    return CW_OK;
+  });
+  return locked;
 }
 
 CW_EXPORT cw_status cw_client_set_on_lock(cw_client* client, cw_lock_fn cb, void* user_data) {
@@ -514,7 +561,7 @@ CW_EXPORT cw_status cw_client_set_on_lock(cw_client* client, cw_lock_fn cb, void
 
 CW_EXPORT cw_status cw_client_mark_read(cw_client* client, const char* contact, uint64_t up_to_sequence,
                                         size_t* out_marked) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || contact == nullptr) return CW_ERR_INVALID_ARGUMENT;
     auto n = client->client->MarkRead(contact, up_to_sequence);
     if (!n) return ToC(n.error());
@@ -537,7 +584,7 @@ CW_EXPORT cw_status cw_client_send_file(cw_client* client, const char* contact, 
 CW_EXPORT cw_status cw_client_send_file_for_purpose(cw_client* client, const char* contact, const char* path,
                                                     const char* purpose, cw_progress_fn progress, void* user_data,
                                                     uint64_t* out_sequence) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || contact == nullptr || path == nullptr) return CW_ERR_INVALID_ARGUMENT;
     auto seq = client->client->SendFile(contact, path, PurposeOr(purpose),
                                         Progress(progress, user_data));
@@ -553,7 +600,7 @@ CW_EXPORT cw_status cw_client_set_on_file(cw_client* client, cw_file_fn cb, void
 
 CW_EXPORT cw_status cw_client_fetch_attachment(cw_client* client, const char* contact, uint64_t sequence,
                                                const char* dest_path, cw_progress_fn progress, void* user_data) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || contact == nullptr || dest_path == nullptr) return CW_ERR_INVALID_ARGUMENT;
     // The row by its sequence: a conversation's history is bounded by what the device keeps.
     auto h = client->client->History(contact, SIZE_MAX);
@@ -572,8 +619,9 @@ CW_EXPORT cw_status cw_client_fetch_attachment(cw_client* client, const char* co
 
 CW_EXPORT cw_status cw_client_grant_consent(cw_client* client, const char* contact, const char* const* purposes,
                                             size_t n_purposes, int64_t expires_at_ms, cw_buffer** out_receipt_id) {
-  return Guard([&]() -> cw_status {
-    if (client == nullptr || contact == nullptr || n_purposes == 0 || expires_at_ms < 0) return CW_ERR_INVALID_ARGUMENT;
+  return ClientGuard(client, [&]() -> cw_status {
+    if (client == nullptr || contact == nullptr || n_purposes == 0 || expires_at_ms < 0)
+      return CW_ERR_INVALID_ARGUMENT;
     cw::runtime::ConsentGrant grant;
     if (!Strings(purposes, n_purposes, &grant.purposes)) return CW_ERR_INVALID_ARGUMENT;
     grant.expires_at_ms = expires_at_ms;
@@ -586,7 +634,7 @@ CW_EXPORT cw_status cw_client_grant_consent(cw_client* client, const char* conta
 
 CW_EXPORT cw_status cw_client_withdraw_consent(cw_client* client, const char* receipt_id,
                                                const char* const* purposes, size_t n_purposes) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || receipt_id == nullptr) return CW_ERR_INVALID_ARGUMENT;
     std::vector<std::string> labels;
     if (!Strings(purposes, n_purposes, &labels)) return CW_ERR_INVALID_ARGUMENT;
@@ -595,7 +643,7 @@ CW_EXPORT cw_status cw_client_withdraw_consent(cw_client* client, const char* re
 }
 
 CW_EXPORT cw_status cw_client_list_consents(cw_client* client, cw_buffer** out_json) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || out_json == nullptr) return CW_ERR_INVALID_ARGUMENT;
     const auto to_json = [](const cw::runtime::ConsentRecord& r) {
       nlohmann::json purposes = nlohmann::json::object();
@@ -612,7 +660,7 @@ CW_EXPORT cw_status cw_client_list_consents(cw_client* client, cw_buffer** out_j
 }
 
 CW_EXPORT cw_status cw_client_export(cw_client* client, cw_buffer** out_bundle) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || out_bundle == nullptr) return CW_ERR_INVALID_ARGUMENT;
     auto bundle = client->client->ExportSigned();
     if (!bundle) return ToC(bundle.error());
@@ -627,7 +675,7 @@ CW_EXPORT cw_status cw_client_export(cw_client* client, cw_buffer** out_bundle) 
 // ---- Contacts, history and groups
 
 CW_EXPORT cw_status cw_client_list_contacts(cw_client* client, cw_buffer** out_json) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || out_json == nullptr) return CW_ERR_INVALID_ARGUMENT;
     const auto to_json = [](const cw::runtime::ContactInfo& c) {
       return nlohmann::json{{"name", c.name},
@@ -641,21 +689,21 @@ CW_EXPORT cw_status cw_client_list_contacts(cw_client* client, cw_buffer** out_j
 }
 
 CW_EXPORT cw_status cw_client_revoke_contact(cw_client* client, const char* contact) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || contact == nullptr) return CW_ERR_INVALID_ARGUMENT;
     return ToC(client->client->RevokeContact(contact));
   });
 }
 
 CW_EXPORT cw_status cw_client_remove_contact(cw_client* client, const char* contact) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || contact == nullptr) return CW_ERR_INVALID_ARGUMENT;
     return ToC(client->client->RemoveContact(contact));
   });
 }
 
 CW_EXPORT cw_status cw_client_erase_conversation(cw_client* client, const char* contact, cw_buffer** out_erasure_id) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || contact == nullptr) return CW_ERR_INVALID_ARGUMENT;
     auto id = client->client->EraseConversation(contact);
     if (!id) return ToC(id.error());
@@ -665,7 +713,7 @@ CW_EXPORT cw_status cw_client_erase_conversation(cw_client* client, const char* 
 
 CW_EXPORT cw_status cw_client_set_disappearing(cw_client* client, const char* contact, int64_t ms,
                                                int64_t* out_in_force_ms) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || contact == nullptr || ms < 0) return CW_ERR_INVALID_ARGUMENT;
     auto in_force = client->client->SetDisappearingTimer(contact, ms);
     if (!in_force) return ToC(in_force.error());
@@ -676,7 +724,7 @@ CW_EXPORT cw_status cw_client_set_disappearing(cw_client* client, const char* co
 
 CW_EXPORT cw_status cw_client_history(cw_client* client, const char* contact, size_t max, cw_row_fn fn,
                                       void* user_data) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || contact == nullptr || fn == nullptr) return CW_ERR_INVALID_ARGUMENT;
     return EachRow(client->client->History(contact, max), fn, user_data);
   });
@@ -688,7 +736,7 @@ CW_EXPORT cw_status cw_client_set_on_group_message(cw_client* client, cw_group_m
 
 CW_EXPORT cw_status cw_client_group_create(cw_client* client, const char* label, const char* const* members,
                                            size_t n_members, cw_buffer** out_group_id, cw_buffer** out_unreached) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || out_group_id == nullptr || n_members == 0) return CW_ERR_INVALID_ARGUMENT;
     std::vector<std::string> names;
     if (!Strings(members, n_members, &names)) return CW_ERR_INVALID_ARGUMENT;
@@ -717,8 +765,9 @@ CW_EXPORT cw_status cw_client_group_remove(cw_client* client, const char* group_
 
 CW_EXPORT cw_status cw_client_group_send(cw_client* client, const char* group_id, const char* purpose,
                                          const uint8_t* bytes, size_t len, uint64_t* out_sequence) {
-  return Guard([&]() -> cw_status {
-    if (client == nullptr || group_id == nullptr || (bytes == nullptr && len > 0)) return CW_ERR_INVALID_ARGUMENT;
+  return ClientGuard(client, [&]() -> cw_status {
+    if (client == nullptr || group_id == nullptr || (bytes == nullptr && len > 0))
+      return CW_ERR_INVALID_ARGUMENT;
     std::string text(reinterpret_cast<const char*>(bytes), bytes ? len : 0);
     auto seq =
         client->client->SendGroupText(group_id, text, PurposeOr(purpose));
@@ -730,7 +779,7 @@ CW_EXPORT cw_status cw_client_group_send(cw_client* client, const char* group_id
 }
 
 CW_EXPORT cw_status cw_client_list_groups(cw_client* client, cw_buffer** out_json) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || out_json == nullptr) return CW_ERR_INVALID_ARGUMENT;
     const auto to_json = [](const cw::runtime::GroupInfo& g) {
       return nlohmann::json{
@@ -742,7 +791,7 @@ CW_EXPORT cw_status cw_client_list_groups(cw_client* client, cw_buffer** out_jso
 
 CW_EXPORT cw_status cw_client_group_history(cw_client* client, const char* group_id, size_t max, cw_row_fn fn,
                                             void* user_data) {
-  return Guard([&]() -> cw_status {
+  return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || group_id == nullptr || fn == nullptr) return CW_ERR_INVALID_ARGUMENT;
     return EachRow(client->client->GroupHistory(group_id, max), fn, user_data);
   });

@@ -391,7 +391,7 @@ class Client::Impl {
   // at once (nothing new starts, every caller's call is refused) and those objects go as soon as the loop
   // is back from that callback, before anything else it runs.
   Status LockNow(bool automatic, bool defer_teardown = false) {
-    if (locked_) return Status::Ok();
+    if (locked_ || shutting_down_) return Status::Ok();
     SendPendingDeliveryReceipts();  // committed to the outbox now; deposited after Unlock
     // Locked before anything below runs callbacks (FailAll): one that sends again (an outbox flush) is then
     // refused instead of opening a new link for a client whose engine is about to go.
@@ -454,6 +454,7 @@ class Client::Impl {
     const uint32_t failed = keystore_->failed_attempts();
     CW_RETURN_IF_ERROR(keystore_->Unlock(passphrase));
     return transport::RunSync(*transport_, [this, failed]() -> Status {
+      if (shutting_down_) return Status(StatusCode::kAborted, "client closing");
       if (!locked_) return Status::Ok();
       if (Status s = LoadBoxKey(); !s.ok()) {
         keystore_->Lock();
@@ -514,7 +515,19 @@ class Client::Impl {
 
   void Shutdown() {
     if (!transport_) return;
+    Stop();
+    (void)transport_->Shutdown();
+    transport_.reset();
+    store_.reset();
+    keystore_.reset();
+  }
+
+  // Everything of Shutdown that runs on the loop: what waits fails with kAborted and what comes later is
+  // refused (see Call, Await, Request). The loop, transport and store stay until Shutdown.
+  void Stop() {
+    if (!transport_) return;
     (void)transport::RunSync(*transport_, [this]() -> Status {
+      if (shutting_down_) return Status::Ok();
       // Callbacks still in flight (a connect finishing, a frame) check the generation: bump it so none of
       // them touches the engine we are about to release.
       ++generation_;
@@ -538,10 +551,15 @@ class Client::Impl {
       engine_.reset();
       return Status::Ok();
     });
-    (void)transport_->Shutdown();
-    transport_.reset();
-    store_.reset();
-    keystore_.reset();
+  }
+
+  template <typename R>
+  static R ClosingError() {
+    if constexpr (std::is_same_v<R, Status>) {
+      return Status(StatusCode::kAborted, "client closing");
+    } else {
+      return Error(StatusCode::kAborted, "client closing");
+    }
   }
 
   // ---------------------------------------------------------------- bridging to the loop thread
@@ -556,6 +574,7 @@ class Client::Impl {
   auto Call(Fn fn) -> std::invoke_result_t<Fn> {
     using R = std::invoke_result_t<Fn>;
     auto guarded = [this, &fn]() -> R {
+      if (shutting_down_) return ClosingError<R>();
       if (locked_) return LockedError<R>();
       Touch();
       return fn();
@@ -576,6 +595,7 @@ class Client::Impl {
       if (!fired->exchange(true)) promise->set_value(std::move(r));
     };
     Status posted = transport_->Post([this, start = std::move(start), done]() mutable {
+      if (shutting_down_) return done(ClosingError<Result<T>>());
       if (locked_) return done(LockedError<Result<T>>());
       Touch();
       start(done);
@@ -598,6 +618,7 @@ class Client::Impl {
   // Sends a command, connecting first when the link is down. With `peek`, the delivery frames answering it
   // are collected for the response callback (Peek) instead of being processed.
   void Request(relay::CommandBody body, ResponseFn fn, bool peek = false) {
+    if (shutting_down_) return fn(Error(StatusCode::kAborted, "client closing"));
     if (locked_) return fn(Error(StatusCode::kPermissionDenied, "the client is locked"));
     if (link_ == LinkState::kUp && conn_) {
       SendNow(std::move(body), std::move(fn), peek);
@@ -1998,6 +2019,8 @@ class Client::Impl {
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Client::~Client() = default;
+
+void Client::Stop() { impl_->Stop(); }
 
 Result<std::unique_ptr<Client>> Client::Create(const std::string& home, const std::string& name,
                                                std::span<const uint8_t> passphrase, ClientOptions options) {

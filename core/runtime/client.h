@@ -14,12 +14,14 @@
 // kept within each conversation, and a message that cannot go yet holds back only the later ones of its own
 // conversation, so a group text waiting for the relay does not hold up a 1:1 text a direct link can carry);
 // receives messages, writing the transcript row and the dedup key in the same batch as the session state
-// and acknowledging the relay only after that batch is durable (SealedStore commits with sync=true); shows
+// and acknowledging the relay only after that batch is synced (the store commits in groups, one fsync for
+// many commits); shows
 // safety numbers and marks contacts verified; and surfaces identity changes as events. Every 1:1 message is
 // a wire::AppMessage with a purpose label; consent receipts, the audit trail, signed exports and erasure
 // (issue 6) are run by core/runtime/compliance_runtime.h over the same store and session. Care-team groups
-// (sender keys; create, add, remove with key rotation, send, history) are run by core/runtime/client_groups.h:
-// every membership change and group text goes through the same outbox, one envelope per member.
+// (sender keys; create, add, remove with key rotation, send, history) are run by
+// core/runtime/client_groups.h: every membership change and group text goes through the same outbox, one
+// envelope per member.
 //
 // Sealed sender: what the relay stores for a message is an Envelope (core/runtime/envelope.h): the Signal
 // ciphertext, the sender's name and reply card, padded to a Padmé bucket and sealed with libsodium's
@@ -64,7 +66,8 @@ inline constexpr int64_t kDefaultInviteValidForMs = 7LL * 24 * 3600 * 1000;  // 
 inline constexpr int64_t kReconnectMinMs = 200;
 inline constexpr int64_t kReconnectMaxMs = 5'000;
 
-// A text message received from a contact (already durable in the transcript when this is called).
+// A text message received from a contact (committed to the transcript when this is called; synced soon
+// after, and only then acknowledged to the relay, which hands it out again if a power loss came between).
 struct IncomingMessage {
   std::string contact;
   uint64_t sequence = 0;
@@ -74,7 +77,7 @@ struct IncomingMessage {
   std::string group_id;  // the care-team group it was sent to (sequence is in its history); empty for 1:1
 };
 
-// A file received from a contact (the transcript row is durable when this is called; the file itself is
+// A file received from a contact (the transcript row is committed when this is called; the file itself is
 // still at the relay: FetchAttachment downloads it).
 struct IncomingFile {
   std::string contact;
@@ -219,6 +222,10 @@ class Client {
   // kUnavailable while the keystore backs off or another process has the store open.
   static Result<std::unique_ptr<Client>> Open(const std::string& home, std::span<const uint8_t> passphrase,
                                               ClientOptions options = {});
+  // Stops the client (the destructor does this too). Every call waiting on the loop or the relay returns
+  // kAborted, and so does every call made after this; the loop thread keeps running until destruction.
+  // For an owner whose other threads may still be inside a call: Stop, wait for them to return, destroy.
+  void Stop();
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;

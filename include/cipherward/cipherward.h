@@ -104,7 +104,9 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_open(const char* home_dir, const uint
                                                 const char* name, cw_client** out_client);
 
 /* Stops the client's loop thread and frees it. Once it returns, no callback of this client runs any more.
- * NULL is a no-op. REQUIRES: not called from one of this client's callbacks. */
+ * Calls other threads are making on this client meanwhile return (CW_ERR_ABORTED when they had to stop),
+ * and close waits for them before it frees anything. NULL is a no-op. REQUIRES: not called from one of this
+ * client's callbacks, and no call on this client starts after close returned (the handle is gone). */
 CW_EXPORT void cw_client_close(cw_client* client);
 
 /* The name this identity shows to contacts, as a buffer. */
@@ -160,7 +162,9 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_set_clinic(cw_client* client, int on)
  * run before this returns). Optional: the background link does the same on its own. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_sync(cw_client* client);
 
-/* Called once per incoming message, after it is durably stored. Runs on the client's loop thread: keep it
+/* Called once per incoming message, after it is stored (committed: an application crash does not lose it;
+ * the store syncs in groups, and the relay lets go of the message only once its sync is done, so after a
+ * power loss it may be received, and reported, again). Runs on the client's loop thread: keep it
  * short, do not block, and do not call the blocking functions listed at the top of this file. `contact` and
  * `body` are valid only during the call (copy what you keep; the body memory is wiped afterwards).
  * Order: within one conversation (a contact's 1:1 chat, or one group), each sender's messages that come
@@ -346,9 +350,9 @@ typedef void (*cw_row_fn)(void* user_data, const cw_message_row* row);
 CW_EXPORT CW_NODISCARD cw_status cw_client_history(cw_client* client, const char* contact, size_t max, cw_row_fn fn,
                                                    void* user_data);
 
-/* Called once per incoming care-team group message, after it is durably stored, on the loop thread (the
- * rules of cw_client_set_on_message; group messages never reach the on_message callback). `group_id` is 32
- * hex digits, `sender` the member who wrote it, `sequence` its place in the group's history. */
+/* Called once per incoming care-team group message, after it is stored (as cw_message_fn), on the loop thread
+ * (the rules of cw_client_set_on_message; group messages never reach the on_message callback). `group_id` is
+ * 32 hex digits, `sender` the member who wrote it, `sequence` its place in the group's history. */
 typedef void (*cw_group_message_fn)(void* user_data, const char* group_id, const char* sender, uint64_t sequence,
                                     const uint8_t* body, size_t len);
 CW_EXPORT CW_NODISCARD cw_status cw_client_set_on_group_message(cw_client* client, cw_group_message_fn cb,

@@ -34,6 +34,12 @@ static int g_failures = 0;
     CHECK_STATUS(expr, CW_OK);                 \
     if (g_failures != before_) return 1;       \
   } while (0)
+#define REQUIRE(cond)                    \
+  do {                                   \
+    int before_ = g_failures;            \
+    CHECK(cond);                         \
+    if (g_failures != before_) return 1; \
+  } while (0)
 
 /* What a client's message callback saw: written on its loop thread, read by the test thread. */
 typedef struct inbox {
@@ -135,6 +141,26 @@ static void on_progress(void* user_data, uint64_t done, uint64_t total) {
   p->done = done;
   p->total = total;
   p->calls++;
+}
+
+/* A file upload on its own thread, for closing the client while it runs. `started` is set at its first
+ * progress report (progress runs on the uploading thread). */
+typedef struct background_upload {
+  cw_client* client;
+  const char* path;
+  inbox started;
+  cw_status status;
+} background_upload;
+static void on_upload_progress(void* user_data, uint64_t done, uint64_t total) {
+  (void)done;
+  (void)total;
+  background_upload* u = (background_upload*)user_data;
+  record(&u->started, "", (const uint8_t*)"", 0);
+}
+static void* run_upload(void* arg) {
+  background_upload* u = (background_upload*)arg;
+  u->status = cw_client_send_file(u->client, "patient", u->path, on_upload_progress, u, NULL);
+  return NULL;
 }
 
 static void on_lock(void* user_data) {
@@ -556,6 +582,32 @@ int main(int argc, char** argv) {
   /* Sync waits for the background link to come up (revoking below needs it). */
   REQUIRE_OK(cw_client_sync(clinician));
   CHECK_STATUS(cw_client_verify(clinician, "patient", 0), CW_OK);
+
+  /* Closing while another thread is inside a call: the call returns (aborted, or done if it won the race)
+   * and close frees the client only after that. Under ASan a use after free here fails the test. */
+  {
+    char big_path[1100];
+    snprintf(big_path, sizeof big_path, "%s/scan.bin", argv[2]);
+    FILE* big = fopen(big_path, "wb");
+    REQUIRE(big != NULL);
+    static uint8_t block[65536];
+    memset(block, 0x5c, sizeof block);
+    for (int i = 0; i < 128; ++i) fwrite(block, 1, sizeof block, big); /* 8 MiB */
+    fclose(big);
+    background_upload u;
+    memset(&u, 0, sizeof u);
+    u.client = clinician;
+    u.path = big_path;
+    inbox_init(&u.started);
+    pthread_t uploader;
+    REQUIRE(pthread_create(&uploader, NULL, run_upload, &u) == 0);
+    CHECK(wait_for(&u.started, 1));
+    cw_client_close(clinician);
+    pthread_join(uploader, NULL);
+    CHECK(u.status == CW_OK || u.status == CW_ERR_ABORTED || u.status == CW_ERR_UNAVAILABLE);
+    REQUIRE_OK(cw_client_open(clinician_home, u8(pass), strlen(pass), NULL, NULL, &clinician));
+    REQUIRE_OK(cw_client_sync(clinician));
+  }
 
   /* Erasure, then the contact removed (its deposit token revoked at the relay). */
   cw_buffer* erasure = NULL;
