@@ -49,6 +49,7 @@ class RelayServerTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
+  FakeClock still_clock_;  // outlives the server (TearDown stops it), which reads it until then
   SeededRandom random_{5};
   MemoryLogSink log_;
   std::unique_ptr<RocksDbMailboxStore> store_;
@@ -122,11 +123,10 @@ TEST_F(RelayServerTest, FrameFloodClosesOnlyThatAddress) {
 // at once finds its bucket as empty as it left it (before, the bucket went with the last connection, and
 // every reconnect bought a fresh burst). The server's clock stands still here, so nothing refills.
 TEST_F(RelayServerTest, ReconnectingDoesNotRefillAnAddressFrameBudget) {
-  FakeClock still;
   ServerOptions o;
   o.frame_burst = 5;
   o.frames_per_second = 1;
-  Start(o, &still);
+  Start(o, &still_clock_);
   {
     Client first(1, server_->endpoint());
     ASSERT_TRUE(first.connected());
