@@ -30,6 +30,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "core/base/bytes.h"
@@ -136,6 +137,18 @@ class MailboxStore {
                                                         size_t max_bytes, bool* more) = 0;
   // True when the message was present and is now removed.
   virtual Result<bool> Ack(const MailboxId& id, const MessageId& message_id) = 0;
+  // Removes each listed message that is present (an id not there is no error) and returns how many it
+  // removed; an owner's acknowledgement of many messages at once. The default runs Ack for each; a store
+  // that syncs should make them durable together, with one wait.
+  virtual Result<size_t> AckMany(const MailboxId& id, std::span<const MessageId> message_ids) {
+    size_t removed = 0;
+    for (const MessageId& m : message_ids) {
+      auto r = Ack(id, m);
+      if (!r) return Error(r.error());
+      if (*r) ++removed;
+    }
+    return removed;
+  }
   // Removes messages and attachments whose expiry is at or before now; returns how many things it removed.
   // Also forgets claimable deposit tokens whose claim_by time has passed (not counted in the result).
   virtual Result<size_t> PurgeExpired(int64_t now_millis) = 0;

@@ -336,12 +336,10 @@ Response RelayService::Execute(const LinkKey& client, const Command& command, st
           return Ok(done);
         } else if constexpr (std::is_same_v<T, Ack>) {
           if (!Owns(client, c.mailbox)) return Fail(ResponseCode::kNotFound, kNoMailboxText);
+          auto removed = store_.AckMany(c.mailbox, c.message_ids);
+          if (!removed) return StoreFailure(removed.error());
           Acked acked;
-          for (const auto& id : c.message_ids) {
-            auto removed = store_.Ack(c.mailbox, id);
-            if (!removed) return StoreFailure(removed.error());
-            if (*removed) ++acked.removed;
-          }
+          acked.removed = static_cast<decltype(acked.removed)>(*removed);
           return Ok(acked);
         } else if constexpr (std::is_same_v<T, IssueDepositToken>) {
           if (!Owns(client, c.mailbox)) return Fail(ResponseCode::kNotFound, kNoMailboxText);

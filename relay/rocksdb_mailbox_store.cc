@@ -258,7 +258,8 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     std::lock_guard<std::mutex> lock(cmu_);
     pending_.Delete(SeqKey(kMessageTag, id, e.seq)).PermitUncheckedError();
   }
-  void RecordPreKeys(const MailboxId& id, const PreKeyState& pk) override {
+  void RecordPreKeys(const MailboxId& id, const PreKeyState& pk,
+                     std::span<const wire::OneTimePreKeyPublic> uploaded) override {
     std::string v;
     PutBe(&v, pk.registration_id, 4);
     PutBe(&v, pk.device_id, 4);
@@ -267,10 +268,10 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     Append(&v, pk.signed_pre_key.public_key);
     Append(&v, pk.signed_pre_key.signature);
     Put(Key(kPreKeyTag, id), v);
-    for (const auto& [key_id, key] : pk.one_time) {
+    for (const auto& one : uploaded) {
       std::string k = Key(kOneTimeTag, id);
-      PutBe(&k, key_id, 4);
-      Put(k, std::string(reinterpret_cast<const char*>(key.data()), key.size()));
+      PutBe(&k, one.id, 4);
+      Put(k, std::string(reinterpret_cast<const char*>(one.public_key.data()), one.public_key.size()));
     }
   }
   void RecordOneTimeRemoved(const MailboxId& id, uint32_t key_id) override {

@@ -494,6 +494,27 @@ Result<bool> StoreCore::Ack(const MailboxId& id, const MessageId& message_id) {
   return true;
 }
 
+Result<size_t> StoreCore::AckMany(const MailboxId& id, std::span<const MessageId> message_ids) {
+  uint64_t ticket = 0;
+  size_t removed = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    CW_RETURN_IF_ERROR(Health());
+    MailboxState* box = Find(id);
+    if (box == nullptr) return Error(StatusCode::kNotFound, "no such mailbox");
+    for (const MessageId& m : message_ids) {
+      auto it = box->by_id.find(m);
+      if (it == box->by_id.end()) continue;
+      RemoveMessage(id, *box, it->second);
+      ++removed;
+    }
+    ticket = Ticket();
+  }
+  // One wait for all of them: an acknowledgement of 64 ids holds a worker for one sync, not 64 in a row.
+  if (removed > 0) CW_RETURN_IF_ERROR(WaitDurable(ticket));
+  return removed;
+}
+
 Result<size_t> StoreCore::PurgeExpired(int64_t now_millis) {
   // A few mailboxes (or attachments) per hold of mu_, resuming after the last key seen: deposits take mu_ on
   // the transport's loop thread, and a purge over a large store must not stall it for the whole walk.
@@ -572,7 +593,7 @@ Result<uint32_t> StoreCore::PutPreKeys(const MailboxId& id, const PreKeySet& key
       return Error(StatusCode::kResourceExhausted, "too many one-time pre-keys stored");
     }
     box->pre_keys = std::move(next);
-    RecordPreKeys(id, *box->pre_keys);
+    RecordPreKeys(id, *box->pre_keys, keys.one_time_pre_keys);
     count = static_cast<uint32_t>(box->pre_keys->one_time.size());
     ticket = Ticket();
   }
@@ -761,7 +782,8 @@ class InMemoryMailboxStore final : public StoreCore {
   void RecordToken(const MailboxId&, const TokenHash&, bool, int64_t) override {}
   void RecordMessage(const MailboxId&, const MessageEntry&, ByteView) override {}
   void RecordMessageRemoved(const MailboxId&, const MessageEntry&) override {}
-  void RecordPreKeys(const MailboxId&, const PreKeyState&) override {}
+  void RecordPreKeys(const MailboxId&, const PreKeyState&,
+                     std::span<const wire::OneTimePreKeyPublic>) override {}
   void RecordOneTimeRemoved(const MailboxId&, uint32_t) override {}
   void RecordAttachment(const AttachmentId&, const AttachmentState&) override {}
   Status RecordAttachmentChunk(const AttachmentId&, uint64_t, ByteView) override { return Status::Ok(); }

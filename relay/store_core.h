@@ -104,6 +104,7 @@ class StoreCore : public virtual MailboxStore {
   Result<std::vector<StoredMessage>> FetchAfter(const MailboxId& id, uint64_t after_seq, size_t max_count,
                                                 size_t max_bytes, bool* more) override;
   Result<bool> Ack(const MailboxId& id, const MessageId& message_id) override;
+  Result<size_t> AckMany(const MailboxId& id, std::span<const MessageId> message_ids) override;
   Result<size_t> PurgeExpired(int64_t now_millis) override;
   std::unique_ptr<Watch> WatchMailbox(const MailboxId& id, WatchCallback callback) override;
   Result<uint32_t> PutPreKeys(const MailboxId& id, const PreKeySet& keys, size_t max_one_time) override;
@@ -130,7 +131,11 @@ class StoreCore : public virtual MailboxStore {
   virtual void RecordToken(const MailboxId& id, const TokenHash& token, bool present, int64_t claim_by_millis) = 0;
   virtual void RecordMessage(const MailboxId& id, const MessageEntry& entry, ByteView envelope) = 0;
   virtual void RecordMessageRemoved(const MailboxId& id, const MessageEntry& entry) = 0;
-  virtual void RecordPreKeys(const MailboxId& id, const PreKeyState& state) = 0;  // whole set rewritten
+  // The identity and signed pre-key in `state`, and of its one-time keys only those this upload brought
+  // (`uploaded`, new or replacing one with the same id): the others are stored already, and rewriting up to
+  // the whole set for every upload would put kilobytes into the batch every deposit waits on.
+  virtual void RecordPreKeys(const MailboxId& id, const PreKeyState& state,
+                             std::span<const wire::OneTimePreKeyPublic> uploaded) = 0;
   virtual void RecordOneTimeRemoved(const MailboxId& id, uint32_t key_id) = 0;
   virtual void RecordAttachment(const AttachmentId& id, const AttachmentState& state) = 0;
   // The one Record* that can fail on its own (a store may write chunk bodies outside its batch, to a file):

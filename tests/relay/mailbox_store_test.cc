@@ -119,6 +119,19 @@ TEST_P(MailboxStoreTest, FetchAfterSequenceInOrderWithLimits) {
   EXPECT_EQ(two->size(), 2u);
 }
 
+TEST_P(MailboxStoreTest, AckManyRemovesTheListedMessagesAndSkipsUnknownOrRepeatedIds) {
+  for (uint32_t i = 1; i <= 4; ++i)
+    CW_RL_ASSERT_OK(store_->Insert(box_, Mid(i), Bytes(10, uint8_t(i)), far_, {}));
+  const std::vector<MessageId> ids = {Mid(1), Mid(3), Mid(3), Mid(9)};
+  EXPECT_EQ(store_->AckMany(box_, ids).value(), 2u);
+  auto left = store_->FetchAfter(box_, 0, 10, 1 << 20, nullptr);
+  ASSERT_EQ(left->size(), 2u);
+  EXPECT_EQ((*left)[0].id, Mid(2));
+  EXPECT_EQ((*left)[1].id, Mid(4));
+  EXPECT_EQ(store_->AckMany(box_, ids).value(), 0u);  // nothing left of them: not an error
+  EXPECT_EQ(testing::CodeOf(store_->AckMany(Filled<kMailboxIdSize>(0xee), ids)), StatusCode::kNotFound);
+}
+
 TEST_P(MailboxStoreTest, AckRemovesByIdAndSequencesAreNeverReused) {
   CW_RL_ASSERT_OK(store_->Insert(box_, Mid(1), Bytes(10, 1), far_, {}));
   CW_RL_ASSERT_OK(store_->Insert(box_, Mid(2), Bytes(10, 2), far_, {}));

@@ -127,6 +127,46 @@ TEST(RocksDbMailboxStore, EverythingSurvivesReopen) {
   EXPECT_EQ(stats.message_bytes, 150u);
 }
 
+// An upload writes only the one-time keys it brings: the ones stored before, and one taken meanwhile, come
+// back after a reopen exactly as they were, next to a rotated signed pre-key and a replaced key.
+TEST(RocksDbMailboxStore, PreKeyUploadsKeepEarlierOneTimeKeysAcrossReopen) {
+  testing::TempDir dir;
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  PreKeySet keys;
+  keys.registration_id = 5;
+  keys.identity_key = Filled<wire::kPublicKeySize>(5);
+  keys.signed_pre_key = {8, Filled<wire::kPublicKeySize>(6), Filled<wire::kSignatureSize>(7)};
+  {
+    auto store = OpenOrDie(dir.Sub("db"));
+    ASSERT_TRUE(store);
+    CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+    for (uint32_t id = 1; id <= 3; ++id)
+      keys.one_time_pre_keys.push_back({id, Filled<wire::kPublicKeySize>(uint8_t(id))});
+    ASSERT_EQ(store->PutPreKeys(box, keys, 100).value(), 3u);
+    ASSERT_EQ(store->TakeBundle(box).value()->bundle.one_time_pre_key->id, 1u);
+    // A rotation with no new one-time keys, then one key replaced and one added.
+    keys.signed_pre_key = {9, Filled<wire::kPublicKeySize>(0x66), Filled<wire::kSignatureSize>(0x77)};
+    keys.one_time_pre_keys.clear();
+    ASSERT_EQ(store->PutPreKeys(box, keys, 100).value(), 2u);
+    keys.one_time_pre_keys = {{3, Filled<wire::kPublicKeySize>(0x33)}, {4, Filled<wire::kPublicKeySize>(4)}};
+    ASSERT_EQ(store->PutPreKeys(box, keys, 100).value(), 3u);
+  }
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  std::vector<wire::OneTimePreKeyPublic> handed;
+  for (int i = 0; i < 4; ++i) {
+    auto taken = store->TakeBundle(box);
+    ASSERT_TRUE(taken.has_value() && taken->has_value());
+    EXPECT_EQ((*taken)->bundle.signed_pre_key.id, 9u);
+    EXPECT_EQ((*taken)->bundle.signed_pre_key.public_key, Filled<wire::kPublicKeySize>(0x66));
+    if ((*taken)->bundle.one_time_pre_key) handed.push_back(*(*taken)->bundle.one_time_pre_key);
+  }
+  const std::vector<wire::OneTimePreKeyPublic> want = {{2, Filled<wire::kPublicKeySize>(2)},
+                                                       {3, Filled<wire::kPublicKeySize>(0x33)},
+                                                       {4, Filled<wire::kPublicKeySize>(4)}};
+  EXPECT_EQ(handed, want);
+}
+
 // Sequence numbers are recorded a range at a time (internal::kSeqReserve), not per message. A mailbox that
 // has gone past its first range and is reopened must still number above everything it handed out, and
 // every message must come back.
@@ -184,6 +224,30 @@ TEST(RocksDbMailboxStore, SequenceNumbersPastAReservedRangeSurviveReopen) {
   }
   EXPECT_EQ(count, size_t{n} + 1);
   EXPECT_GT(highest, last_seq) << "the message deposited after the reopen is numbered above all earlier ones";
+}
+
+// An owner acknowledging many messages at once waits for one sync, not one per message (a 64-id Ack would
+// otherwise hold a relay worker through 64 commit cycles in a row).
+TEST(RocksDbMailboxStore, AckManyWaitsForOneSync) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+  std::vector<MessageId> ids;
+  for (uint32_t i = 1; i <= 64; ++i) {
+    CW_RL_ASSERT_OK(store->Insert(box, Mid(i), Bytes(50, 7), kFar, {}));
+    ids.push_back(Mid(i));
+  }
+  const uint64_t before = store->SyncCount();
+  EXPECT_EQ(store->AckMany(box, ids).value(), 64u);
+  EXPECT_EQ(store->SyncCount() - before, 1u);
+  EXPECT_EQ(store->Stats()->messages, 0u);
+  // Durable: gone after a reopen too.
+  store.reset();
+  store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->Stats()->messages, 0u);
 }
 
 // Group commit, counted rather than timed: with the committer held, N depositors on N threads all record
@@ -332,7 +396,8 @@ class ScriptedSyncStore final : public internal::StoreCore {
   void RecordToken(const MailboxId&, const TokenHash&, bool, int64_t) override {}
   void RecordMessage(const MailboxId&, const internal::MessageEntry&, ByteView) override {}
   void RecordMessageRemoved(const MailboxId&, const internal::MessageEntry&) override {}
-  void RecordPreKeys(const MailboxId&, const internal::PreKeyState&) override {}
+  void RecordPreKeys(const MailboxId&, const internal::PreKeyState&,
+                     std::span<const wire::OneTimePreKeyPublic>) override {}
   void RecordOneTimeRemoved(const MailboxId&, uint32_t) override {}
   void RecordAttachment(const AttachmentId&, const internal::AttachmentState&) override {}
   Status RecordAttachmentChunk(const AttachmentId&, uint64_t, ByteView) override { return Status::Ok(); }
