@@ -79,6 +79,7 @@ struct StoreStats {
   uint64_t message_bytes = 0;
   uint64_t attachments = 0;
   uint64_t attachment_bytes = 0;
+  uint64_t attachment_bytes_pending = 0;  // announced by attachments but not uploaded yet
   uint64_t syncs = 0;  // synced writes so far (0 for a store without syncs)
 };
 
@@ -196,6 +197,9 @@ class MailboxStore {
   virtual Result<AttachmentChunkRead> ReadAttachment(const AttachmentId& id, uint64_t offset, size_t max_len) = 0;
 
   virtual Result<StoreStats> Stats() = 0;
+  // Bytes free for this store on its disk, what new attachments are weighed against (RelayOptions::
+  // min_free_disk_bytes). A store that cannot tell says UINT64_MAX.
+  virtual Result<uint64_t> FreeDiskBytes() { return UINT64_MAX; }
 };
 
 // A store held in memory: for tests, and for a relay that may lose everything on restart.

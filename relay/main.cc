@@ -86,6 +86,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> stats_keys;
   int64_t ttl_days = 30;
   uint64_t max_attachment_mib = 100;
+  uint64_t min_free_disk_mib = 1024;
   uint32_t quota_messages = 1000;
   uint64_t quota_mib = 64;
   cw::relay::ServerOptions server_options;
@@ -97,6 +98,9 @@ int main(int argc, char** argv) {
   app.add_option("--stats-key", stats_keys, "link key (hex) allowed the stats command; repeatable");
   app.add_option("--message-ttl-days", ttl_days, "days a message waits")->capture_default_str();
   app.add_option("--max-attachment-mib", max_attachment_mib, "largest attachment")->capture_default_str();
+  app.add_option("--min-free-disk-mib", min_free_disk_mib,
+                 "new attachments are refused when the disk would keep less free than this")
+      ->capture_default_str();
   app.add_option("--quota-messages", quota_messages, "messages per mailbox")->capture_default_str();
   app.add_option("--quota-mib", quota_mib, "envelope MiB per mailbox")->capture_default_str();
   app.add_option("--max-connections", server_options.max_connections)->capture_default_str();
@@ -129,6 +133,7 @@ int main(int argc, char** argv) {
   cw::relay::RelayOptions options;
   options.message_ttl_millis = ttl_days * 24 * 3600 * 1000;
   options.max_attachment_size = max_attachment_mib << 20;
+  options.min_free_disk_bytes = min_free_disk_mib << 20;
   options.quota.max_messages = quota_messages;
   options.quota.max_bytes = quota_mib << 20;
   for (const auto& hex : stats_keys) {

@@ -244,6 +244,14 @@ Response RelayService::DepositResponse(const MailboxId& mailbox, const Result<In
   }
 }
 
+bool RelayService::RoomForAttachment(uint64_t size) {
+  auto free = store_.FreeDiskBytes();
+  auto stats = store_.Stats();
+  if (!free || !stats) return false;  // cannot tell: refuse rather than risk filling the disk
+  const uint64_t needed = options_.min_free_disk_bytes + stats->attachment_bytes_pending + size;
+  return needed >= options_.min_free_disk_bytes && *free >= needed;  // (the first: no wrap-around)
+}
+
 bool RelayService::Owns(const LinkKey& client, const MailboxId& mailbox) {
   auto owner = store_.MailboxOwner(mailbox);
   return owner && owner->has_value() && **owner == client;
@@ -366,6 +374,9 @@ Response RelayService::Execute(const LinkKey& client, const Command& command, st
         } else if constexpr (std::is_same_v<T, CreateAttachment>) {
           if (c.total_size > options_.max_attachment_size) {
             return Fail(ResponseCode::kTooLarge, "attachment larger than the relay accepts");
+          }
+          if (!RoomForAttachment(c.total_size)) {
+            return Fail(ResponseCode::kUnavailable, "relay storage is full; try again later");
           }
           for (int attempt = 0; attempt < 4; ++attempt) {
             const AttachmentId id = Draw<kAttachmentIdSize>();

@@ -46,6 +46,10 @@ struct RelayOptions {
   int64_t message_ttl_millis = 30ll * 24 * 3600 * 1000;
   MessageQuota quota;
   uint64_t max_attachment_size = 100ull << 20;
+  // A new attachment is refused ("relay storage is full") when the store's disk would keep less than this
+  // free once it and every upload still under way are complete: the room left is for deposits, which are
+  // small and not weighed (a disk that fills up stops the store until restarted).
+  uint64_t min_free_disk_bytes = 1ull << 30;
   int64_t attachment_ttl_millis = 30ll * 24 * 3600 * 1000;
   TokenBucketLimiter::Options bundle_fetch_limit;  // 6, then one per 10 minutes
   uint32_t pre_key_low_water = 10;
@@ -127,6 +131,9 @@ class RelayService {
   Response ChunkResponse(const Result<uint64_t>& written);
   Response Execute(const LinkKey& client, const Command& command, std::vector<Bytes>* deliveries);
   bool Owns(const LinkKey& client, const MailboxId& mailbox);
+  // Whether the disk keeps min_free_disk_bytes once `size` more and every upload under way are written.
+  // Checked before the create, not with it: uploads created at the same moment can each pass.
+  bool RoomForAttachment(uint64_t size);
   void WatchFor(const std::shared_ptr<Subscriber>& sub, const MailboxId& mailbox);
   void OnMailboxCreated(const LinkKey& owner, const MailboxId& mailbox);
   void NotifyPreKeysLow(const LinkKey& owner, const MailboxId& mailbox, uint32_t remaining);

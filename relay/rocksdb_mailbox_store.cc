@@ -5,8 +5,10 @@
 #include <rocksdb/options.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/write_batch.h>
+#include <sys/statvfs.h>
 
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstring>
 #include <functional>
@@ -92,8 +94,18 @@ constexpr size_t kAttachmentValue = kLinkKeySize + 8 + 8 + 8;
 
 class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
  public:
-  RocksImpl(std::unique_ptr<rocksdb::DB> db, std::unique_ptr<internal::AttachmentFiles> files, bool sync)
-      : db_(std::move(db)), files_(std::move(files)), sync_(sync) {}
+  RocksImpl(std::unique_ptr<rocksdb::DB> db, std::unique_ptr<internal::AttachmentFiles> files, bool sync,
+            std::string path)
+      : db_(std::move(db)), files_(std::move(files)), sync_(sync), path_(std::move(path)) {}
+
+  Result<uint64_t> FreeDiskBytes() override {
+    struct statvfs st {};
+    if (::statvfs(path_.c_str(), &st) != 0) {
+      return Error(StatusCode::kUnavailable,
+                   std::string("cannot tell the free disk space: ") + std::strerror(errno));
+    }
+    return static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+  }
 
   ~RocksImpl() override {
     {
@@ -560,6 +572,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   std::unique_ptr<rocksdb::DB> db_;
   std::unique_ptr<internal::AttachmentFiles> files_;
   const bool sync_;
+  const std::string path_;
 
   mutable std::mutex cmu_;  // after StoreCore's mutex when both are held
   std::condition_variable work_cv_;
@@ -598,7 +611,7 @@ Result<std::unique_ptr<RocksDbMailboxStore>> RocksDbMailboxStore::Open(const std
   if (!s.ok()) return Error(FromRocks(s, "open relay store"));
   std::unique_ptr<rocksdb::DB> db(raw);
   CW_ASSIGN_OR_RETURN(auto files, internal::AttachmentFiles::Open(path + "/attachments"));
-  auto impl = std::make_unique<RocksImpl>(std::move(db), std::move(files), options.sync);
+  auto impl = std::make_unique<RocksImpl>(std::move(db), std::move(files), options.sync, path);
   CW_RETURN_IF_ERROR(impl->Load());
   return std::unique_ptr<RocksDbMailboxStore>(std::move(impl));
 }

@@ -181,7 +181,7 @@ void StoreCore::RebuildDerived() {
   owners_.clear();
   mailbox_index_.clear();
   mailbox_index_.reserve(mailboxes_.size());
-  total_messages_ = total_bytes_ = total_attachment_bytes_ = 0;
+  total_messages_ = total_bytes_ = total_attachment_bytes_ = announced_attachment_bytes_ = 0;
   for (auto& [id, box] : mailboxes_) {
     mailbox_index_.emplace(id, &box);
     owners_[box.owner].insert(id);
@@ -193,7 +193,10 @@ void StoreCore::RebuildDerived() {
     total_messages_ += box.by_seq.size();
     total_bytes_ += box.bytes;
   }
-  for (const auto& [id, a] : attachments_) total_attachment_bytes_ += a.written;
+  for (const auto& [id, a] : attachments_) {
+    total_attachment_bytes_ += a.written;
+    announced_attachment_bytes_ += a.total_size;
+  }
 }
 
 Status StoreCore::CreateMailbox(const MailboxId& id, const LinkKey& owner) {
@@ -554,6 +557,7 @@ Result<size_t> StoreCore::PurgeExpired(int64_t now_millis) {
       if (it->second.expires_at_millis <= now_millis) {
         RecordAttachmentRemoved(it->first, it->second);
         total_attachment_bytes_ -= it->second.written;
+        announced_attachment_bytes_ -= it->second.total_size;
         it = attachments_.erase(it);
         ++removed;
       } else {
@@ -647,6 +651,7 @@ Status StoreCore::CreateAttachment(const AttachmentId& id, const LinkKey& upload
     a.uploader = uploader;
     a.total_size = total_size;
     a.expires_at_millis = expires_at_millis;
+    announced_attachment_bytes_ += total_size;
     RecordAttachment(id, a);
     ticket = Ticket();
   }
@@ -761,6 +766,7 @@ Result<StoreStats> StoreCore::Stats() {
   s.message_bytes = total_bytes_;
   s.attachments = attachments_.size();
   s.attachment_bytes = total_attachment_bytes_;
+  s.attachment_bytes_pending = announced_attachment_bytes_ - total_attachment_bytes_;
   s.syncs = SyncCount();
   return s;
 }

@@ -192,6 +192,7 @@ class StoreCore : public virtual MailboxStore {
   uint64_t total_messages_ = 0;
   uint64_t total_bytes_ = 0;
   uint64_t total_attachment_bytes_ = 0;
+  uint64_t announced_attachment_bytes_ = 0;  // sum of total_size: written plus still to come
   std::unique_ptr<WatchRegistry> watches_;
 };
 

@@ -5,11 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <set>
 #include <thread>
 
 #include "core/base/random.h"
 #include "relay/rocksdb_mailbox_store.h"
+#include "relay/store_core.h"
 #include "tests/relay/relay_test_util.h"
 
 namespace cw::relay {
@@ -524,6 +526,69 @@ TEST_F(RelayServiceTest, AttachmentUploadAndDownloadInChunks) {
   EXPECT_EQ(Send(alice_, PutAttachmentChunk{id, 5, Bytes(10, 0)}).response.code, ResponseCode::kOk);  // resend
   EXPECT_EQ(Send(alice_, PutAttachmentChunk{id, blob.size(), Bytes(1, 0)}).response.code,
             ResponseCode::kInvalidRequest);
+}
+
+// An in-memory store on a disk whose free space the test sets.
+class DiskOfKnownSize final : public internal::StoreCore {
+ public:
+  std::atomic<uint64_t> free_bytes{0};
+  Result<uint64_t> FreeDiskBytes() override { return free_bytes.load(); }
+
+ protected:
+  bool KeepsBodies() const override { return true; }
+  Status Health() const override { return Status::Ok(); }
+  void RecordMailbox(const MailboxId&, const internal::MailboxState&) override {}
+  void RecordToken(const MailboxId&, const TokenHash&, bool, int64_t) override {}
+  void RecordMessage(const MailboxId&, const internal::MessageEntry&, ByteView) override {}
+  void RecordMessageRemoved(const MailboxId&, const internal::MessageEntry&) override {}
+  void RecordPreKeys(const MailboxId&, const internal::PreKeyState&,
+                     std::span<const wire::OneTimePreKeyPublic>) override {}
+  void RecordOneTimeRemoved(const MailboxId&, uint32_t) override {}
+  void RecordAttachment(const AttachmentId&, const internal::AttachmentState&) override {}
+  Status RecordAttachmentChunk(const AttachmentId&, uint64_t, ByteView) override { return Status::Ok(); }
+  void RecordAttachmentRemoved(const AttachmentId&, const internal::AttachmentState&) override {}
+  uint64_t Ticket() override { return 0; }
+  Status WaitDurable(uint64_t) override { return Status::Ok(); }
+  void WhenDurable(uint64_t, std::function<void(Status)> fn) override { fn(Status::Ok()); }
+  uint64_t SyncCount() const override { return 0; }
+};
+
+// New attachments are weighed against the disk: what they announce, plus what uploads under way still
+// announce, must leave min_free_disk_bytes free. A full disk refuses with "try again later"; as uploads
+// complete or expire, room comes back.
+TEST(RelayServiceDisk, AttachmentsAreRefusedBeforeTheDiskFills) {
+  DiskOfKnownSize store;
+  FakeClock clock;
+  SeededRandom random(3);
+  MemoryLogSink log;
+  RelayOptions o;
+  o.min_free_disk_bytes = 1000;
+  RelayService service(store, clock, random, o, &log);
+  const LinkKey alice = Key(1);
+  uint32_t rid = 0;
+  auto send = [&](CommandBody body) {
+    auto frames = service.Handle(alice, EncodeCommand(Command{++rid, std::move(body)}));
+    return std::get<Response>(DecodeServerFrame(frames.back()).value());
+  };
+  store.free_bytes = 1000 + 600;
+  const Response first = send(CreateAttachment{500});
+  ASSERT_EQ(first.code, ResponseCode::kOk) << first.message;
+  const AttachmentId id = std::get<AttachmentCreated>(first.body).id;
+  EXPECT_EQ(store.Stats()->attachment_bytes_pending, 500u);
+  // 500 still to come and 200 more would leave 900 < 1000.
+  const Response refused = send(CreateAttachment{200});
+  EXPECT_EQ(refused.code, ResponseCode::kUnavailable);
+  EXPECT_NE(refused.message.find("storage is full"), std::string::npos) << refused.message;
+  EXPECT_EQ(send(CreateAttachment{100}).code, ResponseCode::kOk);  // exactly the floor left
+  // The first upload completes: its bytes are on the disk now, no longer pending.
+  ASSERT_EQ(send(PutAttachmentChunk{id, 0, Bytes(500, 1)}).code, ResponseCode::kOk);
+  EXPECT_EQ(store.Stats()->attachment_bytes_pending, 100u);
+  store.free_bytes = 1000 + 100;  // what the disk says once those 500 bytes are written
+  EXPECT_EQ(send(CreateAttachment{1}).code, ResponseCode::kUnavailable);
+  clock.Advance(o.attachment_ttl_millis);
+  ASSERT_EQ(service.PurgeExpired().value(), 2u);
+  EXPECT_EQ(store.Stats()->attachment_bytes_pending, 0u);
+  EXPECT_EQ(send(CreateAttachment{100}).code, ResponseCode::kOk);
 }
 
 TEST_F(RelayServiceTest, AttachmentSizeCapAndTtl) {
