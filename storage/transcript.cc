@@ -80,6 +80,10 @@ class Transcripts::Impl {
         return Error(StatusCode::kTampered, "bad row key");
       next = seq + 1;
     }
+    // Past rows that disappeared too (ConversationRecord::next_sequence): else a late receipt for one of
+    // them would land on the new message given its number.
+    CW_ASSIGN_OR_RETURN(auto c, LoadConversation(id));
+    if (c) next = std::max(next, c->next_sequence);
     next_sequence_.emplace(std::string(id), next);
     return next;
   }
@@ -349,12 +353,24 @@ class Transcripts::Impl {
       CW_ASSIGN_OR_RETURN(std::vector<std::string> keys, store_->ListKeys(Table::kTranscript, RowPrefix(id)));
       int64_t next = kNever;
       WriteBatch batch;
-      for (auto& k : keys) {
+      for (size_t i = 0; i < keys.size(); ++i) {
+        std::string& k = keys[i];
         CW_ASSIGN_OR_RETURN(std::optional<SecretBytes> v, store_->Get(Table::kTranscript, k));
         if (!v) continue;
         CW_ASSIGN_OR_RETURN(internal::RowRecord row, internal::DecodeRow(v->reveal()));
         if (row.expires_at_ms == 0) continue;
         if (row.expires_at_ms <= now) {
+          if (i + 1 == keys.size()) {
+            // The newest row goes: its number stays taken, recorded in the batch that deletes it.
+            std::string conv;
+            uint64_t seq = 0;
+            if (!internal::ParseRowKey(k, &conv, &seq)) return Error(StatusCode::kTampered, "bad row key");
+            CW_ASSIGN_OR_RETURN(auto c, LoadConversation(id));
+            if (c) {
+              c->next_sequence = std::max(c->next_sequence, seq + 1);
+              batch.writes.push_back(Put(Table::kConversation, id, internal::EncodeConversation(*c)));
+            }
+          }
           batch.writes.push_back(Del(Table::kTranscript, k));
           batch.writes.push_back(Del(Table::kOutbox, std::move(k)));
           ++result.messages;

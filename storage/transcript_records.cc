@@ -147,23 +147,26 @@ bool ParseRowKey(std::string_view key, std::string* conversation_id, uint64_t* s
 SecretBytes EncodeConversation(const ConversationRecord& c) {
   SecretSink sink;
   Packer p(sink);
-  p.pack_array(4);
+  p.pack_array(5);
   p.pack_uint8(kRecordVersion);
   PackBin(p, c.key.reveal());
   p.pack_int64(c.disappearing_ms);
   p.pack_int64(c.created_at_ms);
+  p.pack_uint64(c.next_sequence);
   return sink.Take();
 }
 
 Result<ConversationRecord> DecodeConversation(std::span<const uint8_t> bytes) {
-  auto h = UnpackOne(bytes, {4, 0, kConversationKeySize, 1});
+  auto h = UnpackOne(bytes, {5, 0, kConversationKeySize, 1});
   if (!h) return Malformed("conversation record");
-  const msgpack::object* a = Array(h->get(), 4);
+  const size_t fields = h->get().type == msgpack::type::ARRAY && h->get().via.array.size == 5 ? 5 : 4;
+  const msgpack::object* a = Array(h->get(), fields);
   uint64_t version = 0;
   std::span<const uint8_t> key;
   ConversationRecord c;
   if (!a || !GetUint(a[0], 255, &version) || !GetBin(a[1], &key) || !GetInt(a[2], &c.disappearing_ms) ||
-      !GetInt(a[3], &c.created_at_ms)) {
+      !GetInt(a[3], &c.created_at_ms) ||
+      (fields == 5 && !GetUint(a[4], std::numeric_limits<uint64_t>::max(), &c.next_sequence))) {
     return Malformed("conversation record");
   }
   if (version != kRecordVersion) return Error(StatusCode::kUnsupportedVersion, "conversation record version");

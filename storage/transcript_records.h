@@ -32,6 +32,9 @@ struct ConversationRecord {
   SecretBytes key;  // kConversationKeySize bytes
   int64_t disappearing_ms = 0;
   int64_t created_at_ms = 0;
+  // The lowest sequence the next row may take, once the newest rows disappeared (0: one past the newest
+  // row). Records written before it existed have 4 fields and read as 0.
+  uint64_t next_sequence = 0;
 };
 SecretBytes EncodeConversation(const ConversationRecord& c);
 Result<ConversationRecord> DecodeConversation(std::span<const uint8_t> bytes);

@@ -53,9 +53,11 @@ Status ReceiptBook::StageSent(const std::string& contact, uint64_t sequence, con
 }
 
 Result<std::vector<ReceiptBook::Unread>> ReceiptBook::UnreadUpTo(const std::string& contact,
-                                                                 uint64_t up_to_sequence) const {
+                                                                 uint64_t up_to_sequence) {
   CW_ASSIGN_OR_RETURN(auto keys, store_->ListKeys(Table::kMeta, kReceiptInPrefix));
+  const std::string conv = storage::Transcripts::DirectConversationId(contact);
   std::vector<Unread> out;
+  std::vector<Unread> gone;
   for (auto& key : keys) {
     CW_ASSIGN_OR_RETURN(auto stored, store_->Get(Table::kMeta, key));
     if (!stored) continue;
@@ -67,8 +69,11 @@ Result<std::vector<ReceiptBook::Unread>> ReceiptBook::UnreadUpTo(const std::stri
     }
     if (who != contact || u.sequence > up_to_sequence) continue;
     u.key = std::move(key);
-    out.push_back(std::move(u));
+    auto row = transcripts_->GetMessage(conv, u.sequence);
+    if (!row && row.error().code() != StatusCode::kNotFound) return Error(row.error());
+    (row ? out : gone).push_back(std::move(u));
   }
+  CW_RETURN_IF_ERROR(Forget(gone));
   std::sort(out.begin(), out.end(), [](const Unread& a, const Unread& b) { return a.sequence < b.sequence; });
   return out;
 }

@@ -58,7 +58,8 @@ class ReceiptBook {
     uint64_t sequence = 0;
     wire::ReceiptRef ref{};
   };
-  Result<std::vector<Unread>> UnreadUpTo(const std::string& contact, uint64_t up_to_sequence) const;
+  // Records of messages that are gone (disappeared) are dropped here: nobody read those.
+  Result<std::vector<Unread>> UnreadUpTo(const std::string& contact, uint64_t up_to_sequence);
   Status Forget(const std::vector<Unread>& read);
   // Deletes every record naming `contact` (its conversation was erased: nothing of it may be left).
   Status ForgetContact(const std::string& contact);

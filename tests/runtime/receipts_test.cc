@@ -327,6 +327,38 @@ TEST_F(ReceiptsE2E, SweeperDeletesExpiredRowsOnTheLoop) {
   }
 }
 
+// A message that disappeared unread is not reported read: marking the conversation read afterwards sends no
+// read receipt for it and records no kMessageRead.
+TEST_F(ReceiptsE2E, AMessageThatDisappearedUnreadIsNeverMarkedRead) {
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t disappeared = 0;
+  ClientOptions co = Fast();
+  co.sweep_interval_ms = 20;
+  co.callbacks.on_disappeared = [&](size_t rows) {
+    std::lock_guard<std::mutex> l(mu);
+    disappeared += rows;
+    cv.notify_all();
+  };
+  auto clinician = NewClient("clinician", "dr.lee", std::move(co));
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  ASSERT_HAS(clinician->MarkRead("pat", 1));  // "hello doctor"
+  const size_t reads_before = CountAudit(*clinician, compliance::AuditEventType::kMessageRead, 0);
+  ASSERT_HAS(clinician->SetDisappearingTimer("pat", 50));
+  ASSERT_HAS(patient->SendText("dr.lee", "this disappears unread"));
+  ASSERT_HAS(patient->Sync());
+  auto got = clinician->Sync();
+  ASSERT_HAS(got);
+  ASSERT_EQ(got->received, 1u);
+  EXPECT_TRUE(testing::WaitFor(mu, cv, [&] { return disappeared >= 1; }));
+  auto marked = clinician->MarkRead("pat", 100);
+  ASSERT_HAS(marked);
+  EXPECT_EQ(*marked, 0u);
+  EXPECT_EQ(CountAudit(*clinician, compliance::AuditEventType::kMessageRead, 0), reads_before);
+}
+
 TEST_F(ReceiptsE2E, RetentionFloorKeepsRowsAndRecordsTheConflict) {
   constexpr int64_t kFloorMs = 3'600'000;
   auto clinician = NewClient("clinician", "dr.lee");

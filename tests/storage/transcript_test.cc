@@ -281,6 +281,28 @@ TEST_F(TranscriptTest, DisappearingTimerHidesThenSweepsExpiredMessages) {
   EXPECT_TRUE(outbox->empty());  // the expired outgoing message's outbox entry went with it
 }
 
+// When the newest messages disappear, their numbers stay taken: the next message, in this process or the
+// next, is numbered after them (else a late receipt for a message that disappeared would mark the new one).
+// Deleting the conversation starts it again at 1.
+TEST_F(TranscriptTest, SequencesOfMessagesThatDisappearedAreNotReused) {
+  Receive("patient.bob", "kept", "r0");
+  CW_ST_ASSERT_OK(t_->SetDisappearingTimer(kBob, 1'000));
+  Receive("patient.bob", "gone 2", "r1");
+  Send(kBob, "gone 3");
+  clock_.Advance(1'000);
+  ASSERT_EQ(t_->SweepExpired()->messages, 2u);
+  ReopenAll();
+  EXPECT_EQ(Receive("patient.bob", "after", "r4"), 4u);
+  // Swept again (the new one too), and then a fresh process: still after every number handed out.
+  clock_.Advance(1'000);
+  ASSERT_EQ(t_->SweepExpired()->messages, 1u);
+  ReopenAll();
+  EXPECT_EQ(Receive("patient.bob", "later", "r5"), 5u);
+  CW_ST_ASSERT_OK(t_->DeleteConversation(kBob));
+  ReopenAll();
+  EXPECT_EQ(Receive("patient.bob", "new start", "r6"), 1u);
+}
+
 TEST_F(TranscriptTest, DedupKeysLastTheRelayTtlThenAreSwept) {
   Receive("patient.bob", "hello", "relay-1");
   clock_.Advance(kDefaultDedupTtlMs - 1);
