@@ -3,12 +3,52 @@
 #include <sodium.h>
 
 #include <cstring>
+#include <iomanip>
 #include <nlohmann/json.hpp>
+#include <ostream>
+#include <streambuf>
+#include <vector>
+
+#include "core/base/secret.h"
 
 namespace cw::storage {
 namespace {
 
 using nlohmann::json;
+
+// Zeroes every string in `j` (names and message text) before the tree is freed.
+void WipeStrings(json& j) {
+  if (j.is_string()) {
+    auto& s = j.get_ref<std::string&>();
+    sodium_memzero(s.data(), s.size());
+  } else if (j.is_array() || j.is_object()) {
+    for (auto& v : j) WipeStrings(v);
+  }
+}
+struct WipeStringsOnExit {
+  json& j;
+  ~WipeStringsOnExit() { WipeStrings(j); }
+};
+
+// Where the export text is written: growth included, nothing it frees keeps plaintext (json::dump would
+// build a std::string whose earlier, smaller buffers are freed as they are).
+class WipedStreamBuf final : public std::streambuf {
+ public:
+  const std::vector<char, WipingAllocator<char>>& data() const { return data_; }
+
+ protected:
+  int_type overflow(int_type c) override {
+    if (!traits_type::eq_int_type(c, traits_type::eof())) data_.push_back(traits_type::to_char_type(c));
+    return traits_type::not_eof(c);
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    data_.insert(data_.end(), s, s + n);
+    return n;
+  }
+
+ private:
+  std::vector<char, WipingAllocator<char>> data_;
+};
 
 std::string Base64(std::span<const uint8_t> b) {
   std::string out(sodium_base64_ENCODED_LEN(b.size(), sodium_base64_VARIANT_ORIGINAL), '\0');
@@ -137,11 +177,12 @@ Result<SecretBytes> ExportJson(Transcripts& transcripts, std::optional<std::stri
                                std::string_view local_name, int64_t now_ms) {
   try {
     json root;
+    json conversations = json::array();
+    const WipeStringsOnExit wipe_root{root}, wipe_conversations{conversations};
     root["format"] = kExportFormat;
     root["version"] = kExportVersion;
     root["exported_at_ms"] = now_ms;
     root["local_name"] = Text(local_name);
-    json conversations = json::array();
     if (conversation_id) {
       CW_ASSIGN_OR_RETURN(auto info, transcripts.GetConversation(*conversation_id));
       if (!info) return Error(StatusCode::kNotFound, "no such conversation");
@@ -151,10 +192,11 @@ Result<SecretBytes> ExportJson(Transcripts& transcripts, std::optional<std::stri
       for (const auto& info : all) CW_RETURN_IF_ERROR(AddConversation(transcripts, info, &conversations));
     }
     root["conversations"] = std::move(conversations);
-    std::string text = root.dump(2);
-    SecretBytes out(AsBytes(text));
-    sodium_memzero(text.data(), text.size());
-    return out;
+    WipedStreamBuf text;
+    std::ostream os(&text);
+    os << std::setw(2) << root;  // as root.dump(2)
+    if (!os) return Error(StatusCode::kInternal, "export failed");
+    return SecretBytes(reinterpret_cast<const uint8_t*>(text.data().data()), text.data().size());
   } catch (const std::exception&) {
     return Error(StatusCode::kInternal, "export failed");
   }

@@ -15,9 +15,22 @@
 #include <string_view>
 
 #include "core/base/bytes.h"
+#include "core/base/secret.h"
 #include "core/base/status.h"
 
 namespace cw::compliance::internal {
+
+// msgpack output into memory that is wiped when freed, growth included: what is packed (a transcript in an
+// export, a receipt's purposes) leaves no stale copy on the heap.
+class WipedBuffer {
+ public:
+  void write(const char* p, size_t n) { data_.insert(data_.end(), p, p + n); }
+  const char* data() const { return data_.data(); }
+  size_t size() const { return data_.size(); }
+
+ private:
+  std::vector<char, WipingAllocator<char>> data_;
+};
 
 class Packer {
  public:
@@ -53,10 +66,13 @@ class Packer {
     return *this;
   }
   Bytes Take() const { return Bytes(buf_.data(), buf_.data() + buf_.size()); }
+  SecretBytes TakeSecret() const {
+    return SecretBytes(reinterpret_cast<const uint8_t*>(buf_.data()), buf_.size());
+  }
 
  private:
-  msgpack::sbuffer buf_;
-  msgpack::packer<msgpack::sbuffer> pk_;
+  WipedBuffer buf_;
+  msgpack::packer<WipedBuffer> pk_;
 };
 
 struct Limits {

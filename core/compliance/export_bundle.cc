@@ -1,5 +1,7 @@
 #include "core/compliance/export_bundle.h"
 
+#include <sodium.h>
+
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
@@ -118,14 +120,21 @@ Result<Bytes> BuildExport(const ExportContents& c, Signer& exporter, const Verif
   PackBins(body, entries);
   PackBins(body, checkpoints);
   PackBins(body, erasures);
-  const Bytes body_bytes = body.Take();
-  CW_ASSIGN_OR_RETURN(Bytes signature, exporter.Sign(SignedMessage(kExportDomain, body_bytes)));
+  // The body holds the transcript in plaintext: every copy of it here is wiped on the way out.
+  const SecretBytes body_bytes = body.TakeSecret();
+  Bytes to_sign = SignedMessage(kExportDomain, body_bytes.reveal());
+  auto signature = exporter.Sign(to_sign);
+  sodium_memzero(to_sign.data(), to_sign.size());
+  if (!signature) return Error(signature.error());
   Packer out;
-  out.Array(4).Uint(kExportFormatVersion).Bin(body_bytes);
+  out.Array(4).Uint(kExportFormatVersion).Bin(body_bytes.reveal());
   out.Array(2).Uint(static_cast<uint8_t>(exporter.public_key().scheme)).Bin(exporter.public_key().key);
-  out.Bin(signature);
+  out.Bin(*signature);
   Bytes bytes = out.Take();
-  if (bytes.size() > kMaxExportSize) return Error(StatusCode::kInvalidArgument, "export too large");
+  if (bytes.size() > kMaxExportSize) {
+    sodium_memzero(bytes.data(), bytes.size());
+    return Error(StatusCode::kInvalidArgument, "export too large");
+  }
   return bytes;
 }
 

@@ -1116,7 +1116,7 @@ class Client::Impl {
   }
 
   // ---------------------------------------------------------------- sending
-  Result<uint64_t> SendText(const std::string& contact, const std::string& text, const std::string& purpose) {
+  Result<uint64_t> SendText(const std::string& contact, std::string_view text, const std::string& purpose) {
     CW_RETURN_IF_ERROR(compliance_->CheckOutgoing(contact, purpose));
     wire::AppMessage app;
     app.kind = wire::AppKind::kText;
@@ -1753,7 +1753,9 @@ class Client::Impl {
     });
   }
 
-  void AcceptInvite(Invite inv, std::string first, Done<std::string> done) {
+  // `first`, the first message's text, is shared by the steps below rather than copied into each: one copy,
+  // wiped when the last step lets go of it.
+  void AcceptInvite(Invite inv, std::shared_ptr<const SecretBytes> first, Done<std::string> done) {
     if (ConstantTimeEquals(inv.identity_key, engine_->identity_key())) {
       return done(Error(StatusCode::kInvalidArgument, "this is our own invite"));
     }
@@ -1810,7 +1812,7 @@ class Client::Impl {
           State next = state_;
           next.contacts[inv.name] = ContactRecord{inv.card, *t};
           if (Status s = SaveState(next); !s.ok()) return done(Error(s));
-          auto seq = SendText(inv.name, first, std::string(kDefaultPurpose));
+          auto seq = SendText(inv.name, AsText(first->reveal()), std::string(kDefaultPurpose));
           if (!seq) return done(Error(seq.error()));
           // Tells the inviter which of its invites this contact answered, so it can revoke this contact alone.
           wire::AppMessage answer;
@@ -2114,8 +2116,9 @@ Status Client::CancelInvite(const std::string& id, int64_t timeout_ms) {
 Result<std::string> Client::AcceptInvite(const std::string& code, const std::string& first_message,
                                          int64_t timeout_ms) {
   CW_ASSIGN_OR_RETURN(Invite inv, DecodeInvite(code));
-  return impl_->Await<std::string>(timeout_ms, [this, inv, first_message](Impl::Done<std::string> done) {
-    impl_->AcceptInvite(inv, first_message, done);
+  auto first = std::make_shared<const SecretBytes>(AsBytes(first_message));
+  return impl_->Await<std::string>(timeout_ms, [this, inv, first](Impl::Done<std::string> done) {
+    impl_->AcceptInvite(inv, first, done);
   });
 }
 

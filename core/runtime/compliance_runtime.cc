@@ -708,6 +708,11 @@ Result<Bytes> ComplianceRuntime::ExportSigned(const std::string& exporter) {
   c.exporter = exporter;
   CW_ASSIGN_OR_RETURN(SecretBytes transcript, storage::ExportJson(*deps_.transcripts, std::nullopt, exporter, c.created_at_ms));
   c.transcript_json.assign(transcript.reveal().begin(), transcript.reveal().end());
+  // Wiped however this returns (the early returns below included).
+  struct WipeOnExit {
+    Bytes& b;
+    ~WipeOnExit() { sodium_memzero(b.data(), b.size()); }
+  } wipe_transcript{c.transcript_json};
   // The export is recorded before it is made (with the digest of the transcript it discloses), and a
   // checkpoint then covers the whole chain, so the bundle carries no unanchored tail.
   CW_RETURN_IF_ERROR(Audit({AuditEventType::kExport, "", "", 0, DigestBytes(compliance::Blake2b256({c.transcript_json}))}));
@@ -725,9 +730,7 @@ Result<Bytes> ComplianceRuntime::ExportSigned(const std::string& exporter) {
     c.checkpoints.push_back(std::move(cp));
   }
   c.erasures = own_erasures_;
-  Result<Bytes> bundle = compliance::BuildExport(c, signer_, verifier_);
-  sodium_memzero(c.transcript_json.data(), c.transcript_json.size());
-  return bundle;
+  return compliance::BuildExport(c, signer_, verifier_);
 }
 
 Result<std::string> ComplianceRuntime::Erase(const std::string& contact) {
