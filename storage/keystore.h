@@ -96,6 +96,9 @@ class Keystore {
   // Checks `old_passphrase` exactly as Unlock does (same counting and backoff), then re-wraps the master key
   // under `new_passphrase` with a new salt and the current options' Argon2id cost, replacing the file
   // atomically. On success the keystore is unlocked.
+  // The master key itself stays the same: any earlier copy of the keystore file (a backup, or blocks the
+  // replaced file leaves free on disk, which no overwrite reliably reaches on flash storage) still opens
+  // with the old passphrase. A passphrase that leaked calls for a new identity, not just a new passphrase.
   Status ChangePassphrase(std::span<const uint8_t> old_passphrase, std::span<const uint8_t> new_passphrase);
 
   // Consecutive failed attempts recorded in the file.

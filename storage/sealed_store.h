@@ -50,8 +50,10 @@
 // Keystore::Lock() wipes all three (and the write-behind overlay, once written; below) before it returns;
 // after it every Get, ListKeys and Commit fails with
 // kPermissionDenied "keystore is locked" until Unlock. Not wiped: a Bloom filter of the stored keys on disk
-// (filled when the store opens, so a lookup of a key that is not there needs no read) and the digest
-// elements of recently written records, both derived from bytes that are in the files.
+// (filled when the store opens, so a lookup of a key that is not there needs no read), the digest
+// elements of recently written records, both derived from bytes that are in the files, and the plain keys
+// the caches were indexed by (table and name, e.g. a conversation id): they are freed, not zeroed, as the
+// names are not secret in the locked process (the client keeps its contact list while locked).
 //
 // Group commit (SealedStoreOptions::sync = false): commits return before they are durable, and the log is
 // written and synced once for many of them. Every commit gets a sequence number (LastCommitSequence() right
