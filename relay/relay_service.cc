@@ -191,6 +191,9 @@ void RelayService::DepositAsync(const LinkKey& client, const Command& command, c
 void RelayService::PutChunkAsync(const LinkKey& client, const Command& command, const Reply& reply) {
   const PutAttachmentChunk& c = std::get<PutAttachmentChunk>(command.body);
   const uint32_t request_id = command.request_id;
+  if (!RoomOnDisk(c.chunk.size())) {
+    return reply(FinishLater(client, request_id, PutAttachmentChunk{}, [] { return DiskFull(); }));
+  }
   store_.AppendAttachmentAsync(
       c.id, client, c.offset, c.chunk, [this, client, request_id, reply](Result<uint64_t> written) {
         reply(FinishLater(client, request_id, PutAttachmentChunk{}, [&] { return ChunkResponse(written); }));
@@ -209,6 +212,10 @@ std::vector<Bytes> RelayService::FinishLater(const LinkKey& client, uint32_t req
     errors_.fetch_add(1);
     return {Encode(ErrorResponse(request_id, type, ResponseCode::kUnavailable, "internal error"))};
   }
+}
+
+Response RelayService::DiskFull() {
+  return Fail(ResponseCode::kUnavailable, "relay storage is full; try again later");
 }
 
 Response RelayService::ChunkResponse(const Result<uint64_t>& written) {
@@ -244,12 +251,10 @@ Response RelayService::DepositResponse(const MailboxId& mailbox, const Result<In
   }
 }
 
-bool RelayService::RoomForAttachment(uint64_t size) {
+bool RelayService::RoomOnDisk(uint64_t size) {
   auto free = store_.FreeDiskBytes();
-  auto stats = store_.Stats();
-  if (!free || !stats) return false;  // cannot tell: refuse rather than risk filling the disk
-  const uint64_t needed = options_.min_free_disk_bytes + stats->attachment_bytes_pending + size;
-  return needed >= options_.min_free_disk_bytes && *free >= needed;  // (the first: no wrap-around)
+  if (!free) return false;  // cannot tell: refuse rather than risk filling the disk
+  return *free >= options_.min_free_disk_bytes && *free - options_.min_free_disk_bytes >= size;
 }
 
 bool RelayService::Owns(const LinkKey& client, const MailboxId& mailbox) {
@@ -375,8 +380,8 @@ Response RelayService::Execute(const LinkKey& client, const Command& command, st
           if (c.total_size > options_.max_attachment_size) {
             return Fail(ResponseCode::kTooLarge, "attachment larger than the relay accepts");
           }
-          if (!RoomForAttachment(c.total_size)) {
-            return Fail(ResponseCode::kUnavailable, "relay storage is full; try again later");
+          if (!RoomOnDisk(c.total_size)) {
+            return DiskFull();
           }
           for (int attempt = 0; attempt < 4; ++attempt) {
             const AttachmentId id = Draw<kAttachmentIdSize>();
@@ -387,6 +392,7 @@ Response RelayService::Execute(const LinkKey& client, const Command& command, st
           }
           return Fail(ResponseCode::kUnavailable, "could not draw a free attachment id");
         } else if constexpr (std::is_same_v<T, PutAttachmentChunk>) {
+          if (!RoomOnDisk(c.chunk.size())) return DiskFull();
           return ChunkResponse(store_.AppendAttachment(c.id, client, c.offset, c.chunk));
         } else if constexpr (std::is_same_v<T, GetAttachmentChunk>) {
           auto read = store_.ReadAttachment(c.id, c.offset, c.max_len);

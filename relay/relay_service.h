@@ -46,9 +46,9 @@ struct RelayOptions {
   int64_t message_ttl_millis = 30ll * 24 * 3600 * 1000;
   MessageQuota quota;
   uint64_t max_attachment_size = 100ull << 20;
-  // A new attachment is refused ("relay storage is full") when the store's disk would keep less than this
-  // free once it and every upload still under way are complete: the room left is for deposits, which are
-  // small and not weighed (a disk that fills up stops the store until restarted).
+  // A new attachment, or a chunk of one, is refused ("relay storage is full; try again later") when the
+  // store's disk would keep less than this free after it: the room left is for deposits, which are small
+  // and not weighed (a disk that fills up stops the store until restarted).
   uint64_t min_free_disk_bytes = 1ull << 30;
   int64_t attachment_ttl_millis = 30ll * 24 * 3600 * 1000;
   TokenBucketLimiter::Options bundle_fetch_limit;  // 6, then one per 10 minutes
@@ -129,11 +129,13 @@ class RelayService {
   Response CheckDeposit(const Deposit& deposit, bool* claimed);
   Response DepositResponse(const MailboxId& mailbox, const Result<InsertOutcome>& outcome);
   Response ChunkResponse(const Result<uint64_t>& written);
+  static Response DiskFull();
   Response Execute(const LinkKey& client, const Command& command, std::vector<Bytes>* deliveries);
   bool Owns(const LinkKey& client, const MailboxId& mailbox);
-  // Whether the disk keeps min_free_disk_bytes once `size` more and every upload under way are written.
-  // Checked before the create, not with it: uploads created at the same moment can each pass.
-  bool RoomForAttachment(uint64_t size);
+  // Whether the disk keeps min_free_disk_bytes once `size` more bytes are written. Checked for each chunk
+  // (what takes the space) and, as an early answer, for a whole new attachment; nothing is reserved, so
+  // announcing uploads that never come takes no room from anyone.
+  bool RoomOnDisk(uint64_t size);
   void WatchFor(const std::shared_ptr<Subscriber>& sub, const MailboxId& mailbox);
   void OnMailboxCreated(const LinkKey& owner, const MailboxId& mailbox);
   void NotifyPreKeysLow(const LinkKey& owner, const MailboxId& mailbox, uint32_t remaining);

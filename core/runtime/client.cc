@@ -426,6 +426,8 @@ class Client::Impl {
 
   void TearDownForLock(bool automatic, bool was_up) {
     teardown_pending_ = false;
+    // A delivery handled while a callback locked queued its receipt after LockNow committed the others.
+    SendPendingDeliveryReceipts(/*while_locking=*/true);
     if (compliance_) {
       compliance_->OnLocked(automatic);
       compliance_->CheckpointIfNeeded();  // a signed head covering everything recorded
@@ -516,6 +518,9 @@ class Client::Impl {
   void Shutdown() {
     if (!transport_) return;
     Stop();
+    // Only now: until here a sync the store finishes still reaches the loop, which fails what waits for it
+    // with kAborted (a Sync in another thread would otherwise wait out its timeout).
+    post_target_->Close();
     (void)transport_->Shutdown();
     transport_.reset();
     store_.reset();
@@ -523,9 +528,10 @@ class Client::Impl {
   }
 
   // Everything of Shutdown that runs on the loop: what waits fails with kAborted and what comes later is
-  // refused (see Call, Await, Request). The loop, transport and store stay until Shutdown.
+  // refused (see Call, Await, Request). The loop, transport and store stay until Shutdown. From a callback
+  // (the loop thread) it is refused: the caller up the stack still uses what it would release.
   void Stop() {
-    if (!transport_) return;
+    if (!transport_ || transport_->IsLoopThread()) return;
     (void)transport::RunSync(*transport_, [this]() -> Status {
       if (shutting_down_) return Status::Ok();
       // Callbacks still in flight (a connect finishing, a frame) check the generation: bump it so none of
@@ -533,7 +539,6 @@ class Client::Impl {
       ++generation_;
       shutting_down_ = true;
       background_ = false;
-      post_target_->Close();
       if (reconnect_timer_) transport_->CancelTimer(*reconnect_timer_);
       if (retry_timer_) transport_->CancelTimer(*retry_timer_);
       if (idle_timer_) transport_->CancelTimer(*idle_timer_);
@@ -1511,11 +1516,12 @@ class Client::Impl {
     });
   }
 
-  void SendPendingDeliveryReceipts() {
+  // `while_locking`: from the lock's teardown, which commits what a callback that locked left queued.
+  void SendPendingDeliveryReceipts(bool while_locking = false) {
     if (receipt_timer_) transport_->CancelTimer(*receipt_timer_);
     receipt_timer_.reset();
     auto pending = std::exchange(pending_delivery_receipts_, {});
-    if (locked_ || !receipts_) return;
+    if ((locked_ && !while_locking) || !receipts_) return;
     for (const auto& [contact, ids] : pending) SendReceipts(contact, wire::ReceiptType::kDelivered, ids);
   }
 
@@ -2278,10 +2284,11 @@ Result<Bytes> Client::ExportSigned() {
 }
 Result<std::string> Client::EraseConversation(const std::string& contact) {
   return impl_->Call([&]() -> Result<std::string> {
-    CW_ASSIGN_OR_RETURN(std::string id, impl_->compliance_->Erase(contact));
-    // The erased conversation's receipt records go too (they name the contact and its rows).
-    CW_RETURN_IF_ERROR(impl_->receipts_->ForgetContact(contact));
-    return id;
+    // The erased conversation's receipt records go too (they name the contact and its rows), in the same
+    // batch: numbering starts again at 1, and a record left behind would point at a new message.
+    session::WriteBatch also;
+    CW_RETURN_IF_ERROR(impl_->receipts_->StageForgetContact(contact, &also));
+    return impl_->compliance_->Erase(contact, std::move(also));
   });
 }
 Result<int64_t> Client::SetDisappearingTimer(const std::string& contact, int64_t ms) {

@@ -225,6 +225,7 @@ class Client {
   // Stops the client (the destructor does this too). Every call waiting on the loop or the relay returns
   // kAborted, and so does every call made after this; the loop thread keeps running until destruction.
   // For an owner whose other threads may still be inside a call: Stop, wait for them to return, destroy.
+  // Not from a callback: there it does nothing (what called the callback still uses the client).
   void Stop();
   ~Client();
   Client(const Client&) = delete;

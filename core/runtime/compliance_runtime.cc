@@ -733,7 +733,7 @@ Result<Bytes> ComplianceRuntime::ExportSigned(const std::string& exporter) {
   return compliance::BuildExport(c, signer_, verifier_);
 }
 
-Result<std::string> ComplianceRuntime::Erase(const std::string& contact) {
+Result<std::string> ComplianceRuntime::Erase(const std::string& contact, session::WriteBatch also) {
   CW_RETURN_IF_ERROR(AuditReady());
   const std::string conv = storage::Transcripts::DirectConversationId(contact);
   CW_ASSIGN_OR_RETURN(auto receipt, compliance::MakeErasureReceipt(conv, compliance::ErasureReason::kPatientRequest,
@@ -741,7 +741,6 @@ Result<std::string> ComplianceRuntime::Erase(const std::string& contact) {
   CW_ASSIGN_OR_RETURN(Bytes encoded, compliance::EncodeErasureReceipt(receipt));
   // The receipt and its kErasure entry commit in the deletion's own batch: a crash leaves either all three or
   // the conversation as it was (erase it again), never a conversation gone with no record of its erasure.
-  session::WriteBatch also;
   also.writes.push_back({Table::kMeta, std::string(kOwnErasurePrefix) + receipt.erasure_id,
                          SecretBytes(Tagged(contact, encoded))});
   CW_ASSIGN_OR_RETURN(auto pending, log_->Prepare(compliance::ErasureEvent(receipt)));

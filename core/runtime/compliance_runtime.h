@@ -164,7 +164,8 @@ class ComplianceRuntime {
   Result<std::vector<compliance::AuditEntry>> AuditTrail() const;
   Status SendAuditHead(const std::string& contact);
   Result<Bytes> ExportSigned(const std::string& exporter);
-  Result<std::string> Erase(const std::string& contact);
+  // `also` commits in the erasure's batch (the client's receipt records of the conversation).
+  Result<std::string> Erase(const std::string& contact, session::WriteBatch also = {});
   Result<int64_t> SetDisappearingTimer(const std::string& contact, int64_t ms);
   // kMessageRead for message `message_ref` (a relay message id) of `contact`'s conversation: read on this
   // device (by_contact false, code 0), or reported read by the contact's receipt (true, code 1).

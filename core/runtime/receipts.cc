@@ -87,6 +87,13 @@ Status ReceiptBook::Forget(const std::vector<Unread>& read) {
 
 Status ReceiptBook::ForgetContact(const std::string& contact) {
   session::WriteBatch b;
+  CW_RETURN_IF_ERROR(StageForgetContact(contact, &b));
+  if (b.writes.empty()) return Status::Ok();
+  return store_->Commit(std::move(b));
+}
+
+Status ReceiptBook::StageForgetContact(const std::string& contact, session::WriteBatch* batch) {
+  session::WriteBatch& b = *batch;
   for (std::string_view prefix : {kReceiptInPrefix, kReceiptOutPrefix}) {
     CW_ASSIGN_OR_RETURN(auto keys, store_->ListKeys(Table::kMeta, prefix));
     for (auto& key : keys) {
@@ -98,8 +105,7 @@ Status ReceiptBook::ForgetContact(const std::string& contact) {
       b.writes.push_back({Table::kMeta, std::move(key), std::nullopt});
     }
   }
-  if (b.writes.empty()) return Status::Ok();
-  return store_->Commit(std::move(b));
+  return Status::Ok();
 }
 
 Result<std::vector<wire::AppMessage>> ReceiptBook::Messages(wire::ReceiptType type,

@@ -63,6 +63,8 @@ class ReceiptBook {
   Status Forget(const std::vector<Unread>& read);
   // Deletes every record naming `contact` (its conversation was erased: nothing of it may be left).
   Status ForgetContact(const std::string& contact);
+  // The same deletions added to `batch` (the erasure's own, so they commit with it).
+  Status StageForgetContact(const std::string& contact, session::WriteBatch* batch);
 
   // The kReceipt AppMessages that carry `refs` (several when there are more than kMaxReceiptRefs).
   static Result<std::vector<wire::AppMessage>> Messages(wire::ReceiptType type, const std::vector<wire::ReceiptRef>& refs);

@@ -75,6 +75,8 @@ int main(int argc, char** argv) {
   c.disappearing_ms = 86'400'000;
   c.created_at_ms = 1'700'000'000'000;
   seeds.push_back(Seed(kConversation, si::EncodeConversation(c).reveal()));
+  c.next_sequence = 42;  // newest rows swept: the next one is numbered from here
+  seeds.push_back(Seed(kConversation, si::EncodeConversation(c).reveal()));
 
   for (const auto& m : {Message(random, "my chest hurts", {"att:1;key=00ff"}), Message(random, "", {}),
                         Message(random, std::string(300, 'x'), {"a", "b", "c"})}) {

@@ -84,7 +84,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       auto c2 = si::DecodeConversation(si::EncodeConversation(*c).reveal());
       CW_FUZZ_CHECK(c2.has_value());
       CW_FUZZ_CHECK(c2->key.Equals(c->key) && c2->disappearing_ms == c->disappearing_ms &&
-                    c2->created_at_ms == c->created_at_ms);
+                    c2->created_at_ms == c->created_at_ms && c2->next_sequence == c->next_sequence);
       break;
     }
     case kRow: {

@@ -553,10 +553,11 @@ class DiskOfKnownSize final : public internal::StoreCore {
   uint64_t SyncCount() const override { return 0; }
 };
 
-// New attachments are weighed against the disk: what they announce, plus what uploads under way still
-// announce, must leave min_free_disk_bytes free. A full disk refuses with "try again later"; as uploads
-// complete or expire, room comes back.
-TEST(RelayServiceDisk, AttachmentsAreRefusedBeforeTheDiskFills) {
+// Attachments are weighed against the disk as their bytes come: a chunk (or a new attachment, as an early
+// answer) that would leave less than min_free_disk_bytes free is refused with "try again later", and goes
+// through once there is room. Announcing an attachment reserves nothing, so announcing many that never
+// come (an easy flood) takes no room from anyone.
+TEST(RelayServiceDisk, AttachmentBytesAreRefusedBeforeTheDiskFills) {
   DiskOfKnownSize store;
   FakeClock clock;
   SeededRandom random(3);
@@ -570,25 +571,37 @@ TEST(RelayServiceDisk, AttachmentsAreRefusedBeforeTheDiskFills) {
     auto frames = service.Handle(alice, EncodeCommand(Command{++rid, std::move(body)}));
     return std::get<Response>(DecodeServerFrame(frames.back()).value());
   };
+  // The same through the path a server takes for chunks (answered from the store's committer).
+  auto put_async = [&](const AttachmentId& id, uint64_t offset, Bytes chunk) {
+    std::vector<Bytes> out;
+    const bool taken = service.TryHandleWithoutBlocking(
+        alice, EncodeCommand(Command{++rid, PutAttachmentChunk{id, offset, std::move(chunk)}}),
+        [&](std::vector<Bytes> frames) { out = std::move(frames); });
+    EXPECT_TRUE(taken);
+    return std::get<Response>(DecodeServerFrame(out.back()).value());
+  };
+  auto id_of = [](const Response& r) { return std::get<AttachmentCreated>(r.body).id; };
   store.free_bytes = 1000 + 600;
-  const Response first = send(CreateAttachment{500});
-  ASSERT_EQ(first.code, ResponseCode::kOk) << first.message;
-  const AttachmentId id = std::get<AttachmentCreated>(first.body).id;
-  EXPECT_EQ(store.Stats()->attachment_bytes_pending, 500u);
-  // 500 still to come and 200 more would leave 900 < 1000.
-  const Response refused = send(CreateAttachment{200});
+  const Response refused = send(CreateAttachment{700});
   EXPECT_EQ(refused.code, ResponseCode::kUnavailable);
   EXPECT_NE(refused.message.find("storage is full"), std::string::npos) << refused.message;
-  EXPECT_EQ(send(CreateAttachment{100}).code, ResponseCode::kOk);  // exactly the floor left
-  // The first upload completes: its bytes are on the disk now, no longer pending.
-  ASSERT_EQ(send(PutAttachmentChunk{id, 0, Bytes(500, 1)}).code, ResponseCode::kOk);
-  EXPECT_EQ(store.Stats()->attachment_bytes_pending, 100u);
+  const Response a = send(CreateAttachment{500});
+  ASSERT_EQ(a.code, ResponseCode::kOk) << a.message;
+  for (int i = 0; i < 50; ++i)
+    ASSERT_EQ(send(CreateAttachment{500}).code, ResponseCode::kOk);  // no reservation
+  const Response b = send(CreateAttachment{500});
+  ASSERT_EQ(b.code, ResponseCode::kOk);
+  EXPECT_EQ(store.Stats()->attachment_bytes_pending, 52u * 500);
+  ASSERT_EQ(send(PutAttachmentChunk{id_of(a), 0, Bytes(500, 1)}).code, ResponseCode::kOk);
   store.free_bytes = 1000 + 100;  // what the disk says once those 500 bytes are written
-  EXPECT_EQ(send(CreateAttachment{1}).code, ResponseCode::kUnavailable);
-  clock.Advance(o.attachment_ttl_millis);
-  ASSERT_EQ(service.PurgeExpired().value(), 2u);
-  EXPECT_EQ(store.Stats()->attachment_bytes_pending, 0u);
-  EXPECT_EQ(send(CreateAttachment{100}).code, ResponseCode::kOk);
+  EXPECT_EQ(send(PutAttachmentChunk{id_of(b), 0, Bytes(500, 2)}).code, ResponseCode::kUnavailable);
+  EXPECT_EQ(put_async(id_of(b), 0, Bytes(500, 2)).code, ResponseCode::kUnavailable);
+  EXPECT_EQ(put_async(id_of(b), 0, Bytes(100, 2)).code, ResponseCode::kOk);  // what fits goes
+  store.free_bytes = 1000 + 400;                                             // room again
+  EXPECT_EQ(put_async(id_of(b), 100, Bytes(400, 2)).code, ResponseCode::kOk);
+  auto read = send(GetAttachmentChunk{id_of(b), 0, 500});
+  ASSERT_EQ(read.code, ResponseCode::kOk);
+  EXPECT_EQ(std::get<ChunkData>(read.body).data.size(), 500u);
 }
 
 TEST_F(RelayServiceTest, AttachmentSizeCapAndTtl) {

@@ -215,6 +215,45 @@ TEST_F(ReceiptsE2E, ACallbackThatLocksItsClientLocksItOnceTheCallbackReturns) {
   EXPECT_TRUE(waiting->empty());
 }
 
+// A message callback that locks its client: the message is stored, and its delivery receipt (queued by
+// the delivery after the callback returned) is committed by the lock and reaches the sender after Unlock.
+TEST_F(ReceiptsE2E, AMessageCallbackThatLocksStillGetsTheMessageItsDeliveryReceipt) {
+  std::atomic<Client*> self{nullptr};
+  std::atomic<bool> lock_on_message{false};
+  ClientOptions co = Fast();
+  co.delivery_receipt_delay_ms = 1;  // queued (as by default), and due while the client is locked
+  co.callbacks.on_message = [&](const IncomingMessage&) {
+    if (lock_on_message && self) {
+      EXPECT_TRUE(self.load()->Lock().ok());
+    }
+  };
+  Seen seen;
+  auto clinician = NewClient("clinician", "dr.lee", std::move(co));
+  auto patient = NewClient("patient", "pat", Watched(seen));
+  ASSERT_TRUE(clinician && patient);
+  self = clinician.get();
+  Connect(*clinician, *patient);
+  ASSERT_HAS(patient->Sync());
+  lock_on_message = true;
+  auto seq = patient->SendText("dr.lee", "locks the clinician");
+  ASSERT_HAS(seq);
+  ASSERT_HAS(patient->Sync());
+  (void)clinician->Sync();
+  for (int i = 0; i < 1000 && !clinician->locked(); ++i) {  // a bound, not a timing
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(clinician->locked());
+  // Room for the receipt timer to come due while locked (a timer that found the receipt still queued then
+  // dropped it).
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  lock_on_message = false;
+  ASSERT_OK(clinician->Unlock(kPass));
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(testing::Bodies(*clinician, "pat").back(), "locks the clinician");
+  ASSERT_HAS(patient->Sync());
+  EXPECT_EQ(StatusOf(*patient, "dr.lee", *seq), storage::MessageStatus::kDelivered);
+}
+
 TEST_F(ReceiptsE2E, ErasureForgetsReceiptRecords) {
   auto clinician = NewClient("clinician", "dr.lee");
   auto patient = NewClient("patient", "pat");
