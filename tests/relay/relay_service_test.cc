@@ -11,7 +11,7 @@
 
 #include "core/base/random.h"
 #include "relay/rocksdb_mailbox_store.h"
-#include "relay/store_core.h"
+#include "tests/relay/index_only_store.h"
 #include "tests/relay/relay_test_util.h"
 
 namespace cw::relay {
@@ -529,28 +529,10 @@ TEST_F(RelayServiceTest, AttachmentUploadAndDownloadInChunks) {
 }
 
 // An in-memory store on a disk whose free space the test sets.
-class DiskOfKnownSize final : public internal::StoreCore {
+class DiskOfKnownSize final : public testing::IndexOnlyStore {
  public:
   std::atomic<uint64_t> free_bytes{0};
   Result<uint64_t> FreeDiskBytes() override { return free_bytes.load(); }
-
- protected:
-  bool KeepsBodies() const override { return true; }
-  Status Health() const override { return Status::Ok(); }
-  void RecordMailbox(const MailboxId&, const internal::MailboxState&) override {}
-  void RecordToken(const MailboxId&, const TokenHash&, bool, int64_t) override {}
-  void RecordMessage(const MailboxId&, const internal::MessageEntry&, ByteView) override {}
-  void RecordMessageRemoved(const MailboxId&, const internal::MessageEntry&) override {}
-  void RecordPreKeys(const MailboxId&, const internal::PreKeyState&,
-                     std::span<const wire::OneTimePreKeyPublic>) override {}
-  void RecordOneTimeRemoved(const MailboxId&, uint32_t) override {}
-  void RecordAttachment(const AttachmentId&, const internal::AttachmentState&) override {}
-  Status RecordAttachmentChunk(const AttachmentId&, uint64_t, ByteView) override { return Status::Ok(); }
-  void RecordAttachmentRemoved(const AttachmentId&, const internal::AttachmentState&) override {}
-  uint64_t Ticket() override { return 0; }
-  Status WaitDurable(uint64_t) override { return Status::Ok(); }
-  void WhenDurable(uint64_t, std::function<void(Status)> fn) override { fn(Status::Ok()); }
-  uint64_t SyncCount() const override { return 0; }
 };
 
 // Attachments are weighed against the disk as their bytes come: a chunk (or a new attachment, as an early

@@ -23,6 +23,7 @@
 
 #include "relay/attachment_files.h"
 #include "relay/store_core.h"
+#include "tests/relay/index_only_store.h"
 #include "tests/relay/relay_test_util.h"
 
 namespace cw::relay {
@@ -369,7 +370,7 @@ TEST(RocksDbMailboxStore, AWatcherRegisteredDuringASyncHearsInDepositOrder) {
 
 // A StoreCore whose deposits' syncs the test completes, oldest first, with success or failure. A blocking
 // Insert waits in WaitDurable, on its own thread, until the test completes its sync.
-class ScriptedSyncStore final : public internal::StoreCore {
+class ScriptedSyncStore final : public testing::IndexOnlyStore {
  public:
   void CompleteOldest(Status s) {
     std::function<void(Status)> fn;
@@ -390,18 +391,6 @@ class ScriptedSyncStore final : public internal::StoreCore {
   }
 
  private:
-  bool KeepsBodies() const override { return true; }
-  Status Health() const override { return Status::Ok(); }
-  void RecordMailbox(const MailboxId&, const internal::MailboxState&) override {}
-  void RecordToken(const MailboxId&, const TokenHash&, bool, int64_t) override {}
-  void RecordMessage(const MailboxId&, const internal::MessageEntry&, ByteView) override {}
-  void RecordMessageRemoved(const MailboxId&, const internal::MessageEntry&) override {}
-  void RecordPreKeys(const MailboxId&, const internal::PreKeyState&,
-                     std::span<const wire::OneTimePreKeyPublic>) override {}
-  void RecordOneTimeRemoved(const MailboxId&, uint32_t) override {}
-  void RecordAttachment(const AttachmentId&, const internal::AttachmentState&) override {}
-  Status RecordAttachmentChunk(const AttachmentId&, uint64_t, ByteView) override { return Status::Ok(); }
-  void RecordAttachmentRemoved(const AttachmentId&, const internal::AttachmentState&) override {}
   uint64_t Ticket() override { return ++last_ticket_; }
   Status WaitDurable(uint64_t ticket) override {
     // Tickets of nothing new (mailbox creation here) are durable at once; a deposit's waits for the test.

@@ -60,8 +60,7 @@ class TcpTransportTest : public ::testing::Test {
   }
 
   // An echo server: every frame comes back on the same connection.
-  std::shared_ptr<Listener> ListenEcho(Transport& t, Collected& c) {
-    ListenOptions lo;
+  std::shared_ptr<Listener> ListenEcho(Transport& t, Collected& c, ListenOptions lo = {}) {
     lo.on_rejected = [&c](const std::string&, const Status& why) {
       std::lock_guard<std::mutex> l(c.mu);
       c.rejected.push_back(why);
@@ -345,21 +344,9 @@ TEST_F(TcpTransportTest, OneAddressCannotHoldEveryHandshakeSlot) {
   ListenOptions lo;
   lo.max_handshaking = 8;
   lo.max_handshaking_per_address = 4;
-  lo.on_rejected = [&sc](const std::string&, const Status& why) {
-    std::lock_guard<std::mutex> l(sc.mu);
-    sc.rejected.push_back(why);
-  };
-  auto listener = RunSync(*server, [&]() -> Result<std::shared_ptr<Listener>> {
-    return server->Listen(
-        *Endpoint::Parse("127.0.0.1:0"),
-        [&sc](std::shared_ptr<Connection> conn) {
-          std::lock_guard<std::mutex> l(sc.mu);
-          sc.conns.push_back(conn);
-        },
-        lo);
-  });
-  ASSERT_TRUE(listener.has_value());
-  const uint16_t port = (*listener)->endpoint().port;
+  auto listener = ListenEcho(*server, sc, lo);
+  ASSERT_TRUE(listener);
+  const uint16_t port = listener->endpoint().port;
   std::vector<int> silent;
   for (int i = 0; i < 10; ++i) {
     const int fd = RawConnect(port, "127.0.0.2");
@@ -378,7 +365,7 @@ TEST_F(TcpTransportTest, OneAddressCannotHoldEveryHandshakeSlot) {
   // Another address still completes a handshake.
   auto client = NewTransport(2);
   Collected cc;
-  auto conn = ConnectTo(*client, (*listener)->endpoint(), cc);
+  auto conn = ConnectTo(*client, listener->endpoint(), cc);
   ASSERT_TRUE(conn.has_value()) << conn.error().ToString();
   ASSERT_TRUE(Eventually([&] {
     std::lock_guard<std::mutex> l(sc.mu);
