@@ -482,19 +482,8 @@ void StoreCore::RemoveMessage(const MailboxId& id, MailboxState& box, uint64_t s
 }
 
 Result<bool> StoreCore::Ack(const MailboxId& id, const MessageId& message_id) {
-  uint64_t ticket = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    CW_RETURN_IF_ERROR(Health());
-    MailboxState* box = Find(id);
-    if (box == nullptr) return Error(StatusCode::kNotFound, "no such mailbox");
-    auto it = box->by_id.find(message_id);
-    if (it == box->by_id.end()) return false;
-    RemoveMessage(id, *box, it->second);
-    ticket = Ticket();
-  }
-  CW_RETURN_IF_ERROR(WaitDurable(ticket));
-  return true;
+  CW_ASSIGN_OR_RETURN(const size_t removed, AckMany(id, std::span<const MessageId>(&message_id, 1)));
+  return removed == 1;
 }
 
 Result<size_t> StoreCore::AckMany(const MailboxId& id, std::span<const MessageId> message_ids) {
