@@ -249,10 +249,6 @@ cw_status ClientGuard(cw_client* client, Fn&& fn) noexcept {
   return s;
 }
 
-}  // namespace
-
-namespace {
-
 // Stores a (callback, user data) pair; a NULL callback also forgets the user data.
 template <typename Fn>
 cw_status SetCallback(cw_client* client, Fn CallbackState::*field, void* CallbackState::*user_data_field, Fn cb,

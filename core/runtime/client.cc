@@ -410,7 +410,7 @@ class Client::Impl {
     link_ = LinkState::kDown;
     fetching_ = false;
     DropHeldPushes();
-    FailAll(Status(StatusCode::kPermissionDenied, "the client is locked"));
+    FailAll(Locked());
     direct_->Stop();  // a locked client processes nothing: contacts fall back to the relay at once
     held_.clear();    // still at the relay, fetched after Unlock
     if (defer_teardown) {
@@ -456,7 +456,7 @@ class Client::Impl {
     const uint32_t failed = keystore_->failed_attempts();
     CW_RETURN_IF_ERROR(keystore_->Unlock(passphrase));
     return transport::RunSync(*transport_, [this, failed]() -> Status {
-      if (shutting_down_) return Status(StatusCode::kAborted, "client closing");
+      if (shutting_down_) return Closing();
       if (!locked_) return Status::Ok();
       if (Status s = LoadBoxKey(); !s.ok()) {
         keystore_->Lock();
@@ -506,12 +506,15 @@ class Client::Impl {
     });
   }
 
+  // Why a call is refused while locked or once closing, as a Status or a Result of any type.
+  static Status Locked() { return Status(StatusCode::kPermissionDenied, "the client is locked"); }
+  static Status Closing() { return Status(StatusCode::kAborted, "client closing"); }
   template <typename R>
-  static R LockedError() {
+  static R Refused(Status why) {
     if constexpr (std::is_same_v<R, Status>) {
-      return Status(StatusCode::kPermissionDenied, "the client is locked");
+      return why;
     } else {
-      return Error(StatusCode::kPermissionDenied, "the client is locked");
+      return Error(std::move(why));
     }
   }
 
@@ -543,9 +546,9 @@ class Client::Impl {
       if (retry_timer_) transport_->CancelTimer(*retry_timer_);
       if (idle_timer_) transport_->CancelTimer(*idle_timer_);
       if (sweep_timer_) transport_->CancelTimer(*sweep_timer_);
-      if (conn_) conn_->Close(Status(StatusCode::kAborted, "client closing"));
+      if (conn_) conn_->Close(Closing());
       DropHeldPushes();
-      FailAll(Status(StatusCode::kAborted, "client closing"));
+      FailAll(Closing());
       if (direct_) direct_->Stop();
       SendPendingDeliveryReceipts();  // committed to the outbox; deposited when the client next runs
       if (compliance_) compliance_->CheckpointIfNeeded();  // a signed head covering everything recorded
@@ -556,15 +559,6 @@ class Client::Impl {
       engine_.reset();
       return Status::Ok();
     });
-  }
-
-  template <typename R>
-  static R ClosingError() {
-    if constexpr (std::is_same_v<R, Status>) {
-      return Status(StatusCode::kAborted, "client closing");
-    } else {
-      return Error(StatusCode::kAborted, "client closing");
-    }
   }
 
   // ---------------------------------------------------------------- bridging to the loop thread
@@ -579,8 +573,8 @@ class Client::Impl {
   auto Call(Fn fn) -> std::invoke_result_t<Fn> {
     using R = std::invoke_result_t<Fn>;
     auto guarded = [this, &fn]() -> R {
-      if (shutting_down_) return ClosingError<R>();
-      if (locked_) return LockedError<R>();
+      if (shutting_down_) return Refused<R>(Closing());
+      if (locked_) return Refused<R>(Locked());
       Touch();
       return fn();
     };
@@ -600,8 +594,8 @@ class Client::Impl {
       if (!fired->exchange(true)) promise->set_value(std::move(r));
     };
     Status posted = transport_->Post([this, start = std::move(start), done]() mutable {
-      if (shutting_down_) return done(ClosingError<Result<T>>());
-      if (locked_) return done(LockedError<Result<T>>());
+      if (shutting_down_) return done(Refused<Result<T>>(Closing()));
+      if (locked_) return done(Refused<Result<T>>(Locked()));
       Touch();
       start(done);
     });
@@ -623,8 +617,8 @@ class Client::Impl {
   // Sends a command, connecting first when the link is down. With `peek`, the delivery frames answering it
   // are collected for the response callback (Peek) instead of being processed.
   void Request(relay::CommandBody body, ResponseFn fn, bool peek = false) {
-    if (shutting_down_) return fn(Error(StatusCode::kAborted, "client closing"));
-    if (locked_) return fn(Error(StatusCode::kPermissionDenied, "the client is locked"));
+    if (shutting_down_) return fn(Error(Closing()));
+    if (locked_) return fn(Error(Locked()));
     if (link_ == LinkState::kUp && conn_) {
       SendNow(std::move(body), std::move(fn), peek);
       return;
@@ -697,7 +691,7 @@ class Client::Impl {
   void EnsureConnecting() {
     if (link_ != LinkState::kDown || locked_) return;
     if (shutting_down_) {
-      FailAll(Status(StatusCode::kAborted, "client closing"));
+      FailAll(Closing());
       return;
     }
     if (state_.relay.empty()) {
@@ -997,8 +991,8 @@ class Client::Impl {
     Status s = store_->WhenSynced(sequence, [this, target, fn = std::move(fn), drop](const Status& synced) mutable {
       target->Post([this, fn = std::move(fn), drop, synced]() mutable {
         Status why = synced;
-        if (shutting_down_) why = Status(StatusCode::kAborted, "client closing");
-        if (locked_) why = Status(StatusCode::kPermissionDenied, "the client is locked");
+        if (shutting_down_) why = Closing();
+        if (locked_) why = Locked();
         if (why.ok()) return fn();
         if (!synced.ok()) Report(Status(synced.code(), "a commit could not be synced"));
         if (*drop) (*drop)(why);
@@ -1280,8 +1274,8 @@ class Client::Impl {
   void DepositNext(std::shared_ptr<FlushRun> run) {
     // A lock or close in the middle of a pass ends it (the store and engine are gone or going); the outbox
     // keeps what did not go.
-    if (locked_) return EndFlush(Error(StatusCode::kPermissionDenied, "the client is locked"));
-    if (shutting_down_) return EndFlush(Error(StatusCode::kAborted, "client closing"));
+    if (locked_) return EndFlush(Error(Locked()));
+    if (shutting_down_) return EndFlush(Error(Closing()));
     while (!run->queue.empty()) {
       const storage::OutboxEntry& e = run->queue.front();
       if (run->held.count(e.conversation_id)) {

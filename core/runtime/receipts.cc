@@ -85,13 +85,6 @@ Status ReceiptBook::Forget(const std::vector<Unread>& read) {
   return store_->Commit(std::move(b));
 }
 
-Status ReceiptBook::ForgetContact(const std::string& contact) {
-  session::WriteBatch b;
-  CW_RETURN_IF_ERROR(StageForgetContact(contact, &b));
-  if (b.writes.empty()) return Status::Ok();
-  return store_->Commit(std::move(b));
-}
-
 Status ReceiptBook::StageForgetContact(const std::string& contact, session::WriteBatch* batch) {
   session::WriteBatch& b = *batch;
   for (std::string_view prefix : {kReceiptInPrefix, kReceiptOutPrefix}) {

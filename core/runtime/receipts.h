@@ -61,9 +61,8 @@ class ReceiptBook {
   // Records of messages that are gone (disappeared) are dropped here: nobody read those.
   Result<std::vector<Unread>> UnreadUpTo(const std::string& contact, uint64_t up_to_sequence);
   Status Forget(const std::vector<Unread>& read);
-  // Deletes every record naming `contact` (its conversation was erased: nothing of it may be left).
-  Status ForgetContact(const std::string& contact);
-  // The same deletions added to `batch` (the erasure's own, so they commit with it).
+  // Adds to `batch` the deletion of every record naming `contact`: its conversation is being erased, and
+  // nothing of it may be left (the erasure's own batch, so they commit with it).
   Status StageForgetContact(const std::string& contact, session::WriteBatch* batch);
 
   // The kReceipt AppMessages that carry `refs` (several when there are more than kMaxReceiptRefs).
