@@ -200,6 +200,11 @@ class MailboxStore {
   // Bytes free for this store on its disk, what new attachments are weighed against (RelayOptions::
   // min_free_disk_bytes). A store that cannot tell says UINT64_MAX.
   virtual Result<uint64_t> FreeDiskBytes() { return UINT64_MAX; }
+
+  // Ok while the store takes changes. Once a write has failed (a full or failing disk), the error: from then
+  // on every change is refused, because what the store holds in memory is ahead of what reached the disk, and
+  // only closing and reopening it (which reads back what is durable) brings it back. RunRelay does that.
+  virtual Status Health() const { return Status::Ok(); }
 };
 
 // A store held in memory: for tests, and for a relay that may lose everything on restart.

@@ -25,6 +25,7 @@
 #include "relay/allocator.h"
 #include "relay/relay_service.h"
 #include "relay/rocksdb_mailbox_store.h"
+#include "relay/run.h"
 #include "relay/server.h"
 #include "transport/tcp_transport.h"
 
@@ -151,34 +152,43 @@ int main(int argc, char** argv) {
   if (!key) return Fail(log, "key_failed", key.error());
   if (created) log.Log(cw::relay::LogLevel::kInfo, "key_created", {{"file", key_file}});
 
-  auto store = cw::relay::RocksDbMailboxStore::Open(data_dir + "/store");
-  if (!store) return Fail(log, "store_failed", store.error());
-  log.Log(cw::relay::LogLevel::kInfo, "store_opened",
-          {{"dir", data_dir + "/store"}, {"allocator", cw::relay::AllocatorName()}});
+  auto transport = cw::transport::TcpTransport::New(std::move(*key));
+  if (!transport) return Fail(log, "transport_failed", transport.error());
 
+  cw::relay::RunOptions run;
+  run.relay = options;
+  run.server = server_options;
+  cw::relay::RunHooks hooks;
+  const std::string store_dir = data_dir + "/store";
+  hooks.open_store = [&]() -> cw::Result<std::unique_ptr<cw::relay::MailboxStore>> {
+    auto store = cw::relay::RocksDbMailboxStore::Open(store_dir);
+    if (!store) return cw::Error(store.error());
+    log.Log(cw::relay::LogLevel::kInfo, "store_opened",
+            {{"dir", store_dir}, {"allocator", cw::relay::AllocatorName()}});
+    return std::unique_ptr<cw::relay::MailboxStore>(std::move(*store));
+  };
+  hooks.wait_for_stop = [&](int64_t millis) {
+    const timespec timeout{static_cast<time_t>(millis / 1000), static_cast<long>(millis % 1000) * 1'000'000};
+    const int sig = sigtimedwait(&signals, nullptr, &timeout);
+    if (sig < 0) return false;  // the time is up (or an interruption): keep serving
+    log.Log(cw::relay::LogLevel::kInfo, "signal", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+    return true;
+  };
+  bool announced = false;
+  hooks.listening = [&](const cw::transport::Endpoint& where) {
+    // The address goes to stdout once, for whoever started the relay; a restart after a store failure keeps
+    // it.
+    if (announced) return;
+    announced = true;
+    std::printf("%s\n", where.ToString().c_str());
+    std::fflush(stdout);
+  };
   int rc = 0;
-  {
-    cw::relay::RelayService service(**store, cw::SystemClock::Default(), cw::SystemRandom::Default(), options,
-                                    &log);
-    auto transport = cw::transport::TcpTransport::New(std::move(*key));
-    if (!transport) return Fail(log, "transport_failed", transport.error());
-    auto server = cw::relay::RelayServer::Start(**transport, service, *endpoint, server_options, log,
-                                                cw::SystemClock::Default());
-    if (!server) {
-      rc = Fail(log, "listen_failed", server.error());
-    } else {
-      std::printf("%s\n", (*server)->endpoint().ToString().c_str());
-      std::fflush(stdout);
-      int sig = 0;
-      sigwait(&signals, &sig);
-      log.Log(cw::relay::LogLevel::kInfo, "signal", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
-      (*server)->Stop();
-      Status down = (*transport)->Shutdown();
-      if (!down.ok()) log.Log(cw::relay::LogLevel::kWarn, "transport_shutdown", {{"error", down.ToString()}});
-      server->reset();
-    }
-  }
-  store->reset();  // the committer finishes every recorded write before the database closes
+  const Status ran = cw::relay::RunRelay(**transport, *endpoint, run, hooks, log, cw::SystemClock::Default(),
+                                         cw::SystemRandom::Default());
+  if (!ran.ok()) rc = Fail(log, "start_failed", ran);  // the store would not open, or the address is taken
+  Status down = (*transport)->Shutdown();
+  if (!down.ok()) log.Log(cw::relay::LogLevel::kWarn, "transport_shutdown", {{"error", down.ToString()}});
   log.Log(cw::relay::LogLevel::kInfo, "exit", {{"code", std::to_string(rc)}});
   return rc;
 }

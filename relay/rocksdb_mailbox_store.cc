@@ -13,6 +13,7 @@
 #include <cstring>
 #include <functional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "relay/attachment_files.h"
@@ -224,6 +225,10 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       paused_ = paused;
     }
     work_cv_.notify_all();
+  }
+  void FailNextWriteForTesting(Status failure) override {
+    std::lock_guard<std::mutex> lock(cmu_);
+    fail_next_ = std::move(failure);
   }
   size_t WaitingWritersForTesting() const override {
     std::lock_guard<std::mutex> lock(cmu_);
@@ -511,8 +516,9 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       // Taken with the batch: every attachment size recorded in it counts bytes written to these files.
       const internal::AttachmentFiles::Dirty dirty = files_->TakeDirty();
       const uint64_t number = filling_++;
+      Status written = std::exchange(fail_next_, Status::Ok());
       lock.unlock();
-      Status written = sync_ ? files_->SyncDirty(dirty) : Status::Ok();
+      if (written.ok() && sync_) written = files_->SyncDirty(dirty);
       if (written.ok()) {
         rocksdb::WriteOptions options;
         options.sync = sync_;
@@ -584,6 +590,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   std::atomic<uint64_t> synced_{0};
   std::atomic<uint64_t> syncs_{0};
   Status failed_;
+  Status fail_next_;  // FailNextWriteForTesting
   bool paused_ = false;
   bool stop_ = false;
   size_t waiting_ = 0;

@@ -39,6 +39,9 @@ class RocksDbMailboxStore : public virtual MailboxStore {
   // InsertAsync callbacks not yet run.
   virtual void PauseCommitsForTesting(bool paused) = 0;
   virtual size_t WaitingWritersForTesting() const = 0;
+  // Tests only: the committer's next write fails with `failure`, as a write to a full or failing disk does:
+  // nothing of that batch reaches the database, its callers get the failure, and Health() reports it.
+  virtual void FailNextWriteForTesting(Status failure) = 0;
 };
 
 }  // namespace cw::relay

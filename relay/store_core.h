@@ -123,8 +123,8 @@ class StoreCore : public virtual MailboxStore {
   // ---- Durability hooks (called with mu_ held) ----
   // Whether bodies (envelopes, chunks) stay in the index; a store that keeps them elsewhere says false.
   virtual bool KeepsBodies() const = 0;
-  // Not ok once a sync has failed: every change is then refused.
-  virtual Status Health() const = 0;
+  // Not ok once a sync has failed: every change is then refused (MailboxStore::Health).
+  Status Health() const override = 0;
   // Owner or seq_limit changed (not called for each next_seq step: see kSeqReserve).
   virtual void RecordMailbox(const MailboxId& id, const MailboxState& state) = 0;
   // `claim_by_millis` as in MailboxStore::AddDepositToken; ignored when !present.

@@ -505,6 +505,40 @@ TEST(RocksDbMailboxStore, ClosingAnswersPendingAsyncDepositsAfterWritingThem) {
   EXPECT_EQ(store->FetchAfter(box, 0, 100, 1 << 20, nullptr)->size(), 10u);
 }
 
+// A write that fails (a full or failing disk) leaves the store refusing every change, even once the fault
+// has passed: what it holds in memory is then ahead of the disk. Reopening gives back exactly what was
+// synced before the failure, and takes changes again.
+TEST(RocksDbMailboxStore, AFailedWriteRefusesEveryChangeUntilReopened) {
+  testing::TempDir dir;
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  {
+    auto store = OpenOrDie(dir.Sub("db"));
+    ASSERT_TRUE(store);
+    CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+    ASSERT_TRUE(store->Insert(box, Mid(1), Bytes(50, 1), kFar, {}).has_value());
+    EXPECT_TRUE(store->Health().ok());
+    store->FailNextWriteForTesting(Status(StatusCode::kUnavailable, "IO error: No space left on device"));
+    auto failed = store->Insert(box, Mid(2), Bytes(50, 2), kFar, {});
+    ASSERT_FALSE(failed.has_value());
+    EXPECT_EQ(failed.error().code(), StatusCode::kUnavailable);
+    EXPECT_EQ(store->Health().code(), StatusCode::kUnavailable);
+    EXPECT_FALSE(store->Insert(box, Mid(3), Bytes(50, 3), kFar, {}).has_value());
+    EXPECT_FALSE(store->Ack(box, Mid(1)).has_value());
+    EXPECT_FALSE(store->CreateMailbox(Filled<kMailboxIdSize>(2), Key(2)).ok());
+  }
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  EXPECT_TRUE(store->Health().ok());
+  auto held = store->FetchAfter(box, 0, 100, 1 << 20, nullptr);
+  ASSERT_TRUE(held.has_value());
+  ASSERT_EQ(held->size(), 1u);
+  EXPECT_EQ((*held)[0].id, Mid(1));
+  EXPECT_EQ(store->MailboxOwner(Filled<kMailboxIdSize>(2)).value(), std::nullopt);
+  auto again = store->Insert(box, Mid(2), Bytes(50, 2), kFar, {});
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(*again, InsertOutcome::kInserted);
+}
+
 // Without the hold, under real concurrency: never more syncs than deposits, and all of them durable.
 TEST(RocksDbMailboxStore, FreeRunningDepositsAreAllDurable) {
   testing::TempDir dir;
