@@ -20,6 +20,8 @@ constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
 // Sweeps and deletes commit in batches of this many writes, so one huge conversation does not become one
 // huge batch.
 constexpr size_t kDeleteBatch = 1000;
+// In kMeta while a deletion's purge is due (see FinishPendingPurge).
+constexpr std::string_view kPurgeDueKey = "transcripts.purge_due";
 
 session::Write Put(Table t, std::string key, SecretBytes value) {
   return session::Write{t, std::move(key), std::optional<SecretBytes>(std::move(value))};
@@ -134,6 +136,7 @@ class Transcripts::Impl {
     batch.writes.push_back(Del(Table::kConversation, std::string(id)));
     for (auto& k : rows) batch.writes.push_back(Del(Table::kTranscript, std::move(k)));
     for (const auto& k : outbox) batch.writes.push_back(Del(Table::kOutbox, k));
+    batch.writes.push_back(Put(Table::kMeta, std::string(kPurgeDueKey), SecretBytes(Bytes{1})));
     CW_RETURN_IF_ERROR(store_->Commit(std::move(batch)));
     if (outbox_keys_) {
       for (const auto& k : outbox) outbox_keys_->erase(k);
@@ -142,10 +145,24 @@ class Transcripts::Impl {
     next_due_.erase(std::string(id));
     // The deleted key must not survive in a file: the rows' blobs left in files compaction has not reached
     // yet are readable only with it.
-    Status purge = options_.purge_deleted ? options_.purge_deleted(Table::kConversation) : Status::Ok();
+    Status purge = Purge();
     if (purged == nullptr) return purge;
     *purged = std::move(purge);
     return Status::Ok();
+  }
+
+  Status FinishPendingPurge() {
+    CW_ASSIGN_OR_RETURN(auto due, store_->Get(Table::kMeta, kPurgeDueKey));
+    if (!due) return Status::Ok();
+    return Purge();
+  }
+
+  // Purges deleted conversation keys from the store's files; once that succeeded, no purge is due.
+  Status Purge() {
+    if (options_.purge_deleted) CW_RETURN_IF_ERROR(options_.purge_deleted(Table::kConversation));
+    WriteBatch done;
+    done.writes.push_back(Del(Table::kMeta, std::string(kPurgeDueKey)));
+    return store_->Commit(std::move(done));
   }
 
   // --- staging ---
@@ -464,6 +481,7 @@ Status Transcripts::SetDisappearingTimer(std::string_view id, int64_t ms) { retu
 Status Transcripts::DeleteConversation(std::string_view id, session::WriteBatch also, Status* purged) {
   return impl_->Delete(id, std::move(also), purged);
 }
+Status Transcripts::FinishPendingPurge() { return impl_->FinishPendingPurge(); }
 
 Status Transcripts::StageIncoming(const session::Received& received, std::string_view relay_message_id,
                                   session::WriteBatch* batch, const IncomingDetails& details,

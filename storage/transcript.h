@@ -14,7 +14,9 @@
 // Crypto-shredding: DeleteConversation deletes the conversation key, the rows and the outbox entries, then
 // has the store purge deleted values of kConversation from its files (TranscriptOptions::purge_deleted,
 // SealedStore::PurgeDeleted). Rows that compaction has not yet rewritten stay in the files, but their blobs
-// were sealed under a key that exists nowhere any more.
+// were sealed under a key that exists nowhere any more. The deletion's batch also records that a purge is
+// due (kMeta "transcripts.purge_due"), cleared once one succeeds: a purge cut short by a crash or an I/O
+// error is run again by FinishPendingPurge, which the client calls each time it opens.
 //
 // Atomicity: StageIncoming and StageOutgoing only add writes to a session::WriteBatch. Pass them as the
 // engine's hook, so the transcript row, the dedup key or outbox entry and the new session state commit in
@@ -157,6 +159,10 @@ class Transcripts {
   // the result says only whether the deletion committed.
   Status DeleteConversation(std::string_view conversation_id, session::WriteBatch also = {},
                             Status* purged = nullptr);
+  // Runs purge_deleted(kConversation) if a deletion's purge did not finish (the app was killed during it, or
+  // it failed), and then clears the record that it is due. Ok when none was due; the purge's error when it
+  // fails again (it stays due).
+  Status FinishPendingPurge();
 
   // --- Staging (the engine hooks) ---
   // Adds to `batch` the dedup key of `relay_message_id` (expiring after dedup_ttl_ms) and, for a user

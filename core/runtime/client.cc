@@ -345,6 +345,10 @@ class Client::Impl {
     to.local_name = state_.name;
     to.purge_deleted = [this](Table t) { return store_->PurgeDeleted(t); };
     CW_ASSIGN_OR_RETURN(transcripts_, storage::Transcripts::New(store_.get(), std::move(to)));
+    if (Status purged = transcripts_->FinishPendingPurge(); !purged.ok()) {
+      Report(Status(purged.code(), "a deleted conversation's key is not yet purged from the store's files: " +
+                                       purged.message()));
+    }
     fingerprint_ = KeyHex(engine_->identity_key());
     ComplianceRuntime::Deps deps{
         store_.get(),

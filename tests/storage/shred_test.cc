@@ -120,5 +120,35 @@ TEST_F(ShredTest, ADeletedConversationCannotBeReadFromFilesCompactionHasNotRewri
   EXPECT_EQ(t_->All(carol)->size(), 3u);
 }
 
+// A purge that did not finish (it failed here; an app killed during it leaves the store the same) leaves the
+// deleted key in the files only until the next open: FinishPendingPurge, which the client runs then, takes
+// it out.
+TEST_F(ShredTest, AKeyWhosePurgeDidNotFinishIsGoneFromTheFilesAfterTheNextOpen) {
+  const std::string bob = Transcripts::DirectConversationId("patient.bob");
+  for (int i = 0; i < 5; ++i) Receive("patient.bob", N("SHRED-BODY-", i), N("relay-b", i));
+  Receive("patient.carol", "KEEP", "relay-c");
+  CW_ST_ASSERT_OK(store_->FlushForTesting());
+  auto conv_key = store_->StoredKeyForTesting(Table::kConversation, bob);
+  ASSERT_TRUE(conv_key.has_value());
+  std::string sealed_key_record;
+  for (auto& [k, v] : SstEntries(db_path(), "conversations")) {
+    if (k == *conv_key) sealed_key_record = v;
+  }
+  ASSERT_FALSE(sealed_key_record.empty());
+
+  fail_purges_ = Status(StatusCode::kUnavailable, "compact: IO error");
+  Status purged;
+  CW_ST_ASSERT_OK(t_->DeleteConversation(bob, {}, &purged));
+  ASSERT_FALSE(purged.ok());
+  EXPECT_TRUE(testing::AnyFileContains(db_path(), sealed_key_record)) << "the test needs a purge left undone";
+
+  fail_purges_ = Status::Ok();
+  ReopenAll();
+  CW_ST_ASSERT_OK(t_->FinishPendingPurge());
+  EXPECT_FALSE(testing::AnyFileContains(db_path(), sealed_key_record))
+      << "the deleted conversation key is still on disk";
+  EXPECT_EQ(t_->All(Transcripts::DirectConversationId("patient.carol"))->size(), 1u);
+}
+
 }  // namespace
 }  // namespace cw::storage

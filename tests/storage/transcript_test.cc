@@ -303,6 +303,39 @@ TEST_F(TranscriptTest, SequencesOfMessagesThatDisappearedAreNotReused) {
   EXPECT_EQ(Receive("patient.bob", "new start", "r6"), 1u);
 }
 
+// Crypto-shredding must not depend on the purge finishing the first time: one that fails (or that a killed
+// app never finished, which leaves the store the same) is run again at the next open, and only until it
+// succeeds.
+TEST_F(TranscriptTest, AnUnfinishedPurgeIsRunAgainAtTheNextOpenUntilItSucceeds) {
+  Receive("patient.bob", "hello", "relay-1");
+  fail_purges_ = Status(StatusCode::kUnavailable, "compact: IO error");
+  Status purged;
+  CW_ST_ASSERT_OK(t_->DeleteConversation(kBob, {}, &purged));
+  EXPECT_EQ(purged.code(), StatusCode::kUnavailable);
+  EXPECT_EQ(t_->GetConversation(kBob).value(), std::nullopt);  // deleted all the same
+
+  ReopenAll();
+  purges_ = 0;
+  CW_ST_EXPECT_CODE(t_->FinishPendingPurge(), StatusCode::kUnavailable);  // still failing: still due
+  EXPECT_EQ(purges_, 1);
+  fail_purges_ = Status::Ok();
+  ReopenAll();
+  CW_ST_ASSERT_OK(t_->FinishPendingPurge());
+  EXPECT_EQ(purges_, 2);
+  ReopenAll();
+  CW_ST_ASSERT_OK(t_->FinishPendingPurge());
+  EXPECT_EQ(purges_, 2);  // done: nothing due any more
+}
+
+TEST_F(TranscriptTest, ADeletionWhosePurgeSucceededLeavesNoneDue) {
+  Receive("patient.bob", "hello", "relay-1");
+  CW_ST_ASSERT_OK(t_->DeleteConversation(kBob));
+  EXPECT_EQ(purges_, 1);
+  ReopenAll();
+  CW_ST_ASSERT_OK(t_->FinishPendingPurge());
+  EXPECT_EQ(purges_, 1);
+}
+
 TEST_F(TranscriptTest, DedupKeysLastTheRelayTtlThenAreSwept) {
   Receive("patient.bob", "hello", "relay-1");
   clock_.Advance(kDefaultDedupTtlMs - 1);

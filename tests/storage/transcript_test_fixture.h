@@ -56,7 +56,11 @@ class TranscriptFixture : public SealedStoreFixture {
     o.clock = &clock_;
     o.random = &random_;
     o.local_name = "dr.alice";
-    o.purge_deleted = [this](session::Table t) { return store_->PurgeDeleted(t); };
+    o.purge_deleted = [this](session::Table t) {
+      ++purges_;
+      if (!fail_purges_.ok()) return fail_purges_;
+      return store_->PurgeDeleted(t);
+    };
     auto t = Transcripts::New(store_.get(), o);
     ASSERT_TRUE(t.has_value()) << t.error().ToString();
     t_ = std::move(*t);
@@ -95,6 +99,8 @@ class TranscriptFixture : public SealedStoreFixture {
   FakeClock clock_;
   SeededRandom random_{42};
   std::unique_ptr<Transcripts> t_;
+  int purges_ = 0;      // purge_deleted calls
+  Status fail_purges_;  // what purge_deleted answers instead of purging, when not ok
 };
 
 }  // namespace cw::storage::testing
