@@ -53,10 +53,9 @@ void CipherwardAlternating(benchmark::State& state) {
 
 void CipherwardGroup(benchmark::State& state) {
   const Bytes plaintext = MakePlaintext(state.range(0));
-  const std::string group = "care-team";
   CwPair pair(kFewPreKeys);
   pair.Establish();
-  pair.CreateGroup(group);
+  const std::string group = pair.CreateGroup();
   size_t wire_size = 0;
   for (auto _ : state) wire_size = pair.GroupSend(group, plaintext);
   SetRates(state, plaintext.size(), wire_size);

@@ -77,8 +77,10 @@ void CwPair::SetUpSession(const session::Address& bob_as_seen_by_alice,
   CheckMessage(received, plaintext, Received::Kind::kMessage);
 }
 
-void CwPair::CreateGroup(const std::string& group_id) {
+std::string CwPair::CreateGroup() {
+  const std::string group_id = alice_->NewGroupId();
   DeliverAll(Must(alice_->CreateGroup(group_id, {bob_address_.name}), "CreateGroup").messages, alice_address_);
+  return group_id;
 }
 
 size_t CwPair::GroupSend(const std::string& group_id, ByteView plaintext) {

@@ -48,7 +48,8 @@ class CwPair {
 
   // Creates `group_id` with Alice and Bob and delivers every resulting message (membership, sender keys,
   // and whatever the receivers send back) until none is left.
-  void CreateGroup(const std::string& group_id);
+  // Alice makes a group with Bob and delivers its set-up; returns its id.
+  std::string CreateGroup();
   // Alice encrypts once for the group; Bob decrypts. Returns the ciphertext size.
   size_t GroupSend(const std::string& group_id, ByteView plaintext);
 

@@ -131,8 +131,7 @@ void Generate() {
   // Group messages: the next one, and one after a skipped one.
   for (int i = 0; i < 3; ++i) {
     std::string text = "group message " + std::to_string(i);
-    auto m =
-        Take("alice group-encrypts", f->alice->GroupEncrypt(cw::fuzz::kFixtureGroupId, cw::AsBytes(text)));
+    auto m = Take("alice group-encrypts", f->alice->GroupEncrypt(f->group_id, cw::AsBytes(text)));
     if (m.type != MessageType::kSenderKey) Die("expected a SenderKeyMessage");
     if (i == 1) continue;
     Add("session_decrypt", Typed(MessageType::kSenderKey, m.body));
@@ -194,6 +193,7 @@ void Generate() {
   }
 
   // --- content_decode: one content of each kind ---
+  const std::string& group_id = f->group_id;
   {
     cw::wire::Content c;
     c.kind = cw::wire::ContentKind::kMessage;
@@ -203,14 +203,14 @@ void Generate() {
   {
     cw::wire::Content c;
     c.kind = cw::wire::ContentKind::kSenderKey;
-    c.group_id = cw::fuzz::kFixtureGroupId;
+    c.group_id = group_id;
     c.body = cw::SecretBytes(skdm);
     Add("content_decode", FromSpan(Take("encode content", cw::wire::EncodeContent(c)).reveal()));
   }
   {
     cw::wire::Content c;
     c.kind = cw::wire::ContentKind::kGroupMembers;
-    c.group_id = cw::fuzz::kFixtureGroupId;
+    c.group_id = group_id;
     c.members = {"alice", "bob", "dr.carol@ward-7", "nurse\xc3\xa9"};
     Add("content_decode", FromSpan(Take("encode content", cw::wire::EncodeContent(c)).reveal()));
   }

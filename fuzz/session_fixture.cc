@@ -81,14 +81,15 @@ std::unique_ptr<SessionFixture> SessionFixture::Build() {
   Take("alice decrypts", f->alice->Decrypt(f->bob_address(), reply));
 
   std::deque<std::pair<session::Address, session::Outgoing>> queue;
-  for (auto& out : Take("create group", f->alice->CreateGroup(kFixtureGroupId, {"bob"})).messages) {
+  f->group_id = f->alice->NewGroupId();
+  for (auto& out : Take("create group", f->alice->CreateGroup(f->group_id, {"bob"})).messages) {
     queue.emplace_back(f->alice_address(), std::move(out));
   }
   Deliver(*f, std::move(queue));
 
   // One group message, so bob's copy of alice's sender-key chain has moved once.
   session::Ciphertext group_message =
-      Take("group encrypt", f->alice->GroupEncrypt(kFixtureGroupId, AsBytes("hi team")));
+      Take("group encrypt", f->alice->GroupEncrypt(f->group_id, AsBytes("hi team")));
   session::Received r2 =
       Take("bob decrypts group message", f->bob->Decrypt(f->alice_address(), group_message));
   if (r2.kind != session::Received::Kind::kGroupMessage) {

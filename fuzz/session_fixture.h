@@ -26,7 +26,6 @@
 namespace cw::fuzz {
 
 inline constexpr uint64_t kFixtureSeed = 0x43574655'5a5a3031;  // "CWFUZZ01"
-inline constexpr char kFixtureGroupId[] = "care-team-fuzz";
 
 class SessionFixture {
  public:
@@ -56,6 +55,8 @@ class SessionFixture {
   std::unique_ptr<session::Engine> bob;
   // The PreKeySignalMessage that started the session (bob has decrypted it).
   session::Ciphertext first_message;
+  // Alice's group with bob (Engine::NewGroupId: bound to alice, its admin).
+  std::string group_id;
 
  private:
   SessionFixture() = default;

@@ -196,7 +196,7 @@ struct PeekedEnvelope {
 
 // A care-team group as this device knows it (core/runtime/client_groups.h).
 struct GroupInfo {
-  std::string id;      // 32 hex digits (Engine::NewGroupId)
+  std::string id;      // 64 hex digits (Engine::NewGroupId)
   std::string label;   // the name given at creation; only the creating device knows it (empty elsewhere)
   std::string admin;   // the creator, who alone adds and removes members
   std::vector<std::string> members;  // sorted, this identity included; empty once we were removed

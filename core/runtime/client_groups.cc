@@ -25,10 +25,10 @@ std::vector<std::string> Names(const std::vector<session::Address>& addresses) {
   return out;
 }
 
-// 32 hex digits, the form Engine::NewGroupId makes; anything else names no group of ours and is refused
-// before it reaches a store key.
+// 64 hex digits, the form Engine::NewGroupId makes (32 for a group made before ids were bound to their
+// admin); anything else names no group of ours and is refused before it reaches a store key.
 bool LooksLikeGroupId(const std::string& id) {
-  return id.size() == 32 && std::all_of(id.begin(), id.end(), [](char c) {
+  return (id.size() == 64 || id.size() == 32) && std::all_of(id.begin(), id.end(), [](char c) {
            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
          });
 }

@@ -11,6 +11,7 @@
 #include <signal/session_cipher.h>
 #include <signal/session_pre_key.h>
 #include <signal/signal_protocol.h>
+#include <sodium.h>
 
 #include <algorithm>
 #include <cstring>
@@ -35,6 +36,32 @@ namespace {
 constexpr uint32_t kMaxPreKeyId = 0xFFFFFF;  // pre-key ids are 24-bit in the Signal protocol
 constexpr int kFingerprintIterations = 5200;
 constexpr int kScannableVersion = 1;
+
+// A group id is 16 random bytes then a 16-byte tag that binds them to the admin's identity key, in hex. Every
+// member knows the id, so without the binding any of them could stake a claim to it on another device (a
+// newcomer's, or a removed member's) before the real admin's invitation arrives, and be taken as its admin
+// there. With it, an invitation to a group this device does not know is accepted only from the identity key
+// the id is bound to.
+constexpr std::string_view kGroupIdContext = "cipherward group id v1";
+constexpr size_t kGroupIdPartSize = 16;
+
+std::string BoundGroupId(const wire::PublicKey& admin_identity, ByteView nonce) {
+  std::array<uint8_t, kGroupIdPartSize> tag{};
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, nullptr, 0, tag.size());
+  crypto_generichash_update(&st, reinterpret_cast<const uint8_t*>(kGroupIdContext.data()),
+                            kGroupIdContext.size());
+  crypto_generichash_update(&st, admin_identity.data(), admin_identity.size());
+  crypto_generichash_update(&st, nonce.data(), nonce.size());
+  crypto_generichash_final(&st, tag.data(), tag.size());
+  return ToHex(nonce) + ToHex(tag);
+}
+
+bool GroupIdIsBoundTo(std::string_view group_id, const wire::PublicKey& identity) {
+  Bytes raw;
+  if (group_id.size() != 4 * kGroupIdPartSize || !FromHex(group_id, &raw)) return false;
+  return BoundGroupId(identity, ByteView(raw.data(), kGroupIdPartSize)) == group_id;
+}
 
 constexpr std::string_view kMetaIdentity = "identity_key_pair";
 constexpr std::string_view kMetaRegistrationId = "registration_id";
@@ -911,8 +938,17 @@ Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Conten
           r.members = known->members;  // stale: the ratchet advances, the group does not change
           return r;
         }
-      } else if (!Contains(updated, sender.name) || !Contains(updated, local_name_) || content.epoch == 0) {
-        return Error(StatusCode::kPermissionDenied, "group invitation that does not list its sender and us");
+      } else {
+        if (!Contains(updated, sender.name) || !Contains(updated, local_name_) || content.epoch == 0) {
+          return Error(StatusCode::kPermissionDenied,
+                       "group invitation that does not list its sender and us");
+        }
+        // The sender's trusted identity key: the session this came over was checked against it.
+        CW_ASSIGN_OR_RETURN(auto contact, ReadContact(sender.name));
+        if (!contact || !GroupIdIsBoundTo(content.group_id, contact->identity_key)) {
+          return Error(StatusCode::kPermissionDenied,
+                       "group invitation for a group id its sender did not make");
+        }
       }
       r.members = updated;
       const std::vector<std::string> current = known ? known->members : std::vector<std::string>();
@@ -1296,9 +1332,9 @@ Result<bool> Engine::CompareScannedSafetyNumber(const std::string& name, ByteVie
 }
 
 std::string Engine::NewGroupId() {
-  std::array<uint8_t, 16> id{};
-  impl_->random_->Fill(id.data(), id.size());
-  return ToHex(id);
+  std::array<uint8_t, kGroupIdPartSize> nonce{};
+  impl_->random_->Fill(nonce.data(), nonce.size());
+  return BoundGroupId(impl_->identity_public_, nonce);
 }
 
 Result<GroupDelivery> Engine::CreateGroup(const std::string& group_id, const std::vector<std::string>& members,

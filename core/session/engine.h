@@ -200,7 +200,9 @@ class Engine {
   // --- Care-team groups ---
   // A group is administered by its creator (the care-team lead): only the admin adds and removes members,
   // and each change carries a higher epoch, so neither a member nor the relay can rewrite, replay or
-  // reorder membership. Group ids should be unguessable (NewGroupId) so nobody can claim one first.
+  // reorder membership. Make group ids with NewGroupId: a device accepts an invitation to a group it does not
+  // know only when the group id is bound to the inviter's identity key, so no one, another member included,
+  // can claim a group on a device before its admin's invitation gets there.
   //
   // The membership changes take a hook like Encrypt's: it sees what the change sends and adds writes (the
   // outbox entries that carry it) that commit atomically with the new group and session state, so a crash
@@ -217,7 +219,8 @@ class Engine {
   // each remaining member rotates theirs when the membership update reaches them.
   Result<GroupDelivery> RemoveGroupMember(const std::string& group_id, const std::string& member,
                                           const GroupHook& also_write = nullptr);
-  // 128 random bits, hex: a group id nobody can guess or claim before the group exists.
+  // 128 random bits and a 128-bit tag binding them to this identity key, 64 hex digits: a group id nobody can
+  // guess, and that only this identity can invite others to.
   std::string NewGroupId();
   Result<std::vector<std::string>> GroupMembers(const std::string& group_id);
   // Sends this device's current sender key for the group to one member (after a missing session appeared).

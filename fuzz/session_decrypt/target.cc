@@ -80,7 +80,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   cw::session::Ciphertext message;
   message.type = static_cast<cw::session::MessageType>(type);
   message.body.assign(data + 1, data + size);
-  if (message.type == cw::session::MessageType::kSenderKey) message.group_id = cw::fuzz::kFixtureGroupId;
+  if (message.type == cw::session::MessageType::kSenderKey) message.group_id = f.group_id;
 
   auto received = f.bob->Decrypt(f.alice_address(), message);
   if (Verbose()) {

@@ -352,7 +352,7 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_history(cw_client* client, const char
 
 /* Called once per incoming care-team group message, after it is stored (as cw_message_fn), on the loop thread
  * (the rules of cw_client_set_on_message; group messages never reach the on_message callback). `group_id` is
- * 32 hex digits, `sender` the member who wrote it, `sequence` its place in the group's history. */
+ * 64 hex digits, `sender` the member who wrote it, `sequence` its place in the group's history. */
 typedef void (*cw_group_message_fn)(void* user_data, const char* group_id, const char* sender, uint64_t sequence,
                                     const uint8_t* body, size_t len);
 CW_EXPORT CW_NODISCARD cw_status cw_client_set_on_group_message(cw_client* client, cw_group_message_fn cb,

@@ -174,7 +174,7 @@ static void on_lock(void* user_data) {
 /* What a group callback saw. */
 typedef struct group_inbox {
   inbox in; /* contact: the sender */
-  char group_id[40];
+  char group_id[72];
   uint64_t sequence;
 } group_inbox;
 
@@ -476,7 +476,7 @@ int main(int argc, char** argv) {
   CHECK_STATUS(cw_client_group_create(clinician, "x", NULL, 1, &group, NULL), CW_ERR_INVALID_ARGUMENT);
   CHECK(group == NULL);
   REQUIRE_OK(cw_client_group_create(clinician, "Cardiology team", members, 1, &group, &unreached));
-  CHECK(cw_buffer_size(group) == 32);
+  CHECK(cw_buffer_size(group) == 64);
   CHECK(strcmp((const char*)cw_buffer_data(unreached), "{\"no_session\":[],\"untrusted\":[]}") == 0);
   cw_buffer_free(unreached);
   const char* gid = (const char*)cw_buffer_data(group);

@@ -30,7 +30,7 @@ expect '"status":"sent"' "$out"
 expect '"members":["ana","ben","cyd","lead"]' "$out"
 expect '"missing_sessions":[]' "$out"
 group="$(json_field group "$out")"
-[ ${#group} -eq 32 ]
+[ ${#group} -eq 64 ]
 # Two rounds: the membership reaches everyone, then every member's sender key does.
 for _ in 1 2; do for p in ana ben cyd lead; do as "$p" receive >/dev/null; done; done
 

@@ -15,8 +15,6 @@ using testing::SameState;
 using testing::Text;
 using testing::World;
 
-constexpr char kGroup[] = "ward-7";
-
 std::vector<std::string> Sorted(std::vector<std::string> v) {
   std::sort(v.begin(), v.end());
   return v;
@@ -35,34 +33,34 @@ class GroupTest : public ::testing::Test {
   }
 
   void CreateWardGroup() {
-    auto outs = clinician->CreateGroup(kGroup, {"nurse", "patient"});
+    auto outs = clinician->CreateGroup(group_, {"nurse", "patient"});
     CW_ASSERT_OK(outs);
     auto log = world.Pump("clinician", *outs);
     ASSERT_TRUE(AllDelivered(log));
     for (Party* p : {&clinician, &nurse, &patient}) {
-      auto members = (*p)->GroupMembers(kGroup);
+      auto members = (*p)->GroupMembers(group_);
       CW_ASSERT_OK(members);
       ASSERT_EQ(Sorted(*members), (std::vector<std::string>{"clinician", "nurse", "patient"})) << p->name();
     }
   }
 
   Ciphertext Send(Party& from, const std::string& text) {
-    auto ct = from->GroupEncrypt(kGroup, AsBytes(text));
+    auto ct = from->GroupEncrypt(group_, AsBytes(text));
     if (!ct.has_value()) {
       ADD_FAILURE() << from.name() << " GroupEncrypt: " << ct.error().ToString();
       return Ciphertext{};
     }
     EXPECT_EQ(ct->type, MessageType::kSenderKey);
-    EXPECT_EQ(ct->group_id, kGroup);
+    EXPECT_EQ(ct->group_id, group_);
     return *ct;
   }
 
   // The plaintext, or "<CODE: ...>".
-  static std::string Read(Party& to, const Party& from, const Ciphertext& ct) {
+  std::string Read(Party& to, const Party& from, const Ciphertext& ct) {
     auto r = to->Decrypt(from.address(), ct);
     if (!r.has_value()) return testing::Failed(r.error());
     EXPECT_EQ(r->kind, Received::Kind::kGroupMessage);
-    EXPECT_EQ(r->group_id, kGroup);
+    EXPECT_EQ(r->group_id, group_);
     EXPECT_EQ(r->sender.name, from.name());
     return Text(r->body);
   }
@@ -90,6 +88,7 @@ class GroupTest : public ::testing::Test {
   Party& clinician = world.Add("clinician");
   Party& nurse = world.Add("nurse");
   Party& patient = world.Add("patient");
+  const std::string group_ = clinician->NewGroupId();  // bound to the clinician, its admin
   int counter_ = 0;
 };
 
@@ -139,11 +138,11 @@ TEST_F(GroupTest, LateJoinerReadsLaterMessagesOnly) {
   EXPECT_EQ(Read(patient, clinician, early_c), "before the pharmacist joined (clinician)");
   EXPECT_EQ(Read(patient, nurse, early_n), "before the pharmacist joined (nurse)");
 
-  auto outs = clinician->AddGroupMember(kGroup, "pharmacist");
+  auto outs = clinician->AddGroupMember(group_, "pharmacist");
   CW_ASSERT_OK(outs);
   ASSERT_TRUE(AllDelivered(world.Pump("clinician", *outs)));
   for (Party* p : {&clinician, &nurse, &patient, &pharmacist}) {
-    auto members = (*p)->GroupMembers(kGroup);
+    auto members = (*p)->GroupMembers(group_);
     CW_ASSERT_OK(members);
     EXPECT_EQ(Sorted(*members), (std::vector<std::string>{"clinician", "nurse", "patient", "pharmacist"}))
         << p->name();
@@ -163,21 +162,21 @@ TEST_F(GroupTest, LateJoinerReadsLaterMessagesOnly) {
 // group and ratchet state, and a failing hook must leave nothing behind.
 TEST_F(GroupTest, MembershipHooksCommitWithTheChangeOrNotAtAll) {
   const auto before = clinician.snapshot();
-  auto failed = clinician->CreateGroup(kGroup, {"nurse", "patient"},
-                                       [](const GroupDelivery&, WriteBatch*) {
-                                         return Status(StatusCode::kUnavailable, "outbox full");
-                                       });
+  auto failed = clinician->CreateGroup(group_, {"nurse", "patient"}, [](const GroupDelivery&, WriteBatch*) {
+    return Status(StatusCode::kUnavailable, "outbox full");
+  });
   ASSERT_FALSE(failed.has_value());
   EXPECT_EQ(failed.error().code(), StatusCode::kUnavailable);
   EXPECT_TRUE(SameState(before, clinician.snapshot()));
-  EXPECT_EQ(clinician->GroupMembers(kGroup).error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(clinician->GroupMembers(group_).error().code(), StatusCode::kNotFound);
 
   size_t seen = 0;
-  auto outs = clinician->CreateGroup(kGroup, {"nurse", "patient"}, [&](const GroupDelivery& d, WriteBatch* b) {
-    seen = d.messages.size();
-    b->writes.push_back({Table::kMeta, "test.outbox", SecretBytes(AsBytes("staged"))});
-    return Status::Ok();
-  });
+  auto outs =
+      clinician->CreateGroup(group_, {"nurse", "patient"}, [&](const GroupDelivery& d, WriteBatch* b) {
+        seen = d.messages.size();
+        b->writes.push_back({Table::kMeta, "test.outbox", SecretBytes(AsBytes("staged"))});
+        return Status::Ok();
+      });
   CW_ASSERT_OK(outs);
   EXPECT_EQ(seen, outs->messages.size());
   EXPECT_EQ(seen, 2u);
@@ -186,12 +185,12 @@ TEST_F(GroupTest, MembershipHooksCommitWithTheChangeOrNotAtAll) {
   EXPECT_EQ(after.count(std::to_string(static_cast<int>(Table::kMeta)) + ":test.outbox"), 1u);
 
   const auto before_remove = clinician.snapshot();
-  auto refused = clinician->RemoveGroupMember(kGroup, "patient", [](const GroupDelivery&, WriteBatch*) {
+  auto refused = clinician->RemoveGroupMember(group_, "patient", [](const GroupDelivery&, WriteBatch*) {
     return Status(StatusCode::kUnavailable, "outbox full");
   });
   ASSERT_FALSE(refused.has_value());
   EXPECT_TRUE(SameState(before_remove, clinician.snapshot()));
-  auto members = clinician->GroupMembers(kGroup);
+  auto members = clinician->GroupMembers(group_);
   CW_ASSERT_OK(members);
   EXPECT_EQ(members->size(), 3u);
 }
@@ -201,11 +200,11 @@ TEST_F(GroupTest, RemovedMemberCannotReadNewMessages) {
   ExpectHeardBy(clinician, {&nurse, &patient});
   ExpectHeardBy(nurse, {&clinician, &patient});
 
-  auto outs = clinician->RemoveGroupMember(kGroup, "patient");
+  auto outs = clinician->RemoveGroupMember(group_, "patient");
   CW_ASSERT_OK(outs);
   ASSERT_TRUE(AllDelivered(world.Pump("clinician", *outs)));
   for (Party* p : {&clinician, &nurse}) {
-    auto members = (*p)->GroupMembers(kGroup);
+    auto members = (*p)->GroupMembers(group_);
     CW_ASSERT_OK(members);
     EXPECT_EQ(Sorted(*members), (std::vector<std::string>{"clinician", "nurse"})) << p->name();
   }
@@ -220,10 +219,10 @@ TEST_F(GroupTest, RemovedMemberCannotReadNewMessages) {
 TEST_F(GroupTest, RemovedMemberCannotPostToTheGroup) {
   ASSERT_NO_FATAL_FAILURE(CreateWardGroup());
   ExpectHeardBy(patient, {&clinician, &nurse});
-  auto outs = clinician->RemoveGroupMember(kGroup, "patient");
+  auto outs = clinician->RemoveGroupMember(group_, "patient");
   CW_ASSERT_OK(outs);
   ASSERT_TRUE(AllDelivered(world.Pump("clinician", *outs)));
-  auto ct = patient->GroupEncrypt(kGroup, AsBytes("still here?"));
+  auto ct = patient->GroupEncrypt(group_, AsBytes("still here?"));
   if (ct.has_value()) {  // the patient's engine may or may not know it was removed; the others must refuse
     for (Party* p : {&clinician, &nurse}) {
       auto before = p->snapshot();
@@ -239,7 +238,7 @@ TEST_F(GroupTest, SenderKeyFromANonMemberIsPermissionDenied) {
   ASSERT_NO_FATAL_FAILURE(world.Establish(visitor, nurse));
   // The visitor makes its own group under the same id and shares its sender key and a member list with the
   // nurse: neither may touch the nurse's group.
-  auto outs = visitor->CreateGroup(kGroup, {"nurse"});
+  auto outs = visitor->CreateGroup(group_, {"nurse"});
   CW_ASSERT_OK(outs);
   ASSERT_FALSE(outs->messages.empty());
   auto before = nurse.snapshot();
@@ -249,10 +248,10 @@ TEST_F(GroupTest, SenderKeyFromANonMemberIsPermissionDenied) {
     EXPECT_EQ(CodeOf(r), StatusCode::kPermissionDenied) << testing::Describe(r);
   }
   EXPECT_TRUE(SameState(before, nurse.snapshot()));
-  auto members = nurse->GroupMembers(kGroup);
+  auto members = nurse->GroupMembers(group_);
   CW_ASSERT_OK(members);
   EXPECT_EQ(Sorted(*members), (std::vector<std::string>{"clinician", "nurse", "patient"}));
-  auto ct = visitor->GroupEncrypt(kGroup, AsBytes("let me in"));
+  auto ct = visitor->GroupEncrypt(group_, AsBytes("let me in"));
   CW_ASSERT_OK(ct);
   EXPECT_NE(CodeOf(nurse->Decrypt(visitor.address(), *ct)), StatusCode::kOk);
   // The group carries on.
@@ -270,7 +269,8 @@ TEST_F(GroupTest, MissingSessionsAreReportedAndResolved) {
   Party& p = w.Add("patient");
   ASSERT_NO_FATAL_FAILURE(w.Establish(c, n));
   ASSERT_NO_FATAL_FAILURE(w.Establish(c, p));
-  auto outs = c->CreateGroup(kGroup, {"nurse", "patient"});
+  const std::string group = c->NewGroupId();
+  auto outs = c->CreateGroup(group, {"nurse", "patient"});
   CW_ASSERT_OK(outs);
   auto log = w.Pump("clinician", *outs);
   ASSERT_TRUE(AllDelivered(log));
@@ -284,7 +284,7 @@ TEST_F(GroupTest, MissingSessionsAreReportedAndResolved) {
   }
   EXPECT_TRUE(reported) << "the nurse and the patient have no session and must be told";
   for (Party* from : {&c, &n, &p}) {
-    auto ct = (*from)->GroupEncrypt(kGroup, AsBytes("hi from " + from->name()));
+    auto ct = (*from)->GroupEncrypt(group, AsBytes("hi from " + from->name()));
     CW_ASSERT_OK(ct);
     for (Party* to : {&c, &n, &p}) {
       if (to == from) continue;

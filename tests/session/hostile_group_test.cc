@@ -16,8 +16,6 @@ using testing::Party;
 using testing::SameState;
 using testing::World;
 
-constexpr char kGroup[] = "ward-7";
-
 std::vector<std::string> Sorted(std::vector<std::string> v) {
   std::sort(v.begin(), v.end());
   return v;
@@ -37,7 +35,7 @@ class HostileGroupTest : public ::testing::Test {
     }
   }
   void CreateGroup(std::vector<std::string> others) {
-    auto outs = clinician->CreateGroup(kGroup, others);
+    auto outs = clinician->CreateGroup(group_, others);
     CW_ASSERT_OK(outs);
     ASSERT_TRUE(AllDelivered(world.Pump("clinician", *outs)));
   }
@@ -57,6 +55,7 @@ class HostileGroupTest : public ::testing::Test {
   Party& patient = world.Add("patient");
   Party& pharmacist = world.Add("pharmacist");
   Party& mallory = world.Add("mallory");  // no sessions with anyone
+  const std::string group_ = clinician->NewGroupId();  // bound to the clinician, its admin
 };
 
 TEST_F(HostileGroupTest, NothingIsAcceptedUnderOurOwnName) {
@@ -64,7 +63,7 @@ TEST_F(HostileGroupTest, NothingIsAcceptedUnderOurOwnName) {
   auto bundle = World::FetchBundle(nurse);
   ASSERT_TRUE(bundle.has_value());
   CW_ASSERT_OK(mallory->ProcessBundle(Address{"nurse", 1}, *bundle));
-  auto outs = mallory->CreateGroup(kGroup, {"nurse"});
+  auto outs = mallory->CreateGroup(group_, {"nurse"});
   CW_ASSERT_OK(outs);
   ASSERT_EQ(outs->messages.size(), 1u);
   auto before = nurse.snapshot();
@@ -72,7 +71,7 @@ TEST_F(HostileGroupTest, NothingIsAcceptedUnderOurOwnName) {
   auto r = nurse->Decrypt(Address{"nurse", 2}, outs->messages[0].message);
   EXPECT_EQ(CodeOf(r), StatusCode::kPermissionDenied);
   EXPECT_TRUE(SameState(before, nurse.snapshot()));
-  auto members = nurse->GroupMembers(kGroup);
+  auto members = nurse->GroupMembers(group_);
   CW_ASSERT_OK(members);
   EXPECT_EQ(Sorted(*members), (std::vector<std::string>{"clinician", "nurse", "patient"}));
   EXPECT_EQ(CodeOf(nurse->Encrypt(Address{"nurse", 2}, AsBytes("x"))), StatusCode::kInvalidArgument);
@@ -80,9 +79,9 @@ TEST_F(HostileGroupTest, NothingIsAcceptedUnderOurOwnName) {
 
 TEST_F(HostileGroupTest, ReorderedMembershipCannotBringBackARemovedMember) {
   ASSERT_NO_FATAL_FAILURE(CreateGroup({"nurse", "patient"}));
-  auto add = clinician->AddGroupMember(kGroup, "pharmacist");
+  auto add = clinician->AddGroupMember(group_, "pharmacist");
   CW_ASSERT_OK(add);
-  auto rem = clinician->RemoveGroupMember(kGroup, "pharmacist");
+  auto rem = clinician->RemoveGroupMember(group_, "pharmacist");
   CW_ASSERT_OK(rem);
   const Outgoing* add_to_nurse = nullptr;
   const Outgoing* rem_to_nurse = nullptr;
@@ -94,7 +93,7 @@ TEST_F(HostileGroupTest, ReorderedMembershipCannotBringBackARemovedMember) {
   CW_ASSERT_OK(r1);
   auto r2 = nurse->Decrypt(clinician.address(), add_to_nurse->message);
   CW_ASSERT_OK(r2);  // the ratchet moves on; the group does not
-  auto members = nurse->GroupMembers(kGroup);
+  auto members = nurse->GroupMembers(group_);
   CW_ASSERT_OK(members);
   EXPECT_FALSE(Has(*members, "pharmacist"));
   for (auto& o : r2->replies) EXPECT_NE(o.to.name, "pharmacist") << "a sender key went to the removed member";
@@ -102,10 +101,77 @@ TEST_F(HostileGroupTest, ReorderedMembershipCannotBringBackARemovedMember) {
   EXPECT_EQ(CodeOf(nurse->Decrypt(clinician.address(), rem_to_nurse->message)), StatusCode::kDuplicate);
 }
 
+const Outgoing* To(const std::vector<Outgoing>& v, const std::string& name) {
+  for (const auto& o : v) {
+    if (o.to.name == name) return &o;
+  }
+  return nullptr;
+}
+
+// Every member knows the group id. A hostile member (the nurse, on a modified client) forgets the group and
+// "creates" it again as its admin, inviting someone the real admin is about to add. Found in review: the
+// pharmacist's device took her as admin, refused the real admin's invitation, and then, when she added an
+// outsider, sent its sender key to him. A group id is bound to its admin's identity key, so her claim is
+// refused and the real invitation works.
+TEST_F(HostileGroupTest, AMemberCannotClaimTheGroupOnANewcomersDevice) {
+  ASSERT_NO_FATAL_FAILURE(world.Establish(nurse, mallory));
+  ASSERT_NO_FATAL_FAILURE(world.Establish(pharmacist, mallory));
+  ASSERT_NO_FATAL_FAILURE(CreateGroup({"nurse", "patient"}));
+
+  WriteBatch forget;
+  forget.writes.push_back(Write{Table::kGroup, group_, std::nullopt});
+  CW_ASSERT_OK(nurse.store().Commit(std::move(forget)));
+  auto claim = nurse->CreateGroup(group_, {"clinician", "patient", "pharmacist"});
+  CW_ASSERT_OK(claim);
+  ASSERT_NE(To(claim->messages, "pharmacist"), nullptr);
+  const auto before = pharmacist.snapshot();
+  EXPECT_EQ(CodeOf(pharmacist->Decrypt(nurse.address(), To(claim->messages, "pharmacist")->message)),
+            StatusCode::kPermissionDenied);
+  EXPECT_TRUE(SameState(before, pharmacist.snapshot()));
+
+  auto add = clinician->AddGroupMember(group_, "pharmacist");
+  CW_ASSERT_OK(add);
+  ASSERT_NE(To(add->messages, "pharmacist"), nullptr);
+  CW_ASSERT_OK(pharmacist->Decrypt(clinician.address(), To(add->messages, "pharmacist")->message));
+  auto members = pharmacist->GroupMembers(group_);
+  CW_ASSERT_OK(members);
+  EXPECT_EQ(Sorted(*members), (std::vector<std::string>{"clinician", "nurse", "patient", "pharmacist"}));
+
+  // The nurse, admin of nothing on the pharmacist's device, cannot bring in an outsider there.
+  auto add_outsider = nurse->AddGroupMember(group_, "mallory");
+  CW_ASSERT_OK(add_outsider);
+  ASSERT_NE(To(add_outsider->messages, "pharmacist"), nullptr);
+  EXPECT_EQ(CodeOf(pharmacist->Decrypt(nurse.address(), To(add_outsider->messages, "pharmacist")->message)),
+            StatusCode::kPermissionDenied);
+  members = pharmacist->GroupMembers(group_);
+  CW_ASSERT_OK(members);
+  EXPECT_FALSE(Has(*members, "mallory"));
+}
+
+// The same claim on a removed member's device: once the patient is removed (and has forgotten the group),
+// another member cannot bring the group back there under herself.
+TEST_F(HostileGroupTest, AMemberCannotReviveTheGroupOnARemovedMembersDevice) {
+  ASSERT_NO_FATAL_FAILURE(CreateGroup({"nurse", "patient"}));
+  auto removed = clinician->RemoveGroupMember(group_, "patient");
+  CW_ASSERT_OK(removed);
+  ASSERT_TRUE(AllDelivered(world.Pump("clinician", *removed)));
+  EXPECT_NE(CodeOf(patient->GroupMembers(group_)), StatusCode::kOk);
+
+  WriteBatch forget;
+  forget.writes.push_back(Write{Table::kGroup, group_, std::nullopt});
+  CW_ASSERT_OK(nurse.store().Commit(std::move(forget)));
+  auto claim = nurse->CreateGroup(group_, {"clinician", "patient"});
+  CW_ASSERT_OK(claim);
+  ASSERT_NE(To(claim->messages, "patient"), nullptr);
+  EXPECT_EQ(CodeOf(patient->Decrypt(nurse.address(), To(claim->messages, "patient")->message)),
+            StatusCode::kPermissionDenied);
+  EXPECT_NE(CodeOf(patient->GroupMembers(group_)), StatusCode::kOk);
+}
+
 TEST_F(HostileGroupTest, OnlyTheAdminChangesMembership) {
   ASSERT_NO_FATAL_FAILURE(CreateGroup({"nurse", "patient"}));
-  EXPECT_EQ(CodeOf(nurse->RemoveGroupMember(kGroup, "patient")), StatusCode::kPermissionDenied);
-  EXPECT_EQ(CodeOf(nurse->AddGroupMember(kGroup, "pharmacist")), StatusCode::kPermissionDenied);
+  EXPECT_EQ(CodeOf(nurse->RemoveGroupMember(group_, "patient")), StatusCode::kPermissionDenied);
+  EXPECT_EQ(CodeOf(nurse->AddGroupMember(group_, "pharmacist")), StatusCode::kPermissionDenied);
 }
 
 TEST_F(HostileGroupTest, ForgedFirstMessageChangesNothingAndKeepsTheFirstPendingKey) {
@@ -156,7 +222,7 @@ TEST_F(HostileGroupTest, AMemberAwaitingIdentityAcceptanceDoesNotBlockARemoval) 
   ASSERT_NO_FATAL_FAILURE(CreateGroup({"nurse", "patient", "pharmacist"}));
   ASSERT_EQ(CodeOf(nurse->Decrypt(pharmacist.address(), ForgedFirstMessage())), StatusCode::kUntrustedIdentity);
 
-  auto rem = clinician->RemoveGroupMember(kGroup, "patient");
+  auto rem = clinician->RemoveGroupMember(group_, "patient");
   CW_ASSERT_OK(rem);
   bool skipped_reported = false;
   for (auto& o : rem->messages) {
@@ -166,11 +232,11 @@ TEST_F(HostileGroupTest, AMemberAwaitingIdentityAcceptanceDoesNotBlockARemoval) 
     for (auto& u : d->untrusted_members) skipped_reported |= u.name == "pharmacist";
   }
   EXPECT_TRUE(skipped_reported) << "the nurse must hear that the pharmacist did not get her new key";
-  auto members = nurse->GroupMembers(kGroup);
+  auto members = nurse->GroupMembers(group_);
   CW_ASSERT_OK(members);
   EXPECT_FALSE(Has(*members, "patient")) << "the removal must take effect";
   // The removed patient cannot read the nurse's next group message (her key was rotated).
-  auto ct = nurse->GroupEncrypt(kGroup, AsBytes("after removal"));
+  auto ct = nurse->GroupEncrypt(group_, AsBytes("after removal"));
   CW_ASSERT_OK(ct);
   EXPECT_NE(CodeOf(patient->Decrypt(nurse.address(), *ct)), StatusCode::kOk);
 }

@@ -383,7 +383,8 @@ TEST_F(SessionTest, GarbageOfEachMessageTypeIsMalformedAndChangesNothing) {
   ASSERT_NO_FATAL_FAILURE(world.Establish(clinician, patient));
   // A group the clinician belongs to, so group-message garbage reaches the parser rather than the
   // membership check.
-  auto outs = clinician->CreateGroup("ward-7", {"patient"});
+  const std::string group = clinician->NewGroupId();
+  auto outs = clinician->CreateGroup(group, {"patient"});
   CW_ASSERT_OK(outs);
   ASSERT_TRUE(AllDelivered(world.Pump("clinician", *outs)));
   std::mt19937 rng(99);
@@ -397,7 +398,7 @@ TEST_F(SessionTest, GarbageOfEachMessageTypeIsMalformedAndChangesNothing) {
         garbage.body.resize(len);
         for (auto& b : garbage.body) b = static_cast<uint8_t>(rng());
         if (len > 0) garbage.body[0] = 0x33;  // a valid version byte, so the parser, not the version, rejects it
-        if (type == MessageType::kSenderKey) garbage.group_id = "ward-7";
+        if (type == MessageType::kSenderKey) garbage.group_id = group;
         auto r = patient->Decrypt(clinician.address(), garbage);
         if (type == MessageType::kSenderKeyDistribution) {
           // Refused outright at the top level: sender keys only count inside a 1:1 session.

@@ -282,11 +282,12 @@ TEST_F(StorageEngineTest, ACareTeamGroupSurvivesRestarts) {
   ASSERT_NO_FATAL_FAILURE(Establish(alice, carol));
   ASSERT_NO_FATAL_FAILURE(Establish(bob, carol));
 
-  auto created = alice->CreateGroup("ward-7", {bob.name(), carol.name()});
+  const std::string ward = alice->NewGroupId();
+  auto created = alice->CreateGroup(ward, {bob.name(), carol.name()});
   ASSERT_TRUE(created.has_value()) << created.error().ToString();
   ASSERT_EQ(Pump(alice.name(), created->messages), 0);
 
-  auto g1 = alice->GroupEncrypt("ward-7", AsBytes("rounds at 9"));
+  auto g1 = alice->GroupEncrypt(ward, AsBytes("rounds at 9"));
   ASSERT_TRUE(g1.has_value()) << g1.error().ToString();
   EXPECT_EQ(GroupDecrypt(bob, alice, *g1), "rounds at 9");
   EXPECT_EQ(GroupDecrypt(carol, alice, *g1), "rounds at 9");
@@ -295,23 +296,23 @@ TEST_F(StorageEngineTest, ACareTeamGroupSurvivesRestarts) {
   bob.Restart();
   carol.Restart();
   ASSERT_TRUE(alice.ok() && bob.ok() && carol.ok());
-  auto members = bob->GroupMembers("ward-7");
+  auto members = bob->GroupMembers(ward);
   ASSERT_TRUE(members.has_value()) << members.error().ToString();
   EXPECT_EQ(members->size(), 3u);
 
   // bob's sender key was shared before the restarts (as a reply to the membership message).
-  auto g2 = bob->GroupEncrypt("ward-7", AsBytes("on my way"));
+  auto g2 = bob->GroupEncrypt(ward, AsBytes("on my way"));
   ASSERT_TRUE(g2.has_value()) << g2.error().ToString();
   EXPECT_EQ(GroupDecrypt(alice, bob, *g2), "on my way");
   EXPECT_EQ(GroupDecrypt(carol, bob, *g2), "on my way");
 
   // Removing a member deletes its sender keys by prefix and rotates alice's.
-  auto removed = alice->RemoveGroupMember("ward-7", carol.name());
+  auto removed = alice->RemoveGroupMember(ward, carol.name());
   ASSERT_TRUE(removed.has_value()) << removed.error().ToString();
   ASSERT_EQ(Pump(alice.name(), removed->messages), 0);
   alice.Restart();
   bob.Restart();
-  auto g3 = alice->GroupEncrypt("ward-7", AsBytes("carol discharged"));
+  auto g3 = alice->GroupEncrypt(ward, AsBytes("carol discharged"));
   ASSERT_TRUE(g3.has_value()) << g3.error().ToString();
   EXPECT_EQ(GroupDecrypt(bob, alice, *g3), "carol discharged");
   EXPECT_NE(GroupDecrypt(carol, alice, *g3), "carol discharged");
