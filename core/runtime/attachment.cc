@@ -6,11 +6,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <optional>
 #include <thread>
 
+#include "core/base/bytes.h"
 #include "core/base/secret.h"
 #include "core/runtime/run_ahead.h"
 
@@ -34,6 +36,14 @@ class Fd {
   }
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
+  Fd(Fd&& other) noexcept : fd_(other.Release()) {}
+  Fd& operator=(Fd&& other) noexcept {
+    if (this != &other) {
+      if (fd_ >= 0) ::close(fd_);
+      fd_ = other.Release();
+    }
+    return *this;
+  }
   int get() const { return fd_; }
   int Release() { return std::exchange(fd_, -1); }
 
@@ -359,6 +369,78 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
   return Status::Ok();
 }
 
+std::string DirectoryOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// A download's plaintext, written where it will end up but under no name until it is complete and checked:
+// an unnamed file (O_TMPFILE) in the destination's directory, linked to its name by Publish. So a download
+// that fails, or an app killed mid-way, leaves nothing behind; two downloads to the same name never share a
+// file; no existing file is touched; and the name's length is the destination's own. Where the filesystem
+// has no O_TMPFILE, a file under a fresh random hidden name (".cw-<hex>.part") stands in, deleted on
+// failure; only a crash can leave one of those behind.
+class StagedFile {
+ public:
+  static Result<StagedFile> In(const std::string& dir) {
+    StagedFile f;
+    f.dir_ = dir;
+#ifdef O_TMPFILE
+    f.fd_ = Fd(::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600));
+    if (f.fd_.get() >= 0) return f;
+    if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+      return Error(ErrnoStatus("creating the destination file"));
+#endif
+    std::array<uint8_t, 8> r{};
+    randombytes_buf(r.data(), r.size());
+    f.named_ = dir + "/.cw-" + ToHex(r) + ".part";
+    f.fd_ = Fd(::open(f.named_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (f.fd_.get() < 0) {
+      f.named_.clear();
+      return Error(ErrnoStatus("creating the destination file"));
+    }
+    return f;
+  }
+  StagedFile(StagedFile&&) = default;
+  StagedFile& operator=(StagedFile&&) = default;
+  ~StagedFile() {
+    if (!named_.empty()) ::unlink(named_.c_str());
+  }
+
+  int fd() const { return fd_.get(); }
+
+  // Gives the file `dest`, which must not exist (link refuses an existing name atomically, unlike rename),
+  // and syncs the directory so the name survives a power loss.
+  Status Publish(const std::string& dest) {
+    int linked = -1;
+    if (named_.empty()) {
+      // Linking an unnamed file by its descriptor: /proc names it; AT_EMPTY_PATH would need a capability.
+      const std::string self = "/proc/self/fd/" + std::to_string(fd_.get());
+      linked = ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, dest.c_str(), AT_SYMLINK_FOLLOW);
+      if (linked != 0 && errno == ENOENT)
+        linked = ::linkat(fd_.get(), "", AT_FDCWD, dest.c_str(), AT_EMPTY_PATH);
+    } else {
+      linked = ::link(named_.c_str(), dest.c_str());
+    }
+    if (linked != 0) {
+      if (errno == ENAMETOOLONG)
+        return Status(StatusCode::kInvalidArgument, "the destination name is too long");
+      return ErrnoStatus("moving the file into place");
+    }
+    if (::close(fd_.Release()) != 0) return ErrnoStatus("closing the file");
+    Fd dir(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (dir.get() < 0 || ::fsync(dir.get()) != 0) return ErrnoStatus("syncing the directory");
+    return Status::Ok();
+  }
+
+ private:
+  StagedFile() = default;
+  std::string dir_;
+  std::string named_;  // the fallback's name, unlinked when this goes
+  Fd fd_{-1};
+};
+
 }  // namespace
 
 Status DownloadAttachment(BlobChannel& channel, const wire::AttachmentDescriptor& d,
@@ -370,14 +452,9 @@ Status DownloadAttachment(BlobChannel& channel, const wire::AttachmentDescriptor
   struct stat st {};
   if (::lstat(dest_path.c_str(), &st) == 0)
     return Status(StatusCode::kAlreadyExists, "the destination file exists");
-  const std::string part = dest_path + ".part";
-  Fd fd(::open(part.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (fd.get() < 0) return ErrnoStatus("creating the destination file");
-  Status s = DownloadInto(channel, d, fd.get(), options);
-  if (::close(fd.Release()) != 0 && s.ok()) s = ErrnoStatus("closing the file");
-  // link() refuses an existing destination atomically, unlike rename().
-  if (s.ok() && ::link(part.c_str(), dest_path.c_str()) != 0) s = ErrnoStatus("moving the file into place");
-  ::unlink(part.c_str());
+  CW_ASSIGN_OR_RETURN(StagedFile staged, StagedFile::In(DirectoryOf(dest_path)));
+  Status s = DownloadInto(channel, d, staged.fd(), options);
+  if (s.ok()) s = staged.Publish(dest_path);
   return s;
 }
 

@@ -108,10 +108,13 @@ Result<wire::AttachmentDescriptor> UploadAttachment(BlobChannel& channel, const 
                                                     const UploadOptions& options = {});
 
 // Downloads the blob the descriptor names, checks and decrypts it into `dest_path`, which must not exist
-// yet (kAlreadyExists). The plaintext is written to `dest_path + ".part"` (mode 0600), synced, and moved to
-// `dest_path` only once every check passed. kTampered for a blob that fails any check; kNotFound for an
-// unknown or expired blob; kUnavailable when the channel stayed down. On failure nothing is left at either
-// path.
+// yet (kAlreadyExists). The plaintext goes into an unnamed file (mode 0600) in dest_path's directory, is
+// synced, and gets the name dest_path only once every check passed; the directory is then synced too. So on
+// failure, or if the app is killed mid-way, nothing is left under any name (on a filesystem without
+// O_TMPFILE a crash can leave a hidden ".cw-<hex>.part" there), and concurrent downloads to one name never
+// mix: one gets the name, the others kAlreadyExists. kTampered for a blob that fails any check; kNotFound for
+// an unknown or expired blob; kUnavailable when the channel stayed down; kInvalidArgument for a name too
+// long for the filesystem.
 Status DownloadAttachment(BlobChannel& channel, const wire::AttachmentDescriptor& descriptor,
                           const std::string& dest_path, const TransferOptions& options = {});
 

@@ -10,7 +10,42 @@ namespace {
 
 constexpr uint8_t kAttachmentFields = 8;
 
-bool IsControl(unsigned char c) { return c < 0x20 || c == 0x7f; }
+// One UTF-8 sequence at the start of `s`: its length, with the code point in *cp; 0 when the bytes there are
+// not well-formed UTF-8 (a stray continuation byte, a cut sequence, an overlong form, a surrogate, past
+// U+10FFFF).
+size_t DecodeUtf8(std::string_view s, char32_t* cp) {
+  const auto b = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  const unsigned char c = b(0);
+  size_t n = 0;
+  char32_t v = 0, min = 0;
+  if (c < 0x80) {
+    *cp = c;
+    return 1;
+  } else if ((c & 0xe0) == 0xc0) {
+    n = 2, v = c & 0x1f, min = 0x80;
+  } else if ((c & 0xf0) == 0xe0) {
+    n = 3, v = c & 0x0f, min = 0x800;
+  } else if ((c & 0xf8) == 0xf0) {
+    n = 4, v = c & 0x07, min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (s.size() < n) return 0;
+  for (size_t i = 1; i < n; ++i) {
+    if ((b(i) & 0xc0) != 0x80) return 0;
+    v = (v << 6) | (b(i) & 0x3f);
+  }
+  if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) return 0;
+  *cp = v;
+  return n;
+}
+
+// Not in a file name: control characters (C0, DEL, C1), and the bidirectional marks and overrides that make
+// a name display as something else ("scan<U+202E>fdp.exe" shows as "scanexe.pdf").
+bool IsUnsafeInName(char32_t c) {
+  return c < 0x20 || (c >= 0x7f && c <= 0x9f) || c == 0x061c || c == 0x200e || c == 0x200f ||
+         (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
+}
 
 template <size_t N>
 bool IsBinOf(const msgpack::object& o) {
@@ -49,10 +84,13 @@ uint64_t BlobSize(uint64_t size, uint32_t chunk_size) {
 
 bool IsSafeFileName(std::string_view name) {
   if (name.empty() || name.size() > kMaxFileNameSize || name == "." || name == "..") return false;
-  return std::none_of(name.begin(), name.end(), [](char ch) {
-    const auto c = static_cast<unsigned char>(ch);
-    return c == '/' || c == '\\' || IsControl(c);
-  });
+  while (!name.empty()) {
+    char32_t c = 0;
+    const size_t n = DecodeUtf8(name, &c);
+    if (n == 0 || c == '/' || c == '\\' || IsUnsafeInName(c)) return false;
+    name.remove_prefix(n);
+  }
+  return true;
 }
 
 std::string SanitizeFileName(std::string_view name) {
@@ -65,11 +103,26 @@ std::string SanitizeFileName(std::string_view name) {
     while (cut > 0 && (static_cast<unsigned char>(name[cut]) & 0xc0) == 0x80) --cut;
     out.resize(cut);
   }
-  for (char& ch : out) {
-    if (IsControl(static_cast<unsigned char>(ch))) ch = '_';
+  // Each byte that is not well-formed UTF-8, and each character not allowed in a name, becomes one '_'.
+  std::string clean;
+  clean.reserve(out.size());
+  for (std::string_view rest = out; !rest.empty();) {
+    char32_t c = 0;
+    const size_t n = DecodeUtf8(rest, &c);
+    if (n == 0) {
+      clean.push_back('_');
+      rest.remove_prefix(1);
+      continue;
+    }
+    if (IsUnsafeInName(c)) {
+      clean.push_back('_');
+    } else {
+      clean.append(rest.substr(0, n));
+    }
+    rest.remove_prefix(n);
   }
-  if (out.empty() || out == "." || out == "..") return "file";
-  return out;
+  if (clean.empty() || clean == "." || clean == "..") return "file";
+  return clean;
 }
 
 bool IsValidMediaType(std::string_view t) {

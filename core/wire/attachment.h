@@ -13,8 +13,9 @@
 // size:       plaintext bytes; with chunk_size it fixes the blob's exact size (BlobSize).
 // chunk_size: plaintext bytes per secretstream message (the last may be shorter), 1..kMaxAttachmentChunkPlain
 //             so each encrypted chunk, with the header in front of the first, fits one relay chunk.
-// file_name:  a bare name, 1..kMaxFileNameSize bytes, as SanitizeFileName makes it (no path separator, no
-//             control byte, not "." or ".."): the recipient may join it to a folder as it is.
+// file_name:  a bare name, 1..kMaxFileNameSize bytes, as SanitizeFileName makes it (well-formed UTF-8, no
+//             path separator, no control character, no bidirectional mark or override, not "." or ".."):
+//             the recipient may join it to a folder as it is.
 // media_type: "type/subtype" in printable ASCII without spaces, at most kMaxMediaTypeSize bytes, or "".
 //
 // Thread rules: free functions and a value type, safe from any thread. The key is a SecretBytes (wiped).
@@ -71,9 +72,11 @@ uint64_t AttachmentChunkCount(uint64_t size, uint32_t chunk_size);
 // Exact blob size for `size` plaintext bytes in chunks of `chunk_size`.
 uint64_t BlobSize(uint64_t size, uint32_t chunk_size);
 
-// A bare file name from any path or name a user or peer gives: the part after the last '/' or '\\', with
-// every control byte (below 0x20, and 0x7f) replaced by '_', cut to kMaxFileNameSize bytes (never inside a
-// UTF-8 sequence); "", "." and ".." become "file". IsSafeFileName(SanitizeFileName(x)) always holds.
+// A bare file name from any path or name a user or peer gives: the part after the last '/' or '\\', cut to
+// kMaxFileNameSize bytes (never inside a UTF-8 sequence), with each byte that is not well-formed UTF-8 and
+// each control character (C0, DEL, C1) or bidirectional mark or override (U+061C, U+200E, U+200F,
+// U+202A..U+202E, U+2066..U+2069) replaced by '_'; "", "." and ".." become "file".
+// IsSafeFileName(SanitizeFileName(x)) always holds.
 std::string SanitizeFileName(std::string_view name);
 bool IsSafeFileName(std::string_view name);
 bool IsValidMediaType(std::string_view media_type);

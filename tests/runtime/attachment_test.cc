@@ -2,11 +2,16 @@
 #include "core/runtime/attachment.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iterator>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/common/test_util.h"
@@ -65,13 +70,19 @@ class AttachmentTest : public ::testing::Test {
     return d ? std::move(*d) : wire::AttachmentDescriptor{};
   }
   std::string Dest() { return dir_.Sub("received-" + std::to_string(++n_)); }
-  // A download that must fail with `code` and leave nothing behind.
+  // A download that must fail with `code` and leave nothing behind, under any name.
   void ExpectRefused(const wire::AttachmentDescriptor& d, StatusCode code) {
+    const std::set<std::string> before = Names();
     const std::string dest = Dest();
     Status s = DownloadAttachment(channel_, d, dest, NoWait());
     EXPECT_EQ(s.code(), code) << s.ToString();
-    EXPECT_FALSE(Exists(dest));
-    EXPECT_FALSE(Exists(dest + ".part"));
+    EXPECT_EQ(Names(), before);
+  }
+  // Every name in the test's directory, hidden ones included.
+  std::set<std::string> Names() {
+    std::set<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(dir_.path())) out.insert(e.path().filename());
+    return out;
   }
 
   TempDir dir_{"cw_attachment_test"};
@@ -286,6 +297,96 @@ TEST_F(AttachmentTest, FileNameIsSanitisedFromThePathOrTheOption) {
   ASSERT_TRUE(d.has_value()) << Describe(d);
   EXPECT_EQ(d->file_name, "authorized_keys");
   EXPECT_EQ(d->media_type, "image/png");
+}
+
+// Holds the first Get until released, so a test can run a second download while this one is in flight.
+class GatedChannel final : public BlobChannel {
+ public:
+  explicit GatedChannel(FakeBlobChannel& inner) : inner_(inner) {}
+  Result<wire::BlobId> Create(uint64_t size) override { return inner_.Create(size); }
+  Result<uint64_t> Put(const wire::BlobId& id, uint64_t offset, ByteView piece) override {
+    return inner_.Put(id, offset, piece);
+  }
+  Result<Read> Get(const wire::BlobId& id, uint64_t offset, uint32_t max_len) override {
+    if (!gated_) {
+      gated_ = true;
+      started.set_value();
+      release.get_future().wait();
+    }
+    return inner_.Get(id, offset, max_len);
+  }
+  std::promise<void> started, release;
+
+ private:
+  FakeBlobChannel& inner_;
+  bool gated_ = false;
+};
+
+// Found in review: two downloads to one name (two contacts' "scan.pdf", fetched at once through the C API)
+// shared one "<name>.part" file, and the one reported as done could hold the other's bytes.
+TEST_F(AttachmentTest, TwoDownloadsToOneNameNeverMix) {
+  FakeBlobChannel other;
+  const Bytes first = Pattern(500, 21), second = Pattern(1000, 22);
+  const auto a = Upload(first);
+  const std::string src = dir_.Sub("second.bin");
+  WriteFile(src, second);
+  auto b = UploadAttachment(other, src, Small());
+  ASSERT_TRUE(b.has_value()) << Describe(b);
+  const std::string dest = dir_.Sub("scan.pdf");
+  GatedChannel gated(channel_);
+  Status sa;
+  std::thread ta([&] { sa = DownloadAttachment(gated, a, dest, NoWait()); });
+  gated.started.get_future().wait();  // a is in flight
+  const Status sb = DownloadAttachment(other, *b, dest, NoWait());
+  gated.release.set_value();
+  ta.join();
+  EXPECT_TRUE(sb.ok()) << sb.ToString();
+  EXPECT_EQ(sa.code(), StatusCode::kAlreadyExists) << sa.ToString();
+  EXPECT_EQ(ReadFile(dest), second);
+}
+
+// A download creates its file and nothing else: an unrelated "labs.pdf.part" (a legal attachment name) used
+// to be truncated and deleted by a download of "labs.pdf".
+TEST_F(AttachmentTest, ADownloadTouchesNoOtherFile) {
+  const auto d = Upload(Pattern(1000, 23));
+  const std::string neighbour = dir_.Sub("labs.pdf.part");
+  WriteFile(neighbour, ToBytes("an earlier attachment"));
+  ASSERT_TRUE(DownloadAttachment(channel_, d, dir_.Sub("labs.pdf"), NoWait()).ok());
+  EXPECT_EQ(ReadFile(neighbour), ToBytes("an earlier attachment"));
+}
+
+// An app killed mid-download (as mobile systems do) leaves no partial plaintext under any name.
+TEST_F(AttachmentTest, AKilledDownloadLeavesNothingBehind) {
+  const auto d = Upload(Pattern(100000, 24));
+  const std::set<std::string> before = Names();
+  const std::string dest = dir_.Sub("scan.dcm");
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    TransferOptions o = NoWait();
+    o.progress = [](uint64_t done, uint64_t) {
+      if (done > 0) ::_exit(0);
+    };
+    (void)DownloadAttachment(channel_, d, dest, o);
+    ::_exit(1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child did not die mid-download";
+  EXPECT_EQ(Names(), before);
+}
+
+// The longest name the wire allows (255 bytes, what SanitizeFileName keeps) is saved under that name: no
+// suffix is added to it on the way.
+TEST_F(AttachmentTest, TheLongestAllowedNameDownloads) {
+  UploadOptions o = Small();
+  o.file_name = std::string(300, 'a') + ".pdf";
+  const auto d = Upload(Pattern(10, 25), o);
+  ASSERT_EQ(d.file_name.size(), 255u);
+  const Status s = DownloadAttachment(channel_, d, dir_.Sub(d.file_name), NoWait());
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(DownloadAttachment(channel_, d, dir_.Sub(d.file_name + "x"), NoWait()).code(),
+            StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -215,6 +215,46 @@ TEST(AttachmentTest, SanitizeFileNameKeepsOnlyABareName) {
   }
 }
 
+// Found in review: a name is shown to the user, handed to Swift and Kotlin as UTF-8, and saved under. So it
+// must be well-formed UTF-8 (JNI's NewStringUTF aborts on anything else), and may not hold a bidirectional
+// override that shows "scan<U+202E>fdp.exe" as "scanexe.pdf".
+TEST(AttachmentTest, NamesAreWellFormedUtf8WithoutBidiControls) {
+  EXPECT_TRUE(IsSafeFileName("Röntgen Thorax 2026.pdf"));
+  EXPECT_TRUE(IsSafeFileName("\xe5\xa0\xb1\xe5\x91\x8a.pdf"));  // CJK
+  EXPECT_TRUE(IsSafeFileName("scan \xf0\x9f\x98\x80.png"));     // outside the BMP
+  EXPECT_FALSE(
+      IsSafeFileName("scan\xe2\x80\xae"
+                     "fdp.exe"));  // U+202E RIGHT-TO-LEFT OVERRIDE
+  EXPECT_FALSE(
+      IsSafeFileName("a\xe2\x81\xa6"
+                     "b.pdf"));  // U+2066 LEFT-TO-RIGHT ISOLATE
+  EXPECT_FALSE(
+      IsSafeFileName("a\xe2\x80\x8f"
+                     "b.pdf"));  // U+200F RIGHT-TO-LEFT MARK
+  EXPECT_FALSE(
+      IsSafeFileName("a\xc2\x85"
+                     "b.pdf"));                      // U+0085, a C1 control
+  EXPECT_FALSE(IsSafeFileName("scan\xff\xfe.pdf"));  // not UTF-8
+  EXPECT_FALSE(
+      IsSafeFileName("a\xc0\xaf"
+                     "b"));  // overlong '/'
+  EXPECT_FALSE(
+      IsSafeFileName("a\xed\xa0\x80"
+                     "b"));                   // a surrogate
+  EXPECT_FALSE(IsSafeFileName("a\xe5\xa0"));  // cut short
+  EXPECT_EQ(SanitizeFileName("scan\xe2\x80\xae"
+                             "fdp.exe"),
+            "scan_fdp.exe");
+  EXPECT_EQ(SanitizeFileName("scan\xff\xfe.pdf"), "scan__.pdf");
+  EXPECT_EQ(SanitizeFileName("a\xc0\xaf"
+                             "b"),
+            "a__b");
+  for (const std::string& hostile :
+       std::vector<std::string>{"\xe2\x80\xae", "\xff", "\xc2\x85\xc2\x85", "a\xf4\x90\x80\x80"}) {
+    EXPECT_TRUE(IsSafeFileName(SanitizeFileName(hostile))) << hostile;
+  }
+}
+
 TEST(AttachmentTest, BlobSizeCountsHeaderAndPerChunkOverhead) {
   EXPECT_EQ(AttachmentChunkCount(0, 100), 1u);
   EXPECT_EQ(AttachmentChunkCount(100, 100), 1u);
