@@ -1020,6 +1020,11 @@ class Client::Impl {
       Report(Status(env.error().code(), "dropped an envelope that does not open"));
       return Ack(d.message_id);
     }
+    if (direct_sender_ && env->sender != *direct_sender_) {
+      // Not acked: the link's owner sent it, and only the relay (with its tokens) may bring it.
+      return Report(
+          Status(StatusCode::kPermissionDenied, "a direct link carried a message from someone else"));
+    }
     const session::Address sender{env->sender, env->sender_device};
     std::optional<State> next;
     uint64_t sequence = 0;
@@ -1579,6 +1584,7 @@ class Client::Impl {
       State next = state_;
       next.contacts.erase(contact);
       if (Status s = SaveState(next); !s.ok()) return done(Error(s));
+      ForgetDirect(contact);
       return done(true);
     }
     relay::RevokeDepositToken rv;
@@ -1598,8 +1604,17 @@ class Client::Impl {
         }
       }
       if (Status s = SaveState(next); !s.ok()) return done(Error(s));
+      ForgetDirect(contact);
       done(true);
     });
+  }
+
+  // A revoked or removed contact's direct link would otherwise still carry its messages to us, which the
+  // relay now refuses. The revocation itself is done: a failure here is reported, not returned.
+  void ForgetDirect(const std::string& contact) {
+    if (Status s = direct_->ForgetContact(contact); !s.ok()) {
+      Report(Status(s.code(), "a revoked contact's direct link record was not updated: " + s.message()));
+    }
   }
 
   // ---------------------------------------------------------------- invitations
@@ -1864,8 +1879,9 @@ class Client::Impl {
       }
       return out;
     };
-    deps.deliver = [this](const std::string&, const relay::MessageId& id, Bytes envelope, DirectLinks::AckFn ack) {
-      HandleDirect(id, std::move(envelope), std::move(ack));
+    deps.deliver = [this](const std::string& contact, const relay::MessageId& id, Bytes envelope,
+                          DirectLinks::AckFn ack) {
+      HandleDirect(contact, id, std::move(envelope), std::move(ack));
     };
     deps.link_up = [this](const std::string&) {
       if (!locked_ && !shutting_down_) FlushOutbox([](Result<size_t>) {});
@@ -1881,16 +1897,21 @@ class Client::Impl {
 
   // A message from a contact's direct link takes the relay push's path (dedup, decrypt, commit); the ack that
   // HandleDelivery would send the relay goes back on the direct link instead, after the same durability wait.
-  // Which contact's link it came on does not matter: the sealed envelope and the session say who wrote it.
-  void HandleDirect(const relay::MessageId& id, Bytes envelope, std::function<void()> ack) {
+  // It must come from that contact, who must still be one: a link carries no one else's messages, and makes
+  // no new contact (the relay's deposit tokens decide who may write to us).
+  void HandleDirect(const std::string& contact, const relay::MessageId& id, Bytes envelope,
+                    std::function<void()> ack) {
+    if (state_.contacts.count(contact) == 0) return;  // removed while its link was up: never acked
     relay::Delivery d;
     d.message_id = id;
     d.envelope = std::move(envelope);
     direct_ack_id_ = id;
     direct_ack_ = std::move(ack);
+    direct_sender_ = contact;
     HandleDelivery(d);
     direct_ack_id_.reset();
     direct_ack_ = nullptr;  // not acked (left for later, as at the relay): the sender falls back to the relay
+    direct_sender_.reset();
   }
 
   // Deposits at the relay, or first over the direct link to `direct_to` when one is up (groups pass "": they
@@ -2017,6 +2038,8 @@ class Client::Impl {
   // While HandleDirect runs: the message it handles and the ack for its direct link.
   std::optional<relay::MessageId> direct_ack_id_;
   std::function<void()> direct_ack_;
+  std::optional<std::string>
+      direct_sender_;  // the contact whose direct link brought the message HandleDelivery is on
 
   friend class Client;
 };

@@ -169,6 +169,26 @@ void DirectLinks::Announce(const std::string& contact) {
   }
 }
 
+Status DirectLinks::ForgetContact(const std::string& contact) {
+  CW_RETURN_IF_ERROR(EnsureLoaded());
+  const Status why(StatusCode::kPermissionDenied, "contact revoked");
+  for (auto in = inbound_.begin(); in != inbound_.end();) {
+    if (in->second.contact != contact) {
+      ++in;
+      continue;
+    }
+    in->second.conn->Close(why);
+    in = inbound_.erase(in);
+  }
+  auto it = peers_.find(contact);
+  if (it == peers_.end()) return Status::Ok();
+  if (it->second.reconnect_timer) deps_.transport->CancelTimer(*it->second.reconnect_timer);
+  Peer gone = std::move(it->second);
+  peers_.erase(it);
+  DropOutgoing(contact, gone, why);
+  return Save();
+}
+
 void DirectLinks::OnNewContact(const std::string& contact) {
   if (started_ && enabled()) Announce(contact);
 }

@@ -102,6 +102,10 @@ class DirectLinks {
   // A kDirectEndpoint payload from `contact` (through the compliance inbox): stored sealed, and the link to it
   // (re)made. kMalformed for a payload that does not decode.
   Status OnAnnouncement(const std::string& contact, ByteView payload);
+  // `contact` was revoked or removed: what it announced is forgotten (and the record saved), our link to it
+  // and its link to us are closed, and a link it opens later is refused as a stranger's. Sends waiting on
+  // our link fail with kUnavailable (they go by the relay).
+  Status ForgetContact(const std::string& contact);
 
   // Whether an outgoing link to `contact` is up now.
   bool IsUp(const std::string& contact) const;

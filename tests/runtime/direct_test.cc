@@ -227,6 +227,49 @@ TEST_F(DirectE2E, RelayDownDirectStillFlowsAndAGonePeerFallsBackToTheRelay) {
   EXPECT_EQ(Bodies(*doctor, "pat"), expected);
 }
 
+// Found in review: revoking or removing a contact stopped its deposits at the relay but not its direct link,
+// over which its later messages still reached us (and a removed contact came back as a contact). Now the
+// link is closed at once, each new one it opens is refused, and what it sends waits for the relay.
+void ExpectRevokedContactsLinkRefused(Client& doctor, Client& patient, Seen& doc_seen, TestRelay& relay,
+                                      bool remove) {
+  const size_t before = doc_seen.count();
+  ASSERT_OK(remove ? doctor.RemoveContact("pat") : doctor.RevokeContact("pat"));
+  relay.Stop();  // whatever reaches the doctor now came over a direct link
+  ASSERT_TRUE(Eventually([&] { return !IsDirect(patient, "dr.lee"); }));
+  const uint64_t refused = doctor.GetDirectStats().value().refused;
+  ASSERT_HAS(patient.SendText("dr.lee", "after revocation"));
+  // The patient's client keeps reconnecting; each attempt is refused.
+  ASSERT_TRUE(Eventually([&] { return doctor.GetDirectStats().value().refused >= refused + 2; }));
+  EXPECT_FALSE(IsDirect(patient, "dr.lee"));
+  EXPECT_EQ(doc_seen.count(), before);
+  EXPECT_EQ(Pending(patient), 1u);
+  auto contacts = doctor.Contacts();
+  ASSERT_HAS(contacts);
+  const bool listed =
+      std::any_of(contacts->begin(), contacts->end(), [](const ContactInfo& c) { return c.name == "pat"; });
+  EXPECT_EQ(listed, !remove);
+}
+
+TEST_F(DirectE2E, ARevokedContactsDirectLinkIsRefused) {
+  Seen doc_seen, pat_seen;
+  auto doctor = New("doctor", "dr.lee", Options(&doc_seen, kListen));
+  auto patient = New("patient", "pat", Options(&pat_seen, kListen));
+  ASSERT_TRUE(doctor && patient);
+  ASSERT_NO_FATAL_FAILURE(Pair(*doctor, *patient));
+  ASSERT_TRUE(Eventually([&] { return Pending(*doctor) == 0 && Pending(*patient) == 0; }));
+  ExpectRevokedContactsLinkRefused(*doctor, *patient, doc_seen, *relay_, false);
+}
+
+TEST_F(DirectE2E, ARemovedContactsDirectLinkIsRefused) {
+  Seen doc_seen, pat_seen;
+  auto doctor = New("doctor", "dr.lee", Options(&doc_seen, kListen));
+  auto patient = New("patient", "pat", Options(&pat_seen, kListen));
+  ASSERT_TRUE(doctor && patient);
+  ASSERT_NO_FATAL_FAILURE(Pair(*doctor, *patient));
+  ASSERT_TRUE(Eventually([&] { return Pending(*doctor) == 0 && Pending(*patient) == 0; }));
+  ExpectRevokedContactsLinkRefused(*doctor, *patient, doc_seen, *relay_, true);
+}
+
 TEST_F(DirectE2E, ALinkFromAKeyNoContactAnnouncedIsRefused) {
   Seen doc_seen, pat_seen;
   auto doctor = New("doctor", "dr.lee", Options(&doc_seen, kListen));
