@@ -33,7 +33,7 @@ int ChangeResult(runtime::Client& c, const CliIo& io, const runtime::GroupChange
   }
   if (!change.untrusted_members.empty()) {
     human += "\nIdentity change awaiting acceptance for " + Join(change.untrusted_members) +
-             ": they got nothing; `verify --accept-change` first.";
+             ": the change went to the key you trust; check it with them (`verify`).";
   }
   json j = SyncNote(c, io, &human);
   j["group"] = change.group_id;

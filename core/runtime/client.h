@@ -208,7 +208,8 @@ struct GroupChange {
   std::string group_id;
   // Members with no 1:1 session on this device: they got nothing (make them contacts first).
   std::vector<std::string> missing_sessions;
-  // Members whose identity change awaits AcceptIdentityChange: they got nothing either.
+  // Members whose identity change awaits AcceptIdentityChange. The change went to them all the same, over the
+  // session with the key still trusted (a member must not miss a removal); the user should check the change.
   std::vector<std::string> untrusted_members;
 };
 

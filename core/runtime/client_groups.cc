@@ -249,7 +249,8 @@ void GroupRuntime::AfterCommit(bool committed, const Incoming& in) {
   if (in.untrusted_members > 0) {
     deps_.report(Status(StatusCode::kUntrustedIdentity,
                         "group " + in.group_id + ": " + std::to_string(in.untrusted_members) +
-                            " member(s) await acceptance of a changed identity and got no sender key"));
+                            " member(s) await acceptance of a changed identity; the group's keys went to the "
+                            "identity still trusted"));
   }
   if (in.keys_changed && !held_.empty()) {
     // Each is tried again and held again if it still cannot be read.

@@ -324,7 +324,10 @@ class Engine::Impl {
   Result<wire::SignedPreKeyPublic> CurrentSignedPreKeyLocked();
 
   // --- Messages ---
-  Result<Ciphertext> EncryptContent(const Address& peer, const wire::Content& content);
+  // `despite_pending_change`: also for a contact whose identity change awaits the user, over the session with
+  // the key still trusted (group upkeep only; see FanOut).
+  Result<Ciphertext> EncryptContent(const Address& peer, const wire::Content& content,
+                                    bool despite_pending_change = false);
   Result<Received> DecryptPairwise(const Address& sender, const Ciphertext& message);
   Result<Received> DecryptGroup(const Address& sender, const Ciphertext& message);
   Result<Received> HandleContent(const Address& sender, wire::Content content);
@@ -766,11 +769,12 @@ Result<bool> Engine::Impl::HasSessionLocked(const Address& peer) {
   return rc == 1;
 }
 
-Result<Ciphertext> Engine::Impl::EncryptContent(const Address& peer, const wire::Content& content) {
+Result<Ciphertext> Engine::Impl::EncryptContent(const Address& peer, const wire::Content& content,
+                                                bool despite_pending_change) {
   CW_RETURN_IF_ERROR(CheckPeer(peer));
   if (peer.name == local_name_) return Error(StatusCode::kInvalidArgument, "a session with oneself");
   CW_ASSIGN_OR_RETURN(auto contact, ReadContact(peer.name));
-  if (contact && contact->state == TrustState::kChanged) {
+  if (contact && contact->state == TrustState::kChanged && !despite_pending_change) {
     return Error(StatusCode::kUntrustedIdentity, "contact's identity key changed; accept it before sending");
   }
   CW_ASSIGN_OR_RETURN(bool has, HasSessionLocked(peer));
@@ -860,17 +864,19 @@ Status Engine::Impl::FanOut(const std::vector<std::string>& members, const wire:
       }
       continue;
     }
-    // A member whose identity change awaits the user is skipped, not allowed to block the update for
-    // everyone else (a removal must always take effect). ShareSenderKey catches them up after acceptance.
+    // A member whose identity change awaits the user still gets the group's upkeep (membership, sender keys),
+    // over the session with the key we still trust: only that key's holder can read it, so nothing goes to
+    // the new key. Skipping them (as this once did) left them out of every later change: found in review,
+    // a forged first message under a member's name, which anyone can send, made the admin skip that member
+    // at a removal, who then never learned of it and kept writing under a key the removed member held.
+    // They are still reported, so the user hears of the change.
     CW_ASSIGN_OR_RETURN(auto contact, ReadContact(m));
-    if (contact && contact->state == TrustState::kChanged) {
-      if (std::find(out->untrusted_members.begin(), out->untrusted_members.end(), to) ==
-          out->untrusted_members.end()) {
-        out->untrusted_members.push_back(to);
-      }
-      continue;
+    const bool pending_change = contact && contact->state == TrustState::kChanged;
+    if (pending_change && std::find(out->untrusted_members.begin(), out->untrusted_members.end(), to) ==
+                              out->untrusted_members.end()) {
+      out->untrusted_members.push_back(to);
     }
-    CW_ASSIGN_OR_RETURN(Ciphertext c, EncryptContent(to, content));
+    CW_ASSIGN_OR_RETURN(Ciphertext c, EncryptContent(to, content, pending_change));
     out->messages.push_back(Outgoing{std::move(to), std::move(c)});
   }
   return Status::Ok();

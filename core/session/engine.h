@@ -75,7 +75,9 @@ struct Received {
   // Group members with whom no 1:1 session exists yet, so no sender key could go to them: fetch their
   // bundles, ProcessBundle, then ShareSenderKey.
   std::vector<Address> missing_sessions;
-  // Group members skipped because their identity change awaits acceptance: ShareSenderKey after accepting.
+  // Group members whose identity change awaits acceptance. They were sent this group upkeep all the same,
+  // over the session with the key still trusted (so a member cannot be left out of a removal); after
+  // accepting a new key, their new device needs ShareSenderKey.
   std::vector<Address> untrusted_members;
 };
 

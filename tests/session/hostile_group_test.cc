@@ -241,6 +241,42 @@ TEST_F(HostileGroupTest, AMemberAwaitingIdentityAcceptanceDoesNotBlockARemoval) 
   EXPECT_NE(CodeOf(patient->Decrypt(nurse.address(), *ct)), StatusCode::kOk);
 }
 
+// Found in review: anyone can send a first message under a member's name with a key of their own, which
+// leaves that member's identity change pending on the admin's device. The admin then skipped that member at
+// a removal, so she never learned of it, kept listing the removed patient and kept writing under her old
+// key, which the removed patient (on a client that keeps its keys) could read. The removal now reaches her
+// over the session with the key the admin still trusts.
+TEST_F(HostileGroupTest, AMemberWithAForgedIdentityChangeStillLearnsOfARemoval) {
+  ASSERT_NO_FATAL_FAILURE(CreateGroup({"nurse", "patient", "pharmacist"}));
+  auto bundle = World::FetchBundle(clinician);
+  ASSERT_TRUE(bundle.has_value());
+  CW_ASSERT_OK(mallory->ProcessBundle(clinician.address(), *bundle));
+  auto forged = mallory->Encrypt(clinician.address(), AsBytes("hi"));
+  CW_ASSERT_OK(forged);
+  ASSERT_EQ(CodeOf(clinician->Decrypt(pharmacist.address(), *forged)), StatusCode::kUntrustedIdentity);
+
+  auto rem = clinician->RemoveGroupMember(group_, "patient");
+  CW_ASSERT_OK(rem);
+  ASSERT_EQ(rem->untrusted_members.size(), 1u);  // the user still hears of the pending change
+  EXPECT_EQ(rem->untrusted_members[0].name, "pharmacist");
+  // Everyone but the removed patient gets the update (the patient's client keeps its keys: it never sees its
+  // own removal), and the replies (rotated keys) go round.
+  std::vector<Outgoing> to_members;
+  for (auto& o : rem->messages) {
+    if (o.to.name != "patient") to_members.push_back(o);
+  }
+  ASSERT_TRUE(AllDelivered(world.Pump("clinician", to_members)));
+  auto members = pharmacist->GroupMembers(group_);
+  CW_ASSERT_OK(members);
+  EXPECT_FALSE(Has(*members, "patient"));
+  auto ct = pharmacist->GroupEncrypt(group_, AsBytes("after the removal"));
+  CW_ASSERT_OK(ct);
+  EXPECT_NE(CodeOf(patient->Decrypt(pharmacist.address(), *ct)), StatusCode::kOk);
+  EXPECT_EQ(testing::Text(nurse->Decrypt(pharmacist.address(), *ct).value().body), "after the removal");
+  // The pharmacist's 1:1 identity stays pending: a user message is still refused until accepted.
+  EXPECT_EQ(CodeOf(clinician->Encrypt(pharmacist.address(), AsBytes("x"))), StatusCode::kUntrustedIdentity);
+}
+
 TEST_F(HostileGroupTest, AHookCannotReenterTheEngine) {
   Engine::EncryptHook hook = [&](const Ciphertext&, WriteBatch*) -> Status {
     auto inner = nurse->GetContact("clinician");
