@@ -276,21 +276,60 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
   // writing on this thread.
   uint64_t plan_first = 0;
   uint64_t plan_offset = 0;
+  // Consecutive small pieces share a request (up to a relay chunk): the sender picks the chunk size, and
+  // one request per piece of a blob made of 1-byte chunks would be millions of round trips, and frames
+  // enough to trip the relay's per-address limit for everyone behind the recipient's address.
   auto fetch_batch = [&]() -> Result<Fetched> {
     Fetched f;
     f.first = plan_first;
     f.offset = plan_offset;
-    for (uint64_t i = f.first; i < chunks && f.lengths.size() < window; ++i) {
+    std::vector<uint32_t> requests;  // bytes per request, each covering whole pieces
+    std::vector<size_t> pieces;      // pieces per request
+    for (uint64_t i = f.first; i < chunks; ++i) {
       const size_t head = i == 0 ? crypto_secretstream_xchacha20poly1305_HEADERBYTES : 0;
-      f.lengths.push_back(
-          static_cast<uint32_t>(head + PlainLength(d, i) + crypto_secretstream_xchacha20poly1305_ABYTES));
-      plan_offset += f.lengths.back();
+      const auto length =
+          static_cast<uint32_t>(head + PlainLength(d, i) + crypto_secretstream_xchacha20poly1305_ABYTES);
+      if (!requests.empty() && requests.back() + length <= wire::kRelayChunkSize) {
+        requests.back() += length;
+        ++pieces.back();
+      } else if (requests.size() < window) {
+        requests.push_back(length);
+        pieces.push_back(1);
+      } else {
+        break;
+      }
+      f.lengths.push_back(length);
+      plan_offset += length;
     }
     plan_first += f.lengths.size();
-    CW_ASSIGN_OR_RETURN(f.reads,
-                        WithRetries(o, [&] { return channel.GetMany(d.blob_id, f.offset, f.lengths); }));
-    if (f.reads.size() != f.lengths.size())
+    CW_ASSIGN_OR_RETURN(std::vector<BlobChannel::Read> got,
+                        WithRetries(o, [&] { return channel.GetMany(d.blob_id, f.offset, requests); }));
+    if (got.size() != requests.size())
       return Error(StatusCode::kInternal, "the channel answered another batch");
+    // Back to one read per piece; a short answer leaves the pieces after its end short (the check below
+    // calls that truncation).
+    size_t piece = 0;
+    for (size_t r = 0; r < got.size(); ++r) {
+      if (got[r].data.size() > requests[r])
+        return Error(StatusCode::kTampered, "the attachment answer is too long");
+      if (pieces[r] == 1) {  // the usual case (large chunks): no copy
+        f.reads.push_back(std::move(got[r]));
+        ++piece;
+        continue;
+      }
+      size_t at = 0;
+      for (size_t k = 0; k < pieces[r]; ++k, ++piece) {
+        BlobChannel::Read one;
+        one.total_size = got[r].total_size;
+        const size_t take =
+            std::min<size_t>(f.lengths[piece], got[r].data.size() - std::min(at, got[r].data.size()));
+        one.data.assign(
+            got[r].data.begin() + static_cast<std::ptrdiff_t>(std::min(at, got[r].data.size())),
+            got[r].data.begin() + static_cast<std::ptrdiff_t>(std::min(at, got[r].data.size()) + take));
+        at += f.lengths[piece];
+        f.reads.push_back(std::move(one));
+      }
+    }
     return f;
   };
   internal::RunAhead<Fetched> fetched(

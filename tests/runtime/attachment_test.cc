@@ -136,14 +136,22 @@ TEST_F(AttachmentTest, ProgressRisesToTheTotalBothWays) {
   };
   const auto d = Upload(content, o);
   TransferOptions t = NoWait();
-  t.window = 4;  // a report per batch of 4 chunks
   t.progress = [&](uint64_t done, uint64_t total) {
     EXPECT_EQ(total, 1000u);
     down.push_back(done);
   };
   ASSERT_TRUE(DownloadAttachment(channel_, d, Dest(), t).ok());
-  EXPECT_EQ(up.size(), 11u);   // 0, then once per chunk
-  EXPECT_EQ(down.size(), 4u);  // 0, 400, 800, 1000
+  EXPECT_EQ(up.size(), 11u);                          // 0, then once per chunk
+  EXPECT_EQ(down, (std::vector<uint64_t>{0, 1000}));  // the small chunks share one request: one batch
+  // Chunks too large to share a request (two do not fit one relay chunk): a report per batch of 2.
+  UploadOptions large = Small();
+  large.chunk_size = 40'000;
+  const auto d2 = Upload(Pattern(200'000, 2), large);
+  std::vector<uint64_t> down2;
+  t.window = 2;
+  t.progress = [&](uint64_t done, uint64_t) { down2.push_back(done); };
+  ASSERT_TRUE(DownloadAttachment(channel_, d2, Dest(), t).ok());
+  EXPECT_EQ(down2, (std::vector<uint64_t>{0, 80'000, 160'000, 200'000}));
   for (const auto* p : {&up, &down}) {
     ASSERT_FALSE(p->empty());
     EXPECT_EQ(p->front(), 0u);
@@ -168,8 +176,11 @@ TEST_F(AttachmentTest, UploadResumesAfterTheLinkDropsWithOrWithoutThePieceStored
 }
 
 TEST_F(AttachmentTest, DownloadResumesAfterTheLinkDrops) {
-  const Bytes content = Pattern(1000, 4);
-  const auto d = Upload(content);
+  // Chunks too large to share a request, so each Get is one chunk's.
+  const Bytes content = Pattern(400'000, 4);
+  UploadOptions o = Small();
+  o.chunk_size = 40'000;
+  const auto d = Upload(content, o);
   channel_.DropGet(1);
   channel_.DropGet(5);
   channel_.DropGet(6);
@@ -297,6 +308,27 @@ TEST_F(AttachmentTest, FileNameIsSanitisedFromThePathOrTheOption) {
   ASSERT_TRUE(d.has_value()) << Describe(d);
   EXPECT_EQ(d->file_name, "authorized_keys");
   EXPECT_EQ(d->media_type, "image/png");
+}
+
+// Found in review: the sender picks the chunk size, and a download made one request per chunk, so a blob of
+// 1-byte chunks took a relay round trip (and a frame against the per-address limit) per 18 bytes. Small
+// chunks now share requests of up to a relay chunk.
+TEST_F(AttachmentTest, TinyChunksAreFetchedManyToARequest) {
+  UploadOptions o = Small();
+  o.chunk_size = 1;
+  const Bytes content = Pattern(10000, 26);
+  const auto d = Upload(content, o);
+  const int before = channel_.calls();
+  const std::string dest = Dest();
+  ASSERT_TRUE(DownloadAttachment(channel_, d, dest, NoWait()).ok());
+  // 10000 pieces of 18 bytes (and the header): three requests of at most 64 KiB.
+  EXPECT_EQ(channel_.calls() - before, 3);
+  EXPECT_EQ(ReadFile(dest), content);
+  // Cut short anywhere, such a blob is still refused.
+  FakeBlobChannel::Blob& blob = channel_.blob(d.blob_id);
+  blob.data.resize(blob.data.size() - 5);
+  blob.declared = blob.data.size();
+  ExpectRefused(d, StatusCode::kTampered);
 }
 
 // Holds the first Get until released, so a test can run a second download while this one is in flight.
