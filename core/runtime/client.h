@@ -147,8 +147,11 @@ struct ClientOptions {
   // Direct P2P (core/runtime/direct_links.h): "host:port" to listen on for contacts' direct links (port 0:
   // any), announced to every contact inside the end-to-end session; messages then go directly to contacts
   // that listen too, and through the relay otherwise. Empty (the default): off, because a listening port
-  // reveals this device's address to its contacts. Open and Create fail with kUnavailable when it cannot be
-  // bound.
+  // reveals this device's address to its contacts. The host is the address contacts will dial: 0.0.0.0 or
+  // :: is refused (kInvalidArgument). Open and Create fail with kUnavailable when it cannot be bound.
+  // Contacts' announced addresses are dialled only when they are unicast, not link-local, not loopback
+  // (unless this device listens on loopback), on a port from 1024; one that fails 10 times in a row is left
+  // alone until the contact announces again or links to us.
   std::string direct_listen;
   // How long a message sent over a direct link waits for the contact's ack before it goes to the relay.
   int64_t direct_ack_timeout_ms = 3'000;

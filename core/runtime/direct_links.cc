@@ -1,5 +1,7 @@
 #include "core/runtime/direct_links.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sodium.h>
 
 #include <algorithm>
@@ -75,6 +77,47 @@ Status DirectLinks::Save() {
 
 // ---------------------------------------------------------------- start and stop
 
+namespace {
+
+enum class AddressKind { kLoopback, kDialable, kRefused };
+
+// What an announced host is. A contact chooses it, and this device dials it for as long as it runs, so it
+// must not be a way to make the device knock on addresses of its own choosing: the unspecified address,
+// multicast, broadcast and link-local ones (169.254.169.254 is a cloud's metadata service) are refused, and
+// a loopback one is for a device that listens on loopback itself (both ends on one machine). A host that is
+// no IP literal is left to the transport (TCP dials IP literals only; the in-memory network names nodes).
+AddressKind Classify(const std::string& host) {
+  in_addr v4{};
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    if (IN6_IS_ADDR_V4MAPPED(&v6)) {
+      char text[INET_ADDRSTRLEN] = {};
+      ::inet_ntop(AF_INET, &v6.s6_addr[12], text, sizeof text);
+      return Classify(text);
+    }
+    if (IN6_IS_ADDR_LOOPBACK(&v6)) return AddressKind::kLoopback;
+    if (IN6_IS_ADDR_UNSPECIFIED(&v6) || IN6_IS_ADDR_MULTICAST(&v6) || IN6_IS_ADDR_LINKLOCAL(&v6)) {
+      return AddressKind::kRefused;
+    }
+    return AddressKind::kDialable;
+  }
+  if (::inet_pton(AF_INET, host.c_str(), &v4) != 1) return AddressKind::kDialable;
+  const uint32_t a = ntohl(v4.s_addr);
+  if ((a >> 24) == 127) return AddressKind::kLoopback;
+  if ((a >> 24) == 0 || a == 0xffffffffu || (a >> 28) == 0xe || (a >> 16) == 0xa9fe)
+    return AddressKind::kRefused;
+  return AddressKind::kDialable;
+}
+
+bool IsUnspecified(const std::string& host) {
+  in6_addr v6{};
+  in_addr v4{};
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) return IN6_IS_ADDR_UNSPECIFIED(&v6);
+  return ::inet_pton(AF_INET, host.c_str(), &v4) == 1 && v4.s_addr == 0;
+}
+
+}  // namespace
+
 Status DirectLinks::Start() {
   if (started_) return Status::Ok();
   CW_RETURN_IF_ERROR(EnsureLoaded());
@@ -88,6 +131,11 @@ Status DirectLinks::Start() {
   }
   CW_ASSIGN_OR_RETURN(transport::Endpoint local, transport::Endpoint::Parse(options_.listen));
   if (local.static_key) return Status(StatusCode::kInvalidArgument, "the direct listen address takes no key");
+  if (IsUnspecified(local.host)) {
+    // The bound address is what contacts are told to dial: 0.0.0.0 would send them to their own machine.
+    return Status(StatusCode::kInvalidArgument,
+                  "listen for direct links on the address contacts will dial (not 0.0.0.0 or ::)");
+  }
   const uint64_t epoch = epoch_;
   auto on_accept = [this, epoch](std::shared_ptr<transport::Connection> c) {
     if (epoch != epoch_) return c->Close(Status(StatusCode::kAborted, "direct links stopped"));
@@ -200,6 +248,7 @@ Status DirectLinks::OnAnnouncement(const std::string& contact, ByteView payload)
   if (p.announced && *p.announced == e) return Status::Ok();
   const bool key_changed = p.announced && p.announced->link_key != e.link_key;
   p.announced = e;
+  p.failures = 0;  // a new announcement is worth trying afresh
   CW_RETURN_IF_ERROR(Save());
   // Links made under the old announcement no longer speak for this contact.
   // kUnavailable, not kAborted: what waited goes to the relay (kAborted is Stop's, and ends the flush).
@@ -227,6 +276,16 @@ void DirectLinks::Connect(const std::string& contact) {
   if (it == peers_.end() || !started_ || !enabled()) return;
   Peer& p = it->second;
   if (p.out || p.connecting || !p.announced || !p.announced->listens()) return;
+  const AddressKind kind = Classify(p.announced->host);
+  const bool we_are_local = listener_ && Classify(listener_->endpoint().host) == AddressKind::kLoopback;
+  if (kind == AddressKind::kRefused || (kind == AddressKind::kLoopback && !we_are_local) ||
+      p.announced->port < 1024) {
+    // Never dialled; its messages come by the relay. The address is not reported (it would identify).
+    deps_.report(Status(StatusCode::kPermissionDenied,
+                        "a contact announced a direct endpoint this device will not dial"));
+    return;
+  }
+  if (p.failures >= kDirectMaxConnectFailures) return;
   transport::Endpoint remote;
   remote.host = p.announced->host;
   remote.port = p.announced->port;
@@ -258,7 +317,11 @@ void DirectLinks::Connect(const std::string& contact) {
                                           return;
                                         }
                                         peer->connecting = false;
-                                        if (!c) return ScheduleReconnect(contact);
+                                        if (!c) {
+                                          ++peer->failures;
+                                          return ScheduleReconnect(contact);
+                                        }
+                                        peer->failures = 0;
                                         *holder = *c;
                                         peer->out = *c;
                                         // A peer whose last link timed out waiting for an ack keeps its
@@ -279,6 +342,12 @@ void DirectLinks::ScheduleReconnect(const std::string& contact) {
   if (it == peers_.end() || !started_) return;
   Peer& p = it->second;
   if (p.reconnect_timer || p.out || p.connecting) return;
+  if (p.failures >= kDirectMaxConnectFailures) {
+    // Until it announces again or links to us: its messages go by the relay meanwhile.
+    deps_.report(
+        Status(StatusCode::kUnavailable, "a contact's direct endpoint stopped answering; using the relay"));
+    return;
+  }
   p.backoff_ms = p.backoff_ms == 0 ? options_.reconnect_min_ms : std::min(p.backoff_ms * 2, options_.reconnect_max_ms);
   const uint64_t epoch = epoch_;
   p.reconnect_timer = deps_.transport->ScheduleAfter(p.backoff_ms, [this, epoch, contact] {
@@ -402,6 +471,13 @@ void DirectLinks::OnAccept(std::shared_ptr<transport::Connection> conn) {
         if (epoch == epoch_) inbound_.erase(raw);
       }});
   inbound_[raw] = Inbound{contact, std::move(conn)};
+  // The contact is up: a link to it that was given up is tried again.
+  auto peer = peers_.find(contact);
+  if (peer != peers_.end() && peer->second.failures >= kDirectMaxConnectFailures) {
+    peer->second.failures = 0;
+    peer->second.backoff_ms = 0;
+    Connect(contact);
+  }
 }
 
 void DirectLinks::OnFrame(const std::string& contact, const std::weak_ptr<transport::Connection>& conn,

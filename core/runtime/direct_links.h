@@ -48,6 +48,9 @@ namespace cw::runtime {
 inline constexpr int64_t kDirectAckTimeoutMs = 3'000;
 inline constexpr int64_t kDirectReconnectMinMs = 200;
 inline constexpr int64_t kDirectReconnectMaxMs = 30'000;
+// Connects in a row that fail before the link to a contact is given up, until the contact announces again
+// or opens a link to us (it is back), or direct links start again (an unlock, a restart).
+inline constexpr int kDirectMaxConnectFailures = 10;
 
 struct DirectLinkStats {
   uint64_t delivered = 0;  // outbox entries a contact acknowledged over a direct link
@@ -129,6 +132,7 @@ class DirectLinks {
     bool connecting = false;
     uint64_t attempt = 0;  // which connect attempt the callbacks belong to
     int64_t backoff_ms = 0;
+    int failures = 0;            // connects in a row that failed (see kDirectMaxConnectFailures)
     bool ack_timed_out = false;  // the last link went down waiting for an ack; cleared by an ack
     std::optional<transport::Transport::TimerId> reconnect_timer;
     std::map<MessageId, Pending> pending;  // sent on `out`, awaiting the ack

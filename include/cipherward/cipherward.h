@@ -211,8 +211,9 @@ typedef struct cw_options {
   /* "host:port" to listen on for direct peer-to-peer links with contacts (port 0: any free port); NULL or
    * "" keeps them off (the default). The address is announced to every contact inside the end-to-end
    * session, so turning this on shows contacts where this device is; messages then skip the relay while
-   * both devices can reach each other. An address that does not parse or bind: CW_ERR_INVALID_ARGUMENT or
-   * CW_ERR_UNAVAILABLE from cw_client_open_ex. */
+   * both devices can reach each other. The host is the address contacts will dial (0.0.0.0 and :: are
+   * refused). An address that does not parse or bind: CW_ERR_INVALID_ARGUMENT or CW_ERR_UNAVAILABLE from
+   * cw_client_open_ex. */
   const char* direct_listen;
 } cw_options;
 

@@ -1,8 +1,11 @@
 // DirectLinks (core/runtime/direct_links.h) on its own, over the deterministic in-memory network: what a
 // hostile contact can and cannot do to a client's direct links. The client around it is exercised end to end
 // in direct_test.cc; here every peer is driven by hand, so a test can misbehave on purpose.
+#include "core/runtime/direct_links.h"
+
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <optional>
@@ -11,7 +14,6 @@
 
 #include "core/base/clock.h"
 #include "core/base/random.h"
-#include "core/runtime/direct_links.h"
 #include "core/session/store.h"
 #include "core/wire/direct.h"
 #include "transport/in_memory.h"
@@ -37,6 +39,12 @@ struct Device {
   };
   std::vector<Delivered> delivered;
   bool auto_ack = true;
+  std::vector<std::string> reports;  // what the report callback was told
+  size_t Reported(const std::string& text) const {
+    return static_cast<size_t>(std::count_if(reports.begin(), reports.end(), [&](const std::string& r) {
+      return r.find(text) != std::string::npos;
+    }));
+  }
 };
 
 class DirectLinksTest : public ::testing::Test {
@@ -73,7 +81,7 @@ class DirectLinksTest : public ::testing::Test {
       raw->delivered.push_back({contact, id, std::move(ack)});
     };
     deps.link_up = [](const std::string&) {};
-    deps.report = [](const Status&) {};
+    deps.report = [raw](const Status& s) { raw->reports.push_back(s.message()); };
     DirectLinks::Options o;
     o.listen = listen;
     o.ack_timeout_ms = kAckTimeoutMs;
@@ -280,6 +288,63 @@ TEST_F(DirectLinksTest, AContactMadeWhileOffIsToldOnceOnAgain) {
   Reopen(alice, "alice:7000");
   ASSERT_TRUE(alice.links->Start().ok());
   EXPECT_EQ(alice.announced.count("carol"), 1u);
+}
+
+// Found in review: a contact chooses the address it announces, and this device dialled it for as long as it
+// ran, so a hostile contact could make it knock on its own loopback, link-local or broadcast addresses (or a
+// cloud's metadata service at 169.254.169.254). Those are never dialled.
+TEST_F(DirectLinksTest, AnAnnouncedAddressOfTheWrongKindIsNeverDialled) {
+  Device& alice = Add("alice");
+  ASSERT_TRUE(alice.links->Start().ok());
+  alice.contacts.push_back("mallory");
+  const std::vector<std::pair<std::string, uint16_t>> refused = {
+      {"0.0.0.0", 7000},   {"255.255.255.255", 7000}, {"224.0.0.1", 7000}, {"169.254.169.254", 7000},
+      {"::", 7000},        {"fe80::1", 7000},         {"ff02::1", 7000},   {"::ffff:169.254.1.1", 7000},
+      {"127.0.0.1", 7000},  // alice does not listen on loopback
+      {"10.0.0.5", 80},     // a privileged port
+  };
+  for (const auto& [host, port] : refused) {
+    wire::DirectEndpoint e;
+    e.link_key.fill(7);
+    e.host = host;
+    e.port = port;
+    const size_t before = alice.Reported("will not dial");
+    ASSERT_TRUE(alice.links->OnAnnouncement("mallory", *wire::EncodeDirectEndpoint(e)).ok()) << host;
+    net_.RunUntilIdle();
+    EXPECT_EQ(alice.Reported("will not dial"), before + 1) << host;
+    int64_t when = 0;
+    EXPECT_FALSE(net_.NextEventTime(&when)) << host << ": something was scheduled";
+  }
+}
+
+// An endpoint that never answers is tried kDirectMaxConnectFailures times, then left alone (its messages go
+// by the relay) instead of being dialled for as long as the device runs.
+TEST_F(DirectLinksTest, AnEndpointThatNeverAnswersIsGivenUp) {
+  Device& alice = Add("alice");
+  ASSERT_TRUE(alice.links->Start().ok());
+  alice.contacts.push_back("ghost");
+  wire::DirectEndpoint e;
+  e.link_key.fill(9);
+  e.host = "nobody";  // no such node: every connect fails
+  e.port = 7000;
+  ASSERT_TRUE(alice.links->OnAnnouncement("ghost", *wire::EncodeDirectEndpoint(e)).ok());
+  int64_t when = 0;
+  for (int i = 0; i < 100 && net_.NextEventTime(&when); ++i) net_.Advance(when - clock_.NowMillis());
+  EXPECT_FALSE(net_.NextEventTime(&when)) << "still retrying";
+  EXPECT_EQ(alice.Reported("stopped answering"), 1u);
+  // A new announcement is tried afresh.
+  e.port = 7001;
+  ASSERT_TRUE(alice.links->OnAnnouncement("ghost", *wire::EncodeDirectEndpoint(e)).ok());
+  net_.RunUntilIdle();
+  EXPECT_TRUE(net_.NextEventTime(&when)) << "the new endpoint is not being tried";
+}
+
+TEST_F(DirectLinksTest, AWildcardListenAddressIsRefused) {
+  Device& alice = Add("alice");
+  for (const std::string listen : {"0.0.0.0:7000", "[::]:7000"}) {
+    Reopen(alice, listen);
+    EXPECT_EQ(alice.links->Start().code(), StatusCode::kInvalidArgument) << listen;
+  }
 }
 
 }  // namespace
