@@ -1072,7 +1072,8 @@ class Client::Impl {
       // Group traffic that overtook the key it needs stays at the relay until that key is stored, and our
       // copy is tried again then (RetryHeld).
       if (!IsPermanentFailure(c)) return;
-      const GroupRuntime::HoldResult hold = groups_->Hold(env->message, c, relay_id, d.envelope.size());
+      const GroupRuntime::HoldResult hold =
+          groups_->Hold(env->message, c, sender.name, relay_id, d.envelope.size());
       if (hold == GroupRuntime::HoldResult::kDrop) return Ack(d.message_id);
       if (hold == GroupRuntime::HoldResult::kLeaveAtRelay) return;  // past the copies' byte cap: refetched
       const bool kept = std::any_of(held_.begin(), held_.end(),

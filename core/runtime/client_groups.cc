@@ -256,13 +256,15 @@ void GroupRuntime::AfterCommit(bool committed, const Incoming& in) {
     // Each is tried again and held again if it still cannot be read.
     const bool refetch = std::exchange(held_without_copy_, false);
     held_.clear();
+    held_per_sender_.clear();
     held_bytes_ = 0;
     deps_.retry_held(refetch);
   }
 }
 
 GroupRuntime::HoldResult GroupRuntime::Hold(const session::Ciphertext& message, StatusCode code,
-                                            const std::string& relay_id, size_t envelope_size) {
+                                            const std::string& sender, const std::string& relay_id,
+                                            size_t envelope_size) {
   // A group text before its sender's key (kNoSession) or before the membership naming its sender
   // (kPermissionDenied); a sender key or membership update inside a 1:1 message before the admin's update that
   // makes its sender a member (kPermissionDenied). Anything else that fails is not a matter of order.
@@ -274,7 +276,16 @@ GroupRuntime::HoldResult GroupRuntime::Hold(const session::Ciphertext& message, 
   if (auto it = held_.find(relay_id); it != held_.end()) {
     return it->second > 0 ? HoldResult::kKeepCopy : HoldResult::kLeaveAtRelay;
   }
-  if (held_.size() >= kMaxHeldMessages) return HoldResult::kDrop;
+  size_t& from_sender = held_per_sender_[sender];
+  if (held_.size() >= kMaxHeldMessages || from_sender >= kMaxHeldPerSender) {
+    if (deps_.report) {
+      deps_.report(Status(code,
+                          "a group message that may have come before its key was dropped: too many were "
+                          "waiting for keys"));
+    }
+    return HoldResult::kDrop;
+  }
+  ++from_sender;
   if (envelope_size == 0 || envelope_size > kMaxHeldBytes - held_bytes_) {
     held_.emplace(relay_id, 0);
     held_without_copy_ = true;

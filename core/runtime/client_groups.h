@@ -53,6 +53,10 @@ inline constexpr size_t kMaxGroupLabelSize = 128;
 // cannot make every fetch hand out the same junk), and copies of at most this many envelope bytes (past that a
 // message stays at the relay without a copy, and the retry fetches it).
 inline constexpr size_t kMaxHeldMessages = 256;
+// And at most this many from one sender: found in review, one contact's junk (group messages that can never
+// be read) could fill the whole hold for the relay's 30 days, so that another member's real early message was
+// then dropped.
+inline constexpr size_t kMaxHeldPerSender = 64;
 inline constexpr size_t kMaxHeldBytes = 2 * 1024 * 1024;
 
 class GroupRuntime {
@@ -111,11 +115,11 @@ class GroupRuntime {
   // A message from the relay failed to decrypt with `code`. Group traffic that may have arrived before the
   // membership or sender key it needs is left at the relay (not acknowledged) and the client keeps its copy,
   // `envelope_size` bytes, for retry_held (kKeepCopy), or past the byte cap keeps none (kLeaveAtRelay);
-  // anything else, or past the message cap, is dropped (kDrop: acknowledged). A message already held is held
-  // again the same way.
+  // anything else, or past the message caps (all senders', and `sender`'s own), is dropped (kDrop:
+  // acknowledged). A message already held is held again the same way.
   enum class HoldResult { kDrop, kKeepCopy, kLeaveAtRelay };
-  HoldResult Hold(const session::Ciphertext& message, StatusCode code, const std::string& relay_id,
-                  size_t envelope_size);
+  HoldResult Hold(const session::Ciphertext& message, StatusCode code, const std::string& sender,
+                  const std::string& relay_id, size_t envelope_size);
 
  private:
   struct Record {
@@ -135,6 +139,7 @@ class GroupRuntime {
 
   Deps deps_;
   std::map<std::string, size_t> held_;  // relay id -> envelope size (0: no copy), held since the last retry
+  std::map<std::string, size_t> held_per_sender_;  // sender -> how many of held_ are theirs
   size_t held_bytes_ = 0;
   bool held_without_copy_ = false;
 };
