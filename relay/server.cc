@@ -239,6 +239,8 @@ class ServerImpl final : public RelayServer {
   Status Listen(const transport::Endpoint& where) {
     auto listener = transport::RunSync(transport_, [&]() -> Result<std::shared_ptr<transport::Listener>> {
       transport::ListenOptions lo;
+      lo.max_handshaking = options_.max_handshaking;
+      lo.max_handshaking_per_address = options_.max_handshaking_per_address;
       lo.on_rejected = [this](const std::string& address, const Status& why) {
         log_.Log(LogLevel::kInfo, "handshake_rejected",
                  {{"peer", address}, {"reason", std::string(StatusCodeName(why.code()))}});

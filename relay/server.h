@@ -29,6 +29,10 @@ struct ServerOptions {
   // connections until it has refilled, so reconnecting buys no fresh burst.
   uint32_t frame_burst = 2000;
   uint32_t frames_per_second = 1000;
+  // Noise handshakes under way at once, in all and per address (transport::ListenOptions): a connection past
+  // either is closed at once, so silent connections cannot hold every handshake slot.
+  size_t max_handshaking = transport::kDefaultMaxHandshaking;
+  size_t max_handshaking_per_address = transport::kDefaultMaxHandshakingPerAddress;
   size_t max_in_flight_per_connection = 256;  // commands queued or running; more closes the connection
   size_t workers = 16;  // for commands other than deposits, which never occupy one
   int64_t purge_interval_millis = 60'000;
