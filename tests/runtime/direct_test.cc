@@ -250,24 +250,19 @@ void ExpectRevokedContactsLinkRefused(Client& doctor, Client& patient, Seen& doc
   EXPECT_EQ(listed, !remove);
 }
 
-TEST_F(DirectE2E, ARevokedContactsDirectLinkIsRefused) {
-  Seen doc_seen, pat_seen;
-  auto doctor = New("doctor", "dr.lee", Options(&doc_seen, kListen));
-  auto patient = New("patient", "pat", Options(&pat_seen, kListen));
-  ASSERT_TRUE(doctor && patient);
-  ASSERT_NO_FATAL_FAILURE(Pair(*doctor, *patient));
-  ASSERT_TRUE(Eventually([&] { return Pending(*doctor) == 0 && Pending(*patient) == 0; }));
-  ExpectRevokedContactsLinkRefused(*doctor, *patient, doc_seen, *relay_, false);
-}
-
-TEST_F(DirectE2E, ARemovedContactsDirectLinkIsRefused) {
-  Seen doc_seen, pat_seen;
-  auto doctor = New("doctor", "dr.lee", Options(&doc_seen, kListen));
-  auto patient = New("patient", "pat", Options(&pat_seen, kListen));
-  ASSERT_TRUE(doctor && patient);
-  ASSERT_NO_FATAL_FAILURE(Pair(*doctor, *patient));
-  ASSERT_TRUE(Eventually([&] { return Pending(*doctor) == 0 && Pending(*patient) == 0; }));
-  ExpectRevokedContactsLinkRefused(*doctor, *patient, doc_seen, *relay_, true);
+TEST_F(DirectE2E, ARevokedOrRemovedContactsDirectLinkIsRefused) {
+  for (const bool remove : {false, true}) {
+    SCOPED_TRACE(remove ? "removed" : "revoked");
+    if (remove) ASSERT_OK(relay_->Start());  // the first round stopped it
+    const std::string round = remove ? "-removed" : "-revoked";
+    Seen doc_seen, pat_seen;
+    auto doctor = New("doctor" + round, "dr.lee", Options(&doc_seen, kListen));
+    auto patient = New("patient" + round, "pat", Options(&pat_seen, kListen));
+    ASSERT_TRUE(doctor && patient);
+    ASSERT_NO_FATAL_FAILURE(Pair(*doctor, *patient));
+    ASSERT_TRUE(Eventually([&] { return Pending(*doctor) == 0 && Pending(*patient) == 0; }));
+    ExpectRevokedContactsLinkRefused(*doctor, *patient, doc_seen, *relay_, remove);
+  }
 }
 
 TEST_F(DirectE2E, ALinkFromAKeyNoContactAnnouncedIsRefused) {
