@@ -317,15 +317,15 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
         ++piece;
         continue;
       }
+      const Bytes& data = got[r].data;
       size_t at = 0;
       for (size_t k = 0; k < pieces[r]; ++k, ++piece) {
+        const size_t start = std::min(at, data.size());
+        const size_t take = std::min<size_t>(f.lengths[piece], data.size() - start);
         BlobChannel::Read one;
         one.total_size = got[r].total_size;
-        const size_t take =
-            std::min<size_t>(f.lengths[piece], got[r].data.size() - std::min(at, got[r].data.size()));
-        one.data.assign(
-            got[r].data.begin() + static_cast<std::ptrdiff_t>(std::min(at, got[r].data.size())),
-            got[r].data.begin() + static_cast<std::ptrdiff_t>(std::min(at, got[r].data.size()) + take));
+        one.data.assign(data.begin() + static_cast<std::ptrdiff_t>(start),
+                        data.begin() + static_cast<std::ptrdiff_t>(start + take));
         at += f.lengths[piece];
         f.reads.push_back(std::move(one));
       }
