@@ -9,10 +9,9 @@ namespace cw::relay {
 
 Status RunRelay(transport::Transport& transport, const transport::Endpoint& listen, const RunOptions& options,
                 const RunHooks& hooks, LogSink& log, const Clock& clock, Random& random) {
-  auto opened = hooks.open_store();
-  if (!opened) return opened.error();
-  std::unique_ptr<MailboxStore> store = std::move(*opened);
+  std::unique_ptr<MailboxStore> store;
   // Where the relay listened first: a restart listens on the same port even when `listen` asked for any.
+  // Unset until then, and until then a failure to open or to listen is the caller's.
   std::optional<transport::Endpoint> bound;
   int64_t backoff = options.reopen_first_backoff_millis;
   // Waits out the current backoff and doubles the next one; true if the relay is to stop meanwhile.
@@ -24,15 +23,16 @@ Status RunRelay(transport::Transport& transport, const transport::Endpoint& list
 
   for (;;) {
     if (!store) {
-      auto reopened = hooks.open_store();
-      if (!reopened) {
+      auto opened = hooks.open_store();
+      if (!opened) {
+        if (!bound) return opened.error();
         log.Log(LogLevel::kWarn, "store_reopen_failed",
-                {{"error", reopened.error().ToString()}, {"retry_in_ms", std::to_string(backoff)}});
+                {{"error", opened.error().ToString()}, {"retry_in_ms", std::to_string(backoff)}});
         if (back_off()) return Status::Ok();
         continue;
       }
-      store = std::move(*reopened);
-      log.Log(LogLevel::kInfo, "store_reopened", {});
+      store = std::move(*opened);
+      if (bound) log.Log(LogLevel::kInfo, "store_reopened", {});
     }
     Status failure;
     {

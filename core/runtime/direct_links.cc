@@ -220,14 +220,7 @@ void DirectLinks::Announce(const std::string& contact) {
 Status DirectLinks::ForgetContact(const std::string& contact) {
   CW_RETURN_IF_ERROR(EnsureLoaded());
   const Status why(StatusCode::kPermissionDenied, "contact revoked");
-  for (auto in = inbound_.begin(); in != inbound_.end();) {
-    if (in->second.contact != contact) {
-      ++in;
-      continue;
-    }
-    in->second.conn->Close(why);
-    in = inbound_.erase(in);
-  }
+  CloseInbound(contact, why);
   auto it = peers_.find(contact);
   if (it == peers_.end()) return Status::Ok();
   if (it->second.reconnect_timer) deps_.transport->CancelTimer(*it->second.reconnect_timer);
@@ -254,14 +247,7 @@ Status DirectLinks::OnAnnouncement(const std::string& contact, ByteView payload)
   // kUnavailable, not kAborted: what waited goes to the relay (kAborted is Stop's, and ends the flush).
   DropOutgoing(contact, p, Status(StatusCode::kUnavailable, "direct endpoint changed"));
   if (key_changed) {
-    for (auto it = inbound_.begin(); it != inbound_.end();) {
-      if (it->second.contact != contact) {
-        ++it;
-        continue;
-      }
-      it->second.conn->Close(Status(StatusCode::kAborted, "direct endpoint changed"));
-      it = inbound_.erase(it);
-    }
+    CloseInbound(contact, Status(StatusCode::kAborted, "direct endpoint changed"));
   }
   p.backoff_ms = 0;
   p.ack_timed_out = false;
@@ -451,14 +437,7 @@ void DirectLinks::OnAccept(std::shared_ptr<transport::Connection> conn) {
   }
   // One incoming link per contact (a contact opens one link to us at a time; a new one replaces the old):
   // a contact cannot pile up connections.
-  for (auto it = inbound_.begin(); it != inbound_.end();) {
-    if (it->second.contact != contact) {
-      ++it;
-      continue;
-    }
-    it->second.conn->Close(Status(StatusCode::kAborted, "replaced by a newer direct link"));
-    it = inbound_.erase(it);
-  }
+  CloseInbound(contact, Status(StatusCode::kAborted, "replaced by a newer direct link"));
   const uint64_t epoch = epoch_;
   std::weak_ptr<transport::Connection> weak = conn;
   transport::Connection* raw = conn.get();
@@ -477,6 +456,17 @@ void DirectLinks::OnAccept(std::shared_ptr<transport::Connection> conn) {
     peer->second.failures = 0;
     peer->second.backoff_ms = 0;
     Connect(contact);
+  }
+}
+
+void DirectLinks::CloseInbound(const std::string& contact, const Status& why) {
+  for (auto it = inbound_.begin(); it != inbound_.end();) {
+    if (it->second.contact != contact) {
+      ++it;
+      continue;
+    }
+    it->second.conn->Close(why);
+    it = inbound_.erase(it);
   }
 }
 

@@ -146,6 +146,8 @@ class DirectLinks {
   void DropOutgoing(const std::string& contact, Peer& peer, const Status& why);
   void Resolve(const std::string& contact, const MessageId& id, Status result);
   void OnAccept(std::shared_ptr<transport::Connection> conn);
+  // Closes and forgets every link `contact` opened to us.
+  void CloseInbound(const std::string& contact, const Status& why);
   void OnFrame(const std::string& contact, const std::weak_ptr<transport::Connection>& conn, ByteView frame);
 
   Deps deps_;

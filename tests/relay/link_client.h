@@ -101,4 +101,12 @@ class LinkClient {
   StatusCode closed_ = StatusCode::kOk;
 };
 
+// `owner` creates a mailbox and issues a deposit token for it.
+inline std::pair<MailboxId, DepositToken> MailboxWithToken(LinkClient& owner) {
+  owner.Send(CreateMailbox{});
+  const MailboxId box = std::get<MailboxCreated>(owner.NextResponse().body).mailbox;
+  owner.Send(IssueDepositToken{box});
+  return {box, std::get<TokenIssued>(owner.NextResponse().body).token};
+}
+
 }  // namespace cw::relay::testing

@@ -20,6 +20,7 @@
 namespace cw::relay {
 namespace {
 
+using testing::MailboxWithToken;
 using testing::Mid;
 using Client = testing::LinkClient;
 
@@ -92,12 +93,6 @@ class RunRelayTest : public ::testing::Test {
                          [&](const std::string& l) { return l.find("event=" + event) != std::string::npos; });
   }
 
-  static std::pair<MailboxId, DepositToken> MailboxWithToken(Client& owner) {
-    owner.Send(CreateMailbox{});
-    const MailboxId box = std::get<MailboxCreated>(owner.NextResponse().body).mailbox;
-    owner.Send(IssueDepositToken{box});
-    return {box, std::get<TokenIssued>(owner.NextResponse().body).token};
-  }
   // Everything in `box`, fetched by its owner.
   static std::vector<MessageId> FetchAll(Client& owner, const MailboxId& box) {
     std::vector<MessageId> fetched;

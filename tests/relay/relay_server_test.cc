@@ -15,6 +15,7 @@
 namespace cw::relay {
 namespace {
 
+using testing::MailboxWithToken;
 using testing::Mid;
 
 using Client = testing::LinkClient;
@@ -38,14 +39,6 @@ class RelayServerTest : public ::testing::Test {
     transport_.reset();
     service_.reset();
     store_.reset();
-  }
-
-  // `owner` creates a mailbox and issues a deposit token for it.
-  static std::pair<MailboxId, DepositToken> MailboxWithToken(Client& owner) {
-    owner.Send(CreateMailbox{});
-    const MailboxId box = std::get<MailboxCreated>(owner.NextResponse().body).mailbox;
-    owner.Send(IssueDepositToken{box});
-    return {box, std::get<TokenIssued>(owner.NextResponse().body).token};
   }
 
   testing::TempDir dir_;
