@@ -45,6 +45,16 @@ int main(int argc, char** argv) {
   invite.name = "patient.lee";
   invite.card.relay = "cw://" + std::string(43, 'B') + "@[::1]:1";
   Write(fuzz + "/invite_decode/corpus", "gen-invite-b64", cw::ToBytes(cw::runtime::EncodeInvite(invite)));
+  // A genuine code, made by a client (tests/runtime/client_test.cc) and copied here: its signature verifies,
+  // which the fixed values above cannot give, since XEdDSA signing takes a random nonce.
+  Write(
+      fuzz + "/invite_decode/corpus", "gen-invite-signed",
+      cw::ToBytes(
+          "cwi1.mALZVWN3Oi8vY2I5Mzk0ZThhMDEwZGU5ZDc3ZTI2NzkxMDdiZTQ4ZTg0NmEyZTNhZDNjZWM2MDZjZmEwNTNhODkxMjhh"
+          "MjM3M0AxMjcuMC4wLjE6MzYwODXEEFJ2auvqR4Z0kJIuSucnKUTEIKFohVXsDqsE207XeJX6lEBPDmr37SrcV4diUrjD"
+          "q0p1xCAq-cnGBqjkJkiGY9r_tNPFi39HIQTPpbCOct_pwv73LcQhBS9zWalEekV_XT5reSlfyTG1EIWI0E73NOV1JKvbB-"
+          "wepmRyLmxlZcRAtt9ijE9G_zZ3tnzydrd--3qobfnZQX0aAQhgzHMmpJfR_2ZYtmqmGt7KdiPBA-XbjWZ-FzHn1hIqH1ZB3"
+          "PrdAA"));
 
   // The same box key pair as the target.
   std::array<uint8_t, crypto_box_SEEDBYTES> seed{};
@@ -79,6 +89,6 @@ int main(int argc, char** argv) {
     ++n;
   }
   sodium_memzero(secret.data(), secret.size());
-  std::printf("invite_decode 2 files, envelope_open %d files\n", 2 * n);
+  std::printf("invite_decode 3 files, envelope_open %d files\n", 2 * n);
   return 0;
 }

@@ -1741,14 +1741,20 @@ class Client::Impl {
     }
     IssueToken(static_cast<uint64_t>(valid_for_ms), [this, valid_for_ms, done](Result<DepositToken> t) {
       if (!t) return done(Error(t.error()));
-      State next = state_;
-      const int64_t now = clock_->NowMillis();
-      next.invites.push_back(OpenInvite{*t, now, valid_for_ms > 0 ? now + valid_for_ms : 0});
-      if (Status s = SaveState(next); !s.ok()) return done(Error(s));
       Invite inv;
       inv.card = ContactCard{state_.relay, *state_.mailbox, *t, box_pk_};
       inv.identity_key = engine_->identity_key();
       inv.name = state_.name;
+      auto signature = engine_->SignWithIdentityKey(InviteSignedBytes(inv));
+      if (!signature) return done(Error(signature.error()));
+      if (signature->size() != inv.signature.size()) {
+        return done(Error(StatusCode::kInternal, "the identity key's signature has an unexpected size"));
+      }
+      std::copy(signature->begin(), signature->end(), inv.signature.begin());
+      State next = state_;
+      const int64_t now = clock_->NowMillis();
+      next.invites.push_back(OpenInvite{*t, now, valid_for_ms > 0 ? now + valid_for_ms : 0});
+      if (Status s = SaveState(next); !s.ok()) return done(Error(s));
       done(EncodeInvite(inv));
     });
   }
@@ -1776,6 +1782,7 @@ class Client::Impl {
   // `first`, the first message's text, is shared by the steps below rather than copied into each: one copy,
   // wiped when the last step lets go of it.
   void AcceptInvite(Invite inv, std::shared_ptr<const SecretBytes> first, Done<std::string> done) {
+    if (Status s = VerifyInvite(inv); !s.ok()) return done(Error(s));
     if (ConstantTimeEquals(inv.identity_key, engine_->identity_key())) {
       return done(Error(StatusCode::kInvalidArgument, "this is our own invite"));
     }

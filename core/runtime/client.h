@@ -276,7 +276,9 @@ class Client {
   // invite we remember. When the relay does not answer (kUnavailable), the cancellation still stands here
   // and the revocation goes out as soon as the relay is reached.
   Status CancelInvite(const std::string& id, int64_t timeout_ms = kDefaultTimeoutMs);
-  // Accepts an invite: registers with its relay if this identity is not registered yet, fetches the
+  // Accepts an invite: checks the code is signed by the identity key it names (kBadSignature otherwise: it
+  // was altered on the way; nothing else happens), registers with its relay if this identity is not
+  // registered yet, fetches the
   // inviter's bundle, checks it carries the identity key the invite names (kBadSignature otherwise: the
   // relay served someone else's keys), runs X3DH, stores the contact, and queues `first_message`, which
   // carries our reply card. Returns the contact's name. kMalformed for a bad code; kInvalidArgument for an

@@ -4,6 +4,7 @@
 
 #include <msgpack.hpp>
 
+#include "core/compliance/signing.h"
 #include "core/wire/content.h"
 #include "core/wire/msgpack_util.h"
 #include "core/wire/padding.h"
@@ -12,7 +13,10 @@ namespace cw::runtime {
 
 namespace {
 
-constexpr uint8_t kInviteVersion = 1;
+// Version 1 carried no signature: whoever could alter a code in transit could swap the box key, mailbox or
+// relay and stay unnoticed, since safety numbers check only the identity key.
+constexpr uint8_t kInviteVersion = 2;
+constexpr std::string_view kInviteSignatureContext = "cipherward invite v2";
 constexpr uint8_t kEnvelopeVersion = 1;
 
 template <typename Stream>
@@ -66,10 +70,9 @@ std::string InviteIdOf(const DepositToken& token) {
   return ToHex(ByteView(h.data(), 6));
 }
 
-std::string EncodeInvite(const Invite& invite) {
-  msgpack::sbuffer buf;
-  msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_array(7);
+// Everything of an invite but its signature, in code order.
+template <typename Stream>
+void PackInviteFields(msgpack::packer<Stream>& pk, const Invite& invite) {
   pk.pack_uint8(kInviteVersion);
   PackStr(pk, invite.card.relay);
   PackBin(pk, invite.card.mailbox);
@@ -77,6 +80,36 @@ std::string EncodeInvite(const Invite& invite) {
   PackBin(pk, invite.card.box_key);
   PackBin(pk, invite.identity_key);
   PackStr(pk, invite.name);
+}
+
+Bytes InviteSignedBytes(const Invite& invite) {
+  msgpack::sbuffer buf;
+  buf.write(kInviteSignatureContext.data(), kInviteSignatureContext.size());
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_array(7);
+  PackInviteFields(pk, invite);
+  const auto* p = reinterpret_cast<const uint8_t*>(buf.data());
+  return Bytes(p, p + buf.size());
+}
+
+Status VerifyInvite(const Invite& invite) {
+  const compliance::SigningPublicKey key{compliance::SignatureScheme::kXEdDSA,
+                                         Bytes(invite.identity_key.begin(), invite.identity_key.end())};
+  if (!compliance::StandardVerifier().Verify(key, InviteSignedBytes(invite), invite.signature).ok()) {
+    return Status(
+        StatusCode::kBadSignature,
+        "the invite code is not signed by the identity it names: it was altered or damaged on the way; "
+        "ask its sender for a new one");
+  }
+  return Status::Ok();
+}
+
+std::string EncodeInvite(const Invite& invite) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_array(8);
+  PackInviteFields(pk, invite);
+  PackBin(pk, invite.signature);
   const size_t len = sodium_base64_encoded_len(buf.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
   std::string b64(len, '\0');
   sodium_bin2base64(b64.data(), len, reinterpret_cast<const unsigned char*>(buf.data()), buf.size(),
@@ -100,7 +133,7 @@ Result<Invite> DecodeInvite(std::string_view code) {
   }
   raw.resize(raw_len);
   wire::internal::Limits limits;
-  limits.array = 7;
+  limits.array = 8;
   limits.str = 256;
   limits.bin = 64;
   limits.depth = 1;
@@ -111,13 +144,20 @@ Result<Invite> DecodeInvite(std::string_view code) {
   const auto* a = o.via.array.ptr;
   uint64_t version = 0;
   if (!ReadUint(a[0], 255, &version)) return bad();
-  if (version != kInviteVersion) return Error(StatusCode::kUnsupportedVersion, "invite code of another version");
-  if (o.via.array.size != 7) return bad();
+  if (version < kInviteVersion) {
+    return Error(StatusCode::kUnsupportedVersion,
+                 "an invite code of an older version, which was not signed: ask its sender for a new one");
+  }
+  if (version > kInviteVersion) {
+    return Error(StatusCode::kUnsupportedVersion, "an invite code of a newer version: update Cipherward");
+  }
+  if (o.via.array.size != 8) return bad();
   Invite inv;
   if (!ReadStr(a[1], kMaxRelayAddressSize, &inv.card.relay) || inv.card.relay.empty() ||
       !ReadFixedBin(a[2], &inv.card.mailbox) || !ReadFixedBin(a[3], &inv.card.token) ||
       !ReadFixedBin(a[4], &inv.card.box_key) || !ReadFixedBin(a[5], &inv.identity_key) ||
-      !ReadStr(a[6], wire::kMaxNameSize, &inv.name) || !wire::IsValidName(inv.name)) {
+      !ReadStr(a[6], wire::kMaxNameSize, &inv.name) || !wire::IsValidName(inv.name) ||
+      !ReadFixedBin(a[7], &inv.signature)) {
     return bad();
   }
   return inv;

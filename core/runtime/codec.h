@@ -1,14 +1,19 @@
 // The runtime's two formats, both parsers of untrusted bytes (bounded msgpack, exact arity and sizes):
 //
 // Invite code: "cwi1." + base64url (no padding) of the msgpack array
-//   [1, relay address (str), mailbox (bin 16), deposit token (bin 32), box key (bin 32),
-//    identity key (bin 33), name (str)]
-// It fits a QR code (about 300 characters). Whoever holds it may deposit into the mailbox, so it is shown
+//   [2, relay address (str), mailbox (bin 16), deposit token (bin 32), box key (bin 32),
+//    identity key (bin 33), name (str), signature (bin 64)]
+// It fits a QR code (about 400 characters). Whoever holds it may deposit into the mailbox, so it is shown
 // only to the person invited; the identity key lets the accepter check the bundle the relay serves.
+// The signature is the identity key's XEdDSA signature (as over signed pre-keys) over "cipherward invite v2"
+// followed by the msgpack array of the first seven fields: so comparing safety numbers, which checks the
+// identity key alone, also vouches for where the accepter writes and for the box key that hides the sender's
+// name from the relay. (Version 1 had no signature; it is refused as kUnsupportedVersion.)
 //
 // Envelope (what the relay stores): crypto_box_seal(recipient box key, Pad(inner)), where inner is
 //   [1, message type (uint), group id (str), sender name (str), sender device (uint), ciphertext (bin),
-//    sent at ms (int), card (nil or [relay address (str), mailbox (bin 16), token (bin 32), box key (bin 32)])]
+//    sent at ms (int), card (nil or [relay address (str), mailbox (bin 16), token (bin 32), box key (bin
+//    32)])]
 // Pad is the Padmé bucketing of core/wire/padding.h (at least 256 bytes), so the sealed size reveals little.
 // The card tells a new contact where to reply; it is believed only after the Signal message in the same
 // envelope decrypted (so only from the identity the session authenticates).
@@ -37,6 +42,7 @@ inline constexpr std::string_view kInvitePrefix = "cwi1.";
 using MailboxId = std::array<uint8_t, 16>;
 using DepositToken = std::array<uint8_t, 32>;
 using BoxPublicKey = std::array<uint8_t, kBoxKeySize>;
+using InviteSignature = std::array<uint8_t, 64>;
 
 // Where and how to reach a mailbox.
 struct ContactCard {
@@ -51,9 +57,15 @@ struct Invite {
   ContactCard card;
   wire::PublicKey identity_key{};
   std::string name;
+  InviteSignature signature{};  // by identity_key over InviteSignedBytes
   friend bool operator==(const Invite&, const Invite&) = default;
 };
 
+// What an invite's signature covers (every field but the signature, under a context string).
+Bytes InviteSignedBytes(const Invite& invite);
+// Ok when `invite.signature` is its identity key's signature; kBadSignature otherwise. Runs libsignal's
+// curve_verify_signature on public data only; the client calls it on its loop thread.
+[[nodiscard]] Status VerifyInvite(const Invite& invite);
 std::string EncodeInvite(const Invite& invite);
 // The name an invite goes by on its inviter's device (Client::OpenInvites, CancelInvite): 12 hex digits of a
 // hash of its deposit token, so listing and cancelling invites never shows the token (which admits whoever

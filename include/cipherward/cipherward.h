@@ -136,7 +136,9 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_cancel_invite(cw_client* client, cons
 
 /* Accepts an invite code: makes its author a contact and queues `first_message` (len bytes; may be empty)
  * to them, which lets them answer. The contact's name is returned in *out_contact when out_contact is not
- * NULL. CW_ERR_MALFORMED for a bad code; CW_ERR_INVALID_ARGUMENT for an invite of this device's own;
+ * NULL. CW_ERR_MALFORMED for a bad code; CW_ERR_BAD_SIGNATURE for a code altered on the way (its author's
+ * identity key signs everything in it); CW_ERR_UNSUPPORTED_VERSION for a code from an older (unsigned) or
+ * newer version; CW_ERR_INVALID_ARGUMENT for an invite of this device's own;
  * CW_ERR_ALREADY_EXISTS for a contact already made, or for an author whose name is this device's own or is
  * known under another identity key (contacts are known by name, so two people of one name are refused). */
 CW_EXPORT CW_NODISCARD cw_status cw_client_accept(cw_client* client, const char* code, const uint8_t* first_message,

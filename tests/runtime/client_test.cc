@@ -1,14 +1,17 @@
 // End to end over loopback with a real relay (RelayService on RocksDB behind RelayServer on TcpTransport):
 // invitations, messages both ways, restarts of a client and of the relay, identity changes, bad input.
+#include "core/runtime/client.h"
+
 #include <gtest/gtest.h>
+#include <sodium.h>
 
 #include <algorithm>
 #include <condition_variable>
+#include <msgpack.hpp>
 #include <mutex>
 #include <string>
 #include <vector>
 
-#include "core/runtime/client.h"
 #include "core/runtime/codec.h"
 #include "tests/runtime/runtime_test_util.h"
 
@@ -397,6 +400,54 @@ TEST_F(RuntimeE2E, BadInputGetsClearErrors) {
   EXPECT_EQ(c->RelayAddress(), "");
 }
 
+TEST_F(RuntimeE2E, AnInviteAlteredOnTheWayIsRefusedBeforeAnythingHappens) {
+  auto clinician = NewClient("clinician", "dr.lee");
+  auto patient = NewClient("patient", "pat");
+  auto eve = NewClient("eve", "eve");
+  ASSERT_TRUE(clinician && patient && eve);
+  ASSERT_OK(clinician->Register(relay_->address()));
+  ASSERT_OK(eve->Register(relay_->address()));
+  auto code = clinician->CreateInvite();
+  auto eves_code = eve->CreateInvite();
+  ASSERT_HAS(code);
+  ASSERT_HAS(eves_code);
+  auto genuine = DecodeInvite(*code);
+  auto eves = DecodeInvite(*eves_code);
+  ASSERT_HAS(genuine);
+  ASSERT_HAS(eves);
+  ASSERT_OK(VerifyInvite(*genuine));
+
+  // Whoever carries the code (a mail server, a chat app) keeps dr.lee's identity key, which the patient
+  // will check by safety numbers, and swaps what those numbers do not show: the box key that hides who
+  // writes from the relay, the mailbox the patient writes to, or the name.
+  std::vector<Invite> altered(3, *genuine);
+  altered[0].card.box_key = eves->card.box_key;
+  altered[1].card.mailbox = eves->card.mailbox;
+  altered[1].card.token = eves->card.token;
+  altered[2].name = "dr.leigh";
+  for (const Invite& a : altered) {
+    ExpectRefused(patient->AcceptInvite(EncodeInvite(a), "hello doctor"), StatusCode::kBadSignature,
+                  "not signed by the identity it names");
+  }
+  // Re-signed by someone else's key, it still names dr.lee's.
+  Invite resigned = altered[0];
+  resigned.signature = eves->signature;
+  ExpectRefused(patient->AcceptInvite(EncodeInvite(resigned), "hello doctor"), StatusCode::kBadSignature,
+                "not signed");
+
+  // Nothing happened: the patient did not even register, nothing reached eve, and the genuine code works.
+  EXPECT_EQ(patient->RelayAddress(), "");
+  auto contacts = patient->Contacts();
+  ASSERT_HAS(contacts);
+  EXPECT_TRUE(contacts->empty());
+  auto eve_sync = eve->Sync();
+  ASSERT_HAS(eve_sync);
+  EXPECT_EQ(eve_sync->received, 0u);
+  ASSERT_HAS(patient->AcceptInvite(*code, "hello doctor"));
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(Bodies(*clinician, "pat"), (std::vector<std::string>{"hello doctor"}));
+}
+
 TEST(InviteCode, RoundTripsAndRejectsGarbage) {
   Invite inv;
   inv.card.relay = "cw://" + std::string(64, 'a') + "@127.0.0.1:7400";
@@ -405,6 +456,7 @@ TEST(InviteCode, RoundTripsAndRejectsGarbage) {
   inv.card.box_key.fill(3);
   inv.identity_key.fill(5);
   inv.name = "dr.lee";
+  inv.signature.fill(6);
   const std::string code = EncodeInvite(inv);
   EXPECT_LT(code.size(), 400u);
   auto back = DecodeInvite("  " + code + "\n");
@@ -420,6 +472,54 @@ TEST(InviteCode, RoundTripsAndRejectsGarbage) {
   if (f) {
     EXPECT_NE(*f, inv);
   }
+}
+
+// "cwi1." + base64url of a msgpack array whose first element is `version`, the rest as EncodeInvite writes.
+std::string CodeOfVersion(const Invite& inv, uint8_t version, bool signed_fields) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_array(signed_fields ? 8 : 7);
+  pk.pack_uint8(version);
+  pk.pack(inv.card.relay);
+  for (ByteView b : {ByteView(inv.card.mailbox), ByteView(inv.card.token), ByteView(inv.card.box_key),
+                     ByteView(inv.identity_key)}) {
+    pk.pack_bin(static_cast<uint32_t>(b.size()));
+    pk.pack_bin_body(reinterpret_cast<const char*>(b.data()), static_cast<uint32_t>(b.size()));
+  }
+  pk.pack(inv.name);
+  if (signed_fields) {
+    pk.pack_bin(static_cast<uint32_t>(inv.signature.size()));
+    pk.pack_bin_body(reinterpret_cast<const char*>(inv.signature.data()),
+                     static_cast<uint32_t>(inv.signature.size()));
+  }
+  std::string b64(sodium_base64_encoded_len(buf.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING), '\0');
+  sodium_bin2base64(b64.data(), b64.size(), reinterpret_cast<const unsigned char*>(buf.data()), buf.size(),
+                    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+  b64.resize(b64.size() - 1);
+  return "cwi1." + b64;
+}
+
+TEST(InviteCode, AnUnsignedCodeOfVersionOneIsRefusedAsOlderAndANewerOneAsNewer) {
+  Invite inv;
+  inv.card.relay = "cw://" + std::string(52, 'a') + "@127.0.0.1:7400";
+  inv.card.mailbox.fill(1);
+  inv.card.token.fill(2);
+  inv.card.box_key.fill(3);
+  inv.identity_key.fill(5);
+  inv.name = "dr.lee";
+  inv.signature.fill(6);
+  ASSERT_EQ(CodeOfVersion(inv, 2, true), EncodeInvite(inv));  // the helper writes what the encoder writes
+
+  auto v1 = DecodeInvite(CodeOfVersion(inv, 1, false));
+  ASSERT_FALSE(v1.has_value());
+  EXPECT_EQ(v1.error().code(), StatusCode::kUnsupportedVersion);
+  EXPECT_NE(v1.error().message().find("older version"), std::string::npos) << v1.error().message();
+  auto v3 = DecodeInvite(CodeOfVersion(inv, 3, true));
+  ASSERT_FALSE(v3.has_value());
+  EXPECT_EQ(v3.error().code(), StatusCode::kUnsupportedVersion);
+  EXPECT_NE(v3.error().message().find("newer version"), std::string::npos) << v3.error().message();
+  // Version 2 without its signature is no invite at all.
+  EXPECT_EQ(DecodeInvite(CodeOfVersion(inv, 2, false)).error().code(), StatusCode::kMalformed);
 }
 
 TEST(RuntimeEnvelope, SealsToTheRecipientOnly) {
