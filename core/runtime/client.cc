@@ -1034,6 +1034,10 @@ class Client::Impl {
     bool refused = false;                            // a message whose purpose lacked consent
     bool new_contact = false;
     GroupRuntime::Incoming group;                    // what a group kind staged (client_groups.h)
+    // Only a pre-key message starts a session (a new contact's, or a new device's once its identity change
+    // was accepted): then the groups we share with the sender catch it up.
+    const bool new_session =
+        env->message.type == session::MessageType::kPreKey && !engine_->HasSession(sender);
     compliance_->BeforeDecrypt(sender.name);
     auto received = engine_->Decrypt(sender, env->message, [&](const session::Received& rec, session::WriteBatch* b) -> Status {
       storage::IncomingDetails details;
@@ -1086,6 +1090,7 @@ class Client::Impl {
     AckWhenDurable(d.message_id);
     if (new_contact) compliance_->OnSessionEstablished(sender.name);
     if (new_contact) direct_->OnNewContact(sender.name);
+    if (new_session) CatchUpGroups(sender.name);
     if (refused || group.refused) {
       return Report(Status(StatusCode::kPermissionDenied, "no valid consent for purpose (incoming message refused)"));
     }
@@ -1849,12 +1854,23 @@ class Client::Impl {
             Report(s);  // the contact stands; the inviter just cannot revoke it by itself
           }
           direct_->OnNewContact(inv.name);
+          CatchUpGroups(inv.name);
           FlushOutbox([done, name = inv.name](Result<size_t>) { done(name); });
         });
       });
     };
     if (state_.mailbox) return proceed(true);
     Register(inv.card.relay, proceed);
+  }
+
+  // After a new session with `contact`: what it missed of the groups we share (GroupRuntime::CatchUp). A
+  // failure costs it only our group messages until the next membership change, so it is reported, not fatal.
+  void CatchUpGroups(const std::string& contact) {
+    if (Status s = groups_->CatchUp(contact); !s.ok()) {
+      Report(Status(
+          s.code(),
+          "a contact's new session could not be caught up on the groups it shares with us: " + s.message()));
+    }
   }
 
   // Fetches without processing or acknowledging: what the relay holds for our mailbox, as it holds it.

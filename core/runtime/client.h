@@ -209,7 +209,8 @@ struct GroupInfo {
 // What a group call could not reach. Members are named here, never in error text.
 struct GroupChange {
   std::string group_id;
-  // Members with no 1:1 session on this device: they got nothing (make them contacts first).
+  // Members with no 1:1 session on this device: they got nothing yet, and are caught up (our sender key, the
+  // admin's membership) as soon as a session with them starts, that is once they are contacts.
   std::vector<std::string> missing_sessions;
   // Members whose identity change awaits AcceptIdentityChange. The change went to them all the same, over the
   // session with the key still trusted (a member must not miss a removal); the user should check the change.
@@ -350,7 +351,8 @@ class Client {
   Result<session::SafetyNumber> GetSafetyNumber(const std::string& contact);
   Status SetVerified(const std::string& contact, bool verified);
   // Accepts the contact's new identity key: sending resumes and their waiting messages are fetched at the
-  // next Sync or reconnection.
+  // next Sync or reconnection. Once the new device's session starts, it is caught up on the groups we share
+  // (our sender key; from a group's admin, the membership, which lets the new device rejoin).
   Status AcceptIdentityChange(const std::string& contact);
   // Revokes at the relay the deposit token this device gave `contact`: the relay refuses the contact's
   // deposits from then on. Sending to the contact still works. The token is the one in our reply card when

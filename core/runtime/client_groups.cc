@@ -130,6 +130,13 @@ Result<GroupChange> GroupRuntime::Remove(const std::string& group_id, const std:
       std::nullopt);
 }
 
+Status GroupRuntime::CatchUp(const std::string& contact) {
+  auto caught_up = Apply(
+      "", [&](const session::Engine::GroupHook& hook) { return deps_.engine->CatchUpGroups(contact, hook); },
+      std::nullopt);
+  return caught_up ? Status::Ok() : caught_up.error();
+}
+
 Result<uint64_t> GroupRuntime::SendText(const std::string& group_id, const std::string& text,
                                         const std::string& purpose) {
   if (!LooksLikeGroupId(group_id)) return Error(StatusCode::kNotFound, "no such group");

@@ -942,6 +942,11 @@ Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Conten
         }
         if (content.epoch <= known->epoch) {
           r.members = known->members;  // stale: the ratchet advances, the group does not change
+          // The current epoch again is the admin catching us up (CatchUpGroups), after a new session with
+          // it: its sender key is news, the membership is not.
+          if (content.epoch == known->epoch && !content.body.empty()) {
+            CW_RETURN_IF_ERROR(ProcessSenderKey(sender, content.group_id, content.body));
+          }
           return r;
         }
       } else {
@@ -1419,6 +1424,28 @@ Result<std::vector<std::string>> Engine::GroupMembers(const std::string& group_i
   return impl_->Transact([&]() -> Result<std::vector<std::string>> {
     CW_ASSIGN_OR_RETURN(auto group, impl_->ReadKnownGroup(group_id));
     return group.members;
+  });
+}
+
+Result<GroupDelivery> Engine::CatchUpGroups(const std::string& member, const GroupHook& also_write) {
+  return impl_->Transact([&]() -> Result<GroupDelivery> {
+    GroupDelivery out;
+    if (member == impl_->local_name_) return out;
+    CW_ASSIGN_OR_RETURN(auto ids, impl_->List(Table::kGroup, ""));
+    for (const auto& id : ids) {
+      CW_ASSIGN_OR_RETURN(auto group, impl_->ReadKnownGroup(id));
+      if (!Contains(group.members, member)) continue;
+      CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(id, false));
+      // From the admin the membership itself, at its current epoch: a new device knows no group, and takes
+      // this as its invitation; a device that knows the group takes only the key from it.
+      wire::Content content = group.admin == impl_->local_name_
+                                  ? wire::Content{wire::ContentKind::kGroupMembers, id, std::move(skdm),
+                                                  group.members, group.epoch}
+                                  : wire::Content{wire::ContentKind::kSenderKey, id, std::move(skdm), {}, 0};
+      CW_RETURN_IF_ERROR(impl_->FanOut({member}, content, &out));
+    }
+    CW_RETURN_IF_ERROR(impl_->RunHook(also_write, out));
+    return out;
   });
 }
 

@@ -194,7 +194,9 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_safety_number(cw_client* client, cons
 /* Marks `contact` verified (verified != 0) or not. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_verify(cw_client* client, const char* contact, int verified);
 
-/* Accepts `contact`'s new identity key after the user compared the new safety number; sending resumes. */
+/* Accepts `contact`'s new identity key after the user compared the new safety number; sending resumes, and
+ * once their new device's session starts it is caught up on the groups shared with it (it rejoins the
+ * groups this device administers). */
 CW_EXPORT CW_NODISCARD cw_status cw_client_accept_identity_change(cw_client* client, const char* contact);
 
 /* ---- Options, lock and receipts ------------------------------------------------------------------- */
@@ -366,7 +368,7 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_set_on_group_message(cw_client* clien
  * membership and this device's group key go to every member through the outbox. The group id comes back in
  * *out_group_id. `label` (may be NULL) stays on this device. *out_unreached (may be NULL) receives a JSON
  * object {"no_session": [names], "untrusted": [names]}: "no_session", members who got nothing (no 1:1 session
- * on this device; make them contacts, then remove and add them again); "untrusted", members whose identity
+ * on this device yet; they are caught up once they are contacts); "untrusted", members whose identity
  * change awaits acceptance, who were sent the change under the identity still trusted (check the change).
  * CW_ERR_NO_MEMORY from this and from cw_client_group_add / _remove may come after the change was made
  * (cw_client_list_groups tells). */

@@ -269,6 +269,63 @@ TEST_F(GroupE2E, RemovedMemberGetsNothingAfterRemovalAndTheOthersRotateAndGoOn) 
   EXPECT_EQ(C("ana").RemoveGroupMember(g, "ben").error().code(), StatusCode::kPermissionDenied);
 }
 
+TEST_F(GroupE2E, MembersWhoBecomeContactsAfterTheGroupWasMadeReadEachOther) {
+  // The lead knows both; ana and ben meet only in the group, so neither could send the other its key then.
+  for (const auto* n : {"lead", "ana", "ben"}) ASSERT_TRUE(Add(n));
+  Befriend("lead", "ana");
+  Befriend("lead", "ben");
+  auto g = C("lead").CreateGroup("ward 9", {"ana", "ben"});
+  ASSERT_HAS(g);
+  SyncAll();
+
+  Befriend("ana", "ben");
+  SyncAll();
+  ASSERT_HAS(C("ana").SendGroupText(g->group_id, "hello ben"));
+  ASSERT_HAS(C("ben").SendGroupText(g->group_id, "hello ana"));
+  SyncAll();
+  EXPECT_EQ(Received("ben"), (std::vector<std::string>{"ana: hello ben"}));
+  EXPECT_EQ(Received("ana"), (std::vector<std::string>{"ben: hello ana"}));
+  EXPECT_EQ(Received("lead"), (std::vector<std::string>{"ana: hello ben", "ben: hello ana"}));
+}
+
+TEST_F(GroupE2E, AMembersNewDeviceRejoinsItsGroupsOnceTheChangeIsAccepted) {
+  const std::string g = MakeWard();
+  ASSERT_FALSE(g.empty());
+  SyncAll();
+  // Ana's phone is lost; her new one starts from nothing, under the same name.
+  clients_["ana"].reset();
+  {
+    auto phone2 = Client::Create(dir_.Sub("ana-phone2"), "ana", kPass, Options("ana"));
+    ASSERT_HAS(phone2);
+    ASSERT_OK((*phone2)->Register(relay_->address()));
+    clients_["ana"] = std::move(*phone2);
+  }
+  // The lead and ben each invite the new phone and, having compared safety numbers, accept the change.
+  for (const auto* n : {"lead", "ben"}) {
+    auto code = C(n).CreateInvite();
+    ASSERT_HAS(code);
+    ASSERT_HAS(C("ana").AcceptInvite(*code, std::string("new phone, ") + n));
+    ASSERT_HAS(C(n).Sync());
+    ASSERT_OK(C(n).AcceptIdentityChange("ana"));
+    SyncAll();
+  }
+  auto groups = C("ana").Groups();
+  ASSERT_HAS(groups);
+  ASSERT_EQ(groups->size(), 1u);
+  EXPECT_EQ((*groups)[0].id, g);
+  EXPECT_EQ((*groups)[0].admin, "lead");
+  EXPECT_TRUE((*groups)[0].active);
+  EXPECT_EQ((*groups)[0].members, (std::vector<std::string>{"ana", "ben", "cyd", "lead"}));
+
+  for (const auto* n : {"ana", "lead", "ben"}) ASSERT_HAS(C(n).SendGroupText(g, std::string("from ") + n));
+  SyncAll();
+  EXPECT_EQ(Received("ana"), (std::vector<std::string>{"ben: from ben", "lead: from lead"}));
+  for (const auto* n : {"lead", "ben"}) {
+    auto r = Received(n);
+    EXPECT_EQ(std::count(r.begin(), r.end(), "ana: from ana"), 1) << n;
+  }
+}
+
 TEST_F(GroupE2E, AMemberThatRestartsLosesNothing) {
   const std::string g = MakeWard();
   ASSERT_FALSE(g.empty());

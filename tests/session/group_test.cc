@@ -295,6 +295,42 @@ TEST_F(GroupTest, MissingSessionsAreReportedAndResolved) {
   }
 }
 
+TEST_F(GroupTest, CatchingUpSendsTheAdminsMembershipAndAMembersKeyToMembersOnly) {
+  ASSERT_NO_FATAL_FAILURE(CreateWardGroup());
+  // The admin's catch-up is the membership at its current epoch: nothing changes, nobody rotates or replies.
+  auto from_admin = clinician->CatchUpGroups("nurse");
+  CW_ASSERT_OK(from_admin);
+  ASSERT_EQ(from_admin->messages.size(), 1u);
+  auto log = world.Pump("clinician", *from_admin);
+  ASSERT_TRUE(AllDelivered(log));
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_EQ(log[0].result->kind, Received::Kind::kGroupMembers);
+  EXPECT_EQ(Sorted(log[0].result->members), (std::vector<std::string>{"clinician", "nurse", "patient"}));
+  EXPECT_TRUE(log[0].result->replies.empty());
+  // A member's is its sender key.
+  auto from_member = nurse->CatchUpGroups("patient");
+  CW_ASSERT_OK(from_member);
+  ASSERT_EQ(from_member->messages.size(), 1u);
+  log = world.Pump("nurse", *from_member);
+  ASSERT_TRUE(AllDelivered(log));
+  EXPECT_EQ(log[0].result->kind, Received::Kind::kSenderKey);
+  ExpectHeardBy(clinician, {&nurse, &patient});
+  ExpectHeardBy(nurse, {&clinician, &patient});
+
+  // Nobody outside a group is caught up on it, a removed member included, nor are we.
+  auto removal = clinician->RemoveGroupMember(group_, "patient");
+  CW_ASSERT_OK(removal);
+  ASSERT_TRUE(AllDelivered(world.Pump("clinician", *removal)));
+  for (Party* p : {&clinician, &nurse}) {
+    for (const char* who : {"patient", "nobody", p->name().c_str()}) {
+      auto none = (*p)->CatchUpGroups(who);
+      CW_ASSERT_OK(none);
+      EXPECT_TRUE(none->messages.empty()) << p->name() << " -> " << who;
+    }
+  }
+  ExpectNotHeardBy(nurse, {&patient});
+}
+
 TEST_F(GroupTest, UnknownOrInvalidGroupIsRefused) {
   ASSERT_NO_FATAL_FAILURE(CreateWardGroup());
   EXPECT_NE(CodeOf(clinician->GroupEncrypt("no-such-group", AsBytes("x"))), StatusCode::kOk);
