@@ -76,7 +76,8 @@ std::string DateTimeOf(int64_t ms) { return LocalTime(ms, "%Y-%m-%d %H:%M"); }
 std::string Hint(const Status& s) {
   switch (s.code()) {
     case StatusCode::kUntrustedIdentity:
-      return " (the contact's safety number changed: compare it with `verify`, then `verify --accept-change`)";
+      return " (the contact's safety number changed: compare it with `verify`, then `verify --accept-change` "
+             "if it matches theirs, `verify --reject-change` if not)";
     case StatusCode::kUnavailable:
       return " (is the relay running? queued messages stay in the outbox and go out next time)";
     case StatusCode::kNotFound:
@@ -336,11 +337,23 @@ int CmdContacts() {
   return 0;
 }
 
-int CmdVerify(const std::string& contact, bool confirm, bool accept_change) {
+int CmdVerify(const std::string& contact, bool confirm, bool accept_change, bool reject_change) {
+  if (accept_change && reject_change) {
+    return Fail(Status(StatusCode::kInvalidArgument, "give --accept-change or --reject-change, not both"),
+                "verify");
+  }
   auto c = OpenClient();
   if (!c) return Fail(c.error(), "open");
   if (accept_change) {
     if (Status s = (*c)->AcceptIdentityChange(contact); !s.ok()) return Fail(s, "accept the identity change");
+  }
+  if (reject_change) {
+    if (Status s = (*c)->RejectIdentityChange(contact); !s.ok()) return Fail(s, "reject the identity change");
+    if (!g.json) {
+      std::cerr << "Rejected: " << contact
+                << "'s previous key stands, and messages from the rejected one are "
+                << "dropped. If the change came through an invite you gave out, cancel it (`invites`).\n";
+    }
   }
   auto sn = (*c)->GetSafetyNumber(contact);
   if (!sn) return Fail(sn.error(), "safety number");
@@ -876,8 +889,12 @@ void OnLine(char* raw) {
   } else if (line == "/accept") {
     Status s = c.AcceptIdentityChange(chat->contact);
     std::printf("%s\n", s.ok() ? "Accepted the new identity key." : ("! " + s.message()).c_str());
+  } else if (line == "/reject") {
+    Status s = c.RejectIdentityChange(chat->contact);
+    std::printf("%s\n", s.ok() ? "Rejected the new identity key: the previous one stands."
+                               : ("! " + s.message()).c_str());
   } else if (line == "/help") {
-    std::printf("/file <path>  /verify  /verify confirm  /accept (a changed identity)  /quit\n");
+    std::printf("/file <path>  /verify  /verify confirm  /accept or /reject (a changed identity)  /quit\n");
   } else if (line[0] == '/') {
     std::printf("! unknown command; /help\n");
   } else {
@@ -908,8 +925,9 @@ int CmdChat(const std::string& contact) {
              cw::cli::HumanSize(f.attachment.size) + ")");
   };
   o.callbacks.on_identity_change = [](const cw::runtime::IdentityChangeEvent& e) {
-    Announce("!! " + e.contact + "'s identity key CHANGED. Sending is blocked. Compare safety numbers (/verify) "
-             "and type /accept if they match.");
+    Announce("!! " + e.contact +
+             "'s identity key CHANGED. Sending is blocked. Compare safety numbers (/verify) "
+             "and type /accept if they match, /reject if they do not.");
   };
   o.callbacks.on_connection = [](bool up) { Announce(up ? "-- connected to the relay" : "-- relay unreachable, retrying"); };
   auto c = OpenClient(std::move(o));
@@ -976,7 +994,8 @@ int main(int argc, char** argv) {
   std::string name, kdf = "moderate", code, message = "Hello, I accepted your invitation.", contact, text, out, key_file,
       file;
   size_t n = 50;
-  bool confirm = false, accept_change = false, offline = false, plain = false, clinic = false, list = false;
+  bool confirm = false, accept_change = false, reject_change = false, offline = false, plain = false,
+       clinic = false, list = false;
   std::string purpose(cw::runtime::kDefaultPurpose), receipt_id, exporter_key;
   std::vector<std::string> purposes, require, exempt, party_keys;
   int64_t expires_days = 0, floor_days = 0;
@@ -1001,7 +1020,11 @@ int main(int argc, char** argv) {
   auto* verify = app.add_subcommand("verify", "show the safety number with a contact");
   verify->add_option("contact", contact)->required();
   verify->add_flag("--confirm", confirm, "mark the contact verified (after comparing)");
-  verify->add_flag("--accept-change", accept_change, "accept the contact's changed identity key");
+  verify->add_flag("--accept-change", accept_change,
+                   "accept the contact's changed identity key (it matches theirs)");
+  verify->add_flag(
+      "--reject-change", reject_change,
+      "reject the contact's changed identity key (it does not match theirs: someone else wrote)");
   auto* send = app.add_subcommand("send", "send a message");
   send->add_option("contact", contact)->required();
   send->add_option("text", text, "the message (or --file)");
@@ -1066,7 +1089,7 @@ int main(int argc, char** argv) {
   if (*remove) return CmdRevoke(contact, /*remove=*/true);
   if (*accept) return CmdAccept(code, message);
   if (*contacts) return CmdContacts();
-  if (*verify) return CmdVerify(contact, confirm, accept_change);
+  if (*verify) return CmdVerify(contact, confirm, accept_change, reject_change);
   if (*send) return CmdSend(contact, text, purpose, file);
   if (*receive) return CmdReceive();
   if (*history) return CmdHistory(contact, n, offline);

@@ -21,6 +21,8 @@ std::string_view StatusCodeName(StatusCode code) {
     case StatusCode::kUnavailable: return "UNAVAILABLE";
     case StatusCode::kInternal: return "INTERNAL";
     case StatusCode::kAborted: return "ABORTED";
+    case StatusCode::kRejected:
+      return "REJECTED";
   }
   return "UNKNOWN";
 }

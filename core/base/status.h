@@ -14,22 +14,23 @@ namespace cw {
 
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,    // the caller passed something unusable
-  kMalformed,          // bytes from outside do not parse
-  kUnsupportedVersion, // a known format at a version we do not speak
-  kBadSignature,       // a signature or MAC did not verify
-  kTampered,           // authenticated data failed to open
-  kDuplicate,          // a message was already received
-  kTooFarAhead,        // a message skips more keys than the ratchet keeps
-  kNoSession,          // no session with that peer
-  kUntrustedIdentity,  // the peer's identity key changed and is not yet accepted
+  kInvalidArgument,     // the caller passed something unusable
+  kMalformed,           // bytes from outside do not parse
+  kUnsupportedVersion,  // a known format at a version we do not speak
+  kBadSignature,        // a signature or MAC did not verify
+  kTampered,            // authenticated data failed to open
+  kDuplicate,           // a message was already received
+  kTooFarAhead,         // a message skips more keys than the ratchet keeps
+  kNoSession,           // no session with that peer
+  kUntrustedIdentity,   // the peer's identity key changed and is not yet accepted
   kNotFound,
   kAlreadyExists,
   kPermissionDenied,
   kResourceExhausted,
   kUnavailable,
   kInternal,
-  kAborted,            // an operation stopped on purpose before it committed anything
+  kAborted,   // an operation stopped on purpose before it committed anything
+  kRejected,  // from a peer identity key the user rejected
 };
 
 std::string_view StatusCodeName(StatusCode code);

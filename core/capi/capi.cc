@@ -110,6 +110,8 @@ cw_status ToC(StatusCode code) {
     case StatusCode::kUnavailable: return CW_ERR_UNAVAILABLE;
     case StatusCode::kInternal: return CW_ERR_INTERNAL;
     case StatusCode::kAborted: return CW_ERR_ABORTED;
+    case StatusCode::kRejected:
+      return CW_ERR_UNTRUSTED_IDENTITY;  // only inside the receive path
   }
   return CW_ERR_INTERNAL;
 }
@@ -522,6 +524,13 @@ CW_EXPORT cw_status cw_client_accept_identity_change(cw_client* client, const ch
   return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || contact == nullptr) return CW_ERR_INVALID_ARGUMENT;
     return ToC(client->client->AcceptIdentityChange(contact));
+  });
+}
+
+CW_EXPORT cw_status cw_client_reject_identity_change(cw_client* client, const char* contact) {
+  return ClientGuard(client, [&]() -> cw_status {
+    if (client == nullptr || contact == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    return ToC(client->client->RejectIdentityChange(contact));
   });
 }
 

@@ -65,7 +65,8 @@ enum class AuditEventType : uint8_t {
   kUnlockFailed = 2,        // code: consecutive failures
   kLocked = 3,              // code: 0 by the user, 1 by the idle timer (automatic logoff)
   kSessionEstablished = 4,  // subject: peer identity fingerprint
-  kIdentityKeyChanged = 5,  // subject: peer; digest: BLAKE2b of the new key
+  kIdentityKeyChanged = 5,  // subject: peer (by its trusted key); digest: BLAKE2b of the new key; code: 0
+                            // detected, 1 accepted by the user, 2 rejected by the user
   kVerification = 6,        // subject: peer; code: 1 verified, 0 cleared
   kMessageSent = 7,         // subject: conversation hash; ref: message id
   kMessageReceived = 8,

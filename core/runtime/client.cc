@@ -2269,6 +2269,21 @@ Status Client::AcceptIdentityChange(const std::string& contact) {
       return Status(StatusCode::kInvalidArgument, "no identity change awaits acceptance");
     }
     CW_RETURN_IF_ERROR(impl_->engine_->AcceptIdentityChange(contact, c.pending_identity_key));
+    impl_->compliance_->OnIdentityDecision(c.identity_key, *c.pending_identity_key, /*accepted=*/true);
+    if (impl_->link_ == Impl::LinkState::kUp) impl_->FetchAll([](Result<size_t>) {});
+    return Status::Ok();
+  });
+}
+
+Status Client::RejectIdentityChange(const std::string& contact) {
+  return impl_->Call([&]() -> Status {
+    CW_ASSIGN_OR_RETURN(auto c, impl_->engine_->GetContact(contact));
+    if (c.state != session::TrustState::kChanged || !c.pending_identity_key) {
+      return Status(StatusCode::kInvalidArgument, "no identity change awaits a decision");
+    }
+    CW_RETURN_IF_ERROR(impl_->engine_->RejectIdentityChange(contact, *c.pending_identity_key));
+    impl_->compliance_->OnIdentityDecision(c.identity_key, *c.pending_identity_key, /*accepted=*/false);
+    // What waited at the relay: the contact's own messages are read now, the rejected key's dropped.
     if (impl_->link_ == Impl::LinkState::kUp) impl_->FetchAll([](Result<size_t>) {});
     return Status::Ok();
   });

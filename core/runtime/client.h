@@ -98,7 +98,7 @@ struct ClientCallbacks {
   // A file message arrived (instead of on_message).
   std::function<void(const IncomingFile&)> on_file;
   // A contact's identity key changed: sending to them fails with kUntrustedIdentity, and their messages
-  // wait at the relay, until AcceptIdentityChange.
+  // wait at the relay, until the user decides (AcceptIdentityChange or RejectIdentityChange).
   std::function<void(const IdentityChangeEvent&)> on_identity_change;
   // An outgoing message was acknowledged by the relay.
   std::function<void(const std::string& contact, uint64_t sequence)> on_sent;
@@ -354,6 +354,13 @@ class Client {
   // next Sync or reconnection. Once the new device's session starts, it is caught up on the groups we share
   // (our sender key; from a group's admin, the membership, which lets the new device rejoin).
   Status AcceptIdentityChange(const std::string& contact);
+  // Rejects it, when the new safety number does not match the one the contact shows: whoever sent messages
+  // under the contact's name with that key is not them. The contact's key, and its verified mark, are as
+  // before, so sending resumes; messages from the rejected key are dropped, now (those waiting at the relay,
+  // at the next Sync or reconnection) and later, without asking again. kInvalidArgument when no change
+  // awaits. If the change came through an invite code of ours, that code reached the wrong person: cancel it
+  // (OpenInvites, CancelInvite).
+  Status RejectIdentityChange(const std::string& contact);
   // Revokes at the relay the deposit token this device gave `contact`: the relay refuses the contact's
   // deposits from then on. Sending to the contact still works. The token is the one in our reply card when
   // we accepted the contact's invite, or, when the contact accepted ours, the invite token its kInviteAnswer

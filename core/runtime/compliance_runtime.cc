@@ -466,6 +466,11 @@ void ComplianceRuntime::DeferIdentityChange(ByteView previous_key, ByteView new_
                        DigestBytes(compliance::Blake2b256({new_key}))});
 }
 
+void ComplianceRuntime::OnIdentityDecision(ByteView previous_key, ByteView new_key, bool accepted) {
+  (void)Audit({AuditEventType::kIdentityKeyChanged, compliance::IdentityFingerprint(previous_key), "",
+               accepted ? 1u : 2u, DigestBytes(compliance::Blake2b256({new_key}))});
+}
+
 void ComplianceRuntime::FlushDeferred() {
   auto events = std::move(deferred_);
   deferred_.clear();

@@ -151,6 +151,8 @@ class ComplianceRuntime {
   // From the engine's identity-change callback (inside an engine call): queued, written by FlushDeferred.
   void DeferIdentityChange(ByteView previous_key, ByteView new_key);
   void FlushDeferred();
+  // The user accepted or rejected a contact's change from `previous_key` to `new_key`.
+  void OnIdentityDecision(ByteView previous_key, ByteView new_key, bool accepted);
   // Signs a checkpoint when entries were added since the last one (on close).
   void CheckpointIfNeeded();
 

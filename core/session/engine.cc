@@ -175,6 +175,7 @@ class Engine::Impl {
     staged_.clear();
     callback_error_ = Status::Ok();
     pending_change_.reset();
+    rejected_identity_ = false;
     signal_.ClearProblem();
     decltype(body()) result = Error(StatusCode::kInternal, "operation did not complete");
     try {
@@ -304,6 +305,7 @@ class Engine::Impl {
     if (!contact) return contact.error();
     if (!*contact) return Status::Ok();
     internal::ContactRecord c = **contact;
+    c.verified_before_change = c.state == TrustState::kVerified;
     c.state = TrustState::kChanged;
     c.pending_identity_key = change.new_key;
     StageContact(change.contact.name, c);
@@ -399,6 +401,7 @@ class Engine::Impl {
   std::map<StagedMapKey, std::optional<SecretBytes>> staged_;
   Status callback_error_;
   std::optional<IdentityChange> pending_change_;
+  bool rejected_identity_ = false;  // IsTrustedIdentity met a key the user rejected (this operation)
   std::optional<wire::PublicKey> probe_trusted_key_;
   bool in_transaction_ = false;
 };
@@ -606,6 +609,10 @@ int Engine::Impl::IsTrustedIdentity(const signal_protocol_address* address, uint
   const internal::ContactRecord& c = **existing;
   if (c.identity_key == key) return c.state == TrustState::kChanged ? 0 : 1;
   if (self->probe_trusted_key_ && *self->probe_trusted_key_ == key) return 1;  // see Engine::Decrypt
+  if (c.rejected_identity_key && *c.rejected_identity_key == key) {
+    self->rejected_identity_ = true;  // refused for good: the user said this key is not the contact's
+    return 0;
+  }
   // While one change awaits the user, another key never replaces it: whoever can claim the contact's name
   // could otherwise swap the key the user is about to compare and accept.
   if (c.pending_identity_key) return 0;
@@ -1228,6 +1235,9 @@ Result<Received> Engine::Decrypt(const Address& sender, const Ciphertext& messag
     if (received) CW_RETURN_IF_ERROR(impl_->RunHook(also_write, *received));
     return received;
   });
+  if (!r && r.error().code() == StatusCode::kUntrustedIdentity && impl_->rejected_identity_) {
+    return Error(StatusCode::kRejected, "a message from an identity key the user rejected");
+  }
   if (!r && r.error().code() == StatusCode::kUntrustedIdentity && impl_->pending_change_) {
     // libsignal asks about trust before it checks the MAC, so this message may be forged. Decrypt it once
     // more with the new key trusted, keep nothing, and record the change only if it is authentic: only
@@ -1269,12 +1279,31 @@ Status Engine::AcceptIdentityChange(const std::string& name, const std::optional
     c->identity_key = *c->pending_identity_key;
     c->pending_identity_key.reset();
     c->state = TrustState::kTrusted;  // verification was of the old key
+    c->verified_before_change = false;
     impl_->StageContact(name, *c);
     // Sessions with the old key are over: the next message comes from (or goes to) a new X3DH.
     std::string prefix = name;
     prefix.push_back('\0');
     CW_ASSIGN_OR_RETURN(auto sessions, impl_->List(Table::kSession, prefix));
     for (auto& k : sessions) impl_->Stage(Table::kSession, std::move(k), std::nullopt);
+    return true;
+  });
+  return r ? Status::Ok() : r.error();
+}
+
+Status Engine::RejectIdentityChange(const std::string& name, const wire::PublicKey& rejected_key) {
+  auto r = impl_->Transact([&]() -> Result<bool> {
+    CW_ASSIGN_OR_RETURN(auto c, impl_->ReadContact(name));
+    if (!c || c->state != TrustState::kChanged)
+      return Error(StatusCode::kNotFound, "no identity change to reject");
+    if (!ConstantTimeEquals(rejected_key, *c->pending_identity_key)) {
+      return Error(StatusCode::kInvalidArgument, "the pending identity key is not the one the user compared");
+    }
+    c->rejected_identity_key = c->pending_identity_key;
+    c->pending_identity_key.reset();
+    c->state = c->verified_before_change ? TrustState::kVerified : TrustState::kTrusted;
+    c->verified_before_change = false;
+    impl_->StageContact(name, *c);
     return true;
   });
   return r ? Status::Ok() : r.error();

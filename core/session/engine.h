@@ -92,7 +92,8 @@ enum class TrustState {
   kUnknown,   // never seen
   kTrusted,   // first seen and accepted on first use
   kVerified,  // the user compared safety numbers
-  kChanged,   // the identity key changed; encryption is blocked until AcceptIdentityChange
+  kChanged,   // the identity key changed; encryption is blocked until AcceptIdentityChange or
+              // RejectIdentityChange
 };
 
 struct Contact {
@@ -193,6 +194,12 @@ class Engine {
   // number while a change awaits) so that a different key is never accepted by mistake.
   Status AcceptIdentityChange(const std::string& name,
                               const std::optional<wire::PublicKey>& expected_key = std::nullopt);
+  // Rejects the pending identity key of a contact after the user found it is not theirs (the safety numbers
+  // did not match): the contact's trusted key and its verified flag are as before the change, so sending
+  // resumes; messages from the rejected key fail with kRejected from then on (drop them) instead of
+  // asking the user again. A different new key is a new change. kInvalidArgument when `rejected_key` is not
+  // the pending key (the user compared another).
+  Status RejectIdentityChange(const std::string& name, const wire::PublicKey& rejected_key);
   Result<SafetyNumber> GetSafetyNumber(const std::string& name);
   // True when `scanned` (the peer's scannable safety number) matches ours. kTampered... never: a mismatch
   // is false; malformed bytes are kMalformed.

@@ -58,27 +58,32 @@ bool ReadKey(const msgpack::object& o, wire::PublicKey* out) {
 SecretBytes EncodeContact(const ContactRecord& c) {
   wire::internal::SecretSink sink;
   msgpack::packer<wire::internal::SecretSink> pk(sink);
-  pk.pack_array(4);
+  // [version, state, identity key, pending key or nil, rejected key or nil, verified before the change]. The
+  // last two came later: a record of four fields has neither.
+  pk.pack_array(6);
   pk.pack(kRecordVersion);
   pk.pack(static_cast<uint8_t>(c.state));
   PackBin(pk, c.identity_key);
-  if (c.pending_identity_key) {
-    PackBin(pk, *c.pending_identity_key);
-  } else {
-    pk.pack_nil();
+  for (const auto& key : {c.pending_identity_key, c.rejected_identity_key}) {
+    if (key) {
+      PackBin(pk, *key);
+    } else {
+      pk.pack_nil();
+    }
   }
+  pk.pack(c.verified_before_change);
   return sink.Take();
 }
 
 Result<ContactRecord> DecodeContact(std::span<const uint8_t> bytes) {
   wire::internal::Limits limits;
-  limits.array = 4;
+  limits.array = 6;
   limits.bin = wire::kPublicKeySize;
   limits.depth = 1;
   auto h = wire::internal::UnpackOne(bytes, limits);
   if (!h) return Error(StatusCode::kMalformed, "contact record is not valid msgpack");
   const msgpack::object& root = h->get();
-  if (root.type != msgpack::type::ARRAY || root.via.array.size != 4) {
+  if (root.type != msgpack::type::ARRAY || (root.via.array.size != 4 && root.via.array.size != 6)) {
     return Error(StatusCode::kMalformed, "contact record has wrong shape");
   }
   const msgpack::object* f = root.via.array.ptr;
@@ -96,7 +101,19 @@ Result<ContactRecord> DecodeContact(std::span<const uint8_t> bytes) {
     if (!ReadKey(f[3], &pending)) return Error(StatusCode::kMalformed, "contact record pending key is malformed");
     c.pending_identity_key = pending;
   }
-  if ((c.state == TrustState::kChanged) != c.pending_identity_key.has_value()) {
+  if (root.via.array.size == 6) {
+    if (f[4].type != msgpack::type::NIL) {
+      wire::PublicKey rejected;
+      if (!ReadKey(f[4], &rejected))
+        return Error(StatusCode::kMalformed, "contact record rejected key is malformed");
+      c.rejected_identity_key = rejected;
+    }
+    if (f[5].type != msgpack::type::BOOLEAN)
+      return Error(StatusCode::kMalformed, "contact record field is malformed");
+    c.verified_before_change = f[5].via.boolean;
+  }
+  if ((c.state == TrustState::kChanged) != c.pending_identity_key.has_value() ||
+      (c.verified_before_change && c.state != TrustState::kChanged)) {
     return Error(StatusCode::kMalformed, "contact record state is inconsistent");
   }
   return c;

@@ -23,6 +23,11 @@ struct ContactRecord {
   TrustState state = TrustState::kTrusted;
   wire::PublicKey identity_key{};
   std::optional<wire::PublicKey> pending_identity_key;
+  // The last new key the user rejected (Engine::RejectIdentityChange): its messages are refused without
+  // asking the user again.
+  std::optional<wire::PublicKey> rejected_identity_key;
+  // While kChanged: whether identity_key was verified before the change, restored if it is rejected.
+  bool verified_before_change = false;
 };
 
 SecretBytes EncodeContact(const ContactRecord& c);

@@ -107,6 +107,9 @@ int main(int argc, char** argv) {
   contact.pending_identity_key.emplace();
   contact.pending_identity_key->fill(5);
   (*contact.pending_identity_key)[1] = 6;
+  contact.rejected_identity_key = contact.identity_key;
+  (*contact.rejected_identity_key)[1] = 7;
+  contact.verified_before_change = true;
   seeds.push_back(Seed(kContact, session::internal::EncodeContact(contact).reveal()));
   session::internal::GroupRecord group;
   group.admin = "dr.alice";

@@ -57,7 +57,8 @@ typedef enum cw_status {
   CW_ERR_DUPLICATE = 6,           /* already received */
   CW_ERR_TOO_FAR_AHEAD = 7,       /* a message skips more keys than the ratchet keeps */
   CW_ERR_NO_SESSION = 8,          /* no session with that contact yet (their first message has not arrived) */
-  CW_ERR_UNTRUSTED_IDENTITY = 9,  /* the contact's identity key changed: see cw_client_accept_identity_change */
+  CW_ERR_UNTRUSTED_IDENTITY = 9,  /* the contact's identity key changed: see cw_client_accept_identity_change
+                                     and cw_client_reject_identity_change */
   CW_ERR_NOT_FOUND = 10,          /* no such contact, or no identity in the home directory */
   CW_ERR_ALREADY_EXISTS = 11,
   CW_ERR_PERMISSION_DENIED = 12,  /* wrong passphrase, or a blocking call made from a callback */
@@ -181,7 +182,8 @@ typedef void (*cw_message_fn)(void* user_data, const char* contact, const uint8_
 CW_EXPORT CW_NODISCARD cw_status cw_client_set_on_message(cw_client* client, cw_message_fn cb, void* user_data);
 
 /* Called when a contact's identity key changed: sending to them fails with CW_ERR_UNTRUSTED_IDENTITY until
- * cw_client_accept_identity_change. Runs on the client's loop thread, like cw_message_fn. */
+ * the user decides, after comparing the new safety number: cw_client_accept_identity_change or
+ * cw_client_reject_identity_change. Runs on the client's loop thread, like cw_message_fn. */
 typedef void (*cw_identity_change_fn)(void* user_data, const char* contact);
 CW_EXPORT CW_NODISCARD cw_status cw_client_set_on_identity_change(cw_client* client, cw_identity_change_fn cb,
                                                                   void* user_data);
@@ -198,6 +200,13 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_verify(cw_client* client, const char*
  * once their new device's session starts it is caught up on the groups shared with it (it rejoins the
  * groups this device administers). */
 CW_EXPORT CW_NODISCARD cw_status cw_client_accept_identity_change(cw_client* client, const char* contact);
+
+/* Rejects `contact`'s new identity key when the new safety number does not match theirs: whoever wrote under
+ * their name with it is someone else. Their previous key, and its verified mark, stand again, so sending
+ * resumes; messages from the rejected key are dropped, without asking again. CW_ERR_INVALID_ARGUMENT when no
+ * change awaits. If the change came through an invite code of ours, cancel that invite
+ * (cw_client_cancel_invite): it reached the wrong person. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_reject_identity_change(cw_client* client, const char* contact);
 
 /* ---- Options, lock and receipts ------------------------------------------------------------------- */
 

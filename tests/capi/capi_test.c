@@ -336,6 +336,10 @@ int main(int argc, char** argv) {
   cw_buffer_free(sn_clinician);
   cw_buffer_free(sn_patient);
   CHECK_STATUS(cw_client_verify(clinician, "patient", 1), CW_OK);
+  /* No identity change awaits a decision. */
+  CHECK_STATUS(cw_client_accept_identity_change(clinician, "patient"), CW_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(cw_client_reject_identity_change(clinician, "patient"), CW_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(cw_client_reject_identity_change(clinician, NULL), CW_ERR_INVALID_ARGUMENT);
 
   /* Unknown contacts. */
   cw_buffer* unused = NULL;

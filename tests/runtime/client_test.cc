@@ -283,6 +283,80 @@ TEST_F(RuntimeE2E, IdentityChangeBlocksSendingUntilAccepted) {
   EXPECT_EQ(Bodies(*phone2, "dr.lee").back(), "welcome back");
 }
 
+TEST_F(RuntimeE2E, AnIdentityChangeTheUserRejectsUnblocksTheContactAndDropsTheImpostorsMessages) {
+  std::mutex mu;
+  std::condition_variable cv;
+  int changes = 0;
+  ClientOptions o = Fast();
+  o.callbacks.on_identity_change = [&](const IdentityChangeEvent&) {
+    std::lock_guard<std::mutex> lock(mu);
+    ++changes;
+    cv.notify_all();
+  };
+  auto clinician = NewClient("clinician", "dr.lee", std::move(o));
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  ASSERT_OK(clinician->SetVerified("pat", true));
+
+  // An invite the clinician gave someone else is answered under the patient's name, with another key.
+  auto code = clinician->CreateInvite();
+  ASSERT_HAS(code);
+  auto impostor = NewClient("impostor", "pat");
+  ASSERT_TRUE(impostor);
+  ASSERT_HAS(impostor->AcceptInvite(*code, "it's me, new phone"));
+  ASSERT_HAS(clinician->Sync());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ASSERT_EQ(changes, 1);
+  }
+  EXPECT_EQ(clinician->SendText("pat", "is that you?").error().code(), StatusCode::kUntrustedIdentity);
+  ASSERT_HAS(patient->SendText("dr.lee", "still me, same phone"));  // waits too, until the user decides
+
+  // The safety numbers do not match the patient's: the clinician rejects the change.
+  ASSERT_OK(clinician->RejectIdentityChange("pat"));
+  auto contacts = clinician->Contacts();
+  ASSERT_HAS(contacts);
+  ASSERT_EQ(contacts->size(), 1u);
+  EXPECT_EQ((*contacts)[0].trust, session::TrustState::kVerified);  // as before the change
+  EXPECT_EQ((*contacts)[0].fingerprint, patient->Fingerprint());
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(Bodies(*clinician, "pat"), (std::vector<std::string>{"hello doctor", "still me, same phone"}));
+  ASSERT_HAS(clinician->SendText("pat", "thanks, all good"));
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_HAS(patient->Sync());
+  EXPECT_EQ(Bodies(*patient, "dr.lee").back(), "thanks, all good");
+
+  // The rejected key is not asked about again: what it sends is dropped, and nothing waits at the relay.
+  ASSERT_HAS(impostor->SendText("dr.lee", "please accept me"));
+  ASSERT_HAS(impostor->Sync());
+  ASSERT_HAS(clinician->Sync());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(changes, 1);
+  }
+  EXPECT_EQ(Bodies(*clinician, "pat"),
+            (std::vector<std::string>{"hello doctor", "still me, same phone", "thanks, all good"}));
+  auto left = clinician->PeekRelay();
+  ASSERT_HAS(left);
+  EXPECT_TRUE(left->empty()) << left->size() << " envelope(s) left at the relay";
+  EXPECT_EQ(clinician->RejectIdentityChange("pat").code(), StatusCode::kInvalidArgument);
+
+  // The audit trail has the change and the user's decision, naming the patient by the key kept.
+  Bytes kept;
+  ASSERT_TRUE(FromHex(patient->Fingerprint(), &kept));
+  auto trail = clinician->AuditTrail();
+  ASSERT_HAS(trail);
+  std::vector<uint64_t> codes;
+  for (const auto& e : *trail) {
+    if (e.type == compliance::AuditEventType::kIdentityKeyChanged &&
+        e.subject == compliance::IdentityFingerprint(kept)) {
+      codes.push_back(e.code);
+    }
+  }
+  EXPECT_EQ(codes, (std::vector<uint64_t>{0, 2}));  // detected, rejected
+}
+
 TEST_F(RuntimeE2E, RelayHoldsOnlySealedPaddedEnvelopes) {
   ClientOptions co = Fast();
   co.send_delivery_receipts = false;  // only the two messages below wait at the relay

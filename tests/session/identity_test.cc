@@ -3,8 +3,10 @@
 #include <signal/curve.h>
 #include <signal/signal_protocol.h>
 
+#include <msgpack.hpp>
 #include <thread>
 
+#include "core/session/records.h"
 #include "tests/session/session_fixture.h"
 
 namespace cw::session {
@@ -163,6 +165,43 @@ TEST_F(EngineIdentityTest, FirstMessageFromChangedIdentityIsHeldUntilAccepted) {
 }
 
 class SafetyNumberTest : public EngineIdentityTest {};
+
+TEST(ContactRecordTest, TheRejectedKeyAndTheVerifiedMarkRoundTripAndOlderRecordsStillRead) {
+  internal::ContactRecord c;
+  c.state = TrustState::kChanged;
+  c.identity_key.fill(5);
+  c.pending_identity_key.emplace().fill(6);
+  c.rejected_identity_key.emplace().fill(7);
+  c.verified_before_change = true;
+  auto back = internal::DecodeContact(internal::EncodeContact(c).reveal());
+  CW_ASSERT_OK(back);
+  EXPECT_EQ(back->state, c.state);
+  EXPECT_EQ(back->identity_key, c.identity_key);
+  EXPECT_EQ(back->pending_identity_key, c.pending_identity_key);
+  EXPECT_EQ(back->rejected_identity_key, c.rejected_identity_key);
+  EXPECT_TRUE(back->verified_before_change);
+
+  // A record written before the last two fields existed: [1, state, key, nil].
+  msgpack::sbuffer old;
+  msgpack::packer<msgpack::sbuffer> pk(old);
+  pk.pack_array(4);
+  pk.pack(1);
+  pk.pack(static_cast<uint8_t>(TrustState::kVerified));
+  pk.pack_bin(33);
+  pk.pack_bin_body(reinterpret_cast<const char*>(c.identity_key.data()), 33);
+  pk.pack_nil();
+  auto legacy = internal::DecodeContact(ByteView(reinterpret_cast<const uint8_t*>(old.data()), old.size()));
+  CW_ASSERT_OK(legacy);
+  EXPECT_EQ(legacy->state, TrustState::kVerified);
+  EXPECT_FALSE(legacy->rejected_identity_key.has_value());
+  EXPECT_FALSE(legacy->verified_before_change);
+
+  // "Verified before the change" means nothing without a change.
+  internal::ContactRecord odd = c;
+  odd.state = TrustState::kTrusted;
+  odd.pending_identity_key.reset();
+  EXPECT_EQ(CodeOf(internal::DecodeContact(internal::EncodeContact(odd).reveal())), StatusCode::kMalformed);
+}
 
 TEST_F(SafetyNumberTest, SixtyDigitsEqualOnBothSides) {
   ASSERT_NO_FATAL_FAILURE(world.Establish(clinician, patient));
