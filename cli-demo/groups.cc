@@ -29,8 +29,9 @@ json SyncNote(runtime::Client& c, const CliIo& io, std::string* human) {
 int ChangeResult(runtime::Client& c, const CliIo& io, const runtime::GroupChange& change, const std::string& what) {
   std::string human = what + " (group " + change.group_id + ").";
   if (!change.missing_sessions.empty()) {
-    human += "\nNo 1:1 session with " + Join(change.missing_sessions) +
-             ": they got nothing yet, and are caught up once they are your contacts.";
+    human +=
+        "\nNo 1:1 session with " + Join(change.missing_sessions) +
+        ": they got nothing yet, and are caught up once they are contacts you verified (`verify --confirm`).";
   }
   if (!change.untrusted_members.empty()) {
     human += "\nIdentity change awaiting acceptance for " + Join(change.untrusted_members) +

@@ -51,6 +51,9 @@ constexpr size_t kMaxUnsentBytes = 4 * 1024 * 1024;
 struct ContactRecord {
   std::optional<ContactCard> card;   // where to reach them; unknown until their first message
   std::optional<DepositToken> my_token;  // the token of our mailbox we gave them
+  // The user accepted their new identity key: once a message under it decrypts, the groups we share catch
+  // their new device up (GroupRuntime::CatchUp).
+  bool catch_up_due = false;
 };
 
 // An invite of ours that no contact has answered yet. Its token lapses at the relay unless a first deposit
@@ -74,6 +77,10 @@ struct State {
 // time and waiting in the mailbox still binds when this device fetches it.
 constexpr int64_t kLapsedInviteKeptMs = 31LL * 24 * 3600 * 1000;
 
+// Each identity is one device (session::EngineOptions::device_id's default): the only one messages go to and
+// come from.
+constexpr uint32_t kContactDevice = 1;
+
 // Decodes straight into `out`: no copy of a token or key is left behind. On false the caller drops `out`.
 template <size_t N>
 bool ArrayFromHex(const std::string& hex, std::array<uint8_t, N>* out) {
@@ -94,6 +101,7 @@ SecretBytes EncodeState(const State& s) {
   for (const auto& [name, c] : s.contacts) {
     contacts[name] = json{{"card", c.card ? CardToJson(*c.card) : json()},
                           {"my_token", c.my_token ? ToHex(*c.my_token) : ""}};
+    if (c.catch_up_due) contacts[name]["catch_up_due"] = true;
   }
   j["contacts"] = contacts;
   json invites = json::array();
@@ -147,6 +155,7 @@ Result<State> DecodeState(const SecretBytes& bytes) {
         if (!ArrayFromHex(mt, &t)) return bad();
         rec.my_token = t;
       }
+      rec.catch_up_due = c.value("catch_up_due", false);  // absent in records from before it
       s.contacts[name] = std::move(rec);
     }
     if (j.contains("invites")) {
@@ -1025,6 +1034,13 @@ class Client::Impl {
       return Report(
           Status(StatusCode::kPermissionDenied, "a direct link carried a message from someone else"));
     }
+    // One device per identity: everything is sent to device 1, and a sender naming others (which the sealed
+    // envelope lets it do) would start a session per number, each caught up on our groups (found in review).
+    if (env->sender_device != kContactDevice) {
+      Report(Status(StatusCode::kInvalidArgument,
+                    "dropped a message from a device number this version does not serve"));
+      return Ack(d.message_id);
+    }
     const session::Address sender{env->sender, env->sender_device};
     std::optional<State> next;
     uint64_t sequence = 0;
@@ -1033,11 +1049,7 @@ class Client::Impl {
     std::optional<wire::AttachmentDescriptor> file;  // what a kFile message carried, for on_file
     bool refused = false;                            // a message whose purpose lacked consent
     bool new_contact = false;
-    GroupRuntime::Incoming group;                    // what a group kind staged (client_groups.h)
-    // Only a pre-key message starts a session (a new contact's, or a new device's once its identity change
-    // was accepted): then the groups we share with the sender catch it up.
-    const bool new_session =
-        env->message.type == session::MessageType::kPreKey && !engine_->HasSession(sender);
+    GroupRuntime::Incoming group;  // what a group kind staged (client_groups.h)
     compliance_->BeforeDecrypt(sender.name);
     auto received = engine_->Decrypt(sender, env->message, [&](const session::Received& rec, session::WriteBatch* b) -> Status {
       storage::IncomingDetails details;
@@ -1090,7 +1102,10 @@ class Client::Impl {
     AckWhenDurable(d.message_id);
     if (new_contact) compliance_->OnSessionEstablished(sender.name);
     if (new_contact) direct_->OnNewContact(sender.name);
-    if (new_session) CatchUpGroups(sender.name);
+    if (const auto it = state_.contacts.find(sender.name);
+        it != state_.contacts.end() && it->second.catch_up_due) {
+      CatchUpGroups(sender.name);
+    }
     if (refused || group.refused) {
       return Report(Status(StatusCode::kPermissionDenied, "no valid consent for purpose (incoming message refused)"));
     }
@@ -1149,7 +1164,7 @@ class Client::Impl {
     auto it = state_.contacts.find(contact);
     if (it == state_.contacts.end()) return Error(StatusCode::kNotFound, "no such contact");
     if (!it->second.card) return Error(StatusCode::kNoSession, "this contact has not written to us yet");
-    const session::Address to{contact, 1};
+    const session::Address to{contact, kContactDevice};
     uint64_t seq = 0;
     const bool shown = app.kind == wire::AppKind::kText || app.kind == wire::AppKind::kFile;
     const std::string label = shown ? std::string() : "[cipherward control " + std::to_string(static_cast<int>(app.kind)) + "]";
@@ -1835,7 +1850,11 @@ class Client::Impl {
         if (!ConstantTimeEquals(bundle->identity_key, inv.identity_key)) {
           return done(Error(StatusCode::kBadSignature, "the relay served keys of another identity than the invite's"));
         }
-        if (Status s = engine_->ProcessBundle(session::Address{inv.name, bundle->device_id}, *bundle); !s.ok()) {
+        if (bundle->device_id != kContactDevice) {
+          return done(Error(StatusCode::kInvalidArgument,
+                            "the relay served keys of a device this version does not serve"));
+        }
+        if (Status s = engine_->ProcessBundle(session::Address{inv.name, kContactDevice}, *bundle); !s.ok()) {
           return done(Error(s));
         }
         compliance_->OnSessionEstablished(inv.name);
@@ -1854,7 +1873,6 @@ class Client::Impl {
             Report(s);  // the contact stands; the inviter just cannot revoke it by itself
           }
           direct_->OnNewContact(inv.name);
-          CatchUpGroups(inv.name);
           FlushOutbox([done, name = inv.name](Result<size_t>) { done(name); });
         });
       });
@@ -1863,14 +1881,22 @@ class Client::Impl {
     Register(inv.card.relay, proceed);
   }
 
-  // After a new session with `contact`: what it missed of the groups we share (GroupRuntime::CatchUp). A
-  // failure costs it only our group messages until the next membership change, so it is reported, not fatal.
+  // What `contact` missed of the groups we share (GroupRuntime::CatchUp): run only once the user vouched
+  // for the key its session runs under, by verifying it or by accepting its change (catch_up_due, then on
+  // the first message under the new key). Never on trust on first use: a group's roster names members, and
+  // on a device that never met one, whoever writes first under that name would get our sender key (found in
+  // review). A failure costs the contact only our group messages until the next membership change, so it is
+  // reported and tried again with the next message.
   void CatchUpGroups(const std::string& contact) {
     if (Status s = groups_->CatchUp(contact); !s.ok()) {
-      Report(Status(
-          s.code(),
-          "a contact's new session could not be caught up on the groups it shares with us: " + s.message()));
+      return Report(Status(
+          s.code(), "a contact could not be caught up on the groups it shares with us: " + s.message()));
     }
+    const auto it = state_.contacts.find(contact);
+    if (it == state_.contacts.end() || !it->second.catch_up_due) return;
+    State next = state_;
+    next.contacts[contact].catch_up_due = false;
+    if (Status s = SaveState(next); !s.ok()) Report(s);  // caught up again with the next message: harmless
   }
 
   // Fetches without processing or acknowledging: what the relay holds for our mailbox, as it holds it.
@@ -2258,6 +2284,11 @@ Status Client::SetVerified(const std::string& contact, bool verified) {
   return impl_->Call([&]() -> Status {
     CW_RETURN_IF_ERROR(impl_->engine_->SetVerified(contact, verified));
     impl_->compliance_->OnVerification(contact, verified);
+    // Verified, the contact's key is vouched for: the groups we share catch it up (a member we met only
+    // after the group was made has not had our key yet).
+    if (verified && impl_->engine_->HasSession(session::Address{contact, kContactDevice})) {
+      impl_->CatchUpGroups(contact);
+    }
     return Status::Ok();
   });
 }
@@ -2270,6 +2301,11 @@ Status Client::AcceptIdentityChange(const std::string& contact) {
     }
     CW_RETURN_IF_ERROR(impl_->engine_->AcceptIdentityChange(contact, c.pending_identity_key));
     impl_->compliance_->OnIdentityDecision(c.identity_key, *c.pending_identity_key, /*accepted=*/true);
+    if (impl_->state_.contacts.count(contact) != 0) {
+      State next = impl_->state_;
+      next.contacts[contact].catch_up_due = true;
+      CW_RETURN_IF_ERROR(impl_->SaveState(next));
+    }
     if (impl_->link_ == Impl::LinkState::kUp) impl_->FetchAll([](Result<size_t>) {});
     return Status::Ok();
   });

@@ -210,7 +210,8 @@ struct GroupInfo {
 struct GroupChange {
   std::string group_id;
   // Members with no 1:1 session on this device: they got nothing yet, and are caught up (our sender key, the
-  // admin's membership) as soon as a session with them starts, that is once they are contacts.
+  // admin's membership) once they are contacts whose safety number the user verified (SetVerified): a
+  // contact made by an invite has a name its answerer chose, no proof of being that member.
   std::vector<std::string> missing_sessions;
   // Members whose identity change awaits AcceptIdentityChange. The change went to them all the same, over the
   // session with the key still trusted (a member must not miss a removal); the user should check the change.
@@ -349,10 +350,12 @@ class Client {
   // --- Contacts and trust ---
   Result<std::vector<ContactInfo>> Contacts();
   Result<session::SafetyNumber> GetSafetyNumber(const std::string& contact);
+  // Marking a contact verified also catches it up on the groups we share with it (our sender key; from the
+  // admin, the membership).
   Status SetVerified(const std::string& contact, bool verified);
   // Accepts the contact's new identity key: sending resumes and their waiting messages are fetched at the
-  // next Sync or reconnection. Once the new device's session starts, it is caught up on the groups we share
-  // (our sender key; from a group's admin, the membership, which lets the new device rejoin).
+  // next Sync or reconnection. Once a message under the new key arrives, the new device is caught up on the
+  // groups we share (our sender key; from a group's admin, the membership, which lets it rejoin).
   Status AcceptIdentityChange(const std::string& contact);
   // Rejects it, when the new safety number does not match the one the contact shows: whoever sent messages
   // under the contact's name with that key is not them. The contact's key, and its verified mark, are as

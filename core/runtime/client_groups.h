@@ -102,8 +102,9 @@ class GroupRuntime {
   Result<std::vector<std::string>> Members(const std::string& group_id);
   Result<std::vector<GroupInfo>> List();
   Result<std::vector<storage::TranscriptMessage>> History(const std::string& group_id, size_t n);
-  // After a new 1:1 session with `contact` (Engine::CatchUpGroups): our sender key for every group we share,
-  // and the membership of those we administer, queued like a membership change's messages.
+  // Engine::CatchUpGroups for `contact`, whose key the user vouched for (the client decides when): our
+  // sender key for every group we share, and the membership of those we administer, queued like a
+  // membership change's messages.
   Status CatchUp(const std::string& contact);
 
   // --- The receive path ---

@@ -7,6 +7,7 @@
 #include <signal/key_helper.h>
 #include <signal/protocol.h>
 #include <signal/ratchet.h>
+#include <signal/sender_key_record.h>
 #include <signal/session_builder.h>
 #include <signal/session_cipher.h>
 #include <signal/session_pre_key.h>
@@ -69,6 +70,8 @@ constexpr std::string_view kMetaNextPreKeyId = "next_pre_key_id";
 constexpr std::string_view kMetaHandedOutPreKeyId = "handed_out_pre_key_id";
 constexpr std::string_view kMetaCurrentSignedPreKey = "signed_pre_key_current";
 constexpr std::string_view kMetaNextSignedPreKeyId = "next_signed_pre_key_id";
+// + group id: the epoch of the update that removed us from that group (8 bytes, big-endian).
+constexpr std::string_view kMetaRemovedFromGroup = "removed_from_group.";
 
 using SessionBuilderPtr =
     std::unique_ptr<session_builder, internal::FreeWith<session_builder, session_builder_free>>;
@@ -894,10 +897,23 @@ Status Engine::Impl::ProcessSenderKey(const Address& sender, const std::string& 
   CW_RETURN_IF_ERROR(Check(
       sender_key_distribution_message_deserialize(&raw, skdm.reveal().data(), skdm.size(), signal_.ctx()), "sender key"));
   SignalRef<sender_key_distribution_message> msg(raw);
+  OwnedSenderKeyName name(group_id, sender);
+  // A key already held is not taken again (a catch-up, or a repeat, of a key we have): libsignal would add a
+  // second state of the same id at the distribution's place in the chain and decrypt with that one, so the
+  // sender's messages still in flight would fail as duplicates and the ones already read would be accepted
+  // again (found in review).
+  sender_key_record* raw_record = nullptr;
+  CW_RETURN_IF_ERROR(
+      Check(signal_protocol_sender_key_load_key(store_ctx_.get(), &raw_record, &name.skn), "sender key"));
+  SignalRef<sender_key_record> record(raw_record);
+  sender_key_state* held = nullptr;  // borrowed from the record
+  if (sender_key_record_get_sender_key_state_by_id(record.get(), &held,
+                                                   sender_key_distribution_message_get_id(msg.get())) == 0) {
+    return Status::Ok();
+  }
   group_session_builder* b = nullptr;
   CW_RETURN_IF_ERROR(Check(group_session_builder_create(&b, store_ctx_.get(), signal_.ctx()), "sender key"));
   GroupBuilderPtr builder(b);
-  OwnedSenderKeyName name(group_id, sender);
   return Check(group_session_builder_process_session(builder.get(), &name.skn, msg.get()), "sender key");
 }
 
@@ -961,6 +977,14 @@ Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Conten
           return Error(StatusCode::kPermissionDenied,
                        "group invitation that does not list its sender and us");
         }
+        // Forgetting a group we were removed from forgot its epoch too, so an older membership (a catch-up
+        // or update the relay held back past our removal) would read as an invitation (found in review).
+        CW_ASSIGN_OR_RETURN(auto removed_at,
+                            Read(Table::kMeta, std::string(kMetaRemovedFromGroup) + content.group_id));
+        if (removed_at && removed_at->size() == 8 &&
+            content.epoch <= internal::ReadBigEndian64(removed_at->reveal())) {
+          return Error(StatusCode::kPermissionDenied, "group update from before our removal from the group");
+        }
         // The sender's trusted identity key: the session this came over was checked against it.
         CW_ASSIGN_OR_RETURN(auto contact, ReadContact(sender.name));
         if (!contact || !GroupIdIsBoundTo(content.group_id, contact->identity_key)) {
@@ -971,8 +995,11 @@ Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Conten
       r.members = updated;
       const std::vector<std::string> current = known ? known->members : std::vector<std::string>();
       if (!Contains(updated, local_name_)) {
-        // We were removed: forget the group and every sender key we held for it.
+        // We were removed: forget the group and every sender key we held for it, but not when it happened.
         Stage(Table::kGroup, content.group_id, std::nullopt);
+        const std::string epoch = internal::BigEndian64(content.epoch);
+        Stage(Table::kMeta, std::string(kMetaRemovedFromGroup) + content.group_id,
+              SecretBytes(reinterpret_cast<const uint8_t*>(epoch.data()), epoch.size()));
         std::string prefix = content.group_id + std::string(1, '\0');
         CW_ASSIGN_OR_RETURN(auto keys, List(Table::kSenderKey, prefix));
         for (auto& k : keys) Stage(Table::kSenderKey, std::move(k), std::nullopt);

@@ -232,10 +232,12 @@ class Engine {
   // guess, and that only this identity can invite others to.
   std::string NewGroupId();
   Result<std::vector<std::string>> GroupMembers(const std::string& group_id);
-  // After a new 1:1 session with `member` (a new contact, or their new device once its identity change was
+  // For a member whose key the user vouched for (verified, or a new device whose identity change was
   // accepted): for every group we share with them, this device's current sender key, and from the admin the
   // membership at its current epoch too, which a new device takes as its invitation. Without it a member we
-  // had no session with never got our key, and a member's new device was in no group at all.
+  // had no session with never got our key, and a member's new device was in no group at all. Whoever holds
+  // the session with `member` gets the keys: the caller must not run it on trust on first use, since group
+  // rosters name members and anyone may be first to write under a name this device never met.
   Result<GroupDelivery> CatchUpGroups(const std::string& member, const GroupHook& also_write = nullptr);
   // Sends this device's current sender key for the group to one member (after a missing session appeared).
   Result<Outgoing> ShareSenderKey(const std::string& group_id, const std::string& member,

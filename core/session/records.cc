@@ -20,6 +20,14 @@ uint32_t ReadBigEndian32(std::span<const uint8_t> b) {
   return uint32_t{b[0]} << 24 | uint32_t{b[1]} << 16 | uint32_t{b[2]} << 8 | uint32_t{b[3]};
 }
 
+std::string BigEndian64(uint64_t v) {
+  return BigEndian32(static_cast<uint32_t>(v >> 32)) + BigEndian32(static_cast<uint32_t>(v));
+}
+
+uint64_t ReadBigEndian64(std::span<const uint8_t> b) {
+  return uint64_t{ReadBigEndian32(b.first(4))} << 32 | ReadBigEndian32(b.subspan(4, 4));
+}
+
 // NUL separates the parts: names and group ids never contain one (IsValidName, IsValidGroupId).
 std::string SessionKey(std::string_view name, uint32_t device_id) {
   std::string k(name);

@@ -15,6 +15,8 @@ namespace cw::session::internal {
 
 std::string BigEndian32(uint32_t v);
 uint32_t ReadBigEndian32(std::span<const uint8_t> b);  // REQUIRES: b.size() == 4
+std::string BigEndian64(uint64_t v);
+uint64_t ReadBigEndian64(std::span<const uint8_t> b);  // REQUIRES: b.size() == 8
 
 std::string SessionKey(std::string_view name, uint32_t device_id);
 std::string SenderKeyKey(std::string_view group_id, std::string_view name, uint32_t device_id);

@@ -193,12 +193,13 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_set_on_identity_change(cw_client* cli
 CW_EXPORT CW_NODISCARD cw_status cw_client_safety_number(cw_client* client, const char* contact,
                                                          cw_buffer** out_digits);
 
-/* Marks `contact` verified (verified != 0) or not. */
+/* Marks `contact` verified (verified != 0) or not. Verifying also sends a contact what it missed of the
+ * groups shared with it (this device's group key; from the admin, the membership). */
 CW_EXPORT CW_NODISCARD cw_status cw_client_verify(cw_client* client, const char* contact, int verified);
 
 /* Accepts `contact`'s new identity key after the user compared the new safety number; sending resumes, and
- * once their new device's session starts it is caught up on the groups shared with it (it rejoins the
- * groups this device administers). */
+ * once a message from their new device arrives it is caught up on the groups shared with it (it rejoins
+ * the groups this device administers). */
 CW_EXPORT CW_NODISCARD cw_status cw_client_accept_identity_change(cw_client* client, const char* contact);
 
 /* Rejects `contact`'s new identity key when the new safety number does not match theirs: whoever wrote under
@@ -377,10 +378,10 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_set_on_group_message(cw_client* clien
  * membership and this device's group key go to every member through the outbox. The group id comes back in
  * *out_group_id. `label` (may be NULL) stays on this device. *out_unreached (may be NULL) receives a JSON
  * object {"no_session": [names], "untrusted": [names]}: "no_session", members who got nothing (no 1:1 session
- * on this device yet; they are caught up once they are contacts); "untrusted", members whose identity
- * change awaits acceptance, who were sent the change under the identity still trusted (check the change).
- * CW_ERR_NO_MEMORY from this and from cw_client_group_add / _remove may come after the change was made
- * (cw_client_list_groups tells). */
+ * on this device yet; they are caught up once they are contacts this device verified, cw_client_verify);
+ * "untrusted", members whose identity change awaits acceptance, who were sent the change under the identity
+ * still trusted (check the change). CW_ERR_NO_MEMORY from this and from cw_client_group_add / _remove may
+ * come after the change was made (cw_client_list_groups tells). */
 CW_EXPORT CW_NODISCARD cw_status cw_client_group_create(cw_client* client, const char* label,
                                                         const char* const* members, size_t n_members,
                                                         cw_buffer** out_group_id, cw_buffer** out_unreached);

@@ -269,7 +269,7 @@ TEST_F(GroupE2E, RemovedMemberGetsNothingAfterRemovalAndTheOthersRotateAndGoOn) 
   EXPECT_EQ(C("ana").RemoveGroupMember(g, "ben").error().code(), StatusCode::kPermissionDenied);
 }
 
-TEST_F(GroupE2E, MembersWhoBecomeContactsAfterTheGroupWasMadeReadEachOther) {
+TEST_F(GroupE2E, MembersWhoMeetAfterTheGroupWasMadeReadEachOtherOnceTheyVerifiedEachOther) {
   // The lead knows both; ana and ben meet only in the group, so neither could send the other its key then.
   for (const auto* n : {"lead", "ana", "ben"}) ASSERT_TRUE(Add(n));
   Befriend("lead", "ana");
@@ -278,14 +278,68 @@ TEST_F(GroupE2E, MembersWhoBecomeContactsAfterTheGroupWasMadeReadEachOther) {
   ASSERT_HAS(g);
   SyncAll();
 
+  // A contact made by an invite is trusted on first use: whoever answered it chose the name, so it is no
+  // proof of being the member of that name, and the key waits for the safety numbers to be compared.
   Befriend("ana", "ben");
   SyncAll();
   ASSERT_HAS(C("ana").SendGroupText(g->group_id, "hello ben"));
   ASSERT_HAS(C("ben").SendGroupText(g->group_id, "hello ana"));
   SyncAll();
-  EXPECT_EQ(Received("ben"), (std::vector<std::string>{"ana: hello ben"}));
-  EXPECT_EQ(Received("ana"), (std::vector<std::string>{"ben: hello ana"}));
-  EXPECT_EQ(Received("lead"), (std::vector<std::string>{"ana: hello ben", "ben: hello ana"}));
+  EXPECT_TRUE(Received("ben").empty());
+  EXPECT_TRUE(Received("ana").empty());
+
+  // Compared and verified, each catches the other up. (What was sent before stays unread by them: a
+  // sender key opens only what its holder sends from then on.)
+  ASSERT_OK(C("ana").SetVerified("ben", true));
+  ASSERT_OK(C("ben").SetVerified("ana", true));
+  SyncAll();
+  ASSERT_HAS(C("ana").SendGroupText(g->group_id, "now, ben?"));
+  ASSERT_HAS(C("ben").SendGroupText(g->group_id, "yes, ana"));
+  SyncAll();
+  EXPECT_EQ(Received("ben"), (std::vector<std::string>{"ana: now, ben?"}));
+  EXPECT_EQ(Received("ana"), (std::vector<std::string>{"ben: yes, ana"}));
+  EXPECT_EQ(Received("lead"), (std::vector<std::string>{"ana: hello ben", "ana: now, ben?", "ben: hello ana",
+                                                        "ben: yes, ana"}));
+  for (const auto* n : {"ana", "ben"}) {  // nothing unreadable is left waiting at the relay
+    auto peek = C(n).PeekRelay();
+    ASSERT_HAS(peek);
+    EXPECT_TRUE(peek->empty()) << n;
+  }
+}
+
+TEST_F(GroupE2E, ANewContactUnderAMembersNameIsNotSentOurSenderKey) {
+  // Found in review: ben never met cyd; someone else answers ben's invite under the name "cyd", and ben's
+  // client used to send that stranger its key for the ward at once.
+  for (const auto* n : {"lead", "ana", "ben", "cyd"}) ASSERT_TRUE(Add(n));
+  Befriend("lead", "ana");
+  Befriend("lead", "ben");
+  Befriend("lead", "cyd");
+  Befriend("ana", "ben");
+  auto g = C("lead").CreateGroup("ward 9", {"ana", "ben", "cyd"});
+  ASSERT_HAS(g);
+  SyncAll();
+
+  std::mutex mu;
+  std::vector<std::string> impostor_errors;
+  ClientOptions o = Options("impostor");
+  o.callbacks.on_error = [&](const Status& s) {
+    std::lock_guard<std::mutex> lock(mu);
+    impostor_errors.push_back(s.ToString());
+  };
+  auto impostor = Client::Create(dir_.Sub("impostor"), "cyd", kPass, o);
+  ASSERT_HAS(impostor);
+  ASSERT_OK((*impostor)->Register(relay_->address()));
+  auto code = C("ben").CreateInvite();
+  ASSERT_HAS(code);
+  ASSERT_HAS((*impostor)->AcceptInvite(*code, "hi ben, it's cyd"));
+  ASSERT_HAS(C("ben").Sync());
+  ASSERT_HAS((*impostor)->Sync());
+  auto peek = (*impostor)->PeekRelay();
+  ASSERT_HAS(peek);
+  std::lock_guard<std::mutex> lock(mu);
+  // The impostor's stock client would refuse a sender key from a group it is not in, and say so.
+  for (const auto& e : impostor_errors) EXPECT_EQ(e.find("sender key"), std::string::npos) << e;
+  EXPECT_TRUE(peek->empty()) << peek->size() << " message(s) from ben wait for the impostor";
 }
 
 TEST_F(GroupE2E, AMembersNewDeviceRejoinsItsGroupsOnceTheChangeIsAccepted) {
@@ -300,7 +354,8 @@ TEST_F(GroupE2E, AMembersNewDeviceRejoinsItsGroupsOnceTheChangeIsAccepted) {
     ASSERT_OK((*phone2)->Register(relay_->address()));
     clients_["ana"] = std::move(*phone2);
   }
-  // The lead and ben each invite the new phone and, having compared safety numbers, accept the change.
+  // The lead and ben each invite the new phone and, having compared safety numbers, accept the change; the
+  // new phone, which never met ben, verifies him.
   for (const auto* n : {"lead", "ben"}) {
     auto code = C(n).CreateInvite();
     ASSERT_HAS(code);
@@ -309,6 +364,8 @@ TEST_F(GroupE2E, AMembersNewDeviceRejoinsItsGroupsOnceTheChangeIsAccepted) {
     ASSERT_OK(C(n).AcceptIdentityChange("ana"));
     SyncAll();
   }
+  ASSERT_OK(C("ana").SetVerified("ben", true));
+  SyncAll();
   auto groups = C("ana").Groups();
   ASSERT_HAS(groups);
   ASSERT_EQ(groups->size(), 1u);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/runtime/codec.h"
+#include "tests/relay/link_client.h"
 #include "tests/runtime/runtime_test_util.h"
 
 namespace cw::runtime {
@@ -520,6 +521,59 @@ TEST_F(RuntimeE2E, AnInviteAlteredOnTheWayIsRefusedBeforeAnythingHappens) {
   ASSERT_HAS(patient->AcceptInvite(*code, "hello doctor"));
   ASSERT_HAS(clinician->Sync());
   EXPECT_EQ(Bodies(*clinician, "pat"), (std::vector<std::string>{"hello doctor"}));
+}
+
+TEST_F(RuntimeE2E, AMessageNamingAnotherDeviceIsDroppedForThatReason) {
+  std::mutex mu;
+  std::vector<std::string> errors;
+  ClientOptions o = Fast();
+  o.callbacks.on_error = [&](const Status& s) {
+    std::lock_guard<std::mutex> lock(mu);
+    errors.push_back(s.message());
+  };
+  auto clinician = NewClient("clinician", "dr.lee", std::move(o));
+  ASSERT_TRUE(clinician);
+  ASSERT_OK(clinician->Register(relay_->address()));
+  auto code = clinician->CreateInvite();
+  ASSERT_HAS(code);
+  auto card = DecodeInvite(*code)->card;
+
+  // Whoever holds a deposit token writes the sealed envelope, device number included: one per number would
+  // be a session of its own, each caught up on our groups. Every identity is one device, number 1.
+  EnvelopeContent ec;
+  ec.message.type = session::MessageType::kPreKey;
+  ec.message.body = Bytes(120, 0x33);
+  ec.sender = "pat";
+  ec.sender_device = 2;
+  auto sealed = SealEnvelope(ec, card.box_key);
+  ASSERT_HAS(sealed);
+  auto relay_endpoint = transport::Endpoint::Parse(relay_->address());
+  ASSERT_HAS(relay_endpoint);
+  relay::testing::LinkClient link(7, *relay_endpoint);
+  ASSERT_TRUE(link.connected());
+  relay::Deposit dep;
+  dep.mailbox = card.mailbox;
+  dep.token = card.token;
+  dep.message_id.fill(9);
+  dep.envelope = std::move(*sealed);
+  link.Send(dep);
+  ASSERT_EQ(link.NextResponse().code, relay::ResponseCode::kOk);
+
+  auto sync = clinician->Sync();
+  ASSERT_HAS(sync);
+  EXPECT_EQ(sync->received, 0u);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_TRUE(std::any_of(errors.begin(), errors.end(), [](const std::string& e) {
+      return e.find("device number") != std::string::npos;
+    })) << ::testing::PrintToString(errors);
+  }
+  auto left = clinician->PeekRelay();
+  ASSERT_HAS(left);
+  EXPECT_TRUE(left->empty());
+  auto contacts = clinician->Contacts();
+  ASSERT_HAS(contacts);
+  EXPECT_TRUE(contacts->empty());
 }
 
 TEST(InviteCode, RoundTripsAndRejectsGarbage) {
