@@ -1765,16 +1765,18 @@ class Client::Impl {
       inv.card = ContactCard{state_.relay, *state_.mailbox, *t, box_pk_};
       inv.identity_key = engine_->identity_key();
       inv.name = state_.name;
-      auto signature = engine_->SignWithIdentityKey(InviteSignedBytes(inv));
+      // Recorded before it is signed: a token live at the relay is always one OpenInvites lists and
+      // CancelInvite revokes, even when what follows fails.
+      State next = state_;
+      const int64_t now = clock_->NowMillis();
+      next.invites.push_back(OpenInvite{*t, now, valid_for_ms > 0 ? now + valid_for_ms : 0});
+      if (Status s = SaveState(next); !s.ok()) return done(Error(s));
+      auto signature = engine_->SignWithIdentityKey(InviteSignedBytes(inv).reveal());
       if (!signature) return done(Error(signature.error()));
       if (signature->size() != inv.signature.size()) {
         return done(Error(StatusCode::kInternal, "the identity key's signature has an unexpected size"));
       }
       std::copy(signature->begin(), signature->end(), inv.signature.begin());
-      State next = state_;
-      const int64_t now = clock_->NowMillis();
-      next.invites.push_back(OpenInvite{*t, now, valid_for_ms > 0 ? now + valid_for_ms : 0});
-      if (Status s = SaveState(next); !s.ok()) return done(Error(s));
       done(EncodeInvite(inv));
     });
   }

@@ -82,20 +82,21 @@ void PackInviteFields(msgpack::packer<Stream>& pk, const Invite& invite) {
   PackStr(pk, invite.name);
 }
 
-Bytes InviteSignedBytes(const Invite& invite) {
-  msgpack::sbuffer buf;
-  buf.write(kInviteSignatureContext.data(), kInviteSignatureContext.size());
-  msgpack::packer<msgpack::sbuffer> pk(buf);
+SecretBytes InviteSignedBytes(const Invite& invite) {
+  wire::internal::SecretSink sink;  // the deposit token is in it
+  sink.write(kInviteSignatureContext.data(), kInviteSignatureContext.size());
+  msgpack::packer<wire::internal::SecretSink> pk(sink);
   pk.pack_array(7);
   PackInviteFields(pk, invite);
-  const auto* p = reinterpret_cast<const uint8_t*>(buf.data());
-  return Bytes(p, p + buf.size());
+  return sink.Take();
 }
 
 Status VerifyInvite(const Invite& invite) {
   const compliance::SigningPublicKey key{compliance::SignatureScheme::kXEdDSA,
                                          Bytes(invite.identity_key.begin(), invite.identity_key.end())};
-  if (!compliance::StandardVerifier().Verify(key, InviteSignedBytes(invite), invite.signature).ok()) {
+  if (!compliance::StandardVerifier()
+           .Verify(key, InviteSignedBytes(invite).reveal(), invite.signature)
+           .ok()) {
     return Status(
         StatusCode::kBadSignature,
         "the invite code is not signed by the identity it names: it was altered or damaged on the way; "

@@ -61,8 +61,9 @@ struct Invite {
   friend bool operator==(const Invite&, const Invite&) = default;
 };
 
-// What an invite's signature covers (every field but the signature, under a context string).
-Bytes InviteSignedBytes(const Invite& invite);
+// What an invite's signature covers (every field but the signature, under a context string). It holds the
+// deposit token, so it wipes itself.
+SecretBytes InviteSignedBytes(const Invite& invite);
 // Ok when `invite.signature` is its identity key's signature; kBadSignature otherwise. Runs libsignal's
 // curve_verify_signature on public data only; the client calls it on its loop thread.
 [[nodiscard]] Status VerifyInvite(const Invite& invite);
