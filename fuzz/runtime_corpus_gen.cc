@@ -72,6 +72,7 @@ int main(int argc, char** argv) {
     c.sender_device = 1;
     c.sent_at_ms = 1'700'000'000'000;
     if (with_card) c.card = Card(9);
+    c.token.fill(0x5a);
     auto sealed = cw::runtime::SealEnvelope(c, pub);
     if (!sealed) return 1;
     // Odd first byte: the sealed envelope as the relay delivers it.

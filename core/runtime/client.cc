@@ -1041,6 +1041,11 @@ class Client::Impl {
                     "dropped a message from a device number this version does not serve"));
       return Ack(d.message_id);
     }
+    if (!CameWithTheSendersToken(*env)) {
+      Report(Status(StatusCode::kPermissionDenied,
+                    "dropped a message whose sender's name does not go with the deposit token it came with"));
+      return Ack(d.message_id);
+    }
     const session::Address sender{env->sender, env->sender_device};
     std::optional<State> next;
     uint64_t sequence = 0;
@@ -1442,6 +1447,7 @@ class Client::Impl {
     ec.message = entry.message;
     ec.sender = state_.name;
     ec.sender_device = engine_->device_id();
+    ec.token = card.token;
     if (auto row = transcripts_->GetMessage(entry.conversation_id, entry.sequence)) ec.sent_at_ms = row->sent_at_ms;
     const auto it = state_.contacts.find(recipient);
     if (entry.message.type == session::MessageType::kPreKey && state_.mailbox && it != state_.contacts.end() &&
@@ -1945,6 +1951,20 @@ class Client::Impl {
     o.reconnect_min_ms = options_.reconnect_min_ms;
     o.reconnect_max_ms = std::max(options_.reconnect_max_ms, kDirectReconnectMaxMs);
     return std::make_unique<DirectLinks>(std::move(deps), std::move(o));
+  }
+
+  // Whether `env` came with a deposit token its sender may use: the one we gave that contact; one of our
+  // invites (a new contact, or a contact's new device, answering it); or one a contact replaced (deposited
+  // before the switch). Sealed sender lets anyone holding a token write any name: found in review, a contact
+  // could write as another (trust on first use of a name this device never met, or a forged identity change
+  // of one it knows, which blocked the conversation). Now that takes an invite code of ours.
+  bool CameWithTheSendersToken(const EnvelopeContent& env) const {
+    const auto same = [&](const DepositToken& t) { return ConstantTimeEquals(t, env.token); };
+    const auto it = state_.contacts.find(env.sender);
+    if (it != state_.contacts.end() && it->second.my_token && same(*it->second.my_token)) return true;
+    return std::any_of(state_.invites.begin(), state_.invites.end(),
+                       [&](const OpenInvite& i) { return same(i.token); }) ||
+           std::any_of(state_.retired_tokens.begin(), state_.retired_tokens.end(), same);
   }
 
   // A message from a contact's direct link takes the relay push's path (dedup, decrypt, commit); the ack that

@@ -17,7 +17,8 @@ namespace {
 // relay and stay unnoticed, since safety numbers check only the identity key.
 constexpr uint8_t kInviteVersion = 2;
 constexpr std::string_view kInviteSignatureContext = "cipherward invite v2";
-constexpr uint8_t kEnvelopeVersion = 1;
+// Version 1 did not carry the deposit token: see EnvelopeContent::token.
+constexpr uint8_t kEnvelopeVersion = 2;
 
 template <typename Stream>
 void PackBin(msgpack::packer<Stream>& pk, ByteView b) {
@@ -167,7 +168,7 @@ Result<Invite> DecodeInvite(std::string_view code) {
 Result<Bytes> SealEnvelope(const EnvelopeContent& c, const BoxPublicKey& recipient_box_key) {
   wire::internal::SecretSink sink;
   msgpack::packer<wire::internal::SecretSink> pk(sink);
-  pk.pack_array(8);
+  pk.pack_array(9);
   pk.pack_uint8(kEnvelopeVersion);
   pk.pack_uint8(static_cast<uint8_t>(c.message.type));
   PackStr(pk, c.message.group_id);
@@ -180,6 +181,7 @@ Result<Bytes> SealEnvelope(const EnvelopeContent& c, const BoxPublicKey& recipie
   } else {
     pk.pack_nil();
   }
+  PackBin(pk, c.token);
   SecretBytes inner = sink.Take();
   CW_ASSIGN_OR_RETURN(SecretBytes padded, wire::Pad(inner.reveal()));
   Bytes sealed(padded.size() + crypto_box_SEALBYTES);
@@ -203,18 +205,19 @@ Result<EnvelopeContent> OpenEnvelope(ByteView sealed, const BoxPublicKey& box_pu
   if (!inner) return Error(StatusCode::kMalformed, "envelope padding is malformed");
   const auto bad = [] { return Error(StatusCode::kMalformed, "envelope is malformed"); };
   wire::internal::Limits limits;
-  limits.array = 8;
+  limits.array = 9;
   limits.str = 256;
   limits.bin = 96 * 1024;
   limits.depth = 2;
   auto handle = wire::internal::UnpackOne(inner->reveal(), limits);
   if (!handle) return bad();
   const msgpack::object& o = handle->get();
-  if (o.type != msgpack::type::ARRAY || o.via.array.size != 8) return bad();
+  if (o.type != msgpack::type::ARRAY || o.via.array.size < 1) return bad();
   const auto* a = o.via.array.ptr;
   uint64_t version = 0, type = 0, device = 0;
   if (!ReadUint(a[0], 255, &version)) return bad();
   if (version != kEnvelopeVersion) return Error(StatusCode::kUnsupportedVersion, "envelope of another version");
+  if (o.via.array.size != 9) return bad();
   EnvelopeContent c;
   if (!ReadUint(a[1], 255, &type) ||
       (type != static_cast<uint64_t>(session::MessageType::kSignal) &&
@@ -241,6 +244,7 @@ Result<EnvelopeContent> OpenEnvelope(ByteView sealed, const BoxPublicKey& box_pu
     if (!ReadCard(a[7], &card)) return bad();
     c.card = std::move(card);
   }
+  if (!ReadFixedBin(a[8], &c.token)) return bad();
   return c;
 }
 

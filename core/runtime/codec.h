@@ -11,9 +11,9 @@
 // name from the relay. (Version 1 had no signature; it is refused as kUnsupportedVersion.)
 //
 // Envelope (what the relay stores): crypto_box_seal(recipient box key, Pad(inner)), where inner is
-//   [1, message type (uint), group id (str), sender name (str), sender device (uint), ciphertext (bin),
+//   [2, message type (uint), group id (str), sender name (str), sender device (uint), ciphertext (bin),
 //    sent at ms (int), card (nil or [relay address (str), mailbox (bin 16), token (bin 32), box key (bin
-//    32)])]
+//    32)]), deposit token (bin 32)]
 // Pad is the Padmé bucketing of core/wire/padding.h (at least 256 bytes), so the sealed size reveals little.
 // The card tells a new contact where to reply; it is believed only after the Signal message in the same
 // envelope decrypted (so only from the identity the session authenticates).
@@ -82,6 +82,10 @@ struct EnvelopeContent {
   uint32_t sender_device = 1;
   int64_t sent_at_ms = 0;
   std::optional<ContactCard> card;
+  // The deposit token it was deposited with. The sender's name is the sender's to write, and every contact
+  // holds a token: the recipient believes a name only with the token it gave that contact (or an invite's),
+  // so one contact cannot write as another.
+  DepositToken token{};
 };
 
 // Serializes, pads and seals to `recipient_box_key`.

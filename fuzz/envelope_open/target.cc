@@ -34,8 +34,9 @@ const BoxKeys& Keys() {
 
 bool SameContent(const cw::runtime::EnvelopeContent& a, const cw::runtime::EnvelopeContent& b) {
   return a.message.type == b.message.type && a.message.body == b.message.body &&
-         a.message.group_id == b.message.group_id && a.sender == b.sender && a.sender_device == b.sender_device &&
-         a.sent_at_ms == b.sent_at_ms && a.card == b.card;
+         a.message.group_id == b.message.group_id && a.sender == b.sender &&
+         a.sender_device == b.sender_device && a.sent_at_ms == b.sent_at_ms && a.card == b.card &&
+         a.token == b.token;
 }
 
 }  // namespace

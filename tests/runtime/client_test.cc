@@ -313,6 +313,7 @@ TEST_F(RuntimeE2E, AnIdentityChangeTheUserRejectsUnblocksTheContactAndDropsTheIm
   }
   EXPECT_EQ(clinician->SendText("pat", "is that you?").error().code(), StatusCode::kUntrustedIdentity);
   ASSERT_HAS(patient->SendText("dr.lee", "still me, same phone"));  // waits too, until the user decides
+  ASSERT_HAS(patient->Sync());                                      // (deposited by now)
 
   // The safety numbers do not match the patient's: the clinician rejects the change.
   ASSERT_OK(clinician->RejectIdentityChange("pat"));
@@ -356,6 +357,46 @@ TEST_F(RuntimeE2E, AnIdentityChangeTheUserRejectsUnblocksTheContactAndDropsTheIm
     }
   }
   EXPECT_EQ(codes, (std::vector<uint64_t>{0, 2}));  // detected, rejected
+}
+
+TEST_F(RuntimeE2E, AContactCannotWriteAsAnotherContact) {
+  std::mutex mu;
+  int changes = 0;
+  ClientOptions o = Fast();
+  o.callbacks.on_identity_change = [&](const IdentityChangeEvent&) {
+    std::lock_guard<std::mutex> lock(mu);
+    ++changes;
+  };
+  auto clinician = NewClient("clinician", "dr.lee", std::move(o));
+  auto patient = NewClient("patient", "pat");
+  auto eve = NewClient("eve", "eve");
+  ASSERT_TRUE(clinician && patient && eve);
+  Connect(*clinician, *patient);
+  auto code = clinician->CreateInvite();
+  ASSERT_HAS(code);
+  ASSERT_HAS(eve->AcceptInvite(*code, "hello, eve here"));
+  ASSERT_HAS(clinician->Sync());  // eve's answer binds the invite's token to her
+
+  // Eve's code, hence her deposit token, in a client that calls itself "pat": the sealed envelope names
+  // the sender, and it used to be believed, so a change of the patient's identity key was raised (which
+  // blocked the conversation until the clinician decided).
+  auto as_patient = NewClient("as-patient", "pat");
+  ASSERT_TRUE(as_patient);
+  ASSERT_HAS(as_patient->AcceptInvite(*code, "it's pat, new phone"));
+  ASSERT_HAS(clinician->Sync());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(changes, 0);
+  }
+  ASSERT_HAS(clinician->SendText("pat", "still reachable"));
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_HAS(patient->Sync());
+  EXPECT_EQ(Bodies(*patient, "dr.lee").back(), "still reachable");
+  EXPECT_EQ(Bodies(*clinician, "pat"), (std::vector<std::string>{"hello doctor", "still reachable"}));
+  ASSERT_HAS(clinician->Sync());       // the patient's delivery receipt
+  auto left = clinician->PeekRelay();  // and nothing of the impostor's waits
+  ASSERT_HAS(left);
+  EXPECT_TRUE(left->empty()) << left->size();
 }
 
 TEST_F(RuntimeE2E, RelayHoldsOnlySealedPaddedEnvelopes) {
@@ -545,6 +586,7 @@ TEST_F(RuntimeE2E, AMessageNamingAnotherDeviceIsDroppedForThatReason) {
   ec.message.body = Bytes(120, 0x33);
   ec.sender = "pat";
   ec.sender_device = 2;
+  ec.token = card.token;
   auto sealed = SealEnvelope(ec, card.box_key);
   ASSERT_HAS(sealed);
   auto relay_endpoint = transport::Endpoint::Parse(relay_->address());
