@@ -1889,6 +1889,30 @@ class Client::Impl {
     Register(inv.card.relay, proceed);
   }
 
+  // The user's decision on `contact`'s pending identity change, after comparing the new safety number.
+  Status DecideIdentityChange(const std::string& contact, bool accept) {
+    CW_ASSIGN_OR_RETURN(auto c, engine_->GetContact(contact));
+    if (c.state != session::TrustState::kChanged || !c.pending_identity_key) {
+      return Status(StatusCode::kInvalidArgument, "no identity change awaits a decision");
+    }
+    if (accept) {
+      CW_RETURN_IF_ERROR(engine_->AcceptIdentityChange(contact, c.pending_identity_key));
+    } else {
+      CW_RETURN_IF_ERROR(engine_->RejectIdentityChange(contact, *c.pending_identity_key));
+    }
+    compliance_->OnIdentityDecision(c.identity_key, *c.pending_identity_key, accept);
+    if (accept && state_.contacts.count(contact) != 0) {
+      State next = state_;
+      next.contacts[contact].catch_up_due = true;
+      // The change stands either way; unrecorded, the new device is caught up only when next verified.
+      if (Status s = SaveState(next); !s.ok()) Report(s);
+    }
+    // What waited at the relay: an accepted key's messages are read now; after a rejection, the contact's
+    // own are, and the rejected key's are dropped.
+    if (link_ == LinkState::kUp) FetchAll([](Result<size_t>) {});
+    return Status::Ok();
+  }
+
   // What `contact` missed of the groups we share (GroupRuntime::CatchUp): run only once the user vouched
   // for the key its session runs under, by verifying it or by accepting its change (catch_up_due, then on
   // the first message under the new key). Never on trust on first use: a group's roster names members, and
@@ -2316,35 +2340,11 @@ Status Client::SetVerified(const std::string& contact, bool verified) {
 }
 
 Status Client::AcceptIdentityChange(const std::string& contact) {
-  return impl_->Call([&]() -> Status {
-    CW_ASSIGN_OR_RETURN(auto c, impl_->engine_->GetContact(contact));
-    if (c.state != session::TrustState::kChanged || !c.pending_identity_key) {
-      return Status(StatusCode::kInvalidArgument, "no identity change awaits acceptance");
-    }
-    CW_RETURN_IF_ERROR(impl_->engine_->AcceptIdentityChange(contact, c.pending_identity_key));
-    impl_->compliance_->OnIdentityDecision(c.identity_key, *c.pending_identity_key, /*accepted=*/true);
-    if (impl_->state_.contacts.count(contact) != 0) {
-      State next = impl_->state_;
-      next.contacts[contact].catch_up_due = true;
-      CW_RETURN_IF_ERROR(impl_->SaveState(next));
-    }
-    if (impl_->link_ == Impl::LinkState::kUp) impl_->FetchAll([](Result<size_t>) {});
-    return Status::Ok();
-  });
+  return impl_->Call([&]() -> Status { return impl_->DecideIdentityChange(contact, /*accept=*/true); });
 }
 
 Status Client::RejectIdentityChange(const std::string& contact) {
-  return impl_->Call([&]() -> Status {
-    CW_ASSIGN_OR_RETURN(auto c, impl_->engine_->GetContact(contact));
-    if (c.state != session::TrustState::kChanged || !c.pending_identity_key) {
-      return Status(StatusCode::kInvalidArgument, "no identity change awaits a decision");
-    }
-    CW_RETURN_IF_ERROR(impl_->engine_->RejectIdentityChange(contact, *c.pending_identity_key));
-    impl_->compliance_->OnIdentityDecision(c.identity_key, *c.pending_identity_key, /*accepted=*/false);
-    // What waited at the relay: the contact's own messages are read now, the rejected key's dropped.
-    if (impl_->link_ == Impl::LinkState::kUp) impl_->FetchAll([](Result<size_t>) {});
-    return Status::Ok();
-  });
+  return impl_->Call([&]() -> Status { return impl_->DecideIdentityChange(contact, /*accept=*/false); });
 }
 
 std::string Client::DirectEndpoint() {
