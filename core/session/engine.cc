@@ -612,7 +612,8 @@ int Engine::Impl::IsTrustedIdentity(const signal_protocol_address* address, uint
   const internal::ContactRecord& c = **existing;
   if (c.identity_key == key) return c.state == TrustState::kChanged ? 0 : 1;
   if (self->probe_trusted_key_ && *self->probe_trusted_key_ == key) return 1;  // see Engine::Decrypt
-  if (c.rejected_identity_key && *c.rejected_identity_key == key) {
+  if (std::find(c.rejected_identity_keys.begin(), c.rejected_identity_keys.end(), key) !=
+      c.rejected_identity_keys.end()) {
     self->rejected_identity_ = true;  // refused for good: the user said this key is not the contact's
     return 0;
   }
@@ -1326,7 +1327,10 @@ Status Engine::RejectIdentityChange(const std::string& name, const wire::PublicK
     if (!ConstantTimeEquals(rejected_key, *c->pending_identity_key)) {
       return Error(StatusCode::kInvalidArgument, "the pending identity key is not the one the user compared");
     }
-    c->rejected_identity_key = c->pending_identity_key;
+    c->rejected_identity_keys.push_back(*c->pending_identity_key);
+    if (c->rejected_identity_keys.size() > internal::kMaxRejectedKeys) {
+      c->rejected_identity_keys.erase(c->rejected_identity_keys.begin());
+    }
     c->pending_identity_key.reset();
     c->state = c->verified_before_change ? TrustState::kVerified : TrustState::kTrusted;
     c->verified_before_change = false;

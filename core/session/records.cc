@@ -1,5 +1,6 @@
 #include "core/session/records.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/wire/content.h"
@@ -66,28 +67,28 @@ bool ReadKey(const msgpack::object& o, wire::PublicKey* out) {
 SecretBytes EncodeContact(const ContactRecord& c) {
   wire::internal::SecretSink sink;
   msgpack::packer<wire::internal::SecretSink> pk(sink);
-  // [version, state, identity key, pending key or nil, rejected key or nil, verified before the change]. The
+  // [version, state, identity key, pending key or nil, [rejected keys], verified before the change]. The
   // last two came later: a record of four fields has neither.
   pk.pack_array(6);
   pk.pack(kRecordVersion);
   pk.pack(static_cast<uint8_t>(c.state));
   PackBin(pk, c.identity_key);
-  for (const auto& key : {c.pending_identity_key, c.rejected_identity_key}) {
-    if (key) {
-      PackBin(pk, *key);
-    } else {
-      pk.pack_nil();
-    }
+  if (c.pending_identity_key) {
+    PackBin(pk, *c.pending_identity_key);
+  } else {
+    pk.pack_nil();
   }
+  pk.pack_array(static_cast<uint32_t>(c.rejected_identity_keys.size()));
+  for (const auto& key : c.rejected_identity_keys) PackBin(pk, key);
   pk.pack(c.verified_before_change);
   return sink.Take();
 }
 
 Result<ContactRecord> DecodeContact(std::span<const uint8_t> bytes) {
   wire::internal::Limits limits;
-  limits.array = 6;
+  limits.array = std::max<size_t>(6, kMaxRejectedKeys);
   limits.bin = wire::kPublicKeySize;
-  limits.depth = 1;
+  limits.depth = 2;
   auto h = wire::internal::UnpackOne(bytes, limits);
   if (!h) return Error(StatusCode::kMalformed, "contact record is not valid msgpack");
   const msgpack::object& root = h->get();
@@ -110,11 +111,15 @@ Result<ContactRecord> DecodeContact(std::span<const uint8_t> bytes) {
     c.pending_identity_key = pending;
   }
   if (root.via.array.size == 6) {
-    if (f[4].type != msgpack::type::NIL) {
+    if (f[4].type != msgpack::type::ARRAY || f[4].via.array.size > kMaxRejectedKeys) {
+      return Error(StatusCode::kMalformed, "contact record rejected keys are malformed");
+    }
+    for (uint32_t i = 0; i < f[4].via.array.size; ++i) {
       wire::PublicKey rejected;
-      if (!ReadKey(f[4], &rejected))
+      if (!ReadKey(f[4].via.array.ptr[i], &rejected)) {
         return Error(StatusCode::kMalformed, "contact record rejected key is malformed");
-      c.rejected_identity_key = rejected;
+      }
+      c.rejected_identity_keys.push_back(rejected);
     }
     if (f[5].type != msgpack::type::BOOLEAN)
       return Error(StatusCode::kMalformed, "contact record field is malformed");

@@ -21,13 +21,16 @@ uint64_t ReadBigEndian64(std::span<const uint8_t> b);  // REQUIRES: b.size() == 
 std::string SessionKey(std::string_view name, uint32_t device_id);
 std::string SenderKeyKey(std::string_view group_id, std::string_view name, uint32_t device_id);
 
+inline constexpr size_t kMaxRejectedKeys = 8;
+
 struct ContactRecord {
   TrustState state = TrustState::kTrusted;
   wire::PublicKey identity_key{};
   std::optional<wire::PublicKey> pending_identity_key;
-  // The last new key the user rejected (Engine::RejectIdentityChange): its messages are refused without
-  // asking the user again.
-  std::optional<wire::PublicKey> rejected_identity_key;
+  // New keys the user rejected (Engine::RejectIdentityChange), oldest first, at most kMaxRejectedKeys: their
+  // messages are refused without asking the user again. More than one, since an impostor can alternate keys
+  // (found in review: with only the last one kept, a second rejected key brought the first one back).
+  std::vector<wire::PublicKey> rejected_identity_keys;
   // While kChanged: whether identity_key was verified before the change, restored if it is rejected.
   bool verified_before_change = false;
 };

@@ -107,8 +107,10 @@ int main(int argc, char** argv) {
   contact.pending_identity_key.emplace();
   contact.pending_identity_key->fill(5);
   (*contact.pending_identity_key)[1] = 6;
-  contact.rejected_identity_key = contact.identity_key;
-  (*contact.rejected_identity_key)[1] = 7;
+  for (uint8_t k : {7, 8}) {
+    contact.rejected_identity_keys.push_back(contact.identity_key);
+    contact.rejected_identity_keys.back()[1] = k;
+  }
   contact.verified_before_change = true;
   seeds.push_back(Seed(kContact, session::internal::EncodeContact(contact).reveal()));
   session::internal::GroupRecord group;

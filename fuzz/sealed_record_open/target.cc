@@ -126,7 +126,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       CW_FUZZ_CHECK(c2.has_value());
       CW_FUZZ_CHECK(c2->state == c->state && c2->identity_key == c->identity_key &&
                     c2->pending_identity_key == c->pending_identity_key &&
-                    c2->rejected_identity_key == c->rejected_identity_key &&
+                    c2->rejected_identity_keys == c->rejected_identity_keys &&
                     c2->verified_before_change == c->verified_before_change);
       break;
     }

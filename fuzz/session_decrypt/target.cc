@@ -62,6 +62,7 @@ bool DocumentedDecryptError(cw::StatusCode code) {
     case cw::StatusCode::kNoSession:
     case cw::StatusCode::kNotFound:
     case cw::StatusCode::kUntrustedIdentity:
+    case cw::StatusCode::kRejected:
     case cw::StatusCode::kPermissionDenied:
       return true;
     default:

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/runtime/codec.h"
+#include "core/wire/padding.h"
 #include "tests/relay/link_client.h"
 #include "tests/runtime/runtime_test_util.h"
 
@@ -629,6 +630,51 @@ Invite SampleInvite() {
   inv.name = "dr.lee";
   inv.signature.fill(6);
   return inv;
+}
+
+// Found in review: an envelope of another version was acknowledged, so the relay deleted it unread.
+TEST_F(RuntimeE2E, AnEnvelopeOfAnotherVersionWaitsAtTheRelay) {
+  auto clinician = NewClient("clinician", "dr.lee");
+  ASSERT_TRUE(clinician);
+  ASSERT_OK(clinician->Register(relay_->address()));
+  auto code = clinician->CreateInvite();
+  ASSERT_HAS(code);
+  auto card = DecodeInvite(*code)->card;
+  // The version-1 layout: [1, type, group, sender, device, ciphertext, sent at, card].
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_array(8);
+  pk.pack_uint8(1);
+  pk.pack_uint8(static_cast<uint8_t>(session::MessageType::kPreKey));
+  pk.pack(std::string());
+  pk.pack(std::string("pat"));
+  pk.pack_uint32(1);
+  const Bytes body(120, 0x33);
+  pk.pack_bin(static_cast<uint32_t>(body.size()));
+  pk.pack_bin_body(reinterpret_cast<const char*>(body.data()), static_cast<uint32_t>(body.size()));
+  pk.pack_int64(1);
+  pk.pack_nil();
+  auto padded = wire::Pad(ByteView(reinterpret_cast<const uint8_t*>(buf.data()), buf.size()));
+  ASSERT_HAS(padded);
+  Bytes sealed(padded->size() + crypto_box_SEALBYTES);
+  ASSERT_EQ(crypto_box_seal(sealed.data(), padded->reveal().data(), padded->size(), card.box_key.data()), 0);
+  auto relay_endpoint = transport::Endpoint::Parse(relay_->address());
+  ASSERT_HAS(relay_endpoint);
+  relay::testing::LinkClient link(8, *relay_endpoint);
+  ASSERT_TRUE(link.connected());
+  relay::Deposit dep;
+  dep.mailbox = card.mailbox;
+  dep.token = card.token;
+  dep.message_id.fill(9);
+  dep.envelope = std::move(sealed);
+  link.Send(dep);
+  ASSERT_EQ(link.NextResponse().code, relay::ResponseCode::kOk);
+  auto sync = clinician->Sync();
+  ASSERT_HAS(sync);
+  EXPECT_EQ(sync->received, 0u);
+  auto left = clinician->PeekRelay();
+  ASSERT_HAS(left);
+  EXPECT_EQ(left->size(), 1u);
 }
 
 TEST(InviteCode, RoundTripsAndRejectsGarbage) {

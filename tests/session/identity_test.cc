@@ -166,19 +166,52 @@ TEST_F(EngineIdentityTest, FirstMessageFromChangedIdentityIsHeldUntilAccepted) {
 
 class SafetyNumberTest : public EngineIdentityTest {};
 
+// Found in review: only the last rejected key was remembered, so whoever claims a contact's name with two
+// keys made the user decide again and again (reject A, then B, and A was a new change once more).
+TEST_F(EngineIdentityTest, EveryRejectedKeyStaysRejected) {
+  ASSERT_NO_FATAL_FAILURE(world.Establish(clinician, patient));
+  const wire::PublicKey trusted = patient->identity_key();
+
+  patient.Recreate(world.NextSeed());  // impostor key A
+  CW_ASSERT_OK(patient->ProcessBundle(clinician.address(), *World::FetchBundle(clinician)));
+  Ciphertext a1 = MustEncrypt(patient, clinician, "A one");
+  Ciphertext a2 = MustEncrypt(patient, clinician, "A two");
+  patient.Recreate(world.NextSeed());  // impostor key B
+  CW_ASSERT_OK(patient->ProcessBundle(clinician.address(), *World::FetchBundle(clinician)));
+  Ciphertext b1 = MustEncrypt(patient, clinician, "B one");
+
+  for (const Ciphertext* first : {&a1, &b1}) {
+    EXPECT_EQ(CodeOf(clinician->Decrypt(patient.address(), *first)), StatusCode::kUntrustedIdentity);
+    auto pending = clinician->GetContact("patient");
+    CW_ASSERT_OK(pending);
+    ASSERT_TRUE(pending->pending_identity_key.has_value());
+    CW_ASSERT_OK(clinician->RejectIdentityChange("patient", *pending->pending_identity_key));
+    EXPECT_EQ(CodeOf(clinician->Decrypt(patient.address(), *first)), StatusCode::kRejected);
+  }
+  ASSERT_EQ(clinician.identity_changes.size(), 2u);
+  EXPECT_EQ(CodeOf(clinician->Decrypt(patient.address(), a2)), StatusCode::kRejected);
+  EXPECT_EQ(clinician.identity_changes.size(), 2u) << "asked again about a key already rejected";
+  auto c = clinician->GetContact("patient");
+  CW_ASSERT_OK(c);
+  EXPECT_EQ(c->state, TrustState::kTrusted);
+  EXPECT_EQ(c->identity_key, trusted);
+}
+
 TEST(ContactRecordTest, TheRejectedKeyAndTheVerifiedMarkRoundTripAndOlderRecordsStillRead) {
   internal::ContactRecord c;
   c.state = TrustState::kChanged;
   c.identity_key.fill(5);
   c.pending_identity_key.emplace().fill(6);
-  c.rejected_identity_key.emplace().fill(7);
+  c.rejected_identity_keys.resize(2);
+  c.rejected_identity_keys[0].fill(7);
+  c.rejected_identity_keys[1].fill(8);
   c.verified_before_change = true;
   auto back = internal::DecodeContact(internal::EncodeContact(c).reveal());
   CW_ASSERT_OK(back);
   EXPECT_EQ(back->state, c.state);
   EXPECT_EQ(back->identity_key, c.identity_key);
   EXPECT_EQ(back->pending_identity_key, c.pending_identity_key);
-  EXPECT_EQ(back->rejected_identity_key, c.rejected_identity_key);
+  EXPECT_EQ(back->rejected_identity_keys, c.rejected_identity_keys);
   EXPECT_TRUE(back->verified_before_change);
 
   // A record written before the last two fields existed: [1, state, key, nil].
@@ -193,7 +226,7 @@ TEST(ContactRecordTest, TheRejectedKeyAndTheVerifiedMarkRoundTripAndOlderRecords
   auto legacy = internal::DecodeContact(ByteView(reinterpret_cast<const uint8_t*>(old.data()), old.size()));
   CW_ASSERT_OK(legacy);
   EXPECT_EQ(legacy->state, TrustState::kVerified);
-  EXPECT_FALSE(legacy->rejected_identity_key.has_value());
+  EXPECT_TRUE(legacy->rejected_identity_keys.empty());
   EXPECT_FALSE(legacy->verified_before_change);
 
   // "Verified before the change" means nothing without a change.
