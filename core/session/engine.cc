@@ -1509,21 +1509,6 @@ Result<GroupDelivery> Engine::CatchUpGroups(const std::string& member, const Gro
   });
 }
 
-Result<Outgoing> Engine::ShareSenderKey(const std::string& group_id, const std::string& member,
-                                        const OutgoingHook& also_write) {
-  return impl_->Transact([&]() -> Result<Outgoing> {
-    CW_ASSIGN_OR_RETURN(auto group, impl_->ReadKnownGroup(group_id));
-    if (!Contains(group.members, member)) return Error(StatusCode::kNotFound, "not a member");
-    CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(group_id, false));
-    Address to{member, 1};
-    CW_ASSIGN_OR_RETURN(Ciphertext c, impl_->EncryptContent(
-                                          to, wire::Content{wire::ContentKind::kSenderKey, group_id, std::move(skdm), {}, 0}));
-    Outgoing out{to, std::move(c)};
-    CW_RETURN_IF_ERROR(impl_->RunHook(also_write, out));
-    return out;
-  });
-}
-
 Result<Ciphertext> Engine::GroupEncrypt(const std::string& group_id, std::span<const uint8_t> plaintext,
                                        const EncryptHook& also_write) {
   return impl_->Transact([&]() -> Result<Ciphertext> {

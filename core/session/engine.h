@@ -73,11 +73,11 @@ struct Received {
   // key after a removal). The caller delivers them like any other Outgoing.
   std::vector<Outgoing> replies;
   // Group members with whom no 1:1 session exists yet, so no sender key could go to them: fetch their
-  // bundles, ProcessBundle, then ShareSenderKey.
+  // bundles, ProcessBundle, then (once the user vouched for them) CatchUpGroups.
   std::vector<Address> missing_sessions;
   // Group members whose identity change awaits acceptance. They were sent this group upkeep all the same,
   // over the session with the key still trusted (so a member cannot be left out of a removal); after
-  // accepting a new key, their new device needs ShareSenderKey.
+  // accepting a new key, their new device needs CatchUpGroups.
   std::vector<Address> untrusted_members;
 };
 
@@ -217,7 +217,6 @@ class Engine {
   // outbox entries that carry it) that commit atomically with the new group and session state, so a crash
   // cannot keep the advanced ratchets and lose the messages built with them.
   using GroupHook = std::function<Status(const GroupDelivery&, WriteBatch*)>;
-  using OutgoingHook = std::function<Status(const Outgoing&, WriteBatch*)>;
   // Creates a group with this identity as admin and `members`, and returns the membership and this
   // device's sender key for each member, over their 1:1 sessions.
   Result<GroupDelivery> CreateGroup(const std::string& group_id, const std::vector<std::string>& members,
@@ -239,9 +238,6 @@ class Engine {
   // the session with `member` gets the keys: the caller must not run it on trust on first use, since group
   // rosters name members and anyone may be first to write under a name this device never met.
   Result<GroupDelivery> CatchUpGroups(const std::string& member, const GroupHook& also_write = nullptr);
-  // Sends this device's current sender key for the group to one member (after a missing session appeared).
-  Result<Outgoing> ShareSenderKey(const std::string& group_id, const std::string& member,
-                                  const OutgoingHook& also_write = nullptr);
   // Encrypts once for the whole group; the same Ciphertext goes to every member.
   Result<Ciphertext> GroupEncrypt(const std::string& group_id, std::span<const uint8_t> plaintext,
                                   const EncryptHook& also_write = nullptr);

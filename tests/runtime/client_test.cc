@@ -59,6 +59,22 @@ class RuntimeE2E : public ::testing::Test {
     EXPECT_EQ(sync->received, 1u);
   }
 
+  // Deposits `sealed` into `card`'s mailbox with its token over a link of the test's own, as any holder of
+  // the token may: what a hostile or differently versioned sender's client would send.
+  void DepositRaw(const ContactCard& card, Bytes sealed) {
+    auto relay_endpoint = transport::Endpoint::Parse(relay_->address());
+    ASSERT_HAS(relay_endpoint);
+    relay::testing::LinkClient link(7, *relay_endpoint);
+    ASSERT_TRUE(link.connected());
+    relay::Deposit dep;
+    dep.mailbox = card.mailbox;
+    dep.token = card.token;
+    dep.message_id.fill(9);
+    dep.envelope = std::move(sealed);
+    link.Send(dep);
+    ASSERT_EQ(link.NextResponse().code, relay::ResponseCode::kOk);
+  }
+
   TempDir dir_;
   std::unique_ptr<TestRelay> relay_;
 };
@@ -590,17 +606,7 @@ TEST_F(RuntimeE2E, AMessageNamingAnotherDeviceIsDroppedForThatReason) {
   ec.token = card.token;
   auto sealed = SealEnvelope(ec, card.box_key);
   ASSERT_HAS(sealed);
-  auto relay_endpoint = transport::Endpoint::Parse(relay_->address());
-  ASSERT_HAS(relay_endpoint);
-  relay::testing::LinkClient link(7, *relay_endpoint);
-  ASSERT_TRUE(link.connected());
-  relay::Deposit dep;
-  dep.mailbox = card.mailbox;
-  dep.token = card.token;
-  dep.message_id.fill(9);
-  dep.envelope = std::move(*sealed);
-  link.Send(dep);
-  ASSERT_EQ(link.NextResponse().code, relay::ResponseCode::kOk);
+  ASSERT_NO_FATAL_FAILURE(DepositRaw(card, std::move(*sealed)));
 
   auto sync = clinician->Sync();
   ASSERT_HAS(sync);
@@ -658,17 +664,7 @@ TEST_F(RuntimeE2E, AnEnvelopeOfAnotherVersionWaitsAtTheRelay) {
   ASSERT_HAS(padded);
   Bytes sealed(padded->size() + crypto_box_SEALBYTES);
   ASSERT_EQ(crypto_box_seal(sealed.data(), padded->reveal().data(), padded->size(), card.box_key.data()), 0);
-  auto relay_endpoint = transport::Endpoint::Parse(relay_->address());
-  ASSERT_HAS(relay_endpoint);
-  relay::testing::LinkClient link(8, *relay_endpoint);
-  ASSERT_TRUE(link.connected());
-  relay::Deposit dep;
-  dep.mailbox = card.mailbox;
-  dep.token = card.token;
-  dep.message_id.fill(9);
-  dep.envelope = std::move(sealed);
-  link.Send(dep);
-  ASSERT_EQ(link.NextResponse().code, relay::ResponseCode::kOk);
+  ASSERT_NO_FATAL_FAILURE(DepositRaw(card, std::move(sealed)));
   auto sync = clinician->Sync();
   ASSERT_HAS(sync);
   EXPECT_EQ(sync->received, 0u);

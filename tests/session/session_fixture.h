@@ -345,8 +345,8 @@ class World {
   }
 
   // Delivers every message in FIFO order, then the replies each delivery produced, until none are left.
-  // For a member reported in missing_sessions, the receiver fetches that member's bundle and shares its
-  // sender key, as a client would. Returns every delivery made.
+  // For a member reported in missing_sessions, the receiver fetches that member's bundle and catches it up
+  // (Engine::CatchUpGroups), as a client does once the user vouched for it. Returns every delivery made.
   std::vector<Delivery> Pump(const std::string& from, const GroupDelivery& delivery) {
     return Pump(from, delivery.messages);
   }
@@ -375,12 +375,12 @@ class World {
             ADD_FAILURE() << "ProcessBundle for a missing session: " << s.ToString();
             continue;
           }
-          auto share = me->ShareSenderKey(r->group_id, missing.name);
-          if (!share.has_value()) {
-            ADD_FAILURE() << "ShareSenderKey: " << share.error().ToString();
+          auto caught_up = me->CatchUpGroups(missing.name);
+          if (!caught_up.has_value()) {
+            ADD_FAILURE() << "CatchUpGroups: " << caught_up.error().ToString();
             continue;
           }
-          queue.emplace_back(out.to.name, *share);
+          for (const auto& o : caught_up->messages) queue.emplace_back(out.to.name, o);
         }
       }
       log.push_back(Delivery{sender, out.to.name, out.message, std::move(r)});

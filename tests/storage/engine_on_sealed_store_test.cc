@@ -179,13 +179,13 @@ class StorageEngineTest : public ::testing::Test {
           ++failures;
           continue;
         }
-        auto share = to->ShareSenderKey(r->group_id, missing.name);
-        if (!share.has_value()) {
-          ADD_FAILURE() << share.error().ToString();
+        auto caught_up = to->CatchUpGroups(missing.name);
+        if (!caught_up.has_value()) {
+          ADD_FAILURE() << caught_up.error().ToString();
           ++failures;
           continue;
         }
-        queue.emplace_back(out.to.name, *share);
+        for (const auto& o : caught_up->messages) queue.emplace_back(out.to.name, o);
       }
     }
     return failures;
