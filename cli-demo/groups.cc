@@ -29,9 +29,13 @@ json SyncNote(runtime::Client& c, const CliIo& io, std::string* human) {
 int ChangeResult(runtime::Client& c, const CliIo& io, const runtime::GroupChange& change, const std::string& what) {
   std::string human = what + " (group " + change.group_id + ").";
   if (!change.missing_sessions.empty()) {
-    human +=
-        "\nNo 1:1 session with " + Join(change.missing_sessions) +
-        ": they got nothing yet, and are caught up once they are contacts you verified (`verify --confirm`).";
+    human += "\nNo 1:1 session with " + Join(change.missing_sessions) +
+             ": they got nothing yet, and are caught up once they are contacts under the key the group's "
+             "admin lists.";
+  }
+  if (!change.unvouched_members.empty()) {
+    human += "\nNot the key the group's admin lists for " + Join(change.unvouched_members) +
+             ": they got nothing; compare safety numbers with them (`verify`).";
   }
   if (!change.untrusted_members.empty()) {
     human += "\nIdentity change awaiting acceptance for " + Join(change.untrusted_members) +
@@ -41,6 +45,7 @@ int ChangeResult(runtime::Client& c, const CliIo& io, const runtime::GroupChange
   j["group"] = change.group_id;
   j["missing_sessions"] = change.missing_sessions;
   j["untrusted_members"] = change.untrusted_members;
+  j["unvouched_members"] = change.unvouched_members;
   auto members = c.GroupMembers(change.group_id);
   j["members"] = members ? *members : std::vector<std::string>{};
   io.print(j, human);

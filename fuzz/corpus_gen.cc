@@ -213,6 +213,10 @@ void Generate() {
     c.group_id = group_id;
     c.members = {"alice", "bob", "dr.carol@ward-7", "nurse\xc3\xa9"};
     Add("content_decode", FromSpan(Take("encode content", cw::wire::EncodeContent(c)).reveal()));
+    // The same membership with the key its admin lists for each member (none for one of them).
+    c.member_keys = {f->alice->identity_key(), f->bob->identity_key(), std::nullopt,
+                     f->alice->identity_key()};
+    Add("content_decode", FromSpan(Take("encode content", cw::wire::EncodeContent(c)).reveal()));
   }
   {
     cw::wire::Content c;  // a group message body that is empty

@@ -177,7 +177,9 @@ std::string_view TrustName(cw::session::TrustState t) {
 // The members a group change did not reach, as the JSON the header describes (nothing when `out` is null).
 cw_status ReturnUnreached(const cw::runtime::GroupChange& change, cw_buffer** out) {
   if (out == nullptr) return CW_OK;
-  const nlohmann::json j = {{"no_session", change.missing_sessions}, {"untrusted", change.untrusted_members}};
+  const nlohmann::json j = {{"no_session", change.missing_sessions},
+                            {"untrusted", change.untrusted_members},
+                            {"unvouched", change.unvouched_members}};
   return ReturnWiped(j.dump(), out);
 }
 

@@ -1115,7 +1115,7 @@ class Client::Impl {
     if (new_contact) compliance_->OnSessionEstablished(sender.name);
     if (new_contact) direct_->OnNewContact(sender.name);
     if (const auto it = state_.contacts.find(sender.name);
-        it != state_.contacts.end() && it->second.catch_up_due) {
+        new_contact || (it != state_.contacts.end() && it->second.catch_up_due)) {
       CatchUpGroups(sender.name);
     }
     if (refused || group.refused) {
@@ -1888,6 +1888,7 @@ class Client::Impl {
             Report(s);  // the contact stands; the inviter just cannot revoke it by itself
           }
           direct_->OnNewContact(inv.name);
+          CatchUpGroups(inv.name);
           FlushOutbox([done, name = inv.name](Result<size_t>) { done(name); });
         });
       });
@@ -1920,12 +1921,12 @@ class Client::Impl {
     return Status::Ok();
   }
 
-  // What `contact` missed of the groups we share (GroupRuntime::CatchUp): run only once the user vouched
-  // for the key its session runs under, by verifying it or by accepting its change (catch_up_due, then on
-  // the first message under the new key). Never on trust on first use: a group's roster names members, and
-  // on a device that never met one, whoever writes first under that name would get our sender key (found in
-  // review). A failure costs the contact only our group messages until the next membership change, so it is
-  // reported and tried again with the next message.
+  // What `contact` missed of the groups we share (GroupRuntime::CatchUp): run on a new contact, when the user
+  // verifies one, and after an accepted identity change (catch_up_due, then on the first message under the
+  // new key). The engine sends only over a session under the key the group's admin lists for the member: on
+  // a device that never met one, whoever writes first under a member's name would otherwise get our sender
+  // key (found in review). A failure costs the contact only our group messages until the next membership
+  // change, so it is reported and tried again with the next message.
   void CatchUpGroups(const std::string& contact) {
     if (Status s = groups_->CatchUp(contact); !s.ok()) {
       return Report(Status(

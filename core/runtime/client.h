@@ -210,12 +210,15 @@ struct GroupInfo {
 struct GroupChange {
   std::string group_id;
   // Members with no 1:1 session on this device: they got nothing yet, and are caught up (our sender key, the
-  // admin's membership) once they are contacts whose safety number the user verified (SetVerified): a
-  // contact made by an invite has a name its answerer chose, no proof of being that member.
+  // admin's membership) once they are contacts under the identity key the group's admin lists for them.
   std::vector<std::string> missing_sessions;
   // Members whose identity change awaits AcceptIdentityChange. The change went to them all the same, over the
   // session with the key still trusted (a member must not miss a removal); the user should check the change.
   std::vector<std::string> untrusted_members;
+  // Members whose session with this device runs under another identity key than the group's admin lists for
+  // them (or, listed with none, one the user did not verify): they got nothing. A contact made by an invite
+  // has a name its answerer chose, no proof of being that member; the admin's list is the proof.
+  std::vector<std::string> unvouched_members;
 };
 
 class Client {

@@ -97,7 +97,8 @@ Result<GroupChange> GroupRuntime::Apply(
   });
   if (!delivery) return Error(delivery.error());
   for (const auto& [conv, seq] : queued) deps_.queued(conv, seq);
-  return GroupChange{group_id, Names(delivery->missing_sessions), Names(delivery->untrusted_members)};
+  return GroupChange{group_id, Names(delivery->missing_sessions), Names(delivery->untrusted_members),
+                     Names(delivery->unvouched_members)};
 }
 
 Result<GroupChange> GroupRuntime::Create(const std::string& label, const std::vector<std::string>& members) {
@@ -134,7 +135,14 @@ Status GroupRuntime::CatchUp(const std::string& contact) {
   auto caught_up = Apply(
       "", [&](const session::Engine::GroupHook& hook) { return deps_.engine->CatchUpGroups(contact, hook); },
       std::nullopt);
-  return caught_up ? Status::Ok() : caught_up.error();
+  if (!caught_up) return caught_up.error();
+  if (!caught_up->unvouched_members.empty() && deps_.report) {
+    deps_.report(
+        Status(StatusCode::kUntrustedIdentity,
+               "a contact's identity key is not the one a group's admin lists for that member: it was "
+               "sent nothing of the group (compare safety numbers)"));
+  }
+  return Status::Ok();
 }
 
 Result<uint64_t> GroupRuntime::SendText(const std::string& group_id, const std::string& text,
@@ -242,6 +250,7 @@ Status GroupRuntime::StageIncoming(const session::Received& rec, const std::stri
   for (const auto& o : rec.replies) CW_RETURN_IF_ERROR(StageControl(o, batch, &out->queued));
   out->missing_sessions = rec.missing_sessions.size();
   out->untrusted_members = rec.untrusted_members.size();
+  out->unvouched_members = rec.unvouched_members.size();
   return Status::Ok();
 }
 
@@ -252,6 +261,13 @@ void GroupRuntime::AfterCommit(bool committed, const Incoming& in) {
     deps_.report(Status(StatusCode::kNoSession, "group " + in.group_id + ": " + std::to_string(in.missing_sessions) +
                                                     " member(s) have no 1:1 session with this device and cannot "
                                                     "read what it sends to the group until they are contacts"));
+  }
+  if (in.unvouched_members > 0) {
+    deps_.report(
+        Status(StatusCode::kUntrustedIdentity,
+               "group " + in.group_id + ": " + std::to_string(in.unvouched_members) +
+                   " member(s) write to this device under another identity key than the group's admin "
+                   "lists for them, and were sent nothing"));
   }
   if (in.untrusted_members > 0) {
     deps_.report(Status(StatusCode::kUntrustedIdentity,

@@ -89,6 +89,7 @@ class GroupRuntime {
     std::string group_id;
     size_t missing_sessions = 0;
     size_t untrusted_members = 0;
+    size_t unvouched_members = 0;
     std::vector<std::pair<std::string, uint64_t>> queued;  // outbox entries staged (conversation, sequence)
   };
 

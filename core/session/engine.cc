@@ -341,9 +341,20 @@ class Engine::Impl {
   Result<internal::GroupRecord> ReadKnownGroup(std::string_view group_id);
   Result<SecretBytes> OwnSenderKeyDistribution(const std::string& group_id, bool rotate);
   Status ForgetSenderKeys(const std::string& group_id, const std::string& member);
-  // Sends `content` over the 1:1 session of each member but us; members without a session or with an
-  // identity change awaiting acceptance are listed in `out` instead.
-  Status FanOut(const std::vector<std::string>& members, const wire::Content& content, GroupDelivery* out);
+  // Sends `content` over the 1:1 session of each of `to` but us whose session runs under the key `group`
+  // lists (Vouched); members without a session, or not vouched for, are listed in `out` instead, and so are
+  // members with an identity change awaiting acceptance (sent to all the same).
+  Status FanOut(const internal::GroupRecord& group, const std::vector<std::string>& to,
+                const wire::Content& content, GroupDelivery* out);
+  // The identity key this device trusts for each of `members` (ours for us; none for a name that is no
+  // contact): what an admin lists.
+  Result<std::vector<std::optional<wire::PublicKey>>> TrustedKeys(const std::vector<std::string>& members);
+  // Whether our session with `member` runs under the key `group` lists for them, or, where the admin listed
+  // none, under a key the user verified.
+  Result<bool> Vouched(const internal::GroupRecord& group, const std::string& member);
+  // The membership content of `group`, carrying `sender_key` (may be empty).
+  static wire::Content Membership(const std::string& group_id, const internal::GroupRecord& group,
+                                  SecretBytes sender_key);
   Result<bool> HasSessionLocked(const Address& peer);
 
   // --- libsignal store callbacks ---
@@ -864,15 +875,25 @@ Result<SecretBytes> Engine::Impl::OwnSenderKeyDistribution(const std::string& gr
   return ToSecret(serialized);
 }
 
-Status Engine::Impl::FanOut(const std::vector<std::string>& members, const wire::Content& content, GroupDelivery* out) {
-  for (const auto& m : members) {
+Status Engine::Impl::FanOut(const internal::GroupRecord& group, const std::vector<std::string>& to,
+                            const wire::Content& content, GroupDelivery* out) {
+  auto note = [](std::vector<Address>* list, const Address& a) {
+    if (std::find(list->begin(), list->end(), a) == list->end()) list->push_back(a);
+  };
+  for (const auto& m : to) {
     if (m == local_name_) continue;
-    Address to{m, 1};
-    CW_ASSIGN_OR_RETURN(bool has, HasSessionLocked(to));
+    Address peer{m, 1};
+    CW_ASSIGN_OR_RETURN(bool has, HasSessionLocked(peer));
     if (!has) {
-      if (std::find(out->missing_sessions.begin(), out->missing_sessions.end(), to) == out->missing_sessions.end()) {
-        out->missing_sessions.push_back(to);
-      }
+      note(&out->missing_sessions, peer);
+      continue;
+    }
+    // The session must run under the key the admin lists for this member: on a device that never met a
+    // member, whoever wrote first under that name holds the session (found in review: such a contact was
+    // sent the group's keys at the next membership change).
+    CW_ASSIGN_OR_RETURN(bool vouched, Vouched(group, m));
+    if (!vouched) {
+      note(&out->unvouched_members, peer);
       continue;
     }
     // A member whose identity change awaits the user still gets the group's upkeep (membership, sender keys),
@@ -883,14 +904,44 @@ Status Engine::Impl::FanOut(const std::vector<std::string>& members, const wire:
     // They are still reported, so the user hears of the change.
     CW_ASSIGN_OR_RETURN(auto contact, ReadContact(m));
     const bool pending_change = contact && contact->state == TrustState::kChanged;
-    if (pending_change && std::find(out->untrusted_members.begin(), out->untrusted_members.end(), to) ==
-                              out->untrusted_members.end()) {
-      out->untrusted_members.push_back(to);
-    }
-    CW_ASSIGN_OR_RETURN(Ciphertext c, EncryptContent(to, content, pending_change));
-    out->messages.push_back(Outgoing{std::move(to), std::move(c)});
+    if (pending_change) note(&out->untrusted_members, peer);
+    CW_ASSIGN_OR_RETURN(Ciphertext c, EncryptContent(peer, content, pending_change));
+    out->messages.push_back(Outgoing{std::move(peer), std::move(c)});
   }
   return Status::Ok();
+}
+
+Result<std::vector<std::optional<wire::PublicKey>>> Engine::Impl::TrustedKeys(
+    const std::vector<std::string>& members) {
+  std::vector<std::optional<wire::PublicKey>> keys;
+  keys.reserve(members.size());
+  for (const auto& m : members) {
+    if (m == local_name_) {
+      keys.emplace_back(identity_public_);
+      continue;
+    }
+    CW_ASSIGN_OR_RETURN(auto contact, ReadContact(m));
+    keys.push_back(contact ? std::optional<wire::PublicKey>(contact->identity_key) : std::nullopt);
+  }
+  return keys;
+}
+
+Result<bool> Engine::Impl::Vouched(const internal::GroupRecord& group, const std::string& member) {
+  CW_ASSIGN_OR_RETURN(auto contact, ReadContact(member));
+  if (!contact) return false;
+  // While a change awaits the user, identity_key is still the key trusted before it, which the session runs
+  // under.
+  if (const auto listed = group.KeyOf(member)) return *listed == contact->identity_key;
+  return contact->state == TrustState::kVerified;
+}
+
+wire::Content Engine::Impl::Membership(const std::string& group_id, const internal::GroupRecord& group,
+                                       SecretBytes sender_key) {
+  wire::Content c{
+      wire::ContentKind::kGroupMembers, group_id, std::move(sender_key), group.members, group.epoch, {}};
+  c.member_keys = group.keys;
+  c.member_keys.resize(group.members.size());
+  return c;
 }
 
 Status Engine::Impl::ProcessSenderKey(const Address& sender, const std::string& group_id, const SecretBytes& skdm) {
@@ -944,6 +995,13 @@ Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Conten
       if (!group || !Contains(group->members, sender.name)) {
         return Error(StatusCode::kPermissionDenied, "sender key from someone who is not a group member");
       }
+      // And over a session under the key the admin lists for that member: otherwise whoever wrote to us first
+      // under a member's name could write in the group as that member.
+      CW_ASSIGN_OR_RETURN(bool vouched, Vouched(*group, sender.name));
+      if (!vouched) {
+        return Error(StatusCode::kPermissionDenied,
+                     "sender key under another identity key than the group lists for that member");
+      }
       CW_RETURN_IF_ERROR(ProcessSenderKey(sender, content.group_id, content.body));
       r.kind = Received::Kind::kSenderKey;
       return r;
@@ -951,8 +1009,19 @@ Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Conten
 
     case wire::ContentKind::kGroupMembers: {
       if (!internal::IsValidGroupId(content.group_id)) return Error(StatusCode::kMalformed, "invalid group id");
-      std::vector<std::string> updated = content.members;
-      std::sort(updated.begin(), updated.end());
+      // Members sorted by name, each with the key the admin lists (none from an admin of before keys).
+      internal::GroupRecord listed;
+      {
+        std::vector<size_t> order(content.members.size());
+        for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+        std::sort(order.begin(), order.end(),
+                  [&](size_t a, size_t b) { return content.members[a] < content.members[b]; });
+        for (size_t i : order) {
+          listed.members.push_back(content.members[i]);
+          listed.keys.push_back(content.member_keys.empty() ? std::nullopt : content.member_keys[i]);
+        }
+      }
+      const std::vector<std::string>& updated = listed.members;
       if (std::adjacent_find(updated.begin(), updated.end()) != updated.end()) {
         return Error(StatusCode::kMalformed, "group member list has duplicates");
       }
@@ -1007,29 +1076,38 @@ Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Conten
         return r;
       }
       if (!Contains(updated, sender.name)) return Error(StatusCode::kMalformed, "admin left out of its own group");
+      // Removed members, and members now listed under another key (a new device the admin accepted): the
+      // holder of the old key is out like a removed member.
       std::vector<std::string> removed, added;
       for (const auto& m : current) {
-        if (!Contains(updated, m)) removed.push_back(m);
+        if (!Contains(updated, m)) {
+          removed.push_back(m);
+        } else if (const auto was = known->KeyOf(m), now = listed.KeyOf(m);
+                   m != local_name_ && was && now && was != now) {
+          removed.push_back(m);
+        }
       }
       for (const auto& m : updated) {
         if (!Contains(current, m) && m != local_name_) added.push_back(m);
       }
       for (const auto& m : removed) CW_RETURN_IF_ERROR(ForgetSenderKeys(content.group_id, m));
-      Stage(Table::kGroup, content.group_id,
-            internal::EncodeGroup(internal::GroupRecord{known ? known->admin : sender.name, content.epoch, updated}));
+      listed.admin = known ? known->admin : sender.name;
+      listed.epoch = content.epoch;
+      Stage(Table::kGroup, content.group_id, internal::EncodeGroup(listed));
       // The admin's own sender key rides along with the membership, so the two cannot arrive out of order.
       if (!content.body.empty()) CW_RETURN_IF_ERROR(ProcessSenderKey(sender, content.group_id, content.body));
       const bool rotate = !removed.empty();
       if (!known || rotate || !added.empty()) {
         CW_ASSIGN_OR_RETURN(SecretBytes skdm, OwnSenderKeyDistribution(content.group_id, rotate));
-        wire::Content share{wire::ContentKind::kSenderKey, content.group_id, std::move(skdm), {}, 0};
+        wire::Content share{wire::ContentKind::kSenderKey, content.group_id, std::move(skdm), {}, 0, {}};
         // A new or rotated key goes to everyone; otherwise only the newcomers need ours.
         const std::vector<std::string>& to = (!known || rotate) ? updated : added;
         GroupDelivery delivery;
-        CW_RETURN_IF_ERROR(FanOut(to, share, &delivery));
+        CW_RETURN_IF_ERROR(FanOut(listed, to, share, &delivery));
         r.replies = std::move(delivery.messages);
         r.missing_sessions = std::move(delivery.missing_sessions);
         r.untrusted_members = std::move(delivery.untrusted_members);
+        r.unvouched_members = std::move(delivery.unvouched_members);
       }
       return r;
     }
@@ -1422,12 +1500,12 @@ Result<GroupDelivery> Engine::CreateGroup(const std::string& group_id, const std
     for (const auto& m : all) {
       if (!wire::IsValidName(m)) return Error(StatusCode::kInvalidArgument, "invalid member name");
     }
-    internal::GroupRecord group{impl_->local_name_, 1, all};
+    internal::GroupRecord group{impl_->local_name_, 1, all, {}};
+    CW_ASSIGN_OR_RETURN(group.keys, impl_->TrustedKeys(all));
     impl_->Stage(Table::kGroup, group_id, internal::EncodeGroup(group));
     CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(group_id, false));
     GroupDelivery out;
-    CW_RETURN_IF_ERROR(impl_->FanOut(
-        all, wire::Content{wire::ContentKind::kGroupMembers, group_id, std::move(skdm), all, group.epoch}, &out));
+    CW_RETURN_IF_ERROR(impl_->FanOut(group, all, Impl::Membership(group_id, group, std::move(skdm)), &out));
     CW_RETURN_IF_ERROR(impl_->RunHook(also_write, out));
     return out;
   });
@@ -1441,15 +1519,18 @@ Result<GroupDelivery> Engine::AddGroupMember(const std::string& group_id, const 
     if (group.admin != impl_->local_name_) return Error(StatusCode::kPermissionDenied, "only the admin adds members");
     if (Contains(group.members, member)) return Error(StatusCode::kAlreadyExists, "already a member");
     if (group.members.size() >= wire::kMaxGroupMembers) return Error(StatusCode::kResourceExhausted, "group is full");
-    group.members.push_back(member);
-    std::sort(group.members.begin(), group.members.end());
+    CW_ASSIGN_OR_RETURN(auto key, impl_->TrustedKeys({member}));
+    const auto at =
+        std::lower_bound(group.members.begin(), group.members.end(), member) - group.members.begin();
+    group.keys.resize(group.members.size());
+    group.members.insert(group.members.begin() + at, member);
+    group.keys.insert(group.keys.begin() + at, key[0]);
     ++group.epoch;
     impl_->Stage(Table::kGroup, group_id, internal::EncodeGroup(group));
     GroupDelivery out;
     CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(group_id, false));
-    CW_RETURN_IF_ERROR(impl_->FanOut(
-        group.members,
-        wire::Content{wire::ContentKind::kGroupMembers, group_id, std::move(skdm), group.members, group.epoch}, &out));
+    CW_RETURN_IF_ERROR(
+        impl_->FanOut(group, group.members, Impl::Membership(group_id, group, std::move(skdm)), &out));
     CW_RETURN_IF_ERROR(impl_->RunHook(also_write, out));
     return out;
   });
@@ -1462,19 +1543,21 @@ Result<GroupDelivery> Engine::RemoveGroupMember(const std::string& group_id, con
     if (group.admin != impl_->local_name_) return Error(StatusCode::kPermissionDenied, "only the admin removes members");
     if (!Contains(group.members, member)) return Error(StatusCode::kNotFound, "not a member");
     if (member == impl_->local_name_) return Error(StatusCode::kInvalidArgument, "the admin cannot remove itself");
-    std::erase(group.members, member);
+    const internal::GroupRecord before = group;
+    const auto at = std::find(group.members.begin(), group.members.end(), member) - group.members.begin();
+    group.keys.resize(group.members.size());
+    group.members.erase(group.members.begin() + at);
+    group.keys.erase(group.keys.begin() + at);
     ++group.epoch;
     impl_->Stage(Table::kGroup, group_id, internal::EncodeGroup(group));
     CW_RETURN_IF_ERROR(impl_->ForgetSenderKeys(group_id, member));
     GroupDelivery out;
     CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(group_id, /*rotate=*/true));
-    CW_RETURN_IF_ERROR(impl_->FanOut(
-        group.members,
-        wire::Content{wire::ContentKind::kGroupMembers, group_id, std::move(skdm), group.members, group.epoch}, &out));
+    CW_RETURN_IF_ERROR(
+        impl_->FanOut(group, group.members, Impl::Membership(group_id, group, std::move(skdm)), &out));
     // The removed member hears of its removal too (without the new key), so its client stops showing the
-    // group as live.
-    CW_RETURN_IF_ERROR(impl_->FanOut(
-        {member}, wire::Content{wire::ContentKind::kGroupMembers, group_id, {}, group.members, group.epoch}, &out));
+    // group as live: under the key listed for it until now.
+    CW_RETURN_IF_ERROR(impl_->FanOut(before, {member}, Impl::Membership(group_id, group, {}), &out));
     CW_RETURN_IF_ERROR(impl_->RunHook(also_write, out));
     return out;
   });
@@ -1491,18 +1574,40 @@ Result<GroupDelivery> Engine::CatchUpGroups(const std::string& member, const Gro
   return impl_->Transact([&]() -> Result<GroupDelivery> {
     GroupDelivery out;
     if (member == impl_->local_name_) return out;
+    CW_ASSIGN_OR_RETURN(auto contact, impl_->ReadContact(member));
     CW_ASSIGN_OR_RETURN(auto ids, impl_->List(Table::kGroup, ""));
     for (const auto& id : ids) {
       CW_ASSIGN_OR_RETURN(auto group, impl_->ReadKnownGroup(id));
       if (!Contains(group.members, member)) continue;
+      if (group.admin != impl_->local_name_) {
+        CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(id, false));
+        CW_RETURN_IF_ERROR(impl_->FanOut(
+            group, {member}, wire::Content{wire::ContentKind::kSenderKey, id, std::move(skdm), {}, 0, {}},
+            &out));
+        continue;
+      }
+      // The admin lists the key it now trusts for the member, when that is another than the listed one: the
+      // accepted new key of a member's new device (or a member listed before keys). Everyone hears of it at a
+      // new epoch, and the old key's holder is out as at a removal: our key rotates, and the members rotate
+      // theirs on receipt.
+      const auto listed = group.KeyOf(member);
+      if (contact && contact->state != TrustState::kChanged && listed != contact->identity_key) {
+        const auto at = std::find(group.members.begin(), group.members.end(), member) - group.members.begin();
+        group.keys.resize(group.members.size());
+        group.keys[at] = contact->identity_key;
+        ++group.epoch;
+        impl_->Stage(Table::kGroup, id, internal::EncodeGroup(group));
+        if (listed) CW_RETURN_IF_ERROR(impl_->ForgetSenderKeys(id, member));
+        CW_ASSIGN_OR_RETURN(SecretBytes skdm,
+                            impl_->OwnSenderKeyDistribution(id, /*rotate=*/listed.has_value()));
+        CW_RETURN_IF_ERROR(
+            impl_->FanOut(group, group.members, Impl::Membership(id, group, std::move(skdm)), &out));
+        continue;
+      }
+      // Otherwise the membership itself, at its current epoch: a new device knows no group, and takes this as
+      // its invitation; a device that knows the group takes only the key from it.
       CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(id, false));
-      // From the admin the membership itself, at its current epoch: a new device knows no group, and takes
-      // this as its invitation; a device that knows the group takes only the key from it.
-      wire::Content content = group.admin == impl_->local_name_
-                                  ? wire::Content{wire::ContentKind::kGroupMembers, id, std::move(skdm),
-                                                  group.members, group.epoch}
-                                  : wire::Content{wire::ContentKind::kSenderKey, id, std::move(skdm), {}, 0};
-      CW_RETURN_IF_ERROR(impl_->FanOut({member}, content, &out));
+      CW_RETURN_IF_ERROR(impl_->FanOut(group, {member}, Impl::Membership(id, group, std::move(skdm)), &out));
     }
     CW_RETURN_IF_ERROR(impl_->RunHook(also_write, out));
     return out;

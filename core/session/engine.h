@@ -79,6 +79,11 @@ struct Received {
   // over the session with the key still trusted (so a member cannot be left out of a removal); after
   // accepting a new key, their new device needs CatchUpGroups.
   std::vector<Address> untrusted_members;
+  // Group members whose session with us runs under another identity key than the one the group's admin lists
+  // for them (or, where it lists none, one the user did not verify): they got nothing. A name is all a
+  // roster would otherwise bind, and anyone writing first to this device may claim one. CatchUpGroups sends
+  // what they missed once the keys agree (the admin lists a member's accepted new key, or we accept it).
+  std::vector<Address> unvouched_members;
 };
 
 // What a membership change sends, and to whom it could not yet be sent (see Received).
@@ -86,6 +91,7 @@ struct GroupDelivery {
   std::vector<Outgoing> messages;
   std::vector<Address> missing_sessions;
   std::vector<Address> untrusted_members;
+  std::vector<Address> unvouched_members;
 };
 
 enum class TrustState {
@@ -231,12 +237,13 @@ class Engine {
   // guess, and that only this identity can invite others to.
   std::string NewGroupId();
   Result<std::vector<std::string>> GroupMembers(const std::string& group_id);
-  // For a member whose key the user vouched for (verified, or a new device whose identity change was
-  // accepted): for every group we share with them, this device's current sender key, and from the admin the
+  // For every group we share with `member`: this device's current sender key, and from the admin the
   // membership at its current epoch too, which a new device takes as its invitation. Without it a member we
-  // had no session with never got our key, and a member's new device was in no group at all. Whoever holds
-  // the session with `member` gets the keys: the caller must not run it on trust on first use, since group
-  // rosters name members and anyone may be first to write under a name this device never met.
+  // had no session with never got our key, and a member's new device was in no group at all. Only a session
+  // under the key the group's admin lists for the member gets anything (see Received::unvouched_members), so
+  // it is safe to run on any new session. On the admin, a member whose trusted key is no longer the listed
+  // one (a new device whose identity change the user accepted) is listed under that key at a new epoch, and
+  // every member's sender key is rotated as at a removal: the old key's holder reads nothing more.
   Result<GroupDelivery> CatchUpGroups(const std::string& member, const GroupHook& also_write = nullptr);
   // Encrypts once for the whole group; the same Ciphertext goes to every member.
   Result<Ciphertext> GroupEncrypt(const std::string& group_id, std::span<const uint8_t> plaintext,

@@ -132,15 +132,32 @@ Result<ContactRecord> DecodeContact(std::span<const uint8_t> bytes) {
   return c;
 }
 
+std::optional<wire::PublicKey> GroupRecord::KeyOf(std::string_view member) const {
+  for (size_t i = 0; i < members.size() && i < keys.size(); ++i) {
+    if (members[i] == member) return keys[i];
+  }
+  return std::nullopt;
+}
+
 SecretBytes EncodeGroup(const GroupRecord& g) {
   wire::internal::SecretSink sink;
   msgpack::packer<wire::internal::SecretSink> pk(sink);
-  pk.pack_array(4);
+  // [version, admin, epoch, [members], [member keys: bin or nil]]. The keys came later: a record of four
+  // fields has none.
+  pk.pack_array(5);
   pk.pack(kRecordVersion);
   pk.pack(g.admin);
   pk.pack(g.epoch);
   pk.pack_array(static_cast<uint32_t>(g.members.size()));
   for (const auto& m : g.members) pk.pack(m);
+  pk.pack_array(static_cast<uint32_t>(g.members.size()));
+  for (size_t i = 0; i < g.members.size(); ++i) {
+    if (i < g.keys.size() && g.keys[i]) {
+      PackBin(pk, *g.keys[i]);
+    } else {
+      pk.pack_nil();
+    }
+  }
   return sink.Take();
 }
 
@@ -148,12 +165,12 @@ Result<GroupRecord> DecodeGroup(std::span<const uint8_t> bytes) {
   wire::internal::Limits limits;
   limits.array = wire::kMaxGroupMembers;
   limits.str = wire::kMaxNameSize;
-  limits.bin = 0;
+  limits.bin = wire::kPublicKeySize;
   limits.depth = 2;
   auto h = wire::internal::UnpackOne(bytes, limits);
   if (!h) return Error(StatusCode::kMalformed, "group record is not valid msgpack");
   const msgpack::object& root = h->get();
-  if (root.type != msgpack::type::ARRAY || root.via.array.size != 4) {
+  if (root.type != msgpack::type::ARRAY || (root.via.array.size != 4 && root.via.array.size != 5)) {
     return Error(StatusCode::kMalformed, "group record has wrong shape");
   }
   const msgpack::object* f = root.via.array.ptr;
@@ -170,6 +187,19 @@ Result<GroupRecord> DecodeGroup(std::span<const uint8_t> bytes) {
     if (arr.ptr[i].type != msgpack::type::STR) return Error(StatusCode::kMalformed, "group member is not a string");
     g.members.emplace_back(arr.ptr[i].via.str.ptr, arr.ptr[i].via.str.size);
     if (!wire::IsValidName(g.members.back())) return Error(StatusCode::kMalformed, "group member name is invalid");
+  }
+  g.keys.resize(g.members.size());
+  if (root.via.array.size == 5) {
+    if (f[4].type != msgpack::type::ARRAY || f[4].via.array.size != arr.size) {
+      return Error(StatusCode::kMalformed, "group record keys do not match its members");
+    }
+    for (uint32_t i = 0; i < arr.size; ++i) {
+      const msgpack::object& k = f[4].via.array.ptr[i];
+      if (k.type == msgpack::type::NIL) continue;
+      wire::PublicKey key;
+      if (!ReadKey(k, &key)) return Error(StatusCode::kMalformed, "group record key is malformed");
+      g.keys[i] = key;
+    }
   }
   if (!wire::IsValidName(g.admin)) return Error(StatusCode::kMalformed, "group admin name is invalid");
   return g;

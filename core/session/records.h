@@ -44,6 +44,11 @@ struct GroupRecord {
   std::string admin;
   uint64_t epoch = 0;
   std::vector<std::string> members;
+  // One per member, in the same order: the identity key the admin listed for that member (the key it trusted
+  // for them at its last change), or none where it listed none (records and memberships from before keys).
+  std::vector<std::optional<wire::PublicKey>> keys;
+
+  std::optional<wire::PublicKey> KeyOf(std::string_view member) const;
 };
 
 SecretBytes EncodeGroup(const GroupRecord& group);

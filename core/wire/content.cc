@@ -1,12 +1,15 @@
 #include "core/wire/content.h"
 
+#include <cstring>
+
 #include "core/wire/msgpack_util.h"
 #include "core/wire/padding.h"
 
 namespace cw::wire {
 
 namespace {
-constexpr uint8_t kContentFields = 6;
+constexpr uint8_t kContentFields = 7;
+constexpr uint8_t kContentFieldsWithoutKeys = 6;  // before member_keys
 }  // namespace
 
 bool IsValidName(std::string_view name) {
@@ -16,6 +19,9 @@ bool IsValidName(std::string_view name) {
 Result<SecretBytes> EncodeContent(const Content& c) {
   if (c.group_id.size() > kMaxGroupIdSize || c.members.size() > kMaxGroupMembers) {
     return Error(StatusCode::kInvalidArgument, "group id or member list too large");
+  }
+  if (!c.member_keys.empty() && c.member_keys.size() != c.members.size()) {
+    return Error(StatusCode::kInvalidArgument, "member keys do not match the member list");
   }
   internal::SecretSink sink;
   msgpack::packer<internal::SecretSink> pk(sink);
@@ -29,17 +35,27 @@ Result<SecretBytes> EncodeContent(const Content& c) {
   pk.pack_array(static_cast<uint32_t>(c.members.size()));
   for (const auto& m : c.members) pk.pack(m);
   pk.pack(c.epoch);
+  pk.pack_array(static_cast<uint32_t>(c.member_keys.size()));
+  for (const auto& key : c.member_keys) {
+    if (!key) {
+      pk.pack_nil();
+      continue;
+    }
+    pk.pack_bin(static_cast<uint32_t>(key->size()));
+    pk.pack_bin_body(reinterpret_cast<const char*>(key->data()), static_cast<uint32_t>(key->size()));
+  }
   return sink.Take();
 }
 
 Result<Content> DecodeContent(std::span<const uint8_t> bytes) {
   // The root must be a fixarray of exactly kContentFields before msgpack allocates anything: the member
   // list needs an array limit of 256, which the root must not get.
-  if (bytes.empty() || bytes[0] != (0x90 | kContentFields)) {
+  if (bytes.empty() ||
+      (bytes[0] != (0x90 | kContentFields) && bytes[0] != (0x90 | kContentFieldsWithoutKeys))) {
     if (!bytes.empty() && (bytes[0] & 0xf0) == 0x90 && bytes.size() > 2 && bytes[1] != kContentVersion) {
       return Error(StatusCode::kUnsupportedVersion, "unknown content version");
     }
-    return Error(StatusCode::kMalformed, "content is not a 6-element array");
+    return Error(StatusCode::kMalformed, "content is not a 6- or 7-element array");
   }
   internal::Limits limits;
   limits.array = kMaxGroupMembers;
@@ -55,7 +71,10 @@ Result<Content> DecodeContent(std::span<const uint8_t> bytes) {
   const msgpack::object* f = root.via.array.ptr;
   if (f[0].type != msgpack::type::POSITIVE_INTEGER) return Error(StatusCode::kMalformed, "content version missing");
   if (f[0].via.u64 != kContentVersion) return Error(StatusCode::kUnsupportedVersion, "unknown content version");
-  if (root.via.array.size != kContentFields) return Error(StatusCode::kMalformed, "content has wrong field count");
+  const bool has_keys = root.via.array.size == kContentFields;
+  if (!has_keys && root.via.array.size != kContentFieldsWithoutKeys) {
+    return Error(StatusCode::kMalformed, "content has wrong field count");
+  }
   if (f[1].type != msgpack::type::POSITIVE_INTEGER || f[1].via.u64 < 1 || f[1].via.u64 > 3) {
     return Error(StatusCode::kMalformed, "unknown content kind");
   }
@@ -76,6 +95,30 @@ Result<Content> DecodeContent(std::span<const uint8_t> bytes) {
     std::string name(m.via.str.ptr, m.via.str.size);
     if (!IsValidName(name)) return Error(StatusCode::kMalformed, "group member name is invalid");
     c.members.push_back(std::move(name));
+  }
+  if (has_keys) {
+    if (f[6].type != msgpack::type::ARRAY) return Error(StatusCode::kMalformed, "member keys are not a list");
+    const msgpack::object_array& keys = f[6].via.array;
+    if (keys.size != 0 && keys.size != members.size) {
+      return Error(StatusCode::kMalformed, "member keys do not match the member list");
+    }
+    c.member_keys.reserve(keys.size);
+    for (uint32_t i = 0; i < keys.size; ++i) {
+      const msgpack::object& k = keys.ptr[i];
+      if (k.type == msgpack::type::NIL) {
+        c.member_keys.emplace_back();
+        continue;
+      }
+      if (k.type != msgpack::type::BIN || k.via.bin.size != kPublicKeySize) {
+        return Error(StatusCode::kMalformed, "member key is malformed");
+      }
+      PublicKey key;
+      std::memcpy(key.data(), k.via.bin.ptr, key.size());
+      c.member_keys.push_back(key);
+    }
+    if (c.kind != ContentKind::kGroupMembers && !c.member_keys.empty()) {
+      return Error(StatusCode::kMalformed, "member keys outside a membership");
+    }
   }
   if (c.kind != ContentKind::kMessage && c.group_id.empty()) {
     return Error(StatusCode::kMalformed, "group content without a group id");

@@ -2,18 +2,23 @@
 // session can still send hostile bytes here, so this is a parser of untrusted input with tight limits.
 //
 // Encoding (msgpack array, version 1):
-//   [1, kind, group_id (str, "" for none), body (bin), members ([str]), epoch (uint, 0 for none)].
+//   [1, kind, group_id (str, "" for none), body (bin), members ([str]), epoch (uint, 0 for none),
+//    member_keys ([bin 33 | nil], one per member, or empty)].
 // A group's membership changes carry a strictly increasing epoch, so a relay that replays or reorders
-// them cannot bring back a removed member.
+// them cannot bring back a removed member, and the identity key the admin trusts for each member, so a
+// member's name alone, which anyone writing first to a device may claim, never gets the group's keys.
+// Contents of six fields (from before member_keys) still decode, with no keys.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/base/bytes.h"
 #include "core/base/secret.h"
 #include "core/base/status.h"
+#include "core/wire/bundle.h"
 
 namespace cw::wire {
 
@@ -34,6 +39,9 @@ struct Content {
   SecretBytes body;
   std::vector<std::string> members;
   uint64_t epoch = 0;  // for kGroupMembers
+  // For kGroupMembers: empty, or one per member, in the same order: the key the admin lists for that member
+  // (none where it knows none).
+  std::vector<std::optional<PublicKey>> member_keys;
 };
 
 Result<SecretBytes> EncodeContent(const Content& content);

@@ -10,7 +10,8 @@
 namespace {
 
 bool SameContent(const cw::wire::Content& a, const cw::wire::Content& b) {
-  return a.kind == b.kind && a.group_id == b.group_id && a.body.Equals(b.body) && a.members == b.members;
+  return a.kind == b.kind && a.group_id == b.group_id && a.body.Equals(b.body) && a.members == b.members &&
+         a.member_keys == b.member_keys;
 }
 
 }  // namespace
@@ -25,6 +26,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   for (const auto& m : decoded->members) CW_FUZZ_CHECK(cw::wire::IsValidName(m));
   CW_FUZZ_CHECK(decoded->group_id.size() <= cw::wire::kMaxGroupIdSize);
+  // A membership's keys are one per member or none; nothing else carries any.
+  CW_FUZZ_CHECK(decoded->member_keys.empty() || (decoded->kind == cw::wire::ContentKind::kGroupMembers &&
+                                                 decoded->member_keys.size() == decoded->members.size()));
 
   auto encoded = cw::wire::EncodeContent(*decoded);
   CW_FUZZ_CHECK(encoded.has_value());

@@ -377,11 +377,13 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_set_on_group_message(cw_client* clien
  * have a session with us (CW_ERR_NOT_FOUND / CW_ERR_NO_SESSION otherwise, and nothing is created). The
  * membership and this device's group key go to every member through the outbox. The group id comes back in
  * *out_group_id. `label` (may be NULL) stays on this device. *out_unreached (may be NULL) receives a JSON
- * object {"no_session": [names], "untrusted": [names]}: "no_session", members who got nothing (no 1:1 session
- * on this device yet; they are caught up once they are contacts this device verified, cw_client_verify);
- * "untrusted", members whose identity change awaits acceptance, who were sent the change under the identity
- * still trusted (check the change). CW_ERR_NO_MEMORY from this and from cw_client_group_add / _remove may
- * come after the change was made (cw_client_list_groups tells). */
+ * object {"no_session": [names], "untrusted": [names], "unvouched": [names]}: "no_session", members who got
+ * nothing (no 1:1 session on this device yet; they are caught up once they are contacts under the identity
+ * key the group's admin lists for them); "untrusted", members whose identity change awaits acceptance, who
+ * were sent the change under the identity still trusted (check the change); "unvouched", members whose
+ * contact on this device has another identity key than the admin lists for them, who got nothing.
+ * CW_ERR_NO_MEMORY from this and from cw_client_group_add / _remove may come after the change was made
+ * (cw_client_list_groups tells). */
 CW_EXPORT CW_NODISCARD cw_status cw_client_group_create(cw_client* client, const char* label,
                                                         const char* const* members, size_t n_members,
                                                         cw_buffer** out_group_id, cw_buffer** out_unreached);

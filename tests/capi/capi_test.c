@@ -481,7 +481,8 @@ int main(int argc, char** argv) {
   CHECK(group == NULL);
   REQUIRE_OK(cw_client_group_create(clinician, "Cardiology team", members, 1, &group, &unreached));
   CHECK(cw_buffer_size(group) == 64);
-  CHECK(strcmp((const char*)cw_buffer_data(unreached), "{\"no_session\":[],\"untrusted\":[]}") == 0);
+  CHECK(strcmp((const char*)cw_buffer_data(unreached),
+               "{\"no_session\":[],\"untrusted\":[],\"unvouched\":[]}") == 0);
   cw_buffer_free(unreached);
   const char* gid = (const char*)cw_buffer_data(group);
   uint64_t group_seq = 0;

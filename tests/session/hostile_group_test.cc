@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <deque>
 
 #include "tests/session/session_fixture.h"
 
@@ -359,6 +360,169 @@ TEST_F(HostileGroupTest, AnUpdateFromBeforeOurRemovalDoesNotBringUsBack) {
   auto members = patient->GroupMembers(group_);
   CW_ASSERT_OK(members);
   EXPECT_EQ(members->size(), 3u);
+}
+
+// Delivers `outs` from `from` and every reply they produce, without making the sessions a member reports
+// missing (World::Pump would). Returns each delivery's result, in order.
+std::vector<Result<Received>> DeliverAll(World& w, const std::string& from,
+                                         const std::vector<Outgoing>& outs) {
+  std::vector<Result<Received>> results;
+  std::deque<std::pair<std::string, Outgoing>> queue;
+  for (const auto& o : outs) queue.emplace_back(from, o);
+  while (!queue.empty()) {
+    auto [sender, o] = std::move(queue.front());
+    queue.pop_front();
+    auto r = w.Deliver(sender, o);
+    if (r.has_value()) {
+      for (const auto& reply : r->replies) queue.emplace_back(o.to.name, reply);
+    }
+    results.push_back(std::move(r));
+  }
+  return results;
+}
+
+bool Names(const std::vector<Address>& v, const std::string& name) {
+  return std::any_of(v.begin(), v.end(), [&](const Address& a) { return a.name == name; });
+}
+
+// Found in review: a roster named members and nothing more, so on a device that never met a member, whoever
+// wrote first under that member's name held the session the group's keys went over. Here the patient, a
+// member herself, writes to the nurse as "pharmacist": she was sent the nurse's key again after her own
+// removal, and could give the nurse a sender key that made her group messages read as the pharmacist's.
+// Rosters now carry the key the admin trusts for each member.
+TEST(HostileRosterTest, AMemberNameUnderAnotherKeyIsSentNoGroupKeyAndCannotGiveOne) {
+  World w;
+  Party& clinician = w.Add("clinician");
+  Party& nurse = w.Add("nurse");
+  Party& pharmacist = w.Add("pharmacist");
+  Party& patient = w.Add("patient");
+  for (Party* p : {&nurse, &pharmacist, &patient}) ASSERT_NO_FATAL_FAILURE(w.Establish(clinician, *p));
+  const std::string group = clinician->NewGroupId();
+  auto made = clinician->CreateGroup(group, {"nurse", "pharmacist", "patient"});
+  CW_ASSERT_OK(made);
+  for (const auto& r : DeliverAll(w, "clinician", made->messages)) CW_ASSERT_OK(r);
+
+  // The patient's first message to the nurse, under the name of the pharmacist, whom the nurse never met.
+  auto bundle = World::FetchBundle(nurse);
+  ASSERT_TRUE(bundle.has_value());
+  CW_ASSERT_OK(patient->ProcessBundle(nurse.address(), *bundle));
+  auto hello = patient->Encrypt(nurse.address(), AsBytes("hi, it's the pharmacist"));
+  CW_ASSERT_OK(hello);
+  CW_ASSERT_OK(nurse->Decrypt(pharmacist.address(), *hello));
+
+  // The nurse's catch-up sends her nothing, and says why.
+  auto caught_up = nurse->CatchUpGroups("pharmacist");
+  CW_ASSERT_OK(caught_up);
+  EXPECT_TRUE(caught_up->messages.empty());
+  EXPECT_TRUE(Names(caught_up->unvouched_members, "pharmacist"));
+
+  // Her sender key, given as the pharmacist's, is refused, and changes nothing.
+  auto given = patient->CatchUpGroups("nurse");
+  CW_ASSERT_OK(given);
+  ASSERT_EQ(given->messages.size(), 1u);
+  auto before = nurse.snapshot();
+  EXPECT_EQ(CodeOf(nurse->Decrypt(pharmacist.address(), given->messages[0].message)),
+            StatusCode::kPermissionDenied);
+  EXPECT_TRUE(SameState(before, nurse.snapshot()));
+  auto post = patient->GroupEncrypt(group, AsBytes("the pharmacist says: double the dose"));
+  CW_ASSERT_OK(post);
+  EXPECT_NE(CodeOf(nurse->Decrypt(pharmacist.address(), *post)), StatusCode::kOk);
+
+  // Removed, she is not sent the nurse's rotated key under the pharmacist's name either.
+  auto removal = clinician->RemoveGroupMember(group, "patient");
+  CW_ASSERT_OK(removal);
+  bool reported = false;
+  for (const auto& o : removal->messages) {
+    if (o.to.name != "nurse") continue;
+    auto r = w.Deliver("clinician", o);
+    CW_ASSERT_OK(r);
+    for (const auto& reply : r->replies) EXPECT_NE(reply.to.name, "pharmacist");
+    reported |= Names(r->unvouched_members, "pharmacist");
+  }
+  EXPECT_TRUE(reported) << "the nurse must hear that the pharmacist was sent nothing";
+  auto after = nurse->GroupEncrypt(group, AsBytes("after the removal"));
+  CW_ASSERT_OK(after);
+  EXPECT_NE(CodeOf(patient->Decrypt(nurse.address(), *after)), StatusCode::kOk);
+}
+
+// A member's new device: once the admin accepts its key, the roster lists that key at a new epoch, every
+// member rotates away from the old one and forgets its sender key, and the new device is sent keys by each
+// member once that member accepts the change too.
+TEST(HostileRosterTest, AMembersNewKeyListedByTheAdminShutsOutTheOldOne) {
+  World w;
+  Party& clinician = w.Add("clinician");
+  Party& nurse = w.Add("nurse");
+  Party& old_phone = w.Add("pharmacist");
+  for (Party* p : {&nurse, &old_phone}) ASSERT_NO_FATAL_FAILURE(w.Establish(clinician, *p));
+  ASSERT_NO_FATAL_FAILURE(w.Establish(nurse, old_phone));
+  const std::string group = clinician->NewGroupId();
+  auto made = clinician->CreateGroup(group, {"nurse", "pharmacist"});
+  CW_ASSERT_OK(made);
+  ASSERT_TRUE(AllDelivered(w.Pump("clinician", *made)));
+  auto late = old_phone->GroupEncrypt(group, AsBytes("sent from the old phone, delivered late"));
+  CW_ASSERT_OK(late);
+
+  // The new phone (a world of its own: the same name, another identity) writes to the clinician and the
+  // nurse, who see a changed identity; the clinician accepts it.
+  World elsewhere;
+  Party& new_phone = elsewhere.Add("pharmacist");
+  auto first_message = [&](Party& to) {
+    auto b = World::FetchBundle(to);
+    EXPECT_TRUE(b.has_value());
+    EXPECT_EQ(CodeOf(new_phone->ProcessBundle(to.address(), *b)), StatusCode::kOk);
+    auto m = new_phone->Encrypt(to.address(), AsBytes("my new phone"));
+    EXPECT_TRUE(m.has_value());
+    return *m;
+  };
+  const Ciphertext to_clinician = first_message(clinician);
+  const Ciphertext to_nurse = first_message(nurse);
+  ASSERT_EQ(CodeOf(clinician->Decrypt(old_phone.address(), to_clinician)), StatusCode::kUntrustedIdentity);
+  CW_ASSERT_OK(clinician->AcceptIdentityChange("pharmacist", new_phone->identity_key()));
+  CW_ASSERT_OK(clinician->Decrypt(old_phone.address(), to_clinician));
+  ASSERT_EQ(CodeOf(nurse->Decrypt(old_phone.address(), to_nurse)), StatusCode::kUntrustedIdentity);
+
+  // The clinician's catch-up lists the new key at a new epoch, for everyone.
+  auto listed = clinician->CatchUpGroups("pharmacist");
+  CW_ASSERT_OK(listed);
+  std::vector<std::string> to;
+  for (const auto& o : listed->messages) to.push_back(o.to.name);
+  EXPECT_EQ(Sorted(to), (std::vector<std::string>{"nurse", "pharmacist"}));
+  for (const auto& o : listed->messages) {
+    auto r =
+        o.to.name == "nurse" ? w.Deliver("clinician", o) : new_phone->Decrypt(clinician.address(), o.message);
+    CW_ASSERT_OK(r);
+    EXPECT_EQ(r->kind, Received::Kind::kGroupMembers);
+    if (o.to.name != "nurse") continue;
+    // The nurse, who has not accepted the change, rotates her key and sends it to nobody under either key.
+    for (const auto& reply : r->replies) EXPECT_NE(reply.to.name, "pharmacist");
+    EXPECT_TRUE(Names(r->unvouched_members, "pharmacist"));
+    for (const auto& reply : r->replies) CW_ASSERT_OK(w.Deliver("nurse", reply));
+  }
+  // The old phone's sender key is forgotten, and it reads neither the clinician nor the nurse any more.
+  EXPECT_NE(CodeOf(nurse->Decrypt(old_phone.address(), *late)), StatusCode::kOk);
+  for (Party* from : {&clinician, &nurse}) {
+    auto ct = (*from)->GroupEncrypt(group, AsBytes("after the new key"));
+    CW_ASSERT_OK(ct);
+    EXPECT_NE(CodeOf(old_phone->Decrypt(from->address(), *ct)), StatusCode::kOk) << from->name();
+  }
+  auto from_clinician = clinician->GroupEncrypt(group, AsBytes("welcome back"));
+  CW_ASSERT_OK(from_clinician);
+  auto read = new_phone->Decrypt(clinician.address(), *from_clinician);
+  CW_ASSERT_OK(read);
+  EXPECT_EQ(testing::Text(read->body), "welcome back");
+
+  // The nurse accepts too; her catch-up now reaches the new phone.
+  CW_ASSERT_OK(nurse->AcceptIdentityChange("pharmacist", new_phone->identity_key()));
+  CW_ASSERT_OK(nurse->Decrypt(old_phone.address(), to_nurse));
+  auto from_nurse = nurse->CatchUpGroups("pharmacist");
+  CW_ASSERT_OK(from_nurse);
+  ASSERT_EQ(from_nurse->messages.size(), 1u);
+  CW_ASSERT_OK(new_phone->Decrypt(nurse.address(), from_nurse->messages[0].message));
+  auto ct = nurse->GroupEncrypt(group, AsBytes("hello, new phone"));
+  CW_ASSERT_OK(ct);
+  auto got = new_phone->Decrypt(nurse.address(), *ct);
+  CW_ASSERT_OK(got);
+  EXPECT_EQ(testing::Text(got->body), "hello, new phone");
 }
 
 }  // namespace

@@ -236,6 +236,50 @@ TEST(ContactRecordTest, TheRejectedKeyAndTheVerifiedMarkRoundTripAndOlderRecords
   EXPECT_EQ(CodeOf(internal::DecodeContact(internal::EncodeContact(odd).reveal())), StatusCode::kMalformed);
 }
 
+TEST(GroupRecordTest, EachMembersListedKeyRoundTripsAndOlderRecordsReadWithNone) {
+  internal::GroupRecord g{"clinician", 7, {"clinician", "nurse", "patient"}, {}};
+  g.keys.resize(3);
+  g.keys[0].emplace().fill(1);
+  g.keys[2].emplace().fill(3);  // the nurse listed with none
+  auto back = internal::DecodeGroup(internal::EncodeGroup(g).reveal());
+  CW_ASSERT_OK(back);
+  EXPECT_EQ(back->admin, "clinician");
+  EXPECT_EQ(back->epoch, 7u);
+  EXPECT_EQ(back->members, g.members);
+  EXPECT_EQ(back->keys, g.keys);
+  EXPECT_EQ(back->KeyOf("patient"), g.keys[2]);
+  EXPECT_FALSE(back->KeyOf("nurse").has_value());
+  EXPECT_FALSE(back->KeyOf("stranger").has_value());
+
+  // A record written before keys: [1, admin, epoch, [members]].
+  msgpack::sbuffer old;
+  msgpack::packer<msgpack::sbuffer> pk(old);
+  pk.pack_array(4);
+  pk.pack(1);
+  pk.pack(std::string("clinician"));
+  pk.pack(3);
+  pk.pack(std::vector<std::string>{"clinician", "nurse"});
+  auto legacy = internal::DecodeGroup(ByteView(reinterpret_cast<const uint8_t*>(old.data()), old.size()));
+  CW_ASSERT_OK(legacy);
+  EXPECT_EQ(legacy->members, (std::vector<std::string>{"clinician", "nurse"}));
+  ASSERT_EQ(legacy->keys.size(), 2u);
+  EXPECT_FALSE(legacy->keys[0].has_value());
+  EXPECT_FALSE(legacy->keys[1].has_value());
+
+  // Keys that do not match the members are refused.
+  msgpack::sbuffer odd;
+  msgpack::packer<msgpack::sbuffer> pk2(odd);
+  pk2.pack_array(5);
+  pk2.pack(1);
+  pk2.pack(std::string("clinician"));
+  pk2.pack(3);
+  pk2.pack(std::vector<std::string>{"clinician", "nurse"});
+  pk2.pack_array(1);
+  pk2.pack_nil();
+  EXPECT_EQ(CodeOf(internal::DecodeGroup(ByteView(reinterpret_cast<const uint8_t*>(odd.data()), odd.size()))),
+            StatusCode::kMalformed);
+}
+
 TEST_F(SafetyNumberTest, SixtyDigitsEqualOnBothSides) {
   ASSERT_NO_FATAL_FAILURE(world.Establish(clinician, patient));
   auto mine = clinician->GetSafetyNumber("patient");

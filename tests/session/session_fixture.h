@@ -346,7 +346,7 @@ class World {
 
   // Delivers every message in FIFO order, then the replies each delivery produced, until none are left.
   // For a member reported in missing_sessions, the receiver fetches that member's bundle and catches it up
-  // (Engine::CatchUpGroups), as a client does once the user vouched for it. Returns every delivery made.
+  // (Engine::CatchUpGroups), as a client does with a new contact. Returns every delivery made.
   std::vector<Delivery> Pump(const std::string& from, const GroupDelivery& delivery) {
     return Pump(from, delivery.messages);
   }

@@ -89,6 +89,46 @@ TEST(ContentTest, HandWrittenContentDecodes) {
   auto r = DecodeContent(HandWritten(1, 3, "g", {"a", "b"}));
   ASSERT_TRUE(r.has_value()) << r.error().ToString();
   EXPECT_EQ(r->members, (std::vector<std::string>{"a", "b"}));
+  EXPECT_TRUE(r->member_keys.empty());  // six fields: written before member keys
+}
+
+// [version, kind, group_id, body, members, epoch, member_keys]: `keys` entries of size 0 are nil.
+Bytes HandWrittenWithKeys(uint64_t kind, const std::vector<std::string>& members,
+                          const std::vector<size_t>& keys) {
+  MsgpackWriter w;
+  w.Array(7).Uint(1).Uint(kind).Str("g").Bin(3, 'b').Array(static_cast<uint32_t>(members.size()));
+  for (const auto& m : members) w.Str(m);
+  w.Uint(1).Array(static_cast<uint32_t>(keys.size()));
+  for (size_t k : keys) {
+    if (k == 0) {
+      w.Nil();
+    } else {
+      w.Bin(k, 5);
+    }
+  }
+  return w.bytes();
+}
+
+TEST(ContentTest, AMembershipCarriesTheKeyListedForEachMember) {
+  Content c = Make(ContentKind::kGroupMembers, "ward-7", Bytes(20, 9), {"a", "b", "c"});
+  c.member_keys.resize(3);
+  c.member_keys[0].emplace().fill(1);
+  c.member_keys[2].emplace().fill(2);
+  auto encoded = EncodeContent(c);
+  ASSERT_TRUE(encoded.has_value()) << encoded.error().ToString();
+  auto decoded = DecodeContent(encoded->reveal());
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
+  EXPECT_EQ(decoded->member_keys, c.member_keys);
+
+  auto ok = DecodeContent(HandWrittenWithKeys(3, {"a", "b"}, {kPublicKeySize, 0}));
+  ASSERT_TRUE(ok.has_value()) << ok.error().ToString();
+  ExpectRejected(HandWrittenWithKeys(3, {"a", "b"}, {kPublicKeySize}), StatusCode::kMalformed,
+                 "one key short");
+  ExpectRejected(HandWrittenWithKeys(3, {"a"}, {kPublicKeySize - 1}), StatusCode::kMalformed, "short key");
+  ExpectRejected(HandWrittenWithKeys(2, {"a"}, {kPublicKeySize}), StatusCode::kMalformed,
+                 "keys on a sender key");
+  c.member_keys.pop_back();
+  EXPECT_EQ(EncodeContent(c).error().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(ContentTest, MemberNameWithNulIsMalformed) {
