@@ -337,13 +337,24 @@ int CmdContacts() {
   return 0;
 }
 
-int CmdVerify(const std::string& contact, bool confirm, bool accept_change, bool reject_change) {
-  if (accept_change && reject_change) {
-    return Fail(Status(StatusCode::kInvalidArgument, "give --accept-change or --reject-change, not both"),
+int CmdVerify(const std::string& contact, bool confirm, bool accept_change, bool reject_change,
+              bool reconsider_change) {
+  if (int{accept_change} + int{reject_change} + int{reconsider_change} > 1) {
+    return Fail(Status(StatusCode::kInvalidArgument,
+                       "give one of --accept-change, --reject-change and --reconsider-change"),
                 "verify");
   }
   auto c = OpenClient();
   if (!c) return Fail(c.error(), "open");
+  if (reconsider_change) {
+    if (auto r = (*c)->ReconsiderIdentityChange(contact); !r)
+      return Fail(r.error(), "take back the rejection");
+    if (!g.json) {
+      std::cerr << "Took back the rejection of " << contact << "'s new key: it awaits your decision again. "
+                << "Compare the number below with theirs, then `verify " << contact
+                << " --accept-change` or `--reject-change`.\n";
+    }
+  }
   if (accept_change) {
     if (Status s = (*c)->AcceptIdentityChange(contact); !s.ok()) return Fail(s, "accept the identity change");
   }
@@ -893,8 +904,21 @@ void OnLine(char* raw) {
     Status s = c.RejectIdentityChange(chat->contact);
     std::printf("%s\n", s.ok() ? "Rejected the new identity key: the previous one stands."
                                : ("! " + s.message()).c_str());
+  } else if (line == "/reconsider") {
+    auto sn = c.ReconsiderIdentityChange(chat->contact);
+    if (!sn) {
+      std::printf("! %s\n", sn.error().message().c_str());
+    } else {
+      std::printf(
+          "Took back the rejection: the new key awaits your decision. Its safety number:\n    %s\n"
+          "/accept if it matches theirs, /reject if not.\n",
+          Grouped(sn->digits).c_str());
+    }
   } else if (line == "/help") {
-    std::printf("/file <path>  /verify  /verify confirm  /accept or /reject (a changed identity)  /quit\n");
+    std::printf(
+        "/file <path>  /verify  /verify confirm  /accept or /reject (a changed identity)  /reconsider (take "
+        "back "
+        "a /reject)  /quit\n");
   } else if (line[0] == '/') {
     std::printf("! unknown command; /help\n");
   } else {
@@ -994,8 +1018,8 @@ int main(int argc, char** argv) {
   std::string name, kdf = "moderate", code, message = "Hello, I accepted your invitation.", contact, text, out, key_file,
       file;
   size_t n = 50;
-  bool confirm = false, accept_change = false, reject_change = false, offline = false, plain = false,
-       clinic = false, list = false;
+  bool confirm = false, accept_change = false, reject_change = false, reconsider_change = false,
+       offline = false, plain = false, clinic = false, list = false;
   std::string purpose(cw::runtime::kDefaultPurpose), receipt_id, exporter_key;
   std::vector<std::string> purposes, require, exempt, party_keys;
   int64_t expires_days = 0, floor_days = 0;
@@ -1025,6 +1049,9 @@ int main(int argc, char** argv) {
   verify->add_flag(
       "--reject-change", reject_change,
       "reject the contact's changed identity key (it does not match theirs: someone else wrote)");
+  verify->add_flag("--reconsider-change", reconsider_change,
+                   "take back the last --reject-change (it was their new device after all): the key awaits "
+                   "a decision again");
   auto* send = app.add_subcommand("send", "send a message");
   send->add_option("contact", contact)->required();
   send->add_option("text", text, "the message (or --file)");
@@ -1089,7 +1116,7 @@ int main(int argc, char** argv) {
   if (*remove) return CmdRevoke(contact, /*remove=*/true);
   if (*accept) return CmdAccept(code, message);
   if (*contacts) return CmdContacts();
-  if (*verify) return CmdVerify(contact, confirm, accept_change, reject_change);
+  if (*verify) return CmdVerify(contact, confirm, accept_change, reject_change, reconsider_change);
   if (*send) return CmdSend(contact, text, purpose, file);
   if (*receive) return CmdReceive();
   if (*history) return CmdHistory(contact, n, offline);

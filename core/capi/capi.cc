@@ -536,6 +536,17 @@ CW_EXPORT cw_status cw_client_reject_identity_change(cw_client* client, const ch
   });
 }
 
+CW_EXPORT cw_status cw_client_reconsider_identity_change(cw_client* client, const char* contact,
+                                                         cw_buffer** out_safety_number) {
+  if (out_safety_number != nullptr) *out_safety_number = nullptr;
+  return ClientGuard(client, [&]() -> cw_status {
+    if (client == nullptr || contact == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    auto sn = client->client->ReconsiderIdentityChange(contact);
+    if (!sn) return ToC(sn.error());
+    return out_safety_number == nullptr ? CW_OK : ReturnString(sn->digits, out_safety_number);
+  });
+}
+
 // ---- Options, lock and receipts
 
 CW_EXPORT cw_status cw_client_lock(cw_client* client) {

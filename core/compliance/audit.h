@@ -66,7 +66,8 @@ enum class AuditEventType : uint8_t {
   kLocked = 3,              // code: 0 by the user, 1 by the idle timer (automatic logoff)
   kSessionEstablished = 4,  // subject: peer identity fingerprint
   kIdentityKeyChanged = 5,  // subject: peer (by its trusted key); digest: BLAKE2b of the new key; code: 0
-                            // detected, 1 accepted by the user, 2 rejected by the user
+                            // detected, 1 accepted by the user, 2 rejected by the user, 3 a rejection the
+                            // user took back (the key awaits a decision again)
   kVerification = 6,        // subject: peer; code: 1 verified, 0 cleared
   kMessageSent = 7,         // subject: conversation hash; ref: message id
   kMessageReceived = 8,

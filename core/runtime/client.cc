@@ -1908,7 +1908,9 @@ class Client::Impl {
     } else {
       CW_RETURN_IF_ERROR(engine_->RejectIdentityChange(contact, *c.pending_identity_key));
     }
-    compliance_->OnIdentityDecision(c.identity_key, *c.pending_identity_key, accept);
+    compliance_->OnIdentityDecision(c.identity_key, *c.pending_identity_key,
+                                    accept ? ComplianceRuntime::IdentityDecision::kAccepted
+                                           : ComplianceRuntime::IdentityDecision::kRejected);
     if (accept && state_.contacts.count(contact) != 0) {
       State next = state_;
       next.contacts[contact].catch_up_due = true;
@@ -2356,6 +2358,16 @@ Status Client::AcceptIdentityChange(const std::string& contact) {
 
 Status Client::RejectIdentityChange(const std::string& contact) {
   return impl_->Call([&]() -> Status { return impl_->DecideIdentityChange(contact, /*accept=*/false); });
+}
+
+Result<session::SafetyNumber> Client::ReconsiderIdentityChange(const std::string& contact) {
+  return impl_->Call([&]() -> Result<session::SafetyNumber> {
+    CW_ASSIGN_OR_RETURN(auto before, impl_->engine_->GetContact(contact));
+    CW_ASSIGN_OR_RETURN(wire::PublicKey key, impl_->engine_->ReconsiderIdentityChange(contact));
+    impl_->compliance_->OnIdentityDecision(before.identity_key, key,
+                                           ComplianceRuntime::IdentityDecision::kRejectionTakenBack);
+    return impl_->engine_->GetSafetyNumber(contact);
+  });
 }
 
 std::string Client::DirectEndpoint() {

@@ -367,6 +367,12 @@ class Client {
   // awaits. If the change came through an invite code of ours, that code reached the wrong person: cancel it
   // (OpenInvites, CancelInvite).
   Status RejectIdentityChange(const std::string& contact);
+  // Takes back the last RejectIdentityChange for `contact`, when the user rejected their real new device by
+  // mistake (without this, that device could never write to us again). The rejected key awaits a decision
+  // again, as a change (Accept or Reject); returns the safety number to compare, the key's. What it sent
+  // while rejected was dropped; what it sends from now on waits at the relay for the decision. kNotFound
+  // when no key of the contact was rejected; kInvalidArgument while another change awaits.
+  Result<session::SafetyNumber> ReconsiderIdentityChange(const std::string& contact);
   // Revokes at the relay the deposit token this device gave `contact`: the relay refuses the contact's
   // deposits from then on. Sending to the contact still works. The token is the one in our reply card when
   // we accepted the contact's invite, or, when the contact accepted ours, the invite token its kInviteAnswer

@@ -466,9 +466,10 @@ void ComplianceRuntime::DeferIdentityChange(ByteView previous_key, ByteView new_
                        DigestBytes(compliance::Blake2b256({new_key}))});
 }
 
-void ComplianceRuntime::OnIdentityDecision(ByteView previous_key, ByteView new_key, bool accepted) {
+void ComplianceRuntime::OnIdentityDecision(ByteView previous_key, ByteView new_key,
+                                           IdentityDecision decision) {
   (void)Audit({AuditEventType::kIdentityKeyChanged, compliance::IdentityFingerprint(previous_key), "",
-               accepted ? 1u : 2u, DigestBytes(compliance::Blake2b256({new_key}))});
+               static_cast<uint32_t>(decision), DigestBytes(compliance::Blake2b256({new_key}))});
 }
 
 void ComplianceRuntime::FlushDeferred() {

@@ -151,8 +151,10 @@ class ComplianceRuntime {
   // From the engine's identity-change callback (inside an engine call): queued, written by FlushDeferred.
   void DeferIdentityChange(ByteView previous_key, ByteView new_key);
   void FlushDeferred();
-  // The user accepted or rejected a contact's change from `previous_key` to `new_key`.
-  void OnIdentityDecision(ByteView previous_key, ByteView new_key, bool accepted);
+  // The user accepted or rejected a contact's change from `previous_key` to `new_key`, or took back a
+  // rejection of `new_key` (the audit entry's code, see AuditEventType::kIdentityKeyChanged).
+  enum class IdentityDecision : uint32_t { kAccepted = 1, kRejected = 2, kRejectionTakenBack = 3 };
+  void OnIdentityDecision(ByteView previous_key, ByteView new_key, IdentityDecision decision);
   // Signs a checkpoint when entries were added since the last one (on close).
   void CheckpointIfNeeded();
 

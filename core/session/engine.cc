@@ -1418,6 +1418,24 @@ Status Engine::RejectIdentityChange(const std::string& name, const wire::PublicK
   return r ? Status::Ok() : r.error();
 }
 
+Result<wire::PublicKey> Engine::ReconsiderIdentityChange(const std::string& name) {
+  return impl_->Transact([&]() -> Result<wire::PublicKey> {
+    CW_ASSIGN_OR_RETURN(auto c, impl_->ReadContact(name));
+    if (c && c->state == TrustState::kChanged) {
+      return Error(StatusCode::kInvalidArgument, "another identity change awaits a decision");
+    }
+    if (!c || c->rejected_identity_keys.empty())
+      return Error(StatusCode::kNotFound, "no rejected identity key");
+    const wire::PublicKey key = c->rejected_identity_keys.back();
+    c->rejected_identity_keys.pop_back();
+    c->verified_before_change = c->state == TrustState::kVerified;
+    c->state = TrustState::kChanged;
+    c->pending_identity_key = key;
+    impl_->StageContact(name, *c);
+    return key;
+  });
+}
+
 Status Engine::SetVerified(const std::string& name, bool verified) {
   auto r = impl_->Transact([&]() -> Result<bool> {
     CW_ASSIGN_OR_RETURN(auto c, impl_->ReadContact(name));

@@ -206,6 +206,12 @@ class Engine {
   // asking the user again. A different new key is a new change. kInvalidArgument when `rejected_key` is not
   // the pending key (the user compared another).
   Status RejectIdentityChange(const std::string& name, const wire::PublicKey& rejected_key);
+  // Takes back the user's last rejection of a new key of `name` (the contact's real new device, rejected by
+  // mistake): without it that device could never write to us again. The key awaits a decision again, as a
+  // pending change (GetSafetyNumber shows its number), and its messages are no longer refused for good.
+  // Returns that key. kNotFound when no key of the contact was rejected; kInvalidArgument while another
+  // change awaits a decision.
+  Result<wire::PublicKey> ReconsiderIdentityChange(const std::string& name);
   Result<SafetyNumber> GetSafetyNumber(const std::string& name);
   // True when `scanned` (the peer's scannable safety number) matches ours. kTampered... never: a mismatch
   // is false; malformed bytes are kMalformed.

@@ -209,6 +209,15 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_accept_identity_change(cw_client* cli
  * (cw_client_cancel_invite): it reached the wrong person. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_reject_identity_change(cw_client* client, const char* contact);
 
+/* Takes back the last rejection of a new identity key of `contact`, when the user rejected their real new
+ * device by mistake (otherwise that device could never write to us again). The key awaits a decision again,
+ * as an identity change: *out_safety_number (may be NULL) receives its 60-digit safety number to compare,
+ * then cw_client_accept_identity_change or cw_client_reject_identity_change. What it sent while rejected
+ * was dropped. CW_ERR_NOT_FOUND when no key of the contact was rejected; CW_ERR_INVALID_ARGUMENT while
+ * another change awaits a decision. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_reconsider_identity_change(cw_client* client, const char* contact,
+                                                                      cw_buffer** out_safety_number);
+
 /* ---- Options, lock and receipts ------------------------------------------------------------------- */
 
 /* Options for cw_client_open_ex. Zero-initialize, set struct_size = sizeof(cw_options), then the fields you

@@ -340,6 +340,11 @@ int main(int argc, char** argv) {
   CHECK_STATUS(cw_client_accept_identity_change(clinician, "patient"), CW_ERR_INVALID_ARGUMENT);
   CHECK_STATUS(cw_client_reject_identity_change(clinician, "patient"), CW_ERR_INVALID_ARGUMENT);
   CHECK_STATUS(cw_client_reject_identity_change(clinician, NULL), CW_ERR_INVALID_ARGUMENT);
+  /* Nor was any key of theirs rejected, so there is no rejection to take back. */
+  cw_buffer* no_number = NULL;
+  CHECK_STATUS(cw_client_reconsider_identity_change(clinician, "patient", &no_number), CW_ERR_NOT_FOUND);
+  CHECK(no_number == NULL);
+  CHECK_STATUS(cw_client_reconsider_identity_change(clinician, NULL, NULL), CW_ERR_INVALID_ARGUMENT);
 
   /* Unknown contacts. */
   cw_buffer* unused = NULL;

@@ -376,6 +376,59 @@ TEST_F(RuntimeE2E, AnIdentityChangeTheUserRejectsUnblocksTheContactAndDropsTheIm
   EXPECT_EQ(codes, (std::vector<uint64_t>{0, 2}));  // detected, rejected
 }
 
+TEST_F(RuntimeE2E, ARejectionTakenBackLetsTheContactsRealNewPhoneIn) {
+  auto clinician = NewClient("clinician", "dr.lee");
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  EXPECT_EQ(clinician->ReconsiderIdentityChange("pat").error().code(), StatusCode::kNotFound);
+
+  // The patient's new phone answers a new invite; the clinician rejects it by mistake, and what it sends
+  // next is dropped.
+  auto code = clinician->CreateInvite();
+  ASSERT_HAS(code);
+  auto phone = NewClient("patient-phone2", "pat");
+  ASSERT_TRUE(phone);
+  ASSERT_HAS(phone->AcceptInvite(*code, "new phone"));
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_OK(clinician->RejectIdentityChange("pat"));
+  ASSERT_HAS(phone->SendText("dr.lee", "it really is my new phone"));
+  ASSERT_HAS(phone->Sync());
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(Bodies(*clinician, "pat"), (std::vector<std::string>{"hello doctor"}));
+
+  // Taken back, the change awaits a decision again, with the new phone's safety number to compare.
+  auto number = clinician->ReconsiderIdentityChange("pat");
+  ASSERT_HAS(number);
+  auto theirs = phone->GetSafetyNumber("dr.lee");
+  ASSERT_HAS(theirs);
+  EXPECT_EQ(number->digits, theirs->digits);
+  EXPECT_EQ(clinician->ReconsiderIdentityChange("pat").error().code(), StatusCode::kInvalidArgument);
+  ASSERT_HAS(phone->SendText("dr.lee", "please check the numbers"));
+  ASSERT_HAS(phone->Sync());
+  ASSERT_OK(clinician->AcceptIdentityChange("pat"));
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(Bodies(*clinician, "pat").back(), "please check the numbers");
+  ASSERT_HAS(clinician->SendText("pat", "numbers match, welcome back"));
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_HAS(phone->Sync());
+  EXPECT_EQ(Bodies(*phone, "dr.lee").back(), "numbers match, welcome back");
+
+  // The trail has each step: detected, rejected, rejection taken back, accepted.
+  Bytes kept;
+  ASSERT_TRUE(FromHex(patient->Fingerprint(), &kept));
+  auto trail = clinician->AuditTrail();
+  ASSERT_HAS(trail);
+  std::vector<uint64_t> codes;
+  for (const auto& e : *trail) {
+    if (e.type == compliance::AuditEventType::kIdentityKeyChanged &&
+        e.subject == compliance::IdentityFingerprint(kept)) {
+      codes.push_back(e.code);
+    }
+  }
+  EXPECT_EQ(codes, (std::vector<uint64_t>{0, 2, 3, 1}));
+}
+
 TEST_F(RuntimeE2E, AContactCannotWriteAsAnotherContact) {
   std::mutex mu;
   int changes = 0;

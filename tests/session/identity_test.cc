@@ -197,6 +197,46 @@ TEST_F(EngineIdentityTest, EveryRejectedKeyStaysRejected) {
   EXPECT_EQ(c->identity_key, trusted);
 }
 
+// A user who rejected their contact's real new phone by mistake could never hear from it again: the rejection
+// is taken back, the key awaits the decision again, and accepted, its messages read.
+TEST_F(EngineIdentityTest, ARejectionTakenBackAwaitsTheDecisionAgain) {
+  ASSERT_NO_FATAL_FAILURE(world.Establish(clinician, patient));
+  EXPECT_EQ(CodeOf(clinician->ReconsiderIdentityChange("patient")),
+            StatusCode::kNotFound);  // nothing rejected
+  CW_ASSERT_OK(clinician->SetVerified("patient", true));
+
+  patient.Recreate(world.NextSeed());  // the patient's new phone
+  CW_ASSERT_OK(patient->ProcessBundle(clinician.address(), *World::FetchBundle(clinician)));
+  Ciphertext dropped = MustEncrypt(patient, clinician, "new phone");
+  ASSERT_EQ(CodeOf(clinician->Decrypt(patient.address(), dropped)), StatusCode::kUntrustedIdentity);
+  CW_ASSERT_OK(clinician->RejectIdentityChange("patient", patient->identity_key()));
+  ASSERT_EQ(CodeOf(clinician->Decrypt(patient.address(), dropped)), StatusCode::kRejected);
+  Ciphertext later = MustEncrypt(patient, clinician, "it really is me");
+
+  auto key = clinician->ReconsiderIdentityChange("patient");
+  CW_ASSERT_OK(key);
+  EXPECT_EQ(*key, patient->identity_key());
+  auto c = clinician->GetContact("patient");
+  CW_ASSERT_OK(c);
+  EXPECT_EQ(c->state, TrustState::kChanged);
+  EXPECT_EQ(c->pending_identity_key, patient->identity_key());
+  EXPECT_EQ(CodeOf(clinician->ReconsiderIdentityChange("patient")),
+            StatusCode::kInvalidArgument);  // one awaits
+  // Its messages wait for the decision now instead of being refused for good.
+  EXPECT_EQ(CodeOf(clinician->Decrypt(patient.address(), later)), StatusCode::kUntrustedIdentity);
+
+  // Rejected again, the verified mark of the old key is back, as after the first rejection.
+  CW_ASSERT_OK(clinician->RejectIdentityChange("patient", *key));
+  c = clinician->GetContact("patient");
+  CW_ASSERT_OK(c);
+  EXPECT_EQ(c->state, TrustState::kVerified);
+  CW_ASSERT_OK(clinician->ReconsiderIdentityChange("patient"));
+  CW_ASSERT_OK(clinician->AcceptIdentityChange("patient", *key));
+  auto read = clinician->Decrypt(patient.address(), later);
+  CW_ASSERT_OK(read);
+  EXPECT_EQ(testing::Text(read->body), "it really is me");
+}
+
 TEST(ContactRecordTest, TheRejectedKeyAndTheVerifiedMarkRoundTripAndOlderRecordsStillRead) {
   internal::ContactRecord c;
   c.state = TrustState::kChanged;
