@@ -349,6 +349,9 @@ class Engine::Impl {
   // The identity key this device trusts for each of `members` (ours for us; none for a name that is no
   // contact): what an admin lists.
   Result<std::vector<std::optional<wire::PublicKey>>> TrustedKeys(const std::vector<std::string>& members);
+  // On the admin: lists the key it trusts for each member listed with none (a record from before keys).
+  // Returns whether it listed any.
+  Result<bool> ListTrustedKeys(internal::GroupRecord* group);
   // Whether our session with `member` runs under the key `group` lists for them, or, where the admin listed
   // none, under a key the user verified.
   Result<bool> Vouched(const internal::GroupRecord& group, const std::string& member);
@@ -926,6 +929,19 @@ Result<std::vector<std::optional<wire::PublicKey>>> Engine::Impl::TrustedKeys(
   return keys;
 }
 
+Result<bool> Engine::Impl::ListTrustedKeys(internal::GroupRecord* group) {
+  group->keys.resize(group->members.size());
+  bool listed = false;
+  for (size_t i = 0; i < group->members.size(); ++i) {
+    if (group->keys[i]) continue;
+    CW_ASSIGN_OR_RETURN(auto key, TrustedKeys({group->members[i]}));
+    if (!key[0]) continue;
+    group->keys[i] = key[0];
+    listed = true;
+  }
+  return listed;
+}
+
 Result<bool> Engine::Impl::Vouched(const internal::GroupRecord& group, const std::string& member) {
   CW_ASSIGN_OR_RETURN(auto contact, ReadContact(member));
   if (!contact) return false;
@@ -1033,6 +1049,14 @@ Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Conten
         if (sender.name != known->admin) {
           return Error(StatusCode::kPermissionDenied, "group update from someone who is not the group's admin");
         }
+        // Under the admin's key too, the one the group id is bound to: a new key the user accepted under the
+        // admin's name (an impostor's, or a new phone that knows no group) must not rewrite the group (found
+        // in review).
+        CW_ASSIGN_OR_RETURN(auto admin, ReadContact(sender.name));
+        if (!admin || !GroupIdIsBoundTo(content.group_id, admin->identity_key)) {
+          return Error(StatusCode::kPermissionDenied,
+                       "group update under another key than the group's admin's");
+        }
         if (content.epoch <= known->epoch) {
           r.members = known->members;  // stale: the ratchet advances, the group does not change
           // The current epoch again is the admin catching us up (CatchUpGroups), after a new session with
@@ -1082,10 +1106,19 @@ Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Conten
       for (const auto& m : current) {
         if (!Contains(updated, m)) {
           removed.push_back(m);
-        } else if (const auto was = known->KeyOf(m), now = listed.KeyOf(m);
-                   m != local_name_ && was && now && was != now) {
-          removed.push_back(m);
+          continue;
         }
+        const auto was = known->KeyOf(m), now = listed.KeyOf(m);
+        if (m == local_name_ || !now) continue;
+        if (was) {
+          if (*was != *now) removed.push_back(m);
+          continue;
+        }
+        // Listed for the first time (our record is from before keys): what we hold from, or gave to, the
+        // session under this name came under the old rule, any session under the name; unless that session
+        // runs under the listed key, it may have been someone else's (found in review).
+        CW_ASSIGN_OR_RETURN(auto contact, ReadContact(m));
+        if (contact && contact->identity_key != *now) removed.push_back(m);
       }
       for (const auto& m : updated) {
         if (!Contains(current, m) && m != local_name_) added.push_back(m);
@@ -1120,6 +1153,15 @@ Result<Received> Engine::Impl::DecryptGroup(const Address& sender, const Ciphert
   CW_ASSIGN_OR_RETURN(auto group, ReadGroup(message.group_id));
   if (!group || !Contains(group->members, sender.name)) {
     return Error(StatusCode::kPermissionDenied, "group message from someone who is not a group member");
+  }
+  // A second layer over the sender keys themselves (taken only from the listed key, and forgotten when the
+  // listed key changes): the member's key must still be the listed one.
+  if (const auto listed = group->KeyOf(sender.name)) {
+    CW_ASSIGN_OR_RETURN(auto contact, ReadContact(sender.name));
+    if (!contact || contact->identity_key != *listed) {
+      return Error(StatusCode::kPermissionDenied,
+                   "group message under another identity key than the group lists");
+    }
   }
   sender_key_message* raw = nullptr;
   CW_RETURN_IF_ERROR(Check(
@@ -1543,6 +1585,9 @@ Result<GroupDelivery> Engine::AddGroupMember(const std::string& group_id, const 
     group.keys.resize(group.members.size());
     group.members.insert(group.members.begin() + at, member);
     group.keys.insert(group.keys.begin() + at, key[0]);
+    // A record from before keys lists them now (the members take it as their first list).
+    CW_ASSIGN_OR_RETURN(bool relisted, impl_->ListTrustedKeys(&group));
+    (void)relisted;
     ++group.epoch;
     impl_->Stage(Table::kGroup, group_id, internal::EncodeGroup(group));
     GroupDelivery out;
@@ -1566,6 +1611,9 @@ Result<GroupDelivery> Engine::RemoveGroupMember(const std::string& group_id, con
     group.keys.resize(group.members.size());
     group.members.erase(group.members.begin() + at);
     group.keys.erase(group.keys.begin() + at);
+    // A record from before keys lists them now (the members take it as their first list).
+    CW_ASSIGN_OR_RETURN(bool relisted, impl_->ListTrustedKeys(&group));
+    (void)relisted;
     ++group.epoch;
     impl_->Stage(Table::kGroup, group_id, internal::EncodeGroup(group));
     CW_RETURN_IF_ERROR(impl_->ForgetSenderKeys(group_id, member));
@@ -1604,20 +1652,25 @@ Result<GroupDelivery> Engine::CatchUpGroups(const std::string& member, const Gro
             &out));
         continue;
       }
-      // The admin lists the key it now trusts for the member, when that is another than the listed one: the
-      // accepted new key of a member's new device (or a member listed before keys). Everyone hears of it at a
-      // new epoch, and the old key's holder is out as at a removal: our key rotates, and the members rotate
-      // theirs on receipt.
+      // The admin lists the key it now trusts for the member when that is another than the listed one (the
+      // accepted new key of a member's new device), and for every member listed with none (a record from
+      // before keys). Everyone hears of it at a new epoch, and whoever held an old key, or a session under a
+      // member's name that the new list does not vouch for, is out as at a removal: our key rotates, and the
+      // members drop what they hold under that name and rotate theirs on receipt.
+      CW_ASSIGN_OR_RETURN(bool relisted, impl_->ListTrustedKeys(&group));
       const auto listed = group.KeyOf(member);
-      if (contact && contact->state != TrustState::kChanged && listed != contact->identity_key) {
-        const auto at = std::find(group.members.begin(), group.members.end(), member) - group.members.begin();
-        group.keys.resize(group.members.size());
-        group.keys[at] = contact->identity_key;
+      const bool replaced =
+          contact && contact->state != TrustState::kChanged && listed && *listed != contact->identity_key;
+      if (replaced || relisted) {
+        if (replaced) {
+          const auto at =
+              std::find(group.members.begin(), group.members.end(), member) - group.members.begin();
+          group.keys[at] = contact->identity_key;
+          CW_RETURN_IF_ERROR(impl_->ForgetSenderKeys(id, member));
+        }
         ++group.epoch;
         impl_->Stage(Table::kGroup, id, internal::EncodeGroup(group));
-        if (listed) CW_RETURN_IF_ERROR(impl_->ForgetSenderKeys(id, member));
-        CW_ASSIGN_OR_RETURN(SecretBytes skdm,
-                            impl_->OwnSenderKeyDistribution(id, /*rotate=*/listed.has_value()));
+        CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(id, /*rotate=*/true));
         CW_RETURN_IF_ERROR(
             impl_->FanOut(group, group.members, Impl::Membership(id, group, std::move(skdm)), &out));
         continue;

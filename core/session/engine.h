@@ -249,7 +249,10 @@ class Engine {
   // under the key the group's admin lists for the member gets anything (see Received::unvouched_members), so
   // it is safe to run on any new session. On the admin, a member whose trusted key is no longer the listed
   // one (a new device whose identity change the user accepted) is listed under that key at a new epoch, and
-  // every member's sender key is rotated as at a removal: the old key's holder reads nothing more.
+  // every member's sender key is rotated as at a removal: the old key's holder reads nothing more. A group
+  // recorded before rosters had keys gets them the same way (and at the admin's next Add or Remove); a
+  // member then drops what it holds from, and rotates away from, a session under a member's name that the
+  // first list does not vouch for.
   Result<GroupDelivery> CatchUpGroups(const std::string& member, const GroupHook& also_write = nullptr);
   // Encrypts once for the whole group; the same Ciphertext goes to every member.
   Result<Ciphertext> GroupEncrypt(const std::string& group_id, std::span<const uint8_t> plaintext,

@@ -8,8 +8,8 @@
 namespace cw::wire {
 
 namespace {
-constexpr uint8_t kContentFields = 7;
-constexpr uint8_t kContentFieldsWithoutKeys = 6;  // before member_keys
+constexpr uint8_t kContentFields = 6;          // version 1
+constexpr uint8_t kContentFieldsWithKeys = 7;  // version 2
 }  // namespace
 
 bool IsValidName(std::string_view name) {
@@ -25,8 +25,9 @@ Result<SecretBytes> EncodeContent(const Content& c) {
   }
   internal::SecretSink sink;
   msgpack::packer<internal::SecretSink> pk(sink);
-  pk.pack_array(kContentFields);
-  pk.pack(kContentVersion);
+  const bool with_keys = !c.member_keys.empty();
+  pk.pack_array(with_keys ? kContentFieldsWithKeys : kContentFields);
+  pk.pack(with_keys ? kContentVersionWithKeys : kContentVersion);
   pk.pack(static_cast<uint8_t>(c.kind));
   pk.pack(c.group_id);
   auto body = c.body.reveal();
@@ -35,6 +36,7 @@ Result<SecretBytes> EncodeContent(const Content& c) {
   pk.pack_array(static_cast<uint32_t>(c.members.size()));
   for (const auto& m : c.members) pk.pack(m);
   pk.pack(c.epoch);
+  if (!with_keys) return sink.Take();
   pk.pack_array(static_cast<uint32_t>(c.member_keys.size()));
   for (const auto& key : c.member_keys) {
     if (!key) {
@@ -48,11 +50,11 @@ Result<SecretBytes> EncodeContent(const Content& c) {
 }
 
 Result<Content> DecodeContent(std::span<const uint8_t> bytes) {
-  // The root must be a fixarray of exactly kContentFields before msgpack allocates anything: the member
-  // list needs an array limit of 256, which the root must not get.
-  if (bytes.empty() ||
-      (bytes[0] != (0x90 | kContentFields) && bytes[0] != (0x90 | kContentFieldsWithoutKeys))) {
-    if (!bytes.empty() && (bytes[0] & 0xf0) == 0x90 && bytes.size() > 2 && bytes[1] != kContentVersion) {
+  // The root must be a fixarray of six or seven fields before msgpack allocates anything: the member list
+  // needs an array limit of 256, which the root must not get.
+  if (bytes.empty() || (bytes[0] != (0x90 | kContentFields) && bytes[0] != (0x90 | kContentFieldsWithKeys))) {
+    if (!bytes.empty() && (bytes[0] & 0xf0) == 0x90 && bytes.size() > 2 && bytes[1] != kContentVersion &&
+        bytes[1] != kContentVersionWithKeys) {
       return Error(StatusCode::kUnsupportedVersion, "unknown content version");
     }
     return Error(StatusCode::kMalformed, "content is not a 6- or 7-element array");
@@ -70,9 +72,11 @@ Result<Content> DecodeContent(std::span<const uint8_t> bytes) {
   }
   const msgpack::object* f = root.via.array.ptr;
   if (f[0].type != msgpack::type::POSITIVE_INTEGER) return Error(StatusCode::kMalformed, "content version missing");
-  if (f[0].via.u64 != kContentVersion) return Error(StatusCode::kUnsupportedVersion, "unknown content version");
-  const bool has_keys = root.via.array.size == kContentFields;
-  if (!has_keys && root.via.array.size != kContentFieldsWithoutKeys) {
+  if (f[0].via.u64 != kContentVersion && f[0].via.u64 != kContentVersionWithKeys) {
+    return Error(StatusCode::kUnsupportedVersion, "unknown content version");
+  }
+  const bool has_keys = f[0].via.u64 == kContentVersionWithKeys;
+  if (root.via.array.size != (has_keys ? kContentFieldsWithKeys : kContentFields)) {
     return Error(StatusCode::kMalformed, "content has wrong field count");
   }
   if (f[1].type != msgpack::type::POSITIVE_INTEGER || f[1].via.u64 < 1 || f[1].via.u64 > 3) {
@@ -99,7 +103,7 @@ Result<Content> DecodeContent(std::span<const uint8_t> bytes) {
   if (has_keys) {
     if (f[6].type != msgpack::type::ARRAY) return Error(StatusCode::kMalformed, "member keys are not a list");
     const msgpack::object_array& keys = f[6].via.array;
-    if (keys.size != 0 && keys.size != members.size) {
+    if (keys.size != members.size || keys.size == 0) {
       return Error(StatusCode::kMalformed, "member keys do not match the member list");
     }
     c.member_keys.reserve(keys.size);

@@ -1,13 +1,14 @@
 // Content: what travels inside a 1:1 Signal session, once decrypted and unpadded. A peer who holds a valid
 // session can still send hostile bytes here, so this is a parser of untrusted input with tight limits.
 //
-// Encoding (msgpack array, version 1):
-//   [1, kind, group_id (str, "" for none), body (bin), members ([str]), epoch (uint, 0 for none),
-//    member_keys ([bin 33 | nil], one per member, or empty)].
+// Encoding (msgpack array):
+//   version 1: [1, kind, group_id (str, "" for none), body (bin), members ([str]), epoch (uint, 0 for none)]
+//   version 2: the same with version 2 and a seventh field, member_keys ([bin 33 | nil], one per member).
+// Content without member keys is written as version 1, which clients from before member keys read; only a
+// membership that lists keys needs version 2.
 // A group's membership changes carry a strictly increasing epoch, so a relay that replays or reorders
 // them cannot bring back a removed member, and the identity key the admin trusts for each member, so a
 // member's name alone, which anyone writing first to a device may claim, never gets the group's keys.
-// Contents of six fields (from before member_keys) still decode, with no keys.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +24,7 @@
 namespace cw::wire {
 
 inline constexpr uint8_t kContentVersion = 1;
+inline constexpr uint8_t kContentVersionWithKeys = 2;
 inline constexpr size_t kMaxGroupIdSize = 64;
 inline constexpr size_t kMaxGroupMembers = 256;
 inline constexpr size_t kMaxNameSize = 256;

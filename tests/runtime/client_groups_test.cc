@@ -381,6 +381,46 @@ TEST_F(GroupE2E, AMembersNewDeviceRejoinsItsGroupsOnceTheChangeIsAccepted) {
   }
 }
 
+TEST_F(GroupE2E, ANewDeviceRejoinsWhenAMemberAcceptsItBeforeTheAdmin) {
+  const std::string g = MakeWard();
+  ASSERT_FALSE(g.empty());
+  SyncAll();
+  // Ana's phone is lost; her new one starts from nothing, under the same name.
+  clients_["ana"].reset();
+  {
+    auto phone2 = Client::Create(dir_.Sub("ana-phone2"), "ana", kPass, Options("ana"));
+    ASSERT_HAS(phone2);
+    ASSERT_OK((*phone2)->Register(relay_->address()));
+    clients_["ana"] = std::move(*phone2);
+  }
+  // The order reversed: ben accepts the new phone before the admin lists its key, and the new phone
+  // verifies nobody.
+  for (const auto* n : {"ben", "lead"}) {
+    auto code = C(n).CreateInvite();
+    ASSERT_HAS(code);
+    ASSERT_HAS(C("ana").AcceptInvite(*code, std::string("new phone, ") + n));
+    ASSERT_HAS(C(n).Sync());
+    ASSERT_OK(C(n).AcceptIdentityChange("ana"));
+    SyncAll();
+  }
+  SyncAll();
+  auto groups = C("ana").Groups();
+  ASSERT_HAS(groups);
+  ASSERT_EQ(groups->size(), 1u);
+  EXPECT_EQ((*groups)[0].id, g);
+  EXPECT_EQ((*groups)[0].admin, "lead");
+  EXPECT_TRUE((*groups)[0].active);
+  EXPECT_EQ((*groups)[0].members, (std::vector<std::string>{"ana", "ben", "cyd", "lead"}));
+
+  for (const auto* n : {"ana", "lead", "ben"}) ASSERT_HAS(C(n).SendGroupText(g, std::string("from ") + n));
+  SyncAll();
+  EXPECT_EQ(Received("ana"), (std::vector<std::string>{"ben: from ben", "lead: from lead"}));
+  for (const auto* n : {"lead", "ben"}) {
+    auto r = Received(n);
+    EXPECT_EQ(std::count(r.begin(), r.end(), "ana: from ana"), 1) << n;
+  }
+}
+
 TEST_F(GroupE2E, AMemberThatRestartsLosesNothing) {
   const std::string g = MakeWard();
   ASSERT_FALSE(g.empty());

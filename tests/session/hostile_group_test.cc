@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <deque>
+#include <msgpack.hpp>
 
+#include "core/session/records.h"
 #include "tests/session/session_fixture.h"
 
 namespace cw::session {
@@ -523,6 +525,192 @@ TEST(HostileRosterTest, AMembersNewKeyListedByTheAdminShutsOutTheOldOne) {
   auto got = new_phone->Decrypt(nurse.address(), *ct);
   CW_ASSERT_OK(got);
   EXPECT_EQ(testing::Text(got->body), "hello, new phone");
+}
+
+// ---- Found in review: records and sender keys from before rosters carried keys (an upgraded device) ----
+
+// Rewrites `p`'s record of `group` as the previous version stored it: [1, admin, epoch, [members]].
+void MakeLegacy(Party& p, const std::string& group) {
+  auto v = p.store().Get(Table::kGroup, group);
+  ASSERT_TRUE(v.has_value() && v->has_value());
+  auto g = internal::DecodeGroup((*v)->reveal());
+  CW_ASSERT_OK(g);
+  msgpack::sbuffer old;
+  msgpack::packer<msgpack::sbuffer> pk(old);
+  pk.pack_array(4);
+  pk.pack(1);
+  pk.pack(g->admin);
+  pk.pack(g->epoch);
+  pk.pack(g->members);
+  WriteBatch b;
+  b.writes.push_back(
+      Write{Table::kGroup, group, SecretBytes(reinterpret_cast<const uint8_t*>(old.data()), old.size())});
+  CW_ASSERT_OK(p.store().Commit(std::move(b)));
+}
+
+// Every group made before this version is a legacy record on every device. The admin's first removal after
+// the upgrade must still reach the remaining members (none of them verified), or they keep the removed
+// member in their roster and keep writing under a sender key she holds.
+TEST_F(HostileGroupTest, ARemovalInAGroupMadeBeforeKeysReachesEveryRemainingMember) {
+  ASSERT_NO_FATAL_FAILURE(CreateGroup({"nurse", "patient", "pharmacist"}));
+  for (Party* p : {&clinician, &nurse, &patient, &pharmacist})
+    ASSERT_NO_FATAL_FAILURE(MakeLegacy(*p, group_));
+
+  auto rem = clinician->RemoveGroupMember(group_, "patient");
+  CW_ASSERT_OK(rem);
+  EXPECT_NE(To(rem->messages, "nurse"), nullptr) << "the nurse is not told of the removal";
+  EXPECT_NE(To(rem->messages, "pharmacist"), nullptr) << "the pharmacist is not told of the removal";
+  std::vector<Outgoing> to_members;
+  for (auto& o : rem->messages) {
+    if (o.to.name != "patient") to_members.push_back(o);
+  }
+  for (const auto& r : DeliverAll(world, "clinician", to_members)) CW_ASSERT_OK(r);
+  auto members = nurse->GroupMembers(group_);
+  CW_ASSERT_OK(members);
+  EXPECT_FALSE(Has(*members, "patient")) << "the nurse still lists the removed patient";
+  auto ct = nurse->GroupEncrypt(group_, AsBytes("after the removal"));
+  CW_ASSERT_OK(ct);
+  EXPECT_NE(CodeOf(patient->Decrypt(nurse.address(), *ct)), StatusCode::kOk)
+      << "the removed patient reads the nurse's group messages";
+}
+
+// The attack the commit fixes, run before the upgrade: the patient, writing to the nurse as "pharmacist"
+// (whom the nurse never met), gave the nurse a sender key and was given hers (the previous version's rule:
+// any session under a member's name). After the upgrade the admin's next change lists the pharmacist's real
+// key; the nurse must drop what it holds or gave under that name.
+TEST(HostileRosterTest, AnImpostorsSenderKeyFromBeforeTheUpgradeDoesNotSurviveTheKeyedRoster) {
+  World w;
+  Party& clinician = w.Add("clinician");
+  Party& nurse = w.Add("nurse");
+  Party& pharmacist = w.Add("pharmacist");
+  Party& patient = w.Add("patient");
+  Party& aide = w.Add("aide");
+  for (Party* p : {&nurse, &pharmacist, &patient, &aide}) ASSERT_NO_FATAL_FAILURE(w.Establish(clinician, *p));
+  const std::string group = clinician->NewGroupId();
+  auto made = clinician->CreateGroup(group, {"nurse", "pharmacist", "patient"});
+  CW_ASSERT_OK(made);
+  for (const auto& r : DeliverAll(w, "clinician", made->messages)) CW_ASSERT_OK(r);
+  ASSERT_NO_FATAL_FAILURE(MakeLegacy(nurse, group));  // the nurse's record, as the previous version wrote it
+
+  auto bundle = World::FetchBundle(nurse);
+  ASSERT_TRUE(bundle.has_value());
+  CW_ASSERT_OK(patient->ProcessBundle(nurse.address(), *bundle));
+  auto hello = patient->Encrypt(nurse.address(), AsBytes("hi, it's the pharmacist"));
+  CW_ASSERT_OK(hello);
+  CW_ASSERT_OK(nurse->Decrypt(pharmacist.address(), *hello));
+  // What the previous version did with that session (it caught up and took sender keys from any session
+  // under a member's name); reproduced here with the verified mark the current code asks of legacy rosters.
+  CW_ASSERT_OK(nurse->SetVerified("pharmacist", true));
+  auto given = patient->CatchUpGroups("nurse");
+  CW_ASSERT_OK(given);
+  ASSERT_EQ(given->messages.size(), 1u);
+  CW_ASSERT_OK(nurse->Decrypt(pharmacist.address(), given->messages[0].message));
+  auto sent = nurse->CatchUpGroups("pharmacist");
+  CW_ASSERT_OK(sent);
+  ASSERT_EQ(sent->messages.size(), 1u);
+  CW_ASSERT_OK(patient->Decrypt(nurse.address(), sent->messages[0].message));
+  CW_ASSERT_OK(nurse->SetVerified("pharmacist", false));
+
+  // Upgraded: the admin's next change (adding the aide) lists every member's key.
+  auto add = clinician->AddGroupMember(group, "aide");
+  CW_ASSERT_OK(add);
+  const Outgoing* to_nurse = To(add->messages, "nurse");
+  ASSERT_NE(to_nurse, nullptr);
+  auto r = w.Deliver("clinician", *to_nurse);
+  CW_ASSERT_OK(r);
+
+  auto forged = patient->GroupEncrypt(group, AsBytes("the pharmacist says: double the dose"));
+  CW_ASSERT_OK(forged);
+  EXPECT_NE(CodeOf(nurse->Decrypt(pharmacist.address(), *forged)), StatusCode::kOk)
+      << "the impostor still writes in the group as the pharmacist";
+  auto ct = nurse->GroupEncrypt(group, AsBytes("after the keyed roster"));
+  CW_ASSERT_OK(ct);
+  EXPECT_NE(CodeOf(patient->Decrypt(nurse.address(), *ct)), StatusCode::kOk)
+      << "the nurse's key, given to the impostor, was not rotated";
+}
+
+// The same new device as AMembersNewKeyListedByTheAdminShutsOutTheOldOne, in a group made before keys
+// (every group on an upgraded device): the admin lists the accepted new key, but must still rotate away
+// from the old phone, which may be the stolen one.
+TEST(HostileRosterTest, ANewDeviceInAGroupMadeBeforeKeysShutsOutTheOldOne) {
+  World w;
+  Party& clinician = w.Add("clinician");
+  Party& nurse = w.Add("nurse");
+  Party& old_phone = w.Add("pharmacist");
+  for (Party* p : {&nurse, &old_phone}) ASSERT_NO_FATAL_FAILURE(w.Establish(clinician, *p));
+  ASSERT_NO_FATAL_FAILURE(w.Establish(nurse, old_phone));
+  const std::string group = clinician->NewGroupId();
+  auto made = clinician->CreateGroup(group, {"nurse", "pharmacist"});
+  CW_ASSERT_OK(made);
+  ASSERT_TRUE(AllDelivered(w.Pump("clinician", *made)));
+  for (Party* p : {&clinician, &nurse, &old_phone}) ASSERT_NO_FATAL_FAILURE(MakeLegacy(*p, group));
+
+  World elsewhere;
+  Party& new_phone = elsewhere.Add("pharmacist");
+  auto b = World::FetchBundle(clinician);
+  ASSERT_TRUE(b.has_value());
+  CW_ASSERT_OK(new_phone->ProcessBundle(clinician.address(), *b));
+  auto first = new_phone->Encrypt(clinician.address(), AsBytes("my new phone"));
+  CW_ASSERT_OK(first);
+  ASSERT_EQ(CodeOf(clinician->Decrypt(old_phone.address(), *first)), StatusCode::kUntrustedIdentity);
+  CW_ASSERT_OK(clinician->AcceptIdentityChange("pharmacist", new_phone->identity_key()));
+  CW_ASSERT_OK(clinician->Decrypt(old_phone.address(), *first));
+  auto listed = clinician->CatchUpGroups("pharmacist");
+  CW_ASSERT_OK(listed);
+  const Outgoing* to_new = To(listed->messages, "pharmacist");
+  ASSERT_NE(to_new, nullptr);
+  CW_ASSERT_OK(new_phone->Decrypt(clinician.address(), to_new->message));
+
+  auto ct = clinician->GroupEncrypt(group, AsBytes("after the new key"));
+  CW_ASSERT_OK(ct);
+  EXPECT_NE(CodeOf(old_phone->Decrypt(clinician.address(), *ct)), StatusCode::kOk)
+      << "the old phone still reads the admin after its new key was listed";
+  EXPECT_EQ(CodeOf(new_phone->Decrypt(clinician.address(), *ct)), StatusCode::kOk);
+}
+
+// A member's accepted new key is not enough for the group: only the admin's list is. The admin's own name
+// is the one left bound by name alone: once the nurse accepts a new key under "clinician" (an impostor's,
+// or a new phone that knows no group), its holder rewrites the roster on her device and writes as the
+// admin, though the group id is bound to the admin's real key and the roster lists that key.
+TEST(HostileRosterTest, AnAcceptedNewKeyUnderTheAdminsNameCannotRewriteTheGroup) {
+  World w;
+  Party& clinician = w.Add("clinician");
+  Party& nurse = w.Add("nurse");
+  Party& pharmacist = w.Add("pharmacist");
+  for (Party* p : {&nurse, &pharmacist}) ASSERT_NO_FATAL_FAILURE(w.Establish(clinician, *p));
+  const std::string group = clinician->NewGroupId();
+  auto made = clinician->CreateGroup(group, {"nurse", "pharmacist"});
+  CW_ASSERT_OK(made);
+  ASSERT_TRUE(AllDelivered(w.Pump("clinician", *made)));
+
+  World elsewhere;
+  for (const char* n : {"a", "b", "c", "d"}) elsewhere.Add(n);  // another seed than the real clinician's
+  Party& impostor = elsewhere.Add("clinician");
+  auto b = World::FetchBundle(nurse);
+  ASSERT_TRUE(b.has_value());
+  CW_ASSERT_OK(impostor->ProcessBundle(nurse.address(), *b));
+  auto first = impostor->Encrypt(nurse.address(), AsBytes("new phone"));
+  CW_ASSERT_OK(first);
+  ASSERT_EQ(CodeOf(nurse->Decrypt(clinician.address(), *first)), StatusCode::kUntrustedIdentity);
+  CW_ASSERT_OK(nurse->AcceptIdentityChange("clinician", impostor->identity_key()));
+  CW_ASSERT_OK(nurse->Decrypt(clinician.address(), *first));
+
+  // The impostor makes the group id its own record, then "adds" a member of its choosing at epoch 2.
+  auto own = impostor->CreateGroup(group, {"nurse", "pharmacist"});
+  CW_ASSERT_OK(own);
+  auto add = impostor->AddGroupMember(group, "mallory");
+  CW_ASSERT_OK(add);
+  const Outgoing* to_nurse = To(add->messages, "nurse");
+  ASSERT_NE(to_nurse, nullptr);
+  EXPECT_EQ(CodeOf(nurse->Decrypt(clinician.address(), to_nurse->message)), StatusCode::kPermissionDenied)
+      << "a key the group id is not bound to changed the roster";
+  auto members = nurse->GroupMembers(group);
+  CW_ASSERT_OK(members);
+  EXPECT_FALSE(Has(*members, "mallory"));
+  auto post = impostor->GroupEncrypt(group, AsBytes("the clinician says: stop the medication"));
+  CW_ASSERT_OK(post);
+  EXPECT_NE(CodeOf(nurse->Decrypt(clinician.address(), *post)), StatusCode::kOk)
+      << "the impostor writes in the group as its admin";
 }
 
 }  // namespace

@@ -92,11 +92,11 @@ TEST(ContentTest, HandWrittenContentDecodes) {
   EXPECT_TRUE(r->member_keys.empty());  // six fields: written before member keys
 }
 
-// [version, kind, group_id, body, members, epoch, member_keys]: `keys` entries of size 0 are nil.
+// [2, kind, group_id, body, members, epoch, member_keys]: `keys` entries of size 0 are nil.
 Bytes HandWrittenWithKeys(uint64_t kind, const std::vector<std::string>& members,
                           const std::vector<size_t>& keys) {
   MsgpackWriter w;
-  w.Array(7).Uint(1).Uint(kind).Str("g").Bin(3, 'b').Array(static_cast<uint32_t>(members.size()));
+  w.Array(7).Uint(2).Uint(kind).Str("g").Bin(3, 'b').Array(static_cast<uint32_t>(members.size()));
   for (const auto& m : members) w.Str(m);
   w.Uint(1).Array(static_cast<uint32_t>(keys.size()));
   for (size_t k : keys) {
@@ -124,6 +124,11 @@ TEST(ContentTest, AMembershipCarriesTheKeyListedForEachMember) {
   ASSERT_TRUE(ok.has_value()) << ok.error().ToString();
   ExpectRejected(HandWrittenWithKeys(3, {"a", "b"}, {kPublicKeySize}), StatusCode::kMalformed,
                  "one key short");
+  ExpectRejected(HandWrittenWithKeys(3, {}, {}), StatusCode::kMalformed, "version 2 without keys");
+  ExpectRejected(HandWritten(2, 3, "g", {"a"}), StatusCode::kMalformed, "version 2 in six fields");
+  Bytes seven_of_one = HandWrittenWithKeys(3, {"a"}, {kPublicKeySize});
+  seven_of_one[1] = 1;  // version 1 has six
+  ExpectRejected(seven_of_one, StatusCode::kMalformed, "version 1 in seven fields");
   ExpectRejected(HandWrittenWithKeys(3, {"a"}, {kPublicKeySize - 1}), StatusCode::kMalformed, "short key");
   ExpectRejected(HandWrittenWithKeys(2, {"a"}, {kPublicKeySize}), StatusCode::kMalformed,
                  "keys on a sender key");
@@ -169,13 +174,13 @@ TEST(ContentTest, UnknownKindIsMalformed) {
 }
 
 TEST(ContentTest, UnknownVersionIsUnsupported) {
-  for (uint64_t version : {0ull, 2ull, 200ull}) {
+  for (uint64_t version : {0ull, 3ull, 200ull}) {
     ExpectRejected(HandWritten(version, 1, "", {}), StatusCode::kUnsupportedVersion, "version");
   }
   // A later version with more fields is still "unsupported version", not "malformed".
   MsgpackWriter w;
-  w.Array(7).Uint(2).Uint(1).Str("").Bin(1, 0).Array(0).Uint(0).Str("x");
-  ExpectRejected(w.bytes(), StatusCode::kUnsupportedVersion, "v2 with 7 fields");
+  w.Array(8).Uint(3).Uint(1).Str("").Bin(1, 0).Array(0).Uint(0).Array(0).Str("x");
+  ExpectRejected(w.bytes(), StatusCode::kUnsupportedVersion, "v3 with 8 fields");
 }
 
 TEST(ContentTest, WrongShapeIsMalformed) {
@@ -233,6 +238,19 @@ TEST(ContentTest, IsValidName) {
   EXPECT_FALSE(IsValidName(""));
   EXPECT_FALSE(IsValidName(std::string(kMaxNameSize + 1, 'x')));
   EXPECT_FALSE(IsValidName(std::string_view("a\0b", 3)));
+}
+
+// A client of the previous version accepts only a fixarray of six fields (0x96) and drops anything else as
+// malformed: a 1:1 message, a sender key, every content without member keys must still encode as six fields.
+TEST(ContentTest, ContentWithoutMemberKeysEncodesAsThePreviousVersionReadsIt) {
+  for (ContentKind kind : {ContentKind::kMessage, ContentKind::kSenderKey}) {
+    Content c = Make(kind, kind == ContentKind::kMessage ? "" : "g", Bytes(3, 1), {});
+    auto encoded = EncodeContent(c);
+    ASSERT_TRUE(encoded.has_value()) << encoded.error().ToString();
+    EXPECT_EQ(encoded->reveal()[0], 0x96)
+        << "kind " << static_cast<int>(kind) << ": the previous version drops this as malformed";
+    EXPECT_EQ(encoded->reveal()[1], 1) << "kind " << static_cast<int>(kind);
+  }
 }
 
 }  // namespace
