@@ -371,10 +371,15 @@ int CmdVerify(const std::string& contact, bool confirm, bool accept_change, bool
   if (confirm) {
     if (Status s = (*c)->SetVerified(contact, true); !s.ok()) return Fail(s, "mark verified");
   }
-  Print(json{{"contact", contact}, {"safety_number", sn->digits}, {"verified", confirm},
+  Print(json{{"contact", contact},
+             {"safety_number", sn->digits},
+             {"verified", confirm},
              {"scannable_hex", cw::ToHex(sn->scannable)}},
         "Safety number with " + contact + ":\n    " + Grouped(sn->digits) +
-            (confirm ? "\nMarked verified." : "\nIf it matches theirs, run: cipherward verify " + contact + " --confirm"));
+            (confirm ? "\nMarked verified."
+             : reconsider_change
+                 ? "\nIf it matches theirs, run: cipherward verify " + contact + " --accept-change"
+                 : "\nIf it matches theirs, run: cipherward verify " + contact + " --confirm"));
   return 0;
 }
 
