@@ -96,6 +96,15 @@ class GroupE2E : public ::testing::Test {
     }
   }
 
+  // `name`'s phone is replaced by a new one: a new identity under the same name, registered, no contacts.
+  void NewPhone(const std::string& name) {
+    clients_[name].reset();
+    auto phone = Client::Create(dir_.Sub(name + "-phone2"), name, kPass, Options(name));
+    ASSERT_HAS(phone);
+    ASSERT_OK((*phone)->Register(relay_->address()));
+    clients_[name] = std::move(*phone);
+  }
+
   // Four clients that are all contacts of each other, and a group of them created by "lead".
   std::string MakeWard() {
     for (const auto* n : {"lead", "ana", "ben", "cyd"}) {
@@ -345,13 +354,7 @@ TEST_F(GroupE2E, AMembersNewDeviceRejoinsItsGroupsOnceTheChangeIsAccepted) {
   ASSERT_FALSE(g.empty());
   SyncAll();
   // Ana's phone is lost; her new one starts from nothing, under the same name.
-  clients_["ana"].reset();
-  {
-    auto phone2 = Client::Create(dir_.Sub("ana-phone2"), "ana", kPass, Options("ana"));
-    ASSERT_HAS(phone2);
-    ASSERT_OK((*phone2)->Register(relay_->address()));
-    clients_["ana"] = std::move(*phone2);
-  }
+  ASSERT_NO_FATAL_FAILURE(NewPhone("ana"));
   // The lead and ben each invite the new phone and, having compared safety numbers, accept the change; the
   // new phone, which never met ben, verifies him.
   for (const auto* n : {"lead", "ben"}) {
@@ -386,13 +389,7 @@ TEST_F(GroupE2E, ANewDeviceRejoinsWhenAMemberAcceptsItBeforeTheAdmin) {
   ASSERT_FALSE(g.empty());
   SyncAll();
   // Ana's phone is lost; her new one starts from nothing, under the same name.
-  clients_["ana"].reset();
-  {
-    auto phone2 = Client::Create(dir_.Sub("ana-phone2"), "ana", kPass, Options("ana"));
-    ASSERT_HAS(phone2);
-    ASSERT_OK((*phone2)->Register(relay_->address()));
-    clients_["ana"] = std::move(*phone2);
-  }
+  ASSERT_NO_FATAL_FAILURE(NewPhone("ana"));
   // The order reversed: ben accepts the new phone before the admin lists its key, and the new phone
   // verifies nobody.
   for (const auto* n : {"ben", "lead"}) {

@@ -301,6 +301,19 @@ TEST_F(RuntimeE2E, IdentityChangeBlocksSendingUntilAccepted) {
   EXPECT_EQ(Bodies(*phone2, "dr.lee").back(), "welcome back");
 }
 
+// The codes of `c`'s audit entries of identity changes for the contact whose trusted key is `key`, in order.
+Result<std::vector<uint64_t>> IdentityChangeCodes(Client& c, const Bytes& key) {
+  CW_ASSIGN_OR_RETURN(auto trail, c.AuditTrail());
+  std::vector<uint64_t> codes;
+  for (const auto& e : trail) {
+    if (e.type == compliance::AuditEventType::kIdentityKeyChanged &&
+        e.subject == compliance::IdentityFingerprint(key)) {
+      codes.push_back(e.code);
+    }
+  }
+  return codes;
+}
+
 TEST_F(RuntimeE2E, AnIdentityChangeTheUserRejectsUnblocksTheContactAndDropsTheImpostorsMessages) {
   std::mutex mu;
   std::condition_variable cv;
@@ -364,16 +377,9 @@ TEST_F(RuntimeE2E, AnIdentityChangeTheUserRejectsUnblocksTheContactAndDropsTheIm
   // The audit trail has the change and the user's decision, naming the patient by the key kept.
   Bytes kept;
   ASSERT_TRUE(FromHex(patient->Fingerprint(), &kept));
-  auto trail = clinician->AuditTrail();
-  ASSERT_HAS(trail);
-  std::vector<uint64_t> codes;
-  for (const auto& e : *trail) {
-    if (e.type == compliance::AuditEventType::kIdentityKeyChanged &&
-        e.subject == compliance::IdentityFingerprint(kept)) {
-      codes.push_back(e.code);
-    }
-  }
-  EXPECT_EQ(codes, (std::vector<uint64_t>{0, 2}));  // detected, rejected
+  auto codes = IdentityChangeCodes(*clinician, kept);
+  ASSERT_HAS(codes);
+  EXPECT_EQ(*codes, (std::vector<uint64_t>{0, 2}));  // detected, rejected
 }
 
 TEST_F(RuntimeE2E, ARejectionTakenBackLetsTheContactsRealNewPhoneIn) {
@@ -417,16 +423,9 @@ TEST_F(RuntimeE2E, ARejectionTakenBackLetsTheContactsRealNewPhoneIn) {
   // The trail has each step: detected, rejected, rejection taken back, accepted.
   Bytes kept;
   ASSERT_TRUE(FromHex(patient->Fingerprint(), &kept));
-  auto trail = clinician->AuditTrail();
-  ASSERT_HAS(trail);
-  std::vector<uint64_t> codes;
-  for (const auto& e : *trail) {
-    if (e.type == compliance::AuditEventType::kIdentityKeyChanged &&
-        e.subject == compliance::IdentityFingerprint(kept)) {
-      codes.push_back(e.code);
-    }
-  }
-  EXPECT_EQ(codes, (std::vector<uint64_t>{0, 2, 3, 1}));
+  auto codes = IdentityChangeCodes(*clinician, kept);
+  ASSERT_HAS(codes);
+  EXPECT_EQ(*codes, (std::vector<uint64_t>{0, 2, 3, 1}));
 }
 
 TEST_F(RuntimeE2E, AContactCannotWriteAsAnotherContact) {
