@@ -241,7 +241,7 @@ int CmdInit(const std::string& name, const std::string& kdf) {
 
 std::string ExpiryOf(int64_t expires_ms) { return expires_ms == 0 ? "never expires" : "expires " + DateTimeOf(expires_ms); }
 
-int CmdInvite(int64_t valid_hours) {
+int CmdInvite(int64_t valid_hours, const std::string& for_contact) {
   // Checked here, not only by the client: valid_hours * 3600 * 1000 could overflow.
   constexpr int64_t kMaxHours = cw::relay::kMaxClaimWithinMillis / 3'600'000;
   if (valid_hours < 0 || valid_hours > kMaxHours) {
@@ -252,7 +252,9 @@ int CmdInvite(int64_t valid_hours) {
   auto c = OpenClient();
   if (!c) return Fail(c.error(), "open");
   if (Status s = MaybeRegister(**c); !s.ok()) return Fail(s, "register with the relay");
-  auto code = (*c)->CreateInviteValidFor(valid_hours * 3600 * 1000, g.timeout_ms);
+  auto code = for_contact.empty()
+                  ? (*c)->CreateInviteValidFor(valid_hours * 3600 * 1000, g.timeout_ms)
+                  : (*c)->CreateInviteForNewDevice(for_contact, valid_hours * 3600 * 1000, g.timeout_ms);
   if (!code) return Fail(code.error(), "invite");
   auto invite = cw::runtime::DecodeInvite(*code);
   if (!invite) return Fail(invite.error(), "invite");
@@ -263,11 +265,20 @@ int CmdInvite(int64_t valid_hours) {
       if (i.id == id) expires = i.expires_ms;
     }
   }
-  Print(json{{"code", *code}, {"id", id}, {"expires_ms", expires}}, g.json ? "" : *code);
+  Print(json{{"code", *code}, {"id", id}, {"expires_ms", expires}, {"for", for_contact}},
+        g.json ? "" : *code);
   if (!g.json) {
-    std::cerr << "Give this code to one person only (it lets them write to you); they run: cipherward accept <code>\n"
-              << "Invite " << id << " " << ExpiryOf(expires) << " (cancel it with: cipherward invites --cancel " << id
-              << ")\n";
+    if (for_contact.empty()) {
+      std::cerr << "Give this code to one new contact only (it lets them write to you); they run: cipherward "
+                   "accept <code>\n";
+    } else {
+      std::cerr << "Give this code to " << for_contact
+                << " only, for their new device; they run there: cipherward "
+                << "accept <code>. Compare safety numbers before you accept the new key (verify "
+                   "--accept-change).\n";
+    }
+    std::cerr << "Invite " << id << " " << ExpiryOf(expires)
+              << " (cancel it with: cipherward invites --cancel " << id << ")\n";
   }
   return 0;
 }
@@ -283,9 +294,12 @@ int CmdInvites(const std::string& cancel) {
   json arr = json::array();
   std::string human = cancel.empty() ? "" : "Cancelled invite " + cancel + ": its code admits nobody now.\n";
   for (const auto& i : *open) {
-    arr.push_back(json{{"id", i.id}, {"created_ms", i.created_ms}, {"expires_ms", i.expires_ms}});
-    human += i.id + "  made " + (i.created_ms == 0 ? "before invites expired" : DateTimeOf(i.created_ms)) + ", " +
-             ExpiryOf(i.expires_ms) + "\n";
+    arr.push_back(json{
+        {"id", i.id}, {"created_ms", i.created_ms}, {"expires_ms", i.expires_ms}, {"for", i.for_contact}});
+    human += i.id + "  made " + (i.created_ms == 0 ? "before invites expired" : DateTimeOf(i.created_ms)) +
+             ", " + ExpiryOf(i.expires_ms) +
+             (i.for_contact.empty() ? ", for a new contact" : ", for " + i.for_contact + "'s new device") +
+             "\n";
   }
   if (open->empty()) human += "No open invites.";
   Print(json{{"invites", arr}, {"cancelled", cancel}}, human);
@@ -1036,6 +1050,11 @@ int main(int argc, char** argv) {
   std::string cancel;
   auto* invite = app.add_subcommand("invite", "make an invite code for one person");
   invite->add_option("--valid-hours", valid_hours, "hours the code admits someone (0: never expires)")->capture_default_str();
+  std::string invite_for;
+  invite->add_option(
+      "--for", invite_for,
+      "a code for this contact's new device (a lost phone, a reinstall), which admits that name "
+      "only; plain codes admit new contacts only");
   auto* invites = app.add_subcommand("invites", "list your invites nobody has answered yet (--cancel ID revokes one)");
   invites->add_option("--cancel", cancel, "revoke this open invite at the relay");
   auto* revoke = app.add_subcommand("revoke", "stop a contact from writing to you (the relay refuses their messages)");
@@ -1115,7 +1134,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (*init) return CmdInit(name, kdf);
-  if (*invite) return CmdInvite(valid_hours);
+  if (*invite) return CmdInvite(valid_hours, invite_for);
   if (*invites) return CmdInvites(cancel);
   if (*revoke) return CmdRevoke(contact, /*remove=*/false);
   if (*remove) return CmdRevoke(contact, /*remove=*/true);

@@ -432,11 +432,20 @@ CW_EXPORT cw_status cw_client_invite_valid_for(cw_client* client, int64_t valid_
   });
 }
 
+CW_EXPORT cw_status cw_client_invite_for_new_device(cw_client* client, const char* contact,
+                                                    cw_buffer** out_code) {
+  return ClientGuard(client, [&]() -> cw_status {
+    if (client == nullptr || contact == nullptr || out_code == nullptr) return CW_ERR_INVALID_ARGUMENT;
+    return ReturnInvite(client->client->CreateInviteForNewDevice(contact), out_code);
+  });
+}
+
 CW_EXPORT cw_status cw_client_list_invites(cw_client* client, cw_buffer** out_json) {
   return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || out_json == nullptr) return CW_ERR_INVALID_ARGUMENT;
     const auto to_json = [](const cw::runtime::InviteInfo& i) {
-      return nlohmann::json{{"id", i.id}, {"created_ms", i.created_ms}, {"expires_ms", i.expires_ms}};
+      return nlohmann::json{
+          {"id", i.id}, {"created_ms", i.created_ms}, {"expires_ms", i.expires_ms}, {"for", i.for_contact}};
     };
     return ReturnJsonList(client->client->OpenInvites(), to_json, out_json);
   });

@@ -62,6 +62,9 @@ struct OpenInvite {
   DepositToken token{};
   int64_t created_ms = 0;
   int64_t expires_ms = 0;  // 0: never
+  // Empty: for a new contact, answered under a name that is no contact of ours yet. Otherwise for this
+  // contact's new device, answered under this name only (CreateInviteForNewDevice).
+  std::string for_contact;
 };
 
 struct State {
@@ -109,6 +112,7 @@ SecretBytes EncodeState(const State& s) {
   for (const auto& i : s.invites) {
     invites.push_back(
         json{{"token", ToHex(i.token)}, {"created_ms", i.created_ms}, {"expires_ms", i.expires_ms}});
+    if (!i.for_contact.empty()) invites.back()["for"] = i.for_contact;
     tokens.push_back(ToHex(i.token));
   }
   j["invites"] = invites;
@@ -164,6 +168,7 @@ Result<State> DecodeState(const SecretBytes& bytes) {
         if (!ArrayFromHex(i.at("token").get<std::string>(), &inv.token)) return bad();
         inv.created_ms = i.at("created_ms").get<int64_t>();
         inv.expires_ms = i.at("expires_ms").get<int64_t>();
+        inv.for_contact = i.value("for", std::string());  // absent: a new contact's (and from before "for")
         s.invites.push_back(inv);
       }
     } else {
@@ -1048,9 +1053,8 @@ class Client::Impl {
                     "dropped a message from a device number this version does not serve"));
       return Ack(d.message_id);
     }
-    if (!CameWithTheSendersToken(*env)) {
-      Report(Status(StatusCode::kPermissionDenied,
-                    "dropped a message whose sender's name does not go with the deposit token it came with"));
+    if (const std::string why = WhyNotTheSendersToken(*env); !why.empty()) {
+      Report(Status(StatusCode::kPermissionDenied, "dropped a message: " + why));
       return Ack(d.message_id);
     }
     const session::Address sender{env->sender, env->sender_device};
@@ -1734,7 +1738,8 @@ class Client::Impl {
   std::vector<InviteInfo> OpenInvites() const {
     std::vector<InviteInfo> out;
     for (const auto& i : state_.invites) {
-      if (!Expired(i)) out.push_back(InviteInfo{InviteIdOf(i.token), i.created_ms, i.expires_ms});
+      if (!Expired(i))
+        out.push_back(InviteInfo{InviteIdOf(i.token), i.created_ms, i.expires_ms, i.for_contact});
     }
     return out;
   }
@@ -1766,32 +1771,36 @@ class Client::Impl {
     });
   }
 
-  void CreateInvite(int64_t valid_for_ms, Done<std::string> done) {
+  void CreateInvite(int64_t valid_for_ms, const std::string& for_contact, Done<std::string> done) {
     if (!state_.mailbox) return done(Error(StatusCode::kInvalidArgument, "not registered with a relay"));
+    if (!for_contact.empty() && state_.contacts.count(for_contact) == 0) {
+      return done(Error(StatusCode::kNotFound, "an invite for a new device is for a contact's"));
+    }
     if (valid_for_ms < 0) return done(Error(StatusCode::kInvalidArgument, "an invite's validity cannot be negative"));
     if (static_cast<uint64_t>(valid_for_ms) > relay::kMaxClaimWithinMillis) {
       return done(Error(StatusCode::kInvalidArgument, "an invite is valid for at most a year"));
     }
-    IssueToken(static_cast<uint64_t>(valid_for_ms), [this, valid_for_ms, done](Result<DepositToken> t) {
-      if (!t) return done(Error(t.error()));
-      Invite inv;
-      inv.card = ContactCard{state_.relay, *state_.mailbox, *t, box_pk_};
-      inv.identity_key = engine_->identity_key();
-      inv.name = state_.name;
-      // Recorded before it is signed: a token live at the relay is always one OpenInvites lists and
-      // CancelInvite revokes, even when what follows fails.
-      State next = state_;
-      const int64_t now = clock_->NowMillis();
-      next.invites.push_back(OpenInvite{*t, now, valid_for_ms > 0 ? now + valid_for_ms : 0});
-      if (Status s = SaveState(next); !s.ok()) return done(Error(s));
-      auto signature = engine_->SignWithIdentityKey(InviteSignedBytes(inv).reveal());
-      if (!signature) return done(Error(signature.error()));
-      if (signature->size() != inv.signature.size()) {
-        return done(Error(StatusCode::kInternal, "the identity key's signature has an unexpected size"));
-      }
-      std::copy(signature->begin(), signature->end(), inv.signature.begin());
-      done(EncodeInvite(inv));
-    });
+    IssueToken(
+        static_cast<uint64_t>(valid_for_ms), [this, valid_for_ms, for_contact, done](Result<DepositToken> t) {
+          if (!t) return done(Error(t.error()));
+          Invite inv;
+          inv.card = ContactCard{state_.relay, *state_.mailbox, *t, box_pk_};
+          inv.identity_key = engine_->identity_key();
+          inv.name = state_.name;
+          // Recorded before it is signed: a token live at the relay is always one OpenInvites lists and
+          // CancelInvite revokes, even when what follows fails.
+          State next = state_;
+          const int64_t now = clock_->NowMillis();
+          next.invites.push_back(OpenInvite{*t, now, valid_for_ms > 0 ? now + valid_for_ms : 0, for_contact});
+          if (Status s = SaveState(next); !s.ok()) return done(Error(s));
+          auto signature = engine_->SignWithIdentityKey(InviteSignedBytes(inv).reveal());
+          if (!signature) return done(Error(signature.error()));
+          if (signature->size() != inv.signature.size()) {
+            return done(Error(StatusCode::kInternal, "the identity key's signature has an unexpected size"));
+          }
+          std::copy(signature->begin(), signature->end(), inv.signature.begin());
+          done(EncodeInvite(inv));
+        });
   }
 
   // A fresh deposit token of our mailbox; with `claim_within_ms`, an invite's (see relay::IssueDepositToken).
@@ -1844,8 +1853,12 @@ class Client::Impl {
                             "\" is already known under another identity key: an invite cannot replace them "
                             "(two people of one name cannot be told apart yet)"));
     }
+    // A contact's new invite (same identity key, another token: say, one for this device after a first code
+    // of theirs, for new contacts, was refused under our name) replaces how we reach them; the same code
+    // again changes nothing.
     auto existing = state_.contacts.find(inv.name);
-    if (existing != state_.contacts.end() && existing->second.card) {
+    if (existing != state_.contacts.end() && existing->second.card &&
+        ConstantTimeEquals(existing->second.card->token, inv.card.token)) {
       return done(Error(StatusCode::kAlreadyExists, "already a contact"));
     }
     auto proceed = [this, inv, first, done](Result<bool> reg) {
@@ -1876,7 +1889,10 @@ class Client::Impl {
         IssueToken(0, [this, inv, first, done](Result<DepositToken> t) {
           if (!t) return done(Error(t.error()));
           State next = state_;
-          next.contacts[inv.name] = ContactRecord{inv.card, *t};
+          ContactRecord& rec = next.contacts[inv.name];
+          if (rec.my_token) next.retired_tokens.push_back(*rec.my_token);  // a contact's new invite, answered
+          rec.card = inv.card;
+          rec.my_token = *t;
           if (Status s = SaveState(next); !s.ok()) return done(Error(s));
           auto seq = SendText(inv.name, AsText(first->reveal()), std::string(kDefaultPurpose));
           if (!seq) return done(Error(seq.error()));
@@ -1995,13 +2011,28 @@ class Client::Impl {
   // before the switch). Sealed sender lets anyone holding a token write any name: found in review, a contact
   // could write as another (trust on first use of a name this device never met, or a forged identity change
   // of one it knows, which blocked the conversation). Now that takes an invite code of ours.
-  bool CameWithTheSendersToken(const EnvelopeContent& env) const {
+  // Whether the envelope's sender name goes with the deposit token it came with: the token we gave that
+  // contact; an open invite's, answered under a name it admits (a name that is no contact of ours yet, or one
+  // whose answer to this invite is still on its way, for a new contact's invite; only the named contact's for
+  // a new device's: found in review, any of our invite codes in the wrong hands could otherwise raise a
+  // forged identity change of any contact); or a token a contact replaced. Empty when it does, else why not.
+  std::string WhyNotTheSendersToken(const EnvelopeContent& env) const {
     const auto same = [&](const DepositToken& t) { return ConstantTimeEquals(t, env.token); };
     const auto it = state_.contacts.find(env.sender);
-    if (it != state_.contacts.end() && it->second.my_token && same(*it->second.my_token)) return true;
-    return std::any_of(state_.invites.begin(), state_.invites.end(),
-                       [&](const OpenInvite& i) { return same(i.token); }) ||
-           std::any_of(state_.retired_tokens.begin(), state_.retired_tokens.end(), same);
+    const bool contact = it != state_.contacts.end();
+    if (contact && it->second.my_token && same(*it->second.my_token)) return "";
+    const auto invite = std::find_if(state_.invites.begin(), state_.invites.end(),
+                                     [&](const OpenInvite& i) { return same(i.token); });
+    if (invite != state_.invites.end()) {
+      if (invite->for_contact.empty()) {
+        if (!contact || !it->second.my_token) return "";
+        return "an invite for a new contact was answered under the name of an existing contact";
+      }
+      if (invite->for_contact == env.sender) return "";
+      return "an invite for a contact's new device was answered under another name";
+    }
+    if (std::any_of(state_.retired_tokens.begin(), state_.retired_tokens.end(), same)) return "";
+    return "the sender's name does not go with the deposit token it came with";
   }
 
   // A message from a contact's direct link takes the relay push's path (dedup, decrypt, commit); the ack that
@@ -2238,7 +2269,15 @@ Result<std::string> Client::CreateInvite(int64_t timeout_ms) {
 }
 Result<std::string> Client::CreateInviteValidFor(int64_t valid_for_ms, int64_t timeout_ms) {
   return impl_->Await<std::string>(timeout_ms, [this, valid_for_ms](Impl::Done<std::string> done) {
-    impl_->CreateInvite(valid_for_ms, done);
+    impl_->CreateInvite(valid_for_ms, "", done);
+  });
+}
+Result<std::string> Client::CreateInviteForNewDevice(const std::string& contact, int64_t valid_for_ms,
+                                                     int64_t timeout_ms) {
+  if (contact.empty())
+    return Error(StatusCode::kInvalidArgument, "an invite for a new device names the contact");
+  return impl_->Await<std::string>(timeout_ms, [this, valid_for_ms, contact](Impl::Done<std::string> done) {
+    impl_->CreateInvite(valid_for_ms < 0 ? impl_->options_.invite_valid_for_ms : valid_for_ms, contact, done);
   });
 }
 Result<std::vector<InviteInfo>> Client::OpenInvites() {

@@ -167,6 +167,7 @@ struct InviteInfo {
   std::string id;          // 12 hex digits naming it on this device (not its token)
   int64_t created_ms = 0;
   int64_t expires_ms = 0;  // 0: never
+  std::string for_contact;  // empty: for a new contact; else for this contact's new device
 };
 
 struct ContactInfo {
@@ -273,6 +274,13 @@ class Client {
   // The same, valid for `valid_for_ms` (0: never expires; kInvalidArgument when negative or over a year).
   // Its id (OpenInvites) is InviteIdOf the code's token (core/runtime/codec.h).
   Result<std::string> CreateInviteValidFor(int64_t valid_for_ms, int64_t timeout_ms = kDefaultTimeoutMs);
+  // These codes are for new contacts: answered under the name of an existing contact, the message is
+  // dropped, with a report. For a contact's new device (a lost phone, a reinstall), make one for that
+  // contact: answered under that contact's name only, with a new identity key, it raises the identity change
+  // the user then compares (AcceptIdentityChange or RejectIdentityChange). `valid_for_ms` as above, or
+  // ClientOptions::invite_valid_for_ms when negative. kNotFound when `contact` is no contact.
+  Result<std::string> CreateInviteForNewDevice(const std::string& contact, int64_t valid_for_ms = -1,
+                                               int64_t timeout_ms = kDefaultTimeoutMs);
   // Our invites that no contact has answered and that have not expired yet, oldest first.
   Result<std::vector<InviteInfo>> OpenInvites();
   // Cancels an invite of ours (an expired one too: the relay's clock may still admit it, or a stranger may
@@ -364,7 +372,8 @@ class Client {
   // under the contact's name with that key is not them. The contact's key, and its verified mark, are as
   // before, so sending resumes; messages from the rejected key are dropped, now (those waiting at the relay,
   // at the next Sync or reconnection) and later, without asking again. kInvalidArgument when no change
-  // awaits. If the change came through an invite code of ours, that code reached the wrong person: cancel it
+  // awaits. A change comes through an invite code of ours for the contact's new device
+  // (CreateInviteForNewDevice): that code reached the wrong person; cancel the contact's other such invites
   // (OpenInvites, CancelInvite).
   Status RejectIdentityChange(const std::string& contact);
   // Takes back the last RejectIdentityChange for `contact`, when the user rejected their real new device by

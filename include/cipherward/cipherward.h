@@ -113,8 +113,9 @@ CW_EXPORT void cw_client_close(cw_client* client);
 /* The name this identity shows to contacts, as a buffer. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_name(cw_client* client, cw_buffer** out_name);
 
-/* A new invite code (text that fits a QR code) for a contact to pass to cw_client_accept. Needs the relay.
- * It admits a new contact for a week, enforced by the relay whether or not this device is online: its
+/* A new invite code (text that fits a QR code) for a new contact to pass to cw_client_accept (answered under
+ * the name of an existing contact, its message is dropped: see cw_client_invite_for_new_device). Needs the
+ * relay. It admits a new contact for a week, enforced by the relay whether or not this device is online: its
  * token takes a first message only until then (that message claims it for the contact for good), and
  * lapses if nobody wrote by then. CW_ERR_UNSUPPORTED_VERSION from a relay too old to enforce that (an invite
  * that never expires, cw_client_invite_valid_for with 0, still works with it). */
@@ -125,8 +126,16 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_invite(cw_client* client, cw_buffer**
 CW_EXPORT CW_NODISCARD cw_status cw_client_invite_valid_for(cw_client* client, int64_t valid_for_ms,
                                                             cw_buffer** out_code);
 
+/* An invite code for the new device of `contact` (a lost phone, a reinstall), valid as cw_client_invite's:
+ * answered under that contact's name only, with a new identity key, it raises the identity change the user
+ * then compares (cw_client_accept_identity_change or cw_client_reject_identity_change). CW_ERR_NOT_FOUND when
+ * `contact` is no contact. */
+CW_EXPORT CW_NODISCARD cw_status cw_client_invite_for_new_device(cw_client* client, const char* contact,
+                                                                 cw_buffer** out_code);
+
 /* Our invites that no contact has answered and that have not expired, as a JSON array of objects {"id" (12
- * hex digits naming it on this device; not its token), "created_ms", "expires_ms" (0: never)}, oldest first. */
+ * hex digits naming it on this device; not its token), "created_ms", "expires_ms" (0: never), "for" (""
+ * for a new contact, else the contact whose new device it is for)}, oldest first. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_list_invites(cw_client* client, cw_buffer** out_json);
 
 /* Cancels an invite (by the id cw_client_list_invites gives; an expired one too): an answer to it binds

@@ -311,6 +311,18 @@ int main(int argc, char** argv) {
   CHECK(strcmp((const char*)cw_buffer_data(invites), "[]") == 0);
   cw_buffer_free(invites);
 
+  /* An invite for a contact's new device names the contact, and is listed as such. */
+  CHECK_STATUS(cw_client_invite_for_new_device(clinician, "nobody", &code), CW_ERR_NOT_FOUND);
+  CHECK_STATUS(cw_client_invite_for_new_device(clinician, NULL, &code), CW_ERR_INVALID_ARGUMENT);
+  REQUIRE_OK(cw_client_invite_for_new_device(clinician, "patient", &code));
+  cw_buffer_free(code);
+  REQUIRE_OK(cw_client_list_invites(clinician, &invites));
+  CHECK(strstr((const char*)cw_buffer_data(invites), "\"for\":\"patient\"") != NULL);
+  id_at = strstr((const char*)cw_buffer_data(invites), "\"id\":\"");
+  if (id_at != NULL) memcpy(invite_id, id_at + 6, 12);
+  cw_buffer_free(invites);
+  REQUIRE_OK(cw_client_cancel_invite(clinician, invite_id));
+
   /* Both ways, with bytes that are not text. */
   static const uint8_t reply[] = {'h', 'o', 'w', 0, 'a', 'r', 'e', ' ', 'y', 'o', 'u'};
   REQUIRE_OK(cw_client_send(clinician, "patient", reply, sizeof reply));

@@ -358,7 +358,7 @@ TEST_F(GroupE2E, AMembersNewDeviceRejoinsItsGroupsOnceTheChangeIsAccepted) {
   // The lead and ben each invite the new phone and, having compared safety numbers, accept the change; the
   // new phone, which never met ben, verifies him.
   for (const auto* n : {"lead", "ben"}) {
-    auto code = C(n).CreateInvite();
+    auto code = C(n).CreateInviteForNewDevice("ana");
     ASSERT_HAS(code);
     ASSERT_HAS(C("ana").AcceptInvite(*code, std::string("new phone, ") + n));
     ASSERT_HAS(C(n).Sync());
@@ -393,7 +393,7 @@ TEST_F(GroupE2E, ANewDeviceRejoinsWhenAMemberAcceptsItBeforeTheAdmin) {
   // The order reversed: ben accepts the new phone before the admin lists its key, and the new phone
   // verifies nobody.
   for (const auto* n : {"ben", "lead"}) {
-    auto code = C(n).CreateInvite();
+    auto code = C(n).CreateInviteForNewDevice("ana");
     ASSERT_HAS(code);
     ASSERT_HAS(C("ana").AcceptInvite(*code, std::string("new phone, ") + n));
     ASSERT_HAS(C(n).Sync());

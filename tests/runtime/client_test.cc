@@ -257,11 +257,11 @@ TEST_F(RuntimeE2E, IdentityChangeBlocksSendingUntilAccepted) {
   Connect(*clinician, *patient);
   const std::string old_fp = patient->Fingerprint();
 
-  // The patient loses the phone and sets up again under the same name from a new invite.
+  // The patient loses the phone and sets up again under the same name from an invite for a new device.
   patient.reset();
   auto phone2 = NewClient("patient2", "pat");
   ASSERT_TRUE(phone2);
-  auto code = clinician->CreateInvite();
+  auto code = clinician->CreateInviteForNewDevice("pat");
   ASSERT_HAS(code);
   ASSERT_HAS(phone2->AcceptInvite(*code, "new phone, same me"));
 
@@ -330,8 +330,9 @@ TEST_F(RuntimeE2E, AnIdentityChangeTheUserRejectsUnblocksTheContactAndDropsTheIm
   Connect(*clinician, *patient);
   ASSERT_OK(clinician->SetVerified("pat", true));
 
-  // An invite the clinician gave someone else is answered under the patient's name, with another key.
-  auto code = clinician->CreateInvite();
+  // An invite the clinician made for the patient's new phone reaches someone else, who answers it under the
+  // patient's name with another key.
+  auto code = clinician->CreateInviteForNewDevice("pat");
   ASSERT_HAS(code);
   auto impostor = NewClient("impostor", "pat");
   ASSERT_TRUE(impostor);
@@ -389,9 +390,9 @@ TEST_F(RuntimeE2E, ARejectionTakenBackLetsTheContactsRealNewPhoneIn) {
   Connect(*clinician, *patient);
   EXPECT_EQ(clinician->ReconsiderIdentityChange("pat").error().code(), StatusCode::kNotFound);
 
-  // The patient's new phone answers a new invite; the clinician rejects it by mistake, and what it sends
+  // The patient's new phone answers an invite for it; the clinician rejects it by mistake, and what it sends
   // next is dropped.
-  auto code = clinician->CreateInvite();
+  auto code = clinician->CreateInviteForNewDevice("pat");
   ASSERT_HAS(code);
   auto phone = NewClient("patient-phone2", "pat");
   ASSERT_TRUE(phone);
@@ -631,6 +632,88 @@ TEST_F(RuntimeE2E, AnInviteAlteredOnTheWayIsRefusedBeforeAnythingHappens) {
   ASSERT_HAS(patient->AcceptInvite(*code, "hello doctor"));
   ASSERT_HAS(clinician->Sync());
   EXPECT_EQ(Bodies(*clinician, "pat"), (std::vector<std::string>{"hello doctor"}));
+}
+
+// Found in review: any invite code of ours in the wrong hands, answered under an existing contact's name with
+// another key, raised a forged identity change that blocked that conversation until the user decided. Codes
+// are now for new contacts, or for one named contact's new device.
+TEST_F(RuntimeE2E, AnInviteCodeAdmitsOnlyTheNamesItIsFor) {
+  std::mutex mu;
+  std::vector<std::string> errors;
+  int changes = 0;
+  ClientOptions o = Fast();
+  o.callbacks.on_error = [&](const Status& s) {
+    std::lock_guard<std::mutex> lock(mu);
+    errors.push_back(s.message());
+  };
+  o.callbacks.on_identity_change = [&](const IdentityChangeEvent&) {
+    std::lock_guard<std::mutex> lock(mu);
+    ++changes;
+  };
+  auto clinician = NewClient("clinician", "dr.lee", std::move(o));
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  const auto dropped_because = [&](const std::string& why) {
+    std::lock_guard<std::mutex> lock(mu);
+    return std::any_of(errors.begin(), errors.end(),
+                       [&](const std::string& e) { return e.find(why) != std::string::npos; });
+  };
+
+  // A code for a new contact, answered under the patient's name (by her new phone, or by anyone who got the
+  // code): dropped, and nothing changes.
+  auto for_new = clinician->CreateInvite();
+  ASSERT_HAS(for_new);
+  auto phone = NewClient("patient-phone2", "pat");
+  ASSERT_TRUE(phone);
+  ASSERT_HAS(phone->AcceptInvite(*for_new, "it's me, new phone"));
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_TRUE(
+      dropped_because("an invite for a new contact was answered under the name of an existing contact"));
+  // A code for the patient's new device, answered under another name: dropped, and no contact is made.
+  auto for_device = clinician->CreateInviteForNewDevice("pat");
+  ASSERT_HAS(for_device);
+  auto stranger = NewClient("stranger", "sam");
+  ASSERT_TRUE(stranger);
+  ASSERT_HAS(stranger->AcceptInvite(*for_device, "hello"));
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_TRUE(dropped_because("an invite for a contact's new device was answered under another name"));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(changes, 0);
+  }
+  auto contacts = clinician->Contacts();
+  ASSERT_HAS(contacts);
+  ASSERT_EQ(contacts->size(), 1u);
+  EXPECT_EQ((*contacts)[0].trust, session::TrustState::kTrusted);
+  auto left = clinician->PeekRelay();
+  ASSERT_HAS(left);
+  EXPECT_TRUE(left->empty());
+  ASSERT_HAS(clinician->SendText("pat", "still talking to you"));  // the conversation was never blocked
+  EXPECT_EQ(clinician->CreateInviteForNewDevice("nobody").error().code(), StatusCode::kNotFound);
+  auto open = clinician->OpenInvites();
+  ASSERT_HAS(open);
+  ASSERT_EQ(open->size(), 2u);  // neither was answered by whom it admits
+  EXPECT_EQ((*open)[1].for_contact, "pat");
+
+  // Each still admits whom it is for.
+  auto newcomer = NewClient("newcomer", "ines");
+  ASSERT_TRUE(newcomer);
+  ASSERT_HAS(newcomer->AcceptInvite(*for_new, "hello, I'm new"));
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(Bodies(*clinician, "ines"), (std::vector<std::string>{"hello, I'm new"}));
+  // The new phone answers the code for it (a contact's newer invite replaces the one it answered first), and
+  // the change awaits the user's comparison.
+  ASSERT_HAS(phone->AcceptInvite(*for_device, "new phone, the right code"));
+  ASSERT_HAS(clinician->Sync());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(changes, 1);
+  }
+  ASSERT_OK(clinician->AcceptIdentityChange("pat"));
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(Bodies(*clinician, "pat").back(), "new phone, the right code");
+  EXPECT_EQ(phone->AcceptInvite(*for_device, "again").error().code(), StatusCode::kAlreadyExists);
 }
 
 TEST_F(RuntimeE2E, AMessageNamingAnotherDeviceIsDroppedForThatReason) {
