@@ -378,7 +378,8 @@ class Client {
   Status RejectIdentityChange(const std::string& contact);
   // Takes back the last RejectIdentityChange for `contact`, when the user rejected their real new device by
   // mistake (without this, that device could never write to us again). The rejected key awaits a decision
-  // again, as a change (Accept or Reject); returns the safety number to compare, the key's. What it sent
+  // again, as a change (Accept or Reject); returns the safety number to compare, the key's. Rejected again,
+  // the next call offers the key rejected before it, and so on through every rejected key. What it sent
   // while rejected was dropped; what it sends from now on waits at the relay for the decision. kNotFound
   // when no key of the contact was rejected; kInvalidArgument while another change awaits.
   Result<session::SafetyNumber> ReconsiderIdentityChange(const std::string& contact);

@@ -351,9 +351,10 @@ class Engine::Impl {
   // The identity key this device trusts for each of `members` (ours for us; none for a name that is no
   // contact): what an admin lists.
   Result<std::vector<std::optional<wire::PublicKey>>> TrustedKeys(const std::vector<std::string>& members);
-  // On the admin: lists the key it trusts for each member listed with none (a record from before keys).
-  // Returns whether it listed any.
-  Result<bool> ListTrustedKeys(internal::GroupRecord* group);
+  // On the admin: lists the key it trusts for each member listed with none (a record from before keys), and
+  // forgets the sender keys it holds from them (they came under the old rule; see HandleContent). Returns
+  // whether it listed any: the caller then rotates its own key.
+  Result<bool> ListTrustedKeys(const std::string& group_id, internal::GroupRecord* group);
   // Whether our session with `member` runs under the key `group` lists for them, or, where the admin listed
   // none, under a key the user verified.
   Result<bool> Vouched(const internal::GroupRecord& group, const std::string& member);
@@ -628,6 +629,8 @@ int Engine::Impl::IsTrustedIdentity(const signal_protocol_address* address, uint
   const internal::ContactRecord& c = **existing;
   if (c.identity_key == key) return c.state == TrustState::kChanged ? 0 : 1;
   if (self->probe_trusted_key_ && *self->probe_trusted_key_ == key) return 1;  // see Engine::Decrypt
+  // A rejected key the user took back (ReconsiderIdentityChange) awaits the decision like any pending key.
+  if (c.pending_identity_key && *c.pending_identity_key == key) return 0;
   if (std::find(c.rejected_identity_keys.begin(), c.rejected_identity_keys.end(), key) !=
       c.rejected_identity_keys.end()) {
     self->rejected_identity_ = true;  // refused for good: the user said this key is not the contact's
@@ -931,7 +934,7 @@ Result<std::vector<std::optional<wire::PublicKey>>> Engine::Impl::TrustedKeys(
   return keys;
 }
 
-Result<bool> Engine::Impl::ListTrustedKeys(internal::GroupRecord* group) {
+Result<bool> Engine::Impl::ListTrustedKeys(const std::string& group_id, internal::GroupRecord* group) {
   group->keys.resize(group->members.size());
   bool listed = false;
   for (size_t i = 0; i < group->members.size(); ++i) {
@@ -940,6 +943,7 @@ Result<bool> Engine::Impl::ListTrustedKeys(internal::GroupRecord* group) {
     if (!key[0]) continue;
     group->keys[i] = key[0];
     listed = true;
+    if (group->members[i] != local_name_) CW_RETURN_IF_ERROR(ForgetSenderKeys(group_id, group->members[i]));
   }
   return listed;
 }
@@ -1055,7 +1059,10 @@ Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Conten
         // admin's name (an impostor's, or a new phone that knows no group) must not rewrite the group (found
         // in review).
         CW_ASSIGN_OR_RETURN(auto admin, ReadContact(sender.name));
-        if (!admin || !GroupIdIsBoundTo(content.group_id, admin->identity_key)) {
+        const auto admin_listed = known->KeyOf(known->admin);
+        const bool bound_form = content.group_id.size() == 4 * kGroupIdPartSize;
+        if (!admin || (bound_form && !GroupIdIsBoundTo(content.group_id, admin->identity_key)) ||
+            (!bound_form && admin_listed && *admin_listed != admin->identity_key)) {
           return Error(StatusCode::kPermissionDenied,
                        "group update under another key than the group's admin's");
         }
@@ -1116,11 +1123,11 @@ Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Conten
           if (*was != *now) removed.push_back(m);
           continue;
         }
-        // Listed for the first time (our record is from before keys): what we hold from, or gave to, the
-        // session under this name came under the old rule, any session under the name; unless that session
-        // runs under the listed key, it may have been someone else's (found in review).
-        CW_ASSIGN_OR_RETURN(auto contact, ReadContact(m));
-        if (contact && contact->identity_key != *now) removed.push_back(m);
+        // Listed for the first time (our record is from before keys): what we hold from, or gave to, a
+        // session under this name came under the old rule (any session under the name), perhaps from an
+        // impostor, or from a device whose key was since replaced, even where the key we trust now is the
+        // listed one (found in review, twice). So it goes as at a removal; the member's key comes again.
+        removed.push_back(m);
       }
       for (const auto& m : updated) {
         if (!Contains(current, m) && m != local_name_) added.push_back(m);
@@ -1441,6 +1448,7 @@ Status Engine::AcceptIdentityChange(const std::string& name, const std::optional
       return Error(StatusCode::kInvalidArgument, "the pending identity key is not the one the user compared");
     }
     c->identity_key = *c->pending_identity_key;
+    std::erase(c->rejected_identity_keys, c->identity_key);  // one the user took back (Reconsider)
     c->pending_identity_key.reset();
     c->state = TrustState::kTrusted;  // verification was of the old key
     c->verified_before_change = false;
@@ -1463,9 +1471,16 @@ Status Engine::RejectIdentityChange(const std::string& name, const wire::PublicK
     if (!ConstantTimeEquals(rejected_key, *c->pending_identity_key)) {
       return Error(StatusCode::kInvalidArgument, "the pending identity key is not the one the user compared");
     }
-    c->rejected_identity_keys.push_back(*c->pending_identity_key);
-    if (c->rejected_identity_keys.size() > internal::kMaxRejectedKeys) {
-      c->rejected_identity_keys.erase(c->rejected_identity_keys.begin());
+    auto& rejected = c->rejected_identity_keys;
+    if (std::find(rejected.begin(), rejected.end(), rejected_key) != rejected.end()) {
+      // Taken back and rejected again: it goes first, so the next ReconsiderIdentityChange offers the one
+      // rejected before it, and the user can go through them all (found in review: an impostor's key
+      // rejected after the real one hid the real one for good).
+      std::erase(rejected, rejected_key);
+      rejected.insert(rejected.begin(), rejected_key);
+    } else {
+      rejected.push_back(rejected_key);
+      if (rejected.size() > internal::kMaxRejectedKeys) rejected.erase(rejected.begin());
     }
     c->pending_identity_key.reset();
     c->state = c->verified_before_change ? TrustState::kVerified : TrustState::kTrusted;
@@ -1484,8 +1499,9 @@ Result<wire::PublicKey> Engine::ReconsiderIdentityChange(const std::string& name
     }
     if (!c || c->rejected_identity_keys.empty())
       return Error(StatusCode::kNotFound, "no rejected identity key");
+    // Still listed while it awaits: rejected again, it goes first (RejectIdentityChange); accepted, it
+    // leaves.
     const wire::PublicKey key = c->rejected_identity_keys.back();
-    c->rejected_identity_keys.pop_back();
     c->verified_before_change = c->state == TrustState::kVerified;
     c->state = TrustState::kChanged;
     c->pending_identity_key = key;
@@ -1602,12 +1618,11 @@ Result<GroupDelivery> Engine::AddGroupMember(const std::string& group_id, const 
     group.members.insert(group.members.begin() + at, member);
     group.keys.insert(group.keys.begin() + at, key[0]);
     // A record from before keys lists them now (the members take it as their first list).
-    CW_ASSIGN_OR_RETURN(bool relisted, impl_->ListTrustedKeys(&group));
-    (void)relisted;
+    CW_ASSIGN_OR_RETURN(bool relisted, impl_->ListTrustedKeys(group_id, &group));
     ++group.epoch;
     impl_->Stage(Table::kGroup, group_id, internal::EncodeGroup(group));
     GroupDelivery out;
-    CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(group_id, false));
+    CW_ASSIGN_OR_RETURN(SecretBytes skdm, impl_->OwnSenderKeyDistribution(group_id, relisted));
     CW_RETURN_IF_ERROR(
         impl_->FanOut(group, group.members, Impl::Membership(group_id, group, std::move(skdm)), &out));
     CW_RETURN_IF_ERROR(impl_->RunHook(also_write, out));
@@ -1627,8 +1642,9 @@ Result<GroupDelivery> Engine::RemoveGroupMember(const std::string& group_id, con
     group.keys.resize(group.members.size());
     group.members.erase(group.members.begin() + at);
     group.keys.erase(group.keys.begin() + at);
-    // A record from before keys lists them now (the members take it as their first list).
-    CW_ASSIGN_OR_RETURN(bool relisted, impl_->ListTrustedKeys(&group));
+    // A record from before keys lists them now (the members take it as their first list); a removal rotates
+    // our key anyway.
+    CW_ASSIGN_OR_RETURN(bool relisted, impl_->ListTrustedKeys(group_id, &group));
     (void)relisted;
     ++group.epoch;
     impl_->Stage(Table::kGroup, group_id, internal::EncodeGroup(group));
@@ -1673,7 +1689,7 @@ Result<GroupDelivery> Engine::CatchUpGroups(const std::string& member, const Gro
       // before keys). Everyone hears of it at a new epoch, and whoever held an old key, or a session under a
       // member's name that the new list does not vouch for, is out as at a removal: our key rotates, and the
       // members drop what they hold under that name and rotate theirs on receipt.
-      CW_ASSIGN_OR_RETURN(bool relisted, impl_->ListTrustedKeys(&group));
+      CW_ASSIGN_OR_RETURN(bool relisted, impl_->ListTrustedKeys(id, &group));
       const auto listed = group.KeyOf(member);
       const bool replaced =
           contact && contact->state != TrustState::kChanged && listed && *listed != contact->identity_key;

@@ -212,6 +212,7 @@ class Engine {
   // Takes back the user's last rejection of a new key of `name` (the contact's real new device, rejected by
   // mistake): without it that device could never write to us again. The key awaits a decision again, as a
   // pending change (GetSafetyNumber shows its number), and its messages are no longer refused for good.
+  // Rejected again, it goes behind the others, so calling this again offers the key rejected before it.
   // Returns that key. kNotFound when no key of the contact was rejected; kInvalidArgument while another
   // change awaits a decision.
   Result<wire::PublicKey> ReconsiderIdentityChange(const std::string& name);

@@ -221,7 +221,8 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_reject_identity_change(cw_client* cli
 /* Takes back the last rejection of a new identity key of `contact`, when the user rejected their real new
  * device by mistake (otherwise that device could never write to us again). The key awaits a decision again,
  * as an identity change: *out_safety_number (may be NULL) receives its 60-digit safety number to compare,
- * then cw_client_accept_identity_change or cw_client_reject_identity_change. What it sent while rejected
+ * then cw_client_accept_identity_change or cw_client_reject_identity_change. Rejected again, the next call
+ * offers the key rejected before it, and so on through every rejected key. What it sent while rejected
  * was dropped. CW_ERR_NOT_FOUND when no key of the contact was rejected; CW_ERR_INVALID_ARGUMENT while
  * another change awaits a decision. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_reconsider_identity_change(cw_client* client, const char* contact,

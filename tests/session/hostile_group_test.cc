@@ -698,5 +698,122 @@ TEST(HostileRosterTest, AnAcceptedNewKeyUnderTheAdminsNameCannotRewriteTheGroup)
       << "the impostor writes in the group as its admin";
 }
 
+// ---- Found in the second review: groups made before bound ids, and the first keyed roster ----
+
+// Copies the admin's record of `group` to `p`, as a version from before bound ids took its invitation.
+void CopyRecord(Party& from, Party& p, const std::string& group) {
+  auto v = from.store().Get(Table::kGroup, group);
+  ASSERT_TRUE(v.has_value() && v->has_value());
+  auto raw = (*v)->reveal();
+  WriteBatch b;
+  b.writes.push_back(Write{Table::kGroup, group, SecretBytes(raw.data(), raw.size())});
+  CW_ASSERT_OK(p.store().Commit(std::move(b)));
+}
+
+// Found in review. ce6de63: "Groups made before this keep working for the members who know them" (32 hex
+// digits, see LooksLikeGroupId). The admin's removal must still reach them.
+TEST_F(HostileGroupTest, ARemovalInAGroupMadeBeforeIdsWereBoundReachesTheMembers) {
+  const std::string legacy = "0123456789abcdef0123456789abcdef";
+  auto made = clinician->CreateGroup(legacy, {"nurse", "patient", "pharmacist"});
+  CW_ASSERT_OK(made);
+  for (Party* p : {&nurse, &patient, &pharmacist}) ASSERT_NO_FATAL_FAILURE(CopyRecord(clinician, *p, legacy));
+  auto given = nurse->CatchUpGroups("patient");  // the nurse's sender key, as the patient got it then
+  CW_ASSERT_OK(given);
+  ASSERT_EQ(given->messages.size(), 1u);
+  CW_ASSERT_OK(patient->Decrypt(nurse.address(), given->messages[0].message));
+  for (Party* p : {&clinician, &nurse, &patient, &pharmacist})
+    ASSERT_NO_FATAL_FAILURE(MakeLegacy(*p, legacy));
+
+  auto rem = clinician->RemoveGroupMember(legacy, "patient");
+  CW_ASSERT_OK(rem);
+  const Outgoing* to_nurse = To(rem->messages, "nurse");
+  ASSERT_NE(to_nurse, nullptr);
+  EXPECT_EQ(CodeOf(world.Deliver("clinician", *to_nurse)), StatusCode::kOk)
+      << "the nurse refuses the removal";
+  auto members = nurse->GroupMembers(legacy);
+  CW_ASSERT_OK(members);
+  EXPECT_FALSE(Has(*members, "patient")) << "the nurse still lists the removed patient";
+  auto ct = nurse->GroupEncrypt(legacy, AsBytes("after the removal"));
+  CW_ASSERT_OK(ct);
+  EXPECT_NE(CodeOf(patient->Decrypt(nurse.address(), *ct)), StatusCode::kOk)
+      << "the removed patient reads the nurse's group messages";
+}
+
+// A group made before keys; the pharmacist's phone is replaced. The first keyed roster lists the new key, but
+// the sender key the old (maybe stolen) phone gave before is kept wherever the new key was already trusted:
+// on the admin (it accepted the change) and on a member who accepted it first.
+TEST(HostileRosterTest, TheOldPhonesSenderKeyDoesNotSurviveTheFirstKeyedRoster) {
+  World w;
+  Party& clinician = w.Add("clinician");
+  Party& nurse = w.Add("nurse");
+  Party& old_phone = w.Add("pharmacist");
+  for (Party* p : {&nurse, &old_phone}) ASSERT_NO_FATAL_FAILURE(w.Establish(clinician, *p));
+  ASSERT_NO_FATAL_FAILURE(w.Establish(nurse, old_phone));
+  const std::string group = clinician->NewGroupId();
+  auto made = clinician->CreateGroup(group, {"nurse", "pharmacist"});
+  CW_ASSERT_OK(made);
+  ASSERT_TRUE(AllDelivered(w.Pump("clinician", *made)));
+  for (Party* p : {&clinician, &nurse, &old_phone}) ASSERT_NO_FATAL_FAILURE(MakeLegacy(*p, group));
+
+  World elsewhere;
+  Party& new_phone = elsewhere.Add("pharmacist");
+  for (Party* p : {&nurse, &clinician}) {  // the nurse accepts the new phone first, then the admin
+    auto b = World::FetchBundle(*p);
+    ASSERT_TRUE(b.has_value());
+    CW_ASSERT_OK(new_phone->ProcessBundle(p->address(), *b));
+    auto first = new_phone->Encrypt(p->address(), AsBytes("my new phone"));
+    CW_ASSERT_OK(first);
+    ASSERT_EQ(CodeOf((*p)->Decrypt(old_phone.address(), *first)), StatusCode::kUntrustedIdentity);
+    CW_ASSERT_OK((*p)->AcceptIdentityChange("pharmacist", new_phone->identity_key()));
+    CW_ASSERT_OK((*p)->Decrypt(old_phone.address(), *first));
+  }
+  auto listed = clinician->CatchUpGroups("pharmacist");
+  CW_ASSERT_OK(listed);
+  const Outgoing* to_nurse = To(listed->messages, "nurse");
+  ASSERT_NE(to_nurse, nullptr);
+  CW_ASSERT_OK(w.Deliver("clinician", *to_nurse));
+
+  auto forged = old_phone->GroupEncrypt(group, AsBytes("the pharmacist says: double the dose"));
+  CW_ASSERT_OK(forged);
+  EXPECT_NE(CodeOf(clinician->Decrypt(old_phone.address(), *forged)), StatusCode::kOk)
+      << "the admin still reads the old phone as the pharmacist";
+  EXPECT_NE(CodeOf(nurse->Decrypt(old_phone.address(), *forged)), StatusCode::kOk)
+      << "the nurse still reads the old phone as the pharmacist";
+}
+
+// The same, but the admin adds a member between accepting the new phone and catching it up: the Add lists
+// the new key without a rotation, and the catch-up then sees nothing to do.
+TEST(HostileRosterTest, AnAddBeforeTheCatchUpStillShutsOutTheOldPhone) {
+  World w;
+  Party& clinician = w.Add("clinician");
+  Party& nurse = w.Add("nurse");
+  Party& old_phone = w.Add("pharmacist");
+  Party& aide = w.Add("aide");
+  for (Party* p : {&nurse, &old_phone, &aide}) ASSERT_NO_FATAL_FAILURE(w.Establish(clinician, *p));
+  const std::string group = clinician->NewGroupId();
+  auto made = clinician->CreateGroup(group, {"nurse", "pharmacist"});
+  CW_ASSERT_OK(made);
+  ASSERT_TRUE(AllDelivered(w.Pump("clinician", *made)));
+  for (Party* p : {&clinician, &nurse, &old_phone}) ASSERT_NO_FATAL_FAILURE(MakeLegacy(*p, group));
+
+  World elsewhere;
+  Party& new_phone = elsewhere.Add("pharmacist");
+  auto b = World::FetchBundle(clinician);
+  ASSERT_TRUE(b.has_value());
+  CW_ASSERT_OK(new_phone->ProcessBundle(clinician.address(), *b));
+  auto first = new_phone->Encrypt(clinician.address(), AsBytes("my new phone"));
+  CW_ASSERT_OK(first);
+  ASSERT_EQ(CodeOf(clinician->Decrypt(old_phone.address(), *first)), StatusCode::kUntrustedIdentity);
+  CW_ASSERT_OK(clinician->AcceptIdentityChange("pharmacist", new_phone->identity_key()));
+  CW_ASSERT_OK(clinician->AddGroupMember(group, "aide"));
+  CW_ASSERT_OK(clinician->Decrypt(old_phone.address(), *first));
+  CW_ASSERT_OK(clinician->CatchUpGroups("pharmacist"));
+
+  auto ct = clinician->GroupEncrypt(group, AsBytes("after the new key"));
+  CW_ASSERT_OK(ct);
+  EXPECT_NE(CodeOf(old_phone->Decrypt(clinician.address(), *ct)), StatusCode::kOk)
+      << "the old phone still reads the admin";
+}
+
 }  // namespace
 }  // namespace cw::session

@@ -237,6 +237,33 @@ TEST_F(EngineIdentityTest, ARejectionTakenBackAwaitsTheDecisionAgain) {
   EXPECT_EQ(testing::Text(read->body), "it really is me");
 }
 
+// Found in review: the real new phone rejected by mistake, then a key of an impostor's rejected (records.h:
+// an impostor can alternate keys). Taking back a rejection offers the impostor's key; rejected again, it goes
+// back to the end of the list, and the real phone's key can never be reached.
+TEST_F(EngineIdentityTest, AnEarlierRejectionCanStillBeTakenBack) {
+  ASSERT_NO_FATAL_FAILURE(world.Establish(clinician, patient));
+  patient.Recreate(world.NextSeed());  // the real new phone
+  const wire::PublicKey real = patient->identity_key();
+  CW_ASSERT_OK(patient->ProcessBundle(clinician.address(), *World::FetchBundle(clinician)));
+  Ciphertext from_real = MustEncrypt(patient, clinician, "new phone");
+  patient.Recreate(world.NextSeed());  // an impostor
+  const wire::PublicKey fake = patient->identity_key();
+  CW_ASSERT_OK(patient->ProcessBundle(clinician.address(), *World::FetchBundle(clinician)));
+  Ciphertext from_fake = MustEncrypt(patient, clinician, "impostor");
+  ASSERT_EQ(CodeOf(clinician->Decrypt(patient.address(), from_real)), StatusCode::kUntrustedIdentity);
+  CW_ASSERT_OK(clinician->RejectIdentityChange("patient", real));  // the mistake
+  ASSERT_EQ(CodeOf(clinician->Decrypt(patient.address(), from_fake)), StatusCode::kUntrustedIdentity);
+  CW_ASSERT_OK(clinician->RejectIdentityChange("patient", fake));
+
+  auto key = clinician->ReconsiderIdentityChange("patient");
+  CW_ASSERT_OK(key);
+  EXPECT_EQ(*key, fake);  // not the one the user meant: the numbers differ, so rejected again
+  CW_ASSERT_OK(clinician->RejectIdentityChange("patient", *key));
+  key = clinician->ReconsiderIdentityChange("patient");
+  CW_ASSERT_OK(key);
+  EXPECT_EQ(*key, real) << "the real phone's key can never be taken back once a later key was rejected";
+}
+
 TEST(ContactRecordTest, TheRejectedKeyAndTheVerifiedMarkRoundTripAndOlderRecordsStillRead) {
   internal::ContactRecord c;
   c.state = TrustState::kChanged;
