@@ -1853,17 +1853,13 @@ class Client::Impl {
                             "\" is already known under another identity key: an invite cannot replace them "
                             "(two people of one name cannot be told apart yet)"));
     }
-    // A contact we never heard from may answer a newer invite of theirs (same identity key, another token),
-    // which replaces how we reach them: a new device whose answer to a code for new contacts was refused
-    // under our name, which then gets a code for it. A contact we hear from is reached as it is: a code for
-    // new contacts, answered under our name, would be refused and cut us off.
+    // A contact's new invite (same identity key, another token: say, one for this device after a first code
+    // of theirs, for new contacts, was refused under our name) replaces how we reach them; the same code
+    // again changes nothing.
     auto existing = state_.contacts.find(inv.name);
-    if (existing != state_.contacts.end() && existing->second.card) {
-      auto heard = engine_->HasHeardFrom(session::Address{inv.name, kContactDevice});
-      if (!heard) return done(Error(heard.error()));
-      if (*heard || ConstantTimeEquals(existing->second.card->token, inv.card.token)) {
-        return done(Error(StatusCode::kAlreadyExists, "already a contact"));
-      }
+    if (existing != state_.contacts.end() && existing->second.card &&
+        ConstantTimeEquals(existing->second.card->token, inv.card.token)) {
+      return done(Error(StatusCode::kAlreadyExists, "already a contact"));
     }
     auto proceed = [this, inv, first, done](Result<bool> reg) {
       if (!reg) return done(Error(reg.error()));

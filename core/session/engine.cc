@@ -11,8 +11,6 @@
 #include <signal/session_builder.h>
 #include <signal/session_cipher.h>
 #include <signal/session_pre_key.h>
-#include <signal/session_record.h>
-#include <signal/session_state.h>
 #include <signal/signal_protocol.h>
 #include <sodium.h>
 
@@ -1354,20 +1352,6 @@ Status Engine::ProcessBundle(const Address& peer, const wire::PreKeyBundle& bund
 bool Engine::HasSession(const Address& peer) {
   auto r = impl_->Transact([&] { return impl_->HasSessionLocked(peer); });
   return r && *r;
-}
-
-Result<bool> Engine::HasHeardFrom(const Address& peer) {
-  return impl_->Transact([&]() -> Result<bool> {
-    CW_ASSIGN_OR_RETURN(bool has, impl_->HasSessionLocked(peer));
-    if (!has) return false;
-    OwnedAddress addr(peer);
-    session_record* raw = nullptr;
-    CW_RETURN_IF_ERROR(impl_->Check(
-        signal_protocol_session_load_session(impl_->store_ctx_.get(), &raw, &addr.address), "session"));
-    SignalRef<session_record> record(raw);
-    session_state* state = session_record_get_state(record.get());  // borrowed from the record
-    return state != nullptr && session_state_has_unacknowledged_pre_key_message(state) == 0;
-  });
 }
 
 Result<Ciphertext> Engine::Encrypt(const Address& peer, std::span<const uint8_t> plaintext,

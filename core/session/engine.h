@@ -176,9 +176,6 @@ class Engine {
   // policy (kUntrustedIdentity when the peer's identity key changed and was not accepted).
   Status ProcessBundle(const Address& peer, const wire::PreKeyBundle& bundle);
   bool HasSession(const Address& peer);
-  // Whether a message from `peer` confirmed our session: false without a session, or while we still send
-  // the X3DH message that began it (no reply yet).
-  Result<bool> HasHeardFrom(const Address& peer);
   // Called after a successful encrypt or decrypt, before anything is committed: the writes it adds to the
   // batch commit atomically with the new session state (a transcript row, an outbox entry, a dedup key). An
   // error from it fails the whole operation and nothing is written.

@@ -130,26 +130,6 @@ TEST_F(SessionTest, EncryptWithoutSessionIsNoSession) {
   EXPECT_TRUE(SameState(snap, nurse.snapshot()));
 }
 
-// The runtime lets a contact we never heard from answer a newer invite of theirs (client.cc, AcceptInvite).
-TEST_F(SessionTest, WeHaveHeardFromAPeerOnceItsMessageConfirmedTheSession) {
-  auto none = clinician->HasHeardFrom(patient.address());
-  CW_ASSERT_OK(none);
-  EXPECT_FALSE(*none);
-  CW_ASSERT_OK(clinician->ProcessBundle(patient.address(), *World::FetchBundle(patient)));
-  Ciphertext hello = MustEncrypt(clinician, patient, "hello");
-  auto sent_only = clinician->HasHeardFrom(patient.address());
-  CW_ASSERT_OK(sent_only);
-  EXPECT_FALSE(*sent_only) << "only our own X3DH message so far";
-  EXPECT_EQ(DecryptText(patient, clinician, hello), "hello");
-  auto receiver = patient->HasHeardFrom(clinician.address());
-  CW_ASSERT_OK(receiver);
-  EXPECT_TRUE(*receiver);
-  EXPECT_EQ(DecryptText(clinician, patient, MustEncrypt(patient, clinician, "hi")), "hi");
-  auto replied = clinician->HasHeardFrom(patient.address());
-  CW_ASSERT_OK(replied);
-  EXPECT_TRUE(*replied);
-}
-
 TEST_F(SessionTest, ReplayIsDuplicateAndSessionKeepsWorking) {
   ASSERT_NO_FATAL_FAILURE(world.Establish(clinician, patient));
   // A first message (PreKeySignalMessage) replayed, on a fresh pair.
