@@ -54,6 +54,9 @@ struct ContactRecord {
   // The user accepted their new identity key: once a message under it decrypts, the groups we share catch
   // their new device up (GroupRuntime::CatchUp).
   bool catch_up_due = false;
+  // The token of our invite for new contacts that this contact's first message came with, until its
+  // kInviteAnswer makes it my_token: its messages may come with it meanwhile (WhyNotTheSendersToken).
+  std::optional<DepositToken> answered_with;
 };
 
 // An invite of ours that no contact has answered yet. Its token lapses at the relay unless a first deposit
@@ -105,6 +108,7 @@ SecretBytes EncodeState(const State& s) {
     contacts[name] = json{{"card", c.card ? CardToJson(*c.card) : json()},
                           {"my_token", c.my_token ? ToHex(*c.my_token) : ""}};
     if (c.catch_up_due) contacts[name]["catch_up_due"] = true;
+    if (c.answered_with) contacts[name]["answered_with"] = ToHex(*c.answered_with);
   }
   j["contacts"] = contacts;
   json invites = json::array();
@@ -160,6 +164,11 @@ Result<State> DecodeState(const SecretBytes& bytes) {
         rec.my_token = t;
       }
       rec.catch_up_due = c.value("catch_up_due", false);  // absent in records from before it
+      if (c.contains("answered_with")) {
+        DepositToken t;
+        if (!ArrayFromHex(c.at("answered_with").get<std::string>(), &t)) return bad();
+        rec.answered_with = t;
+      }
       s.contacts[name] = std::move(rec);
     }
     if (j.contains("invites")) {
@@ -1091,6 +1100,11 @@ class Client::Impl {
         next = state_;
         next->contacts[sender.name];
       }
+      if (!known && std::any_of(state_.invites.begin(), state_.invites.end(), [&](const OpenInvite& i) {
+            return i.for_contact.empty() && ConstantTimeEquals(i.token, env->token);
+          })) {
+        next->contacts[sender.name].answered_with = env->token;
+      }
       new_contact = !known;
       if (next) b->writes.push_back(StateWrite(*next));
       return Status::Ok();
@@ -1621,8 +1635,10 @@ class Client::Impl {
       // Nothing of ours to revoke (already revoked, or a contact that never said which invite it answered).
       State next = state_;
       next.contacts.erase(contact);
+      RetireDeviceInvites(&next, contact);
       if (Status s = SaveState(next); !s.ok()) return done(Error(s));
       ForgetDirect(contact);
+      RevokeRetired();
       return done(true);
     }
     relay::RevokeDepositToken rv;
@@ -1641,9 +1657,22 @@ class Client::Impl {
           c->second.my_token.reset();
         }
       }
+      RetireDeviceInvites(&next, contact);
       if (Status s = SaveState(next); !s.ok()) return done(Error(s));
       ForgetDirect(contact);
+      RevokeRetired();
       done(true);
+    });
+  }
+
+  // A revoked or removed contact's invites for a new device go too (found in review: one outlived its contact
+  // and raised an identity change of a contact that was gone): their tokens are retired, revoked at the
+  // relay.
+  static void RetireDeviceInvites(State* next, const std::string& contact) {
+    std::erase_if(next->invites, [&](const OpenInvite& i) {
+      if (i.for_contact != contact) return false;
+      next->retired_tokens.push_back(i.token);
+      return true;
     });
   }
 
@@ -1677,11 +1706,17 @@ class Client::Impl {
     if (open == state_.invites.end()) {
       return Status(StatusCode::kInvalidArgument, "a contact named a deposit token that is no open invite of ours");
     }
+    // A code for another contact's new device, held by this one, is not this contact's to take (found in
+    // review: taking it retired the real new phone's way in).
+    if (!open->for_contact.empty() && open->for_contact != sender) {
+      return Status(StatusCode::kPermissionDenied, "a contact named an invite made for another contact");
+    }
     State next = state_;
     next.invites.erase(next.invites.begin() + (open - state_.invites.begin()));
     ContactRecord& rec = next.contacts[sender];
     if (rec.my_token) next.retired_tokens.push_back(*rec.my_token);
     rec.my_token = token;
+    rec.answered_with.reset();
     CW_RETURN_IF_ERROR(SaveState(next));
     RevokeRetired();
     return Status::Ok();
@@ -1773,7 +1808,8 @@ class Client::Impl {
 
   void CreateInvite(int64_t valid_for_ms, const std::string& for_contact, Done<std::string> done) {
     if (!state_.mailbox) return done(Error(StatusCode::kInvalidArgument, "not registered with a relay"));
-    if (!for_contact.empty() && state_.contacts.count(for_contact) == 0) {
+    // A removed contact's name is known too: its new code is how it comes back.
+    if (!for_contact.empty() && state_.contacts.count(for_contact) == 0 && !EngineKnows(for_contact)) {
       return done(Error(StatusCode::kNotFound, "an invite for a new device is for a contact's"));
     }
     if (valid_for_ms < 0) return done(Error(StatusCode::kInvalidArgument, "an invite's validity cannot be negative"));
@@ -1853,12 +1889,11 @@ class Client::Impl {
                             "\" is already known under another identity key: an invite cannot replace them "
                             "(two people of one name cannot be told apart yet)"));
     }
-    // A contact's new invite (same identity key, another token: say, one for this device after a first code
-    // of theirs, for new contacts, was refused under our name) replaces how we reach them; the same code
-    // again changes nothing.
+    // A second code of a contact is refused, not taken as a new way to reach them: the code does not say
+    // whom it is for, and one for new contacts, answered under our name, would be refused at the other end
+    // and cut us off (found in review).
     auto existing = state_.contacts.find(inv.name);
-    if (existing != state_.contacts.end() && existing->second.card &&
-        ConstantTimeEquals(existing->second.card->token, inv.card.token)) {
+    if (existing != state_.contacts.end() && existing->second.card) {
       return done(Error(StatusCode::kAlreadyExists, "already a contact"));
     }
     auto proceed = [this, inv, first, done](Result<bool> reg) {
@@ -1890,7 +1925,6 @@ class Client::Impl {
           if (!t) return done(Error(t.error()));
           State next = state_;
           ContactRecord& rec = next.contacts[inv.name];
-          if (rec.my_token) next.retired_tokens.push_back(*rec.my_token);  // a contact's new invite, answered
           rec.card = inv.card;
           rec.my_token = *t;
           if (Status s = SaveState(next); !s.ok()) return done(Error(s));
@@ -2016,6 +2050,11 @@ class Client::Impl {
   // whose answer to this invite is still on its way, for a new contact's invite; only the named contact's for
   // a new device's: found in review, any of our invite codes in the wrong hands could otherwise raise a
   // forged identity change of any contact); or a token a contact replaced. Empty when it does, else why not.
+  bool EngineKnows(const std::string& name) const {
+    auto known = engine_->GetContact(name);
+    return !known || known->state != session::TrustState::kUnknown;  // a store error: as known (refused)
+  }
+
   std::string WhyNotTheSendersToken(const EnvelopeContent& env) const {
     const auto same = [&](const DepositToken& t) { return ConstantTimeEquals(t, env.token); };
     const auto it = state_.contacts.find(env.sender);
@@ -2025,7 +2064,12 @@ class Client::Impl {
                                      [&](const OpenInvite& i) { return same(i.token); });
     if (invite != state_.invites.end()) {
       if (invite->for_contact.empty()) {
-        if (!contact || !it->second.my_token) return "";
+        // A name we never knew (a removed contact's is still known to the engine: found in review), or the
+        // contact this very invite made, whose answer binding it is still on its way.
+        if (contact ? (it->second.answered_with && same(*it->second.answered_with))
+                    : !EngineKnows(env.sender)) {
+          return "";
+        }
         return "an invite for a new contact was answered under the name of an existing contact";
       }
       if (invite->for_contact == env.sender) return "";

@@ -702,9 +702,13 @@ TEST_F(RuntimeE2E, AnInviteCodeAdmitsOnlyTheNamesItIsFor) {
   ASSERT_HAS(newcomer->AcceptInvite(*for_new, "hello, I'm new"));
   ASSERT_HAS(clinician->Sync());
   EXPECT_EQ(Bodies(*clinician, "ines"), (std::vector<std::string>{"hello, I'm new"}));
-  // The new phone answers the code for it (a contact's newer invite replaces the one it answered first), and
-  // the change awaits the user's comparison.
-  ASSERT_HAS(phone->AcceptInvite(*for_device, "new phone, the right code"));
+  // A new phone that answers the code for it raises the change the user then compares. (The phone that
+  // answered the code for new contacts cannot answer another code of the same inviter: it holds the
+  // clinician as a contact already, and a second code does not say whom it is for.)
+  EXPECT_EQ(phone->AcceptInvite(*for_device, "again").error().code(), StatusCode::kAlreadyExists);
+  auto phone3 = NewClient("patient-phone3", "pat");
+  ASSERT_TRUE(phone3);
+  ASSERT_HAS(phone3->AcceptInvite(*for_device, "new phone, the right code"));
   ASSERT_HAS(clinician->Sync());
   {
     std::lock_guard<std::mutex> lock(mu);
@@ -713,7 +717,164 @@ TEST_F(RuntimeE2E, AnInviteCodeAdmitsOnlyTheNamesItIsFor) {
   ASSERT_OK(clinician->AcceptIdentityChange("pat"));
   ASSERT_HAS(clinician->Sync());
   EXPECT_EQ(Bodies(*clinician, "pat").back(), "new phone, the right code");
-  EXPECT_EQ(phone->AcceptInvite(*for_device, "again").error().code(), StatusCode::kAlreadyExists);
+}
+
+// Watches a client's reports and identity changes.
+struct Watch {
+  std::mutex mu;
+  std::vector<std::string> errors;
+  int changes = 0;
+  ClientOptions Options() {
+    ClientOptions o = Fast();
+    o.callbacks.on_error = [this](const Status& s) {
+      std::lock_guard<std::mutex> lock(mu);
+      errors.push_back(s.message());
+    };
+    o.callbacks.on_identity_change = [this](const IdentityChangeEvent&) {
+      std::lock_guard<std::mutex> lock(mu);
+      ++changes;
+    };
+    return o;
+  }
+  int Changes() {
+    std::lock_guard<std::mutex> lock(mu);
+    return changes;
+  }
+  std::string All() {
+    std::lock_guard<std::mutex> lock(mu);
+    std::string out;
+    for (auto& e : errors) out += e + "\n";
+    return out;
+  }
+};
+
+// Found in review: a revoked contact has no my_token, and a code for new contacts admitted its name.
+TEST_F(RuntimeE2E, ANewContactCodeCannotRaiseAChangeOfARevokedContact) {
+  Watch w;
+  auto clinician = NewClient("clinician", "dr.lee", w.Options());
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  ASSERT_OK(clinician->RevokeContact("pat"));
+  auto code = clinician->CreateInvite();
+  ASSERT_HAS(code);
+  auto impostor = NewClient("impostor", "pat");
+  ASSERT_TRUE(impostor);
+  ASSERT_HAS(impostor->AcceptInvite(*code, "it's pat, trust me"));
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(w.Changes(), 0) << w.All();
+  auto contacts = clinician->Contacts();
+  ASSERT_HAS(contacts);
+  for (auto& c : *contacts) EXPECT_EQ(c.trust, session::TrustState::kTrusted) << c.name;
+}
+
+// Found in review: a removed contact's key is still the engine's, and a code for new contacts admitted its
+// name.
+TEST_F(RuntimeE2E, ANewContactCodeCannotRaiseAChangeOfARemovedContact) {
+  Watch w;
+  auto clinician = NewClient("clinician", "dr.lee", w.Options());
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  ASSERT_OK(clinician->RemoveContact("pat"));
+  auto code = clinician->CreateInvite();
+  ASSERT_HAS(code);
+  auto impostor = NewClient("impostor", "pat");
+  ASSERT_TRUE(impostor);
+  ASSERT_HAS(impostor->AcceptInvite(*code, "it's pat, trust me"));
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(w.Changes(), 0) << w.All();
+}
+
+// Found in review: a device invite outlived its contact, and raised a change of a contact that was gone.
+TEST_F(RuntimeE2E, ADeviceInviteOfARemovedContactAdmitsNobody) {
+  Watch w;
+  auto clinician = NewClient("clinician", "dr.lee", w.Options());
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  auto code = clinician->CreateInviteForNewDevice("pat");
+  ASSERT_HAS(code);
+  ASSERT_OK(clinician->RemoveContact("pat"));
+  auto open = clinician->OpenInvites();
+  ASSERT_HAS(open);
+  EXPECT_EQ(open->size(), 0u) << "the device invite of a removed contact is still open";
+  auto phone = NewClient("phone", "pat");
+  ASSERT_TRUE(phone);
+  ASSERT_HAS(phone->AcceptInvite(*code, "new phone"));
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(w.Changes(), 0) << w.All();
+}
+
+// Found in review: a second code of the same inviter, answered while the inviter was away (a re-scan, a code
+// sent again because "nothing happened"), replaced how the two reached each other and cut them off. It is
+// refused.
+TEST_F(RuntimeE2E, ASecondCodeOfTheSameInviterIsRefusedAndNothingIsCutOff) {
+  Watch w;
+  auto clinician = NewClient("clinician", "dr.lee", w.Options());
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  ASSERT_OK(clinician->Register(relay_->address()));
+  auto first = clinician->CreateInvite();
+  auto second = clinician->CreateInvite();
+  ASSERT_HAS(first);
+  ASSERT_HAS(second);
+  ASSERT_OK(patient->Register(relay_->address()));
+  ASSERT_HAS(patient->AcceptInvite(*first, "hello doctor"));
+  auto again = patient->AcceptInvite(*second, "hello again");
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.error().code(), StatusCode::kAlreadyExists);
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_HAS(clinician->SendText("pat", "reply from the doctor"));
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_HAS(patient->Sync());
+  auto got = Bodies(*patient, "dr.lee");
+  EXPECT_TRUE(std::find(got.begin(), got.end(), "reply from the doctor") != got.end())
+      << "the patient no longer receives the clinician";
+  ASSERT_HAS(patient->SendText("dr.lee", "still there?"));
+  ASSERT_HAS(patient->Sync());
+  ASSERT_HAS(clinician->Sync());
+  auto mine = Bodies(*clinician, "pat");
+  EXPECT_EQ(mine.back(), "still there?") << w.All();
+  // After the patient's next link up, the token the clinician holds (retired by the re-accept) is revoked.
+  patient.reset();
+  patient = Reopen("patient");
+  ASSERT_TRUE(patient);
+  ASSERT_HAS(patient->Sync());
+  ASSERT_HAS(clinician->SendText("pat", "second reply"));
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_HAS(patient->Sync());
+  got = Bodies(*patient, "dr.lee");
+  EXPECT_EQ(got.back(), "second reply") << "clinician -> patient cut off too";
+}
+
+// Found in review: a contact holding a code made for another contact's new device could name it in its invite
+// answer and take it, which retired the real new phone's way in.
+TEST_F(RuntimeE2E, AContactCannotTakeAnInviteMadeForAnother) {
+  Watch w;
+  auto clinician = NewClient("clinician", "dr.lee", w.Options());
+  auto patient = NewClient("patient", "pat");
+  auto nurse = NewClient("nurse", "nina");
+  ASSERT_TRUE(clinician && patient && nurse);
+  Connect(*clinician, *patient);
+  Connect(*clinician, *nurse, "hello from the nurse");
+  auto for_nina = clinician->CreateInviteForNewDevice("nina");
+  ASSERT_HAS(for_nina);
+  wire::AppMessage answer;
+  answer.kind = wire::AppKind::kInviteAnswer;
+  answer.payload = SecretBytes(DecodeInvite(*for_nina)->card.token);
+  ASSERT_HAS(patient->SendAppMessageForTesting("dr.lee", answer));
+  ASSERT_HAS(patient->Sync());
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_NE(w.All().find("an invite made for another contact"), std::string::npos) << w.All();
+  auto open = clinician->OpenInvites();
+  ASSERT_HAS(open);
+  ASSERT_EQ(open->size(), 1u);
+  EXPECT_EQ((*open)[0].for_contact, "nina");
+  ASSERT_HAS(patient->SendText("dr.lee", "my own token still works"));
+  ASSERT_HAS(patient->Sync());
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(Bodies(*clinician, "pat").back(), "my own token still works");
 }
 
 TEST_F(RuntimeE2E, AMessageNamingAnotherDeviceIsDroppedForThatReason) {
