@@ -784,6 +784,18 @@ TEST_F(RuntimeE2E, ANewContactCodeCannotRaiseAChangeOfARemovedContact) {
   ASSERT_HAS(impostor->AcceptInvite(*code, "it's pat, trust me"));
   ASSERT_HAS(clinician->Sync());
   EXPECT_EQ(w.Changes(), 0) << w.All();
+
+  // The removed patient's new phone comes back with a code made for it: the change awaits the user.
+  auto for_pat = clinician->CreateInviteForNewDevice("pat");
+  ASSERT_HAS(for_pat);
+  auto phone = NewClient("patient-phone2", "pat");
+  ASSERT_TRUE(phone);
+  ASSERT_HAS(phone->AcceptInvite(*for_pat, "back, on a new phone"));
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(w.Changes(), 1) << w.All();
+  ASSERT_OK(clinician->AcceptIdentityChange("pat"));
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(Bodies(*clinician, "pat").back(), "back, on a new phone");
 }
 
 // Found in review: a device invite outlived its contact, and raised a change of a contact that was gone.
