@@ -453,27 +453,42 @@ TEST(HostileRosterTest, AMemberNameUnderAnotherKeyIsSentNoGroupKeyAndCannotGiveO
   EXPECT_NE(CodeOf(patient->Decrypt(nurse.address(), *after)), StatusCode::kOk);
 }
 
-// A member's new device: once the admin accepts its key, the roster lists that key at a new epoch, every
-// member rotates away from the old one and forgets its sender key, and the new device is sent keys by each
-// member once that member accepts the change too.
-TEST(HostileRosterTest, AMembersNewKeyListedByTheAdminShutsOutTheOldOne) {
+// A pharmacist in a group of the clinician's, with the nurse, whose phone is replaced: `old_phone` keeps its
+// engine, and `new_phone` (a world of its own: the same name, another identity) is the new one.
+void MakeLegacy(Party& p, const std::string& group);  // below
+
+class NewPhoneTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (Party* p : {&nurse, &old_phone}) ASSERT_NO_FATAL_FAILURE(w.Establish(clinician, *p));
+    ASSERT_NO_FATAL_FAILURE(w.Establish(nurse, old_phone));
+    auto made = clinician->CreateGroup(group, {"nurse", "pharmacist"});
+    CW_ASSERT_OK(made);
+    ASSERT_TRUE(AllDelivered(w.Pump("clinician", *made)));
+  }
+  // Every device's record of the group as a version from before keys wrote it.
+  void MakeAllLegacy() {
+    for (Party* p : {&clinician, &nurse, &old_phone}) ASSERT_NO_FATAL_FAILURE(MakeLegacy(*p, group));
+  }
+
   World w;
   Party& clinician = w.Add("clinician");
   Party& nurse = w.Add("nurse");
   Party& old_phone = w.Add("pharmacist");
-  for (Party* p : {&nurse, &old_phone}) ASSERT_NO_FATAL_FAILURE(w.Establish(clinician, *p));
-  ASSERT_NO_FATAL_FAILURE(w.Establish(nurse, old_phone));
+  World elsewhere;
+  Party& new_phone = elsewhere.Add("pharmacist");
   const std::string group = clinician->NewGroupId();
-  auto made = clinician->CreateGroup(group, {"nurse", "pharmacist"});
-  CW_ASSERT_OK(made);
-  ASSERT_TRUE(AllDelivered(w.Pump("clinician", *made)));
+};
+
+// A member's new device: once the admin accepts its key, the roster lists that key at a new epoch, every
+// member rotates away from the old one and forgets its sender key, and the new device is sent keys by each
+// member once that member accepts the change too.
+TEST_F(NewPhoneTest, AMembersNewKeyListedByTheAdminShutsOutTheOldOne) {
   auto late = old_phone->GroupEncrypt(group, AsBytes("sent from the old phone, delivered late"));
   CW_ASSERT_OK(late);
 
-  // The new phone (a world of its own: the same name, another identity) writes to the clinician and the
-  // nurse, who see a changed identity; the clinician accepts it.
-  World elsewhere;
-  Party& new_phone = elsewhere.Add("pharmacist");
+  // The new phone writes to the clinician and the nurse, who see a changed identity; the clinician accepts
+  // it.
   const Ciphertext to_clinician = FirstMessage(new_phone, clinician, "my new phone");
   const Ciphertext to_nurse = FirstMessage(new_phone, nurse, "my new phone");
   ASSERT_EQ(CodeOf(clinician->Decrypt(old_phone.address(), to_clinician)), StatusCode::kUntrustedIdentity);
@@ -625,21 +640,8 @@ TEST(HostileRosterTest, AnImpostorsSenderKeyFromBeforeTheUpgradeDoesNotSurviveTh
 // The same new device as AMembersNewKeyListedByTheAdminShutsOutTheOldOne, in a group made before keys
 // (every group on an upgraded device): the admin lists the accepted new key, but must still rotate away
 // from the old phone, which may be the stolen one.
-TEST(HostileRosterTest, ANewDeviceInAGroupMadeBeforeKeysShutsOutTheOldOne) {
-  World w;
-  Party& clinician = w.Add("clinician");
-  Party& nurse = w.Add("nurse");
-  Party& old_phone = w.Add("pharmacist");
-  for (Party* p : {&nurse, &old_phone}) ASSERT_NO_FATAL_FAILURE(w.Establish(clinician, *p));
-  ASSERT_NO_FATAL_FAILURE(w.Establish(nurse, old_phone));
-  const std::string group = clinician->NewGroupId();
-  auto made = clinician->CreateGroup(group, {"nurse", "pharmacist"});
-  CW_ASSERT_OK(made);
-  ASSERT_TRUE(AllDelivered(w.Pump("clinician", *made)));
-  for (Party* p : {&clinician, &nurse, &old_phone}) ASSERT_NO_FATAL_FAILURE(MakeLegacy(*p, group));
-
-  World elsewhere;
-  Party& new_phone = elsewhere.Add("pharmacist");
+TEST_F(NewPhoneTest, ANewDeviceInAGroupMadeBeforeKeysShutsOutTheOldOne) {
+  ASSERT_NO_FATAL_FAILURE(MakeAllLegacy());
   const Ciphertext first = FirstMessage(new_phone, clinician, "my new phone");
   ASSERT_EQ(CodeOf(clinician->Decrypt(old_phone.address(), first)), StatusCode::kUntrustedIdentity);
   CW_ASSERT_OK(clinician->AcceptIdentityChange("pharmacist", new_phone->identity_key()));
@@ -742,21 +744,8 @@ TEST_F(HostileGroupTest, ARemovalInAGroupMadeBeforeIdsWereBoundReachesTheMembers
 // A group made before keys; the pharmacist's phone is replaced. The first keyed roster lists the new key, but
 // the sender key the old (maybe stolen) phone gave before is kept wherever the new key was already trusted:
 // on the admin (it accepted the change) and on a member who accepted it first.
-TEST(HostileRosterTest, TheOldPhonesSenderKeyDoesNotSurviveTheFirstKeyedRoster) {
-  World w;
-  Party& clinician = w.Add("clinician");
-  Party& nurse = w.Add("nurse");
-  Party& old_phone = w.Add("pharmacist");
-  for (Party* p : {&nurse, &old_phone}) ASSERT_NO_FATAL_FAILURE(w.Establish(clinician, *p));
-  ASSERT_NO_FATAL_FAILURE(w.Establish(nurse, old_phone));
-  const std::string group = clinician->NewGroupId();
-  auto made = clinician->CreateGroup(group, {"nurse", "pharmacist"});
-  CW_ASSERT_OK(made);
-  ASSERT_TRUE(AllDelivered(w.Pump("clinician", *made)));
-  for (Party* p : {&clinician, &nurse, &old_phone}) ASSERT_NO_FATAL_FAILURE(MakeLegacy(*p, group));
-
-  World elsewhere;
-  Party& new_phone = elsewhere.Add("pharmacist");
+TEST_F(NewPhoneTest, TheOldPhonesSenderKeyDoesNotSurviveTheFirstKeyedRoster) {
+  ASSERT_NO_FATAL_FAILURE(MakeAllLegacy());
   for (Party* p : {&nurse, &clinician}) {  // the nurse accepts the new phone first, then the admin
     auto b = World::FetchBundle(*p);
     ASSERT_TRUE(b.has_value());
@@ -783,21 +772,10 @@ TEST(HostileRosterTest, TheOldPhonesSenderKeyDoesNotSurviveTheFirstKeyedRoster) 
 
 // The same, but the admin adds a member between accepting the new phone and catching it up: the Add lists
 // the new key without a rotation, and the catch-up then sees nothing to do.
-TEST(HostileRosterTest, AnAddBeforeTheCatchUpStillShutsOutTheOldPhone) {
-  World w;
-  Party& clinician = w.Add("clinician");
-  Party& nurse = w.Add("nurse");
-  Party& old_phone = w.Add("pharmacist");
+TEST_F(NewPhoneTest, AnAddBeforeTheCatchUpStillShutsOutTheOldPhone) {
   Party& aide = w.Add("aide");
-  for (Party* p : {&nurse, &old_phone, &aide}) ASSERT_NO_FATAL_FAILURE(w.Establish(clinician, *p));
-  const std::string group = clinician->NewGroupId();
-  auto made = clinician->CreateGroup(group, {"nurse", "pharmacist"});
-  CW_ASSERT_OK(made);
-  ASSERT_TRUE(AllDelivered(w.Pump("clinician", *made)));
-  for (Party* p : {&clinician, &nurse, &old_phone}) ASSERT_NO_FATAL_FAILURE(MakeLegacy(*p, group));
-
-  World elsewhere;
-  Party& new_phone = elsewhere.Add("pharmacist");
+  ASSERT_NO_FATAL_FAILURE(w.Establish(clinician, aide));
+  ASSERT_NO_FATAL_FAILURE(MakeAllLegacy());
   auto b = World::FetchBundle(clinician);
   ASSERT_TRUE(b.has_value());
   CW_ASSERT_OK(new_phone->ProcessBundle(clinician.address(), *b));
