@@ -353,9 +353,10 @@ class Engine::Impl {
   // forgets the sender keys it holds from them (they came under the old rule; see HandleContent). Returns
   // whether it listed any: the caller then rotates its own key.
   Result<bool> ListTrustedKeys(const std::string& group_id, internal::GroupRecord* group);
-  // Whether our session with `member` runs under the key `group` lists for them, or, where the admin listed
-  // none, under a key the user verified.
-  Result<bool> Vouched(const internal::GroupRecord& group, const std::string& member);
+  // Whether our session with `member`, whose contact record is `contact`, runs under the key `group` lists
+  // for them, or, where the admin listed none, under a key the user verified.
+  static bool Vouched(const internal::GroupRecord& group, const std::string& member,
+                      const std::optional<internal::ContactRecord>& contact);
   // The membership content of `group`, carrying `sender_key` (may be empty).
   static wire::Content Membership(const std::string& group_id, const internal::GroupRecord& group,
                                   SecretBytes sender_key);
@@ -897,8 +898,8 @@ Status Engine::Impl::FanOut(const internal::GroupRecord& group, const std::vecto
     // The session must run under the key the admin lists for this member: on a device that never met a
     // member, whoever wrote first under that name holds the session (found in review: such a contact was
     // sent the group's keys at the next membership change).
-    CW_ASSIGN_OR_RETURN(bool vouched, Vouched(group, m));
-    if (!vouched) {
+    CW_ASSIGN_OR_RETURN(auto contact, ReadContact(m));
+    if (!Vouched(group, m, contact)) {
       note(&out->unvouched_members, peer);
       continue;
     }
@@ -908,7 +909,6 @@ Status Engine::Impl::FanOut(const internal::GroupRecord& group, const std::vecto
     // a forged first message under a member's name, which anyone can send, made the admin skip that member
     // at a removal, who then never learned of it and kept writing under a key the removed member held.
     // They are still reported, so the user hears of the change.
-    CW_ASSIGN_OR_RETURN(auto contact, ReadContact(m));
     const bool pending_change = contact && contact->state == TrustState::kChanged;
     if (pending_change) note(&out->untrusted_members, peer);
     CW_ASSIGN_OR_RETURN(Ciphertext c, EncryptContent(peer, content, pending_change));
@@ -946,8 +946,8 @@ Result<bool> Engine::Impl::ListTrustedKeys(const std::string& group_id, internal
   return listed;
 }
 
-Result<bool> Engine::Impl::Vouched(const internal::GroupRecord& group, const std::string& member) {
-  CW_ASSIGN_OR_RETURN(auto contact, ReadContact(member));
+bool Engine::Impl::Vouched(const internal::GroupRecord& group, const std::string& member,
+                           const std::optional<internal::ContactRecord>& contact) {
   if (!contact) return false;
   // While a change awaits the user, identity_key is still the key trusted before it, which the session runs
   // under.
@@ -1017,8 +1017,8 @@ Result<Received> Engine::Impl::HandleContent(const Address& sender, wire::Conten
       }
       // And over a session under the key the admin lists for that member: otherwise whoever wrote to us first
       // under a member's name could write in the group as that member.
-      CW_ASSIGN_OR_RETURN(bool vouched, Vouched(*group, sender.name));
-      if (!vouched) {
+      CW_ASSIGN_OR_RETURN(auto contact, ReadContact(sender.name));
+      if (!Vouched(*group, sender.name, contact)) {
         return Error(StatusCode::kPermissionDenied,
                      "sender key under another identity key than the group lists for that member");
       }
