@@ -1100,9 +1100,8 @@ class Client::Impl {
         next = state_;
         next->contacts[sender.name];
       }
-      if (!known && std::any_of(state_.invites.begin(), state_.invites.end(), [&](const OpenInvite& i) {
-            return i.for_contact.empty() && ConstantTimeEquals(i.token, env->token);
-          })) {
+      if (const OpenInvite* invite = FindOpenInvite(env->token);
+          !known && invite && invite->for_contact.empty()) {
         next->contacts[sender.name].answered_with = env->token;
       }
       new_contact = !known;
@@ -1701,9 +1700,8 @@ class Client::Impl {
     if (contact->second.my_token && ConstantTimeEquals(*contact->second.my_token, token)) return Status::Ok();
     // An expired invite still binds: the relay admits an invite's token after its expiry only if a deposit
     // claimed it in time, so an answer naming it came from whoever answered in time (read late, perhaps).
-    const auto open = std::find_if(state_.invites.begin(), state_.invites.end(),
-                                   [&](const OpenInvite& i) { return ConstantTimeEquals(i.token, token); });
-    if (open == state_.invites.end()) {
+    const OpenInvite* open = FindOpenInvite(token);
+    if (open == nullptr) {
       return Status(StatusCode::kInvalidArgument, "a contact named a deposit token that is no open invite of ours");
     }
     // A code for another contact's new device, held by this one, is not this contact's to take (found in
@@ -1712,7 +1710,7 @@ class Client::Impl {
       return Status(StatusCode::kPermissionDenied, "a contact named an invite made for another contact");
     }
     State next = state_;
-    next.invites.erase(next.invites.begin() + (open - state_.invites.begin()));
+    next.invites.erase(next.invites.begin() + (open - state_.invites.data()));
     ContactRecord& rec = next.contacts[sender];
     if (rec.my_token) next.retired_tokens.push_back(*rec.my_token);
     rec.my_token = token;
@@ -2040,29 +2038,33 @@ class Client::Impl {
     return std::make_unique<DirectLinks>(std::move(deps), std::move(o));
   }
 
-  // Whether `env` came with a deposit token its sender may use: the one we gave that contact; one of our
-  // invites (a new contact, or a contact's new device, answering it); or one a contact replaced (deposited
-  // before the switch). Sealed sender lets anyone holding a token write any name: found in review, a contact
-  // could write as another (trust on first use of a name this device never met, or a forged identity change
-  // of one it knows, which blocked the conversation). Now that takes an invite code of ours.
-  // Whether the envelope's sender name goes with the deposit token it came with: the token we gave that
-  // contact; an open invite's, answered under a name it admits (a name that is no contact of ours yet, or one
-  // whose answer to this invite is still on its way, for a new contact's invite; only the named contact's for
-  // a new device's: found in review, any of our invite codes in the wrong hands could otherwise raise a
-  // forged identity change of any contact); or a token a contact replaced. Empty when it does, else why not.
+  // Whether the engine knows `name` (a contact's, a removed contact's): a store error counts as known, so
+  // what asks is refused rather than let through.
   bool EngineKnows(const std::string& name) const {
     auto known = engine_->GetContact(name);
-    return !known || known->state != session::TrustState::kUnknown;  // a store error: as known (refused)
+    return !known || known->state != session::TrustState::kUnknown;
   }
 
+  // The open invite whose token is `token`, or null.
+  const OpenInvite* FindOpenInvite(const DepositToken& token) const {
+    const auto it = std::find_if(state_.invites.begin(), state_.invites.end(),
+                                 [&](const OpenInvite& i) { return ConstantTimeEquals(i.token, token); });
+    return it == state_.invites.end() ? nullptr : &*it;
+  }
+
+  // Whether the envelope's sender name goes with the deposit token it came with: the token we gave that
+  // contact; an open invite's, answered under a name it admits (for a new contact's invite, a name nobody
+  // here knows, or the contact this invite made while its answer is on its way; for a new device's, only the
+  // named contact's); or one a contact replaced (deposited before the switch). Sealed sender lets anyone
+  // holding a token write any name: found in review, a contact could write as another, and then any invite
+  // code of ours in the wrong hands could raise a forged identity change of any contact. Empty when it goes,
+  // else why not.
   std::string WhyNotTheSendersToken(const EnvelopeContent& env) const {
     const auto same = [&](const DepositToken& t) { return ConstantTimeEquals(t, env.token); };
     const auto it = state_.contacts.find(env.sender);
     const bool contact = it != state_.contacts.end();
     if (contact && it->second.my_token && same(*it->second.my_token)) return "";
-    const auto invite = std::find_if(state_.invites.begin(), state_.invites.end(),
-                                     [&](const OpenInvite& i) { return same(i.token); });
-    if (invite != state_.invites.end()) {
+    if (const OpenInvite* invite = FindOpenInvite(env.token)) {
       if (invite->for_contact.empty()) {
         // A name we never knew (a removed contact's is still known to the engine: found in review), or the
         // contact this very invite made, whose answer binding it is still on its way.
