@@ -12,6 +12,7 @@
 #include <new>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #define CW_BUILDING_LIBRARY 1
@@ -49,6 +50,7 @@ struct CallbackState {
   void* file_user_data = nullptr;
   cw_group_message_fn on_group_message = nullptr;
   void* group_message_user_data = nullptr;
+  bool closed = false;  // cw_client_close began: no callback (progress included) is called any more
 };
 
 // Reads one (callback, user data) pair under the state's lock and calls it outside the lock, so a callback
@@ -62,6 +64,7 @@ void Fire(const std::weak_ptr<CallbackState>& weak, Fn CallbackState::*cb, void*
     void* data;
     {
       std::lock_guard<std::mutex> lock(st->mu);
+      if (st->closed) return;
       fn = (*st).*cb;
       data = (*st).*ud;
     }
@@ -70,10 +73,18 @@ void Fire(const std::weak_ptr<CallbackState>& weak, Fn CallbackState::*cb, void*
   }
 }
 
-// A C progress callback as the runtime's ProgressFn (empty when none was given).
-cw::runtime::ProgressFn Progress(cw_progress_fn fn, void* user_data) {
+// A C progress callback as the runtime's ProgressFn (empty when none was given); silent once the client is
+// closing.
+cw::runtime::ProgressFn Progress(const std::shared_ptr<CallbackState>& state, cw_progress_fn fn,
+                                 void* user_data) {
   if (fn == nullptr) return {};
-  return [fn, user_data](uint64_t done, uint64_t total) { fn(user_data, done, total); };
+  return [state, fn, user_data](uint64_t done, uint64_t total) {
+    {
+      std::lock_guard<std::mutex> lock(state->mu);
+      if (state->closed) return;
+    }
+    fn(user_data, done, total);
+  };
 }
 
 // A C array of `n` strings (purpose labels, member names); false when it or one of them is NULL.
@@ -233,24 +244,48 @@ struct cw_client {
 
 namespace {
 
+// The clients whose calls this thread is inside. A progress callback runs on the calling thread, inside the
+// call: cw_client_close from there must not wait for that call to return.
+thread_local std::vector<const cw_client*> t_inside;
+
 // Guard for a call on `client`, counted (see cw_client::calls). A NULL client is left to `fn` to refuse.
 template <typename Fn>
 cw_status ClientGuard(cw_client* client, Fn&& fn) noexcept {
   if (client == nullptr) return Guard(fn);
   try {
+    t_inside.reserve(t_inside.size() + 1);  // so the push_back below cannot throw
     std::lock_guard<std::mutex> lock(client->calls_mu);
     if (client->closing) return CW_ERR_ABORTED;
     ++client->calls;
   } catch (...) {
     return CW_ERR_INTERNAL;
   }
+  t_inside.push_back(client);
   const cw_status s = Guard(fn);
+  t_inside.pop_back();
   try {
     std::lock_guard<std::mutex> lock(client->calls_mu);
     if (--client->calls == 0 && client->closing) client->calls_done.notify_all();
   } catch (...) {
   }
   return s;
+}
+
+// Stops the client, waits for the calls inside it to return, and frees it.
+void FinishClose(cw_client* client) noexcept {
+  try {
+    // Calls still inside (a sync waiting for the relay, an upload) return CW_ERR_ABORTED now; they may still
+    // be using the client until they are out, so it is freed only then.
+    client->client->Stop();
+    std::unique_lock<std::mutex> lock(client->calls_mu);
+    client->calls_done.wait(lock, [&] { return client->calls == 0; });
+  } catch (...) {
+  }
+  try {
+    client->client.reset();
+  } catch (...) {
+  }
+  delete client;
 }
 
 // Stores a (callback, user data) pair; a NULL callback also forgets the user data.
@@ -392,23 +427,30 @@ CW_EXPORT cw_status cw_client_open_ex(const char* home_dir, const uint8_t* passp
 
 CW_EXPORT void cw_client_close(cw_client* client) {
   if (client == nullptr) return;
+  bool from_callback = false;
   try {
     {
       std::lock_guard<std::mutex> lock(client->calls_mu);
       client->closing = true;  // calls from now on return CW_ERR_ABORTED
     }
-    // Calls still inside (a sync waiting for the relay, an upload) return CW_ERR_ABORTED now; they may still
-    // be using the client until they are out, so it is freed only then.
-    client->client->Stop();
-    std::unique_lock<std::mutex> lock(client->calls_mu);
-    client->calls_done.wait(lock, [&] { return client->calls == 0; });
+    {
+      std::lock_guard<std::mutex> lock(client->callbacks->mu);
+      client->callbacks->closed = true;
+    }
+    // From a callback, waiting here would wait for ourselves: the loop thread cannot stop or join itself, and
+    // a progress callback's call cannot return while it runs. A helper finishes once they have.
+    from_callback = client->client->OnCallbackThread() ||
+                    std::find(t_inside.begin(), t_inside.end(), client) != t_inside.end();
+    if (from_callback) {
+      std::thread(FinishClose, client).detach();
+      return;
+    }
   } catch (...) {
+    // No thread for the helper: the client stays closing (calls abort) and is never freed, rather than wait
+    // for ourselves.
+    if (from_callback) return;
   }
-  try {
-    client->client.reset();
-  } catch (...) {
-  }
-  delete client;
+  FinishClose(client);
 }
 
 CW_EXPORT cw_status cw_client_name(cw_client* client, cw_buffer** out_name) {
@@ -614,7 +656,7 @@ CW_EXPORT cw_status cw_client_send_file_for_purpose(cw_client* client, const cha
   return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || contact == nullptr || path == nullptr) return CW_ERR_INVALID_ARGUMENT;
     auto seq = client->client->SendFile(contact, path, PurposeOr(purpose),
-                                        Progress(progress, user_data));
+                                        Progress(client->callbacks, progress, user_data));
     if (!seq) return ToC(seq.error());
     if (out_sequence != nullptr) *out_sequence = *seq;
     return CW_OK;
@@ -636,7 +678,8 @@ CW_EXPORT cw_status cw_client_fetch_attachment(cw_client* client, const char* co
       if (row.sequence != sequence) continue;
       auto a = cw::runtime::Client::AttachmentOf(row);
       if (!a) return ToC(a.error());
-      return ToC(client->client->FetchAttachment(*a, dest_path, Progress(progress, user_data)));
+      return ToC(
+          client->client->FetchAttachment(*a, dest_path, Progress(client->callbacks, progress, user_data)));
     }
     return CW_ERR_NOT_FOUND;
   });

@@ -2292,6 +2292,8 @@ Client::~Client() = default;
 
 void Client::Stop() { impl_->Stop(); }
 
+bool Client::OnCallbackThread() const { return impl_->transport_ && impl_->transport_->IsLoopThread(); }
+
 Result<std::unique_ptr<Client>> Client::Create(const std::string& home, const std::string& name,
                                                std::span<const uint8_t> passphrase, ClientOptions options) {
   if (sodium_init() < 0) return Error(StatusCode::kInternal, "libsodium init failed");

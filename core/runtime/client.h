@@ -237,6 +237,9 @@ class Client {
   // For an owner whose other threads may still be inside a call: Stop, wait for them to return, destroy.
   // Not from a callback: there it does nothing (what called the callback still uses the client).
   void Stop();
+  // Whether the calling thread is this client's loop thread: the one every callback in ClientCallbacks runs
+  // on (a C API close from there cannot wait for the loop).
+  bool OnCallbackThread() const;
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;

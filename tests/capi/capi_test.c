@@ -163,6 +163,38 @@ static void* run_upload(void* arg) {
   return NULL;
 }
 
+/* Closes its client from inside one of the client's callbacks: the first progress report of an upload (on
+ * the uploading thread, inside the call), or the lock callback (on the loop thread). Counts the calls it
+ * gets: none comes after the close. */
+typedef struct closer {
+  cw_client* client;
+  int calls;
+} closer;
+static void close_on_progress(void* user_data, uint64_t done, uint64_t total) {
+  (void)done;
+  (void)total;
+  closer* c = (closer*)user_data;
+  if (c->calls++ == 0) cw_client_close(c->client);
+}
+static void close_on_lock(void* user_data) {
+  closer* c = (closer*)user_data;
+  if (c->calls++ == 0) cw_client_close(c->client);
+}
+
+/* Opens the identity at `home` once a client closed from a callback has let go of its store (it is freed on
+ * a helper thread, after the callback and the call it ran in returned). */
+static cw_status open_when_released(const char* home, const char* pass, cw_client** out) {
+  cw_status s = CW_ERR_UNAVAILABLE;
+  for (int i = 0; i < 400 && s == CW_ERR_UNAVAILABLE; ++i) {
+    s = cw_client_open(home, u8(pass), strlen(pass), NULL, NULL, out);
+    if (s == CW_ERR_UNAVAILABLE) {
+      struct timespec ts = {0, 25 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  return s;
+}
+
 static void on_lock(void* user_data) {
   inbox* in = (inbox*)user_data;
   pthread_mutex_lock(&in->mu);
@@ -628,6 +660,28 @@ int main(int argc, char** argv) {
     pthread_join(uploader, NULL);
     CHECK(u.status == CW_OK || u.status == CW_ERR_ABORTED);
     REQUIRE_OK(cw_client_open(clinician_home, u8(pass), strlen(pass), NULL, NULL, &clinician));
+    REQUIRE_OK(cw_client_sync(clinician));
+
+    /* Closing from the upload's own progress callback: close cannot wait for the call it is inside, so it
+     * returns at once; the upload stops, no progress is reported after the close, and the client is freed
+     * once the call returned (its store opens again). It used to wait for itself for ever. */
+    closer c = {clinician, 0};
+    const cw_status sent = cw_client_send_file(clinician, "patient", big_path, close_on_progress, &c, NULL);
+    CHECK(sent == CW_ERR_ABORTED || sent == CW_OK);
+    CHECK(c.calls == 1);
+    clinician = NULL;
+    REQUIRE_OK(open_when_released(clinician_home, pass, &clinician));
+
+    /* The same from the loop thread (the lock callback): the loop cannot join itself. */
+    cw_client_close(clinician);
+    options.auto_lock_after_ms = 100;
+    options.direct_listen = NULL;
+    REQUIRE_OK(cw_client_open_ex(clinician_home, u8(pass), strlen(pass), NULL, NULL, &options, &clinician));
+    closer l = {clinician, 0};
+    REQUIRE_OK(cw_client_set_on_lock(clinician, close_on_lock, &l));
+    clinician = NULL;
+    REQUIRE_OK(open_when_released(clinician_home, pass, &clinician));
+    CHECK(l.calls == 1);
     REQUIRE_OK(cw_client_sync(clinician));
   }
 
