@@ -150,9 +150,11 @@ class MailboxStore {
     }
     return removed;
   }
-  // Removes messages and attachments whose expiry is at or before now; returns how many things it removed.
-  // Also forgets claimable deposit tokens whose claim_by time has passed (not counted in the result).
-  virtual Result<size_t> PurgeExpired(int64_t now_millis) = 0;
+  // Removes messages and attachments whose expiry is at or before now, and attachments whose upload is
+  // unfinished and whose expiry is at or before `unfinished_expiring_by_millis` (the relay passes a later
+  // time than now: an abandoned upload goes long before a finished attachment would); returns how many
+  // things it removed. Also forgets claimable deposit tokens whose claim_by time has passed (not counted).
+  virtual Result<size_t> PurgeExpired(int64_t now_millis, int64_t unfinished_expiring_by_millis) = 0;
 
   class Watch {
    public:

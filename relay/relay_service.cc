@@ -497,7 +497,12 @@ RelayStatsView RelayService::Stats() {
 }
 
 Result<size_t> RelayService::PurgeExpired() {
-  auto removed = store_.PurgeExpired(clock_.NowMillis());
+  // An attachment expires attachment_ttl after its creation, so one created more than
+  // unfinished_attachment_ttl ago expires before now + (attachment_ttl - unfinished_attachment_ttl).
+  const int64_t now = clock_.NowMillis();
+  const int64_t unfinished_by =
+      now + std::max<int64_t>(0, options_.attachment_ttl_millis - options_.unfinished_attachment_ttl_millis);
+  auto removed = store_.PurgeExpired(now, unfinished_by);
   if (removed && *removed > 0) {
     log_->Log(LogLevel::kInfo, "purged_expired", {{"count", std::to_string(*removed)}});
   }

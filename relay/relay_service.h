@@ -13,7 +13,8 @@
 //   pre-key, never the same twice; the owner hears (PreKeysLow push) when fewer than the low-water mark
 //   remain. A bundle without a one-time pre-key is still served.
 // - Attachments: opaque blobs by relay-drawn random id, uploaded by one link key in order, at most
-//   max_attachment_size, expiring after attachment_ttl.
+//   max_attachment_size, expiring after attachment_ttl (after unfinished_attachment_ttl while the upload is
+//   unfinished).
 // - Malformed, oversized and unknown commands get an error response; nothing a client sends can stop the
 //   service serving others.
 //
@@ -51,6 +52,11 @@ struct RelayOptions {
   // and not weighed (a disk that fills up stops the store until restarted).
   uint64_t min_free_disk_bytes = 1ull << 30;
   int64_t attachment_ttl_millis = 30ll * 24 * 3600 * 1000;
+  // An upload still unfinished this long after its attachment was created is given up: the attachment and
+  // what was uploaded of it are removed at the next purge, so abandoned uploads cannot hold the disk (and,
+  // past min_free_disk_bytes, keep everyone's attachments out) for attachment_ttl. A client that comes back
+  // later sends the file again. At least attachment_ttl means no earlier removal.
+  int64_t unfinished_attachment_ttl_millis = 24ll * 3600 * 1000;
   TokenBucketLimiter::Options bundle_fetch_limit;  // 6, then one per 10 minutes
   uint32_t pre_key_low_water = 10;
   size_t max_one_time_pre_keys = 1000;  // stored per mailbox

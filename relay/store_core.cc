@@ -507,7 +507,7 @@ Result<size_t> StoreCore::AckMany(const MailboxId& id, std::span<const MessageId
   return removed;
 }
 
-Result<size_t> StoreCore::PurgeExpired(int64_t now_millis) {
+Result<size_t> StoreCore::PurgeExpired(int64_t now_millis, int64_t unfinished_expiring_by_millis) {
   // A few mailboxes (or attachments) per hold of mu_, resuming after the last key seen: deposits take mu_ on
   // the transport's loop thread, and a purge over a large store must not stall it for the whole walk.
   constexpr size_t kPerHold = 64;
@@ -543,7 +543,9 @@ Result<size_t> StoreCore::PurgeExpired(int64_t now_millis) {
     auto it = after_attachment ? attachments_.upper_bound(*after_attachment) : attachments_.begin();
     for (size_t n = 0; n < kPerHold && it != attachments_.end(); ++n) {
       after_attachment = it->first;
-      if (it->second.expires_at_millis <= now_millis) {
+      const AttachmentState& a = it->second;
+      if (a.expires_at_millis <= now_millis ||
+          (a.written < a.total_size && a.expires_at_millis <= unfinished_expiring_by_millis)) {
         RecordAttachmentRemoved(it->first, it->second);
         total_attachment_bytes_ -= it->second.written;
         announced_attachment_bytes_ -= it->second.total_size;

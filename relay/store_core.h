@@ -105,7 +105,7 @@ class StoreCore : public virtual MailboxStore {
                                                 size_t max_bytes, bool* more) override;
   Result<bool> Ack(const MailboxId& id, const MessageId& message_id) override;
   Result<size_t> AckMany(const MailboxId& id, std::span<const MessageId> message_ids) override;
-  Result<size_t> PurgeExpired(int64_t now_millis) override;
+  Result<size_t> PurgeExpired(int64_t now_millis, int64_t unfinished_expiring_by_millis) override;
   std::unique_ptr<Watch> WatchMailbox(const MailboxId& id, WatchCallback callback) override;
   Result<uint32_t> PutPreKeys(const MailboxId& id, const PreKeySet& keys, size_t max_one_time) override;
   Result<std::optional<TakenBundle>> TakeBundle(const MailboxId& id) override;

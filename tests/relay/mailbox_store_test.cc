@@ -185,18 +185,43 @@ TEST_P(MailboxStoreTest, PurgeReachesEveryMailboxAndAttachmentOfALargeStore) {
     CW_RL_ASSERT_OK(store_->Insert(box, Mid(2), Bytes(10, 2), far_, {}));
     CW_RL_ASSERT_OK(store_->CreateAttachment(numbered(i), Key(2), 10, 1000));
   }
-  EXPECT_EQ(store_->PurgeExpired(1000).value(), size_t{2 * kMany});
+  EXPECT_EQ(store_->PurgeExpired(1000, 1000).value(), size_t{2 * kMany});
   auto stats = store_->Stats().value();
   EXPECT_EQ(stats.messages, uint64_t{kMany});
   EXPECT_EQ(stats.attachments, 0u);
+}
+
+// An abandoned upload is given up sooner than a finished attachment expires: the relay passes the expiry
+// before which unfinished ones go, and nothing finished, nor anything unfinished expiring later, goes with
+// it.
+TEST_P(MailboxStoreTest, PurgeRemovesUnfinishedUploadsByTheirOwnCutoff) {
+  const AttachmentId finished = Filled<kAttachmentIdSize>(1);
+  const AttachmentId abandoned = Filled<kAttachmentIdSize>(2);
+  const AttachmentId later = Filled<kAttachmentIdSize>(3);
+  CW_RL_ASSERT_OK(store_->CreateAttachment(finished, Key(1), 10, 5000));
+  CW_RL_ASSERT_OK(store_->CreateAttachment(abandoned, Key(1), 10, 5000));
+  CW_RL_ASSERT_OK(store_->CreateAttachment(later, Key(1), 10, 6000));
+  ASSERT_TRUE(store_->AppendAttachment(finished, Key(1), 0, Bytes(10, 7)).has_value());
+  ASSERT_TRUE(store_->AppendAttachment(abandoned, Key(1), 0, Bytes(4, 7)).has_value());
+  ASSERT_TRUE(store_->AppendAttachment(later, Key(1), 0, Bytes(4, 7)).has_value());
+  EXPECT_EQ(store_->PurgeExpired(100, 4999).value(), 0u);
+  EXPECT_EQ(store_->PurgeExpired(100, 5000).value(), 1u);
+  EXPECT_EQ(store_->Stats().value().attachments, 2u);
+  EXPECT_EQ(store_->Stats().value().attachment_bytes, 14u);
+  ASSERT_TRUE(store_->ReadAttachment(finished, 0, 10).has_value());
+  EXPECT_EQ(store_->AppendAttachment(abandoned, Key(1), 4, Bytes(6, 7)).error().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(store_->PurgeExpired(5000, 5000).value(), 1u);  // the finished one, at its own expiry
+  EXPECT_EQ(store_->PurgeExpired(5000, 6000).value(), 1u);
+  EXPECT_EQ(store_->Stats().value().attachments, 0u);
 }
 
 TEST_P(MailboxStoreTest, PurgeRemovesOnlyExpired) {
   CW_RL_ASSERT_OK(store_->Insert(box_, Mid(1), Bytes(10, 1), 1000, {}));
   CW_RL_ASSERT_OK(store_->Insert(box_, Mid(2), Bytes(10, 2), 2000, {}));
   CW_RL_ASSERT_OK(store_->CreateAttachment(Filled<kAttachmentIdSize>(1), Key(1), 10, 1500));
-  EXPECT_EQ(store_->PurgeExpired(999).value(), 0u);
-  EXPECT_EQ(store_->PurgeExpired(1500).value(), 2u);  // message 1 and the attachment
+  EXPECT_EQ(store_->PurgeExpired(999, 999).value(), 0u);
+  EXPECT_EQ(store_->PurgeExpired(1500, 1500).value(), 2u);  // message 1 and the attachment
   auto left = store_->FetchAfter(box_, 0, 10, 1 << 20, nullptr);
   ASSERT_EQ(left->size(), 1u);
   EXPECT_EQ((*left)[0].id, Mid(2));
@@ -311,7 +336,7 @@ TEST_P(MailboxStoreTest, AClaimableTokenLapsesUnlessItsFirstDepositComesInTime) 
   EXPECT_EQ(store_->AdmitDeposit(box_, unanswered, claim_by).value(), kRefused) << "lapsed: nobody claimed it";
   // Still counted until purged; the purge forgets only the lapsed one.
   CW_RL_EXPECT_CODE(store_->AddDepositToken(box_, Filled<kTokenHashSize>(3), 2, 0), StatusCode::kResourceExhausted);
-  ASSERT_TRUE(store_->PurgeExpired(claim_by).has_value());
+  ASSERT_TRUE(store_->PurgeExpired(claim_by, claim_by).has_value());
   CW_RL_ASSERT_OK(store_->AddDepositToken(box_, Filled<kTokenHashSize>(3), 2, 0));
   EXPECT_TRUE(store_->HasDepositToken(box_, answered, claim_by + 5000).value());
   CW_RL_EXPECT_CODE(store_->RemoveDepositToken(box_, unanswered), StatusCode::kNotFound);

@@ -598,6 +598,35 @@ TEST_F(RelayServiceTest, AttachmentSizeCapAndTtl) {
   EXPECT_EQ(Send(alice_, GetAttachmentChunk{id, 0, 3}).response.code, ResponseCode::kNotFound);
 }
 
+// An upload left unfinished holds its bytes on the relay's disk for a day, not for the 30 days a finished
+// attachment is kept: a client that walked away mid-upload (or one that does so on purpose, again and again)
+// cannot keep the disk full. One still uploading on its last hour is untouched.
+TEST_F(RelayServiceTest, AnUnfinishedUploadIsGivenUpAfterADay) {
+  const auto create = [&](uint64_t size) {
+    Reply c = Send(alice_, CreateAttachment{size});
+    EXPECT_EQ(c.response.code, ResponseCode::kOk);
+    return std::get<AttachmentCreated>(c.response.body).id;
+  };
+  const AttachmentId finished = create(3);
+  const AttachmentId abandoned = create(6);
+  ASSERT_EQ(Send(alice_, PutAttachmentChunk{finished, 0, Bytes{1, 2, 3}}).response.code, ResponseCode::kOk);
+  ASSERT_EQ(Send(alice_, PutAttachmentChunk{abandoned, 0, Bytes{1, 2, 3}}).response.code, ResponseCode::kOk);
+  clock_.Advance(kDay - 3600 * 1000);
+  const AttachmentId slow = create(6);
+  ASSERT_EQ(Send(alice_, PutAttachmentChunk{slow, 0, Bytes{1, 2, 3}}).response.code, ResponseCode::kOk);
+  EXPECT_EQ(service_->PurgeExpired().value(), 0u);
+  clock_.Advance(3600 * 1000);  // the abandoned upload is a day old
+  EXPECT_EQ(service_->PurgeExpired().value(), 1u);
+  EXPECT_EQ(Send(alice_, PutAttachmentChunk{abandoned, 3, Bytes{4, 5, 6}}).response.code,
+            ResponseCode::kNotFound);
+  ASSERT_EQ(Send(alice_, PutAttachmentChunk{slow, 3, Bytes{4, 5, 6}}).response.code, ResponseCode::kOk);
+  EXPECT_EQ(Send(mallory_, GetAttachmentChunk{finished, 0, 3}).response.code, ResponseCode::kOk);
+  EXPECT_EQ(Send(mallory_, GetAttachmentChunk{slow, 0, 6}).response.code, ResponseCode::kOk);
+  clock_.Advance(29 * kDay);
+  EXPECT_EQ(service_->PurgeExpired().value(), 1u);  // the finished one, 30 days after it was created
+  EXPECT_EQ(Send(mallory_, GetAttachmentChunk{finished, 0, 3}).response.code, ResponseCode::kNotFound);
+}
+
 // ---- Bad input ----
 
 TEST_F(RelayServiceTest, BadFramesGetClearErrorsAndServiceKeepsServing) {

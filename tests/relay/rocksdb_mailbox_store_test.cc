@@ -695,9 +695,9 @@ TEST(RocksDbMailboxStore, AttachmentBodiesAreFilesThatGoWithTheirRecord) {
   auto store = OpenOrDie(db);
   ASSERT_TRUE(store);
   EXPECT_EQ(store->ReadAttachment(att, 2, 10)->data, (Bytes{'c', 'd', 'e', 'f'}));
-  EXPECT_EQ(store->PurgeExpired(999).value(), 0u);
+  EXPECT_EQ(store->PurgeExpired(999, 999).value(), 0u);
   EXPECT_TRUE(std::filesystem::exists(AttachmentPath(db, att)));
-  EXPECT_EQ(store->PurgeExpired(1000).value(), 1u);
+  EXPECT_EQ(store->PurgeExpired(1000, 1000).value(), 1u);
   EXPECT_FALSE(std::filesystem::exists(AttachmentPath(db, att)));
   CW_RL_EXPECT_CODE(store->ReadAttachment(att, 0, 10), StatusCode::kNotFound);
 }

@@ -603,7 +603,9 @@ class WithholdingStore final : public relay::MailboxStore {
   Result<bool> Ack(const relay::MailboxId& id, const relay::MessageId& message_id) override {
     return inner_.Ack(id, message_id);
   }
-  Result<size_t> PurgeExpired(int64_t now_millis) override { return inner_.PurgeExpired(now_millis); }
+  Result<size_t> PurgeExpired(int64_t now_millis, int64_t unfinished_by_millis) override {
+    return inner_.PurgeExpired(now_millis, unfinished_by_millis);
+  }
   std::unique_ptr<Watch> WatchMailbox(const relay::MailboxId& id, WatchCallback callback) override {
     return inner_.WatchMailbox(
         id, [this, callback](const relay::MailboxId& box, const relay::StoredMessage& m) {
