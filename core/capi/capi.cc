@@ -208,10 +208,15 @@ cw_status ReturnJsonList(const cw::Result<std::vector<T>>& items, ToJson to_json
 }
 
 // Hands each row to `fn` as a cw_message_row; the rows' bodies are SecretBytes, wiped when `rows` goes.
-cw_status EachRow(const cw::Result<std::vector<cw::storage::TranscriptMessage>>& rows, cw_row_fn fn,
-                  void* user_data) {
+// Stops with CW_ERR_ABORTED once the client is closing (closed from a row callback, say).
+cw_status EachRow(const cw::Result<std::vector<cw::storage::TranscriptMessage>>& rows, CallbackState& state,
+                  cw_row_fn fn, void* user_data) {
   if (!rows) return ToC(rows.error());
   for (const auto& m : *rows) {
+    {
+      std::lock_guard<std::mutex> lock(state.mu);
+      if (state.closed) return CW_ERR_ABORTED;
+    }
     cw_message_row r{};
     r.struct_size = sizeof r;
     r.sequence = m.sequence;
@@ -431,6 +436,9 @@ CW_EXPORT void cw_client_close(cw_client* client) {
   try {
     {
       std::lock_guard<std::mutex> lock(client->calls_mu);
+      // A close already under way (another thread's, or a callback's racing it) frees the client: a second
+      // one would free it twice (found in review).
+      if (client->closing) return;
       client->closing = true;  // calls from now on return CW_ERR_ABORTED
     }
     {
@@ -796,7 +804,7 @@ CW_EXPORT cw_status cw_client_history(cw_client* client, const char* contact, si
                                       void* user_data) {
   return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || contact == nullptr || fn == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    return EachRow(client->client->History(contact, max), fn, user_data);
+    return EachRow(client->client->History(contact, max), *client->callbacks, fn, user_data);
   });
 }
 
@@ -863,7 +871,7 @@ CW_EXPORT cw_status cw_client_group_history(cw_client* client, const char* group
                                             void* user_data) {
   return ClientGuard(client, [&]() -> cw_status {
     if (client == nullptr || group_id == nullptr || fn == nullptr) return CW_ERR_INVALID_ARGUMENT;
-    return EachRow(client->client->GroupHistory(group_id, max), fn, user_data);
+    return EachRow(client->client->GroupHistory(group_id, max), *client->callbacks, fn, user_data);
   });
 }
 

@@ -70,17 +70,16 @@ struct OpenInvite {
   std::string for_contact;
 };
 
-// A token of ours that no longer admits new writers: a contact's replaced token, a cancelled or lapsed
-// invite's, a revoked or removed contact's device invite's. It is revoked at the relay at the next link up;
-// until the relay confirms, a message deposited with it may still arrive, and is believed only under a name
-// the token was for (found in review: a retired token admitted any name, so a leaked cancelled code could
-// raise a forged identity change of any contact while the inviter was away).
+// A token of ours that no longer admits new writers, revoked at the relay at the next link up: a contact's
+// replaced token, a cancelled or lapsed invite's, a revoked or removed contact's device invite's. Until the
+// relay confirms, a message deposited with it may still arrive. Only a replaced token's is believed, under
+// its contact's name (what the contact sent before it switched); the others admit nobody, as cancelling
+// promises. Found in review: a retired token admitted any name, so a leaked code, cancelled while the inviter
+// was away, still raised a forged identity change of any contact.
 struct RetiredToken {
   DepositToken token{};
-  // The one name it admits (a contact's token or device invite), or, when empty, the names an open invite
-  // for new contacts admits (a name nobody here knows, or the contact it made).
-  std::string for_contact;
-  bool any_name = false;  // retired by a version that did not record whom it was for: admits any name
+  std::string admits;     // the contact whose replaced token it is; empty: nobody
+  bool any_name = false;  // retired by a version that did not record this: admits any name, as it did
 };
 
 struct State {
@@ -137,7 +136,7 @@ SecretBytes EncodeState(const State& s) {
   json retired = json::array();
   json retired_tokens = json::array();  // the tokens alone too, for a library from before "retired"
   for (const auto& t : s.retired_tokens) {
-    retired.push_back(json{{"token", ToHex(t.token)}, {"for", t.for_contact}});
+    retired.push_back(json{{"token", ToHex(t.token)}, {"admits", t.admits}});
     if (t.any_name) retired.back()["any_name"] = true;
     retired_tokens.push_back(ToHex(t.token));
   }
@@ -212,13 +211,13 @@ Result<State> DecodeState(const SecretBytes& bytes) {
       for (const auto& t : j.at("retired")) {
         RetiredToken r;
         if (!ArrayFromHex(t.at("token").get<std::string>(), &r.token)) return bad();
-        r.for_contact = t.at("for").get<std::string>();
+        r.admits = t.at("admits").get<std::string>();
         r.any_name = t.value("any_name", false);
         s.retired_tokens.push_back(std::move(r));
       }
     } else {
-      // From before retired tokens recorded whom they were for (or before there were any): they admit any
-      // name, as they did, until the relay confirms their revocation at the next link up.
+      // From before retired tokens recorded whom they admit (or before there were any): any name, as they
+      // did, until the relay confirms their revocation at the next link up.
       for (const auto& t : j.value("retired_tokens", json::array())) {
         RetiredToken r;
         if (!ArrayFromHex(t.get<std::string>(), &r.token)) return bad();
@@ -1132,7 +1131,10 @@ class Client::Impl {
         next = state_;
         next->contacts[sender.name];
       }
-      if (!known && IsNewContactsToken(env->token)) next->contacts[sender.name].answered_with = env->token;
+      if (const OpenInvite* invite = FindOpenInvite(env->token);
+          !known && invite && invite->for_contact.empty()) {
+        next->contacts[sender.name].answered_with = env->token;
+      }
       new_contact = !known;
       if (next) b->writes.push_back(StateWrite(*next));
       return Status::Ok();
@@ -1699,7 +1701,7 @@ class Client::Impl {
   static void RetireDeviceInvites(State* next, const std::string& contact) {
     std::erase_if(next->invites, [&](const OpenInvite& i) {
       if (i.for_contact != contact) return false;
-      next->retired_tokens.push_back(RetiredToken{i.token, contact});
+      next->retired_tokens.push_back(RetiredToken{i.token, ""});
       return true;
     });
   }
@@ -1730,13 +1732,6 @@ class Client::Impl {
     // An expired invite still binds: the relay admits an invite's token after its expiry only if a deposit
     // claimed it in time, so an answer naming it came from whoever answered in time (read late, perhaps).
     const OpenInvite* open = FindOpenInvite(token);
-    if (open == nullptr && IsNewContactsToken(token)) {
-      // Answered in time, read after the invite was cancelled (or lapsed): what it sent meanwhile is read,
-      // but the token is revoked at the relay, so this contact cannot write again until it gets a token of
-      // ours.
-      return Status(StatusCode::kNotFound,
-                    "a new contact answered an invite that was cancelled since: it cannot write to us again");
-    }
     if (open == nullptr) {
       return Status(StatusCode::kInvalidArgument, "a contact named a deposit token that is no open invite of ours");
     }
@@ -1798,7 +1793,7 @@ class Client::Impl {
     State next = state_;
     std::erase_if(next.invites, [&](const OpenInvite& i) {
       if (!lapsed(i)) return false;
-      next.retired_tokens.push_back(RetiredToken{i.token, i.for_contact});
+      next.retired_tokens.push_back(RetiredToken{i.token, ""});
       return true;
     });
     if (Status s = SaveState(next); !s.ok()) Report(s);
@@ -1823,7 +1818,7 @@ class Client::Impl {
     if (it == state_.invites.end()) return done(Error(StatusCode::kNotFound, "no open invite with this id"));
     if (!state_.mailbox) return done(Error(StatusCode::kInvalidArgument, "not registered with a relay"));
     State next = state_;
-    next.retired_tokens.push_back(RetiredToken{it->token, it->for_contact});
+    next.retired_tokens.push_back(RetiredToken{it->token, ""});
     next.invites.erase(next.invites.begin() + (it - state_.invites.begin()));
     if (Status s = SaveState(next); !s.ok()) return done(Error(s));
     relay::RevokeDepositToken rv;
@@ -2088,50 +2083,37 @@ class Client::Impl {
     return it == state_.invites.end() ? nullptr : &*it;
   }
 
-  // Whether `token` is an invite's for new contacts, open or retired (cancelled, lapsed): a first message
-  // with it makes a contact whose later messages may come with it too until its kInviteAnswer
-  // (answered_with).
-  bool IsNewContactsToken(const DepositToken& token) const {
-    if (const OpenInvite* invite = FindOpenInvite(token)) return invite->for_contact.empty();
-    return std::any_of(
-        state_.retired_tokens.begin(), state_.retired_tokens.end(),
-        [&](const RetiredToken& r) { return r.for_contact.empty() && ConstantTimeEquals(r.token, token); });
-  }
-
   // Whether the envelope's sender name goes with the deposit token it came with: the token we gave that
   // contact; an open invite's, answered under a name it admits (for a new contact's invite, a name nobody
   // here knows, or the contact this invite made while its answer is on its way; for a new device's, only the
-  // named contact's); or a retired token's that the relay may still admit, under a name it was for. Sealed
-  // sender lets anyone holding a token write any name: found in review, a contact could write as another,
-  // and then any invite code of ours in the wrong hands could raise a forged identity change of any contact.
-  // Empty when it goes, else why not.
+  // named contact's); or the token that contact replaced, which the relay may still admit (RetiredToken).
+  // Sealed sender lets anyone holding a token write any name: found in review, a contact could write as
+  // another, and then any invite code of ours in the wrong hands could raise a forged identity change of any
+  // contact. Empty when it goes, else why not.
   std::string WhyNotTheSendersToken(const EnvelopeContent& env) const {
+    const auto same = [&](const DepositToken& t) { return ConstantTimeEquals(t, env.token); };
     const auto it = state_.contacts.find(env.sender);
     const bool contact = it != state_.contacts.end();
-    if (contact && it->second.my_token && ConstantTimeEquals(*it->second.my_token, env.token)) return "";
-    // A name we never knew (a removed contact's is still known to the engine: found in review), or the
-    // contact that a new contact's invite made, whose answer binding it is still on its way.
-    const auto new_contact = [&] {
-      return contact ? (it->second.answered_with && ConstantTimeEquals(*it->second.answered_with, env.token))
-                     : !EngineKnows(env.sender);
-    };
+    if (contact && it->second.my_token && same(*it->second.my_token)) return "";
     if (const OpenInvite* invite = FindOpenInvite(env.token)) {
       if (invite->for_contact.empty()) {
-        if (new_contact()) return "";
+        // A name we never knew (a removed contact's is still known to the engine: found in review), or the
+        // contact this very invite made, whose answer binding it is still on its way.
+        if (contact ? (it->second.answered_with && same(*it->second.answered_with))
+                    : !EngineKnows(env.sender)) {
+          return "";
+        }
         return "an invite for a new contact was answered under the name of an existing contact";
       }
       if (invite->for_contact == env.sender) return "";
       return "an invite for a contact's new device was answered under another name";
     }
-    const auto retired =
-        std::find_if(state_.retired_tokens.begin(), state_.retired_tokens.end(),
-                     [&](const RetiredToken& r) { return ConstantTimeEquals(r.token, env.token); });
-    if (retired != state_.retired_tokens.end()) {
-      if (retired->any_name ||
-          (retired->for_contact.empty() ? new_contact() : retired->for_contact == env.sender)) {
-        return "";
-      }
-      return "a retired deposit token came under a name it was not for";
+    for (const RetiredToken& r : state_.retired_tokens) {
+      if (!same(r.token)) continue;
+      if (r.any_name || (!r.admits.empty() && r.admits == env.sender)) return "";
+      return r.admits.empty() ? "the deposit token it came with was withdrawn (a cancelled or lapsed invite, "
+                                "a removed contact's)"
+                              : "the sender's name does not go with the deposit token it came with";
     }
     return "the sender's name does not go with the deposit token it came with";
   }

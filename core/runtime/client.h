@@ -290,8 +290,8 @@ class Client {
   // have claimed it in time): an answer to it binds nobody from then on, and its token is revoked at the
   // relay, so its code admits nobody, nor whoever already wrote with it. kNotFound for an id that names no
   // invite we remember. When the relay does not answer (kUnavailable), the cancellation still stands here
-  // and the revocation goes out as soon as the relay is reached; what was written with the code before that
-  // is still read, under the names the code admitted only.
+  // and the revocation goes out as soon as the relay is reached; what was written with the code meanwhile is
+  // dropped unread.
   Status CancelInvite(const std::string& id, int64_t timeout_ms = kDefaultTimeoutMs);
   // Accepts an invite: checks the code is signed by the identity key it names (kBadSignature otherwise: it
   // was altered on the way; nothing else happens), registers with its relay if this identity is not

@@ -106,12 +106,15 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_open(const char* home_dir, const uint
 
 /* Stops the client's loop thread and frees it. Once it returns, no callback of this client runs any more.
  * Calls other threads are making on this client meanwhile return (CW_ERR_ABORTED when they had to stop),
- * and close waits for them before it frees anything. NULL is a no-op.
- * From one of this client's callbacks (a progress callback included) it cannot wait for itself: it returns
- * at once, no other callback of this client is called from then on, the call the callback ran in returns
- * (CW_ERR_ABORTED when it had to stop), and a helper thread frees the client after that; its store can be
- * opened again once it has. REQUIRES: no call on this client starts after close returned (the handle is
- * gone). */
+ * and close waits for them before it frees anything. NULL is a no-op; a close while another is under way
+ * returns at once (the first one frees the client).
+ * From one of this client's callbacks (progress and history rows included) it cannot wait for itself: it
+ * returns at once and no callback of this client starts from then on, but one already running on another
+ * thread may still finish. The call the callback ran in returns (CW_ERR_ABORTED when it had to stop), and a
+ * helper thread frees the client after that: its store can be opened again (and everything its callbacks
+ * use freed) once the helper is done, which a successful cw_client_open of the same home shows. Do not exit
+ * the process before then: the helper is still writing what the client keeps at close.
+ * REQUIRES: no call on this client starts after close returned (the handle is gone). */
 CW_EXPORT void cw_client_close(cw_client* client);
 
 /* The name this identity shows to contacts, as a buffer. */

@@ -176,6 +176,11 @@ static void close_on_progress(void* user_data, uint64_t done, uint64_t total) {
   closer* c = (closer*)user_data;
   if (c->calls++ == 0) cw_client_close(c->client);
 }
+static void close_on_row(void* user_data, const cw_message_row* row) {
+  (void)row;
+  closer* c = (closer*)user_data;
+  if (c->calls++ == 0) cw_client_close(c->client);
+}
 static void close_on_lock(void* user_data) {
   closer* c = (closer*)user_data;
   if (c->calls++ == 0) cw_client_close(c->client);
@@ -682,6 +687,13 @@ int main(int argc, char** argv) {
     clinician = NULL;
     REQUIRE_OK(open_when_released(clinician_home, pass, &clinician));
     CHECK(l.calls == 1);
+
+    /* And from a history row: the walk stops there. */
+    closer r = {clinician, 0};
+    CHECK_STATUS(cw_client_history(clinician, "patient", 1000, close_on_row, &r), CW_ERR_ABORTED);
+    CHECK(r.calls == 1);
+    clinician = NULL;
+    REQUIRE_OK(open_when_released(clinician_home, pass, &clinician));
     REQUIRE_OK(cw_client_sync(clinician));
   }
 
