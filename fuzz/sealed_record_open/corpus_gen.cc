@@ -118,6 +118,12 @@ int main(int argc, char** argv) {
   group.epoch = 3;
   group.members = {"dr.alice", "nurse.carol", "patient.bob"};
   seeds.push_back(Seed(kGroup, session::internal::EncodeGroup(group).reveal()));
+  // A roster listing identity keys (the 5-field record), one member without a listed key.
+  group.epoch = 4;
+  group.keys.resize(group.members.size());
+  group.keys[0].emplace().fill(9);
+  group.keys[2].emplace().fill(10);
+  seeds.push_back(Seed(kGroup, session::internal::EncodeGroup(group).reveal()));
   seeds.push_back(Seed(kRowKey, AsBytes(row_key)));
 
   for (const auto& s : seeds) {
