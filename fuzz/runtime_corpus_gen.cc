@@ -45,6 +45,9 @@ int main(int argc, char** argv) {
   invite.name = "patient.lee";
   invite.card.relay = "cw://" + std::string(43, 'B') + "@[::1]:1";
   Write(fuzz + "/invite_decode/corpus", "gen-invite-b64", cw::ToBytes(cw::runtime::EncodeInvite(invite)));
+  invite.for_device_of = "patient.lee";  // version 3: a code for a contact's new device
+  Write(fuzz + "/invite_decode/corpus", "gen-invite-device", cw::ToBytes(cw::runtime::EncodeInvite(invite)));
+  invite.for_device_of.clear();
   // A genuine code, made by a client (tests/runtime/client_test.cc) and copied here: its signature verifies,
   // which the fixed values above cannot give, since XEdDSA signing takes a random nonce.
   Write(
@@ -90,6 +93,6 @@ int main(int argc, char** argv) {
     ++n;
   }
   sodium_memzero(secret.data(), secret.size());
-  std::printf("invite_decode 3 files, envelope_open %d files\n", 2 * n);
+  std::printf("invite_decode 4 files, envelope_open %d files\n", 2 * n);
   return 0;
 }

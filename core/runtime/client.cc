@@ -1852,6 +1852,7 @@ class Client::Impl {
           inv.card = ContactCard{state_.relay, *state_.mailbox, *t, box_pk_};
           inv.identity_key = engine_->identity_key();
           inv.name = state_.name;
+          inv.for_device_of = for_contact;
           // Recorded before it is signed: a token live at the relay is always one OpenInvites lists and
           // CancelInvite revokes, even when what follows fails.
           State next = state_;
@@ -1918,11 +1919,18 @@ class Client::Impl {
                             "\" is already known under another identity key: an invite cannot replace them "
                             "(two people of one name cannot be told apart yet)"));
     }
-    // A second code of a contact is refused, not taken as a new way to reach them: the code does not say
-    // whom it is for, and one for new contacts, answered under our name, would be refused at the other end
-    // and cut us off (found in review).
+    // A code for a contact's new device admits that contact's name only, at the inviter's end.
+    if (!inv.for_device_of.empty() && inv.for_device_of != state_.name) {
+      return done(Error(StatusCode::kPermissionDenied, "this invite code is for the new device of \"" +
+                                                           inv.for_device_of + "\", not for \"" +
+                                                           state_.name + "\""));
+    }
+    // A second code of a contact for new contacts is refused, not taken as a new way to reach them: answered
+    // under our name, it would be refused at the other end and cut us off (found in review). One for our new
+    // device is this device's way in (a new phone that answered a code for new contacts first, refused by the
+    // inviter, who knows our name): it replaces the first.
     auto existing = state_.contacts.find(inv.name);
-    if (existing != state_.contacts.end() && existing->second.card) {
+    if (existing != state_.contacts.end() && existing->second.card && inv.for_device_of.empty()) {
       return done(Error(StatusCode::kAlreadyExists, "already a contact"));
     }
     auto proceed = [this, inv, first, done](Result<bool> reg) {
@@ -1954,9 +1962,13 @@ class Client::Impl {
           if (!t) return done(Error(t.error()));
           State next = state_;
           ContactRecord& rec = next.contacts[inv.name];
+          // Answering a device code as a contact already: our earlier token for the inviter is replaced (the
+          // new first message carries the new one), and admits the inviter until the relay revokes it.
+          if (rec.my_token) next.retired_tokens.push_back(RetiredToken{*rec.my_token, inv.name});
           rec.card = inv.card;
           rec.my_token = *t;
           if (Status s = SaveState(next); !s.ok()) return done(Error(s));
+          RevokeRetired();
           auto seq = SendText(inv.name, AsText(first->reveal()), std::string(kDefaultPurpose));
           if (!seq) return done(Error(seq.error()));
           // Tells the inviter which of its invites this contact answered, so it can revoke this contact alone.

@@ -280,8 +280,9 @@ class Client {
   // These codes are for new contacts: answered under the name of an existing contact, the message is
   // dropped, with a report. For a contact's new device (a lost phone, a reinstall), make one for that
   // contact: answered under that contact's name only, with a new identity key, it raises the identity change
-  // the user then compares (AcceptIdentityChange or RejectIdentityChange). `valid_for_ms` as above, or
-  // ClientOptions::invite_valid_for_ms when negative. kNotFound when `contact` is no contact.
+  // the user then compares (AcceptIdentityChange or RejectIdentityChange). The code names that contact under
+  // our signature (Invite::for_device_of), so other identities' clients refuse it. `valid_for_ms` as above,
+  // or ClientOptions::invite_valid_for_ms when negative. kNotFound when `contact` is no contact.
   Result<std::string> CreateInviteForNewDevice(const std::string& contact, int64_t valid_for_ms = -1,
                                                int64_t timeout_ms = kDefaultTimeoutMs);
   // Our invites that no contact has answered and that have not expired yet, oldest first.
@@ -301,6 +302,9 @@ class Client {
   // carries our reply card. Returns the contact's name. kMalformed for a bad code; kInvalidArgument for an
   // invite of our own; kAlreadyExists for a contact we have, or for an invite whose author's name is ours or
   // is known under another identity key (contacts are known by name: two people of one name are refused).
+  // A code for a new device (CreateInviteForNewDevice) names whose: kPermissionDenied when it is not ours;
+  // when it is, it is taken from a contact we have too (a new phone that answered a code for new contacts
+  // first, refused by the inviter), replacing its card and our token for it.
   Result<std::string> AcceptInvite(const std::string& code, const std::string& first_message,
                                    int64_t timeout_ms = kDefaultTimeoutMs);
 

@@ -15,7 +15,10 @@ namespace {
 
 // Version 1 carried no signature: whoever could alter a code in transit could swap the box key, mailbox or
 // relay and stay unnoticed, since safety numbers check only the identity key.
+// Version 2: for new contacts (read by every signed-invite version). Version 3 adds the signed name of the
+// contact whose new device a code is for; only such codes are written as version 3.
 constexpr uint8_t kInviteVersion = 2;
+constexpr uint8_t kDeviceInviteVersion = 3;
 constexpr std::string_view kInviteSignatureContext = "cipherward invite v2";
 // Version 1 did not carry the deposit token: see EnvelopeContent::token.
 constexpr uint8_t kEnvelopeVersion = 2;
@@ -71,23 +74,27 @@ std::string InviteIdOf(const DepositToken& token) {
   return ToHex(ByteView(h.data(), 6));
 }
 
+// Fields of an invite's code before the signature: 7 at version 2, 8 at version 3.
+size_t InviteFieldCount(const Invite& invite) { return invite.for_device_of.empty() ? 7 : 8; }
+
 // Everything of an invite but its signature, in code order.
 template <typename Stream>
 void PackInviteFields(msgpack::packer<Stream>& pk, const Invite& invite) {
-  pk.pack_uint8(kInviteVersion);
+  pk.pack_uint8(invite.for_device_of.empty() ? kInviteVersion : kDeviceInviteVersion);
   PackStr(pk, invite.card.relay);
   PackBin(pk, invite.card.mailbox);
   PackBin(pk, invite.card.token);
   PackBin(pk, invite.card.box_key);
   PackBin(pk, invite.identity_key);
   PackStr(pk, invite.name);
+  if (!invite.for_device_of.empty()) PackStr(pk, invite.for_device_of);
 }
 
 SecretBytes InviteSignedBytes(const Invite& invite) {
   wire::internal::SecretSink sink;  // the deposit token is in it
   sink.write(kInviteSignatureContext.data(), kInviteSignatureContext.size());
   msgpack::packer<wire::internal::SecretSink> pk(sink);
-  pk.pack_array(7);
+  pk.pack_array(static_cast<uint32_t>(InviteFieldCount(invite)));
   PackInviteFields(pk, invite);
   return sink.Take();
 }
@@ -109,7 +116,7 @@ Status VerifyInvite(const Invite& invite) {
 std::string EncodeInvite(const Invite& invite) {
   msgpack::sbuffer buf;
   msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_array(8);
+  pk.pack_array(static_cast<uint32_t>(InviteFieldCount(invite) + 1));
   PackInviteFields(pk, invite);
   PackBin(pk, invite.signature);
   const size_t len = sodium_base64_encoded_len(buf.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
@@ -135,7 +142,7 @@ Result<Invite> DecodeInvite(std::string_view code) {
   }
   raw.resize(raw_len);
   wire::internal::Limits limits;
-  limits.array = 8;
+  limits.array = 9;
   limits.str = 256;
   limits.bin = 64;
   limits.depth = 1;
@@ -150,16 +157,19 @@ Result<Invite> DecodeInvite(std::string_view code) {
     return Error(StatusCode::kUnsupportedVersion,
                  "an invite code of an older version, which was not signed: ask its sender for a new one");
   }
-  if (version > kInviteVersion) {
+  if (version > kDeviceInviteVersion) {
     return Error(StatusCode::kUnsupportedVersion, "an invite code of a newer version: update Cipherward");
   }
-  if (o.via.array.size != 8) return bad();
+  const bool device = version == kDeviceInviteVersion;
+  if (o.via.array.size != (device ? 9u : 8u)) return bad();
   Invite inv;
   if (!ReadStr(a[1], kMaxRelayAddressSize, &inv.card.relay) || inv.card.relay.empty() ||
       !ReadFixedBin(a[2], &inv.card.mailbox) || !ReadFixedBin(a[3], &inv.card.token) ||
       !ReadFixedBin(a[4], &inv.card.box_key) || !ReadFixedBin(a[5], &inv.identity_key) ||
       !ReadStr(a[6], wire::kMaxNameSize, &inv.name) || !wire::IsValidName(inv.name) ||
-      !ReadFixedBin(a[7], &inv.signature)) {
+      (device &&
+       (!ReadStr(a[7], wire::kMaxNameSize, &inv.for_device_of) || !wire::IsValidName(inv.for_device_of))) ||
+      !ReadFixedBin(a[device ? 8 : 7], &inv.signature)) {
     return bad();
   }
   return inv;

@@ -36,7 +36,9 @@ namespace cw::runtime {
 
 inline constexpr size_t kBoxKeySize = 32;  // crypto_box_PUBLICKEYBYTES
 inline constexpr size_t kMaxRelayAddressSize = 200;
-inline constexpr size_t kMaxInviteCodeSize = 1024;
+// The longest code, a version 3 one with the longest relay address and two of the longest names, is about
+// 1,220 characters: well within a QR code (2,953 bytes at the lowest error correction).
+inline constexpr size_t kMaxInviteCodeSize = 1400;
 inline constexpr std::string_view kInvitePrefix = "cwi1.";
 
 using MailboxId = std::array<uint8_t, 16>;
@@ -57,6 +59,9 @@ struct Invite {
   ContactCard card;
   wire::PublicKey identity_key{};
   std::string name;
+  // Empty: a code for new contacts (version 2). Otherwise the contact whose new device it is for
+  // (Client::CreateInviteForNewDevice; version 3), signed like the rest, so the accepter can tell.
+  std::string for_device_of;
   InviteSignature signature{};  // by identity_key over InviteSignedBytes
   friend bool operator==(const Invite&, const Invite&) = default;
 };

@@ -135,8 +135,9 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_invite_valid_for(cw_client* client, i
 
 /* An invite code for the new device of `contact` (a lost phone, a reinstall), valid as cw_client_invite's:
  * answered under that contact's name only, with a new identity key, it raises the identity change the user
- * then compares (cw_client_accept_identity_change or cw_client_reject_identity_change). CW_ERR_NOT_FOUND when
- * `contact` is no contact. */
+ * then compares (cw_client_accept_identity_change or cw_client_reject_identity_change). The code names the
+ * contact under its author's signature (a version 3 code: clients from before it refuse it as newer), so any
+ * other identity's client refuses it. CW_ERR_NOT_FOUND when `contact` is no contact. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_invite_for_new_device(cw_client* client, const char* contact,
                                                                  cw_buffer** out_code);
 
@@ -157,7 +158,11 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_cancel_invite(cw_client* client, cons
  * identity key signs everything in it); CW_ERR_UNSUPPORTED_VERSION for a code from an older (unsigned) or
  * newer version; CW_ERR_INVALID_ARGUMENT for an invite of this device's own;
  * CW_ERR_ALREADY_EXISTS for a contact already made, or for an author whose name is this device's own or is
- * known under another identity key (contacts are known by name, so two people of one name are refused). */
+ * known under another identity key (contacts are known by name, so two people of one name are refused).
+ * A code for a new device (cw_client_invite_for_new_device) says whose: CW_ERR_PERMISSION_DENIED when it is
+ * not this identity's name; for this one's, it is taken from a contact already made too (a new phone that
+ * answered a code for new contacts first, which its author refused), and replaces how the two reach each
+ * other. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_accept(cw_client* client, const char* code, const uint8_t* first_message,
                                                   size_t len, cw_buffer** out_contact);
 

@@ -670,14 +670,15 @@ TEST_F(RuntimeE2E, AnInviteCodeAdmitsOnlyTheNamesItIsFor) {
   ASSERT_HAS(clinician->Sync());
   EXPECT_TRUE(
       dropped_because("an invite for a new contact was answered under the name of an existing contact"));
-  // A code for the patient's new device, answered under another name: dropped, and no contact is made.
+  // A code for the patient's new device says so, signed: anyone else's client refuses it.
   auto for_device = clinician->CreateInviteForNewDevice("pat");
   ASSERT_HAS(for_device);
   auto stranger = NewClient("stranger", "sam");
   ASSERT_TRUE(stranger);
-  ASSERT_HAS(stranger->AcceptInvite(*for_device, "hello"));
+  auto refused = stranger->AcceptInvite(*for_device, "hello");
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code(), StatusCode::kPermissionDenied);
   ASSERT_HAS(clinician->Sync());
-  EXPECT_TRUE(dropped_because("an invite for a contact's new device was answered under another name"));
   {
     std::lock_guard<std::mutex> lock(mu);
     EXPECT_EQ(changes, 0);
@@ -702,13 +703,10 @@ TEST_F(RuntimeE2E, AnInviteCodeAdmitsOnlyTheNamesItIsFor) {
   ASSERT_HAS(newcomer->AcceptInvite(*for_new, "hello, I'm new"));
   ASSERT_HAS(clinician->Sync());
   EXPECT_EQ(Bodies(*clinician, "ines"), (std::vector<std::string>{"hello, I'm new"}));
-  // A new phone that answers the code for it raises the change the user then compares. (The phone that
-  // answered the code for new contacts cannot answer another code of the same inviter: it holds the
-  // clinician as a contact already, and a second code does not say whom it is for.)
-  EXPECT_EQ(phone->AcceptInvite(*for_device, "again").error().code(), StatusCode::kAlreadyExists);
-  auto phone3 = NewClient("patient-phone3", "pat");
-  ASSERT_TRUE(phone3);
-  ASSERT_HAS(phone3->AcceptInvite(*for_device, "new phone, the right code"));
+  // The new phone answers the code for it, though it answered the code for new contacts first (it holds the
+  // clinician as a contact already; the code says it is for this phone's name): the change awaits the user,
+  // who compares and accepts, and the two talk both ways.
+  ASSERT_HAS(phone->AcceptInvite(*for_device, "new phone, the right code"));
   ASSERT_HAS(clinician->Sync());
   {
     std::lock_guard<std::mutex> lock(mu);
@@ -717,6 +715,14 @@ TEST_F(RuntimeE2E, AnInviteCodeAdmitsOnlyTheNamesItIsFor) {
   ASSERT_OK(clinician->AcceptIdentityChange("pat"));
   ASSERT_HAS(clinician->Sync());
   EXPECT_EQ(Bodies(*clinician, "pat").back(), "new phone, the right code");
+  ASSERT_HAS(clinician->SendText("pat", "welcome back"));
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_HAS(phone->Sync());
+  EXPECT_EQ(Bodies(*phone, "dr.lee").back(), "welcome back");
+  // A code for new contacts is still refused by a contact: answered under its name, it would be dropped.
+  auto another = clinician->CreateInvite();
+  ASSERT_HAS(another);
+  EXPECT_EQ(phone->AcceptInvite(*another, "again").error().code(), StatusCode::kAlreadyExists);
 }
 
 // Watches a client's reports and identity changes.
@@ -1049,10 +1055,12 @@ TEST(InviteCode, RoundTripsAndRejectsGarbage) {
 }
 
 // "cwi1." + base64url of a msgpack array whose first element is `version`, the rest as EncodeInvite writes.
-std::string CodeOfVersion(const Invite& inv, uint8_t version, bool signed_fields) {
+// With `for_device`, that name follows the inviter's (as version 3 writes it).
+std::string CodeOfVersion(const Invite& inv, uint8_t version, bool signed_fields,
+                          const char* for_device = nullptr) {
   msgpack::sbuffer buf;
   msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_array(signed_fields ? 8 : 7);
+  pk.pack_array((signed_fields ? 8 : 7) + (for_device ? 1 : 0));
   pk.pack_uint8(version);
   pk.pack(inv.card.relay);
   for (ByteView b : {ByteView(inv.card.mailbox), ByteView(inv.card.token), ByteView(inv.card.box_key),
@@ -1061,6 +1069,7 @@ std::string CodeOfVersion(const Invite& inv, uint8_t version, bool signed_fields
     pk.pack_bin_body(reinterpret_cast<const char*>(b.data()), static_cast<uint32_t>(b.size()));
   }
   pk.pack(inv.name);
+  if (for_device) pk.pack(std::string(for_device));
   if (signed_fields) {
     pk.pack_bin(static_cast<uint32_t>(inv.signature.size()));
     pk.pack_bin_body(reinterpret_cast<const char*>(inv.signature.data()),
@@ -1081,12 +1090,41 @@ TEST(InviteCode, AnUnsignedCodeOfVersionOneIsRefusedAsOlderAndANewerOneAsNewer) 
   ASSERT_FALSE(v1.has_value());
   EXPECT_EQ(v1.error().code(), StatusCode::kUnsupportedVersion);
   EXPECT_NE(v1.error().message().find("older version"), std::string::npos) << v1.error().message();
-  auto v3 = DecodeInvite(CodeOfVersion(inv, 3, true));
-  ASSERT_FALSE(v3.has_value());
-  EXPECT_EQ(v3.error().code(), StatusCode::kUnsupportedVersion);
-  EXPECT_NE(v3.error().message().find("newer version"), std::string::npos) << v3.error().message();
-  // Version 2 without its signature is no invite at all.
+  auto v4 = DecodeInvite(CodeOfVersion(inv, 4, true, "pat"));
+  ASSERT_FALSE(v4.has_value());
+  EXPECT_EQ(v4.error().code(), StatusCode::kUnsupportedVersion);
+  EXPECT_NE(v4.error().message().find("newer version"), std::string::npos) << v4.error().message();
+  // Version 2 without its signature is no invite at all; nor is version 3 without the name it is for, or
+  // version 2 with one.
   EXPECT_EQ(DecodeInvite(CodeOfVersion(inv, 2, false)).error().code(), StatusCode::kMalformed);
+  EXPECT_EQ(DecodeInvite(CodeOfVersion(inv, 3, true)).error().code(), StatusCode::kMalformed);
+  EXPECT_EQ(DecodeInvite(CodeOfVersion(inv, 2, true, "pat")).error().code(), StatusCode::kMalformed);
+}
+
+// A code for a contact's new device is version 3 and names that contact; a code for new contacts stays
+// version 2, which every signed-invite version reads. The signature covers the name it is for, so it cannot
+// be cleared or changed on the way.
+TEST(InviteCode, ACodeForANewDeviceNamesItsContactUnderTheSignature) {
+  const auto signed_bytes = [](const Invite& i) {
+    const SecretBytes b = InviteSignedBytes(i);
+    return Bytes(b.reveal().begin(), b.reveal().end());
+  };
+  Invite inv = SampleInvite();
+  const Bytes for_new_contacts = signed_bytes(inv);
+  inv.for_device_of = "pat";
+  EXPECT_EQ(EncodeInvite(inv), CodeOfVersion(inv, 3, true, "pat"));
+  auto back = DecodeInvite(EncodeInvite(inv));
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(*back, inv);
+  EXPECT_NE(signed_bytes(inv), for_new_contacts);
+  Invite other = inv;
+  other.for_device_of = "sam";
+  EXPECT_NE(signed_bytes(other), signed_bytes(inv));
+  inv.for_device_of = std::string(256, 'n');
+  inv.name = std::string(256, 'm');
+  inv.card.relay = std::string(200, 'r');
+  EXPECT_LE(EncodeInvite(inv).size(), kMaxInviteCodeSize);  // the longest code still decodes
+  EXPECT_TRUE(DecodeInvite(EncodeInvite(inv)).has_value());
 }
 
 TEST(RuntimeEnvelope, SealsToTheRecipientOnly) {
