@@ -57,6 +57,10 @@ struct ContactRecord {
   // The token of our invite for new contacts that this contact's first message came with, until its
   // kInviteAnswer makes it my_token: its messages may come with it meanwhile (WhyNotTheSendersToken).
   std::optional<DepositToken> answered_with;
+  // Whether a message of theirs reached us. False only for a contact made by accepting its invite, until it
+  // writes: such a contact may be one whose invite was refused at its end (AcceptInvite takes a code for our
+  // new device from it).
+  bool heard_from = true;
 };
 
 // An invite of ours that no contact has answered yet. Its token lapses at the relay unless a first deposit
@@ -121,6 +125,7 @@ SecretBytes EncodeState(const State& s) {
                           {"my_token", c.my_token ? ToHex(*c.my_token) : ""}};
     if (c.catch_up_due) contacts[name]["catch_up_due"] = true;
     if (c.answered_with) contacts[name]["answered_with"] = ToHex(*c.answered_with);
+    if (!c.heard_from) contacts[name]["heard_from"] = false;
   }
   j["contacts"] = contacts;
   json invites = json::array();
@@ -182,6 +187,7 @@ Result<State> DecodeState(const SecretBytes& bytes) {
         rec.my_token = t;
       }
       rec.catch_up_due = c.value("catch_up_due", false);  // absent in records from before it
+      rec.heard_from = c.value("heard_from", true);       // absent: heard from, or from before it
       if (c.contains("answered_with")) {
         DepositToken t;
         if (!ArrayFromHex(c.at("answered_with").get<std::string>(), &t)) return bad();
@@ -1131,6 +1137,10 @@ class Client::Impl {
         next = state_;
         next->contacts[sender.name];
       }
+      if (known && !it->second.heard_from) {
+        if (!next) next = state_;
+        next->contacts[sender.name].heard_from = true;
+      }
       if (const OpenInvite* invite = FindOpenInvite(env->token);
           !known && invite && invite->for_contact.empty()) {
         next->contacts[sender.name].answered_with = env->token;
@@ -1929,8 +1939,11 @@ class Client::Impl {
     // under our name, it would be refused at the other end and cut us off (found in review). One for our new
     // device is this device's way in (a new phone that answered a code for new contacts first, refused by the
     // inviter, who knows our name): it replaces the first.
+    // (Only from a contact that never wrote to us: one that did reaches us already, and an old code of it,
+    // answered or cancelled, would cut us off.)
     auto existing = state_.contacts.find(inv.name);
-    if (existing != state_.contacts.end() && existing->second.card && inv.for_device_of.empty()) {
+    if (existing != state_.contacts.end() && existing->second.card &&
+        (inv.for_device_of.empty() || existing->second.heard_from)) {
       return done(Error(StatusCode::kAlreadyExists, "already a contact"));
     }
     auto proceed = [this, inv, first, done](Result<bool> reg) {
@@ -1961,7 +1974,9 @@ class Client::Impl {
         IssueToken(0, [this, inv, first, done](Result<DepositToken> t) {
           if (!t) return done(Error(t.error()));
           State next = state_;
+          const bool new_contact = next.contacts.count(inv.name) == 0;
           ContactRecord& rec = next.contacts[inv.name];
+          if (new_contact) rec.heard_from = false;
           // Answering a device code as a contact already: our earlier token for the inviter is replaced (the
           // new first message carries the new one), and admits the inviter until the relay revokes it.
           if (rec.my_token) next.retired_tokens.push_back(RetiredToken{*rec.my_token, inv.name});

@@ -723,6 +723,12 @@ TEST_F(RuntimeE2E, AnInviteCodeAdmitsOnlyTheNamesItIsFor) {
   auto another = clinician->CreateInvite();
   ASSERT_HAS(another);
   EXPECT_EQ(phone->AcceptInvite(*another, "again").error().code(), StatusCode::kAlreadyExists);
+  // So is a code for this phone's own name once the clinician wrote to it: it reaches the clinician already,
+  // and a stale code (answered, cancelled) would cut it off.
+  EXPECT_EQ(phone->AcceptInvite(*for_device, "again").error().code(), StatusCode::kAlreadyExists);
+  auto fresh = clinician->CreateInviteForNewDevice("pat");
+  ASSERT_HAS(fresh);
+  EXPECT_EQ(phone->AcceptInvite(*fresh, "again").error().code(), StatusCode::kAlreadyExists);
 }
 
 // Watches a client's reports and identity changes.
