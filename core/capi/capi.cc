@@ -337,7 +337,10 @@ CW_EXPORT const char* cw_strerror(int status) {
     case CW_ERR_UNTRUSTED_IDENTITY: return "contact's identity changed and is not yet accepted";
     case CW_ERR_NOT_FOUND: return "not found";
     case CW_ERR_ALREADY_EXISTS: return "already exists";
-    case CW_ERR_PERMISSION_DENIED: return "permission denied (wrong passphrase, or a blocking call from a callback)";
+    case CW_ERR_PERMISSION_DENIED:
+      return "permission denied (a wrong passphrase, a blocking call from a callback, or something this "
+             "identity "
+             "may not do)";
     case CW_ERR_RESOURCE_EXHAUSTED: return "resource exhausted";
     case CW_ERR_UNAVAILABLE: return "unavailable (relay unreachable or store busy); retry later";
     case CW_ERR_INTERNAL: return "internal error";

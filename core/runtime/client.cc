@@ -61,6 +61,10 @@ struct ContactRecord {
   // writes: such a contact may be one whose invite was refused at its end (AcceptInvite takes a code for our
   // new device from it).
   bool heard_from = true;
+  // The card a code for our new device replaced (AcceptInvite), until a deposit with the new one is taken:
+  // a code withdrawn meanwhile (cancelled, answered already) gets it back, rather than cut us off (found in
+  // review).
+  std::optional<ContactCard> previous_card;
 };
 
 // An invite of ours that no contact has answered yet. Its token lapses at the relay unless a first deposit
@@ -75,14 +79,15 @@ struct OpenInvite {
 };
 
 // A token of ours that no longer admits new writers, revoked at the relay at the next link up: a contact's
-// replaced token, a cancelled or lapsed invite's, a revoked or removed contact's device invite's. Until the
-// relay confirms, a message deposited with it may still arrive. Only a replaced token's is believed, under
-// its contact's name (what the contact sent before it switched); the others admit nobody, as cancelling
-// promises. Found in review: a retired token admitted any name, so a leaked code, cancelled while the inviter
-// was away, still raised a forged identity change of any contact.
+// replaced token, a cancelled or lapsed invite's, a removed contact's device invite's. Until the relay
+// confirms, a message deposited with it may still arrive. A replaced token's is believed under its contact's
+// name (what the contact sent before it switched), and so is a withdrawn invite's under the contact it made
+// if that contact's answer is still on its way; the others admit nobody, as cancelling promises. Found in
+// review: a retired token admitted any name, so a leaked code, cancelled while the inviter was away, still
+// raised a forged identity change of any contact.
 struct RetiredToken {
   DepositToken token{};
-  std::string admits;     // the contact whose replaced token it is; empty: nobody
+  std::string admits;     // the one contact it admits; empty: nobody
   bool any_name = false;  // retired by a version that did not record this: admits any name, as it did
 };
 
@@ -113,6 +118,13 @@ json CardToJson(const ContactCard& c) {
   return json{{"relay", c.relay}, {"mailbox", ToHex(c.mailbox)}, {"token", ToHex(c.token)}, {"box", ToHex(c.box_key)}};
 }
 
+bool CardFromJson(const json& j, ContactCard* c) {
+  c->relay = j.at("relay").get<std::string>();
+  return ArrayFromHex(j.at("mailbox").get<std::string>(), &c->mailbox) &&
+         ArrayFromHex(j.at("token").get<std::string>(), &c->token) &&
+         ArrayFromHex(j.at("box").get<std::string>(), &c->box_key);
+}
+
 SecretBytes EncodeState(const State& s) {
   json j;
   j["v"] = 1;
@@ -126,6 +138,7 @@ SecretBytes EncodeState(const State& s) {
     if (c.catch_up_due) contacts[name]["catch_up_due"] = true;
     if (c.answered_with) contacts[name]["answered_with"] = ToHex(*c.answered_with);
     if (!c.heard_from) contacts[name]["heard_from"] = false;
+    if (c.previous_card) contacts[name]["previous_card"] = CardToJson(*c.previous_card);
   }
   j["contacts"] = contacts;
   json invites = json::array();
@@ -170,15 +183,10 @@ Result<State> DecodeState(const SecretBytes& bytes) {
     for (const auto& [name, c] : j.at("contacts").items()) {
       ContactRecord rec;
       if (!c.at("card").is_null()) {
-        const auto& cj = c.at("card");
-        ContactCard card;
-        card.relay = cj.at("relay").get<std::string>();
-        if (!ArrayFromHex(cj.at("mailbox").get<std::string>(), &card.mailbox) ||
-            !ArrayFromHex(cj.at("token").get<std::string>(), &card.token) ||
-            !ArrayFromHex(cj.at("box").get<std::string>(), &card.box_key)) {
-          return bad();
-        }
-        rec.card = card;
+        if (!CardFromJson(c.at("card"), &rec.card.emplace())) return bad();
+      }
+      if (c.contains("previous_card") && !CardFromJson(c.at("previous_card"), &rec.previous_card.emplace())) {
+        return bad();
       }
       const std::string mt = c.at("my_token").get<std::string>();
       if (!mt.empty()) {
@@ -1477,31 +1485,57 @@ class Client::Impl {
     auto dep = TakePreparedDeposit(*entry, recipient, card);
     if (!dep) return skip(dep.error());
     const std::string to = single ? recipient : std::string();  // group entries stay relay-only
-    SendDeposit(to, std::move(*dep), [this, run, entry, index, single](Result<relay::Response> r) mutable {
-      if (!r) {
-        // Locking or closing ends the pass; any other failure here is the relay's link (a direct link that
-        // fails falls back to the relay), which holds back this conversation only. The relay link coming
-        // up flushes again.
-        const StatusCode code = r.error().code();
-        if (code == StatusCode::kAborted || code == StatusCode::kPermissionDenied) return EndFlush(Error(r.error()));
-        run->relay_failed = true;
-        return HoldBack(std::move(run), *entry, r.error());
-      }
-      Status s = FromRelay(*r);
-      if (r->code == relay::ResponseCode::kDepositRefused) {
-        // The contact revoked our token (or the mailbox is gone): retrying cannot help.
-        Report(s);
-        if (!single) return DepositTo(std::move(run), entry, index + 1);
-        refused_.insert(OutboxKey(*entry));
-        (void)transcripts_->SetStatus(entry->conversation_id, entry->sequence, storage::MessageStatus::kFailed);
-        return DepositNext(std::move(run));
-      }
-      if (!s.ok()) {
-        ScheduleRetry();
-        return HoldBack(std::move(run), *entry, s);
-      }
-      DepositTo(std::move(run), entry, index + 1);
-    });
+    SendDeposit(to, std::move(*dep),
+                [this, run, entry, index, single, recipient, card](Result<relay::Response> r) mutable {
+                  if (!r) {
+                    // Locking or closing ends the pass; any other failure here is the relay's link (a direct
+                    // link that fails falls back to the relay), which holds back this conversation only. The
+                    // relay link coming up flushes again.
+                    const StatusCode code = r.error().code();
+                    if (code == StatusCode::kAborted || code == StatusCode::kPermissionDenied)
+                      return EndFlush(Error(r.error()));
+                    run->relay_failed = true;
+                    return HoldBack(std::move(run), *entry, r.error());
+                  }
+                  Status s = FromRelay(*r);
+                  if (r->code == relay::ResponseCode::kDepositRefused) {
+                    // The contact revoked our token (or the mailbox is gone): retrying cannot help.
+                    Report(s);
+                    SettlePreviousCard(recipient, card, /*taken=*/false);
+                    if (!single) return DepositTo(std::move(run), entry, index + 1);
+                    refused_.insert(OutboxKey(*entry));
+                    (void)transcripts_->SetStatus(entry->conversation_id, entry->sequence,
+                                                  storage::MessageStatus::kFailed);
+                    return DepositNext(std::move(run));
+                  }
+                  if (!s.ok()) {
+                    ScheduleRetry();
+                    return HoldBack(std::move(run), *entry, s);
+                  }
+                  SettlePreviousCard(recipient, card, /*taken=*/true);
+                  DepositTo(std::move(run), entry, index + 1);
+                });
+  }
+
+  // A deposit to `contact` with `card` was taken or refused: if a code for our new device replaced the card
+  // (ContactRecord::previous_card), the new one is proven, or (refused: the code was withdrawn) the earlier
+  // one comes back; the refused message stays failed, for the user to send again.
+  void SettlePreviousCard(const std::string& contact, const ContactCard& card, bool taken) {
+    const auto it = state_.contacts.find(contact);
+    if (it == state_.contacts.end() || !it->second.previous_card || !it->second.card ||
+        !(*it->second.card == card)) {
+      return;
+    }
+    State next = state_;
+    ContactRecord& rec = next.contacts[contact];
+    if (!taken) {
+      rec.card = rec.previous_card;
+      Report(
+          Status(StatusCode::kPermissionDenied, "the invite code answered for " + contact +
+                                                    " was withdrawn: back to the earlier way to reach them"));
+    }
+    rec.previous_card.reset();
+    if (Status s = SaveState(std::move(next)); !s.ok()) Report(s);
   }
 
   // The deposit of `entry` for `recipient`, whose card is `card`: the sealed-sender envelope (sender, device,
@@ -1697,7 +1731,9 @@ class Client::Impl {
           c->second.my_token.reset();
         }
       }
-      RetireDeviceInvites(&next, contact);
+      // A revoked contact keeps its device invites: revoking the old phone's token is a step of the
+      // lost-phone flow, and the new phone's code must still let it in (found in review).
+      if (remove) RetireDeviceInvites(&next, contact);
       if (Status s = SaveState(next); !s.ok()) return done(Error(s));
       ForgetDirect(contact);
       RevokeRetired();
@@ -1705,9 +1741,8 @@ class Client::Impl {
     });
   }
 
-  // A revoked or removed contact's invites for a new device go too (found in review: one outlived its contact
-  // and raised an identity change of a contact that was gone): their tokens are retired, revoked at the
-  // relay.
+  // A removed contact's invites for a new device go too (found in review: one outlived its contact and raised
+  // an identity change of a contact that was gone): their tokens are retired, revoked at the relay.
   static void RetireDeviceInvites(State* next, const std::string& contact) {
     std::erase_if(next->invites, [&](const OpenInvite& i) {
       if (i.for_contact != contact) return false;
@@ -1787,6 +1822,16 @@ class Client::Impl {
     return SaveState(std::move(next));
   }
 
+  // An invite withdrawn (cancelled, lapsed) admits nobody, except the contact it made whose answer binding it
+  // is still on its way (found in review: cancelling such an invite dropped that contact's messages).
+  RetiredToken Retire(const OpenInvite& invite) const {
+    for (const auto& [name, c] : state_.contacts) {
+      if (c.answered_with && ConstantTimeEquals(*c.answered_with, invite.token))
+        return RetiredToken{invite.token, name};
+    }
+    return RetiredToken{invite.token, ""};
+  }
+
   bool Expired(const OpenInvite& invite) const {
     return invite.expires_ms != 0 && clock_->NowMillis() >= invite.expires_ms;
   }
@@ -1803,7 +1848,7 @@ class Client::Impl {
     State next = state_;
     std::erase_if(next.invites, [&](const OpenInvite& i) {
       if (!lapsed(i)) return false;
-      next.retired_tokens.push_back(RetiredToken{i.token, ""});
+      next.retired_tokens.push_back(Retire(i));
       return true;
     });
     if (Status s = SaveState(next); !s.ok()) Report(s);
@@ -1828,7 +1873,7 @@ class Client::Impl {
     if (it == state_.invites.end()) return done(Error(StatusCode::kNotFound, "no open invite with this id"));
     if (!state_.mailbox) return done(Error(StatusCode::kInvalidArgument, "not registered with a relay"));
     State next = state_;
-    next.retired_tokens.push_back(RetiredToken{it->token, ""});
+    next.retired_tokens.push_back(Retire(*it));
     next.invites.erase(next.invites.begin() + (it - state_.invites.begin()));
     if (Status s = SaveState(next); !s.ok()) return done(Error(s));
     relay::RevokeDepositToken rv;
@@ -1971,36 +2016,49 @@ class Client::Impl {
           return done(Error(s));
         }
         compliance_->OnSessionEstablished(inv.name);
+        // Answering a code for our new device as a contact already (AcceptInvite's check above): our token
+        // for the inviter stays (the first message carries it again; should this code prove stale, the
+        // inviter may hold it already), and the card it replaces is kept until a deposit with the new one is
+        // taken.
+        const auto existing = state_.contacts.find(inv.name);
+        if (existing != state_.contacts.end() && existing->second.my_token) {
+          return Answer(inv, first, *existing->second.my_token, done);
+        }
         IssueToken(0, [this, inv, first, done](Result<DepositToken> t) {
           if (!t) return done(Error(t.error()));
-          State next = state_;
-          const bool new_contact = next.contacts.count(inv.name) == 0;
-          ContactRecord& rec = next.contacts[inv.name];
-          if (new_contact) rec.heard_from = false;
-          // Answering a device code as a contact already: our earlier token for the inviter is replaced (the
-          // new first message carries the new one), and admits the inviter until the relay revokes it.
-          if (rec.my_token) next.retired_tokens.push_back(RetiredToken{*rec.my_token, inv.name});
-          rec.card = inv.card;
-          rec.my_token = *t;
-          if (Status s = SaveState(next); !s.ok()) return done(Error(s));
-          RevokeRetired();
-          auto seq = SendText(inv.name, AsText(first->reveal()), std::string(kDefaultPurpose));
-          if (!seq) return done(Error(seq.error()));
-          // Tells the inviter which of its invites this contact answered, so it can revoke this contact alone.
-          wire::AppMessage answer;
-          answer.kind = wire::AppKind::kInviteAnswer;
-          answer.payload = SecretBytes(inv.card.token);
-          if (Status s = StatusOfSend(SendApp(inv.name, answer, ControlConversationId(inv.name), {}, {})); !s.ok()) {
-            Report(s);  // the contact stands; the inviter just cannot revoke it by itself
-          }
-          direct_->OnNewContact(inv.name);
-          CatchUpGroups(inv.name);
-          FlushOutbox([done, name = inv.name](Result<size_t>) { done(name); });
+          Answer(inv, first, *t, done);
         });
       });
     };
     if (state_.mailbox) return proceed(true);
     Register(inv.card.relay, proceed);
+  }
+
+  // AcceptInvite's end: records the contact with `token` as ours for it, and queues the first message and the
+  // invite answer.
+  void Answer(const Invite& inv, const std::shared_ptr<const SecretBytes>& first, const DepositToken& token,
+              Done<std::string> done) {
+    State next = state_;
+    const bool new_contact = next.contacts.count(inv.name) == 0;
+    ContactRecord& rec = next.contacts[inv.name];
+    if (new_contact) rec.heard_from = false;
+    if (rec.card && !(*rec.card == inv.card)) rec.previous_card = rec.card;
+    rec.card = inv.card;
+    rec.my_token = token;
+    if (Status s = SaveState(next); !s.ok()) return done(Error(s));
+    auto seq = SendText(inv.name, AsText(first->reveal()), std::string(kDefaultPurpose));
+    if (!seq) return done(Error(seq.error()));
+    // Tells the inviter which of its invites this contact answered, so it can revoke this contact alone.
+    wire::AppMessage answer;
+    answer.kind = wire::AppKind::kInviteAnswer;
+    answer.payload = SecretBytes(inv.card.token);
+    if (Status s = StatusOfSend(SendApp(inv.name, answer, ControlConversationId(inv.name), {}, {}));
+        !s.ok()) {
+      Report(s);  // the contact stands; the inviter just cannot revoke it by itself
+    }
+    direct_->OnNewContact(inv.name);
+    CatchUpGroups(inv.name);
+    FlushOutbox([done, name = inv.name](Result<size_t>) { done(name); });
   }
 
   // The user's decision on `contact`'s pending identity change, after comparing the new safety number.

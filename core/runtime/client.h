@@ -281,7 +281,9 @@ class Client {
   // dropped, with a report. For a contact's new device (a lost phone, a reinstall), make one for that
   // contact: answered under that contact's name only, with a new identity key, it raises the identity change
   // the user then compares (AcceptIdentityChange or RejectIdentityChange). The code names that contact under
-  // our signature (Invite::for_device_of), so other identities' clients refuse it. `valid_for_ms` as above,
+  // our signature (Invite::for_device_of), so clients under other names refuse it (a modified one could still
+  // answer it: we admit that contact's name only). RevokeContact keeps a contact's device codes (revoking the
+  // old phone is part of moving to a new one); RemoveContact withdraws them. `valid_for_ms` as above,
   // or ClientOptions::invite_valid_for_ms when negative. kNotFound when `contact` is no contact.
   Result<std::string> CreateInviteForNewDevice(const std::string& contact, int64_t valid_for_ms = -1,
                                                int64_t timeout_ms = kDefaultTimeoutMs);
@@ -303,8 +305,9 @@ class Client {
   // invite of our own; kAlreadyExists for a contact we have, or for an invite whose author's name is ours or
   // is known under another identity key (contacts are known by name: two people of one name are refused).
   // A code for a new device (CreateInviteForNewDevice) names whose: kPermissionDenied when it is not ours;
-  // when it is, it is taken from a contact we have too (a new phone that answered a code for new contacts
-  // first, refused by the inviter), replacing its card and our token for it.
+  // when it is, it is taken from a contact we have too while that contact never wrote to us (a new phone that
+  // answered a code for new contacts first, refused by the inviter): it replaces the contact's card, and
+  // should the inviter's relay refuse it (a code cancelled or answered already), the earlier card comes back.
   Result<std::string> AcceptInvite(const std::string& code, const std::string& first_message,
                                    int64_t timeout_ms = kDefaultTimeoutMs);
 

@@ -106,8 +106,9 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_open(const char* home_dir, const uint
 
 /* Stops the client's loop thread and frees it. Once it returns, no callback of this client runs any more.
  * Calls other threads are making on this client meanwhile return (CW_ERR_ABORTED when they had to stop),
- * and close waits for them before it frees anything. NULL is a no-op; a close while another is under way
- * returns at once (the first one frees the client).
+ * and close waits for them before it frees anything. NULL is a no-op. Close a handle once: a handle a
+ * callback closed is gone for every thread (a second close racing the first returns at once rather than
+ * free it twice, but one after the first finished is a use after free).
  * From one of this client's callbacks (progress and history rows included) it cannot wait for itself: it
  * returns at once and no callback of this client starts from then on, but one already running on another
  * thread may still finish. The call the callback ran in returns (CW_ERR_ABORTED when it had to stop), and a
@@ -136,8 +137,10 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_invite_valid_for(cw_client* client, i
 /* An invite code for the new device of `contact` (a lost phone, a reinstall), valid as cw_client_invite's:
  * answered under that contact's name only, with a new identity key, it raises the identity change the user
  * then compares (cw_client_accept_identity_change or cw_client_reject_identity_change). The code names the
- * contact under its author's signature (a version 3 code: clients from before it refuse it as newer), so any
- * other identity's client refuses it. CW_ERR_NOT_FOUND when `contact` is no contact. */
+ * contact under its author's signature (a version 3 code: clients from before it refuse it as newer), so a
+ * client under another name refuses it (a modified client could still answer it: this device admits that
+ * contact's name only). CW_ERR_NOT_FOUND when `contact` is no contact. Revoking the contact keeps its device
+ * codes (revoking the old phone is part of moving to a new one); removing it withdraws them. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_invite_for_new_device(cw_client* client, const char* contact,
                                                                  cw_buffer** out_code);
 

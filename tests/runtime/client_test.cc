@@ -878,6 +878,71 @@ TEST_F(RuntimeE2E, ACancelledCodeAdmitsNobodyEvenBeforeTheRelayIsTold) {
   EXPECT_EQ(Bodies(*clinician, "pat"), (std::vector<std::string>{"hello doctor"}));
 }
 
+// Found in review: a code for a new device taken from a contact that never wrote to us replaced its card even
+// when the code was withdrawn already (cancelled, or answered before), and revoked our token, cutting the two
+// off both ways. Our token stays, and a card the inviter's relay refuses gives way to the earlier one.
+TEST_F(RuntimeE2E, AStaleCodeForANewDeviceDoesNotCutTheNewPhoneOff) {
+  Watch w;
+  ClientOptions o = w.Options();
+  o.send_delivery_receipts = false;  // a receipt would be the clinician writing to the phone
+  auto clinician = NewClient("clinician", "dr.lee", o);
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  auto stale = clinician->CreateInviteForNewDevice("pat");
+  ASSERT_HAS(stale);
+  auto open = clinician->OpenInvites();
+  ASSERT_HAS(open);
+  ASSERT_EQ(open->size(), 1u);
+  ASSERT_OK(clinician->CancelInvite(open->front().id));
+  auto fresh = clinician->CreateInviteForNewDevice("pat");
+  ASSERT_HAS(fresh);
+  auto phone = NewClient("patient-phone2", "pat");
+  ASSERT_TRUE(phone);
+  ASSERT_HAS(phone->AcceptInvite(*fresh, "new phone"));
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_EQ(w.Changes(), 1) << w.All();
+  ASSERT_OK(clinician->AcceptIdentityChange("pat"));
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(Bodies(*clinician, "pat").back(), "new phone");
+
+  // Before the clinician wrote to it, the phone takes the cancelled code (an old QR scanned again).
+  ASSERT_HAS(phone->AcceptInvite(*stale, "stale code"));
+  ASSERT_HAS(phone->SendText("dr.lee", "still here"));
+  ASSERT_HAS(phone->Sync());
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(Bodies(*clinician, "pat").back(), "still here");
+  ASSERT_HAS(clinician->SendText("pat", "welcome back"));
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_HAS(phone->Sync());
+  EXPECT_EQ(Bodies(*phone, "dr.lee").back(), "welcome back");
+}
+
+// Revoking the old phone's token is a step of moving a contact to a new phone: the new phone's code still
+// lets it in (found in review: revoking withdrew the contact's device codes).
+TEST_F(RuntimeE2E, RevokingTheOldPhoneKeepsTheNewPhonesCode) {
+  Watch w;
+  auto clinician = NewClient("clinician", "dr.lee", w.Options());
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  auto code = clinician->CreateInviteForNewDevice("pat");
+  ASSERT_HAS(code);
+  ASSERT_OK(clinician->RevokeContact("pat"));  // the old phone was stolen
+  auto phone = NewClient("patient-phone2", "pat");
+  ASSERT_TRUE(phone);
+  ASSERT_HAS(phone->AcceptInvite(*code, "new phone"));
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_EQ(w.Changes(), 1) << w.All();
+  ASSERT_OK(clinician->AcceptIdentityChange("pat"));
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(Bodies(*clinician, "pat").back(), "new phone");
+  ASSERT_HAS(clinician->SendText("pat", "welcome back"));
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_HAS(phone->Sync());
+  EXPECT_EQ(Bodies(*phone, "dr.lee").back(), "welcome back");
+}
+
 // Found in review: a second code of the same inviter, answered while the inviter was away (a re-scan, a code
 // sent again because "nothing happened"), replaced how the two reached each other and cut them off. It is
 // refused.
