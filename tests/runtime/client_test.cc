@@ -760,6 +760,23 @@ struct Watch {
   }
 };
 
+// pat's new phone answered a code for it: the clinician sees the one change, accepts it, and reads `last`.
+void AcceptNewPhone(Client& clinician, Watch& w, const std::string& last) {
+  ASSERT_HAS(clinician.Sync());
+  ASSERT_EQ(w.Changes(), 1) << w.All();
+  ASSERT_OK(clinician.AcceptIdentityChange("pat"));
+  ASSERT_HAS(clinician.Sync());
+  EXPECT_EQ(Bodies(clinician, "pat").back(), last);
+}
+
+// The clinician's reply reaches pat's `phone`.
+void ExpectReplyReaches(Client& clinician, Client& phone) {
+  ASSERT_HAS(clinician.SendText("pat", "welcome back"));
+  ASSERT_HAS(clinician.Sync());
+  ASSERT_HAS(phone.Sync());
+  EXPECT_EQ(Bodies(phone, "dr.lee").back(), "welcome back");
+}
+
 // Found in review: a revoked contact has no my_token, and a code for new contacts admitted its name.
 TEST_F(RuntimeE2E, ANewContactCodeCannotRaiseAChangeOfARevokedContact) {
   Watch w;
@@ -900,11 +917,7 @@ TEST_F(RuntimeE2E, AStaleCodeForANewDeviceDoesNotCutTheNewPhoneOff) {
   auto phone = NewClient("patient-phone2", "pat");
   ASSERT_TRUE(phone);
   ASSERT_HAS(phone->AcceptInvite(*fresh, "new phone"));
-  ASSERT_HAS(clinician->Sync());
-  ASSERT_EQ(w.Changes(), 1) << w.All();
-  ASSERT_OK(clinician->AcceptIdentityChange("pat"));
-  ASSERT_HAS(clinician->Sync());
-  EXPECT_EQ(Bodies(*clinician, "pat").back(), "new phone");
+  ASSERT_NO_FATAL_FAILURE(AcceptNewPhone(*clinician, w, "new phone"));
 
   // Before the clinician wrote to it, the phone takes the cancelled code (an old QR scanned again).
   ASSERT_HAS(phone->AcceptInvite(*stale, "stale code"));
@@ -912,10 +925,7 @@ TEST_F(RuntimeE2E, AStaleCodeForANewDeviceDoesNotCutTheNewPhoneOff) {
   ASSERT_HAS(phone->Sync());
   ASSERT_HAS(clinician->Sync());
   EXPECT_EQ(Bodies(*clinician, "pat").back(), "still here");
-  ASSERT_HAS(clinician->SendText("pat", "welcome back"));
-  ASSERT_HAS(clinician->Sync());
-  ASSERT_HAS(phone->Sync());
-  EXPECT_EQ(Bodies(*phone, "dr.lee").back(), "welcome back");
+  ExpectReplyReaches(*clinician, *phone);
 }
 
 // Revoking the old phone's token is a step of moving a contact to a new phone: the new phone's code still
@@ -932,15 +942,8 @@ TEST_F(RuntimeE2E, RevokingTheOldPhoneKeepsTheNewPhonesCode) {
   auto phone = NewClient("patient-phone2", "pat");
   ASSERT_TRUE(phone);
   ASSERT_HAS(phone->AcceptInvite(*code, "new phone"));
-  ASSERT_HAS(clinician->Sync());
-  ASSERT_EQ(w.Changes(), 1) << w.All();
-  ASSERT_OK(clinician->AcceptIdentityChange("pat"));
-  ASSERT_HAS(clinician->Sync());
-  EXPECT_EQ(Bodies(*clinician, "pat").back(), "new phone");
-  ASSERT_HAS(clinician->SendText("pat", "welcome back"));
-  ASSERT_HAS(clinician->Sync());
-  ASSERT_HAS(phone->Sync());
-  EXPECT_EQ(Bodies(*phone, "dr.lee").back(), "welcome back");
+  ASSERT_NO_FATAL_FAILURE(AcceptNewPhone(*clinician, w, "new phone"));
+  ExpectReplyReaches(*clinician, *phone);
 }
 
 // Found in review: a second code of the same inviter, answered while the inviter was away (a re-scan, a code
