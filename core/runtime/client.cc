@@ -61,10 +61,6 @@ struct ContactRecord {
   // writes: such a contact may be one whose invite was refused at its end (AcceptInvite takes a code for our
   // new device from it).
   bool heard_from = true;
-  // The card a code for our new device replaced (AcceptInvite), until a deposit with the new one is taken:
-  // a code withdrawn meanwhile (cancelled, answered already) gets it back, rather than cut us off (found in
-  // review).
-  std::optional<ContactCard> previous_card;
 };
 
 // An invite of ours that no contact has answered yet. Its token lapses at the relay unless a first deposit
@@ -138,7 +134,6 @@ SecretBytes EncodeState(const State& s) {
     if (c.catch_up_due) contacts[name]["catch_up_due"] = true;
     if (c.answered_with) contacts[name]["answered_with"] = ToHex(*c.answered_with);
     if (!c.heard_from) contacts[name]["heard_from"] = false;
-    if (c.previous_card) contacts[name]["previous_card"] = CardToJson(*c.previous_card);
   }
   j["contacts"] = contacts;
   json invites = json::array();
@@ -184,9 +179,6 @@ Result<State> DecodeState(const SecretBytes& bytes) {
       ContactRecord rec;
       if (!c.at("card").is_null()) {
         if (!CardFromJson(c.at("card"), &rec.card.emplace())) return bad();
-      }
-      if (c.contains("previous_card") && !CardFromJson(c.at("previous_card"), &rec.previous_card.emplace())) {
-        return bad();
       }
       const std::string mt = c.at("my_token").get<std::string>();
       if (!mt.empty()) {
@@ -1201,7 +1193,12 @@ class Client::Impl {
       }
       return;
     }
-    if (control) return compliance_->HandleControl(sender.name, relay_id, std::move(*control));
+    if (control) {
+      answer_token_ = env->token;
+      compliance_->HandleControl(sender.name, relay_id, std::move(*control));
+      answer_token_.reset();
+      return;
+    }
     if (received->kind == session::Received::Kind::kMessage) {
       ++received_total_;
       if (file) compliance_->OnAttachment(*file);
@@ -1485,57 +1482,33 @@ class Client::Impl {
     auto dep = TakePreparedDeposit(*entry, recipient, card);
     if (!dep) return skip(dep.error());
     const std::string to = single ? recipient : std::string();  // group entries stay relay-only
-    SendDeposit(to, std::move(*dep),
-                [this, run, entry, index, single, recipient, card](Result<relay::Response> r) mutable {
-                  if (!r) {
-                    // Locking or closing ends the pass; any other failure here is the relay's link (a direct
-                    // link that fails falls back to the relay), which holds back this conversation only. The
-                    // relay link coming up flushes again.
-                    const StatusCode code = r.error().code();
-                    if (code == StatusCode::kAborted || code == StatusCode::kPermissionDenied)
-                      return EndFlush(Error(r.error()));
-                    run->relay_failed = true;
-                    return HoldBack(std::move(run), *entry, r.error());
-                  }
-                  Status s = FromRelay(*r);
-                  if (r->code == relay::ResponseCode::kDepositRefused) {
-                    // The contact revoked our token (or the mailbox is gone): retrying cannot help.
-                    Report(s);
-                    SettlePreviousCard(recipient, card, /*taken=*/false);
-                    if (!single) return DepositTo(std::move(run), entry, index + 1);
-                    refused_.insert(OutboxKey(*entry));
-                    (void)transcripts_->SetStatus(entry->conversation_id, entry->sequence,
-                                                  storage::MessageStatus::kFailed);
-                    return DepositNext(std::move(run));
-                  }
-                  if (!s.ok()) {
-                    ScheduleRetry();
-                    return HoldBack(std::move(run), *entry, s);
-                  }
-                  SettlePreviousCard(recipient, card, /*taken=*/true);
-                  DepositTo(std::move(run), entry, index + 1);
-                });
-  }
-
-  // A deposit to `contact` with `card` was taken or refused: if a code for our new device replaced the card
-  // (ContactRecord::previous_card), the new one is proven, or (refused: the code was withdrawn) the earlier
-  // one comes back; the refused message stays failed, for the user to send again.
-  void SettlePreviousCard(const std::string& contact, const ContactCard& card, bool taken) {
-    const auto it = state_.contacts.find(contact);
-    if (it == state_.contacts.end() || !it->second.previous_card || !it->second.card ||
-        !(*it->second.card == card)) {
-      return;
-    }
-    State next = state_;
-    ContactRecord& rec = next.contacts[contact];
-    if (!taken) {
-      rec.card = rec.previous_card;
-      Report(
-          Status(StatusCode::kPermissionDenied, "the invite code answered for " + contact +
-                                                    " was withdrawn: back to the earlier way to reach them"));
-    }
-    rec.previous_card.reset();
-    if (Status s = SaveState(std::move(next)); !s.ok()) Report(s);
+    SendDeposit(to, std::move(*dep), [this, run, entry, index, single](Result<relay::Response> r) mutable {
+      if (!r) {
+        // Locking or closing ends the pass; any other failure here is the relay's link (a direct link that
+        // fails falls back to the relay), which holds back this conversation only. The relay link coming
+        // up flushes again.
+        const StatusCode code = r.error().code();
+        if (code == StatusCode::kAborted || code == StatusCode::kPermissionDenied)
+          return EndFlush(Error(r.error()));
+        run->relay_failed = true;
+        return HoldBack(std::move(run), *entry, r.error());
+      }
+      Status s = FromRelay(*r);
+      if (r->code == relay::ResponseCode::kDepositRefused) {
+        // The contact revoked our token (or the mailbox is gone): retrying cannot help.
+        Report(s);
+        if (!single) return DepositTo(std::move(run), entry, index + 1);
+        refused_.insert(OutboxKey(*entry));
+        (void)transcripts_->SetStatus(entry->conversation_id, entry->sequence,
+                                      storage::MessageStatus::kFailed);
+        return DepositNext(std::move(run));
+      }
+      if (!s.ok()) {
+        ScheduleRetry();
+        return HoldBack(std::move(run), *entry, s);
+      }
+      DepositTo(std::move(run), entry, index + 1);
+    });
   }
 
   // The deposit of `entry` for `recipient`, whose card is `card`: the sealed-sender envelope (sender, device,
@@ -1731,9 +1704,9 @@ class Client::Impl {
           c->second.my_token.reset();
         }
       }
-      // A revoked contact keeps its device invites: revoking the old phone's token is a step of the
-      // lost-phone flow, and the new phone's code must still let it in (found in review).
-      if (remove) RetireDeviceInvites(&next, contact);
+      // Its device invites too: one made before the revocation would let the revoked key back in, unasked
+      // (found in review). The lost-phone flow revokes first, then makes the new phone's code.
+      RetireDeviceInvites(&next, contact);
       if (Status s = SaveState(next); !s.ok()) return done(Error(s));
       ForgetDirect(contact);
       RevokeRetired();
@@ -1741,8 +1714,9 @@ class Client::Impl {
     });
   }
 
-  // A removed contact's invites for a new device go too (found in review: one outlived its contact and raised
-  // an identity change of a contact that was gone): their tokens are retired, revoked at the relay.
+  // A revoked or removed contact's invites for a new device go too (found in review: one outlived its contact
+  // and raised an identity change of a contact that was gone): their tokens are retired, revoked at the
+  // relay.
   static void RetireDeviceInvites(State* next, const std::string& contact) {
     std::erase_if(next->invites, [&](const OpenInvite& i) {
       if (i.for_contact != contact) return false;
@@ -1764,9 +1738,9 @@ class Client::Impl {
   // ours (one no contact has answered): tokens are secret, so a contact can only name one it was given, and
   // naming one that another contact already answered changes nothing. The token leaves the open invites and
   // becomes the contact's; a token the contact held before (an earlier invite, a reinstalled device) is
-  // retired and revoked at the relay, since this contact now deposits with the new one. What is not checked:
-  // which token the contact actually deposits with (the relay keeps no per-message token), so a contact that
-  // holds two of our invites can name the other one.
+  // retired and revoked at the relay, since this contact now deposits with the new one. The answer must come
+  // with the token it names (its envelope says which), so a contact holding two of our invites cannot name
+  // the other one; an answer handled after a restart (ResumeInbox) has lost that, and is taken as before.
   Status ApplyInviteAnswer(const std::string& sender, ByteView payload) {
     if (payload.size() != sizeof(DepositToken)) return Status(StatusCode::kMalformed, "invite answer of the wrong size");
     DepositToken token;
@@ -1776,6 +1750,13 @@ class Client::Impl {
     if (contact->second.my_token && ConstantTimeEquals(*contact->second.my_token, token)) return Status::Ok();
     // An expired invite still binds: the relay admits an invite's token after its expiry only if a deposit
     // claimed it in time, so an answer naming it came from whoever answered in time (read late, perhaps).
+    // Only with the token it names (found in review: an answer to a stale code, queued on the contact's
+    // device and deposited later with a fresh code's token, bound the stale one, which the relay never took).
+    // Not known when the answer is handled after a restart (ResumeInbox): then as before.
+    if (answer_token_ && !ConstantTimeEquals(*answer_token_, token)) {
+      return Status(StatusCode::kPermissionDenied,
+                    "an invite answer came with another deposit token than it names");
+    }
     const OpenInvite* open = FindOpenInvite(token);
     if (open == nullptr) {
       return Status(StatusCode::kInvalidArgument, "a contact named a deposit token that is no open invite of ours");
@@ -2018,8 +1999,8 @@ class Client::Impl {
         compliance_->OnSessionEstablished(inv.name);
         // Answering a code for our new device as a contact already (AcceptInvite's check above): our token
         // for the inviter stays (the first message carries it again; should this code prove stale, the
-        // inviter may hold it already), and the card it replaces is kept until a deposit with the new one is
-        // taken.
+        // inviter may hold it already, and can still write to us). A stale code's card is refused by the
+        // relay, visibly, and a fresh code can still be taken.
         const auto existing = state_.contacts.find(inv.name);
         if (existing != state_.contacts.end() && existing->second.my_token) {
           return Answer(inv, first, *existing->second.my_token, done);
@@ -2042,7 +2023,6 @@ class Client::Impl {
     const bool new_contact = next.contacts.count(inv.name) == 0;
     ContactRecord& rec = next.contacts[inv.name];
     if (new_contact) rec.heard_from = false;
-    if (rec.card && !(*rec.card == inv.card)) rec.previous_card = rec.card;
     rec.card = inv.card;
     rec.my_token = token;
     if (Status s = SaveState(next); !s.ok()) return done(Error(s));
@@ -2294,6 +2274,8 @@ class Client::Impl {
   static constexpr size_t kMaxPushesHeld = 1000;  // a mailbox's default quota
   static constexpr int64_t kPushHoldMs = 5000;
   bool revoking_retired_ = false;  // a RevokeRetired request is out
+  // The deposit token the control message being handled came with (HandleDelivery), for ApplyInviteAnswer.
+  std::optional<DepositToken> answer_token_;
   bool flushing_ = false;
   bool flush_again_ = false;
   std::vector<Done<size_t>> fetch_waiters_;

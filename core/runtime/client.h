@@ -282,9 +282,10 @@ class Client {
   // contact: answered under that contact's name only, with a new identity key, it raises the identity change
   // the user then compares (AcceptIdentityChange or RejectIdentityChange). The code names that contact under
   // our signature (Invite::for_device_of), so clients under other names refuse it (a modified one could still
-  // answer it: we admit that contact's name only). RevokeContact keeps a contact's device codes (revoking the
-  // old phone is part of moving to a new one); RemoveContact withdraws them. `valid_for_ms` as above,
-  // or ClientOptions::invite_valid_for_ms when negative. kNotFound when `contact` is no contact.
+  // answer it: we admit that contact's name only). RevokeContact and RemoveContact withdraw a contact's
+  // device codes (one made before would let the revoked key back in): for a lost phone, revoke first, then
+  // make the new phone's code. `valid_for_ms` as above, or ClientOptions::invite_valid_for_ms when negative.
+  // kNotFound when `contact` is no contact.
   Result<std::string> CreateInviteForNewDevice(const std::string& contact, int64_t valid_for_ms = -1,
                                                int64_t timeout_ms = kDefaultTimeoutMs);
   // Our invites that no contact has answered and that have not expired yet, oldest first.

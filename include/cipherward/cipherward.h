@@ -139,8 +139,9 @@ CW_EXPORT CW_NODISCARD cw_status cw_client_invite_valid_for(cw_client* client, i
  * then compares (cw_client_accept_identity_change or cw_client_reject_identity_change). The code names the
  * contact under its author's signature (a version 3 code: clients from before it refuse it as newer), so a
  * client under another name refuses it (a modified client could still answer it: this device admits that
- * contact's name only). CW_ERR_NOT_FOUND when `contact` is no contact. Revoking the contact keeps its device
- * codes (revoking the old phone is part of moving to a new one); removing it withdraws them. */
+ * contact's name only). CW_ERR_NOT_FOUND when `contact` is no contact. Revoking or removing the contact
+ * withdraws its device codes (one made before would let the revoked key back in): for a lost phone, revoke
+ * first, then make the new phone's code. */
 CW_EXPORT CW_NODISCARD cw_status cw_client_invite_for_new_device(cw_client* client, const char* contact,
                                                                  cw_buffer** out_code);
 

@@ -895,32 +895,52 @@ TEST_F(RuntimeE2E, ACancelledCodeAdmitsNobodyEvenBeforeTheRelayIsTold) {
   EXPECT_EQ(Bodies(*clinician, "pat"), (std::vector<std::string>{"hello doctor"}));
 }
 
-// Found in review: a code for a new device taken from a contact that never wrote to us replaced its card even
-// when the code was withdrawn already (cancelled, or answered before), and revoked our token, cutting the two
-// off both ways. Our token stays, and a card the inviter's relay refuses gives way to the earlier one.
+// Found in review: a code for a new device taken from a contact that never wrote to us revoked our token for
+// it, cutting the two off both ways when the code was stale; and the stale code's answer, refused, then sent
+// again after a restart with a fresh code's token, bound the stale token at the inviter, which revoked the
+// fresh one. Our token stays; a stale card is refused, visibly; an answer binds only the token it came with.
 TEST_F(RuntimeE2E, AStaleCodeForANewDeviceDoesNotCutTheNewPhoneOff) {
+  testing::ShiftedClock clock;  // the relay's and the clinician's
+  relay_->Stop();
+  relay_->UseClock(&clock);
+  ASSERT_OK(relay_->Start());
   Watch w;
   ClientOptions o = w.Options();
+  o.clock = &clock;
   o.send_delivery_receipts = false;  // a receipt would be the clinician writing to the phone
   auto clinician = NewClient("clinician", "dr.lee", o);
   auto patient = NewClient("patient", "pat");
   ASSERT_TRUE(clinician && patient);
   Connect(*clinician, *patient);
-  auto stale = clinician->CreateInviteForNewDevice("pat");
-  ASSERT_HAS(stale);
-  auto open = clinician->OpenInvites();
-  ASSERT_HAS(open);
-  ASSERT_EQ(open->size(), 1u);
-  ASSERT_OK(clinician->CancelInvite(open->front().id));
+  constexpr int64_t kHourMs = 3600 * 1000;
+  auto stale = clinician->CreateInviteForNewDevice("pat", kHourMs);
   auto fresh = clinician->CreateInviteForNewDevice("pat");
+  ASSERT_HAS(stale);
   ASSERT_HAS(fresh);
   auto phone = NewClient("patient-phone2", "pat");
   ASSERT_TRUE(phone);
   ASSERT_HAS(phone->AcceptInvite(*fresh, "new phone"));
   ASSERT_NO_FATAL_FAILURE(AcceptNewPhone(*clinician, w, "new phone"));
 
-  // Before the clinician wrote to it, the phone takes the cancelled code (an old QR scanned again).
+  // Before the clinician wrote to it, the phone takes the stale code (an old QR scanned again, lapsed at the
+  // relay unanswered): what it sends now is refused there, and it says so.
+  clock.Advance(2 * kHourMs);
   ASSERT_HAS(phone->AcceptInvite(*stale, "stale code"));
+  ASSERT_HAS(phone->SendText("dr.lee", "lost"));
+  (void)phone->Sync();
+  auto history = phone->History("dr.lee");
+  ASSERT_HAS(history);
+  ASSERT_FALSE(history->empty());
+  EXPECT_EQ(history->back().status, storage::MessageStatus::kFailed);
+  // A fresh code brings it back, across a restart that sends the stale answer again.
+  auto again = clinician->CreateInviteForNewDevice("pat");
+  ASSERT_HAS(again);
+  ASSERT_HAS(phone->AcceptInvite(*again, "back"));
+  phone.reset();
+  phone = Reopen("patient-phone2");
+  ASSERT_TRUE(phone);
+  (void)phone->Sync();
+  ASSERT_HAS(clinician->Sync());
   ASSERT_HAS(phone->SendText("dr.lee", "still here"));
   ASSERT_HAS(phone->Sync());
   ASSERT_HAS(clinician->Sync());
@@ -928,17 +948,25 @@ TEST_F(RuntimeE2E, AStaleCodeForANewDeviceDoesNotCutTheNewPhoneOff) {
   ExpectReplyReaches(*clinician, *phone);
 }
 
-// Revoking the old phone's token is a step of moving a contact to a new phone: the new phone's code still
-// lets it in (found in review: revoking withdrew the contact's device codes).
-TEST_F(RuntimeE2E, RevokingTheOldPhoneKeepsTheNewPhonesCode) {
+// A lost phone: the clinician revokes it, then makes the new phone's code. A code made before the revocation
+// is withdrawn with it: answered under the old, still trusted key (the stolen phone itself), it would have
+// undone the revocation unasked (found in review).
+TEST_F(RuntimeE2E, ALostPhoneIsRevokedFirstThenTheNewPhoneComesInWithItsCode) {
   Watch w;
-  auto clinician = NewClient("clinician", "dr.lee", w.Options());
+  ClientOptions o = w.Options();
+  o.send_delivery_receipts = false;  // so the old phone's own client still takes a device code of its name
+  auto clinician = NewClient("clinician", "dr.lee", o);
   auto patient = NewClient("patient", "pat");
   ASSERT_TRUE(clinician && patient);
   Connect(*clinician, *patient);
+  auto before = clinician->CreateInviteForNewDevice("pat");
+  ASSERT_HAS(before);
+  ASSERT_OK(clinician->RevokeContact("pat"));  // the old phone was stolen
+  ASSERT_HAS(patient->AcceptInvite(*before, "let me back in"));
+  ASSERT_HAS(clinician->Sync());
+  EXPECT_EQ(Bodies(*clinician, "pat").back(), "hello doctor") << w.All();
   auto code = clinician->CreateInviteForNewDevice("pat");
   ASSERT_HAS(code);
-  ASSERT_OK(clinician->RevokeContact("pat"));  // the old phone was stolen
   auto phone = NewClient("patient-phone2", "pat");
   ASSERT_TRUE(phone);
   ASSERT_HAS(phone->AcceptInvite(*code, "new phone"));
@@ -1006,7 +1034,9 @@ TEST_F(RuntimeE2E, AContactCannotTakeAnInviteMadeForAnother) {
   ASSERT_HAS(patient->SendAppMessageForTesting("dr.lee", answer));
   ASSERT_HAS(patient->Sync());
   ASSERT_HAS(clinician->Sync());
-  EXPECT_NE(w.All().find("an invite made for another contact"), std::string::npos) << w.All();
+  // Sent with the patient's own token, it binds nothing (and named another contact's invite besides).
+  EXPECT_NE(w.All().find("an invite answer came with another deposit token than it names"), std::string::npos)
+      << w.All();
   auto open = clinician->OpenInvites();
   ASSERT_HAS(open);
   ASSERT_EQ(open->size(), 1u);

@@ -485,9 +485,10 @@ TEST_F(ReceiptsE2E, TheInviterRevokesTheContactThatAnsweredItsInvite) {
   EXPECT_EQ(clinician->RevokeContact("pat").code(), StatusCode::kNotFound);
 }
 
-// An invite answer is believed only for an open invite of ours: a token that is not one changes nothing. A
-// contact that answers a newer invite (as a reinstalled device would) is bound to it, and the token it held
-// before is revoked at the relay. Revoking, then removing, forgets the contact.
+// An invite answer is believed only for an open invite of ours, and only when it came with the token it names
+// (an answer is sent with its invite's token): neither a token that is no invite nor another open invite's
+// changes anything. A new phone that answers a code made for it is bound to it, and the token the contact
+// held before is revoked at the relay. Revoking, then removing, forgets the contact.
 TEST_F(ReceiptsE2E, AnInviteAnswerBindsOnlyAnOpenInviteAndRetiresTheTokenItReplaces) {
   Seen clinic_seen, patient_seen;
   auto clinician = NewClient("clinician", "dr.lee", Watched(clinic_seen));
@@ -502,8 +503,7 @@ TEST_F(ReceiptsE2E, AnInviteAnswerBindsOnlyAnOpenInviteAndRetiresTheTokenItRepla
   ASSERT_HAS(patient->SendAppMessageForTesting("dr.lee", answer));
   ASSERT_HAS(patient->Sync());
   ASSERT_HAS(clinician->Sync());
-  EXPECT_TRUE(clinic_seen.HasError(StatusCode::kInvalidArgument)) << "a token that is no open invite";
-
+  EXPECT_TRUE(clinic_seen.HasError(StatusCode::kPermissionDenied)) << "a token that is no open invite";
   auto code = clinician->CreateInvite();
   ASSERT_HAS(code);
   auto invite = DecodeInvite(*code);
@@ -512,8 +512,21 @@ TEST_F(ReceiptsE2E, AnInviteAnswerBindsOnlyAnOpenInviteAndRetiresTheTokenItRepla
   ASSERT_HAS(patient->SendAppMessageForTesting("dr.lee", answer));
   ASSERT_HAS(patient->Sync());
   ASSERT_HAS(clinician->Sync());
-  // The patient still deposits with the first invite's token, which the clinician now revokes (its request
-  // goes out after the answer is handled: bounded wait for the relay to refuse).
+  auto open = clinician->OpenInvites();
+  ASSERT_HAS(open);
+  EXPECT_EQ(open->size(), 1u) << "an answer sent with another token bound the invite it names";
+
+  // The patient's new phone answers the code made for it: once the clinician accepts its key, the old phone's
+  // token is revoked (its request goes out after the answer is handled: bounded wait for the relay to
+  // refuse).
+  auto for_pat = clinician->CreateInviteForNewDevice("pat");
+  ASSERT_HAS(for_pat);
+  auto phone = NewClient("patient-phone2", "pat");
+  ASSERT_TRUE(phone);
+  ASSERT_HAS(phone->AcceptInvite(*for_pat, "new phone"));
+  ASSERT_HAS(clinician->Sync());
+  ASSERT_OK(clinician->AcceptIdentityChange("pat"));
+  ASSERT_HAS(clinician->Sync());
   bool refused = false;
   for (int i = 0; i < 50 && !refused; ++i) {
     auto seq = patient->SendText("dr.lee", "ping " + std::to_string(i));
