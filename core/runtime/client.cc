@@ -1683,6 +1683,7 @@ class Client::Impl {
       State next = state_;
       next.contacts.erase(contact);
       RetireDeviceInvites(&next, contact);
+      ForgetRetiredAdmits(&next, contact);
       if (Status s = SaveState(next); !s.ok()) return done(Error(s));
       ForgetDirect(contact);
       RevokeRetired();
@@ -1707,11 +1708,20 @@ class Client::Impl {
       // Its device invites too: one made before the revocation would let the revoked key back in, unasked
       // (found in review). The lost-phone flow revokes first, then makes the new phone's code.
       RetireDeviceInvites(&next, contact);
+      if (remove) ForgetRetiredAdmits(&next, contact);
       if (Status s = SaveState(next); !s.ok()) return done(Error(s));
       ForgetDirect(contact);
       RevokeRetired();
       done(true);
     });
+  }
+
+  // A removed contact's retired tokens admit nobody any more: under its name, a message would raise an
+  // identity change of a contact that is gone (found in review).
+  static void ForgetRetiredAdmits(State* next, const std::string& contact) {
+    for (RetiredToken& r : next->retired_tokens) {
+      if (r.admits == contact) r.admits.clear();
+    }
   }
 
   // A revoked or removed contact's invites for a new device go too (found in review: one outlived its contact
