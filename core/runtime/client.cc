@@ -75,12 +75,12 @@ struct OpenInvite {
 };
 
 // A token of ours that no longer admits new writers, revoked at the relay at the next link up: a contact's
-// replaced token, a cancelled or lapsed invite's, a removed contact's device invite's. Until the relay
-// confirms, a message deposited with it may still arrive. A replaced token's is believed under its contact's
-// name (what the contact sent before it switched), and so is a withdrawn invite's under the contact it made
-// if that contact's answer is still on its way; the others admit nobody, as cancelling promises. Found in
-// review: a retired token admitted any name, so a leaked code, cancelled while the inviter was away, still
-// raised a forged identity change of any contact.
+// replaced token, a cancelled or lapsed invite's, a revoked or removed contact's device invite's. Until the
+// relay confirms, a message deposited with it may still arrive. A replaced token's is believed under its
+// contact's name (what the contact sent before it switched), and so is a withdrawn invite's under the contact
+// it made if that contact's answer is still on its way; the others admit nobody, as cancelling promises.
+// Found in review: a retired token admitted any name, so a leaked code, cancelled while the inviter was away,
+// still raised a forged identity change of any contact.
 struct RetiredToken {
   DepositToken token{};
   std::string admits;     // the one contact it admits; empty: nobody
@@ -2187,7 +2187,7 @@ class Client::Impl {
       if (!same(r.token)) continue;
       if (r.any_name || (!r.admits.empty() && r.admits == env.sender)) return "";
       return r.admits.empty() ? "the deposit token it came with was withdrawn (a cancelled or lapsed invite, "
-                                "a removed contact's)"
+                                "a revoked or removed contact's)"
                               : "the sender's name does not go with the deposit token it came with";
     }
     return "the sender's name does not go with the deposit token it came with";
