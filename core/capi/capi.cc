@@ -53,6 +53,11 @@ struct CallbackState {
   bool closed = false;  // cw_client_close began: no callback (progress included) is called any more
 };
 
+bool Closed(CallbackState& state) {
+  std::lock_guard<std::mutex> lock(state.mu);
+  return state.closed;
+}
+
 // Reads one (callback, user data) pair under the state's lock and calls it outside the lock, so a callback
 // may set callbacks. Swallows everything: a callback handed to the runtime must not throw into its loop.
 template <typename Fn, typename... Args>
@@ -79,11 +84,7 @@ cw::runtime::ProgressFn Progress(const std::shared_ptr<CallbackState>& state, cw
                                  void* user_data) {
   if (fn == nullptr) return {};
   return [state, fn, user_data](uint64_t done, uint64_t total) {
-    {
-      std::lock_guard<std::mutex> lock(state->mu);
-      if (state->closed) return;
-    }
-    fn(user_data, done, total);
+    if (!Closed(*state)) fn(user_data, done, total);
   };
 }
 
@@ -213,10 +214,7 @@ cw_status EachRow(const cw::Result<std::vector<cw::storage::TranscriptMessage>>&
                   cw_row_fn fn, void* user_data) {
   if (!rows) return ToC(rows.error());
   for (const auto& m : *rows) {
-    {
-      std::lock_guard<std::mutex> lock(state.mu);
-      if (state.closed) return CW_ERR_ABORTED;
-    }
+    if (Closed(state)) return CW_ERR_ABORTED;
     cw_message_row r{};
     r.struct_size = sizeof r;
     r.sequence = m.sequence;
@@ -338,9 +336,8 @@ CW_EXPORT const char* cw_strerror(int status) {
     case CW_ERR_NOT_FOUND: return "not found";
     case CW_ERR_ALREADY_EXISTS: return "already exists";
     case CW_ERR_PERMISSION_DENIED:
-      return "permission denied (a wrong passphrase, a blocking call from a callback, or something this "
-             "identity "
-             "may not do)";
+      return "permission denied (a wrong passphrase, a blocking call from a callback, "
+             "or something this identity may not do)";
     case CW_ERR_RESOURCE_EXHAUSTED: return "resource exhausted";
     case CW_ERR_UNAVAILABLE: return "unavailable (relay unreachable or store busy); retry later";
     case CW_ERR_INTERNAL: return "internal error";
