@@ -64,7 +64,7 @@ void Hkdf(ByteView chaining_key, ByteView ikm, uint8_t* out1, uint8_t* out2, uin
 }
 
 // Section 12.3 (ChaChaPoly): 32 bits of zeros, then the little-endian 64-bit nonce.
-void EncodeNonce(uint64_t n, uint8_t out[crypto_aead_chacha20poly1305_IETF_NPUBBYTES]) {
+void EncodeNonce(uint64_t n, uint8_t out[crypto::kChaChaPolyNonceSize]) {
   std::memset(out, 0, 4);
   for (int i = 0; i < 8; ++i) out[4 + i] = static_cast<uint8_t>(n >> (8 * i));
 }
@@ -78,58 +78,87 @@ constexpr uint64_t kMaxNonce = std::numeric_limits<uint64_t>::max();  // reserve
 void CipherState::InitializeKey(std::span<const uint8_t> key) {
   key_ = SecretBytes(key);
   n_ = 0;
+  aead_.reset();
+}
+
+Status CipherState::EnsureAead() {
+  if (aead_) return Status::Ok();
+  CW_ASSIGN_OR_RETURN(aead_, crypto::ChaChaPoly::New(key_.reveal()));
+  return Status::Ok();
 }
 
 Result<Bytes> CipherState::EncryptWithAd(ByteView ad, ByteView plaintext) {
-  if (plaintext.size() > kMaxTransportPlaintext + (HasKey() ? 0 : kTagLen)) {
-    return Error(StatusCode::kInvalidArgument, "Noise message over 65535 bytes");
-  }
-  if (!HasKey()) return Bytes(plaintext.begin(), plaintext.end());
-  if (n_ == kMaxNonce) return Error(StatusCode::kResourceExhausted, "Noise nonce exhausted");
-  uint8_t nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
-  EncodeNonce(n_, nonce);
-  Bytes out(plaintext.size() + kTagLen);
-  unsigned long long out_len = 0;
-  crypto_aead_chacha20poly1305_ietf_encrypt(out.data(), &out_len, plaintext.data(), plaintext.size(),
-                                            ad.data(), ad.size(), nullptr, nonce, key_.reveal().data());
-  out.resize(out_len);
-  ++n_;
+  Bytes out;
+  CW_RETURN_IF_ERROR(EncryptWithAd(ad, plaintext, &out));
   return out;
 }
 
 Result<Bytes> CipherState::DecryptWithAd(ByteView ad, ByteView ciphertext) {
-  if (ciphertext.size() > kMaxMessageSize)
-    return Error(StatusCode::kMalformed, "Noise message over 65535 bytes");
-  if (!HasKey()) return Bytes(ciphertext.begin(), ciphertext.end());
-  if (ciphertext.size() < kTagLen)
-    return Error(StatusCode::kMalformed, "Noise ciphertext shorter than its tag");
-  if (n_ == kMaxNonce) return Error(StatusCode::kResourceExhausted, "Noise nonce exhausted");
-  uint8_t nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
-  EncodeNonce(n_, nonce);
-  Bytes out(ciphertext.size() - kTagLen);
-  unsigned long long out_len = 0;
-  if (crypto_aead_chacha20poly1305_ietf_decrypt(out.data(), &out_len, nullptr, ciphertext.data(),
-                                                ciphertext.size(), ad.data(), ad.size(), nonce,
-                                                key_.reveal().data()) != 0) {
-    return Error(StatusCode::kTampered, "Noise message failed to authenticate");
-  }
-  out.resize(out_len);
-  ++n_;
+  Bytes out;
+  CW_RETURN_IF_ERROR(DecryptWithAd(ad, ciphertext, &out));
   return out;
+}
+
+Status CipherState::EncryptWithAd(ByteView ad, ByteView plaintext, Bytes* out) {
+  if (plaintext.size() > kMaxTransportPlaintext + (HasKey() ? 0 : kTagLen)) {
+    return Status(StatusCode::kInvalidArgument, "Noise message over 65535 bytes");
+  }
+  if (!HasKey()) {
+    out->insert(out->end(), plaintext.begin(), plaintext.end());
+    return Status::Ok();
+  }
+  if (n_ == kMaxNonce) return Status(StatusCode::kResourceExhausted, "Noise nonce exhausted");
+  CW_RETURN_IF_ERROR(EnsureAead());
+  uint8_t nonce[crypto::kChaChaPolyNonceSize];
+  EncodeNonce(n_, nonce);
+  const size_t at = out->size();
+  out->resize(at + plaintext.size() + kTagLen);
+  if (Status s = aead_->Seal(nonce, ad, plaintext, out->data() + at); !s.ok()) {
+    out->resize(at);
+    return s;
+  }
+  ++n_;
+  return Status::Ok();
+}
+
+Status CipherState::DecryptWithAd(ByteView ad, ByteView ciphertext, Bytes* out) {
+  if (ciphertext.size() > kMaxMessageSize)
+    return Status(StatusCode::kMalformed, "Noise message over 65535 bytes");
+  if (!HasKey()) {
+    out->assign(ciphertext.begin(), ciphertext.end());
+    return Status::Ok();
+  }
+  if (ciphertext.size() < kTagLen)
+    return Status(StatusCode::kMalformed, "Noise ciphertext shorter than its tag");
+  if (n_ == kMaxNonce) return Status(StatusCode::kResourceExhausted, "Noise nonce exhausted");
+  CW_RETURN_IF_ERROR(EnsureAead());
+  uint8_t nonce[crypto::kChaChaPolyNonceSize];
+  EncodeNonce(n_, nonce);
+  out->resize(ciphertext.size() - kTagLen);
+  if (Status s = aead_->Open(nonce, ad, ciphertext, out->data()); !s.ok()) {
+    out->clear();  // Open wiped what it wrote
+    if (s.code() == StatusCode::kTampered)
+      return Status(StatusCode::kTampered, "Noise message failed to authenticate");
+    return s;
+  }
+  ++n_;
+  return Status::Ok();
 }
 
 Status CipherState::Rekey() {
   if (!HasKey()) return Status(StatusCode::kInvalidArgument, "Rekey without a key");
-  uint8_t nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
+  CW_RETURN_IF_ERROR(EnsureAead());
+  uint8_t nonce[crypto::kChaChaPolyNonceSize];
   EncodeNonce(kMaxNonce, nonce);
-  uint8_t zeros[kKeyLen] = {};
+  const uint8_t zeros[kKeyLen] = {};
   uint8_t out[kKeyLen + kTagLen];
-  unsigned long long out_len = 0;
-  crypto_aead_chacha20poly1305_ietf_encrypt(out, &out_len, zeros, sizeof zeros, nullptr, 0, nullptr, nonce,
-                                            key_.reveal().data());
-  key_ = SecretBytes(out, kKeyLen);  // n is unchanged (section 4.2)
+  Status s = aead_->Seal(nonce, {}, zeros, out);
+  if (s.ok()) {
+    key_ = SecretBytes(out, kKeyLen);  // n is unchanged (section 4.2)
+    aead_.reset();
+  }
   sodium_memzero(out, sizeof out);
-  return Status::Ok();
+  return s;
 }
 
 // ------------------------------------------------------------------------------------------- SymmetricState

@@ -41,6 +41,7 @@ struct Algorithms {
   EVP_CIPHER* ctr[3] = {EVP_CIPHER_fetch(nullptr, "AES-128-CTR", nullptr),
                         EVP_CIPHER_fetch(nullptr, "AES-192-CTR", nullptr),
                         EVP_CIPHER_fetch(nullptr, "AES-256-CTR", nullptr)};
+  EVP_CIPHER* chacha_poly = EVP_CIPHER_fetch(nullptr, "ChaCha20-Poly1305", nullptr);
 };
 
 const Algorithms& Algs() {
@@ -293,6 +294,80 @@ Result<std::array<uint8_t, kSha512Size>> Sha512Digest(std::span<const uint8_t> d
   CW_ASSIGN_OR_RETURN(auto sha, Sha512::New());
   CW_RETURN_IF_ERROR(sha->Update(data));
   return sha->Final();
+}
+
+// ------------------------------------------------------------------------------------------------ ChaChaPoly
+
+struct ChaChaPoly::Impl {
+  CipherCtxPtr ctx;  // holds the key; EVP_CIPHER_CTX_free wipes it
+};
+
+ChaChaPoly::ChaChaPoly(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ChaChaPoly::~ChaChaPoly() = default;
+
+Result<std::unique_ptr<ChaChaPoly>> ChaChaPoly::New(std::span<const uint8_t> key) {
+  if (key.size() != kChaChaPolyKeySize)
+    return Error(StatusCode::kInvalidArgument, "ChaCha20-Poly1305 key of the wrong size");
+  if (Algs().chacha_poly == nullptr) {
+    return Error(OpenSslFailure(StatusCode::kInternal, "ChaCha20-Poly1305 unavailable"));
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->ctx.reset(EVP_CIPHER_CTX_new());
+  if (!impl->ctx ||
+      EVP_EncryptInit_ex2(impl->ctx.get(), Algs().chacha_poly, key.data(), nullptr, nullptr) != 1) {
+    return Error(OpenSslFailure(StatusCode::kInternal, "ChaCha20-Poly1305 init failed"));
+  }
+  return std::unique_ptr<ChaChaPoly>(new ChaChaPoly(std::move(impl)));
+}
+
+// Each message re-initialises the context with its nonce only: the key stays, the Poly1305 state and
+// lengths start over, and the direction is the one the call sets.
+Status ChaChaPoly::Seal(std::span<const uint8_t, kChaChaPolyNonceSize> nonce, std::span<const uint8_t> ad,
+                        std::span<const uint8_t> plaintext, uint8_t* out) {
+  if (ad.size() > INT_MAX || plaintext.size() > INT_MAX - kChaChaPolyTagSize) {
+    return Status(StatusCode::kInvalidArgument, "ChaCha20-Poly1305 input too long");
+  }
+  EVP_CIPHER_CTX* ctx = impl_->ctx.get();
+  int written = 0, final_written = 0;
+  if (EVP_EncryptInit_ex2(ctx, nullptr, nullptr, nonce.data(), nullptr) != 1 ||
+      (!ad.empty() &&
+       EVP_EncryptUpdate(ctx, nullptr, &written, ad.data(), static_cast<int>(ad.size())) != 1) ||
+      (!plaintext.empty() &&
+       EVP_EncryptUpdate(ctx, out, &written, plaintext.data(), static_cast<int>(plaintext.size())) != 1) ||
+      EVP_EncryptFinal_ex(ctx, out + plaintext.size(), &final_written) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, kChaChaPolyTagSize, out + plaintext.size()) != 1) {
+    return OpenSslFailure(StatusCode::kInternal, "ChaCha20-Poly1305 encryption failed");
+  }
+  return Status::Ok();
+}
+
+Status ChaChaPoly::Open(std::span<const uint8_t, kChaChaPolyNonceSize> nonce, std::span<const uint8_t> ad,
+                        std::span<const uint8_t> ciphertext, uint8_t* out) {
+  if (ciphertext.size() < kChaChaPolyTagSize) {
+    return Status(StatusCode::kTampered, "ChaCha20-Poly1305 ciphertext shorter than its tag");
+  }
+  if (ad.size() > INT_MAX || ciphertext.size() > INT_MAX) {
+    return Status(StatusCode::kInvalidArgument, "ChaCha20-Poly1305 input too long");
+  }
+  const size_t size = ciphertext.size() - kChaChaPolyTagSize;
+  EVP_CIPHER_CTX* ctx = impl_->ctx.get();
+  // The tag is copied out: OpenSSL's ctrl takes a non-const pointer.
+  uint8_t tag[kChaChaPolyTagSize];
+  std::memcpy(tag, ciphertext.data() + size, sizeof tag);
+  int written = 0, final_written = 0;
+  if (EVP_DecryptInit_ex2(ctx, nullptr, nullptr, nonce.data(), nullptr) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, sizeof tag, tag) != 1 ||
+      (!ad.empty() &&
+       EVP_DecryptUpdate(ctx, nullptr, &written, ad.data(), static_cast<int>(ad.size())) != 1) ||
+      (size != 0 && EVP_DecryptUpdate(ctx, out, &written, ciphertext.data(), static_cast<int>(size)) != 1)) {
+    if (size != 0) sodium_memzero(out, size);
+    return OpenSslFailure(StatusCode::kInternal, "ChaCha20-Poly1305 decryption failed");
+  }
+  if (EVP_DecryptFinal_ex(ctx, out + size, &final_written) != 1) {
+    if (size != 0) sodium_memzero(out, size);
+    return OpenSslFailure(StatusCode::kTampered, "ChaCha20-Poly1305 ciphertext failed to authenticate");
+  }
+  return Status::Ok();
 }
 
 }  // namespace cw::crypto

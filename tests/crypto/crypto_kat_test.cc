@@ -1,8 +1,11 @@
-// Known answers for cw_crypto: RFC 4231 (HMAC-SHA256), NIST SP 800-38A (AES-CBC, AES-CTR) and
-// FIPS 180-2 (SHA-512), plus the padding, length and reuse behaviour libsignal's provider relies on.
+// Known answers for cw_crypto: RFC 4231 (HMAC-SHA256), NIST SP 800-38A (AES-CBC, AES-CTR), FIPS 180-2
+// (SHA-512) and RFC 8439 (ChaCha20-Poly1305), plus the padding, length and reuse behaviour libsignal's
+// provider and the Noise links rely on.
 #include <gtest/gtest.h>
+#include <sodium.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -395,6 +398,110 @@ TEST(Sha512Test, OneObjectReused5200Times) {
     ASSERT_EQ(ToHex(*digest), expected) << "iteration " << i;
     hash.assign(digest->begin(), digest->end());
   }
+}
+
+// ------------------------------------------------------------------------------------ ChaCha20-Poly1305
+
+// RFC 8439 section 2.8.2.
+TEST(ChaChaPolyTest, Rfc8439Section282) {
+  const Bytes key = Hex("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f");
+  const Bytes nonce = Hex("070000004041424344454647");
+  const Bytes ad = Hex("50515253c0c1c2c3c4c5c6c7");
+  const std::string_view text =
+      "Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen "
+      "would be it.";
+  const Bytes plaintext(text.begin(), text.end());
+  const Bytes expected =
+      Hex("d31a8d34648e60db7b86afbc53ef7ec2a4aded51296e08fea9e2b5a736ee62d6"
+          "3dbea45e8ca9671282fafb69da92728b1a71de0a9e060b2905d6a5b67ecd3b36"
+          "92ddbd7f2d778b8c9803aee328091b58fab324e4fad675945585808b4831d7bc"
+          "3ff4def08e4b7a9de576d26586cec64b6116"
+          "1ae10b594f09e26a7e902ecbd0600691");
+  auto aead = ChaChaPoly::New(key);
+  ASSERT_TRUE(aead.has_value()) << aead.error().ToString();
+  const std::span<const uint8_t, kChaChaPolyNonceSize> n(nonce.data(), kChaChaPolyNonceSize);
+  Bytes sealed(plaintext.size() + kChaChaPolyTagSize);
+  ASSERT_TRUE((*aead)->Seal(n, ad, plaintext, sealed.data()).ok());
+  EXPECT_EQ(ToHex(sealed), ToHex(expected));
+  Bytes opened(plaintext.size());
+  ASSERT_TRUE((*aead)->Open(n, ad, sealed, opened.data()).ok());
+  EXPECT_EQ(opened, plaintext);
+}
+
+// The Noise links switched from libsodium's AEAD to this one: every length a link record can have, with and
+// without associated data, one object alternating directions and nonces, gives libsodium's bytes.
+TEST(ChaChaPolyTest, AgreesWithLibsodiumAtEveryLengthBothWays) {
+  ASSERT_TRUE(Init().ok());
+  Bytes key(kChaChaPolyKeySize);
+  randombytes_buf(key.data(), key.size());
+  auto aead = ChaChaPoly::New(key);
+  ASSERT_TRUE(aead.has_value());
+  std::vector<size_t> sizes;
+  for (size_t n = 0; n <= 300; ++n) sizes.push_back(n);
+  for (size_t n : {511u, 512u, 513u, 1023u, 4096u, 4097u, 16384u, 65519u}) sizes.push_back(n);
+  uint64_t counter = 0;
+  for (size_t size : sizes) {
+    SCOPED_TRACE(size);
+    Bytes plaintext(size), ad(size % 3 == 0 ? 0 : size % 40);
+    randombytes_buf(plaintext.data(), plaintext.size());
+    randombytes_buf(ad.data(), ad.size());
+    uint8_t nonce[kChaChaPolyNonceSize] = {};
+    ++counter;
+    std::memcpy(nonce + 4, &counter, sizeof counter);
+    Bytes ours(size + kChaChaPolyTagSize), theirs(size + kChaChaPolyTagSize);
+    ASSERT_TRUE((*aead)->Seal(nonce, ad, plaintext, ours.data()).ok());
+    unsigned long long len = 0;
+    crypto_aead_chacha20poly1305_ietf_encrypt(theirs.data(), &len, plaintext.data(), plaintext.size(),
+                                              ad.data(), ad.size(), nullptr, nonce, key.data());
+    ASSERT_EQ(ours, theirs);
+    // And what libsodium seals under the next nonce, this opens.
+    ++counter;
+    std::memcpy(nonce + 4, &counter, sizeof counter);
+    crypto_aead_chacha20poly1305_ietf_encrypt(theirs.data(), &len, plaintext.data(), plaintext.size(),
+                                              ad.data(), ad.size(), nullptr, nonce, key.data());
+    Bytes opened(size);
+    ASSERT_TRUE((*aead)->Open(nonce, ad, theirs, opened.data()).ok());
+    ASSERT_EQ(opened, plaintext);
+  }
+}
+
+TEST(ChaChaPolyTest, AnyChangeIsTamperedAndLeavesNoPlaintextBehind) {
+  const Bytes key(kChaChaPolyKeySize, 7);
+  auto aead = ChaChaPoly::New(key);
+  ASSERT_TRUE(aead.has_value());
+  const uint8_t nonce[kChaChaPolyNonceSize] = {0, 0, 0, 0, 1};
+  const Bytes plaintext(100, 0x41), ad = Hex("0102");
+  Bytes sealed(plaintext.size() + kChaChaPolyTagSize);
+  ASSERT_TRUE((*aead)->Seal(nonce, ad, plaintext, sealed.data()).ok());
+  auto refused = [&](ByteView nonce_used, ByteView ad_used, ByteView ciphertext) {
+    Bytes out(ciphertext.size() - kChaChaPolyTagSize, 0xee);
+    const Status s =
+        (*aead)->Open(std::span<const uint8_t, kChaChaPolyNonceSize>(nonce_used.data(), kChaChaPolyNonceSize),
+                      ad_used, ciphertext, out.data());
+    EXPECT_EQ(s.code(), StatusCode::kTampered);
+    EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](uint8_t b) { return b == 0; }))
+        << "plaintext left behind";
+  };
+  for (size_t i : {size_t{0}, size_t{50}, plaintext.size(), sealed.size() - 1}) {  // body and tag
+    Bytes changed = sealed;
+    changed[i] ^= 0x01;
+    refused(ByteView(nonce, sizeof nonce), ad, changed);
+  }
+  refused(ByteView(nonce, sizeof nonce), Hex("0103"), sealed);
+  uint8_t other_nonce[kChaChaPolyNonceSize] = {0, 0, 0, 0, 2};
+  refused(ByteView(other_nonce, sizeof other_nonce), ad, sealed);
+  // The object still opens what is genuine after refusals.
+  Bytes opened(plaintext.size());
+  ASSERT_TRUE((*aead)->Open(nonce, ad, sealed, opened.data()).ok());
+  EXPECT_EQ(opened, plaintext);
+  uint8_t out[1];
+  EXPECT_EQ((*aead)->Open(nonce, ad, Bytes(kChaChaPolyTagSize - 1), out).code(), StatusCode::kTampered);
+}
+
+TEST(ChaChaPolyTest, AKeyOfTheWrongSizeIsInvalidArgument) {
+  EXPECT_EQ(ChaChaPoly::New(Bytes(31)).error().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(ChaChaPoly::New(Bytes(33)).error().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(ChaChaPoly::New({}).error().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace
