@@ -10,9 +10,11 @@
 //    file of --mib MiB to pat (upload + the kFile message), pat Sync()s and FetchAttachment()s it to disk.
 //    Reported: upload MB/s (SendFile), download MB/s (FetchAttachment), and end to end: file size / time from
 //    SendFile's start to the file on pat's disk (SendFile, deposit of the message, pat's Sync, download).
-//    Then "overlapped": dr.lee uploads the file again while pat downloads the previous copy, both at once;
-//    file size / the time until both are done. What a design that streams a download behind its upload could
-//    reach end to end at best on this machine (the two halves share its cores), measured, not modelled.
+//    The process's CPU time per MB over the upload and over the download (every thread: the relay is in this
+//    process) tells how far each is from using both cores. Then "overlapped": dr.lee uploads the file again
+//    while pat downloads the previous copy, both at once; file size / the time until both are done. What a
+//    design that streams a download behind its upload could reach end to end at best on this machine (the two
+//    halves share its cores), measured, not modelled.
 // 3. the ceiling: one thread's rate for each cryptographic pass a byte takes end to end (secretstream and
 //    BLAKE2b at the sender and the recipient; the links' ChaCha20-Poly1305, on OpenSSL like the links, out of
 //    the sender, into and out of the relay, into the recipient), and what that CPU alone allows on this
@@ -21,6 +23,7 @@
 // The relay's per-address frame limit (1000/s by default) is lifted: both clients share 127.0.0.1, and the
 // limit is an abuse control, not what this measures. MB = 10^6 bytes. Medians over --runs runs.
 #include <sodium.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
@@ -55,6 +58,14 @@ double Seconds(Clk::time_point a, Clk::time_point b) { return std::chrono::durat
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// CPU time of the whole process (every thread: both clients, the relay, the bench), in ms.
+double CpuMs() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto ms = [](const timeval& t) { return t.tv_sec * 1e3 + t.tv_usec / 1e3; };
+  return ms(u.ru_utime) + ms(u.ru_stime);
 }
 
 [[noreturn]] void Die(const std::string& what, const Status& s) {
@@ -228,6 +239,7 @@ int main(int argc, char** argv) {
 
   struct Row {
     double up, down, total, overlapped;
+    double cpu_up, cpu_down;  // ms of CPU per MB, all threads
   };
   auto end_to_end = [&](bool in_memory) -> Row {
     Relay relay(dir + (in_memory ? "/relay-mem" : "/relay"), in_memory);
@@ -250,19 +262,23 @@ int main(int argc, char** argv) {
     Must("accept", patient->AcceptInvite(code, "hello"));
     Must("sync", clinician->Sync());
 
-    std::vector<double> e_up, e_down, e_total;
+    std::vector<double> e_up, e_down, e_total, cpu_up, cpu_down;
     for (int r = 0; r < runs; ++r) {
       got.clear();
       const auto t0 = Clk::now();
+      const double c0 = CpuMs();
       Must("send file", clinician->SendFile("pat", dir + "/file.bin"));
       const auto t1 = Clk::now();
+      cpu_up.push_back((CpuMs() - c0) / mb);
       Must("clinician sync", clinician->Sync());  // the kFile message is deposited
       Must("patient sync", patient->Sync());
       if (got.size() != 1) Die("receive", Status(StatusCode::kInternal, "no file message"));
       const auto t2 = Clk::now();
+      const double c2 = CpuMs();
       const std::string out = dir + "/relay-" + std::to_string(r);
       Must("fetch", patient->FetchAttachment(got[0].attachment, out));
       const auto t3 = Clk::now();
+      cpu_down.push_back((CpuMs() - c2) / mb);
       std::filesystem::remove(out);
       e_up.push_back(mb / Seconds(t0, t1));
       e_down.push_back(mb / Seconds(t2, t3));
@@ -285,7 +301,8 @@ int main(int argc, char** argv) {
     }
     clinician.reset();
     patient.reset();
-    return Row{Median(e_up), Median(e_down), Median(e_total), Median(e_overlapped)};
+    return Row{Median(e_up),         Median(e_down), Median(e_total),
+               Median(e_overlapped), Median(cpu_up), Median(cpu_down)};
   };
   const Ceiling ceiling = relay_only ? Ceiling{} : MeasureCeiling();
   const Row disk = end_to_end(false);
@@ -303,6 +320,13 @@ int main(int argc, char** argv) {
     std::printf("  %-44s %8.0f %8.0f %8.0f %10.0f\n", "loopback relay (in-memory store), 2 clients",
                 memory.up, memory.down, memory.total, memory.overlapped);
   }
+  std::printf(
+      "  CPU per MB, every thread of the process (clients, relay): upload %.2f ms, download %.2f ms "
+      "(RocksDB)",
+      disk.cpu_up, disk.cpu_down);
+  if (!relay_only)
+    std::printf("; upload %.2f ms, download %.2f ms (in-memory)", memory.cpu_up, memory.cpu_down);
+  std::printf("\n");
   if (!relay_only)
     std::printf(
         "  ceiling: one thread does secretstream %.0f, BLAKE2b %.0f, ChaCha20-Poly1305 (links) %.0f MB/s;\n"

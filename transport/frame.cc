@@ -51,16 +51,22 @@ Status FrameDecoder::Append(ByteView chunk) {
 }
 
 Result<std::optional<ByteView>> FrameDecoder::Next() {
+  CW_ASSIGN_OR_RETURN(std::optional<std::span<uint8_t>> frame, NextMutable());
+  if (!frame) return std::optional<ByteView>();
+  return std::optional<ByteView>(*frame);
+}
+
+Result<std::optional<std::span<uint8_t>>> FrameDecoder::NextMutable() {
   if (!error_.ok()) return Error(error_);
-  if (buffered_bytes() < header_size_) return std::optional<ByteView>();
+  if (buffered_bytes() < header_size_) return std::optional<std::span<uint8_t>>();
   CW_RETURN_IF_ERROR(CheckHeader());
-  const uint8_t* p = buffer_.data() + pos_;
+  uint8_t* p = buffer_.data() + pos_;
   uint32_t n = 0;
   for (size_t i = 0; i < header_size_; ++i) n = (n << 8) | p[i];
-  if (buffered_bytes() < header_size_ + n) return std::optional<ByteView>();
-  ByteView frame(p + header_size_, n);
+  if (buffered_bytes() < header_size_ + n) return std::optional<std::span<uint8_t>>();
+  std::span<uint8_t> frame(p + header_size_, n);
   pos_ += header_size_ + n;
-  return std::optional<ByteView>(frame);
+  return std::optional<std::span<uint8_t>>(frame);
 }
 
 }  // namespace cw::transport

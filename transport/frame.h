@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 
 #include "core/base/bytes.h"
 #include "core/base/status.h"
@@ -46,6 +47,9 @@ class FrameDecoder {
   Status Append(ByteView chunk);
   // The next whole frame (valid until the next Append), nullopt when more bytes are needed, or the error.
   Result<std::optional<ByteView>> Next();
+  // The same frame, writable: the decoder never reads a returned frame again, so its owner may overwrite it
+  // (a Noise link decrypts its records in place).
+  Result<std::optional<std::span<uint8_t>>> NextMutable();
 
   // Bytes buffered and not yet returned as frames; nonzero at end of stream means a truncated frame.
   size_t buffered_bytes() const { return buffer_.size() - pos_; }

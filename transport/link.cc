@@ -71,11 +71,11 @@ Result<NoiseLink::Event> NoiseLink::Next(Bytes* out) {
       if (!frame) return Error(Failed(frame.error()));
       if (*frame) return Event{EventKind::kFrame, **frame};
     }
-    auto record = records_.Next();
+    auto record = records_.NextMutable();
     if (!record)
       return Error(Failed(Status(StatusCode::kMalformed, "bad record: " + record.error().message())));
     if (!*record) return Event{};
-    const ByteView message = **record;
+    const std::span<uint8_t> message = **record;
     if (!ciphers_) {
       // Handshake: only empty payloads are sent; any payload the peer put in is authenticated and ignored.
       auto payload = hs_->ReadMessage(message);
@@ -95,12 +95,12 @@ Result<NoiseLink::Event> NoiseLink::Next(Bytes* out) {
       }
       continue;
     }
-    // Not a member reused across records: an idle link would keep its largest record's 64 KiB.
-    Bytes plaintext;
-    if (Status s = ciphers_->receive.DecryptWithAd({}, message, &plaintext); !s.ok()) return Error(Failed(s));
+    // In place, in the record decoder's buffer, which never reads a returned record again.
+    auto plaintext = ciphers_->receive.DecryptInPlace({}, message);
+    if (!plaintext) return Error(Failed(plaintext.error()));
     // Append may move the decoder's buffer: the frame view returned by the previous Next is dead by now,
     // as the header says.
-    Status s = frames_.Append(plaintext);
+    Status s = frames_.Append(*plaintext);
     if (!s.ok()) return Error(Failed(s));
   }
 }

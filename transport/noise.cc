@@ -145,6 +145,25 @@ Status CipherState::DecryptWithAd(ByteView ad, ByteView ciphertext, Bytes* out) 
   return Status::Ok();
 }
 
+Result<std::span<uint8_t>> CipherState::DecryptInPlace(ByteView ad, std::span<uint8_t> message) {
+  if (message.size() > kMaxMessageSize)
+    return Error(StatusCode::kMalformed, "Noise message over 65535 bytes");
+  if (!HasKey()) return message;
+  if (message.size() < kTagLen) return Error(StatusCode::kMalformed, "Noise ciphertext shorter than its tag");
+  if (n_ == kMaxNonce) return Error(StatusCode::kResourceExhausted, "Noise nonce exhausted");
+  CW_RETURN_IF_ERROR(EnsureAead());
+  uint8_t nonce[crypto::kChaChaPolyNonceSize];
+  EncodeNonce(n_, nonce);
+  if (Status s = aead_->Open(nonce, ad, message, message.data()); !s.ok()) {
+    sodium_memzero(message.data(), message.size());
+    if (s.code() == StatusCode::kTampered)
+      return Error(StatusCode::kTampered, "Noise message failed to authenticate");
+    return Error(s);
+  }
+  ++n_;
+  return message.first(message.size() - kTagLen);
+}
+
 Status CipherState::Rekey() {
   if (!HasKey()) return Status(StatusCode::kInvalidArgument, "Rekey without a key");
   CW_RETURN_IF_ERROR(EnsureAead());

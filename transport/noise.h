@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string_view>
 
 #include "core/base/bytes.h"
@@ -65,6 +66,9 @@ class CipherState {
   // each): EncryptWithAd appends to *out; DecryptWithAd replaces *out, which is wiped if it fails.
   Status EncryptWithAd(ByteView ad, ByteView plaintext, Bytes* out);
   Status DecryptWithAd(ByteView ad, ByteView ciphertext, Bytes* out);
+  // Decrypts `message` over itself and returns its plaintext, the first message.size() - kTagLen bytes (no
+  // key: all of it). On failure the message is wiped.
+  Result<std::span<uint8_t>> DecryptInPlace(ByteView ad, std::span<uint8_t> message);
   // Spec section 4.2 REKEY: k = first 32 bytes of ENCRYPT(k, 2^64-1, empty, 32 zero bytes).
   Status Rekey();
 

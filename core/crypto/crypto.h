@@ -99,8 +99,9 @@ class ChaChaPoly {
   // overlap plaintext.
   Status Seal(std::span<const uint8_t, kChaChaPolyNonceSize> nonce, std::span<const uint8_t> ad,
               std::span<const uint8_t> plaintext, uint8_t* out);
-  // Writes ciphertext.size() - kChaChaPolyTagSize bytes to out. A ciphertext that does not authenticate is
-  // kTampered, and out is wiped (EVP writes plaintext before it checks the tag).
+  // Writes ciphertext.size() - kChaChaPolyTagSize bytes to out, which may be ciphertext.data() itself (in
+  // place) but may not overlap it otherwise. A ciphertext that does not authenticate is kTampered, and out
+  // is wiped (EVP writes plaintext before it checks the tag).
   Status Open(std::span<const uint8_t, kChaChaPolyNonceSize> nonce, std::span<const uint8_t> ad,
               std::span<const uint8_t> ciphertext, uint8_t* out);
 

@@ -198,6 +198,29 @@ TEST(Noise, CipherStateNonceRulesAndRekey) {
   EXPECT_EQ(*ours, expected);
 }
 
+// Links decrypt their records in place: the same plaintext and nonce rules as DecryptWithAd, and a record
+// that fails is wiped and leaves n unchanged.
+TEST(Noise, DecryptInPlaceMatchesDecryptWithAd) {
+  CipherState a, b;
+  a.InitializeKey(Bytes(32, 4));
+  b.InitializeKey(Bytes(32, 4));
+  const Bytes text = ToBytes("a record's worth of frames");
+  Bytes first = *a.EncryptWithAd({}, text);
+  Bytes second = *a.EncryptWithAd({}, text);
+  Bytes tampered = first;
+  tampered[3] ^= 0x10;
+  auto refused = b.DecryptInPlace({}, tampered);
+  EXPECT_EQ(refused.error().code(), StatusCode::kTampered);
+  EXPECT_EQ(tampered, Bytes(tampered.size(), 0));
+  EXPECT_EQ(b.nonce(), 0u);
+  auto opened = b.DecryptInPlace({}, first);
+  ASSERT_TRUE(opened.has_value());
+  EXPECT_EQ(opened->data(), first.data());
+  EXPECT_EQ(Bytes(opened->begin(), opened->end()), text);
+  EXPECT_EQ(*b.DecryptWithAd({}, second), text);
+  EXPECT_EQ(b.nonce(), 2u);
+}
+
 TEST(NoiseLink, FramesOfEverySizeCrossTheLinkInArbitraryChunks) {
   SeededRandom rng(9);
   auto i = StaticKeyPair::Generate(rng);
