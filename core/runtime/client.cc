@@ -425,7 +425,9 @@ class Client::Impl {
         [this](const std::string& sender, ByteView payload) {
           return direct_->OnAnnouncement(sender, payload);
         },
-        [this](const std::string& sender, ByteView payload) { return ApplyInviteAnswer(sender, payload); },
+        [this](const std::string& sender, ByteView payload, ByteView arrived_with) {
+          return ApplyInviteAnswer(sender, payload, arrived_with);
+        },
         [this] { return store_->SyncNow(); }};
     receipts_ = std::make_unique<ReceiptBook>(store_.get(), transcripts_.get());
     CW_ASSIGN_OR_RETURN(compliance_, ComplianceRuntime::Open(std::move(deps), failed_unlocks));
@@ -1119,8 +1121,8 @@ class Client::Impl {
       if (rec.kind == session::Received::Kind::kMessage) {
         // A 1:1 body is an AppMessage (core/wire/app_message.h); the transcript keeps the text, not the
         // encoding. One that does not parse fails the hook, so nothing is stored and the relay copy is dropped.
-        CW_RETURN_IF_ERROR(
-            compliance_->StageIncoming(rec, relay_id, details, b, &sequence, &text, &file, &control, &refused));
+        CW_RETURN_IF_ERROR(compliance_->StageIncoming(rec, relay_id, env->token, details, b, &sequence, &text,
+                                                      &file, &control, &refused));
         if (!control && !refused) CW_RETURN_IF_ERROR(receipts_->StageReceived(sender.name, sequence, relay_id, b));
       } else {
         CW_RETURN_IF_ERROR(groups_->StageIncoming(rec, relay_id, details, b, &group));
@@ -1194,9 +1196,7 @@ class Client::Impl {
       return;
     }
     if (control) {
-      answer_token_ = env->token;
-      compliance_->HandleControl(sender.name, relay_id, std::move(*control));
-      answer_token_.reset();
+      compliance_->HandleControl(sender.name, relay_id, std::move(*control), env->token);
       return;
     }
     if (received->kind == session::Received::Kind::kMessage) {
@@ -1750,8 +1750,10 @@ class Client::Impl {
   // becomes the contact's; a token the contact held before (an earlier invite, a reinstalled device) is
   // retired and revoked at the relay, since this contact now deposits with the new one. The answer must come
   // with the token it names (its envelope says which), so a contact holding two of our invites cannot name
-  // the other one; an answer handled after a restart (ResumeInbox) has lost that, and is taken as before.
-  Status ApplyInviteAnswer(const std::string& sender, ByteView payload) {
+  // the other one. `arrived_with` is that token, kept with the message until it is handled (even across a
+  // restart, ResumeInbox); empty only for a message stored by an older version, which is taken as before.
+  Status ApplyInviteAnswer(const std::string& sender, ByteView payload, ByteView arrived_with) {
+    static_assert(sizeof(DepositToken) == kInboxTokenSize);
     if (payload.size() != sizeof(DepositToken)) return Status(StatusCode::kMalformed, "invite answer of the wrong size");
     DepositToken token;
     std::copy(payload.begin(), payload.end(), token.begin());
@@ -1762,8 +1764,7 @@ class Client::Impl {
     // claimed it in time, so an answer naming it came from whoever answered in time (read late, perhaps).
     // Only with the token it names (found in review: an answer to a stale code, queued on the contact's
     // device and deposited later with a fresh code's token, bound the stale one, which the relay never took).
-    // Not known when the answer is handled after a restart (ResumeInbox): then as before.
-    if (answer_token_ && !ConstantTimeEquals(*answer_token_, token)) {
+    if (!arrived_with.empty() && !ConstantTimeEquals(arrived_with, token)) {
       return Status(StatusCode::kPermissionDenied,
                     "an invite answer came with another deposit token than it names");
     }
@@ -2284,8 +2285,6 @@ class Client::Impl {
   static constexpr size_t kMaxPushesHeld = 1000;  // a mailbox's default quota
   static constexpr int64_t kPushHoldMs = 5000;
   bool revoking_retired_ = false;  // a RevokeRetired request is out
-  // The deposit token the control message being handled came with (HandleDelivery), for ApplyInviteAnswer.
-  std::optional<DepositToken> answer_token_;
   bool flushing_ = false;
   bool flush_again_ = false;
   std::vector<Done<size_t>> fetch_waiters_;

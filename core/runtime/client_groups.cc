@@ -229,8 +229,9 @@ Status GroupRuntime::StageIncoming(const session::Received& rec, const std::stri
     std::optional<wire::AppMessage> control;
     storage::IncomingDetails in_group = details.Clone();
     in_group.conversation_id = storage::Transcripts::GroupConversationId(rec.group_id);
-    CW_RETURN_IF_ERROR(deps_.compliance->StageIncoming(rec, relay_id, in_group, batch, &out->sequence, &out->text,
-                                                       &file, &control, &out->refused));
+    // A text stages no inbox record, so no deposit token is needed.
+    CW_RETURN_IF_ERROR(deps_.compliance->StageIncoming(rec, relay_id, {}, in_group, batch, &out->sequence,
+                                                       &out->text, &file, &control, &out->refused));
     out->shown = !out->refused;
     return Status::Ok();
   }

@@ -313,8 +313,8 @@ Status ComplianceRuntime::CheckIncoming(std::string_view purpose) const {
 }
 
 Status ComplianceRuntime::StageIncoming(const session::Received& rec, const std::string& relay_id,
-                                        const storage::IncomingDetails& incoming, session::WriteBatch* batch,
-                                        uint64_t* sequence, SecretBytes* text,
+                                        ByteView arrived_with, const storage::IncomingDetails& incoming,
+                                        session::WriteBatch* batch, uint64_t* sequence, SecretBytes* text,
                                         std::optional<wire::AttachmentDescriptor>* file,
                                         std::optional<wire::AppMessage>* control, bool* refused) {
   CW_ASSIGN_OR_RETURN(wire::AppMessage app, wire::DecodeAppMessage(rec.body.reveal()));
@@ -358,8 +358,13 @@ Status ComplianceRuntime::StageIncoming(const session::Received& rec, const std:
   CW_RETURN_IF_ERROR(deps_.transcripts->StageIncoming(staged, relay_id, batch, details, sequence));
   // The relay forgets the message once this batch commits, so the message itself commits with it and is
   // handled from the store: a crash before HandleControl finishes leaves it for ResumeInbox.
-  batch->writes.push_back({Table::kMeta, std::string(kInboxPrefix) + relay_id,
-                           SecretBytes(Tagged(rec.sender.name, rec.body.reveal()))});
+  if (arrived_with.size() != kInboxTokenSize)
+    return Status(StatusCode::kInternal, "deposit token of the wrong size");
+  Bytes with_token(arrived_with.begin(), arrived_with.end());
+  with_token.insert(with_token.end(), rec.body.reveal().begin(), rec.body.reveal().end());
+  SecretBytes value(Tagged(rec.sender.name, with_token));
+  sodium_memzero(with_token.data(), with_token.size());
+  batch->writes.push_back({Table::kMeta, std::string(kInboxWithTokenPrefix) + relay_id, std::move(value)});
   *control = std::move(app);
   return Status::Ok();
 }
@@ -388,7 +393,7 @@ void ComplianceRuntime::AfterCommit(bool committed) {
 }
 
 void ComplianceRuntime::HandleControl(const std::string& sender, const std::string& relay_id,
-                                      wire::AppMessage message) {
+                                      wire::AppMessage message, ByteView arrived_with) {
   Status s;
   switch (message.kind) {
     case wire::AppKind::kConsent: s = HandleConsent(sender, message.payload.reveal()); break;
@@ -406,7 +411,7 @@ void ComplianceRuntime::HandleControl(const std::string& sender, const std::stri
                                 : Status(StatusCode::kMalformed, "unexpected control message");
       break;
     case wire::AppKind::kInviteAnswer:
-      s = deps_.invite_answer ? deps_.invite_answer(sender, message.payload.reveal())
+      s = deps_.invite_answer ? deps_.invite_answer(sender, message.payload.reveal(), arrived_with)
                               : Status(StatusCode::kMalformed, "unexpected control message");
       break;
     default: s = Status(StatusCode::kMalformed, "unexpected control message"); break;
@@ -415,25 +420,33 @@ void ComplianceRuntime::HandleControl(const std::string& sender, const std::stri
   // A refusal is final; a storage or signing failure is retried at the next ResumeInbox.
   if (s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kInternal) return;
   session::WriteBatch b;
+  b.writes.push_back({Table::kMeta, std::string(kInboxWithTokenPrefix) + relay_id, std::nullopt});
   b.writes.push_back({Table::kMeta, std::string(kInboxPrefix) + relay_id, std::nullopt});
   if (Status done = deps_.store->Commit(std::move(b)); !done.ok() && deps_.report) deps_.report(done);
 }
 
 void ComplianceRuntime::ResumeInbox() {
-  auto keys = deps_.store->ListKeys(Table::kMeta, kInboxPrefix);
-  if (!keys) {
-    if (deps_.report) deps_.report(keys.error());
-    return;
-  }
-  for (const auto& key : *keys) {
-    auto stored = deps_.store->Get(Table::kMeta, key);
-    if (!stored || !*stored) continue;
-    std::string sender;
-    Bytes bytes;
-    auto app = Untag((*stored)->reveal(), &sender, &bytes) ? wire::DecodeAppMessage(bytes)
-                                                            : Result<wire::AppMessage>(Error(StatusCode::kMalformed, "inbox record"));
-    if (!app) continue;  // it decoded once before it was stored: only a foreign write gets here
-    HandleControl(sender, key.substr(kInboxPrefix.size()), std::move(*app));
+  for (const std::string_view prefix : {kInboxWithTokenPrefix, kInboxPrefix}) {
+    const bool with_token = prefix == kInboxWithTokenPrefix;
+    auto keys = deps_.store->ListKeys(Table::kMeta, prefix);
+    if (!keys) {
+      if (deps_.report) deps_.report(keys.error());
+      return;
+    }
+    for (const auto& key : *keys) {
+      auto stored = deps_.store->Get(Table::kMeta, key);
+      if (!stored || !*stored) continue;
+      std::string sender;
+      Bytes bytes;
+      if (!Untag((*stored)->reveal(), &sender, &bytes)) continue;  // only a foreign write gets here
+      const size_t token_size = with_token ? kInboxTokenSize : 0;
+      if (bytes.size() < token_size) continue;
+      const SecretBytes token(ByteView(bytes).first(token_size));
+      auto app = wire::DecodeAppMessage(ByteView(bytes).subspan(token_size));
+      sodium_memzero(bytes.data(), bytes.size());
+      if (!app) continue;  // it decoded once before it was stored
+      HandleControl(sender, key.substr(prefix.size()), std::move(*app), token.reveal());
+    }
   }
 }
 

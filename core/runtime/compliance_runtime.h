@@ -57,7 +57,14 @@ inline constexpr std::string_view kWithdrawalPrefix = "runtime.consent.withdrawa
 inline constexpr std::string_view kOwnErasurePrefix = "runtime.erasure.own.";
 inline constexpr std::string_view kPeerErasurePrefix = "runtime.erasure.peer.";
 inline constexpr std::string_view kPolicyKey = "runtime.compliance.policy";
+// A control message committed with its decrypt batch and not yet handled, under its relay id. Value: the
+// sender's name, a NUL byte, the message. It is now kept under kInboxWithTokenPrefix, with the deposit token
+// its envelope came with (kInboxTokenSize bytes) between the NUL and the message, so that an invite answer
+// handled after a restart is checked like one handled at once. Records of earlier builds (kInboxPrefix, no
+// token) are still read and taken as before; neither prefix is a prefix of the other.
 inline constexpr std::string_view kInboxPrefix = "runtime.inbox.";
+inline constexpr std::string_view kInboxWithTokenPrefix = "runtime.inbox-with-token.";
+inline constexpr size_t kInboxTokenSize = 32;
 inline constexpr uint64_t kAuditCheckpointInterval = 64;
 
 // Control messages (consent, withdrawal, audit heads, erasure) go through the outbox like text, in a
@@ -98,9 +105,10 @@ class ComplianceRuntime {
     // A kDirectEndpoint announcement from `sender` (core/runtime/direct_links.h). Null: refused. It is link
     // metadata, not clinical content: no purpose gate and no audit entry (see HandleControl).
     std::function<Status(const std::string& sender, ByteView payload)> direct_endpoint;
-    // A kInviteAnswer from `sender`: which of our invite tokens it holds (handled by the client). Null:
-    // refused. Like the announcement, mailbox metadata: no purpose gate and no audit entry.
-    std::function<Status(const std::string& sender, ByteView payload)> invite_answer;
+    // A kInviteAnswer from `sender`: which of our invite tokens it holds (handled by the client), with the
+    // deposit token its envelope came with (empty: not known, from an inbox record of an older version).
+    // Null: refused. Like the announcement, mailbox metadata: no purpose gate and no audit entry.
+    std::function<Status(const std::string& sender, ByteView payload, ByteView arrived_with)> invite_answer;
     // Makes everything committed so far durable (the store commits in groups and syncs behind). Null: not
     // needed (a store that syncs every commit).
     std::function<Status()> sync;
@@ -125,18 +133,20 @@ class ComplianceRuntime {
   // the transcript row and kMessageReceived (text shown: *text set; for a file also *file, and the row shows
   // its name and refers to the attachment), the kMessageRefused entry (*refused),
   // or the message itself as an inbox record (a control message: *control set, to HandleControl after the
-  // commit).
-  Status StageIncoming(const session::Received& rec, const std::string& relay_id,
-                       const storage::IncomingDetails& details, session::WriteBatch* batch, uint64_t* sequence,
-                       SecretBytes* text, std::optional<wire::AttachmentDescriptor>* file,
+  // commit), kept with `arrived_with`, the deposit token (kInboxTokenSize bytes) its envelope came with.
+  Status StageIncoming(const session::Received& rec, const std::string& relay_id, ByteView arrived_with,
+                       const storage::IncomingDetails& details, session::WriteBatch* batch,
+                       uint64_t* sequence, SecretBytes* text, std::optional<wire::AttachmentDescriptor>* file,
                        std::optional<wire::AppMessage>* control, bool* refused);
   // Inside the encrypt hook of a text message: stages its kMessageSent entry.
   Status StageSent(const std::string& conversation_id, const std::string& message_ref, session::WriteBatch* batch);
   // After the hook's batch committed (or did not): confirms or forgets what Stage* prepared.
   void AfterCommit(bool committed);
   // A control message from `sender`, after its batch committed.
-  // `relay_id` names its inbox record, deleted once it is handled (or refused for good).
-  void HandleControl(const std::string& sender, const std::string& relay_id, wire::AppMessage message);
+  // `relay_id` names its inbox record, deleted once it is handled (or refused for good); `arrived_with` is
+  // the deposit token its envelope came with (empty when not known).
+  void HandleControl(const std::string& sender, const std::string& relay_id, wire::AppMessage message,
+                     ByteView arrived_with);
   // Handles control messages whose batch committed but whose handling did not finish (a crash, a storage
   // failure). Call once the client can send (after Open, on the owner thread).
   void ResumeInbox();

@@ -13,6 +13,7 @@
 
 #include "core/compliance/export_bundle.h"
 #include "core/runtime/client.h"
+#include "core/runtime/codec.h"
 #include "core/runtime/compliance_runtime.h"
 #include "storage/keystore.h"
 #include "storage/sealed_store.h"
@@ -600,6 +601,62 @@ TEST_F(RuntimeCompliance, AControlMessageCommittedButNotHandledIsHandledAtTheNex
     auto left = s.ListKeys(session::Table::kMeta, kInboxPrefix);
     ASSERT_HAS(left);
     EXPECT_TRUE(left->empty()) << "a handled message leaves the inbox";
+  });
+}
+
+// An invite answer binds only the token its envelope came with. Handled after a restart (the decrypt batch
+// committed, the process died before handling it), it is checked the same way: the inbox record keeps the
+// token (found in review: it kept none, and the answer was then taken whatever token it came with).
+TEST_F(RuntimeCompliance, AnInviteAnswerHandledAfterARestartIsCheckedAgainstTheTokenItCameWith) {
+  auto clinician = NewClient("clinician", "dr.lee", Options());
+  auto patient = NewClient("patient", "pat", Options());
+  ASSERT_TRUE(clinician && patient);
+  ASSERT_NO_FATAL_FAILURE(Connect(*clinician, *patient));
+  auto code = clinician->CreateInvite();
+  ASSERT_HAS(code);
+  auto invite = DecodeInvite(*code);
+  ASSERT_HAS(invite);
+  wire::AppMessage answer;
+  answer.kind = wire::AppKind::kInviteAnswer;
+  answer.payload = SecretBytes(invite->card.token);
+  auto encoded = wire::EncodeAppMessage(answer);
+  ASSERT_HAS(encoded);
+  clinician.reset();
+  // The store as it is after pat's answer committed and before it was handled.
+  auto committed_unhandled = [&](ByteView arrived_with, const std::string& relay_id) {
+    TamperStore(dir_.Sub("clinician"), [&](storage::SealedStore& s) {
+      Bytes value = ToBytes("pat");
+      value.push_back(0);
+      value.insert(value.end(), arrived_with.begin(), arrived_with.end());
+      value.insert(value.end(), encoded->reveal().begin(), encoded->reveal().end());
+      session::WriteBatch b;
+      b.writes.push_back(
+          {session::Table::kMeta, std::string(kInboxWithTokenPrefix) + relay_id, SecretBytes(value)});
+      ASSERT_OK(s.Commit(std::move(b)));
+    });
+  };
+
+  // Deposited with another token than the one it names (pat's own): refused, the invite stays open.
+  committed_unhandled(Bytes(kInboxTokenSize, 0x11), "00aa11bb");
+  clinician = Reopen("clinician", Options());
+  ASSERT_TRUE(clinician);
+  auto open = clinician->OpenInvites();
+  ASSERT_HAS(open);
+  EXPECT_EQ(open->size(), 1u) << "an answer handled after a restart bound a token it did not come with";
+  clinician.reset();
+
+  // Deposited with the token it names: bound, as it would have been at once.
+  committed_unhandled(invite->card.token, "00aa11cc");
+  clinician = Reopen("clinician", Options());
+  ASSERT_TRUE(clinician);
+  open = clinician->OpenInvites();
+  ASSERT_HAS(open);
+  EXPECT_TRUE(open->empty()) << "the answer kept in the inbox was not handled";
+  clinician.reset();
+  TamperStore(dir_.Sub("clinician"), [](storage::SealedStore& s) {
+    auto left = s.ListKeys(session::Table::kMeta, kInboxWithTokenPrefix);
+    ASSERT_HAS(left);
+    EXPECT_TRUE(left->empty()) << "a handled or refused answer leaves the inbox";
   });
 }
 
