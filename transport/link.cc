@@ -115,7 +115,10 @@ Status NoiseLink::SealFrames(ByteView frame_stream, Bytes* out) {
     const size_t record = n + noise::kTagLen;
     out->push_back(static_cast<uint8_t>(record >> 8));
     out->push_back(static_cast<uint8_t>(record));
-    if (Status s = ciphers_->send.EncryptWithAd({}, frame_stream.first(n), out); !s.ok()) return Failed(s);
+    if (Status s = ciphers_->send.EncryptWithAd({}, frame_stream.first(n), out); !s.ok()) {
+      out->resize(out->size() - 2);  // the record's header
+      return Failed(s);
+    }
     frame_stream = frame_stream.subspan(n);
   }
   return Status::Ok();

@@ -8,7 +8,8 @@
 // its crypto_generichash with a 64-byte output, and HKDF is the spec's HKDF over HMAC-BLAKE2b (block 128).
 // ChaChaPoly is the RFC 8439 AEAD with the 96-bit nonce 0x00000000 || little-endian n, computed by
 // crypto::ChaChaPoly on OpenSSL (the same bytes as libsodium's _ietf AEAD, at over twice its speed for the
-// large messages links carry; tests/transport/noise_test.cc checks the two agree).
+// large messages links carry; tests/crypto/crypto_kat_test.cc checks the two agree, and noise_test.cc checks
+// the nonce layout and REKEY against libsodium).
 //
 // Secrets (ephemeral private keys, the chaining key, cipher keys, DH outputs) live in SecretBytes or are
 // wiped with sodium_memzero on every return path.
@@ -63,7 +64,8 @@ class CipherState {
   Result<Bytes> EncryptWithAd(ByteView ad, ByteView plaintext);
   Result<Bytes> DecryptWithAd(ByteView ad, ByteView ciphertext);
   // The same, into the caller's buffers (a link's transport messages, without a copy or an allocation
-  // each): EncryptWithAd appends to *out; DecryptWithAd replaces *out, which is wiped if it fails.
+  // each): EncryptWithAd appends to *out; DecryptWithAd replaces *out, and on failure wipes what it
+  // decrypted into it and leaves it empty.
   Status EncryptWithAd(ByteView ad, ByteView plaintext, Bytes* out);
   Status DecryptWithAd(ByteView ad, ByteView ciphertext, Bytes* out);
   // Decrypts `message` over itself and returns its plaintext, the first message.size() - kTagLen bytes (no

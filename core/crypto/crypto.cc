@@ -299,33 +299,48 @@ Result<std::array<uint8_t, kSha512Size>> Sha512Digest(std::span<const uint8_t> d
 // ------------------------------------------------------------------------------------------------ ChaChaPoly
 
 struct ChaChaPoly::Impl {
-  CipherCtxPtr ctx;  // holds the key; EVP_CIPHER_CTX_free wipes it
+  CipherCtxPtr ctx;  // OpenSSL: holds the key; EVP_CIPHER_CTX_free wipes it
+  SecretBytes key;   // libsodium: empty with OpenSSL
 };
 
 ChaChaPoly::ChaChaPoly(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ChaChaPoly::~ChaChaPoly() = default;
 
-Result<std::unique_ptr<ChaChaPoly>> ChaChaPoly::New(std::span<const uint8_t> key) {
-  if (key.size() != kChaChaPolyKeySize)
+ChaChaPoly::Backend ChaChaPoly::backend() const {
+  return impl_->ctx ? Backend::kOpenSsl : Backend::kLibsodium;
+}
+
+Result<std::unique_ptr<ChaChaPoly>> ChaChaPoly::New(std::span<const uint8_t> key, Backend backend) {
+  if (key.size() != kChaChaPolyKeySize) {
     return Error(StatusCode::kInvalidArgument, "ChaCha20-Poly1305 key of the wrong size");
-  if (Algs().chacha_poly == nullptr) {
-    return Error(OpenSslFailure(StatusCode::kInternal, "ChaCha20-Poly1305 unavailable"));
   }
   auto impl = std::make_unique<Impl>();
-  impl->ctx.reset(EVP_CIPHER_CTX_new());
-  if (!impl->ctx ||
-      EVP_EncryptInit_ex2(impl->ctx.get(), Algs().chacha_poly, key.data(), nullptr, nullptr) != 1) {
-    return Error(OpenSslFailure(StatusCode::kInternal, "ChaCha20-Poly1305 init failed"));
+  if (backend == Backend::kOpenSsl && Algs().chacha_poly != nullptr) {
+    impl->ctx.reset(EVP_CIPHER_CTX_new());
+    if (!impl->ctx ||
+        EVP_EncryptInit_ex2(impl->ctx.get(), Algs().chacha_poly, key.data(), nullptr, nullptr) != 1) {
+      return Error(OpenSslFailure(StatusCode::kInternal, "ChaCha20-Poly1305 init failed"));
+    }
+  } else {
+    ERR_clear_error();  // the failed fetch's, if any
+    CW_RETURN_IF_ERROR(Init());
+    impl->key = SecretBytes(key);
   }
   return std::unique_ptr<ChaChaPoly>(new ChaChaPoly(std::move(impl)));
 }
 
-// Each message re-initialises the context with its nonce only: the key stays, the Poly1305 state and
-// lengths start over, and the direction is the one the call sets.
+// With OpenSSL each message re-initialises the context with its nonce only: the key stays, the Poly1305
+// state and lengths start over, and the direction is the one the call sets.
 Status ChaChaPoly::Seal(std::span<const uint8_t, kChaChaPolyNonceSize> nonce, std::span<const uint8_t> ad,
                         std::span<const uint8_t> plaintext, uint8_t* out) {
   if (ad.size() > INT_MAX || plaintext.size() > INT_MAX - kChaChaPolyTagSize) {
     return Status(StatusCode::kInvalidArgument, "ChaCha20-Poly1305 input too long");
+  }
+  if (!impl_->ctx) {
+    crypto_aead_chacha20poly1305_ietf_encrypt_detached(out, out + plaintext.size(), nullptr, plaintext.data(),
+                                                       plaintext.size(), ad.data(), ad.size(), nullptr,
+                                                       nonce.data(), impl_->key.reveal().data());
+    return Status::Ok();
   }
   EVP_CIPHER_CTX* ctx = impl_->ctx.get();
   int written = 0, final_written = 0;
@@ -350,10 +365,20 @@ Status ChaChaPoly::Open(std::span<const uint8_t, kChaChaPolyNonceSize> nonce, st
     return Status(StatusCode::kInvalidArgument, "ChaCha20-Poly1305 input too long");
   }
   const size_t size = ciphertext.size() - kChaChaPolyTagSize;
-  EVP_CIPHER_CTX* ctx = impl_->ctx.get();
-  // The tag is copied out: OpenSSL's ctrl takes a non-const pointer.
+  // The tag is copied out: OpenSSL's ctrl takes a non-const pointer, and in place its bytes stay ciphertext.
   uint8_t tag[kChaChaPolyTagSize];
   std::memcpy(tag, ciphertext.data() + size, sizeof tag);
+  if (!impl_->ctx) {
+    // libsodium checks the tag before it writes anything.
+    if (crypto_aead_chacha20poly1305_ietf_decrypt_detached(out, nullptr, ciphertext.data(), size, tag,
+                                                           ad.data(), ad.size(), nonce.data(),
+                                                           impl_->key.reveal().data()) != 0) {
+      if (size != 0) sodium_memzero(out, size);
+      return Status(StatusCode::kTampered, "ChaCha20-Poly1305 ciphertext failed to authenticate");
+    }
+    return Status::Ok();
+  }
+  EVP_CIPHER_CTX* ctx = impl_->ctx.get();
   int written = 0, final_written = 0;
   if (EVP_DecryptInit_ex2(ctx, nullptr, nullptr, nonce.data(), nullptr) != 1 ||
       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, sizeof tag, tag) != 1 ||

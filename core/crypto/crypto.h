@@ -86,11 +86,17 @@ inline constexpr size_t kChaChaPolyTagSize = 16;
 // The ChaCha20-Poly1305 AEAD of RFC 8439, byte for byte libsodium's crypto_aead_chacha20poly1305_ietf, under
 // one key for many nonces. On OpenSSL EVP because its vector code runs 2 to 2.3 times libsodium 1.0.18's on
 // this project's machines from 4 KiB up (and level at 300 B); Noise links seal every byte with it, so it is
-// much of a relay's and an attachment's CPU (bench/attachment_bench.cc). Belongs to one thread at a time.
+// much of a relay's and an attachment's CPU (bench/attachment_bench.cc). Where OpenSSL's configuration
+// offers no ChaCha20-Poly1305 (a FIPS-only provider set), libsodium's computes it instead, so links keep
+// working. Belongs to one thread at a time.
 class ChaChaPoly {
  public:
-  // REQUIRES: key is kChaChaPolyKeySize bytes, or kInvalidArgument.
-  static Result<std::unique_ptr<ChaChaPoly>> New(std::span<const uint8_t> key);
+  enum class Backend { kOpenSsl, kLibsodium };
+  // REQUIRES: key is kChaChaPolyKeySize bytes, or kInvalidArgument. kOpenSsl falls back to kLibsodium when
+  // OpenSSL has no ChaCha20-Poly1305; tests ask for kLibsodium to check the two agree.
+  static Result<std::unique_ptr<ChaChaPoly>> New(std::span<const uint8_t> key,
+                                                 Backend backend = Backend::kOpenSsl);
+  Backend backend() const;
   ~ChaChaPoly();
   ChaChaPoly(const ChaChaPoly&) = delete;
   ChaChaPoly& operator=(const ChaChaPoly&) = delete;

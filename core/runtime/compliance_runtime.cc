@@ -360,10 +360,14 @@ Status ComplianceRuntime::StageIncoming(const session::Received& rec, const std:
   // handled from the store: a crash before HandleControl finishes leaves it for ResumeInbox.
   if (arrived_with.size() != kInboxTokenSize)
     return Status(StatusCode::kInternal, "deposit token of the wrong size");
-  Bytes with_token(arrived_with.begin(), arrived_with.end());
-  with_token.insert(with_token.end(), rec.body.reveal().begin(), rec.body.reveal().end());
-  SecretBytes value(Tagged(rec.sender.name, with_token));
-  sodium_memzero(with_token.data(), with_token.size());
+  // Built in wiping memory from the start (it wipes what it outgrows): the token and the message are secrets.
+  const std::string& sender = rec.sender.name;
+  SecretBytes value;
+  value.Append(std::span(reinterpret_cast<const uint8_t*>(sender.data()), sender.size()));
+  const uint8_t nul = 0;
+  value.Append(std::span(&nul, 1));
+  value.Append(arrived_with);
+  value.Append(rec.body.reveal());
   batch->writes.push_back({Table::kMeta, std::string(kInboxWithTokenPrefix) + relay_id, std::move(value)});
   *control = std::move(app);
   return Status::Ok();
@@ -420,8 +424,10 @@ void ComplianceRuntime::HandleControl(const std::string& sender, const std::stri
   // A refusal is final; a storage or signing failure is retried at the next ResumeInbox.
   if (s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kInternal) return;
   session::WriteBatch b;
-  b.writes.push_back({Table::kMeta, std::string(kInboxWithTokenPrefix) + relay_id, std::nullopt});
-  b.writes.push_back({Table::kMeta, std::string(kInboxPrefix) + relay_id, std::nullopt});
+  // Only a record of an earlier build comes without its token.
+  b.writes.push_back({Table::kMeta,
+                      std::string(arrived_with.empty() ? kInboxPrefix : kInboxWithTokenPrefix) + relay_id,
+                      std::nullopt});
   if (Status done = deps_.store->Commit(std::move(b)); !done.ok() && deps_.report) deps_.report(done);
 }
 
@@ -438,13 +444,24 @@ void ComplianceRuntime::ResumeInbox() {
       if (!stored || !*stored) continue;
       std::string sender;
       Bytes bytes;
-      if (!Untag((*stored)->reveal(), &sender, &bytes)) continue;  // only a foreign write gets here
       const size_t token_size = with_token ? kInboxTokenSize : 0;
-      if (bytes.size() < token_size) continue;
-      const SecretBytes token(ByteView(bytes).first(token_size));
-      auto app = wire::DecodeAppMessage(ByteView(bytes).subspan(token_size));
+      std::optional<wire::AppMessage> app;
+      SecretBytes token;
+      if (Untag((*stored)->reveal(), &sender, &bytes) && bytes.size() >= token_size) {
+        token = SecretBytes(ByteView(bytes).first(token_size));
+        if (auto decoded = wire::DecodeAppMessage(ByteView(bytes).subspan(token_size)))
+          app = std::move(*decoded);
+      }
       sodium_memzero(bytes.data(), bytes.size());
-      if (!app) continue;  // it decoded once before it was stored
+      if (!app) {
+        // It decoded once before it was stored, so only a foreign write gets here: dropped, not re-read at
+        // every open.
+        if (deps_.report) deps_.report(Status(StatusCode::kMalformed, "dropped an unreadable inbox record"));
+        session::WriteBatch b;
+        b.writes.push_back({Table::kMeta, key, std::nullopt});
+        if (Status s = deps_.store->Commit(std::move(b)); !s.ok() && deps_.report) deps_.report(s);
+        continue;
+      }
       HandleControl(sender, key.substr(prefix.size()), std::move(*app), token.reveal());
     }
   }

@@ -17,8 +17,11 @@
 //   runtime.erasure.own.<erasure id>              contact NUL our erasure receipt
 //   runtime.erasure.peer.<erasure id>             contact NUL a contact's erasure receipt
 //   runtime.compliance.policy                     the policy (JSON)
-//   runtime.inbox.<relay message id, hex>         sender NUL a received control AppMessage, committed with its
-//                                                 dedup key and deleted once handled
+//   runtime.inbox-with-token.<relay message id, hex>  sender NUL deposit token (32 bytes) a received control
+//                                                 AppMessage, committed with its dedup key, deleted once
+//                                                 handled
+//   runtime.inbox.<relay message id, hex>         the same without the token, as earlier builds wrote it
+//   (read)
 //
 // Signing: IdentitySigner signs with XEdDSA on the engine's identity key (Engine::SignWithIdentityKey), so
 // receipts, checkpoints, exports and erasure receipts verify with the public identity keys alone.
@@ -61,7 +64,9 @@ inline constexpr std::string_view kPolicyKey = "runtime.compliance.policy";
 // sender's name, a NUL byte, the message. It is now kept under kInboxWithTokenPrefix, with the deposit token
 // its envelope came with (kInboxTokenSize bytes) between the NUL and the message, so that an invite answer
 // handled after a restart is checked like one handled at once. Records of earlier builds (kInboxPrefix, no
-// token) are still read and taken as before; neither prefix is a prefix of the other.
+// token) are still read and taken as before; neither prefix is a prefix of the other. An earlier build run
+// on a newer store does not see the new records: a control message committed but not handled before such a
+// downgrade is lost (the relay copy is gone), which a downgrade within one crash window makes rare.
 inline constexpr std::string_view kInboxPrefix = "runtime.inbox.";
 inline constexpr std::string_view kInboxWithTokenPrefix = "runtime.inbox-with-token.";
 inline constexpr size_t kInboxTokenSize = 32;

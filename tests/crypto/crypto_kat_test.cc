@@ -428,49 +428,60 @@ TEST(ChaChaPolyTest, Rfc8439Section282) {
   EXPECT_EQ(opened, plaintext);
 }
 
-// The Noise links switched from libsodium's AEAD to this one: every length a link record can have, with and
-// without associated data, one object alternating directions and nonces, gives libsodium's bytes.
+// The Noise links switched from libsodium's AEAD to this one: every length a link record can have, with
+// associated data of every length a handshake uses (an empty payload under the 64-byte handshake hash is
+// what XK seals), one object alternating directions and nonces, gives libsodium's bytes; and so does the
+// libsodium backend, used where OpenSSL offers no ChaCha20-Poly1305.
 TEST(ChaChaPolyTest, AgreesWithLibsodiumAtEveryLengthBothWays) {
   ASSERT_TRUE(Init().ok());
   Bytes key(kChaChaPolyKeySize);
   randombytes_buf(key.data(), key.size());
-  auto aead = ChaChaPoly::New(key);
-  ASSERT_TRUE(aead.has_value());
-  std::vector<size_t> sizes;
-  for (size_t n = 0; n <= 300; ++n) sizes.push_back(n);
-  for (size_t n : {511u, 512u, 513u, 1023u, 4096u, 4097u, 16384u, 65519u}) sizes.push_back(n);
-  uint64_t counter = 0;
-  for (size_t size : sizes) {
-    SCOPED_TRACE(size);
-    Bytes plaintext(size), ad(size % 3 == 0 ? 0 : size % 40);
-    randombytes_buf(plaintext.data(), plaintext.size());
-    randombytes_buf(ad.data(), ad.size());
-    uint8_t nonce[kChaChaPolyNonceSize] = {};
-    ++counter;
-    std::memcpy(nonce + 4, &counter, sizeof counter);
-    Bytes ours(size + kChaChaPolyTagSize), theirs(size + kChaChaPolyTagSize);
-    ASSERT_TRUE((*aead)->Seal(nonce, ad, plaintext, ours.data()).ok());
-    unsigned long long len = 0;
-    crypto_aead_chacha20poly1305_ietf_encrypt(theirs.data(), &len, plaintext.data(), plaintext.size(),
-                                              ad.data(), ad.size(), nullptr, nonce, key.data());
-    ASSERT_EQ(ours, theirs);
-    // And what libsodium seals under the next nonce, this opens.
-    ++counter;
-    std::memcpy(nonce + 4, &counter, sizeof counter);
-    crypto_aead_chacha20poly1305_ietf_encrypt(theirs.data(), &len, plaintext.data(), plaintext.size(),
-                                              ad.data(), ad.size(), nullptr, nonce, key.data());
-    Bytes opened(size);
-    ASSERT_TRUE((*aead)->Open(nonce, ad, theirs, opened.data()).ok());
-    ASSERT_EQ(opened, plaintext);
-    // In place, as the links open their records.
-    ASSERT_TRUE((*aead)->Open(nonce, ad, theirs, theirs.data()).ok());
-    ASSERT_EQ(Bytes(theirs.begin(), theirs.begin() + static_cast<std::ptrdiff_t>(size)), plaintext);
+  for (const auto backend : {ChaChaPoly::Backend::kOpenSsl, ChaChaPoly::Backend::kLibsodium}) {
+    auto aead = ChaChaPoly::New(key, backend);
+    ASSERT_TRUE(aead.has_value());
+    EXPECT_EQ((*aead)->backend(), backend);
+    std::vector<size_t> sizes;
+    for (size_t n = 0; n <= 300; n += (n < 80 ? 1 : 7)) sizes.push_back(n);
+    for (size_t n : {511u, 512u, 513u, 1023u, 4096u, 4097u, 16384u, 65519u}) sizes.push_back(n);
+    uint64_t counter = 0;
+    for (size_t size : sizes) {
+      for (size_t ad_size : {size_t{0}, size_t{1}, size_t{16}, size_t{64}}) {
+        SCOPED_TRACE(::testing::Message() << "size " << size << ", ad " << ad_size);
+        Bytes plaintext(size), ad(ad_size);
+        randombytes_buf(plaintext.data(), plaintext.size());
+        randombytes_buf(ad.data(), ad.size());
+        uint8_t nonce[kChaChaPolyNonceSize] = {};
+        ++counter;
+        std::memcpy(nonce + 4, &counter, sizeof counter);
+        Bytes ours(size + kChaChaPolyTagSize), theirs(size + kChaChaPolyTagSize);
+        ASSERT_TRUE((*aead)->Seal(nonce, ad, plaintext, ours.data()).ok());
+        unsigned long long len = 0;
+        crypto_aead_chacha20poly1305_ietf_encrypt(theirs.data(), &len, plaintext.data(), plaintext.size(),
+                                                  ad.data(), ad.size(), nullptr, nonce, key.data());
+        ASSERT_EQ(ours, theirs);
+        // And what libsodium seals under the next nonce, this opens.
+        ++counter;
+        std::memcpy(nonce + 4, &counter, sizeof counter);
+        crypto_aead_chacha20poly1305_ietf_encrypt(theirs.data(), &len, plaintext.data(), plaintext.size(),
+                                                  ad.data(), ad.size(), nullptr, nonce, key.data());
+        Bytes opened(size);
+        ASSERT_TRUE((*aead)->Open(nonce, ad, theirs, opened.data()).ok());
+        ASSERT_EQ(opened, plaintext);
+        // In place, as the links open their records.
+        ASSERT_TRUE((*aead)->Open(nonce, ad, theirs, theirs.data()).ok());
+        ASSERT_EQ(Bytes(theirs.begin(), theirs.begin() + static_cast<std::ptrdiff_t>(size)), plaintext);
+      }
+    }
   }
 }
 
-TEST(ChaChaPolyTest, AnyChangeIsTamperedAndLeavesNoPlaintextBehind) {
+class ChaChaPolyBackendTest : public ::testing::TestWithParam<ChaChaPoly::Backend> {};
+INSTANTIATE_TEST_SUITE_P(Both, ChaChaPolyBackendTest,
+                         ::testing::Values(ChaChaPoly::Backend::kOpenSsl, ChaChaPoly::Backend::kLibsodium));
+
+TEST_P(ChaChaPolyBackendTest, AnyChangeIsTamperedAndLeavesNoPlaintextBehind) {
   const Bytes key(kChaChaPolyKeySize, 7);
-  auto aead = ChaChaPoly::New(key);
+  auto aead = ChaChaPoly::New(key, GetParam());
   ASSERT_TRUE(aead.has_value());
   const uint8_t nonce[kChaChaPolyNonceSize] = {0, 0, 0, 0, 1};
   const Bytes plaintext(100, 0x41), ad = Hex("0102");

@@ -200,6 +200,30 @@ TEST(Noise, CipherStateNonceRulesAndRekey) {
 
 // Links decrypt their records in place: the same plaintext and nonce rules as DecryptWithAd, and a record
 // that fails is wiped and leaves n unchanged.
+// Section 4.2 REKEY computed by hand with libsodium's AEAD: k' = first 32 bytes of ENCRYPT(k, 2^64 - 1,
+// empty, 32 zero bytes); then a message under k' and the unchanged n.
+TEST(Noise, RekeyGivesWhatLibsodiumGives) {
+  const Bytes key(32, 0x42);
+  CipherState c;
+  c.InitializeKey(key);
+  c.SetNonce(5);
+  ASSERT_TRUE(c.Rekey().ok());
+  EXPECT_EQ(c.nonce(), 5u);
+  auto ours = c.EncryptWithAd(ToBytes("ad"), ToBytes("after rekey"));
+  ASSERT_TRUE(ours.has_value());
+  uint8_t max_nonce[12] = {0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  uint8_t zeros[32] = {}, rekeyed[48];
+  unsigned long long len = 0;
+  crypto_aead_chacha20poly1305_ietf_encrypt(rekeyed, &len, zeros, sizeof zeros, nullptr, 0, nullptr,
+                                            max_nonce, key.data());
+  uint8_t five[12] = {0, 0, 0, 0, 5};
+  const Bytes ad = ToBytes("ad"), text = ToBytes("after rekey");
+  Bytes expected(text.size() + 16);
+  crypto_aead_chacha20poly1305_ietf_encrypt(expected.data(), &len, text.data(), text.size(), ad.data(),
+                                            ad.size(), nullptr, five, rekeyed);
+  EXPECT_EQ(*ours, expected);
+}
+
 TEST(Noise, DecryptInPlaceMatchesDecryptWithAd) {
   CipherState a, b;
   a.InitializeKey(Bytes(32, 4));
