@@ -76,9 +76,9 @@ class BlobChannel {
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 
 inline constexpr int kDefaultTransferRetries = 8;
-// Pieces per batch handed to the channel: 2 MiB at the largest chunk size. The relay channel keeps fewer in
-// flight (kRelayPiecesInFlight, kRelayPutsInFlight); a batch larger than that keeps the pipe full except at
-// its end.
+// Pieces per batch handed to the channel: 2 MiB at the largest chunk size. The relay channel keeps a whole
+// upload batch in flight (kRelayPutsInFlight) and fewer downloads (kRelayPiecesInFlight), so a download
+// batch keeps the pipe full except at its end.
 inline constexpr size_t kDefaultTransferWindow = 32;
 
 struct TransferOptions {
