@@ -94,8 +94,12 @@ Result<Bytes> CipherState::EncryptWithAd(ByteView ad, ByteView plaintext) {
 }
 
 Result<Bytes> CipherState::DecryptWithAd(ByteView ad, ByteView ciphertext) {
-  Bytes out;
-  CW_RETURN_IF_ERROR(DecryptWithAd(ad, ciphertext, &out));
+  // Checked before the copy, so an oversized message is not copied first.
+  if (ciphertext.size() > kMaxMessageSize)
+    return Error(StatusCode::kMalformed, "Noise message over 65535 bytes");
+  Bytes out(ciphertext.begin(), ciphertext.end());
+  CW_ASSIGN_OR_RETURN(std::span<uint8_t> plaintext, DecryptInPlace(ad, out));
+  out.resize(plaintext.size());
   return out;
 }
 
@@ -115,30 +119,6 @@ Status CipherState::EncryptWithAd(ByteView ad, ByteView plaintext, Bytes* out) {
   out->resize(at + plaintext.size() + kTagLen);
   if (Status s = aead_->Seal(nonce, ad, plaintext, out->data() + at); !s.ok()) {
     out->resize(at);
-    return s;
-  }
-  ++n_;
-  return Status::Ok();
-}
-
-Status CipherState::DecryptWithAd(ByteView ad, ByteView ciphertext, Bytes* out) {
-  if (ciphertext.size() > kMaxMessageSize)
-    return Status(StatusCode::kMalformed, "Noise message over 65535 bytes");
-  if (!HasKey()) {
-    out->assign(ciphertext.begin(), ciphertext.end());
-    return Status::Ok();
-  }
-  if (ciphertext.size() < kTagLen)
-    return Status(StatusCode::kMalformed, "Noise ciphertext shorter than its tag");
-  if (n_ == kMaxNonce) return Status(StatusCode::kResourceExhausted, "Noise nonce exhausted");
-  CW_RETURN_IF_ERROR(EnsureAead());
-  uint8_t nonce[crypto::kChaChaPolyNonceSize];
-  EncodeNonce(n_, nonce);
-  out->resize(ciphertext.size() - kTagLen);
-  if (Status s = aead_->Open(nonce, ad, ciphertext, out->data()); !s.ok()) {
-    out->clear();  // Open wiped what it wrote
-    if (s.code() == StatusCode::kTampered)
-      return Status(StatusCode::kTampered, "Noise message failed to authenticate");
     return s;
   }
   ++n_;

@@ -63,11 +63,9 @@ class CipherState {
   // decryption leaves n unchanged.
   Result<Bytes> EncryptWithAd(ByteView ad, ByteView plaintext);
   Result<Bytes> DecryptWithAd(ByteView ad, ByteView ciphertext);
-  // The same, into the caller's buffers (a link's transport messages, without a copy or an allocation
-  // each): EncryptWithAd appends to *out; DecryptWithAd replaces *out, and on failure wipes what it
-  // decrypted into it and leaves it empty.
+  // The same into the caller's buffers, for a link's transport messages (no copy or allocation each):
+  // EncryptWithAd appends the ciphertext to *out.
   Status EncryptWithAd(ByteView ad, ByteView plaintext, Bytes* out);
-  Status DecryptWithAd(ByteView ad, ByteView ciphertext, Bytes* out);
   // Decrypts `message` over itself and returns its plaintext, the first message.size() - kTagLen bytes (no
   // key: all of it). On failure the message is wiped.
   Result<std::span<uint8_t>> DecryptInPlace(ByteView ad, std::span<uint8_t> message);
