@@ -320,6 +320,44 @@ void Generate() {
     Add("padding", FromSpan(Take("pad", cw::wire::Pad(text)).reveal()));
   }
   Add("padding", cw::ToBytes("not padded at all"));
+
+  // --- secretstream: streams under the target's key (0x4b x 32) to pull, as an attachment's chunks are,
+  // and plaintexts to push. The push state comes from init_pull on a drawn header (the same state
+  // init_push builds), so the seeds do not depend on libsodium's own generator. ---
+  {
+    uint8_t key[crypto_secretstream_xchacha20poly1305_KEYBYTES];
+    std::fill(std::begin(key), std::end(key), uint8_t{0x4b});
+    auto chunk = [](Bytes& out, uint8_t prefix_tag, bool with_tag, const Bytes& bytes) {
+      if (with_tag) out.push_back(prefix_tag);
+      out.push_back(static_cast<uint8_t>(bytes.size()));
+      out.push_back(static_cast<uint8_t>(bytes.size() >> 8));
+      out.insert(out.end(), bytes.begin(), bytes.end());
+    };
+    for (const std::vector<size_t>& sizes :
+         {std::vector<size_t>{0}, std::vector<size_t>{1, 15, 16, 17}, std::vector<size_t>{100, 100, 33},
+          std::vector<size_t>{4096, 7}}) {
+      uint8_t header[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
+      random.Fill(header, sizeof header);
+      crypto_secretstream_xchacha20poly1305_state push;
+      crypto_secretstream_xchacha20poly1305_init_pull(&push, header, key);
+      Bytes pull_seed{0x00};
+      pull_seed.insert(pull_seed.end(), std::begin(header), std::end(header));
+      Bytes push_seed{0x01};
+      for (size_t k = 0; k < sizes.size(); ++k) {
+        Bytes text(sizes[k]);
+        if (!text.empty()) random.Fill(text.data(), text.size());
+        const uint8_t tag = k + 1 == sizes.size() ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
+                                                  : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE;
+        Bytes sealed(text.size() + crypto_secretstream_xchacha20poly1305_ABYTES);
+        crypto_secretstream_xchacha20poly1305_push(&push, sealed.data(), nullptr, text.data(), text.size(),
+                                                   nullptr, 0, tag);
+        chunk(pull_seed, 0, false, sealed);
+        chunk(push_seed, tag, true, text);
+      }
+      Add("secretstream", pull_seed);
+      Add("secretstream", push_seed);
+    }
+  }
 }
 
 std::string Name(const Bytes& content) {

@@ -24,6 +24,7 @@ struct Deleter {
 };
 using CipherCtxPtr = std::unique_ptr<EVP_CIPHER_CTX, Deleter<EVP_CIPHER_CTX_free>>;
 using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX_free>>;
+using MacCtxPtr = std::unique_ptr<EVP_MAC_CTX, Deleter<EVP_MAC_CTX_free>>;
 
 constexpr size_t kAesBlockSize = 16;
 // EVP lengths are ints; leave room for the padding block.
@@ -42,6 +43,8 @@ struct Algorithms {
                         EVP_CIPHER_fetch(nullptr, "AES-192-CTR", nullptr),
                         EVP_CIPHER_fetch(nullptr, "AES-256-CTR", nullptr)};
   EVP_CIPHER* chacha_poly = EVP_CIPHER_fetch(nullptr, "ChaCha20-Poly1305", nullptr);
+  EVP_CIPHER* chacha20 = EVP_CIPHER_fetch(nullptr, "ChaCha20", nullptr);
+  EVP_MAC* poly1305 = EVP_MAC_fetch(nullptr, "POLY1305", nullptr);
 };
 
 const Algorithms& Algs() {
@@ -393,6 +396,181 @@ Status ChaChaPoly::Open(std::span<const uint8_t, kChaChaPolyNonceSize> nonce, st
     return OpenSslFailure(StatusCode::kTampered, "ChaCha20-Poly1305 ciphertext failed to authenticate");
   }
   return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------- SecretStream
+
+namespace {
+
+using StreamState = crypto_secretstream_xchacha20poly1305_state;
+static_assert(kSecretStreamKeySize == crypto_secretstream_xchacha20poly1305_KEYBYTES);
+static_assert(kSecretStreamHeaderSize == crypto_secretstream_xchacha20poly1305_HEADERBYTES);
+static_assert(kSecretStreamOverhead == crypto_secretstream_xchacha20poly1305_ABYTES);
+static_assert(kSecretStreamTagMessage == crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+static_assert(kSecretStreamTagFinal == crypto_secretstream_xchacha20poly1305_TAG_FINAL);
+
+// The state's nonce is a 32-bit little-endian message counter, then the 64-bit chained nonce.
+constexpr size_t kCounterBytes = 4;
+constexpr size_t kChainedNonceBytes = 8;
+constexpr size_t kBlock = 64;  // a ChaCha20 block
+
+// What libsodium's push and pull do after a message: chain the MAC into the nonce, count the message, and
+// rekey on REKEY or when the counter wraps. The rekey is libsodium's own function on the same state.
+void Advance(StreamState& st, const uint8_t mac[16], uint8_t tag) {
+  for (size_t i = 0; i < kChainedNonceBytes; ++i) st.nonce[kCounterBytes + i] ^= mac[i];
+  sodium_increment(st.nonce, kCounterBytes);
+  if ((tag & crypto_secretstream_xchacha20poly1305_TAG_REKEY) != 0 ||
+      sodium_is_zero(st.nonce, kCounterBytes)) {
+    crypto_secretstream_xchacha20poly1305_rekey(&st);
+  }
+}
+
+}  // namespace
+
+struct SecretStream::Impl {
+  StreamState st{};
+  bool push = false;
+  CipherCtxPtr chacha;  // OpenSSL ChaCha20, re-keyed for every message; null: libsodium's secretstream
+  MacCtxPtr poly;       // OpenSSL Poly1305, keyed for every message
+  ~Impl() { sodium_memzero(&st, sizeof st); }
+
+  // Keys ChaCha20 at block 0 of this message (OpenSSL's 16-byte IV is the little-endian block counter,
+  // then the 96-bit nonce) and Poly1305 with that block's first half, as secretstream does.
+  bool Start() {
+    uint8_t iv[16] = {};
+    std::memcpy(iv + 4, st.nonce, sizeof st.nonce);
+    uint8_t block[kBlock] = {};
+    const bool ok = EVP_EncryptInit_ex2(chacha.get(), nullptr, st.k, iv, nullptr) == 1 &&
+                    Xor(block, block, kBlock) && EVP_MAC_init(poly.get(), block, 32, nullptr) == 1;
+    sodium_memzero(block, sizeof block);
+    return ok;
+  }
+  // The keystream's next `size` bytes XORed into `in`.
+  bool Xor(const uint8_t* in, uint8_t* out, size_t size) {
+    int written = 0;
+    return size == 0 || EVP_EncryptUpdate(chacha.get(), out, &written, in, static_cast<int>(size)) == 1;
+  }
+  // Poly1305 over the message's block 1 (encrypted tag byte and keystream) and ciphertext, as libsodium pads
+  // it: ciphertext.size() % 16 zero bytes (not to a multiple of 16), then both lengths.
+  bool Mac(const uint8_t block1[kBlock], std::span<const uint8_t> ciphertext, uint8_t mac[16]) {
+    static constexpr uint8_t kZeros[16] = {};
+    uint8_t lengths[16] = {};
+    const uint64_t authenticated = kBlock + ciphertext.size();
+    for (int i = 0; i < 8; ++i) lengths[8 + i] = static_cast<uint8_t>(authenticated >> (8 * i));
+    size_t written = 0;
+    return EVP_MAC_update(poly.get(), block1, kBlock) == 1 &&
+           (ciphertext.empty() || EVP_MAC_update(poly.get(), ciphertext.data(), ciphertext.size()) == 1) &&
+           EVP_MAC_update(poly.get(), kZeros, ciphertext.size() % 16) == 1 &&
+           EVP_MAC_update(poly.get(), lengths, sizeof lengths) == 1 &&
+           EVP_MAC_final(poly.get(), mac, &written, 16) == 1 && written == 16;
+  }
+};
+
+SecretStream::SecretStream(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SecretStream::~SecretStream() = default;
+
+SecretStream::Backend SecretStream::backend() const {
+  return impl_->chacha ? Backend::kOpenSsl : Backend::kLibsodium;
+}
+
+Result<std::unique_ptr<SecretStream::Impl>> SecretStream::NewImpl(std::span<const uint8_t> key,
+                                                                  Backend backend) {
+  if (key.size() != kSecretStreamKeySize) {
+    return Error(StatusCode::kInvalidArgument, "secretstream key of the wrong size");
+  }
+  CW_RETURN_IF_ERROR(Init());
+  auto impl = std::make_unique<Impl>();
+  if (backend == Backend::kOpenSsl && Algs().chacha20 != nullptr && Algs().poly1305 != nullptr) {
+    impl->chacha.reset(EVP_CIPHER_CTX_new());
+    impl->poly.reset(EVP_MAC_CTX_new(Algs().poly1305));
+    if (!impl->chacha || !impl->poly ||
+        EVP_EncryptInit_ex2(impl->chacha.get(), Algs().chacha20, nullptr, nullptr, nullptr) != 1) {
+      return Error(OpenSslFailure(StatusCode::kInternal, "secretstream init failed"));
+    }
+  } else {
+    ERR_clear_error();  // the failed fetches', if any
+  }
+  return impl;
+}
+
+Result<std::unique_ptr<SecretStream>> SecretStream::NewPush(
+    std::span<const uint8_t> key, std::span<uint8_t, kSecretStreamHeaderSize> header, Backend backend) {
+  CW_ASSIGN_OR_RETURN(auto impl, NewImpl(key, backend));
+  impl->push = true;
+  crypto_secretstream_xchacha20poly1305_init_push(&impl->st, header.data(), key.data());
+  return std::unique_ptr<SecretStream>(new SecretStream(std::move(impl)));
+}
+
+Result<std::unique_ptr<SecretStream>> SecretStream::NewPull(
+    std::span<const uint8_t> key, std::span<const uint8_t, kSecretStreamHeaderSize> header, Backend backend) {
+  CW_ASSIGN_OR_RETURN(auto impl, NewImpl(key, backend));
+  if (crypto_secretstream_xchacha20poly1305_init_pull(&impl->st, header.data(), key.data()) != 0) {
+    return Error(StatusCode::kTampered, "secretstream header is invalid");
+  }
+  return std::unique_ptr<SecretStream>(new SecretStream(std::move(impl)));
+}
+
+Status SecretStream::Push(std::span<const uint8_t> message, uint8_t tag, uint8_t* out) {
+  if (!impl_->push) return Status(StatusCode::kInternal, "secretstream push on a stream opened to pull");
+  if (message.size() > INT_MAX - kBlock)
+    return Status(StatusCode::kInvalidArgument, "secretstream message too long");
+  StreamState& st = impl_->st;
+  if (!impl_->chacha) {
+    crypto_secretstream_xchacha20poly1305_push(&st, out, nullptr, message.data(), message.size(), nullptr, 0,
+                                               tag);
+    return Status::Ok();
+  }
+  uint8_t* const ciphertext = out + 1;
+  uint8_t* const mac = ciphertext + message.size();
+  uint8_t block1[kBlock] = {tag};
+  const bool ok = impl_->Start() && impl_->Xor(block1, block1, kBlock) &&
+                  impl_->Xor(message.data(), ciphertext, message.size()) &&
+                  impl_->Mac(block1, std::span<const uint8_t>(ciphertext, message.size()), mac);
+  out[0] = block1[0];
+  sodium_memzero(block1, sizeof block1);
+  if (!ok) return OpenSslFailure(StatusCode::kInternal, "secretstream encryption failed");
+  Advance(st, mac, tag);
+  return Status::Ok();
+}
+
+Result<uint8_t> SecretStream::Pull(std::span<const uint8_t> ciphertext, uint8_t* out) {
+  if (impl_->push) return Error(StatusCode::kInternal, "secretstream pull on a stream opened to push");
+  if (ciphertext.size() < kSecretStreamOverhead) {
+    return Error(StatusCode::kTampered, "secretstream message shorter than its overhead");
+  }
+  if (ciphertext.size() > INT_MAX)
+    return Error(StatusCode::kInvalidArgument, "secretstream message too long");
+  const size_t size = ciphertext.size() - kSecretStreamOverhead;
+  StreamState& st = impl_->st;
+  uint8_t tag = 0;
+  if (!impl_->chacha) {
+    // libsodium checks the MAC before it writes anything.
+    if (crypto_secretstream_xchacha20poly1305_pull(&st, out, nullptr, &tag, ciphertext.data(),
+                                                   ciphertext.size(), nullptr, 0) != 0) {
+      return Error(StatusCode::kTampered, "secretstream message failed to authenticate");
+    }
+    return tag;
+  }
+  // Block 1 as the sender authenticated it: the encrypted tag byte, then keystream.
+  uint8_t block1[kBlock] = {};
+  uint8_t mac[16];
+  const std::span<const uint8_t> body = ciphertext.subspan(1, size);
+  bool ok = impl_->Start() && impl_->Xor(block1, block1, kBlock);
+  tag = static_cast<uint8_t>(block1[0] ^ ciphertext[0]);
+  block1[0] = ciphertext[0];
+  ok = ok && impl_->Mac(block1, body, mac);
+  sodium_memzero(block1, sizeof block1);
+  if (!ok) return Error(OpenSslFailure(StatusCode::kInternal, "secretstream decryption failed"));
+  if (sodium_memcmp(mac, ciphertext.data() + 1 + size, sizeof mac) != 0) {
+    return Error(StatusCode::kTampered, "secretstream message failed to authenticate");
+  }
+  // The keystream is at block 2 now, where the message's own bytes start.
+  if (!impl_->Xor(body.data(), out, size)) {
+    if (size != 0) sodium_memzero(out, size);
+    return Error(OpenSslFailure(StatusCode::kInternal, "secretstream decryption failed"));
+  }
+  Advance(st, mac, tag);
+  return tag;
 }
 
 }  // namespace cw::crypto

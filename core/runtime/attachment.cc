@@ -14,17 +14,18 @@
 
 #include "core/base/bytes.h"
 #include "core/base/secret.h"
+#include "core/crypto/crypto.h"
 #include "core/runtime/run_ahead.h"
 
 namespace cw::runtime {
 
 namespace {
 
-using SecretStream = crypto_secretstream_xchacha20poly1305_state;
+using crypto::SecretStream;
 
-static_assert(wire::kAttachmentKeySize == crypto_secretstream_xchacha20poly1305_KEYBYTES);
-static_assert(wire::kAttachmentHeaderSize == crypto_secretstream_xchacha20poly1305_HEADERBYTES);
-static_assert(wire::kAttachmentChunkOverhead == crypto_secretstream_xchacha20poly1305_ABYTES);
+static_assert(wire::kAttachmentKeySize == crypto::kSecretStreamKeySize);
+static_assert(wire::kAttachmentHeaderSize == crypto::kSecretStreamHeaderSize);
+static_assert(wire::kAttachmentChunkOverhead == crypto::kSecretStreamOverhead);
 static_assert(wire::kAttachmentDigestSize == crypto_generichash_BYTES);
 
 // A file descriptor closed on every return path.
@@ -49,12 +50,6 @@ class Fd {
 
  private:
   int fd_;
-};
-
-// The secretstream state holds the chunk key: wiped when the transfer ends, however it ends.
-struct WipedState {
-  SecretStream st;
-  ~WipedState() { sodium_memzero(&st, sizeof st); }
 };
 
 Status ErrnoStatus(const char* what) {
@@ -177,10 +172,10 @@ Result<wire::AttachmentDescriptor> UploadAttachment(BlobChannel& channel, const 
   Random& random = options.random ? *options.random : SystemRandom::Default();
   random.Fill(d.key.reveal_mutable().data(), d.key.size());
 
-  // The header's nonce comes from libsodium's own generator (secretstream draws it inside init_push).
-  WipedState stream;
-  uint8_t header[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
-  crypto_secretstream_xchacha20poly1305_init_push(&stream.st, header, d.key.reveal().data());
+  // The header's nonce comes from libsodium's own generator (secretstream draws it inside init_push). The
+  // stream's state holds the chunk key and is wiped when it goes, however the upload ends.
+  std::array<uint8_t, wire::kAttachmentHeaderSize> header;
+  CW_ASSIGN_OR_RETURN(std::unique_ptr<SecretStream> stream, SecretStream::NewPush(d.key.reveal(), header));
   crypto_generichash_state digest;
   crypto_generichash_init(&digest, nullptr, 0, d.digest.size());
 
@@ -202,14 +197,12 @@ Result<wire::AttachmentDescriptor> UploadAttachment(BlobChannel& channel, const 
       if (got != want) return Error(StatusCode::kAborted, "the file changed while it was read");
       const bool last = i + 1 == chunks;
       Bytes& piece = batch.pieces.emplace_back();
-      piece.reserve((i == 0 ? sizeof header : 0) + want + crypto_secretstream_xchacha20poly1305_ABYTES);
-      if (i == 0) piece.insert(piece.end(), header, header + sizeof header);
+      piece.reserve((i == 0 ? header.size() : 0) + want + crypto::kSecretStreamOverhead);
+      if (i == 0) piece.insert(piece.end(), header.begin(), header.end());
       const size_t at = piece.size();
-      piece.resize(at + want + crypto_secretstream_xchacha20poly1305_ABYTES);
-      crypto_secretstream_xchacha20poly1305_push(&stream.st, piece.data() + at, nullptr, span.data(), want,
-                                                 nullptr, 0,
-                                                 last ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
-                                                      : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+      piece.resize(at + want + crypto::kSecretStreamOverhead);
+      CW_RETURN_IF_ERROR(stream->Push(
+          span, last ? crypto::kSecretStreamTagFinal : crypto::kSecretStreamTagMessage, piece.data() + at));
       crypto_generichash_update(&digest, piece.data(), piece.size());
       batch.bytes += piece.size();
       batch.plain += want;
@@ -259,7 +252,7 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
                     const TransferOptions& o) {
   const uint64_t blob_size = wire::BlobSize(d.size, d.chunk_size);
   const uint64_t chunks = wire::AttachmentChunkCount(d.size, d.chunk_size);
-  WipedState stream;
+  std::unique_ptr<SecretStream> stream;  // from the header in the first piece
   crypto_generichash_state digest;
   crypto_generichash_init(&digest, nullptr, 0, d.digest.size());
   const size_t window = std::max<size_t>(1, o.window);
@@ -286,9 +279,8 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
     std::vector<uint32_t> requests;  // bytes per request, each covering whole pieces
     std::vector<size_t> pieces;      // pieces per request
     for (uint64_t i = f.first; i < chunks; ++i) {
-      const size_t head = i == 0 ? crypto_secretstream_xchacha20poly1305_HEADERBYTES : 0;
-      const auto length =
-          static_cast<uint32_t>(head + PlainLength(d, i) + crypto_secretstream_xchacha20poly1305_ABYTES);
+      const size_t head = i == 0 ? crypto::kSecretStreamHeaderSize : 0;
+      const auto length = static_cast<uint32_t>(head + PlainLength(d, i) + crypto::kSecretStreamOverhead);
       if (!requests.empty() && requests.back() + length <= wire::kRelayChunkSize) {
         requests.back() += length;
         ++pieces.back();
@@ -362,28 +354,36 @@ Status DownloadInto(BlobChannel& channel, const wire::AttachmentDescriptor& d, i
     for (size_t k = 0; k < current.lengths.size(); ++k) {
       const uint64_t i = current.first + k;
       const size_t want = PlainLength(d, i);
-      const size_t head = i == 0 ? crypto_secretstream_xchacha20poly1305_HEADERBYTES : 0;
+      const size_t head = i == 0 ? crypto::kSecretStreamHeaderSize : 0;
       const BlobChannel::Read& read = current.reads[k];
       // The size the descriptor implies is exact: a longer blob was extended, a shorter one truncated.
       if (read.total_size != blob_size)
         return Status(StatusCode::kTampered, "the attachment has the wrong size");
       if (read.data.size() != current.lengths[k])
         return Status(StatusCode::kTampered, "the attachment is truncated");
-      if (i == 0 && crypto_secretstream_xchacha20poly1305_init_pull(&stream.st, read.data.data(),
-                                                                    d.key.reveal().data()) != 0) {
-        return Status(StatusCode::kTampered, "the attachment header is invalid");
+      if (i == 0) {
+        auto opened = SecretStream::NewPull(
+            d.key.reveal(),
+            std::span<const uint8_t, crypto::kSecretStreamHeaderSize>(read.data.data(), head));
+        if (!opened) {
+          return opened.error().code() == StatusCode::kTampered
+                     ? Status(StatusCode::kTampered, "the attachment header is invalid")
+                     : opened.error();
+        }
+        stream = std::move(*opened);
       }
-      unsigned char tag = 0;
-      unsigned long long plain_len = 0;
-      if (crypto_secretstream_xchacha20poly1305_pull(&stream.st, plain.reveal_mutable().data(), &plain_len,
-                                                     &tag, read.data.data() + head, read.data.size() - head,
-                                                     nullptr, 0) != 0) {
-        return Status(StatusCode::kTampered, "an attachment chunk does not open");
+      // The length check above leaves room for the header and the overhead; a chunk longer than the one
+      // the descriptor implies was refused there, so `plain` holds what the pull writes.
+      auto tag = stream->Pull(ByteView(read.data).subspan(head), plain.reveal_mutable().data());
+      if (!tag) {
+        return tag.error().code() == StatusCode::kTampered
+                   ? Status(StatusCode::kTampered, "an attachment chunk does not open")
+                   : tag.error();
       }
+      const size_t plain_len = read.data.size() - head - crypto::kSecretStreamOverhead;
       const bool last = i + 1 == chunks;
-      const unsigned char expected = last ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
-                                          : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE;
-      if (tag != expected || plain_len != want) {
+      const uint8_t expected = last ? crypto::kSecretStreamTagFinal : crypto::kSecretStreamTagMessage;
+      if (*tag != expected || plain_len != want) {
         return Status(StatusCode::kTampered, "the attachment's chunks are out of order or cut short");
       }
       CW_RETURN_IF_ERROR(WriteFull(fd, plain.reveal().subspan(0, want)));

@@ -2,10 +2,11 @@
 //
 // Blob layout (what the relay stores, and what the descriptor's digest covers):
 //   header (24 bytes) | c_0 | c_1 | ... | c_{n-1}
-// where the header and c_i come from libsodium's crypto_secretstream_xchacha20poly1305 under the key in the
-// descriptor; c_i encrypts plaintext bytes [i*chunk_size, (i+1)*chunk_size) with tag MESSAGE, and the last
-// one with tag FINAL (an empty file is one empty FINAL chunk). Each piece sent to the relay is one c_i (the
-// header rides in front of c_0), so a piece never exceeds the relay's 64 KiB chunk cap.
+// where the header and c_i are libsodium's crypto_secretstream_xchacha20poly1305 (computed by
+// crypto::SecretStream, byte for byte) under the key in the descriptor; c_i encrypts plaintext bytes
+// [i*chunk_size, (i+1)*chunk_size) with tag MESSAGE, and the last one with tag FINAL (an empty file is one
+// empty FINAL chunk). Each piece sent to the relay is one c_i (the header rides in front of c_0), so a piece
+// never exceeds the relay's 64 KiB chunk cap.
 //
 // Why it is safe to act on a downloaded blob: secretstream authenticates every chunk and chains it to its
 // position, so a changed, reordered or dropped chunk fails to open; a blob that stops early lacks the FINAL

@@ -1,6 +1,6 @@
 // Known answers for cw_crypto: RFC 4231 (HMAC-SHA256), NIST SP 800-38A (AES-CBC, AES-CTR), FIPS 180-2
-// (SHA-512) and RFC 8439 (ChaCha20-Poly1305), plus the padding, length and reuse behaviour libsignal's
-// provider and the Noise links rely on.
+// (SHA-512) and RFC 8439 (ChaCha20-Poly1305), libsodium as the reference for its own secretstream, plus the
+// padding, length and reuse behaviour libsignal's provider, the Noise links and attachments rely on.
 #include <gtest/gtest.h>
 #include <sodium.h>
 
@@ -517,6 +517,143 @@ TEST(ChaChaPolyTest, AKeyOfTheWrongSizeIsInvalidArgument) {
   EXPECT_EQ(ChaChaPoly::New(Bytes(31)).error().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(ChaChaPoly::New(Bytes(33)).error().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(ChaChaPoly::New({}).error().code(), StatusCode::kInvalidArgument);
+}
+
+// Attachments switched from libsodium's secretstream to this one. libsodium is the reference (the
+// construction is its own): a stream pushed here gives, message for message, the bytes libsodium's push gives
+// from the same header (a state that init_pull builds from the header is the one init_push built), at every
+// length up to a whole relay chunk, through the tags that rekey; and libsodium pulls it. The other way round,
+// what libsodium pushes pulls here. Both backends, since the libsodium one runs where OpenSSL lacks ChaCha20.
+TEST(SecretStreamTest, AgreesWithLibsodiumMessageForMessageBothWays) {
+  ASSERT_TRUE(Init().ok());
+  Bytes key(kSecretStreamKeySize);
+  randombytes_buf(key.data(), key.size());
+  std::vector<size_t> sizes;
+  for (size_t n = 0; n <= 300; n += (n < 80 ? 1 : 7)) sizes.push_back(n);
+  for (size_t n : {1023u, 4096u, 65488u, 65495u, 65536u}) sizes.push_back(n);
+  // MESSAGE mostly; PUSH and REKEY change the state differently, and FINAL is what an attachment ends on.
+  auto tag_of = [&](size_t k) -> uint8_t {
+    if (k + 1 == sizes.size()) return crypto_secretstream_xchacha20poly1305_TAG_FINAL;
+    if (k % 29 == 5) return crypto_secretstream_xchacha20poly1305_TAG_REKEY;
+    if (k % 31 == 7) return crypto_secretstream_xchacha20poly1305_TAG_PUSH;
+    return crypto_secretstream_xchacha20poly1305_TAG_MESSAGE;
+  };
+  for (const auto backend : {SecretStream::Backend::kOpenSsl, SecretStream::Backend::kLibsodium}) {
+    SCOPED_TRACE(backend == SecretStream::Backend::kOpenSsl ? "OpenSSL" : "libsodium");
+    uint8_t header[kSecretStreamHeaderSize];
+    auto ours = SecretStream::NewPush(key, header, backend);
+    ASSERT_TRUE(ours.has_value());
+    EXPECT_EQ((*ours)->backend(), backend);
+    crypto_secretstream_xchacha20poly1305_state same_push, pull;
+    ASSERT_EQ(crypto_secretstream_xchacha20poly1305_init_pull(&same_push, header, key.data()), 0);
+    ASSERT_EQ(crypto_secretstream_xchacha20poly1305_init_pull(&pull, header, key.data()), 0);
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      const size_t size = sizes[k];
+      SCOPED_TRACE(::testing::Message() << "message " << k << ", size " << size);
+      Bytes plaintext(size);
+      // randombytes_buf takes no null pointer, which an empty vector's data() may be.
+      if (!plaintext.empty()) randombytes_buf(plaintext.data(), plaintext.size());
+      Bytes mine(size + kSecretStreamOverhead), theirs(size + kSecretStreamOverhead);
+      ASSERT_TRUE((*ours)->Push(plaintext, tag_of(k), mine.data()).ok());
+      crypto_secretstream_xchacha20poly1305_push(&same_push, theirs.data(), nullptr, plaintext.data(), size,
+                                                 nullptr, 0, tag_of(k));
+      ASSERT_EQ(mine, theirs);
+      Bytes opened(size);
+      unsigned char tag = 0xff;
+      ASSERT_EQ(crypto_secretstream_xchacha20poly1305_pull(&pull, opened.data(), nullptr, &tag, mine.data(),
+                                                           mine.size(), nullptr, 0),
+                0);
+      ASSERT_EQ(opened, plaintext);
+      ASSERT_EQ(tag, tag_of(k));
+    }
+  }
+  for (const auto backend : {SecretStream::Backend::kOpenSsl, SecretStream::Backend::kLibsodium}) {
+    SCOPED_TRACE(backend == SecretStream::Backend::kOpenSsl ? "OpenSSL pulls" : "libsodium pulls");
+    crypto_secretstream_xchacha20poly1305_state push;
+    uint8_t header[kSecretStreamHeaderSize];
+    crypto_secretstream_xchacha20poly1305_init_push(&push, header, key.data());
+    auto ours = SecretStream::NewPull(key, header, backend);
+    ASSERT_TRUE(ours.has_value());
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      const size_t size = sizes[k];
+      SCOPED_TRACE(::testing::Message() << "message " << k << ", size " << size);
+      Bytes plaintext(size);
+      if (!plaintext.empty()) randombytes_buf(plaintext.data(), plaintext.size());
+      Bytes sealed(size + kSecretStreamOverhead);
+      crypto_secretstream_xchacha20poly1305_push(&push, sealed.data(), nullptr, plaintext.data(), size,
+                                                 nullptr, 0, tag_of(k));
+      Bytes opened(size);
+      auto tag = (*ours)->Pull(sealed, opened.data());
+      ASSERT_TRUE(tag.has_value()) << tag.error().message();
+      ASSERT_EQ(*tag, tag_of(k));
+      ASSERT_EQ(opened, plaintext);
+    }
+  }
+}
+
+class SecretStreamBackendTest : public ::testing::TestWithParam<SecretStream::Backend> {};
+INSTANTIATE_TEST_SUITE_P(Both, SecretStreamBackendTest,
+                         ::testing::Values(SecretStream::Backend::kOpenSsl,
+                                           SecretStream::Backend::kLibsodium));
+
+// A refused message writes nothing and leaves the stream where it was: the genuine message still opens
+// after any number of refusals, and the ones after it too. A changed bit anywhere, a message out of its
+// place, one from another stream, or one too short to hold a MAC is kTampered.
+TEST_P(SecretStreamBackendTest, AnyChangeIsTamperedAndTheStreamStaysWhereItWas) {
+  ASSERT_TRUE(Init().ok());
+  const Bytes key(kSecretStreamKeySize, 7);
+  uint8_t header[kSecretStreamHeaderSize];
+  auto push = SecretStream::NewPush(key, header, GetParam());
+  ASSERT_TRUE(push.has_value());
+  std::vector<Bytes> plaintexts = {Bytes(100, 0x41), Bytes(100, 0x42), Bytes(33, 0x43)};
+  std::vector<Bytes> sealed;
+  for (const Bytes& p : plaintexts) {
+    Bytes& s = sealed.emplace_back(p.size() + kSecretStreamOverhead);
+    ASSERT_TRUE((*push)->Push(p, kSecretStreamTagMessage, s.data()).ok());
+  }
+  auto pull = SecretStream::NewPull(key, header, GetParam());
+  ASSERT_TRUE(pull.has_value());
+  auto refused = [&](ByteView message) {
+    Bytes out(message.size() < kSecretStreamOverhead ? 1 : message.size() - kSecretStreamOverhead + 1, 0xee);
+    auto tag = (*pull)->Pull(message, out.data());
+    ASSERT_FALSE(tag.has_value());
+    EXPECT_EQ(tag.error().code(), StatusCode::kTampered);
+    EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](uint8_t b) { return b == 0xee; })) << "output written";
+  };
+  Bytes opened(100);
+  ASSERT_TRUE((*pull)->Pull(sealed[0], opened.data()).has_value());
+  for (size_t i = 0; i < sealed[1].size(); ++i) {  // the tag byte, the body and the MAC
+    Bytes changed = sealed[1];
+    changed[i] ^= 0x80;
+    refused(changed);
+  }
+  refused(sealed[2]);  // out of its place
+  refused(sealed[0]);  // again
+  refused(Bytes(sealed[1].begin(), sealed[1].end() - 1));
+  refused(Bytes(kSecretStreamOverhead - 1, 0));
+  uint8_t other_header[kSecretStreamHeaderSize];
+  auto other = SecretStream::NewPush(key, other_header, GetParam());
+  ASSERT_TRUE(other.has_value());
+  Bytes foreign(100 + kSecretStreamOverhead);
+  ASSERT_TRUE((*other)->Push(Bytes(100, 0x42), kSecretStreamTagMessage, foreign.data()).ok());
+  refused(foreign);
+  for (size_t k = 1; k < sealed.size(); ++k) {
+    Bytes out(plaintexts[k].size());
+    auto tag = (*pull)->Pull(sealed[k], out.data());
+    ASSERT_TRUE(tag.has_value()) << "message " << k;
+    EXPECT_EQ(*tag, kSecretStreamTagMessage);
+    EXPECT_EQ(out, plaintexts[k]);
+  }
+  // Each stream goes one way.
+  uint8_t scratch[kSecretStreamOverhead + 1];
+  EXPECT_FALSE((*pull)->Push(Bytes(1), kSecretStreamTagMessage, scratch).ok());
+  EXPECT_FALSE((*push)->Pull(sealed[0], scratch).has_value());
+}
+
+TEST(SecretStreamTest, AKeyOfTheWrongSizeIsInvalidArgument) {
+  uint8_t header[kSecretStreamHeaderSize] = {};
+  EXPECT_EQ(SecretStream::NewPush(Bytes(31), header).error().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(SecretStream::NewPull(Bytes(33), header).error().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace
