@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -102,9 +103,14 @@ void AttachmentFiles::Completed(const AttachmentId& id) {
 void AttachmentFiles::Forget(const AttachmentId& id) {
   std::lock_guard<std::mutex> lock(mu_);
   open_.erase(id);
+  reading_.erase(id);
 }
 
 void AttachmentFiles::Remove(const std::vector<AttachmentId>& ids) const {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const AttachmentId& id : ids) reading_.erase(id);
+  }
   // A file that stays (an I/O error) is an orphan, removed at the next open.
   for (const AttachmentId& id : ids) ::unlink(PathOf(id).c_str());
 }
@@ -129,23 +135,59 @@ Status AttachmentFiles::SyncDirty(const Dirty& dirty) const {
 }
 
 Result<Bytes> AttachmentFiles::Read(const AttachmentId& id, uint64_t offset, size_t len) const {
-  const int fd = ::open(PathOf(id).c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return Bytes();
-    return Error(Failed("open attachment file", errno));
+  std::shared_ptr<const int> fd;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = reading_.find(id);
+    if (it != reading_.end()) fd = it->second;
   }
-  const auto owned = OwnFd(fd);
+  if (!fd) {
+    const int raw = ::open(PathOf(id).c_str(), O_RDONLY | O_CLOEXEC);
+    if (raw < 0) {
+      if (errno == ENOENT) return Bytes();
+      return Error(Failed("open attachment file", errno));
+    }
+    fd = OwnFd(raw);
+  }
   Bytes out(len);
   size_t done = 0;
   while (done < len) {
-    const ssize_t n = ::pread(fd, out.data() + done, len - done, static_cast<off_t>(offset + done));
+    const ssize_t n = ::pread(*fd, out.data() + done, len - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Error(Failed("read attachment file", errno));
     if (n == 0) break;
     done += static_cast<size_t>(n);
   }
   out.resize(done);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (reading_.size() >= kMaxOpen && reading_.count(id) == 0) reading_.erase(reading_.begin());
+  reading_[id] = fd;
   return out;
+}
+
+std::optional<Result<Bytes>> AttachmentFiles::TryReadWithoutBlocking(const AttachmentId& id, uint64_t offset,
+                                                                     size_t len) const {
+  std::shared_ptr<const int> fd;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = reading_.find(id);
+    if (it == reading_.end()) return std::nullopt;
+    fd = it->second;
+  }
+  Bytes out(len);
+  size_t done = 0;
+  while (done < len) {
+    iovec v{out.data() + done, len - done};
+    const ssize_t n = ::preadv2(*fd, &v, 1, static_cast<off_t>(offset + done), RWF_NOWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    // EAGAIN: not all in the page cache; EOPNOTSUPP or EINVAL: a filesystem or kernel without RWF_NOWAIT.
+    if (n < 0 && (errno == EAGAIN || errno == EOPNOTSUPP || errno == EINVAL)) return std::nullopt;
+    if (n < 0) return Error(Failed("read attachment file", errno));
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  out.resize(done);
+  return Result<Bytes>(std::move(out));
 }
 
 Result<uint64_t> AttachmentFiles::Size(const AttachmentId& id) const {

@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -65,8 +66,14 @@ class AttachmentFiles {
   // fdatasync of every dirty file, then fsync of the directory when a file was created.
   Status SyncDirty(const Dirty& dirty) const;
 
-  // Up to `len` bytes at `offset`: fewer when the file is shorter, none when it is missing.
+  // Up to `len` bytes at `offset`: fewer when the file is shorter, none when it is missing. Keeps the file
+  // open for the reads after it (downloads read a file piece by piece), at most kMaxOpen files.
   Result<Bytes> Read(const AttachmentId& id, uint64_t offset, size_t len) const;
+  // Read, for an event loop: only from a file an earlier Read left open and only what the page cache holds
+  // (preadv2 with RWF_NOWAIT), so it never waits for the disk. nullopt when it would have to: call Read
+  // where blocking is allowed. Even a cached read may be refused (the kernel may say it would block).
+  std::optional<Result<Bytes>> TryReadWithoutBlocking(const AttachmentId& id, uint64_t offset,
+                                                      size_t len) const;
 
   // At open: the size of an attachment's file (0 when missing), and the removal of the files of
   // attachments that are not `known` (names that are not attachment ids are left alone).
@@ -86,6 +93,9 @@ class AttachmentFiles {
   std::map<AttachmentId, std::shared_ptr<const int>> open_;
   std::map<AttachmentId, std::shared_ptr<const int>> dirty_;
   bool dir_dirty_ = false;
+  // Open for reading: the last kMaxOpen attachments downloaded. Closed when their attachment goes (Forget,
+  // Remove), so a removed file's space is freed.
+  mutable std::map<AttachmentId, std::shared_ptr<const int>> reading_;
 };
 
 }  // namespace cw::relay::internal

@@ -197,6 +197,15 @@ class MailboxStore {
   // Reads up to max_len bytes at offset from a complete attachment whose last chunk is durable. kNotFound
   // for an unknown or incomplete one; kInvalidArgument for an offset past the end.
   virtual Result<AttachmentChunkRead> ReadAttachment(const AttachmentId& id, uint64_t offset, size_t max_len) = 0;
+  // ReadAttachment's answer when the store can give it without waiting for a disk (from memory or the page
+  // cache), for a caller on an event loop; nullopt when it cannot: call ReadAttachment where blocking is
+  // allowed. The default never can.
+  virtual std::optional<Result<AttachmentChunkRead>> TryReadAttachmentWithoutBlocking(const AttachmentId& id,
+                                                                                      uint64_t offset,
+                                                                                      size_t max_len) {
+    (void)id, (void)offset, (void)max_len;
+    return std::nullopt;
+  }
 
   virtual Result<StoreStats> Stats() = 0;
   // Bytes free for this store on its disk, what new attachments are weighed against (RelayOptions::

@@ -90,9 +90,11 @@ class RelayService {
   // For a thread that must not block (a transport's loop thread). Handles the frame when that needs no
   // waiting beyond short in-memory locks (and, for an attachment chunk, a write into the page cache), and
   // returns true: a deposit or an attachment chunk, answered through `reply` once the store has synced it
-  // (on the store's thread; at once, on this thread, when refused), or a frame that does not decode,
-  // answered at once. Chunks taken here in the order they arrive are appended in that order. Returns false,
-  // having done nothing, for every other command: run Handle for it on a thread that may block. After true,
+  // (on the store's thread; at once, on this thread, when refused); a download of a piece the store can
+  // read without waiting for the disk (MailboxStore::TryReadAttachmentWithoutBlocking), answered at once;
+  // or a frame that does not decode, answered at once. Chunks taken here in the order they arrive are
+  // appended in that order. Returns false, having done nothing, for every other command (and a download
+  // the store would wait for): run Handle for it on a thread that may block. After true,
   // `reply` runs exactly once, with the frames Handle would have returned; it must not block and must not
   // call back into the service or the store. REQUIRES: the service and the store outlive every pending reply
   // (a server waits for its replies before it lets go of them).

@@ -374,6 +374,10 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   Result<Bytes> ReadChunks(const AttachmentId& id, uint64_t offset, size_t len) override {
     return files_->Read(id, offset, len);
   }
+  std::optional<Result<Bytes>> TryReadChunksWithoutBlocking(const AttachmentId& id, uint64_t offset,
+                                                            size_t len) override {
+    return files_->TryReadWithoutBlocking(id, offset, len);
+  }
 
  private:
   struct Callback {

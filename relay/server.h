@@ -4,8 +4,9 @@
 // pool for the other commands (they wait for their store write), per-address limits on connections and
 // frames, pushes to connected owners, periodic purging of expired data and a stats log, and a graceful stop.
 //
-// Threads: the transport's loop thread runs its callbacks and takes in deposits (short in-memory locks, no
-// waiting); other command frames go to the worker pool. Answers (from a worker, or for a deposit from the
+// Threads: the transport's loop thread runs its callbacks, takes in deposits and attachment chunks (short
+// in-memory locks, no waiting) and answers downloads whose bytes are in the page cache (never waiting for
+// the disk); other command frames go to the worker pool. Answers (from a worker, or for a deposit from the
 // store's committer once synced) and pushes are queued and handed to the loop thread in batches, one Post
 // per batch. Start and Stop from a thread that is not the transport's loop thread.
 #pragma once

@@ -724,7 +724,9 @@ Bytes CopyRange(const std::map<uint64_t, Bytes>& chunks, uint64_t offset, size_t
 }
 }  // namespace
 
-Result<AttachmentChunkRead> StoreCore::ReadAttachment(const AttachmentId& id, uint64_t offset, size_t max_len) {
+std::optional<Result<AttachmentChunkRead>> StoreCore::ReadAttachmentVia(const AttachmentId& id,
+                                                                        uint64_t offset, size_t max_len,
+                                                                        bool without_blocking) {
   AttachmentChunkRead read;
   size_t len = 0;
   {
@@ -744,9 +746,31 @@ Result<AttachmentChunkRead> StoreCore::ReadAttachment(const AttachmentId& id, ui
     }
   }
   if (len == 0) return read;
-  CW_ASSIGN_OR_RETURN(read.data, ReadChunks(id, offset, len));
+  std::optional<Result<Bytes>> data;
+  if (without_blocking) {
+    data = TryReadChunksWithoutBlocking(id, offset, len);
+    if (!data) return std::nullopt;
+  } else {
+    data = ReadChunks(id, offset, len);
+  }
+  if (!*data) return Error(std::move(*data).error());
+  read.data = std::move(**data);
   if (read.data.size() != len) return Error(StatusCode::kNotFound, "no such attachment");  // purged meanwhile
   return read;
+}
+
+Result<AttachmentChunkRead> StoreCore::ReadAttachment(const AttachmentId& id, uint64_t offset,
+                                                      size_t max_len) {
+  return *ReadAttachmentVia(id, offset, max_len, /*without_blocking=*/false);
+}
+
+// The index part never waits (it is in memory, under mu_, which loop threads take for every deposit
+// already); a store that keeps bodies answers from memory too, and one that does not is asked whether its
+// read would wait.
+std::optional<Result<AttachmentChunkRead>> StoreCore::TryReadAttachmentWithoutBlocking(const AttachmentId& id,
+                                                                                       uint64_t offset,
+                                                                                       size_t max_len) {
+  return ReadAttachmentVia(id, offset, max_len, /*without_blocking=*/true);
 }
 
 Result<StoreStats> StoreCore::Stats() {
@@ -767,6 +791,9 @@ Result<std::vector<Bytes>> StoreCore::ReadEnvelopes(const MailboxId&, const std:
 }
 Result<Bytes> StoreCore::ReadChunks(const AttachmentId&, uint64_t, size_t) {
   return Error(StatusCode::kInternal, "store keeps no bodies elsewhere");
+}
+std::optional<Result<Bytes>> StoreCore::TryReadChunksWithoutBlocking(const AttachmentId&, uint64_t, size_t) {
+  return std::nullopt;
 }
 
 // ---- The in-memory store: the index is everything ----

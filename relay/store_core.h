@@ -117,6 +117,9 @@ class StoreCore : public virtual MailboxStore {
   void AppendAttachmentAsync(const AttachmentId& id, const LinkKey& uploader, uint64_t offset, ByteView chunk,
                              AppendDone done) override;
   Result<AttachmentChunkRead> ReadAttachment(const AttachmentId& id, uint64_t offset, size_t max_len) override;
+  std::optional<Result<AttachmentChunkRead>> TryReadAttachmentWithoutBlocking(const AttachmentId& id,
+                                                                              uint64_t offset,
+                                                                              size_t max_len) override;
   Result<StoreStats> Stats() override;
 
  protected:
@@ -156,6 +159,9 @@ class StoreCore : public virtual MailboxStore {
   // Envelopes of the given durable messages, in order.
   virtual Result<std::vector<Bytes>> ReadEnvelopes(const MailboxId& id, const std::vector<uint64_t>& seqs);
   virtual Result<Bytes> ReadChunks(const AttachmentId& id, uint64_t offset, size_t len);
+  // ReadChunks if it needs no wait for a disk; nullopt otherwise (the default).
+  virtual std::optional<Result<Bytes>> TryReadChunksWithoutBlocking(const AttachmentId& id, uint64_t offset,
+                                                                    size_t len);
   // Whether the message's insert is durable and may be handed out.
   virtual bool Durable(uint64_t ticket) const { (void)ticket; return true; }
 
@@ -165,6 +171,9 @@ class StoreCore : public virtual MailboxStore {
   void RebuildDerived();  // owners_, totals: after loading
 
  private:
+  // ReadAttachment; with `without_blocking`, nullopt where the body read would wait for a disk.
+  std::optional<Result<AttachmentChunkRead>> ReadAttachmentVia(const AttachmentId& id, uint64_t offset,
+                                                               size_t max_len, bool without_blocking);
   // What an insert decided under mu_: either the answer now (a refusal), or the ticket to wait for.
   struct InsertPlan {
     Status refused;                 // not ok: answer with this, nothing was recorded

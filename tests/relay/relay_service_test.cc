@@ -140,8 +140,8 @@ TEST_F(RelayServiceTest, MailboxIsReadOnlyByTheLinkKeyThatCreatedIt) {
 }
 
 // What a loop thread may take in: deposits and attachment chunks (answered through the callback exactly as
-// Handle answers them, refusals included) and undecodable frames; every other command is left for a
-// thread that may block.
+// Handle answers them, refusals included), downloads the store can read without waiting (all of them for
+// an in-memory store), and undecodable frames; every other command is left for a thread that may block.
 TEST_F(RelayServiceTest, OnlyDepositsChunksAndBadFramesAreTakenWithoutBlocking) {
   const LinkKey owner = Key(1);
   const MailboxId box = NewMailbox(owner);
@@ -176,12 +176,16 @@ TEST_F(RelayServiceTest, OnlyDepositsChunksAndBadFramesAreTakenWithoutBlocking) 
 
   // Chunks are taken too, each answered with the bytes now stored (an in-memory store answers at once; the
   // RocksDB store's tests cover answers that wait for a sync); another link key's chunk is "no such
-  // attachment"; a download is left for Handle.
+  // attachment". So are downloads, from memory: an unfinished attachment's is "no such attachment", a
+  // finished one's carries its bytes, both as Handle answers them.
   answers.clear();
   Reply created = Send(Key(2), CreateAttachment{9});
   ASSERT_EQ(created.response.code, ResponseCode::kOk);
   const AttachmentId id = std::get<AttachmentCreated>(created.response.body).id;
-  EXPECT_FALSE(take(GetAttachmentChunk{id, 0, 9}));
+  ASSERT_TRUE(take(GetAttachmentChunk{id, 0, 9}));
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(std::get<Response>(DecodeServerFrame(answers[0].at(0)).value()).code, ResponseCode::kNotFound);
+  answers.clear();
   ASSERT_TRUE(take(PutAttachmentChunk{id, 0, Bytes{1, 2, 3}}));
   ASSERT_TRUE(take(PutAttachmentChunk{id, 3, Bytes{4, 5, 6}}));
   ASSERT_TRUE(take(PutAttachmentChunk{id, 6, Bytes{7, 8, 9}}));
@@ -198,6 +202,50 @@ TEST_F(RelayServiceTest, OnlyDepositsChunksAndBadFramesAreTakenWithoutBlocking) 
   Reply back = Send(mallory_, GetAttachmentChunk{id, 0, 9});
   ASSERT_EQ(back.response.code, ResponseCode::kOk);
   EXPECT_EQ(std::get<ChunkData>(back.response.body).data, (Bytes{1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  answers.clear();
+  ASSERT_TRUE(take(GetAttachmentChunk{id, 2, 4}));
+  ASSERT_TRUE(take(GetAttachmentChunk{id, 10, 1}));
+  ASSERT_EQ(answers.size(), 2u);
+  const Response piece = std::get<Response>(DecodeServerFrame(answers[0].at(0)).value());
+  ASSERT_EQ(piece.code, ResponseCode::kOk) << piece.message;
+  EXPECT_EQ(piece.request_id, rid_ - 1);
+  EXPECT_EQ(piece.command, static_cast<uint8_t>(CommandType::kGetAttachmentChunk));
+  EXPECT_EQ(std::get<ChunkData>(piece.body).data, (Bytes{3, 4, 5, 6}));
+  EXPECT_EQ(std::get<ChunkData>(piece.body).total_size, 9u);
+  EXPECT_EQ(std::get<Response>(DecodeServerFrame(answers[1].at(0)).value()).code,
+            ResponseCode::kInvalidRequest);
+}
+
+// A store that cannot read without waiting (the default MailboxStore answer) leaves every download to
+// Handle, untouched.
+TEST(RelayServiceLoop, ADownloadTheStoreWouldWaitForIsLeftForHandle) {
+  class WaitsForDisk final : public testing::IndexOnlyStore {
+   public:
+    std::optional<Result<AttachmentChunkRead>> TryReadAttachmentWithoutBlocking(const AttachmentId&, uint64_t,
+                                                                                size_t) override {
+      ++asked;
+      return std::nullopt;
+    }
+    int asked = 0;
+  } store;
+  FakeClock clock;
+  SeededRandom random(4);
+  MemoryLogSink log;
+  RelayService service(store, clock, random, RelayOptions{}, &log);
+  const LinkKey alice = Key(1);
+  auto frames = service.Handle(alice, EncodeCommand(Command{1, CreateAttachment{3}}));
+  const AttachmentId id =
+      std::get<AttachmentCreated>(std::get<Response>(DecodeServerFrame(frames.back()).value()).body).id;
+  service.Handle(alice, EncodeCommand(Command{2, PutAttachmentChunk{id, 0, Bytes{1, 2, 3}}}));
+  bool answered = false;
+  EXPECT_FALSE(service.TryHandleWithoutBlocking(alice,
+                                                EncodeCommand(Command{3, GetAttachmentChunk{id, 0, 3}}),
+                                                [&](std::vector<Bytes>) { answered = true; }));
+  EXPECT_EQ(store.asked, 1);
+  EXPECT_FALSE(answered);
+  frames = service.Handle(alice, EncodeCommand(Command{3, GetAttachmentChunk{id, 0, 3}}));
+  EXPECT_EQ(std::get<ChunkData>(std::get<Response>(DecodeServerFrame(frames.back()).value()).body).data,
+            (Bytes{1, 2, 3}));
 }
 
 TEST_F(RelayServiceTest, MailboxesPerLinkKeyAreCapped) {

@@ -3,8 +3,11 @@
 // sync fails.
 #include "relay/rocksdb_mailbox_store.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -700,6 +703,69 @@ TEST(RocksDbMailboxStore, AttachmentBodiesAreFilesThatGoWithTheirRecord) {
   EXPECT_EQ(store->PurgeExpired(1000, 1000).value(), 1u);
   EXPECT_FALSE(std::filesystem::exists(AttachmentPath(db, att)));
   CW_RL_EXPECT_CODE(store->ReadAttachment(att, 0, 10), StatusCode::kNotFound);
+}
+
+// Descriptors of this process open on `path` (also once it is deleted).
+int OpenDescriptorsOf(const std::string& path) {
+  int n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const std::string target = std::filesystem::read_symlink(entry.path(), ec).string();
+    if (!ec && (target == path || target == path + " (deleted)")) ++n;
+  }
+  return n;
+}
+
+// Whether reads on this directory's filesystem take RWF_NOWAIT at all (ext4 does; some do not, and there
+// the store leaves every download to a thread that may block).
+bool FilesystemReadsWithoutWaiting(const std::string& dir) {
+  const std::string probe = dir + "/nowait-probe";
+  const int fd = ::open(probe.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  char byte = 1;
+  bool ok = ::pwrite(fd, &byte, 1, 0) == 1;
+  iovec v{&byte, 1};
+  ok = ok && ::preadv2(fd, &v, 1, 0, RWF_NOWAIT) == 1;
+  ::close(fd);
+  ::unlink(probe.c_str());
+  return ok;
+}
+
+// A download's pieces may be read on an event loop (TryReadAttachmentWithoutBlocking): the index answers
+// at once (an unfinished attachment, an offset past the end, a purged one), and the bytes come from a file
+// an earlier read left open, out of the page cache. The first read of a file is left to a thread that may
+// block (an open can wait for the disk). The file is held open only while its attachment exists: once
+// purged, no descriptor keeps its space.
+TEST(RocksDbMailboxStore, DownloadPiecesAreReadWithoutBlockingFromAFileAnEarlierReadOpened) {
+  testing::TempDir dir;
+  const std::string db = dir.Sub("db");
+  auto store = OpenOrDie(db);
+  ASSERT_TRUE(store);
+  if (!FilesystemReadsWithoutWaiting(db)) GTEST_SKIP() << "this filesystem refuses RWF_NOWAIT reads";
+  const AttachmentId att = Filled<kAttachmentIdSize>(0xb8);
+  CW_RL_ASSERT_OK(store->CreateAttachment(att, Key(1), 6, 1000));
+  CW_RL_ASSERT_OK(store->AppendAttachment(att, Key(1), 0, Bytes{'a', 'b', 'c'}));
+  auto unfinished = store->TryReadAttachmentWithoutBlocking(att, 0, 6);
+  ASSERT_TRUE(unfinished.has_value());
+  CW_RL_EXPECT_CODE(*unfinished, StatusCode::kNotFound);
+  CW_RL_ASSERT_OK(store->AppendAttachment(att, Key(1), 3, Bytes{'d', 'e', 'f'}));
+  EXPECT_FALSE(store->TryReadAttachmentWithoutBlocking(att, 0, 6).has_value())
+      << "read on the loop before any read had opened the file";
+  EXPECT_EQ(store->ReadAttachment(att, 0, 2)->data, (Bytes{'a', 'b'}));
+  auto cached = store->TryReadAttachmentWithoutBlocking(att, 2, 10);
+  ASSERT_TRUE(cached.has_value()) << "a cached file's bytes were left to a worker";
+  ASSERT_TRUE(cached->has_value()) << cached->error().ToString();
+  EXPECT_EQ((*cached)->data, (Bytes{'c', 'd', 'e', 'f'}));
+  EXPECT_EQ((*cached)->total_size, 6u);
+  auto past = store->TryReadAttachmentWithoutBlocking(att, 7, 1);
+  ASSERT_TRUE(past.has_value());
+  CW_RL_EXPECT_CODE(*past, StatusCode::kInvalidArgument);
+  EXPECT_EQ(OpenDescriptorsOf(AttachmentPath(db, att)), 1);
+  EXPECT_EQ(store->PurgeExpired(1000, 1000).value(), 1u);
+  EXPECT_EQ(OpenDescriptorsOf(AttachmentPath(db, att)), 0) << "a purged attachment's file is held open";
+  auto gone = store->TryReadAttachmentWithoutBlocking(att, 0, 6);
+  ASSERT_TRUE(gone.has_value());
+  CW_RL_EXPECT_CODE(*gone, StatusCode::kNotFound);
 }
 
 // Chunks sent one after another without waiting are appended in that order, answered only once synced
