@@ -11,6 +11,7 @@
 #include <chrono>
 #include <optional>
 #include <thread>
+#include <utility>
 
 #include "core/base/bytes.h"
 #include "core/base/secret.h"
@@ -90,18 +91,24 @@ void DefaultWait(int attempt) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
 }
 
-// Runs `op` until it succeeds, fails with anything but kUnavailable, or fails `max_retries` times in a row.
+// Runs `op` again after a first attempt that gave `r`, until it succeeds, fails with anything but
+// kUnavailable, or has failed `max_retries` times in a row.
 template <typename Op>
-auto WithRetries(const TransferOptions& o, Op op) -> decltype(op()) {
+auto RetriedAfter(const TransferOptions& o, decltype(std::declval<Op>()()) r, Op op) -> decltype(op()) {
   for (int attempt = 1;; ++attempt) {
-    auto r = op();
     if (r || r.error().code() != StatusCode::kUnavailable || attempt > o.max_retries) return r;
     if (o.wait) {
       o.wait(attempt);
     } else {
       DefaultWait(attempt);
     }
+    r = op();
   }
+}
+
+template <typename Op>
+auto WithRetries(const TransferOptions& o, Op op) -> decltype(op()) {
+  return RetriedAfter(o, op(), op);
 }
 
 // Plaintext length of chunk `index`.
@@ -131,6 +138,27 @@ Result<uint64_t> BlobChannel::PutMany(const wire::BlobId& id, uint64_t offset,
     offset += piece.size();
   }
   return stored;
+}
+
+namespace {
+// BlobChannel's default StartPutMany: the whole PutMany, when waited for.
+class DeferredPut final : public BlobChannel::PendingPut {
+ public:
+  DeferredPut(BlobChannel& channel, const wire::BlobId& id, uint64_t offset, std::span<const Bytes> pieces)
+      : channel_(channel), id_(id), offset_(offset), pieces_(pieces) {}
+  Result<uint64_t> Wait() override { return channel_.PutMany(id_, offset_, pieces_); }
+
+ private:
+  BlobChannel& channel_;
+  const wire::BlobId id_;
+  const uint64_t offset_;
+  const std::span<const Bytes> pieces_;
+};
+}  // namespace
+
+std::unique_ptr<BlobChannel::PendingPut> BlobChannel::StartPutMany(const wire::BlobId& id, uint64_t offset,
+                                                                   std::span<const Bytes> pieces) {
+  return std::make_unique<DeferredPut>(*this, id, offset, pieces);
 }
 
 Result<std::vector<BlobChannel::Read>> BlobChannel::GetMany(const wire::BlobId& id, uint64_t offset,
@@ -210,28 +238,50 @@ Result<wire::AttachmentDescriptor> UploadAttachment(BlobChannel& channel, const 
     return batch;
   };
 
-  uint64_t offset = 0;
+  uint64_t offset = 0;  // bytes stored: every batch before the one in flight first
   uint64_t done = 0;
   if (options.transfer.progress) options.transfer.progress(0, d.size);
+  // A batch sent and not yet answered.
+  struct Sent {
+    Batch batch;
+    std::unique_ptr<BlobChannel::PendingPut> put;
+    bool behind = false;  // started while the batch ahead of it was unanswered
+  };
+  // Waits for the oldest batch in flight; one that failed is sent again on its own, with retries. A batch
+  // sent behind another may be refused as not continuing the blob where the one ahead failed, or where an
+  // older relay took pieces out of order: it goes again at once, now that everything before it is stored.
+  auto finish = [&](Sent& sent) -> Status {
+    auto again = [&] { return channel.PutMany(d.blob_id, offset, sent.batch.pieces); };
+    Result<uint64_t> stored = sent.put->Wait();
+    if (!stored && sent.behind && stored.error().code() == StatusCode::kInvalidArgument) stored = again();
+    stored = RetriedAfter(options.transfer, std::move(stored), again);
+    if (!stored) return stored.error();
+    offset += sent.batch.bytes;
+    // After the whole batch the store holds exactly what we sent: anything else means it is not the blob we
+    // are writing.
+    if (*stored != offset)
+      return Status(StatusCode::kInternal, "the relay holds another length than was uploaded");
+    done += sent.batch.plain;
+    if (options.transfer.progress) options.transfer.progress(done, d.size);
+    return Status::Ok();
+  };
   {
-    // Batches are read and encrypted on a helper thread while earlier ones travel. The scope ends the helper
-    // before this thread reads the file again and finishes the digest.
+    // Batches are read and encrypted on a helper thread while earlier ones travel, and each is sent before
+    // the one ahead of it is answered, so the link is never idle while the relay syncs. The scope ends the
+    // helper before this thread reads the file again and finishes the digest.
     internal::RunAhead<Batch> batches(
         encrypt_batch, [&] { return next_chunk >= chunks; }, kBatchesAhead);
+    std::optional<Sent> in_flight;
     for (;;) {
-      CW_ASSIGN_OR_RETURN(std::optional<Batch> current, batches.Next());
-      if (!current) break;
-      CW_ASSIGN_OR_RETURN(uint64_t stored, WithRetries(options.transfer, [&] {
-                            return channel.PutMany(d.blob_id, offset, current->pieces);
-                          }));
-      offset += current->bytes;
-      // After the whole batch the store holds exactly what we sent: anything else means it is not the blob
-      // we are writing.
-      if (stored != offset)
-        return Error(StatusCode::kInternal, "the relay holds another length than was uploaded");
-      done += current->plain;
-      if (options.transfer.progress) options.transfer.progress(done, d.size);
+      CW_ASSIGN_OR_RETURN(std::optional<Batch> next, batches.Next());
+      if (!next) break;
+      Sent sent{std::move(*next), nullptr, in_flight.has_value()};
+      const uint64_t at = offset + (in_flight ? in_flight->batch.bytes : 0);
+      sent.put = channel.StartPutMany(d.blob_id, at, sent.batch.pieces);
+      if (in_flight) CW_RETURN_IF_ERROR(finish(*in_flight));
+      in_flight = std::move(sent);
     }
+    if (in_flight) CW_RETURN_IF_ERROR(finish(*in_flight));
   }
   // Every chunk went up (a producer that stopped short would otherwise pass for done).
   if (next_chunk != chunks || offset != blob_size)

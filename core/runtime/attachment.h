@@ -22,17 +22,19 @@
 //
 // Thread rules: UploadAttachment and DownloadAttachment block on the channel; call them from a thread that
 // may block (not a client callback, not a libuv loop). Each overlaps its work with the channel's on helper
-// threads of its own: the upload reads and encrypts the next batch on one while a batch travels; the download
-// fetches batches on one and digests them on a second, ahead of the decryption on the calling thread. The
-// channel is still called by one thread at a time. Memory: up to 2 batches in the upload and 3 in the
-// download (4 and 6 MiB at the default window and chunk size). Progress runs on the calling thread;
-// `wait` runs wherever the channel call that failed ran (a helper, for downloads).
-// Secrets: the key is drawn from the Random seam; plaintext is read into and decrypted into wiping buffers
-// and never logged; the plaintext file on disk is the caller's to protect.
+// threads of its own: the upload reads and encrypts the next batch on one while two batches travel (the
+// second sent while the first waits for its answers, BlobChannel::StartPutMany); the download fetches
+// batches on one and digests them on a second, ahead of the decryption on the calling thread. The channel
+// is still called by one thread at a time. Memory: up to 3 batches in the upload (and the relay channel's
+// copy of the 2 in flight) and 3 in the download (6 MiB each at the default window and chunk size). Progress
+// runs on the calling thread; `wait` runs wherever the channel call that failed ran (a helper, for
+// downloads). Secrets: the key is drawn from the Random seam; plaintext is read into and decrypted into
+// wiping buffers and never logged; the plaintext file on disk is the caller's to protect.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -67,6 +69,20 @@ class BlobChannel {
   // PutMany appends `pieces` in order from `offset`, each continuing the one before, and returns the bytes
   // stored after the last; on error any prefix of them may be stored.
   virtual Result<uint64_t> PutMany(const wire::BlobId& id, uint64_t offset, std::span<const Bytes> pieces);
+  // PutMany in two halves, so that an upload can send its next batch while this one's answers are on their
+  // way (a relay answers a piece only once it is synced). StartPutMany sends the pieces, or has them sent, in
+  // order after everything started before; Wait on what it returns gives what PutMany would have, and
+  // `pieces` must stay as they are until then. A batch started before the one ahead of it is answered may be
+  // refused where that one failed (its pieces no longer continue the blob): the uploader sends it again once
+  // those are stored. The default defers the whole PutMany to Wait, so a channel without its own stays
+  // strictly one batch at a time.
+  class PendingPut {
+   public:
+    virtual ~PendingPut() = default;
+    virtual Result<uint64_t> Wait() = 0;
+  };
+  virtual std::unique_ptr<PendingPut> StartPutMany(const wire::BlobId& id, uint64_t offset,
+                                                   std::span<const Bytes> pieces);
   // GetMany reads consecutive ranges from `offset`, lengths[i] bytes each (up to; a range past the end comes
   // back short), one Read per range.
   virtual Result<std::vector<Read>> GetMany(const wire::BlobId& id, uint64_t offset,

@@ -62,12 +62,20 @@ class Pipeline : public std::enable_shared_from_this<Pipeline> {
         clean_(n, false) {}
 
   Status Run(int64_t timeout_ms) {
+    Start();
+    return Wait(timeout_ms);
+  }
+  // Sends the first window of commands.
+  void Start() {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (n_ == 0) return Status::Ok();
+      if (n_ == 0) return;
     }
     Pump();
+  }
+  Status Wait(int64_t timeout_ms) {
     std::unique_lock<std::mutex> lock(mu_);
+    if (n_ == 0) return Status::Ok();
     // Time out only when nothing at all came back for timeout_ms, not on a long transfer.
     for (uint64_t seen = answers_;;) {
       if (cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
@@ -192,8 +200,36 @@ Result<BlobChannel::Read> RelayBlobChannel::Get(const wire::BlobId& id, uint64_t
   return std::move(reads.at(0));
 }
 
+namespace {
+// A PutMany whose pipeline was started: Wait finishes it.
+class StartedPut final : public BlobChannel::PendingPut {
+ public:
+  StartedPut(std::shared_ptr<Pipeline> pipeline, std::shared_ptr<std::vector<uint64_t>> stored, uint64_t end,
+             int64_t timeout_ms)
+      : pipeline_(std::move(pipeline)), stored_(std::move(stored)), end_(end), timeout_ms_(timeout_ms) {}
+  Result<uint64_t> Wait() override {
+    CW_RETURN_IF_ERROR(pipeline_->Wait(timeout_ms_));
+    return stored_->empty() ? end_ : *std::max_element(stored_->begin(), stored_->end());
+  }
+
+ private:
+  std::shared_ptr<Pipeline> pipeline_;
+  std::shared_ptr<std::vector<uint64_t>> stored_;
+  const uint64_t end_;
+  const int64_t timeout_ms_;
+};
+}  // namespace
+
 Result<uint64_t> RelayBlobChannel::PutMany(const wire::BlobId& id, uint64_t offset,
                                            std::span<const Bytes> pieces) {
+  return StartPutMany(id, offset, pieces)->Wait();
+}
+
+// The pipeline sends its first window now (all of a batch at the default window), so a batch started
+// next follows it on the link at once; each piece is copied into its command.
+std::unique_ptr<BlobChannel::PendingPut> RelayBlobChannel::StartPutMany(const wire::BlobId& id,
+                                                                        uint64_t offset,
+                                                                        std::span<const Bytes> pieces) {
   auto commands = std::make_shared<std::vector<relay::CommandBody>>();
   for (const Bytes& piece : pieces) {
     commands->push_back(relay::PutAttachmentChunk{id, offset, piece});
@@ -213,8 +249,8 @@ Result<uint64_t> RelayBlobChannel::PutMany(const wire::BlobId& id, uint64_t offs
                                                    ? Pipeline::Verdict::kAfterPredecessors
                                                    : Pipeline::Verdict::kFail;
                                       });
-  CW_RETURN_IF_ERROR(p->Run(timeout_ms_));
-  return pieces.empty() ? offset : *std::max_element(stored->begin(), stored->end());
+  p->Start();
+  return std::make_unique<StartedPut>(std::move(p), std::move(stored), offset, timeout_ms_);
 }
 
 Result<std::vector<BlobChannel::Read>> RelayBlobChannel::GetMany(const wire::BlobId& id, uint64_t offset,

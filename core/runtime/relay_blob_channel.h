@@ -24,8 +24,9 @@ namespace cw::runtime {
 // past which a relay cuts off a client whose answers pile up. Uploads keep a whole batch (32, 2 MiB) in
 // flight: their answers are small, and every piece is answered only once synced, so more in flight is what
 // hides the relay's sync (16 to 32 took uploads from about 250 to 300 MB/s through a loopback relay; 64 in
-// batches of 64 gained nothing more: cw_attachment_bench). When the link is slow and our own send queue
-// fills, the Client holds the commands until it drains.
+// batches of 64 gained nothing more: cw_attachment_bench). StartPutMany sends the whole batch at once, so an
+// upload's next batch goes out behind it while it waits for its answers (about 355 to 445 MB/s). When the
+// link is slow and our own send queue fills, the Client holds the commands until it drains.
 inline constexpr size_t kRelayPiecesInFlight = 8;
 inline constexpr size_t kRelayPutsInFlight = 32;
 
@@ -41,6 +42,8 @@ class RelayBlobChannel final : public BlobChannel {
   Result<uint64_t> Put(const wire::BlobId& id, uint64_t offset, ByteView piece) override;
   Result<Read> Get(const wire::BlobId& id, uint64_t offset, uint32_t max_len) override;
   Result<uint64_t> PutMany(const wire::BlobId& id, uint64_t offset, std::span<const Bytes> pieces) override;
+  std::unique_ptr<PendingPut> StartPutMany(const wire::BlobId& id, uint64_t offset,
+                                           std::span<const Bytes> pieces) override;
   Result<std::vector<Read>> GetMany(const wire::BlobId& id, uint64_t offset,
                                     std::span<const uint32_t> lengths) override;
 

@@ -1,12 +1,16 @@
 // RelayBlobChannel against the real RelayService (in-memory store), with a fake link that answers the
 // commands in flight in reverse order, as the relay's worker pool may: pieces that overtake their
 // predecessors are refused by the relay and must be sent again, and the blob must still come out whole.
+// Uploads through it too, with two batches in flight.
 #include "core/runtime/relay_blob_channel.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <thread>
 
@@ -26,9 +30,13 @@ using cw::testing::Describe;
 class ReversingLink {
  public:
   // With `answers_in_order`, the relay still runs the commands newest first but the answers travel back
-  // oldest first: a refused piece's answer then arrives after its predecessors' answers.
-  explicit ReversingLink(bool answers_in_order = false)
-      : answers_in_order_(answers_in_order), service_(*store_, SystemClock::Default(), random_) {
+  // oldest first: a refused piece's answer then arrives after its predecessors' answers. No piece is
+  // answered (for up to 10 s) before `hold_puts` pieces have come, so a test can tell whether a sender keeps
+  // that many in flight without any answer.
+  explicit ReversingLink(bool answers_in_order = false, size_t hold_puts = 0)
+      : answers_in_order_(answers_in_order),
+        hold_puts_(hold_puts),
+        service_(*store_, SystemClock::Default(), random_) {
     thread_ = std::thread([this] { Run(); });
   }
   ~ReversingLink() {
@@ -43,6 +51,7 @@ class ReversingLink {
   RelayBlobChannel::Call call() {
     return [this](relay::CommandBody body, RelayBlobChannel::Done done) {
       std::lock_guard<std::mutex> lock(mu_);
+      if (std::holds_alternative<relay::PutAttachmentChunk>(body)) ++puts_;
       queue_.push_back({std::move(body), std::move(done)});
       cv_.notify_all();
     };
@@ -53,6 +62,8 @@ class ReversingLink {
     drop_ = n;
   }
   int refused() const { return refused_.load(); }
+  // The most commands that were waiting for an answer at once.
+  size_t most_unanswered() const { return most_unanswered_.load(); }
 
  private:
   struct Pending {
@@ -65,8 +76,16 @@ class ReversingLink {
     for (;;) {
       cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
       if (stop_) return;
+      const auto holds_a_put = [&] {
+        return std::any_of(queue_.begin(), queue_.end(), [](const Pending& p) {
+          return std::holds_alternative<relay::PutAttachmentChunk>(p.body);
+        });
+      };
+      cv_.wait_for(lock, std::chrono::seconds(10),
+                   [&] { return stop_ || puts_ >= hold_puts_ || !holds_a_put(); });
       // Let the channel fill its window, so there is something to reorder.
       cv_.wait_for(lock, std::chrono::milliseconds(5), [&] { return stop_ || queue_.size() >= 8; });
+      most_unanswered_.store(std::max(most_unanswered_.load(), queue_.size()));
       std::deque<Pending> batch;
       batch.swap(queue_);
       std::vector<Result<relay::Response>> answers(batch.size(),
@@ -100,6 +119,9 @@ class ReversingLink {
   }
 
   const bool answers_in_order_;
+  const size_t hold_puts_;
+  size_t puts_ = 0;  // pieces sent so far
+  std::atomic<size_t> most_unanswered_{0};
   std::unique_ptr<relay::MailboxStore> store_ = relay::NewInMemoryMailboxStore();
   SeededRandom random_{3};
   relay::RelayService service_;
@@ -188,6 +210,104 @@ TEST(RelayBlobChannelTest, RealRefusalsAreNotRetriedForever) {
   auto g = channel.Get(unknown, 0, 10);
   ASSERT_FALSE(g.has_value());
   EXPECT_EQ(g.error().code(), StatusCode::kNotFound);
+}
+
+// StartPutMany sends a batch without waiting for its answers, so the next batch follows it on the link at
+// once (what keeps an upload's link busy while the relay syncs); each Wait gives what PutMany would have.
+TEST(RelayBlobChannelTest, ABatchStartedBehindAnotherGoesOutBeforeEitherIsAnswered) {
+  ReversingLink link(/*answers_in_order=*/false, /*hold_puts=*/20);
+  RelayBlobChannel channel(link.call(), 20'000);
+  const auto pieces = Pieces(20, 300);
+  auto id = channel.Create(20 * 300);
+  ASSERT_TRUE(id.has_value()) << Describe(id);
+  const std::span<const Bytes> all(pieces);
+  auto first = channel.StartPutMany(*id, 0, all.subspan(0, 10));
+  auto second = channel.StartPutMany(*id, 10 * 300, all.subspan(10));
+  auto a = first->Wait();
+  ASSERT_TRUE(a.has_value()) << Describe(a);
+  EXPECT_GE(*a, 10u * 300);
+  EXPECT_EQ(link.most_unanswered(), 20u) << "the second batch waited for the first one's answers";
+  // Reversed, the second batch reached the relay first and was refused: as the uploader does, it goes
+  // again once the first is stored.
+  auto b = second->Wait();
+  if (!b) {
+    ASSERT_EQ(b.error().code(), StatusCode::kInvalidArgument) << Describe(b);
+    b = channel.PutMany(*id, 10 * 300, all.subspan(10));
+  }
+  ASSERT_TRUE(b.has_value()) << Describe(b);
+  EXPECT_EQ(*b, 20u * 300);
+  std::vector<uint32_t> lengths(20, 300);
+  auto reads = channel.GetMany(*id, 0, lengths);
+  ASSERT_TRUE(reads.has_value()) << Describe(reads);
+  for (size_t i = 0; i < 20; ++i) EXPECT_EQ((*reads)[i].data, pieces[i]) << i;
+}
+
+// An upload through the relay channel keeps two batches in flight, and comes out whole although the link
+// reorders pieces across the two (a later batch's pieces reach the relay before the earlier batch's, are
+// refused as not continuing the blob, and are sent again).
+TEST(RelayBlobChannelTest, AnUploadKeepsTwoBatchesInFlightAndSurvivesTheirReordering) {
+  constexpr size_t kWindow = 8;
+  ReversingLink link(/*answers_in_order=*/false, /*hold_puts=*/2 * kWindow);
+  RelayBlobChannel channel(link.call(), 20'000);
+  cw::testing::TempDir dir("cw_blob_channel");
+  const std::string src = dir.Sub("scan.bin");
+  Bytes content(5 * kWindow * 100 + 7);
+  SeededRandom(11).Fill(content.data(), content.size());
+  std::ofstream(src, std::ios::binary)
+      .write(reinterpret_cast<const char*>(content.data()), static_cast<std::streamsize>(content.size()));
+  UploadOptions o;
+  o.chunk_size = 100;
+  o.transfer.window = kWindow;
+  o.transfer.wait = [](int) {};
+  auto d = UploadAttachment(channel, src, o);
+  ASSERT_TRUE(d.has_value()) << Describe(d);
+  EXPECT_EQ(link.most_unanswered(), 2 * kWindow) << "the upload waited for each batch's answers";
+  EXPECT_GT(link.refused(), 0) << "the link did not reorder across batches";
+  const std::string dest = dir.Sub("received.bin");
+  TransferOptions t;
+  t.wait = [](int) {};
+  const Status s = DownloadAttachment(channel, *d, dest, t);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  std::ifstream in(dest, std::ios::binary);
+  EXPECT_EQ(Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()), content);
+}
+
+// The link drops while two batches are in flight: the earlier one is retried after a wait, the later one
+// (refused where the earlier one's pieces were lost, or lost itself) is sent again behind it, and the
+// upload still comes out whole.
+TEST(RelayBlobChannelTest, AnUploadWhoseLinkDropsUnderTwoBatchesInFlightResumes) {
+  constexpr size_t kWindow = 8;
+  ReversingLink link;
+  RelayBlobChannel channel(link.call(), 20'000);
+  cw::testing::TempDir dir("cw_blob_channel");
+  const std::string src = dir.Sub("scan.bin");
+  Bytes content(6 * kWindow * 100);
+  SeededRandom(12).Fill(content.data(), content.size());
+  std::ofstream(src, std::ios::binary)
+      .write(reinterpret_cast<const char*>(content.data()), static_cast<std::streamsize>(content.size()));
+  UploadOptions o;
+  o.chunk_size = 100;
+  o.transfer.window = kWindow;
+  int waits = 0;
+  o.transfer.wait = [&](int) { ++waits; };
+  bool dropped = false;
+  o.transfer.progress = [&](uint64_t done, uint64_t) {
+    if (done > 0 && !dropped) {
+      dropped = true;
+      link.Drop(
+          static_cast<int>(kWindow + kWindow / 2));  // the rest of one batch in flight and half the next
+    }
+  };
+  auto d = UploadAttachment(channel, src, o);
+  ASSERT_TRUE(d.has_value()) << Describe(d);
+  EXPECT_GT(waits, 0) << "nothing was dropped";
+  const std::string dest = dir.Sub("received.bin");
+  TransferOptions t;
+  t.wait = [](int) {};
+  const Status s = DownloadAttachment(channel, *d, dest, t);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  std::ifstream in(dest, std::ios::binary);
+  EXPECT_EQ(Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()), content);
 }
 
 TEST(RelayBlobChannelTest, SilenceTimesOut) {
