@@ -104,12 +104,14 @@ void AttachmentFiles::Forget(const AttachmentId& id) {
   std::lock_guard<std::mutex> lock(mu_);
   open_.erase(id);
   reading_.erase(id);
+  ++removals_;
 }
 
 void AttachmentFiles::Remove(const std::vector<AttachmentId>& ids) const {
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const AttachmentId& id : ids) reading_.erase(id);
+    ++removals_;
   }
   // A file that stays (an I/O error) is an orphan, removed at the next open.
   for (const AttachmentId& id : ids) ::unlink(PathOf(id).c_str());
@@ -136,8 +138,10 @@ Status AttachmentFiles::SyncDirty(const Dirty& dirty) const {
 
 Result<Bytes> AttachmentFiles::Read(const AttachmentId& id, uint64_t offset, size_t len) const {
   std::shared_ptr<const int> fd;
+  uint64_t removals = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    removals = removals_;
     auto it = reading_.find(id);
     if (it != reading_.end()) fd = it->second;
   }
@@ -159,8 +163,15 @@ Result<Bytes> AttachmentFiles::Read(const AttachmentId& id, uint64_t offset, siz
     done += static_cast<size_t>(n);
   }
   out.resize(done);
+  // Kept only if no attachment went meanwhile: this one may be what went, and its file must not stay held
+  // open. The one pushed out is closed after the lock (a close may free blocks).
+  std::shared_ptr<const int> pushed_out;
   std::lock_guard<std::mutex> lock(mu_);
-  if (reading_.size() >= kMaxOpen && reading_.count(id) == 0) reading_.erase(reading_.begin());
+  if (removals_ != removals) return out;
+  if (reading_.size() >= kMaxOpen && reading_.count(id) == 0) {
+    pushed_out = std::move(reading_.begin()->second);
+    reading_.erase(reading_.begin());
+  }
   reading_[id] = fd;
   return out;
 }

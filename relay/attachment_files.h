@@ -67,7 +67,8 @@ class AttachmentFiles {
   Status SyncDirty(const Dirty& dirty) const;
 
   // Up to `len` bytes at `offset`: fewer when the file is shorter, none when it is missing. Keeps the file
-  // open for the reads after it (downloads read a file piece by piece), at most kMaxOpen files.
+  // open for the reads after it (downloads read a file piece by piece): at most kMaxOpen files, past that
+  // one of them is closed.
   Result<Bytes> Read(const AttachmentId& id, uint64_t offset, size_t len) const;
   // Read, for an event loop: only from a file an earlier Read left open and only what the page cache holds
   // (preadv2 with RWF_NOWAIT), so it never waits for the disk. nullopt when it would have to: call Read
@@ -93,9 +94,11 @@ class AttachmentFiles {
   std::map<AttachmentId, std::shared_ptr<const int>> open_;
   std::map<AttachmentId, std::shared_ptr<const int>> dirty_;
   bool dir_dirty_ = false;
-  // Open for reading: the last kMaxOpen attachments downloaded. Closed when their attachment goes (Forget,
-  // Remove), so a removed file's space is freed.
+  // Open for reading: attachments being downloaded, at most kMaxOpen. Closed when their attachment goes
+  // (Forget, Remove), so a removed file's space is freed; `removals_` counts those, so that a read that
+  // opened a file while its attachment went does not put it back.
   mutable std::map<AttachmentId, std::shared_ptr<const int>> reading_;
+  mutable uint64_t removals_ = 0;
 };
 
 }  // namespace cw::relay::internal

@@ -118,8 +118,9 @@ bool RelayService::TryHandleWithoutBlocking(const LinkKey& client, ByteView comm
       auto read = store_.TryReadAttachmentWithoutBlocking(c.id, c.offset, c.max_len);
       if (!read) return false;
       commands_.fetch_add(1);
+      std::vector<Bytes> frames = Finish(client, *command, ChunkDataResponse(std::move(*read)), {});
       handed_over = true;
-      reply(Finish(client, *command, ChunkDataResponse(std::move(*read)), {}));
+      reply(std::move(frames));
       return true;
     }
     if (command && !std::holds_alternative<Deposit>(command->body) &&

@@ -562,6 +562,7 @@ Result<uint8_t> SecretStream::Pull(std::span<const uint8_t> ciphertext, uint8_t*
   sodium_memzero(block1, sizeof block1);
   if (!ok) return Error(OpenSslFailure(StatusCode::kInternal, "secretstream decryption failed"));
   if (sodium_memcmp(mac, ciphertext.data() + 1 + size, sizeof mac) != 0) {
+    sodium_memzero(mac, sizeof mac);  // the tag the forged message should have had
     return Error(StatusCode::kTampered, "secretstream message failed to authenticate");
   }
   // The keystream is at block 2 now, where the message's own bytes start.

@@ -250,16 +250,19 @@ Result<wire::AttachmentDescriptor> UploadAttachment(BlobChannel& channel, const 
   // Waits for the oldest batch in flight; one that failed is sent again on its own, with retries. A batch
   // sent behind another may be refused as not continuing the blob where the one ahead failed, or where an
   // older relay took pieces out of order: it goes again at once, now that everything before it is stored.
-  auto finish = [&](Sent& sent) -> Status {
+  // `then` is the batch sent behind this one, if any.
+  auto finish = [&](Sent& sent, const Sent* then) -> Status {
     auto again = [&] { return channel.PutMany(d.blob_id, offset, sent.batch.pieces); };
     Result<uint64_t> stored = sent.put->Wait();
     if (!stored && sent.behind && stored.error().code() == StatusCode::kInvalidArgument) stored = again();
     stored = RetriedAfter(options.transfer, std::move(stored), again);
     if (!stored) return stored.error();
     offset += sent.batch.bytes;
-    // After the whole batch the store holds exactly what we sent: anything else means it is not the blob we
-    // are writing.
-    if (*stored != offset)
+    // After the whole batch the store holds what we sent: anything else means it is not the blob we are
+    // writing. A batch sent again after its answers were lost is answered with the store's length, which may
+    // already take in some or all of the batch behind it.
+    const uint64_t most = offset + (then ? then->batch.bytes : 0);
+    if (*stored < offset || *stored > most)
       return Status(StatusCode::kInternal, "the relay holds another length than was uploaded");
     done += sent.batch.plain;
     if (options.transfer.progress) options.transfer.progress(done, d.size);
@@ -278,10 +281,10 @@ Result<wire::AttachmentDescriptor> UploadAttachment(BlobChannel& channel, const 
       Sent sent{std::move(*next), nullptr, in_flight.has_value()};
       const uint64_t at = offset + (in_flight ? in_flight->batch.bytes : 0);
       sent.put = channel.StartPutMany(d.blob_id, at, sent.batch.pieces);
-      if (in_flight) CW_RETURN_IF_ERROR(finish(*in_flight));
+      if (in_flight) CW_RETURN_IF_ERROR(finish(*in_flight, &sent));
       in_flight = std::move(sent);
     }
-    if (in_flight) CW_RETURN_IF_ERROR(finish(*in_flight));
+    if (in_flight) CW_RETURN_IF_ERROR(finish(*in_flight, nullptr));
   }
   // Every chunk went up (a producer that stopped short would otherwise pass for done).
   if (next_chunk != chunks || offset != blob_size)

@@ -25,9 +25,10 @@
 // threads of its own: the upload reads and encrypts the next batch on one while two batches travel (the
 // second sent while the first waits for its answers, BlobChannel::StartPutMany); the download fetches
 // batches on one and digests them on a second, ahead of the decryption on the calling thread. The channel
-// is still called by one thread at a time. Memory: up to 3 batches in the upload (and the relay channel's
-// copy of the 2 in flight) and 3 in the download (6 MiB each at the default window and chunk size). Progress
-// runs on the calling thread; `wait` runs wherever the channel call that failed ran (a helper, for
+// is still called by one thread at a time. Memory: up to 3 batches in the upload and 3 in the download
+// (6 MiB each at the default window and chunk size), plus the copies the channel and the link keep of what
+// is in flight (for the relay channel, a command per piece until answered, and a slow link's send queue).
+// Progress runs on the calling thread; `wait` runs wherever the channel call that failed ran (a helper, for
 // downloads). Secrets: the key is drawn from the Random seam; plaintext is read into and decrypted into
 // wiping buffers and never logged; the plaintext file on disk is the caller's to protect.
 #pragma once

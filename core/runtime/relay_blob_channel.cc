@@ -89,6 +89,14 @@ class Pipeline : public std::enable_shared_from_this<Pipeline> {
     }
   }
 
+  // The caller will not wait: nothing more is sent, and late answers are ignored.
+  void Abandon() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finished_) return;
+    finished_ = true;
+    error_ = Status(StatusCode::kAborted, "abandoned");
+  }
+
  private:
   // Sends what may go now (outside the lock: `call` may run `done` at once, for a link that is down).
   void Pump() {
@@ -207,6 +215,8 @@ class StartedPut final : public BlobChannel::PendingPut {
   StartedPut(std::shared_ptr<Pipeline> pipeline, std::shared_ptr<std::vector<uint64_t>> stored, uint64_t end,
              int64_t timeout_ms)
       : pipeline_(std::move(pipeline)), stored_(std::move(stored)), end_(end), timeout_ms_(timeout_ms) {}
+  // An upload that failed on the batch ahead drops this one unwaited: its pipeline stops sending.
+  ~StartedPut() override { pipeline_->Abandon(); }
   Result<uint64_t> Wait() override {
     CW_RETURN_IF_ERROR(pipeline_->Wait(timeout_ms_));
     return stored_->empty() ? end_ : *std::max_element(stored_->begin(), stored_->end());
@@ -222,14 +232,23 @@ class StartedPut final : public BlobChannel::PendingPut {
 
 Result<uint64_t> RelayBlobChannel::PutMany(const wire::BlobId& id, uint64_t offset,
                                            std::span<const Bytes> pieces) {
-  return StartPutMany(id, offset, pieces)->Wait();
+  return SendPieces(id, offset, pieces)->Wait();
 }
 
-// The pipeline sends its first window now (all of a batch at the default window), so a batch started
-// next follows it on the link at once; each piece is copied into its command.
 std::unique_ptr<BlobChannel::PendingPut> RelayBlobChannel::StartPutMany(const wire::BlobId& id,
                                                                         uint64_t offset,
                                                                         std::span<const Bytes> pieces) {
+  // A batch larger than the window would still be sending its tail from the answers while the next one
+  // went out, and every piece of that one would be refused as not continuing the blob: such batches go one
+  // at a time (the default, deferred to Wait).
+  if (pieces.size() > put_window_) return BlobChannel::StartPutMany(id, offset, pieces);
+  return SendPieces(id, offset, pieces);
+}
+
+// The pipeline sends its first window now (the whole batch when it fits), and the rest as answers come; each
+// piece is copied into its command.
+std::unique_ptr<BlobChannel::PendingPut> RelayBlobChannel::SendPieces(const wire::BlobId& id, uint64_t offset,
+                                                                      std::span<const Bytes> pieces) {
   auto commands = std::make_shared<std::vector<relay::CommandBody>>();
   for (const Bytes& piece : pieces) {
     commands->push_back(relay::PutAttachmentChunk{id, offset, piece});

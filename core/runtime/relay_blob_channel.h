@@ -48,6 +48,8 @@ class RelayBlobChannel final : public BlobChannel {
                                     std::span<const uint32_t> lengths) override;
 
  private:
+  std::unique_ptr<PendingPut> SendPieces(const wire::BlobId& id, uint64_t offset,
+                                         std::span<const Bytes> pieces);
   Call call_;
   int64_t timeout_ms_;
   size_t get_window_;

@@ -61,6 +61,17 @@ class ReversingLink {
     std::lock_guard<std::mutex> lock(mu_);
     drop_ = n;
   }
+  // The next `n` pieces reach the relay, but their answers are lost as if the link dropped after them.
+  void LoseAnswers(int n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    lose_ = n;
+  }
+  // The relay runs each round's commands in the order they came (a relay that appends chunks as they
+  // arrive), not newest first.
+  void RunInOrder() {
+    std::lock_guard<std::mutex> lock(mu_);
+    in_order_ = true;
+  }
   int refused() const { return refused_.load(); }
   // The most commands that were waiting for an answer at once.
   size_t most_unanswered() const { return most_unanswered_.load(); }
@@ -90,13 +101,17 @@ class ReversingLink {
       batch.swap(queue_);
       std::vector<Result<relay::Response>> answers(batch.size(),
                                                    Error(StatusCode::kUnavailable, "link dropped"));
-      for (size_t k = batch.size(); k-- > 0;) {
+      for (size_t j = 0; j < batch.size(); ++j) {
+        const size_t k = in_order_ ? j : batch.size() - 1 - j;
         if (drop_ > 0) {
           --drop_;
           continue;
         }
+        const bool lose = lose_ > 0 && std::holds_alternative<relay::PutAttachmentChunk>(batch[k].body);
+        if (lose) --lose_;
         lock.unlock();
         answers[k] = Handle(std::move(batch[k].body));
+        if (lose) answers[k] = Error(StatusCode::kUnavailable, "link dropped");
         lock.lock();
       }
       lock.unlock();
@@ -131,6 +146,8 @@ class ReversingLink {
   std::condition_variable cv_;
   std::deque<Pending> queue_;
   int drop_ = 0;
+  int lose_ = 0;
+  bool in_order_ = false;
   bool stop_ = false;
   std::atomic<int> refused_{0};
   std::thread thread_;
@@ -308,6 +325,66 @@ TEST(RelayBlobChannelTest, AnUploadWhoseLinkDropsUnderTwoBatchesInFlightResumes)
   ASSERT_TRUE(s.ok()) << s.ToString();
   std::ifstream in(dest, std::ios::binary);
   EXPECT_EQ(Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()), content);
+}
+
+Bytes WriteContent(const std::string& path, size_t size, uint64_t seed) {
+  Bytes content(size);
+  SeededRandom(seed).Fill(content.data(), content.size());
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(content.data()), static_cast<std::streamsize>(content.size()));
+  return content;
+}
+
+Bytes Download(RelayBlobChannel& channel, const wire::AttachmentDescriptor& d, const std::string& dest) {
+  TransferOptions t;
+  t.wait = [](int) {};
+  const Status s = DownloadAttachment(channel, d, dest, t);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  std::ifstream in(dest, std::ios::binary);
+  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Found in review: the relay appends a batch behind another as it comes, so when the first batch's answers
+// are lost and it is sent again, the relay answers with a length that already takes in the batch behind.
+// That length is ours, not another blob's: the upload goes on.
+TEST(RelayBlobChannelTest, AnUploadWhoseAnswersAreLostWhileTheBatchBehindIsStoredGoesOn) {
+  constexpr size_t kWindow = 8;
+  ReversingLink link(/*answers_in_order=*/true, /*hold_puts=*/2 * kWindow);
+  link.RunInOrder();
+  link.LoseAnswers(kWindow / 2);  // of the first batch; the relay stores it and the second one
+  RelayBlobChannel channel(link.call(), 20'000);
+  cw::testing::TempDir dir("cw_blob_channel");
+  const std::string src = dir.Sub("scan.bin");
+  const Bytes content = WriteContent(src, 3 * kWindow * 100, 13);
+  UploadOptions o;
+  o.chunk_size = 100;
+  o.transfer.window = kWindow;
+  int waits = 0;
+  o.transfer.wait = [&](int) { ++waits; };
+  auto d = UploadAttachment(channel, src, o);
+  ASSERT_TRUE(d.has_value()) << Describe(d);
+  EXPECT_EQ(waits, 1) << "the lost answers were not what the upload met";
+  EXPECT_EQ(link.most_unanswered(), 2 * kWindow);
+  EXPECT_EQ(Download(channel, *d, dir.Sub("received.bin")), content);
+}
+
+// A batch larger than the channel's window goes one at a time: sent behind another, its first window would
+// reach the relay before the tail of the batch ahead and be refused.
+TEST(RelayBlobChannelTest, BatchesLargerThanTheWindowAreNotSentBehindAnother) {
+  ReversingLink link;
+  link.RunInOrder();
+  RelayBlobChannel channel(link.call(), 20'000, kRelayPiecesInFlight, /*put_window=*/4);
+  cw::testing::TempDir dir("cw_blob_channel");
+  const std::string src = dir.Sub("scan.bin");
+  const Bytes content = WriteContent(src, 5 * 16 * 100, 14);
+  UploadOptions o;
+  o.chunk_size = 100;
+  o.transfer.window = 16;
+  o.transfer.wait = [](int) {};
+  auto d = UploadAttachment(channel, src, o);
+  ASSERT_TRUE(d.has_value()) << Describe(d);
+  EXPECT_EQ(link.refused(), 0) << "pieces were sent out of order";
+  EXPECT_EQ(Download(channel, *d, dir.Sub("received.bin")), content);
 }
 
 TEST(RelayBlobChannelTest, SilenceTimesOut) {
