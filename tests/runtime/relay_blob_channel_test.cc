@@ -259,6 +259,32 @@ TEST(RelayBlobChannelTest, ABatchStartedBehindAnotherGoesOutBeforeEitherIsAnswer
   for (size_t i = 0; i < 20; ++i) EXPECT_EQ((*reads)[i].data, pieces[i]) << i;
 }
 
+Bytes WriteContent(const std::string& path, size_t size, uint64_t seed) {
+  Bytes content(size);
+  SeededRandom(seed).Fill(content.data(), content.size());
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(content.data()), static_cast<std::streamsize>(content.size()));
+  return content;
+}
+
+// Uploads in chunks of 100 bytes, `window` of them per batch, with no wait between retries.
+UploadOptions SmallBatches(size_t window) {
+  UploadOptions o;
+  o.chunk_size = 100;
+  o.transfer.window = window;
+  o.transfer.wait = [](int) {};
+  return o;
+}
+
+Bytes Download(RelayBlobChannel& channel, const wire::AttachmentDescriptor& d, const std::string& dest) {
+  TransferOptions t;
+  t.wait = [](int) {};
+  const Status s = DownloadAttachment(channel, d, dest, t);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  std::ifstream in(dest, std::ios::binary);
+  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 // An upload through the relay channel keeps two batches in flight, and comes out whole although the link
 // reorders pieces across the two (a later batch's pieces reach the relay before the earlier batch's, are
 // refused as not continuing the blob, and are sent again).
@@ -268,25 +294,13 @@ TEST(RelayBlobChannelTest, AnUploadKeepsTwoBatchesInFlightAndSurvivesTheirReorde
   RelayBlobChannel channel(link.call(), 20'000);
   cw::testing::TempDir dir("cw_blob_channel");
   const std::string src = dir.Sub("scan.bin");
-  Bytes content(5 * kWindow * 100 + 7);
-  SeededRandom(11).Fill(content.data(), content.size());
-  std::ofstream(src, std::ios::binary)
-      .write(reinterpret_cast<const char*>(content.data()), static_cast<std::streamsize>(content.size()));
-  UploadOptions o;
-  o.chunk_size = 100;
-  o.transfer.window = kWindow;
-  o.transfer.wait = [](int) {};
+  const Bytes content = WriteContent(src, 5 * kWindow * 100 + 7, 11);
+  const UploadOptions o = SmallBatches(kWindow);
   auto d = UploadAttachment(channel, src, o);
   ASSERT_TRUE(d.has_value()) << Describe(d);
   EXPECT_EQ(link.most_unanswered(), 2 * kWindow) << "the upload waited for each batch's answers";
   EXPECT_GT(link.refused(), 0) << "the link did not reorder across batches";
-  const std::string dest = dir.Sub("received.bin");
-  TransferOptions t;
-  t.wait = [](int) {};
-  const Status s = DownloadAttachment(channel, *d, dest, t);
-  ASSERT_TRUE(s.ok()) << s.ToString();
-  std::ifstream in(dest, std::ios::binary);
-  EXPECT_EQ(Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()), content);
+  EXPECT_EQ(Download(channel, *d, dir.Sub("received.bin")), content);
 }
 
 // The link drops while two batches are in flight: the earlier one is retried after a wait, the later one
@@ -298,50 +312,22 @@ TEST(RelayBlobChannelTest, AnUploadWhoseLinkDropsUnderTwoBatchesInFlightResumes)
   RelayBlobChannel channel(link.call(), 20'000);
   cw::testing::TempDir dir("cw_blob_channel");
   const std::string src = dir.Sub("scan.bin");
-  Bytes content(6 * kWindow * 100);
-  SeededRandom(12).Fill(content.data(), content.size());
-  std::ofstream(src, std::ios::binary)
-      .write(reinterpret_cast<const char*>(content.data()), static_cast<std::streamsize>(content.size()));
-  UploadOptions o;
-  o.chunk_size = 100;
-  o.transfer.window = kWindow;
+  const Bytes content = WriteContent(src, 6 * kWindow * 100, 12);
+  UploadOptions o = SmallBatches(kWindow);
   int waits = 0;
   o.transfer.wait = [&](int) { ++waits; };
   bool dropped = false;
   o.transfer.progress = [&](uint64_t done, uint64_t) {
     if (done > 0 && !dropped) {
       dropped = true;
-      link.Drop(
-          static_cast<int>(kWindow + kWindow / 2));  // the rest of one batch in flight and half the next
+      // The rest of one batch in flight and half the next.
+      link.Drop(static_cast<int>(kWindow + kWindow / 2));
     }
   };
   auto d = UploadAttachment(channel, src, o);
   ASSERT_TRUE(d.has_value()) << Describe(d);
   EXPECT_GT(waits, 0) << "nothing was dropped";
-  const std::string dest = dir.Sub("received.bin");
-  TransferOptions t;
-  t.wait = [](int) {};
-  const Status s = DownloadAttachment(channel, *d, dest, t);
-  ASSERT_TRUE(s.ok()) << s.ToString();
-  std::ifstream in(dest, std::ios::binary);
-  EXPECT_EQ(Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()), content);
-}
-
-Bytes WriteContent(const std::string& path, size_t size, uint64_t seed) {
-  Bytes content(size);
-  SeededRandom(seed).Fill(content.data(), content.size());
-  std::ofstream(path, std::ios::binary)
-      .write(reinterpret_cast<const char*>(content.data()), static_cast<std::streamsize>(content.size()));
-  return content;
-}
-
-Bytes Download(RelayBlobChannel& channel, const wire::AttachmentDescriptor& d, const std::string& dest) {
-  TransferOptions t;
-  t.wait = [](int) {};
-  const Status s = DownloadAttachment(channel, d, dest, t);
-  EXPECT_TRUE(s.ok()) << s.ToString();
-  std::ifstream in(dest, std::ios::binary);
-  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  EXPECT_EQ(Download(channel, *d, dir.Sub("received.bin")), content);
 }
 
 // Found in review: the relay appends a batch behind another as it comes, so when the first batch's answers
@@ -356,9 +342,7 @@ TEST(RelayBlobChannelTest, AnUploadWhoseAnswersAreLostWhileTheBatchBehindIsStore
   cw::testing::TempDir dir("cw_blob_channel");
   const std::string src = dir.Sub("scan.bin");
   const Bytes content = WriteContent(src, 3 * kWindow * 100, 13);
-  UploadOptions o;
-  o.chunk_size = 100;
-  o.transfer.window = kWindow;
+  UploadOptions o = SmallBatches(kWindow);
   int waits = 0;
   o.transfer.wait = [&](int) { ++waits; };
   auto d = UploadAttachment(channel, src, o);
@@ -377,10 +361,7 @@ TEST(RelayBlobChannelTest, BatchesLargerThanTheWindowAreNotSentBehindAnother) {
   cw::testing::TempDir dir("cw_blob_channel");
   const std::string src = dir.Sub("scan.bin");
   const Bytes content = WriteContent(src, 5 * 16 * 100, 14);
-  UploadOptions o;
-  o.chunk_size = 100;
-  o.transfer.window = 16;
-  o.transfer.wait = [](int) {};
+  const UploadOptions o = SmallBatches(16);
   auto d = UploadAttachment(channel, src, o);
   ASSERT_TRUE(d.has_value()) << Describe(d);
   EXPECT_EQ(link.refused(), 0) << "pieces were sent out of order";
