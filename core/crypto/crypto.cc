@@ -445,7 +445,7 @@ struct SecretStream::Impl {
     sodium_memzero(block, sizeof block);
     return ok;
   }
-  // The keystream's next `size` bytes XORed into `in`.
+  // `in` XORed with the keystream's next `size` bytes, into `out` (which may be `in`).
   bool Xor(const uint8_t* in, uint8_t* out, size_t size) {
     int written = 0;
     return size == 0 || EVP_EncryptUpdate(chacha.get(), out, &written, in, static_cast<int>(size)) == 1;
