@@ -5,7 +5,9 @@
 //
 // 1. Deposits: a RelayServer (RocksDB store with sync=true, so a deposit is answered only after the group
 //    commit holding it is fsynced) runs in this process on 127.0.0.1; an owner link creates the mailboxes and
-//    stays connected (it receives every deposit as a push), a depositor link keeps 64 or 1 deposits in
+//    stays connected (it receives every deposit as a push and acknowledges it with one Ack, as the client
+//    runtime does, so the relay removes it; --no-owner-acks leaves every deposit stored, a backlog that
+//    RocksDB flushes and compacts), a depositor link keeps 64 or 1 deposits in
 //    flight, round-robin over the mailboxes, for envelopes of 300 B and 4 KiB. Both links are real Noise TCP
 //    links on their own TcpTransports (own loop threads). Reported per configuration: acknowledged (durable)
 //    deposits per second, and deposit-to-delivery latency (depositor Send -> owner receives the push)
@@ -13,7 +15,8 @@
 //    load generator's; medians over --runs runs. Each configuration gets a fresh database.
 // 2. Idle connections: the relay runs in a forked child process (so its resident memory is its own); the
 //    parent opens N Noise links to it and the child's VmRSS is read from /proc before and after.
-// 3. mosquitto (when /usr/sbin/mosquitto and libmosquitto are there): the same deposit load as QoS 1 publishes
+// 3. mosquitto (when /usr/sbin/mosquitto and libmosquitto are there): the same deposit load as QoS 1
+// publishes
 //    to a broker on a loopback port with persistence on, a persistent-session QoS 1 subscriber as the owner.
 //    Durability differs: mosquitto's PUBACK means "in broker memory"; it writes its persistence file only
 //    every autosave_interval seconds (default 1800) and at shutdown, so an acknowledged message can be lost
@@ -71,6 +74,7 @@ struct Args {
   size_t idle = 10000;
   size_t workers = 16;
   bool mosquitto = true;
+  bool owner_acks = true;  // --no-owner-acks: deliveries stay in their mailboxes (a backlog building up)
   bool sync = true;  // --no-sync: everything but the fsync, to profile the relay's own CPU cost
   size_t only_envelope = 0;  // --envelope N: only that envelope size (for profiling one configuration)
   size_t only_window = 0;    // --window N: only that many in flight
@@ -194,6 +198,9 @@ struct RelayFixture {
     // The load comes from one address, where a relay's clients come from many: the per-address handshake cap
     // (an abuse control) would otherwise refuse all but 16 of a batch of idle connections opened at once.
     so.max_handshaking_per_address = so.max_handshaking;
+    // The owner link stands for a thousand devices: its acknowledgements in flight (one per delivery, each
+    // answered once synced) would pass the per-connection cap meant for one device.
+    so.max_in_flight_per_connection = 1u << 20;
     so.frame_burst = 1u << 30;
     so.frames_per_second = 1u << 30;
     so.workers = workers;
@@ -225,7 +232,7 @@ struct RunResult {
 // One timed run: `window` deposits in flight from `dep` for `seconds`; the owner link records push latency.
 RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes,
                      const std::vector<DepositToken>& tokens, size_t env_size, size_t window, double seconds,
-                     uint32_t run_tag) {
+                     bool owner_acks, uint32_t run_tag) {
   const size_t cap = 4'000'000;
   auto sent_at = std::make_unique<std::atomic<int64_t>[]>(cap);
   std::vector<int64_t> lat;
@@ -234,13 +241,28 @@ RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes
   Bytes envelope(env_size);
   SeededRandom(run_tag).Fill(envelope.data(), envelope.size());
 
+  // The owner acknowledges every delivery, one Ack per message as the client runtime does, so the relay
+  // removes it; mosquitto's QoS 1 subscriber answers each message with a PUBACK the same way.
+  std::atomic<uint64_t> acks_sent{0}, acks_answered{0}, acks_refused{0};
   owner.t->Post([&] {
     owner.on_frame = [&](ByteView f) {
       const int64_t now = NowNs();
       auto d = DecodeServerFrame(f);
       if (!d) return;
+      if (auto* r = std::get_if<Response>(&*d)) {
+        acks_answered.fetch_add(1);
+        if (r->code != ResponseCode::kOk) acks_refused.fetch_add(1);
+        return;
+      }
       auto* del = std::get_if<Delivery>(&*d);
       if (!del) return;
+      if (owner_acks) {
+        relay::Ack ack;
+        ack.mailbox = del->mailbox;
+        ack.message_ids.push_back(del->message_id);
+        const uint64_t n = acks_sent.fetch_add(1);
+        if (!owner.conn->Send(EncodeCommand(Command{uint32_t(n + 1), std::move(ack)})).ok()) return;
+      }
       uint32_t tag, idx;
       std::memcpy(&tag, del->message_id.data(), 4);
       std::memcpy(&idx, del->message_id.data() + 4, 4);
@@ -303,8 +325,10 @@ RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes
     dep.on_frame = nullptr;
     return Status::Ok();
   }).ok();
-  // Let the last pushes land, then stop recording.
-  for (int i = 0; i < 200 && delivered.load() < acked; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // Let the last pushes land and their acknowledgements be answered, then stop recording.
+  for (int i = 0; i < 200 && (delivered.load() < acked || acks_answered.load() < acks_sent.load()); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   RunResult res;
   transport::RunSync(*owner.t, [&] {
     owner.on_frame = nullptr;
@@ -315,6 +339,10 @@ RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes
   res.acked = acked;
   res.refused = refused;
   res.delivered = delivered.load();
+  if (acks_refused.load() > 0 || acks_answered.load() < acks_sent.load()) {
+    std::fprintf(stderr, "owner acks: %" PRIu64 " sent, %" PRIu64 " answered, %" PRIu64 " refused\n",
+                 acks_sent.load(), acks_answered.load(), acks_refused.load());
+  }
   res.per_second = double(acked) / (double(t_end - t0) / 1e9);
   if (acked > 0) {
     res.client_cpu_us = double(client_cpu) / 1e3 / double(acked);
@@ -326,8 +354,9 @@ RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes
 void RelayDeposits(const Args& a) {
   std::printf("\n== Relay: %s deposits (RocksDB sync=%s, group commit), in-process server, Noise TCP on 127.0.0.1 ==\n",
               a.sync ? "durable" : "NOT durable (--no-sync, CPU cost only)", a.sync ? "true" : "false");
-  std::printf("mailboxes=%zu seconds/run=%.1f runs=%d server workers=%zu; medians over runs\n", a.mailboxes, a.seconds,
-              a.runs, a.workers);
+  std::printf("mailboxes=%zu seconds/run=%.1f runs=%d server workers=%zu; the owner %s; medians over runs\n",
+              a.mailboxes, a.seconds, a.runs, a.workers,
+              a.owner_acks ? "acknowledges every delivery" : "acknowledges nothing (--no-owner-acks)");
   std::printf("%-9s %-9s %14s %12s %12s %10s %10s %10s %12s %12s\n", "envelope", "in-flight", "deposits/s", "p50 us",
               "p99 us", "acked", "refused", "pushed", "relay cpu us", "load cpu us");
   for (size_t env : {size_t(300), size_t(4096)}) {
@@ -353,7 +382,8 @@ void RelayDeposits(const Args& a) {
       std::vector<double> rate, p50, p99, relay_cpu, client_cpu;
       uint64_t acked = 0, refused = 0, pushed = 0;
       for (int run = 0; run < a.runs; ++run) {
-        RunResult r = DepositRun(*owner, *dep, boxes, tokens, env, window, a.seconds, uint32_t(1000 * env + 10 * window + run));
+        RunResult r = DepositRun(*owner, *dep, boxes, tokens, env, window, a.seconds, a.owner_acks,
+                                 uint32_t(1000 * env + 10 * window + run));
         rate.push_back(r.per_second);
         p50.push_back(r.p50_us);
         p99.push_back(r.p99_us);
@@ -666,6 +696,8 @@ int main(int argc, char** argv) {
   app.add_option("--idle", a.idle, "idle connections for the memory figure (0: skip)");
   app.add_option("--workers", a.workers, "relay worker threads")->check(CLI::Range(1, 256));
   app.add_flag("!--no-mosquitto", a.mosquitto, "skip the mosquitto comparison");
+  app.add_flag("!--no-owner-acks", a.owner_acks,
+               "the owner does not acknowledge deliveries: every deposit stays stored (a growing backlog)");
   app.add_flag("!--no-sync", a.sync, "no fsync: the relay's CPU cost only (figures are NOT durable)");
   app.add_option("--envelope", a.only_envelope, "only this envelope size")->check(CLI::IsMember({300, 4096}));
   app.add_option("--window", a.only_window, "only this many deposits in flight")->check(CLI::IsMember({1, 64}));

@@ -150,6 +150,13 @@ class MailboxStore {
     }
     return removed;
   }
+  // AckMany without holding the calling thread while the removals are made durable (as InsertAsync): `done`
+  // runs exactly once with what AckMany would have returned, on the calling thread before this returns
+  // (nothing to remove, a refusal, a store that is durable at once) or later on a thread of the store's. The
+  // removals are applied before it returns, so a fetch that follows no longer sees them. `done` must not
+  // block and must not call back into the store on that thread.
+  using AckDone = std::function<void(Result<size_t>)>;
+  virtual void AckManyAsync(const MailboxId& id, std::span<const MessageId> message_ids, AckDone done) = 0;
   // Removes messages and attachments whose expiry is at or before now, and attachments whose upload is
   // unfinished and whose expiry is at or before `unfinished_expiring_by_millis` (the relay passes a later
   // time than now: an abandoned upload goes long before a finished attachment would); returns how many

@@ -124,7 +124,8 @@ bool RelayService::TryHandleWithoutBlocking(const LinkKey& client, ByteView comm
       return true;
     }
     if (command && !std::holds_alternative<Deposit>(command->body) &&
-        !std::holds_alternative<PutAttachmentChunk>(command->body)) {
+        !std::holds_alternative<PutAttachmentChunk>(command->body) &&
+        !std::holds_alternative<Ack>(command->body)) {
       return false;
     }
     commands_.fetch_add(1);
@@ -135,6 +136,8 @@ bool RelayService::TryHandleWithoutBlocking(const LinkKey& client, ByteView comm
     handed_over = true;
     if (std::holds_alternative<Deposit>(command->body)) {
       DepositAsync(client, *command, reply);
+    } else if (std::holds_alternative<Ack>(command->body)) {
+      AckAsync(client, *command, reply);
     } else {
       PutChunkAsync(client, *command, reply);
     }
@@ -222,6 +225,25 @@ void RelayService::PutChunkAsync(const LinkKey& client, const Command& command, 
       c.id, client, c.offset, c.chunk, [this, client, request_id, reply](Result<uint64_t> written) {
         reply(FinishLater(client, request_id, PutAttachmentChunk{}, [&] { return ChunkResponse(written); }));
       });
+}
+
+void RelayService::AckAsync(const LinkKey& client, const Command& command, const Reply& reply) {
+  const Ack& c = std::get<Ack>(command.body);
+  const uint32_t request_id = command.request_id;
+  if (!Owns(client, c.mailbox)) {
+    return reply(
+        FinishLater(client, request_id, Ack{}, [] { return Fail(ResponseCode::kNotFound, kNoMailboxText); }));
+  }
+  store_.AckManyAsync(c.mailbox, c.message_ids, [this, client, request_id, reply](Result<size_t> removed) {
+    reply(FinishLater(client, request_id, Ack{}, [&] { return AckResponse(removed); }));
+  });
+}
+
+Response RelayService::AckResponse(const Result<size_t>& removed) {
+  if (!removed) return StoreFailure(removed.error());
+  Acked acked;
+  acked.removed = static_cast<decltype(acked.removed)>(*removed);
+  return Ok(acked);
 }
 
 std::vector<Bytes> RelayService::FinishLater(const LinkKey& client, uint32_t request_id, CommandBody kind,
@@ -373,11 +395,7 @@ Response RelayService::Execute(const LinkKey& client, const Command& command, st
           return Ok(done);
         } else if constexpr (std::is_same_v<T, Ack>) {
           if (!Owns(client, c.mailbox)) return Fail(ResponseCode::kNotFound, kNoMailboxText);
-          auto removed = store_.AckMany(c.mailbox, c.message_ids);
-          if (!removed) return StoreFailure(removed.error());
-          Acked acked;
-          acked.removed = static_cast<decltype(acked.removed)>(*removed);
-          return Ok(acked);
+          return AckResponse(store_.AckMany(c.mailbox, c.message_ids));
         } else if constexpr (std::is_same_v<T, IssueDepositToken>) {
           if (!Owns(client, c.mailbox)) return Fail(ResponseCode::kNotFound, kNoMailboxText);
           const DepositToken token = Draw<kDepositTokenSize>();

@@ -89,8 +89,9 @@ class RelayService {
 
   // For a thread that must not block (a transport's loop thread). Handles the frame when that needs no
   // waiting beyond short in-memory locks (and, for an attachment chunk, a write into the page cache), and
-  // returns true: a deposit or an attachment chunk, answered through `reply` once the store has synced it
-  // (on the store's thread; at once, on this thread, when refused); a download of a piece the store can
+  // returns true: a deposit, an attachment chunk or an acknowledgement, answered through `reply` once the
+  // store has synced it (on the store's thread; at once, on this thread, when refused or when it removed
+  // nothing); a download of a piece the store can
   // read without waiting for the disk (MailboxStore::TryReadAttachmentWithoutBlocking), answered at once;
   // or a frame that does not decode, answered at once. Chunks taken here in the order they arrive are
   // appended in that order. Returns false, having done nothing, for every other command (and a download
@@ -125,6 +126,7 @@ class RelayService {
   Bytes InternalError(const LinkKey& client);
   void DepositAsync(const LinkKey& client, const Command& command, const Reply& reply);
   void PutChunkAsync(const LinkKey& client, const Command& command, const Reply& reply);
+  void AckAsync(const LinkKey& client, const Command& command, const Reply& reply);
   std::vector<Bytes> Dispatch(const LinkKey& client, const Command& command);
   // Stamps the response with the command's request id and type, counts and logs it, appends it to frames.
   std::vector<Bytes> Finish(const LinkKey& client, const Command& command, Response r, std::vector<Bytes> frames);
@@ -137,6 +139,7 @@ class RelayService {
   Response CheckDeposit(const Deposit& deposit, bool* claimed);
   Response DepositResponse(const MailboxId& mailbox, const Result<InsertOutcome>& outcome);
   Response ChunkResponse(const Result<uint64_t>& written);
+  Response AckResponse(const Result<size_t>& removed);
   static Response DiskFull();
   Response Execute(const LinkKey& client, const Command& command, std::vector<Bytes>* deliveries);
   bool Owns(const LinkKey& client, const MailboxId& mailbox);

@@ -35,7 +35,7 @@ struct ServerOptions {
   size_t max_handshaking = transport::kDefaultMaxHandshaking;
   size_t max_handshaking_per_address = transport::kDefaultMaxHandshakingPerAddress;
   size_t max_in_flight_per_connection = 256;  // commands queued or running; more closes the connection
-  size_t workers = 16;  // for commands other than deposits, which never occupy one
+  size_t workers = 16;  // for commands other than deposits, acks and chunks, which never occupy one
   int64_t purge_interval_millis = 60'000;
   int64_t stats_log_interval_millis = 60'000;
 };

@@ -486,25 +486,39 @@ Result<bool> StoreCore::Ack(const MailboxId& id, const MessageId& message_id) {
   return removed == 1;
 }
 
+Result<size_t> StoreCore::PlanAck(const MailboxId& id, std::span<const MessageId> message_ids,
+                                  uint64_t* ticket) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CW_RETURN_IF_ERROR(Health());
+  MailboxState* box = Find(id);
+  if (box == nullptr) return Error(StatusCode::kNotFound, "no such mailbox");
+  size_t removed = 0;
+  for (const MessageId& m : message_ids) {
+    auto it = box->by_id.find(m);
+    if (it == box->by_id.end()) continue;
+    RemoveMessage(id, *box, it->second);
+    ++removed;
+  }
+  *ticket = Ticket();
+  return removed;
+}
+
 Result<size_t> StoreCore::AckMany(const MailboxId& id, std::span<const MessageId> message_ids) {
   uint64_t ticket = 0;
-  size_t removed = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    CW_RETURN_IF_ERROR(Health());
-    MailboxState* box = Find(id);
-    if (box == nullptr) return Error(StatusCode::kNotFound, "no such mailbox");
-    for (const MessageId& m : message_ids) {
-      auto it = box->by_id.find(m);
-      if (it == box->by_id.end()) continue;
-      RemoveMessage(id, *box, it->second);
-      ++removed;
-    }
-    ticket = Ticket();
-  }
+  CW_ASSIGN_OR_RETURN(const size_t removed, PlanAck(id, message_ids, &ticket));
   // One wait for all of them: an acknowledgement of 64 ids holds a worker for one sync, not 64 in a row.
   if (removed > 0) CW_RETURN_IF_ERROR(WaitDurable(ticket));
   return removed;
+}
+
+void StoreCore::AckManyAsync(const MailboxId& id, std::span<const MessageId> message_ids, AckDone done) {
+  uint64_t ticket = 0;
+  Result<size_t> removed = PlanAck(id, message_ids, &ticket);
+  if (!removed || *removed == 0) return done(std::move(removed));
+  WhenDurable(ticket, [removed = *removed, done = std::move(done)](Status durable) {
+    if (!durable.ok()) return done(Error(std::move(durable)));
+    done(removed);
+  });
 }
 
 Result<size_t> StoreCore::PurgeExpired(int64_t now_millis, int64_t unfinished_expiring_by_millis) {

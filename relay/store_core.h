@@ -105,6 +105,7 @@ class StoreCore : public virtual MailboxStore {
                                                 size_t max_bytes, bool* more) override;
   Result<bool> Ack(const MailboxId& id, const MessageId& message_id) override;
   Result<size_t> AckMany(const MailboxId& id, std::span<const MessageId> message_ids) override;
+  void AckManyAsync(const MailboxId& id, std::span<const MessageId> message_ids, AckDone done) override;
   Result<size_t> PurgeExpired(int64_t now_millis, int64_t unfinished_expiring_by_millis) override;
   std::unique_ptr<Watch> WatchMailbox(const MailboxId& id, WatchCallback callback) override;
   Result<uint32_t> PutPreKeys(const MailboxId& id, const PreKeySet& keys, size_t max_one_time) override;
@@ -187,6 +188,9 @@ class StoreCore : public virtual MailboxStore {
                               ByteView chunk, uint64_t* ticket);
   InsertPlan PlanInsert(const MailboxId& id, const MessageId& message_id, ByteView envelope,
                         int64_t expires_at_millis, const MessageQuota& quota);
+  // Removes the listed messages that are present and sets *ticket to what makes that durable; returns how
+  // many it removed, or the refusal.
+  Result<size_t> PlanAck(const MailboxId& id, std::span<const MessageId> message_ids, uint64_t* ticket);
 
   MailboxState* Find(const MailboxId& id);
   void RemoveMessage(const MailboxId& id, MailboxState& box, uint64_t seq);

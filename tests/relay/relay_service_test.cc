@@ -141,7 +141,8 @@ TEST_F(RelayServiceTest, MailboxIsReadOnlyByTheLinkKeyThatCreatedIt) {
 
 // What a loop thread may take in: deposits and attachment chunks (answered through the callback exactly as
 // Handle answers them, refusals included), downloads the store can read without waiting (all of them for
-// an in-memory store), and undecodable frames; every other command is left for a thread that may block.
+// an in-memory store), and undecodable frames; every other command but acknowledgements (next test) is
+// left for a thread that may block.
 TEST_F(RelayServiceTest, OnlyDepositsChunksAndBadFramesAreTakenWithoutBlocking) {
   const LinkKey owner = Key(1);
   const MailboxId box = NewMailbox(owner);
@@ -214,6 +215,42 @@ TEST_F(RelayServiceTest, OnlyDepositsChunksAndBadFramesAreTakenWithoutBlocking) 
   EXPECT_EQ(std::get<ChunkData>(piece.body).total_size, 9u);
   EXPECT_EQ(std::get<Response>(DecodeServerFrame(answers[1].at(0)).value()).code,
             ResponseCode::kInvalidRequest);
+}
+
+// Acknowledgements are taken on the loop thread as well (every message is acknowledged once, as often as it
+// is deposited) and answered as Handle answers them: the count removed, "no such mailbox" for a link key
+// that does not own it, nothing removed for ids already gone.
+TEST_F(RelayServiceTest, AcknowledgementsAreTakenWithoutBlocking) {
+  const LinkKey owner = Key(1);
+  const MailboxId box = NewMailbox(owner);
+  const DepositToken token = Issue(owner, box);
+  for (uint8_t i = 1; i <= 3; ++i) {
+    ASSERT_EQ(Send(Key(2), relay::Deposit{box, token, Mid(i), Bytes(40, i)}).response.code,
+              ResponseCode::kOk);
+  }
+  std::vector<Response> answers;
+  const RelayService::Reply record = [&](std::vector<Bytes> frames) {
+    ASSERT_EQ(frames.size(), 1u);
+    answers.push_back(std::get<Response>(DecodeServerFrame(frames[0]).value()));
+  };
+  auto take = [&](const LinkKey& from, CommandBody body) {
+    return service_->TryHandleWithoutBlocking(from, EncodeCommand(Command{++rid_, std::move(body)}), record);
+  };
+  ASSERT_TRUE(take(Key(2), Ack{box, {Mid(1)}}));
+  ASSERT_TRUE(take(owner, Ack{box, {Mid(1), Mid(2), Mid(99)}}));
+  ASSERT_TRUE(take(owner, Ack{box, {Mid(1)}}));
+  ASSERT_EQ(answers.size(), 3u);
+  EXPECT_EQ(answers[0].code, ResponseCode::kNotFound);
+  for (size_t i = 1; i < answers.size(); ++i) {
+    ASSERT_EQ(answers[i].code, ResponseCode::kOk) << answers[i].message;
+    EXPECT_EQ(answers[i].command, static_cast<uint8_t>(CommandType::kAck));
+    EXPECT_EQ(answers[i].request_id, rid_ - 2 + i);
+  }
+  EXPECT_EQ(std::get<Acked>(answers[1].body).removed, 2u);
+  EXPECT_EQ(std::get<Acked>(answers[2].body).removed, 0u);
+  const Reply left = Send(owner, FetchMessages{box, 0, 10});
+  ASSERT_EQ(left.deliveries.size(), 1u);
+  EXPECT_EQ(left.deliveries[0].message_id, Mid(3));
 }
 
 // A store that cannot read without waiting (the default MailboxStore answer) leaves every download to

@@ -254,6 +254,66 @@ TEST(RocksDbMailboxStore, AckManyWaitsForOneSync) {
   EXPECT_EQ(store->Stats()->messages, 0u);
 }
 
+// The asynchronous acknowledgement, counted rather than timed: with the committer held, the removals take
+// effect at once (a fetch no longer hands the messages out) but nobody is answered; releasing it answers
+// both acknowledgements from one synced write, and the removals survive a reopen. An acknowledgement that
+// removes nothing, or names no mailbox, is answered at once, without a write.
+TEST(RocksDbMailboxStore, AsyncAcksAreAnsweredOnlyOnceSynced) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+  for (uint32_t i = 1; i <= 4; ++i)
+    CW_RL_ASSERT_OK(store->Insert(box, Mid(i), Bytes(50, uint8_t(i)), kFar, {}));
+  Answers<size_t> answers;
+  const uint64_t before = store->SyncCount();
+  store->PauseCommitsForTesting(true);
+  const std::vector<MessageId> first = {Mid(1), Mid(2), Mid(99)};
+  store->AckManyAsync(box, first, answers.Callback());
+  store->AckManyAsync(box, std::vector<MessageId>{Mid(3)}, answers.Callback());
+  EXPECT_TRUE(answers.Take().empty());
+  {
+    const auto left = store->FetchAfter(box, 0, 100, 1 << 20, nullptr).value();
+    ASSERT_EQ(left.size(), 1u);
+    EXPECT_EQ(left[0].id, Mid(4));
+  }
+  store->AckManyAsync(box, std::vector<MessageId>{Mid(1)}, answers.Callback());  // already removed
+  store->AckManyAsync(Filled<kMailboxIdSize>(9), std::vector<MessageId>{Mid(4)}, answers.Callback());
+  {
+    const auto now = answers.Take();
+    ASSERT_EQ(now.size(), 2u);
+    EXPECT_EQ(now[0].value(), 0u);
+    EXPECT_EQ(testing::CodeOf(now[1]), StatusCode::kNotFound);
+  }
+  store->PauseCommitsForTesting(false);
+  const auto got = answers.TakeAtLeast(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].value(), 2u);
+  EXPECT_EQ(got[1].value(), 1u);
+  EXPECT_EQ(store->SyncCount() - before, 1u);
+  store.reset();
+  store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->Stats()->messages, 1u);
+}
+
+// An acknowledgement whose write fails is answered with the failure, not with a count of removed messages.
+TEST(RocksDbMailboxStore, AnAsyncAckWhoseWriteFailsIsAnsweredWithTheFailure) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+  CW_RL_ASSERT_OK(store->Insert(box, Mid(1), Bytes(50, 1), kFar, {}));
+  store->FailNextWriteForTesting(Status(StatusCode::kUnavailable, "disk gone"));
+  Answers<size_t> answers;
+  store->AckManyAsync(box, std::vector<MessageId>{Mid(1)}, answers.Callback());
+  const auto got = answers.TakeAtLeast(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(testing::CodeOf(got[0]), StatusCode::kUnavailable);
+}
+
 // Group commit, counted rather than timed: with the committer held, N depositors on N threads all record
 // their writes and block; releasing it makes them durable in one synced write.
 TEST(RocksDbMailboxStore, ConcurrentDepositsShareOneSync) {

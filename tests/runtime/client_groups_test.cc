@@ -603,6 +603,10 @@ class WithholdingStore final : public relay::MailboxStore {
   Result<bool> Ack(const relay::MailboxId& id, const relay::MessageId& message_id) override {
     return inner_.Ack(id, message_id);
   }
+  void AckManyAsync(const relay::MailboxId& id, std::span<const relay::MessageId> message_ids,
+                    AckDone done) override {
+    inner_.AckManyAsync(id, message_ids, std::move(done));
+  }
   Result<size_t> PurgeExpired(int64_t now_millis, int64_t unfinished_by_millis) override {
     return inner_.PurgeExpired(now_millis, unfinished_by_millis);
   }
