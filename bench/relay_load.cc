@@ -10,9 +10,10 @@
 //    RocksDB flushes and compacts), a depositor link keeps 64 or 1 deposits in
 //    flight, round-robin over the mailboxes, for envelopes of 300 B and 4 KiB. Both links are real Noise TCP
 //    links on their own TcpTransports (own loop threads). Reported per configuration: acknowledged (durable)
-//    deposits per second, and deposit-to-delivery latency (depositor Send -> owner receives the push)
-//    p50/p99, and CPU per deposit split into the relay's (everything but the two client loop threads) and the
-//    load generator's; medians over --runs runs. Each configuration gets a fresh database.
+//    deposits per second, deposit-to-delivery latency (depositor Send -> owner receives the push, which the
+//    relay sends before the sync) p50/p99, deposit-to-"stored" latency (depositor Send -> the answer, sent
+//    once synced) p50/p99, and CPU per deposit split into the relay's (everything but the two client loop
+//    threads) and the load generator's; medians over --runs runs. Each configuration gets a fresh database.
 // 2. Idle connections: the relay runs in a forked child process (so its resident memory is its own); the
 //    parent opens N Noise links to it and the child's VmRSS is read from /proc before and after.
 // 3. mosquitto (when /usr/sbin/mosquitto and libmosquitto are there): the same deposit load as QoS 1
@@ -222,7 +223,8 @@ struct RelayFixture {
 
 struct RunResult {
   double per_second = 0;
-  double p50_us = 0, p99_us = 0;
+  double p50_us = 0, p99_us = 0;                // deposit to delivery (the push to the owner)
+  double stored_p50_us = 0, stored_p99_us = 0;  // deposit to its "stored" answer (synced)
   uint64_t acked = 0, refused = 0, delivered = 0;
   // CPU per acknowledged deposit: the load generator's (its two link loop threads) and the rest of the
   // process (the relay: its loop, the store's committer, RocksDB's threads).
@@ -273,6 +275,8 @@ RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes
   }).ok();
   transport::RunSync(*owner.t, [] { return Status::Ok(); }).ok();
 
+  std::vector<int64_t> stored;  // depositor's loop thread only
+  stored.reserve(1 << 20);
   std::promise<void> done;
   uint64_t next = 0, acked = 0, refused = 0, outstanding = 0;
   bool stopping = false;
@@ -300,6 +304,9 @@ RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes
     if (!d) return;
     auto* r = std::get_if<Response>(&*d);
     if (!r) return;
+    if (r->request_id >= 1 && r->request_id <= next) {
+      stored.push_back(NowNs() - sent_at[r->request_id - 1].load(std::memory_order_acquire));
+    }
     --outstanding;
     if (r->code == ResponseCode::kOk) {
       ++acked;
@@ -337,6 +344,8 @@ RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes
     return Status::Ok();
   }).ok();
   res.acked = acked;
+  res.stored_p50_us = Percentile(stored, 0.50) / 1e3;
+  res.stored_p99_us = Percentile(stored, 0.99) / 1e3;
   res.refused = refused;
   res.delivered = delivered.load();
   if (acks_refused.load() > 0 || acks_answered.load() < acks_sent.load()) {
@@ -357,8 +366,11 @@ void RelayDeposits(const Args& a) {
   std::printf("mailboxes=%zu seconds/run=%.1f runs=%d server workers=%zu; the owner %s; medians over runs\n",
               a.mailboxes, a.seconds, a.runs, a.workers,
               a.owner_acks ? "acknowledges every delivery" : "acknowledges nothing (--no-owner-acks)");
-  std::printf("%-9s %-9s %14s %12s %12s %10s %10s %10s %12s %12s\n", "envelope", "in-flight", "deposits/s", "p50 us",
-              "p99 us", "acked", "refused", "pushed", "relay cpu us", "load cpu us");
+  // push: deposit to delivery at the owner (a push goes out before the sync); stored: deposit to its answer,
+  // which waits for the sync.
+  std::printf("%-9s %-9s %14s %12s %12s %12s %12s %10s %10s %10s %12s %12s\n", "envelope", "in-flight",
+              "deposits/s", "push p50 us", "push p99 us", "stored p50", "stored p99", "acked", "refused",
+              "pushed", "relay cpu us", "load cpu us");
   for (size_t env : {size_t(300), size_t(4096)}) {
     for (size_t window : {size_t(64), size_t(1)}) {
       if ((a.only_envelope != 0 && env != a.only_envelope) || (a.only_window != 0 && window != a.only_window)) continue;
@@ -379,7 +391,7 @@ void RelayDeposits(const Args& a) {
       std::vector<DepositToken> tokens;
       for (auto& r : issued) tokens.push_back(std::get<TokenIssued>(r.body).token);
       const double setup_s = std::chrono::duration<double>(Clk::now() - t_setup).count();
-      std::vector<double> rate, p50, p99, relay_cpu, client_cpu;
+      std::vector<double> rate, p50, p99, stored_p50, stored_p99, relay_cpu, client_cpu;
       uint64_t acked = 0, refused = 0, pushed = 0;
       for (int run = 0; run < a.runs; ++run) {
         RunResult r = DepositRun(*owner, *dep, boxes, tokens, env, window, a.seconds, a.owner_acks,
@@ -387,15 +399,19 @@ void RelayDeposits(const Args& a) {
         rate.push_back(r.per_second);
         p50.push_back(r.p50_us);
         p99.push_back(r.p99_us);
+        stored_p50.push_back(r.stored_p50_us);
+        stored_p99.push_back(r.stored_p99_us);
         relay_cpu.push_back(r.relay_cpu_us);
         client_cpu.push_back(r.client_cpu_us);
         acked += r.acked;
         refused += r.refused;
         pushed += r.delivered;
       }
-      std::printf("%-9zu %-9zu %14.0f %12.1f %12.1f %10" PRIu64 " %10" PRIu64 " %10" PRIu64 " %12.1f %12.1f   (setup of %zu mailboxes+tokens: %.2f s, syncs total %" PRIu64 ")\n",
-                  env, window, Median(rate), Median(p50), Median(p99), acked, refused, pushed, Median(relay_cpu),
-                  Median(client_cpu), boxes.size(), setup_s, fx.store->SyncCount());
+      std::printf("%-9zu %-9zu %14.0f %12.1f %12.1f %12.1f %12.1f %10" PRIu64 " %10" PRIu64 " %10" PRIu64
+                  " %12.1f %12.1f   (setup of %zu mailboxes+tokens: %.2f s, syncs total %" PRIu64 ")\n",
+                  env, window, Median(rate), Median(p50), Median(p99), Median(stored_p50), Median(stored_p99),
+                  acked, refused, pushed, Median(relay_cpu), Median(client_cpu), boxes.size(), setup_s,
+                  fx.store->SyncCount());
       std::fflush(stdout);
       transport::RunSync(*owner->t, [&] { owner->conn->Close(Status::Ok()); return Status::Ok(); }).ok();
       transport::RunSync(*dep->t, [&] { dep->conn->Close(Status::Ok()); return Status::Ok(); }).ok();

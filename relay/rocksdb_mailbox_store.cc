@@ -12,7 +12,9 @@
 #include <condition_variable>
 #include <cstring>
 #include <functional>
+#include <string>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -80,7 +82,6 @@ std::string SeqKey(char tag, const MailboxId& id, uint64_t seq) {
   PutBe(&k, seq, 8);
   return k;
 }
-rocksdb::Slice ToSlice(ByteView v) { return rocksdb::Slice(reinterpret_cast<const char*>(v.data()), v.size()); }
 
 Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return Status::Ok();
@@ -264,16 +265,20 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     std::string header;
     Append(&header, e.id);
     PutBe(&header, static_cast<uint64_t>(e.expires_at_millis), 8);
-    const std::string key = SeqKey(kMessageTag, id, e.seq);
-    // Header and envelope go into the batch as two parts of one value: the envelope is copied once, there.
-    const rocksdb::Slice key_part(key);
-    const rocksdb::Slice value_parts[2] = {rocksdb::Slice(header), ToSlice(envelope)};
+    std::string value = std::move(header);
+    value.append(reinterpret_cast<const char*>(envelope.data()), envelope.size());
+    std::string key = SeqKey(kMessageTag, id, e.seq);
     std::lock_guard<std::mutex> lock(cmu_);
-    pending_.Put(rocksdb::SliceParts(&key_part, 1), rocksdb::SliceParts(value_parts, 2)).PermitUncheckedError();
+    pending_messages_.Add(std::move(key), std::move(value));
+    ++pending_records_;
   }
   void RecordMessageRemoved(const MailboxId& id, const MessageEntry& e) override {
+    std::string key = SeqKey(kMessageTag, id, e.seq);
     std::lock_guard<std::mutex> lock(cmu_);
-    pending_.Delete(SeqKey(kMessageTag, id, e.seq)).PermitUncheckedError();
+    ++pending_records_;
+    // Acknowledged (or purged) before its deposit was even written: neither goes to the disk.
+    if (pending_messages_.Cancel(key)) return;
+    pending_.Delete(key).PermitUncheckedError();
   }
   void RecordPreKeys(const MailboxId& id, const PreKeyState& pk,
                      std::span<const wire::OneTimePreKeyPublic> uploaded) override {
@@ -314,13 +319,14 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     files_->Forget(id);
     std::lock_guard<std::mutex> lock(cmu_);
     pending_.Delete(Key(kAttachmentTag, id)).PermitUncheckedError();
+    ++pending_records_;
     remove_after_.push_back(id);
   }
 
   uint64_t Ticket() override {
     std::lock_guard<std::mutex> lock(cmu_);
     // Nothing new recorded: the caller's changes (if any) are in the batch being written or already synced.
-    return pending_.Count() > 0 ? filling_ : filling_ - 1;
+    return pending_records_ > 0 ? filling_ : filling_ - 1;
   }
 
   Status WaitDurable(uint64_t ticket) override {
@@ -388,10 +394,12 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   void Put(const std::string& k, const std::string& v) {
     std::lock_guard<std::mutex> lock(cmu_);
     pending_.Put(k, v).PermitUncheckedError();
+    ++pending_records_;
   }
   void Delete(const std::string& k) {
     std::lock_guard<std::mutex> lock(cmu_);
     pending_.Delete(k).PermitUncheckedError();
+    ++pending_records_;
   }
 
   // Rewrites each legacy index + envelope pair ('X' + 'M') as one 'E' record, in synced batches of about
@@ -508,32 +516,41 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     std::unique_lock<std::mutex> lock(cmu_);
     std::vector<Callback> ready;
     for (;;) {
-      work_cv_.wait(lock, [&] { return stop_ || (pending_.Count() > 0 && !paused_); });
-      if (pending_.Count() == 0) {
+      work_cv_.wait(lock, [&] { return stop_ || (pending_records_ > 0 && !paused_); });
+      if (pending_records_ == 0) {
         if (stop_) break;
         continue;
       }
       rocksdb::WriteBatch batch;
       std::swap(batch, pending_);
+      PendingMessages messages = std::exchange(pending_messages_, {});
+      pending_records_ = 0;
       std::vector<AttachmentId> removed;
       std::swap(removed, remove_after_);
       // Taken with the batch: every attachment size recorded in it counts bytes written to these files.
       const internal::AttachmentFiles::Dirty dirty = files_->TakeDirty();
       const uint64_t number = filling_++;
-      Status written = std::exchange(fail_next_, Status::Ok());
+      // Every deposit in it was acknowledged before it was written: nothing to write, and its tickets are
+      // settled at once.
+      const bool nothing =
+          batch.Count() == 0 && messages.empty() && removed.empty() && dirty.fds.empty() && !dirty.directory;
+      Status written = nothing ? Status::Ok() : std::exchange(fail_next_, Status::Ok());
       lock.unlock();
-      if (written.ok() && sync_) written = files_->SyncDirty(dirty);
-      if (written.ok()) {
-        rocksdb::WriteOptions options;
-        options.sync = sync_;
-        written = FromRocks(db_->Write(options, &batch), "synced write failed; reopen the store");
+      if (!nothing) {
+        messages.AppendTo(&batch);
+        if (written.ok() && sync_) written = files_->SyncDirty(dirty);
+        if (written.ok()) {
+          rocksdb::WriteOptions options;
+          options.sync = sync_;
+          written = FromRocks(db_->Write(options, &batch), "synced write failed; reopen the store");
+        }
+        // The records are gone for good: their files may go. A crash before this leaves orphans for Open.
+        if (written.ok()) files_->Remove(removed);
       }
-      // The records are gone for good: their files may go. A crash before this leaves orphans for Open.
-      if (written.ok()) files_->Remove(removed);
       lock.lock();
       if (written.ok()) {
         synced_.store(number);
-        syncs_.fetch_add(1);
+        if (!nothing) syncs_.fetch_add(1);
       } else if (failed_.ok()) {
         failed_ = written;
       }
@@ -587,7 +604,47 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   mutable std::mutex cmu_;  // after StoreCore's mutex when both are held
   std::condition_variable work_cv_;
   std::condition_variable done_cv_;
+  // Deposits recorded since the last write, in the order they came, apart from the batch: an acknowledgement
+  // (or purge) recorded before the write takes its deposit out, and neither reaches the disk. With the owner
+  // online, its acknowledgement often comes back within one commit cycle of the push (which goes out before
+  // the sync): a delivered message then never touches the disk, and the cycle writes and syncs less.
+  class PendingMessages {
+   public:
+    void Add(std::string key, std::string value) {
+      index_.emplace(key, records_.size());
+      records_.emplace_back(std::move(key), std::move(value));
+    }
+    // True when `key` was added since the last AppendTo: it is taken out.
+    bool Cancel(const std::string& key) {
+      auto it = index_.find(key);
+      if (it == index_.end()) return false;
+      Record& r = records_[it->second];
+      r.cancelled = true;
+      std::string().swap(r.value);
+      index_.erase(it);
+      return true;
+    }
+    bool empty() const { return index_.empty(); }
+    void AppendTo(rocksdb::WriteBatch* batch) const {
+      for (const Record& r : records_) {
+        if (!r.cancelled) batch->Put(r.key, r.value).PermitUncheckedError();
+      }
+    }
+
+   private:
+    struct Record {
+      Record(std::string k, std::string v) : key(std::move(k)), value(std::move(v)) {}
+      std::string key;
+      std::string value;  // header + envelope
+      bool cancelled = false;
+    };
+    std::vector<Record> records_;
+    std::unordered_map<std::string, size_t> index_;  // key -> position in records_, for those not cancelled
+  };
+
   rocksdb::WriteBatch pending_;
+  PendingMessages pending_messages_;
+  size_t pending_records_ = 0;  // changes recorded into pending_ or pending_messages_ (cancellations too)
   std::vector<AttachmentId> remove_after_;  // attachments whose removal pending_ records: their files
   std::vector<Callback> callbacks_;  // WhenDurable callbacks not yet synced
   uint64_t filling_ = 1;  // number of the batch pending_ will become

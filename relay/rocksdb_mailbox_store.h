@@ -4,6 +4,8 @@
 // attachment_files.h). Every change is made durable before the call returns (see MailboxStore),
 // through a group committer: one thread takes everything callers have recorded since its last write and
 // writes it as one WriteBatch with sync=true, so concurrent deposits from many connections share one fsync.
+// A deposit removed (acknowledged, purged) before that write leaves the batch with its removal: neither is
+// written.
 // Destroying the store lets the committer finish the writes already recorded (a graceful shutdown loses
 // no acknowledged deposit) and closes the database.
 //

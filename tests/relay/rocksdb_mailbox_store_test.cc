@@ -12,14 +12,17 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <future>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -296,6 +299,82 @@ TEST(RocksDbMailboxStore, AsyncAcksAreAnsweredOnlyOnceSynced) {
   store = OpenOrDie(dir.Sub("db"));
   ASSERT_TRUE(store);
   EXPECT_EQ(store->Stats()->messages, 1u);
+}
+
+// Whether any file under `dir` holds `needle`.
+bool AnyFileHolds(const std::string& dir, const Bytes& needle) {
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!entry.is_regular_file()) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    const std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (content.find(std::string(needle.begin(), needle.end())) != std::string::npos) return true;
+  }
+  return false;
+}
+
+Bytes Marked(const char* marker) {
+  Bytes b(300, 0);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<uint8_t>(marker[i % std::strlen(marker)]);
+  return b;
+}
+
+// A message its owner acknowledges before the committer has written its deposit (the push goes out before
+// the sync, so an online owner often does) never reaches the disk: not in the WAL, not in a table, not after
+// a reopen. Both are still answered once the batch they belong to is settled: the deposit as stored, the
+// acknowledgement as removing it. A deposit in the same batch that nobody acknowledged is written as usual.
+TEST(RocksDbMailboxStore, AMessageAcknowledgedBeforeItsDepositIsWrittenNeverReachesTheDisk) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+  const Bytes gone = Marked("acknowledged-before-written|");
+  const Bytes kept = Marked("never-acknowledged|");
+  Answers<InsertOutcome> deposits;
+  Answers<size_t> acks;
+  store->PauseCommitsForTesting(true);
+  store->InsertAsync(box, Mid(1), gone, kFar, {}, deposits.Callback());
+  store->InsertAsync(box, Mid(2), kept, kFar, {}, deposits.Callback());
+  store->AckManyAsync(box, std::vector<MessageId>{Mid(1)}, acks.Callback());
+  EXPECT_TRUE(deposits.Take().empty());
+  EXPECT_TRUE(acks.Take().empty());
+  store->PauseCommitsForTesting(false);
+  const auto stored = deposits.TakeAtLeast(2);
+  ASSERT_EQ(stored.size(), 2u);
+  for (const auto& d : stored) EXPECT_EQ(d.value(), InsertOutcome::kInserted);
+  const auto removed = acks.TakeAtLeast(1);
+  ASSERT_EQ(removed.size(), 1u);
+  EXPECT_EQ(removed[0].value(), 1u);
+  store.reset();
+  EXPECT_TRUE(AnyFileHolds(dir.Sub("db"), kept)) << "the check would not see a written envelope";
+  EXPECT_FALSE(AnyFileHolds(dir.Sub("db"), gone));
+  store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  const auto left = store->FetchAfter(box, 0, 10, 1 << 20, nullptr).value();
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].id, Mid(2));
+}
+
+// When every change of a batch cancels out, nothing is written or synced, and its callers are answered.
+TEST(RocksDbMailboxStore, ABatchThatCancelsOutIsAnsweredWithoutASync) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+  Answers<InsertOutcome> deposits;
+  Answers<size_t> acks;
+  const uint64_t before = store->SyncCount();
+  store->PauseCommitsForTesting(true);
+  store->InsertAsync(box, Mid(1), Bytes(40, 1), kFar, {}, deposits.Callback());
+  store->AckManyAsync(box, std::vector<MessageId>{Mid(1)}, acks.Callback());
+  store->PauseCommitsForTesting(false);
+  ASSERT_EQ(deposits.TakeAtLeast(1).size(), 1u);
+  const auto removed = acks.TakeAtLeast(1);
+  ASSERT_EQ(removed.size(), 1u);
+  EXPECT_EQ(removed[0].value(), 1u);
+  EXPECT_EQ(store->SyncCount(), before);
+  EXPECT_EQ(store->Stats()->messages, 0u);
 }
 
 // An acknowledgement whose write fails is answered with the failure, not with a count of removed messages.
