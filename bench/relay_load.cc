@@ -2,26 +2,31 @@
 //
 //   build/rel/bench/cw_relay_bench [--mailboxes 1000] [--seconds 2] [--runs 3] [--idle 10000] [--workers 16]
 //                                  [--no-mosquitto] [--no-sync] [--envelope 300|4096] [--window 64|1]
+//                                  [--no-owner-acks] [--ack-delay-ms N]
 //
-// 1. Deposits: a RelayServer (RocksDB store with sync=true, so a deposit is answered only after the group
-//    commit holding it is fsynced) runs in this process on 127.0.0.1; an owner link creates the mailboxes and
-//    stays connected (it receives every deposit as a push and acknowledges it with one Ack, as the client
-//    runtime does, so the relay removes it; --no-owner-acks leaves every deposit stored, a backlog that
-//    RocksDB flushes and compacts), a depositor link keeps 64 or 1 deposits in
-//    flight, round-robin over the mailboxes, for envelopes of 300 B and 4 KiB. Both links are real Noise TCP
-//    links on their own TcpTransports (own loop threads). Reported per configuration: acknowledged (durable)
-//    deposits per second, deposit-to-delivery latency (depositor Send -> owner receives the push, which the
-//    relay sends before the sync) p50/p99, deposit-to-"stored" latency (depositor Send -> the answer, sent
-//    once synced) p50/p99, and CPU per deposit split into the relay's (everything but the two client loop
-//    threads) and the load generator's; medians over --runs runs. Each configuration gets a fresh database.
+// 1. Deposits: a RelayServer (RocksDB store with sync=true: a deposit is answered "stored" once the group
+//    commit holding it is fsynced, or once its owner's acknowledgement settled it, see below) runs in this
+//    process on 127.0.0.1. An owner link creates the mailboxes and stays connected: it receives every deposit
+//    as a push (sent before the sync) and acknowledges it with one Ack, as the client runtime does, so the
+//    relay removes it. An acknowledgement that reaches the relay before the deposit's batch is written takes
+//    the deposit out of that batch: neither is ever written ("never written" column). That needs an owner
+//    that answers within one commit cycle, as this one on loopback does; --ack-delay-ms N holds each
+//    acknowledgement back N ms, as a phone's round trip would, so every deposit is written and then deleted.
+//    --no-owner-acks leaves every deposit stored (a backlog that RocksDB flushes and compacts). A depositor
+//    link keeps 64 or 1 deposits in flight, round-robin over the mailboxes, for envelopes of 300 B and 4 KiB.
+//    Both links are real Noise TCP links on their own TcpTransports (own loop threads). Reported per
+//    configuration: deposits answered "stored" per second; deposit-to-delivery latency (depositor Send ->
+//    owner receives the push) p50/p99; deposit-to-"stored" latency (depositor Send -> the answer) p50/p99;
+//    CPU per deposit split into the relay's (everything but the two client loop threads) and the load
+//    generator's; medians over --runs runs. Each configuration gets a fresh database.
 // 2. Idle connections: the relay runs in a forked child process (so its resident memory is its own); the
 //    parent opens N Noise links to it and the child's VmRSS is read from /proc before and after.
 // 3. mosquitto (when /usr/sbin/mosquitto and libmosquitto are there): the same deposit load as QoS 1
-// publishes
-//    to a broker on a loopback port with persistence on, a persistent-session QoS 1 subscriber as the owner.
-//    Durability differs: mosquitto's PUBACK means "in broker memory"; it writes its persistence file only
-//    every autosave_interval seconds (default 1800) and at shutdown, so an acknowledged message can be lost
-//    on a crash. The relay's answer means "fsynced".
+//    publishes to a broker on a loopback port with persistence on, a persistent-session QoS 1 subscriber as
+//    the owner (it answers each message with a PUBACK at once). Durability differs: mosquitto's PUBACK means
+//    "in broker memory"; it writes its persistence file only every autosave_interval seconds (default 1800)
+//    and at shutdown, so an acknowledged message can be lost on a crash. The relay's answer means "fsynced",
+//    or "delivered to the owner and acknowledged by it".
 #include <mosquitto.h>
 #include <signal.h>
 #include <sodium.h>
@@ -76,6 +81,7 @@ struct Args {
   size_t workers = 16;
   bool mosquitto = true;
   bool owner_acks = true;  // --no-owner-acks: deliveries stay in their mailboxes (a backlog building up)
+  int64_t ack_delay_ms = 0;  // --ack-delay-ms: the owner's acknowledgements are sent this much later
   bool sync = true;  // --no-sync: everything but the fsync, to profile the relay's own CPU cost
   size_t only_envelope = 0;  // --envelope N: only that envelope size (for profiling one configuration)
   size_t only_window = 0;    // --window N: only that many in flight
@@ -234,7 +240,7 @@ struct RunResult {
 // One timed run: `window` deposits in flight from `dep` for `seconds`; the owner link records push latency.
 RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes,
                      const std::vector<DepositToken>& tokens, size_t env_size, size_t window, double seconds,
-                     bool owner_acks, uint32_t run_tag) {
+                     bool owner_acks, int64_t ack_delay_ms, uint32_t run_tag) {
   const size_t cap = 4'000'000;
   auto sent_at = std::make_unique<std::atomic<int64_t>[]>(cap);
   std::vector<int64_t> lat;
@@ -263,7 +269,13 @@ RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes
         ack.mailbox = del->mailbox;
         ack.message_ids.push_back(del->message_id);
         const uint64_t n = acks_sent.fetch_add(1);
-        if (!owner.conn->Send(EncodeCommand(Command{uint32_t(n + 1), std::move(ack)})).ok()) return;
+        Bytes frame = EncodeCommand(Command{uint32_t(n + 1), std::move(ack)});
+        if (ack_delay_ms == 0) {
+          if (!owner.conn->Send(frame).ok()) return;
+        } else {
+          owner.t->ScheduleAfter(ack_delay_ms,
+                                 [&owner, frame = std::move(frame)] { owner.conn->Send(frame).ok(); });
+        }
       }
       uint32_t tag, idx;
       std::memcpy(&tag, del->message_id.data(), 4);
@@ -276,7 +288,7 @@ RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes
   transport::RunSync(*owner.t, [] { return Status::Ok(); }).ok();
 
   std::vector<int64_t> stored;  // depositor's loop thread only
-  stored.reserve(1 << 20);
+  stored.reserve(cap);
   std::promise<void> done;
   uint64_t next = 0, acked = 0, refused = 0, outstanding = 0;
   bool stopping = false;
@@ -304,7 +316,7 @@ RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes
     if (!d) return;
     auto* r = std::get_if<Response>(&*d);
     if (!r) return;
-    if (r->request_id >= 1 && r->request_id <= next) {
+    if (r->code == ResponseCode::kOk && r->request_id >= 1 && r->request_id <= next) {
       stored.push_back(NowNs() - sent_at[r->request_id - 1].load(std::memory_order_acquire));
     }
     --outstanding;
@@ -365,12 +377,16 @@ void RelayDeposits(const Args& a) {
               a.sync ? "durable" : "NOT durable (--no-sync, CPU cost only)", a.sync ? "true" : "false");
   std::printf("mailboxes=%zu seconds/run=%.1f runs=%d server workers=%zu; the owner %s; medians over runs\n",
               a.mailboxes, a.seconds, a.runs, a.workers,
-              a.owner_acks ? "acknowledges every delivery" : "acknowledges nothing (--no-owner-acks)");
+              !a.owner_acks ? "acknowledges nothing (--no-owner-acks)"
+              : a.ack_delay_ms > 0
+                  ? ("acknowledges every delivery " + std::to_string(a.ack_delay_ms) + " ms late").c_str()
+                  : "acknowledges every delivery at once");
   // push: deposit to delivery at the owner (a push goes out before the sync); stored: deposit to its answer,
-  // which waits for the sync.
-  std::printf("%-9s %-9s %14s %12s %12s %12s %12s %10s %10s %10s %12s %12s\n", "envelope", "in-flight",
+  // which waits for the sync (or the owner's acknowledgement); never written: deposits acknowledged before
+  // their batch was written.
+  std::printf("%-9s %-9s %14s %12s %12s %12s %12s %10s %10s %10s %13s %12s %12s\n", "envelope", "in-flight",
               "deposits/s", "push p50 us", "push p99 us", "stored p50", "stored p99", "acked", "refused",
-              "pushed", "relay cpu us", "load cpu us");
+              "pushed", "never written", "relay cpu us", "load cpu us");
   for (size_t env : {size_t(300), size_t(4096)}) {
     for (size_t window : {size_t(64), size_t(1)}) {
       if ((a.only_envelope != 0 && env != a.only_envelope) || (a.only_window != 0 && window != a.only_window)) continue;
@@ -395,7 +411,7 @@ void RelayDeposits(const Args& a) {
       uint64_t acked = 0, refused = 0, pushed = 0;
       for (int run = 0; run < a.runs; ++run) {
         RunResult r = DepositRun(*owner, *dep, boxes, tokens, env, window, a.seconds, a.owner_acks,
-                                 uint32_t(1000 * env + 10 * window + run));
+                                 a.ack_delay_ms, uint32_t(1000 * env + 10 * window + run));
         rate.push_back(r.per_second);
         p50.push_back(r.p50_us);
         p99.push_back(r.p99_us);
@@ -408,10 +424,11 @@ void RelayDeposits(const Args& a) {
         pushed += r.delivered;
       }
       std::printf("%-9zu %-9zu %14.0f %12.1f %12.1f %12.1f %12.1f %10" PRIu64 " %10" PRIu64 " %10" PRIu64
+                  " %13" PRIu64
                   " %12.1f %12.1f   (setup of %zu mailboxes+tokens: %.2f s, syncs total %" PRIu64 ")\n",
                   env, window, Median(rate), Median(p50), Median(p99), Median(stored_p50), Median(stored_p99),
-                  acked, refused, pushed, Median(relay_cpu), Median(client_cpu), boxes.size(), setup_s,
-                  fx.store->SyncCount());
+                  acked, refused, pushed, fx.store->UnwrittenDepositCount(), Median(relay_cpu),
+                  Median(client_cpu), boxes.size(), setup_s, fx.store->SyncCount());
       std::fflush(stdout);
       transport::RunSync(*owner->t, [&] { owner->conn->Close(Status::Ok()); return Status::Ok(); }).ok();
       transport::RunSync(*dep->t, [&] { dep->conn->Close(Status::Ok()); return Status::Ok(); }).ok();
@@ -714,6 +731,9 @@ int main(int argc, char** argv) {
   app.add_flag("!--no-mosquitto", a.mosquitto, "skip the mosquitto comparison");
   app.add_flag("!--no-owner-acks", a.owner_acks,
                "the owner does not acknowledge deliveries: every deposit stays stored (a growing backlog)");
+  app.add_option("--ack-delay-ms", a.ack_delay_ms,
+                 "the owner sends each acknowledgement this many ms late (a remote owner's round trip)")
+      ->check(CLI::Range(0, 10000));
   app.add_flag("!--no-sync", a.sync, "no fsync: the relay's CPU cost only (figures are NOT durable)");
   app.add_option("--envelope", a.only_envelope, "only this envelope size")->check(CLI::IsMember({300, 4096}));
   app.add_option("--window", a.only_window, "only this many deposits in flight")->check(CLI::IsMember({1, 64}));

@@ -142,8 +142,8 @@ bool RelayService::TryHandleWithoutBlocking(const LinkKey& client, ByteView comm
       PutChunkAsync(client, *command, reply);
     }
   } catch (...) {
-    // Once the deposit or chunk is with the store its callback answers (or an allocation failure there has
-    // left nothing sane to answer with); before that, this one request gets an error.
+    // Once the deposit, acknowledgement or chunk is with the store its callback answers (or an allocation
+    // failure there has left nothing sane to answer with); before that, this one request gets an error.
     if (!handed_over) reply({InternalError(client)});
   }
   return true;

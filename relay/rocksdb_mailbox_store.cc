@@ -219,6 +219,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   }
 
   uint64_t SyncCount() const override { return syncs_.load(); }
+  uint64_t UnwrittenDepositCount() const override { return unwritten_.load(); }
 
   void PauseCommitsForTesting(bool paused) override {
     {
@@ -275,10 +276,14 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   void RecordMessageRemoved(const MailboxId& id, const MessageEntry& e) override {
     std::string key = SeqKey(kMessageTag, id, e.seq);
     std::lock_guard<std::mutex> lock(cmu_);
-    ++pending_records_;
-    // Acknowledged (or purged) before its deposit was even written: neither goes to the disk.
-    if (pending_messages_.Cancel(key)) return;
+    // Acknowledged (or purged) before its deposit was even written: neither goes to the disk. The batch is
+    // still owed a cycle (the deposit counted in pending_records_), which settles both tickets.
+    if (pending_messages_.Cancel(key)) {
+      unwritten_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
     pending_.Delete(key).PermitUncheckedError();
+    ++pending_records_;
   }
   void RecordPreKeys(const MailboxId& id, const PreKeyState& pk,
                      std::span<const wire::OneTimePreKeyPublic> uploaded) override {
@@ -509,9 +514,10 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   }
 
   // The group committer. While one batch is being written and synced, callers keep recording into the
-  // next; when the write returns, the whole next batch goes out in one synced write. Then it runs the
-  // callbacks of the changes that batch made durable, outside cmu_, so a callback that posts its answer
-  // somewhere never holds up the callers recording the next batch.
+  // next; when the write returns, the whole next batch goes out in one synced write (or none, when its
+  // deposits and their removals cancelled out: see PendingMessages). Then it runs the callbacks of the
+  // changes that batch settled, outside cmu_, so a callback that posts its answer somewhere never holds up
+  // the callers recording the next batch.
   void CommitLoop() {
     std::unique_lock<std::mutex> lock(cmu_);
     std::vector<Callback> ready;
@@ -537,6 +543,8 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       Status written = nothing ? Status::Ok() : std::exchange(fail_next_, Status::Ok());
       lock.unlock();
       if (!nothing) {
+        // The batch's Deletes all name keys written in earlier batches (a Put still pending is cancelled
+        // instead), so the pending Puts may follow them.
         messages.AppendTo(&batch);
         if (written.ok() && sync_) written = files_->SyncDirty(dirty);
         if (written.ok()) {
@@ -547,8 +555,13 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
         // The records are gone for good: their files may go. A crash before this leaves orphans for Open.
         if (written.ok()) files_->Remove(removed);
       }
+      // Freed before cmu_ is taken again: the loop thread records every deposit under it.
+      messages = PendingMessages();
+      batch.Clear();
       lock.lock();
-      if (written.ok()) {
+      // After a failure nothing more counts as durable, even a batch that wrote nothing or wrote fine:
+      // synced_ means every batch up to it is.
+      if (written.ok() && failed_.ok()) {
         synced_.store(number);
         if (!nothing) syncs_.fetch_add(1);
       } else if (failed_.ok()) {
@@ -605,14 +618,27 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   std::condition_variable work_cv_;
   std::condition_variable done_cv_;
   // Deposits recorded since the last write, in the order they came, apart from the batch: an acknowledgement
-  // (or purge) recorded before the write takes its deposit out, and neither reaches the disk. With the owner
-  // online, its acknowledgement often comes back within one commit cycle of the push (which goes out before
-  // the sync): a delivered message then never touches the disk, and the cycle writes and syncs less.
+  // (or purge) recorded before the write takes its deposit out, and neither reaches the disk. An owner close
+  // to the relay (the push goes out before the sync) often acknowledges within one commit cycle: its
+  // delivered messages then never touch the disk, and the cycle writes and syncs less. An owner further away
+  // than one cycle (a phone: tens of milliseconds) gains nothing, and each deposit costs one more copy of its
+  // envelope (here, then into the batch). Invariant: a key is added once (seqs are never reused) and, while
+  // it is here, no Delete for it is in pending_ (its removal cancels it instead).
   class PendingMessages {
    public:
     void Add(std::string key, std::string value) {
-      index_.emplace(key, records_.size());
-      records_.emplace_back(std::move(key), std::move(value));
+      records_.emplace_back(key, std::move(value));
+      try {
+        auto [it, added] = index_.try_emplace(std::move(key), records_.size() - 1);
+        if (!added) {
+          // Not expected (seqs are never reused); the later value wins, as it would in a batch.
+          records_[it->second].value = std::move(records_.back().value);
+          records_.pop_back();
+        }
+      } catch (...) {
+        records_.pop_back();  // an unindexed record could not be cancelled, and would outlive its Delete
+        throw;
+      }
     }
     // True when `key` was added since the last AppendTo: it is taken out.
     bool Cancel(const std::string& key) {
@@ -647,9 +673,10 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   size_t pending_records_ = 0;  // changes recorded into pending_ or pending_messages_ (cancellations too)
   std::vector<AttachmentId> remove_after_;  // attachments whose removal pending_ records: their files
   std::vector<Callback> callbacks_;  // WhenDurable callbacks not yet synced
-  uint64_t filling_ = 1;  // number of the batch pending_ will become
+  uint64_t filling_ = 1;             // number of the batch pending_ and pending_messages_ will become
   std::atomic<uint64_t> synced_{0};
   std::atomic<uint64_t> syncs_{0};
+  std::atomic<uint64_t> unwritten_{0};
   Status failed_;
   Status fail_next_;  // FailNextWriteForTesting
   bool paused_ = false;

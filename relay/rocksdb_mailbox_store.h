@@ -5,7 +5,8 @@
 // through a group committer: one thread takes everything callers have recorded since its last write and
 // writes it as one WriteBatch with sync=true, so concurrent deposits from many connections share one fsync.
 // A deposit removed (acknowledged, purged) before that write leaves the batch with its removal: neither is
-// written.
+// written, and both are answered when that batch is settled (the owner has the message and said so, so
+// nothing is left to make durable).
 // Destroying the store lets the committer finish the writes already recorded (a graceful shutdown loses
 // no acknowledged deposit) and closes the database.
 //
@@ -35,13 +36,16 @@ class RocksDbMailboxStore : public virtual MailboxStore {
 
   // Synced writes so far: with group commit, fewer than the changes made.
   virtual uint64_t SyncCount() const = 0;
+  // Deposits so far that were removed before their batch was written, so never written at all.
+  virtual uint64_t UnwrittenDepositCount() const = 0;
 
   // Tests only: while paused the committer writes nothing, so callers pile up in one batch; resuming writes
   // it. WaitingWritersForTesting counts changes waiting to be durable: callers blocked in a call, and
-  // InsertAsync callbacks not yet run.
+  // callbacks (of InsertAsync, AckManyAsync, AppendAttachmentAsync, WhenAllDurable) not yet run.
   virtual void PauseCommitsForTesting(bool paused) = 0;
   virtual size_t WaitingWritersForTesting() const = 0;
-  // Tests only: the committer's next write fails with `failure`, as a write to a full or failing disk does:
+  // Tests only: the committer's next write (of a batch that writes anything) fails with `failure`, as a write
+  // to a full or failing disk does:
   // nothing of that batch reaches the database, its callers get the failure, and Health() reports it.
   virtual void FailNextWriteForTesting(Status failure) = 0;
 };

@@ -1,14 +1,16 @@
 // RelayServer: RelayService on a Transport. Wires the pieces together and adds what only a network server
-// needs: deposits taken in on the loop thread that wait for their sync without holding any thread
-// (RelayService::TryHandleWithoutBlocking; many in flight at once is what lets them share an fsync), a worker
-// pool for the other commands (they wait for their store write), per-address limits on connections and
-// frames, pushes to connected owners, periodic purging of expired data and a stats log, and a graceful stop.
+// needs: deposits and acknowledgements taken in on the loop thread that wait for their sync without holding
+// any thread (RelayService::TryHandleWithoutBlocking; many in flight at once is what lets them share an
+// fsync), a worker pool for the other commands (they wait for their store write), per-address limits on
+// connections and frames, pushes to connected owners, periodic purging of expired data and a stats log, and a
+// graceful stop.
 //
-// Threads: the transport's loop thread runs its callbacks, takes in deposits and attachment chunks (short
-// in-memory locks, no waiting) and answers downloads whose bytes are in the page cache (never waiting for
-// the disk); other command frames go to the worker pool. Answers (from a worker, or for a deposit from the
-// store's committer once synced) and pushes are queued and handed to the loop thread in batches, one Post
-// per batch. Start and Stop from a thread that is not the transport's loop thread.
+// Threads: the transport's loop thread runs its callbacks, takes in deposits, acknowledgements and
+// attachment chunks (short in-memory locks, no waiting) and answers downloads whose bytes are in the page
+// cache (never waiting for the disk); other command frames go to the worker pool. Answers (from a worker,
+// or for those taken in from the store's committer once synced) and pushes are queued and handed to the loop
+// thread in batches, one Post per batch. Start and Stop from a thread that is not the transport's loop
+// thread.
 #pragma once
 
 #include <cstdint>

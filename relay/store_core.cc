@@ -513,7 +513,12 @@ Result<size_t> StoreCore::AckMany(const MailboxId& id, std::span<const MessageId
 
 void StoreCore::AckManyAsync(const MailboxId& id, std::span<const MessageId> message_ids, AckDone done) {
   uint64_t ticket = 0;
-  Result<size_t> removed = PlanAck(id, message_ids, &ticket);
+  Result<size_t> removed = Error(StatusCode::kUnavailable, "out of memory");
+  try {
+    removed = PlanAck(id, message_ids, &ticket);
+  } catch (...) {
+    // As in AppendAttachmentAsync: answered now rather than never. A retried acknowledgement is harmless.
+  }
   if (!removed || *removed == 0) return done(std::move(removed));
   WhenDurable(ticket, [removed = *removed, done = std::move(done)](Status durable) {
     if (!durable.ok()) return done(Error(std::move(durable)));

@@ -143,7 +143,7 @@ TEST_F(RelayServiceTest, MailboxIsReadOnlyByTheLinkKeyThatCreatedIt) {
 // Handle answers them, refusals included), downloads the store can read without waiting (all of them for
 // an in-memory store), and undecodable frames; every other command but acknowledgements (next test) is
 // left for a thread that may block.
-TEST_F(RelayServiceTest, OnlyDepositsChunksAndBadFramesAreTakenWithoutBlocking) {
+TEST_F(RelayServiceTest, OnlyDepositsChunksDownloadsAndBadFramesAreTakenWithoutBlocking) {
   const LinkKey owner = Key(1);
   const MailboxId box = NewMailbox(owner);
   const DepositToken token = Issue(owner, box);
@@ -236,16 +236,19 @@ TEST_F(RelayServiceTest, AcknowledgementsAreTakenWithoutBlocking) {
   auto take = [&](const LinkKey& from, CommandBody body) {
     return service_->TryHandleWithoutBlocking(from, EncodeCommand(Command{++rid_, std::move(body)}), record);
   };
+  const uint32_t first = rid_ + 1;
   ASSERT_TRUE(take(Key(2), Ack{box, {Mid(1)}}));
   ASSERT_TRUE(take(owner, Ack{box, {Mid(1), Mid(2), Mid(99)}}));
   ASSERT_TRUE(take(owner, Ack{box, {Mid(1)}}));
   ASSERT_EQ(answers.size(), 3u);
   EXPECT_EQ(answers[0].code, ResponseCode::kNotFound);
-  for (size_t i = 1; i < answers.size(); ++i) {
-    ASSERT_EQ(answers[i].code, ResponseCode::kOk) << answers[i].message;
+  EXPECT_EQ(answers[0].message, Send(Key(2), Ack{box, {Mid(1)}}).response.message) << "as Handle answers it";
+  for (size_t i = 0; i < answers.size(); ++i) {
     EXPECT_EQ(answers[i].command, static_cast<uint8_t>(CommandType::kAck));
-    EXPECT_EQ(answers[i].request_id, rid_ - 2 + i);
+    EXPECT_EQ(answers[i].request_id, first + i) << "answer " << i;
   }
+  for (size_t i = 1; i < answers.size(); ++i)
+    ASSERT_EQ(answers[i].code, ResponseCode::kOk) << answers[i].message;
   EXPECT_EQ(std::get<Acked>(answers[1].body).removed, 2u);
   EXPECT_EQ(std::get<Acked>(answers[2].body).removed, 0u);
   const Reply left = Send(owner, FetchMessages{box, 0, 10});

@@ -338,6 +338,7 @@ TEST(RocksDbMailboxStore, AMessageAcknowledgedBeforeItsDepositIsWrittenNeverReac
   store->AckManyAsync(box, std::vector<MessageId>{Mid(1)}, acks.Callback());
   EXPECT_TRUE(deposits.Take().empty());
   EXPECT_TRUE(acks.Take().empty());
+  EXPECT_EQ(store->UnwrittenDepositCount(), 1u);
   store->PauseCommitsForTesting(false);
   const auto stored = deposits.TakeAtLeast(2);
   ASSERT_EQ(stored.size(), 2u);
@@ -369,7 +370,9 @@ TEST(RocksDbMailboxStore, ABatchThatCancelsOutIsAnsweredWithoutASync) {
   store->InsertAsync(box, Mid(1), Bytes(40, 1), kFar, {}, deposits.Callback());
   store->AckManyAsync(box, std::vector<MessageId>{Mid(1)}, acks.Callback());
   store->PauseCommitsForTesting(false);
-  ASSERT_EQ(deposits.TakeAtLeast(1).size(), 1u);
+  const auto stored = deposits.TakeAtLeast(1);
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored[0].value(), InsertOutcome::kInserted);
   const auto removed = acks.TakeAtLeast(1);
   ASSERT_EQ(removed.size(), 1u);
   EXPECT_EQ(removed[0].value(), 1u);

@@ -487,7 +487,7 @@ TEST_F(GroupE2E, BadInputGetsClearErrorsAndConsentGatesEveryMember) {
 // one mailbox: while withholding, what is inserted there is neither pushed (the pushes wait for Release, in
 // the order the test names) nor handed out by a fetch (which stops before it, as before an undurable
 // message), until Unhide. Everything else goes straight to the RocksDB store. Thread-safe: the relay calls it
-// from its workers and committer, the test from its own thread.
+// from its loop thread, workers and committer, the test from its own thread.
 class WithholdingStore final : public relay::MailboxStore {
  public:
   explicit WithholdingStore(relay::MailboxStore& inner) : inner_(inner) {}
