@@ -5,9 +5,13 @@
 //   - a refusal carries one of the documented request-level codes;
 //   - a fresh RelayService (in-memory store, seeded randomness, fake clock) answers the frame with frames
 //     that all decode, the last being a response to it, and then still serves a well-formed request;
+//   - what a loop thread takes in (TryHandleWithoutBlocking: deposits, acknowledgements, chunks, downloads,
+//     bad frames) is answered exactly once, and with the same bytes Handle answers it with;
 //   - whatever DecodeServerFrame accepts (the same bytes read as a server frame) round-trips.
 #include <cstddef>
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "core/base/clock.h"
 #include "core/base/random.h"
@@ -63,6 +67,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto ok = cw::relay::DecodeServerFrame(after.back());
     CW_FUZZ_CHECK(ok.has_value());
     CW_FUZZ_CHECK(std::get<cw::relay::Response>(*ok).code == ResponseCode::kOk);
+
+    // The same frame on the loop thread's path, on an identical fresh service: the in-memory store is durable
+    // at once, so a frame taken in is answered before TryHandleWithoutBlocking returns.
+    auto loop_store = cw::relay::NewInMemoryMailboxStore();
+    cw::FakeClock loop_clock;
+    cw::SeededRandom loop_random(1);
+    cw::relay::RelayService loop_service(*loop_store, loop_clock, loop_random);
+    std::vector<std::vector<cw::Bytes>> answers;
+    if (loop_service.TryHandleWithoutBlocking(
+            client, input, [&](std::vector<cw::Bytes> out) { answers.push_back(std::move(out)); })) {
+      CW_FUZZ_CHECK(answers.size() == 1);
+      CW_FUZZ_CHECK(answers[0] == frames);
+    } else {
+      CW_FUZZ_CHECK(answers.empty());
+    }
   }
 
   auto server = cw::relay::DecodeServerFrame(input);
