@@ -91,8 +91,8 @@ class RelayService {
   // waiting beyond short in-memory locks (and, for an attachment chunk, a write into the page cache), and
   // returns true: a deposit, an attachment chunk or an acknowledgement, answered through `reply` once the
   // store has synced it (on the store's thread; at once, on this thread, when refused or when it removed
-  // nothing); a download of a piece the store can
-  // read without waiting for the disk (MailboxStore::TryReadAttachmentWithoutBlocking), answered at once;
+  // nothing); a download of a piece the store can read without waiting for the disk
+  // (MailboxStore::TryReadAttachmentWithoutBlocking), answered at once;
   // or a frame that does not decode, answered at once. Chunks taken here in the order they arrive are
   // appended in that order. Returns false, having done nothing, for every other command (and a download
   // the store would wait for): run Handle for it on a thread that may block. After true,

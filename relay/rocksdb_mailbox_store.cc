@@ -670,7 +670,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
 
   rocksdb::WriteBatch pending_;
   PendingMessages pending_messages_;
-  size_t pending_records_ = 0;  // changes recorded into pending_ or pending_messages_ (cancellations too)
+  size_t pending_records_ = 0;  // changes recorded into pending_ or pending_messages_, cancelled ones too
   std::vector<AttachmentId> remove_after_;  // attachments whose removal pending_ records: their files
   std::vector<Callback> callbacks_;  // WhenDurable callbacks not yet synced
   uint64_t filling_ = 1;             // number of the batch pending_ and pending_messages_ will become
