@@ -7,12 +7,14 @@
 #include <rocksdb/write_batch.h>
 #include <sys/statvfs.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -82,6 +84,20 @@ std::string SeqKey(char tag, const MailboxId& id, uint64_t seq) {
   PutBe(&k, seq, 8);
   return k;
 }
+// SeqKey(kMessageTag, ...) without a heap allocation: every deposit and removal builds one.
+using MessageKey = std::array<char, 1 + kMailboxIdSize + 8>;
+MessageKey MessageKeyOf(const MailboxId& id, uint64_t seq) {
+  MessageKey k;
+  k[0] = kMessageTag;
+  std::memcpy(k.data() + 1, id.data(), kMailboxIdSize);
+  for (int i = 0; i < 8; ++i) k[1 + kMailboxIdSize + i] = static_cast<char>(seq >> (8 * (7 - i)));
+  return k;
+}
+struct MessageKeyHash {
+  size_t operator()(const MessageKey& k) const {
+    return std::hash<std::string_view>()(std::string_view(k.data(), k.size()));
+  }
+};
 
 Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return Status::Ok();
@@ -268,13 +284,13 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     PutBe(&header, static_cast<uint64_t>(e.expires_at_millis), 8);
     std::string value = std::move(header);
     value.append(reinterpret_cast<const char*>(envelope.data()), envelope.size());
-    std::string key = SeqKey(kMessageTag, id, e.seq);
+    const MessageKey key = MessageKeyOf(id, e.seq);
     std::lock_guard<std::mutex> lock(cmu_);
-    pending_messages_.Add(std::move(key), std::move(value));
+    pending_messages_.Add(key, std::move(value));
     ++pending_records_;
   }
   void RecordMessageRemoved(const MailboxId& id, const MessageEntry& e) override {
-    std::string key = SeqKey(kMessageTag, id, e.seq);
+    const MessageKey key = MessageKeyOf(id, e.seq);
     std::lock_guard<std::mutex> lock(cmu_);
     // Acknowledged (or purged) before its deposit was even written: neither goes to the disk. The batch is
     // still owed a cycle (the deposit counted in pending_records_), which settles both tickets.
@@ -282,7 +298,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       unwritten_.fetch_add(1, std::memory_order_relaxed);
       return;
     }
-    pending_.Delete(key).PermitUncheckedError();
+    pending_.Delete(rocksdb::Slice(key.data(), key.size())).PermitUncheckedError();
     ++pending_records_;
   }
   void RecordPreKeys(const MailboxId& id, const PreKeyState& pk,
@@ -626,10 +642,10 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   // it is here, no Delete for it is in pending_ (its removal cancels it instead).
   class PendingMessages {
    public:
-    void Add(std::string key, std::string value) {
+    void Add(const MessageKey& key, std::string value) {
       records_.emplace_back(key, std::move(value));
       try {
-        auto [it, added] = index_.try_emplace(std::move(key), records_.size() - 1);
+        auto [it, added] = index_.try_emplace(key, records_.size() - 1);
         if (!added) {
           // Not expected (seqs are never reused); the later value wins, as it would in a batch.
           records_[it->second].value = std::move(records_.back().value);
@@ -641,7 +657,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       }
     }
     // True when `key` was added since the last AppendTo: it is taken out.
-    bool Cancel(const std::string& key) {
+    bool Cancel(const MessageKey& key) {
       auto it = index_.find(key);
       if (it == index_.end()) return false;
       Record& r = records_[it->second];
@@ -653,19 +669,21 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     bool empty() const { return index_.empty(); }
     void AppendTo(rocksdb::WriteBatch* batch) const {
       for (const Record& r : records_) {
-        if (!r.cancelled) batch->Put(r.key, r.value).PermitUncheckedError();
+        if (!r.cancelled)
+          batch->Put(rocksdb::Slice(r.key.data(), r.key.size()), r.value).PermitUncheckedError();
       }
     }
 
    private:
     struct Record {
-      Record(std::string k, std::string v) : key(std::move(k)), value(std::move(v)) {}
-      std::string key;
+      Record(const MessageKey& k, std::string v) : key(k), value(std::move(v)) {}
+      MessageKey key;
       std::string value;  // header + envelope
       bool cancelled = false;
     };
     std::vector<Record> records_;
-    std::unordered_map<std::string, size_t> index_;  // key -> position in records_, for those not cancelled
+    std::unordered_map<MessageKey, size_t, MessageKeyHash>
+        index_;  // key -> position in records_, for those not cancelled
   };
 
   rocksdb::WriteBatch pending_;
