@@ -79,12 +79,8 @@ std::string Key(char tag, const std::array<uint8_t, N>& id) {
   Append(&k, id);
   return k;
 }
-std::string SeqKey(char tag, const MailboxId& id, uint64_t seq) {
-  std::string k = Key(tag, id);
-  PutBe(&k, seq, 8);
-  return k;
-}
-// SeqKey(kMessageTag, ...) without a heap allocation: every deposit and removal builds one.
+// A message record's key: kMessageTag, mailbox, seq (big-endian, so a mailbox's records sort in deposit
+// order). Fixed-size, without a heap allocation: every deposit, removal and envelope read builds one.
 using MessageKey = std::array<char, 1 + kMailboxIdSize + 8>;
 MessageKey MessageKeyOf(const MailboxId& id, uint64_t seq) {
   MessageKey k;
@@ -93,6 +89,7 @@ MessageKey MessageKeyOf(const MailboxId& id, uint64_t seq) {
   for (int i = 0; i < 8; ++i) k[1 + kMailboxIdSize + i] = static_cast<char>(seq >> (8 * (7 - i)));
   return k;
 }
+rocksdb::Slice ToSlice(const MessageKey& k) { return rocksdb::Slice(k.data(), k.size()); }
 struct MessageKeyHash {
   size_t operator()(const MessageKey& k) const {
     return std::hash<std::string_view>()(std::string_view(k.data(), k.size()));
@@ -298,7 +295,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       unwritten_.fetch_add(1, std::memory_order_relaxed);
       return;
     }
-    pending_.Delete(rocksdb::Slice(key.data(), key.size())).PermitUncheckedError();
+    pending_.Delete(ToSlice(key)).PermitUncheckedError();
     ++pending_records_;
   }
   void RecordPreKeys(const MailboxId& id, const PreKeyState& pk,
@@ -383,8 +380,8 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     rocksdb::PinnableSlice value;
     for (uint64_t seq : seqs) {
       value.Reset();
-      rocksdb::Status s =
-          db_->Get(rocksdb::ReadOptions(), db_->DefaultColumnFamily(), SeqKey(kMessageTag, id, seq), &value);
+      rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), db_->DefaultColumnFamily(),
+                                   ToSlice(MessageKeyOf(id, seq)), &value);
       if (s.IsNotFound()) {
         out.emplace_back();
         continue;
@@ -669,8 +666,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     bool empty() const { return index_.empty(); }
     void AppendTo(rocksdb::WriteBatch* batch) const {
       for (const Record& r : records_) {
-        if (!r.cancelled)
-          batch->Put(rocksdb::Slice(r.key.data(), r.key.size()), r.value).PermitUncheckedError();
+        if (!r.cancelled) batch->Put(ToSlice(r.key), r.value).PermitUncheckedError();
       }
     }
 
@@ -682,8 +678,8 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       bool cancelled = false;
     };
     std::vector<Record> records_;
-    std::unordered_map<MessageKey, size_t, MessageKeyHash>
-        index_;  // key -> position in records_, for those not cancelled
+    // key -> position in records_, for those not cancelled
+    std::unordered_map<MessageKey, size_t, MessageKeyHash> index_;
   };
 
   rocksdb::WriteBatch pending_;
