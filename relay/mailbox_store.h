@@ -8,7 +8,8 @@
 // Contract every implementation keeps:
 // - A mutating call returns only once its change is durable (for RocksDB: in a synced write). Writes from
 //   many threads may share one sync (group commit). A deposit removed (acknowledged) before its write need
-//   never be written: its insert is then answered once the removal is settled, as durable as it needs to be.
+//   never be written: its insert may then be answered as soon as the removal is made, as durable as it
+//   needs to be (the owner has the message and has said so).
 // - Insert is idempotent by (mailbox, message id): a repeated id is stored once and reported kDuplicate;
 //   it returns only once the original is durable too.
 // - Quota: an insert that would take a mailbox past its message count or byte quota fails with

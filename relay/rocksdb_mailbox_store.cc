@@ -247,7 +247,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   }
   size_t WaitingWritersForTesting() const override {
     std::lock_guard<std::mutex> lock(cmu_);
-    return waiting_ + callbacks_.size();
+    return waiting_ + callbacks_.size() + pending_messages_.CallbackCount() + settled_.size();
   }
 
  protected:
@@ -286,17 +286,19 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     pending_messages_.Add(key, std::move(value));
     ++pending_records_;
   }
-  void RecordMessageRemoved(const MailboxId& id, const MessageEntry& e) override {
+  bool RecordMessageRemoved(const MailboxId& id, const MessageEntry& e) override {
     const MessageKey key = MessageKeyOf(id, e.seq);
     std::lock_guard<std::mutex> lock(cmu_);
-    // Acknowledged (or purged) before its deposit was even written: neither goes to the disk. The batch is
-    // still owed a cycle (the deposit counted in pending_records_), which settles both tickets.
-    if (pending_messages_.Cancel(key)) {
+    // Acknowledged (or purged) before its deposit was even written: neither goes to the disk, and its
+    // depositor is answered by RunSettled. The batch is still owed a cycle (the deposit counted in
+    // pending_records_), which settles the deposit's ticket for anyone else waiting on it (a retry).
+    if (pending_messages_.Cancel(key, &settled_)) {
       unwritten_.fetch_add(1, std::memory_order_relaxed);
-      return;
+      return true;
     }
     pending_.Delete(ToSlice(key)).PermitUncheckedError();
     ++pending_records_;
+    return false;
   }
   void RecordPreKeys(const MailboxId& id, const PreKeyState& pk,
                      std::span<const wire::OneTimePreKeyPublic> uploaded) override {
@@ -370,6 +372,30 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       now = synced_.load() >= ticket ? Status::Ok() : failed_;
     }
     fn(std::move(now));
+  }
+
+  void WhenInsertDurable(const MailboxId& id, uint64_t seq, uint64_t ticket,
+                         std::function<void(Status)> fn) override {
+    {
+      std::lock_guard<std::mutex> lock(cmu_);
+      // Not yet taken by the committer: kept with the deposit, so that an acknowledgement that cancels it
+      // answers the depositor at once rather than after the batch's sync.
+      if (pending_messages_.Attach(MessageKeyOf(id, seq), &fn)) {
+        work_cv_.notify_one();  // as WhenDurable: recording alone does not wake the committer
+        return;
+      }
+    }
+    WhenDurable(ticket, std::move(fn));
+  }
+
+  void RunSettled() override {
+    std::vector<std::function<void(Status)>> settled;
+    {
+      std::lock_guard<std::mutex> lock(cmu_);
+      if (settled_.empty()) return;
+      settled.swap(settled_);
+    }
+    RunAll(&settled, Status::Ok());
   }
 
   bool Durable(uint64_t ticket) const override { return synced_.load() >= ticket; }
@@ -534,6 +560,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   void CommitLoop() {
     std::unique_lock<std::mutex> lock(cmu_);
     std::vector<Callback> ready;
+    std::vector<std::function<void(Status)>> settled;  // of the batch's deposits (see WhenInsertDurable)
     for (;;) {
       work_cv_.wait(lock, [&] { return stop_ || (pending_records_ > 0 && !paused_); });
       if (pending_records_ == 0) {
@@ -568,6 +595,9 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
         // The records are gone for good: their files may go. A crash before this leaves orphans for Open.
         if (written.ok()) files_->Remove(removed);
       }
+      // The deposits' own callbacks settle with the batch; those of cancelled ones that RecordMessageRemoved
+      // could not hand over (out of memory) too.
+      messages.TakeCallbacks(&settled);
       // Freed before cmu_ is taken again: the loop thread records every deposit under it.
       messages = PendingMessages();
       batch.Clear();
@@ -583,17 +613,21 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       // Blocked callers only: with every deposit asynchronous there is usually nobody to wake.
       if (waiting_ > 0) done_cv_.notify_all();
       TakeReady(&ready);
-      if (ready.empty()) continue;
+      if (ready.empty() && settled.empty()) continue;
       const Status result = failed_;
       lock.unlock();
       RunCallbacks(&ready, result);
+      RunAll(&settled, result);
       lock.lock();
     }
-    // Stopping: every recorded change has been written; whatever still waits can only be a failure's.
+    // Stopping: every recorded change has been written; whatever still waits can only be a failure's, or a
+    // cancelled deposit's that no RunSettled has run yet.
     TakeReady(&ready);
     const Status result = failed_;
+    settled.swap(settled_);
     lock.unlock();
     RunCallbacks(&ready, result);
+    RunAll(&settled, Status::Ok());
   }
 
   // REQUIRES: cmu_ held. Moves out the callbacks whose ticket is synced (all of them after a failure).
@@ -621,6 +655,16 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     }
     ready->clear();
   }
+  static void RunAll(std::vector<std::function<void(Status)>>* fns, const Status& result) {
+    for (auto& fn : *fns) {
+      try {
+        fn(result);
+      } catch (...) {
+        // As in RunCallbacks: every other caller still needs its answer.
+      }
+    }
+    fns->clear();
+  }
 
   std::unique_ptr<rocksdb::DB> db_;
   std::unique_ptr<internal::AttachmentFiles> files_;
@@ -633,7 +677,9 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   // Deposits recorded since the last write, in the order they came, apart from the batch: an acknowledgement
   // (or purge) recorded before the write takes its deposit out, and neither reaches the disk. An owner close
   // to the relay (the push goes out before the sync) often acknowledges within one commit cycle: its
-  // delivered messages then never touch the disk, and the cycle writes and syncs less. An owner further away
+  // delivered messages then never touch the disk, the cycle writes and syncs less, and the depositor is
+  // answered when the acknowledgement comes (each record holds its deposit's callback for that, see
+  // WhenInsertDurable), not one or two commit cycles later. An owner further away
   // than one cycle (a phone: tens of milliseconds) gains nothing, and each deposit costs one more copy of its
   // envelope (here, then into the batch). Invariant: a key is added once (seqs are never reused) and, while
   // it is here, no Delete for it is in pending_ (its removal cancels it instead).
@@ -653,15 +699,41 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
         throw;
       }
     }
-    // True when `key` was added since the last AppendTo: it is taken out.
-    bool Cancel(const MessageKey& key) {
+    // Keeps the deposit's callback with it, when it is here (moved out of *fn only then).
+    bool Attach(const MessageKey& key, std::function<void(Status)>* fn) {
+      auto it = index_.find(key);
+      if (it == index_.end()) return false;
+      records_[it->second].settled = std::move(*fn);
+      return true;
+    }
+    // True when `key` was added since the batch was taken: it is taken out, and its callback (if any) moved
+    // to *settled. Left with the record if that push fails: the committer then runs it with the batch.
+    bool Cancel(const MessageKey& key, std::vector<std::function<void(Status)>>* settled) {
       auto it = index_.find(key);
       if (it == index_.end()) return false;
       Record& r = records_[it->second];
       r.cancelled = true;
       std::string().swap(r.value);
       index_.erase(it);
+      if (r.settled) {
+        try {
+          settled->push_back(std::move(r.settled));
+          r.settled = nullptr;
+        } catch (...) {
+        }
+      }
       return true;
+    }
+    size_t CallbackCount() const {
+      size_t n = 0;
+      for (const Record& r : records_) n += r.settled ? 1 : 0;
+      return n;
+    }
+    // Moves out every callback still held, cancelled deposits' included.
+    void TakeCallbacks(std::vector<std::function<void(Status)>>* out) {
+      for (Record& r : records_) {
+        if (r.settled) out->push_back(std::move(r.settled));
+      }
     }
     bool empty() const { return index_.empty(); }
     void AppendTo(rocksdb::WriteBatch* batch) const {
@@ -675,6 +747,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       Record(const MessageKey& k, std::string v) : key(k), value(std::move(v)) {}
       MessageKey key;
       std::string value;  // header + envelope
+      std::function<void(Status)> settled;  // the deposit's callback, when WhenInsertDurable found it here
       bool cancelled = false;
     };
     std::vector<Record> records_;
@@ -687,6 +760,8 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   size_t pending_records_ = 0;  // changes recorded into pending_ or pending_messages_, cancelled ones too
   std::vector<AttachmentId> remove_after_;  // attachments whose removal pending_ records: their files
   std::vector<Callback> callbacks_;  // WhenDurable callbacks not yet synced
+  // Callbacks of deposits that removals cancelled, for RunSettled.
+  std::vector<std::function<void(Status)>> settled_;
   uint64_t filling_ = 1;             // number of the batch pending_ and pending_messages_ will become
   std::atomic<uint64_t> synced_{0};
   std::atomic<uint64_t> syncs_{0};

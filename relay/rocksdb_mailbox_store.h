@@ -5,8 +5,9 @@
 // through a group committer: one thread takes everything callers have recorded since its last write and
 // writes it as one WriteBatch with sync=true, so concurrent deposits from many connections share one fsync.
 // A deposit removed (acknowledged, purged) before that write leaves the batch with its removal: neither is
-// written, and both are answered when that batch is settled (the owner has the message and said so, so
-// nothing is left to make durable).
+// written, and both are answered at once, by the thread that removes it, without waiting for the committer
+// (the owner has the message and said so, so nothing is left to make durable). An acknowledgement that also
+// removes written messages still waits for its sync.
 // Destroying the store lets the committer finish the writes already recorded (a graceful shutdown loses
 // no acknowledged deposit) and closes the database.
 //

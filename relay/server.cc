@@ -344,7 +344,8 @@ class ServerImpl final : public RelayServer {
       }
     };
     // A deposit, an acknowledgement or an attachment chunk is taken in right here and answered from the
-    // store's committer once synced: no thread waits for an fsync, the common commands (every message is
+    // store's committer once synced (or at once, for a deposit and the acknowledgement that cancels it
+    // before it is written): no thread waits for an fsync, the common commands (every message is
     // deposited once and acknowledged once) cost no hop to a worker, and an upload's
     // chunks are appended in the order they came (on workers they could overtake each other and be refused
     // as not continuing the upload). Everything else may wait for a write.

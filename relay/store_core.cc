@@ -410,8 +410,8 @@ void StoreCore::InsertAsync(const MailboxId& id, const MessageId& message_id, By
     told = watches_->Announce(id, plan.announced);
   }
   try {
-    WhenDurable(ticket, [this, id, outcome, told, announced = std::move(plan.announced),
-                         done = std::move(done)](Status durable) mutable {
+    std::function<void(Status)> settled = [this, id, outcome, told, announced = std::move(plan.announced),
+                                           done = std::move(done)](Status durable) mutable {
       if (!durable.ok()) {
         if (outcome == InsertOutcome::kInserted) watches_->Abandon(id, announced.seq);
         done(Error(std::move(durable)));
@@ -419,7 +419,12 @@ void StoreCore::InsertAsync(const MailboxId& id, const MessageId& message_id, By
       }
       if (outcome == InsertOutcome::kInserted) watches_->Settle(id, announced, told);
       done(outcome);
-    });
+    };
+    if (outcome == InsertOutcome::kInserted) {
+      WhenInsertDurable(id, seq, ticket, std::move(settled));
+    } else {
+      WhenDurable(ticket, std::move(settled));
+    }
   } catch (...) {
     // Out of memory before the callback was taken: nothing would settle the announcement, and watchers that
     // registered since would hold later messages back for good.
@@ -470,15 +475,16 @@ Result<std::vector<StoredMessage>> StoreCore::FetchAfter(const MailboxId& id, ui
   return present;
 }
 
-void StoreCore::RemoveMessage(const MailboxId& id, MailboxState& box, uint64_t seq) {
+bool StoreCore::RemoveMessage(const MailboxId& id, MailboxState& box, uint64_t seq) {
   auto it = box.by_seq.find(seq);
-  if (it == box.by_seq.end()) return;
-  RecordMessageRemoved(id, it->second);
+  if (it == box.by_seq.end()) return false;
+  const bool recorded = !RecordMessageRemoved(id, it->second);
   box.bytes -= it->second.size;
   total_bytes_ -= it->second.size;
   total_messages_ -= 1;
   box.by_id.erase(it->second.id);
   box.by_seq.erase(it);
+  return recorded;
 }
 
 Result<bool> StoreCore::Ack(const MailboxId& id, const MessageId& message_id) {
@@ -493,19 +499,23 @@ Result<size_t> StoreCore::PlanAck(const MailboxId& id, std::span<const MessageId
   MailboxState* box = Find(id);
   if (box == nullptr) return Error(StatusCode::kNotFound, "no such mailbox");
   size_t removed = 0;
+  bool recorded = false;
   for (const MessageId& m : message_ids) {
     auto it = box->by_id.find(m);
     if (it == box->by_id.end()) continue;
-    RemoveMessage(id, *box, it->second);
+    recorded |= RemoveMessage(id, *box, it->second);
     ++removed;
   }
-  *ticket = Ticket();
+  // Removals that all dropped messages never written have nothing to wait for (ticket 0 is always durable).
+  *ticket = recorded ? Ticket() : 0;
   return removed;
 }
 
 Result<size_t> StoreCore::AckMany(const MailboxId& id, std::span<const MessageId> message_ids) {
   uint64_t ticket = 0;
-  CW_ASSIGN_OR_RETURN(const size_t removed, PlanAck(id, message_ids, &ticket));
+  Result<size_t> planned = PlanAck(id, message_ids, &ticket);
+  RunSettled();
+  CW_ASSIGN_OR_RETURN(const size_t removed, std::move(planned));
   // One wait for all of them: an acknowledgement of 64 ids holds a worker for one sync, not 64 in a row.
   if (removed > 0) CW_RETURN_IF_ERROR(WaitDurable(ticket));
   return removed;
@@ -519,6 +529,8 @@ void StoreCore::AckManyAsync(const MailboxId& id, std::span<const MessageId> mes
   } catch (...) {
     // As in AppendAttachmentAsync: answered now rather than never. A retried acknowledgement is harmless.
   }
+  // The depositors of messages dropped before they were written are answered before this acknowledgement.
+  RunSettled();
   if (!removed || *removed == 0) return done(std::move(removed));
   WhenDurable(ticket, [removed = *removed, done = std::move(done)](Status durable) {
     if (!durable.ok()) return done(Error(std::move(durable)));
@@ -555,6 +567,7 @@ Result<size_t> StoreCore::PurgeExpired(int64_t now_millis, int64_t unfinished_ex
     }
     done = it == mailboxes_.end();
   }
+  RunSettled();
   std::optional<AttachmentId> after_attachment;
   for (bool done = false; !done;) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -824,7 +837,7 @@ class InMemoryMailboxStore final : public StoreCore {
   void RecordMailbox(const MailboxId&, const MailboxState&) override {}
   void RecordToken(const MailboxId&, const TokenHash&, bool, int64_t) override {}
   void RecordMessage(const MailboxId&, const MessageEntry&, ByteView) override {}
-  void RecordMessageRemoved(const MailboxId&, const MessageEntry&) override {}
+  bool RecordMessageRemoved(const MailboxId&, const MessageEntry&) override { return false; }
   void RecordPreKeys(const MailboxId&, const PreKeyState&,
                      std::span<const wire::OneTimePreKeyPublic>) override {}
   void RecordOneTimeRemoved(const MailboxId&, uint32_t) override {}

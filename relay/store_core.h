@@ -134,7 +134,10 @@ class StoreCore : public virtual MailboxStore {
   // `claim_by_millis` as in MailboxStore::AddDepositToken; ignored when !present.
   virtual void RecordToken(const MailboxId& id, const TokenHash& token, bool present, int64_t claim_by_millis) = 0;
   virtual void RecordMessage(const MailboxId& id, const MessageEntry& entry, ByteView envelope) = 0;
-  virtual void RecordMessageRemoved(const MailboxId& id, const MessageEntry& entry) = 0;
+  // True when the removal came before the message was written, and the store dropped both: neither needs
+  // durability. The insert's callback, if WhenInsertDurable kept it, then runs from RunSettled, and the
+  // removal's caller need not wait for a write. False: the removal is recorded like any other change.
+  virtual bool RecordMessageRemoved(const MailboxId& id, const MessageEntry& entry) = 0;
   // The identity and signed pre-key in `state`, and of its one-time keys only those this upload brought
   // (`uploaded`, new or replacing one with the same id): the others are stored already, and rewriting up to
   // the whole set for every upload would put kilobytes into the batch every deposit waits on.
@@ -154,6 +157,19 @@ class StoreCore : public virtual MailboxStore {
   // them from ever being. Called without mu_; `fn` may run before WhenDurable returns (already durable) or
   // later on a thread of the subclass's, never under its locks.
   virtual void WhenDurable(uint64_t ticket, std::function<void(Status)> fn) = 0;
+  // WhenDurable for the insert of message `seq` (called without mu_). A store whose RecordMessageRemoved can
+  // drop a message it has not written may instead keep `fn` with the message, and run it with Ok from
+  // RunSettled once a removal drops it: the owner has the message and has said so, and nothing is left to
+  // make durable, so its depositor need not wait for a write of other changes.
+  virtual void WhenInsertDurable(const MailboxId& id, uint64_t seq, uint64_t ticket,
+                                 std::function<void(Status)> fn) {
+    (void)id;
+    (void)seq;
+    WhenDurable(ticket, std::move(fn));
+  }
+  // Runs the insert callbacks that removals settled (see WhenInsertDurable). Called without mu_ by whoever
+  // made the removals, before it answers them.
+  virtual void RunSettled() {}
   virtual uint64_t SyncCount() const = 0;
 
   // ---- Body reads for stores that do not keep bodies (called without mu_) ----
@@ -193,7 +209,8 @@ class StoreCore : public virtual MailboxStore {
   Result<size_t> PlanAck(const MailboxId& id, std::span<const MessageId> message_ids, uint64_t* ticket);
 
   MailboxState* Find(const MailboxId& id);
-  void RemoveMessage(const MailboxId& id, MailboxState& box, uint64_t seq);
+  // Whether the removal was recorded (false: nothing of it needs durability, see RecordMessageRemoved).
+  bool RemoveMessage(const MailboxId& id, MailboxState& box, uint64_t seq);
 
   mutable std::mutex mu_;
   std::map<MailboxId, MailboxState> mailboxes_;  // ordered: PurgeExpired resumes after a mailbox id

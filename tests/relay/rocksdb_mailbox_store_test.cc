@@ -320,8 +320,9 @@ Bytes Marked(const char* marker) {
 
 // A message its owner acknowledges before the committer has written its deposit (the push goes out before
 // the sync, so an online owner often does) never reaches the disk: not in the WAL, not in a table, not after
-// a reopen. Both are still answered once the batch they belong to is settled: the deposit as stored, the
-// acknowledgement as removing it. A deposit in the same batch that nobody acknowledged is written as usual.
+// a reopen. Both are answered at once, while the committer is still held: the deposit as stored, the
+// acknowledgement as removing it, since nothing of theirs is left to write. A deposit in the same batch that
+// nobody acknowledged is answered only once it is written, as usual.
 TEST(RocksDbMailboxStore, AMessageAcknowledgedBeforeItsDepositIsWrittenNeverReachesTheDisk) {
   testing::TempDir dir;
   auto store = OpenOrDie(dir.Sub("db"));
@@ -330,22 +331,26 @@ TEST(RocksDbMailboxStore, AMessageAcknowledgedBeforeItsDepositIsWrittenNeverReac
   CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
   const Bytes gone = Marked("acknowledged-before-written|");
   const Bytes kept = Marked("never-acknowledged|");
-  Answers<InsertOutcome> deposits;
+  Answers<InsertOutcome> gone_deposit;
+  Answers<InsertOutcome> kept_deposit;
   Answers<size_t> acks;
   store->PauseCommitsForTesting(true);
-  store->InsertAsync(box, Mid(1), gone, kFar, {}, deposits.Callback());
-  store->InsertAsync(box, Mid(2), kept, kFar, {}, deposits.Callback());
+  store->InsertAsync(box, Mid(1), gone, kFar, {}, gone_deposit.Callback());
+  store->InsertAsync(box, Mid(2), kept, kFar, {}, kept_deposit.Callback());
+  EXPECT_TRUE(gone_deposit.Take().empty());
   store->AckManyAsync(box, std::vector<MessageId>{Mid(1)}, acks.Callback());
-  EXPECT_TRUE(deposits.Take().empty());
-  EXPECT_TRUE(acks.Take().empty());
-  EXPECT_EQ(store->UnwrittenDepositCount(), 1u);
-  store->PauseCommitsForTesting(false);
-  const auto stored = deposits.TakeAtLeast(2);
-  ASSERT_EQ(stored.size(), 2u);
-  for (const auto& d : stored) EXPECT_EQ(d.value(), InsertOutcome::kInserted);
-  const auto removed = acks.TakeAtLeast(1);
+  const auto stored = gone_deposit.Take();
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored[0].value(), InsertOutcome::kInserted);
+  const auto removed = acks.Take();
   ASSERT_EQ(removed.size(), 1u);
   EXPECT_EQ(removed[0].value(), 1u);
+  EXPECT_TRUE(kept_deposit.Take().empty());
+  EXPECT_EQ(store->UnwrittenDepositCount(), 1u);
+  store->PauseCommitsForTesting(false);
+  const auto written = kept_deposit.TakeAtLeast(1);
+  ASSERT_EQ(written.size(), 1u);
+  EXPECT_EQ(written[0].value(), InsertOutcome::kInserted);
   store.reset();
   EXPECT_TRUE(AnyFileHolds(dir.Sub("db"), kept)) << "the check would not see a written envelope";
   EXPECT_FALSE(AnyFileHolds(dir.Sub("db"), gone));
@@ -356,7 +361,8 @@ TEST(RocksDbMailboxStore, AMessageAcknowledgedBeforeItsDepositIsWrittenNeverReac
   EXPECT_EQ(left[0].id, Mid(2));
 }
 
-// When every change of a batch cancels out, nothing is written or synced, and its callers are answered.
+// When every change of a batch cancels out, its callers are answered without waiting for the committer, and
+// the committer's cycle for it writes and syncs nothing.
 TEST(RocksDbMailboxStore, ABatchThatCancelsOutIsAnsweredWithoutASync) {
   testing::TempDir dir;
   auto store = OpenOrDie(dir.Sub("db"));
@@ -369,14 +375,46 @@ TEST(RocksDbMailboxStore, ABatchThatCancelsOutIsAnsweredWithoutASync) {
   store->PauseCommitsForTesting(true);
   store->InsertAsync(box, Mid(1), Bytes(40, 1), kFar, {}, deposits.Callback());
   store->AckManyAsync(box, std::vector<MessageId>{Mid(1)}, acks.Callback());
-  store->PauseCommitsForTesting(false);
-  const auto stored = deposits.TakeAtLeast(1);
+  const auto stored = deposits.Take();
   ASSERT_EQ(stored.size(), 1u);
   EXPECT_EQ(stored[0].value(), InsertOutcome::kInserted);
-  const auto removed = acks.TakeAtLeast(1);
+  const auto removed = acks.Take();
   ASSERT_EQ(removed.size(), 1u);
   EXPECT_EQ(removed[0].value(), 1u);
+  store->PauseCommitsForTesting(false);
+  Answers<bool> cycled;
+  store->WhenAllDurable([&](Status s) { cycled.Callback()(s.ok()); });
+  ASSERT_EQ(cycled.TakeAtLeast(1).size(), 1u);
   EXPECT_EQ(store->SyncCount(), before);
+  EXPECT_EQ(store->Stats()->messages, 0u);
+}
+
+// An acknowledgement that cancels one deposit not yet written and removes one that is written answers the
+// cancelled deposit's depositor at once, but is itself answered only once the other removal is synced: after
+// "acked", a restart cannot hand either message out again.
+TEST(RocksDbMailboxStore, AnAcknowledgementThatAlsoRemovesAWrittenMessageWaitsForItsSync) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  const MailboxId box = Filled<kMailboxIdSize>(1);
+  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+  CW_RL_ASSERT_OK(store->Insert(box, Mid(1), Bytes(50, 1), kFar, {}));
+  Answers<InsertOutcome> deposits;
+  Answers<size_t> acks;
+  store->PauseCommitsForTesting(true);
+  store->InsertAsync(box, Mid(2), Bytes(50, 2), kFar, {}, deposits.Callback());
+  store->AckManyAsync(box, std::vector<MessageId>{Mid(1), Mid(2)}, acks.Callback());
+  const auto stored = deposits.Take();
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored[0].value(), InsertOutcome::kInserted);
+  EXPECT_TRUE(acks.Take().empty());
+  store->PauseCommitsForTesting(false);
+  const auto removed = acks.TakeAtLeast(1);
+  ASSERT_EQ(removed.size(), 1u);
+  EXPECT_EQ(removed[0].value(), 2u);
+  store.reset();
+  store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
   EXPECT_EQ(store->Stats()->messages, 0u);
 }
 
