@@ -9,7 +9,7 @@
 // - A mutating call returns only once its change is durable (for RocksDB: in a synced write). Writes from
 //   many threads may share one sync (group commit). A deposit removed (acknowledged) before its write need
 //   never be written: its insert may then be answered as soon as the removal is made, as durable as it
-//   needs to be (the owner has the message and has said so).
+//   needs to be (the owner has the message and has said so, or it has expired).
 // - Insert is idempotent by (mailbox, message id): a repeated id is stored once and reported kDuplicate;
 //   it returns only once the original is durable too.
 // - Quota: an insert that would take a mailbox past its message count or byte quota fails with
@@ -19,9 +19,10 @@
 //   restarts (the removal is durable before the bundle is returned).
 // - Watchers of a mailbox hear of every newly inserted message once, outside the store's locks: those
 //   registered when it is recorded hear at once, on the inserting thread, before it is durable (the owner
-//   deduplicates by message id, and the depositor, answered only after the sync, deposits again if the
-//   store loses it); those registered while its sync is under way hear after it, on the thread that
-//   completes the insert. Duplicates are not announced. A fetch hands out durable messages only.
+//   deduplicates by message id, and the depositor, answered only after the sync or the message's removal,
+//   deposits again if the store loses it); those registered while its sync is under way hear after it (or
+//   its removal), on the thread that completes the insert. Duplicates are not announced. A fetch hands out
+//   durable messages only.
 // - After a failed sync the store refuses every further change with kUnavailable (its in-memory view may
 //   be ahead of disk); reopen it.
 //

@@ -203,7 +203,8 @@ void RelayService::DepositAsync(const LinkKey& client, const Command& command, c
         std::vector<Bytes> frames = FinishLater(client, request_id, Deposit{mailbox, {}, {}, {}},
                                                 [&] { return DepositResponse(mailbox, outcome); });
         if (!claimed) return reply(std::move(frames));
-        // A duplicate or refused deposit did not wait for the claim it made: its answer does.
+        // A duplicate, refused or cancelled (acknowledged before written) deposit did not wait for the claim
+        // it made: its answer does.
         store_.WhenAllDurable([this, request_id, reply, frames = std::move(frames)](Status durable) mutable {
           if (!durable.ok()) {
             errors_.fetch_add(1);

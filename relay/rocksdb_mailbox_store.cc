@@ -286,7 +286,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     pending_messages_.Add(key, std::move(value));
     ++pending_records_;
   }
-  bool RecordMessageRemoved(const MailboxId& id, const MessageEntry& e) override {
+  void RecordMessageRemoved(const MailboxId& id, const MessageEntry& e) override {
     const MessageKey key = MessageKeyOf(id, e.seq);
     std::lock_guard<std::mutex> lock(cmu_);
     // Acknowledged (or purged) before its deposit was even written: neither goes to the disk, and its
@@ -294,11 +294,10 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     // pending_records_), which settles the deposit's ticket for anyone else waiting on it (a retry).
     if (pending_messages_.Cancel(key, &settled_)) {
       unwritten_.fetch_add(1, std::memory_order_relaxed);
-      return true;
+      return;
     }
     pending_.Delete(ToSlice(key)).PermitUncheckedError();
     ++pending_records_;
-    return false;
   }
   void RecordPreKeys(const MailboxId& id, const PreKeyState& pk,
                      std::span<const wire::OneTimePreKeyPublic> uploaded) override {

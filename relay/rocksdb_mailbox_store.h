@@ -5,9 +5,9 @@
 // through a group committer: one thread takes everything callers have recorded since its last write and
 // writes it as one WriteBatch with sync=true, so concurrent deposits from many connections share one fsync.
 // A deposit removed (acknowledged, purged) before that write leaves the batch with its removal: neither is
-// written, and both are answered at once, by the thread that removes it, without waiting for the committer
-// (the owner has the message and said so, so nothing is left to make durable). An acknowledgement that also
-// removes written messages still waits for its sync.
+// written. Its depositor is then answered as soon as the removal is made, without waiting for a write
+// (nothing of the message is left to make durable); the acknowledgement, as every change, once everything
+// recorded before it is synced or settled.
 // Destroying the store lets the committer finish the writes already recorded (a graceful shutdown loses
 // no acknowledged deposit) and closes the database.
 //
@@ -42,7 +42,8 @@ class RocksDbMailboxStore : public virtual MailboxStore {
 
   // Tests only: while paused the committer writes nothing, so callers pile up in one batch; resuming writes
   // it. WaitingWritersForTesting counts changes waiting to be durable: callers blocked in a call, and
-  // callbacks (of InsertAsync, AckManyAsync, AppendAttachmentAsync, WhenAllDurable) not yet run.
+  // callbacks (of InsertAsync, AckManyAsync, AppendAttachmentAsync, WhenAllDurable) not yet run, except those
+  // of a batch the committer is writing.
   virtual void PauseCommitsForTesting(bool paused) = 0;
   virtual size_t WaitingWritersForTesting() const = 0;
   // Tests only: the committer's next write (of a batch that writes anything) fails with `failure`, as a write

@@ -131,7 +131,8 @@ struct ConnState {
 };
 
 // Frames on their way to the loop thread: answers made on a worker or on the store's committer (a deposit is
-// answered when the batch holding it is synced, so a whole batch of answers arrives at once), and pushes.
+// answered when the batch holding it is synced, so a whole batch of answers arrives at once), or on the loop
+// itself (a deposit its acknowledgement cancelled), and pushes.
 // One Post drains everything queued meanwhile, so a synced batch of 64 deposits costs the loop one wake-up,
 // not 64. Shared by the server and its push sinks (which may outlive it briefly).
 class Outbox : public std::enable_shared_from_this<Outbox> {

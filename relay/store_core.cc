@@ -475,16 +475,15 @@ Result<std::vector<StoredMessage>> StoreCore::FetchAfter(const MailboxId& id, ui
   return present;
 }
 
-bool StoreCore::RemoveMessage(const MailboxId& id, MailboxState& box, uint64_t seq) {
+void StoreCore::RemoveMessage(const MailboxId& id, MailboxState& box, uint64_t seq) {
   auto it = box.by_seq.find(seq);
-  if (it == box.by_seq.end()) return false;
-  const bool recorded = !RecordMessageRemoved(id, it->second);
+  if (it == box.by_seq.end()) return;
+  RecordMessageRemoved(id, it->second);
   box.bytes -= it->second.size;
   total_bytes_ -= it->second.size;
   total_messages_ -= 1;
   box.by_id.erase(it->second.id);
   box.by_seq.erase(it);
-  return recorded;
 }
 
 Result<bool> StoreCore::Ack(const MailboxId& id, const MessageId& message_id) {
@@ -499,23 +498,39 @@ Result<size_t> StoreCore::PlanAck(const MailboxId& id, std::span<const MessageId
   MailboxState* box = Find(id);
   if (box == nullptr) return Error(StatusCode::kNotFound, "no such mailbox");
   size_t removed = 0;
-  bool recorded = false;
   for (const MessageId& m : message_ids) {
     auto it = box->by_id.find(m);
     if (it == box->by_id.end()) continue;
-    recorded |= RemoveMessage(id, *box, it->second);
+    RemoveMessage(id, *box, it->second);
     ++removed;
   }
-  // Removals that all dropped messages never written have nothing to wait for (ticket 0 is always durable).
-  *ticket = recorded ? Ticket() : 0;
+  // Even when every removal only cancelled a deposit never written, the answer waits for what was recorded
+  // before it: an earlier copy of the same message id (acknowledged, then deposited again by a retrying
+  // sender) may still have its removal pending, and "acked" promises a restart hands out neither.
+  *ticket = Ticket();
   return removed;
 }
 
+// Runs the insert callbacks that the caller's removals settled however the caller leaves (an error return,
+// an exception): a depositor left unanswered would also hold back a late watcher's later messages.
+class StoreCore::SettleOnExit {
+ public:
+  explicit SettleOnExit(StoreCore& store) : store_(store) {}
+  SettleOnExit(const SettleOnExit&) = delete;
+  SettleOnExit& operator=(const SettleOnExit&) = delete;
+  ~SettleOnExit() { store_.RunSettled(); }
+
+ private:
+  StoreCore& store_;
+};
+
 Result<size_t> StoreCore::AckMany(const MailboxId& id, std::span<const MessageId> message_ids) {
   uint64_t ticket = 0;
-  Result<size_t> planned = PlanAck(id, message_ids, &ticket);
-  RunSettled();
-  CW_ASSIGN_OR_RETURN(const size_t removed, std::move(planned));
+  size_t removed = 0;
+  {
+    SettleOnExit settle(*this);
+    CW_ASSIGN_OR_RETURN(removed, PlanAck(id, message_ids, &ticket));
+  }
   // One wait for all of them: an acknowledgement of 64 ids holds a worker for one sync, not 64 in a row.
   if (removed > 0) CW_RETURN_IF_ERROR(WaitDurable(ticket));
   return removed;
@@ -524,13 +539,15 @@ Result<size_t> StoreCore::AckMany(const MailboxId& id, std::span<const MessageId
 void StoreCore::AckManyAsync(const MailboxId& id, std::span<const MessageId> message_ids, AckDone done) {
   uint64_t ticket = 0;
   Result<size_t> removed = Error(StatusCode::kUnavailable, "out of memory");
-  try {
-    removed = PlanAck(id, message_ids, &ticket);
-  } catch (...) {
-    // As in AppendAttachmentAsync: answered now rather than never. A retried acknowledgement is harmless.
+  {
+    // The depositors of messages dropped before they were written are answered first, and at once.
+    SettleOnExit settle(*this);
+    try {
+      removed = PlanAck(id, message_ids, &ticket);
+    } catch (...) {
+      // As in AppendAttachmentAsync: answered now rather than never. A retried acknowledgement is harmless.
+    }
   }
-  // The depositors of messages dropped before they were written are answered before this acknowledgement.
-  RunSettled();
   if (!removed || *removed == 0) return done(std::move(removed));
   WhenDurable(ticket, [removed = *removed, done = std::move(done)](Status durable) {
     if (!durable.ok()) return done(Error(std::move(durable)));
@@ -539,6 +556,7 @@ void StoreCore::AckManyAsync(const MailboxId& id, std::span<const MessageId> mes
 }
 
 Result<size_t> StoreCore::PurgeExpired(int64_t now_millis, int64_t unfinished_expiring_by_millis) {
+  SettleOnExit settle(*this);  // deposits an expiry cancelled before they were written
   // A few mailboxes (or attachments) per hold of mu_, resuming after the last key seen: deposits take mu_ on
   // the transport's loop thread, and a purge over a large store must not stall it for the whole walk.
   constexpr size_t kPerHold = 64;
@@ -567,7 +585,6 @@ Result<size_t> StoreCore::PurgeExpired(int64_t now_millis, int64_t unfinished_ex
     }
     done = it == mailboxes_.end();
   }
-  RunSettled();
   std::optional<AttachmentId> after_attachment;
   for (bool done = false; !done;) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -594,6 +611,7 @@ Result<size_t> StoreCore::PurgeExpired(int64_t now_millis, int64_t unfinished_ex
     std::lock_guard<std::mutex> lock(mu_);
     ticket = Ticket();  // covers every removal recorded above
   }
+  RunSettled();  // now rather than after the wait (`settle` covers the early returns)
   CW_RETURN_IF_ERROR(WaitDurable(ticket));
   return removed;
 }
@@ -837,7 +855,7 @@ class InMemoryMailboxStore final : public StoreCore {
   void RecordMailbox(const MailboxId&, const MailboxState&) override {}
   void RecordToken(const MailboxId&, const TokenHash&, bool, int64_t) override {}
   void RecordMessage(const MailboxId&, const MessageEntry&, ByteView) override {}
-  bool RecordMessageRemoved(const MailboxId&, const MessageEntry&) override { return false; }
+  void RecordMessageRemoved(const MailboxId&, const MessageEntry&) override {}
   void RecordPreKeys(const MailboxId&, const PreKeyState&,
                      std::span<const wire::OneTimePreKeyPublic>) override {}
   void RecordOneTimeRemoved(const MailboxId&, uint32_t) override {}

@@ -134,10 +134,9 @@ class StoreCore : public virtual MailboxStore {
   // `claim_by_millis` as in MailboxStore::AddDepositToken; ignored when !present.
   virtual void RecordToken(const MailboxId& id, const TokenHash& token, bool present, int64_t claim_by_millis) = 0;
   virtual void RecordMessage(const MailboxId& id, const MessageEntry& entry, ByteView envelope) = 0;
-  // True when the removal came before the message was written, and the store dropped both: neither needs
-  // durability. The insert's callback, if WhenInsertDurable kept it, then runs from RunSettled, and the
-  // removal's caller need not wait for a write. False: the removal is recorded like any other change.
-  virtual bool RecordMessageRemoved(const MailboxId& id, const MessageEntry& entry) = 0;
+  // A store may drop a message it has not written yet together with its removal: the insert's callback, if
+  // WhenInsertDurable kept it, then runs from RunSettled.
+  virtual void RecordMessageRemoved(const MailboxId& id, const MessageEntry& entry) = 0;
   // The identity and signed pre-key in `state`, and of its one-time keys only those this upload brought
   // (`uploaded`, new or replacing one with the same id): the others are stored already, and rewriting up to
   // the whole set for every upload would put kilobytes into the batch every deposit waits on.
@@ -167,8 +166,8 @@ class StoreCore : public virtual MailboxStore {
     (void)seq;
     WhenDurable(ticket, std::move(fn));
   }
-  // Runs the insert callbacks that removals settled (see WhenInsertDurable). Called without mu_ by whoever
-  // made the removals, before it answers them.
+  // Runs the insert callbacks that removals settled (see WhenInsertDurable), whoever made them. Called
+  // without mu_ by every caller that removes messages, before it answers, however it leaves (SettleOnExit).
   virtual void RunSettled() {}
   virtual uint64_t SyncCount() const = 0;
 
@@ -188,6 +187,7 @@ class StoreCore : public virtual MailboxStore {
   void RebuildDerived();  // owners_, totals: after loading
 
  private:
+  class SettleOnExit;
   // ReadAttachment; with `without_blocking`, nullopt where the body read would wait for a disk.
   std::optional<Result<AttachmentChunkRead>> ReadAttachmentVia(const AttachmentId& id, uint64_t offset,
                                                                size_t max_len, bool without_blocking);
@@ -209,8 +209,7 @@ class StoreCore : public virtual MailboxStore {
   Result<size_t> PlanAck(const MailboxId& id, std::span<const MessageId> message_ids, uint64_t* ticket);
 
   MailboxState* Find(const MailboxId& id);
-  // Whether the removal was recorded (false: nothing of it needs durability, see RecordMessageRemoved).
-  bool RemoveMessage(const MailboxId& id, MailboxState& box, uint64_t seq);
+  void RemoveMessage(const MailboxId& id, MailboxState& box, uint64_t seq);
 
   mutable std::mutex mu_;
   std::map<MailboxId, MailboxState> mailboxes_;  // ordered: PurgeExpired resumes after a mailbox id

@@ -16,7 +16,7 @@ class IndexOnlyStore : public internal::StoreCore {
   void RecordMailbox(const MailboxId&, const internal::MailboxState&) override {}
   void RecordToken(const MailboxId&, const TokenHash&, bool, int64_t) override {}
   void RecordMessage(const MailboxId&, const internal::MessageEntry&, ByteView) override {}
-  bool RecordMessageRemoved(const MailboxId&, const internal::MessageEntry&) override { return false; }
+  void RecordMessageRemoved(const MailboxId&, const internal::MessageEntry&) override {}
   void RecordPreKeys(const MailboxId&, const internal::PreKeyState&,
                      std::span<const wire::OneTimePreKeyPublic>) override {}
   void RecordOneTimeRemoved(const MailboxId&, uint32_t) override {}

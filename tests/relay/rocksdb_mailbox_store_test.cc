@@ -320,9 +320,9 @@ Bytes Marked(const char* marker) {
 
 // A message its owner acknowledges before the committer has written its deposit (the push goes out before
 // the sync, so an online owner often does) never reaches the disk: not in the WAL, not in a table, not after
-// a reopen. Both are answered at once, while the committer is still held: the deposit as stored, the
-// acknowledgement as removing it, since nothing of theirs is left to write. A deposit in the same batch that
-// nobody acknowledged is answered only once it is written, as usual.
+// a reopen. Its depositor is answered at once, while the committer is still held (nothing of the message is
+// left to write), and before the acknowledgement. A deposit in the same batch that nobody acknowledged is
+// answered only once it is written, as usual.
 TEST(RocksDbMailboxStore, AMessageAcknowledgedBeforeItsDepositIsWrittenNeverReachesTheDisk) {
   testing::TempDir dir;
   auto store = OpenOrDie(dir.Sub("db"));
@@ -342,15 +342,15 @@ TEST(RocksDbMailboxStore, AMessageAcknowledgedBeforeItsDepositIsWrittenNeverReac
   const auto stored = gone_deposit.Take();
   ASSERT_EQ(stored.size(), 1u);
   EXPECT_EQ(stored[0].value(), InsertOutcome::kInserted);
-  const auto removed = acks.Take();
-  ASSERT_EQ(removed.size(), 1u);
-  EXPECT_EQ(removed[0].value(), 1u);
   EXPECT_TRUE(kept_deposit.Take().empty());
   EXPECT_EQ(store->UnwrittenDepositCount(), 1u);
   store->PauseCommitsForTesting(false);
   const auto written = kept_deposit.TakeAtLeast(1);
   ASSERT_EQ(written.size(), 1u);
   EXPECT_EQ(written[0].value(), InsertOutcome::kInserted);
+  const auto removed = acks.TakeAtLeast(1);
+  ASSERT_EQ(removed.size(), 1u);
+  EXPECT_EQ(removed[0].value(), 1u);
   store.reset();
   EXPECT_TRUE(AnyFileHolds(dir.Sub("db"), kept)) << "the check would not see a written envelope";
   EXPECT_FALSE(AnyFileHolds(dir.Sub("db"), gone));
@@ -361,8 +361,8 @@ TEST(RocksDbMailboxStore, AMessageAcknowledgedBeforeItsDepositIsWrittenNeverReac
   EXPECT_EQ(left[0].id, Mid(2));
 }
 
-// When every change of a batch cancels out, its callers are answered without waiting for the committer, and
-// the committer's cycle for it writes and syncs nothing.
+// When every change of a batch cancels out, its depositor is answered without waiting for the committer,
+// and the committer's cycle for it (which answers the acknowledgement) writes and syncs nothing.
 TEST(RocksDbMailboxStore, ABatchThatCancelsOutIsAnsweredWithoutASync) {
   testing::TempDir dir;
   auto store = OpenOrDie(dir.Sub("db"));
@@ -378,43 +378,67 @@ TEST(RocksDbMailboxStore, ABatchThatCancelsOutIsAnsweredWithoutASync) {
   const auto stored = deposits.Take();
   ASSERT_EQ(stored.size(), 1u);
   EXPECT_EQ(stored[0].value(), InsertOutcome::kInserted);
-  const auto removed = acks.Take();
+  store->PauseCommitsForTesting(false);
+  const auto removed = acks.TakeAtLeast(1);
   ASSERT_EQ(removed.size(), 1u);
   EXPECT_EQ(removed[0].value(), 1u);
-  store->PauseCommitsForTesting(false);
-  Answers<bool> cycled;
-  store->WhenAllDurable([&](Status s) { cycled.Callback()(s.ok()); });
-  ASSERT_EQ(cycled.TakeAtLeast(1).size(), 1u);
   EXPECT_EQ(store->SyncCount(), before);
   EXPECT_EQ(store->Stats()->messages, 0u);
 }
 
-// An acknowledgement that cancels one deposit not yet written and removes one that is written answers the
-// cancelled deposit's depositor at once, but is itself answered only once the other removal is synced: after
-// "acked", a restart cannot hand either message out again.
-TEST(RocksDbMailboxStore, AnAcknowledgementThatAlsoRemovesAWrittenMessageWaitsForItsSync) {
+// A sender that retries a message its owner has already acknowledged deposits it again; the owner
+// acknowledges the new copy before it is written. That second acknowledgement cancels the copy, but it is
+// answered only once the first one's removal is synced: after "acked", a restart hands out neither copy.
+TEST(RocksDbMailboxStore, AnAcknowledgementThatCancelsARetriedCopyWaitsForTheEarlierRemoval) {
   testing::TempDir dir;
   auto store = OpenOrDie(dir.Sub("db"));
   ASSERT_TRUE(store);
   const MailboxId box = Filled<kMailboxIdSize>(1);
   CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
   CW_RL_ASSERT_OK(store->Insert(box, Mid(1), Bytes(50, 1), kFar, {}));
-  Answers<InsertOutcome> deposits;
+  Answers<InsertOutcome> retry;
   Answers<size_t> acks;
   store->PauseCommitsForTesting(true);
-  store->InsertAsync(box, Mid(2), Bytes(50, 2), kFar, {}, deposits.Callback());
-  store->AckManyAsync(box, std::vector<MessageId>{Mid(1), Mid(2)}, acks.Callback());
-  const auto stored = deposits.Take();
+  store->AckManyAsync(box, std::vector<MessageId>{Mid(1)}, acks.Callback());
+  store->InsertAsync(box, Mid(1), Bytes(50, 1), kFar, {}, retry.Callback());
+  store->AckManyAsync(box, std::vector<MessageId>{Mid(1)}, acks.Callback());
+  const auto stored = retry.Take();
   ASSERT_EQ(stored.size(), 1u);
   EXPECT_EQ(stored[0].value(), InsertOutcome::kInserted);
   EXPECT_TRUE(acks.Take().empty());
   store->PauseCommitsForTesting(false);
-  const auto removed = acks.TakeAtLeast(1);
-  ASSERT_EQ(removed.size(), 1u);
-  EXPECT_EQ(removed[0].value(), 2u);
+  const auto removed = acks.TakeAtLeast(2);
+  ASSERT_EQ(removed.size(), 2u);
+  for (const auto& r : removed) EXPECT_EQ(r.value(), 1u);
   store.reset();
   store = OpenOrDie(dir.Sub("db"));
   ASSERT_TRUE(store);
+  EXPECT_EQ(store->Stats()->messages, 0u);
+}
+
+// The blocking removals answer a cancelled deposit's depositor at once too, while they wait for the
+// committer themselves: an acknowledgement on a worker (AckMany), and the expiry purge.
+TEST(RocksDbMailboxStore, BlockingRemovalsAnswerTheDepositsTheyCancelAtOnce) {
+  testing::TempDir dir;
+  auto store = OpenOrDie(dir.Sub("db"));
+  ASSERT_TRUE(store);
+  const MailboxId acked = Filled<kMailboxIdSize>(1);
+  const MailboxId expiring = Filled<kMailboxIdSize>(2);
+  CW_RL_ASSERT_OK(store->CreateMailbox(acked, Key(1)));
+  CW_RL_ASSERT_OK(store->CreateMailbox(expiring, Key(2)));
+  constexpr int64_t kExpiry = 1'000;
+  Answers<InsertOutcome> deposits;
+  store->PauseCommitsForTesting(true);
+  store->InsertAsync(acked, Mid(1), Bytes(50, 1), kFar, {}, deposits.Callback());
+  store->InsertAsync(expiring, Mid(2), Bytes(50, 2), kExpiry, {}, deposits.Callback());
+  std::thread ack([&] { EXPECT_EQ(store->AckMany(acked, std::vector<MessageId>{Mid(1)}).value(), 1u); });
+  EXPECT_EQ(deposits.TakeAtLeast(1).size(), 1u);
+  std::thread purge([&] { EXPECT_GE(store->PurgeExpired(kExpiry, kExpiry).value(), 1u); });
+  EXPECT_EQ(deposits.TakeAtLeast(1).size(), 1u);
+  EXPECT_EQ(store->UnwrittenDepositCount(), 2u);
+  store->PauseCommitsForTesting(false);
+  ack.join();
+  purge.join();
   EXPECT_EQ(store->Stats()->messages, 0u);
 }
 
