@@ -7,9 +7,11 @@
 // 1. Deposits: a RelayServer (RocksDB store with sync=true: a deposit is answered "stored" once the group
 //    commit holding it is fsynced, or once its owner's acknowledgement settled it, see below) runs in this
 //    process on 127.0.0.1. An owner link creates the mailboxes and stays connected: it receives every deposit
-//    as a push (sent before the sync) and acknowledges it with one Ack, as the client runtime does, so the
-//    relay removes it. An acknowledgement that reaches the relay before the deposit's batch is written takes
-//    the deposit out of that batch: neither is ever written ("never written" column). That needs an owner
+//    as a push (sent before the sync) and acknowledges it with one Ack, so the relay removes it (a client
+//    runtime puts the acknowledgements of one turn of its loop in one Ack, but those are of one mailbox, and
+//    here consecutive deliveries are of different mailboxes). An acknowledgement that reaches the relay
+//    before the deposit's batch is written takes the deposit out of that batch: neither is ever written
+//    ("never written" column), and the depositor is answered right then. That needs an owner
 //    that answers within one commit cycle, as this one on loopback does; --ack-delay-ms N holds each
 //    acknowledgement back N ms, as a phone's round trip would, so every deposit is written and then deleted.
 //    --no-owner-acks leaves every deposit stored (a backlog that RocksDB flushes and compacts). A depositor
@@ -249,7 +251,7 @@ RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes
   Bytes envelope(env_size);
   SeededRandom(run_tag).Fill(envelope.data(), envelope.size());
 
-  // The owner acknowledges every delivery, one Ack per message as the client runtime does, so the relay
+  // The owner acknowledges every delivery, one Ack per message (each of a different mailbox), so the relay
   // removes it; mosquitto's QoS 1 subscriber answers each message with a PUBACK the same way.
   std::atomic<uint64_t> acks_sent{0}, acks_answered{0}, acks_refused{0};
   owner.t->Post([&] {

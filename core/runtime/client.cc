@@ -614,6 +614,7 @@ class Client::Impl {
       if (sweep_timer_) transport_->CancelTimer(*sweep_timer_);
       if (conn_) conn_->Close(Closing());
       DropHeldPushes();
+      SendAcks();  // refused now (closing): answers what waits for them; the relay delivers them again
       FailAll(Closing());
       if (direct_) direct_->Stop();
       SendPendingDeliveryReceipts();  // committed to the outbox; deposited when the client next runs
@@ -1019,24 +1020,50 @@ class Client::Impl {
     return std::exchange(pushed_while_fetching_, {});
   }
 
+  // Acknowledgements made in one turn of the loop go to the relay together, up to kMaxAcksPerCommand ids
+  // per command. Those of a fetched page come in one burst (each once the store has synced its message): a
+  // device catching up on a thousand messages then sends about sixteen commands, not a thousand, and stays
+  // far below the relay's cap on commands in flight, which would otherwise close its link while the relay
+  // is slow to answer.
   void Ack(const relay::MessageId& id) {
     if (direct_ack_ && direct_ack_id_ == id) return std::exchange(direct_ack_, nullptr)();  // HandleDirect's
     if (!state_.mailbox) return;
-    relay::Ack a;
-    a.mailbox = *state_.mailbox;
-    a.message_ids.push_back(id);
-    ++acks_in_flight_;
-    Request(std::move(a), [this](Result<relay::Response>) {
-      if (--acks_in_flight_ != 0) return;
-      auto waiters = std::move(ack_waiters_);
-      ack_waiters_.clear();
-      for (auto& w : waiters) w();
+    acks_to_send_.push_back(id);
+    if (acks_to_send_.size() >= relay::kMaxAcksPerCommand) return SendAcks();
+    if (acks_send_posted_) return;
+    acks_send_posted_ = true;
+    post_target_->Post([this] {
+      acks_send_posted_ = false;
+      SendAcks();
     });
   }
 
-  // Runs `fn` once every acknowledgement sent so far was answered (or failed with its link).
+  void SendAcks() {
+    if (acks_to_send_.empty()) return;
+    if (!state_.mailbox) {
+      acks_to_send_.clear();
+      return RunAckWaitersIfDone();
+    }
+    relay::Ack a;
+    a.mailbox = *state_.mailbox;
+    a.message_ids = std::exchange(acks_to_send_, {});
+    ++acks_in_flight_;
+    Request(std::move(a), [this](Result<relay::Response>) {
+      --acks_in_flight_;
+      RunAckWaitersIfDone();
+    });
+  }
+
+  void RunAckWaitersIfDone() {
+    if (acks_in_flight_ != 0 || !acks_to_send_.empty()) return;
+    auto waiters = std::move(ack_waiters_);
+    ack_waiters_.clear();
+    for (auto& w : waiters) w();
+  }
+
+  // Runs `fn` once every acknowledgement made so far was sent and answered (or failed with its link).
   void WhenAcksAnswered(std::function<void()> fn) {
-    if (acks_in_flight_ == 0) return fn();
+    if (acks_in_flight_ == 0 && acks_to_send_.empty()) return fn();
     ack_waiters_.push_back(std::move(fn));
   }
 
@@ -2295,6 +2322,8 @@ class Client::Impl {
   size_t sent_total_ = 0;
   size_t sent_reported_ = 0;
   size_t acks_in_flight_ = 0;
+  std::vector<relay::MessageId> acks_to_send_;  // made this turn of the loop: see Ack
+  bool acks_send_posted_ = false;
   std::vector<std::function<void()>> ack_waiters_;
   int64_t backoff_ms_ = 0;
   int64_t retry_backoff_ms_ = 0;

@@ -122,6 +122,35 @@ TEST_F(RuntimeE2E, TwoClientsConverse) {
   EXPECT_EQ((*contacts)[0].fingerprint, patient->Fingerprint());
 }
 
+// A device that catches up on many messages acknowledges them a burst at a time, not with one command each:
+// a thousand waiting messages would otherwise be a thousand commands, past the relay's cap on commands in
+// flight on one link. Every one is still acknowledged: none is left at the relay.
+TEST_F(RuntimeE2E, CatchingUpAcknowledgesManyMessagesPerCommand) {
+  auto clinician = NewClient("clinician", "dr.lee");
+  auto patient = NewClient("patient", "pat");
+  ASSERT_TRUE(clinician && patient);
+  Connect(*clinician, *patient);
+  clinician.reset();                 // offline while the patient writes
+  constexpr size_t kMessages = 130;  // three fetch pages
+  for (size_t i = 0; i < kMessages; ++i)
+    ASSERT_HAS(patient->SendText("dr.lee", "update " + std::to_string(i)));
+  auto sent = patient->Sync();
+  ASSERT_HAS(sent);
+  EXPECT_EQ(sent->pending, 0u);
+  EXPECT_EQ(relay_->Stats().queued_messages, kMessages);
+  clinician = Reopen("clinician");
+  ASSERT_TRUE(clinician);
+  const size_t acks_before = relay_->AnsweredCommands(relay::CommandType::kAck);
+  auto got = clinician->Sync();
+  ASSERT_HAS(got);
+  EXPECT_EQ(got->received, kMessages);
+  const size_t acks = relay_->AnsweredCommands(relay::CommandType::kAck) - acks_before;
+  EXPECT_GE(acks, 1u);
+  EXPECT_LE(acks, kMessages / 8) << "about one acknowledgement per message";
+  ASSERT_HAS(patient->Sync());  // takes the clinician's delivery receipts
+  EXPECT_EQ(relay_->Stats().queued_messages, 0u);
+}
+
 TEST_F(RuntimeE2E, BackgroundClientGetsPushedMessages) {
   std::mutex mu;
   std::condition_variable cv;

@@ -98,6 +98,15 @@ class TestRelay {
 
   const std::string& address() const { return address_; }
   relay::RelayStatsView Stats() { return service_->Stats(); }
+  // Commands of `type` the relay has answered since it was created (from its log).
+  size_t AnsweredCommands(relay::CommandType type) {
+    const std::string field = " command=" + std::to_string(static_cast<int>(type)) + " ";
+    size_t n = 0;
+    for (const auto& line : log_.Lines()) {
+      n += line.find(" event=command ") != std::string::npos && line.find(field) != std::string::npos;
+    }
+    return n;
+  }
   // The relay's clock from the next Start (its service's: token claim times, message expiry).
   void UseClock(Clock* clock) { clock_ = clock; }
 
@@ -114,7 +123,7 @@ class TestRelay {
   transport::StaticKeyPair key_;
   uint16_t port_ = 0;
   std::string address_;
-  relay::NullLogSink log_;
+  relay::MemoryLogSink log_;
   StoreWrapper wrap_;
   Clock* clock_ = &SystemClock::Default();
   std::unique_ptr<relay::RocksDbMailboxStore> store_;
