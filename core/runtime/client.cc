@@ -459,6 +459,7 @@ class Client::Impl {
   Status LockNow(bool automatic, bool defer_teardown = false) {
     if (locked_ || shutting_down_) return Status::Ok();
     SendPendingDeliveryReceipts();  // committed to the outbox now; deposited after Unlock
+    SendAcksBeforeClosing();
     // Locked before anything below runs callbacks (FailAll): one that sends again (an outbox flush) is then
     // refused instead of opening a new link for a client whose engine is about to go.
     locked_ = true;
@@ -603,6 +604,7 @@ class Client::Impl {
     if (!transport_ || transport_->IsLoopThread()) return;
     (void)transport::RunSync(*transport_, [this]() -> Status {
       if (shutting_down_) return Status::Ok();
+      SendAcksBeforeClosing();
       // Callbacks still in flight (a connect finishing, a frame) check the generation: bump it so none of
       // them touches the engine we are about to release.
       ++generation_;
@@ -614,7 +616,7 @@ class Client::Impl {
       if (sweep_timer_) transport_->CancelTimer(*sweep_timer_);
       if (conn_) conn_->Close(Closing());
       DropHeldPushes();
-      SendAcks();  // refused now (closing): answers what waits for them; the relay delivers them again
+      SendAcks();  // any left are refused now (closing), which answers what waits for them
       FailAll(Closing());
       if (direct_) direct_->Stop();
       SendPendingDeliveryReceipts();  // committed to the outbox; deposited when the client next runs
@@ -1040,10 +1042,6 @@ class Client::Impl {
 
   void SendAcks() {
     if (acks_to_send_.empty()) return;
-    if (!state_.mailbox) {
-      acks_to_send_.clear();
-      return RunAckWaitersIfDone();
-    }
     relay::Ack a;
     a.mailbox = *state_.mailbox;
     a.message_ids = std::exchange(acks_to_send_, {});
@@ -1052,6 +1050,12 @@ class Client::Impl {
       --acks_in_flight_;
       RunAckWaitersIfDone();
     });
+  }
+
+  // Before the link closes (lock, stop): acknowledgements still queued go out on it while it is up, as they
+  // would have one by one; otherwise the relay delivers those messages again, and they are dropped by id.
+  void SendAcksBeforeClosing() {
+    if (link_ == LinkState::kUp && conn_) SendAcks();
   }
 
   void RunAckWaitersIfDone() {
