@@ -78,6 +78,26 @@ std::unique_ptr<RocksDbMailboxStore> OpenOrDie(const std::string& path) {
   return s ? std::move(*s) : nullptr;
 }
 
+// A store with one mailbox (owned by Key(1)), as the tests of when deposits and acknowledgements are
+// answered start.
+class RocksDbAnswers : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = OpenOrDie(dir_.Sub("db"));
+    ASSERT_TRUE(store_);
+    CW_RL_ASSERT_OK(store_->CreateMailbox(box_, Key(1)));
+  }
+  // Closes the store (its committer writes what was recorded) and opens it again.
+  void Reopen() {
+    store_.reset();
+    store_ = OpenOrDie(dir_.Sub("db"));
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<RocksDbMailboxStore> store_;
+  const MailboxId box_ = Filled<kMailboxIdSize>(1);
+};
+
 TEST(RocksDbMailboxStore, EverythingSurvivesReopen) {
   testing::TempDir dir;
   const MailboxId box = Filled<kMailboxIdSize>(1);
@@ -235,70 +255,58 @@ TEST(RocksDbMailboxStore, SequenceNumbersPastAReservedRangeSurviveReopen) {
 
 // An owner acknowledging many messages at once waits for one sync, not one per message (a 64-id Ack would
 // otherwise hold a relay worker through 64 commit cycles in a row).
-TEST(RocksDbMailboxStore, AckManyWaitsForOneSync) {
-  testing::TempDir dir;
-  auto store = OpenOrDie(dir.Sub("db"));
-  ASSERT_TRUE(store);
-  const MailboxId box = Filled<kMailboxIdSize>(1);
-  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+TEST_F(RocksDbAnswers, AckManyWaitsForOneSync) {
   std::vector<MessageId> ids;
   for (uint32_t i = 1; i <= 64; ++i) {
-    CW_RL_ASSERT_OK(store->Insert(box, Mid(i), Bytes(50, 7), kFar, {}));
+    CW_RL_ASSERT_OK(store_->Insert(box_, Mid(i), Bytes(50, 7), kFar, {}));
     ids.push_back(Mid(i));
   }
-  const uint64_t before = store->SyncCount();
-  EXPECT_EQ(store->AckMany(box, ids).value(), 64u);
-  EXPECT_EQ(store->SyncCount() - before, 1u);
-  EXPECT_EQ(store->Stats()->messages, 0u);
+  const uint64_t before = store_->SyncCount();
+  EXPECT_EQ(store_->AckMany(box_, ids).value(), 64u);
+  EXPECT_EQ(store_->SyncCount() - before, 1u);
+  EXPECT_EQ(store_->Stats()->messages, 0u);
   // Durable: gone after a reopen too.
-  store.reset();
-  store = OpenOrDie(dir.Sub("db"));
-  ASSERT_TRUE(store);
-  EXPECT_EQ(store->Stats()->messages, 0u);
+  Reopen();
+  ASSERT_TRUE(store_);
+  EXPECT_EQ(store_->Stats()->messages, 0u);
 }
 
 // The asynchronous acknowledgement, counted rather than timed: with the committer held, the removals take
 // effect at once (a fetch no longer hands the messages out) but nobody is answered; releasing it answers
 // both acknowledgements from one synced write, and the removals survive a reopen. An acknowledgement that
 // removes nothing, or names no mailbox, is answered at once, without a write.
-TEST(RocksDbMailboxStore, AsyncAcksAreAnsweredOnlyOnceSynced) {
-  testing::TempDir dir;
-  auto store = OpenOrDie(dir.Sub("db"));
-  ASSERT_TRUE(store);
-  const MailboxId box = Filled<kMailboxIdSize>(1);
-  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+TEST_F(RocksDbAnswers, AsyncAcksAreAnsweredOnlyOnceSynced) {
   for (uint32_t i = 1; i <= 4; ++i)
-    CW_RL_ASSERT_OK(store->Insert(box, Mid(i), Bytes(50, uint8_t(i)), kFar, {}));
+    CW_RL_ASSERT_OK(store_->Insert(box_, Mid(i), Bytes(50, uint8_t(i)), kFar, {}));
   Answers<size_t> answers;
-  const uint64_t before = store->SyncCount();
-  store->PauseCommitsForTesting(true);
+  const uint64_t before = store_->SyncCount();
+  store_->PauseCommitsForTesting(true);
   const std::vector<MessageId> first = {Mid(1), Mid(2), Mid(99)};
-  store->AckManyAsync(box, first, answers.Callback());
-  store->AckManyAsync(box, std::vector<MessageId>{Mid(3)}, answers.Callback());
+  store_->AckManyAsync(box_, first, answers.Callback());
+  store_->AckManyAsync(box_, std::vector<MessageId>{Mid(3)}, answers.Callback());
   EXPECT_TRUE(answers.Take().empty());
   {
-    const auto left = store->FetchAfter(box, 0, 100, 1 << 20, nullptr).value();
+    const auto left = store_->FetchAfter(box_, 0, 100, 1 << 20, nullptr).value();
     ASSERT_EQ(left.size(), 1u);
     EXPECT_EQ(left[0].id, Mid(4));
   }
-  store->AckManyAsync(box, std::vector<MessageId>{Mid(1)}, answers.Callback());  // already removed
-  store->AckManyAsync(Filled<kMailboxIdSize>(9), std::vector<MessageId>{Mid(4)}, answers.Callback());
+  store_->AckManyAsync(box_, std::vector<MessageId>{Mid(1)}, answers.Callback());  // already removed
+  store_->AckManyAsync(Filled<kMailboxIdSize>(9), std::vector<MessageId>{Mid(4)}, answers.Callback());
   {
     const auto now = answers.Take();
     ASSERT_EQ(now.size(), 2u);
     EXPECT_EQ(now[0].value(), 0u);
     EXPECT_EQ(testing::CodeOf(now[1]), StatusCode::kNotFound);
   }
-  store->PauseCommitsForTesting(false);
+  store_->PauseCommitsForTesting(false);
   const auto got = answers.TakeAtLeast(2);
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].value(), 2u);
   EXPECT_EQ(got[1].value(), 1u);
-  EXPECT_EQ(store->SyncCount() - before, 1u);
-  store.reset();
-  store = OpenOrDie(dir.Sub("db"));
-  ASSERT_TRUE(store);
-  EXPECT_EQ(store->Stats()->messages, 1u);
+  EXPECT_EQ(store_->SyncCount() - before, 1u);
+  Reopen();
+  ASSERT_TRUE(store_);
+  EXPECT_EQ(store_->Stats()->messages, 1u);
 }
 
 // Whether any file under `dir` holds `needle`.
@@ -323,97 +331,81 @@ Bytes Marked(const char* marker) {
 // a reopen. Its depositor is answered at once, while the committer is still held (nothing of the message is
 // left to write), and before the acknowledgement. A deposit in the same batch that nobody acknowledged is
 // answered only once it is written, as usual.
-TEST(RocksDbMailboxStore, AMessageAcknowledgedBeforeItsDepositIsWrittenNeverReachesTheDisk) {
-  testing::TempDir dir;
-  auto store = OpenOrDie(dir.Sub("db"));
-  ASSERT_TRUE(store);
-  const MailboxId box = Filled<kMailboxIdSize>(1);
-  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+TEST_F(RocksDbAnswers, AMessageAcknowledgedBeforeItsDepositIsWrittenNeverReachesTheDisk) {
   const Bytes gone = Marked("acknowledged-before-written|");
   const Bytes kept = Marked("never-acknowledged|");
   Answers<InsertOutcome> gone_deposit;
   Answers<InsertOutcome> kept_deposit;
   Answers<size_t> acks;
-  store->PauseCommitsForTesting(true);
-  store->InsertAsync(box, Mid(1), gone, kFar, {}, gone_deposit.Callback());
-  store->InsertAsync(box, Mid(2), kept, kFar, {}, kept_deposit.Callback());
+  store_->PauseCommitsForTesting(true);
+  store_->InsertAsync(box_, Mid(1), gone, kFar, {}, gone_deposit.Callback());
+  store_->InsertAsync(box_, Mid(2), kept, kFar, {}, kept_deposit.Callback());
   EXPECT_TRUE(gone_deposit.Take().empty());
-  store->AckManyAsync(box, std::vector<MessageId>{Mid(1)}, acks.Callback());
+  store_->AckManyAsync(box_, std::vector<MessageId>{Mid(1)}, acks.Callback());
   const auto stored = gone_deposit.Take();
   ASSERT_EQ(stored.size(), 1u);
   EXPECT_EQ(stored[0].value(), InsertOutcome::kInserted);
   EXPECT_TRUE(kept_deposit.Take().empty());
-  EXPECT_EQ(store->UnwrittenDepositCount(), 1u);
-  store->PauseCommitsForTesting(false);
+  EXPECT_EQ(store_->UnwrittenDepositCount(), 1u);
+  store_->PauseCommitsForTesting(false);
   const auto written = kept_deposit.TakeAtLeast(1);
   ASSERT_EQ(written.size(), 1u);
   EXPECT_EQ(written[0].value(), InsertOutcome::kInserted);
   const auto removed = acks.TakeAtLeast(1);
   ASSERT_EQ(removed.size(), 1u);
   EXPECT_EQ(removed[0].value(), 1u);
-  store.reset();
-  EXPECT_TRUE(AnyFileHolds(dir.Sub("db"), kept)) << "the check would not see a written envelope";
-  EXPECT_FALSE(AnyFileHolds(dir.Sub("db"), gone));
-  store = OpenOrDie(dir.Sub("db"));
-  ASSERT_TRUE(store);
-  const auto left = store->FetchAfter(box, 0, 10, 1 << 20, nullptr).value();
+  store_.reset();
+  EXPECT_TRUE(AnyFileHolds(dir_.Sub("db"), kept)) << "the check would not see a written envelope";
+  EXPECT_FALSE(AnyFileHolds(dir_.Sub("db"), gone));
+  store_ = OpenOrDie(dir_.Sub("db"));
+  ASSERT_TRUE(store_);
+  const auto left = store_->FetchAfter(box_, 0, 10, 1 << 20, nullptr).value();
   ASSERT_EQ(left.size(), 1u);
   EXPECT_EQ(left[0].id, Mid(2));
 }
 
 // When every change of a batch cancels out, its depositor is answered without waiting for the committer,
 // and the committer's cycle for it (which answers the acknowledgement) writes and syncs nothing.
-TEST(RocksDbMailboxStore, ABatchThatCancelsOutIsAnsweredWithoutASync) {
-  testing::TempDir dir;
-  auto store = OpenOrDie(dir.Sub("db"));
-  ASSERT_TRUE(store);
-  const MailboxId box = Filled<kMailboxIdSize>(1);
-  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+TEST_F(RocksDbAnswers, ABatchThatCancelsOutIsAnsweredWithoutASync) {
   Answers<InsertOutcome> deposits;
   Answers<size_t> acks;
-  const uint64_t before = store->SyncCount();
-  store->PauseCommitsForTesting(true);
-  store->InsertAsync(box, Mid(1), Bytes(40, 1), kFar, {}, deposits.Callback());
-  store->AckManyAsync(box, std::vector<MessageId>{Mid(1)}, acks.Callback());
+  const uint64_t before = store_->SyncCount();
+  store_->PauseCommitsForTesting(true);
+  store_->InsertAsync(box_, Mid(1), Bytes(40, 1), kFar, {}, deposits.Callback());
+  store_->AckManyAsync(box_, std::vector<MessageId>{Mid(1)}, acks.Callback());
   const auto stored = deposits.Take();
   ASSERT_EQ(stored.size(), 1u);
   EXPECT_EQ(stored[0].value(), InsertOutcome::kInserted);
-  store->PauseCommitsForTesting(false);
+  store_->PauseCommitsForTesting(false);
   const auto removed = acks.TakeAtLeast(1);
   ASSERT_EQ(removed.size(), 1u);
   EXPECT_EQ(removed[0].value(), 1u);
-  EXPECT_EQ(store->SyncCount(), before);
-  EXPECT_EQ(store->Stats()->messages, 0u);
+  EXPECT_EQ(store_->SyncCount(), before);
+  EXPECT_EQ(store_->Stats()->messages, 0u);
 }
 
 // A sender that retries a message its owner has already acknowledged deposits it again; the owner
 // acknowledges the new copy before it is written. That second acknowledgement cancels the copy, but it is
 // answered only once the first one's removal is synced: after "acked", a restart hands out neither copy.
-TEST(RocksDbMailboxStore, AnAcknowledgementThatCancelsARetriedCopyWaitsForTheEarlierRemoval) {
-  testing::TempDir dir;
-  auto store = OpenOrDie(dir.Sub("db"));
-  ASSERT_TRUE(store);
-  const MailboxId box = Filled<kMailboxIdSize>(1);
-  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
-  CW_RL_ASSERT_OK(store->Insert(box, Mid(1), Bytes(50, 1), kFar, {}));
+TEST_F(RocksDbAnswers, AnAcknowledgementThatCancelsARetriedCopyWaitsForTheEarlierRemoval) {
+  CW_RL_ASSERT_OK(store_->Insert(box_, Mid(1), Bytes(50, 1), kFar, {}));
   Answers<InsertOutcome> retry;
   Answers<size_t> acks;
-  store->PauseCommitsForTesting(true);
-  store->AckManyAsync(box, std::vector<MessageId>{Mid(1)}, acks.Callback());
-  store->InsertAsync(box, Mid(1), Bytes(50, 1), kFar, {}, retry.Callback());
-  store->AckManyAsync(box, std::vector<MessageId>{Mid(1)}, acks.Callback());
+  store_->PauseCommitsForTesting(true);
+  store_->AckManyAsync(box_, std::vector<MessageId>{Mid(1)}, acks.Callback());
+  store_->InsertAsync(box_, Mid(1), Bytes(50, 1), kFar, {}, retry.Callback());
+  store_->AckManyAsync(box_, std::vector<MessageId>{Mid(1)}, acks.Callback());
   const auto stored = retry.Take();
   ASSERT_EQ(stored.size(), 1u);
   EXPECT_EQ(stored[0].value(), InsertOutcome::kInserted);
   EXPECT_TRUE(acks.Take().empty());
-  store->PauseCommitsForTesting(false);
+  store_->PauseCommitsForTesting(false);
   const auto removed = acks.TakeAtLeast(2);
   ASSERT_EQ(removed.size(), 2u);
   for (const auto& r : removed) EXPECT_EQ(r.value(), 1u);
-  store.reset();
-  store = OpenOrDie(dir.Sub("db"));
-  ASSERT_TRUE(store);
-  EXPECT_EQ(store->Stats()->messages, 0u);
+  Reopen();
+  ASSERT_TRUE(store_);
+  EXPECT_EQ(store_->Stats()->messages, 0u);
 }
 
 // The blocking removals answer a cancelled deposit's depositor at once too, while they wait for the
@@ -443,16 +435,11 @@ TEST(RocksDbMailboxStore, BlockingRemovalsAnswerTheDepositsTheyCancelAtOnce) {
 }
 
 // An acknowledgement whose write fails is answered with the failure, not with a count of removed messages.
-TEST(RocksDbMailboxStore, AnAsyncAckWhoseWriteFailsIsAnsweredWithTheFailure) {
-  testing::TempDir dir;
-  auto store = OpenOrDie(dir.Sub("db"));
-  ASSERT_TRUE(store);
-  const MailboxId box = Filled<kMailboxIdSize>(1);
-  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
-  CW_RL_ASSERT_OK(store->Insert(box, Mid(1), Bytes(50, 1), kFar, {}));
-  store->FailNextWriteForTesting(Status(StatusCode::kUnavailable, "disk gone"));
+TEST_F(RocksDbAnswers, AnAsyncAckWhoseWriteFailsIsAnsweredWithTheFailure) {
+  CW_RL_ASSERT_OK(store_->Insert(box_, Mid(1), Bytes(50, 1), kFar, {}));
+  store_->FailNextWriteForTesting(Status(StatusCode::kUnavailable, "disk gone"));
   Answers<size_t> answers;
-  store->AckManyAsync(box, std::vector<MessageId>{Mid(1)}, answers.Callback());
+  store_->AckManyAsync(box_, std::vector<MessageId>{Mid(1)}, answers.Callback());
   const auto got = answers.TakeAtLeast(1);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(testing::CodeOf(got[0]), StatusCode::kUnavailable);
@@ -493,32 +480,30 @@ TEST(RocksDbMailboxStore, ConcurrentDepositsShareOneSync) {
 // them) are recorded but no depositor is answered; a watcher already registered hears of each at once (the
 // owner's copy need not wait for the sync), one that registers meanwhile hears of them once they are synced;
 // releasing it answers all of them from one synced write.
-TEST(RocksDbMailboxStore, AsyncDepositsAreAnsweredOnlyOnceSynced) {
-  testing::TempDir dir;
-  auto store = OpenOrDie(dir.Sub("db"));
-  ASSERT_TRUE(store);
-  const MailboxId box = Filled<kMailboxIdSize>(1);
-  CW_RL_ASSERT_OK(store->CreateMailbox(box, Key(1)));
+TEST_F(RocksDbAnswers, AsyncDepositsAreAnsweredOnlyOnceSynced) {
   std::atomic<int> heard{0};
-  auto watch = store->WatchMailbox(box, [&](const MailboxId&, const StoredMessage&) { heard.fetch_add(1); });
+  auto watch =
+      store_->WatchMailbox(box_, [&](const MailboxId&, const StoredMessage&) { heard.fetch_add(1); });
   constexpr int kDeposits = 32;
   Answers<InsertOutcome> answers;
   const auto record = answers.Callback();
-  const uint64_t before = store->SyncCount();
-  store->PauseCommitsForTesting(true);
-  for (int i = 0; i < kDeposits; ++i) store->InsertAsync(box, Mid(i), Bytes(300, uint8_t(i)), kFar, {}, record);
-  store->InsertAsync(box, Mid(0), Bytes(300, 0), kFar, {}, record);  // a retry waits for the original's sync
-  EXPECT_EQ(store->WaitingWritersForTesting(), size_t{kDeposits + 1});
+  const uint64_t before = store_->SyncCount();
+  store_->PauseCommitsForTesting(true);
+  for (int i = 0; i < kDeposits; ++i)
+    store_->InsertAsync(box_, Mid(i), Bytes(300, uint8_t(i)), kFar, {}, record);
+  store_->InsertAsync(box_, Mid(0), Bytes(300, 0), kFar, {},
+                      record);  // a retry waits for the original's sync
+  EXPECT_EQ(store_->WaitingWritersForTesting(), size_t{kDeposits + 1});
   // An owner who subscribes while the sync is under way cannot fetch these yet, so it must hear of them.
   std::atomic<int> late_heard{0};
   auto late_watch =
-      store->WatchMailbox(box, [&](const MailboxId&, const StoredMessage&) { late_heard.fetch_add(1); });
+      store_->WatchMailbox(box_, [&](const MailboxId&, const StoredMessage&) { late_heard.fetch_add(1); });
   EXPECT_TRUE(answers.Take().empty());
   EXPECT_EQ(heard.load(), kDeposits);  // the retry is not announced
   EXPECT_EQ(late_heard.load(), 0);
   // Not durable, so a fetch does not hand them out.
-  EXPECT_TRUE(store->FetchAfter(box, 0, 100, 1 << 20, nullptr)->empty());
-  store->PauseCommitsForTesting(false);
+  EXPECT_TRUE(store_->FetchAfter(box_, 0, 100, 1 << 20, nullptr)->empty());
+  store_->PauseCommitsForTesting(false);
   {
     // The committer takes the waiting writers before it runs their callbacks: wait for the answers
     // themselves.
@@ -534,8 +519,8 @@ TEST(RocksDbMailboxStore, AsyncDepositsAreAnsweredOnlyOnceSynced) {
   }
   EXPECT_EQ(heard.load(), kDeposits);
   EXPECT_EQ(late_heard.load(), kDeposits);
-  EXPECT_EQ(store->SyncCount() - before, 1u);
-  EXPECT_EQ(store->FetchAfter(box, 0, 100, 1 << 20, nullptr)->size(), size_t{kDeposits});
+  EXPECT_EQ(store_->SyncCount() - before, 1u);
+  EXPECT_EQ(store_->FetchAfter(box_, 0, 100, 1 << 20, nullptr)->size(), size_t{kDeposits});
 }
 
 // A watcher that registers while a deposit is recorded but not yet synced hears of it once it is, and of
