@@ -558,8 +558,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
   // the callers recording the next batch.
   void CommitLoop() {
     std::unique_lock<std::mutex> lock(cmu_);
-    std::vector<Callback> ready;
-    std::vector<std::function<void(Status)>> settled;  // of the batch's deposits (see WhenInsertDurable)
+    std::vector<std::function<void(Status)>> ready;  // of the batch's deposits, and of tickets it settled
     for (;;) {
       work_cv_.wait(lock, [&] { return stop_ || (pending_records_ > 0 && !paused_); });
       if (pending_records_ == 0) {
@@ -596,7 +595,7 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       }
       // The deposits' own callbacks settle with the batch; those of cancelled ones that RecordMessageRemoved
       // could not hand over (out of memory) too.
-      messages.TakeCallbacks(&settled);
+      messages.TakeCallbacks(&ready);
       // Freed before cmu_ is taken again: the loop thread records every deposit under it.
       messages = PendingMessages();
       batch.Clear();
@@ -612,30 +611,30 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
       // Blocked callers only: with every deposit asynchronous there is usually nobody to wake.
       if (waiting_ > 0) done_cv_.notify_all();
       TakeReady(&ready);
-      if (ready.empty() && settled.empty()) continue;
+      if (ready.empty()) continue;
       const Status result = failed_;
       lock.unlock();
-      RunCallbacks(&ready, result);
-      RunAll(&settled, result);
+      RunAll(&ready, result);
       lock.lock();
     }
     // Stopping: every recorded change has been written; whatever still waits can only be a failure's, or a
     // cancelled deposit's that no RunSettled has run yet.
     TakeReady(&ready);
     const Status result = failed_;
-    settled.swap(settled_);
+    std::vector<std::function<void(Status)>> cancelled;
+    cancelled.swap(settled_);
     lock.unlock();
-    RunCallbacks(&ready, result);
-    RunAll(&settled, Status::Ok());
+    RunAll(&ready, result);
+    RunAll(&cancelled, Status::Ok());
   }
 
   // REQUIRES: cmu_ held. Moves out the callbacks whose ticket is synced (all of them after a failure).
-  void TakeReady(std::vector<Callback>* ready) {
+  void TakeReady(std::vector<std::function<void(Status)>>* ready) {
     const uint64_t synced = synced_.load();
     auto keep = callbacks_.begin();
     for (auto it = callbacks_.begin(); it != callbacks_.end(); ++it) {
       if (it->ticket <= synced || !failed_.ok()) {
-        ready->push_back(std::move(*it));
+        ready->push_back(std::move(it->fn));
       } else {
         if (keep != it) *keep = std::move(*it);
         ++keep;
@@ -644,22 +643,12 @@ class RocksImpl final : public internal::StoreCore, public RocksDbMailboxStore {
     callbacks_.erase(keep, callbacks_.end());
   }
 
-  static void RunCallbacks(std::vector<Callback>* ready, const Status& failure) {
-    for (auto& c : *ready) {
-      try {
-        c.fn(failure.ok() ? Status::Ok() : failure);
-      } catch (...) {
-        // A callback's failure must not stop the committer: every other write still needs its answer.
-      }
-    }
-    ready->clear();
-  }
   static void RunAll(std::vector<std::function<void(Status)>>* fns, const Status& result) {
     for (auto& fn : *fns) {
       try {
         fn(result);
       } catch (...) {
-        // As in RunCallbacks: every other caller still needs its answer.
+        // A callback's failure must not stop the committer: every other write still needs its answer.
       }
     }
     fns->clear();
