@@ -2,7 +2,7 @@
 //
 //   build/rel/bench/cw_relay_bench [--mailboxes 1000] [--seconds 2] [--runs 3] [--idle 10000] [--workers 16]
 //                                  [--no-mosquitto] [--no-sync] [--envelope 300|4096] [--window 64|1]
-//                                  [--no-owner-acks] [--ack-delay-ms N]
+//                                  [--no-owner-acks] [--ack-delay-ms N] [--no-bound]
 //
 // 1. Deposits: a RelayServer (RocksDB store with sync=true: a deposit is answered "stored" once the group
 //    commit holding it is fsynced, or once its owner's acknowledgement settled it, see below) runs in this
@@ -21,6 +21,9 @@
 //    owner receives the push) p50/p99; deposit-to-"stored" latency (depositor Send -> the answer) p50/p99;
 //    CPU per deposit split into the relay's (everything but the two client loop threads) and the load
 //    generator's; medians over --runs runs. Each configuration gets a fresh database.
+//    Then, as a bound, the same load with 64 in flight against the in-memory store (nothing is written,
+//    nothing survives a restart): what the links, the protocol and the relay's loop cost without any store,
+//    so what no store under this relay can pass on this machine (--no-bound skips it).
 // 2. Idle connections: the relay runs in a forked child process (so its resident memory is its own); the
 //    parent opens N Noise links to it and the child's VmRSS is read from /proc before and after.
 // 3. mosquitto (when /usr/sbin/mosquitto and libmosquitto are there): the same deposit load as QoS 1
@@ -85,6 +88,7 @@ struct Args {
   bool owner_acks = true;  // --no-owner-acks: deliveries stay in their mailboxes (a backlog building up)
   int64_t ack_delay_ms = 0;  // --ack-delay-ms: the owner's acknowledgements are sent this much later
   bool sync = true;  // --no-sync: everything but the fsync, to profile the relay's own CPU cost
+  bool bound = true;         // --no-bound: skip the run with the in-memory store
   size_t only_envelope = 0;  // --envelope N: only that envelope size (for profiling one configuration)
   size_t only_window = 0;    // --window N: only that many in flight
 };
@@ -186,16 +190,23 @@ struct RelayFixture {
   std::string dir;
   SeededRandom random{7};
   NullLogSink log;
-  std::unique_ptr<RocksDbMailboxStore> store;
+  std::unique_ptr<MailboxStore> store;
+  RocksDbMailboxStore* rocks = nullptr;  // null with the in-memory store
   std::unique_ptr<RelayService> service;
   std::unique_ptr<transport::TcpTransport> transport;
   std::unique_ptr<RelayServer> server;
 
-  RelayFixture(size_t workers, size_t max_mailboxes_per_key, bool sync = true) {
+  RelayFixture(size_t workers, size_t max_mailboxes_per_key, bool sync = true, bool memory = false) {
     dir = MakeTempDir("db");
-    RocksDbStoreOptions store_options;
-    store_options.sync = sync;
-    store = RocksDbMailboxStore::Open(dir + "/db", store_options).value();
+    if (memory) {
+      store = NewInMemoryMailboxStore();
+    } else {
+      RocksDbStoreOptions store_options;
+      store_options.sync = sync;
+      auto opened = RocksDbMailboxStore::Open(dir + "/db", store_options).value();
+      rocks = opened.get();
+      store = std::move(opened);
+    }
     RelayOptions ro;
     ro.max_mailboxes_per_key = max_mailboxes_per_key;
     service = std::make_unique<RelayService>(*store, SystemClock::Default(), random, ro, &log);
@@ -374,9 +385,18 @@ RunResult DepositRun(Link& owner, Link& dep, const std::vector<MailboxId>& boxes
   return res;
 }
 
-void RelayDeposits(const Args& a) {
-  std::printf("\n== Relay: %s deposits (RocksDB sync=%s, group commit), in-process server, Noise TCP on 127.0.0.1 ==\n",
-              a.sync ? "durable" : "NOT durable (--no-sync, CPU cost only)", a.sync ? "true" : "false");
+// memory: the in-memory store instead of RocksDB, for the bound.
+void RelayDeposits(const Args& a, bool memory) {
+  if (memory) {
+    std::printf(
+        "\n== Bound: the same load with the in-memory store (nothing written, NOT durable): the links, "
+        "the protocol and the relay's loop without any store ==\n");
+  } else {
+    std::printf(
+        "\n== Relay: %s deposits (RocksDB sync=%s, group commit), in-process server, Noise TCP on 127.0.0.1 "
+        "==\n",
+        a.sync ? "durable" : "NOT durable (--no-sync, CPU cost only)", a.sync ? "true" : "false");
+  }
   std::printf("mailboxes=%zu seconds/run=%.1f runs=%d server workers=%zu; the owner %s; medians over runs\n",
               a.mailboxes, a.seconds, a.runs, a.workers,
               !a.owner_acks ? "acknowledges nothing (--no-owner-acks)"
@@ -392,7 +412,8 @@ void RelayDeposits(const Args& a) {
   for (size_t env : {size_t(300), size_t(4096)}) {
     for (size_t window : {size_t(64), size_t(1)}) {
       if ((a.only_envelope != 0 && env != a.only_envelope) || (a.only_window != 0 && window != a.only_window)) continue;
-      RelayFixture fx(a.workers, a.mailboxes + 16, a.sync);
+      if (memory && window != 64) continue;  // the bound is of throughput
+      RelayFixture fx(a.workers, a.mailboxes + 16, a.sync, memory);
       auto owner = Connect(1, fx.server->endpoint());
       auto dep = Connect(2, fx.server->endpoint());
       const auto t_setup = Clk::now();
@@ -425,12 +446,12 @@ void RelayDeposits(const Args& a) {
         refused += r.refused;
         pushed += r.delivered;
       }
-      std::printf("%-9zu %-9zu %14.0f %12.1f %12.1f %12.1f %12.1f %10" PRIu64 " %10" PRIu64 " %10" PRIu64
-                  " %13" PRIu64
-                  " %12.1f %12.1f   (setup of %zu mailboxes+tokens: %.2f s, syncs total %" PRIu64 ")\n",
-                  env, window, Median(rate), Median(p50), Median(p99), Median(stored_p50), Median(stored_p99),
-                  acked, refused, pushed, fx.store->UnwrittenDepositCount(), Median(relay_cpu),
-                  Median(client_cpu), boxes.size(), setup_s, fx.store->SyncCount());
+      std::printf(
+          "%-9zu %-9zu %14.0f %12.1f %12.1f %12.1f %12.1f %10" PRIu64 " %10" PRIu64 " %10" PRIu64
+          " %13" PRIu64 " %12.1f %12.1f   (setup of %zu mailboxes+tokens: %.2f s, syncs total %" PRIu64 ")\n",
+          env, window, Median(rate), Median(p50), Median(p99), Median(stored_p50), Median(stored_p99), acked,
+          refused, pushed, fx.rocks ? fx.rocks->UnwrittenDepositCount() : acked, Median(relay_cpu),
+          Median(client_cpu), boxes.size(), setup_s, fx.rocks ? fx.rocks->SyncCount() : 0);
       std::fflush(stdout);
       transport::RunSync(*owner->t, [&] { owner->conn->Close(Status::Ok()); return Status::Ok(); }).ok();
       transport::RunSync(*dep->t, [&] { dep->conn->Close(Status::Ok()); return Status::Ok(); }).ok();
@@ -737,6 +758,8 @@ int main(int argc, char** argv) {
                  "the owner sends each acknowledgement this many ms late (a remote owner's round trip)")
       ->check(CLI::Range(0, 10000));
   app.add_flag("!--no-sync", a.sync, "no fsync: the relay's CPU cost only (figures are NOT durable)");
+  app.add_flag("!--no-bound", a.bound,
+               "skip the bound: the same load with the in-memory store (nothing written)");
   app.add_option("--envelope", a.only_envelope, "only this envelope size")->check(CLI::IsMember({300, 4096}));
   app.add_option("--window", a.only_window, "only this many deposits in flight")->check(CLI::IsMember({1, 64}));
   try {
@@ -757,7 +780,8 @@ int main(int argc, char** argv) {
   }
   // Fork the idle-connection relay first, before this process has any threads.
   if (a.idle > 0) IdleConnections(a);
-  RelayDeposits(a);
+  RelayDeposits(a, false);
+  if (a.bound) RelayDeposits(a, true);
   LinkCryptoCeiling(a);
   if (a.mosquitto) MosquittoDeposits(a);
   return 0;
