@@ -8,6 +8,7 @@
 // store closes. Logs are logfmt lines on stderr, never holding envelopes, tokens or keys.
 #include <fcntl.h>
 #include <sodium.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -69,6 +70,29 @@ Result<cw::transport::StaticKeyPair> LoadOrCreateKey(const std::string& path, bo
   cw::SecretBytes secret(raw);
   sodium_memzero(raw.data(), raw.size());
   return cw::transport::StaticKeyPair::FromPrivateKey(secret.reveal());
+}
+
+// Raises the soft open-file limit to the hard one (Debian's soft default, 1024, would hold about a thousand
+// connections) and lowers the connection caps to what it allows (see FitToOpenFileLimit), saying so.
+cw::relay::ServerOptions FitToOpenFileLimit(cw::relay::ServerOptions options, cw::relay::LogSink& log) {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return options;
+  if (rl.rlim_cur != rl.rlim_max) {
+    rlimit raised = rl;
+    raised.rlim_cur = rl.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+  }
+  if (rl.rlim_cur == RLIM_INFINITY) return options;
+  const cw::relay::ServerOptions fitted = cw::relay::FitToOpenFileLimit(options, rl.rlim_cur);
+  if (fitted.max_connections != options.max_connections ||
+      fitted.max_handshaking != options.max_handshaking) {
+    log.Log(cw::relay::LogLevel::kWarn, "connections_capped",
+            {{"open_file_limit", std::to_string(rl.rlim_cur)},
+             {"max_connections", std::to_string(fitted.max_connections)},
+             {"max_handshaking", std::to_string(fitted.max_handshaking)},
+             {"hint", "raise the open-file limit (ulimit -n, LimitNOFILE=) for more"}});
+  }
+  return fitted;
 }
 
 int Fail(cw::relay::LogSink& log, const char* event, const Status& s) {
@@ -157,7 +181,7 @@ int main(int argc, char** argv) {
 
   cw::relay::RunOptions run;
   run.relay = options;
-  run.server = server_options;
+  run.server = FitToOpenFileLimit(server_options, log);
   cw::relay::RunHooks hooks;
   const std::string store_dir = data_dir + "/store";
   hooks.open_store = [&]() -> cw::Result<std::unique_ptr<cw::relay::MailboxStore>> {

@@ -1,5 +1,6 @@
 #include "relay/server.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -243,8 +244,11 @@ class ServerImpl final : public RelayServer {
       lo.max_handshaking = options_.max_handshaking;
       lo.max_handshaking_per_address = options_.max_handshaking_per_address;
       lo.on_rejected = [this](const std::string& address, const Status& why) {
+        // The transport's reasons name limits and system errors, never a key or a payload.
         log_.Log(LogLevel::kInfo, "handshake_rejected",
-                 {{"peer", address}, {"reason", std::string(StatusCodeName(why.code()))}});
+                 {{"peer", address},
+                  {"reason", std::string(StatusCodeName(why.code()))},
+                  {"detail", why.message()}});
       };
       return transport_.Listen(where, [this](std::shared_ptr<Connection> c) { OnAccept(std::move(c)); }, lo);
     });
@@ -411,6 +415,18 @@ class ServerImpl final : public RelayServer {
 };
 
 }  // namespace
+
+ServerOptions FitToOpenFileLimit(ServerOptions options, uint64_t open_file_limit) {
+  const uint64_t budget = open_file_limit - std::min(kReservedDescriptors, open_file_limit / 4);
+  if (options.max_connections + options.max_handshaking <= budget) return options;
+  // Handshakes get a sixteenth: enough that a burst of reconnecting devices gets in, while the rest of the
+  // budget goes to the links that carry messages.
+  options.max_handshaking = std::max<uint64_t>(1, std::min<uint64_t>(options.max_handshaking, budget / 16));
+  options.max_handshaking_per_address =
+      std::min(options.max_handshaking_per_address, options.max_handshaking);
+  options.max_connections = std::min<uint64_t>(options.max_connections, budget - options.max_handshaking);
+  return options;
+}
 
 Result<std::unique_ptr<RelayServer>> RelayServer::Start(transport::Transport& transport, RelayService& service,
                                                         const transport::Endpoint& listen, ServerOptions options,

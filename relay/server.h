@@ -42,6 +42,16 @@ struct ServerOptions {
   int64_t stats_log_interval_millis = 60'000;
 };
 
+// Every connection, handshaking or not, holds a file descriptor, and so do the store's files (RocksDB opens
+// its table and log files as it goes) and attachments being read or written. A relay whose connections take
+// the last descriptor cannot open a table file, and its store fails: RunRelay then reopens it, and every
+// client loses its link. Returns `options` with its connection caps (max_connections, max_handshaking and
+// max_handshaking_per_address) lowered, if need be, so that all connections together leave a quarter of
+// `open_file_limit` (at most kReservedDescriptors) to the rest. `open_file_limit` is RLIMIT_NOFILE's soft
+// limit after raising it to the hard one.
+inline constexpr uint64_t kReservedDescriptors = 1024;
+ServerOptions FitToOpenFileLimit(ServerOptions options, uint64_t open_file_limit);
+
 class RelayServer {
  public:
   // Listens on `listen` and starts serving. `transport`, `service`, `log` and `clock` must outlive the

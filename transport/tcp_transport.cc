@@ -772,7 +772,18 @@ Result<std::shared_ptr<Listener>> TcpTransportImpl::Listen(const Endpoint& local
 }
 
 void TcpTransportImpl::OnNewConnection(TcpListener* listener, int status) {
-  if (status != 0 || listener->closed_ || shutting_down_) return;
+  if (listener->closed_ || shutting_down_) return;
+  if (status != 0) {
+    // Out of descriptors, most often (libuv then accepts and closes the connection itself): the operator
+    // needs to hear of it, the peer only sees the close.
+    if (listener->options_.on_rejected) {
+      const Status why(status == UV_EMFILE || status == UV_ENFILE ? StatusCode::kResourceExhausted
+                                                                  : StatusCode::kUnavailable,
+                       std::string("accept failed: ") + uv_strerror(status));
+      CallApp([&] { listener->options_.on_rejected("", why); });
+    }
+    return;
+  }
   auto conn = std::make_shared<TcpConnection>(this, /*is_client=*/false);
   if (!conn->Init(&loop_)) return;
   connections_.insert(conn);

@@ -83,6 +83,24 @@ TEST_F(RelayServerTest, DepositOverNoiseLinkIsPushedToConnectedOwner) {
   EXPECT_EQ(server_->connection_count(), 2u);
 }
 
+TEST(FitToOpenFileLimit, LeavesTheStoreItsDescriptors) {
+  const ServerOptions defaults;
+  // Room for every cap: nothing changes.
+  const ServerOptions roomy = FitToOpenFileLimit(defaults, 1 << 20);
+  EXPECT_EQ(roomy.max_connections, defaults.max_connections);
+  EXPECT_EQ(roomy.max_handshaking, defaults.max_handshaking);
+  // This machine's hard limit: 20000 connections and 1024 handshakes would leave the store nothing.
+  const ServerOptions tight = FitToOpenFileLimit(defaults, 20000);
+  EXPECT_EQ(tight.max_handshaking, defaults.max_handshaking);
+  EXPECT_EQ(tight.max_connections + tight.max_handshaking, 20000u - kReservedDescriptors);
+  // A small limit: a quarter stays with the store, handshakes get a sixteenth of the rest.
+  const ServerOptions small = FitToOpenFileLimit(defaults, 256);
+  EXPECT_EQ(small.max_handshaking, 12u);
+  EXPECT_EQ(small.max_handshaking_per_address, 12u);
+  EXPECT_EQ(small.max_connections, 180u);
+  EXPECT_EQ(small.max_connections_per_address, defaults.max_connections_per_address);
+}
+
 TEST_F(RelayServerTest, ConnectionsPerAddressAreLimited) {
   ServerOptions o;
   o.max_connections_per_address = 1;

@@ -1,0 +1,169 @@
+// The cipherward-relay binary itself, started as an operator would, under a low open-file limit: it lowers
+// its connection caps so that its connections cannot take the descriptors its store needs, says so in its
+// log, and keeps serving the connections it took.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <fstream>
+#include <future>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "relay/protocol.h"
+#include "tests/relay/relay_test_util.h"
+#include "transport/tcp_transport.h"
+
+namespace cw::relay {
+namespace {
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// The relay binary in a child process with RLIMIT_NOFILE soft = hard = `open_files` (so it cannot raise it).
+class RelayProcess {
+ public:
+  RelayProcess(const std::string& dir, rlim_t open_files)
+      : out_(dir + "/relay.out"), log_(dir + "/relay.log") {
+    const std::string data = dir + "/relay";
+    // Everything the child needs is made before fork: after it, only async-signal-safe calls.
+    const rlimit limit{open_files, open_files};
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      const int out = ::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      const int err = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      if (out < 0 || err < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0 ||
+          ::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+        ::_exit(126);
+      }
+      ::execl(CW_RELAY_BINARY, "cipherward-relay", "--data-dir", data.c_str(), "--listen", "127.0.0.1:0",
+              "--log-level", "info", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+  }
+  ~RelayProcess() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+
+  // The address the relay printed (a bounded wait: a safety net, not a timing assertion).
+  std::optional<transport::Endpoint> Address() {
+    for (int i = 0; i < 400; ++i) {
+      const std::string out = ReadFile(out_);
+      if (out.find('\n') != std::string::npos) {
+        auto e = transport::Endpoint::Parse(out.substr(0, out.find('\n')));
+        if (e) return *e;
+        return std::nullopt;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return std::nullopt;
+  }
+  std::string Log() const { return ReadFile(log_); }
+
+ private:
+  std::string out_, log_;
+  pid_t pid_ = -1;
+};
+
+// Many links to one relay from one transport, each counting whether it was closed.
+class Links {
+ public:
+  explicit Links(uint64_t seed) {
+    SeededRandom r(seed);
+    transport_ = std::move(transport::TcpTransport::New(transport::StaticKeyPair::Generate(r)).value());
+  }
+  ~Links() { transport_->Shutdown().ok(); }
+
+  // Connects one at a time: the relay's handshake caps are low here, and this measures the connection cap.
+  void Connect(const transport::Endpoint& relay, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      auto done = std::make_shared<std::promise<Status>>();
+      auto fut = done->get_future();
+      transport::RunSync(*transport_, [&]() -> Status {
+        transport::ConnectionCallbacks cb;
+        cb.on_frame = [this](ByteView f) {
+          std::lock_guard<std::mutex> lock(mu_);
+          frames_.emplace_back(f.begin(), f.end());
+          cv_.notify_all();
+        };
+        cb.on_closed = [this](Status) {
+          std::lock_guard<std::mutex> lock(mu_);
+          ++closed_;
+          cv_.notify_all();
+        };
+        return transport_->Connect(relay, cb, [this, done](Result<std::shared_ptr<transport::Connection>> c) {
+          if (c) conns_.push_back(*c);
+          done->set_value(c ? Status::Ok() : c.error());
+        });
+      }).ok();
+      ASSERT_TRUE(fut.get().ok()) << "connection " << i;
+    }
+  }
+  // Waits (bounded) until `n` links were closed, then says how many were.
+  size_t ClosedAfterWaitingFor(size_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::seconds(30), [&] { return closed_ >= n; });
+    return closed_;
+  }
+  // Sends `body` on link `i` and returns the first frame that comes back (bounded wait).
+  std::optional<ServerFrame> Ask(size_t i, CommandBody body) {
+    const Bytes f = EncodeCommand(Command{1, std::move(body)});
+    transport::RunSync(*transport_, [&]() -> Status { return conns_[i]->Send(f); }).ok();
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_for(lock, std::chrono::seconds(30), [&] { return !frames_.empty(); })) return std::nullopt;
+    auto d = DecodeServerFrame(frames_.front());
+    frames_.clear();
+    if (!d) return std::nullopt;
+    return *d;
+  }
+
+ private:
+  std::unique_ptr<transport::TcpTransport> transport_;
+  std::vector<std::shared_ptr<transport::Connection>> conns_;  // loop thread until Connect returns
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Bytes> frames_;
+  size_t closed_ = 0;
+};
+
+TEST(RelayBinary, FitsItsConnectionCapsToTheOpenFileLimitAndKeepsServing) {
+  testing::TempDir dir;
+  // 256 descriptors: a quarter (64) stays with the store and the rest, handshakes get 12 of the other 192,
+  // and established links 180 (FitToOpenFileLimit). The default cap, 20000, would take them all.
+  RelayProcess relay(dir.path(), 256);
+  const auto address = relay.Address();
+  ASSERT_TRUE(address.has_value()) << relay.Log();
+  EXPECT_NE(
+      relay.Log().find("event=connections_capped open_file_limit=256 max_connections=180 max_handshaking=12"),
+      std::string::npos)
+      << relay.Log();
+
+  Links links(3);
+  links.Connect(*address, 200);
+  // Each handshake completes; the relay then closes every link past its cap.
+  EXPECT_EQ(links.ClosedAfterWaitingFor(20), 20u);
+  // The links it kept are served, and its store still has descriptors to work with.
+  auto created = links.Ask(0, CreateMailbox{});
+  ASSERT_TRUE(created.has_value());
+  const auto* r = std::get_if<Response>(&*created);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->code, ResponseCode::kOk) << r->message;
+}
+
+}  // namespace
+}  // namespace cw::relay
