@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds and runs every test: the Release build, then the whole suite again under ASan + UBSan (Debug).
+# Builds and runs every test: the Release build with gcc, then the whole suite again under ASan + UBSan
+# (Debug) built with clang, so both of Debian's compilers build everything with warnings as errors.
 # Fuzz corpora and every saved crash input are replayed by ctest in both builds.
 # Usage: scripts/test.sh            (from anywhere; installs missing Debian packages first)
 set -euo pipefail
@@ -10,9 +11,15 @@ cd "$root"
 
 jobs="$(nproc)"
 for type in Release Debug; do
-  dir="build/$(echo "$type" | tr '[:upper:]' '[:lower:]')"
+  if [ "$type" = Release ]; then
+    dir=build/release
+    compilers=(-DCMAKE_C_COMPILER=gcc -DCMAKE_CXX_COMPILER=g++)
+  else
+    dir=build/debug-clang
+    compilers=(-DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++)
+  fi
   echo "=== $type build ($dir) ==="
-  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" -DCW_BUILD_TESTS=ON >/dev/null
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" "${compilers[@]}" -DCW_BUILD_TESTS=ON >/dev/null
   cmake --build "$dir" -j "$jobs"
   # ASan's leak checker needs ptrace, which some sandboxes refuse; leaks are still checked where it works.
   ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}" \
