@@ -4,8 +4,9 @@
 //
 // On first start it draws the relay's static Noise key and keeps it in the key file (mode 0600); every
 // start prints the address clients pin, `cw://<key>@host:port`, on stdout. SIGINT or SIGTERM stops it
-// gracefully: no new connections or commands, every command taken in finishes (its writes synced), the
-// store closes. Logs are logfmt lines on stderr, never holding envelopes, tokens or keys.
+// gracefully: no new connections or commands, every command taken in finishes (its writes synced) and is
+// answered before its link closes, the store closes. Logs are logfmt lines on stderr, never holding
+// envelopes, tokens or keys.
 #include <fcntl.h>
 #include <sodium.h>
 #include <sys/resource.h>

@@ -268,26 +268,34 @@ class ServerImpl final : public RelayServer {
 
   void Stop() override {
     if (stopped_.exchange(true)) return;
-    log_.Log(LogLevel::kInfo, "stopping", {{"connections", std::to_string(connections_count_.load())}});
+    // First no new connections and no new commands (OnFrame drops them: their senders send them again
+    // after reconnecting, as for any link that closes), while the links stay open.
     transport::RunSync(transport_, [this]() -> Status {
       stopping_ = true;
       if (maintenance_timer_ != 0) transport_.CancelTimer(maintenance_timer_);
       if (listener_) listener_->Close();
-      auto conns = conns_;
-      for (auto& [c, s] : conns) c->Close(Status(StatusCode::kUnavailable, "relay shutting down"));
       return Status::Ok();
     }).ok();
-    // Wait for every on_closed (they touch this object), then for every command already taken in: its
-    // store write is synced before Drain returns.
-    for (int i = 0; i < 500; ++i) {
-      auto open = transport::RunSync(transport_, [this]() -> Result<size_t> { return conns_.size(); });
-      if (!open || *open == 0) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    log_.Log(LogLevel::kInfo, "stopping", {{"connections", std::to_string(connections_count_.load())}});
+    // Then every command already taken in finishes: its store write is synced and its answer is queued for
+    // the loop thread (a depositor hears "stored" before its link closes, and need not deposit again).
     pool_.Drain();
     {
       std::unique_lock<std::mutex> lock(unanswered_mu_);
       answered_cv_.wait(lock, [&] { return unanswered_.load() == 0; });
+    }
+    // Then the links close, each after sending what is queued on it: posted after the answers' Drain, this
+    // runs after it.
+    transport::RunSync(transport_, [this]() -> Status {
+      auto conns = conns_;
+      for (auto& [c, s] : conns) c->Close(Status(StatusCode::kUnavailable, "relay shutting down"));
+      return Status::Ok();
+    }).ok();
+    // Wait for every on_closed (they touch this object).
+    for (int i = 0; i < 500; ++i) {
+      auto open = transport::RunSync(transport_, [this]() -> Result<size_t> { return conns_.size(); });
+      if (!open || *open == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     log_.Log(LogLevel::kInfo, "stopped", {});
   }
@@ -328,6 +336,7 @@ class ServerImpl final : public RelayServer {
   }
 
   void OnFrame(const std::shared_ptr<ConnState>& s, ByteView frame) {
+    if (stopping_) return;  // see Stop
     if (!limiter_.Take(s->group)) {
       log_.Log(LogLevel::kWarn, "connection_closed", {{"peer", s->address}, {"reason", "frame rate limit"}});
       s->conn->Close(Status(StatusCode::kResourceExhausted, "frame rate limit"));

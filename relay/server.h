@@ -63,9 +63,9 @@ class RelayServer {
 
   // The bound address with this relay's key: hand `endpoint().ToString()` to clients.
   virtual const transport::Endpoint& endpoint() const = 0;
-  // Stops accepting, closes every connection, and waits until every command already taken in has finished
-  // (so every deposit that was acknowledged, or is about to be, is synced). Idempotent; the destructor
-  // calls it.
+  // Stops accepting connections and taking in commands, waits until every command already taken in has
+  // finished and been answered (so every deposit answered "stored" is synced, and its depositor heard so),
+  // then closes every connection after what is queued on it is sent. Idempotent; the destructor calls it.
   virtual void Stop() = 0;
   virtual size_t connection_count() const = 0;
 };

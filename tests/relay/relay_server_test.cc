@@ -1,13 +1,13 @@
 // RelayServer over real TcpTransport on loopback: Noise links, commands, pushes, per-address limits, stop.
-#include "relay/server.h"
-
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <thread>
 
 #include "relay/rocksdb_mailbox_store.h"
+#include "relay/server.h"
 #include "tests/relay/link_client.h"
 #include "tests/relay/relay_test_util.h"
 #include "transport/tcp_transport.h"
@@ -267,6 +267,30 @@ TEST_F(RelayServerTest, AnOwnerThatStopsReadingPushesIsCutOffAndFetchesEverythin
   std::vector<MessageId> deposited;
   for (uint32_t i = 0; i < sent; ++i) deposited.push_back(Mid(i));
   EXPECT_EQ(fetched, deposited);
+}
+
+TEST_F(RelayServerTest, StopAnswersTheDepositsItFinishesBeforeClosingTheirLinks) {
+  Start();
+  Client alice(1, server_->endpoint());
+  const auto [box, token] = MailboxWithToken(alice);
+  Client bob(2, server_->endpoint());
+  store_->PauseCommitsForTesting(true);
+  bob.Send(relay::Deposit{box, token, Mid(1), Bytes(300, 1)});
+  // Taken in (alice has its push) and waiting for its sync when the stop begins.
+  ASSERT_TRUE(alice.Next().has_value());
+  std::thread stopper([&] { server_->Stop(); });
+  for (int i = 0; i < 2000; ++i) {
+    const auto lines = log_.Lines();
+    if (std::any_of(lines.begin(), lines.end(),
+                    [](const std::string& l) { return l.find("event=stopping") != std::string::npos; }))
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  store_->PauseCommitsForTesting(false);
+  // The depositor hears "stored" (and need not deposit it again) before its link closes.
+  EXPECT_EQ(bob.NextResponse().code, ResponseCode::kOk);
+  EXPECT_TRUE(bob.WaitClosed());
+  stopper.join();
 }
 
 TEST_F(RelayServerTest, StopFinishesAcknowledgedDepositsAndTheyAreThereAfterRestart) {
