@@ -1,6 +1,6 @@
-// The cipherward-relay binary itself, started as an operator would, under a low open-file limit: it lowers
-// its connection caps so that its connections cannot take the descriptors its store needs, says so in its
-// log, and keeps serving the connections it took.
+// The cipherward-relay binary itself, started as an operator would, in a child process: under a low
+// open-file limit it lowers its connection caps so that its connections cannot take the descriptors its
+// store needs; killed with deposits in flight, it loses none it answered "stored".
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -10,17 +10,21 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "relay/protocol.h"
+#include "tests/relay/link_client.h"
 #include "tests/relay/relay_test_util.h"
 #include "transport/tcp_transport.h"
 
@@ -35,21 +39,28 @@ std::string ReadFile(const std::string& path) {
 // The relay binary in a child process with RLIMIT_NOFILE soft = hard = `open_files` (so it cannot raise it).
 class RelayProcess {
  public:
-  RelayProcess(const std::string& dir, rlim_t open_files)
+  // `open_files` 0: the limits this process has. `extra`: more flags.
+  RelayProcess(const std::string& dir, rlim_t open_files, std::vector<std::string> extra = {})
       : out_(dir + "/relay.out"), log_(dir + "/relay.log") {
-    const std::string data = dir + "/relay";
+    std::vector<std::string> args = {"cipherward-relay", "--data-dir",  dir + "/relay", "--listen",
+                                     "127.0.0.1:0",      "--log-level", "info"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
     // Everything the child needs is made before fork: after it, only async-signal-safe calls.
     const rlimit limit{open_files, open_files};
+    std::error_code ec;
+    std::filesystem::remove(out_, ec);  // a restart's address is not the previous one
     pid_ = ::fork();
     if (pid_ == 0) {
       const int out = ::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      const int err = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      const int err = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
       if (out < 0 || err < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0 ||
-          ::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+          (open_files != 0 && ::setrlimit(RLIMIT_NOFILE, &limit) != 0)) {
         ::_exit(126);
       }
-      ::execl(CW_RELAY_BINARY, "cipherward-relay", "--data-dir", data.c_str(), "--listen", "127.0.0.1:0",
-              "--log-level", "info", static_cast<char*>(nullptr));
+      ::execv(CW_RELAY_BINARY, argv.data());
       ::_exit(127);
     }
   }
@@ -58,6 +69,13 @@ class RelayProcess {
     ::kill(pid_, SIGTERM);
     int status = 0;
     ::waitpid(pid_, &status, 0);
+  }
+  // A crash: no graceful stop, nothing more written.
+  void Kill() {
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
   }
 
   // The address the relay printed (a bounded wait: a safety net, not a timing assertion).
@@ -163,6 +181,94 @@ TEST(RelayBinary, FitsItsConnectionCapsToTheOpenFileLimitAndKeepsServing) {
   const auto* r = std::get_if<Response>(&*created);
   ASSERT_NE(r, nullptr);
   EXPECT_EQ(r->code, ResponseCode::kOk) << r->message;
+}
+
+// "The relay restarted mid-conversation loses nothing", with the restart a crash: the relay binary is killed
+// (SIGKILL) with deposits in flight, four times, and restarted on the same data. Every deposit it answered
+// "stored" must be in the mailbox afterwards, once; deposits in flight at the kill may or may not be (their
+// senders were never told), and a depositor that sends them again finds each stored once.
+TEST(RelayBinary, EveryDepositAnsweredStoredSurvivesTheRelayBeingKilled) {
+  testing::TempDir dir;
+  const std::vector<std::string> flags = {"--quota-messages", "100000"};
+  MailboxId box{};
+  DepositToken token{};
+  std::set<uint32_t> answered;  // message numbers answered kOk
+  uint32_t next = 0;
+  auto deposit = [&](testing::LinkClient& link, uint32_t n) {
+    link.Send(relay::Deposit{box, token, testing::Mid(n), Bytes(200, static_cast<uint8_t>(n))});
+  };
+  for (int crash = 0; crash < 4; ++crash) {
+    RelayProcess relay(dir.path(), 0, flags);
+    const auto address = relay.Address();
+    ASSERT_TRUE(address.has_value()) << relay.Log();
+    if (crash == 0) {
+      testing::LinkClient owner(1, *address);  // the same link key (seed) owns the mailbox after restarts
+      std::tie(box, token) = testing::MailboxWithToken(owner);
+    }
+    testing::LinkClient depositor(2 + crash, *address);
+    ASSERT_TRUE(depositor.connected());
+    // 32 in flight until 150 are answered; the k-th Send on a link carries request id k.
+    std::map<uint32_t, uint32_t> number_of;  // request id -> message number
+    uint32_t sent = 0;
+    size_t in_flight = 0;
+    for (size_t got = 0; got < 150;) {
+      while (in_flight < 32) {
+        number_of[++sent] = next;
+        deposit(depositor, next++);
+        ++in_flight;
+      }
+      const Response r = depositor.NextResponse();
+      ASSERT_NE(r.request_id, 0u) << r.message;
+      --in_flight;
+      ++got;
+      if (r.code == ResponseCode::kOk) answered.insert(number_of.at(r.request_id));
+    }
+    relay.Kill();  // 32 deposits in flight
+  }
+
+  RelayProcess relay(dir.path(), 0, flags);
+  const auto address = relay.Address();
+  ASSERT_TRUE(address.has_value()) << relay.Log();
+  testing::LinkClient owner(1, *address);
+  auto stored = [&] {
+    std::map<uint32_t, size_t> count;  // message number -> copies
+    uint64_t after = 0;
+    for (bool more = true; more;) {
+      owner.Send(relay::FetchMessages{box, after, kMaxFetchCount});
+      const Response r = owner.NextResponse();
+      EXPECT_EQ(r.code, ResponseCode::kOk) << r.message;
+      if (r.code != ResponseCode::kOk) break;
+      const auto& done = std::get<FetchDone>(r.body);
+      after = done.last_seq;
+      more = done.more;
+      for (const ServerFrame& f : owner.other_) {
+        const auto* d = std::get_if<Delivery>(&f);
+        // Fetched copies only: the deposits sent again below are also pushed (request id 0) to the owner.
+        if (d != nullptr && d->request_id != 0) {
+          uint32_t n = 0;
+          for (int i = 0; i < 4; ++i) n |= uint32_t(d->message_id[i]) << (8 * i);
+          ++count[n];
+        }
+      }
+      owner.other_.clear();
+    }
+    return count;
+  };
+  const auto after_crashes = stored();
+  ASSERT_EQ(answered.size(), 4u * 150);  // every answer was kOk
+  for (uint32_t n : answered)
+    EXPECT_EQ(after_crashes.count(n), 1u) << "deposit " << n << " was answered stored";
+  for (const auto& [n, copies] : after_crashes) EXPECT_EQ(copies, 1u) << "deposit " << n;
+
+  // Every deposit sent again (answered or not, as a sender that never heard back would): each is there once.
+  testing::LinkClient depositor(9, *address);
+  for (uint32_t n = 0; n < next; ++n) {
+    deposit(depositor, n);
+    ASSERT_EQ(depositor.NextResponse().code, ResponseCode::kOk);
+  }
+  const auto after_retries = stored();
+  EXPECT_EQ(after_retries.size(), next);
+  for (const auto& [n, copies] : after_retries) EXPECT_EQ(copies, 1u) << "deposit " << n;
 }
 
 }  // namespace
