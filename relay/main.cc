@@ -19,12 +19,14 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/base/random.h"
 #include "core/base/secret.h"
 #include "relay/allocator.h"
+#include "relay/rate_limiter.h"
 #include "relay/relay_service.h"
 #include "relay/rocksdb_mailbox_store.h"
 #include "relay/run.h"
@@ -115,6 +117,10 @@ int main(int argc, char** argv) {
   uint64_t min_free_disk_mib = 1024;
   uint32_t quota_messages = 1000;
   uint64_t quota_mib = 64;
+  std::string advertise;
+  int64_t attachment_ttl_days = 30;
+  int64_t unfinished_upload_hours = 24;
+  cw::relay::TokenBucketLimiter::Options bundle_fetch;
   cw::relay::ServerOptions server_options;
   app.add_option("--listen", listen, "host:port to listen on")->capture_default_str();
   app.add_option("--data-dir", data_dir, "directory of the relay's RocksDB store")->required();
@@ -126,6 +132,24 @@ int main(int argc, char** argv) {
   app.add_option("--max-attachment-mib", max_attachment_mib, "largest attachment")->capture_default_str();
   app.add_option("--min-free-disk-mib", min_free_disk_mib,
                  "new attachments are refused when the disk would keep less free than this")
+      ->capture_default_str();
+  app.add_option("--advertise", advertise,
+                 "host[:port] clients reach this relay at, for the printed address [the listening address]");
+  app.add_option("--attachment-ttl-days", attachment_ttl_days, "days an attachment is kept")
+      ->check(CLI::Range(1, 3650))
+      ->capture_default_str();
+  app.add_option("--unfinished-upload-hours", unfinished_upload_hours,
+                 "hours after which an upload still unfinished is removed")
+      ->check(CLI::Range(1, 87600))
+      ->capture_default_str();
+  app.add_option("--bundle-fetch-burst", bundle_fetch.capacity,
+                 "pre-key bundles one link key may fetch at once (each takes a one-time pre-key)")
+      ->check(CLI::Range(1u, 1000000u))
+      ->capture_default_str();
+  int64_t bundle_fetch_every_seconds = bundle_fetch.refill_millis / 1000;
+  app.add_option("--bundle-fetch-every-seconds", bundle_fetch_every_seconds,
+                 "then one more bundle per this many seconds")
+      ->check(CLI::Range(int64_t{1}, int64_t{86400}))
       ->capture_default_str();
   app.add_option("--quota-messages", quota_messages, "messages per mailbox")->capture_default_str();
   app.add_option("--quota-mib", quota_mib, "envelope MiB per mailbox")->capture_default_str();
@@ -160,6 +184,10 @@ int main(int argc, char** argv) {
   options.message_ttl_millis = ttl_days * 24 * 3600 * 1000;
   options.max_attachment_size = max_attachment_mib << 20;
   options.min_free_disk_bytes = min_free_disk_mib << 20;
+  options.attachment_ttl_millis = attachment_ttl_days * 24 * 3600 * 1000;
+  options.unfinished_attachment_ttl_millis = unfinished_upload_hours * 3600 * 1000;
+  bundle_fetch.refill_millis = bundle_fetch_every_seconds * 1000;
+  options.bundle_fetch_limit = bundle_fetch;
   options.quota.max_messages = quota_messages;
   options.quota.max_bytes = quota_mib << 20;
   for (const auto& hex : stats_keys) {
@@ -171,6 +199,20 @@ int main(int argc, char** argv) {
   }
   auto endpoint = cw::transport::Endpoint::Parse(listen);
   if (!endpoint) return Fail(log, "bad_option", endpoint.error());
+  // "host" or "host:port"; port 0 means the one the relay listens on.
+  std::optional<cw::transport::Endpoint> advertised;
+  if (!advertise.empty()) {
+    const bool has_port = advertise.back() != ']' && advertise.find(':') != std::string::npos;
+    auto parsed = cw::transport::Endpoint::Parse(has_port ? advertise : advertise + ":0");
+    if (!parsed || parsed->static_key) {
+      return Fail(log, "bad_option",
+                  cw::Status(StatusCode::kInvalidArgument, "--advertise wants host or host:port"));
+    }
+    advertised = *parsed;
+  } else if (endpoint->host == "0.0.0.0" || endpoint->host == "::") {
+    log.Log(cw::relay::LogLevel::kWarn, "advertise_missing",
+            {{"hint", "the printed address names no host other machines can reach; give --advertise HOST"}});
+  }
 
   bool created = false;
   auto key = LoadOrCreateKey(key_file, &created);
@@ -205,7 +247,12 @@ int main(int argc, char** argv) {
     // it.
     if (announced) return;
     announced = true;
-    std::printf("%s\n", where.ToString().c_str());
+    cw::transport::Endpoint shown = where;
+    if (advertised) {
+      shown.host = advertised->host;
+      if (advertised->port != 0) shown.port = advertised->port;
+    }
+    std::printf("%s\n", shown.ToString().c_str());
     std::fflush(stdout);
   };
   int rc = 0;

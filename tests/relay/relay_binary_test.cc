@@ -78,18 +78,19 @@ class RelayProcess {
     pid_ = -1;
   }
 
-  // The address the relay printed (a bounded wait: a safety net, not a timing assertion).
-  std::optional<transport::Endpoint> Address() {
+  // The line the relay printed, its address (a bounded wait: a safety net, not a timing assertion).
+  std::string Printed() {
     for (int i = 0; i < 400; ++i) {
       const std::string out = ReadFile(out_);
-      if (out.find('\n') != std::string::npos) {
-        auto e = transport::Endpoint::Parse(out.substr(0, out.find('\n')));
-        if (e) return *e;
-        return std::nullopt;
-      }
+      if (out.find('\n') != std::string::npos) return out.substr(0, out.find('\n'));
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    return std::nullopt;
+    return "";
+  }
+  std::optional<transport::Endpoint> Address() {
+    auto e = transport::Endpoint::Parse(Printed());
+    if (!e) return std::nullopt;
+    return *e;
   }
   std::string Log() const { return ReadFile(log_); }
 
@@ -269,6 +270,41 @@ TEST(RelayBinary, EveryDepositAnsweredStoredSurvivesTheRelayBeingKilled) {
   const auto after_retries = stored();
   EXPECT_EQ(after_retries.size(), next);
   for (const auto& [n, copies] : after_retries) EXPECT_EQ(copies, 1u) << "deposit " << n;
+}
+
+TEST(RelayBinary, PrintsTheAdvertisedAddressForClients) {
+  testing::TempDir dir;
+  {
+    RelayProcess relay(dir.path(), 0, {"--advertise", "relay.example.org:7443"});
+    const auto shown = transport::Endpoint::Parse(relay.Printed());
+    ASSERT_TRUE(shown.has_value()) << relay.Log();
+    EXPECT_EQ(shown->host, "relay.example.org");
+    EXPECT_EQ(shown->port, 7443);
+    EXPECT_TRUE(shown->static_key.has_value());
+  }
+  // A host alone keeps the port the relay listens on (the one its listening line names).
+  RelayProcess relay(dir.path(), 0, {"--advertise", "relay.example.org"});
+  const auto shown = transport::Endpoint::Parse(relay.Printed());
+  ASSERT_TRUE(shown.has_value()) << relay.Log();
+  EXPECT_EQ(shown->host, "relay.example.org");
+  EXPECT_NE(relay.Log().find(":" + std::to_string(shown->port) + "\n"), std::string::npos) << relay.Log();
+}
+
+TEST(RelayBinary, TheBundleFetchLimitIsTheOperatorsToSet) {
+  testing::TempDir dir;
+  RelayProcess relay(dir.path(), 0, {"--bundle-fetch-burst", "2"});
+  const auto address = relay.Address();
+  ASSERT_TRUE(address.has_value()) << relay.Log();
+  testing::LinkClient client(5, *address);
+  ASSERT_TRUE(client.connected());
+  // Every fetch takes a token, found or not (probing addresses is what the limit is for).
+  const MailboxId unknown = testing::Filled<kMailboxIdSize>(0x42);
+  for (int i = 0; i < 2; ++i) {
+    client.Send(FetchBundle{unknown});
+    EXPECT_EQ(client.NextResponse().code, ResponseCode::kNotFound) << i;
+  }
+  client.Send(FetchBundle{unknown});
+  EXPECT_EQ(client.NextResponse().code, ResponseCode::kRateLimited);  // the default (6) would not be
 }
 
 }  // namespace
