@@ -7,6 +7,7 @@
 // gracefully: no new connections or commands, every command taken in finishes (its writes synced) and is
 // answered before its link closes, the store closes. Logs are logfmt lines on stderr, never holding
 // envelopes, tokens or keys.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <sodium.h>
 #include <sys/resource.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -76,8 +78,10 @@ Result<cw::transport::StaticKeyPair> LoadOrCreateKey(const std::string& path, bo
 }
 
 // Raises the soft open-file limit to the hard one (Debian's soft default, 1024, would hold about a thousand
-// connections) and lowers the connection caps to what it allows (see FitToOpenFileLimit), saying so.
-cw::relay::ServerOptions FitToOpenFileLimit(cw::relay::ServerOptions options, cw::relay::LogSink& log) {
+// connections), lowers the connection caps to what it allows (see FitToOpenFileLimit), saying so, and sizes
+// the store's open table files to the descriptors the connections leave.
+cw::relay::ServerOptions FitToOpenFileLimit(cw::relay::ServerOptions options,
+                                            cw::relay::RocksDbStoreOptions* store, cw::relay::LogSink& log) {
   rlimit rl{};
   if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return options;
   if (rl.rlim_cur != rl.rlim_max) {
@@ -86,6 +90,10 @@ cw::relay::ServerOptions FitToOpenFileLimit(cw::relay::ServerOptions options, cw
     if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
   }
   if (rl.rlim_cur == RLIM_INFINITY) return options;
+  // Of the reserve, 256 stay for the rest: attachment files (at most 64 written and 64 read at once, see
+  // attachment_files.cc), RocksDB's logs and manifest, the process's own. 20 is RocksDB's least.
+  const uint64_t reserved = cw::relay::ReservedDescriptors(rl.rlim_cur);
+  store->max_open_files = static_cast<int>(std::max<uint64_t>(20, reserved > 256 ? reserved - 256 : 0));
   const cw::relay::ServerOptions fitted = cw::relay::FitToOpenFileLimit(options, rl.rlim_cur);
   if (fitted.max_connections != options.max_connections ||
       fitted.max_handshaking != options.max_handshaking) {
@@ -134,7 +142,7 @@ int main(int argc, char** argv) {
                  "new attachments are refused when the disk would keep less free than this")
       ->capture_default_str();
   app.add_option("--advertise", advertise,
-                 "host[:port] clients reach this relay at, for the printed address [the listening address]");
+                 "IP[:port] clients reach this relay at, for the printed address [the listening address]");
   app.add_option("--attachment-ttl-days", attachment_ttl_days, "days an attachment is kept")
       ->check(CLI::Range(1, 3650))
       ->capture_default_str();
@@ -199,19 +207,25 @@ int main(int argc, char** argv) {
   }
   auto endpoint = cw::transport::Endpoint::Parse(listen);
   if (!endpoint) return Fail(log, "bad_option", endpoint.error());
-  // "host" or "host:port"; port 0 means the one the relay listens on.
+  // "ip" or "ip:port" ("[v6]" or "[v6]:port"); port 0 means the one the relay listens on. An IP literal:
+  // clients dial nothing else (the transport resolves no names).
   std::optional<cw::transport::Endpoint> advertised;
   if (!advertise.empty()) {
     const bool has_port = advertise.back() != ']' && advertise.find(':') != std::string::npos;
     auto parsed = cw::transport::Endpoint::Parse(has_port ? advertise : advertise + ":0");
-    if (!parsed || parsed->static_key) {
-      return Fail(log, "bad_option",
-                  cw::Status(StatusCode::kInvalidArgument, "--advertise wants host or host:port"));
+    in6_addr ip{};
+    if (!parsed || parsed->static_key ||
+        (::inet_pton(AF_INET, parsed->host.c_str(), &ip) != 1 &&
+         ::inet_pton(AF_INET6, parsed->host.c_str(), &ip) != 1)) {
+      return Fail(
+          log, "bad_option",
+          cw::Status(StatusCode::kInvalidArgument,
+                     "--advertise wants the IP address clients reach the relay at, with or without :port"));
     }
     advertised = *parsed;
   } else if (endpoint->host == "0.0.0.0" || endpoint->host == "::") {
     log.Log(cw::relay::LogLevel::kWarn, "advertise_missing",
-            {{"hint", "the printed address names no host other machines can reach; give --advertise HOST"}});
+            {{"hint", "the printed address names no host other machines can reach; give --advertise IP"}});
   }
 
   bool created = false;
@@ -224,11 +238,12 @@ int main(int argc, char** argv) {
 
   cw::relay::RunOptions run;
   run.relay = options;
-  run.server = FitToOpenFileLimit(server_options, log);
+  cw::relay::RocksDbStoreOptions store_options;
+  run.server = FitToOpenFileLimit(server_options, &store_options, log);
   cw::relay::RunHooks hooks;
   const std::string store_dir = data_dir + "/store";
   hooks.open_store = [&]() -> cw::Result<std::unique_ptr<cw::relay::MailboxStore>> {
-    auto store = cw::relay::RocksDbMailboxStore::Open(store_dir);
+    auto store = cw::relay::RocksDbMailboxStore::Open(store_dir, store_options);
     if (!store) return cw::Error(store.error());
     log.Log(cw::relay::LogLevel::kInfo, "store_opened",
             {{"dir", store_dir}, {"allocator", cw::relay::AllocatorName()}});

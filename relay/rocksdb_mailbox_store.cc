@@ -778,9 +778,7 @@ Result<std::unique_ptr<RocksDbMailboxStore>> RocksDbMailboxStore::Open(const std
   // Nearly everything stored is ciphertext (sealed envelopes, attachment chunks), which does not compress:
   // snappy would only spend CPU on every flush and compaction. Files written with it stay readable.
   db_options.compression = rocksdb::kNoCompression;
-  // Table files open at once (RocksDB's default keeps every one open): the descriptors left to the store by
-  // the relay's connection caps (FitToOpenFileLimit) must hold them, whatever the store's size.
-  db_options.max_open_files = 512;
+  db_options.max_open_files = options.max_open_files;
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, path, &raw);
   if (!s.ok()) return Error(FromRocks(s, "open relay store"));

@@ -26,6 +26,9 @@ namespace cw::relay {
 struct RocksDbStoreOptions {
   // false only for benchmarks that measure everything but the fsync; never in a deployed relay.
   bool sync = true;
+  // Table files RocksDB keeps open at once (its default keeps every one open, so a large store would hold
+  // ever more descriptors); the relay binary sizes it to the descriptors its connections leave.
+  int max_open_files = 512;
 };
 
 class RocksDbMailboxStore : public virtual MailboxStore {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -11,6 +12,18 @@
 
 namespace cw::relay {
 namespace {
+
+// Descriptors this process holds now (Linux; 0 where /proc cannot tell), for the stats line: running out of
+// them is what FitToOpenFileLimit guards against, and an operator should see it coming.
+uint64_t OpenFileCount() {
+  std::error_code ec;
+  uint64_t n = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
 
 using transport::Connection;
 
@@ -310,7 +323,9 @@ class ServerImpl final : public RelayServer {
         (from_group != per_address_.end() && from_group->second >= options_.max_connections_per_address)) {
       log_.Log(LogLevel::kWarn, "connection_refused", {{"peer", address}, {"reason", "connection limit"}});
       c->SetCallbacks({});
-      c->Close(Status(StatusCode::kResourceExhausted, "connection limit"));
+      // At once: a graceful close would hold the descriptor until the peer closes too (see Abort), and the
+      // caps are there to keep descriptors for the store.
+      c->Abort(Status(StatusCode::kResourceExhausted, "connection limit"));
       return;
     }
     auto state = std::make_shared<ConnState>();
@@ -391,11 +406,16 @@ class ServerImpl final : public RelayServer {
         if (!purged) log_.Log(LogLevel::kError, "purge_failed", {});
         const RelayStatsView v = service_.Stats();
         log_.Log(LogLevel::kInfo, "stats",
-                 {{"connections", std::to_string(v.connections)}, {"mailboxes", std::to_string(v.mailboxes)},
+                 {{"connections", std::to_string(v.connections)},
+                  {"mailboxes", std::to_string(v.mailboxes)},
                   {"queued_messages", std::to_string(v.queued_messages)},
-                  {"queued_bytes", std::to_string(v.queued_bytes)}, {"attachments", std::to_string(v.attachments)},
-                  {"attachment_bytes", std::to_string(v.attachment_bytes)}, {"syncs", std::to_string(v.syncs)},
-                  {"commands", std::to_string(v.commands)}, {"errors", std::to_string(v.errors)}});
+                  {"queued_bytes", std::to_string(v.queued_bytes)},
+                  {"attachments", std::to_string(v.attachments)},
+                  {"attachment_bytes", std::to_string(v.attachment_bytes)},
+                  {"syncs", std::to_string(v.syncs)},
+                  {"commands", std::to_string(v.commands)},
+                  {"errors", std::to_string(v.errors)},
+                  {"open_files", std::to_string(OpenFileCount())}});
       });
       ScheduleMaintenance();
     });
@@ -425,9 +445,16 @@ class ServerImpl final : public RelayServer {
 
 }  // namespace
 
+uint64_t ReservedDescriptors(uint64_t open_file_limit) {
+  return std::min(kReservedDescriptors, open_file_limit / 4);
+}
+
 ServerOptions FitToOpenFileLimit(ServerOptions options, uint64_t open_file_limit) {
-  const uint64_t budget = open_file_limit - std::min(kReservedDescriptors, open_file_limit / 4);
-  if (options.max_connections + options.max_handshaking <= budget) return options;
+  const uint64_t budget = open_file_limit - ReservedDescriptors(open_file_limit);
+  // Compared without adding: caps given as huge numbers (no limit meant) must not wrap around.
+  if (options.max_connections <= budget && options.max_handshaking <= budget - options.max_connections) {
+    return options;
+  }
   // Handshakes get a sixteenth: enough that a burst of reconnecting devices gets in, while the rest of the
   // budget goes to the links that carry messages.
   options.max_handshaking = std::max<uint64_t>(1, std::min<uint64_t>(options.max_handshaking, budget / 16));

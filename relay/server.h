@@ -45,11 +45,13 @@ struct ServerOptions {
 // Every connection, handshaking or not, holds a file descriptor, and so do the store's files (RocksDB opens
 // its table and log files as it goes) and attachments being read or written. A relay whose connections take
 // the last descriptor cannot open a table file, and its store fails: RunRelay then reopens it, and every
-// client loses its link. Returns `options` with its connection caps (max_connections, max_handshaking and
-// max_handshaking_per_address) lowered, if need be, so that all connections together leave a quarter of
-// `open_file_limit` (at most kReservedDescriptors) to the rest. `open_file_limit` is RLIMIT_NOFILE's soft
-// limit after raising it to the hard one.
+// client loses its link. ReservedDescriptors is what connections must leave to the rest: a quarter of
+// `open_file_limit` (RLIMIT_NOFILE's soft limit after raising it to the hard one), at most
+// kReservedDescriptors; the store's open table files are to fit in it (RocksDbStoreOptions::max_open_files).
+// FitToOpenFileLimit returns `options` with its connection caps (max_connections, max_handshaking and
+// max_handshaking_per_address) lowered, if need be, so that all connections together leave that much.
 inline constexpr uint64_t kReservedDescriptors = 1024;
+uint64_t ReservedDescriptors(uint64_t open_file_limit);
 ServerOptions FitToOpenFileLimit(ServerOptions options, uint64_t open_file_limit);
 
 class RelayServer {

@@ -137,6 +137,9 @@ class InMemoryNetwork::Impl::Conn final : public Connection, public std::enable_
     FinishLocally(std::move(reason));
   }
 
+  // No descriptors here: the peer hears of it as of a Close.
+  void Abort(Status reason) override { Close(std::move(reason)); }
+
   const PublicKey& remote_static_key() const override { return remote_key_; }
   const std::string& peer_address() const override { return peer_address_; }
   size_t queued_bytes() const override { return queued_; }

@@ -106,6 +106,8 @@ class TcpListener final : public Listener {
   size_t handshaking_ = 0;
   std::unordered_map<std::string, size_t> handshaking_by_group_;  // AddressGroup -> handshakes in progress
   bool closed_ = false;
+  uint64_t accept_failures_ = 0;    // since the last report to on_rejected
+  int64_t next_accept_report_ = 0;  // loop clock, ms
 };
 
 class TcpConnection final : public Connection, public std::enable_shared_from_this<TcpConnection> {
@@ -118,6 +120,7 @@ class TcpConnection final : public Connection, public std::enable_shared_from_th
   void SetCallbacks(ConnectionCallbacks callbacks) override { callbacks_ = std::move(callbacks); }
   Status Send(ByteView frame) override;
   void Close(Status reason) override;
+  void Abort(Status reason) override;
   const PublicKey& remote_static_key() const override { return remote_key_; }
   const std::string& peer_address() const override { return peer_address_; }
   size_t queued_bytes() const override { return queued_; }
@@ -130,7 +133,6 @@ class TcpConnection final : public Connection, public std::enable_shared_from_th
   void OnConnected(int status);
   void OnRead(ssize_t nread, const uv_buf_t* buf);
   void OnWriteDone(size_t frame_bytes, int status);
-  void Abort(Status reason);
   void CheckDeadline(int64_t now);
   void ReadPeerAddress();
 
@@ -266,6 +268,9 @@ class TcpTransportImpl final : public TcpTransport {
 void TcpListener::Close() {
   if (closed_) return;
   closed_ = true;
+  // Connections still handshaking end later (a timeout, the transport's shutdown): the app that listened may
+  // be gone by then, and nothing of theirs is its business any more.
+  options_.on_rejected = nullptr;
   uv_close(reinterpret_cast<uv_handle_t*>(handle_), [](uv_handle_t* h) {
     auto* self = static_cast<TcpListener*>(h->data);
     delete reinterpret_cast<uv_tcp_t*>(h);
@@ -774,12 +779,18 @@ Result<std::shared_ptr<Listener>> TcpTransportImpl::Listen(const Endpoint& local
 void TcpTransportImpl::OnNewConnection(TcpListener* listener, int status) {
   if (listener->closed_ || shutting_down_) return;
   if (status != 0) {
-    // Out of descriptors, most often (libuv then accepts and closes the connection itself): the operator
-    // needs to hear of it, the peer only sees the close.
-    if (listener->options_.on_rejected) {
+    // Out of descriptors, most often. libuv sheds such connections itself while it holds a spare descriptor,
+    // silently; past that it calls here for every connection it cannot take, as fast as they come. The
+    // operator hears of it at most once a second, with the count.
+    ++listener->accept_failures_;
+    const int64_t now = Now();
+    if (listener->options_.on_rejected && now >= listener->next_accept_report_) {
+      listener->next_accept_report_ = now + 1000;
+      const uint64_t failures = std::exchange(listener->accept_failures_, 0);
       const Status why(status == UV_EMFILE || status == UV_ENFILE ? StatusCode::kResourceExhausted
                                                                   : StatusCode::kUnavailable,
-                       std::string("accept failed: ") + uv_strerror(status));
+                       std::string("accept failed: ") + uv_strerror(status) + " (" +
+                           std::to_string(failures) + " since the last report)");
       CallApp([&] { listener->options_.on_rejected("", why); });
     }
     return;

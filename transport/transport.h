@@ -166,6 +166,11 @@ class Connection {
   // and waits for the peer to close its side (at most handshake_timeout_millis in all), then calls
   // on_closed(reason). Idempotent: later calls (and later errors) do not change the reason.
   virtual void Close(Status reason) = 0;
+  // Closes at once, without sending what is queued or waiting for the peer; on_closed(reason) follows. For a
+  // connection a server refuses right after its handshake: its descriptor goes with the refusal, where a
+  // graceful close would keep it until the peer closes too (a peer that never does would hold it for the
+  // close's whole timeout, and a flood of them every descriptor the server has).
+  virtual void Abort(Status reason) = 0;
 
   // The X25519 static key the peer proved in the Noise handshake (for a relay: the mailbox owner's link key).
   virtual const PublicKey& remote_static_key() const = 0;

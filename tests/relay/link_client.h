@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -20,6 +21,25 @@
 
 namespace cw::relay::testing {
 
+// Connects `t` to `relay` (the Noise handshake included) and waits for the outcome. The link's frames and
+// its close go to `on_frame` and `on_closed`, on t's loop thread.
+inline Result<std::shared_ptr<transport::Connection>> ConnectAndWait(transport::TcpTransport& t,
+                                                                     const transport::Endpoint& relay,
+                                                                     std::function<void(ByteView)> on_frame,
+                                                                     std::function<void(Status)> on_closed) {
+  using Outcome = Result<std::shared_ptr<transport::Connection>>;
+  auto connected = std::make_shared<std::promise<Outcome>>();
+  auto fut = connected->get_future();
+  const Status started = transport::RunSync(t, [&]() -> Status {
+    transport::ConnectionCallbacks cb;
+    cb.on_frame = std::move(on_frame);
+    cb.on_closed = std::move(on_closed);
+    return t.Connect(relay, cb, [connected](Outcome c) { connected->set_value(std::move(c)); });
+  });
+  if (!started.ok()) return Error(started);
+  return fut.get();
+}
+
 class LinkClient {
  public:
   LinkClient(uint64_t seed, const transport::Endpoint& relay) {
@@ -28,27 +48,21 @@ class LinkClient {
     EXPECT_TRUE(t.has_value());
     transport_ = std::move(*t);
     key_ = transport_->local_static_key();
-    auto connected = std::make_shared<std::promise<Status>>();
-    auto fut = connected->get_future();
-    transport::RunSync(*transport_, [&]() -> Status {
-      transport::ConnectionCallbacks cb;
-      cb.on_frame = [this](ByteView f) {
-        std::lock_guard<std::mutex> lock(mu_);
-        frames_.emplace_back(f.begin(), f.end());
-        cv_.notify_all();
-      };
-      cb.on_closed = [this](Status s) {
-        std::lock_guard<std::mutex> lock(mu_);
-        closed_ = s.code();
-        is_closed_ = true;
-        cv_.notify_all();
-      };
-      return transport_->Connect(relay, cb, [this, connected](Result<std::shared_ptr<transport::Connection>> c) {
-        if (c) conn_ = *c;
-        connected->set_value(c ? Status::Ok() : c.error());
-      });
-    }).ok();
-    connect_status_ = fut.get();
+    auto c = ConnectAndWait(
+        *transport_, relay,
+        [this](ByteView f) {
+          std::lock_guard<std::mutex> lock(mu_);
+          frames_.emplace_back(f.begin(), f.end());
+          cv_.notify_all();
+        },
+        [this](Status s) {
+          std::lock_guard<std::mutex> lock(mu_);
+          closed_ = s.code();
+          is_closed_ = true;
+          cv_.notify_all();
+        });
+    if (c) conn_ = *c;
+    connect_status_ = c ? Status::Ok() : c.error();
   }
   ~LinkClient() { transport_->Shutdown().ok(); }
 

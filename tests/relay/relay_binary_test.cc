@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,7 +13,6 @@
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
-#include <future>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -52,8 +52,11 @@ class RelayProcess {
     const rlimit limit{open_files, open_files};
     std::error_code ec;
     std::filesystem::remove(out_, ec);  // a restart's address is not the previous one
+    const pid_t parent = ::getpid();
     pid_ = ::fork();
     if (pid_ == 0) {
+      // Dies with the test: a test that aborts (a failed ASSERT under ASan, a ctest timeout) leaves no relay.
+      if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(125);
       const int out = ::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
       const int err = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
       if (out < 0 || err < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0 ||
@@ -67,15 +70,29 @@ class RelayProcess {
   ~RelayProcess() {
     if (pid_ <= 0) return;
     ::kill(pid_, SIGTERM);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
+    if (Wait() == -1) Kill();  // a stop that hangs fails the test's expectations, not the test run
   }
   // A crash: no graceful stop, nothing more written.
   void Kill() {
+    if (pid_ <= 0) return;
     ::kill(pid_, SIGKILL);
     int status = 0;
     ::waitpid(pid_, &status, 0);
     pid_ = -1;
+  }
+  // Waits (at most 60 s) for the relay to exit: its exit code, or -1 if it did not (or was signalled).
+  int Wait() {
+    for (int i = 0; i < 6000 && pid_ > 0; ++i) {
+      int status = 0;
+      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      if (r < 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return -1;
   }
 
   // The line the relay printed, its address (a bounded wait: a safety net, not a timing assertion).
@@ -111,26 +128,20 @@ class Links {
   // Connects one at a time: the relay's handshake caps are low here, and this measures the connection cap.
   void Connect(const transport::Endpoint& relay, size_t n) {
     for (size_t i = 0; i < n; ++i) {
-      auto done = std::make_shared<std::promise<Status>>();
-      auto fut = done->get_future();
-      transport::RunSync(*transport_, [&]() -> Status {
-        transport::ConnectionCallbacks cb;
-        cb.on_frame = [this](ByteView f) {
-          std::lock_guard<std::mutex> lock(mu_);
-          frames_.emplace_back(f.begin(), f.end());
-          cv_.notify_all();
-        };
-        cb.on_closed = [this](Status) {
-          std::lock_guard<std::mutex> lock(mu_);
-          ++closed_;
-          cv_.notify_all();
-        };
-        return transport_->Connect(relay, cb, [this, done](Result<std::shared_ptr<transport::Connection>> c) {
-          if (c) conns_.push_back(*c);
-          done->set_value(c ? Status::Ok() : c.error());
-        });
-      }).ok();
-      ASSERT_TRUE(fut.get().ok()) << "connection " << i;
+      auto c = testing::ConnectAndWait(
+          *transport_, relay,
+          [this](ByteView f) {
+            std::lock_guard<std::mutex> lock(mu_);
+            frames_.emplace_back(f.begin(), f.end());
+            cv_.notify_all();
+          },
+          [this](Status) {
+            std::lock_guard<std::mutex> lock(mu_);
+            ++closed_;
+            cv_.notify_all();
+          });
+      ASSERT_TRUE(c.has_value()) << "connection " << i << ": " << c.error().ToString();
+      conns_.push_back(*c);
     }
   }
   // Waits (bounded) until `n` links were closed, then says how many were.
@@ -153,7 +164,7 @@ class Links {
 
  private:
   std::unique_ptr<transport::TcpTransport> transport_;
-  std::vector<std::shared_ptr<transport::Connection>> conns_;  // loop thread until Connect returns
+  std::vector<std::shared_ptr<transport::Connection>> conns_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Bytes> frames_;
@@ -275,18 +286,24 @@ TEST(RelayBinary, EveryDepositAnsweredStoredSurvivesTheRelayBeingKilled) {
 TEST(RelayBinary, PrintsTheAdvertisedAddressForClients) {
   testing::TempDir dir;
   {
-    RelayProcess relay(dir.path(), 0, {"--advertise", "relay.example.org:7443"});
+    RelayProcess relay(dir.path(), 0, {"--advertise", "203.0.113.7:7443"});
     const auto shown = transport::Endpoint::Parse(relay.Printed());
     ASSERT_TRUE(shown.has_value()) << relay.Log();
-    EXPECT_EQ(shown->host, "relay.example.org");
+    EXPECT_EQ(shown->host, "203.0.113.7");
     EXPECT_EQ(shown->port, 7443);
     EXPECT_TRUE(shown->static_key.has_value());
   }
-  // A host alone keeps the port the relay listens on (the one its listening line names).
-  RelayProcess relay(dir.path(), 0, {"--advertise", "relay.example.org"});
+  {
+    // A name is refused: clients dial IP addresses only, and could not use it.
+    RelayProcess relay(dir.path(), 0, {"--advertise", "relay.example.org"});
+    EXPECT_EQ(relay.Wait(), 1);
+    EXPECT_NE(relay.Log().find("--advertise wants the IP address"), std::string::npos) << relay.Log();
+  }
+  // An address alone keeps the port the relay listens on (the one its listening line names).
+  RelayProcess relay(dir.path(), 0, {"--advertise", "[2001:db8::7]"});
   const auto shown = transport::Endpoint::Parse(relay.Printed());
   ASSERT_TRUE(shown.has_value()) << relay.Log();
-  EXPECT_EQ(shown->host, "relay.example.org");
+  EXPECT_EQ(shown->host, "2001:db8::7");
   EXPECT_NE(relay.Log().find(":" + std::to_string(shown->port) + "\n"), std::string::npos) << relay.Log();
 }
 

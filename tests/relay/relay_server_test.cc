@@ -1,9 +1,14 @@
 // RelayServer over real TcpTransport on loopback: Noise links, commands, pushes, per-address limits, stop.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <limits>
 #include <thread>
 
 #include "relay/rocksdb_mailbox_store.h"
@@ -99,6 +104,42 @@ TEST(FitToOpenFileLimit, LeavesTheStoreItsDescriptors) {
   EXPECT_EQ(small.max_handshaking_per_address, 12u);
   EXPECT_EQ(small.max_connections, 180u);
   EXPECT_EQ(small.max_connections_per_address, defaults.max_connections_per_address);
+}
+
+TEST_F(RelayServerTest, AHandshakeEndingAfterTheServerIsGoneReachesNothingOfIt) {
+  Start();
+  // A TCP connection that never says a word: the transport holds it as a handshake in progress.
+  const int silent = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(silent, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(server_->endpoint().port);
+  ASSERT_EQ(::inet_pton(AF_INET, "127.0.0.1", &to.sin_addr), 1);
+  ASSERT_EQ(::connect(silent, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+  {
+    // Accepted after it, so once this handshake is through the relay's loop has taken the silent one too.
+    Client after(1, server_->endpoint());
+    ASSERT_TRUE(after.connected());
+  }
+  server_->Stop();
+  server_.reset();
+  // The transport's shutdown ends the silent handshake: the server that listened is gone, and must not hear.
+  transport_->Shutdown().ok();
+  transport_.reset();
+  ::close(silent);
+  bool stopped = false;
+  for (const std::string& line : log_.Lines()) {
+    if (line.find("event=stopped") != std::string::npos) stopped = true;
+    EXPECT_FALSE(stopped && line.find("event=handshake_rejected") != std::string::npos) << line;
+  }
+  EXPECT_TRUE(stopped);
+}
+
+TEST(FitToOpenFileLimit, CapsGivenAsHugeNumbersDoNotWrapAround) {
+  ServerOptions unlimited;
+  unlimited.max_connections = std::numeric_limits<size_t>::max();
+  const ServerOptions fitted = FitToOpenFileLimit(unlimited, 20000);
+  EXPECT_EQ(fitted.max_connections + fitted.max_handshaking, 20000u - kReservedDescriptors);
 }
 
 TEST_F(RelayServerTest, ConnectionsPerAddressAreLimited) {
