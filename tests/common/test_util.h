@@ -1,9 +1,11 @@
-// Helpers every test folder uses: a status code and description from a Status or a Result, and a
-// temporary directory removed with everything in it.
+// Helpers every test folder uses: a status code and description from a Status or a Result, a temporary
+// directory removed with everything in it, and killing a child process for good.
 #pragma once
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -23,6 +25,16 @@ inline std::string Describe(const Status& s) { return s.ToString(); }
 template <typename T>
 std::string Describe(const Result<T>& r) {
   return r.has_value() ? std::string("OK") : r.error().ToString();
+}
+
+// SIGKILLs the child `*pid` (a crash: nothing more is written) and reaps it; *pid becomes -1. Nothing when
+// *pid is not a child any more (-1).
+inline void KillAndReap(pid_t* pid) {
+  if (*pid <= 0) return;
+  ::kill(*pid, SIGKILL);
+  int status = 0;
+  ::waitpid(*pid, &status, 0);
+  *pid = -1;
 }
 
 // mkdtemp under $TMPDIR or /tmp; removed with everything in it on destruction.

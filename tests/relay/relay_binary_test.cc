@@ -73,13 +73,7 @@ class RelayProcess {
     if (Wait() == -1) Kill();  // a stop that hangs fails the test's expectations, not the test run
   }
   // A crash: no graceful stop, nothing more written.
-  void Kill() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
+  void Kill() { ::cw::testing::KillAndReap(&pid_); }
   // Waits (at most 60 s) for the relay to exit: its exit code, or -1 if it did not (or was signalled).
   int Wait() {
     for (int i = 0; i < 6000 && pid_ > 0; ++i) {

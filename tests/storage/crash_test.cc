@@ -94,13 +94,7 @@ class Child {
     std::fputc('\n', to_);
     std::fflush(to_);  // errors (EPIPE after a kill) are expected and ignored
   }
-  void Kill() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
+  void Kill() { ::cw::testing::KillAndReap(&pid_); }
   // Closes stdin and waits for a clean exit.
   bool Finish() {
     if (to_) std::fclose(to_);
