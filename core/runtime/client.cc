@@ -618,6 +618,11 @@ class Client::Impl {
       DropHeldPushes();
       SendAcks();  // any left are refused now (closing), which answers what waits for them
       FailAll(Closing());
+      // Work held behind work still on its way from the store (see AfterSynced) is refused now: that work may
+      // never arrive, once Shutdown closes the way.
+      for (auto& held : std::exchange(after_synced_held_, {})) {
+        if (*held.drop) (*held.drop)(Closing());
+      }
       if (direct_) direct_->Stop();
       SendPendingDeliveryReceipts();  // committed to the outbox; deposited when the client next runs
       if (compliance_) compliance_->CheckpointIfNeeded();  // a signed head covering everything recorded
@@ -1081,23 +1086,57 @@ class Client::Impl {
   // the store's sync thread through a Post. When the sync fails, or the client is locked or closing by then,
   // `dropped` runs instead (if given) with the reason, and `fn` never does: the relay delivers again what was
   // not acknowledged, and the outbox is flushed again after unlocking.
-  void AfterSynced(uint64_t sequence, std::function<void()> fn, std::function<void(Status)> dropped = nullptr) {
-    if (store_->SyncedThrough() >= sequence) return fn();
-    auto target = post_target_;
+  //
+  // In the order asked, for commits up to `sequence`: the store marks a commit synced before its sync thread
+  // posts the work waiting for it, so work asked for a commit that is already synced waits behind earlier
+  // work still on its way (else Sync, asked after the acknowledgements of what it fetched, could find none
+  // queued and return before they were sent; found in review).
+  void AfterSynced(uint64_t sequence, std::function<void()> fn,
+                   std::function<void(Status)> dropped = nullptr) {
     auto drop = std::make_shared<std::function<void(Status)>>(std::move(dropped));
-    Status s = store_->WhenSynced(sequence, [this, target, fn = std::move(fn), drop](const Status& synced) mutable {
-      target->Post([this, fn = std::move(fn), drop, synced]() mutable {
-        Status why = synced;
-        if (shutting_down_) why = Closing();
-        if (locked_) why = Locked();
-        if (why.ok()) return fn();
-        if (!synced.ok()) Report(Status(synced.code(), "a commit could not be synced"));
-        if (*drop) (*drop)(why);
-      });
-    });
+    if (store_->SyncedThrough() >= sequence) {
+      if (after_synced_held_.empty() && !AfterSyncedOnItsWay(sequence)) return fn();
+      after_synced_held_.push_back(HeldAfterSynced{sequence, std::move(fn), std::move(drop)});
+      return;
+    }
+    after_synced_on_its_way_.insert(sequence);
+    auto target = post_target_;
+    Status s = store_->WhenSynced(
+        sequence, [this, target, sequence, fn = std::move(fn), drop](const Status& synced) mutable {
+          target->Post([this, sequence, fn = std::move(fn), drop, synced]() mutable {
+            after_synced_on_its_way_.erase(after_synced_on_its_way_.find(sequence));
+            RunAfterSynced(fn, *drop, synced);
+            RunHeldAfterSynced();
+          });
+        });
     if (!s.ok()) {
+      after_synced_on_its_way_.erase(after_synced_on_its_way_.find(sequence));
       Report(s);
       if (*drop) (*drop)(s);
+      RunHeldAfterSynced();
+    }
+  }
+
+  bool AfterSyncedOnItsWay(uint64_t up_to) const {
+    return !after_synced_on_its_way_.empty() && *after_synced_on_its_way_.begin() <= up_to;
+  }
+
+  void RunAfterSynced(const std::function<void()>& fn, const std::function<void(Status)>& drop,
+                      const Status& synced) {
+    Status why = synced;
+    if (shutting_down_) why = Closing();
+    if (locked_) why = Locked();
+    if (why.ok()) return fn();
+    if (!synced.ok()) Report(Status(synced.code(), "a commit could not be synced"));
+    if (drop) drop(why);
+  }
+
+  // Held work whose earlier work has run, in the order it was asked.
+  void RunHeldAfterSynced() {
+    while (!after_synced_held_.empty() && !AfterSyncedOnItsWay(after_synced_held_.front().sequence)) {
+      HeldAfterSynced held = std::move(after_synced_held_.front());
+      after_synced_held_.pop_front();
+      RunAfterSynced(held.fn, *held.drop, Status::Ok());
     }
   }
 
@@ -2364,6 +2403,15 @@ class Client::Impl {
     transport::Transport* t_;
   };
   std::shared_ptr<PostTarget> post_target_;
+  // AfterSynced (loop thread): the commits of work handed to the store and not yet run here, and work held
+  // behind them.
+  std::multiset<uint64_t> after_synced_on_its_way_;
+  struct HeldAfterSynced {
+    uint64_t sequence;
+    std::function<void()> fn;
+    std::shared_ptr<std::function<void(Status)>> drop;
+  };
+  std::deque<HeldAfterSynced> after_synced_held_;
   int64_t last_activity_ms_ = 0;
   // Direct P2P links; lives as long as the transport (its callbacks check its own epoch after Stop).
   std::unique_ptr<DirectLinks> direct_;
