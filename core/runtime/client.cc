@@ -944,9 +944,13 @@ class Client::Impl {
     }
     // The private halves must be durable before the public ones are handed out: a crash that lost them
     // would leave the relay serving pre-keys nobody can use.
-    AfterSynced(store_->LastCommitSequence(), [this, up = std::move(up), with_one_time, round, done]() mutable {
-      SendPreKeys(std::move(up), with_one_time, round, done);
-    });
+    AfterSynced(
+        store_->LastCommitSequence(),
+        [this, up = std::move(up), with_one_time, round, done]() mutable {
+          SendPreKeys(std::move(up), with_one_time, round, done);
+        },
+        // Locked or closing meanwhile: the caller hears why, and a later refill is not shut out.
+        [this, with_one_time, done](Status why) { Finish(with_one_time, done, Error(std::move(why))); });
   }
   void SendPreKeys(relay::UploadPreKeys up, bool with_one_time, int round, Done<uint32_t> done) {
     Request(std::move(up), [this, with_one_time, round, done](Result<relay::Response> r) {
@@ -1082,21 +1086,22 @@ class Client::Impl {
     AfterSynced(store_->LastCommitSequence(), [this, id, direct] { direct ? direct() : Ack(id); });
   }
 
-  // Runs `fn` on the loop thread once commit `sequence` is durable: at once when it already is; later from
-  // the store's sync thread through a Post. When the sync fails, or the client is locked or closing by then,
-  // `dropped` runs instead (if given) with the reason, and `fn` never does: the relay delivers again what was
-  // not acknowledged, and the outbox is flushed again after unlocking.
-  //
-  // In the order asked, for commits up to `sequence`: the store marks a commit synced before its sync thread
-  // posts the work waiting for it, so work asked for a commit that is already synced waits behind earlier
-  // work still on its way (else Sync, asked after the acknowledgements of what it fetched, could find none
-  // queued and return before they were sent; found in review).
+  // Runs `fn` on the loop thread once commit `sequence` is durable, in the order asked among work for
+  // commits up to `sequence`: at once when it already is durable and no work for an equal or earlier commit
+  // is still on its way; otherwise once the store's sync thread has posted it and that earlier work has run.
+  // The store marks a commit synced before it posts the work waiting for it, and it may sync on two threads
+  // (its sync thread, and a caller's SyncNow), so work that is already durable, or that arrives first, could
+  // otherwise overtake earlier work: Sync, asked after the acknowledgements of what it fetched, could then
+  // find none queued and return before they were sent (found in review). When the sync fails, or the client
+  // is locked or closing by the time work runs later, `dropped` runs instead (if given) with the reason, and
+  // `fn` never does: the relay delivers again what was not acknowledged, and the outbox is flushed again
+  // after unlocking.
   void AfterSynced(uint64_t sequence, std::function<void()> fn,
                    std::function<void(Status)> dropped = nullptr) {
     auto drop = std::make_shared<std::function<void(Status)>>(std::move(dropped));
     if (store_->SyncedThrough() >= sequence) {
       if (after_synced_held_.empty() && !AfterSyncedOnItsWay(sequence)) return fn();
-      after_synced_held_.push_back(HeldAfterSynced{sequence, std::move(fn), std::move(drop)});
+      after_synced_held_.push_back(HeldAfterSynced{sequence, Status::Ok(), std::move(fn), std::move(drop)});
       return;
     }
     after_synced_on_its_way_.insert(sequence);
@@ -1105,7 +1110,7 @@ class Client::Impl {
         sequence, [this, target, sequence, fn = std::move(fn), drop](const Status& synced) mutable {
           target->Post([this, sequence, fn = std::move(fn), drop, synced]() mutable {
             after_synced_on_its_way_.erase(after_synced_on_its_way_.find(sequence));
-            RunAfterSynced(fn, *drop, synced);
+            after_synced_held_.push_back(HeldAfterSynced{sequence, synced, std::move(fn), std::move(drop)});
             RunHeldAfterSynced();
           });
         });
@@ -1121,22 +1126,20 @@ class Client::Impl {
     return !after_synced_on_its_way_.empty() && *after_synced_on_its_way_.begin() <= up_to;
   }
 
-  void RunAfterSynced(const std::function<void()>& fn, const std::function<void(Status)>& drop,
-                      const Status& synced) {
-    Status why = synced;
-    if (shutting_down_) why = Closing();
-    if (locked_) why = Locked();
-    if (why.ok()) return fn();
-    if (!synced.ok()) Report(Status(synced.code(), "a commit could not be synced"));
-    if (drop) drop(why);
-  }
-
-  // Held work whose earlier work has run, in the order it was asked.
+  // Held work whose earlier work has run, in the order it was asked (or arrived).
   void RunHeldAfterSynced() {
     while (!after_synced_held_.empty() && !AfterSyncedOnItsWay(after_synced_held_.front().sequence)) {
       HeldAfterSynced held = std::move(after_synced_held_.front());
       after_synced_held_.pop_front();
-      RunAfterSynced(held.fn, *held.drop, Status::Ok());
+      Status why = held.synced;
+      if (shutting_down_) why = Closing();
+      if (locked_) why = Locked();
+      if (why.ok()) {
+        held.fn();
+        continue;
+      }
+      if (!held.synced.ok()) Report(Status(held.synced.code(), "a commit could not be synced"));
+      if (*held.drop) (*held.drop)(why);
     }
   }
 
@@ -2408,6 +2411,7 @@ class Client::Impl {
   std::multiset<uint64_t> after_synced_on_its_way_;
   struct HeldAfterSynced {
     uint64_t sequence;
+    Status synced;  // the store's word on the commit
     std::function<void()> fn;
     std::shared_ptr<std::function<void(Status)>> drop;
   };
