@@ -7,7 +7,6 @@
 // gracefully: no new connections or commands, every command taken in finishes (its writes synced) and is
 // answered before its link closes, the store closes. Logs are logfmt lines on stderr, never holding
 // envelopes, tokens or keys.
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <sodium.h>
 #include <sys/resource.h>
@@ -80,8 +79,8 @@ Result<cw::transport::StaticKeyPair> LoadOrCreateKey(const std::string& path, bo
 // Raises the soft open-file limit to the hard one (Debian's soft default, 1024, would hold about a thousand
 // connections), lowers the connection caps to what it allows (see FitToOpenFileLimit), saying so, and sizes
 // the store's open table files to the descriptors the connections leave.
-cw::relay::ServerOptions FitToOpenFileLimit(cw::relay::ServerOptions options,
-                                            cw::relay::RocksDbStoreOptions* store, cw::relay::LogSink& log) {
+cw::relay::ServerOptions UseOpenFileLimit(cw::relay::ServerOptions options,
+                                          cw::relay::RocksDbStoreOptions* store, cw::relay::LogSink& log) {
   rlimit rl{};
   if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return options;
   if (rl.rlim_cur != rl.rlim_max) {
@@ -207,16 +206,13 @@ int main(int argc, char** argv) {
   }
   auto endpoint = cw::transport::Endpoint::Parse(listen);
   if (!endpoint) return Fail(log, "bad_option", endpoint.error());
-  // "ip" or "ip:port" ("[v6]" or "[v6]:port"); port 0 means the one the relay listens on. An IP literal:
-  // clients dial nothing else (the transport resolves no names).
+  // "ip" or "ip:port" ("[v6]" or "[v6]:port"); port 0 means the one the relay listens on. Only what a
+  // client's transport can dial (it resolves no names).
   std::optional<cw::transport::Endpoint> advertised;
   if (!advertise.empty()) {
     const bool has_port = advertise.back() != ']' && advertise.find(':') != std::string::npos;
     auto parsed = cw::transport::Endpoint::Parse(has_port ? advertise : advertise + ":0");
-    in6_addr ip{};
-    if (!parsed || parsed->static_key ||
-        (::inet_pton(AF_INET, parsed->host.c_str(), &ip) != 1 &&
-         ::inet_pton(AF_INET6, parsed->host.c_str(), &ip) != 1)) {
+    if (!parsed || parsed->static_key || !cw::transport::CheckDialableHost(parsed->host).ok()) {
       return Fail(
           log, "bad_option",
           cw::Status(StatusCode::kInvalidArgument,
@@ -239,7 +235,7 @@ int main(int argc, char** argv) {
   cw::relay::RunOptions run;
   run.relay = options;
   cw::relay::RocksDbStoreOptions store_options;
-  run.server = FitToOpenFileLimit(server_options, &store_options, log);
+  run.server = UseOpenFileLimit(server_options, &store_options, log);
   cw::relay::RunHooks hooks;
   const std::string store_dir = data_dir + "/store";
   hooks.open_store = [&]() -> cw::Result<std::unique_ptr<cw::relay::MailboxStore>> {

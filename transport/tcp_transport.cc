@@ -874,6 +874,11 @@ void TcpTransportImpl::ListenerClosed(TcpListener* l) {
 
 }  // namespace
 
+Status CheckDialableHost(const std::string& host) {
+  sockaddr_storage unused{};
+  return ResolveHost(host, 0, &unused);
+}
+
 Result<std::unique_ptr<TcpTransport>> TcpTransport::New(StaticKeyPair local_static, TransportOptions options,
                                                         const Clock& clock) {
   CW_RETURN_IF_ERROR(crypto::Init());

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "core/base/clock.h"
 #include "core/base/status.h"
@@ -30,5 +31,9 @@ class TcpTransport : public Transport {
   // left open). Idempotent; the destructor calls it. REQUIRES: not on the loop thread.
   virtual Status Shutdown() = 0;
 };
+
+// Whether a TcpTransport can connect to `host`: an IP literal, or localhost (it resolves no other names).
+// kInvalidArgument otherwise. For what a server tells its clients to dial.
+Status CheckDialableHost(const std::string& host);
 
 }  // namespace cw::transport
